@@ -1,0 +1,1 @@
+"""Calibration routines and the calibration graph (a later issue builds them)."""

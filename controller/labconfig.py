@@ -1,0 +1,273 @@
+"""Lab configuration: load a TOML file, validate everything, or say in ONE error what is wrong.
+
+Every error names the file, the key path (e.g. `nodes.A.instruments.mw.limits.power_dbm`) and
+the problem. Paths inside the file (data_dir) are relative to the file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.base import Driver
+from drivers.registry import DRIVERS, ROLES
+from qnode.errors import LabConfigError
+
+DEFAULT_LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_two_node.toml"
+SIM_RESOURCE = "sim"
+
+MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
+MIDPOINT_ROLES = ("time_tagger", "phase_stabiliser")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Limit = Annotated[list[float], Field(min_length=2, max_length=2)]
+"""[low, high] in the unit the key names (frequency_hz, power_dbm...)."""
+
+
+class InstrumentConfig(_Strict):
+    role: str
+    driver: str
+    resource: str
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    limits: dict[str, Limit] = Field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def simulated(self) -> bool:
+        return self.resource == SIM_RESOURCE
+
+
+class ChannelMap(_Strict):
+    """Which line does what: sequencer TTL lines (0-31), AWG channels (1-4), AWG markers
+    ("channel.marker", e.g. "1.2"), sequencer counter inputs (0-3), time-tagger inputs (1-4)."""
+
+    ttl: dict[str, int] = Field(default_factory=dict)
+    awg: dict[str, int] = Field(default_factory=dict)
+    markers: dict[str, str] = Field(default_factory=dict)
+    counters: dict[str, int] = Field(default_factory=dict)
+    detectors: dict[str, int] = Field(default_factory=dict)
+
+
+class OpticalPathConfig(_Strict):
+    """A laser gated by a sequencer TTL line (through an AOM), at a nominal power."""
+
+    ttl: str
+    laser: str
+    nominal_power_w: float = Field(gt=0)
+
+
+class NodeConfig(_Strict):
+    kind: Literal["memory", "midpoint"]
+    platform: Literal["nv", "ion"] | None = None
+    instruments: dict[str, InstrumentConfig]
+    channels: ChannelMap = Field(default_factory=ChannelMap)
+    optics: dict[Literal["pump", "readout", "excitation"], OpticalPathConfig] = Field(
+        default_factory=dict
+    )
+
+    def by_role(self, role: str) -> dict[str, InstrumentConfig]:
+        return {name: inst for name, inst in self.instruments.items() if inst.role == role}
+
+
+class LabSection(_Strict):
+    name: str
+    data_dir: str = "../data"
+    description: str = ""
+
+
+class LabConfig(_Strict):
+    lab: LabSection
+    nodes: dict[str, NodeConfig]
+
+    # set by the loader, not by the file
+    source: str = ""
+
+    @property
+    def data_dir(self) -> Path:
+        override = os.environ.get("QNODE_DATA_DIR")
+        if override:
+            return Path(override)
+        return (Path(self.source).parent / self.lab.data_dir).resolve()
+
+    @property
+    def resource_map_path(self) -> Path:
+        return self.data_dir / "sim" / f"{self.lab.name}.resources.json"
+
+    def instrument(self, node: str, name: str) -> InstrumentConfig:
+        return self.nodes[node].instruments[name]
+
+    def all_instruments(self):
+        for node_name, node in self.nodes.items():
+            for name, inst in node.instruments.items():
+                yield node_name, name, inst
+
+    def make_driver(
+        self, node: str, name: str, resources: dict[str, str] | None = None
+    ) -> Driver:
+        """The driver of one instrument (not opened). `sim` resources need the sim's map."""
+        inst = self.instrument(node, name)
+        resource = inst.resource
+        if inst.simulated:
+            key = f"{node}.{name}"
+            if resources is None or key not in resources:
+                raise LabConfigError(
+                    self.source, f"nodes.{node}.instruments.{name}.resource",
+                    "is 'sim' but the simulated lab's resource map has no entry for it: "
+                    "is `qnode sim up` running for this lab?",
+                )
+            resource = resources[key]
+        limits = {key: (lo, hi) for key, (lo, hi) in inst.limits.items()}
+        return DRIVERS[inst.driver](f"{node}.{name}", resource, limits, timeout_s=inst.timeout_s)
+
+
+def _key_path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _explain(error: dict) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing key"
+    given = error.get("input")
+    return f"{message} (got {given!r})" if not isinstance(given, dict) else message
+
+
+def load_lab(path: str | os.PathLike) -> LabConfig:
+    """Read and validate a lab file; raises LabConfigError (one, clear) on any problem."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise LabConfigError(shown, "", f"cannot read the file: {e.strerror or e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LabConfigError(shown, "", f"not valid TOML: {e}") from None
+    return parse_lab(raw, shown)
+
+
+def parse_lab(raw: dict[str, Any], source: str) -> LabConfig:
+    if "source" in raw:
+        raise LabConfigError(source, "source", "unknown key")
+    try:
+        lab = LabConfig.model_validate({**raw, "source": source})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise LabConfigError(source, _key_path(first["loc"]), _explain(first)) from None
+    _check_semantics(lab)
+    return lab
+
+
+def _check_semantics(lab: LabConfig) -> None:
+    src = lab.source
+
+    def fail(key: str, problem: str) -> None:
+        raise LabConfigError(src, key, problem)
+
+    if not any(node.kind == "memory" for node in lab.nodes.values()):
+        fail("nodes", "the lab has no memory node (kind = \"memory\")")
+    for node_name, node in lab.nodes.items():
+        base = f"nodes.{node_name}"
+        if node.kind == "memory" and node.platform is None:
+            fail(f"{base}.platform", "missing key (a memory node needs \"nv\" or \"ion\")")
+        for name, inst in node.instruments.items():
+            key = f"{base}.instruments.{name}"
+            if inst.role not in ROLES:
+                fail(f"{key}.role", f"unknown role {inst.role!r} (known: {', '.join(ROLES)})")
+            if inst.driver not in DRIVERS:
+                fail(f"{key}.driver", f"unknown driver {inst.driver!r} (known: {', '.join(DRIVERS)})")
+            cls = DRIVERS[inst.driver]
+            if cls.ROLE != inst.role:
+                fail(f"{key}.driver", f"driver {inst.driver!r} is a {cls.ROLE}, not a {inst.role}")
+            for limit_key, (lo, hi) in inst.limits.items():
+                if limit_key not in cls.RANGES:
+                    known = ", ".join(sorted(cls.RANGES)) or "none"
+                    fail(f"{key}.limits.{limit_key}", f"unknown limit for {inst.driver} (known: {known})")
+            for limit_key, (lo_hw, hi_hw) in cls.RANGES.items():
+                if limit_key not in inst.limits:
+                    fail(f"{key}.limits.{limit_key}",
+                         f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])")
+                lo, hi = inst.limits[limit_key]
+                if lo > hi:
+                    fail(f"{key}.limits.{limit_key}", f"[{lo:g}, {hi:g}]: lower end above upper")
+                if lo < lo_hw or hi > hi_hw:
+                    fail(f"{key}.limits.{limit_key}",
+                         f"[{lo:g}, {hi:g}] lies outside the driver's own range "
+                         f"[{lo_hw:g}, {hi_hw:g}] ({inst.driver})")
+            if not inst.simulated and inst.driver and cls.TRANSPORT == "tcp" and not (
+                inst.resource.upper().startswith("TCPIP") and inst.resource.upper().endswith("SOCKET")
+            ):
+                fail(f"{key}.resource",
+                     f"{inst.resource!r} is neither 'sim' nor a TCPIP::host::port::SOCKET resource")
+        needed = MEMORY_ROLES if node.kind == "memory" else MIDPOINT_ROLES
+        for role in needed:
+            if not node.by_role(role):
+                fail(f"{base}.instruments", f"no instrument with role '{role}' (a {node.kind} node needs one)")
+        _check_channels(lab, node_name, node, fail)
+        for path, optical in node.optics.items():
+            key = f"{base}.optics.{path}"
+            if optical.ttl not in node.channels.ttl:
+                fail(f"{key}.ttl", f"{optical.ttl!r} is not a TTL line of channels.ttl")
+            laser = node.instruments.get(optical.laser)
+            if laser is None or laser.role != "laser":
+                fail(f"{key}.laser", f"{optical.laser!r} is not a laser of this node")
+            lo, hi = laser.limits["power_w"]
+            if not lo < optical.nominal_power_w <= hi:
+                fail(f"{key}.nominal_power_w",
+                     f"{optical.nominal_power_w:g} W is outside the laser's limit [{lo:g}, {hi:g}] W")
+        if node.kind == "memory":
+            for path in ("pump", "readout"):
+                if path not in node.optics:
+                    fail(f"{base}.optics.{path}", "missing: a memory node needs this optical path")
+
+
+def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail) -> None:
+    base = f"nodes.{node_name}.channels"
+    ch = node.channels
+    for group, lo, hi in (("ttl", 0, 31), ("awg", 1, 4), ("counters", 0, 3), ("detectors", 1, 4)):
+        seen: dict[int, str] = {}
+        for name, line in getattr(ch, group).items():
+            if not lo <= line <= hi:
+                fail(f"{base}.{group}.{name}", f"{line} is outside {lo}..{hi}")
+            if line in seen:
+                fail(f"{base}.{group}.{name}", f"line {line} is already used by '{seen[line]}'")
+            seen[line] = name
+    for name, spec in ch.markers.items():
+        channel, _, marker = spec.partition(".")
+        if not (channel.isdigit() and marker in ("1", "2") and 1 <= int(channel) <= 4):
+            fail(f"{base}.markers.{name}", f"{spec!r} is not 'channel.marker' (e.g. \"1.2\")")
+    if node.kind == "memory":
+        for group in ("ttl", "awg", "counters"):
+            if not getattr(ch, group):
+                fail(f"{base}.{group}", "missing: a memory node needs this part of the channel map")
+    if node.kind == "midpoint" and len(ch.detectors) < 2:
+        fail(f"{base}.detectors", "the midpoint needs two detectors (one per beam-splitter output)")
+
+
+def read_resource_map(lab: LabConfig, path: str | os.PathLike | None = None) -> dict[str, str]:
+    """The map `qnode sim up` writes: "node.instrument" -> VISA resource or serial device."""
+    path = Path(path) if path else lab.resource_map_path
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabConfigError(
+            str(path), "", "no resource map: start the simulated lab with `qnode sim up` first"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise LabConfigError(str(path), "", f"unreadable resource map: {e}") from None
+    resources = data.get("resources") if isinstance(data, dict) else None
+    if not isinstance(resources, dict):
+        raise LabConfigError(str(path), "resources", "missing or not a table")
+    return resources

@@ -1,0 +1,142 @@
+"""AWG following the Tektronix AWG5014 SCPI subset: waveform list, INT blocks, sequence mode.
+
+Waveforms travel in the AWG5014 integer format: one little-endian uint16 per point, bits 0-13
+the DAC code (8191 is 0 V), bit 14 marker 1, bit 15 marker 2.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from drivers.base import Health
+from drivers.scpi import ScpiDriver
+from qnode.errors import LimitError
+
+CHANNELS = (1, 2, 3, 4)
+DAC_MID = 8191
+RUN_STATES = {0: "stopped", 1: "waiting for trigger", 2: "running"}
+
+
+def encode_int_waveform(
+    samples: np.ndarray, marker1: np.ndarray | None = None, marker2: np.ndarray | None = None
+) -> bytes:
+    """Normalised samples in [-1, 1] and 0/1 markers to AWG5014 INT bytes."""
+    codes = np.rint(np.asarray(samples, dtype=np.float64) * DAC_MID).astype(np.int32) + DAC_MID
+    words = codes.astype(np.uint16)
+    if marker1 is not None:
+        words |= (np.asarray(marker1) != 0).astype(np.uint16) << 14
+    if marker2 is not None:
+        words |= (np.asarray(marker2) != 0).astype(np.uint16) << 15
+    return words.astype("<u2").tobytes()
+
+
+def decode_int_waveform(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    words = np.frombuffer(data, dtype="<u2")
+    samples = ((words & 0x3FFF).astype(np.float64) - DAC_MID) / DAC_MID
+    return samples, (words >> 14) & 1, (words >> 15) & 1
+
+
+class TektronixAwg5014(ScpiDriver):
+    ROLE = "awg"
+    FAMILY = "Tektronix AWG5014 (C)"
+    TRANSPORT = "tcp"
+    RANGES = {
+        "amplitude_vpp": (0.02, 4.5),
+        "sample_rate_hz": (1e7, 1.2e9),
+        "waveform_points": (1, 16_200_000),
+    }
+
+    last_upload_crc32: int | None = None
+
+    def _check_channel(self, channel: int) -> int:
+        if channel not in CHANNELS:
+            raise ValueError(f"{self.name}: channel {channel} does not exist (1..4)")
+        return channel
+
+    def upload_waveform(
+        self,
+        name: str,
+        samples: np.ndarray,
+        marker1: np.ndarray | None = None,
+        marker2: np.ndarray | None = None,
+    ) -> None:
+        if not name or '"' in name or len(name) > 32:
+            raise ValueError(f"{self.name}: waveform name {name!r} must be 1-32 chars, no quotes")
+        samples = np.asarray(samples, dtype=np.float64)
+        if samples.ndim != 1:
+            raise ValueError(f"{self.name}: waveform {name!r} must be one-dimensional")
+        n = self.check_limit("waveform_points", samples.size)
+        for marker, label in ((marker1, "marker1"), (marker2, "marker2")):
+            if marker is not None and np.shape(marker) != samples.shape:
+                raise ValueError(f"{self.name}: {label} of {name!r} has a different length")
+        peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+        if not np.isfinite(peak) or peak > 1.0:
+            raise LimitError(self.name, f"waveform {name!r} sample", peak, (-1.0, 1.0))
+        data = encode_int_waveform(samples, marker1, marker2)
+        self.scpi.write(f'WLIS:WAV:DEL "{name}"', check=False)
+        self.scpi.errors()  # deleting a name that does not exist yet is not a fault
+        self.scpi.write(f'WLIS:WAV:NEW "{name}",{int(n)},INT')
+        self.scpi.write_block(f'WLIS:WAV:DATA "{name}",0,{int(n)},', data)
+        self.last_upload_crc32 = zlib.crc32(data)
+
+    def download_waveform(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return decode_int_waveform(self.scpi.query_block(f'WLIS:WAV:DATA? "{name}"'))
+
+    def waveform_names(self) -> list[str]:
+        count = self.scpi.query_int("WLIS:SIZE?")
+        return [self.scpi.query(f"WLIS:NAME? {i}").strip().strip('"') for i in range(count)]
+
+    def set_sequence(self, elements: list[dict[int, str]]) -> None:
+        """Sequence element k (0-based segment k of the sequencer) plays these waveforms."""
+        self.scpi.write(f"SEQ:LENG {len(elements)}")
+        for k, element in enumerate(elements, start=1):
+            for channel, waveform in element.items():
+                self._check_channel(channel)
+                self.scpi.write(f'SEQ:ELEM{k}:WAV{channel} "{waveform}"')
+        self.scpi.write("AWGC:RMOD SEQ")
+
+    def set_amplitude(self, channel: int, vpp: float) -> None:
+        self._check_channel(channel)
+        vpp = self.check_limit("amplitude_vpp", vpp)
+        self.scpi.write(f"SOUR{channel}:VOLT:AMPL {vpp:.4f}")
+
+    def amplitude(self, channel: int) -> float:
+        return self.scpi.query_float(f"SOUR{self._check_channel(channel)}:VOLT:AMPL?")
+
+    def set_sample_rate(self, hz: float) -> None:
+        hz = self.check_limit("sample_rate_hz", hz)
+        self.scpi.write(f"SOUR1:FREQ {hz:.1f}")
+
+    def sample_rate(self) -> float:
+        return self.scpi.query_float("SOUR1:FREQ?")
+
+    def set_output(self, channel: int, on: bool) -> None:
+        self.scpi.write(f"OUTP{self._check_channel(channel)}:STAT {'ON' if on else 'OFF'}")
+
+    def output(self, channel: int) -> bool:
+        return self.scpi.query_bool(f"OUTP{self._check_channel(channel)}:STAT?")
+
+    def run(self) -> None:
+        self.scpi.write("AWGC:RUN")
+
+    def stop(self) -> None:
+        self.scpi.write("AWGC:STOP")
+
+    def run_state(self) -> int:
+        """0 stopped, 1 waiting for trigger, 2 running (as AWGC:RST? on the 5014)."""
+        return self.scpi.query_int("AWGC:RST?")
+
+    def safe_state(self) -> None:
+        self.scpi.write("AWGC:STOP")
+        for channel in CHANNELS:
+            self.scpi.write(f"OUTP{channel}:STAT OFF")
+
+    def health(self) -> Health:
+        outputs = [c for c in CHANNELS if self.output(c)]
+        state = (
+            f"{RUN_STATES.get(self.run_state(), 'unknown')}, "
+            f"outputs on: {outputs or 'none'}, {self.scpi.query_int('WLIS:SIZE?')} waveforms"
+        )
+        return Health(self.identity(), state, self.error_list())

@@ -1,0 +1,22 @@
+"""Driver names as lab files write them, and the role each fills."""
+
+from __future__ import annotations
+
+from drivers.awg_5014 import TektronixAwg5014
+from drivers.base import Driver
+from drivers.laser_cobolt import CoboltLaser
+from drivers.microwave_sgs100a import RsSgs100a
+from drivers.sequencer_rtseq import RtSequencer
+from drivers.stabiliser_mdt import PiezoPhaseStabiliser
+from drivers.tagger_idq import TimeController
+
+DRIVERS: dict[str, type[Driver]] = {
+    "rs_sgs100a": RsSgs100a,
+    "tek_awg5014": TektronixAwg5014,
+    "rtseq": RtSequencer,
+    "idq_time_controller": TimeController,
+    "cobolt": CoboltLaser,
+    "thorlabs_mdt694b": PiezoPhaseStabiliser,
+}
+
+ROLES = sorted({cls.ROLE for cls in DRIVERS.values()})

@@ -1,0 +1,76 @@
+"""Photon counter / time tagger following a LAN time controller's SCPI subset (ID Quantique
+ID900/ID1000-like): per-input enable, threshold and counter, and time tags as binary blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drivers.base import Health
+from drivers.scpi import ScpiDriver
+from qnode.errors import InstrumentReplyError
+
+INPUTS = (1, 2, 3, 4)
+TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("channel", "<u2")])
+"""One time tag: picoseconds since the acquisition started, and the input (1-based)."""
+
+
+class TimeController(ScpiDriver):
+    ROLE = "time_tagger"
+    FAMILY = "ID Quantique ID900/ID1000 time controller"
+    TRANSPORT = "tcp"
+    RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
+
+    def _check_input(self, channel: int) -> int:
+        if channel not in INPUTS:
+            raise ValueError(f"{self.name}: input {channel} does not exist (1..4)")
+        return channel
+
+    def set_enabled(self, channel: int, on: bool) -> None:
+        self.scpi.write(f"INP{self._check_input(channel)}:ENAB {'ON' if on else 'OFF'}")
+
+    def enabled(self, channel: int) -> bool:
+        return self.scpi.query_bool(f"INP{self._check_input(channel)}:ENAB?")
+
+    def set_threshold(self, channel: int, volts: float) -> None:
+        self._check_input(channel)
+        volts = self.check_limit("threshold_v", volts)
+        self.scpi.write(f"INP{channel}:THRE {volts:.4f}")
+
+    def threshold(self, channel: int) -> float:
+        return self.scpi.query_float(f"INP{self._check_input(channel)}:THRE?")
+
+    def set_integration(self, seconds: float) -> None:
+        seconds = self.check_limit("acquisition_s", seconds)
+        self.scpi.write(f"COUN:INT {seconds:.9g}")
+
+    def count(self, channel: int) -> int:
+        """Counts on one input over the last integration time."""
+        return self.scpi.query_int(f"INP{self._check_input(channel)}:COUN?")
+
+    def acquire_tags(self, seconds: float) -> np.ndarray:
+        """Acquire time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
+        seconds = self.check_limit("acquisition_s", seconds)
+        self.scpi.write(f"TAGS:ACQ {seconds:.9g}")
+        return self.read_tags()
+
+    def read_tags(self) -> np.ndarray:
+        expected = self.scpi.query_int("TAGS:COUN?")
+        data = self.scpi.query_block("TAGS:DATA?")
+        if len(data) % TAG_DTYPE.itemsize:
+            raise InstrumentReplyError(
+                self.name, f"tag block of {len(data)} bytes is not whole {TAG_DTYPE.itemsize}-byte tags"
+            )
+        tags = np.frombuffer(data, dtype=TAG_DTYPE)
+        if tags.size != expected:
+            raise InstrumentReplyError(
+                self.name, f"TAGS:COUN? said {expected} tags, the block holds {tags.size}"
+            )
+        return tags
+
+    def safe_state(self) -> None:
+        self.scpi.write("TAGS:STOP")
+
+    def health(self) -> Health:
+        enabled = [c for c in INPUTS if self.enabled(c)]
+        return Health(self.identity(), f"inputs enabled: {enabled or 'none'}", self.error_list())

@@ -1,0 +1,445 @@
+"""Transports: bytes to and from one instrument, with timeouts, framing and reconnects.
+
+Two kinds cover the lab: a raw TCP socket through pyvisa/pyvisa-py (SCPI instruments on port
+5025) and a serial line through pyserial (lasers, piezo drivers, the sequencer). Both:
+- time out every read and turn a missing answer into `InstrumentTimeout`;
+- treat a connection that went quiet mid-answer as dirty and reconnect before the next call,
+  so a late answer can never be taken for the answer to a later question;
+- reconnect with bounded exponential back-off when the connection is lost, then retry the
+  exchange once (every driver command is an absolute set or a query, so a retry is safe).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import pyvisa
+import serial
+from pyvisa import constants as visa_constants
+
+from qnode.errors import InstrumentConnectionError, InstrumentReplyError, InstrumentTimeout
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded exponential back-off for reconnects."""
+
+    first_s: float = 0.05
+    factor: float = 2.0
+    max_delay_s: float = 1.0
+    budget_s: float = 5.0
+
+    def delays(self):
+        delay, spent = self.first_s, 0.0
+        while spent < self.budget_s:
+            step = min(delay, self.max_delay_s, self.budget_s - spent)
+            yield step
+            spent += step
+            delay *= self.factor
+
+
+class Transport(Protocol):
+    """What a protocol layer needs from a connection to one instrument."""
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def write(self, message: str) -> None: ...
+    def query(self, message: str) -> str: ...
+    def write_block(self, message: str, data: bytes) -> None: ...
+    def query_block(self, message: str) -> bytes: ...
+
+
+class _ConnectionLost(Exception):
+    """Internal: the peer closed or reset the connection."""
+
+
+def ieee_block(data: bytes) -> bytes:
+    """IEEE 488.2 definite-length block: #<digits><length><data>."""
+    length = str(len(data)).encode()
+    if len(length) > 9:
+        raise ValueError(f"block of {len(data)} bytes is too large for a definite-length header")
+    return b"#" + str(len(length)).encode() + length + data
+
+
+class _ReconnectingTransport:
+    """Shared reconnect/timeout policy; subclasses provide the raw I/O."""
+
+    def __init__(self, instrument: str, timeout_s: float, backoff: Backoff) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"{instrument}: timeout must be positive, got {timeout_s}")
+        self.instrument = instrument
+        self.timeout_s = timeout_s
+        self.backoff = backoff
+        self.reconnects = 0
+        self._lock = threading.Lock()
+        self._is_open = False
+        self._dirty = False
+
+    # raw I/O, provided by subclasses
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    def _peer_closed(self) -> bool:
+        """True if the connection is known to be gone (checked without blocking)."""
+        return False
+
+    @property
+    def is_open(self) -> bool:
+        return self._is_open
+
+    def open(self) -> None:
+        with self._lock:
+            if self._is_open:
+                return
+            self._connect_with_backoff(first_attempt_only=False)
+            self._is_open = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._is_open:
+                self._disconnect()
+            self._is_open = False
+
+    def _connect_with_backoff(self, first_attempt_only: bool = False) -> None:
+        last: Exception | None = None
+        try:
+            self._connect()
+            return
+        except (OSError, pyvisa.errors.VisaIOError, serial.SerialException) as e:
+            last = e
+        for delay in self.backoff.delays():
+            time.sleep(delay)
+            try:
+                self._connect()
+                return
+            except (OSError, pyvisa.errors.VisaIOError, serial.SerialException) as e:
+                last = e
+        raise InstrumentConnectionError(
+            self.instrument,
+            f"cannot connect within {self.backoff.budget_s:g} s of back-off: {last}",
+        )
+
+    def _reconnect(self) -> None:
+        try:
+            self._disconnect()
+        except Exception:
+            pass
+        self.reconnects += 1
+        self._connect_with_backoff()
+        self._dirty = False
+
+    def _exchange(self, what: str, action: Callable[[], T]) -> T:
+        """Run one write or write+read, with the reconnect and timeout policy."""
+        with self._lock:
+            if not self._is_open:
+                raise InstrumentConnectionError(self.instrument, f"not open (while sending {what!r})")
+            if self._dirty or self._peer_closed():
+                self._reconnect()
+            for attempt in (1, 2):
+                try:
+                    return action()
+                except _ConnectionLost:
+                    if attempt == 2:
+                        raise InstrumentConnectionError(
+                            self.instrument, f"connection lost twice while sending {what!r}"
+                        ) from None
+                    self._reconnect()
+                except TimeoutError:
+                    self._dirty = True
+                    raise InstrumentTimeout(
+                        self.instrument, f"no reply to {what!r} within {self.timeout_s:g} s"
+                    ) from None
+            raise AssertionError("unreachable")
+
+
+_resource_manager: pyvisa.ResourceManager | None = None
+_rm_lock = threading.Lock()
+
+
+def resource_manager() -> pyvisa.ResourceManager:
+    """One pyvisa-py resource manager per process."""
+    global _resource_manager
+    with _rm_lock:
+        if _resource_manager is None:
+            _resource_manager = pyvisa.ResourceManager("@py")
+        return _resource_manager
+
+
+class VisaSocketTransport(_ReconnectingTransport):
+    """SCPI over a raw TCP socket (`TCPIP::host::port::SOCKET`) through pyvisa-py."""
+
+    def __init__(
+        self,
+        instrument: str,
+        resource: str,
+        timeout_s: float = 2.0,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        super().__init__(instrument, timeout_s, backoff)
+        if not resource.upper().startswith("TCPIP") or not resource.upper().endswith("SOCKET"):
+            raise ValueError(
+                f"{instrument}: resource {resource!r} is not a TCPIP::host::port::SOCKET resource"
+            )
+        self.resource = resource
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self._res = None
+        self._sock: socket.socket | None = None
+
+    def _connect(self) -> None:
+        rm = resource_manager()
+        res = rm.open_resource(
+            self.resource,
+            open_timeout=int(self.timeout_s * 1000),
+            read_termination=self.read_termination,
+            write_termination=self.write_termination,
+            timeout=int(self.timeout_s * 1000),
+        )
+        sock = rm.visalib.sessions[res.session].interface
+        # pyvisa-py leaves Nagle on: ~40 ms per write-then-query without this.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._res, self._sock = res, sock
+
+    def _disconnect(self) -> None:
+        res, self._res, self._sock = self._res, None, None
+        if res is not None:
+            try:
+                res.close()
+            except Exception:
+                pass
+
+    def _peer_closed(self) -> bool:
+        sock = self._sock
+        if sock is None:
+            return True
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            pending = sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        if pending == b"":
+            return True
+        # Stale bytes from an earlier answer: the stream is out of step, start afresh.
+        return True
+
+    def _write_raw(self, data: bytes) -> None:
+        try:
+            self._res.write_raw(data)
+        except (OSError, pyvisa.errors.VisaIOError) as e:
+            raise _ConnectionLost() from e
+
+    def _read_raw(self) -> bytes:
+        try:
+            return self._res.read_raw()
+        except pyvisa.errors.VisaIOError as e:
+            if e.error_code == visa_constants.StatusCode.error_timeout:
+                raise TimeoutError() from e
+            raise _ConnectionLost() from e
+        except OSError as e:
+            raise _ConnectionLost() from e
+
+    def _read_exact(self, count: int) -> bytes:
+        try:
+            data = self._res.read_bytes(count, break_on_termchar=False)
+        except pyvisa.errors.VisaIOError as e:
+            if e.error_code == visa_constants.StatusCode.error_timeout:
+                raise TimeoutError() from e
+            raise _ConnectionLost() from e
+        if len(data) != count:
+            raise TimeoutError()
+        return data
+
+    def _decode(self, what: str, raw: bytes) -> str:
+        term = self.read_termination.encode()
+        if not raw.endswith(term):
+            raise TimeoutError()
+        try:
+            return raw[: -len(term)].decode("ascii")
+        except UnicodeDecodeError:
+            raise InstrumentReplyError(
+                self.instrument, f"reply to {what!r} is not ASCII: {raw[:40]!r}"
+            ) from None
+
+    def write(self, message: str) -> None:
+        data = (message + self.write_termination).encode("ascii")
+        self._exchange(message, lambda: self._write_raw(data))
+
+    def query(self, message: str) -> str:
+        data = (message + self.write_termination).encode("ascii")
+
+        def action() -> str:
+            self._write_raw(data)
+            return self._decode(message, self._read_raw())
+
+        return self._exchange(message, action)
+
+    def write_block(self, message: str, data: bytes) -> None:
+        payload = message.encode("ascii") + ieee_block(data) + self.write_termination.encode()
+        self._exchange(message, lambda: self._write_raw(payload))
+
+    def query_block(self, message: str) -> bytes:
+        data = (message + self.write_termination).encode("ascii")
+
+        def action() -> bytes:
+            self._write_raw(data)
+            # Binary data may hold the termination byte: switch it off for the block.
+            self._res.read_termination = None
+            try:
+                block = self._read_block(message)
+                tail = self._read_exact(len(self.read_termination))
+            finally:
+                self._res.read_termination = self.read_termination
+            if tail != self.read_termination.encode():
+                raise InstrumentReplyError(
+                    self.instrument, f"block reply to {message!r} not terminated: {tail!r}"
+                )
+            return block
+
+        return self._exchange(message, action)
+
+    def _read_block(self, what: str) -> bytes:
+        head = self._read_exact(2)
+        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
+            raise InstrumentReplyError(
+                self.instrument, f"reply to {what!r} is not a definite-length block: {head!r}"
+            )
+        digits = self._read_exact(int(head[1:2]))
+        if not digits.isdigit():
+            raise InstrumentReplyError(
+                self.instrument, f"block header of reply to {what!r} is garbled: {digits!r}"
+            )
+        return self._read_exact(int(digits)) if int(digits) else b""
+
+
+class SerialTransport(_ReconnectingTransport):
+    """ASCII over a serial line (or a pty in the simulated lab) through pyserial."""
+
+    def __init__(
+        self,
+        instrument: str,
+        port: str,
+        timeout_s: float = 2.0,
+        baudrate: int = 115200,
+        read_termination: str = "\r\n",
+        write_termination: str = "\r",
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        super().__init__(instrument, timeout_s, backoff)
+        self.port = port.removeprefix("ASRL").removesuffix("::INSTR")
+        self.baudrate = baudrate
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self._serial: serial.Serial | None = None
+
+    def _connect(self) -> None:
+        self._serial = serial.Serial(
+            self.port,
+            self.baudrate,
+            timeout=self.timeout_s,
+            write_timeout=self.timeout_s,
+            exclusive=True,
+        )
+
+    def _disconnect(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                pass
+
+    def _peer_closed(self) -> bool:
+        return self._serial is None or not self._serial.is_open
+
+    def _io(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except serial.SerialTimeoutException:
+            raise TimeoutError() from None
+        except (serial.SerialException, OSError) as e:
+            raise _ConnectionLost() from e
+
+    def _send(self, data: bytes) -> None:
+        port = self._serial
+        # Whatever sits in the input buffer now (a boot banner, a reply that came too late)
+        # belongs to no question of ours.
+        self._io(port.reset_input_buffer)
+        self._io(lambda: port.write(data))
+        self._io(port.flush)
+
+    def _read_line(self, what: str) -> str:
+        term = self.read_termination.encode()
+        raw = self._io(lambda: self._serial.read_until(term))
+        if not raw.endswith(term):
+            raise TimeoutError()
+        try:
+            return raw[: -len(term)].decode("ascii")
+        except UnicodeDecodeError:
+            raise InstrumentReplyError(
+                self.instrument, f"reply to {what!r} is not ASCII: {raw[:40]!r}"
+            ) from None
+
+    def write(self, message: str) -> None:
+        data = (message + self.write_termination).encode("ascii")
+        self._exchange(message, lambda: self._send(data))
+
+    def query(self, message: str) -> str:
+        data = (message + self.write_termination).encode("ascii")
+
+        def action() -> str:
+            self._send(data)
+            return self._read_line(message)
+
+        return self._exchange(message, action)
+
+    def write_block(self, message: str, data: bytes) -> None:
+        payload = message.encode("ascii") + ieee_block(data) + self.write_termination.encode()
+        self._exchange(message, lambda: self._send(payload))
+
+    def query_block(self, message: str) -> bytes:
+        data = (message + self.write_termination).encode("ascii")
+
+        def read_exact(n: int) -> bytes:
+            got = self._io(lambda: self._serial.read(n))
+            if len(got) != n:
+                raise TimeoutError()
+            return got
+
+        def action() -> bytes:
+            self._send(data)
+            head = read_exact(2)
+            if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
+                raise InstrumentReplyError(
+                    self.instrument, f"reply to {message!r} is not a definite-length block: {head!r}"
+                )
+            digits = read_exact(int(head[1:2]))
+            if not digits.isdigit():
+                raise InstrumentReplyError(
+                    self.instrument, f"block header of reply to {message!r} is garbled: {digits!r}"
+                )
+            block = read_exact(int(digits)) if int(digits) else b""
+            tail = read_exact(len(self.read_termination))
+            if tail != self.read_termination.encode():
+                raise InstrumentReplyError(
+                    self.instrument, f"block reply to {message!r} not terminated: {tail!r}"
+                )
+            return block
+
+        return self._exchange(message, action)

@@ -1,0 +1,1 @@
+"""Pure sequence code: operations, compiler, and the sequencer program format (no I/O)."""

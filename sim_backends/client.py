@@ -1,0 +1,60 @@
+"""Client of the simulated lab's control channel (tests and `qnode sim fault` use it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from qnode.curve import client_socket
+
+
+class SimControlError(Exception):
+    pass
+
+
+class SimControl:
+    def __init__(self, resource_map: Path, timeout_s: float = 5.0) -> None:
+        info = json.loads(Path(resource_map).read_text())
+        control = info["control"]
+        self.endpoint = control["endpoint"]
+        self.server_key = Path(control["server_public_key"])
+        self.client_secret = Path(control["client_secret_key"])
+        self.resources: dict[str, str] = info["resources"]
+        self.timeout_ms = int(timeout_s * 1000)
+        self._ctx = zmq.Context.instance()
+
+    def request(self, cmd: str, **fields) -> dict:
+        """One request on a fresh REQ socket, so a lost reply can never wedge the next."""
+        sock = client_socket(self._ctx, zmq.REQ, self.client_secret, self.server_key)
+        try:
+            sock.rcvtimeo = sock.sndtimeo = self.timeout_ms
+            sock.connect(self.endpoint)
+            sock.send(msgpack.packb({"cmd": cmd, **fields}, use_bin_type=True))
+            try:
+                reply = msgpack.unpackb(sock.recv(), raw=False)
+            except zmq.Again:
+                raise SimControlError(f"no reply from the simulated lab at {self.endpoint}") from None
+        finally:
+            sock.close(linger=0)
+        if not reply.get("ok"):
+            raise SimControlError(reply.get("error", "unknown error"))
+        return reply
+
+    def fault(self, instrument: str, fault: str, **options) -> None:
+        self.request("fault", instrument=instrument, fault=fault, **options)
+
+    def state(self, instrument: str) -> dict:
+        return self.request("state", instrument=instrument)["state"]
+
+    def log(self, instrument: str, since: int = 0) -> tuple[int, list[str]]:
+        reply = self.request("log", instrument=instrument, since=since)
+        return reply["total"], reply["commands"]
+
+    def log_size(self, instrument: str) -> int:
+        return self.log(instrument, since=1 << 60)[0]
+
+    def truth(self, node: str | None = None) -> dict:
+        return self.request("truth", node=node)["truth"]

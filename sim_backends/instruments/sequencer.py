@@ -1,0 +1,190 @@
+"""Simulated real-time sequencer: validates uploaded programs as firmware would and runs them
+on the node's virtual clock, stamping events in virtual nanoseconds since RUN.
+
+Waits for the sync trigger or a herald block; while blocked, virtual time runs at wall speed
+and the timeout counts in that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from qnode.errors import ProgramError
+from sequences.program import NO_REGISTER, N_REGISTERS, Event, Instruction, Op, decode, encode_events
+from sim_backends.device import CommandError, Device, number
+from sim_backends.node import SimNode
+
+PROGRAM_ERROR_CODE = 101
+HERALD_TIMEOUT = -1
+STEPS_PER_YIELD = 5000
+
+
+class SimSequencer(Device):
+    identity = "QNODE,RTSEQ-1,{serial},1.0-sim"
+
+    def __init__(self, name: str, node: SimNode, serial: int) -> None:
+        self.node = node
+        self.identity = self.identity.format(serial=serial)
+        self._task: asyncio.Task | None = None
+        super().__init__(name)
+
+    def setup(self) -> None:
+        self.add("PROGram:LOAD", self._load)
+        self.add("PROGram:SIZE?", lambda a: str(len(self.program)))
+        self.add("RUN", lambda a: self._start())
+        self.add("STOP", lambda a: self._stop("IDLE"))
+        self.add("STATus?", lambda a: self.status)
+        self.add("TIME?", lambda a: str(self.node.now_ns - self.t0_ns))
+        self.add("EVT:COUNt?", lambda a: str(len(self.events)))
+        self.add("EVT:DATA?", lambda a: self._drain_events())
+        self.add("HERALD", self._herald)
+        self.add("SYNC", lambda a: self._wake("sync", 1))
+        self.add("TTL?", lambda a: str(self.node.ttl))
+        self.add("SAFE", lambda a: self._safe())
+
+    def reset_state(self) -> None:
+        self._stop("IDLE")
+        self.program: list[Instruction] = []
+        self.events: list[Event] = []
+        self.status = "IDLE"
+        self.t0_ns = self.node.now_ns
+        self.pending = {"sync": [], "herald": []}
+        self.wakeup = asyncio.Event()
+        self.node.set_ttl(0)
+
+    # commands -------------------------------------------------------------------------------
+    def _load(self, args: str, block: bytes | None = None) -> None:
+        if block is None:
+            raise CommandError(-109, "Missing parameter: program image block")
+        if self.status in ("RUNNING", "WAITING"):
+            raise CommandError(-221, "Settings conflict: STOP before loading a program")
+        try:
+            self.program = decode(block)
+        except ProgramError as e:
+            self.program = []
+            raise CommandError(PROGRAM_ERROR_CODE, str(e)) from None
+
+    def _start(self) -> None:
+        if not self.program:
+            raise CommandError(-221, "Settings conflict: no program loaded")
+        if self.status in ("RUNNING", "WAITING"):
+            raise CommandError(-221, "Settings conflict: already running")
+        self.events = []
+        self.pending = {"sync": [], "herald": []}
+        self.t0_ns = self.node.now_ns
+        self.status = "RUNNING"
+        self.wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._execute(list(self.program)))
+
+    def _stop(self, status: str) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        self.status = status
+
+    def _safe(self) -> None:
+        self._stop("IDLE")
+        self.node.set_ttl(0)
+
+    def _herald(self, args: str) -> None:
+        outcome = int(number(args, 0, 2))
+        self._wake("herald", outcome)
+
+    def _wake(self, kind: str, value: int) -> None:
+        self.pending[kind].append(value)
+        self.wakeup.set()
+
+    def _drain_events(self) -> bytes:
+        events, self.events = self.events, []
+        return encode_events(events)
+
+    # execution ------------------------------------------------------------------------------
+    async def _wait_for(self, kind: str, timeout_ns: int) -> int | None:
+        """Block until a sync/herald arrives or the timeout passes (virtual = wall while blocked)."""
+        if self.pending[kind]:
+            return self.pending[kind].pop(0)
+        self.status = "WAITING"
+        started = time.monotonic()
+        deadline = started + timeout_ns * 1e-9
+        try:
+            while not self.pending[kind]:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.node.advance(timeout_ns)
+                    return None
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=left)
+                except TimeoutError:
+                    pass
+            waited = int((time.monotonic() - started) * 1e9)
+            self.node.advance(min(waited - waited % 4, timeout_ns))
+            return self.pending[kind].pop(0)
+        finally:
+            self.status = "RUNNING"
+
+    async def _execute(self, program: list[Instruction]) -> None:
+        node = self.node
+        regs = [0] * N_REGISTERS
+        loops: dict[int, int] = {}
+        pc, steps = 0, 0
+        try:
+            while True:
+                ins = program[pc]
+                op = ins.op
+                pc_next = pc + 1
+                if op is Op.TTL_SET:
+                    node.set_ttl(node.ttl | ins.c)
+                elif op is Op.TTL_CLR:
+                    node.set_ttl(node.ttl & ~ins.c)
+                elif op is Op.AWG_TRIG:
+                    node.play_segment(ins.c)
+                elif op is Op.WAIT:
+                    node.advance(ins.d)
+                elif op is Op.COUNT:
+                    regs[ins.b] = node.count(ins.a, ins.d)
+                elif op is Op.BRANCH_LT:
+                    if regs[ins.a] < ins.d:
+                        pc_next = ins.c
+                elif op is Op.BRANCH_GE:
+                    if regs[ins.a] >= ins.d:
+                        pc_next = ins.c
+                elif op is Op.LOOP:
+                    left = loops.get(pc, ins.d) - 1
+                    if left > 0:
+                        loops[pc] = left
+                        pc_next = ins.c
+                    else:
+                        loops.pop(pc, None)
+                elif op is Op.WAIT_SYNC:
+                    await self._wait_for("sync", ins.d)
+                elif op is Op.WAIT_HERALD:
+                    outcome = await self._wait_for("herald", ins.d)
+                    regs[ins.a] = HERALD_TIMEOUT if outcome is None else outcome
+                elif op is Op.EVENT:
+                    value = regs[ins.a] if ins.a != NO_REGISTER else 0
+                    self.events.append(Event(node.now_ns - self.t0_ns, ins.b, value))
+                elif op is Op.SET:
+                    regs[ins.a] = ins.d
+                elif op is Op.ADD:
+                    regs[ins.a] += ins.d
+                elif op is Op.JUMP:
+                    pc_next = ins.c
+                elif op is Op.HALT:
+                    self.status = "HALTED"
+                    return
+                pc = pc_next
+                steps += 1
+                if steps % STEPS_PER_YIELD == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # firmware fault: report, never hang the lab
+            self.queue_error(-300, f"Device-specific error: {type(e).__name__} at instruction {pc}")
+            self.status = "IDLE"
+
+    def state(self) -> dict:
+        return {"status": self.status, "ttl": self.node.ttl, "program_size": len(self.program),
+                "events_pending": len(self.events), "clock_ns": self.node.now_ns - self.t0_ns}
+

@@ -1,0 +1,92 @@
+"""Simulated piezo fibre-stretcher driver with a phase-lock loop (MDT694B-like serial).
+
+The interferometer phase drifts as a random walk in wall time; with the lock on, the loop holds
+it at the set point up to a small residual.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sim_backends.device import CommandError, Device, number
+from sim_backends.framing import Message
+
+MAX_VOLTAGE = 150.0
+DEG_PER_VOLT = 12.0
+
+
+class SimPhaseStabiliser(Device):
+    terminator = b"\r"
+    reply_terminator = b">"
+    allow_blocks = False
+    scpi_headers = False
+
+    def __init__(self, name: str, rng: np.random.Generator, drift_deg_per_sqrt_s: float, serial: int) -> None:
+        self.rng = rng
+        self.drift = drift_deg_per_sqrt_s
+        self.serial = serial
+        super().__init__(name)
+
+    def setup(self) -> None:
+        self._commands.clear()
+        self.add("id?", lambda a: f"MDT694B Piezo Control Module SN{self.serial} FW1.09-sim\r")
+        self.add("xvoltage=", lambda a: self._set_voltage(a))
+        self.add("xvoltage?", lambda a: f"[{self.voltage:7.2f}]\r")
+        self.add("lock=", lambda a: self._set_lock(a))
+        self.add("lock?", lambda a: f"[{1 if self.lock else 0}]\r")
+        self.add("setpoint=", lambda a: self._set(setattr(self, "setpoint", number(a, -360, 360))))
+        self.add("setpoint?", lambda a: f"[{self.setpoint:8.3f}]\r")
+        self.add("error?", lambda a: f"[{self.phase_error():8.3f}]\r")
+
+    @staticmethod
+    def _set(_=None) -> str:
+        return ""
+
+    def _set_voltage(self, args: str) -> str:
+        self.voltage = number(args, 0.0, MAX_VOLTAGE)
+        return ""
+
+    def _set_lock(self, args: str) -> str:
+        value = args.strip()
+        if value not in ("0", "1"):
+            raise CommandError(-224, "lock takes 0 or 1")
+        self.lock = value == "1"
+        return ""
+
+    def execute(self, message: Message):
+        # MDT commands are `name=value` with no space: split at '=' so the table can match.
+        text = message.text
+        if "=" in text:
+            head, _, value = text.partition("=")
+            message = Message(f"{head}= {value}", message.block)
+        return super().execute(message)
+
+    def reset_state(self) -> None:
+        self.voltage = 0.0
+        self.lock = False
+        self.setpoint = 0.0
+        self._phase = float(self.rng.uniform(-180, 180))
+        self._last = time.monotonic()
+
+    def phase(self) -> float:
+        """Interferometer phase in degrees (wrapped), drifting and corrected by the lock."""
+        now = time.monotonic()
+        dt, self._last = now - self._last, now
+        self._phase += float(self.rng.normal(0.0, self.drift * np.sqrt(max(dt, 0.0))))
+        if self.lock:
+            self._phase = self.setpoint + float(self.rng.normal(0.0, 2.0))
+        return (self._phase + DEG_PER_VOLT * self.voltage + 180) % 360 - 180
+
+    def phase_error(self) -> float:
+        return (self.phase() - self.setpoint + 180) % 360 - 180
+
+    def unknown_command(self, message: Message) -> str:
+        return "CMD_NOT_DEFINED\r"
+
+    def error_reply(self, error: CommandError) -> str:
+        return "CMD_ARG_INVALID\r"
+
+    def state(self) -> dict:
+        return {"voltage_v": self.voltage, "lock": self.lock, "setpoint_deg": self.setpoint}

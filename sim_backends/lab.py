@@ -1,0 +1,169 @@
+"""The simulated lab: one process serving every instrument of every node, sharing physics.
+
+It is built from the lab description (the validated lab file as a plain dict; the sim does not
+import the controller), serves SCPI instruments on 127.0.0.1 ephemeral ports and serial
+devices on ptys, and writes a resource map that the controllers read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from qnode.curve import allow, ensure_keypair
+from sim_backends.control import ControlServer
+from sim_backends.device import Device
+from sim_backends.instruments.awg import SimAwg
+from sim_backends.instruments.laser import SimLaser
+from sim_backends.instruments.microwave import SimMicrowaveSource
+from sim_backends.instruments.sequencer import SimSequencer
+from sim_backends.instruments.stabiliser import SimPhaseStabiliser
+from sim_backends.instruments.tagger import SimTimeController
+from sim_backends.node import OpticalPath, SimLaserState, SimNode
+from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
+from sim_backends.servers import PtyServer, TcpServer
+
+log = logging.getLogger("qnode.sim")
+
+PHASE_DRIFT_DEG_PER_SQRT_S = 15.0
+
+
+class SimLab:
+    def __init__(self, lab: dict, seed: int, state_dir: Path, resource_map: Path) -> None:
+        self.description = lab
+        self.name = lab["lab"]["name"]
+        self.seed = seed
+        self.state_dir = state_dir
+        self.resource_map = resource_map
+        self.devices: dict[str, Device] = {}
+        self.nodes: dict[str, SimNode] = {}
+        self.servers: list[TcpServer | PtyServer] = []
+        self.control: ControlServer | None = None
+        self._stop = asyncio.Event()
+        self._build()
+
+    # construction ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        seeds = np.random.SeedSequence(self.seed)
+        names = sorted(self.description["nodes"])
+        for node_name, child in zip(names, seeds.spawn(len(names)), strict=True):
+            node_cfg = self.description["nodes"][node_name]
+            rng = np.random.default_rng(child)
+            physics = None
+            if node_cfg["kind"] == "memory":
+                physics = NodePhysics(node_name, draw_truth(node_cfg["platform"], rng), rng)
+            node = SimNode(node_name, physics)
+            self.nodes[node_name] = node
+            lasers: dict[str, SimLaserState] = {}
+            platform = PLATFORMS[node_cfg.get("platform") or "nv"]
+            for k, (inst_name, inst) in enumerate(sorted(node_cfg["instruments"].items())):
+                if inst["resource"] != "sim":
+                    continue
+                full = f"{node_name}.{inst_name}"
+                serial = int(rng.integers(100000, 999999)) + k
+                role = inst["role"]
+                if role == "microwave_source":
+                    drive = physics.drive if physics else MicrowaveDrive()
+                    device: Device = SimMicrowaveSource(full, drive, serial)
+                elif role == "awg":
+                    device = SimAwg(full, serial)
+                    node.awg = device
+                elif role == "sequencer":
+                    device = SimSequencer(full, node, serial)
+                elif role == "time_tagger":
+                    device = SimTimeController(full, rng, platform.dark_count_hz, serial)
+                elif role == "laser":
+                    lasers[inst_name] = SimLaserState()
+                    device = SimLaser(full, lasers[inst_name], serial, "06-01")
+                elif role == "phase_stabiliser":
+                    device = SimPhaseStabiliser(full, rng, PHASE_DRIFT_DEG_PER_SQRT_S, serial)
+                else:
+                    raise ValueError(f"{full}: the simulated lab has no instrument for role {role!r}")
+                self.devices[full] = device
+            channels = node_cfg.get("channels", {})
+            awg_ch = channels.get("awg", {})
+            if "mw_i" in awg_ch and "mw_q" in awg_ch:
+                node.iq_channels = (awg_ch["mw_i"], awg_ch["mw_q"])
+            for path, spec in node_cfg.get("optics", {}).items():
+                node.optics[path] = OpticalPath(
+                    ttl_line=channels["ttl"][spec["ttl"]],
+                    laser=lasers[spec["laser"]],
+                    nominal_power_w=spec["nominal_power_w"],
+                )
+
+    def device(self, name: str) -> Device:
+        if name not in self.devices:
+            raise KeyError(f"no simulated instrument {name!r} (known: {', '.join(sorted(self.devices))})")
+        return self.devices[name]
+
+    def truth(self, node: str | None = None) -> dict:
+        truths = {n: s.physics.truth.as_dict() for n, s in self.nodes.items() if s.physics}
+        if node is None:
+            return truths
+        if node not in truths:
+            raise KeyError(f"no memory node {node!r}")
+        return truths[node]
+
+    # running --------------------------------------------------------------------------------
+    async def start(self) -> dict:
+        for device in self.devices.values():
+            serial_device = device.terminator != b"\n" or isinstance(device, SimSequencer)
+            server = PtyServer(device) if serial_device else TcpServer(device)
+            await server.start()
+            self.servers.append(server)
+        key_dir = self.state_dir / "keys"
+        ensure_keypair(key_dir, "server")
+        client_public, _ = ensure_keypair(key_dir, "client")
+        allow(key_dir, client_public)
+        self.control = ControlServer(self, key_dir)
+        await self.control.start()
+        info = {
+            "lab": self.name,
+            "seed": self.seed,
+            "pid": os.getpid(),
+            "resources": {s.device.name: s.resource for s in self.servers},
+            "control": {
+                "endpoint": self.control.endpoint,
+                "server_public_key": str((key_dir / "server.key").resolve()),
+                "client_secret_key": str((key_dir / "client.key_secret").resolve()),
+            },
+        }
+        self.resource_map.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.resource_map.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(self.resource_map)  # atomic: readers never see half a map
+        return info
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_ready=None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        info = await self.start()
+        if on_ready is not None:
+            on_ready(info)
+        control_task = loop.create_task(self.control.serve())
+        try:
+            await self._stop.wait()
+        finally:
+            control_task.cancel()
+            await self.stop()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
+        if self.control is not None:
+            await self.control.stop()
+        with contextlib.suppress(FileNotFoundError):
+            self.resource_map.unlink()
+        log.info("simulated lab %s stopped", self.name)

@@ -1,0 +1,77 @@
+"""The optical table of one simulated node: which line gates which laser, what the AWG plays
+into the microwave chain, and the node's physics on its virtual clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim_backends.physics import NodePhysics
+
+
+@dataclass
+class SimLaserState:
+    enabled: bool = False
+    power_w: float = 0.0
+
+
+@dataclass
+class OpticalPath:
+    ttl_line: int
+    laser: SimLaserState
+    nominal_power_w: float
+
+
+@dataclass
+class SimNode:
+    name: str
+    physics: NodePhysics | None = None
+    awg: object | None = None  # SimAwg
+    iq_channels: tuple[int, int] = (1, 2)
+    optics: dict[str, OpticalPath] = field(default_factory=dict)
+    ttl: int = 0
+    now_ns: int = 0
+    """The sequencer's clock. The physics clock may run ahead of it while an AWG pulse that a
+    zero-time AWG_TRIG started is still playing; a WAIT then only adds what is left."""
+
+    def _gain(self, path: str) -> float:
+        p = self.optics.get(path)
+        if p is None or not (self.ttl >> p.ttl_line) & 1 or not p.laser.enabled:
+            return 0.0
+        return p.laser.power_w / p.nominal_power_w if p.nominal_power_w > 0 else 0.0
+
+    def set_ttl(self, mask: int) -> None:
+        self.ttl = mask
+        if self.physics:
+            self.physics.optical["pump"] = self._gain("pump") >= 0.1
+
+    def advance(self, dt_ns: int) -> None:
+        self.now_ns += dt_ns
+        if self.physics:
+            self.physics.advance(self.now_ns - self.physics.now_ns)
+
+    def play_segment(self, index: int) -> None:
+        if not self.physics or self.awg is None or not self.awg.running:
+            return
+        i = self.awg.segment(index, self.iq_channels[0])
+        q = self.awg.segment(index, self.iq_channels[1])
+        if i is None and q is None:
+            return
+        n = len(i) if i is not None else len(q)
+        i = i if i is not None else np.zeros(n)
+        q = q if q is not None else np.zeros(n)
+        i = i if self.awg.outputs[self.iq_channels[0]] else np.zeros(n)
+        q = q if self.awg.outputs[self.iq_channels[1]] else np.zeros(n)
+        amplitude = self.awg.amplitude_vpp[self.iq_channels[0]]
+        self.physics.advance(self.now_ns - self.physics.now_ns)
+        self.physics.apply_iq(i, q, self.awg.sample_rate_hz, amplitude)
+
+    def count(self, counter: int, window_ns: int) -> int:
+        if not self.physics:
+            self.now_ns += window_ns
+            return 0
+        self.physics.advance(self.now_ns - self.physics.now_ns)
+        self.now_ns += window_ns
+        return self.physics.count(window_ns, self._gain("readout"))

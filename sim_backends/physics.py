@@ -1,0 +1,221 @@
+"""Physics of a memory node on a virtual clock, with hidden true parameters drawn from a seed.
+
+The qubit is a density matrix in the {|0>, |1>} basis (NV: ms=0, ms=-1; ion: the two hyperfine
+levels). Microwave pulses are rotations with the true Rabi frequency and the true detuning, so a
+mis-calibrated pulse gives the wrong rotation. Dephasing: a quasi-static detuning (the spin
+bath) drawn afresh at every optical (re)initialisation gives the Gaussian T2* decay of a Ramsey
+and is refocused by an echo, and a Markovian T2 acts on top. Readout is Poisson photon counts
+with the platform's bright and dark means, and projects the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SX = np.array([[0, 1], [1, 0]], dtype=complex)
+SY = np.array([[0, -1j], [1j, 0]], dtype=complex)
+SZ = np.array([[1, 0], [0, -1]], dtype=complex)
+I2 = np.eye(2, dtype=complex)
+
+
+@dataclass(frozen=True)
+class PlatformParams:
+    """Reference figures of a platform (see DESIGN.md), the ranges the truth is drawn from."""
+
+    name: str
+    qubit_hz_range: tuple[float, float]
+    rabi_hz_per_v_range: tuple[float, float]
+    mw_reference_dbm: float
+    t2star_s_range: tuple[float, float]
+    t2_s: float
+    t1_s: float
+    readout_window_ns: int
+    bright_mean: float  # counts in the readout window for |0>
+    dark_mean: float  # counts in the readout window for |1>
+    init_fidelity: float
+    pump_time_ns: float
+    dark_count_hz: float
+
+
+NV = PlatformParams(
+    name="nv",
+    qubit_hz_range=(2.82e9, 2.92e9),
+    rabi_hz_per_v_range=(8e6, 14e6),
+    mw_reference_dbm=10.0,
+    t2star_s_range=(2.5e-6, 4e-6),
+    t2_s=1.0,
+    t1_s=3600.0,
+    readout_window_ns=10_000,
+    bright_mean=-np.log(1 - 0.95),  # F0 = P(>=1 click | ms=0) = 0.95
+    dark_mean=-np.log(0.995),  # F1 = P(0 clicks | ms=-1) = 0.995
+    init_fidelity=0.99,
+    pump_time_ns=300.0,
+    dark_count_hz=20.0,
+)
+
+ION = PlatformParams(
+    name="ion",
+    qubit_hz_range=(3.2e9, 3.3e9),
+    rabi_hz_per_v_range=(2e5, 4e5),
+    mw_reference_dbm=10.0,
+    t2star_s_range=(50e-3, 85e-3),
+    t2_s=0.085,
+    t1_s=3600.0,
+    readout_window_ns=1_500_000,
+    bright_mean=20.0,
+    dark_mean=0.05,
+    init_fidelity=0.999,
+    pump_time_ns=5_000.0,
+    dark_count_hz=20.0,
+)
+
+PLATFORMS = {"nv": NV, "ion": ION}
+
+
+@dataclass(frozen=True)
+class NodeTruth:
+    """The hidden parameters of one node; tests read them, the controller never does."""
+
+    platform: str
+    qubit_hz: float
+    rabi_hz_per_v: float
+    t2star_s: float
+    t2_s: float
+    t1_s: float
+    bright_mean: float
+    dark_mean: float
+    readout_window_ns: int
+    init_fidelity: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def draw_truth(platform: str, rng: np.random.Generator) -> NodeTruth:
+    p = PLATFORMS[platform]
+    return NodeTruth(
+        platform=platform,
+        qubit_hz=float(rng.uniform(*p.qubit_hz_range)),
+        rabi_hz_per_v=float(rng.uniform(*p.rabi_hz_per_v_range)),
+        t2star_s=float(rng.uniform(*p.t2star_s_range)),
+        t2_s=p.t2_s,
+        t1_s=p.t1_s,
+        bright_mean=float(p.bright_mean),
+        dark_mean=float(p.dark_mean),
+        readout_window_ns=p.readout_window_ns,
+        init_fidelity=p.init_fidelity,
+    )
+
+
+def rotation(omega: float, phase: float, detuning: float, duration_s: float) -> np.ndarray:
+    """Propagator of H = (omega/2)(cos(phase) X + sin(phase) Y) + (detuning/2) Z (rad/s)."""
+    n = np.array([omega * np.cos(phase), omega * np.sin(phase), detuning])
+    norm = float(np.linalg.norm(n))
+    if norm == 0.0:
+        return I2.copy()
+    n /= norm
+    angle = norm * duration_s / 2
+    return np.cos(angle) * I2 - 1j * np.sin(angle) * (n[0] * SX + n[1] * SY + n[2] * SZ)
+
+
+@dataclass
+class MicrowaveDrive:
+    """What the microwave chain delivers: carrier, power, on/off (set by the simulated source)."""
+
+    frequency_hz: float = 3.0e9
+    power_dbm: float = -30.0
+    output: bool = False
+
+
+class NodePhysics:
+    """One memory qubit on its own virtual clock (ns)."""
+
+    def __init__(self, name: str, truth: NodeTruth, rng: np.random.Generator) -> None:
+        self.name = name
+        self.truth = truth
+        self.rng = rng
+        self.drive = MicrowaveDrive()
+        self.now_ns = 0
+        self.rho = np.array([[1, 0], [0, 0]], dtype=complex)
+        self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
+        self.optical = {"pump": False, "readout": False}
+        self._draw_bath()
+
+    def _draw_bath(self) -> None:
+        sigma = np.sqrt(2.0) / self.truth.t2star_s  # Gaussian decay exp(-(t/T2*)^2)
+        self.bath_detuning = float(self.rng.normal(0.0, sigma))
+
+    def detuning(self) -> float:
+        """Drive detuning from the true qubit frequency plus the bath, rad/s."""
+        return 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) + self.bath_detuning
+
+    # time -----------------------------------------------------------------------------------
+    def advance(self, dt_ns: int) -> None:
+        """Let dt pass: free precession in the drive's frame, T2 and T1, optical pumping."""
+        if dt_ns <= 0:
+            return
+        self.now_ns += dt_ns
+        dt = dt_ns * 1e-9
+        if self.optical["pump"]:
+            p = 1.0 - np.exp(-dt_ns / max(PLATFORMS[self.truth.platform].pump_time_ns, 1.0))
+            self.rho = (1 - p) * self.rho + p * self._initial_state()
+            if p > 0.99:
+                self._draw_bath()
+            return
+        u = rotation(0.0, 0.0, self.detuning(), dt)
+        self.rho = u @ self.rho @ u.conj().T
+        coherence = np.exp(-dt / self.truth.t2_s)
+        self.rho[0, 1] *= coherence
+        self.rho[1, 0] *= coherence
+        relax = 1.0 - np.exp(-dt / self.truth.t1_s)
+        self.rho = (1 - relax) * self.rho + relax * 0.5 * I2
+
+    def _initial_state(self) -> np.ndarray:
+        f = self.truth.init_fidelity
+        return np.array([[f, 0], [0, 1 - f]], dtype=complex)
+
+    # control --------------------------------------------------------------------------------
+    def apply_iq(self, i: np.ndarray, q: np.ndarray, sample_rate_hz: float, amplitude_vpp: float) -> None:
+        """Play an IQ waveform (normalised samples) through the microwave chain."""
+        if len(i) == 0:
+            return
+        dt = 1.0 / sample_rate_hz
+        if not self.drive.output:
+            self.advance(int(round(len(i) * dt * 1e9)))
+            return
+        volts = 0.5 * amplitude_vpp * (np.asarray(i) + 1j * np.asarray(q))
+        gain = 10 ** ((self.drive.power_dbm - PLATFORMS[self.truth.platform].mw_reference_dbm) / 20)
+        omega = 2 * np.pi * self.truth.rabi_hz_per_v * gain * np.abs(volts)
+        phase = np.angle(volts)
+        # run-length: consecutive equal samples are one rotation (square pulses cost one step)
+        change = np.flatnonzero((np.diff(omega) != 0) | (np.diff(phase) != 0)) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [len(i)]))
+        delta = self.detuning()
+        u_total = I2.copy()
+        for s, e in zip(starts, ends, strict=True):
+            u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
+        self.rho = u_total @ self.rho @ u_total.conj().T
+        self.now_ns += int(round(len(i) * dt * 1e9))
+
+    def count(self, window_ns: int, readout_gain: float) -> int:
+        """Photon counts in a window with the readout light at `readout_gain` of nominal.
+
+        Projects the qubit: bright |0> or dark |1>, then Poisson counts with the true means.
+        """
+        p0 = float(np.clip(self.rho[0, 0].real, 0.0, 1.0))
+        scale = readout_gain * window_ns / self.truth.readout_window_ns
+        dark_counts = PLATFORMS[self.truth.platform].dark_count_hz * window_ns * 1e-9
+        if readout_gain > 0:
+            bright = self.rng.random() < p0
+            self.rho = np.diag([1.0, 0.0]).astype(complex) if bright else np.diag([0.0, 1.0]).astype(complex)
+            mean = (self.truth.bright_mean if bright else self.truth.dark_mean) * scale
+        else:
+            mean = 0.0
+        self.now_ns += window_ns
+        return int(self.rng.poisson(mean + dark_counts))
+
+    def populations(self) -> tuple[float, float]:
+        return float(self.rho[0, 0].real), float(self.rho[1, 1].real)
