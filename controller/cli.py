@@ -27,7 +27,9 @@ err_console = Console(stderr=True)
 
 LabOption = typer.Option(DEFAULT_LAB, "--lab", help="Lab configuration file (TOML).")
 ResourceMapOption = typer.Option(
-    None, "--resource-map", help="Resource map of the simulated lab (default: in the lab's data dir)."
+    None,
+    "--resource-map",
+    help="Resource map of the simulated lab (default: in the lab's data dir).",
 )
 
 
@@ -115,7 +117,9 @@ def instruments_check(lab: Path = LabOption, resource_map: Path | None = Resourc
         table.add_column(column, overflow="fold")
     for row in rows:
         style = None if row.healthy else "red"
-        table.add_row(row.name, row.role, row.resource, row.identity, row.state, row.error or "-", style=style)
+        table.add_row(
+            row.name, row.role, row.resource, row.identity, row.state, row.error or "-", style=style
+        )
     console.print(table)
     bad = [row.name for row in rows if not row.healthy]
     if bad:

@@ -23,7 +23,9 @@ class CheckRow:
         return not self.error
 
 
-def check_instrument(lab: LabConfig, node: str, name: str, resources: dict[str, str] | None) -> CheckRow:
+def check_instrument(
+    lab: LabConfig, node: str, name: str, resources: dict[str, str] | None
+) -> CheckRow:
     inst = lab.instrument(node, name)
     full = f"{node}.{name}"
     resource = inst.resource
@@ -32,9 +34,13 @@ def check_instrument(lab: LabConfig, node: str, name: str, resources: dict[str, 
         resource = driver.resource
         with driver:
             health = driver.health()
-        return CheckRow(full, inst.role, resource, health.identity, health.state, "; ".join(health.errors))
+        return CheckRow(
+            full, inst.role, resource, health.identity, health.state, "; ".join(health.errors)
+        )
     except (QnodeError, OSError, ValueError) as e:
-        return CheckRow(full, inst.role, resource, "", "unreachable" if "connect" in str(e) else "error", str(e))
+        return CheckRow(
+            full, inst.role, resource, "", "unreachable" if "connect" in str(e) else "error", str(e)
+        )
 
 
 def check_lab(lab: LabConfig, resources: dict[str, str] | None) -> list[CheckRow]:

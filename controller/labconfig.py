@@ -110,9 +110,7 @@ class LabConfig(_Strict):
             for name, inst in node.instruments.items():
                 yield node_name, name, inst
 
-    def make_driver(
-        self, node: str, name: str, resources: dict[str, str] | None = None
-    ) -> Driver:
+    def make_driver(self, node: str, name: str, resources: dict[str, str] | None = None) -> Driver:
         """The driver of one instrument (not opened). `sim` resources need the sim's map."""
         inst = self.instrument(node, name)
         resource = inst.resource
@@ -120,7 +118,8 @@ class LabConfig(_Strict):
             key = f"{node}.{name}"
             if resources is None or key not in resources:
                 raise LabConfigError(
-                    self.source, f"nodes.{node}.instruments.{name}.resource",
+                    self.source,
+                    f"nodes.{node}.instruments.{name}.resource",
                     "is 'sim' but the simulated lab's resource map has no entry for it: "
                     "is `qnode sim up` running for this lab?",
                 )
@@ -177,44 +176,64 @@ def _check_semantics(lab: LabConfig) -> None:
         raise LabConfigError(src, key, problem)
 
     if not any(node.kind == "memory" for node in lab.nodes.values()):
-        fail("nodes", "the lab has no memory node (kind = \"memory\")")
+        fail("nodes", 'the lab has no memory node (kind = "memory")')
     for node_name, node in lab.nodes.items():
         base = f"nodes.{node_name}"
         if node.kind == "memory" and node.platform is None:
-            fail(f"{base}.platform", "missing key (a memory node needs \"nv\" or \"ion\")")
+            fail(f"{base}.platform", 'missing key (a memory node needs "nv" or "ion")')
         for name, inst in node.instruments.items():
             key = f"{base}.instruments.{name}"
             if inst.role not in ROLES:
                 fail(f"{key}.role", f"unknown role {inst.role!r} (known: {', '.join(ROLES)})")
             if inst.driver not in DRIVERS:
-                fail(f"{key}.driver", f"unknown driver {inst.driver!r} (known: {', '.join(DRIVERS)})")
+                fail(
+                    f"{key}.driver", f"unknown driver {inst.driver!r} (known: {', '.join(DRIVERS)})"
+                )
             cls = DRIVERS[inst.driver]
-            if cls.ROLE != inst.role:
+            if inst.role != cls.ROLE:
                 fail(f"{key}.driver", f"driver {inst.driver!r} is a {cls.ROLE}, not a {inst.role}")
-            for limit_key, (lo, hi) in inst.limits.items():
+            for limit_key in inst.limits:
                 if limit_key not in cls.RANGES:
                     known = ", ".join(sorted(cls.RANGES)) or "none"
-                    fail(f"{key}.limits.{limit_key}", f"unknown limit for {inst.driver} (known: {known})")
+                    fail(
+                        f"{key}.limits.{limit_key}",
+                        f"unknown limit for {inst.driver} (known: {known})",
+                    )
             for limit_key, (lo_hw, hi_hw) in cls.RANGES.items():
                 if limit_key not in inst.limits:
-                    fail(f"{key}.limits.{limit_key}",
-                         f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])")
+                    fail(
+                        f"{key}.limits.{limit_key}",
+                        f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])",
+                    )
                 lo, hi = inst.limits[limit_key]
                 if lo > hi:
                     fail(f"{key}.limits.{limit_key}", f"[{lo:g}, {hi:g}]: lower end above upper")
                 if lo < lo_hw or hi > hi_hw:
-                    fail(f"{key}.limits.{limit_key}",
-                         f"[{lo:g}, {hi:g}] lies outside the driver's own range "
-                         f"[{lo_hw:g}, {hi_hw:g}] ({inst.driver})")
-            if not inst.simulated and inst.driver and cls.TRANSPORT == "tcp" and not (
-                inst.resource.upper().startswith("TCPIP") and inst.resource.upper().endswith("SOCKET")
+                    fail(
+                        f"{key}.limits.{limit_key}",
+                        f"[{lo:g}, {hi:g}] lies outside the driver's own range "
+                        f"[{lo_hw:g}, {hi_hw:g}] ({inst.driver})",
+                    )
+            if (
+                not inst.simulated
+                and inst.driver
+                and cls.TRANSPORT == "tcp"
+                and not (
+                    inst.resource.upper().startswith("TCPIP")
+                    and inst.resource.upper().endswith("SOCKET")
+                )
             ):
-                fail(f"{key}.resource",
-                     f"{inst.resource!r} is neither 'sim' nor a TCPIP::host::port::SOCKET resource")
+                fail(
+                    f"{key}.resource",
+                    f"{inst.resource!r} is neither 'sim' nor a TCPIP::host::port::SOCKET resource",
+                )
         needed = MEMORY_ROLES if node.kind == "memory" else MIDPOINT_ROLES
         for role in needed:
             if not node.by_role(role):
-                fail(f"{base}.instruments", f"no instrument with role '{role}' (a {node.kind} node needs one)")
+                fail(
+                    f"{base}.instruments",
+                    f"no instrument with role '{role}' (a {node.kind} node needs one)",
+                )
         _check_channels(lab, node_name, node, fail)
         for path, optical in node.optics.items():
             key = f"{base}.optics.{path}"
@@ -225,8 +244,11 @@ def _check_semantics(lab: LabConfig) -> None:
                 fail(f"{key}.laser", f"{optical.laser!r} is not a laser of this node")
             lo, hi = laser.limits["power_w"]
             if not lo < optical.nominal_power_w <= hi:
-                fail(f"{key}.nominal_power_w",
-                     f"{optical.nominal_power_w:g} W is outside the laser's limit [{lo:g}, {hi:g}] W")
+                fail(
+                    f"{key}.nominal_power_w",
+                    f"{optical.nominal_power_w:g} W is outside the laser's limit "
+                    f"[{lo:g}, {hi:g}] W",
+                )
         if node.kind == "memory":
             for path in ("pump", "readout"):
                 if path not in node.optics:

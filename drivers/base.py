@@ -59,13 +59,18 @@ class Driver:
     def _make_transport(self) -> Transport:
         if self.TRANSPORT == "tcp":
             return VisaSocketTransport(
-                self.name, self.resource, self.timeout_s,
+                self.name,
+                self.resource,
+                self.timeout_s,
                 read_termination=self.READ_TERMINATION,
                 write_termination=self.WRITE_TERMINATION,
                 backoff=self.backoff,
             )
         return SerialTransport(
-            self.name, self.resource, self.timeout_s, baudrate=self.BAUDRATE,
+            self.name,
+            self.resource,
+            self.timeout_s,
+            baudrate=self.BAUDRATE,
             read_termination=self.READ_TERMINATION,
             write_termination=self.WRITE_TERMINATION,
             backoff=self.backoff,
@@ -135,7 +140,9 @@ def check_limits(cls: type[Driver], limits: dict[str, Range]) -> dict[str, Range
             raise ValueError(f"unknown limit '{key}' for {cls.__name__} (known: {known})")
     for key, (lo_hw, hi_hw) in cls.RANGES.items():
         if key not in limits:
-            raise ValueError(f"missing limit '{key}' (the instrument's range is [{lo_hw:g}, {hi_hw:g}])")
+            raise ValueError(
+                f"missing limit '{key}' (the instrument's range is [{lo_hw:g}, {hi_hw:g}])"
+            )
         lo, hi = limits[key]
         if lo > hi:
             raise ValueError(f"limit '{key}' = [{lo:g}, {hi:g}] has its lower end above its upper")

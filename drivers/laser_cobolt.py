@@ -37,7 +37,9 @@ class CoboltLaser(Driver):
         serial_number = self._query("sn?")
         firmware = self._query("ver?")
         if not serial_number.isdigit():
-            raise InstrumentReplyError(self.name, f"serial number reply {serial_number!r} is not a number")
+            raise InstrumentReplyError(
+                self.name, f"serial number reply {serial_number!r} is not a number"
+            )
         return f"Cobolt {model} SN {serial_number} FW {firmware}"
 
     def set_power(self, watts: float) -> None:

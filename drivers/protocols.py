@@ -37,7 +37,10 @@ class MicrowaveSource(Instrument, Protocol):
 @runtime_checkable
 class WaveformGenerator(Instrument, Protocol):
     def upload_waveform(
-        self, name: str, samples: np.ndarray, marker1: np.ndarray | None = None,
+        self,
+        name: str,
+        samples: np.ndarray,
+        marker1: np.ndarray | None = None,
         marker2: np.ndarray | None = None,
     ) -> None: ...
     def set_amplitude(self, channel: int, vpp: float) -> None: ...

@@ -80,7 +80,9 @@ class RtSequencer(ScpiDriver):
     def send_herald(self, outcome: str) -> None:
         """Software herald, for platforms without a hardware herald line."""
         if outcome not in HERALD_OUTCOMES:
-            raise ValueError(f"{self.name}: herald outcome {outcome!r} not in {list(HERALD_OUTCOMES)}")
+            raise ValueError(
+                f"{self.name}: herald outcome {outcome!r} not in {list(HERALD_OUTCOMES)}"
+            )
         self.scpi.write(f"HERALD {HERALD_OUTCOMES[outcome]}")
 
     def sync(self) -> None:
@@ -94,5 +96,8 @@ class RtSequencer(ScpiDriver):
         self.scpi.write("SAFE")
 
     def health(self) -> Health:
-        state = f"{self.state().lower()}, program {self.program_size()} instructions, TTL {self.ttl_lines():#x}"
+        state = (
+            f"{self.state().lower()}, program {self.program_size()} instructions, "
+            f"TTL {self.ttl_lines():#x}"
+        )
         return Health(self.identity(), state, self.error_list())

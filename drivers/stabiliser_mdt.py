@@ -27,18 +27,24 @@ class PiezoPhaseStabiliser(Driver):
     def _set(self, command: str) -> None:
         reply = self._exchange(command)
         if reply:
-            raise InstrumentReplyError(self.name, f"unexpected reply to {command!r}: {reply[:40]!r}")
+            raise InstrumentReplyError(
+                self.name, f"unexpected reply to {command!r}: {reply[:40]!r}"
+            )
 
     def _bracketed(self, command: str) -> str:
         reply = self._exchange(command)
         if not (reply.startswith("[") and reply.endswith("]")):
-            raise InstrumentReplyError(self.name, f"reply to {command!r} is not '[value]': {reply[:40]!r}")
+            raise InstrumentReplyError(
+                self.name, f"reply to {command!r} is not '[value]': {reply[:40]!r}"
+            )
         return reply[1:-1].strip()
 
     def identity(self) -> str:
         reply = self._exchange("id?")
         if "MDT" not in reply:
-            raise InstrumentReplyError(self.name, f"id? reply {reply[:60]!r} is not an MDT controller")
+            raise InstrumentReplyError(
+                self.name, f"id? reply {reply[:60]!r} is not an MDT controller"
+            )
         return " ".join(reply.split())
 
     def set_voltage(self, volts: float) -> None:

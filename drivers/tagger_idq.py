@@ -59,7 +59,8 @@ class TimeController(ScpiDriver):
         data = self.scpi.query_block("TAGS:DATA?")
         if len(data) % TAG_DTYPE.itemsize:
             raise InstrumentReplyError(
-                self.name, f"tag block of {len(data)} bytes is not whole {TAG_DTYPE.itemsize}-byte tags"
+                self.name,
+                f"tag block of {len(data)} bytes is not whole {TAG_DTYPE.itemsize}-byte tags",
             )
         tags = np.frombuffer(data, dtype=TAG_DTYPE)
         if tags.size != expected:

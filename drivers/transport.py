@@ -143,7 +143,9 @@ class _ReconnectingTransport:
         """Run one write or write+read, with the reconnect and timeout policy."""
         with self._lock:
             if not self._is_open:
-                raise InstrumentConnectionError(self.instrument, f"not open (while sending {what!r})")
+                raise InstrumentConnectionError(
+                    self.instrument, f"not open (while sending {what!r})"
+                )
             if self._dirty or self._peer_closed():
                 self._reconnect()
             for attempt in (1, 2):
@@ -155,6 +157,9 @@ class _ReconnectingTransport:
                             self.instrument, f"connection lost twice while sending {what!r}"
                         ) from None
                     self._reconnect()
+                except InstrumentReplyError:
+                    self._dirty = True  # the rest of a bad answer may still be on the line
+                    raise
                 except TimeoutError:
                     self._dirty = True
                     raise InstrumentTimeout(
@@ -427,7 +432,8 @@ class SerialTransport(_ReconnectingTransport):
             head = read_exact(2)
             if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
                 raise InstrumentReplyError(
-                    self.instrument, f"reply to {message!r} is not a definite-length block: {head!r}"
+                    self.instrument,
+                    f"reply to {message!r} is not a definite-length block: {head!r}",
                 )
             digits = read_exact(int(head[1:2]))
             if not digits.isdigit():

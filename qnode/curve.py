@@ -41,7 +41,9 @@ def server_socket(ctx: zmq.Context, kind: int, secret_file: Path) -> zmq.Socket:
     return sock
 
 
-def client_socket(ctx: zmq.Context, kind: int, secret_file: Path, server_public_file: Path) -> zmq.Socket:
+def client_socket(
+    ctx: zmq.Context, kind: int, secret_file: Path, server_public_file: Path
+) -> zmq.Socket:
     sock = ctx.socket(kind)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     server_public, _ = zmq.auth.load_certificate(str(server_public_file))

@@ -145,7 +145,8 @@ def validate(instructions: list[Instruction]) -> None:
         raise ProgramError(0, "empty program", what="instruction")
     if n > MAX_INSTRUCTIONS:
         raise ProgramError(
-            MAX_INSTRUCTIONS, f"program has {n} instructions, memory holds {MAX_INSTRUCTIONS}",
+            MAX_INSTRUCTIONS,
+            f"program has {n} instructions, memory holds {MAX_INSTRUCTIONS}",
             what="instruction",
         )
     for i, ins in enumerate(instructions):
@@ -210,18 +211,22 @@ def decode(image: bytes) -> list[Instruction]:
     if magic != MAGIC:
         raise ProgramError(0, f"bad magic {magic!r} (expected {MAGIC!r})", what="byte")
     if version != FORMAT_VERSION:
-        raise ProgramError(4, f"format version {version}, firmware speaks {FORMAT_VERSION}",
-                           what="byte")
+        raise ProgramError(
+            4, f"format version {version}, firmware speaks {FORMAT_VERSION}", what="byte"
+        )
     expected = _HEADER.size + count * INSTRUCTION_BYTES + _CRC.size
     if len(image) != expected:
         raise ProgramError(
-            6, f"header announces {count} instructions ({expected} bytes), image has "
-            f"{len(image)} bytes", what="byte",
+            6,
+            f"header announces {count} instructions ({expected} bytes), image has "
+            f"{len(image)} bytes",
+            what="byte",
         )
     (crc,) = _CRC.unpack_from(image, expected - _CRC.size)
     if crc != zlib.crc32(image[: expected - _CRC.size]):
-        raise ProgramError(expected - _CRC.size, "CRC mismatch: image corrupted in transfer",
-                           what="byte")
+        raise ProgramError(
+            expected - _CRC.size, "CRC mismatch: image corrupted in transfer", what="byte"
+        )
     instructions = []
     for i in range(count):
         opcode, a, b, c, d = _INSTRUCTION.unpack_from(image, _HEADER.size + i * INSTRUCTION_BYTES)
@@ -266,7 +271,8 @@ def assemble(text: str) -> Program:
         if not required <= len(operands) <= len(kinds):
             want = f"{required}" if required == len(kinds) else f"{required} to {len(kinds)}"
             raise ProgramError(
-                lineno, f"{op.name} takes {want} operands ({', '.join(kinds) or 'none'}), "
+                lineno,
+                f"{op.name} takes {want} operands ({', '.join(kinds) or 'none'}), "
                 f"got {len(operands)}",
             )
         values = [
@@ -298,7 +304,9 @@ def _operand(lineno: int, op: Op, kind: str, text: str, labels: dict[str, int]) 
     if kind in ("reg", "counter"):
         prefix = "r" if kind == "reg" else "c"
         if not re.fullmatch(rf"{prefix}\d+", text):
-            raise fail(f"'{text}' is not a {'register (r0..)' if kind == 'reg' else 'counter (c0..)'}")
+            raise fail(
+                f"'{text}' is not a {'register (r0..)' if kind == 'reg' else 'counter (c0..)'}"
+            )
         return int(text[1:])
     if kind == "dur":
         m = re.fullmatch(r"(\d+)\s*(ns|us|ms|s)?", text)
@@ -348,4 +356,6 @@ def decode_events(data: bytes) -> list[Event]:
             f"event block of {len(data)} bytes is not a whole number of {EVENT_RECORD.size}-byte "
             "records"
         )
-    return [Event(*EVENT_RECORD.unpack_from(data, o)) for o in range(0, len(data), EVENT_RECORD.size)]
+    return [
+        Event(*EVENT_RECORD.unpack_from(data, o)) for o in range(0, len(data), EVENT_RECORD.size)
+    ]

@@ -36,7 +36,9 @@ class SimControl:
             try:
                 reply = msgpack.unpackb(sock.recv(), raw=False)
             except zmq.Again:
-                raise SimControlError(f"no reply from the simulated lab at {self.endpoint}") from None
+                raise SimControlError(
+                    f"no reply from the simulated lab at {self.endpoint}"
+                ) from None
         finally:
             sock.close(linger=0)
         if not reply.get("ok"):

@@ -69,9 +69,11 @@ class ControlServer:
         if cmd == "log":
             since = int(request.get("since", 0))
             entries = device.log[since:]
-            return {"total": len(device.log),
-                    "commands": [e.text for e in entries],
-                    "blocks": [e.block_bytes for e in entries]}
+            return {
+                "total": len(device.log),
+                "commands": [e.text for e in entries],
+                "blocks": [e.block_bytes for e in entries],
+            }
         if cmd == "fault":
             fault = request.get("fault")
             faults = device.faults

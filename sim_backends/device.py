@@ -26,7 +26,7 @@ class CommandError(Exception):
 
 def scpi_pattern(spec: str) -> re.Pattern:
     """'SOURce#:FREQuency[:CW]' -> regex accepting long/short forms, '#' a numeric suffix."""
-    out, i = [], 0
+    out = []
     tokens = re.findall(r"\[|\]|:|[A-Za-z*]+#?|\?", spec)
     for tok in tokens:
         if tok == "[":
@@ -41,10 +41,9 @@ def scpi_pattern(spec: str) -> re.Pattern:
             suffix = tok.endswith("#")
             word = tok.rstrip("#")
             short = "".join(c for c in word if c.isupper() or c == "*")
-            rest = word[len(short):]
+            rest = word[len(short) :]
             part = re.escape(short) + (f"(?:{re.escape(rest.upper())})?" if rest else "")
             out.append(part + (r"(\d*)" if suffix else ""))
-        i += 1
     return re.compile(r":?" + "".join(out), re.IGNORECASE)
 
 
@@ -124,7 +123,9 @@ class Device:
     def execute(self, message: Message) -> str | bytes | None:
         """Run one command; errors go to the queue (SCPI) and the reply is None."""
         self.log.append(
-            LoggedCommand(time.time(), message.text, len(message.block) if message.block is not None else None)
+            LoggedCommand(
+                time.time(), message.text, len(message.block) if message.block is not None else None
+            )
         )
         header, _, args = message.text.strip().partition(" ")
         for pattern, handler in self._commands:

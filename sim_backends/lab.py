@@ -85,7 +85,9 @@ class SimLab:
                 elif role == "phase_stabiliser":
                     device = SimPhaseStabiliser(full, rng, PHASE_DRIFT_DEG_PER_SQRT_S, serial)
                 else:
-                    raise ValueError(f"{full}: the simulated lab has no instrument for role {role!r}")
+                    raise ValueError(
+                        f"{full}: the simulated lab has no instrument for role {role!r}"
+                    )
                 self.devices[full] = device
             channels = node_cfg.get("channels", {})
             awg_ch = channels.get("awg", {})
@@ -100,7 +102,9 @@ class SimLab:
 
     def device(self, name: str) -> Device:
         if name not in self.devices:
-            raise KeyError(f"no simulated instrument {name!r} (known: {', '.join(sorted(self.devices))})")
+            raise KeyError(
+                f"no simulated instrument {name!r} (known: {', '.join(sorted(self.devices))})"
+            )
         return self.devices[name]
 
     def truth(self, node: str | None = None) -> dict:

@@ -177,13 +177,15 @@ class NodePhysics:
         return np.array([[f, 0], [0, 1 - f]], dtype=complex)
 
     # control --------------------------------------------------------------------------------
-    def apply_iq(self, i: np.ndarray, q: np.ndarray, sample_rate_hz: float, amplitude_vpp: float) -> None:
+    def apply_iq(
+        self, i: np.ndarray, q: np.ndarray, sample_rate_hz: float, amplitude_vpp: float
+    ) -> None:
         """Play an IQ waveform (normalised samples) through the microwave chain."""
         if len(i) == 0:
             return
         dt = 1.0 / sample_rate_hz
         if not self.drive.output:
-            self.advance(int(round(len(i) * dt * 1e9)))
+            self.advance(round(len(i) * dt * 1e9))
             return
         volts = 0.5 * amplitude_vpp * (np.asarray(i) + 1j * np.asarray(q))
         gain = 10 ** ((self.drive.power_dbm - PLATFORMS[self.truth.platform].mw_reference_dbm) / 20)
@@ -198,7 +200,7 @@ class NodePhysics:
         for s, e in zip(starts, ends, strict=True):
             u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
         self.rho = u_total @ self.rho @ u_total.conj().T
-        self.now_ns += int(round(len(i) * dt * 1e9))
+        self.now_ns += round(len(i) * dt * 1e9)
 
     def count(self, window_ns: int, readout_gain: float) -> int:
         """Photon counts in a window with the readout light at `readout_gain` of nominal.
@@ -210,7 +212,11 @@ class NodePhysics:
         dark_counts = PLATFORMS[self.truth.platform].dark_count_hz * window_ns * 1e-9
         if readout_gain > 0:
             bright = self.rng.random() < p0
-            self.rho = np.diag([1.0, 0.0]).astype(complex) if bright else np.diag([0.0, 1.0]).astype(complex)
+            self.rho = (
+                np.diag([1.0, 0.0]).astype(complex)
+                if bright
+                else np.diag([0.0, 1.0]).astype(complex)
+            )
             mean = (self.truth.bright_mean if bright else self.truth.dark_mean) * scale
         else:
             mean = 0.0

@@ -32,13 +32,20 @@ class SimAwg(Device):
         self.add("AWGControl:RMODe", self._run_mode)
         self.add("AWGControl:RMODe?", lambda a: self.run_mode)
         self.add("SOURce#:VOLTage[:LEVel][:IMMediate][:AMPLitude]", self._amplitude)
-        self.add("SOURce#:VOLTage[:LEVel][:IMMediate][:AMPLitude]?",
-                 lambda a, ch: f"{self.amplitude_vpp[self._ch(ch)]:.4f}")
-        self.add("SOURce#:FREQuency[:CW]", lambda a, ch: setattr(self, "sample_rate_hz", number(a, 1e7, 1.2e9)))
+        self.add(
+            "SOURce#:VOLTage[:LEVel][:IMMediate][:AMPLitude]?",
+            lambda a, ch: f"{self.amplitude_vpp[self._ch(ch)]:.4f}",
+        )
+        self.add(
+            "SOURce#:FREQuency[:CW]",
+            lambda a, ch: setattr(self, "sample_rate_hz", number(a, 1e7, 1.2e9)),
+        )
         self.add("SOURce#:FREQuency[:CW]?", lambda a, ch: f"{self.sample_rate_hz:.1f}")
         self.add("SOURce#:WAVeform", self._source_waveform)
         self.add("SOURce#:WAVeform?", lambda a, ch: f'"{self.channel_waveform[self._ch(ch)]}"')
-        self.add("OUTPut#[:STATe]", lambda a, ch: self.outputs.__setitem__(self._ch(ch), boolean(a)))
+        self.add(
+            "OUTPut#[:STATe]", lambda a, ch: self.outputs.__setitem__(self._ch(ch), boolean(a))
+        )
         self.add("OUTPut#[:STATe]?", lambda a, ch: "1" if self.outputs[self._ch(ch)] else "0")
         self.add("AWGControl:RUN[:IMMediate]", lambda a: setattr(self, "running", True))
         self.add("AWGControl:STOP[:IMMediate]", lambda a: setattr(self, "running", False))
@@ -92,7 +99,9 @@ class SimAwg(Device):
         start = int(number(parts[0], 0, len(words))) if parts else 0
         size = int(number(parts[1], 0, len(words))) if len(parts) > 1 else len(block) // 2
         if len(block) != 2 * size or start + size > len(words):
-            raise CommandError(-224, f"Illegal parameter value: block of {len(block)} bytes for {size} points")
+            raise CommandError(
+                -224, f"Illegal parameter value: block of {len(block)} bytes for {size} points"
+            )
         words[start : start + size] = np.frombuffer(block, dtype="<u2")
         self.crc32[name] = zlib.crc32(words.tobytes())
 
@@ -112,15 +121,23 @@ class SimAwg(Device):
 
     def _seq_element(self, args: str, element: int, channel: int) -> None:
         if not 1 <= element <= len(self.sequence):
-            raise CommandError(-222, f"Data out of range: element {element} of {len(self.sequence)}")
+            raise CommandError(
+                -222, f"Data out of range: element {element} of {len(self.sequence)}"
+            )
         name, _ = quoted(args)
         self._waveform(name)
         self.sequence[element - 1][self._ch(channel)] = name
 
     def _run_mode(self, args: str) -> None:
         mode = args.strip().upper()
-        aliases = {"CONT": "CONT", "CONTINUOUS": "CONT", "TRIG": "TRIG", "TRIGGERED": "TRIG",
-                   "SEQ": "SEQ", "SEQUENCE": "SEQ"}
+        aliases = {
+            "CONT": "CONT",
+            "CONTINUOUS": "CONT",
+            "TRIG": "TRIG",
+            "TRIGGERED": "TRIG",
+            "SEQ": "SEQ",
+            "SEQUENCE": "SEQ",
+        }
         if mode not in aliases:
             raise CommandError(-224, f"Illegal parameter value: {mode}")
         self.run_mode = aliases[mode]
@@ -151,8 +168,11 @@ class SimAwg(Device):
 
     def state(self) -> dict:
         return {
-            "running": self.running, "outputs": {str(k): v for k, v in self.outputs.items()},
-            "waveforms": {n: {"points": int(len(w)), "crc32": self.crc32[n]} for n, w in self.waveforms.items()},
+            "running": self.running,
+            "outputs": {str(k): v for k, v in self.outputs.items()},
+            "waveforms": {
+                n: {"points": len(w), "crc32": self.crc32[n]} for n, w in self.waveforms.items()
+            },
             "sequence": [{str(k): v for k, v in e.items()} for e in self.sequence],
             "amplitude_vpp": {str(k): v for k, v in self.amplitude_vpp.items()},
             "sample_rate_hz": self.sample_rate_hz,

@@ -16,10 +16,14 @@ class SimMicrowaveSource(Device):
 
     def setup(self) -> None:
         d = self.drive
-        self.add("[SOURce]:FREQuency[:CW]", lambda a: setattr(d, "frequency_hz", number(a, 1e6, 12.75e9)))
+        self.add(
+            "[SOURce]:FREQuency[:CW]", lambda a: setattr(d, "frequency_hz", number(a, 1e6, 12.75e9))
+        )
         self.add("[SOURce]:FREQuency[:CW]?", lambda a: f"{d.frequency_hz:.3f}")
-        self.add("[SOURce]:POWer[:LEVel][:IMMediate][:AMPLitude]",
-                 lambda a: setattr(d, "power_dbm", number(a, -120, 25)))
+        self.add(
+            "[SOURce]:POWer[:LEVel][:IMMediate][:AMPLitude]",
+            lambda a: setattr(d, "power_dbm", number(a, -120, 25)),
+        )
         self.add("[SOURce]:POWer[:LEVel][:IMMediate][:AMPLitude]?", lambda a: f"{d.power_dbm:.2f}")
         self.add("OUTPut[:STATe]", lambda a: setattr(d, "output", boolean(a)))
         self.add("OUTPut[:STATe]?", lambda a: "1" if d.output else "0")
@@ -33,5 +37,9 @@ class SimMicrowaveSource(Device):
         self.iq = False
 
     def state(self) -> dict:
-        return {"frequency_hz": self.drive.frequency_hz, "power_dbm": self.drive.power_dbm,
-                "output": self.drive.output, "iq": self.iq}
+        return {
+            "frequency_hz": self.drive.frequency_hz,
+            "power_dbm": self.drive.power_dbm,
+            "output": self.drive.output,
+            "iq": self.iq,
+        }

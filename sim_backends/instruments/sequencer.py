@@ -11,7 +11,15 @@ import asyncio
 import time
 
 from qnode.errors import ProgramError
-from sequences.program import NO_REGISTER, N_REGISTERS, Event, Instruction, Op, decode, encode_events
+from sequences.program import (
+    N_REGISTERS,
+    NO_REGISTER,
+    Event,
+    Instruction,
+    Op,
+    decode,
+    encode_events,
+)
 from sim_backends.device import CommandError, Device, number
 from sim_backends.node import SimNode
 
@@ -101,7 +109,9 @@ class SimSequencer(Device):
 
     # execution ------------------------------------------------------------------------------
     async def _wait_for(self, kind: str, timeout_ns: int) -> int | None:
-        """Block until a sync/herald arrives or the timeout passes (virtual = wall while blocked)."""
+        """Block until a sync/herald arrives or the timeout passes.
+
+        While blocked, virtual time runs at wall speed."""
         if self.pending[kind]:
             return self.pending[kind].pop(0)
         self.status = "WAITING"
@@ -185,6 +195,10 @@ class SimSequencer(Device):
             self.status = "IDLE"
 
     def state(self) -> dict:
-        return {"status": self.status, "ttl": self.node.ttl, "program_size": len(self.program),
-                "events_pending": len(self.events), "clock_ns": self.node.now_ns - self.t0_ns}
-
+        return {
+            "status": self.status,
+            "ttl": self.node.ttl,
+            "program_size": len(self.program),
+            "events_pending": len(self.events),
+            "clock_ns": self.node.now_ns - self.t0_ns,
+        }

@@ -23,7 +23,9 @@ class SimPhaseStabiliser(Device):
     allow_blocks = False
     scpi_headers = False
 
-    def __init__(self, name: str, rng: np.random.Generator, drift_deg_per_sqrt_s: float, serial: int) -> None:
+    def __init__(
+        self, name: str, rng: np.random.Generator, drift_deg_per_sqrt_s: float, serial: int
+    ) -> None:
         self.rng = rng
         self.drift = drift_deg_per_sqrt_s
         self.serial = serial
@@ -75,8 +77,9 @@ class SimPhaseStabiliser(Device):
         now = time.monotonic()
         dt, self._last = now - self._last, now
         self._phase += float(self.rng.normal(0.0, self.drift * np.sqrt(max(dt, 0.0))))
-        if self.lock:
-            self._phase = self.setpoint + float(self.rng.normal(0.0, 2.0))
+        if self.lock:  # the loop cancels the drift, up to a small residual
+            residual = float(self.rng.normal(0.0, 2.0))
+            self._phase = self.setpoint - DEG_PER_VOLT * self.voltage + residual
         return (self._phase + DEG_PER_VOLT * self.voltage + 180) % 360 - 180
 
     def phase_error(self) -> float:

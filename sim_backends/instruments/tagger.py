@@ -15,7 +15,9 @@ MAX_TAGS = 5_000_000
 class SimTimeController(Device):
     identity = "IDQ,ID1000,{serial},7.2-sim"
 
-    def __init__(self, name: str, rng: np.random.Generator, dark_count_hz: float, serial: int) -> None:
+    def __init__(
+        self, name: str, rng: np.random.Generator, dark_count_hz: float, serial: int
+    ) -> None:
         self.rng = rng
         self.dark_count_hz = dark_count_hz
         self.identity = self.identity.format(serial=serial)
@@ -24,10 +26,15 @@ class SimTimeController(Device):
     def setup(self) -> None:
         self.add("INPut#:ENABle", lambda a, ch: self.enabled.__setitem__(self._ch(ch), boolean(a)))
         self.add("INPut#:ENABle?", lambda a, ch: "ON" if self.enabled[self._ch(ch)] else "OFF")
-        self.add("INPut#:THREshold", lambda a, ch: self.threshold.__setitem__(self._ch(ch), number(a, -2, 2)))
+        self.add(
+            "INPut#:THREshold",
+            lambda a, ch: self.threshold.__setitem__(self._ch(ch), number(a, -2, 2)),
+        )
         self.add("INPut#:THREshold?", lambda a, ch: f"{self.threshold[self._ch(ch)]:.4f}")
         self.add("INPut#:COUNter?", lambda a, ch: str(self._count(self._ch(ch))))
-        self.add("COUNter:INTegration", lambda a: setattr(self, "integration_s", number(a, 1e-6, 3600)))
+        self.add(
+            "COUNter:INTegration", lambda a: setattr(self, "integration_s", number(a, 1e-6, 3600))
+        )
         self.add("COUNter:INTegration?", lambda a: f"{self.integration_s:.9g}")
         self.add("TAGS:ACQuire", lambda a: self._acquire(number(a, 1e-6, 3600)))
         self.add("TAGS:STOP", lambda a: None)
@@ -71,5 +78,8 @@ class SimTimeController(Device):
         return data
 
     def state(self) -> dict:
-        return {"enabled": {str(k): v for k, v in self.enabled.items()},
-                "tags_pending": int(len(self.tags)), "last_block_crc32": self.last_block_crc32}
+        return {
+            "enabled": {str(k): v for k, v in self.enabled.items()},
+            "tags_pending": len(self.tags),
+            "last_block_crc32": self.last_block_crc32,
+        }

@@ -1,0 +1,144 @@
+"""Hardware-in-the-loop fixtures.
+
+By default the suite starts the simulated lab (`qnode sim up`) once per session, in its own
+process, on ephemeral ports and ptys, with its data in a temporary folder, so that it can run
+beside another lab. `pytest hil_tests --lab FILE` runs the same driver tests against the
+instruments FILE names; tests that need the simulator (fault injection, ground truth) are
+skipped there, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from controller.labconfig import DEFAULT_LAB, LabConfig, load_lab, read_resource_map
+from sim_backends.client import SimControl
+
+SIM_SEED = 20261122
+SIM_START_TIMEOUT_S = 30.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--lab", default=str(DEFAULT_LAB), help="lab file (default: the simulated lab)"
+    )
+    parser.addoption("--sim-seed", default=SIM_SEED, type=int, help="seed of the simulated lab")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_sim: needs the simulator's fault injection or ground truth"
+    )
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> LabConfig:
+    return load_lab(request.config.getoption("--lab"))
+
+
+@pytest.fixture(scope="session")
+def simulated(lab: LabConfig) -> bool:
+    return any(inst.simulated for _, _, inst in lab.all_instruments())
+
+
+@pytest.fixture(scope="session")
+def sim_process(lab: LabConfig, simulated: bool, tmp_path_factory, request):
+    """The simulated lab in its own process; yields the path of its resource map."""
+    if not simulated:
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("simlab")
+    resource_map = folder / "resources.json"
+    log_path = folder / "sim.log"
+    seed = request.config.getoption("--sim-seed")
+    cmd = [
+        sys.executable,
+        "-m",
+        "controller.cli",
+        "sim",
+        "up",
+        "--lab",
+        lab.source,
+        "--seed",
+        str(seed),
+        "--resource-map",
+        str(resource_map),
+    ]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
+        )
+    deadline = time.monotonic() + SIM_START_TIMEOUT_S
+    while not resource_map.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"simulated lab did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    try:
+        yield resource_map
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def resources(lab: LabConfig, sim_process) -> dict[str, str] | None:
+    return read_resource_map(lab, sim_process) if sim_process else None
+
+
+@pytest.fixture(scope="session")
+def sim(sim_process) -> SimControl:
+    """The simulator's control channel; tests that use it are skipped on a real lab."""
+    if sim_process is None:
+        pytest.skip(
+            "needs the simulated lab (fault injection / ground truth); running on a real lab"
+        )
+    return SimControl(sim_process)
+
+
+def first_instrument(lab: LabConfig, role: str, node: str | None = None) -> tuple[str, str]:
+    for node_name, name, inst in lab.all_instruments():
+        if inst.role == role and (node is None or node_name == node):
+            return node_name, name
+    pytest.skip(f"the lab has no instrument with role {role!r}")
+
+
+@pytest.fixture
+def open_driver(lab: LabConfig, resources):
+    """open_driver(role) -> an opened driver of the first instrument with that role."""
+    opened = []
+
+    def factory(role: str, node: str | None = None):
+        node_name, name = first_instrument(lab, role, node)
+        driver = lab.make_driver(node_name, name, resources)
+        driver.open()
+        opened.append(driver)
+        return driver
+
+    yield factory
+    for driver in opened:
+        try:
+            driver.safe_state()
+        except Exception:
+            pass
+        driver.close()
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(request):
+    """Every test starts with no fault left over from another."""
+    yield
+    if "sim" in request.fixturenames:
+        control: SimControl = request.getfixturevalue("sim")
+        for name in control.resources:
+            control.fault(name, "clear")

@@ -1,0 +1,75 @@
+"""Every driver against the simulator's faults: freeze, garble, drop (TCP), reset (serial)."""
+
+import time
+
+import pytest
+
+from qnode.errors import InstrumentReplyError, InstrumentTimeout
+
+ROLES = ["microwave_source", "awg", "sequencer", "time_tagger", "laser", "phase_stabiliser"]
+TCP_ROLES = ["microwave_source", "awg", "time_tagger"]
+SERIAL_ROLES = ["sequencer", "laser", "phase_stabiliser"]
+
+
+def probe(driver):
+    """A query whose answer the driver parses strictly (a number or a fixed format)."""
+    match driver.ROLE:
+        case "microwave_source":
+            return driver.frequency()
+        case "awg":
+            return driver.amplitude(1)
+        case "sequencer":
+            return driver.program_size()
+        case "time_tagger":
+            return driver.threshold(1)
+        case "laser":
+            return driver.power()
+        case "phase_stabiliser":
+            return driver.voltage()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_frozen_instrument_times_out_clearly(open_driver, sim, role):
+    driver = open_driver(role)
+    probe(driver)
+    sim.fault(driver.name, "freeze")
+    started = time.monotonic()
+    with pytest.raises(InstrumentTimeout) as err:
+        probe(driver)
+    elapsed = time.monotonic() - started
+    assert driver.name in str(err.value) and "no reply" in str(err.value)
+    assert elapsed < driver.timeout_s + 1.0
+    sim.fault(driver.name, "unfreeze")
+    assert probe(driver) is not None  # the driver recovers once the instrument answers
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_garbled_reply_is_an_error_not_a_value(open_driver, sim, role):
+    driver = open_driver(role)
+    good = probe(driver)
+    sim.fault(driver.name, "garble")
+    with pytest.raises(InstrumentReplyError) as err:
+        probe(driver)
+    assert driver.name in str(err.value)
+    assert probe(driver) == good
+
+
+@pytest.mark.parametrize("role", TCP_ROLES)
+def test_dropped_connection_reconnects(open_driver, sim, role):
+    driver = open_driver(role)
+    before = probe(driver)
+    sim.fault(driver.name, "drop")
+    time.sleep(0.05)
+    assert probe(driver) == before
+    assert driver.transport.reconnects >= 1
+
+
+@pytest.mark.parametrize("role", SERIAL_ROLES)
+def test_serial_reset_then_next_call_works(open_driver, sim, role):
+    driver = open_driver(role)
+    probe(driver)
+    sim.fault(driver.name, "reset")
+    time.sleep(0.05)
+    # after a power-on reset the boot banner is in the line; the next call must not read it
+    assert probe(driver) is not None
+    driver.identity()

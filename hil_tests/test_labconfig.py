@@ -1,0 +1,153 @@
+"""Lab configuration: the shipped files load; each kind of bad file gives one clear error."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from controller.labconfig import load_lab
+from qnode.errors import LabConfigError
+
+LABS = Path(__file__).resolve().parent.parent / "labs"
+
+
+@pytest.mark.parametrize("name", ["sim_two_node.toml", "sim_two_node_ion.toml"])
+def test_shipped_labs_are_valid(name):
+    lab = load_lab(LABS / name)
+    assert set(lab.nodes) == {"A", "B", "M"}
+    assert lab.nodes["A"].platform in ("nv", "ion")
+    assert lab.instrument("A", "mw").limits["frequency_hz"][1] <= 12.75e9
+
+
+def write_variant(tmp_path, edit) -> Path:
+    """The default lab with one edit applied to its parsed TOML, written back as TOML."""
+    raw = tomllib.loads((LABS / "sim_two_node.toml").read_text())
+    edit(raw)
+    path = tmp_path / "lab.toml"
+    path.write_text(to_toml(raw))
+    return path
+
+
+def to_toml(data: dict, prefix: str = "") -> str:
+    """Just enough TOML writing for these tests (tables, strings, numbers, lists, bools)."""
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + " }"
+        return repr(v)
+
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    out = []
+    if prefix and scalars:
+        out.append(f"[{prefix}]")
+    out += [f'"{k}" = {value(v)}' for k, v in scalars.items()]
+    for k, v in tables.items():
+        out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+    return "\n".join(out) + "\n"
+
+
+def expect_error(path: Path, key_path: str, *fragments: str) -> None:
+    with pytest.raises(LabConfigError) as err:
+        load_lab(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert err.value.key_path == key_path, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "\n" not in message  # one error, one line
+
+
+def test_unknown_key(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["instruments"]["mw"].update(fequency=1)
+    )
+    expect_error(path, "nodes.A.instruments.mw.fequency", "unknown key")
+
+
+def test_wrong_type(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["instruments"]["mw"].update(timeout_s="fast")
+    )
+    expect_error(path, "nodes.A.instruments.mw.timeout_s", "valid number", "'fast'")
+
+
+def test_missing_instrument(tmp_path):
+    path = write_variant(tmp_path, lambda r: r["nodes"]["B"]["instruments"].pop("seq"))
+    expect_error(path, "nodes.B.instruments", "no instrument with role 'sequencer'")
+
+
+def test_limit_outside_the_drivers_own_range(tmp_path):
+    def edit(r):
+        r["nodes"]["A"]["instruments"]["mw"]["limits"]["power_dbm"] = [-60.0, 40.0]
+
+    path = write_variant(tmp_path, edit)
+    expect_error(
+        path, "nodes.A.instruments.mw.limits.power_dbm", "outside the driver's own range", "25"
+    )
+
+
+def test_missing_limit(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["instruments"]["laser_red"]["limits"].pop("power_w")
+    )
+    expect_error(path, "nodes.A.instruments.laser_red.limits.power_w", "missing limit")
+
+
+def test_limit_not_a_pair(tmp_path):
+    def edit(r):
+        r["nodes"]["A"]["instruments"]["mw"]["limits"]["power_dbm"] = [0.0]
+
+    path = write_variant(tmp_path, edit)
+    expect_error(path, "nodes.A.instruments.mw.limits.power_dbm", "at least 2")
+
+
+def test_unknown_driver(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["instruments"]["mw"].update(driver="hp8341")
+    )
+    expect_error(path, "nodes.A.instruments.mw.driver", "unknown driver 'hp8341'")
+
+
+def test_driver_of_another_role(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["instruments"]["mw"].update(driver="cobolt")
+    )
+    expect_error(path, "nodes.A.instruments.mw.driver", "is a laser, not a microwave_source")
+
+
+def test_ttl_line_used_twice(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["channels"]["ttl"].update(readout_aom=0)
+    )
+    expect_error(path, "nodes.A.channels.ttl.readout_aom", "already used by 'repump_aom'")
+
+
+def test_optics_names_a_missing_laser(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["optics"]["pump"].update(laser="laser_blue")
+    )
+    expect_error(path, "nodes.A.optics.pump.laser", "'laser_blue' is not a laser")
+
+
+def test_bad_resource(tmp_path):
+    path = write_variant(
+        tmp_path, lambda r: r["nodes"]["A"]["instruments"]["mw"].update(resource="GPIB::19")
+    )
+    expect_error(path, "nodes.A.instruments.mw.resource", "TCPIP::host::port::SOCKET")
+
+
+def test_invalid_toml(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[lab\nname = 1\n")
+    expect_error(path, "", "not valid TOML", "line 1")
+
+
+def test_missing_file(tmp_path):
+    expect_error(tmp_path / "nope.toml", "", "cannot read the file")

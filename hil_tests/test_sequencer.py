@@ -1,0 +1,113 @@
+"""The real-time sequencer over its serial line: upload, run, events on the virtual clock."""
+
+import time
+
+import pytest
+
+from qnode.errors import ProgramError
+from sequences.program import Instruction, Op, assemble, encode
+
+
+def wait_state(seq, states, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while (state := seq.state()) not in states:
+        assert time.monotonic() < deadline, f"sequencer stuck in {state}"
+        time.sleep(0.01)
+    return state
+
+
+def test_events_carry_virtual_times_of_the_program(open_driver):
+    seq = open_driver("sequencer")
+    program = assemble(
+        """
+        SET r2, 0
+        EVENT 1, r2
+        WAIT 1000
+    loop:
+        ADD r2, 1
+        WAIT 2500
+        EVENT 2, r2
+        LOOP loop, 4
+        WAIT 12us
+        EVENT 3
+        HALT
+        """
+    )
+    seq.load(program)
+    assert seq.program_size() == len(program.instructions)
+    seq.run()
+    assert wait_state(seq, {"HALTED"}) == "HALTED"
+    events = seq.read_events()
+    assert [(e.time_ns, e.code, e.value) for e in events] == [
+        (0, 1, 0),
+        (3500, 2, 1),
+        (6000, 2, 2),
+        (8500, 2, 3),
+        (11000, 2, 4),
+        (23000, 3, 0),
+    ]
+    assert seq.read_events() == []  # the FIFO was drained
+
+
+def test_ttl_lines_follow_the_program(open_driver, sim):
+    seq = open_driver("sequencer")
+    seq.load(assemble("TTL_SET 0x5\nTTL_CLR 0x1\nHALT"))
+    seq.run()
+    wait_state(seq, {"HALTED"})
+    assert seq.ttl_lines() == 0x4
+    seq.safe_state()
+    assert sim.state(seq.name)["ttl"] == 0
+
+
+def test_software_herald_and_sync(open_driver):
+    seq = open_driver("sequencer")
+    text = """
+        WAIT_SYNC 1s
+        WAIT_HERALD r3, 1s
+        EVENT 9, r3
+        WAIT_HERALD r4, 200us
+        EVENT 10, r4
+        HALT
+    """
+    seq.load(assemble(text))
+    seq.run()
+    assert wait_state(seq, {"WAITING"}) == "WAITING"
+    seq.sync()
+    seq.send_herald("psi_minus")
+    wait_state(seq, {"HALTED"})
+    events = seq.read_events()
+    assert [(e.code, e.value) for e in events] == [(9, 2), (10, -1)]  # -1: herald timeout
+    assert events[1].time_ns - events[0].time_ns == 200_000
+
+
+def test_firmware_rejects_an_invalid_image_with_instruction_and_reason(open_driver):
+    seq = open_driver("sequencer")
+    good = encode([Instruction(Op.WAIT, d=100), Instruction(Op.HALT)])
+    bad = bytearray(good)
+    bad[8] = 0x42  # opcode of instruction 0
+    import zlib
+
+    bad[-4:] = zlib.crc32(bytes(bad[:-4])).to_bytes(4, "little")
+    with pytest.raises(ProgramError, match=r"instruction 0: unknown opcode 0x42"):
+        seq.load_image(bytes(bad))
+    assert seq.program_size() == 0
+    bad[-1] ^= 0xFF
+    with pytest.raises(ProgramError, match="CRC mismatch"):
+        seq.load_image(bytes(bad))
+
+
+def test_rejection_names_the_source_line(open_driver):
+    """A program the host let through but the firmware refuses maps back to its text line."""
+    seq = open_driver("sequencer")
+    program = assemble("WAIT 100\nWAIT 200\nHALT")
+    # tamper after assembly: instruction 1 (source line 2) gets a sub-resolution duration
+    program.instructions[1] = Instruction(Op.WAIT, d=2)
+    from sequences import program as fmt
+
+    body = bytearray(fmt._HEADER.pack(fmt.MAGIC, fmt.FORMAT_VERSION, 3))
+    for ins in program.instructions:
+        body += fmt._INSTRUCTION.pack(int(ins.op), ins.a, ins.b, ins.c, ins.d)
+    body += fmt._CRC.pack(__import__("zlib").crc32(body))
+    with pytest.raises(ProgramError) as err:
+        seq.load_image(bytes(body), program)
+    assert err.value.line == 2 and "clock resolution" in err.value.reason

@@ -1,0 +1,35 @@
+"""Time controller: inputs, limits, and time tags as binary blocks."""
+
+import numpy as np
+import pytest
+
+from qnode.errors import LimitError
+
+
+def test_threshold_and_enable_round_trip(open_driver):
+    tagger = open_driver("time_tagger")
+    tagger.set_threshold(2, -0.25)
+    tagger.set_enabled(2, True)
+    assert tagger.threshold(2) == pytest.approx(-0.25)
+    assert tagger.enabled(2) is True
+
+
+def test_threshold_limit(open_driver, sim):
+    tagger = open_driver("time_tagger")
+    mark = sim.log_size(tagger.name)
+    with pytest.raises(LimitError, match="threshold_v"):
+        tagger.set_threshold(1, 1.9)
+    assert sim.log(tagger.name, since=mark)[1] == []
+
+
+def test_time_tags_arrive_as_an_intact_block(open_driver, sim):
+    tagger = open_driver("time_tagger")
+    for channel in (1, 2):
+        tagger.set_enabled(channel, True)
+    seconds = tagger.limits["acquisition_s"][1]
+    tags = tagger.acquire_tags(seconds)
+    assert tags.size > 0
+    assert np.all(np.diff(tags["time_ps"]) >= 0)
+    assert set(np.unique(tags["channel"])) <= {1, 2}
+    assert tags["time_ps"].max() < seconds * 1e12
+    assert sim.state(tagger.name)["last_block_crc32"] == __import__("zlib").crc32(tags.tobytes())
