@@ -58,7 +58,10 @@ class ChannelMap(_Strict):
 
 
 class OpticalPathConfig(_Strict):
-    """A laser gated by a sequencer TTL line (through an AOM), at a nominal power."""
+    """A laser gated by a sequencer TTL line (through an AOM), at a nominal power.
+
+    Paths: pump (spin initialisation), readout, repump (NV charge repump / ion Doppler
+    cooling), excitation (the optical pi pulse of an entanglement attempt)."""
 
     ttl: str
     laser: str
@@ -70,7 +73,7 @@ class NodeConfig(_Strict):
     platform: Literal["nv", "ion"] | None = None
     instruments: dict[str, InstrumentConfig]
     channels: ChannelMap = Field(default_factory=ChannelMap)
-    optics: dict[Literal["pump", "readout", "excitation"], OpticalPathConfig] = Field(
+    optics: dict[Literal["pump", "readout", "repump", "excitation"], OpticalPathConfig] = Field(
         default_factory=dict
     )
 
@@ -250,7 +253,7 @@ def _check_semantics(lab: LabConfig) -> None:
                     f"[{lo:g}, {hi:g}] W",
                 )
         if node.kind == "memory":
-            for path in ("pump", "readout"):
+            for path in ("pump", "readout", "repump"):
                 if path not in node.optics:
                     fail(f"{base}.optics.{path}", "missing: a memory node needs this optical path")
 

@@ -9,6 +9,7 @@ import pytest
 from sequences.program import assemble
 
 SHOTS = 300
+CR_THRESHOLD = 5
 
 
 def run_shots(lab, resources, node, pulse_samples: int, frequency_hz: float) -> float:
@@ -36,21 +37,30 @@ def run_shots(lab, resources, node, pulse_samples: int, frequency_hz: float) -> 
         awg.set_output(i_ch, True)
         awg.set_output(q_ch, True)
         awg.run()
-        pump = 1 << cfg.channels.ttl[cfg.optics["pump"].ttl]
-        readout = 1 << cfg.channels.ttl[cfg.optics["readout"].ttl]
+        line = {path: 1 << cfg.channels.ttl[p.ttl] for path, p in cfg.optics.items()}
         pulse_ns = int(np.ceil(n / 1.2e9 * 1e9 / 4)) * 4 + 20
         seq.load(
             assemble(f"""
         shot:
-            TTL_SET {pump}
+        cr:                                     # charge repump, then CR check, until it passes
+            TTL_SET {line["repump"]}
+            WAIT 5us
+            TTL_CLR {line["repump"]}
+            TTL_SET {line["pump"] | line["readout"]}
+            COUNT c0, r0, 50us
+            TTL_CLR {line["pump"] | line["readout"]}
+            BRANCH_GE r0, {CR_THRESHOLD}, ready
+            LOOP cr, 100
+        ready:
+            TTL_SET {line["pump"]}
             WAIT 3us
-            TTL_CLR {pump}
+            TTL_CLR {line["pump"]}
             WAIT 200
             AWG_TRIG 0
             WAIT {pulse_ns}
-            TTL_SET {readout}
+            TTL_SET {line["readout"]}
             COUNT c0, r1, 10us
-            TTL_CLR {readout}
+            TTL_CLR {line["readout"]}
             EVENT 1, r1
             LOOP shot, {SHOTS}
             HALT
@@ -112,3 +122,49 @@ def _dark_run(lab, resources) -> float:
             time.sleep(0.01)
         counts = np.array([e.value for e in seq.read_events()])
     return float(np.mean(counts > 0))
+
+
+def test_cr_check_counts_follow_the_charge_state(lab, resources, sim):
+    """After a charge repump, CR-check counts are Poisson(true mean) when NV- and dark when
+    NV0: the mean over many checks is recovery_success * true mean."""
+    from sim_backends.physics import NV
+
+    truth = sim.truth("A")
+    cfg = lab.nodes["A"]
+    line = {path: 1 << cfg.channels.ttl[p.ttl] for path, p in cfg.optics.items()}
+    drivers = {
+        name: lab.make_driver("A", name, resources) for name in ("seq", "laser_green", "laser_red")
+    }
+    for d in drivers.values():
+        d.open()
+    try:
+        for path in cfg.optics.values():
+            drivers[path.laser].set_power(path.nominal_power_w)
+            drivers[path.laser].set_enabled(True)
+        both = line["pump"] | line["readout"]
+        window_ns = truth["check_window_ns"]
+        drivers["seq"].load(
+            assemble(f"""
+        s:  TTL_SET {line["repump"]}
+            WAIT 10us
+            TTL_CLR {line["repump"]}
+            TTL_SET {both}
+            COUNT c0, r0, {window_ns}
+            TTL_CLR {both}
+            EVENT 1, r0
+            LOOP s, 600
+            HALT
+        """)
+        )
+        drivers["seq"].run()
+        while drivers["seq"].state() != "HALTED":
+            time.sleep(0.01)
+        counts = np.array([e.value for e in drivers["seq"].read_events()])
+    finally:
+        for d in drivers.values():
+            d.safe_state()
+            d.close()
+    expected = NV.recovery_success * truth["check_mean"]
+    assert counts.mean() == pytest.approx(expected, rel=0.12)
+    # bimodal: a dark population (NV0) near zero and a bright one near the true mean
+    assert np.mean(counts <= 2) == pytest.approx(1 - NV.recovery_success, abs=0.07)

@@ -44,12 +44,16 @@ class SimNode:
 
     def set_ttl(self, mask: int) -> None:
         self.ttl = mask
-        if self.physics:
-            self.physics.optical["pump"] = self._gain("pump") >= 0.1
+
+    def _refresh_light(self) -> None:
+        """Light on the memory now: TTL gates and the lasers' own state (either may change)."""
+        for path in self.physics.light:
+            self.physics.light[path] = self._gain(path)
 
     def advance(self, dt_ns: int) -> None:
         self.now_ns += dt_ns
         if self.physics:
+            self._refresh_light()
             self.physics.advance(self.now_ns - self.physics.now_ns)
 
     def play_segment(self, index: int) -> None:
@@ -72,6 +76,7 @@ class SimNode:
         if not self.physics:
             self.now_ns += window_ns
             return 0
+        self._refresh_light()
         self.physics.advance(self.now_ns - self.physics.now_ns)
         self.now_ns += window_ns
-        return self.physics.count(window_ns, self._gain("readout"))
+        return self.physics.count(window_ns)

@@ -22,7 +22,13 @@ I2 = np.eye(2, dtype=complex)
 
 @dataclass(frozen=True)
 class PlatformParams:
-    """Reference figures of a platform (see DESIGN.md), the ranges the truth is drawn from."""
+    """Reference figures of a platform (see DESIGN.md), the ranges the truth is drawn from.
+
+    "Ready" is the NV's negative charge state (lost by ionisation under red light, recovered by
+    the green charge repump) or, for an ion, being cold (lost by heating, recovered by Doppler
+    cooling). The CR / cooling check counts photons under pump + readout light: Poisson with
+    `check_mean` when ready, dark counts only when not.
+    """
 
     name: str
     qubit_hz_range: tuple[float, float]
@@ -36,6 +42,11 @@ class PlatformParams:
     dark_mean: float  # counts in the readout window for |1>
     init_fidelity: float
     pump_time_ns: float
+    check_window_ns: int
+    check_mean_range: tuple[float, float]  # CR / cooling check counts in its window, when ready
+    loss_time_ns: float  # ionisation / heating time constant under nominal readout light
+    recovery_time_ns: float  # charge repump / cooling time constant
+    recovery_success: float  # probability that a recovery leaves the memory ready
     dark_count_hz: float
 
 
@@ -48,10 +59,15 @@ NV = PlatformParams(
     t2_s=1.0,
     t1_s=3600.0,
     readout_window_ns=10_000,
-    bright_mean=-np.log(1 - 0.95),  # F0 = P(>=1 click | ms=0) = 0.95
-    dark_mean=-np.log(0.995),  # F1 = P(0 clicks | ms=-1) = 0.995
+    bright_mean=float(-np.log(1 - 0.95)),  # F0 = P(>=1 click | ms=0) = 0.95
+    dark_mean=float(-np.log(0.995)),  # F1 = P(0 clicks | ms=-1) = 0.995
     init_fidelity=0.99,
     pump_time_ns=300.0,
+    check_window_ns=50_000,
+    check_mean_range=(20.0, 40.0),
+    loss_time_ns=2e6,
+    recovery_time_ns=1_000.0,
+    recovery_success=0.75,
     dark_count_hz=20.0,
 )
 
@@ -68,6 +84,11 @@ ION = PlatformParams(
     dark_mean=0.05,
     init_fidelity=0.999,
     pump_time_ns=5_000.0,
+    check_window_ns=1_000_000,
+    check_mean_range=(30.0, 50.0),
+    loss_time_ns=5e8,
+    recovery_time_ns=200_000.0,
+    recovery_success=0.98,
     dark_count_hz=20.0,
 )
 
@@ -88,6 +109,8 @@ class NodeTruth:
     dark_mean: float
     readout_window_ns: int
     init_fidelity: float
+    check_mean: float
+    check_window_ns: int
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,10 +125,12 @@ def draw_truth(platform: str, rng: np.random.Generator) -> NodeTruth:
         t2star_s=float(rng.uniform(*p.t2star_s_range)),
         t2_s=p.t2_s,
         t1_s=p.t1_s,
-        bright_mean=float(p.bright_mean),
-        dark_mean=float(p.dark_mean),
+        bright_mean=p.bright_mean,
+        dark_mean=p.dark_mean,
         readout_window_ns=p.readout_window_ns,
         init_fidelity=p.init_fidelity,
+        check_mean=float(rng.uniform(*p.check_mean_range)),
+        check_window_ns=p.check_window_ns,
     )
 
 
@@ -135,12 +160,15 @@ class NodePhysics:
     def __init__(self, name: str, truth: NodeTruth, rng: np.random.Generator) -> None:
         self.name = name
         self.truth = truth
+        self.platform = PLATFORMS[truth.platform]
         self.rng = rng
         self.drive = MicrowaveDrive()
         self.now_ns = 0
-        self.rho = np.array([[1, 0], [0, 0]], dtype=complex)
+        self.rho = 0.5 * I2.copy()
+        self.ready = bool(rng.random() < self.platform.recovery_success)
         self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
-        self.optical = {"pump": False, "readout": False}
+        self.light = {"pump": 0.0, "readout": 0.0, "repump": 0.0}
+        """Light on the memory, each as a fraction of its nominal power (0 when gated off)."""
         self._draw_bath()
 
     def _draw_bath(self) -> None:
@@ -151,18 +179,32 @@ class NodePhysics:
         """Drive detuning from the true qubit frequency plus the bath, rad/s."""
         return 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) + self.bath_detuning
 
+    def _lose_readiness(self, dt_ns: float, gain: float) -> None:
+        if self.ready and gain > 0:
+            p = 1.0 - np.exp(-dt_ns * gain / self.platform.loss_time_ns)
+            if self.rng.random() < p:
+                self.ready = False
+
     # time -----------------------------------------------------------------------------------
     def advance(self, dt_ns: int) -> None:
-        """Let dt pass: free precession in the drive's frame, T2 and T1, optical pumping."""
+        """Let dt pass under whatever light is on: repump, pump, or free evolution."""
         if dt_ns <= 0:
             return
         self.now_ns += dt_ns
         dt = dt_ns * 1e-9
-        if self.optical["pump"]:
-            p = 1.0 - np.exp(-dt_ns / max(PLATFORMS[self.truth.platform].pump_time_ns, 1.0))
-            self.rho = (1 - p) * self.rho + p * self._initial_state()
-            if p > 0.99:
-                self._draw_bath()
+        if self.light["repump"] >= 0.1:
+            p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
+            if self.rng.random() < p:
+                self.ready = bool(self.rng.random() < self.platform.recovery_success)
+                self.rho = 0.5 * I2.copy()
+            return
+        if self.light["pump"] >= 0.1:
+            self._lose_readiness(dt_ns, self.light["pump"])
+            if self.ready:
+                p = 1.0 - np.exp(-dt_ns * self.light["pump"] / self.platform.pump_time_ns)
+                self.rho = (1 - p) * self.rho + p * self._initial_state()
+                if p > 0.99:
+                    self._draw_bath()
             return
         u = rotation(0.0, 0.0, self.detuning(), dt)
         self.rho = u @ self.rho @ u.conj().T
@@ -184,11 +226,12 @@ class NodePhysics:
         if len(i) == 0:
             return
         dt = 1.0 / sample_rate_hz
+        duration_ns = round(len(i) * dt * 1e9)
         if not self.drive.output:
-            self.advance(round(len(i) * dt * 1e9))
+            self.advance(duration_ns)
             return
         volts = 0.5 * amplitude_vpp * (np.asarray(i) + 1j * np.asarray(q))
-        gain = 10 ** ((self.drive.power_dbm - PLATFORMS[self.truth.platform].mw_reference_dbm) / 20)
+        gain = 10 ** ((self.drive.power_dbm - self.platform.mw_reference_dbm) / 20)
         omega = 2 * np.pi * self.truth.rabi_hz_per_v * gain * np.abs(volts)
         phase = np.angle(volts)
         # run-length: consecutive equal samples are one rotation (square pulses cost one step)
@@ -200,28 +243,30 @@ class NodePhysics:
         for s, e in zip(starts, ends, strict=True):
             u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
         self.rho = u_total @ self.rho @ u_total.conj().T
-        self.now_ns += round(len(i) * dt * 1e9)
+        self.now_ns += duration_ns
 
-    def count(self, window_ns: int, readout_gain: float) -> int:
-        """Photon counts in a window with the readout light at `readout_gain` of nominal.
+    def count(self, window_ns: int) -> int:
+        """Photon counts in a window under the light that is on now.
 
-        Projects the qubit: bright |0> or dark |1>, then Poisson counts with the true means.
+        Readout light alone: projects the qubit (bright |0>, dark |1>) and counts with the true
+        means. Readout and pump light together: the CR / cooling check, counts that tell
+        whether the memory is ready, whatever its spin. Not ready: dark counts only.
         """
-        p0 = float(np.clip(self.rho[0, 0].real, 0.0, 1.0))
-        scale = readout_gain * window_ns / self.truth.readout_window_ns
-        dark_counts = PLATFORMS[self.truth.platform].dark_count_hz * window_ns * 1e-9
-        if readout_gain > 0:
-            bright = self.rng.random() < p0
-            self.rho = (
-                np.diag([1.0, 0.0]).astype(complex)
-                if bright
-                else np.diag([0.0, 1.0]).astype(complex)
-            )
-            mean = (self.truth.bright_mean if bright else self.truth.dark_mean) * scale
-        else:
-            mean = 0.0
+        readout, pump = self.light["readout"], self.light["pump"]
+        dark = self.platform.dark_count_hz * window_ns * 1e-9
+        mean = 0.0
+        if self.ready and readout > 0:
+            if pump > 0:
+                mean = self.truth.check_mean * readout * window_ns / self.truth.check_window_ns
+                self.rho = self._initial_state()
+            else:
+                bright = self.rng.random() < float(np.clip(self.rho[0, 0].real, 0.0, 1.0))
+                self.rho = np.diag([1.0, 0.0] if bright else [0.0, 1.0]).astype(complex)
+                base = self.truth.bright_mean if bright else self.truth.dark_mean
+                mean = base * readout * window_ns / self.truth.readout_window_ns
+        self._lose_readiness(window_ns, readout)
         self.now_ns += window_ns
-        return int(self.rng.poisson(mean + dark_counts))
+        return int(self.rng.poisson(mean + dark))
 
     def populations(self) -> tuple[float, float]:
         return float(self.rho[0, 0].real), float(self.rho[1, 1].real)

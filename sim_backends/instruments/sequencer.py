@@ -184,6 +184,10 @@ class SimSequencer(Device):
                 elif op is Op.HALT:
                     self.status = "HALTED"
                     return
+                if pc_next > pc + 1 and loops:
+                    # a forward jump over a LOOP leaves that loop: its count starts afresh
+                    for index in [k for k in loops if pc < k < pc_next]:
+                        del loops[index]
                 pc = pc_next
                 steps += 1
                 if steps % STEPS_PER_YIELD == 0:
