@@ -27,6 +27,7 @@ class CommandError(Exception):
 def scpi_pattern(spec: str) -> re.Pattern:
     """'SOURce#:FREQuency[:CW]' -> regex accepting long/short forms, '#' a numeric suffix."""
     out = []
+    spec = re.sub(r"\[([^\]]+)\]:", r"[\1:]", spec)  # an optional node owns its colon
     tokens = re.findall(r"\[|\]|:|[A-Za-z*]+#?|\?", spec)
     for tok in tokens:
         if tok == "[":

@@ -65,18 +65,17 @@ class Framer:
                     if i + 2 + n > len(buf):
                         return None
                     digits = bytes(buf[i + 2 : i + 2 + n])
-                    if not digits.isdigit():
-                        end = buf.find(term, i)
+                    length = int(digits) if digits.isdigit() else -1
+                    if not 0 <= length <= MAX_MESSAGE_BYTES:
+                        # not a block we can take: drop this command up to its terminator
+                        end = buf.find(term, i + 2 + n)
                         if end < 0:
                             return None
                         del buf[: end + len(term)]
-                        raise FramingError(f"garbled block header {digits!r}")
-                    length = int(digits)
+                        why = "garbled" if length < 0 else f"too large ({length} bytes)"
+                        raise FramingError(f"block header {digits!r}: {why}")
                     start = i + 2 + n
                     if start + length > len(buf):
-                        if start + length > MAX_MESSAGE_BYTES:
-                            buf.clear()
-                            raise FramingError(f"block of {length} bytes is too large")
                         return None
                     block = bytes(buf[start : start + length])
                     block_span = (i, start + length)
@@ -89,6 +88,9 @@ class Framer:
                     a, b = block_span
                     raw = raw[:a] + raw[b:]
                 text = raw.decode("latin-1").strip("\r\n ")
+                if not text and block is None:
+                    i, in_quote = 0, False  # an empty line is no command
+                    continue
                 return Message(text, block)
             i += 1
         return None

@@ -1,0 +1,80 @@
+"""The `qnode` command line against the simulated lab: instruments check, sim up lifecycle."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from controller.labconfig import DEFAULT_LAB
+
+QNODE = [sys.executable, "-m", "controller.cli"]
+ENV = {**os.environ, "COLUMNS": "250"}
+
+
+def run(*args, timeout=60):
+    return subprocess.run([*QNODE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_instruments_check_lists_every_instrument_healthy(lab, sim_process):
+    if sim_process is None:
+        pytest.skip("runs against the simulated lab's resource map")
+    result = run("instruments", "check", "--lab", lab.source, "--resource-map", str(sim_process))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for node, name, _ in lab.all_instruments():
+        assert f"{node}.{name}" in result.stdout
+    assert "all 14 instruments healthy" in result.stdout
+
+
+def test_instruments_check_fails_on_a_frozen_instrument(lab, sim_process, sim):
+    sim.fault("A.mw", "freeze")
+    result = run("instruments", "check", "--lab", lab.source, "--resource-map", str(sim_process))
+    assert result.returncode == 1
+    assert "A.mw" in result.stderr and "1 unhealthy" in result.stderr
+    assert "no reply" in result.stdout
+
+
+def test_instruments_check_without_a_running_sim(tmp_path):
+    result = run("instruments", "check", "--resource-map", str(tmp_path / "none.json"))
+    assert result.returncode == 2
+    assert "qnode sim up" in result.stderr
+
+
+def test_bad_lab_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_LAB.read_text().replace("timeout_s = 1.0", 'timeout_s = "1 s"', 1))
+    result = run("lab", "check", str(bad))
+    assert result.returncode == 2
+    assert "nodes.A.instruments.mw.timeout_s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sim_up_serves_and_stops_cleanly_on_sigterm(tmp_path):
+    resource_map = tmp_path / "map.json"
+    proc = subprocess.Popen(
+        [*QNODE, "sim", "up", "--seed", "5", "--resource-map", str(resource_map)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not resource_map.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        info = json.loads(resource_map.read_text())
+        assert len(info["resources"]) == 14
+        assert info["seed"] == 5
+        tcp = [r for r in info["resources"].values() if r.startswith("TCPIP::127.0.0.1::")]
+        ptys = [r for r in info["resources"].values() if r.startswith("/dev/")]
+        assert len(tcp) == 7 and len(ptys) == 7
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not resource_map.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
