@@ -101,7 +101,7 @@ def sim_fault(
 @instruments_app.command("check")
 def instruments_check(lab: Path = LabOption, resource_map: Path | None = ResourceMapOption) -> None:
     """Connect to every instrument and print a health table; non-zero exit if any is unwell."""
-    from controller.instruments_check import check_lab
+    from controller.instruments_check import check_lab, render_table
 
     config = _load(lab)
     resources = None
@@ -112,15 +112,7 @@ def instruments_check(lab: Path = LabOption, resource_map: Path | None = Resourc
             err_console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
     rows = check_lab(config, resources)
-    table = Table(title=f"instruments of {config.lab.name}")
-    for column in ("name", "role", "resource", "identity", "state", "error"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        style = None if row.healthy else "red"
-        table.add_row(
-            row.name, row.role, row.resource, row.identity, row.state, row.error or "-", style=style
-        )
-    console.print(table)
+    console.print(render_table(rows, f"instruments of {config.lab.name}"))
     bad = [row.name for row in rows if not row.healthy]
     if bad:
         err_console.print(f"[red]{len(bad)} unhealthy:[/] {', '.join(bad)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from rich.table import Table
+
 from controller.labconfig import LabConfig
 from qnode.errors import QnodeError
 
@@ -47,3 +49,14 @@ def check_lab(lab: LabConfig, resources: dict[str, str] | None) -> list[CheckRow
     targets = [(node, name) for node, name, _ in lab.all_instruments()]
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(lambda t: check_instrument(lab, t[0], t[1], resources), targets))
+
+
+def render_table(rows: list[CheckRow], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("name", "role", "resource", "identity", "state", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        style = None if row.healthy else "red"
+        cells = (row.name, row.role, row.resource, row.identity, row.state, row.error or "-")
+        table.add_row(*cells, style=style)
+    return table
