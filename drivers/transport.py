@@ -214,6 +214,11 @@ class VisaSocketTransport(_ReconnectingTransport):
             timeout=int(self.timeout_s * 1000),
         )
         sock = rm.visalib.sessions[res.session].interface
+        try:
+            sock.getpeername()  # pyvisa-py can return a session whose connect was refused
+        except OSError:
+            res.close()
+            raise
         # pyvisa-py leaves Nagle on: ~40 ms per write-then-query without this.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._res, self._sock = res, sock

@@ -73,3 +73,47 @@ def test_serial_reset_then_next_call_works(open_driver, sim, role):
     # after a power-on reset the boot banner is in the line; the next call must not read it
     assert probe(driver) is not None
     driver.identity()
+
+
+def test_unreachable_instrument_gives_up_after_bounded_backoff():
+    import socket
+
+    from drivers.microwave_sgs100a import RsSgs100a
+    from drivers.transport import Backoff
+    from qnode.errors import InstrumentConnectionError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mw = RsSgs100a(
+        "lab.mw",
+        f"TCPIP::127.0.0.1::{port}::SOCKET",
+        {"frequency_hz": (1e9, 3e9), "power_dbm": (-30, 0)},
+        timeout_s=0.5,
+        backoff=Backoff(first_s=0.05, budget_s=0.4),
+    )
+    started = time.monotonic()
+    with pytest.raises(InstrumentConnectionError, match=r"cannot connect within 0\.4 s"):
+        mw.open()
+    assert time.monotonic() - started < 3.0
+    assert not mw.is_open
+
+
+def test_no_io_before_open():
+    from drivers.registry import DRIVERS
+    from qnode.errors import InstrumentConnectionError
+
+    # constructing every driver against an address that does not exist touches nothing
+    for cls in DRIVERS.values():
+        limits = {key: rng for key, rng in cls.RANGES.items()}
+        resource = "TCPIP::127.0.0.1::1::SOCKET" if cls.TRANSPORT == "tcp" else "/dev/null-none"
+        driver = cls("x", resource, limits)
+        with pytest.raises(InstrumentConnectionError, match="not open"):
+            driver.identity()
+
+
+def test_serial_devices_cannot_be_dropped(sim):
+    from sim_backends.client import SimControlError
+
+    with pytest.raises(SimControlError, match="serial device"):
+        sim.fault("A.laser_red", "drop")

@@ -12,8 +12,12 @@ SHOTS = 300
 CR_THRESHOLD = 5
 
 
-def run_shots(lab, resources, node, pulse_samples: int, frequency_hz: float) -> float:
-    """Fraction of bright shots (>= 1 photon) after a square pulse of `pulse_samples` samples."""
+def square(samples: int) -> np.ndarray:
+    return np.full(max(samples, 1), 1.0 if samples else 0.0)
+
+
+def run_shots(lab, resources, node, pulse: np.ndarray, frequency_hz: float) -> float:
+    """Fraction of bright shots (>= 1 photon) after playing `pulse` on I (1.2 GS/s, 1 Vpp)."""
     cfg = lab.nodes[node]
     drivers = {name: lab.make_driver(node, name, resources) for name in cfg.instruments}
     for d in drivers.values():
@@ -27,8 +31,8 @@ def run_shots(lab, resources, node, pulse_samples: int, frequency_hz: float) -> 
         mw.set_power(10.0)
         mw.set_output(True)
         i_ch, q_ch = cfg.channels.awg["mw_i"], cfg.channels.awg["mw_q"]
-        n = max(pulse_samples, 1)
-        awg.upload_waveform("pulse_i", np.full(n, 1.0 if pulse_samples else 0.0))
+        n = pulse.size
+        awg.upload_waveform("pulse_i", pulse)
         awg.upload_waveform("pulse_q", np.zeros(n))
         awg.set_sequence([{i_ch: "pulse_i", q_ch: "pulse_q"}])
         awg.set_sample_rate(1.2e9)
@@ -85,9 +89,9 @@ def test_pi_pulse_from_true_rabi_frequency_flips_the_spin(lab, resources, sim):
     # square pulse at AWG amplitude 1 Vpp (0.5 V) and 10 dBm: Rabi = rabi_hz_per_v * 0.5
     t_pi = 1.0 / (2 * truth["rabi_hz_per_v"] * 0.5)
     pi_samples = round(t_pi * 1.2e9)
-    bright_unflipped = run_shots(lab, resources, "A", 0, truth["qubit_hz"])
-    bright_pi = run_shots(lab, resources, "A", pi_samples, truth["qubit_hz"])
-    bright_2pi = run_shots(lab, resources, "A", 2 * pi_samples, truth["qubit_hz"])
+    bright_unflipped = run_shots(lab, resources, "A", square(0), truth["qubit_hz"])
+    bright_pi = run_shots(lab, resources, "A", square(pi_samples), truth["qubit_hz"])
+    bright_2pi = run_shots(lab, resources, "A", square(2 * pi_samples), truth["qubit_hz"])
     assert bright_unflipped > 0.85
     assert bright_pi < 0.08
     assert bright_2pi > 0.85
@@ -97,7 +101,22 @@ def test_far_detuned_pulse_does_nothing(lab, resources, sim):
     truth = sim.truth("A")
     pi_samples = round(1.0 / truth["rabi_hz_per_v"] * 1.2e9)
     detuned = truth["qubit_hz"] + 60e6
-    assert run_shots(lab, resources, "A", pi_samples, detuned) > 0.85
+    assert run_shots(lab, resources, "A", square(pi_samples), detuned) > 0.85
+
+
+@pytest.mark.parametrize(
+    ("gap_in_t2star", "bright_low", "bright_high"), [(0, 0.0, 0.08), (4, 0.35, 0.62)]
+)
+def test_ramsey_contrast_decays_with_the_true_t2star(
+    lab, resources, sim, gap_in_t2star, bright_low, bright_high
+):
+    """pi/2 - tau - pi/2 on resonance: dark at tau = 0, half bright once tau >> T2*."""
+    truth = sim.truth("A")
+    half_pi = round(1.0 / truth["rabi_hz_per_v"] / 2 * 1.2e9)
+    gap = round(gap_in_t2star * truth["t2star_s"] * 1.2e9)
+    pulse = np.concatenate([np.ones(half_pi), np.zeros(gap), np.ones(half_pi)])
+    bright = run_shots(lab, resources, "A", pulse, truth["qubit_hz"])
+    assert bright_low <= bright <= bright_high
 
 
 def test_readout_without_the_laser_gives_no_light(lab, resources, sim):

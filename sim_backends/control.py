@@ -86,6 +86,10 @@ class ControlServer:
             elif fault == "delay":
                 faults.delay_s = float(request.get("seconds", 0.0))
             elif fault == "drop":
+                if not device.on_drop:
+                    raise ValueError(
+                        f"{device.name} is a serial device: it has no connection to drop"
+                    )
                 faults.drops += 1
                 for hook in device.on_drop:
                     hook()

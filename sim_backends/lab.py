@@ -28,6 +28,7 @@ from sim_backends.instruments.stabiliser import SimPhaseStabiliser
 from sim_backends.instruments.tagger import SimTimeController
 from sim_backends.node import OpticalPath, SimLaserState, SimNode
 from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
+from sim_backends.register import QubitRegister
 from sim_backends.servers import PtyServer, TcpServer
 
 log = logging.getLogger("qnode.sim")
@@ -53,12 +54,15 @@ class SimLab:
     def _build(self) -> None:
         seeds = np.random.SeedSequence(self.seed)
         names = sorted(self.description["nodes"])
+        memories = [n for n in names if self.description["nodes"][n]["kind"] == "memory"]
+        self.register = QubitRegister(memories)
         for node_name, child in zip(names, seeds.spawn(len(names)), strict=True):
             node_cfg = self.description["nodes"][node_name]
             rng = np.random.default_rng(child)
             physics = None
             if node_cfg["kind"] == "memory":
-                physics = NodePhysics(node_name, draw_truth(node_cfg["platform"], rng), rng)
+                truth = draw_truth(node_cfg["platform"], rng)
+                physics = NodePhysics(node_name, truth, rng, self.register)
             node = SimNode(node_name, physics)
             self.nodes[node_name] = node
             lasers: dict[str, SimLaserState] = {}

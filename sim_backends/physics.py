@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sim_backends.register import QubitRegister
+
 SX = np.array([[0, 1], [1, 0]], dtype=complex)
 SY = np.array([[0, -1j], [1j, 0]], dtype=complex)
 SZ = np.array([[1, 0], [0, -1]], dtype=complex)
@@ -155,16 +157,18 @@ class MicrowaveDrive:
 
 
 class NodePhysics:
-    """One memory qubit on its own virtual clock (ns)."""
+    """One node's memory qubit (a factor of the lab's register) on the node's clock (ns)."""
 
-    def __init__(self, name: str, truth: NodeTruth, rng: np.random.Generator) -> None:
+    def __init__(
+        self, name: str, truth: NodeTruth, rng: np.random.Generator, register: QubitRegister
+    ) -> None:
         self.name = name
         self.truth = truth
         self.platform = PLATFORMS[truth.platform]
         self.rng = rng
+        self.register = register
         self.drive = MicrowaveDrive()
         self.now_ns = 0
-        self.rho = 0.5 * I2.copy()
         self.ready = bool(rng.random() < self.platform.recovery_success)
         self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
         self.light = {"pump": 0.0, "readout": 0.0, "repump": 0.0}
@@ -196,23 +200,19 @@ class NodePhysics:
             p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
             if self.rng.random() < p:
                 self.ready = bool(self.rng.random() < self.platform.recovery_success)
-                self.rho = 0.5 * I2.copy()
+                self.register.replace(self.name, 0.5 * I2)
             return
         if self.light["pump"] >= 0.1:
             self._lose_readiness(dt_ns, self.light["pump"])
             if self.ready:
                 p = 1.0 - np.exp(-dt_ns * self.light["pump"] / self.platform.pump_time_ns)
-                self.rho = (1 - p) * self.rho + p * self._initial_state()
+                self.register.replace(self.name, self._initial_state(), weight=p)
                 if p > 0.99:
                     self._draw_bath()
             return
-        u = rotation(0.0, 0.0, self.detuning(), dt)
-        self.rho = u @ self.rho @ u.conj().T
-        coherence = np.exp(-dt / self.truth.t2_s)
-        self.rho[0, 1] *= coherence
-        self.rho[1, 0] *= coherence
-        relax = 1.0 - np.exp(-dt / self.truth.t1_s)
-        self.rho = (1 - relax) * self.rho + relax * 0.5 * I2
+        self.register.apply(self.name, rotation(0.0, 0.0, self.detuning(), dt))
+        self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
+        self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
 
     def _initial_state(self) -> np.ndarray:
         f = self.truth.init_fidelity
@@ -242,7 +242,7 @@ class NodePhysics:
         u_total = I2.copy()
         for s, e in zip(starts, ends, strict=True):
             u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
-        self.rho = u_total @ self.rho @ u_total.conj().T
+        self.register.apply(self.name, u_total)
         self.now_ns += duration_ns
 
     def count(self, window_ns: int) -> int:
@@ -258,10 +258,9 @@ class NodePhysics:
         if self.ready and readout > 0:
             if pump > 0:
                 mean = self.truth.check_mean * readout * window_ns / self.truth.check_window_ns
-                self.rho = self._initial_state()
+                self.register.replace(self.name, self._initial_state())
             else:
-                bright = self.rng.random() < float(np.clip(self.rho[0, 0].real, 0.0, 1.0))
-                self.rho = np.diag([1.0, 0.0] if bright else [0.0, 1.0]).astype(complex)
+                bright = self.register.measure(self.name, self.rng) == 0
                 base = self.truth.bright_mean if bright else self.truth.dark_mean
                 mean = base * readout * window_ns / self.truth.readout_window_ns
         self._lose_readiness(window_ns, readout)
@@ -269,4 +268,5 @@ class NodePhysics:
         return int(self.rng.poisson(mean + dark))
 
     def populations(self) -> tuple[float, float]:
-        return float(self.rho[0, 0].real), float(self.rho[1, 1].real)
+        rho = self.register.reduced(self.name)
+        return float(rho[0, 0].real), float(rho[1, 1].real)

@@ -1,0 +1,78 @@
+"""The memory qubits of every node of the lab as ONE density matrix.
+
+Each node's qubit is one factor; operations on a node act on its factor only. Until a herald
+correlates them the state stays a product, and after one it is the joint (entangled) state
+that the midpoint's clicks and both nodes' measurements depend on: that is why the simulated
+lab is a single process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+I2 = np.eye(2, dtype=complex)
+P0 = np.array([[1, 0], [0, 0]], dtype=complex)
+P1 = np.array([[0, 0], [0, 1]], dtype=complex)
+Z = np.array([[1, 0], [0, -1]], dtype=complex)
+
+
+class QubitRegister:
+    def __init__(self, names: list[str]) -> None:
+        if not names:
+            raise ValueError("a register needs at least one qubit")
+        self.names = list(names)
+        self.index = {name: k for k, name in enumerate(self.names)}
+        self.n = len(self.names)
+        dim = 2**self.n
+        self.rho = np.eye(dim, dtype=complex) / dim  # every qubit maximally mixed at power-on
+
+    def _tensor(self) -> np.ndarray:
+        return self.rho.reshape([2] * (2 * self.n))
+
+    def _set(self, tensor: np.ndarray) -> None:
+        dim = 2**self.n
+        self.rho = tensor.reshape(dim, dim)
+
+    def apply(self, name: str, op: np.ndarray) -> None:
+        """rho -> A rho A^dagger with A acting on `name`'s qubit (a unitary or a projector)."""
+        k, n = self.index[name], self.n
+        t = np.moveaxis(np.tensordot(op, self._tensor(), axes=([1], [k])), 0, k)
+        t = np.moveaxis(np.tensordot(t, op.conj(), axes=([n + k], [1])), -1, n + k)
+        self._set(t)
+
+    def reduced(self, name: str) -> np.ndarray:
+        """The 2x2 state of one node's qubit (the others traced out)."""
+        k = self.index[name]
+        t, m = self._tensor(), self.n
+        for j in sorted((j for j in range(self.n) if j != k), reverse=True):
+            t = np.trace(t, axis1=j, axis2=j + m)
+            m -= 1
+        return t.reshape(2, 2)
+
+    def replace(self, name: str, rho1: np.ndarray, weight: float = 1.0) -> None:
+        """With probability `weight`, the qubit is re-prepared in rho1 (its correlations go)."""
+        if weight <= 0:
+            return
+        k, n = self.index[name], self.n
+        rest = np.trace(self._tensor(), axis1=k, axis2=n + k)
+        fresh = np.moveaxis(np.multiply.outer(rest, rho1), [2 * n - 2, 2 * n - 1], [k, n + k])
+        dim = 2**n
+        self.rho = (1 - weight) * self.rho + weight * fresh.reshape(dim, dim)
+
+    def dephase(self, name: str, coherence: float) -> None:
+        """Multiply the qubit's coherences by `coherence` (phase-flip channel)."""
+        p = (1.0 - coherence) / 2.0
+        if p <= 0:
+            return
+        before = self.rho.copy()
+        self.apply(name, Z)
+        self.rho = (1 - p) * before + p * self.rho
+
+    def measure(self, name: str, rng: np.random.Generator) -> int:
+        """Projective Z measurement of one qubit: 0 or 1, and the state collapses."""
+        p0 = float(np.clip(self.reduced(name)[0, 0].real, 0.0, 1.0))
+        outcome = 0 if rng.random() < p0 else 1
+        self.apply(name, P0 if outcome == 0 else P1)
+        norm = float(np.trace(self.rho).real)
+        self.rho /= norm if norm > 0 else 1.0
+        return outcome
