@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -142,3 +143,23 @@ def _clear_faults(request):
         control: SimControl = request.getfixturevalue("sim")
         for name in control.resources:
             control.fault(name, "clear")
+
+
+@pytest.fixture(scope="session")
+def maybe_sim(sim_process) -> SimControl | None:
+    """The simulator's control channel, or None on a real lab (the test checks what it can)."""
+    return SimControl(sim_process) if sim_process else None
+
+
+@pytest.fixture
+def nothing_reaches(maybe_sim):
+    """`with nothing_reaches(driver): ...`: on the simulator, assert no command got through."""
+
+    @contextmanager
+    def guard(driver):
+        mark = maybe_sim.log_size(driver.name) if maybe_sim else 0
+        yield
+        if maybe_sim:
+            assert maybe_sim.log(driver.name, since=mark)[1] == []
+
+    return guard

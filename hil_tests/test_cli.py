@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from controller.labconfig import DEFAULT_LAB
 
 QNODE = [sys.executable, "-m", "controller.cli"]
@@ -20,13 +18,12 @@ def run(*args, timeout=60):
 
 
 def test_instruments_check_lists_every_instrument_healthy(lab, sim_process):
-    if sim_process is None:
-        pytest.skip("runs against the simulated lab's resource map")
-    result = run("instruments", "check", "--lab", lab.source, "--resource-map", str(sim_process))
+    where = ["--resource-map", str(sim_process)] if sim_process else []
+    result = run("instruments", "check", "--lab", lab.source, *where)
     assert result.returncode == 0, result.stdout + result.stderr
     for node, name, _ in lab.all_instruments():
         assert f"{node}.{name}" in result.stdout
-    assert "all 14 instruments healthy" in result.stdout
+    assert f"all {sum(1 for _ in lab.all_instruments())} instruments healthy" in result.stdout
 
 
 def test_instruments_check_fails_on_a_frozen_instrument(lab, sim_process, sim):

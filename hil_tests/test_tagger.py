@@ -1,5 +1,7 @@
 """Time controller: inputs, limits, and time tags as binary blocks."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -14,15 +16,13 @@ def test_threshold_and_enable_round_trip(open_driver):
     assert tagger.enabled(2) is True
 
 
-def test_threshold_limit(open_driver, sim):
+def test_threshold_limit(open_driver, nothing_reaches):
     tagger = open_driver("time_tagger")
-    mark = sim.log_size(tagger.name)
-    with pytest.raises(LimitError, match="threshold_v"):
+    with nothing_reaches(tagger), pytest.raises(LimitError, match="threshold_v"):
         tagger.set_threshold(1, 1.9)
-    assert sim.log(tagger.name, since=mark)[1] == []
 
 
-def test_time_tags_arrive_as_an_intact_block(open_driver, sim):
+def test_time_tags_arrive_as_an_intact_block(open_driver, maybe_sim):
     tagger = open_driver("time_tagger")
     for channel in (1, 2):
         tagger.set_enabled(channel, True)
@@ -32,4 +32,5 @@ def test_time_tags_arrive_as_an_intact_block(open_driver, sim):
     assert np.all(np.diff(tags["time_ps"]) >= 0)
     assert set(np.unique(tags["channel"])) <= {1, 2}
     assert tags["time_ps"].max() < seconds * 1e12
-    assert sim.state(tagger.name)["last_block_crc32"] == __import__("zlib").crc32(tags.tobytes())
+    if maybe_sim:
+        assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())
