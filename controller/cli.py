@@ -21,6 +21,12 @@ lab_app = typer.Typer(help="Lab configuration files.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(lab_app, name="lab")
+node_app = typer.Typer(help="The node daemon.", no_args_is_help=True)
+keys_app = typer.Typer(help="CurveZMQ keys of the lab.", no_args_is_help=True)
+params_app = typer.Typer(help="The parameter store.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(keys_app, name="keys")
+app.add_typer(params_app, name="params")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -118,6 +124,240 @@ def instruments_check(lab: Path = LabOption, resource_map: Path | None = Resourc
         err_console.print(f"[red]{len(bad)} unhealthy:[/] {', '.join(bad)}")
         raise typer.Exit(1)
     console.print(f"[green]all {len(rows)} instruments healthy[/]")
+
+
+NodeOption = typer.Option("A", "--node", help="Node name in the lab file.")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@node_app.command("serve")
+def node_serve(
+    lab: Path = LabOption,
+    node: str = NodeOption,
+    resource_map: Path | None = ResourceMapOption,
+    endpoint: str = typer.Option(
+        "tcp://127.0.0.1:0", help="Where to bind the control API (port 0: any free port)."
+    ),
+) -> None:
+    """Run the node daemon in the foreground (Ctrl-C / SIGTERM: safe state, clean exit)."""
+    from controller.daemon import serve
+
+    config = _load(lab)
+    if node not in config.nodes or config.nodes[node].kind != "memory":
+        raise _fail(f"{node!r} is not a memory node of {lab}", 2)
+    resources = None
+    if any(inst.simulated for inst in config.nodes[node].instruments.values()):
+        try:
+            resources = read_resource_map(config, resource_map)
+        except QnodeError as e:
+            raise _fail(str(e), 2) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve(config, node, resources, endpoint)
+
+
+@node_app.command("status")
+def node_status(lab: Path = LabOption, node: str = NodeOption) -> None:
+    """State of a node daemon: idle, busy or fault (with the reason), and its current run."""
+    from controller.client import NodeClient
+
+    try:
+        with NodeClient.for_lab(_load(lab), node, timeout_s=5) as client:
+            status = client.status()
+    except (QnodeError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    colour = {"idle": "green", "busy": "yellow", "fault": "red"}.get(status["state"], "white")
+    console.print(f"node {node}: [{colour}]{status['state']}[/]")
+    if status["fault_reason"]:
+        console.print(f"  fault: {status['fault_reason']}")
+    run = status.get("run")
+    if run:
+        console.print(
+            f"  run {run['run_id']} ({run['name']}): {run['status']}, "
+            f"{run['points_done']}/{run['points_total']} points, file {run['file']}"
+        )
+    if status["state"] == "fault":
+        raise typer.Exit(1)
+
+
+def _parse_sweep(specs: list[str]):
+    from sequences.operations import Sweep, SweepAxis
+    from sequences.parameters import unit_of
+
+    axes = []
+    for spec in specs:
+        name, eq, rest = spec.partition("=")
+        parts = rest.split(":")
+        if not eq or not name or len(parts) != 3:
+            raise _fail(f"--sweep {spec!r}: write NAME=START:STOP:N, e.g. duration_ns=0:400:41", 2)
+        try:
+            start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
+            axes.append(SweepAxis.linspace(name, start, stop, n, unit_of(name)))
+        except ValueError as e:
+            raise _fail(f"--sweep {spec!r}: {e}", 2) from None
+    return Sweep(tuple(axes))
+
+
+@app.command("run")
+def run_sequence(
+    sequence: str = typer.Argument(..., help="rabi, esr, ramsey or readout"),
+    sweep: list[str] = typer.Option([], "--sweep", help="NAME=START:STOP:N (repeatable)."),
+    shots: int = typer.Option(200, "--shots", min=1),
+    lab: Path = LabOption,
+    node: str = NodeOption,
+    plot: bool = typer.Option(True, help="Save a PNG of the bright fraction beside the run file."),
+) -> None:
+    """Run a named sequence on a node with a progress bar; the run file is saved by the node."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from controller.client import NodeClient
+    from sequences.library import LIBRARY
+
+    if sequence not in LIBRARY:
+        raise _fail(f"unknown sequence {sequence!r} (known: {', '.join(LIBRARY)})", 2)
+    config = _load(lab)
+    if node not in config.nodes or config.nodes[node].kind != "memory":
+        raise _fail(f"{node!r} is not a memory node of {lab}", 2)
+    seq = LIBRARY[sequence](config.nodes[node].platform, shots=shots)
+    sweep_ = _parse_sweep(sweep)
+    try:
+        with NodeClient.for_lab(config, node) as client:
+            started = client.start(seq, sweep_)
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task(f"{sequence} on {node}", total=started["points_total"])
+
+                def show(run: dict) -> None:
+                    bar.update(task, completed=run["points_done"])
+
+                try:
+                    finished = client.wait(started["run_id"], show)
+                except KeyboardInterrupt:
+                    client.abort()
+                    finished = client.wait(started["run_id"])
+            data = client.result(started["run_id"])
+    except (QnodeError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    console.print(
+        f"run {finished['run_id']}: {finished['status']} "
+        f"({finished['points_done']}/{finished['points_total']} points) -> {finished['file']}"
+    )
+    if finished["status"] == "failed":
+        raise _fail(finished["reason"])
+    if plot and data.counts.shape[0] and len(data.axes) == 1:
+        from controller.plots import plot_sweep
+
+        png = plot_sweep(data, Path(finished["file"]).with_suffix(".png"))
+        console.print(f"plot: {png}")
+
+
+@keys_app.command("generate")
+def keys_generate(name: str, lab: Path = LabOption) -> None:
+    """Make a client key pair and put its public key on the lab's allow-list."""
+    from controller.keys import generate_client
+
+    config = _load(lab)
+    try:
+        public = generate_client(config.data_dir, name)
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+    console.print(f"client key '{name}': {public} (allowed)")
+
+
+@keys_app.command("list")
+def keys_list(lab: Path = LabOption) -> None:
+    """The allow-list: who may command this lab's daemons."""
+    from controller.keys import fingerprint, key_dir
+
+    config = _load(lab)
+    table = Table(title=f"allowed client keys of {config.lab.name}")
+    table.add_column("name")
+    table.add_column("fingerprint")
+    table.add_column("file")
+    for path in sorted((key_dir(config.data_dir) / "allowed").glob("*.key")):
+        table.add_row(path.stem, fingerprint(path), str(path))
+    console.print(table)
+
+
+def _store(lab: Path):
+    from controller.params import ParameterStore
+
+    config = _load(lab)
+    return ParameterStore(config.data_dir / "params.sqlite")
+
+
+@params_app.command("show")
+def params_show(lab: Path = LabOption, node: str = NodeOption) -> None:
+    """Current value of every parameter of a node, and where it came from."""
+    import time as _time
+
+    with _store(lab) as store:
+        snapshot = store.snapshot(node)
+    table = Table(title=f"parameters of node {node}")
+    for column in ("name", "value", "unit", "source", "set"):
+        table.add_column(column)
+    for name, info in sorted(snapshot.items()):
+        when = (
+            _time.strftime("%Y-%m-%d %H:%M", _time.localtime(info["time"]))
+            if "time" in info
+            else "-"
+        )
+        table.add_row(name, f"{info['value']:.6g}", info["unit"], info["source"], when)
+    console.print(table)
+
+
+@params_app.command("history")
+def params_history(name: str, lab: Path = LabOption, node: str = NodeOption) -> None:
+    """Every value a parameter ever had, oldest first."""
+    import time as _time
+
+    with _store(lab) as store:
+        rows = store.history(node, name)
+    if not rows:
+        raise _fail(f"no history for {node}.{name}")
+    table = Table(title=f"history of {node}.{name}")
+    for column in ("#", "time", "value", "unit", "source", "routine / reason", "accepted"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row.time)),
+            f"{row.value:.6g}",
+            row.unit,
+            row.source,
+            row.routine or row.reason or "",
+            "yes" if row.accepted else "no",
+        )
+    console.print(table)
+
+
+@params_app.command("set")
+def params_set(
+    name: str,
+    value: float,
+    reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
+    lab: Path = LabOption,
+    node: str = NodeOption,
+) -> None:
+    """Manual override, recorded as such with its reason."""
+    from controller.params import ParameterError, known_parameter
+
+    if not known_parameter(name):
+        err_console.print(f"[yellow]note:[/] '{name}' is not a parameter the sequences know")
+    with _store(lab) as store:
+        try:
+            row = store.set_manual(node, name, value, reason)
+        except ParameterError as e:
+            raise _fail(str(e), 2) from None
+    console.print(f"{node}.{name} = {row.value:g} {row.unit} (manual: {reason})")
 
 
 def main() -> None:

@@ -1,0 +1,206 @@
+"""`qnode node serve`: the node daemon and its control API over ZeroMQ.
+
+One process per node, the one owner of that node's instruments. Requests arrive on a ROUTER
+socket (CurveZMQ, allow-listed client keys; an unknown key gets nothing and is logged);
+runs execute in one worker thread so status and abort stay responsive. Any fault puts the
+instruments in their safe state and the daemon stays up. SIGTERM / Ctrl-C: abort the run,
+safe state, close the run file, exit 0.
+
+Requests (msgpack, see qnode.wire): status, run {sequence}, abort, safe_state, result
+{run_id}, params, shutdown. Every reply: {type: "reply", id, ok, ...} or ok false + error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from controller.keys import AllowList, ensure_default_client, node_keys
+from controller.labconfig import LabConfig
+from controller.node_runtime import NodeRuntime
+from controller.params import ParameterStore
+from controller.rundata import read_run
+from qnode.curve import server_socket
+from qnode.errors import QnodeError
+from qnode.wire import MessageError, pack, unpack
+from sequences.operations import from_data
+
+log = logging.getLogger("qnode.daemon")
+
+REQUESTS = {"status", "run", "abort", "safe_state", "result", "params", "shutdown"}
+SHUTDOWN_GRACE_S = 10.0
+
+
+def node_info_path(data_dir: Path, node: str) -> Path:
+    return data_dir / "nodes" / f"{node}.json"
+
+
+class NodeDaemon:
+    def __init__(
+        self, lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str
+    ) -> None:
+        self.lab = lab
+        self.node = node
+        self.data_dir = lab.data_dir
+        self.endpoint_requested = endpoint
+        self.store = ParameterStore(self.data_dir / "params.sqlite")
+        self.runtime = NodeRuntime(lab, node, resources, self.store)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"node-{node}")
+        self.run_future: asyncio.Future | None = None
+        self.malformed = 0
+        self.allow_list = AllowList(self.data_dir, f"node {node}")
+        self._stop = asyncio.Event()
+        self._ctx = zmq.asyncio.Context()
+        self.endpoint = ""
+
+    # lifecycle ------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        _, secret = node_keys(self.data_dir, self.node)
+        ensure_default_client(self.data_dir)
+        auth = AsyncioAuthenticator(self._ctx)
+        auth.start()
+        auth.configure_curve_callback("*", credentials_provider=self.allow_list)
+        sock = server_socket(self._ctx, zmq.ROUTER, secret)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if self.endpoint_requested.endswith(":0"):
+            port = sock.bind_to_random_port(self.endpoint_requested.rsplit(":", 1)[0])
+            self.endpoint = f"{self.endpoint_requested.rsplit(':', 1)[0]}:{port}"
+        else:
+            sock.bind(self.endpoint_requested)
+            self.endpoint = self.endpoint_requested
+        await loop.run_in_executor(self.executor, self._open_instruments)
+        self._write_info()
+        log.info("node %s serving on %s (state %s)", self.node, self.endpoint, self.runtime.state)
+        receiver = loop.create_task(self._receive(sock))
+        try:
+            await self._stop.wait()
+        finally:
+            receiver.cancel()
+            await self._shutdown()
+            sock.close(linger=0)
+            auth.stop()
+            self._ctx.term()
+            with contextlib.suppress(FileNotFoundError):
+                node_info_path(self.data_dir, self.node).unlink()
+            self.store.close()
+            log.info("node %s stopped", self.node)
+
+    def _open_instruments(self) -> None:
+        try:
+            self.runtime.open()
+            problems = self.runtime.safe_state()
+            if problems:
+                self.runtime.enter_fault("safe state at start failed: " + "; ".join(problems))
+        except Exception as e:
+            self.runtime.enter_fault(f"instruments did not open: {e}")
+
+    def _write_info(self) -> None:
+        path = node_info_path(self.data_dir, self.node)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        public, _ = node_keys(self.data_dir, self.node)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "node": self.node,
+                    "endpoint": self.endpoint,
+                    "pid": os.getpid(),
+                    "server_public_key": str(public.resolve()),
+                }
+            )
+        )
+        tmp.replace(path)
+
+    async def _shutdown(self) -> None:
+        """Abort any run, wait for it to close its file, then safe state and close drivers."""
+        self.runtime.abort_event.set()
+        if self.run_future is not None and not self.run_future.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.run_future), SHUTDOWN_GRACE_S)
+        loop = asyncio.get_running_loop()
+        problems = await loop.run_in_executor(None, self.runtime.safe_state)
+        if problems:
+            log.error("node %s: safe state at shutdown incomplete: %s", self.node, problems)
+        await loop.run_in_executor(None, self.runtime.close)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # requests -------------------------------------------------------------------------------
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            identity, payload = frames[0], frames[-1]
+            try:
+                msg = unpack(payload, REQUESTS)
+            except MessageError as e:
+                self.malformed += 1
+                log.warning("node %s: malformed request dropped (%s)", self.node, e)
+                continue
+            try:
+                body = await self._handle(msg)
+                reply = pack("reply", msg["id"], ok=True, **body)
+            except QnodeError as e:
+                reply = pack("reply", msg["id"], ok=False, error=str(e))
+            except Exception as e:
+                log.exception("node %s: request %s failed", self.node, msg.get("type"))
+                reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
+            with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to tell
+                await sock.send_multipart([identity, reply])
+
+    async def _handle(self, msg: dict) -> dict:
+        kind = msg["type"]
+        runtime = self.runtime
+        if kind == "status":
+            return {
+                "status": {
+                    **runtime.status(),
+                    "malformed": self.malformed,
+                    "refused_clients": self.allow_list.refused,
+                }
+            }
+        if kind == "run":
+            sequence, sweep = from_data(msg.get("sequence"))
+            loop = asyncio.get_running_loop()
+            # compile in the worker: a bad sequence is an error reply, never a fault
+            if runtime.state == "busy":
+                raise QnodeError(f"node {self.node} is busy with run {runtime.run_progress.run_id}")
+            prepared = await loop.run_in_executor(
+                None, runtime.prepare, sequence, sweep, self.data_dir
+            )
+            self.run_future = loop.run_in_executor(self.executor, runtime.execute, prepared)
+            return {"run": prepared.progress.as_dict()}
+        if kind == "abort":
+            runtime.abort_event.set()
+            return {}
+        if kind == "safe_state":
+            problems = await asyncio.get_running_loop().run_in_executor(None, runtime.safe_state)
+            return {"problems": problems}
+        if kind == "result":
+            run = runtime.run_progress
+            if run is None or run.run_id != msg.get("run_id"):
+                raise QnodeError(f"no run {msg.get('run_id')!r} on node {self.node}")
+            data = await asyncio.get_running_loop().run_in_executor(None, read_run, Path(run.file))
+            return {"result": data}
+        if kind == "params":
+            return {"params": self.store.snapshot(self.node)}
+        if kind == "shutdown":
+            self._stop.set()
+            return {}
+        raise QnodeError(f"unknown request {kind!r}")
+
+
+def serve(lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str) -> None:
+    asyncio.run(NodeDaemon(lab, node, resources, endpoint).serve())

@@ -1,0 +1,343 @@
+"""The node: sole owner of its instruments, runs compiled sequences point by point.
+
+Blocking code (drivers are blocking); the daemon runs it in one worker thread and keeps its
+own loop free for status and abort. Each instrument sits behind a lock, so a safe-state call
+from the daemon never interleaves with a run's command on the same wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from controller.labconfig import LabConfig
+from controller.params import ParameterStore
+from controller.rundata import EVENT_DTYPE, RunFile
+from drivers.base import Driver
+from qnode import __version__
+from qnode.errors import QnodeError
+from sequences.compiler import CR_COUNTS, SHOT_END, Compiled, Hardware, compile_sequence
+from sequences.operations import Sequence, Sweep, to_data
+
+log = logging.getLogger("qnode.node")
+
+POLL_S = 0.005
+MIN_POINT_TIMEOUT_S = 10.0
+
+
+class RunAborted(QnodeError):
+    pass
+
+
+class InstrumentHandle:
+    """A driver and the lock that makes this node its one user at a time."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.lock = threading.RLock()
+
+    def __enter__(self) -> Driver:
+        self.lock.acquire()
+        return self.driver
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+@dataclass
+class RunProgress:
+    run_id: str
+    name: str
+    points_total: int
+    file: str
+    points_done: int = 0
+    status: str = "running"
+    reason: str = ""
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PreparedRun:
+    sequence: Sequence
+    sweep: Sweep
+    points: list[dict[str, float]]
+    compiled: list[Compiled]
+    progress: RunProgress
+
+
+def hardware_of(lab: LabConfig, node: str) -> Hardware:
+    cfg = lab.nodes[node]
+    awg_names = list(cfg.by_role("awg"))
+    awg = cfg.instruments[awg_names[0]] if awg_names else None
+    return Hardware(
+        ttl=dict(cfg.channels.ttl),
+        optics={path: optical.ttl for path, optical in cfg.optics.items()},
+        counters=dict(cfg.channels.counters),
+        iq_channels=(cfg.channels.awg.get("mw_i", 1), cfg.channels.awg.get("mw_q", 2)),
+        awg_sample_rate_hz=awg.limits["sample_rate_hz"][1] if awg else 1e9,
+        awg_amplitude_vpp=awg.limits["amplitude_vpp"][1] if awg else 0.0,
+        awg_memory_points=int(awg.limits["waveform_points"][1]) if awg else 0,
+    )
+
+
+def parse_shots(compiled: Compiled, events: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Events of one point -> counts (shots, readouts), valid (shots), check counts (shots)."""
+    shots, n = compiled.shots, max(len(compiled.readouts), 1)
+    counts = np.zeros((shots, n), dtype=np.int32)
+    valid = np.zeros(shots, dtype=bool)
+    checks = np.zeros(shots, dtype=np.int32)
+    shot, slot = 0, 0
+    for event in events:
+        if shot >= shots:
+            raise QnodeError(f"more shots in the events than the {shots} programmed")
+        if event.code == SHOT_END:
+            if slot != len(compiled.readouts):
+                raise QnodeError(
+                    f"shot {shot} ended after {slot} of {len(compiled.readouts)} readouts"
+                )
+            valid[shot] = event.value == 0
+            shot, slot = shot + 1, 0
+        elif event.code == CR_COUNTS:
+            checks[shot] = event.value
+        elif 1 <= event.code <= len(compiled.readouts):
+            if event.code != slot + 1:
+                raise QnodeError(f"shot {shot}: readout {event.code} out of order")
+            counts[shot, slot] = event.value
+            slot += 1
+        else:
+            raise QnodeError(f"unexpected event code {event.code}")
+    if shot != shots:
+        raise QnodeError(f"the sequencer reported {shot} shots, the program has {shots}")
+    return counts, valid, checks
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        lab: LabConfig,
+        node: str,
+        resources: dict[str, str] | None,
+        store: ParameterStore,
+    ) -> None:
+        if node not in lab.nodes or lab.nodes[node].kind != "memory":
+            raise QnodeError(f"{node!r} is not a memory node of {lab.lab.name}")
+        self.lab = lab
+        self.node = node
+        self.cfg = lab.nodes[node]
+        self.store = store
+        self.hardware = hardware_of(lab, node)
+        self.instruments = {
+            name: InstrumentHandle(lab.make_driver(node, name, resources))
+            for name in self.cfg.instruments
+        }
+        self.state = "idle"
+        self.fault_reason = ""
+        self.run_progress: RunProgress | None = None
+        self.abort_event = threading.Event()
+        self._lab_text = Path(lab.source).read_text() if Path(lab.source).exists() else ""
+
+    # lifecycle -----------------------------------------------------------------------------
+    def role(self, role: str) -> InstrumentHandle:
+        names = list(self.cfg.by_role(role))
+        return self.instruments[names[0]]
+
+    def open(self) -> None:
+        for handle in self.instruments.values():
+            with handle as driver:
+                driver.open()
+
+    def close(self) -> None:
+        for handle in self.instruments.values():
+            with handle as driver:
+                driver.close()
+
+    def safe_state(self) -> list[str]:
+        """Every instrument to its safe state; returns the problems (never raises)."""
+        problems = []
+        for name, handle in self.instruments.items():
+            try:
+                with handle as driver:
+                    if not driver.is_open:
+                        driver.open()
+                    driver.safe_state()
+            except Exception as e:
+                problems.append(f"{name}: {e}")
+        return problems
+
+    def enter_fault(self, reason: str) -> None:
+        log.error("node %s fault: %s", self.node, reason)
+        self.state = "fault"
+        self.fault_reason = reason
+        problems = self.safe_state()
+        if problems:
+            self.fault_reason += " | safe state incomplete: " + "; ".join(problems)
+
+    def status(self) -> dict:
+        return {
+            "node": self.node,
+            "state": self.state,
+            "fault_reason": self.fault_reason,
+            "run": self.run_progress.as_dict() if self.run_progress else None,
+        }
+
+    # running ------------------------------------------------------------------------------
+    def prepare(self, sequence: Sequence, sweep: Sweep, data_dir: Path) -> PreparedRun:
+        """Compile every point (so a bad sequence fails before anything is touched) and claim
+        the node. The node is busy from here until `execute` returns."""
+        if self.state == "busy":
+            raise QnodeError(f"node {self.node} is busy with run {self.run_progress.run_id}")
+        params = self.store.values(self.node)
+        points = sweep.points()
+        compiled = [compile_sequence(sequence, params, self.hardware, p) for p in points]
+        if self.state == "fault":
+            self._recover()
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        day = time.strftime("%Y-%m-%d")
+        path = data_dir / "runs" / day / f"{run_id}_{self.node}_{sequence.name}.h5"
+        self.state = "busy"
+        self.abort_event.clear()
+        self.run_progress = RunProgress(run_id, sequence.name, len(points), str(path))
+        return PreparedRun(sequence, sweep, points, compiled, self.run_progress)
+
+    def run(self, sequence: Sequence, sweep: Sweep, data_dir: Path) -> RunProgress:
+        return self.execute(self.prepare(sequence, sweep, data_dir))
+
+    def execute(
+        self, prepared: PreparedRun, on_point: Callable[[RunProgress], None] | None = None
+    ) -> RunProgress:
+        """Run the points; a fault puts the node in its safe state and records why."""
+        progress = prepared.progress
+        sequence, sweep, compiled = prepared.sequence, prepared.sweep, prepared.compiled
+        try:
+            run_file = RunFile(
+                Path(progress.file),
+                run_id=progress.run_id,
+                node=self.node,
+                sequence_data=to_data(sequence, sweep),
+                axes=[(a.name, list(a.values), a.unit) for a in sweep.axes],
+                shots=sequence.shots,
+                readouts=compiled[0].readouts,
+                lab_text=self._lab_text,
+                parameters=self.store.snapshot(self.node),
+                software_version=__version__,
+                listing=compiled[0].listing,
+            )
+        except Exception as e:
+            progress.status, progress.reason = "failed", f"cannot write the run file: {e}"
+            progress.finished = time.time()
+            self.state = "idle"
+            return progress
+        try:
+            self._prepare(compiled[0])
+            uploaded: dict[str, tuple] = {}
+            for k, program in enumerate(compiled):
+                if self.abort_event.is_set():
+                    raise RunAborted("aborted by the operator")
+                events = self._run_point(program, uploaded)
+                counts, valid, checks = parse_shots(program, events)
+                table = np.zeros(len(events), dtype=EVENT_DTYPE)
+                if events:
+                    table["point"] = k
+                    table["time_ns"] = [e.time_ns for e in events]
+                    table["code"] = [e.code for e in events]
+                    table["value"] = [e.value for e in events]
+                run_file.add_point(k, counts, valid, checks, table)
+                progress.points_done = k + 1
+                if on_point:
+                    on_point(progress)
+        except RunAborted as e:
+            progress.status, progress.reason = "aborted", str(e)
+            run_file.close("aborted", str(e))
+            self.safe_state()
+            self.state = "idle"
+        except Exception as e:
+            progress.status, progress.reason = "failed", f"{type(e).__name__}: {e}"
+            run_file.close("failed", progress.reason)
+            self.enter_fault(f"run {progress.run_id} failed: {e}")
+        else:
+            progress.status = "completed"
+            run_file.close("completed")
+            self.safe_state()
+            self.state = "idle"
+        finally:
+            progress.finished = time.time()
+            if run_file.is_open:
+                run_file.close("failed", "closed on the way out")
+        return progress
+
+    def _recover(self) -> None:
+        """Leaving fault: reconnect and check every instrument before a new run."""
+        for name, handle in self.instruments.items():
+            with handle as driver:
+                try:
+                    driver.close()
+                    driver.open()
+                    driver.identity()
+                except Exception as e:
+                    raise QnodeError(f"still in fault: {name} does not answer ({e})") from e
+        log.info("node %s: fault cleared (%s)", self.node, self.fault_reason)
+        self.state, self.fault_reason = "idle", ""
+
+    def _prepare(self, compiled: Compiled) -> None:
+        """Lasers at their nominal power, AWG channels at their amplitude, outputs on."""
+        for optical in self.cfg.optics.values():
+            with self.instruments[optical.laser] as laser:
+                laser.set_power(optical.nominal_power_w)
+                laser.set_enabled(True)
+        with self.role("awg") as awg:
+            awg.stop()
+            awg.set_sample_rate(self.hardware.awg_sample_rate_hz)
+            for channel in self.hardware.iq_channels:
+                awg.set_amplitude(channel, self.hardware.awg_amplitude_vpp)
+                awg.set_output(channel, True)
+
+    def _run_point(self, compiled: Compiled, uploaded: dict[str, tuple]) -> list:
+        if compiled.segments:
+            with self.role("microwave_source") as mw:
+                mw.set_frequency(compiled.settings["mw_frequency_hz"])
+                mw.set_power(compiled.settings["mw_power_dbm"])
+                mw.set_output(True)
+            with self.role("awg") as awg:
+                i_ch, q_ch = self.hardware.iq_channels
+                for name in compiled.segments:
+                    i, q = compiled.waveforms[name]
+                    key = (i.tobytes(), q.tobytes())
+                    if uploaded.get(name) != key:
+                        awg.upload_waveform(f"{name}_i", i)
+                        awg.upload_waveform(f"{name}_q", q)
+                        uploaded[name] = key
+                awg.set_sequence([{i_ch: f"{n}_i", q_ch: f"{n}_q"} for n in compiled.segments])
+                awg.run()
+        with self.role("sequencer") as seq:
+            seq.load(compiled.program)
+            seq.run()
+        events: list = []
+        deadline = time.monotonic() + max(
+            MIN_POINT_TIMEOUT_S, 20 * compiled.shots * compiled.shot_duration_ns * 1e-9
+        )
+        while True:
+            with self.role("sequencer") as seq:
+                events += seq.read_events()
+                state = seq.state()
+                if state == "HALTED":
+                    events += seq.read_events()
+                    return events
+                if self.abort_event.is_set():
+                    seq.stop()
+                    raise RunAborted("aborted by the operator")
+            if state == "IDLE":
+                raise QnodeError("the sequencer stopped before the program's HALT")
+            if time.monotonic() > deadline:
+                raise QnodeError("the sequencer did not finish the point in time")
+            time.sleep(POLL_S)

@@ -1,0 +1,357 @@
+"""Compile a sequence, at one sweep point, into a sequencer program and AWG waveforms.
+
+The host compiles; the sequencer times (ARTIQ's split). The program repeats the sequence
+`shots` times; each readout emits an event (code = its readout number, value = counts) and
+every shot ends with a SHOT_END event whose value is 1 if a CR / cooling check never passed
+in that shot. Rejections name the operation: index, kind and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qnode.errors import QnodeError
+from sequences.operations import (
+    CountWindow,
+    CRCheck,
+    Decoupling,
+    LaserPulse,
+    MwPulse,
+    Operation,
+    Parallel,
+    Param,
+    Sequence,
+    SpinInit,
+    Value,
+    Wait,
+    pi_pulse,
+)
+from sequences.program import CLOCK_NS, Program, assemble
+
+SHOT_END = 1000
+"""Event code closing every shot; its value is 1 if the shot's CR / cooling check failed."""
+CR_COUNTS = 1001
+"""Event code of the last CR / cooling check count of a shot (for threshold calibration)."""
+
+R_CR, R_COUNT, R_FLAG = 0, 1, 15
+
+
+class CompileError(QnodeError):
+    def __init__(self, index: int, op: Operation | None, reason: str) -> None:
+        self.index = index
+        self.reason = reason
+        kind = type(op).__name__ if op is not None else "sequence"
+        super().__init__(f"operation {index} ({kind}): {reason}")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the compiler needs to know of one node; built from the lab file by the controller."""
+
+    ttl: dict[str, int]
+    optics: dict[str, str]  # light path -> TTL line name
+    counters: dict[str, int]
+    iq_channels: tuple[int, int]
+    awg_sample_rate_hz: float
+    awg_amplitude_vpp: float  # the AWG channels run at this; pulse amplitudes scale within it
+    awg_memory_points: int
+
+    @property
+    def awg_peak_v(self) -> float:
+        return self.awg_amplitude_vpp / 2
+
+
+@dataclass
+class Compiled:
+    program: Program
+    listing: str
+    waveforms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    segments: list[str] = field(default_factory=list)  # AWG_TRIG k plays waveforms[segments[k]]
+    settings: dict[str, float] = field(default_factory=dict)
+    readouts: list[str] = field(default_factory=list)  # event code k+1 -> readout label
+    shots: int = 1
+    shot_duration_ns: int = 0
+    has_check: bool = False
+
+    @property
+    def awg_points(self) -> int:
+        return sum(len(i) for i, _ in self.waveforms.values())
+
+
+def quantise(ns: float) -> int:
+    """Nearest whole clock cycle (durations reaching the sequencer)."""
+    return round(ns / CLOCK_NS) * CLOCK_NS
+
+
+class _Compiler:
+    def __init__(self, sequence: Sequence, params: dict[str, float], hw: Hardware) -> None:
+        self.seq = sequence
+        self.params = params
+        self.hw = hw
+        self.lines: list[str] = []
+        self.out = Compiled(program=None, listing="", shots=sequence.shots)  # type: ignore[arg-type]
+        self.index = 0
+        self.op: Operation | None = None
+        self.elapsed = 0
+        self._labels = 0
+        self._pulses: dict[tuple, str] = {}
+
+    # helpers -------------------------------------------------------------------------------
+    def fail(self, reason: str) -> CompileError:
+        return CompileError(self.index, self.op, reason)
+
+    def value(self, v: Value, what: str) -> float:
+        if isinstance(v, Param):
+            if v.name not in self.params:
+                return self._missing(v.name, what)
+            v = self.params[v.name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.fail(f"{what} must be a finite number, got {v!r}")
+        return float(v)
+
+    def _missing(self, name: str, what: str) -> float:
+        raise self.fail(
+            f"{what} refers to parameter '{name}', which has no value: calibrate it, sweep it, "
+            "or set it with `qnode params set`"
+        )
+
+    def duration(self, v: Value, what: str = "duration") -> int:
+        ns = self.value(v, what)
+        if ns < 0:
+            raise self.fail(f"{what} {ns:g} ns is negative")
+        if 0 < ns < CLOCK_NS:
+            raise self.fail(
+                f"{what} {ns:g} ns is below the sequencer clock resolution of {CLOCK_NS} ns"
+            )
+        return quantise(ns)
+
+    def ttl_line(self, path: str) -> int:
+        if path not in self.hw.optics:
+            known = ", ".join(sorted(self.hw.optics)) or "none"
+            raise self.fail(f"light path '{path}' is not wired on this node (wired: {known})")
+        return self.hw.ttl[self.hw.optics[path]]
+
+    def counter(self, name: str) -> int:
+        if name not in self.hw.counters:
+            raise self.fail(f"counter '{name}' is not in the node's channel map")
+        return self.hw.counters[name]
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    def label(self, stem: str) -> str:
+        self._labels += 1
+        return f"{stem}{self._labels}"
+
+    def wait(self, ns: int) -> None:
+        if ns > 0:
+            self.emit(f"WAIT {ns}")
+            self.elapsed += ns
+
+    # operations ---------------------------------------------------------------------------
+    def compile(self) -> Compiled:
+        seq = self.seq
+        if not seq.operations:
+            raise CompileError(0, None, "a sequence needs at least one operation")
+        if not 1 <= seq.shots <= 2**31:
+            raise CompileError(0, None, f"shots must be 1..2^31, got {seq.shots}")
+        self.emit("shot:")
+        self.emit(f"SET r{R_FLAG}, 0")
+        for self.index, self.op in enumerate(seq.operations):
+            self.operation(self.op)
+        self.index, self.op = len(seq.operations), None
+        self.emit(f"EVENT {SHOT_END}, r{R_FLAG}")
+        self.emit(f"LOOP shot, {seq.shots}")
+        self.emit("HALT")
+        listing = "\n".join(self.lines)
+        self.out.program = assemble(listing)
+        self.out.listing = listing
+        self.out.shot_duration_ns = self.elapsed
+        return self.out
+
+    def operation(self, op: Operation) -> None:
+        match op:
+            case Wait():
+                self.wait(self.duration(op.duration_ns))
+            case CRCheck():
+                self.check(op)
+            case Decoupling():
+                self.decoupling(op)
+            case Parallel():
+                self.parallel(list(op.operations))
+            case LaserPulse() | SpinInit() | MwPulse() | CountWindow():
+                self.parallel([op])
+            case _:
+                raise self.fail(f"no compiler for {type(op).__name__}")
+
+    def check(self, op: CRCheck) -> None:
+        pump, readout = self.ttl_line("pump"), self.ttl_line("readout")
+        repump = self.ttl_line("repump")
+        both = (1 << pump) | (1 << readout)
+        threshold = self.value(op.threshold, "threshold")
+        window = self.duration(op.window_ns, "check window")
+        repump_ns = self.duration(op.repump_ns, "repump duration")
+        if window == 0 or repump_ns == 0:
+            raise self.fail("check window and repump duration must be positive")
+        if not 1 <= op.max_tries <= 1_000_000:
+            raise self.fail(f"max_tries must be 1..1e6, got {op.max_tries}")
+        top, passed = self.label("check"), self.label("passed")
+        counter = self.counter("readout")
+        self.emit(f"{top}:")
+        self.emit(f"TTL_SET {both:#x}")
+        self.emit(f"COUNT c{counter}, r{R_CR}, {window}")
+        self.emit(f"TTL_CLR {both:#x}")
+        self.emit(f"BRANCH_GE r{R_CR}, {math.ceil(threshold)}, {passed}")
+        self.emit(f"TTL_SET {1 << repump:#x}")
+        self.emit(f"WAIT {repump_ns}")
+        self.emit(f"TTL_CLR {1 << repump:#x}")
+        self.emit(f"LOOP {top}, {op.max_tries}")
+        self.emit(f"SET r{R_FLAG}, 1")
+        self.emit(f"{passed}:")
+        self.emit(f"EVENT {CR_COUNTS}, r{R_CR}")
+        self.elapsed += window  # the best case: passes at once
+        self.out.has_check = True
+
+    def decoupling(self, op: Decoupling) -> None:
+        if not 1 <= op.n <= 1024:
+            raise self.fail(f"n must be 1..1024 pi pulses, got {op.n}")
+        tau = self.value(op.tau_ns, "tau")
+        half = self.duration(tau / 2, "tau/2")
+        phases = [0.0, 90.0] * ((op.n + 1) // 2)
+        self.wait(half)
+        for k in range(op.n):
+            self.wait(self.mw_pulse(pi_pulse(phases[k])))
+            self.wait(half if k == op.n - 1 else self.duration(tau, "tau"))
+
+    def mw_pulse(self, op: MwPulse) -> int:
+        """Emit AWG_TRIG and return the pulse's length in ns (0: no pulse)."""
+        amplitude = self.value(op.amplitude_v, "amplitude")
+        length_ns = self.value(op.duration_ns, "duration")
+        phase = self.value(op.phase_deg, "phase")
+        if length_ns < 0:
+            raise self.fail(f"duration {length_ns:g} ns is negative")
+        if amplitude < 0:
+            raise self.fail(f"amplitude {amplitude:g} V is negative (use the phase)")
+        if amplitude > self.hw.awg_peak_v + 1e-12:
+            raise self.fail(
+                f"amplitude {amplitude:g} V exceeds the lab limit of {self.hw.awg_peak_v:g} V peak "
+                f"(AWG at {self.hw.awg_amplitude_vpp:g} Vpp)"
+            )
+        samples = round(length_ns * 1e-9 * self.hw.awg_sample_rate_hz)
+        if length_ns == 0 or amplitude == 0:
+            return 0
+        if samples < 1:
+            raise self.fail(
+                f"duration {length_ns:g} ns is shorter than one AWG sample "
+                f"({1e9 / self.hw.awg_sample_rate_hz:.3g} ns)"
+            )
+        if op.shape not in ("square", "gaussian"):
+            raise self.fail(f"unknown pulse shape {op.shape!r} (square, gaussian)")
+        key = (round(amplitude, 12), samples, round(phase % 360, 9), op.shape)
+        name = self._pulses.get(key)
+        if name is None:
+            name = f"p{len(self._pulses)}"
+            envelope = np.ones(samples)
+            if op.shape == "gaussian":
+                t = np.arange(samples) + 0.5
+                sigma = samples / 6
+                envelope = np.exp(-((t - samples / 2) ** 2) / (2 * sigma**2))
+            scale = amplitude / self.hw.awg_peak_v * envelope
+            rad = math.radians(phase)
+            i, q = scale * math.cos(rad), scale * math.sin(rad)
+            if self.out.awg_points + samples > self.hw.awg_memory_points:
+                raise self.fail(
+                    f"waveforms need {self.out.awg_points + samples} points, beyond the AWG "
+                    f"memory limit of {self.hw.awg_memory_points}"
+                )
+            self._pulses[key] = name
+            self.out.waveforms[name] = (i, q)
+            self.out.segments.append(name)
+        self.emit(f"AWG_TRIG {self.out.segments.index(name)}")
+        self.out.settings.setdefault(
+            "mw_frequency_hz", self.value(Param("mw_frequency_hz"), "carrier")
+        )
+        self.out.settings.setdefault("mw_power_dbm", self.value(Param("mw_power_dbm"), "MW power"))
+        return math.ceil(samples / self.hw.awg_sample_rate_hz * 1e9 / CLOCK_NS) * CLOCK_NS
+
+    def parallel(self, ops: list[Operation]) -> None:
+        """Start everything at once; clear each line at its end; at most one count window."""
+        lines_on: dict[int, int] = {}  # ttl line -> end time (ns from block start)
+        used: dict[str, str] = {}
+        count: tuple[int, int, str] | None = None  # (counter, window, label)
+        mw_end = 0
+
+        def claim(resource: str, who: Operation) -> None:
+            if resource in used:
+                raise self.fail(
+                    f"{type(who).__name__} and {used[resource]} use {resource} at the same time"
+                )
+            used[resource] = type(who).__name__
+
+        for op in ops:
+            if isinstance(op, SpinInit):
+                op = LaserPulse("pump", op.duration_ns)
+            if isinstance(op, LaserPulse):
+                d = self.duration(op.duration_ns)
+                line = self.ttl_line(op.path)
+                claim(f"light path '{op.path}' (TTL {line})", op)
+                if d:
+                    lines_on[line] = d
+            elif isinstance(op, CountWindow):
+                d = self.duration(op.duration_ns)
+                if d == 0:
+                    raise self.fail("a count window needs a positive duration")
+                claim(f"counter '{op.counter}'", op)
+                if count is not None:
+                    raise self.fail("two count windows at the same time")
+                count = (self.counter(op.counter), d, op.label)
+                if op.path is not None:
+                    line = self.ttl_line(op.path)
+                    claim(f"light path '{op.path}' (TTL {line})", op)
+                    lines_on[line] = d
+            elif isinstance(op, MwPulse):
+                claim("the microwave IQ channels", op)
+                mw_end = self.mw_pulse(op)
+            elif isinstance(op, Parallel):
+                raise self.fail("Parallel blocks do not nest")
+            else:
+                raise self.fail(f"{type(op).__name__} cannot run in parallel with other operations")
+
+        if lines_on:
+            mask = sum(1 << line for line in lines_on)
+            self.emit(f"TTL_SET {mask:#x}")
+        t = 0
+        if count is not None:
+            counter, window, label = count
+            early = [line for line, end in lines_on.items() if end < window]
+            if early:
+                raise self.fail(
+                    f"TTL line(s) {early} would end inside the {window} ns count window"
+                )
+            self.emit(f"COUNT c{counter}, r{R_COUNT}, {window}")
+            self.out.readouts.append(label)
+            self.emit(f"EVENT {len(self.out.readouts)}, r{R_COUNT}")
+            t = window
+        ends = sorted({end for end in lines_on.values()} | ({mw_end} if mw_end > t else set()))
+        for end in ends:
+            if end > t:
+                self.emit(f"WAIT {end - t}")
+                t = end
+            clear = sum(1 << line for line, e in lines_on.items() if e == end)
+            if clear:
+                self.emit(f"TTL_CLR {clear:#x}")
+        self.elapsed += t
+
+
+def compile_sequence(
+    sequence: Sequence,
+    params: dict[str, float],
+    hw: Hardware,
+    point: dict[str, float] | None = None,
+) -> Compiled:
+    """Sweep values override parameters of the same name."""
+    values = {**params, **(point or {})}
+    return _Compiler(sequence, values, hw).compile()

@@ -1,0 +1,51 @@
+"""Node parameters that sequences refer to by name, with their units.
+
+Calibration fills them (issue: calibration); a sequence never hard-codes them. A parameter
+with a default can be used before calibration; one without must be calibrated or set by hand
+(`qnode params set`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    unit: str
+    description: str
+    default: float | None = None
+
+
+PARAMETERS: dict[str, ParameterSpec] = {
+    p.name: p
+    for p in (
+        ParameterSpec("mw_frequency_hz", "Hz", "microwave carrier: the qubit resonance"),
+        ParameterSpec("mw_power_dbm", "dBm", "microwave source power", 10.0),
+        ParameterSpec("pi_amplitude_v", "V", "AWG peak amplitude of a pi pulse"),
+        ParameterSpec("pi2_amplitude_v", "V", "AWG peak amplitude of a pi/2 pulse"),
+        ParameterSpec("pi_duration_ns", "ns", "duration of pi and pi/2 pulses", 100.0),
+        ParameterSpec("rabi_amplitude_v", "V", "AWG peak amplitude for Rabi and ESR scans", 0.5),
+        ParameterSpec("esr_pulse_ns", "ns", "pulse length of a pulsed ESR scan", 400.0),
+        ParameterSpec("readout_duration_ns", "ns", "single-shot readout window", 10_000.0),
+        ParameterSpec("readout_threshold", "counts", "bright if counts >= threshold", 1.0),
+        ParameterSpec("cr_threshold", "counts", "CR / cooling check passes at >= this", 5.0),
+        ParameterSpec("cr_window_ns", "ns", "CR / cooling check window", 50_000.0),
+        ParameterSpec("repump_duration_ns", "ns", "charge repump / cooling pulse", 5_000.0),
+        ParameterSpec("spin_pump_duration_ns", "ns", "spin initialisation pulse", 3_000.0),
+        ParameterSpec("detuning_hz", "Hz", "fine detuning from the Ramsey fit", 0.0),
+        ParameterSpec("t2star_s", "s", "dephasing time from the Ramsey fit"),
+        ParameterSpec("f0", "", "readout fidelity of |0>"),
+        ParameterSpec("f1", "", "readout fidelity of |1>"),
+    )
+}
+
+
+def unit_of(name: str) -> str:
+    spec = PARAMETERS.get(name)
+    return spec.unit if spec else ""
+
+
+def defaults() -> dict[str, float]:
+    return {name: p.default for name, p in PARAMETERS.items() if p.default is not None}
