@@ -15,9 +15,13 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from controller.client import NodeClient
+from controller.daemon import node_info_path
 from controller.labconfig import DEFAULT_LAB, LabConfig, load_lab, read_resource_map
 from sim_backends.client import SimControl
 
@@ -163,3 +167,78 @@ def nothing_reaches(maybe_sim):
             assert maybe_sim.log(driver.name, since=mark)[1] == []
 
     return guard
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """The lab's data folder for this session (param store, run files, keys, node info)."""
+    folder = tmp_path_factory.mktemp("labdata")
+    previous = os.environ.get("QNODE_DATA_DIR")
+    os.environ["QNODE_DATA_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("QNODE_DATA_DIR", None)
+    else:
+        os.environ["QNODE_DATA_DIR"] = previous
+
+
+@dataclass
+class DaemonHandle:
+    node: str
+    proc: subprocess.Popen
+    log_path: Path
+    client: NodeClient
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise
+
+
+@pytest.fixture
+def start_daemon(lab, sim_process, data_dir, tmp_path):
+    """start_daemon(node) -> a running `qnode node serve` for that node, stopped after the test."""
+    started: list[DaemonHandle] = []
+
+    def start(node: str) -> DaemonHandle:
+        info = node_info_path(data_dir, node)
+        info.unlink(missing_ok=True)
+        log_path = tmp_path / f"node-{node}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "node",
+            "serve",
+            "--lab",
+            lab.source,
+            "--node",
+            node,
+        ]
+        if sim_process is not None:
+            cmd += ["--resource-map", str(sim_process)]
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not info.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"node daemon {node} did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        handle = DaemonHandle(node, proc, log_path, NodeClient.for_lab(lab, node, timeout_s=10))
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.proc.poll() is None:
+            handle.stop()

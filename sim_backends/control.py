@@ -18,7 +18,7 @@ from qnode.curve import server_socket
 
 log = logging.getLogger("qnode.sim.control")
 
-FAULTS = ("freeze", "unfreeze", "garble", "drop", "reset", "delay", "clear")
+FAULTS = ("freeze", "unfreeze", "garble", "drop", "reset", "delay", "unplug", "plug", "clear")
 
 
 class ControlServer:
@@ -99,8 +99,21 @@ class ControlServer:
                 faults.resets += 1
                 for hook in device.on_reset:
                     hook()
+            elif fault == "unplug":
+                # a TCP instrument stops listening; a serial one goes silent
+                for hook in device.on_unplug:
+                    hook()
+                if not device.on_unplug:
+                    faults.frozen = True
+            elif fault == "plug":
+                for hook in device.on_plug:
+                    hook()
+                if not device.on_plug:
+                    faults.frozen = False
             elif fault == "clear":
                 faults.frozen, faults.garble_next, faults.delay_s = False, 0, 0.0
+                for hook in device.on_plug:
+                    hook()
             else:
                 raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
             log.info("fault %s on %s", fault, device.name)

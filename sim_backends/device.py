@@ -84,6 +84,8 @@ class Device:
         self.errors: deque = deque(maxlen=32)
         self.on_drop: list[Callable[[], None]] = []
         self.on_reset: list[Callable[[], None]] = []
+        self.on_unplug: list[Callable[[], None]] = []
+        self.on_plug: list[Callable[[], None]] = []
         self._commands: list[tuple[re.Pattern, Handler]] = []
         self.add("*IDN?", lambda args, *s: self.identity)
         self.add("*RST", lambda args, *s: self.reset_state())

@@ -64,6 +64,8 @@ class TcpServer:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         device.on_drop.append(self.drop_connections)
+        device.on_unplug.append(self.unplug)
+        device.on_plug.append(self.plug)
 
     @property
     def resource(self) -> str:
@@ -79,6 +81,17 @@ class TcpServer:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def unplug(self) -> None:
+        """Power off: connections gone, nothing listens on the port until plug()."""
+        self.drop_connections()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def plug(self) -> None:
+        if self._server is None:
+            asyncio.get_running_loop().create_task(self.start())
 
     def drop_connections(self) -> None:
         for writer in list(self._writers):
