@@ -23,7 +23,14 @@ from controller.rundata import EVENT_DTYPE, RunFile
 from drivers.base import Driver
 from qnode import __version__
 from qnode.errors import QnodeError
-from sequences.compiler import CR_COUNTS, SHOT_END, Compiled, Hardware, compile_sequence
+from sequences.compiler import (
+    CR_COUNTS,
+    ENTANGLEMENT_EVENTS,
+    SHOT_END,
+    Compiled,
+    Hardware,
+    compile_sequence,
+)
 from sequences.operations import Sequence, Sweep, to_data
 
 log = logging.getLogger("qnode.node")
@@ -110,6 +117,8 @@ def parse_shots(compiled: Compiled, events: list) -> tuple[np.ndarray, np.ndarra
             shot, slot = shot + 1, 0
         elif event.code == CR_COUNTS:
             checks[shot] = event.value
+        elif event.code in ENTANGLEMENT_EVENTS:
+            pass  # kept in the run file's event table; the link layer reads them
         elif 1 <= event.code <= len(compiled.readouts):
             if event.code != slot + 1:
                 raise QnodeError(f"shot {shot}: readout {event.code} out of order")

@@ -75,3 +75,36 @@ def test_sim_up_serves_and_stops_cleanly_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_params_set_show_history(tmp_path):
+    env = {**ENV, "QNODE_DATA_DIR": str(tmp_path)}
+
+    def q(*args):
+        return subprocess.run([*QNODE, *args], capture_output=True, text=True, timeout=60, env=env)
+
+    assert q("params", "set", "pi_amplitude_v", "0.42", "--reason", "first guess").returncode == 0
+    assert q("params", "set", "pi_amplitude_v", "0.44", "--reason", "after drift").returncode == 0
+    missing = q("params", "set", "pi_amplitude_v", "0.5")
+    assert missing.returncode == 2 and "--reason" in missing.stderr
+    show = q("params", "show", "--node", "A")
+    assert show.returncode == 0 and "pi_amplitude_v" in show.stdout and "0.44" in show.stdout
+    history = q("params", "history", "pi_amplitude_v")
+    assert "0.42" in history.stdout and "0.44" in history.stdout and "after drift" in history.stdout
+    assert q("params", "history", "nothing_here").returncode == 1
+
+
+def test_keys_generate_and_list(tmp_path):
+    env = {**ENV, "QNODE_DATA_DIR": str(tmp_path)}
+    made = subprocess.run(
+        [*QNODE, "keys", "generate", "alice"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert made.returncode == 0 and (tmp_path / "keys" / "allowed" / "alice.key").exists()
+    listed = subprocess.run(
+        [*QNODE, "keys", "list"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert "alice" in listed.stdout
+    bad = subprocess.run(
+        [*QNODE, "keys", "generate", "../evil"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert bad.returncode == 2

@@ -8,6 +8,7 @@ from sequences.operations import (
     CountWindow,
     CRCheck,
     Decoupling,
+    EntanglementAttempt,
     LaserPulse,
     MwPulse,
     Parallel,
@@ -183,3 +184,43 @@ def test_sequences_travel_as_plain_data():
 def test_malformed_sequence_data_is_a_clear_error(data, message):
     with pytest.raises(SequenceDataError, match=message):
         from_data(data)
+
+
+HW_ENT = Hardware(
+    ttl={**HW.ttl, "excitation_aom": 3},
+    optics={**HW.optics, "excitation": "excitation_aom"},
+    counters=HW.counters,
+    iq_channels=HW.iq_channels,
+    awg_sample_rate_hz=HW.awg_sample_rate_hz,
+    awg_amplitude_vpp=HW.awg_amplitude_vpp,
+    awg_memory_points=HW.awg_memory_points,
+)
+
+
+def test_single_click_attempt_block():
+    params = {**PARAMS, "alpha_amplitude_v": 0.1}
+    c = compile_sequence(Sequence("e", (EntanglementAttempt(max_attempts=50),), 1), params, HW_ENT)
+    text = c.listing
+    assert "ADD r2, 1" in text and "WAIT_HERALD r3, 1000" in text
+    assert "BRANCH_GE r3, 1, heralded" in text and "LOOP attempt1, 50" in text
+    assert "EVENT 1100, r3" in text and "EVENT 1101, r2" in text and "EVENT 1102, r2" in text
+    ((i, _),) = c.waveforms.values()
+    assert np.allclose(i, 0.1)  # the alpha rotation at its own amplitude
+
+
+def test_barrett_kok_needs_both_rounds():
+    c = compile_sequence(
+        Sequence("e", (EntanglementAttempt("barrett_kok", max_attempts=9),), 1), PARAMS, HW_ENT
+    )
+    assert c.listing.count("WAIT_HERALD") == 2
+    assert "BRANCH_LT r3, 1, failed" in c.listing and "BRANCH_GE r4, 1, heralded" in c.listing
+    assert len(c.waveforms) == 2  # pi/2 and pi
+
+
+def test_attempt_needs_the_excitation_path_and_a_known_protocol():
+    with pytest.raises(CompileError, match="light path 'excitation' is not wired"):
+        compile_sequence(
+            Sequence("e", (EntanglementAttempt(),), 1), {**PARAMS, "alpha_amplitude_v": 0.1}, HW
+        )
+    with pytest.raises(CompileError, match="unknown protocol 'double_click'"):
+        compile_sequence(Sequence("e", (EntanglementAttempt("double_click"),), 1), PARAMS, HW_ENT)

@@ -113,3 +113,39 @@ def test_rejection_names_the_source_line(open_driver):
     with pytest.raises(ProgramError) as err:
         seq.load_image(bytes(body), program)
     assert err.value.line == 2 and "clock resolution" in err.value.reason
+
+
+def _attempt_program(lab, window_ns: int, max_attempts: int):
+    from controller.node_runtime import hardware_of
+    from sequences.compiler import compile_sequence
+    from sequences.operations import EntanglementAttempt, Sequence
+    from sequences.parameters import defaults
+
+    params = {
+        **defaults(),
+        "mw_frequency_hz": 2.87e9,
+        "alpha_amplitude_v": 0.1,
+        "herald_window_ns": window_ns,
+    }
+    seq = Sequence("attempt", (EntanglementAttempt(max_attempts=max_attempts),), 1)
+    return compile_sequence(seq, params, hardware_of(lab, "A")).program
+
+
+def test_attempt_loop_ends_on_a_software_herald(open_driver, lab):
+    seq = open_driver("sequencer", node="A")
+    seq.load(_attempt_program(lab, window_ns=2_000_000_000, max_attempts=5))
+    seq.run()
+    wait_state(seq, {"WAITING"})
+    seq.send_herald("psi_minus")
+    wait_state(seq, {"HALTED"})
+    events = {e.code: e.value for e in seq.read_events()}
+    assert events[1100] == 2 and events[1101] == 1 and events[1000] == 0
+
+
+def test_attempt_loop_gives_up_after_max_attempts(open_driver, lab):
+    seq = open_driver("sequencer", node="A")
+    seq.load(_attempt_program(lab, window_ns=4_000_000, max_attempts=3))
+    seq.run()
+    wait_state(seq, {"HALTED"})
+    events = {e.code: e.value for e in seq.read_events()}
+    assert events[1102] == 3 and events[1000] == 1 and 1100 not in events

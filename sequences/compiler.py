@@ -18,6 +18,7 @@ from sequences.operations import (
     CountWindow,
     CRCheck,
     Decoupling,
+    EntanglementAttempt,
     LaserPulse,
     MwPulse,
     Operation,
@@ -27,6 +28,7 @@ from sequences.operations import (
     SpinInit,
     Value,
     Wait,
+    pi_half_pulse,
     pi_pulse,
 )
 from sequences.program import CLOCK_NS, Program, assemble
@@ -36,7 +38,15 @@ SHOT_END = 1000
 CR_COUNTS = 1001
 """Event code of the last CR / cooling check count of a shot (for threshold calibration)."""
 
-R_CR, R_COUNT, R_FLAG = 0, 1, 15
+HERALD = 1100
+"""Event: the herald outcome of the successful attempt (1 psi+, 2 psi-)."""
+ATTEMPTS = 1101
+"""Event: the number of attempts the shot took (also sent when they ran out)."""
+ATTEMPTS_EXHAUSTED = 1102
+"""Event: max_attempts passed without a herald; the shot is flagged."""
+ENTANGLEMENT_EVENTS = (HERALD, ATTEMPTS, ATTEMPTS_EXHAUSTED)
+
+R_CR, R_COUNT, R_ATTEMPTS, R_HERALD, R_HERALD2, R_FLAG = 0, 1, 2, 3, 4, 15
 
 
 class CompileError(QnodeError):
@@ -180,6 +190,8 @@ class _Compiler:
                 self.check(op)
             case Decoupling():
                 self.decoupling(op)
+            case EntanglementAttempt():
+                self.attempt(op)
             case Parallel():
                 self.parallel(list(op.operations))
             case LaserPulse() | SpinInit() | MwPulse() | CountWindow():
@@ -225,6 +237,54 @@ class _Compiler:
         for k in range(op.n):
             self.wait(self.mw_pulse(pi_pulse(phases[k])))
             self.wait(half if k == op.n - 1 else self.duration(tau, "tau"))
+
+    def attempt(self, op: EntanglementAttempt) -> None:
+        if op.protocol not in ("single_click", "barrett_kok"):
+            raise self.fail(f"unknown protocol {op.protocol!r} (single_click, barrett_kok)")
+        if not 1 <= op.max_attempts <= 2**31:
+            raise self.fail(f"max_attempts must be 1..2^31, got {op.max_attempts}")
+        pump, excite = 1 << self.ttl_line("pump"), 1 << self.ttl_line("excitation")
+        init_ns = self.duration(Param("spin_pump_duration_ns"), "spin pump")
+        excite_ns = self.duration(op.excitation_ns, "excitation")
+        window = self.duration(op.window_ns, "herald window")
+        if excite_ns == 0 or window == 0:
+            raise self.fail("excitation and herald window must be positive")
+        top, heralded, done = self.label("attempt"), self.label("heralded"), self.label("done")
+        failed = self.label("failed")
+
+        def excite_and_wait(register: int) -> None:
+            self.emit(f"TTL_SET {excite:#x}")
+            self.emit(f"WAIT {excite_ns}")
+            self.emit(f"TTL_CLR {excite:#x}")
+            self.emit(f"WAIT_HERALD r{register}, {window}")
+
+        self.emit(f"SET r{R_ATTEMPTS}, 0")
+        self.emit(f"{top}:")
+        self.emit(f"ADD r{R_ATTEMPTS}, 1")
+        self.emit(f"TTL_SET {pump:#x}")
+        self.emit(f"WAIT {init_ns}")
+        self.emit(f"TTL_CLR {pump:#x}")
+        if op.protocol == "single_click":
+            self.wait(self.mw_pulse(MwPulse(op.alpha_amplitude_v, Param("pi_duration_ns"))))
+            excite_and_wait(R_HERALD)
+            self.emit(f"BRANCH_GE r{R_HERALD}, 1, {heralded}")
+        else:
+            self.wait(self.mw_pulse(pi_half_pulse()))
+            excite_and_wait(R_HERALD)
+            self.emit(f"BRANCH_LT r{R_HERALD}, 1, {failed}")
+            self.wait(self.mw_pulse(pi_pulse()))
+            excite_and_wait(R_HERALD2)
+            self.emit(f"BRANCH_GE r{R_HERALD2}, 1, {heralded}")
+        self.emit(f"{failed}:")
+        self.emit(f"LOOP {top}, {op.max_attempts}")
+        self.emit(f"EVENT {ATTEMPTS_EXHAUSTED}, r{R_ATTEMPTS}")
+        self.emit(f"SET r{R_FLAG}, 1")
+        self.emit(f"JUMP {done}")
+        self.emit(f"{heralded}:")
+        self.emit(f"EVENT {HERALD}, r{R_HERALD2 if op.protocol == 'barrett_kok' else R_HERALD}")
+        self.emit(f"EVENT {ATTEMPTS}, r{R_ATTEMPTS}")
+        self.emit(f"{done}:")
+        self.elapsed += init_ns + excite_ns + window  # one attempt, the best case
 
     def mw_pulse(self, op: MwPulse) -> int:
         """Emit AWG_TRIG and return the pulse's length in ns (0: no pulse)."""

@@ -131,6 +131,24 @@ class Decoupling(Operation):
 
 
 @dataclass(frozen=True)
+class EntanglementAttempt(Operation):
+    """The attempt loop, timed by the sequencer until the herald input fires.
+
+    single_click: spin init, an alpha rotation (`alpha_amplitude_v` for the pi-pulse length),
+    the optical pi pulse, then the herald window. barrett_kok: two rounds, pi/2 first and a
+    pi pulse between them; both rounds must herald. At most `max_attempts` attempts; the
+    herald outcome and the number of attempts are reported as events.
+    """
+
+    KIND = "attempt"
+    protocol: str = "single_click"
+    alpha_amplitude_v: Value = Param("alpha_amplitude_v")
+    excitation_ns: Value = Param("excitation_duration_ns")
+    window_ns: Value = Param("herald_window_ns")
+    max_attempts: int = 100_000
+
+
+@dataclass(frozen=True)
 class Parallel(Operation):
     """Operations that start together (e.g. pump and readout light for a CR check)."""
 
@@ -150,6 +168,7 @@ OPERATIONS: dict[str, type[Operation]] = {
         CRCheck,
         CoolingCheck,
         Decoupling,
+        EntanglementAttempt,
         Parallel,
     )
 }
