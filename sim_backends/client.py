@@ -58,5 +58,9 @@ class SimControl:
     def log_size(self, instrument: str) -> int:
         return self.log(instrument, since=1 << 60)[0]
 
+    def set_collection(self, node: str, fraction: float) -> None:
+        """Fraction of the node's photons reaching its detector (0: a blocked path)."""
+        self.request("physics", node=node, collection=fraction)
+
     def truth(self, node: str | None = None) -> dict:
         return self.request("truth", node=node)["truth"]

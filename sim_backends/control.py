@@ -60,6 +60,15 @@ class ControlServer:
             return {"instruments": sorted(lab.devices)}
         if cmd == "truth":
             return {"truth": lab.truth(request.get("node"))}
+        if cmd == "physics":
+            node = lab.nodes.get(request.get("node", ""))
+            if node is None or node.physics is None:
+                raise KeyError(f"no memory node {request.get('node')!r}")
+            collection = float(request["collection"])
+            if not 0.0 <= collection <= 1.0:
+                raise ValueError(f"collection {collection} outside [0, 1]")
+            node.physics.collection = collection
+            return {}
         if cmd == "shutdown":
             lab.request_stop()
             return {}

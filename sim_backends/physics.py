@@ -40,7 +40,8 @@ class PlatformParams:
     t2_s: float
     t1_s: float
     readout_window_ns: int
-    bright_mean: float  # counts in the readout window for |0>
+    bright_mean: float  # counts in the readout window for |0>, were it never to flip
+    readout_flip_ns_range: tuple[float, float]  # |0> pumped dark under readout light
     dark_mean: float  # counts in the readout window for |1>
     init_fidelity: float
     pump_time_ns: float
@@ -61,7 +62,8 @@ NV = PlatformParams(
     t2_s=1.0,
     t1_s=3600.0,
     readout_window_ns=10_000,
-    bright_mean=float(-np.log(1 - 0.95)),  # F0 = P(>=1 click | ms=0) = 0.95
+    bright_mean=4.5,  # with spin flips under readout, F0 ~ 0.95-0.97 at the best window
+    readout_flip_ns_range=(15_000.0, 25_000.0),
     dark_mean=float(-np.log(0.995)),  # F1 = P(0 clicks | ms=-1) = 0.995
     init_fidelity=0.99,
     pump_time_ns=300.0,
@@ -83,6 +85,7 @@ ION = PlatformParams(
     t1_s=3600.0,
     readout_window_ns=1_500_000,
     bright_mean=20.0,
+    readout_flip_ns_range=(1e12, 1e12),  # the ion's detection cycle is closed
     dark_mean=0.05,
     init_fidelity=0.999,
     pump_time_ns=5_000.0,
@@ -113,6 +116,7 @@ class NodeTruth:
     init_fidelity: float
     check_mean: float
     check_window_ns: int
+    readout_flip_ns: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +137,7 @@ def draw_truth(platform: str, rng: np.random.Generator) -> NodeTruth:
         init_fidelity=p.init_fidelity,
         check_mean=float(rng.uniform(*p.check_mean_range)),
         check_window_ns=p.check_window_ns,
+        readout_flip_ns=float(rng.uniform(*p.readout_flip_ns_range)),
     )
 
 
@@ -171,6 +176,8 @@ class NodePhysics:
         self.now_ns = 0
         self.ready = bool(rng.random() < self.platform.recovery_success)
         self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
+        self.collection = 1.0
+        """Fraction of the memory's photons that reach its detector (a knob for tests)."""
         self.light = {"pump": 0.0, "readout": 0.0, "repump": 0.0}
         """Light on the memory, each as a fraction of its nominal power (0 when gated off)."""
         self._draw_bath()
@@ -255,14 +262,21 @@ class NodePhysics:
         readout, pump = self.light["readout"], self.light["pump"]
         dark = self.platform.dark_count_hz * window_ns * 1e-9
         mean = 0.0
+        truth = self.truth
         if self.ready and readout > 0:
             if pump > 0:
-                mean = self.truth.check_mean * readout * window_ns / self.truth.check_window_ns
+                mean = truth.check_mean * readout * window_ns / truth.check_window_ns
                 self.register.replace(self.name, self._initial_state())
+            elif self.register.measure(self.name, self.rng) == 0:
+                # bright until the readout light pumps it dark
+                flip_ns = self.rng.exponential(truth.readout_flip_ns / readout)
+                lit_ns = min(window_ns, flip_ns)
+                mean = truth.bright_mean * readout * lit_ns / truth.readout_window_ns
+                if flip_ns < window_ns:
+                    self.register.apply(self.name, np.array([[0, 1], [1, 0]], dtype=complex))
             else:
-                bright = self.register.measure(self.name, self.rng) == 0
-                base = self.truth.bright_mean if bright else self.truth.dark_mean
-                mean = base * readout * window_ns / self.truth.readout_window_ns
+                mean = truth.dark_mean * readout * window_ns / truth.readout_window_ns
+            mean *= self.collection
         self._lose_readiness(window_ns, readout)
         self.now_ns += window_ns
         return int(self.rng.poisson(mean + dark))
