@@ -156,7 +156,10 @@ def node_serve(
         except QnodeError as e:
             raise _fail(str(e), 2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(config, node, resources, endpoint)
+    try:
+        serve(config, node, resources, endpoint)
+    except QnodeError as e:
+        raise _fail(str(e), 2) from None
 
 
 @node_app.command("status")
@@ -358,6 +361,80 @@ def params_set(
         except ParameterError as e:
             raise _fail(str(e), 2) from None
     console.print(f"{node}.{name} = {row.value:g} {row.unit} (manual: {reason})")
+
+
+@app.command("calibrate")
+def calibrate(
+    routines: list[str] = typer.Argument(None, help="Routines to run (with their dependencies)."),
+    all_: bool = typer.Option(False, "--all", help="Walk the whole graph."),
+    force: bool = typer.Option(False, "--force", help="Full calibration even if in spec."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print the order; run nothing."),
+    lab: Path = LabOption,
+    node: str = NodeOption,
+) -> None:
+    """Calibrate a node: dependencies first, quick checks skip what is in spec, a failure stops
+    what depends on it. Ends with a summary table; exit code 1 if anything failed."""
+    from calibration.graph import GraphError, plan
+    from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED
+
+    names = [] if all_ or not routines else list(routines)
+    if not all_ and not routines and not plan_only:
+        raise _fail("name routines to run, or --all (see --plan for the graph)", 2)
+    try:
+        order = plan(names)
+    except GraphError as e:
+        raise _fail(str(e), 2) from None
+    if plan_only:
+        from calibration.graph import ROUTINES
+
+        for k, name in enumerate(order, start=1):
+            r = ROUTINES[name]
+            deps = f" (after {', '.join(r.depends)})" if r.depends else ""
+            console.print(f"{k}. {name}: {r.title}{deps} -> updates {', '.join(r.updates)}")
+        return
+    from calibration.graph import run_graph
+    from controller.calibrate import ClientNodeAccess
+    from controller.client import NodeClient
+    from controller.params import ParameterStore
+
+    config = _load(lab)
+    if node not in config.nodes or config.nodes[node].kind != "memory":
+        raise _fail(f"{node!r} is not a memory node of {lab}", 2)
+    try:
+        client = NodeClient.for_lab(config, node, timeout_s=30)
+    except (QnodeError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    with client, ParameterStore(config.data_dir / "params.sqlite") as store:
+        access = ClientNodeAccess.for_lab(config, node, client, store)
+        with console.status(f"calibrating node {node}") as status:
+
+            def progress(routine: str, what: str) -> None:
+                status.update(f"[bold]{routine}[/]: {what}")
+                if "out of spec" in what:
+                    console.print(f"  {routine}: {what}")
+
+            outcomes = run_graph(access, names, force=force, progress=progress)
+    colours = {IN_SPEC: "green", UPDATED: "cyan", FAILED: "red", SKIPPED: "yellow"}
+    table = Table(title=f"calibration of node {node}")
+    for column in ("routine", "verdict", "old -> new", "fit quality", "reason", "plot"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        changes = "\n".join(
+            f"{p}: {'-' if old is None else f'{old:.6g}'} -> {new:.6g}"
+            for p, (old, new) in o.changes.items()
+        )
+        quality = "-" if o.quality is None else f"{o.quality:.3f}"
+        table.add_row(
+            o.routine,
+            f"[{colours[o.verdict]}]{o.verdict}[/]",
+            changes or "-",
+            quality,
+            o.reason,
+            o.plot or "-",
+        )
+    console.print(table)
+    if any(o.verdict == FAILED for o in outcomes):
+        raise typer.Exit(1)
 
 
 def main() -> None:

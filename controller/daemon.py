@@ -65,6 +65,11 @@ class NodeDaemon:
 
     # lifecycle ------------------------------------------------------------------------------
     async def serve(self) -> None:
+        other = running_daemon_pid(self.data_dir, self.node)
+        if other is not None:
+            raise QnodeError(
+                f"node {self.node} is already served by process {other}: one owner per node"
+            )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -94,8 +99,7 @@ class NodeDaemon:
             sock.close(linger=0)
             auth.stop()
             self._ctx.term()
-            with contextlib.suppress(FileNotFoundError):
-                node_info_path(self.data_dir, self.node).unlink()
+            self._remove_info()
             self.store.close()
             log.info("node %s stopped", self.node)
 
@@ -107,6 +111,13 @@ class NodeDaemon:
                 self.runtime.enter_fault("safe state at start failed: " + "; ".join(problems))
         except Exception as e:
             self.runtime.enter_fault(f"instruments did not open: {e}")
+
+    def _remove_info(self) -> None:
+        """Remove the info file, unless another daemon has written its own meanwhile."""
+        path = node_info_path(self.data_dir, self.node)
+        with contextlib.suppress(FileNotFoundError, ValueError, OSError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
 
     def _write_info(self) -> None:
         path = node_info_path(self.data_dir, self.node)
@@ -200,6 +211,23 @@ class NodeDaemon:
             self._stop.set()
             return {}
         raise QnodeError(f"unknown request {kind!r}")
+
+
+def running_daemon_pid(data_dir: Path, node: str) -> int | None:
+    """The pid of a live daemon serving `node` in this data folder, if any."""
+    try:
+        pid = int(json.loads(node_info_path(data_dir, node).read_text())["pid"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def serve(lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str) -> None:

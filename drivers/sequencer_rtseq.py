@@ -15,6 +15,7 @@ from qnode.errors import InstrumentReplyError, InstrumentReportedError, ProgramE
 from sequences.program import Event, Program, decode_events
 
 PROGRAM_ERROR_CODE = 101
+FIFO_READ = 4096
 STATES = ("IDLE", "RUNNING", "WAITING", "HALTED")
 HERALD_OUTCOMES = {"fail": 0, "psi_plus": 1, "psi_minus": 2}
 _INDEX_REASON = re.compile(r"^(instruction|byte) (\d+): (.*)$")
@@ -70,12 +71,17 @@ class RtSequencer(ScpiDriver):
         return self.scpi.query_int("TIME?")
 
     def read_events(self) -> list[Event]:
-        """Drain the event FIFO."""
-        data = self.scpi.query_block("EVT:DATA?")
-        try:
-            return decode_events(data)
-        except ValueError as e:
-            raise InstrumentReplyError(self.name, str(e)) from None
+        """Drain the event FIFO, FIFO_READ events per query so no transfer grows unbounded."""
+        events: list[Event] = []
+        while True:
+            data = self.scpi.query_block(f"EVT:DATA? {FIFO_READ}")
+            try:
+                chunk = decode_events(data)
+            except ValueError as e:
+                raise InstrumentReplyError(self.name, str(e)) from None
+            events += chunk
+            if len(chunk) < FIFO_READ:
+                return events
 
     def send_herald(self, outcome: str) -> None:
         """Software herald, for platforms without a hardware herald line."""

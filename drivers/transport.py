@@ -378,6 +378,24 @@ class SerialTransport(_ReconnectingTransport):
     def _peer_closed(self) -> bool:
         return self._serial is None or not self._serial.is_open
 
+    def _reconnect(self) -> None:
+        super()._reconnect()
+        self._drain_until_quiet()
+
+    def _drain_until_quiet(self, quiet_s: float = 0.05, limit_s: float = 2.0) -> None:
+        """After a timeout the rest of a late answer may still be arriving: let it pass."""
+        port = self._serial
+        deadline = time.monotonic() + limit_s
+        previous_timeout = port.timeout
+        port.timeout = quiet_s
+        try:
+            while time.monotonic() < deadline and port.read(65536):
+                pass
+        except (serial.SerialException, OSError):
+            pass
+        finally:
+            port.timeout = previous_timeout
+
     def _io(self, fn: Callable[[], T]) -> T:
         try:
             return fn()

@@ -210,7 +210,7 @@ def start_daemon(lab, sim_process, data_dir, tmp_path):
     started: list[DaemonHandle] = []
 
     def start(node: str) -> DaemonHandle:
-        info = node_info_path(data_dir, node)
+        info = node_info_path(lab.data_dir, node)  # follows QNODE_DATA_DIR, as the daemon does
         info.unlink(missing_ok=True)
         log_path = tmp_path / f"node-{node}.log"
         cmd = [

@@ -39,6 +39,9 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("excitation_duration_ns", "ns", "optical pi pulse gate", 8.0),
         ParameterSpec("herald_window_ns", "ns", "wait for the herald after each attempt", 1_000.0),
         ParameterSpec("t2star_s", "s", "dephasing time from the Ramsey fit"),
+        ParameterSpec("esr_start_hz", "Hz", "start of the ESR search scan (default: platform's)"),
+        ParameterSpec("esr_stop_hz", "Hz", "end of the ESR search scan (default: platform's)"),
+        ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>"),
         ParameterSpec("f1", "", "readout fidelity of |1>"),
     )

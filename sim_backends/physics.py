@@ -62,7 +62,7 @@ NV = PlatformParams(
     t2_s=1.0,
     t1_s=3600.0,
     readout_window_ns=10_000,
-    bright_mean=4.5,  # with spin flips under readout, F0 ~ 0.95-0.97 at the best window
+    bright_mean=9.0,  # with spin flips under readout, F0 ~ 0.95 at the best window
     readout_flip_ns_range=(15_000.0, 25_000.0),
     dark_mean=float(-np.log(0.995)),  # F1 = P(0 clicks | ms=-1) = 0.995
     init_fidelity=0.99,

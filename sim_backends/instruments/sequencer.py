@@ -25,7 +25,9 @@ from sim_backends.node import SimNode
 
 PROGRAM_ERROR_CODE = 101
 HERALD_TIMEOUT = -1
-STEPS_PER_YIELD = 5000
+YIELD_EVERY_S = 0.001
+"""Run the program in slices this long, so replies and output keep flowing meanwhile."""
+FIFO_READ_MAX = 4096
 
 
 class SimSequencer(Device):
@@ -45,7 +47,7 @@ class SimSequencer(Device):
         self.add("STATus?", lambda a: self.status)
         self.add("TIME?", lambda a: str(self.node.now_ns - self.t0_ns))
         self.add("EVT:COUNt?", lambda a: str(len(self.events)))
-        self.add("EVT:DATA?", lambda a: self._drain_events())
+        self.add("EVT:DATA?", lambda a: self._drain_events(a))
         self.add("HERALD", self._herald)
         self.add("SYNC", lambda a: self._wake("sync", 1))
         self.add("TTL?", lambda a: str(self.node.ttl))
@@ -103,8 +105,10 @@ class SimSequencer(Device):
         self.pending[kind].append(value)
         self.wakeup.set()
 
-    def _drain_events(self) -> bytes:
-        events, self.events = self.events, []
+    def _drain_events(self, args: str) -> bytes:
+        """Up to `args` events (default and most: the FIFO read size), oldest first."""
+        limit = int(number(args, 1, FIFO_READ_MAX)) if args.strip() else FIFO_READ_MAX
+        events, self.events = self.events[:limit], self.events[limit:]
         return encode_events(events)
 
     # execution ------------------------------------------------------------------------------
@@ -139,6 +143,7 @@ class SimSequencer(Device):
         regs = [0] * N_REGISTERS
         loops: dict[int, int] = {}
         pc, steps = 0, 0
+        slice_end = time.perf_counter() + YIELD_EVERY_S
         try:
             while True:
                 ins = program[pc]
@@ -190,8 +195,9 @@ class SimSequencer(Device):
                         del loops[index]
                 pc = pc_next
                 steps += 1
-                if steps % STEPS_PER_YIELD == 0:
+                if steps & 0xFF == 0 and time.perf_counter() > slice_end:
                     await asyncio.sleep(0)
+                    slice_end = time.perf_counter() + YIELD_EVERY_S
         except asyncio.CancelledError:
             raise
         except Exception as e:  # firmware fault: report, never hang the lab

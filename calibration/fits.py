@@ -1,0 +1,170 @@
+"""Fits of calibration data (scipy), each returning its parameters and a quality figure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import curve_fit
+from scipy.stats import poisson
+
+
+@dataclass
+class Fit:
+    params: dict[str, float]
+    errors: dict[str, float]
+    quality: float  # R^2 of the fit to the data
+    model: object  # callable x -> y with the fitted parameters
+
+    def __call__(self, x):
+        return self.model(x)
+
+
+class FitFailed(Exception):
+    pass
+
+
+def _fit(func, x, y, p0, names, bounds=(-np.inf, np.inf)) -> Fit:
+    try:
+        popt, pcov = curve_fit(func, x, y, p0=p0, bounds=bounds, maxfev=20000)
+    except (RuntimeError, ValueError) as e:
+        raise FitFailed(f"the fit did not converge ({e})") from None
+    residual = y - func(x, *popt)
+    total = np.sum((y - np.mean(y)) ** 2)
+    quality = float(1 - np.sum(residual**2) / total) if total > 0 else 0.0
+    errs = (
+        np.sqrt(np.clip(np.diag(pcov), 0, None))
+        if np.all(np.isfinite(pcov))
+        else np.full(len(popt), np.inf)
+    )
+    return Fit(
+        dict(zip(names, map(float, popt), strict=True)),
+        dict(zip(names, map(float, errs), strict=True)),
+        quality,
+        lambda xx, p=popt: func(xx, *p),
+    )
+
+
+def rabi_lineshape(f_hz, f0_hz, rabi_hz, pulse_s, offset, scale):
+    """Bright fraction after a square pulse at detuning f - f0: offset - scale * P(flip)."""
+    omega, delta = 2 * np.pi * rabi_hz, 2 * np.pi * (f_hz - f0_hz)
+    general = np.sqrt(omega**2 + delta**2)
+    flip = omega**2 / np.maximum(general**2, 1e-30) * np.sin(general * pulse_s / 2) ** 2
+    return offset - scale * flip
+
+
+def fit_esr(f_hz: np.ndarray, bright: np.ndarray, pulse_s: float) -> Fit:
+    """Pulsed-ODMR dip: the exact Rabi lineshape of a square pulse of known length."""
+    f0 = float(f_hz[np.argmin(bright)])
+    offset = float(np.percentile(bright, 90))
+    depth = max(offset - float(np.min(bright)), 0.05)
+    # a dip of depth d at zero detuning means sin^2(Omega T / 2) = d / scale; start below pi
+    rabi0 = 0.25 / pulse_s
+
+    def model(f, f0_, rabi, offset_, scale):
+        return rabi_lineshape(f, f0_, rabi, pulse_s, offset_, scale)
+
+    span = float(f_hz.max() - f_hz.min())
+    return _fit(
+        model,
+        f_hz,
+        bright,
+        [f0, rabi0, offset, depth * 1.2],
+        ["f0_hz", "rabi_hz", "offset", "scale"],
+        bounds=([f_hz.min() - span, 1e3, 0, 0], [f_hz.max() + span, 1 / pulse_s, 1.2, 1.2]),
+    )
+
+
+def fit_rabi_amplitude(amplitude_v: np.ndarray, bright: np.ndarray) -> Fit:
+    """Bright fraction vs amplitude at fixed duration: offset + contrast/2 * cos(pi A / A_pi)."""
+
+    def model(a, a_pi, offset, contrast):
+        return offset + contrast / 2 * np.cos(np.pi * a / a_pi)
+
+    # the first minimum is a first guess of A_pi
+    smooth = np.convolve(bright, np.ones(3) / 3, mode="same")
+    guess = float(amplitude_v[1 + int(np.argmin(smooth[1:-1]))]) if len(bright) > 3 else 0.5
+    best = None
+    for start in (guess, guess * 0.7, guess * 1.4):
+        try:
+            fit = _fit(
+                model,
+                amplitude_v,
+                bright,
+                [max(start, 1e-3), 0.5, 0.8],
+                ["a_pi_v", "offset", "contrast"],
+                bounds=([1e-3, 0, 0], [10, 1, 1.2]),
+            )
+        except FitFailed:
+            continue
+        if best is None or fit.quality > best.quality:
+            best = fit
+    if best is None:
+        raise FitFailed("no Rabi oscillation could be fitted")
+    return best
+
+
+def ramsey_model(t_s, offset, amplitude, detuning_hz, t2star_s):
+    """pi/2 - t - pi/2: dark at t = 0, fringes at the detuning, Gaussian decay with T2*."""
+    return offset - amplitude * np.exp(-((t_s / t2star_s) ** 2)) * np.cos(
+        2 * np.pi * detuning_hz * t_s
+    )
+
+
+def dominant_frequency(t_s: np.ndarray, y: np.ndarray) -> float:
+    """The strongest frequency in evenly sampled data (zero-padded FFT), 0 if none."""
+    if len(t_s) < 4:
+        return 0.0
+    dt = float(t_s[1] - t_s[0])
+    spectrum = np.abs(np.fft.rfft(y - np.mean(y), n=8 * len(y)))
+    freqs = np.fft.rfftfreq(8 * len(y), dt)
+    return float(freqs[1 + int(np.argmax(spectrum[1:]))])
+
+
+def fit_ramsey(t_s: np.ndarray, bright: np.ndarray, detuning_guess_hz: float) -> Fit:
+    best = None
+    span = float(t_s.max())
+    seen = dominant_frequency(t_s, bright)
+    if seen > 0:
+        detuning_guess_hz = seen
+    for scale in (0.9, 1.0, 1.1):
+        for t2 in (span / 4, span / 2):
+            try:
+                fit = _fit(
+                    ramsey_model,
+                    t_s,
+                    bright,
+                    [0.5, 0.45, detuning_guess_hz * scale, t2],
+                    ["offset", "amplitude", "detuning_hz", "t2star_s"],
+                    bounds=([0, 0, 0, span / 100], [1, 1, 10 * detuning_guess_hz, 10 * span]),
+                )
+            except FitFailed:
+                continue
+            if best is None or fit.quality > best.quality:
+                best = fit
+    if best is None:
+        raise FitFailed("no Ramsey fringes could be fitted")
+    return best
+
+
+def fit_check_counts(counts: np.ndarray) -> Fit:
+    """CR / cooling check counts: a mixture of 'not ready' (dark) and Poisson(mean) (ready)."""
+    counts = np.asarray(counts, dtype=int)
+    k = np.arange(counts.max() + 1) if counts.size else np.arange(1)
+    hist = np.bincount(counts, minlength=len(k)) / max(counts.size, 1)
+    bright = counts[counts > 2]
+    if bright.size < 10:
+        raise FitFailed(f"only {bright.size} of {counts.size} checks saw more than 2 photons")
+    mean0, ready0 = float(bright.mean()), bright.size / counts.size
+
+    def model(kk, mean, ready, dark_mean):
+        return ready * poisson.pmf(kk, mean) + (1 - ready) * poisson.pmf(kk, dark_mean)
+
+    return _fit(
+        model,
+        k,
+        hist,
+        [mean0, ready0, 0.05],
+        ["mean", "ready", "dark_mean"],
+        bounds=([0.5, 0, 0], [1e4, 1, 2]),
+    )

@@ -1,0 +1,152 @@
+"""The calibration graph: routines in dependency order, quick checks first, failures stop
+their dependents.
+
+    esr -> rabi -> ramsey
+           rabi -> readout -> check_threshold
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from calibration.interface import NodeAccess
+from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine
+from calibration.routines.check_threshold import CheckThresholdRoutine
+from calibration.routines.esr import EsrRoutine
+from calibration.routines.rabi import RabiRoutine
+from calibration.routines.ramsey import RamseyRoutine
+from calibration.routines.readout import ReadoutRoutine
+from qnode.errors import QnodeError
+
+ROUTINES: dict[str, Routine] = {
+    r.name: r
+    for r in (
+        EsrRoutine(),
+        RabiRoutine(),
+        RamseyRoutine(),
+        ReadoutRoutine(),
+        CheckThresholdRoutine(),
+    )
+}
+
+
+class GraphError(QnodeError):
+    pass
+
+
+def plan(names: list[str] | None = None) -> list[str]:
+    """The routines to visit, dependencies first (all of them when `names` is empty)."""
+    wanted = list(names or ROUTINES)
+    unknown = [n for n in wanted if n not in ROUTINES]
+    if unknown:
+        raise GraphError(f"unknown routine(s) {', '.join(unknown)} (known: {', '.join(ROUTINES)})")
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise GraphError(f"dependency cycle through {name}")
+        visiting.add(name)
+        for dep in ROUTINES[name].depends:
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+Progress = Callable[[str, str], None]
+"""progress(routine, what is happening now)"""
+
+
+def run_routine(
+    node: NodeAccess,
+    routine: Routine,
+    force: bool,
+    plots: Path | None,
+    progress: Progress | None = None,
+) -> Outcome:
+    say = progress or (lambda *_: None)
+    name = routine.name
+    stored = {p: node.stored(p) for p in routine.updates}
+    if not force and all(v is not None for v in stored.values()):
+        say(name, "quick check")
+        try:
+            in_spec, why = routine.quick_check(node)
+        except QnodeError as e:
+            in_spec, why = False, f"quick check failed: {e}"
+        if in_spec:
+            return Outcome(name, IN_SPEC, why)
+        say(name, f"out of spec ({why}): full calibration")
+    say(name, "acquiring")
+    try:
+        data = routine.acquire(node)
+    except QnodeError as e:
+        return Outcome(name, FAILED, f"acquisition failed: {e}")
+    say(name, "fitting")
+    analysis = routine.analyse(node, data)
+    outcome = Outcome(
+        name,
+        UPDATED if analysis.accepted else FAILED,
+        analysis.reason,
+        quality=analysis.quality,
+        run_ids=[d.run_id for d in data],
+    )
+    if analysis.plot is not None and data:
+        path = Path(data[-1].file).with_suffix(f".{name}.png")
+        if plots is not None:
+            path = plots / path.name
+        verdict = "accepted" if analysis.accepted else "REJECTED"
+        analysis.plot(path, f"{node.node} {routine.title}: {verdict}\n{analysis.reason}")
+        outcome.plot = str(path)
+    info = {
+        **analysis.info,
+        "verdict": outcome.verdict,
+        "reason": analysis.reason,
+        "values": analysis.values,
+    }
+    for acq in data:
+        node.annotate(acq, name, info)
+    if analysis.accepted:
+        for param, value in analysis.values.items():
+            node.record(
+                param,
+                value,
+                routine=name,
+                run_id=data[-1].run_id if data else None,
+                fit_quality=analysis.quality,
+            )
+            outcome.changes[param] = (stored.get(param, node.stored(param)), value)
+    return outcome
+
+
+def run_graph(
+    node: NodeAccess,
+    names: list[str] | None = None,
+    force: bool = False,
+    plots: Path | None = None,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    for name in plan(names):
+        routine = ROUTINES[name]
+        if node.platform not in routine.platforms:
+            outcomes[name] = Outcome(name, SKIPPED, f"not a step of the {node.platform} platform")
+            continue
+        failed = [
+            d
+            for d in routine.depends
+            if outcomes.get(d) and outcomes[d].verdict in (FAILED, SKIPPED)
+        ]
+        if failed:
+            outcomes[name] = Outcome(
+                name, SKIPPED, f"not run: depends on {', '.join(failed)}, which failed"
+            )
+            continue
+        outcomes[name] = run_routine(node, routine, force, plots, progress)
+    return list(outcomes.values())

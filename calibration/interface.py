@@ -1,0 +1,55 @@
+"""What calibration needs of a node, as a Protocol the controller implements.
+
+Calibration imports nothing of the controller (imports point controller -> calibration);
+the controller hands a `NodeAccess` to the graph.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from sequences.operations import Sequence, Sweep
+
+
+class Acquisition(Protocol):
+    """A finished run's data (the controller's RunData fits)."""
+
+    run_id: str
+    status: str
+    axes: dict[str, tuple[np.ndarray, str]]
+    counts: np.ndarray  # (points, shots, readouts)
+    valid: np.ndarray  # (points, shots)
+    check_counts: np.ndarray
+    readouts: list[str]
+    file: str
+
+
+class NodeAccess(Protocol):
+    node: str
+    platform: str
+    awg_peak_v: float
+    """The largest pulse amplitude the lab allows (V peak)."""
+
+    def values(self) -> dict[str, float]:
+        """Every parameter a sequence may use now (stored values over defaults)."""
+
+    def stored(self, name: str) -> float | None:
+        """The stored (calibrated or set) value, or None if there is only a default."""
+
+    def run(self, sequence: Sequence, sweep: Sweep) -> Acquisition: ...
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        *,
+        routine: str,
+        run_id: str | None,
+        fit_quality: float | None,
+    ) -> None:
+        """Write an accepted value to the parameter store."""
+
+    def annotate(self, acquisition: Acquisition, routine: str, info: dict) -> None:
+        """Save the fit and verdict beside the raw data in the run's file."""

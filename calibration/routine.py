@@ -1,0 +1,66 @@
+"""A calibration routine: acquisition -> fit -> verdict -> update (as Qibocal's Routine).
+
+A routine declares what it depends on and which parameters it updates, offers a cheap quick
+check of the stored values, acquires data with sweeps run on the node, fits them and decides.
+Only an accepted analysis writes parameters; a failed or rejected one writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from calibration.interface import Acquisition, NodeAccess
+
+IN_SPEC, UPDATED, FAILED, SKIPPED = "in spec", "updated", "failed", "skipped"
+
+
+@dataclass
+class Analysis:
+    values: dict[str, float]
+    accepted: bool
+    reason: str
+    quality: float | None = None
+    info: dict = field(default_factory=dict)
+    plot: Callable[[Path, str], None] | None = None
+    """plot(path, title) draws data, fit and the chosen value."""
+
+
+@dataclass
+class Outcome:
+    routine: str
+    verdict: str
+    reason: str
+    changes: dict[str, tuple[float | None, float]] = field(default_factory=dict)
+    quality: float | None = None
+    plot: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+
+
+class Routine:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    depends: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ()
+    updates: ClassVar[tuple[str, ...]] = ()
+    platforms: ClassVar[tuple[str, ...]] = ("nv", "ion")
+
+    def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
+        """(in spec?, why). Called only when every updated parameter has a stored value."""
+        return False, "no quick check: full calibration"
+
+    def acquire(self, node: NodeAccess) -> list[Acquisition]:
+        raise NotImplementedError
+
+    def analyse(self, node: NodeAccess, data: list[Acquisition]) -> Analysis:
+        raise NotImplementedError
+
+
+def bright_fraction(acq: Acquisition, threshold: float, readout: int = 0):
+    """P(counts >= threshold) per point over the shots whose check passed."""
+    counts = acq.counts[:, :, readout]
+    kept = acq.valid.sum(axis=1)
+    safe = kept.clip(min=1)
+    return ((counts >= threshold) & acq.valid).sum(axis=1) / safe

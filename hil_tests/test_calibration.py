@@ -1,0 +1,174 @@
+"""Calibration against the simulator's hidden truth (node A, NV)."""
+
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.stats import poisson
+
+from calibration.graph import ROUTINES, plan, run_graph
+from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fraction
+from calibration.routines.check_threshold import threshold_for
+from calibration.routines.readout import BIN_NS, BINS
+from controller.calibrate import ClientNodeAccess
+from controller.params import ParameterStore
+from sequences.operations import (
+    CRCheck,
+    MwPulse,
+    Param,
+    Readout,
+    Sequence,
+    SpinInit,
+    Sweep,
+    SweepAxis,
+    Wait,
+    pi_half_pulse,
+)
+from sim_backends.physics import NV
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+
+@pytest.fixture
+def fresh_lab_data(tmp_path, monkeypatch):
+    """An uncalibrated node: its own data folder (parameter store, runs, keys)."""
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def access_for(lab, daemon, data):
+    store = ParameterStore(data / "params.sqlite")
+    return ClientNodeAccess.for_lab(lab, daemon.node, daemon.client, store), store
+
+
+def expected_fidelities(truth: dict, duration_ns: float, threshold: float, values: dict):
+    """F0, F1 the truth implies for the readout routine's sequence: flips of |0> under readout
+    light, init error, dark counts, and ionisation under red light before each readout (the
+    passing CR check, the spin pumps, the bright readout bins before the dark readout)."""
+    rate = truth["bright_mean"] / truth["readout_window_ns"]
+    tau = truth["readout_flip_ns"]
+    background = NV.dark_count_hz * duration_ns * 1e-9
+    dark_mean = truth["dark_mean"] * duration_ns / truth["readout_window_ns"] + background
+
+    def p_bright_below(th):
+        def integrand(t):
+            return poisson.cdf(th - 1, rate * t + background) * np.exp(-t / tau) / tau
+
+        early, _ = integrate.quad(integrand, 0, duration_ns, limit=200)
+        late = np.exp(-duration_ns / tau) * poisson.cdf(th - 1, rate * duration_ns + background)
+        return early + late
+
+    f = truth["init_fidelity"]
+    pb_low, pd_low = p_bright_below(threshold), poisson.cdf(threshold - 1, dark_mean)
+    pn_low = poisson.cdf(threshold - 1, background)  # ionised: detector dark counts only
+    red_ns = values["cr_window_ns"] + values["spin_pump_duration_ns"]
+    ready0 = np.exp(-red_ns / NV.loss_time_ns)
+    red_ns += BIN_NS["nv"] * BINS + values["spin_pump_duration_ns"]
+    ready1 = np.exp(-red_ns / NV.loss_time_ns)
+    f0 = ready0 * (f * (1 - pb_low) + (1 - f) * (1 - pd_low)) + (1 - ready0) * (1 - pn_low)
+    f1 = ready1 * (f * pd_low + (1 - f) * pb_low) + (1 - ready1) * pn_low
+    return f0, f1
+
+
+def test_plan_orders_dependencies_first():
+    assert plan() == ["esr", "rabi", "ramsey", "readout", "check_threshold"]
+    assert plan(["check_threshold"]) == ["esr", "rabi", "readout", "check_threshold"]
+    assert set(ROUTINES["ramsey"].depends) == {"rabi"}
+
+
+def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
+    lab, start_daemon, sim, fresh_lab_data
+):
+    truth = sim.truth("A")
+    daemon = start_daemon("A")
+    node, store = access_for(lab, daemon, fresh_lab_data)
+    with store:
+        outcomes = {o.routine: o for o in run_graph(node)}
+        assert {n: o.verdict for n, o in outcomes.items()} == {n: UPDATED for n in plan()}, outcomes
+        values = store.values("A")
+
+        assert values["mw_frequency_hz"] == pytest.approx(truth["qubit_hz"], abs=20e3)
+        esr_value = store.history("A", "mw_frequency_hz")[0].value
+        assert esr_value == pytest.approx(truth["qubit_hz"], abs=100e3)
+        pi_true = 1 / (2 * values["pi_duration_ns"] * 1e-9 * truth["rabi_hz_per_v"])
+        assert values["pi_amplitude_v"] == pytest.approx(pi_true, rel=0.02)
+        assert values["pi2_amplitude_v"] == pytest.approx(pi_true / 2, rel=0.02)
+        assert values["t2star_s"] == pytest.approx(truth["t2star_s"], rel=0.15)
+        assert values["check_mean_counts"] == pytest.approx(truth["check_mean"], rel=0.08)
+        assert abs(values["cr_threshold"] - threshold_for(truth["check_mean"])) <= 1
+        f0, f1 = expected_fidelities(
+            truth, values["readout_duration_ns"], values["readout_threshold"], values
+        )
+        assert values["f0"] == pytest.approx(f0, abs=0.015)
+        assert values["f1"] == pytest.approx(f1, abs=0.015)
+        for o in outcomes.values():
+            assert o.plot and o.plot.endswith(".png")
+
+        # a calibrated node shows the expected contrast in a Rabi and a Ramsey run
+        rabi = node.run(
+            Sequence(
+                "rabi",
+                (
+                    CRCheck(),
+                    SpinInit(),
+                    MwPulse(Param("pi_amplitude_v"), Param("duration_ns")),
+                    Readout(),
+                ),
+                400,
+            ),
+            Sweep((SweepAxis("duration_ns", (0.0, 100.0, 200.0), "ns"),)),
+        )
+        b0, b_pi, b_2pi = bright_fraction(rabi, values["readout_threshold"])
+        assert b0 > 0.85 and b_pi < 0.1 and b_2pi > 0.85
+        ramsey = node.run(
+            Sequence(
+                "ramsey",
+                (
+                    CRCheck(),
+                    SpinInit(),
+                    pi_half_pulse(),
+                    Wait(Param("t")),
+                    pi_half_pulse(),
+                    Readout(),
+                ),
+                400,
+            ),
+            Sweep((SweepAxis("t", (0.0, 4 * truth["t2star_s"] * 1e9), "ns"),)),
+        )
+        dark_at_zero, washed_out = bright_fraction(ramsey, values["readout_threshold"])
+        assert dark_at_zero < 0.1 and 0.35 < washed_out < 0.62
+
+        # right after: every routine is in spec, found by its quick check alone
+        again = run_graph(node)
+        assert [o.verdict for o in again] == [IN_SPEC] * len(plan()), again
+        assert all(not o.changes for o in again)
+
+
+def test_resonance_outside_the_scan_range_fails_and_stops_dependents(
+    lab, start_daemon, sim, fresh_lab_data
+):
+    daemon = start_daemon("A")
+    node, store = access_for(lab, daemon, fresh_lab_data)
+    with store:
+        store.set_manual("A", "esr_start_hz", 2.60e9, "test: search where there is no resonance")
+        store.set_manual("A", "esr_stop_hz", 2.70e9, "test: search where there is no resonance")
+        outcomes = {o.routine: o for o in run_graph(node, ["ramsey"])}
+        assert outcomes["esr"].verdict == FAILED
+        assert "no resonance dip in the scan range 2.600-2.700 GHz" in outcomes["esr"].reason
+        assert outcomes["rabi"].verdict == SKIPPED and "depends on esr" in outcomes["rabi"].reason
+        assert outcomes["ramsey"].verdict == SKIPPED
+        assert store.history("A", "mw_frequency_hz") == []  # nothing written
+
+
+def test_no_photons_at_the_detector_fails_with_that_reason(lab, start_daemon, sim, fresh_lab_data):
+    daemon = start_daemon("A")
+    node, store = access_for(lab, daemon, fresh_lab_data)
+    sim.set_collection("A", 0.0)
+    try:
+        with store:
+            outcomes = {o.routine: o for o in run_graph(node, ["rabi"])}
+            assert outcomes["esr"].verdict == FAILED
+            assert outcomes["esr"].reason.startswith("no photons")
+            assert outcomes["rabi"].verdict == SKIPPED
+            assert store.current("A") == {}
+    finally:
+        sim.set_collection("A", 1.0)
