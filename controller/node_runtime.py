@@ -332,13 +332,18 @@ class NodeRuntime:
             seq.load(compiled.program)
             seq.run()
         events: list = []
-        deadline = time.monotonic() + max(
-            MIN_POINT_TIMEOUT_S, 20 * compiled.shots * compiled.shot_duration_ns * 1e-9
-        )
+        # a watchdog on progress, not on the total: a shot ends with an event, so a sequencer
+        # that sends nothing for many shot lengths is stuck (a slow one is not)
+        stall_s = max(MIN_POINT_TIMEOUT_S, 20 * compiled.shot_duration_ns * 1e-9)
+        last_progress = time.monotonic()
         while True:
             with self.role("sequencer") as seq:
-                events += seq.read_events()
+                fresh = seq.read_events()
                 state = seq.state()
+            if fresh:
+                events += fresh
+                last_progress = time.monotonic()
+            with self.role("sequencer") as seq:
                 if state == "HALTED":
                     events += seq.read_events()
                     return events
@@ -347,6 +352,6 @@ class NodeRuntime:
                     raise RunAborted("aborted by the operator")
             if state == "IDLE":
                 raise QnodeError("the sequencer stopped before the program's HALT")
-            if time.monotonic() > deadline:
-                raise QnodeError("the sequencer did not finish the point in time")
+            if time.monotonic() - last_progress > stall_s:
+                raise QnodeError(f"the sequencer reported nothing for {stall_s:g} s: stuck")
             time.sleep(POLL_S)

@@ -223,3 +223,29 @@ def test_cli_status_and_run(start_daemon, data_dir, sim, lab):
         env=env,
     )
     assert bad.returncode == 2 and "NAME=START:STOP:N" in bad.stderr
+
+
+def test_a_second_daemon_for_the_same_node_is_refused(start_daemon, lab, sim_process):
+    daemon = start_daemon("A")
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "node",
+            "serve",
+            "--node",
+            "A",
+            "--lab",
+            lab.source,
+            "--resource-map",
+            str(sim_process),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert second.returncode == 2
+    assert f"already served by process {daemon.proc.pid}" in second.stderr
+    assert daemon.client.status()["state"] == "idle"  # the first one is untouched

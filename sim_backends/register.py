@@ -25,29 +25,35 @@ class QubitRegister:
         self.n = len(self.names)
         dim = 2**self.n
         self.rho = np.eye(dim, dtype=complex) / dim  # every qubit maximally mixed at power-on
+        # per qubit: which basis states have it 0 / 1, and the projector masks on rho
+        self._bit_masks = [
+            [((np.arange(dim) >> (self.n - 1 - k)) & 1) == b for b in (0, 1)] for k in range(self.n)
+        ]
+        self._keep = [[np.outer(m, m).astype(float) for m in masks] for masks in self._bit_masks]
 
     def _tensor(self) -> np.ndarray:
         return self.rho.reshape([2] * (2 * self.n))
 
-    def _set(self, tensor: np.ndarray) -> None:
-        dim = 2**self.n
-        self.rho = tensor.reshape(dim, dim)
+    def _full(self, k: int, op: np.ndarray) -> np.ndarray:
+        """op on qubit k, identity on the others (qubit 0 is the most significant bit)."""
+        full = np.ones((1, 1), dtype=complex)
+        for j in range(self.n):
+            full = np.kron(full, op if j == k else I2)
+        return full
 
     def apply(self, name: str, op: np.ndarray) -> None:
         """rho -> A rho A^dagger with A acting on `name`'s qubit (a unitary or a projector)."""
-        k, n = self.index[name], self.n
-        t = np.moveaxis(np.tensordot(op, self._tensor(), axes=([1], [k])), 0, k)
-        t = np.moveaxis(np.tensordot(t, op.conj(), axes=([n + k], [1])), -1, n + k)
-        self._set(t)
+        full = self._full(self.index[name], op) if self.n > 1 else op
+        self.rho = full @ self.rho @ full.conj().T
 
     def reduced(self, name: str) -> np.ndarray:
         """The 2x2 state of one node's qubit (the others traced out)."""
+        if self.n == 1:
+            return self.rho.copy()
         k = self.index[name]
-        t, m = self._tensor(), self.n
-        for j in sorted((j for j in range(self.n) if j != k), reverse=True):
-            t = np.trace(t, axis1=j, axis2=j + m)
-            m -= 1
-        return t.reshape(2, 2)
+        t = np.moveaxis(self._tensor(), [k, self.n + k], [0, self.n])
+        rest = 2 ** (self.n - 1)
+        return np.einsum("aibi->ab", t.reshape(2, rest, 2, rest))
 
     def replace(self, name: str, rho1: np.ndarray, weight: float = 1.0) -> None:
         """With probability `weight`, the qubit is re-prepared in rho1 (its correlations go)."""
@@ -70,9 +76,10 @@ class QubitRegister:
 
     def measure(self, name: str, rng: np.random.Generator) -> int:
         """Projective Z measurement of one qubit: 0 or 1, and the state collapses."""
-        p0 = float(np.clip(self.reduced(name)[0, 0].real, 0.0, 1.0))
+        k = self.index[name]
+        p0 = float(np.clip(self.rho.diagonal().real[self._bit_masks[k][0]].sum(), 0.0, 1.0))
         outcome = 0 if rng.random() < p0 else 1
-        self.apply(name, P0 if outcome == 0 else P1)
-        norm = float(np.trace(self.rho).real)
+        self.rho = self.rho * self._keep[k][outcome]
+        norm = p0 if outcome == 0 else 1.0 - p0
         self.rho /= norm if norm > 0 else 1.0
         return outcome
