@@ -11,8 +11,9 @@ from drivers.scpi import ScpiDriver
 from qnode.errors import InstrumentReplyError
 
 INPUTS = (1, 2, 3, 4)
-TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("channel", "<u2")])
-"""One time tag: picoseconds since the acquisition started, and the input (1-based)."""
+TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
+"""One time tag: ps since the acquisition started, ps since the last sync (start) pulse, and
+the input (1-based)."""
 
 
 class TimeController(ScpiDriver):
@@ -52,6 +53,14 @@ class TimeController(ScpiDriver):
         """Acquire time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
         seconds = self.check_limit("acquisition_s", seconds)
         self.scpi.write(f"TAGS:ACQ {seconds:.9g}")
+        return self.read_tags()
+
+    def start_tags(self) -> None:
+        """Arm: record tags (against the sync input) until stop_tags()."""
+        self.scpi.write("TAGS:STAR")
+
+    def stop_tags(self) -> np.ndarray:
+        self.scpi.write("TAGS:STOP")
         return self.read_tags()
 
     def read_tags(self) -> np.ndarray:

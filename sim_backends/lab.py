@@ -28,6 +28,7 @@ from sim_backends.instruments.stabiliser import SimPhaseStabiliser
 from sim_backends.instruments.tagger import SimTimeController
 from sim_backends.node import OpticalPath, SimLaserState, SimNode
 from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
+from sim_backends.photonics import Midpoint, draw_midpoint_truth
 from sim_backends.register import QubitRegister
 from sim_backends.servers import PtyServer, TcpServer
 
@@ -46,6 +47,8 @@ class SimLab:
         self.devices: dict[str, Device] = {}
         self.nodes: dict[str, SimNode] = {}
         self.servers: list[TcpServer | PtyServer] = []
+        self.midpoint: Midpoint | None = None
+        self.midpoint_name = ""
         self.control: ControlServer | None = None
         self._stop = asyncio.Event()
         self._build()
@@ -103,6 +106,25 @@ class SimLab:
                     laser=lasers[spec["laser"]],
                     nominal_power_w=spec["nominal_power_w"],
                 )
+            if node_cfg["kind"] == "midpoint":
+                self._build_midpoint(node_name, node_cfg, rng)
+        for node in self.nodes.values():
+            if node.physics is not None:
+                node.midpoint = self.midpoint
+
+    def _build_midpoint(self, name: str, cfg: dict, rng: np.random.Generator) -> None:
+        taggers = [n for n, i in cfg["instruments"].items() if i["role"] == "time_tagger"]
+        if not taggers or f"{name}.{taggers[0]}" not in self.devices:
+            return
+        tagger = self.devices[f"{name}.{taggers[0]}"]
+        detectors = sorted(cfg.get("channels", {}).get("detectors", {}).values()) or [1, 2]
+        platforms = {
+            n: c["platform"] for n, c in self.description["nodes"].items() if c["kind"] == "memory"
+        }
+        truth = draw_midpoint_truth(platforms, detectors, rng)
+        tagger.detector_dark_hz = dict(truth.dark_count_hz)
+        self.midpoint = Midpoint(truth, tagger, detectors, rng)
+        self.midpoint_name = name
 
     def device(self, name: str) -> Device:
         if name not in self.devices:
@@ -113,10 +135,12 @@ class SimLab:
 
     def truth(self, node: str | None = None) -> dict:
         truths = {n: s.physics.truth.as_dict() for n, s in self.nodes.items() if s.physics}
+        if self.midpoint is not None:
+            truths[self.midpoint_name] = self.midpoint.truth.as_dict()
         if node is None:
             return truths
         if node not in truths:
-            raise KeyError(f"no memory node {node!r}")
+            raise KeyError(f"no node {node!r} with hidden parameters")
         return truths[node]
 
     # running --------------------------------------------------------------------------------

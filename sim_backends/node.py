@@ -32,6 +32,9 @@ class SimNode:
     iq_channels: tuple[int, int] = (1, 2)
     optics: dict[str, OpticalPath] = field(default_factory=dict)
     ttl: int = 0
+    midpoint: object | None = None  # photonics.Midpoint, where the node's photons go
+    excitations: list = field(default_factory=list)
+    """(time ns, emission probability) of every excitation pulse since the program started."""
     now_ns: int = 0
     """The sequencer's clock. The physics clock may run ahead of it while an AWG pulse that a
     zero-time AWG_TRIG started is still playing; a WAIT then only adds what is left."""
@@ -43,7 +46,34 @@ class SimNode:
         return p.laser.power_w / p.nominal_power_w if p.nominal_power_w > 0 else 0.0
 
     def set_ttl(self, mask: int) -> None:
+        before = self._gain("excitation") > 0
         self.ttl = mask
+        if self.physics and not before and self._gain("excitation") > 0:
+            self.excite()
+
+    def excite(self) -> None:
+        """An optical pi pulse: the bright state (|0>, ready) emits one photon toward M."""
+        self.physics.advance(self.now_ns - self.physics.now_ns)
+        p_emit = self.physics.populations()[0] if self.physics.ready else 0.0
+        self.excitations.append((self.now_ns, p_emit))
+        if self.midpoint is not None:
+            self.midpoint.excitations(self.name, np.array([float(self.now_ns)]), np.array([p_emit]))
+
+    def fast_forward(self, iterations: int, period_ns: int, since: int) -> bool:
+        """Account for `iterations` more runs of a loop body, like the one that just ended at
+        `now_ns` and began at `since`, without stepping them: allowed when every run starts
+        afresh (the memory was re-initialised before its first excitation) and the body only
+        switches lines and waits. The photons are drawn at once."""
+        if self.physics is None or self.physics.last_reset_ns < since:
+            return False
+        body = [(t, p) for t, p in self.excitations if t >= since]
+        if not body:
+            return False
+        if self.midpoint is not None:
+            for t, p in body:
+                self.midpoint.excitation_train(self.name, t + period_ns, period_ns, iterations, p)
+        self.advance(iterations * period_ns)
+        return True
 
     def _refresh_light(self) -> None:
         """Light on the memory now: TTL gates and the lasers' own state (either may change)."""

@@ -176,9 +176,11 @@ class NodePhysics:
         self.now_ns = 0
         self.ready = bool(rng.random() < self.platform.recovery_success)
         self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
+        self.last_reset_ns = -1
+        """When the memory was last fully re-initialised by optical pumping."""
         self.collection = 1.0
         """Fraction of the memory's photons that reach its detector (a knob for tests)."""
-        self.light = {"pump": 0.0, "readout": 0.0, "repump": 0.0}
+        self.light = {"pump": 0.0, "readout": 0.0, "repump": 0.0, "excitation": 0.0}
         """Light on the memory, each as a fraction of its nominal power (0 when gated off)."""
         self._draw_bath()
 
@@ -216,6 +218,7 @@ class NodePhysics:
                 self.register.replace(self.name, self._initial_state(), weight=p)
                 if p > 0.99:
                     self._draw_bath()
+                    self.last_reset_ns = self.now_ns
             return
         self.register.apply(self.name, rotation(0.0, 0.0, self.detuning(), dt))
         self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))

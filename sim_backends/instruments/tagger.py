@@ -8,7 +8,8 @@ import numpy as np
 
 from sim_backends.device import CommandError, Device, boolean, number
 
-TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("channel", "<u2")])
+TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
+"""time since the acquisition began, time since the last sync (start) pulse, input (1-4)."""
 MAX_TAGS = 5_000_000
 
 
@@ -37,7 +38,9 @@ class SimTimeController(Device):
         )
         self.add("COUNter:INTegration?", lambda a: f"{self.integration_s:.9g}")
         self.add("TAGS:ACQuire", lambda a: self._acquire(number(a, 1e-6, 3600)))
-        self.add("TAGS:STOP", lambda a: None)
+        self.add("TAGS:STARt", lambda a: self._start())
+        self.add("TAGS:STOP", lambda a: self._stop())
+        self.add("TAGS:STATe?", lambda a: "ARMED" if self.armed else "IDLE")
         self.add("TAGS:COUNt?", lambda a: str(len(self.tags)))
         self.add("TAGS:DATA?", lambda a: self._drain())
 
@@ -52,11 +55,85 @@ class SimTimeController(Device):
         self.integration_s = 0.1
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self.last_block_crc32: int | None = None
+        self.armed = False
+        self._photons: list[np.ndarray] = []
+        self._sync_trains: list[tuple[float, float, int]] = []  # (t0 ns, period ns, count)
+        self._syncs: list[np.ndarray] = []
+        self.detector_dark_hz: dict[int, float] = {}  # set by the lab for the midpoint
+
+    def _dark_rate(self, ch: int) -> float:
+        return self.detector_dark_hz.get(ch, self.dark_count_hz)
+
+    # armed acquisition: photons and syncs arrive from the physics ----------------------------
+    def _start(self) -> None:
+        self.tags = np.zeros(0, dtype=TAG_DTYPE)
+        self._photons, self._sync_trains, self._syncs = [], [], []
+        self.armed = True
+
+    def record_syncs(self, times_ns: np.ndarray) -> None:
+        self._syncs.append(np.asarray(times_ns, dtype=float))
+
+    def record_sync_train(self, t0_ns: float, period_ns: float, n: int) -> None:
+        self._sync_trains.append((float(t0_ns), float(period_ns), int(n)))
+
+    def record_photons(self, times_ns: np.ndarray, delays_ns: np.ndarray, channels) -> None:
+        part = np.zeros(len(times_ns), dtype=[("t", "f8"), ("d", "f8"), ("c", "u2")])
+        part["t"], part["d"], part["c"] = times_ns, delays_ns, channels
+        self._photons.append(part[np.isin(part["c"], [c for c, on in self.enabled.items() if on])])
+
+    def _stop(self) -> None:
+        """Disarm; the tags are the photons plus dark counts over the span the syncs cover."""
+        if not self.armed:
+            return
+        self.armed = False
+        starts = [t for t, _, _ in self._sync_trains] + [float(a[0]) for a in self._syncs if len(a)]
+        ends = [t + p * n for t, p, n in self._sync_trains] + [
+            float(a[-1]) for a in self._syncs if len(a)
+        ]
+        photons = (
+            np.concatenate(self._photons)
+            if self._photons
+            else np.zeros(0, dtype=[("t", "f8"), ("d", "f8"), ("c", "u2")])
+        )
+        if not starts:
+            self.tags = np.zeros(0, dtype=TAG_DTYPE)
+            return
+        t_begin, t_end = min(starts), max(ends)
+        dark_parts = []
+        for ch, on in self.enabled.items():
+            if not on:
+                continue
+            n = min(int(self.rng.poisson(self._dark_rate(ch) * (t_end - t_begin) * 1e-9)), MAX_TAGS)
+            t = self.rng.uniform(t_begin, t_end, n)
+            dark = np.zeros(n, dtype=photons.dtype)
+            dark["t"], dark["d"], dark["c"] = t, self._since_sync(t), ch
+            dark_parts.append(dark)
+        everything = np.concatenate([photons, *dark_parts])
+        everything = everything[np.argsort(everything["t"], kind="stable")]
+        tags = np.zeros(len(everything), dtype=TAG_DTYPE)
+        tags["time_ps"] = np.rint((everything["t"] - t_begin) * 1e3).astype(np.int64)
+        tags["delay_ps"] = np.rint(everything["d"] * 1e3).astype(np.int64)
+        tags["channel"] = everything["c"]
+        self.tags = tags[:MAX_TAGS]
+
+    def _since_sync(self, t: np.ndarray) -> np.ndarray:
+        """Time since the latest sync before each t (ns)."""
+        best = np.full(len(t), np.inf)
+        for t0, period, n in self._sync_trains:
+            k = np.clip(np.floor((t - t0) / period), 0, n - 1)
+            since = t - (t0 + k * period)
+            best = np.where((since >= 0) & (since < best), since, best)
+        for syncs in self._syncs:
+            idx = np.searchsorted(syncs, t, side="right") - 1
+            ok = idx >= 0
+            since = np.where(ok, t - syncs[np.clip(idx, 0, None)], np.inf)
+            best = np.minimum(best, since)
+        return np.where(np.isfinite(best), best, 0.0)
 
     def _count(self, ch: int) -> int:
         if not self.enabled[ch]:
             return 0
-        return int(self.rng.poisson(self.dark_count_hz * self.integration_s))
+        return int(self.rng.poisson(self._dark_rate(ch) * self.integration_s))
 
     def _acquire(self, seconds: float) -> None:
         """Dark counts on the enabled inputs over `seconds` of virtual time."""
@@ -64,10 +141,10 @@ class SimTimeController(Device):
         for ch, on in self.enabled.items():
             if not on:
                 continue
-            n = min(int(self.rng.poisson(self.dark_count_hz * seconds)), MAX_TAGS)
+            n = min(int(self.rng.poisson(self._dark_rate(ch) * seconds)), MAX_TAGS)
             t = self.rng.integers(0, int(seconds * 1e12), size=n, dtype=np.int64)
             tags = np.zeros(n, dtype=TAG_DTYPE)
-            tags["time_ps"], tags["channel"] = t, ch
+            tags["time_ps"], tags["delay_ps"], tags["channel"] = t, t, ch  # no sync: since start
             parts.append(tags)
         tags = np.concatenate(parts) if parts else np.zeros(0, dtype=TAG_DTYPE)
         self.tags = np.sort(tags, order="time_ps")
@@ -81,5 +158,6 @@ class SimTimeController(Device):
         return {
             "enabled": {str(k): v for k, v in self.enabled.items()},
             "tags_pending": len(self.tags),
+            "armed": self.armed,
             "last_block_crc32": self.last_block_crc32,
         }

@@ -1,0 +1,88 @@
+"""Photons from the nodes to the midpoint: emission, fibre delay and loss, detector
+efficiency, timing jitter, dark counts, and the sync that the midpoint's time tagger uses as
+its start signal (every excitation pulse of a node is a sync).
+
+The midpoint's truth (per-node delay and detection efficiency, detector dark count rates,
+jitter, the emitter lifetime) is drawn from the seed and hidden from the controller, as the
+nodes' truth is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
+ETA_RANGE = {"nv": (2.8e-4, 4.2e-4), "ion": (1.5e-4, 2.5e-4)}  # detected photons per excitation
+DELAY_NS_RANGE = (40.0, 90.0)  # fibre and electronics, sync to photon arrival
+DARK_HZ_RANGE = (15.0, 25.0)
+JITTER_NS = 0.05
+
+
+@dataclass(frozen=True)
+class MidpointTruth:
+    delay_ns: dict[str, float]
+    eta: dict[str, float]
+    lifetime_ns: dict[str, float]
+    dark_count_hz: dict[int, float]  # detector input -> rate
+    jitter_ns: float
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["dark_count_hz"] = {str(k): v for k, v in self.dark_count_hz.items()}
+        return d
+
+
+def draw_midpoint_truth(
+    platforms: dict[str, str], detectors: list[int], rng: np.random.Generator
+) -> MidpointTruth:
+    return MidpointTruth(
+        delay_ns={n: float(rng.uniform(*DELAY_NS_RANGE)) for n in platforms},
+        eta={n: float(rng.uniform(*ETA_RANGE[p])) for n, p in platforms.items()},
+        lifetime_ns={n: LIFETIME_NS[p] for n, p in platforms.items()},
+        dark_count_hz={d: float(rng.uniform(*DARK_HZ_RANGE)) for d in detectors},
+        jitter_ns=JITTER_NS,
+    )
+
+
+class Midpoint:
+    """The beam splitter, its two detectors and the tagger they feed."""
+
+    def __init__(self, truth: MidpointTruth, tagger, detectors: list[int], rng) -> None:
+        self.truth = truth
+        self.tagger = tagger
+        self.detectors = detectors
+        self.rng = rng
+
+    def excitations(self, node: str, times_ns: np.ndarray, p_emit: np.ndarray) -> None:
+        """Excitation pulses of a node at these times, each emitting with probability p_emit."""
+        if not self.tagger.armed or len(times_ns) == 0:
+            return
+        self.tagger.record_syncs(np.asarray(times_ns, dtype=float))
+        detected = self.rng.random(len(times_ns)) < np.asarray(p_emit) * self.truth.eta[node]
+        self._photons(node, np.asarray(times_ns, dtype=float)[detected])
+
+    def excitation_train(
+        self, node: str, t0_ns: float, period_ns: float, n: int, p_emit: float
+    ) -> None:
+        """n periodic excitations (a loop the sequencer fast-forwarded), drawn at once."""
+        if not self.tagger.armed or n <= 0:
+            return
+        self.tagger.record_sync_train(t0_ns, period_ns, n)
+        k = int(self.rng.binomial(n, min(1.0, p_emit * self.truth.eta[node])))
+        if k:
+            which = self.rng.choice(n, size=k, replace=False)
+            self._photons(node, t0_ns + period_ns * np.sort(which).astype(float))
+
+    def _photons(self, node: str, sync_ns: np.ndarray) -> None:
+        if len(sync_ns) == 0:
+            return
+        t = self.truth
+        delay = (
+            t.delay_ns[node]
+            + self.rng.exponential(t.lifetime_ns[node], len(sync_ns))
+            + self.rng.normal(0.0, t.jitter_ns, len(sync_ns))
+        )
+        channels = self.rng.choice(self.detectors, size=len(sync_ns))
+        self.tagger.record_photons(sync_ns + delay, delay, channels)
