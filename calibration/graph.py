@@ -3,6 +3,7 @@ their dependents.
 
     esr -> rabi -> ramsey
            rabi -> readout -> check_threshold
+    dark_counts (midpoint)      detection_window (node photons at the midpoint)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from calibration.interface import NodeAccess
 from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine
 from calibration.routines.check_threshold import CheckThresholdRoutine
 from calibration.routines.esr import EsrRoutine
+from calibration.routines.midpoint import DarkCountsRoutine, DetectionWindowRoutine
 from calibration.routines.rabi import RabiRoutine
 from calibration.routines.ramsey import RamseyRoutine
 from calibration.routines.readout import ReadoutRoutine
@@ -27,6 +29,8 @@ ROUTINES: dict[str, Routine] = {
         RamseyRoutine(),
         ReadoutRoutine(),
         CheckThresholdRoutine(),
+        DarkCountsRoutine(),
+        DetectionWindowRoutine(),
     )
 }
 
@@ -73,7 +77,8 @@ def run_routine(
 ) -> Outcome:
     say = progress or (lambda *_: None)
     name = routine.name
-    stored = {p: node.stored(p) for p in routine.updates}
+    target = node.midpoint if routine.scope == "midpoint" else node
+    stored = {p: target.stored(p) for p in routine.updated_names(node)}
     if not force and all(v is not None for v in stored.values()):
         say(name, "quick check")
         try:
@@ -90,19 +95,17 @@ def run_routine(
         return Outcome(name, FAILED, f"acquisition failed: {e}")
     say(name, "fitting")
     analysis = routine.analyse(node, data)
+    runs = [d for d in data if getattr(d, "file", None)]
+    verdict = UPDATED if analysis.accepted else FAILED
     outcome = Outcome(
-        name,
-        UPDATED if analysis.accepted else FAILED,
-        analysis.reason,
-        quality=analysis.quality,
-        run_ids=[d.run_id for d in data],
+        name, verdict, analysis.reason, quality=analysis.quality, run_ids=[d.run_id for d in runs]
     )
-    if analysis.plot is not None and data:
-        path = Path(data[-1].file).with_suffix(f".{name}.png")
+    if analysis.plot is not None and runs:
+        path = Path(runs[-1].file).with_suffix(f".{name}.png")
         if plots is not None:
             path = plots / path.name
-        verdict = "accepted" if analysis.accepted else "REJECTED"
-        analysis.plot(path, f"{node.node} {routine.title}: {verdict}\n{analysis.reason}")
+        word = "accepted" if analysis.accepted else "REJECTED"
+        analysis.plot(path, f"{node.node} {routine.title}: {word}\n{analysis.reason}")
         outcome.plot = str(path)
     info = {
         **analysis.info,
@@ -110,18 +113,13 @@ def run_routine(
         "reason": analysis.reason,
         "values": analysis.values,
     }
-    for acq in data:
+    for acq in runs:
         node.annotate(acq, name, info)
     if analysis.accepted:
+        run_id = runs[-1].run_id if runs else None
         for param, value in analysis.values.items():
-            node.record(
-                param,
-                value,
-                routine=name,
-                run_id=data[-1].run_id if data else None,
-                fit_quality=analysis.quality,
-            )
-            outcome.changes[param] = (stored.get(param, node.stored(param)), value)
+            target.record(param, value, routine=name, run_id=run_id, fit_quality=analysis.quality)
+            outcome.changes[param] = (stored.get(param), value)
     return outcome
 
 
@@ -135,6 +133,9 @@ def run_graph(
     outcomes: dict[str, Outcome] = {}
     for name in plan(names):
         routine = ROUTINES[name]
+        if routine.needs_midpoint and node.midpoint is None:
+            outcomes[name] = Outcome(name, SKIPPED, "the lab has no midpoint to measure with")
+            continue
         if node.platform not in routine.platforms:
             outcomes[name] = Outcome(name, SKIPPED, f"not a step of the {node.platform} platform")
             continue

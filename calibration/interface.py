@@ -31,6 +31,8 @@ class NodeAccess(Protocol):
     platform: str
     awg_peak_v: float
     """The largest pulse amplitude the lab allows (V peak)."""
+    midpoint: MidpointAccess | None
+    """The lab's heralding station, if it has one."""
 
     def values(self) -> dict[str, float]:
         """Every parameter a sequence may use now (stored values over defaults)."""
@@ -53,3 +55,32 @@ class NodeAccess(Protocol):
 
     def annotate(self, acquisition: Acquisition, routine: str, info: dict) -> None:
         """Save the fit and verdict beside the raw data in the run's file."""
+
+
+class MidpointAccess(Protocol):
+    """The heralding station's detectors, as calibration needs them."""
+
+    node: str
+    detectors: dict[str, int]
+    """detector name (psi_plus, psi_minus) -> tagger input"""
+
+    def start_tags(self) -> None:
+        """Arm the time tagger (its start input is every node's excitation sync)."""
+
+    def stop_tags(self) -> np.ndarray:
+        """Disarm and return the tags: time_ps, delay_ps (since the last sync), channel."""
+
+    def dark_tags(self, seconds: float) -> np.ndarray:
+        """Tags of the detectors alone, for `seconds`."""
+
+    def stored(self, name: str) -> float | None: ...
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        *,
+        routine: str,
+        run_id: str | None,
+        fit_quality: float | None,
+    ) -> None: ...

@@ -46,6 +46,12 @@ class Routine:
     reads: ClassVar[tuple[str, ...]] = ()
     updates: ClassVar[tuple[str, ...]] = ()
     platforms: ClassVar[tuple[str, ...]] = ("nv", "ion")
+    scope: ClassVar[str] = "node"
+    """'node': parameters of the node; 'midpoint': parameters of the heralding station."""
+    needs_midpoint: ClassVar[bool] = False
+
+    def updated_names(self, node: NodeAccess) -> tuple[str, ...]:
+        return self.updates
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         """(in spec?, why). Called only when every updated parameter has a stored value."""

@@ -4,6 +4,7 @@ parameter store and the run files."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 
 import h5py
@@ -12,6 +13,7 @@ from controller.client import NodeClient, NodeRequestError
 from controller.labconfig import LabConfig
 from controller.node_runtime import hardware_of
 from controller.params import ParameterStore
+from qnode.errors import QnodeError
 
 
 @dataclass
@@ -21,10 +23,19 @@ class ClientNodeAccess:
     node: str
     platform: str
     awg_peak_v: float
+    midpoint: DirectMidpointAccess | None = None
 
     @classmethod
-    def for_lab(cls, lab: LabConfig, node: str, client: NodeClient, store: ParameterStore):
-        return cls(client, store, node, lab.nodes[node].platform, hardware_of(lab, node).awg_peak_v)
+    def for_lab(
+        cls,
+        lab: LabConfig,
+        node: str,
+        client: NodeClient,
+        store: ParameterStore,
+        midpoint: DirectMidpointAccess | None = None,
+    ):
+        peak = hardware_of(lab, node).awg_peak_v
+        return cls(client, store, node, lab.nodes[node].platform, peak, midpoint)
 
     def values(self) -> dict[str, float]:
         return self.store.values(self.node)
@@ -65,3 +76,79 @@ class ClientNodeAccess:
             group.attrs["result_json"] = json.dumps(info, default=float)
             for key in ("verdict", "reason"):
                 group.attrs[key] = str(info.get(key, ""))
+
+
+_TAGGER_LOCK = threading.Lock()
+"""One armed acquisition at a time: nodes calibrating in parallel share the midpoint."""
+
+
+class DirectMidpointAccess:
+    """The midpoint's time tagger, opened directly by the calibrating process.
+
+    Until the midpoint has its own daemon (the entanglement issue), calibration is the one
+    user of the tagger while it runs; the lock keeps parallel node calibrations apart.
+    """
+
+    def __init__(self, lab: LabConfig, resources: dict[str, str] | None, store: ParameterStore):
+        names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
+        if not names:
+            raise QnodeError("the lab has no midpoint")
+        self.node = names[0]
+        cfg = lab.nodes[self.node]
+        self.detectors = dict(cfg.channels.detectors)
+        tagger_name = next(iter(cfg.by_role("time_tagger")))
+        self.tagger = lab.make_driver(self.node, tagger_name, resources)
+        self.store = store
+        self._holding = False
+
+    def open(self) -> None:
+        self.tagger.open()
+        for channel in self.detectors.values():
+            self.tagger.set_enabled(channel, True)
+
+    def close(self) -> None:
+        if self._holding:
+            _TAGGER_LOCK.release()
+            self._holding = False
+        self.tagger.close()
+
+    def start_tags(self) -> None:
+        _TAGGER_LOCK.acquire()
+        self._holding = True
+        self.tagger.start_tags()
+
+    def stop_tags(self):
+        try:
+            return self.tagger.stop_tags()
+        finally:
+            if self._holding:
+                self._holding = False
+                _TAGGER_LOCK.release()
+
+    def dark_tags(self, seconds: float):
+        with _TAGGER_LOCK:
+            return self.tagger.acquire_tags(seconds)
+
+    def stored(self, name: str) -> float | None:
+        row = self.store.current(self.node).get(name)
+        return row.value if row else None
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        *,
+        routine: str,
+        run_id: str | None,
+        fit_quality: float | None,
+    ) -> None:
+        self.store.record(
+            self.node,
+            name,
+            value,
+            source="routine",
+            routine=routine,
+            run_id=run_id,
+            fit_quality=fit_quality,
+            accepted=True,
+        )

@@ -393,7 +393,7 @@ def calibrate(
             console.print(f"{k}. {name}: {r.title}{deps} -> updates {', '.join(r.updates)}")
         return
     from calibration.graph import run_graph
-    from controller.calibrate import ClientNodeAccess
+    from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
     from controller.client import NodeClient
     from controller.params import ParameterStore
 
@@ -405,7 +405,20 @@ def calibrate(
     except (QnodeError, FileNotFoundError) as e:
         raise _fail(str(e)) from None
     with client, ParameterStore(config.data_dir / "params.sqlite") as store:
-        access = ClientNodeAccess.for_lab(config, node, client, store)
+        midpoint = None
+        if any(cfg.kind == "midpoint" for cfg in config.nodes.values()):
+            try:
+                resources = (
+                    read_resource_map(config)
+                    if any(i.simulated for _, _, i in config.all_instruments())
+                    else None
+                )
+                midpoint = DirectMidpointAccess(config, resources, store)
+                midpoint.open()
+            except QnodeError as e:
+                err_console.print(f"[yellow]midpoint not available:[/] {e}")
+                midpoint = None
+        access = ClientNodeAccess.for_lab(config, node, client, store, midpoint)
         with console.status(f"calibrating node {node}") as status:
 
             def progress(routine: str, what: str) -> None:
@@ -413,7 +426,11 @@ def calibrate(
                 if "out of spec" in what:
                     console.print(f"  {routine}: {what}")
 
-            outcomes = run_graph(access, names, force=force, progress=progress)
+            try:
+                outcomes = run_graph(access, names, force=force, progress=progress)
+            finally:
+                if midpoint is not None:
+                    midpoint.close()
     colours = {IN_SPEC: "green", UPDATED: "cyan", FAILED: "red", SKIPPED: "yellow"}
     table = Table(title=f"calibration of node {node}")
     for column in ("routine", "verdict", "old -> new", "fit quality", "reason", "plot"):

@@ -9,7 +9,7 @@ from calibration.graph import ROUTINES, plan, run_graph
 from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fraction
 from calibration.routines.check_threshold import threshold_for
 from calibration.routines.readout import BIN_NS, BINS
-from controller.calibrate import ClientNodeAccess
+from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
 from controller.params import ParameterStore
 from sequences.operations import (
     CRCheck,
@@ -35,9 +35,13 @@ def fresh_lab_data(tmp_path, monkeypatch):
     return tmp_path / "data"
 
 
-def access_for(lab, daemon, data):
+def access_for(lab, daemon, data, resources=None):
     store = ParameterStore(data / "params.sqlite")
-    return ClientNodeAccess.for_lab(lab, daemon.node, daemon.client, store), store
+    midpoint = None
+    if resources is not None:
+        midpoint = DirectMidpointAccess(lab, resources, store)
+        midpoint.open()
+    return ClientNodeAccess.for_lab(lab, daemon.node, daemon.client, store, midpoint), store
 
 
 def expected_fidelities(truth: dict, duration_ns: float, threshold: float, values: dict):
@@ -70,17 +74,26 @@ def expected_fidelities(truth: dict, duration_ns: float, threshold: float, value
 
 
 def test_plan_orders_dependencies_first():
-    assert plan() == ["esr", "rabi", "ramsey", "readout", "check_threshold"]
+    assert plan() == [
+        "esr",
+        "rabi",
+        "ramsey",
+        "readout",
+        "check_threshold",
+        "dark_counts",
+        "detection_window",
+    ]
     assert plan(["check_threshold"]) == ["esr", "rabi", "readout", "check_threshold"]
     assert set(ROUTINES["ramsey"].depends) == {"rabi"}
 
 
 def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
-    lab, start_daemon, sim, fresh_lab_data
+    lab, start_daemon, sim, fresh_lab_data, resources
 ):
     truth = sim.truth("A")
+    mid_truth = sim.truth("M")
     daemon = start_daemon("A")
-    node, store = access_for(lab, daemon, fresh_lab_data)
+    node, store = access_for(lab, daemon, fresh_lab_data, resources)
     with store:
         outcomes = {o.routine: o for o in run_graph(node)}
         assert {n: o.verdict for n, o in outcomes.items()} == {n: UPDATED for n in plan()}, outcomes
@@ -100,8 +113,16 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         )
         assert values["f0"] == pytest.approx(f0, abs=0.015)
         assert values["f1"] == pytest.approx(f1, abs=0.015)
+        start = values["detection_window_start_ns"]
+        assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+        lifetime = mid_truth["lifetime_ns"]["A"]
+        assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
+        for name, channel in lab.nodes["M"].channels.detectors.items():
+            rate = store.values("M")[f"dark_count_hz_{name}"]
+            assert rate == pytest.approx(mid_truth["dark_count_hz"][str(channel)], rel=0.25)
         for o in outcomes.values():
-            assert o.plot and o.plot.endswith(".png")
+            if o.routine != "dark_counts":  # no run file, nothing to plot
+                assert o.plot and o.plot.endswith(".png")
 
         # a calibrated node shows the expected contrast in a Rabi and a Ramsey run
         rabi = node.run(

@@ -24,6 +24,7 @@ from sequences.operations import (
     Operation,
     Parallel,
     Param,
+    Repeat,
     Sequence,
     SpinInit,
     Value,
@@ -192,6 +193,8 @@ class _Compiler:
                 self.decoupling(op)
             case EntanglementAttempt():
                 self.attempt(op)
+            case Repeat():
+                self.repeat(op)
             case Parallel():
                 self.parallel(list(op.operations))
             case LaserPulse() | SpinInit() | MwPulse() | CountWindow():
@@ -237,6 +240,24 @@ class _Compiler:
         for k in range(op.n):
             self.wait(self.mw_pulse(pi_pulse(phases[k])))
             self.wait(half if k == op.n - 1 else self.duration(tau, "tau"))
+
+    def repeat(self, op: Repeat) -> None:
+        if not 1 <= op.count <= 2**40:
+            raise self.fail(f"count must be 1..2^40, got {op.count}")
+        allowed = (Wait, LaserPulse, SpinInit, MwPulse, Parallel)
+        for inner in op.operations:
+            parts = inner.operations if isinstance(inner, Parallel) else (inner,)
+            if not isinstance(inner, allowed) or any(isinstance(p, CountWindow) for p in parts):
+                raise self.fail(f"Repeat holds only pulses and waits, not {type(inner).__name__}")
+        top = self.label("repeat")
+        self.emit(f"{top}:")
+        start = self.elapsed
+        for inner in op.operations:
+            self.operation(inner)
+        if self.elapsed == start:
+            raise self.fail("a repeated block needs a duration")
+        self.emit(f"LOOP {top}, {op.count}")
+        self.elapsed = start + (self.elapsed - start) * op.count
 
     def attempt(self, op: EntanglementAttempt) -> None:
         if op.protocol not in ("single_click", "barrett_kok"):

@@ -149,6 +149,16 @@ class EntanglementAttempt(Operation):
 
 
 @dataclass(frozen=True)
+class Repeat(Operation):
+    """Pulses and waits repeated `count` times inside one shot, timed by the sequencer (an
+    excitation train, a detection-window histogram). No readouts or checks inside."""
+
+    KIND = "repeat"
+    operations: tuple[Operation, ...]
+    count: int
+
+
+@dataclass(frozen=True)
 class Parallel(Operation):
     """Operations that start together (e.g. pump and readout light for a CR check)."""
 
@@ -169,6 +179,7 @@ OPERATIONS: dict[str, type[Operation]] = {
         CoolingCheck,
         Decoupling,
         EntanglementAttempt,
+        Repeat,
         Parallel,
     )
 }

@@ -41,6 +41,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("t2star_s", "s", "dephasing time from the Ramsey fit"),
         ParameterSpec("esr_start_hz", "Hz", "start of the ESR search scan (default: platform's)"),
         ParameterSpec("esr_stop_hz", "Hz", "end of the ESR search scan (default: platform's)"),
+        ParameterSpec(
+            "detection_window_start_ns", "ns", "photon arrival at the midpoint, after the sync"
+        ),
+        ParameterSpec("detection_window_ns", "ns", "length of the detection window"),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>"),
         ParameterSpec("f1", "", "readout fidelity of |1>"),
@@ -48,9 +52,14 @@ PARAMETERS: dict[str, ParameterSpec] = {
 }
 
 
+SUFFIX_UNITS = {"_hz": "Hz", "_ns": "ns", "_s": "s", "_v": "V", "_dbm": "dBm", "_w": "W"}
+
+
 def unit_of(name: str) -> str:
     spec = PARAMETERS.get(name)
-    return spec.unit if spec else ""
+    if spec:
+        return spec.unit
+    return next((unit for suffix, unit in SUFFIX_UNITS.items() if name.endswith(suffix)), "")
 
 
 def defaults() -> dict[str, float]:

@@ -27,8 +27,8 @@ from sim_backends.instruments.sequencer import SimSequencer
 from sim_backends.instruments.stabiliser import SimPhaseStabiliser
 from sim_backends.instruments.tagger import SimTimeController
 from sim_backends.node import OpticalPath, SimLaserState, SimNode
-from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
 from sim_backends.photonics import Midpoint, draw_midpoint_truth
+from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
 from sim_backends.register import QubitRegister
 from sim_backends.servers import PtyServer, TcpServer
 

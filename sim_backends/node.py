@@ -59,6 +59,17 @@ class SimNode:
         if self.midpoint is not None:
             self.midpoint.excitations(self.name, np.array([float(self.now_ns)]), np.array([p_emit]))
 
+    def mark(self, t_ns: int) -> None:
+        """A loop body begins: remember the light exposure so far (for fast_forward)."""
+        if self.physics is None:
+            return
+        previous = getattr(self, "_exposure_at", {})
+        recent = dict(list(previous.items())[-1:])  # the body that just ended began there
+        self._exposure_at = {**recent, t_ns: self.physics.exposure_ns}
+        if recent:  # older excitations can no longer be part of a body to fast-forward
+            begin = next(iter(recent))
+            self.excitations = [e for e in self.excitations if e[0] >= begin]
+
     def fast_forward(self, iterations: int, period_ns: int, since: int) -> bool:
         """Account for `iterations` more runs of a loop body, like the one that just ended at
         `now_ns` and began at `since`, without stepping them: allowed when every run starts
@@ -67,11 +78,15 @@ class SimNode:
         if self.physics is None or self.physics.last_reset_ns < since:
             return False
         body = [(t, p) for t, p in self.excitations if t >= since]
-        if not body:
+        if not body or since not in getattr(self, "_exposure_at", {}):
             return False
+        exposure = self.physics.exposure_ns - self._exposure_at[since]
+        lit = self.physics.stays_ready(exposure, iterations)
         if self.midpoint is not None:
             for t, p in body:
-                self.midpoint.excitation_train(self.name, t + period_ns, period_ns, iterations, p)
+                self.midpoint.excitation_train(
+                    self.name, t + period_ns, period_ns, iterations, p, lit
+                )
         self.advance(iterations * period_ns)
         return True
 

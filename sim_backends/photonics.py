@@ -64,15 +64,16 @@ class Midpoint:
         self._photons(node, np.asarray(times_ns, dtype=float)[detected])
 
     def excitation_train(
-        self, node: str, t0_ns: float, period_ns: float, n: int, p_emit: float
+        self, node: str, t0_ns: float, period_ns: float, n: int, p_emit: float, lit: int
     ) -> None:
-        """n periodic excitations (a loop the sequencer fast-forwarded), drawn at once."""
+        """n periodic excitations (a loop the sequencer fast-forwarded), drawn at once; only
+        the first `lit` find the memory ready to emit."""
         if not self.tagger.armed or n <= 0:
             return
         self.tagger.record_sync_train(t0_ns, period_ns, n)
-        k = int(self.rng.binomial(n, min(1.0, p_emit * self.truth.eta[node])))
+        k = int(self.rng.binomial(lit, min(1.0, p_emit * self.truth.eta[node]))) if lit else 0
         if k:
-            which = self.rng.choice(n, size=k, replace=False)
+            which = self.rng.choice(lit, size=k, replace=False)
             self._photons(node, t0_ns + period_ns * np.sort(which).astype(float))
 
     def _photons(self, node: str, sync_ns: np.ndarray) -> None:

@@ -177,6 +177,8 @@ class NodePhysics:
         self.ready = bool(rng.random() < self.platform.recovery_success)
         self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
         self.last_reset_ns = -1
+        self.exposure_ns = 0.0
+        """Red light received so far (ns at nominal power): what ionises (NV) / heats (ion)."""
         """When the memory was last fully re-initialised by optical pumping."""
         self.collection = 1.0
         """Fraction of the memory's photons that reach its detector (a knob for tests)."""
@@ -193,6 +195,7 @@ class NodePhysics:
         return 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) + self.bath_detuning
 
     def _lose_readiness(self, dt_ns: float, gain: float) -> None:
+        self.exposure_ns += dt_ns * gain
         if self.ready and gain > 0:
             p = 1.0 - np.exp(-dt_ns * gain / self.platform.loss_time_ns)
             if self.rng.random() < p:
@@ -220,7 +223,8 @@ class NodePhysics:
                     self._draw_bath()
                     self.last_reset_ns = self.now_ns
             return
-        self.register.apply(self.name, rotation(0.0, 0.0, self.detuning(), dt))
+        phase = self.detuning() * dt / 2
+        self.register.apply_diagonal(self.name, np.array([np.exp(-1j * phase), np.exp(1j * phase)]))
         self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
         self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
 
@@ -283,6 +287,20 @@ class NodePhysics:
         self._lose_readiness(window_ns, readout)
         self.now_ns += window_ns
         return int(self.rng.poisson(mean + dark))
+
+    def stays_ready(self, exposure_ns: float, runs: int) -> int:
+        """Of `runs` repetitions receiving `exposure_ns` of light each, how many pass before
+        the memory is lost (all of them if it is not); it is left not ready if lost."""
+        if not self.ready:
+            return 0
+        p_loss = 1.0 - np.exp(-exposure_ns / self.platform.loss_time_ns)
+        if p_loss <= 0:
+            return runs
+        kept = int(self.rng.geometric(p_loss)) - 1
+        if kept < runs:
+            self.ready = False
+            return kept
+        return runs
 
     def populations(self) -> tuple[float, float]:
         rho = self.register.reduced(self.name)

@@ -30,6 +30,8 @@ class QubitRegister:
             [((np.arange(dim) >> (self.n - 1 - k)) & 1) == b for b in (0, 1)] for k in range(self.n)
         ]
         self._keep = [[np.outer(m, m).astype(float) for m in masks] for masks in self._bit_masks]
+        self._bit_of = [masks[1].astype(int) for masks in self._bit_masks]
+        self._differs = [np.not_equal.outer(b, b) for b in self._bit_of]
 
     def _tensor(self) -> np.ndarray:
         return self.rho.reshape([2] * (2 * self.n))
@@ -38,8 +40,15 @@ class QubitRegister:
         """op on qubit k, identity on the others (qubit 0 is the most significant bit)."""
         full = np.ones((1, 1), dtype=complex)
         for j in range(self.n):
-            full = np.kron(full, op if j == k else I2)
+            factor = op if j == k else I2
+            d = full.shape[0]
+            full = (full[:, None, :, None] * factor[None, :, None, :]).reshape(2 * d, 2 * d)
         return full
+
+    def apply_diagonal(self, name: str, diagonal: np.ndarray) -> None:
+        """A diagonal operator (a Z rotation) on one qubit: an elementwise phase on rho."""
+        d = np.asarray(diagonal)[self._bit_of[self.index[name]]]
+        self.rho = self.rho * np.outer(d, d.conj())
 
     def apply(self, name: str, op: np.ndarray) -> None:
         """rho -> A rho A^dagger with A acting on `name`'s qubit (a unitary or a projector)."""
@@ -51,6 +60,9 @@ class QubitRegister:
         if self.n == 1:
             return self.rho.copy()
         k = self.index[name]
+        if self.n == 2:  # the two-node lab: a direct partial trace
+            t = self.rho.reshape(2, 2, 2, 2)
+            return np.einsum("ijkj->ik", t) if k == 0 else np.einsum("jijk->ik", t)
         t = np.moveaxis(self._tensor(), [k, self.n + k], [0, self.n])
         rest = 2 ** (self.n - 1)
         return np.einsum("aibi->ab", t.reshape(2, rest, 2, rest))
@@ -59,20 +71,25 @@ class QubitRegister:
         """With probability `weight`, the qubit is re-prepared in rho1 (its correlations go)."""
         if weight <= 0:
             return
-        k, n = self.index[name], self.n
-        rest = np.trace(self._tensor(), axis1=k, axis2=n + k)
-        fresh = np.moveaxis(np.multiply.outer(rest, rho1), [2 * n - 2, 2 * n - 1], [k, n + k])
-        dim = 2**n
-        self.rho = (1 - weight) * self.rho + weight * fresh.reshape(dim, dim)
+        k = self.index[name]
+        if self.n == 1:
+            fresh = rho1
+        elif self.n == 2:
+            other = self.reduced(self.names[1 - k])
+            first, second = (rho1, other) if k == 0 else (other, rho1)
+            fresh = (first[:, None, :, None] * second[None, :, None, :]).reshape(4, 4)
+        else:
+            n = self.n
+            rest = np.trace(self._tensor(), axis1=k, axis2=n + k)
+            moved = np.moveaxis(np.multiply.outer(rest, rho1), [2 * n - 2, 2 * n - 1], [k, n + k])
+            fresh = moved.reshape(2**n, 2**n)
+        self.rho = fresh if weight >= 1.0 else (1 - weight) * self.rho + weight * fresh
 
     def dephase(self, name: str, coherence: float) -> None:
         """Multiply the qubit's coherences by `coherence` (phase-flip channel)."""
-        p = (1.0 - coherence) / 2.0
-        if p <= 0:
+        if coherence >= 1.0:
             return
-        before = self.rho.copy()
-        self.apply(name, Z)
-        self.rho = (1 - p) * before + p * self.rho
+        self.rho = np.where(self._differs[self.index[name]], self.rho * coherence, self.rho)
 
     def measure(self, name: str, rng: np.random.Generator) -> int:
         """Projective Z measurement of one qubit: 0 or 1, and the state collapses."""

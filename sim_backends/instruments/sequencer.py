@@ -218,6 +218,7 @@ class SimSequencer(Device):
         rest of its runs are drawn at once (photons included) rather than stepped."""
         now = self.node.now_ns
         since, marks[pc] = marks.get(pc), now
+        self.node.mark(now)
         if since is None or now <= since:
             return False
         simple = self._simple_bodies.get(pc)

@@ -1,0 +1,216 @@
+"""Midpoint routines: the detection window of a node's photons, and the detectors' dark counts.
+
+Detection window: a train of excitations (spin pump, optical pi pulse) while the midpoint's
+tagger records the photons' delay after each sync; the arrival histogram is an exponential
+decay (the emitter's lifetime) starting at the fibre delay, blurred by detector jitter, on a
+flat floor of dark counts. The window starts at the fitted onset and is long enough to hold
+90 % of the photons: lifetime x ln 10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import curve_fit
+from scipy.stats import exponnorm
+
+from calibration.interface import NodeAccess
+from calibration.plots import xy_plot
+from calibration.routine import Analysis, Routine
+from sequences.operations import (
+    CoolingCheck,
+    CRCheck,
+    LaserPulse,
+    Param,
+    Repeat,
+    Sequence,
+    SpinInit,
+    Sweep,
+    Wait,
+)
+
+PER_CHECK = 1000  # excitations between CR / cooling checks (the memory ionises / heats)
+SHOTS, QUICK_SHOTS = 3000, 1000
+PERIOD_WAIT_NS = 2_000
+HIST_NS, BIN_NS = 300.0, 0.5
+KEEP = 0.9
+MIN_PHOTONS = 100
+
+
+@dataclass
+class TaggedRun:
+    """A node's run and the midpoint's arrival histogram taken during it."""
+
+    run: object
+    centres: np.ndarray
+    hist: np.ndarray
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def file(self) -> str:
+        return self.run.file
+
+
+def excitation_train(platform: str, shots: int) -> Sequence:
+    """Per shot: a CR / cooling check, then PER_CHECK excitations of the initialised memory."""
+    body = (
+        SpinInit(2_000),
+        LaserPulse("excitation", Param("excitation_duration_ns")),
+        Wait(PERIOD_WAIT_NS),
+    )
+    check = CoolingCheck() if platform == "ion" else CRCheck()
+    return Sequence("excitation_train", (check, Repeat(body, PER_CHECK)), shots=shots)
+
+
+def arrival_model(t, onset, lifetime, jitter, photons, floor):
+    k = lifetime / jitter
+    return floor + photons * BIN_NS * exponnorm.pdf(t, k, loc=onset, scale=jitter)
+
+
+class DetectionWindowRoutine(Routine):
+    name = "detection_window"
+    title = "detection window at the midpoint"
+    needs_midpoint = True
+    reads = ("excitation_duration_ns",)
+    updates = ("detection_window_start_ns", "detection_window_ns")
+
+    def _histogram(self, node: NodeAccess, shots: int):
+        node.midpoint.start_tags()
+        try:
+            acq = node.run(excitation_train(node.platform, shots), Sweep())
+        finally:
+            tags = node.midpoint.stop_tags()
+        photons = tags[np.isin(tags["channel"], list(node.midpoint.detectors.values()))]
+        edges = np.arange(0.0, HIST_NS + BIN_NS, BIN_NS)
+        hist, _ = np.histogram(photons["delay_ps"] / 1e3, edges)
+        return acq, (edges[:-1] + BIN_NS / 2), hist
+
+    @staticmethod
+    def _fit(centres, hist):
+        peak = int(np.argmax(hist))
+        floor0 = float(np.median(hist))
+        p0 = [centres[max(peak - 1, 0)], 10.0, 0.3, float(hist.sum() - floor0 * len(hist)), floor0]
+        bounds = ([0, 0.5, 0.01, 0, 0], [HIST_NS, 200, 5, 1e9, 1e6])
+        popt, pcov = curve_fit(arrival_model, centres, hist, p0=p0, bounds=bounds, maxfev=20000)
+        residual = hist - arrival_model(centres, *popt)
+        total = np.sum((hist - hist.mean()) ** 2)
+        quality = float(1 - np.sum(residual**2) / total) if total > 0 else 0.0
+        return (
+            dict(
+                zip(("onset_ns", "lifetime_ns", "jitter_ns", "photons", "floor"), popt, strict=True)
+            ),
+            np.sqrt(np.diag(pcov)),
+            quality,
+        )
+
+    def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
+        _, centres, hist = self._histogram(node, QUICK_SHOTS)
+        try:
+            fit, _, _ = self._fit(centres, hist)
+        except (RuntimeError, ValueError) as e:
+            return False, f"no arrival peak could be fitted ({e})"
+        stored = node.stored("detection_window_start_ns")
+        if abs(fit["onset_ns"] - stored) > 1.0:
+            return (
+                False,
+                f"photons now arrive at {fit['onset_ns']:.2f} ns, window at {stored:.2f} ns",
+            )
+        return True, f"photons arrive at {fit['onset_ns']:.2f} ns (window at {stored:.2f} ns)"
+
+    def acquire(self, node: NodeAccess):
+        acq, centres, hist = self._histogram(node, SHOTS)
+        return [TaggedRun(acq, centres, hist)]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        centres, hist = data[0].centres, data[0].hist
+        floor = float(np.median(hist))
+        excess = float(hist.sum() - floor * len(hist))
+        if excess < MIN_PHOTONS:
+            return Analysis(
+                {},
+                False,
+                f"no photons from node {node.node} at the midpoint: "
+                f"{int(hist.sum())} counts in {HIST_NS:g} ns after the syncs, "
+                f"{excess:.0f} above the dark floor (min {MIN_PHOTONS})",
+            )
+        try:
+            fit, errors, quality = self._fit(centres, hist)
+        except (RuntimeError, ValueError) as e:
+            return Analysis({}, False, f"fit failed: {e}")
+        start = fit["onset_ns"]
+        length = fit["lifetime_ns"] * np.log(1 / (1 - KEEP))
+        info = {
+            "fit": fit,
+            "errors": list(map(float, errors)),
+            "quality": quality,
+            "histogram": hist.tolist(),
+        }
+
+        def plot(path, title):
+            xy_plot(
+                path,
+                title,
+                centres,
+                hist,
+                fit=lambda t: arrival_model(t, *fit.values()),
+                marks={"start": start, "end": start + length},
+                xlabel="delay after the sync (ns)",
+                ylabel=f"counts per {BIN_NS:g} ns",
+            )
+
+        if quality < 0.7:
+            return Analysis(
+                {}, False, f"fit rejected: R^2 {quality:.2f} (min 0.7)", quality, info, plot
+            )
+        return Analysis(
+            {"detection_window_start_ns": float(start), "detection_window_ns": float(length)},
+            True,
+            f"window {start:.2f} ns + {length:.1f} ns ({fit['photons']:.0f} photons, "
+            f"lifetime {fit['lifetime_ns']:.1f} ns)",
+            quality,
+            info,
+            plot,
+        )
+
+
+class DarkCountsRoutine(Routine):
+    name = "dark_counts"
+    title = "midpoint detector dark counts"
+    needs_midpoint = True
+    scope = "midpoint"
+    updates = ("dark_count_hz_<detector>",)  # one per detector of the channel map
+    SECONDS, REPEATS = 10.0, 3
+
+    def updated_names(self, node: NodeAccess) -> tuple[str, ...]:
+        return tuple(f"dark_count_hz_{name}" for name in node.midpoint.detectors)
+
+    def _rates(self, node: NodeAccess) -> dict[str, tuple[float, int]]:
+        counts = dict.fromkeys(node.midpoint.detectors, 0)
+        for _ in range(self.REPEATS):
+            tags = node.midpoint.dark_tags(self.SECONDS)
+            for name, channel in node.midpoint.detectors.items():
+                counts[name] += int(np.sum(tags["channel"] == channel))
+        total = self.SECONDS * self.REPEATS
+        return {name: (n / total, n) for name, n in counts.items()}
+
+    def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
+        for name, (rate, n) in self._rates(node).items():
+            stored = node.midpoint.stored(f"dark_count_hz_{name}")
+            sigma = max(np.sqrt(max(n, 1)) / (self.SECONDS * self.REPEATS), 0.1)
+            if abs(rate - stored) > 4 * sigma:
+                return False, f"{name}: {rate:.1f} Hz, stored {stored:.1f} Hz"
+        return True, "dark count rates unchanged"
+
+    def acquire(self, node: NodeAccess):
+        return [self._rates(node)]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        (measured,) = data
+        rates = {f"dark_count_hz_{name}": rate for name, (rate, _) in measured.items()}
+        text = ", ".join(f"{name} {rate:.1f} Hz" for name, (rate, _) in measured.items())
+        counts = {name: n for name, (_, n) in measured.items()}
+        return Analysis(rates, True, text, None, {"counts": counts})
