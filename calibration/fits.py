@@ -75,30 +75,52 @@ def fit_esr(f_hz: np.ndarray, bright: np.ndarray, pulse_s: float) -> Fit:
     )
 
 
+def dominant_frequency(t_s: np.ndarray, y: np.ndarray) -> float:
+    """The strongest frequency in evenly sampled data (zero-padded FFT), 0 if none."""
+    if len(t_s) < 4:
+        return 0.0
+    dt = float(t_s[1] - t_s[0])
+    spectrum = np.abs(np.fft.rfft(y - np.mean(y), n=8 * len(y)))
+    freqs = np.fft.rfftfreq(8 * len(y), dt)
+    return float(freqs[1 + int(np.argmax(spectrum[1:]))])
+
+
 def fit_rabi_amplitude(amplitude_v: np.ndarray, bright: np.ndarray) -> Fit:
     """Bright fraction vs amplitude at fixed duration: offset + contrast/2 * cos(pi A / A_pi)."""
 
     def model(a, a_pi, offset, contrast):
         return offset + contrast / 2 * np.cos(np.pi * a / a_pi)
 
-    # the first minimum is a first guess of A_pi
+    # guesses of A_pi: half the period of the strongest oscillation, and the first minimum
+    guesses = []
+    f = dominant_frequency(amplitude_v, bright) if len(bright) > 3 else 0.0
+    if f > 0:
+        guesses.append(1 / (2 * f))
     smooth = np.convolve(bright, np.ones(3) / 3, mode="same")
-    guess = float(amplitude_v[1 + int(np.argmin(smooth[1:-1]))]) if len(bright) > 3 else 0.5
+    mid = (smooth.max() + smooth.min()) / 2
+    below = np.flatnonzero(smooth[1:-1] < mid) + 1
+    if below.size:
+        start = below[0]
+        end = start
+        while end + 1 < len(smooth) - 1 and smooth[end + 1] < mid:
+            end += 1
+        guesses.append(float(amplitude_v[start + int(np.argmin(smooth[start : end + 1]))]))
     best = None
-    for start in (guess, guess * 0.7, guess * 1.4):
-        try:
-            fit = _fit(
-                model,
-                amplitude_v,
-                bright,
-                [max(start, 1e-3), 0.5, 0.8],
-                ["a_pi_v", "offset", "contrast"],
-                bounds=([1e-3, 0, 0], [10, 1, 1.2]),
-            )
-        except FitFailed:
-            continue
-        if best is None or fit.quality > best.quality:
-            best = fit
+    for guess in guesses or [0.5]:
+        for start in (guess, guess * 0.85, guess * 1.15):
+            try:
+                fit = _fit(
+                    model,
+                    amplitude_v,
+                    bright,
+                    [max(start, 1e-3), 0.5, 0.8],
+                    ["a_pi_v", "offset", "contrast"],
+                    bounds=([1e-3, 0, 0], [10, 1, 1.2]),
+                )
+            except FitFailed:
+                continue
+            if best is None or fit.quality > best.quality:
+                best = fit
     if best is None:
         raise FitFailed("no Rabi oscillation could be fitted")
     return best
@@ -109,16 +131,6 @@ def ramsey_model(t_s, offset, amplitude, detuning_hz, t2star_s):
     return offset - amplitude * np.exp(-((t_s / t2star_s) ** 2)) * np.cos(
         2 * np.pi * detuning_hz * t_s
     )
-
-
-def dominant_frequency(t_s: np.ndarray, y: np.ndarray) -> float:
-    """The strongest frequency in evenly sampled data (zero-padded FFT), 0 if none."""
-    if len(t_s) < 4:
-        return 0.0
-    dt = float(t_s[1] - t_s[0])
-    spectrum = np.abs(np.fft.rfft(y - np.mean(y), n=8 * len(y)))
-    freqs = np.fft.rfftfreq(8 * len(y), dt)
-    return float(freqs[1 + int(np.argmax(spectrum[1:]))])
 
 
 def fit_ramsey(t_s: np.ndarray, bright: np.ndarray, detuning_guess_hz: float) -> Fit:

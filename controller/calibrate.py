@@ -38,7 +38,7 @@ class ClientNodeAccess:
         return cls(client, store, node, lab.nodes[node].platform, peak, midpoint)
 
     def values(self) -> dict[str, float]:
-        return self.store.values(self.node)
+        return self.store.values(self.node, self.platform)
 
     def stored(self, name: str) -> float | None:
         row = self.store.current(self.node).get(name)

@@ -302,8 +302,10 @@ def params_show(lab: Path = LabOption, node: str = NodeOption) -> None:
     """Current value of every parameter of a node, and where it came from."""
     import time as _time
 
+    config = _load(lab)
+    platform = config.nodes[node].platform if node in config.nodes else None
     with _store(lab) as store:
-        snapshot = store.snapshot(node)
+        snapshot = store.snapshot(node, platform or "nv")
     table = Table(title=f"parameters of node {node}")
     for column in ("name", "value", "unit", "source", "set"):
         table.add_column(column)

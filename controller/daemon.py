@@ -206,7 +206,7 @@ class NodeDaemon:
             data = await asyncio.get_running_loop().run_in_executor(None, read_run, Path(run.file))
             return {"result": data}
         if kind == "params":
-            return {"params": self.store.snapshot(self.node)}
+            return {"params": self.store.snapshot(self.node, self.runtime.cfg.platform)}
         if kind == "shutdown":
             self._stop.set()
             return {}

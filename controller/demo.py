@@ -103,7 +103,7 @@ def main() -> int:
                 table.add_column(column)
             with ParameterStore(lab.data_dir / "params.sqlite") as store:
                 for node, results in zip(NODES, outcomes, strict=True):
-                    values = store.values(node)
+                    values = store.values(node, lab.nodes[node].platform)
                     for o in results:
                         truth_text = truth_of(o.routine, truth[node], values)
                         table.add_row(node, o.routine, o.verdict, o.reason, truth_text)

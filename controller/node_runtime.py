@@ -206,7 +206,7 @@ class NodeRuntime:
         the node. The node is busy from here until `execute` returns."""
         if self.state == "busy":
             raise QnodeError(f"node {self.node} is busy with run {self.run_progress.run_id}")
-        params = self.store.values(self.node)
+        params = self.store.values(self.node, self.cfg.platform)
         points = sweep.points()
         compiled = [compile_sequence(sequence, params, self.hardware, p) for p in points]
         if self.state == "fault":
@@ -238,7 +238,7 @@ class NodeRuntime:
                 shots=sequence.shots,
                 readouts=compiled[0].readouts,
                 lab_text=self._lab_text,
-                parameters=self.store.snapshot(self.node),
+                parameters=self.store.snapshot(self.node, self.cfg.platform),
                 software_version=__version__,
                 listing=compiled[0].listing,
             )

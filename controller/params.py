@@ -143,20 +143,21 @@ class ParameterStore:
         )
         return {r.name: r for r in rows}
 
-    def values(self, node: str) -> dict[str, float]:
-        """What a compiler sees: defaults, overridden by the store's current values."""
-        return {**defaults(), **{name: row.value for name, row in self.current(node).items()}}
+    def values(self, node: str, platform: str = "nv") -> dict[str, float]:
+        """What a compiler sees: the platform's defaults, overridden by current values."""
+        current = {name: row.value for name, row in self.current(node).items()}
+        return {**defaults(platform), **current}
 
     def history(self, node: str, name: str) -> list[ParameterRow]:
         return self._query(
             "SELECT * FROM params WHERE node = ? AND name = ? ORDER BY id", (node, name)
         )
 
-    def snapshot(self, node: str) -> dict[str, dict]:
+    def snapshot(self, node: str, platform: str = "nv") -> dict[str, dict]:
         """For run files: current values with where they came from."""
         out = {
             name: {"value": v, "unit": unit_of(name), "source": "default"}
-            for name, v in defaults().items()
+            for name, v in defaults(platform).items()
         }
         for name, row in self.current(node).items():
             out[name] = {

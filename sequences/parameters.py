@@ -16,6 +16,11 @@ class ParameterSpec:
     unit: str
     description: str
     default: float | None = None
+    ion: float | None = None
+    """The trapped-ion platform's default, where it differs (slower light, longer pulses)."""
+
+    def default_for(self, platform: str) -> float | None:
+        return self.ion if platform == "ion" and self.ion is not None else self.default
 
 
 PARAMETERS: dict[str, ParameterSpec] = {
@@ -25,15 +30,21 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("mw_power_dbm", "dBm", "microwave source power", 10.0),
         ParameterSpec("pi_amplitude_v", "V", "AWG peak amplitude of a pi pulse"),
         ParameterSpec("pi2_amplitude_v", "V", "AWG peak amplitude of a pi/2 pulse"),
-        ParameterSpec("pi_duration_ns", "ns", "duration of pi and pi/2 pulses", 100.0),
+        ParameterSpec("pi_duration_ns", "ns", "duration of pi and pi/2 pulses", 100.0, 5_000.0),
         ParameterSpec("rabi_amplitude_v", "V", "AWG peak amplitude for Rabi and ESR scans", 0.5),
-        ParameterSpec("esr_pulse_ns", "ns", "pulse length of a pulsed ESR scan", 400.0),
-        ParameterSpec("readout_duration_ns", "ns", "single-shot readout window", 10_000.0),
+        ParameterSpec("esr_pulse_ns", "ns", "pulse length of a pulsed ESR scan", 400.0, 2_000.0),
+        ParameterSpec(
+            "readout_duration_ns", "ns", "single-shot readout window", 10_000.0, 1_500_000.0
+        ),
         ParameterSpec("readout_threshold", "counts", "bright if counts >= threshold", 1.0),
         ParameterSpec("cr_threshold", "counts", "CR / cooling check passes at >= this", 5.0),
-        ParameterSpec("cr_window_ns", "ns", "CR / cooling check window", 50_000.0),
-        ParameterSpec("repump_duration_ns", "ns", "charge repump / cooling pulse", 5_000.0),
-        ParameterSpec("spin_pump_duration_ns", "ns", "spin initialisation pulse", 3_000.0),
+        ParameterSpec("cr_window_ns", "ns", "CR / cooling check window", 50_000.0, 1_000_000.0),
+        ParameterSpec(
+            "repump_duration_ns", "ns", "charge repump / Doppler cooling", 5_000.0, 1_000_000.0
+        ),
+        ParameterSpec(
+            "spin_pump_duration_ns", "ns", "spin initialisation pulse", 3_000.0, 30_000.0
+        ),
         ParameterSpec("detuning_hz", "Hz", "fine detuning from the Ramsey fit", 0.0),
         ParameterSpec("alpha_amplitude_v", "V", "AWG amplitude of the alpha rotation"),
         ParameterSpec("excitation_duration_ns", "ns", "optical pi pulse gate", 8.0),
@@ -62,5 +73,6 @@ def unit_of(name: str) -> str:
     return next((unit for suffix, unit in SUFFIX_UNITS.items() if name.endswith(suffix)), "")
 
 
-def defaults() -> dict[str, float]:
-    return {name: p.default for name, p in PARAMETERS.items() if p.default is not None}
+def defaults(platform: str = "nv") -> dict[str, float]:
+    values = {name: p.default_for(platform) for name, p in PARAMETERS.items()}
+    return {name: v for name, v in values.items() if v is not None}

@@ -77,7 +77,7 @@ NV = PlatformParams(
 
 ION = PlatformParams(
     name="ion",
-    qubit_hz_range=(3.2e9, 3.3e9),
+    qubit_hz_range=(3.2256e9, 3.2264e9),  # a hyperfine clock qubit: known to < 1 MHz
     rabi_hz_per_v_range=(2e5, 4e5),
     mw_reference_dbm=10.0,
     t2star_s_range=(50e-3, 85e-3),

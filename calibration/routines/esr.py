@@ -20,10 +20,10 @@ from sequences.operations import (
     SweepAxis,
 )
 
-SEARCH = {"nv": (2.80e9, 2.95e9), "ion": (3.15e9, 3.35e9)}
-PULSE = {"nv": (0.05, 400.0), "ion": (0.5, 2_000.0)}  # (amplitude V, duration ns)
-COARSE_STEP_HZ = {"nv": 1.0e6, "ion": 0.25e6}
-FINE_HALF_SPAN_HZ = {"nv": 3.0e6, "ion": 0.75e6}
+SEARCH = {"nv": (2.80e9, 2.95e9), "ion": (3.2250e9, 3.2270e9)}
+PULSE = {"nv": (0.05, 400.0), "ion": (0.2, 4_000.0)}  # (amplitude V, duration ns)
+COARSE_STEP_HZ = {"nv": 1.0e6, "ion": 0.05e6}
+FINE_HALF_SPAN_HZ = {"nv": 3.0e6, "ion": 0.3e6}
 
 
 def esr_sequence(platform: str, shots: int) -> Sequence:

@@ -117,18 +117,23 @@ class SimTimeController(Device):
         self.tags = tags[:MAX_TAGS]
 
     def _since_sync(self, t: np.ndarray) -> np.ndarray:
-        """Time since the latest sync before each t (ns)."""
-        best = np.full(len(t), np.inf)
-        for t0, period, n in self._sync_trains:
-            k = np.clip(np.floor((t - t0) / period), 0, n - 1)
-            since = t - (t0 + k * period)
-            best = np.where((since >= 0) & (since < best), since, best)
-        for syncs in self._syncs:
-            idx = np.searchsorted(syncs, t, side="right") - 1
+        """Time since the latest sync before each t (ns), over single syncs and periodic
+        trains at once (sorted look-ups, no loop over syncs)."""
+        latest = np.full(len(t), -np.inf)
+        if self._syncs:
+            singles = np.sort(np.concatenate(self._syncs))
+            idx = np.searchsorted(singles, t, side="right") - 1
+            latest = np.where(idx >= 0, singles[np.clip(idx, 0, None)], latest)
+        if self._sync_trains:
+            trains = np.array(sorted(self._sync_trains))
+            t0, period, n = trains[:, 0], trains[:, 1], trains[:, 2]
+            idx = np.searchsorted(t0, t, side="right") - 1
             ok = idx >= 0
-            since = np.where(ok, t - syncs[np.clip(idx, 0, None)], np.inf)
-            best = np.minimum(best, since)
-        return np.where(np.isfinite(best), best, 0.0)
+            j = np.clip(idx, 0, None)
+            k = np.clip(np.floor((t - t0[j]) / period[j]), 0, n[j] - 1)
+            in_train = np.where(ok, t0[j] + k * period[j], -np.inf)
+            latest = np.maximum(latest, in_train)
+        return np.where(np.isfinite(latest), t - latest, 0.0)
 
     def _count(self, ch: int) -> int:
         if not self.enabled[ch]:
