@@ -1,8 +1,15 @@
 """Calibration against the simulator's hidden truth (node A, NV)."""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import integrate
+from scipy.optimize import brentq
 from scipy.stats import poisson
 
 from calibration.graph import ROUTINES, plan, run_graph
@@ -10,6 +17,9 @@ from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fracti
 from calibration.routines.check_threshold import threshold_for
 from calibration.routines.readout import BIN_NS, BINS
 from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
+from controller.client import NodeClient
+from controller.daemon import node_info_path
+from controller.labconfig import load_lab
 from controller.params import ParameterStore
 from sequences.operations import (
     CRCheck,
@@ -23,6 +33,7 @@ from sequences.operations import (
     Wait,
     pi_half_pulse,
 )
+from sim_backends.client import SimControl
 from sim_backends.physics import NV
 
 pytestmark = pytest.mark.usefixtures("sim")
@@ -193,3 +204,83 @@ def test_no_photons_at_the_detector_fails_with_that_reason(lab, start_daemon, si
             assert store.current("A") == {}
     finally:
         sim.set_collection("A", 1.0)
+
+
+ION_LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_two_node_ion.toml"
+
+
+@pytest.fixture
+def ion_node(tmp_path, monkeypatch):
+    """A simulated ion lab of its own, and node A's daemon on it."""
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    lab = load_lab(ION_LAB)
+    resource_map = tmp_path / "ion.json"
+    cli = [sys.executable, "-m", "controller.cli"]
+    procs = []
+
+    def start(args, ready):
+        with open(tmp_path / f"{args[0]}.log", "wb") as log:
+            proc = subprocess.Popen([*cli, *args], stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, f"{args} did not start"
+            time.sleep(0.05)
+
+    try:
+        start(
+            [
+                "sim",
+                "up",
+                "--lab",
+                str(ION_LAB),
+                "--seed",
+                "77",
+                "--resource-map",
+                str(resource_map),
+            ],
+            resource_map,
+        )
+        start(
+            [
+                "node",
+                "serve",
+                "--lab",
+                str(ION_LAB),
+                "--node",
+                "A",
+                "--resource-map",
+                str(resource_map),
+            ],
+            node_info_path(lab.data_dir, "A"),
+        )
+        client = NodeClient.for_lab(lab, "A", timeout_s=30)
+        yield lab, client, SimControl(resource_map)
+        client.close()
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_ion_node_calibrates_against_truth(ion_node):
+    lab, client, sim = ion_node
+    truth = sim.truth("A")
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        node = ClientNodeAccess.for_lab(lab, "A", client, store)
+        outcomes = {o.routine: o for o in run_graph(node, ["ramsey", "check_threshold"])}
+        assert all(o.verdict == UPDATED for o in outcomes.values()), outcomes
+        values = store.values("A", "ion")
+    assert values["mw_frequency_hz"] == pytest.approx(truth["qubit_hz"], abs=20.0)
+    pi_true = 1 / (2 * values["pi_duration_ns"] * 1e-9 * truth["rabi_hz_per_v"])
+    assert values["pi_amplitude_v"] == pytest.approx(pi_true, rel=0.02)
+    # free evolution decays with the Gaussian T2* and the Markovian T2 together: the fit's
+    # T2* is the 1/e time of both
+    t2, t2s = truth["t2_s"], truth["t2star_s"]
+    envelope_1e = brentq(lambda t: (t / t2s) ** 2 + t / t2 - 1, 0, t2s)
+    assert values["t2star_s"] == pytest.approx(envelope_1e, rel=0.15)
+    assert values["check_mean_counts"] == pytest.approx(truth["check_mean"], rel=0.08)
+    assert values["f0"] > 0.98 and values["f1"] > 0.98
