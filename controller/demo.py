@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from calibration.graph import run_graph
-from controller.calibrate import ClientNodeAccess
+from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
 from controller.client import NodeClient
 from controller.daemon import node_info_path
 from controller.instruments_check import check_lab, render_table
@@ -56,15 +56,26 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
-def calibrate(lab, node: str) -> list:
+def calibrate(lab, node: str, resources: dict) -> list:
     client = NodeClient.for_lab(lab, node, timeout_s=30)
     with client, ParameterStore(lab.data_dir / "params.sqlite") as store:
-        return run_graph(ClientNodeAccess.for_lab(lab, node, client, store))
+        midpoint = DirectMidpointAccess(lab, resources, store)
+        midpoint.open()
+        try:
+            return run_graph(ClientNodeAccess.for_lab(lab, node, client, store, midpoint))
+        finally:
+            midpoint.close()
 
 
-def truth_of(routine: str, t: dict, values: dict) -> str:
+def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
+    t, m = truth[node], truth["M"]
     pi_v = 1 / (2e-9 * values["pi_duration_ns"] * t["rabi_hz_per_v"])
+    dark = ", ".join(f"{rate:.1f}" for rate in m["dark_count_hz"].values())
     return {
+        "detection_window": (
+            f"delay {m['delay_ns'][node]:.2f} ns, lifetime {m['lifetime_ns'][node]:g} ns"
+        ),
+        "dark_counts": f"{dark} Hz",
         "esr": f"{t['qubit_hz'] / 1e9:.6f} GHz",
         "rabi": f"pi at {pi_v:.4f} V",
         "ramsey": f"{t['qubit_hz'] / 1e9:.6f} GHz, T2* {t['t2star_s'] * 1e6:.2f} us",
@@ -95,8 +106,9 @@ def main() -> int:
                     info = node_info_path(lab.data_dir, node)
                     procs.append(start(args, info, Path(tmp) / f"node-{node}.log"))
             status = console.status("calibrating nodes A and B from scratch...")
+            resources = read_resource_map(lab, resource_map)
             with status, ThreadPoolExecutor(len(NODES)) as pool:
-                outcomes = list(pool.map(lambda n: calibrate(lab, n), NODES))
+                outcomes = list(pool.map(lambda n: calibrate(lab, n, resources), NODES))
             truth = SimControl(resource_map).truth()
             table = Table(title="calibrated vs the simulator's hidden truth")
             for column in ("node", "routine", "verdict", "result", "truth"):
@@ -105,7 +117,7 @@ def main() -> int:
                 for node, results in zip(NODES, outcomes, strict=True):
                     values = store.values(node, lab.nodes[node].platform)
                     for o in results:
-                        truth_text = truth_of(o.routine, truth[node], values)
+                        truth_text = truth_of(o.routine, node, truth, values)
                         table.add_row(node, o.routine, o.verdict, o.reason, truth_text)
             console.print(table)
             ok = all(o.verdict in ("updated", "in spec") for results in outcomes for o in results)
