@@ -16,8 +16,39 @@ from controller.params import ParameterStore
 from qnode.errors import QnodeError
 
 
+class StoredParameters:
+    """Reading and writing one node's parameters in the store (needs .store and .node)."""
+
+    store: ParameterStore
+    node: str
+
+    def stored(self, name: str) -> float | None:
+        row = self.store.current(self.node).get(name)
+        return row.value if row else None
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        *,
+        routine: str,
+        run_id: str | None,
+        fit_quality: float | None,
+    ) -> None:
+        self.store.record(
+            self.node,
+            name,
+            value,
+            source="routine",
+            routine=routine,
+            run_id=run_id,
+            fit_quality=fit_quality,
+            accepted=True,
+        )
+
+
 @dataclass
-class ClientNodeAccess:
+class ClientNodeAccess(StoredParameters):
     client: NodeClient
     store: ParameterStore
     node: str
@@ -40,35 +71,11 @@ class ClientNodeAccess:
     def values(self) -> dict[str, float]:
         return self.store.values(self.node, self.platform)
 
-    def stored(self, name: str) -> float | None:
-        row = self.store.current(self.node).get(name)
-        return row.value if row else None
-
     def run(self, sequence, sweep):
         data = self.client.run(sequence, sweep)
         if data.status != "completed":
             raise NodeRequestError(f"run {data.run_id} ended {data.status}: {data.reason}")
         return data
-
-    def record(
-        self,
-        name: str,
-        value: float,
-        *,
-        routine: str,
-        run_id: str | None,
-        fit_quality: float | None,
-    ) -> None:
-        self.store.record(
-            self.node,
-            name,
-            value,
-            source="routine",
-            routine=routine,
-            run_id=run_id,
-            fit_quality=fit_quality,
-            accepted=True,
-        )
 
     def annotate(self, acquisition, routine: str, info: dict) -> None:
         with h5py.File(acquisition.file, "a") as f:
@@ -82,7 +89,7 @@ _TAGGER_LOCK = threading.Lock()
 """One armed acquisition at a time: nodes calibrating in parallel share the midpoint."""
 
 
-class DirectMidpointAccess:
+class DirectMidpointAccess(StoredParameters):
     """The midpoint's time tagger, opened directly by the calibrating process.
 
     Until the midpoint has its own daemon (the entanglement issue), calibration is the one
@@ -128,27 +135,3 @@ class DirectMidpointAccess:
     def dark_tags(self, seconds: float):
         with _TAGGER_LOCK:
             return self.tagger.acquire_tags(seconds)
-
-    def stored(self, name: str) -> float | None:
-        row = self.store.current(self.node).get(name)
-        return row.value if row else None
-
-    def record(
-        self,
-        name: str,
-        value: float,
-        *,
-        routine: str,
-        run_id: str | None,
-        fit_quality: float | None,
-    ) -> None:
-        self.store.record(
-            self.node,
-            name,
-            value,
-            source="routine",
-            routine=routine,
-            run_id=run_id,
-            fit_quality=fit_quality,
-            accepted=True,
-        )

@@ -9,7 +9,6 @@ the demo with its issue.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,33 +26,11 @@ from controller.daemon import node_info_path
 from controller.instruments_check import check_lab, render_table
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
 from controller.params import ParameterStore
+from controller.processes import spawn, terminate
 from sim_backends.client import SimControl
 
 console = Console()
 NODES = ("A", "B")
-
-
-def start(args: list[str], ready: Path, log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", *args], stdout=out, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{' '.join(args[:2])} did not start:\n{log.read_text()}")
-        time.sleep(0.05)
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def calibrate(lab, node: str, resources: dict) -> list:
@@ -95,7 +72,7 @@ def main() -> int:
         try:
             with console.status("starting the simulated lab..."):
                 sim_args = ["sim", "up", "--seed", seed, "--resource-map", str(resource_map)]
-                procs.append(start(sim_args, resource_map, Path(tmp) / "sim.log"))
+                procs.append(spawn(sim_args, resource_map, Path(tmp) / "sim.log"))
             rows = check_lab(lab, read_resource_map(lab, resource_map))
             console.print(render_table(rows, "instruments of the simulated lab"))
             if not all(row.healthy for row in rows):
@@ -104,7 +81,7 @@ def main() -> int:
                 for node in NODES:
                     args = ["node", "serve", "--node", node, "--resource-map", str(resource_map)]
                     info = node_info_path(lab.data_dir, node)
-                    procs.append(start(args, info, Path(tmp) / f"node-{node}.log"))
+                    procs.append(spawn(args, info, Path(tmp) / f"node-{node}.log"))
             status = console.status("calibrating nodes A and B from scratch...")
             resources = read_resource_map(lab, resource_map)
             with status, ThreadPoolExecutor(len(NODES)) as pool:
@@ -123,7 +100,7 @@ def main() -> int:
             ok = all(o.verdict in ("updated", "in spec") for results in outcomes for o in results)
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                terminate(proc)
     console.print(
         f"demo {'done' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "
         "(entanglement joins the demo with its issue)"

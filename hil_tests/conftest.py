@@ -10,10 +10,7 @@ skipped there, with the reason.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 from controller.client import NodeClient
 from controller.daemon import node_info_path
 from controller.labconfig import DEFAULT_LAB, LabConfig, load_lab, read_resource_map
+from controller.processes import StartError, spawn, terminate
 from sim_backends.client import SimControl
 
 SIM_SEED = 20261122
@@ -60,12 +58,8 @@ def sim_process(lab: LabConfig, simulated: bool, tmp_path_factory, request):
         return
     folder = tmp_path_factory.mktemp("simlab")
     resource_map = folder / "resources.json"
-    log_path = folder / "sim.log"
     seed = request.config.getoption("--sim-seed")
-    cmd = [
-        sys.executable,
-        "-m",
-        "controller.cli",
+    args = [
         "sim",
         "up",
         "--lab",
@@ -75,25 +69,14 @@ def sim_process(lab: LabConfig, simulated: bool, tmp_path_factory, request):
         "--resource-map",
         str(resource_map),
     ]
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
-        )
-    deadline = time.monotonic() + SIM_START_TIMEOUT_S
-    while not resource_map.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"simulated lab did not start:\n{log_path.read_text()}")
-        time.sleep(0.05)
+    try:
+        proc = spawn(args, resource_map, folder / "sim.log", SIM_START_TIMEOUT_S)
+    except StartError as e:
+        pytest.fail(str(e))
     try:
         yield resource_map
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
 
 
 @pytest.fixture(scope="session")
@@ -194,14 +177,7 @@ class DaemonHandle:
 
     def stop(self, timeout: float = 20.0) -> int:
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            raise
+        return terminate(self.proc, timeout)
 
 
 @pytest.fixture
@@ -213,27 +189,13 @@ def start_daemon(lab, sim_process, data_dir, tmp_path):
         info = node_info_path(lab.data_dir, node)  # follows QNODE_DATA_DIR, as the daemon does
         info.unlink(missing_ok=True)
         log_path = tmp_path / f"node-{node}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "node",
-            "serve",
-            "--lab",
-            lab.source,
-            "--node",
-            node,
-        ]
+        args = ["node", "serve", "--lab", lab.source, "--node", node]
         if sim_process is not None:
-            cmd += ["--resource-map", str(sim_process)]
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while not info.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"node daemon {node} did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
+            args += ["--resource-map", str(sim_process)]
+        try:
+            proc = spawn(args, info, log_path)
+        except StartError as e:
+            pytest.fail(str(e))
         handle = DaemonHandle(node, proc, log_path, NodeClient.for_lab(lab, node, timeout_s=10))
         started.append(handle)
         return handle

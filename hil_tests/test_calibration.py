@@ -1,9 +1,5 @@
 """Calibration against the simulator's hidden truth (node A, NV)."""
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,7 @@ from controller.client import NodeClient
 from controller.daemon import node_info_path
 from controller.labconfig import load_lab
 from controller.params import ParameterStore
+from controller.processes import spawn, terminate
 from sequences.operations import (
     CRCheck,
     MwPulse,
@@ -215,55 +212,36 @@ def ion_node(tmp_path, monkeypatch):
     monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
     lab = load_lab(ION_LAB)
     resource_map = tmp_path / "ion.json"
-    cli = [sys.executable, "-m", "controller.cli"]
     procs = []
-
-    def start(args, ready):
-        with open(tmp_path / f"{args[0]}.log", "wb") as log:
-            proc = subprocess.Popen([*cli, *args], stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, f"{args} did not start"
-            time.sleep(0.05)
-
     try:
-        start(
-            [
-                "sim",
-                "up",
-                "--lab",
-                str(ION_LAB),
-                "--seed",
-                "77",
-                "--resource-map",
-                str(resource_map),
-            ],
-            resource_map,
-        )
-        start(
-            [
-                "node",
-                "serve",
-                "--lab",
-                str(ION_LAB),
-                "--node",
-                "A",
-                "--resource-map",
-                str(resource_map),
-            ],
-            node_info_path(lab.data_dir, "A"),
-        )
+        sim_args = [
+            "sim",
+            "up",
+            "--lab",
+            str(ION_LAB),
+            "--seed",
+            "77",
+            "--resource-map",
+            str(resource_map),
+        ]
+        procs.append(spawn(sim_args, resource_map, tmp_path / "sim.log"))
+        node_args = [
+            "node",
+            "serve",
+            "--lab",
+            str(ION_LAB),
+            "--node",
+            "A",
+            "--resource-map",
+            str(resource_map),
+        ]
+        procs.append(spawn(node_args, node_info_path(lab.data_dir, "A"), tmp_path / "node.log"))
         client = NodeClient.for_lab(lab, "A", timeout_s=30)
         yield lab, client, SimControl(resource_map)
         client.close()
     finally:
         for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            terminate(proc)
 
 
 def test_ion_node_calibrates_against_truth(ion_node):
