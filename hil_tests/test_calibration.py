@@ -15,7 +15,7 @@ from calibration.routines.readout import BIN_NS, BINS
 from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
 from controller.client import NodeClient
 from controller.daemon import node_info_path
-from controller.labconfig import load_lab
+from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
 from controller.params import ParameterStore
 from controller.processes import spawn, terminate
 from sequences.operations import (
@@ -207,20 +207,22 @@ ION_LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_two_node_ion.to
 
 
 @pytest.fixture
-def ion_node(tmp_path, monkeypatch):
-    """A simulated ion lab of its own, and node A's daemon on it."""
+def own_lab(tmp_path, monkeypatch):
+    """own_lab(lab_file, seed) -> (lab, node A client, sim control, resources): a simulated
+    lab of its own, with other hidden parameters, and node A's daemon on it."""
     monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
-    lab = load_lab(ION_LAB)
-    resource_map = tmp_path / "ion.json"
-    procs = []
-    try:
+    procs, clients = [], []
+
+    def start(lab_file: Path, seed: int):
+        lab = load_lab(lab_file)
+        resource_map = tmp_path / "resources.json"
         sim_args = [
             "sim",
             "up",
             "--lab",
-            str(ION_LAB),
+            str(lab_file),
             "--seed",
-            "77",
+            str(seed),
             "--resource-map",
             str(resource_map),
         ]
@@ -229,23 +231,25 @@ def ion_node(tmp_path, monkeypatch):
             "node",
             "serve",
             "--lab",
-            str(ION_LAB),
+            str(lab_file),
             "--node",
             "A",
             "--resource-map",
             str(resource_map),
         ]
         procs.append(spawn(node_args, node_info_path(lab.data_dir, "A"), tmp_path / "node.log"))
-        client = NodeClient.for_lab(lab, "A", timeout_s=30)
-        yield lab, client, SimControl(resource_map)
+        clients.append(NodeClient.for_lab(lab, "A", timeout_s=30))
+        return lab, clients[-1], SimControl(resource_map), read_resource_map(lab, resource_map)
+
+    yield start
+    for client in clients:
         client.close()
-    finally:
-        for proc in reversed(procs):
-            terminate(proc)
+    for proc in reversed(procs):
+        terminate(proc)
 
 
-def test_ion_node_calibrates_against_truth(ion_node):
-    lab, client, sim = ion_node
+def test_ion_node_calibrates_against_truth(own_lab):
+    lab, client, sim, _ = own_lab(ION_LAB, 77)
     truth = sim.truth("A")
     with ParameterStore(lab.data_dir / "params.sqlite") as store:
         node = ClientNodeAccess.for_lab(lab, "A", client, store)
@@ -262,3 +266,25 @@ def test_ion_node_calibrates_against_truth(ion_node):
     assert values["t2star_s"] == pytest.approx(envelope_1e, rel=0.15)
     assert values["check_mean_counts"] == pytest.approx(truth["check_mean"], rel=0.08)
     assert values["f0"] > 0.98 and values["f1"] > 0.98
+
+
+def test_nv_node_on_another_seed_calibrates_against_truth(own_lab):
+    lab, client, sim, resources = own_lab(DEFAULT_LAB, 5)
+    truth, mid_truth = sim.truth("A"), sim.truth("M")
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        midpoint = DirectMidpointAccess(lab, resources, store)
+        midpoint.open()
+        try:
+            node = ClientNodeAccess.for_lab(lab, "A", client, store, midpoint)
+            outcomes = run_graph(node)
+        finally:
+            midpoint.close()
+        assert all(o.verdict == UPDATED for o in outcomes), outcomes
+        values = store.values("A")
+    assert values["mw_frequency_hz"] == pytest.approx(truth["qubit_hz"], abs=20e3)
+    pi_true = 1 / (2 * values["pi_duration_ns"] * 1e-9 * truth["rabi_hz_per_v"])
+    assert values["pi_amplitude_v"] == pytest.approx(pi_true, rel=0.02)
+    assert values["t2star_s"] == pytest.approx(truth["t2star_s"], rel=0.15)
+    assert values["check_mean_counts"] == pytest.approx(truth["check_mean"], rel=0.08)
+    start = values["detection_window_start_ns"]
+    assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
