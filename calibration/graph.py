@@ -8,14 +8,20 @@ their dependents.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 from calibration.interface import NodeAccess
 from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine
 from calibration.routines.check_threshold import CheckThresholdRoutine
 from calibration.routines.esr import EsrRoutine
-from calibration.routines.midpoint import DarkCountsRoutine, DetectionWindowRoutine
+from calibration.routines.midpoint import (
+    DarkCountsRoutine,
+    DetectionWindowRoutine,
+    PhaseSetpointRoutine,
+)
 from calibration.routines.rabi import RabiRoutine
 from calibration.routines.ramsey import RamseyRoutine
 from calibration.routines.readout import ReadoutRoutine
@@ -31,6 +37,7 @@ ROUTINES: dict[str, Routine] = {
         CheckThresholdRoutine(),
         DarkCountsRoutine(),
         DetectionWindowRoutine(),
+        PhaseSetpointRoutine(),
     )
 }
 
@@ -96,9 +103,21 @@ def run_routine(
     say(name, "fitting")
     analysis = routine.analyse(node, data)
     runs = [d for d in data if getattr(d, "file", None)]
+    if not runs and getattr(node, "plot_dir", None) is not None:
+        # no run file of its own: the data and fit go to a file in the calibration folder
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        runs = [
+            SimpleNamespace(
+                file=str(Path(node.plot_dir) / f"{stamp}_{node.node}_{name}.h5"), run_id=None
+            )
+        ]
     verdict = UPDATED if analysis.accepted else FAILED
     outcome = Outcome(
-        name, verdict, analysis.reason, quality=analysis.quality, run_ids=[d.run_id for d in runs]
+        name,
+        verdict,
+        analysis.reason,
+        quality=analysis.quality,
+        run_ids=[d.run_id for d in runs if d.run_id],
     )
     if analysis.plot is not None and runs:
         path = Path(runs[-1].file).with_suffix(f".{name}.png")

@@ -33,6 +33,8 @@ class NodeAccess(Protocol):
     """The largest pulse amplitude the lab allows (V peak)."""
     midpoint: MidpointAccess | None
     """The lab's heralding station, if it has one."""
+    plot_dir: object
+    """Where routines without a run file of their own keep their data and plot (a Path)."""
 
     def values(self) -> dict[str, float]:
         """Every parameter a sequence may use now (stored values over defaults)."""
@@ -72,6 +74,12 @@ class MidpointAccess(Protocol):
 
     def dark_tags(self, seconds: float) -> np.ndarray:
         """Tags of the detectors alone, for `seconds`."""
+
+    def reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
+        """Counts per detector of the interferometer's reference light, the phase locked at
+        `setpoint_deg` (the reference light is switched on for it)."""
+
+    def reference_off(self) -> None: ...
 
     def stored(self, name: str) -> float | None: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 
@@ -55,6 +56,7 @@ class ClientNodeAccess(StoredParameters):
     platform: str
     awg_peak_v: float
     midpoint: DirectMidpointAccess | None = None
+    plot_dir: Path | None = None
 
     @classmethod
     def for_lab(
@@ -66,7 +68,8 @@ class ClientNodeAccess(StoredParameters):
         midpoint: DirectMidpointAccess | None = None,
     ):
         peak = hardware_of(lab, node).awg_peak_v
-        return cls(client, store, node, lab.nodes[node].platform, peak, midpoint)
+        plot_dir = lab.data_dir / "calibration"
+        return cls(client, store, node, lab.nodes[node].platform, peak, midpoint, plot_dir)
 
     def values(self) -> dict[str, float]:
         return self.store.values(self.node, self.platform)
@@ -78,6 +81,7 @@ class ClientNodeAccess(StoredParameters):
         return data
 
     def annotate(self, acquisition, routine: str, info: dict) -> None:
+        Path(acquisition.file).parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(acquisition.file, "a") as f:
             group = f.require_group("calibration").require_group(routine)
             group.attrs["result_json"] = json.dumps(info, default=float)
@@ -105,11 +109,17 @@ class DirectMidpointAccess(StoredParameters):
         self.detectors = dict(cfg.channels.detectors)
         tagger_name = next(iter(cfg.by_role("time_tagger")))
         self.tagger = lab.make_driver(self.node, tagger_name, resources)
+        stabilisers = list(cfg.by_role("phase_stabiliser"))
+        self.stabiliser = (
+            lab.make_driver(self.node, stabilisers[0], resources) if stabilisers else None
+        )
         self.store = store
         self._holding = False
 
     def open(self) -> None:
         self.tagger.open()
+        if self.stabiliser is not None:
+            self.stabiliser.open()
         for channel in self.detectors.values():
             self.tagger.set_enabled(channel, True)
 
@@ -118,6 +128,8 @@ class DirectMidpointAccess(StoredParameters):
             _TAGGER_LOCK.release()
             self._holding = False
         self.tagger.close()
+        if self.stabiliser is not None:
+            self.stabiliser.close()
 
     def start_tags(self) -> None:
         _TAGGER_LOCK.acquire()
@@ -135,3 +147,17 @@ class DirectMidpointAccess(StoredParameters):
     def dark_tags(self, seconds: float):
         with _TAGGER_LOCK:
             return self.tagger.acquire_tags(seconds)
+
+    def reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
+        if self.stabiliser is None:
+            raise QnodeError(f"midpoint {self.node} has no phase stabiliser")
+        with _TAGGER_LOCK:
+            self.stabiliser.set_reference(True)
+            self.stabiliser.set_setpoint(setpoint_deg)
+            self.stabiliser.set_lock(True)
+            self.tagger.set_integration(seconds)
+            return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}
+
+    def reference_off(self) -> None:
+        if self.stabiliser is not None:
+            self.stabiliser.set_reference(False)

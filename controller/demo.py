@@ -53,6 +53,7 @@ def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
             f"delay {m['delay_ns'][node]:.2f} ns, lifetime {m['lifetime_ns'][node]:g} ns"
         ),
         "dark_counts": f"{dark} Hz",
+        "phase_setpoint": f"{(-m['phase_offset_deg']) % 360:.1f} deg",
         "esr": f"{t['qubit_hz'] / 1e9:.6f} GHz",
         "rabi": f"pi at {pi_v:.4f} V",
         "ramsey": f"{t['qubit_hz'] / 1e9:.6f} GHz, T2* {t['t2star_s'] * 1e6:.2f} us",

@@ -71,11 +71,22 @@ class PiezoPhaseStabiliser(Driver):
     def setpoint(self) -> float:
         return parse_float(self.name, "setpoint?", self._bracketed("setpoint?"))
 
+    def set_reference(self, on: bool) -> None:
+        """The reference light through the interferometer (for the set-point calibration)."""
+        self._set(f"ref={1 if on else 0}")
+
+    def reference(self) -> bool:
+        value = self._bracketed("ref?")
+        if value not in ("0", "1"):
+            raise InstrumentReplyError(self.name, f"reply to 'ref?' is not 0 or 1: {value!r}")
+        return value == "1"
+
     def phase_error(self) -> float:
         """Residual interferometer phase error, degrees."""
         return parse_float(self.name, "error?", self._bracketed("error?"))
 
     def safe_state(self) -> None:
+        self._set("ref=0")
         self._set("lock=0")
         self._set("xvoltage=0.00")
 

@@ -90,6 +90,7 @@ def test_plan_orders_dependencies_first():
         "check_threshold",
         "dark_counts",
         "detection_window",
+        "phase_setpoint",
     ]
     assert plan(["check_threshold"]) == ["esr", "rabi", "readout", "check_threshold"]
     assert set(ROUTINES["ramsey"].depends) == {"rabi"}
@@ -125,11 +126,14 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
         lifetime = mid_truth["lifetime_ns"]["A"]
         assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
+        setpoint = store.values("M")["phase_setpoint_deg"]
+        error = (setpoint + mid_truth["phase_offset_deg"] + 180) % 360 - 180
+        assert abs(error) < 5.0  # the reference fringe's maximum on psi_plus
         for name, channel in lab.nodes["M"].channels.detectors.items():
             rate = store.values("M")[f"dark_count_hz_{name}"]
             assert rate == pytest.approx(mid_truth["dark_count_hz"][str(channel)], rel=0.25)
         for o in outcomes.values():
-            if o.routine != "dark_counts":  # no run file, nothing to plot
+            if o.routine != "dark_counts":  # nothing to plot
                 assert o.plot and o.plot.endswith(".png")
 
         # a calibrated node shows the expected contrast in a Rabi and a Ramsey run

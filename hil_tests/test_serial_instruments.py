@@ -65,7 +65,7 @@ def test_stabiliser_voltage_lock_and_safe_state(open_driver, maybe_sim):
     assert stab.locked() is False and stab.voltage() == 0.0
     if maybe_sim:
         state = maybe_sim.state(stab.name)
-        assert state == {"voltage_v": 0.0, "lock": False, "setpoint_deg": 30.0}
+        assert state == {"voltage_v": 0.0, "lock": False, "setpoint_deg": 30.0, "reference": False}
 
 
 def test_stabiliser_limit_refused_before_any_byte(open_driver, nothing_reaches):

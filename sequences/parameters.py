@@ -56,6 +56,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "detection_window_start_ns", "ns", "photon arrival at the midpoint, after the sync"
         ),
         ParameterSpec("detection_window_ns", "ns", "length of the detection window"),
+        ParameterSpec("phase_setpoint_deg", "deg", "interferometer phase stabiliser set point"),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>"),
         ParameterSpec("f1", "", "readout fidelity of |1>"),

@@ -123,7 +123,9 @@ class SimLab:
         }
         truth = draw_midpoint_truth(platforms, detectors, rng)
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
-        self.midpoint = Midpoint(truth, tagger, detectors, rng)
+        stabilisers = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
+        stabiliser = self.devices.get(f"{name}.{stabilisers[0]}") if stabilisers else None
+        self.midpoint = Midpoint(truth, tagger, detectors, rng, stabiliser)
         self.midpoint_name = name
 
     def device(self, name: str) -> Device:

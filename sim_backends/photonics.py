@@ -27,6 +27,9 @@ class MidpointTruth:
     lifetime_ns: dict[str, float]
     dark_count_hz: dict[int, float]  # detector input -> rate
     jitter_ns: float
+    phase_offset_deg: float  # interferometer phase at stabiliser set point 0
+    reference_rate_hz: float  # reference light at the detectors, both together
+    reference_visibility: float
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -43,17 +46,34 @@ def draw_midpoint_truth(
         lifetime_ns={n: LIFETIME_NS[p] for n, p in platforms.items()},
         dark_count_hz={d: float(rng.uniform(*DARK_HZ_RANGE)) for d in detectors},
         jitter_ns=JITTER_NS,
+        phase_offset_deg=float(rng.uniform(-180.0, 180.0)),
+        reference_rate_hz=float(rng.uniform(1.5e5, 2.5e5)),
+        reference_visibility=float(rng.uniform(0.95, 0.99)),
     )
 
 
 class Midpoint:
     """The beam splitter, its two detectors and the tagger they feed."""
 
-    def __init__(self, truth: MidpointTruth, tagger, detectors: list[int], rng) -> None:
+    def __init__(
+        self, truth: MidpointTruth, tagger, detectors: list[int], rng, stabiliser=None
+    ) -> None:
         self.truth = truth
         self.tagger = tagger
         self.detectors = detectors
         self.rng = rng
+        self.stabiliser = stabiliser
+        tagger.light_rate_hz = self.reference_rate
+
+    def reference_rate(self, channel: int) -> float:
+        """Reference light through the interferometer: its two outputs share it by the phase."""
+        stab = self.stabiliser
+        if stab is None or not stab.reference or channel not in self.detectors[:2]:
+            return 0.0
+        t = self.truth
+        phase = np.radians(stab.phase() + t.phase_offset_deg)
+        sign = 1.0 if channel == self.detectors[0] else -1.0
+        return t.reference_rate_hz * (1 + sign * t.reference_visibility * np.cos(phase)) / 2
 
     def excitations(self, node: str, times_ns: np.ndarray, p_emit: np.ndarray) -> None:
         """Excitation pulses of a node at these times, each emitting with probability p_emit."""

@@ -214,3 +214,92 @@ class DarkCountsRoutine(Routine):
         text = ", ".join(f"{name} {rate:.1f} Hz" for name, (rate, _) in measured.items())
         counts = {name: n for name, (_, n) in measured.items()}
         return Analysis(rates, True, text, None, {"counts": counts})
+
+
+class PhaseSetpointRoutine(Routine):
+    """Interferometer phase set point (single-click): with the reference light on and the
+    stabiliser locked, scan its set point; the psi_plus detector's share of the light is
+    1/2 + C/2 cos(setpoint - s0). The set point is s0, where the reference fringe puts all the
+    light on psi_plus: the phase the single-click states are then referred to."""
+
+    name = "phase_setpoint"
+    title = "interferometer phase set point"
+    needs_midpoint = True
+    scope = "midpoint"
+    updates = ("phase_setpoint_deg",)
+    STEP_DEG, SECONDS = 15.0, 0.05
+    QUICK_MIN_SHARE = 0.93
+
+    def _share(self, node: NodeAccess, setpoint: float) -> float:
+        counts = node.midpoint.reference_counts(setpoint, self.SECONDS)
+        first, second = (counts[name] for name in list(node.midpoint.detectors)[:2])
+        return first / max(first + second, 1)
+
+    def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
+        try:
+            share = self._share(node, node.midpoint.stored("phase_setpoint_deg"))
+        finally:
+            node.midpoint.reference_off()
+        if share < self.QUICK_MIN_SHARE:
+            return False, f"the reference fringe moved: psi_plus gets {share:.3f} at the set point"
+        return True, f"psi_plus gets {share:.3f} of the reference light at the set point"
+
+    def acquire(self, node: NodeAccess):
+        setpoints = np.arange(0.0, 360.0, self.STEP_DEG)
+        try:
+            shares = np.array([self._share(node, s) for s in setpoints])
+        finally:
+            node.midpoint.reference_off()
+        return [(setpoints, shares)]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        ((setpoints, shares),) = data
+        rad = np.radians(setpoints)
+        design = np.column_stack([np.ones_like(rad), np.cos(rad), np.sin(rad)])
+        (offset, a, b), *_ = np.linalg.lstsq(design, shares, rcond=None)
+        contrast = 2 * float(np.hypot(a, b))
+        s0 = float(np.degrees(np.arctan2(b, a)) % 360)
+        model = design @ np.array([offset, a, b])
+        total = np.sum((shares - shares.mean()) ** 2)
+        quality = float(1 - np.sum((shares - model) ** 2) / total) if total > 0 else 0.0
+        info = {
+            "setpoints_deg": setpoints.tolist(),
+            "shares": shares.tolist(),
+            "contrast": contrast,
+            "setpoint_deg": s0,
+        }
+
+        def plot(path, title):
+            def fit(x):
+                r = np.radians(x)
+                return offset + a * np.cos(r) + b * np.sin(r)
+
+            xy_plot(
+                path,
+                title,
+                setpoints,
+                shares,
+                fit=fit,
+                marks={"set point": s0},
+                xlabel="stabiliser set point (deg)",
+                ylabel="psi_plus share of the light",
+            )
+
+        if contrast < 0.5 or quality < 0.8:
+            return Analysis(
+                {},
+                False,
+                f"no reference fringe: contrast {contrast:.2f} (min 0.5), "
+                f"R^2 {quality:.2f}; is the reference light reaching the detectors?",
+                quality,
+                info,
+                plot,
+            )
+        return Analysis(
+            {"phase_setpoint_deg": s0},
+            True,
+            f"set point {s0:.1f} deg (fringe contrast {contrast:.2f})",
+            quality,
+            info,
+            plot,
+        )

@@ -41,6 +41,8 @@ class SimPhaseStabiliser(Device):
         self.add("setpoint=", lambda a: self._set(setattr(self, "setpoint", number(a, -360, 360))))
         self.add("setpoint?", lambda a: f"[{self.setpoint:8.3f}]\r")
         self.add("error?", lambda a: f"[{self.phase_error():8.3f}]\r")
+        self.add("ref=", lambda a: self._set_reference(a))
+        self.add("ref?", lambda a: f"[{1 if self.reference else 0}]\r")
 
     @staticmethod
     def _set(_=None) -> str:
@@ -65,8 +67,16 @@ class SimPhaseStabiliser(Device):
             message = Message(f"{head}= {value}", message.block)
         return super().execute(message)
 
+    def _set_reference(self, args: str) -> str:
+        value = args.strip()
+        if value not in ("0", "1"):
+            raise CommandError(-224, "ref takes 0 or 1")
+        self.reference = value == "1"
+        return ""
+
     def reset_state(self) -> None:
         self.voltage = 0.0
+        self.reference = False
         self.lock = False
         self.setpoint = 0.0
         self._phase = float(self.rng.uniform(-180, 180))
@@ -92,4 +102,9 @@ class SimPhaseStabiliser(Device):
         return "CMD_ARG_INVALID\r"
 
     def state(self) -> dict:
-        return {"voltage_v": self.voltage, "lock": self.lock, "setpoint_deg": self.setpoint}
+        return {
+            "voltage_v": self.voltage,
+            "lock": self.lock,
+            "setpoint_deg": self.setpoint,
+            "reference": self.reference,
+        }

@@ -60,6 +60,7 @@ class SimTimeController(Device):
         self._sync_trains: list[tuple[float, float, int]] = []  # (t0 ns, period ns, count)
         self._syncs: list[np.ndarray] = []
         self.detector_dark_hz: dict[int, float] = {}  # set by the lab for the midpoint
+        self.light_rate_hz = None  # channel -> rate of light reaching it (the midpoint sets it)
 
     def _dark_rate(self, ch: int) -> float:
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
@@ -138,7 +139,8 @@ class SimTimeController(Device):
     def _count(self, ch: int) -> int:
         if not self.enabled[ch]:
             return 0
-        return int(self.rng.poisson(self._dark_rate(ch) * self.integration_s))
+        light = self.light_rate_hz(ch) if self.light_rate_hz else 0.0
+        return int(self.rng.poisson((self._dark_rate(ch) + light) * self.integration_s))
 
     def _acquire(self, seconds: float) -> None:
         """Dark counts on the enabled inputs over `seconds` of virtual time."""
