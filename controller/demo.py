@@ -33,15 +33,9 @@ console = Console()
 NODES = ("A", "B")
 
 
-def calibrate(lab, node: str, resources: dict) -> list:
-    client = NodeClient.for_lab(lab, node, timeout_s=30)
-    with client, ParameterStore(lab.data_dir / "params.sqlite") as store:
-        midpoint = DirectMidpointAccess(lab, resources, store)
-        midpoint.open()
-        try:
-            return run_graph(ClientNodeAccess.for_lab(lab, node, client, store, midpoint))
-        finally:
-            midpoint.close()
+def calibrate(lab, node: str, store: ParameterStore, midpoint: DirectMidpointAccess) -> list:
+    with NodeClient.for_lab(lab, node, timeout_s=30) as client:
+        return run_graph(ClientNodeAccess.for_lab(lab, node, client, store, midpoint))
 
 
 def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
@@ -85,8 +79,16 @@ def main() -> int:
                     procs.append(spawn(args, info, Path(tmp) / f"node-{node}.log"))
             status = console.status("calibrating nodes A and B from scratch...")
             resources = read_resource_map(lab, resource_map)
-            with status, ThreadPoolExecutor(len(NODES)) as pool:
-                outcomes = list(pool.map(lambda n: calibrate(lab, n, resources), NODES))
+            # one owner of the midpoint's instruments, shared by both nodes' calibrations
+            store = ParameterStore(lab.data_dir / "params.sqlite")
+            midpoint = DirectMidpointAccess(lab, resources, store)
+            midpoint.open()
+            try:
+                with status, ThreadPoolExecutor(len(NODES)) as pool:
+                    outcomes = list(pool.map(lambda n: calibrate(lab, n, store, midpoint), NODES))
+            finally:
+                midpoint.close()
+                store.close()
             truth = SimControl(resource_map).truth()
             table = Table(title="calibrated vs the simulator's hidden truth")
             for column in ("node", "routine", "verdict", "result", "truth"):
