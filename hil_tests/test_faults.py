@@ -117,3 +117,25 @@ def test_serial_devices_cannot_be_dropped(sim):
 
     with pytest.raises(SimControlError, match="serial device"):
         sim.fault("A.laser_red", "drop")
+
+
+def test_every_driver_offers_its_roles_capability():
+    """Code asks for capabilities (drivers/protocols.py), not classes: each driver fits its."""
+    from drivers import protocols
+    from drivers.registry import DRIVERS
+
+    capability = {
+        "microwave_source": protocols.MicrowaveSource,
+        "awg": protocols.WaveformGenerator,
+        "sequencer": protocols.RealTimeSequencer,
+        "time_tagger": protocols.PhotonCounter,
+        "laser": protocols.Laser,
+        "phase_stabiliser": protocols.PhaseStabiliser,
+    }
+    for name, cls in DRIVERS.items():
+        driver = cls(
+            "x",
+            "TCPIP::127.0.0.1::1::SOCKET" if cls.TRANSPORT == "tcp" else "/dev/x",
+            dict(cls.RANGES),
+        )
+        assert isinstance(driver, capability[cls.ROLE]), name
