@@ -55,6 +55,17 @@ class TimeController(ScpiDriver):
         self.scpi.write(f"TAGS:ACQ {seconds:.9g}")
         return self.read_tags()
 
+    def set_sync_auto(self, on: bool) -> None:
+        """AUTO: the sync output fires once every node waits for it (their loops start
+        together); OFF: only on fire_sync()."""
+        self.scpi.write(f"SYNC:MODE {'AUTO' if on else 'OFF'}")
+
+    def fire_sync(self) -> None:
+        self.scpi.write("SYNC:FIRE")
+
+    def sync_count(self) -> int:
+        return self.scpi.query_int("SYNC:COUN?")
+
     def start_tags(self) -> None:
         """Arm: record tags (against the sync input) until stop_tags()."""
         self.scpi.write("TAGS:STAR")

@@ -149,3 +149,39 @@ def test_attempt_loop_gives_up_after_max_attempts(open_driver, lab):
     wait_state(seq, {"HALTED"})
     events = {e.code: e.value for e in seq.read_events()}
     assert events[1102] == 3 and events[1000] == 1 and 1100 not in events
+
+
+def test_shared_sync_starts_both_nodes_together(lab, resources, sim):
+    """AUTO: the midpoint's sync fires once both sequencers wait for it, not before."""
+    seqs = [lab.make_driver(node, "seq", resources) for node in ("A", "B")]
+    tagger = lab.make_driver("M", "tagger", resources)
+    program = assemble("WAIT_SYNC 5s\nEVENT 1\nHALT")
+    with seqs[0], seqs[1], tagger:
+        tagger.set_sync_auto(True)
+        try:
+            before = tagger.sync_count()
+            seqs[0].load(program)
+            seqs[1].load(program)
+            started = time.monotonic()
+            seqs[0].run()
+            time.sleep(0.3)
+            assert seqs[0].state() == "WAITING"  # alone, A waits for B
+            assert tagger.sync_count() == before
+            seqs[1].run()
+            for seq in seqs:
+                wait_state(seq, {"HALTED"})
+            assert time.monotonic() - started < 3.0  # released by the sync, not the timeout
+            assert tagger.sync_count() == before + 1
+            a_waited = seqs[0].read_events()[0].time_ns
+            b_waited = seqs[1].read_events()[0].time_ns
+            assert a_waited > b_waited + 250_000_000  # A's clock ran while it waited
+        finally:
+            tagger.set_sync_auto(False)
+        # OFF: only a fired sync releases
+        seqs[0].load(program)
+        seqs[0].run()
+        wait_state(seqs[0], {"WAITING"})
+        tagger.fire_sync()
+        wait_state(seqs[0], {"HALTED"})
+        assert [e.code for e in seqs[0].read_events()] == [1]
+        seqs[1].stop()

@@ -126,6 +126,10 @@ class SimLab:
         stabilisers = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         stabiliser = self.devices.get(f"{name}.{stabilisers[0]}") if stabilisers else None
         self.midpoint = Midpoint(truth, tagger, detectors, rng, stabiliser)
+        self.midpoint.connect_sync(
+            [d for d in self.devices.values() if isinstance(d, SimSequencer)]
+        )
+        tagger.midpoint = self.midpoint
         self.midpoint_name = name
 
     def device(self, name: str) -> Device:

@@ -35,6 +35,9 @@ class SimNode:
     midpoint: object | None = None  # photonics.Midpoint, where the node's photons go
     excitations: list = field(default_factory=list)
     """(time ns, emission probability) of every excitation pulse since the program started."""
+    sync_epoch: int | None = None
+    """The node's clock when the last shared sync released it."""
+    sync_generation: int = 0
     now_ns: int = 0
     """The sequencer's clock. The physics clock may run ahead of it while an AWG pulse that a
     zero-time AWG_TRIG started is still playing; a WAIT then only adds what is left."""

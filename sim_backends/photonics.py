@@ -65,6 +65,30 @@ class Midpoint:
         self.stabiliser = stabiliser
         tagger.light_rate_hz = self.reference_rate
 
+    # the shared sync ---------------------------------------------------------------------------
+    def connect_sync(self, sequencers: list) -> None:
+        """The sync output is wired to these sequencers' sync inputs."""
+        self.sequencers = list(sequencers)
+        self.sync_auto = False
+        self.generation = 0
+        self._waiting: set = set()
+        for seq in self.sequencers:
+            seq.sync_source = self
+
+    def fire_sync(self) -> None:
+        """One sync pulse to every sequencer (a waiting one goes on; another keeps it)."""
+        self.generation += 1
+        self._waiting.clear()
+        for seq in self.sequencers:
+            seq._wake("sync", self.generation)
+
+    def arrived(self, seq) -> None:
+        """A sequencer waits at WAIT_SYNC; in AUTO mode the sync fires once all of them do,
+        so the nodes' attempt loops start together."""
+        self._waiting.add(seq)
+        if self.sync_auto and all(s in self._waiting for s in self.sequencers):
+            self.fire_sync()
+
     def reference_rate(self, channel: int) -> float:
         """Reference light through the interferometer: its two outputs share it by the phase."""
         stab = self.stabiliser

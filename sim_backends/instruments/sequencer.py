@@ -38,6 +38,7 @@ class SimSequencer(Device):
         self.node = node
         self.identity = self.identity.format(serial=serial)
         self._task: asyncio.Task | None = None
+        self.sync_source = None  # the midpoint's sync generator, if the lab has one
         self._simple_bodies: dict[int, bool] = {}
         super().__init__(name)
 
@@ -114,14 +115,23 @@ class SimSequencer(Device):
         events, self.events = self.events[:limit], self.events[limit:]
         return encode_events(events)
 
+    def _received(self, kind: str) -> int:
+        value = self.pending[kind].pop(0)
+        if kind == "sync":
+            self.node.sync_epoch = self.node.now_ns  # the shared time reference of this sync
+            self.node.sync_generation = value
+        return value
+
     # execution ------------------------------------------------------------------------------
     async def _wait_for(self, kind: str, timeout_ns: int) -> int | None:
         """Block until a sync/herald arrives or the timeout passes.
 
         While blocked, virtual time runs at wall speed."""
         if self.pending[kind]:
-            return self.pending[kind].pop(0)
+            return self._received(kind)
         self.status = "WAITING"
+        if kind == "sync" and self.sync_source is not None:
+            self.sync_source.arrived(self)
         started = time.monotonic()
         deadline = started + timeout_ns * 1e-9
         try:
@@ -137,7 +147,7 @@ class SimSequencer(Device):
                     pass
             waited = int((time.monotonic() - started) * 1e9)
             self.node.advance(min(waited - waited % 4, timeout_ns))
-            return self.pending[kind].pop(0)
+            return self._received(kind)
         finally:
             self.status = "RUNNING"
 

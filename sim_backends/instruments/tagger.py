@@ -38,11 +38,26 @@ class SimTimeController(Device):
         )
         self.add("COUNter:INTegration?", lambda a: f"{self.integration_s:.9g}")
         self.add("TAGS:ACQuire", lambda a: self._acquire(number(a, 1e-6, 3600)))
+        self.add("SYNC:MODE", lambda a: self._sync_mode(a))
+        self.add("SYNC:MODE?", lambda a: "AUTO" if self._sync().sync_auto else "OFF")
+        self.add("SYNC:FIRE", lambda a: self._sync().fire_sync())
+        self.add("SYNC:COUNt?", lambda a: str(self._sync().generation))
         self.add("TAGS:STARt", lambda a: self._start())
         self.add("TAGS:STOP", lambda a: self._stop())
         self.add("TAGS:STATe?", lambda a: "ARMED" if self.armed else "IDLE")
         self.add("TAGS:COUNt?", lambda a: str(len(self.tags)))
         self.add("TAGS:DATA?", lambda a: self._drain())
+
+    def _sync(self):
+        if getattr(self, "midpoint", None) is None:
+            raise CommandError(-241, "Hardware missing: no sync output wired")
+        return self.midpoint
+
+    def _sync_mode(self, args: str) -> None:
+        mode = args.strip().upper()
+        if mode not in ("AUTO", "OFF"):
+            raise CommandError(-224, f"Illegal parameter value: {mode} (AUTO or OFF)")
+        self._sync().sync_auto = mode == "AUTO"
 
     def _ch(self, ch: int) -> int:
         if ch not in (1, 2, 3, 4):
