@@ -55,3 +55,13 @@ def test_alpha_for_a_target_fidelity():
     assert fidelity(single_click(alpha * 1.1, link).states["psi_plus"], "psi_plus") < 0.8
     with pytest.raises(ValueError, match="out of reach"):
         alpha_for_fidelity(0.99, link)
+
+
+def test_a_dark_node_heralds_nothing_entangled():
+    herald = single_click(0.1, ideal(), alpha_b=0.0)
+    assert herald.p_success == pytest.approx(0.1 * ETA, rel=1e-3)  # only A emits
+    state = herald.states["psi_plus"]
+    assert state[1, 1].real == pytest.approx(1.0)  # |01>: A bright, B dark, no coherence
+    assert fidelity(state, "psi_plus") == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="neither node is bright"):
+        single_click(0.0, ideal(), alpha_b=0.0)

@@ -29,6 +29,7 @@ from sequences.operations import (
     SpinInit,
     Value,
     Wait,
+    WaitSync,
     pi_half_pulse,
     pi_pulse,
 )
@@ -195,6 +196,11 @@ class _Compiler:
                 self.attempt(op)
             case Repeat():
                 self.repeat(op)
+            case WaitSync():
+                timeout = self.duration(op.timeout_ns, "sync timeout")
+                if timeout == 0:
+                    raise self.fail("the sync timeout must be positive")
+                self.emit(f"WAIT_SYNC {timeout}")
             case Parallel():
                 self.parallel(list(op.operations))
             case LaserPulse() | SpinInit() | MwPulse() | CountWindow():

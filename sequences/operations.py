@@ -131,6 +131,14 @@ class Decoupling(Operation):
 
 
 @dataclass(frozen=True)
+class WaitSync(Operation):
+    """Wait for the midpoint's shared sync (so both nodes' attempt loops start together)."""
+
+    KIND = "wait_sync"
+    timeout_ns: Value = 1_000_000_000
+
+
+@dataclass(frozen=True)
 class EntanglementAttempt(Operation):
     """The attempt loop, timed by the sequencer until the herald input fires.
 
@@ -179,6 +187,7 @@ OPERATIONS: dict[str, type[Operation]] = {
         CoolingCheck,
         Decoupling,
         EntanglementAttempt,
+        WaitSync,
         Repeat,
         Parallel,
     )

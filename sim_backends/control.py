@@ -58,6 +58,8 @@ class ControlServer:
             return {"lab": lab.name, "seed": lab.seed}
         if cmd == "instruments":
             return {"instruments": sorted(lab.devices)}
+        if cmd == "heralds":
+            return {"heralds": list(lab.midpoint.heralds) if lab.midpoint else []}
         if cmd == "truth":
             return {"truth": lab.truth(request.get("node"))}
         if cmd == "physics":

@@ -65,20 +65,29 @@ def _psi(coherence: float, sign: float) -> np.ndarray:
     return rho
 
 
-def single_click(alpha: float, link: Link) -> Herald:
-    """Both nodes in sqrt(1-alpha)|1> + sqrt(alpha)|0>, one optical pi pulse, one click."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha {alpha} must lie in (0, 1)")
+def single_click(alpha: float, link: Link, alpha_b: float | None = None) -> Herald:
+    """Each node in sqrt(1-alpha)|1> + sqrt(alpha)|0> (alpha: its bright population; node B's
+    may differ), one optical pi pulse, one click."""
+    alpha_a, alpha_b = alpha, alpha if alpha_b is None else alpha_b
+    for a in (alpha_a, alpha_b):
+        if not 0 <= a <= 1:
+            raise ValueError(f"alpha {a} must lie in [0, 1]")
+    if alpha_a + alpha_b == 0:
+        raise ValueError("neither node is bright: nothing can herald")
     ea, eb = link.eta_a, link.eta_b
     coherence = link.visibility * np.exp(-(link.phase_sigma_rad**2) / 2)
-    # per detector: one photon from A or B (coherent), both emitted, neither (a dark count)
-    w_one = alpha * (1 - alpha) * (ea + eb) / 2
-    w_both = alpha**2 * _one_click_two_photons(ea, eb, link.visibility) / 2
-    w_dark = (1 - alpha) ** 2 * link.dark_prob
-    total = w_one + w_both + w_dark
+    # per detector: one photon from A (|01>) or B (|10>), coherent with each other; both
+    # emitted; neither (a dark count)
+    w_a = alpha_a * (1 - alpha_b) * ea / 2
+    w_b = (1 - alpha_a) * alpha_b * eb / 2
+    w_both = alpha_a * alpha_b * _one_click_two_photons(ea, eb, link.visibility) / 2
+    w_dark = (1 - alpha_a) * (1 - alpha_b) * link.dark_prob
+    total = w_a + w_b + w_both + w_dark
     states = {}
     for outcome, sign in (("psi_plus", 1.0), ("psi_minus", -1.0)):
-        rho = w_one * _psi(coherence, sign)
+        rho = np.zeros((4, 4), dtype=complex)
+        rho[1, 1], rho[2, 2] = w_a, w_b
+        rho[1, 2] = rho[2, 1] = sign * coherence * np.sqrt(w_a * w_b)
         rho[0, 0] += w_both
         rho[3, 3] += w_dark
         states[outcome] = rho / total

@@ -9,15 +9,21 @@ nodes' truth is.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from sim_backends.heralding import Link, fidelity, single_click
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
 ETA_RANGE = {"nv": (2.8e-4, 4.2e-4), "ion": (1.5e-4, 2.5e-4)}  # detected photons per excitation
 DELAY_NS_RANGE = (40.0, 90.0)  # fibre and electronics, sync to photon arrival
 DARK_HZ_RANGE = (15.0, 25.0)
 JITTER_NS = 0.05
+PARTNER_WAIT_S = 2.0  # how long a node's attempt loop waits for the other's, in wall time
+LOCKED_PHASE_SIGMA_DEG = 2.0  # the stabiliser's residual when locked
+UNLOCKED_SIGMA = 10.0  # rad: an unlocked interferometer's phase is anyone's guess
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class MidpointTruth:
     phase_offset_deg: float  # interferometer phase at stabiliser set point 0
     reference_rate_hz: float  # reference light at the detectors, both together
     reference_visibility: float
+    visibility: float  # two-photon / single-photon indistinguishability of A's and B's photons
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -49,6 +56,7 @@ def draw_midpoint_truth(
         phase_offset_deg=float(rng.uniform(-180.0, 180.0)),
         reference_rate_hz=float(rng.uniform(1.5e5, 2.5e5)),
         reference_visibility=float(rng.uniform(0.95, 0.99)),
+        visibility=float(rng.uniform(0.85, 0.95)),
     )
 
 
@@ -56,13 +64,23 @@ class Midpoint:
     """The beam splitter, its two detectors and the tagger they feed."""
 
     def __init__(
-        self, truth: MidpointTruth, tagger, detectors: list[int], rng, stabiliser=None
+        self,
+        truth: MidpointTruth,
+        tagger,
+        detectors: list[int],
+        rng,
+        stabiliser=None,
+        register=None,
     ) -> None:
         self.truth = truth
         self.tagger = tagger
         self.detectors = detectors
         self.rng = rng
         self.stabiliser = stabiliser
+        self.register = register
+        self.heralds: list[dict] = []
+        """Ground truth: every herald the physics produced, and the state it left."""
+        self._attempting: dict[int, dict] = {}
         tagger.light_rate_hz = self.reference_rate
 
     # the shared sync ---------------------------------------------------------------------------
@@ -88,6 +106,74 @@ class Midpoint:
         self._waiting.add(seq)
         if self.sync_auto and all(s in self._waiting for s in self.sequencers):
             self.fire_sync()
+
+    # attempt loops drawn at once ----------------------------------------------------------------
+    async def attempts(self, seq, alpha: float, available: int, window_ns: int):
+        """A node's attempt loop reached its herald wait; once both nodes of this sync are
+        there, draw the attempt of the first herald. (attempts, herald) or None if the
+        partner never came (then the node steps on its own)."""
+        node = seq.node
+        generation = node.sync_generation
+        waiting = self._attempting.setdefault(generation, {})
+        future = asyncio.get_running_loop().create_future()
+        waiting[node.name] = (alpha, available, future)
+        memories = [name for name in self.truth.eta]
+        if all(name in waiting for name in memories):
+            self._attempting.pop(generation, None)
+            self._draw(generation, memories, waiting)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), PARTNER_WAIT_S)
+        except TimeoutError:
+            waiting.pop(node.name, None)
+            return None
+
+    def link(self, window_ns: float) -> Link:
+        a, b = list(self.truth.eta)[:2]
+        rate = float(np.mean(list(self.truth.dark_count_hz.values())))
+        locked = self.stabiliser is not None and self.stabiliser.lock
+        return Link(
+            eta_a=self.truth.eta[a],
+            eta_b=self.truth.eta[b],
+            visibility=self.truth.visibility,
+            dark_prob=rate * window_ns * 1e-9,
+            phase_sigma_rad=np.radians(LOCKED_PHASE_SIGMA_DEG) if locked else UNLOCKED_SIGMA,
+        )
+
+    def _draw(self, generation: int, names: list[str], waiting: dict) -> None:
+        alpha_a, alpha_b = (float(np.clip(waiting[n][0], 0.0, 1.0)) for n in names[:2])
+        alpha = (alpha_a + alpha_b) / 2
+        limit = min(waiting[n][1] for n in names)
+        window = float(np.mean(list(self.truth.lifetime_ns.values()))) * np.log(10)
+        if alpha_a + alpha_b == 0:  # neither memory can emit: nothing heralds
+            for name in names:
+                if not waiting[name][2].done():
+                    waiting[name][2].set_result((limit, 0))
+            return
+        herald = single_click(alpha_a, self.link(window), alpha_b)
+        attempts = int(self.rng.geometric(herald.p_success))
+        if attempts > limit:
+            result = (limit, 0)
+        else:
+            outcome = "psi_plus" if self.rng.random() < herald.weights["psi_plus"] else "psi_minus"
+            state = herald.states[outcome]
+            if self.register is not None:
+                self.register.set_pair(names[0], names[1], state)
+            self.heralds.append(
+                {
+                    "generation": generation,
+                    "attempts": attempts,
+                    "outcome": outcome,
+                    "fidelity": fidelity(state, outcome),
+                    "alpha": alpha,
+                    "alphas": {names[0]: alpha_a, names[1]: alpha_b},
+                    "p_success": herald.p_success,
+                }
+            )
+            result = (attempts, 1 if outcome == "psi_plus" else 2)
+        for name in names:
+            future = waiting[name][2]
+            if not future.done():
+                future.set_result(result)
 
     def reference_rate(self, channel: int) -> float:
         """Reference light through the interferometer: its two outputs share it by the phase."""

@@ -85,6 +85,15 @@ class QubitRegister:
             fresh = moved.reshape(2**n, 2**n)
         self.rho = fresh if weight >= 1.0 else (1 - weight) * self.rho + weight * fresh
 
+    def set_pair(self, first: str, second: str, rho4: np.ndarray) -> None:
+        """Put two nodes' qubits in a joint state (a two-node lab: the whole register)."""
+        if self.n != 2 or {first, second} != set(self.names):
+            raise ValueError("set_pair needs a register of exactly these two qubits")
+        rho = np.asarray(rho4, dtype=complex)
+        if self.names != [first, second]:  # swap the qubit order
+            rho = rho.reshape(2, 2, 2, 2).transpose(1, 0, 3, 2).reshape(4, 4)
+        self.rho = rho.copy()
+
     def dephase(self, name: str, coherence: float) -> None:
         """Multiply the qubit's coherences by `coherence` (phase-flip channel)."""
         if coherence >= 1.0:

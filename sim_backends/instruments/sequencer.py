@@ -26,6 +26,7 @@ from sim_backends.node import SimNode
 PROGRAM_ERROR_CODE = 101
 HERALD_TIMEOUT = -1
 SIMPLE_OPS = frozenset({Op.TTL_SET, Op.TTL_CLR, Op.WAIT, Op.AWG_TRIG})
+ATTEMPT_OPS = SIMPLE_OPS | {Op.ADD, Op.WAIT_HERALD, Op.BRANCH_GE, Op.BRANCH_LT}
 YIELD_EVERY_S = 0.001
 """Run the program in slices this long, so replies and output keep flowing meanwhile."""
 FIFO_READ_MAX = 4096
@@ -40,6 +41,7 @@ class SimSequencer(Device):
         self._task: asyncio.Task | None = None
         self.sync_source = None  # the midpoint's sync generator, if the lab has one
         self._simple_bodies: dict[int, bool] = {}
+        self._attempt_loops: dict[int, tuple | None] = {}
         super().__init__(name)
 
     def setup(self) -> None:
@@ -75,6 +77,7 @@ class SimSequencer(Device):
         try:
             self.program = decode(block)
             self._simple_bodies = {}
+            self._attempt_loops = {}
         except ProgramError as e:
             self.program = []
             raise CommandError(PROGRAM_ERROR_CODE, str(e)) from None
@@ -193,7 +196,11 @@ class SimSequencer(Device):
                 elif op is Op.WAIT_SYNC:
                     await self._wait_for("sync", ins.d)
                 elif op is Op.WAIT_HERALD:
-                    outcome = await self._wait_for("herald", ins.d)
+                    shortcut = await self._attempts_at_once(program, pc, ins, loops, regs)
+                    if shortcut is not None:
+                        outcome = shortcut or None
+                    else:
+                        outcome = await self._wait_for("herald", ins.d)
                     regs[ins.a] = HERALD_TIMEOUT if outcome is None else outcome
                 elif op is Op.EVENT:
                     value = regs[ins.a] if ins.a != NO_REGISTER else 0
@@ -221,6 +228,60 @@ class SimSequencer(Device):
         except Exception as e:  # firmware fault: report, never hang the lab
             self.queue_error(-300, f"Device-specific error: {type(e).__name__} at instruction {pc}")
             self.status = "IDLE"
+
+    def _attempt_loop(self, program, pc: int):
+        """(LOOP index, attempt duration ns, register increments) if the WAIT_HERALD at pc is
+        the one herald wait of a plain attempt loop, else None."""
+        cached = self._attempt_loops.get(pc)
+        if cached is not None or pc in self._attempt_loops:
+            return cached
+        found = None
+        for end in range(pc + 1, len(program)):
+            if program[end].op is Op.LOOP:
+                if program[end].c <= pc:
+                    body = program[program[end].c : end]
+                    ok = (
+                        all(i.op in ATTEMPT_OPS for i in body)
+                        and sum(i.op is Op.WAIT_HERALD for i in body) == 1
+                        and all(i.c > end for i in body if i.op in (Op.BRANCH_GE, Op.BRANCH_LT))
+                    )
+                    if ok:
+                        duration = sum(i.d for i in body if i.op in (Op.WAIT, Op.WAIT_HERALD))
+                        adds: dict[int, int] = {}
+                        for i in body:
+                            if i.op is Op.ADD:
+                                adds[i.a] = adds.get(i.a, 0) + i.d
+                        found = (end, duration, adds)
+                break
+        self._attempt_loops[pc] = found
+        return found
+
+    async def _attempts_at_once(self, program, pc: int, ins, loops, regs) -> int | None:
+        """The attempt loops of both nodes, released by the same shared sync, are not stepped:
+        the midpoint draws at which attempt the herald comes (geometric) and its outcome, and
+        both sequencers jump there. Returns the herald (1, 2), 0 if none came within the
+        loop's attempts, or None to step normally."""
+        midpoint, node = self.sync_source, self.node
+        if midpoint is None or node.sync_generation == 0 or node.physics is None:
+            return None
+        if node.sync_generation != midpoint.generation or not node.excitations:
+            return None
+        loop = self._attempt_loop(program, pc)
+        if loop is None:
+            return None
+        end, duration, adds = loop
+        available = loops.get(end, program[end].d)
+        alpha = node.excitations[-1][1]
+        result = await midpoint.attempts(self, alpha, available, ins.d)
+        if result is None:
+            return None
+        attempts, outcome = result
+        skipped = min(attempts, available) - 1
+        node.advance(skipped * duration)
+        for register, step in adds.items():
+            regs[register] += skipped * step
+        loops[end] = available - skipped
+        return outcome
 
     def _fast_forward(self, program, pc: int, ins, left: int, marks: dict[int, int]) -> bool:
         """The attempt-loop shortcut: a body that only switches lines, triggers the AWG and
