@@ -83,3 +83,35 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     for h in heralds:
         if min(h["alphas"].values()) == 0:
             assert h["fidelity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, lab, resources):
+    for node in ("A", "B"):
+        calibrate_from_truth(data_dir, sim, node)
+        with ParameterStore(data_dir / "params.sqlite") as store:
+            truth = sim.truth(node)
+            pi_v = 1 / (2 * 100e-9 * truth["rabi_hz_per_v"])
+            store.set_manual(node, "pi2_amplitude_v", pi_v / 2, "test: from the truth")
+    daemons = {node: start_daemon(node) for node in ("A", "B")}
+    tagger = lab.make_driver("M", "tagger", resources)
+    attempt = EntanglementAttempt("barrett_kok", max_attempts=2**31)
+    sequence = Sequence("bk_zz", (CRCheck(), WaitSync(), attempt, SpinInit(0), Readout()), 20)
+    before = len(sim.heralds())
+    with tagger:
+        tagger.set_sync_auto(True)  # Barrett-Kok needs no phase lock
+        try:
+            runs = {n: d.client.start(sequence, Sweep()) for n, d in daemons.items()}
+            done = {n: daemons[n].client.wait(r["run_id"], timeout_s=120) for n, r in runs.items()}
+        finally:
+            tagger.set_sync_auto(False)
+    assert all(run["status"] == "completed" for run in done.values()), done
+    heralds = sim.heralds()[before:]
+    assert len(heralds) == 20 and all(h["protocol"] == "barrett_kok" for h in heralds)
+    eta = sim.truth("M")["eta"]
+    assert heralds[0]["p_success"] == pytest.approx(eta["A"] * eta["B"] / 2, rel=0.1)
+    v = sim.truth("M")["visibility"]
+    assert all(h["fidelity"] == pytest.approx((1 + v) / 2, abs=0.01) for h in heralds)
+    data = {n: daemons[n].client.result(runs[n]["run_id"]) for n in daemons}
+    bright = {n: data[n].counts[0, :, 0] >= 1 for n in data}
+    valid = data["A"].valid[0] & data["B"].valid[0]
+    assert np.mean(bright["A"][valid] != bright["B"][valid]) > 0.7

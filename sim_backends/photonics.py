@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sim_backends.heralding import Link, fidelity, single_click
+from sim_backends.heralding import Link, barrett_kok, fidelity, single_click
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
 ETA_RANGE = {"nv": (2.8e-4, 4.2e-4), "ion": (1.5e-4, 2.5e-4)}  # detected photons per excitation
@@ -108,7 +108,9 @@ class Midpoint:
             self.fire_sync()
 
     # attempt loops drawn at once ----------------------------------------------------------------
-    async def attempts(self, seq, alpha: float, available: int, window_ns: int):
+    async def attempts(
+        self, seq, alpha: float, available: int, window_ns: int, protocol: str = "single_click"
+    ):
         """A node's attempt loop reached its herald wait; once both nodes of this sync are
         there, draw the attempt of the first herald. (attempts, herald) or None if the
         partner never came (then the node steps on its own)."""
@@ -116,7 +118,7 @@ class Midpoint:
         generation = node.sync_generation
         waiting = self._attempting.setdefault(generation, {})
         future = asyncio.get_running_loop().create_future()
-        waiting[node.name] = (alpha, available, future)
+        waiting[node.name] = (alpha, available, future, protocol)
         memories = [name for name in self.truth.eta]
         if all(name in waiting for name in memories):
             self._attempting.pop(generation, None)
@@ -149,7 +151,13 @@ class Midpoint:
                 if not waiting[name][2].done():
                     waiting[name][2].set_result((limit, 0))
             return
-        herald = single_click(alpha_a, self.link(window), alpha_b)
+        barrett_kok_ = waiting[names[0]][3] == "barrett_kok"
+        if barrett_kok_:
+            # the state is set at the first round, before the pi pulse between the rounds:
+            # Bell states keep, |00> and |11> swap
+            herald = barrett_kok(self.link(window))
+        else:
+            herald = single_click(alpha_a, self.link(window), alpha_b)
         attempts = int(self.rng.geometric(herald.p_success))
         if attempts > limit:
             result = (limit, 0)
@@ -157,7 +165,8 @@ class Midpoint:
             outcome = "psi_plus" if self.rng.random() < herald.weights["psi_plus"] else "psi_minus"
             state = herald.states[outcome]
             if self.register is not None:
-                self.register.set_pair(names[0], names[1], state)
+                before_pi = state[::-1, ::-1] if barrett_kok_ else state
+                self.register.set_pair(names[0], names[1], before_pi)
             self.heralds.append(
                 {
                     "generation": generation,
@@ -167,6 +176,7 @@ class Midpoint:
                     "alpha": alpha,
                     "alphas": {names[0]: alpha_a, names[1]: alpha_b},
                     "p_success": herald.p_success,
+                    "protocol": "barrett_kok" if barrett_kok_ else "single_click",
                 }
             )
             result = (attempts, 1 if outcome == "psi_plus" else 2)

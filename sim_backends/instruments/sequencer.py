@@ -42,6 +42,7 @@ class SimSequencer(Device):
         self.sync_source = None  # the midpoint's sync generator, if the lab has one
         self._simple_bodies: dict[int, bool] = {}
         self._attempt_loops: dict[int, tuple | None] = {}
+        self._second_round: int | None = None
         super().__init__(name)
 
     def setup(self) -> None:
@@ -88,6 +89,7 @@ class SimSequencer(Device):
         if self.status in ("RUNNING", "WAITING"):
             raise CommandError(-221, "Settings conflict: already running")
         self.events = []
+        self._second_round = None
         self.pending = {"sync": [], "herald": []}
         self.t0_ns = self.node.now_ns
         self.status = "RUNNING"
@@ -230,8 +232,9 @@ class SimSequencer(Device):
             self.status = "IDLE"
 
     def _attempt_loop(self, program, pc: int):
-        """(LOOP index, attempt duration ns, register increments) if the WAIT_HERALD at pc is
-        the one herald wait of a plain attempt loop, else None."""
+        """(LOOP index, attempt duration ns, register increments, herald waits) if the
+        WAIT_HERALD at pc is the first herald wait of a plain attempt loop (one wait:
+        single-click; two: Barrett-Kok's rounds), else None."""
         cached = self._attempt_loops.get(pc)
         if cached is not None or pc in self._attempt_loops:
             return cached
@@ -240,10 +243,12 @@ class SimSequencer(Device):
             if program[end].op is Op.LOOP:
                 if program[end].c <= pc:
                     body = program[program[end].c : end]
+                    waits = [k for k, i in enumerate(body) if i.op is Op.WAIT_HERALD]
                     ok = (
                         all(i.op in ATTEMPT_OPS for i in body)
-                        and sum(i.op is Op.WAIT_HERALD for i in body) == 1
-                        and all(i.c > end for i in body if i.op in (Op.BRANCH_GE, Op.BRANCH_LT))
+                        and len(waits) in (1, 2)
+                        and program[end].c + waits[0] == pc
+                        and all(i.c >= end for i in body if i.op in (Op.BRANCH_GE, Op.BRANCH_LT))
                     )
                     if ok:
                         duration = sum(i.d for i in body if i.op in (Op.WAIT, Op.WAIT_HERALD))
@@ -251,7 +256,7 @@ class SimSequencer(Device):
                         for i in body:
                             if i.op is Op.ADD:
                                 adds[i.a] = adds.get(i.a, 0) + i.d
-                        found = (end, duration, adds)
+                        found = (end, duration, adds, len(waits))
                 break
         self._attempt_loops[pc] = found
         return found
@@ -266,16 +271,23 @@ class SimSequencer(Device):
             return None
         if node.sync_generation != midpoint.generation or not node.excitations:
             return None
+        if self._second_round is not None:  # Barrett-Kok's second herald wait of a drawn attempt
+            outcome, self._second_round = self._second_round, None
+            return outcome
         loop = self._attempt_loop(program, pc)
         if loop is None:
             return None
-        end, duration, adds = loop
+        end, duration, adds, rounds = loop
         available = loops.get(end, program[end].d)
         alpha = node.excitations[-1][1]
-        result = await midpoint.attempts(self, alpha, available, ins.d)
+        protocol = "barrett_kok" if rounds == 2 else "single_click"
+        result = await midpoint.attempts(self, alpha, available, ins.d, protocol)
         if result is None:
             return None
         attempts, outcome = result
+        if protocol == "barrett_kok" and outcome:
+            self._second_round = outcome  # the second wait gives the outcome
+            outcome = 1  # the first round clicked
         skipped = min(attempts, available) - 1
         node.advance(skipped * duration)
         for register, step in adds.items():
