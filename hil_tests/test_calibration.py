@@ -33,7 +33,7 @@ from sequences.operations import (
 from sim_backends.client import SimControl
 from sim_backends.physics import NV
 
-pytestmark = pytest.mark.usefixtures("sim")
+pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(600)]  # whole graphs: minutes
 
 
 @pytest.fixture
