@@ -45,6 +45,22 @@ def _fit(func, x, y, p0, names, bounds=(-np.inf, np.inf)) -> Fit:
     )
 
 
+def _best_fit(func, x, y, starts, names, bounds, failure: str) -> Fit:
+    """The best (highest R^2) of fits from several starting points: oscillation fits have
+    local minima at the wrong frequency."""
+    best = None
+    for p0 in starts:
+        try:
+            fit = _fit(func, x, y, p0, names, bounds=bounds)
+        except FitFailed:
+            continue
+        if best is None or fit.quality > best.quality:
+            best = fit
+    if best is None:
+        raise FitFailed(failure)
+    return best
+
+
 def rabi_lineshape(f_hz, f0_hz, rabi_hz, pulse_s, offset, scale):
     """Bright fraction after a square pulse at detuning f - f0: offset - scale * P(flip)."""
     omega, delta = 2 * np.pi * rabi_hz, 2 * np.pi * (f_hz - f0_hz)
@@ -105,25 +121,16 @@ def fit_rabi_amplitude(amplitude_v: np.ndarray, bright: np.ndarray) -> Fit:
         while end + 1 < len(smooth) - 1 and smooth[end + 1] < mid:
             end += 1
         guesses.append(float(amplitude_v[start + int(np.argmin(smooth[start : end + 1]))]))
-    best = None
-    for guess in guesses or [0.5]:
-        for start in (guess, guess * 0.85, guess * 1.15):
-            try:
-                fit = _fit(
-                    model,
-                    amplitude_v,
-                    bright,
-                    [max(start, 1e-3), 0.5, 0.8],
-                    ["a_pi_v", "offset", "contrast"],
-                    bounds=([1e-3, 0, 0], [10, 1, 1.2]),
-                )
-            except FitFailed:
-                continue
-            if best is None or fit.quality > best.quality:
-                best = fit
-    if best is None:
-        raise FitFailed("no Rabi oscillation could be fitted")
-    return best
+    starts = [[max(g * f, 1e-3), 0.5, 0.8] for g in guesses or [0.5] for f in (1.0, 0.85, 1.15)]
+    return _best_fit(
+        model,
+        amplitude_v,
+        bright,
+        starts,
+        ["a_pi_v", "offset", "contrast"],
+        ([1e-3, 0, 0], [10, 1, 1.2]),
+        "no Rabi oscillation could be fitted",
+    )
 
 
 def ramsey_model(t_s, offset, amplitude, detuning_hz, t2star_s):
@@ -134,29 +141,25 @@ def ramsey_model(t_s, offset, amplitude, detuning_hz, t2star_s):
 
 
 def fit_ramsey(t_s: np.ndarray, bright: np.ndarray, detuning_guess_hz: float) -> Fit:
-    best = None
     span = float(t_s.max())
     seen = dominant_frequency(t_s, bright)
     if seen > 0:
         detuning_guess_hz = seen
-    for scale in (0.9, 1.0, 1.1):
-        for t2 in (span / 4, span / 2):
-            try:
-                fit = _fit(
-                    ramsey_model,
-                    t_s,
-                    bright,
-                    [0.5, 0.45, detuning_guess_hz * scale, t2],
-                    ["offset", "amplitude", "detuning_hz", "t2star_s"],
-                    bounds=([0, 0, 0, span / 100], [1, 1, 10 * detuning_guess_hz, 10 * span]),
-                )
-            except FitFailed:
-                continue
-            if best is None or fit.quality > best.quality:
-                best = fit
-    if best is None:
-        raise FitFailed("no Ramsey fringes could be fitted")
-    return best
+    starts = [
+        [0.5, 0.45, detuning_guess_hz * f, t2]
+        for f in (0.9, 1.0, 1.1)
+        for t2 in (span / 4, span / 2)
+    ]
+    bounds = ([0, 0, 0, span / 100], [1, 1, 10 * detuning_guess_hz, 10 * span])
+    return _best_fit(
+        ramsey_model,
+        t_s,
+        bright,
+        starts,
+        ["offset", "amplitude", "detuning_hz", "t2star_s"],
+        bounds,
+        "no Ramsey fringes could be fitted",
+    )
 
 
 def fit_check_counts(counts: np.ndarray) -> Fit:

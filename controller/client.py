@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from calibration.routine import bright_fraction
 from controller.daemon import node_info_path
 from controller.keys import DEFAULT_CLIENT, client_keys
 from controller.labconfig import LabConfig, load_lab
@@ -54,9 +55,7 @@ class RunData:
 
     def bright_fraction(self, threshold: float = 1, readout: int = 0) -> np.ndarray:
         """P(counts >= threshold) per point over the shots whose check passed."""
-        bright = self.counts[:, :, readout] >= threshold
-        kept = np.maximum(self.valid.sum(axis=1), 1)
-        return (bright & self.valid).sum(axis=1) / kept
+        return bright_fraction(self, threshold, readout)
 
     def mean_counts(self, readout: int = 0) -> np.ndarray:
         kept = np.maximum(self.valid.sum(axis=1), 1)

@@ -219,9 +219,6 @@ class NodeRuntime:
         self.run_progress = RunProgress(run_id, sequence.name, len(points), str(path))
         return PreparedRun(sequence, sweep, points, compiled, self.run_progress)
 
-    def run(self, sequence: Sequence, sweep: Sweep, data_dir: Path) -> RunProgress:
-        return self.execute(self.prepare(sequence, sweep, data_dir))
-
     def execute(
         self, prepared: PreparedRun, on_point: Callable[[RunProgress], None] | None = None
     ) -> RunProgress:

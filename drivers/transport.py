@@ -102,7 +102,7 @@ class _ReconnectingTransport:
         with self._lock:
             if self._is_open:
                 return
-            self._connect_with_backoff(first_attempt_only=False)
+            self._connect_with_backoff()
             self._is_open = True
 
     def close(self) -> None:
@@ -111,7 +111,7 @@ class _ReconnectingTransport:
                 self._disconnect()
             self._is_open = False
 
-    def _connect_with_backoff(self, first_attempt_only: bool = False) -> None:
+    def _connect_with_backoff(self) -> None:
         last: Exception | None = None
         try:
             self._connect()

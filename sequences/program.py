@@ -325,12 +325,11 @@ def _operand(lineno: int, op: Op, kind: str, text: str, labels: dict[str, int]) 
 
 def straight_line_duration(instructions: list[Instruction]) -> int | None:
     """Duration of a program without branches or herald/sync waits (loops are unrolled)."""
-    timed = {Op.WAIT: True, Op.COUNT: True}
     total = 0
     for ins in instructions:
         if ins.op in (Op.BRANCH_LT, Op.BRANCH_GE, Op.WAIT_SYNC, Op.WAIT_HERALD, Op.JUMP, Op.LOOP):
             return None
-        if ins.op in timed:
+        if ins.op in (Op.WAIT, Op.COUNT):
             total += ins.d
     return total
 
