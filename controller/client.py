@@ -22,9 +22,9 @@ import numpy as np
 import zmq
 
 from calibration.routine import bright_fraction
-from controller.daemon import node_info_path
 from controller.keys import DEFAULT_CLIENT, client_keys
 from controller.labconfig import LabConfig, load_lab
+from controller.serving import node_info_path
 from qnode.curve import client_socket
 from qnode.errors import QnodeError
 from qnode.wire import MessageError, pack, unpack

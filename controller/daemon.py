@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
 
-from controller.keys import AllowList, ensure_default_client, node_keys
+from controller.keys import ensure_default_client
 from controller.labconfig import LabConfig
 from controller.node_runtime import NodeRuntime
 from controller.params import ParameterStore
 from controller.rundata import read_run
-from qnode.curve import server_socket
+from controller.serving import (
+    SecureRouter,
+    claim,
+    remove_info,
+    write_info,
+)
 from qnode.errors import QnodeError
 from qnode.wire import MessageError, pack, unpack
 from sequences.operations import from_data
@@ -39,10 +41,6 @@ log = logging.getLogger("qnode.daemon")
 
 REQUESTS = {"status", "run", "abort", "safe_state", "result", "params", "shutdown"}
 SHUTDOWN_GRACE_S = 10.0
-
-
-def node_info_path(data_dir: Path, node: str) -> Path:
-    return data_dir / "nodes" / f"{node}.json"
 
 
 class NodeDaemon:
@@ -58,37 +56,24 @@ class NodeDaemon:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"node-{node}")
         self.run_future: asyncio.Future | None = None
         self.malformed = 0
-        self.allow_list = AllowList(self.data_dir, f"node {node}")
         self._stop = asyncio.Event()
         self._ctx = zmq.asyncio.Context()
+        self.router = SecureRouter(self._ctx, self.data_dir, node, f"node {node}")
+        self.allow_list = self.router.allow_list
         self.endpoint = ""
 
     # lifecycle ------------------------------------------------------------------------------
     async def serve(self) -> None:
-        other = running_daemon_pid(self.data_dir, self.node)
-        if other is not None:
-            raise QnodeError(
-                f"node {self.node} is already served by process {other}: one owner per node"
-            )
+        claim(self.data_dir, self.node)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
-        _, secret = node_keys(self.data_dir, self.node)
         ensure_default_client(self.data_dir)
-        auth = AsyncioAuthenticator(self._ctx)
-        auth.start()
-        auth.configure_curve_callback("*", credentials_provider=self.allow_list)
-        sock = server_socket(self._ctx, zmq.ROUTER, secret)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if self.endpoint_requested.endswith(":0"):
-            port = sock.bind_to_random_port(self.endpoint_requested.rsplit(":", 1)[0])
-            self.endpoint = f"{self.endpoint_requested.rsplit(':', 1)[0]}:{port}"
-        else:
-            sock.bind(self.endpoint_requested)
-            self.endpoint = self.endpoint_requested
+        sock = self.router.bind(self.endpoint_requested)
+        self.endpoint = self.router.endpoint
         await loop.run_in_executor(self.executor, self._open_instruments)
-        self._write_info()
+        write_info(self.data_dir, self.node, self.endpoint)
         log.info("node %s serving on %s (state %s)", self.node, self.endpoint, self.runtime.state)
         receiver = loop.create_task(self._receive(sock))
         try:
@@ -96,10 +81,9 @@ class NodeDaemon:
         finally:
             receiver.cancel()
             await self._shutdown()
-            sock.close(linger=0)
-            auth.stop()
+            self.router.close()
             self._ctx.term()
-            self._remove_info()
+            remove_info(self.data_dir, self.node)
             self.store.close()
             log.info("node %s stopped", self.node)
 
@@ -111,30 +95,6 @@ class NodeDaemon:
                 self.runtime.enter_fault("safe state at start failed: " + "; ".join(problems))
         except Exception as e:
             self.runtime.enter_fault(f"instruments did not open: {e}")
-
-    def _remove_info(self) -> None:
-        """Remove the info file, unless another daemon has written its own meanwhile."""
-        path = node_info_path(self.data_dir, self.node)
-        with contextlib.suppress(FileNotFoundError, ValueError, OSError):
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-
-    def _write_info(self) -> None:
-        path = node_info_path(self.data_dir, self.node)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        public, _ = node_keys(self.data_dir, self.node)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "node": self.node,
-                    "endpoint": self.endpoint,
-                    "pid": os.getpid(),
-                    "server_public_key": str(public.resolve()),
-                }
-            )
-        )
-        tmp.replace(path)
 
     async def _shutdown(self) -> None:
         """Abort any run, wait for it to close its file, then safe state and close drivers."""
@@ -211,23 +171,6 @@ class NodeDaemon:
             self._stop.set()
             return {}
         raise QnodeError(f"unknown request {kind!r}")
-
-
-def running_daemon_pid(data_dir: Path, node: str) -> int | None:
-    """The pid of a live daemon serving `node` in this data folder, if any."""
-    try:
-        pid = int(json.loads(node_info_path(data_dir, node).read_text())["pid"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
-        return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
 
 
 def serve(lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str) -> None:

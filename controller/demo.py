@@ -22,11 +22,11 @@ from rich.table import Table
 from calibration.graph import run_graph
 from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
 from controller.client import NodeClient
-from controller.daemon import node_info_path
 from controller.instruments_check import check_lab, render_table
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
 from controller.params import ParameterStore
 from controller.processes import spawn, terminate
+from controller.serving import node_info_path
 from sim_backends.client import SimControl
 
 console = Console()

@@ -56,6 +56,17 @@ def ensure_default_client(data_dir: Path) -> None:
         log.info("created the '%s' client key and allowed it", DEFAULT_CLIENT)
 
 
+def allow_station(data_dir: Path, node: str) -> None:
+    """A station's own key on the lab's allow-list: the nodes and the midpoint call each
+    other (link layer, heralds). In a lab on several machines, copy the key files across."""
+    public, _ = node_keys(data_dir, node)
+    allowed = key_dir(data_dir) / "allowed"
+    allowed.mkdir(parents=True, exist_ok=True)
+    target = allowed / public.name
+    if not target.exists():
+        shutil.copy(public, target)
+
+
 def allowed_keys(data_dir: Path) -> dict[str, str]:
     """z85 public key -> name, for every key on the allow-list."""
     out = {}

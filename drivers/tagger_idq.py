@@ -14,6 +14,18 @@ INPUTS = (1, 2, 3, 4)
 TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
 """One time tag: ps since the acquisition started, ps since the last sync (start) pulse, and
 the input (1-based)."""
+CLICK_DTYPE = np.dtype(
+    [
+        ("sync", "<u8"),
+        ("attempt", "<u8"),
+        ("round", "u1"),
+        ("channel", "<u2"),
+        ("delay_ps", "<i8"),
+    ]
+)
+"""One click of the herald logic: the shared sync it followed (count of the sync output), the
+attempt since that sync (1-based), the detection round of the attempt, the input, and ps after
+the attempt's excitation."""
 
 
 class TimeController(ScpiDriver):
@@ -88,6 +100,17 @@ class TimeController(ScpiDriver):
                 self.name, f"TAGS:COUN? said {expected} tags, the block holds {tags.size}"
             )
         return tags
+
+    def read_clicks(self) -> np.ndarray:
+        """The herald logic's clicks since the last read (CLICK_DTYPE), oldest first."""
+        data = self.scpi.query_block("CLIC:DATA?")
+        if len(data) % CLICK_DTYPE.itemsize:
+            raise InstrumentReplyError(
+                self.name,
+                f"click block of {len(data)} bytes is not whole {CLICK_DTYPE.itemsize}-byte "
+                "records",
+            )
+        return np.frombuffer(data, dtype=CLICK_DTYPE).copy()
 
     def safe_state(self) -> None:
         self.scpi.write("TAGS:STOP")

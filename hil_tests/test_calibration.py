@@ -14,10 +14,10 @@ from calibration.routines.check_threshold import threshold_for
 from calibration.routines.readout import BIN_NS, BINS
 from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
 from controller.client import NodeClient
-from controller.daemon import node_info_path
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
 from controller.params import ParameterStore
 from controller.processes import spawn, terminate
+from controller.serving import node_info_path
 from sequences.operations import (
     CRCheck,
     MwPulse,

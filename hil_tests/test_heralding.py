@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sim_backends.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
+from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 
 ETA = 3.5e-4
 

@@ -12,9 +12,9 @@ import pytest
 from scipy.optimize import curve_fit
 
 from controller.client import NodeClient, NodeRequestError, NodeUnavailable
-from controller.daemon import node_info_path
 from controller.params import ParameterStore
 from controller.rundata import read_run
+from controller.serving import node_info_path
 from qnode.curve import ensure_keypair
 from qnode.wire import pack
 from sequences.library import rabi

@@ -74,3 +74,19 @@ def unpack(data: bytes, allowed_types: set[str] | None = None) -> dict:
     if not isinstance(msg.get("t"), (int, float)):
         raise MessageError("missing time stamp 't'")
     return msg
+
+
+def require(msg: dict, fields: dict[str, type | tuple[type, ...]]) -> dict:
+    """Check a message's own fields (name -> type); raises MessageError naming the first
+    missing or mistyped one. Booleans are not numbers here."""
+    for name, kind in fields.items():
+        if name not in msg:
+            raise MessageError(f"{msg.get('type')}: missing field {name!r}")
+        value = msg[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise MessageError(
+                f"{msg.get('type')}: field {name!r} is {type(value).__name__}, expected "
+                + " or ".join(k.__name__ for k in kinds)
+            )
+    return msg

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sim_backends.heralding import Link, barrett_kok, fidelity, single_click
+from qnode.heralding import Link, barrett_kok, fidelity, single_click
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
 ETA_RANGE = {"nv": (2.8e-4, 4.2e-4), "ion": (1.5e-4, 2.5e-4)}  # detected photons per excitation
@@ -167,9 +167,12 @@ class Midpoint:
             if self.register is not None:
                 before_pi = state[::-1, ::-1] if barrett_kok_ else state
                 self.register.set_pair(names[0], names[1], before_pi)
+            clicks = self._clicks(outcome, barrett_kok_, names, herald)
+            self.tagger.record_clicks(generation, attempts, clicks)
             self.heralds.append(
                 {
                     "generation": generation,
+                    "clicks": [[r, c] for r, c, _ in clicks],
                     "attempts": attempts,
                     "outcome": outcome,
                     "fidelity": fidelity(state, outcome),
@@ -184,6 +187,27 @@ class Midpoint:
             future = waiting[name][2]
             if not future.done():
                 future.set_result(result)
+
+    def _clicks(self, outcome: str, two_rounds: bool, names: list[str], herald) -> list:
+        """The heralding clicks the tagger sees: (round, detector, ns after the excitation).
+        One round: the outcome's detector. Barrett-Kok: psi+ the same detector twice, psi- one
+        each. A click's delay is a photon's (the fibre delay of a node, the lifetime, inside
+        the 90 % the herald logic accepts)."""
+        first, second = self.detectors[0], self.detectors[1]
+        if two_rounds:
+            a = first if self.rng.random() < 0.5 else second
+            b = a if outcome == "psi_plus" else (second if a == first else first)
+            pattern = [(0, a), (1, b)]
+        else:
+            pattern = [(0, first if outcome == "psi_plus" else second)]
+        clicks = []
+        for round_, detector in pattern:
+            node = names[int(self.rng.integers(len(names)))]
+            t = self.truth
+            emitted = -t.lifetime_ns[node] * np.log1p(-0.9 * self.rng.random())
+            delay = t.delay_ns[node] + emitted + self.rng.normal(0.0, t.jitter_ns)
+            clicks.append((round_, detector, float(delay)))
+        return clicks
 
     def reference_rate(self, channel: int) -> float:
         """Reference light through the interferometer: its two outputs share it by the phase."""

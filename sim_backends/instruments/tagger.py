@@ -11,6 +11,19 @@ from sim_backends.device import CommandError, Device, boolean, number
 TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
 """time since the acquisition began, time since the last sync (start) pulse, input (1-4)."""
 MAX_TAGS = 5_000_000
+CLICK_DTYPE = np.dtype(
+    [
+        ("sync", "<u8"),
+        ("attempt", "<u8"),
+        ("round", "u1"),
+        ("channel", "<u2"),
+        ("delay_ps", "<i8"),
+    ]
+)
+"""A click of the herald logic (T3-like): the shared sync it followed (the sync output's
+count), the attempt since that sync (1-based: the attempt trigger counter), the attempt's
+detection round (Barrett-Kok has two), the input, and ps since that attempt's excitation."""
+MAX_CLICKS = 1_000_000
 
 
 class SimTimeController(Device):
@@ -47,6 +60,8 @@ class SimTimeController(Device):
         self.add("TAGS:STATe?", lambda a: "ARMED" if self.armed else "IDLE")
         self.add("TAGS:COUNt?", lambda a: str(len(self.tags)))
         self.add("TAGS:DATA?", lambda a: self._drain())
+        self.add("CLICks:COUNt?", lambda a: str(sum(len(c) for c in self._clicks)))
+        self.add("CLICks:DATA?", lambda a: self._drain_clicks())
 
     def _sync(self):
         if getattr(self, "midpoint", None) is None:
@@ -76,6 +91,8 @@ class SimTimeController(Device):
         self._syncs: list[np.ndarray] = []
         self.detector_dark_hz: dict[int, float] = {}  # set by the lab for the midpoint
         self.light_rate_hz = None  # channel -> rate of light reaching it (the midpoint sets it)
+        self._clicks: list[np.ndarray] = []
+        self.clicks_lost = 0
 
     def _dark_rate(self, ch: int) -> float:
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
@@ -84,6 +101,7 @@ class SimTimeController(Device):
     def _start(self) -> None:
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self._photons, self._sync_trains, self._syncs = [], [], []
+        self._clicks = []
         self.armed = True
 
     def record_syncs(self, times_ns: np.ndarray) -> None:
@@ -91,6 +109,25 @@ class SimTimeController(Device):
 
     def record_sync_train(self, t0_ns: float, period_ns: float, n: int) -> None:
         self._sync_trains.append((float(t0_ns), float(period_ns), int(n)))
+
+    def record_clicks(self, sync: int, attempt: int, clicks: list[tuple[int, int, float]]) -> None:
+        """The clicks (round, input, ns after the excitation) of one attempt's windows."""
+        enabled = [(r, c, d) for r, c, d in clicks if self.enabled.get(c)]
+        if not self.armed or not enabled:
+            return
+        if sum(len(c) for c in self._clicks) >= MAX_CLICKS:
+            self.clicks_lost += len(enabled)  # the FIFO is full: the oldest are kept
+            return
+        part = np.zeros(len(enabled), dtype=CLICK_DTYPE)
+        part["sync"], part["attempt"] = sync, attempt
+        part["round"] = [r for r, _, _ in enabled]
+        part["channel"] = [c for _, c, _ in enabled]
+        part["delay_ps"] = [round(d * 1e3) for _, _, d in enabled]
+        self._clicks.append(part)
+
+    def _drain_clicks(self) -> bytes:
+        parts, self._clicks = self._clicks, []
+        return np.concatenate(parts).tobytes() if parts else b""
 
     def record_photons(self, times_ns: np.ndarray, delays_ns: np.ndarray, channels) -> None:
         part = np.zeros(len(times_ns), dtype=[("t", "f8"), ("d", "f8"), ("c", "u2")])
@@ -182,4 +219,6 @@ class SimTimeController(Device):
             "tags_pending": len(self.tags),
             "armed": self.armed,
             "last_block_crc32": self.last_block_crc32,
+            "clicks_pending": sum(len(c) for c in self._clicks),
+            "clicks_lost": self.clicks_lost,
         }

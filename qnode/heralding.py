@@ -10,6 +10,9 @@ photon number, so two photons on one detector are one click.
 
 States are 4x4 density matrices over (A, B), basis |00>, |01>, |10>, |11> (0 = bright).
 psi_plus/psi_minus are (|01> +- |10>)/sqrt 2.
+
+Shared like a header: the simulated lab draws its heralded states from it, and the controller
+uses it for the analytic expectation next to a measured fidelity and to choose alpha.
 """
 
 from __future__ import annotations
