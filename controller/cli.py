@@ -27,6 +27,8 @@ params_app = typer.Typer(help="The parameter store.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(keys_app, name="keys")
 app.add_typer(params_app, name="params")
+midpoint_app = typer.Typer(help="The midpoint station's daemon.", no_args_is_help=True)
+app.add_typer(midpoint_app, name="midpoint")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -160,6 +162,114 @@ def node_serve(
         serve(config, node, resources, endpoint)
     except QnodeError as e:
         raise _fail(str(e), 2) from None
+
+
+@midpoint_app.command("serve")
+def midpoint_serve(
+    lab: Path = LabOption,
+    resource_map: Path | None = ResourceMapOption,
+    endpoint: str = typer.Option(
+        "tcp://127.0.0.1:0", help="Where to bind the ROUTER (port 0: any free port)."
+    ),
+    allow_faults: bool = typer.Option(
+        False, "--allow-faults", help="Accept herald fault injection (tests, soak; sim labs)."
+    ),
+) -> None:
+    """Run the midpoint daemon in the foreground: heralds for the nodes' sessions."""
+    from controller.midpoint import midpoint_name, serve
+
+    config = _load(lab)
+    try:
+        name = midpoint_name(config)
+        resources = None
+        if any(inst.simulated for inst in config.nodes[name].instruments.values()):
+            resources = read_resource_map(config, resource_map)
+    except QnodeError as e:
+        raise _fail(str(e), 2) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        serve(config, resources, endpoint, allow_faults)
+    except QnodeError as e:
+        raise _fail(str(e), 2) from None
+
+
+@midpoint_app.command("status")
+def midpoint_status(lab: Path = LabOption) -> None:
+    """The midpoint daemon: state, connected nodes, the session, counters."""
+    from controller.client import NodeClient
+    from controller.midpoint import midpoint_name
+
+    config = _load(lab)
+    try:
+        with NodeClient.for_lab(config, midpoint_name(config), timeout_s=5) as client:
+            status = client.status()
+    except (QnodeError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    colour = {"idle": "green", "fault": "red"}.get(status["state"], "white")
+    console.print(f"midpoint {status['node']}: [{colour}]{status['state']}[/]")
+    if status["fault_reason"]:
+        console.print(f"  fault: {status['fault_reason']}")
+    console.print(f"  connected nodes: {', '.join(status['connected']) or 'none'}")
+    if status["session"]:
+        s = status["session"]
+        console.print(f"  session {s['session']} ({s['protocol']}): {s['heralds']} heralds")
+    console.print(
+        "  heralds sent {heralds}, undeliverable {undeliverable}, malformed {malformed}, "
+        "forged {forged}".format(**status)
+    )
+    if status["state"] == "fault":
+        raise typer.Exit(1)
+
+
+@app.command("entangle")
+def entangle(
+    lab: Path = LabOption,
+    pairs: int = typer.Option(..., "--pairs", min=1, help="Pairs to deliver."),
+    protocol: str = typer.Option("single-click", "--protocol", help="single-click or barrett-kok."),
+    fidelity_min: float = typer.Option(
+        0.0, "--fidelity-min", min=0.0, max=0.999, help="Alpha is chosen to meet it."
+    ),
+    verify: bool = typer.Option(False, "--verify", help="Measure in XX, YY, ZZ: the fidelity."),
+    basis: str = typer.Option(
+        "keep", "--basis", help="Without --verify: keep the pairs, or measure in X, Y or Z."
+    ),
+    alpha: float | None = typer.Option(None, "--alpha", help="Override the chosen alpha."),
+    deadline_s: float = typer.Option(600.0, "--deadline", help="Give up after this (s)."),
+    node: str = typer.Option("A", "--node", help="The initiating node."),
+    resource_map: Path | None = ResourceMapOption,
+) -> None:
+    """Heralded entanglement between the two nodes: N pairs, a live view, a summary."""
+    from controller.entangle import entangle_command
+
+    config = _load(lab)
+    names = {"single-click": "single_click", "barrett-kok": "barrett_kok"}
+    if protocol not in names:
+        raise _fail(f"--protocol {protocol!r}: single-click or barrett-kok", 2)
+    if basis not in ("keep", "X", "Y", "Z"):
+        raise _fail(f"--basis {basis!r}: keep, X, Y or Z", 2)
+    if alpha is not None and not 0 < alpha < 1:
+        raise _fail(f"--alpha {alpha}: must be in (0, 1)", 2)
+    if node not in config.nodes or config.nodes[node].kind != "memory":
+        raise _fail(f"{node!r} is not a memory node of {lab}", 2)
+    if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
+        resource_map = config.resource_map_path
+    try:
+        report = entangle_command(
+            config,
+            resource_map,
+            console,
+            pairs=pairs,
+            protocol=names[protocol],
+            fidelity_min=fidelity_min,
+            delivery="verify" if verify else basis,
+            alpha=alpha,
+            deadline_s=deadline_s,
+            node=node,
+        )
+    except QnodeError as e:
+        raise _fail(str(e)) from None
+    if report.summary["state"] != "completed" or not report.agree:
+        raise typer.Exit(1)
 
 
 @node_app.command("status")

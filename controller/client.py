@@ -193,6 +193,54 @@ class NodeClient:
     def abort(self) -> None:
         self.request("abort")
 
+    # entanglement (the node asked is the session's initiator) -------------------------------
+    def entangle(
+        self,
+        pairs: int,
+        protocol: str = "single_click",
+        fidelity_min: float = 0.0,
+        deadline_s: float = 600.0,
+        delivery: str = "verify",
+        alpha: float | None = None,
+        peer: str | None = None,
+    ) -> dict:
+        """Start a session with the peer; returns its summary (session id, expectation)."""
+        return self.request(
+            "entangle",
+            pairs=pairs,
+            protocol=protocol,
+            fidelity_min=fidelity_min,
+            deadline_s=deadline_s,
+            delivery=delivery,
+            alpha=alpha,
+            peer=peer,
+        )["session"]
+
+    def session(self, session_id: str) -> dict:
+        return self.request("session", session=session_id)["session"]
+
+    def session_data(self, session_id: str) -> dict:
+        """The node's session file: heralds, pairs (numpy records), runs, status."""
+        return self.request("session_data", session=session_id)["data"]
+
+    def wait_session(
+        self,
+        session_id: str,
+        progress: Callable[[dict], None] | None = None,
+        poll_s: float = 0.2,
+        timeout_s: float | None = None,
+    ) -> dict:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            summary = self.session(session_id)
+            if progress:
+                progress(summary)
+            if summary["state"] != "running":
+                return summary
+            if deadline is not None and time.monotonic() > deadline:
+                raise NodeUnavailable(f"session {session_id} still going after {timeout_s} s")
+            time.sleep(poll_s)
+
     def safe_state(self) -> list[str]:
         return self.request("safe_state")["problems"]
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from controller.keys import ensure_default_client
+from controller.keys import KeyNames, ensure_default_client
 from controller.labconfig import LabConfig
+from controller.link_node import NOTIFICATIONS, OPERATOR_REQUESTS, PEER_MESSAGES, NodeLink
 from controller.node_runtime import NodeRuntime
 from controller.params import ParameterStore
 from controller.rundata import read_run
@@ -40,6 +41,7 @@ from sequences.operations import from_data
 log = logging.getLogger("qnode.daemon")
 
 REQUESTS = {"status", "run", "abort", "safe_state", "result", "params", "shutdown"}
+ALL_MESSAGES = REQUESTS | PEER_MESSAGES | OPERATOR_REQUESTS
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -60,6 +62,8 @@ class NodeDaemon:
         self._ctx = zmq.asyncio.Context()
         self.router = SecureRouter(self._ctx, self.data_dir, node, f"node {node}")
         self.allow_list = self.router.allow_list
+        self.key_names = KeyNames(self.data_dir)
+        self.link = NodeLink(self)
         self.endpoint = ""
 
     # lifecycle ------------------------------------------------------------------------------
@@ -80,6 +84,11 @@ class NodeDaemon:
             await self._stop.wait()
         finally:
             receiver.cancel()
+            session = self.link.session
+            if session is not None:
+                session.state, session.reason = "aborted", "node stopped"
+                await self.link._end(session, "aborted", "node stopped")
+            self.link.close()
             await self._shutdown()
             self.router.close()
             self._ctx.term()
@@ -112,22 +121,37 @@ class NodeDaemon:
     # requests -------------------------------------------------------------------------------
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            frames = await sock.recv_multipart()
-            identity, payload = frames[0], frames[-1]
+            frames = await sock.recv_multipart(copy=False)
+            identity, payload = frames[0].bytes, frames[-1].bytes
             try:
-                msg = unpack(payload, REQUESTS)
+                sender = self.key_names.name(frames[-1].get("User-Id"))
+            except zmq.ZMQError:
+                sender = None
+            try:
+                msg = unpack(payload, ALL_MESSAGES)
             except MessageError as e:
                 self.malformed += 1
                 log.warning("node %s: malformed request dropped (%s)", self.node, e)
                 continue
             try:
-                body = await self._handle(msg)
+                if msg["type"] in PEER_MESSAGES:
+                    body = await self.link.handle_peer(msg, sender)
+                elif msg["type"] in OPERATOR_REQUESTS:
+                    body = await self.link.handle_operator(msg)
+                else:
+                    body = await self._handle(msg)
                 reply = pack("reply", msg["id"], ok=True, **body)
+            except MessageError as e:
+                self.malformed += 1
+                log.warning("node %s: malformed %s dropped (%s)", self.node, msg["type"], e)
+                reply = pack("reply", msg["id"], ok=False, error=f"malformed: {e}")
             except QnodeError as e:
                 reply = pack("reply", msg["id"], ok=False, error=str(e))
             except Exception as e:
                 log.exception("node %s: request %s failed", self.node, msg.get("type"))
                 reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
+            if msg["type"] in NOTIFICATIONS:
+                continue
             with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to tell
                 await sock.send_multipart([identity, reply])
 
@@ -140,6 +164,8 @@ class NodeDaemon:
                     **runtime.status(),
                     "malformed": self.malformed,
                     "refused_clients": self.allow_list.refused,
+                    "refused_peer_messages": self.link.forged,
+                    "session": self.link.session.summary() if self.link.session else None,
                 }
             }
         if kind == "run":
@@ -148,6 +174,8 @@ class NodeDaemon:
             # compile in the worker: a bad sequence is an error reply, never a fault
             if runtime.state == "busy":
                 raise QnodeError(f"node {self.node} is busy with run {runtime.run_progress.run_id}")
+            if self.link.session is not None:
+                raise QnodeError(f"node {self.node} is in session {self.link.session.session}")
             prepared = await loop.run_in_executor(
                 None, runtime.prepare, sequence, sweep, self.data_dir
             )
@@ -155,6 +183,9 @@ class NodeDaemon:
             return {"run": prepared.progress.as_dict()}
         if kind == "abort":
             runtime.abort_event.set()
+            session = self.link.session
+            if session is not None and session.state == "running":
+                session.state, session.reason = "aborted", "aborted by the operator"
             return {}
         if kind == "safe_state":
             problems = await asyncio.get_running_loop().run_in_executor(None, runtime.safe_state)

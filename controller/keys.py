@@ -76,6 +76,21 @@ def allowed_keys(data_dir: Path) -> dict[str, str]:
     return out
 
 
+class KeyNames:
+    """z85 key -> allow-list name, cached; re-read when an unknown key turns up."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._names: dict[str, str] = {}
+
+    def name(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        if key not in self._names:
+            self._names = allowed_keys(self.data_dir)
+        return self._names.get(key)
+
+
 class AllowList:
     """ZAP credentials provider: allow listed keys, log every refusal."""
 

@@ -220,9 +220,13 @@ class NodeRuntime:
         return PreparedRun(sequence, sweep, points, compiled, self.run_progress)
 
     def execute(
-        self, prepared: PreparedRun, on_point: Callable[[RunProgress], None] | None = None
+        self,
+        prepared: PreparedRun,
+        on_point: Callable[[RunProgress], None] | None = None,
+        on_events: Callable[[list], None] | None = None,
     ) -> RunProgress:
-        """Run the points; a fault puts the node in its safe state and records why."""
+        """Run the points; a fault puts the node in its safe state and records why.
+        `on_events` sees the sequencer's events as they arrive (the link layer's input)."""
         progress = prepared.progress
         sequence, sweep, compiled = prepared.sequence, prepared.sweep, prepared.compiled
         try:
@@ -250,7 +254,7 @@ class NodeRuntime:
             for k, program in enumerate(compiled):
                 if self.abort_event.is_set():
                     raise RunAborted("aborted by the operator")
-                events = self._run_point(program, uploaded)
+                events = self._run_point(program, uploaded, on_events)
                 counts, valid, checks = parse_shots(program, events)
                 table = np.zeros(len(events), dtype=EVENT_DTYPE)
                 if events:
@@ -308,7 +312,12 @@ class NodeRuntime:
                 awg.set_amplitude(channel, self.hardware.awg_amplitude_vpp)
                 awg.set_output(channel, True)
 
-    def _run_point(self, compiled: Compiled, uploaded: dict[str, tuple]) -> list:
+    def _run_point(
+        self,
+        compiled: Compiled,
+        uploaded: dict[str, tuple],
+        on_events: Callable[[list], None] | None = None,
+    ) -> list:
         if compiled.segments:
             with self.role("microwave_source") as mw:
                 mw.set_frequency(compiled.settings["mw_frequency_hz"])
@@ -340,10 +349,14 @@ class NodeRuntime:
             if fresh:
                 events += fresh
                 last_progress = time.monotonic()
+                if on_events:
+                    on_events(fresh)
             with self.role("sequencer") as seq:
                 if state == "HALTED":
-                    events += seq.read_events()
-                    return events
+                    last = seq.read_events()
+                    if last and on_events:
+                        on_events(last)
+                    return events + last
                 if self.abort_event.is_set():
                     seq.stop()
                     raise RunAborted("aborted by the operator")

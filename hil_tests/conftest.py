@@ -185,11 +185,15 @@ def start_daemon(lab, sim_process, data_dir, tmp_path):
     """start_daemon(node) -> a running `qnode node serve` for that node, stopped after the test."""
     started: list[DaemonHandle] = []
 
-    def start(node: str) -> DaemonHandle:
+    def start(node: str, *extra: str) -> DaemonHandle:
+        """A memory node's daemon, or the midpoint's (extra: more CLI options)."""
         info = node_info_path(lab.data_dir, node)  # follows QNODE_DATA_DIR, as the daemon does
         info.unlink(missing_ok=True)
         log_path = tmp_path / f"node-{node}.log"
-        args = ["node", "serve", "--lab", lab.source, "--node", node]
+        if lab.nodes[node].kind == "midpoint":
+            args = ["midpoint", "serve", "--lab", lab.source, *extra]
+        else:
+            args = ["node", "serve", "--lab", lab.source, "--node", node, *extra]
         if sim_process is not None:
             args += ["--resource-map", str(sim_process)]
         try:

@@ -25,8 +25,13 @@ def _default(obj: Any) -> Any:
         if obj.dtype.hasobject:
             raise TypeError("object arrays do not travel")
         arr = np.ascontiguousarray(obj)
+        descr = arr.dtype.str
+        if arr.dtype.names:  # plain fields: no metadata (h5py adds some), no padding
+            plain = np.dtype([(n, arr.dtype[n].str) for n in arr.dtype.names])
+            arr = np.ascontiguousarray(arr.astype(plain))
+            descr = [(n, arr.dtype[n].str) for n in arr.dtype.names]
         return {
-            "__ndarray__": arr.dtype.str if not arr.dtype.names else arr.dtype.descr,
+            "__ndarray__": descr,
             "shape": list(arr.shape),
             "data": arr.tobytes(),
         }

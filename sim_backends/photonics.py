@@ -81,6 +81,7 @@ class Midpoint:
         self.heralds: list[dict] = []
         """Ground truth: every herald the physics produced, and the state it left."""
         self._attempting: dict[int, dict] = {}
+        self._settling: dict[int, tuple] = {}
         tagger.light_rate_hz = self.reference_rate
 
     # the shared sync ---------------------------------------------------------------------------
@@ -129,6 +130,26 @@ class Midpoint:
             waiting.pop(node.name, None)
             return None
 
+    async def settle(self, generation: int, node: str) -> None:
+        """A node's clock reached the heralding attempt. Once both have, the heralded state
+        goes into the register: the memories hold it from that attempt on (it must not
+        dephase over the attempts skipped to get there)."""
+        entry = self._settling.get(generation)
+        if entry is None:
+            return
+        names, state, arrived, future = entry
+        arrived.add(node)
+        if all(n in arrived for n in names):
+            self._settling.pop(generation, None)
+            self.register.set_pair(names[0], names[1], state)
+            if not future.done():
+                future.set_result(None)
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(future), PARTNER_WAIT_S)
+        except TimeoutError:
+            self._settling.pop(generation, None)  # the partner stopped: no pair
+
     def link(self, window_ns: float) -> Link:
         a, b = list(self.truth.eta)[:2]
         rate = float(np.mean(list(self.truth.dark_count_hz.values())))
@@ -166,7 +187,8 @@ class Midpoint:
             state = herald.states[outcome]
             if self.register is not None:
                 before_pi = state[::-1, ::-1] if barrett_kok_ else state
-                self.register.set_pair(names[0], names[1], before_pi)
+                future = asyncio.get_running_loop().create_future()
+                self._settling[generation] = (names, before_pi, set(), future)
             clicks = self._clicks(outcome, barrett_kok_, names, herald)
             self.tagger.record_clicks(generation, attempts, clicks)
             self.heralds.append(

@@ -293,6 +293,8 @@ class SimSequencer(Device):
         for register, step in adds.items():
             regs[register] += skipped * step
         loops[end] = available - skipped
+        if outcome:
+            await midpoint.settle(node.sync_generation, node.name)
         return outcome
 
     def _fast_forward(self, program, pc: int, ins, left: int, marks: dict[int, int]) -> bool:

@@ -1,0 +1,224 @@
+"""`qnode entangle`: what an operator runs. Starts (or finds) the daemons of both nodes and the
+midpoint, asks the initiating node for N pairs, shows progress, verifies, and reports.
+
+Daemons this command started are stopped at the end; running ones are left running.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from controller.client import NodeClient
+from controller.labconfig import LabConfig
+from controller.midpoint import midpoint_name
+from controller.processes import spawn, terminate
+from controller.serving import node_info_path, running_daemon_pid
+from controller.sessionfile import DELIVERED
+from controller.verify import Verification, verify
+from qnode.errors import QnodeError
+
+POLL_S = 0.25
+
+
+@dataclass
+class EntangleReport:
+    summary: dict
+    peer_summary: dict
+    delivered_ids: dict[str, set[str]]
+    verification: Verification | None
+    files: dict[str, str]
+    started_daemons: list[str] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        sets = list(self.delivered_ids.values())
+        return all(s == sets[0] for s in sets)
+
+    @property
+    def delivered(self) -> int:
+        return len(next(iter(self.delivered_ids.values())))
+
+
+def ensure_daemons(
+    lab: LabConfig, nodes: list[str], resource_map: Path | None, log_dir: Path
+) -> list[subprocess.Popen]:
+    """Start the daemons that are not running yet; returns the processes started."""
+    started = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for node in nodes:
+        if running_daemon_pid(lab.data_dir, node) is not None:
+            continue
+        if lab.nodes[node].kind == "midpoint":
+            args = ["midpoint", "serve", "--lab", lab.source]
+        else:
+            args = ["node", "serve", "--lab", lab.source, "--node", node]
+        if resource_map is not None:
+            args += ["--resource-map", str(resource_map)]
+        info = node_info_path(lab.data_dir, node)
+        info.unlink(missing_ok=True)
+        started.append(spawn(args, info, log_dir / f"{node}.log"))
+    return started
+
+
+def readout_of(client: NodeClient) -> tuple[float, float] | None:
+    params = client.params()
+    if "f0" in params and "f1" in params:
+        return float(params["f0"]["value"]), float(params["f1"]["value"])
+    return None
+
+
+def run_session(
+    lab: LabConfig,
+    *,
+    pairs: int,
+    protocol: str,
+    fidelity_min: float = 0.0,
+    delivery: str = "verify",
+    alpha: float | None = None,
+    deadline_s: float = 600.0,
+    node: str = "A",
+    console: Console | None = None,
+) -> EntangleReport:
+    """One session through running daemons; progress on `console` if given."""
+    peer = next(n for n, c in lab.nodes.items() if c.kind == "memory" and n != node)
+    with (
+        NodeClient.for_lab(lab, node, timeout_s=30) as client,
+        NodeClient.for_lab(lab, peer, timeout_s=30) as peer_client,
+    ):
+        started = client.entangle(pairs, protocol, fidelity_min, deadline_s, delivery, alpha, peer)
+        session = started["session"]
+        expected = started["expected"]
+        if console is not None:
+            for note in expected["notes"]:
+                console.print(f"[yellow]note:[/] {note}")
+            alpha_text = f"alpha {expected['alpha']:.4f}, " if expected["alpha"] else ""
+            console.print(
+                f"session {session}: {protocol}, {alpha_text}expected fidelity "
+                f"{expected['fidelity']:.3f}, success probability {expected['p_success']:.3g}"
+            )
+        summary = _follow(client, session, pairs, console)
+        data = {node: client.session_data(session), peer: peer_client.session_data(session)}
+        peer_summary = peer_client.session(session)
+        ids = {
+            n: {r["id"].decode() for r in d["pairs"] if r["status"] == DELIVERED}
+            for n, d in data.items()
+        }
+        verification = None
+        if delivery == "verify":
+            verification = verify(
+                data[node]["pairs"],
+                data[peer]["pairs"],
+                readout_of(client),
+                readout_of(peer_client),
+            )
+        files = {node: summary["file"], peer: peer_summary["file"]}
+    return EntangleReport(summary, peer_summary, ids, verification, files)
+
+
+def _follow(client: NodeClient, session: str, pairs: int, console: Console | None) -> dict:
+    if console is None:
+        return client.wait_session(session, poll_s=POLL_S)
+    progress = Progress(
+        TextColumn("[bold]pairs"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[rates]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("pairs", total=pairs, rates="")
+        while True:
+            summary = client.session(session)
+            stats = summary["stats"]
+            progress.update(
+                task,
+                completed=min(stats["delivered"], pairs),
+                rates=(
+                    f"{summary['rate_per_virtual_s']:.1f}/s virtual, "
+                    f"{summary['rate_per_wall_s']:.1f}/s wall, "
+                    f"p {summary['p_success']:.3g}, discarded {stats['discarded']}, "
+                    f"F~{summary['expected']['fidelity']:.3f}"
+                ),
+            )
+            if summary["state"] != "running":
+                return summary
+            time.sleep(POLL_S)
+
+
+def p_success_sigma(summary: dict) -> float:
+    n, p = summary["stats"]["attempts"], summary["p_success"]
+    return float(np.sqrt(p * (1 - p) / n)) if n else float("inf")
+
+
+def render(report: EntangleReport, console: Console) -> None:
+    s, e = report.summary, report.summary["expected"]
+    stats = s["stats"]
+    table = Table(title=f"session {s['session']} ({s['protocol']}): {s['state']}")
+    table.add_column("")
+    table.add_column("measured")
+    table.add_column("expected (calibrated values)")
+    table.add_row(
+        "pairs delivered",
+        f"{report.delivered} of {s['pairs_requested']} asked",
+        "both nodes agree" if report.agree else "[red]THE NODES DISAGREE[/]",
+    )
+    reasons = ", ".join(f"{k}: {v}" for k, v in stats["reasons"].items()) or "none"
+    table.add_row("discarded", f"{stats['discarded']} ({reasons})", "")
+    table.add_row(
+        "success per attempt",
+        f"{s['p_success']:.3g} ± {p_success_sigma(s):.2g} ({stats['attempts']} attempts)",
+        f"{e['p_success']:.3g}",
+    )
+    table.add_row(
+        "rate",
+        f"{s['rate_per_virtual_s']:.2f} pairs/s virtual, {s['rate_per_wall_s']:.1f} pairs/s wall",
+        "",
+    )
+    v = report.verification
+    if v is not None:
+        corr = ", ".join(f"{b}{b} {c.value:+.3f}±{c.sigma:.3f}" for b, c in v.correlators.items())
+        table.add_row(
+            "Bell-state fidelity" + ("" if v.corrected else " (readout not corrected)"),
+            f"{v.fidelity:.3f}  [95 % CI {v.low:.3f}..{v.high:.3f}]",
+            f"{e['fidelity']:.3f}",
+        )
+        table.add_row("correlators", corr, "")
+    if e["alpha"]:
+        table.add_row("alpha", f"{e['alpha']:.4f}", "")
+    for name, path in report.files.items():
+        table.add_row(f"session file {name}", path, "")
+    console.print(table)
+    if s["reason"]:
+        console.print(f"reason: {s['reason']}")
+
+
+def entangle_command(
+    lab: LabConfig,
+    resource_map: Path | None,
+    console: Console,
+    **session_args,
+) -> EntangleReport:
+    """Start what is missing, run the session, stop what was started."""
+    memory = [n for n, c in lab.nodes.items() if c.kind == "memory"][:2]
+    stations = [*memory, midpoint_name(lab)]
+    if len(memory) < 2:
+        raise QnodeError(f"the lab {lab.lab.name} has fewer than two memory nodes")
+    procs = []
+    try:
+        with console.status("starting the daemons that are not running..."):
+            procs = ensure_daemons(lab, stations, resource_map, lab.data_dir / "logs")
+        report = run_session(lab, console=console, **session_args)
+    finally:
+        for proc in reversed(procs):
+            terminate(proc)
+    render(report, console)
+    return report

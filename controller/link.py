@@ -1,0 +1,644 @@
+"""The link layer: two nodes agree on a session, run their attempt loops in rounds, check every
+herald against their own sequencer and decide together which pairs were delivered.
+
+Roles: the initiator (the node the operator asked) decides, the responder follows.
+1. initiator -> responder `link_request` (pairs, protocol, minimum fidelity, deadline, alpha,
+   delivery): accepted, or refused with the reason.
+2. initiator -> midpoint `session_start`: the midpoint arms its herald logic and sync.
+3. Rounds: initiator -> responder `link_round` (first shot, shots, basis); both run the
+   round's program; the shared sync keeps their shots in step; each reports `round_done`.
+4. Per heralded shot, each node checks its own sequencer's herald (attempt count, outcome)
+   against the midpoint's herald message (same shot, same attempt id, same outcome, within
+   HERALD_TIMEOUT_S); the responder sends its verdict (`pair_check`), the initiator decides
+   (delivered only if both verdicts are good and agree) and sends `pair_decision`; the
+   responder records it and answers `pair_recorded`. Every decision is written to the
+   session file before it is sent or acknowledged; a delivered pair the responder never
+   acknowledged is turned into a discard at the end, so both files agree.
+5. initiator -> midpoint `session_end`, -> responder `link_end`.
+
+The psi+/psi- correction is a Pauli frame: psi- is psi+ with Z on the responder, so its X
+and Y results are flipped (a kept pair carries the frame in its record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from controller.sessionfile import (
+    BASES,
+    DELIVERED,
+    DISCARDED,
+    HERALD_ROW,
+    OUTCOMES,
+    PAIR_ROW,
+    SessionFile,
+)
+from qnode import __version__
+from qnode.errors import QnodeError
+from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
+from qnode.wire import MessageError, require
+from sequences.compiler import ATTEMPTS, ATTEMPTS_EXHAUSTED, CR_COUNTS, HERALD, SHOT_END
+from sequences.operations import (
+    CoolingCheck,
+    CRCheck,
+    EntanglementAttempt,
+    Readout,
+    Sequence,
+    WaitSync,
+    pi_half_pulse,
+)
+
+log = logging.getLogger("qnode.link")
+
+PROTOCOLS = ("single_click", "barrett_kok")
+DELIVERY = ("keep", "X", "Y", "Z", "verify")
+ROUND_SHOTS_MAX = 200
+MAX_ATTEMPTS = 2**31
+MIN_ATTEMPTS = 1000
+HERALD_TIMEOUT_S = 3.0
+PEER_TIMEOUT_S = 5.0
+SILENCE_S = 3.0
+"""No heartbeat (or any message) from the peer or the midpoint for this long: it is gone."""
+HEARTBEAT_S = 0.5
+SYNC_TIMEOUT_NS = 5_000_000_000
+NOMINAL_VISIBILITY = 0.9
+
+
+# what the nodes run ---------------------------------------------------------------------------
+def alpha_amplitude(pi_amplitude_v: float, alpha: float) -> float:
+    """From the bright |0>, a rotation by theta leaves cos^2(theta/2) = alpha bright."""
+    if not 0 < alpha < 1:
+        raise QnodeError(f"alpha {alpha} must lie in (0, 1)")
+    return pi_amplitude_v * 2 * math.acos(math.sqrt(alpha)) / math.pi
+
+
+def max_attempts(p_success: float) -> int:
+    """Attempts per shot before it gives up and checks the memory again: ten expected
+    waits (a memory that went dark must not hold the loop forever; a good one exhausts
+    once in e^10 shots)."""
+    if p_success <= 0:
+        return MAX_ATTEMPTS
+    return int(min(MAX_ATTEMPTS, max(MIN_ATTEMPTS, math.ceil(10 / p_success))))
+
+
+def round_sequence(
+    platform: str,
+    protocol: str,
+    shots: int,
+    basis: str,
+    alpha_amplitude_v: float | None,
+    attempts: int = MAX_ATTEMPTS,
+) -> Sequence:
+    """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
+    the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep."""
+    check = CoolingCheck() if platform == "ion" else CRCheck()
+    attempt = (
+        EntanglementAttempt(protocol, alpha_amplitude_v=alpha_amplitude_v, max_attempts=attempts)
+        if protocol == "single_click"
+        else EntanglementAttempt(protocol, max_attempts=attempts)
+    )
+    ops = [check, WaitSync(SYNC_TIMEOUT_NS), attempt]
+    if basis == "X":
+        ops.append(pi_half_pulse(90.0))
+    elif basis == "Y":
+        ops.append(pi_half_pulse(0.0))
+    if basis != "keep":
+        ops.append(Readout())
+    return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
+
+
+# what the calibrated values promise ------------------------------------------------------------
+@dataclass(frozen=True)
+class Expectation:
+    alpha: float | None
+    p_success: float
+    fidelity: float
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "p_success": self.p_success,
+            "fidelity": self.fidelity,
+            "notes": list(self.notes),
+        }
+
+
+def link_from_calibration(values: dict[str, dict[str, float]], nodes: list[str], midpoint: str):
+    """The heralding model's inputs from the parameter store (per node and the midpoint)."""
+    notes = []
+    missing = [
+        f"{n}.detection_probability"
+        for n in nodes
+        if values[n].get("detection_probability") is None
+    ]
+    missing += [
+        f"{n}.detection_window_ns" for n in nodes if not values[n].get("detection_window_ns")
+    ]
+    if missing:
+        raise QnodeError("not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
+    m = values[midpoint]
+    visibility = m.get("visibility")
+    if visibility is None:
+        visibility = NOMINAL_VISIBILITY
+        notes.append(f"visibility not calibrated: nominal {NOMINAL_VISIBILITY} assumed")
+    darks = [v for k, v in m.items() if k.startswith("dark_count_hz_")]
+    if not darks:
+        raise QnodeError(f"not calibrated: {midpoint}.dark_count_hz_* (`qnode calibrate`)")
+    window_ns = float(np.mean([values[n]["detection_window_ns"] for n in nodes]))
+    phase_deg = m.get("phase_noise_deg", 0.0)
+    return (
+        Link(
+            eta_a=values[nodes[0]]["detection_probability"],
+            eta_b=values[nodes[1]]["detection_probability"],
+            visibility=visibility,
+            dark_prob=float(np.mean(darks)) * window_ns * 1e-9,
+            phase_sigma_rad=math.radians(phase_deg),
+        ),
+        tuple(notes),
+    )
+
+
+def expectation(protocol: str, link: Link, fidelity_min: float, alpha: float | None, notes=()):
+    """Alpha (chosen for the minimum fidelity unless given), success probability, fidelity."""
+    if protocol == "barrett_kok":
+        herald = barrett_kok(link)
+        f = fidelity(herald.states["psi_plus"], "psi_plus")
+        if f < fidelity_min:
+            raise QnodeError(
+                f"minimum fidelity {fidelity_min} is out of reach with Barrett-Kok on this link "
+                f"(expected {f:.3f})"
+            )
+        return Expectation(None, herald.p_success, f, tuple(notes))
+    if alpha is None:
+        try:
+            alpha = alpha_for_fidelity(fidelity_min, link)
+        except ValueError as e:
+            raise QnodeError(f"minimum fidelity {fidelity_min}: {e}") from None
+    herald = single_click(alpha, link)
+    f = fidelity(herald.states["psi_plus"], "psi_plus")
+    if f < fidelity_min:
+        raise QnodeError(
+            f"alpha {alpha:g} gives fidelity {f:.3f}, below the minimum {fidelity_min}"
+        )
+    return Expectation(alpha, herald.p_success, f, tuple(notes))
+
+
+# the node's own record of a shot ---------------------------------------------------------------
+@dataclass
+class OwnShot:
+    heralded: bool
+    attempts: int
+    outcome: int  # 1 psi+, 2 psi-, 0 none
+    counts: int  # -1: not measured
+    valid: bool
+    time_ns: int
+
+
+class ShotParser:
+    """Streams a round's sequencer events into shots (the run's events arrive in chunks)."""
+
+    def __init__(self, first_shot: int, measured: bool) -> None:
+        self.next_shot = first_shot
+        self.measured = measured
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self.heralded, self.attempts, self.outcome, self.counts = False, 0, 0, -1
+
+    def feed(self, events) -> list[tuple[int, OwnShot]]:
+        done = []
+        for e in events:
+            if e.code == HERALD:
+                self.heralded, self.outcome = True, int(e.value)
+            elif e.code in (ATTEMPTS, ATTEMPTS_EXHAUSTED):
+                self.attempts = int(e.value)
+            elif e.code == CR_COUNTS:
+                pass
+            elif e.code == SHOT_END:
+                shot = OwnShot(
+                    self.heralded, self.attempts, self.outcome, self.counts, e.value == 0, e.time_ns
+                )
+                done.append((self.next_shot, shot))
+                self.next_shot += 1
+                self._fresh()
+            elif e.code == 1 and self.measured:
+                self.counts = int(e.value)
+        return done
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    attempt: int
+    outcome: int
+    reason: str = ""
+
+
+@dataclass
+class Stats:
+    shots: int = 0
+    heralded: int = 0
+    attempts: int = 0
+    delivered: int = 0
+    discarded: int = 0
+    virtual_ns: int = 0
+    herald_messages: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    unmatched: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class LinkSession:
+    """One session as one node sees it; runs in the daemon's event loop."""
+
+    def __init__(
+        self,
+        *,
+        session: str,
+        node: str,
+        role: str,
+        peer: str,
+        nodes: list[str],
+        request: dict,
+        expected: Expectation,
+        file: SessionFile,
+        readout_threshold: float,
+    ) -> None:
+        self.session = session
+        self.node = node
+        self.role = role
+        self.peer = peer
+        self.nodes = nodes
+        self.request = request
+        self.expected = expected
+        self.file = file
+        self.threshold = readout_threshold
+        self.frame_node = nodes[1]  # psi- is corrected by Z on this node
+        self.state = "running"
+        self.reason = ""
+        self.stats = Stats()
+        self.started = time.time()
+        self.own: dict[int, OwnShot] = {}
+        self.basis_of: dict[int, str] = {}
+        self.heralds: dict[int, dict] = {}
+        self.verdicts: dict[int, Verdict] = {}
+        self.peer_verdicts: dict[int, Verdict] = {}
+        self.decided: dict[int, int] = {}  # shot -> row index in the file
+        self.acked: set[int] = set()
+        self.waiting_herald: dict[int, float] = {}  # shot -> give up at (monotonic)
+        self.waiting_peer: dict[int, float] = {}
+        self.last_seq = 0
+        self.rows: list = []  # decided rows (numpy records), in file order
+        self.round_time_ns: dict[int, int] = {}  # virtual time each round's run took
+        self.send_to_peer = None  # set by the daemon: (kind, **fields) -> None
+        self.round_done = asyncio.Event()
+        self.peer_round_done = asyncio.Event()
+        self.peer_round_status = ""
+        self.peer_heard = time.monotonic()
+        self.midpoint_heard = time.monotonic()
+
+    # inputs ---------------------------------------------------------------------------------
+    def on_shots(self, round_index: int, shots: list[tuple[int, OwnShot]]) -> None:
+        now = time.monotonic()
+        for index, shot in shots:
+            self.own[index] = shot
+            self.stats.shots += 1
+            self.stats.attempts += shot.attempts
+            self.round_time_ns[round_index] = max(
+                self.round_time_ns.get(round_index, 0), shot.time_ns
+            )
+            self.stats.virtual_ns = sum(self.round_time_ns.values())
+            if shot.heralded:
+                self.stats.heralded += 1
+                self.waiting_herald.setdefault(index, now + HERALD_TIMEOUT_S)
+            self._check(index)
+
+    def on_herald(self, msg: dict) -> None:
+        require(
+            msg,
+            {
+                "session": str,
+                "seq": int,
+                "shot": int,
+                "sync": int,
+                "attempt": int,
+                "outcome": str,
+            },
+        )
+        if msg["outcome"] not in OUTCOMES:
+            raise MessageError(f"herald: unknown outcome {msg['outcome']!r}")
+        if msg["session"] != self.session:
+            self.stats.unmatched += 1
+            log.warning("%s: herald of another session %s dropped", self.node, msg["session"])
+            return
+        self.midpoint_heard = time.monotonic()
+        seq = msg["seq"]
+        if seq <= self.last_seq:
+            self.stats.duplicates += 1
+            log.warning(
+                "%s: herald seq %d again (last %d): duplicate dropped",
+                self.node,
+                seq,
+                self.last_seq,
+            )
+            return
+        if seq > self.last_seq + 1:
+            self.stats.gaps += seq - self.last_seq - 1
+            log.warning(
+                "%s: heralds %d..%d never arrived: their pairs are discarded",
+                self.node,
+                self.last_seq + 1,
+                seq - 1,
+            )
+        self.last_seq = seq
+        self.stats.herald_messages += 1
+        row = np.zeros(1, dtype=HERALD_ROW)
+        row[0] = (
+            seq,
+            msg["shot"],
+            msg["sync"],
+            msg["attempt"],
+            OUTCOMES.index(msg["outcome"]),
+            msg["t"],
+            time.time(),
+        )
+        self.file.add_heralds(row)
+        shot = msg["shot"]
+        if shot in self.heralds or shot in self.verdicts:
+            self.stats.unmatched += 1
+            self._set_verdict(shot, Verdict(False, msg["attempt"], 0, "two heralds for one shot"))
+            return
+        self.heralds[shot] = msg
+        self._check(shot)
+
+    def on_peer_check(self, msg: dict) -> None:
+        require(msg, {"shot": int, "attempt": int, "outcome": int, "ok": bool, "reason": str})
+        self.peer_verdicts[msg["shot"]] = Verdict(
+            msg["ok"], msg["attempt"], msg["outcome"], msg["reason"]
+        )
+        self._decide(msg["shot"])
+
+    def on_decision(self, msg: dict) -> None:
+        """Responder: the initiator decided; record it, then acknowledge."""
+        require(
+            msg, {"shot": int, "attempt": int, "outcome": int, "delivered": bool, "reason": str}
+        )
+        shot = msg["shot"]
+        if shot not in self.decided:
+            self._record(shot, msg["attempt"], msg["outcome"], msg["delivered"], msg["reason"])
+        self.send_to_peer("pair_recorded", session=self.session, shot=shot)
+
+    def on_recorded(self, msg: dict) -> None:
+        require(msg, {"shot": int})
+        self.acked.add(msg["shot"])
+
+    # checks and decisions ----------------------------------------------------------------------
+    def _check(self, shot: int) -> None:
+        if shot in self.verdicts:
+            return
+        own, herald = self.own.get(shot), self.heralds.get(shot)
+        if own is None:
+            return
+        if not own.heralded:
+            if herald is not None:
+                self.stats.unmatched += 1
+                self._set_verdict(
+                    shot,
+                    Verdict(
+                        False, herald["attempt"], 0, "the midpoint heralded, the sequencer did not"
+                    ),
+                )
+            return
+        if herald is None:
+            return  # wait for it (or its timeout)
+        said = OUTCOMES.index(herald["outcome"])
+        if said == 0:
+            verdict = Verdict(
+                False, own.attempts, own.outcome, f"midpoint: fail ({herald.get('reason', '')})"
+            )
+        elif herald["attempt"] != own.attempts:
+            verdict = Verdict(
+                False,
+                own.attempts,
+                own.outcome,
+                f"attempt id mismatch: sequencer {own.attempts}, midpoint {herald['attempt']}",
+            )
+        elif said != own.outcome:
+            verdict = Verdict(
+                False,
+                own.attempts,
+                own.outcome,
+                f"outcome mismatch: sequencer {OUTCOMES[own.outcome]}, "
+                f"midpoint {herald['outcome']}",
+            )
+        elif not own.valid:
+            verdict = Verdict(False, own.attempts, own.outcome, "the shot's check never passed")
+        else:
+            verdict = Verdict(True, own.attempts, own.outcome)
+        self._set_verdict(shot, verdict)
+
+    def _set_verdict(self, shot: int, verdict: Verdict) -> None:
+        self.verdicts[shot] = verdict
+        self.waiting_herald.pop(shot, None)
+        if self.role == "responder":
+            self.send_to_peer(
+                "pair_check",
+                session=self.session,
+                shot=shot,
+                attempt=verdict.attempt,
+                outcome=verdict.outcome,
+                ok=verdict.ok,
+                reason=verdict.reason,
+            )
+        else:
+            self.waiting_peer.setdefault(shot, time.monotonic() + PEER_TIMEOUT_S)
+            self._decide(shot)
+
+    def _decide(self, shot: int) -> None:
+        if self.role != "initiator" or shot in self.decided:
+            return
+        mine, theirs = self.verdicts.get(shot), self.peer_verdicts.get(shot)
+        if mine is None or theirs is None:
+            return
+        if not mine.ok:
+            delivered, reason = False, mine.reason
+        elif not theirs.ok:
+            delivered, reason = False, f"{self.peer}: {theirs.reason}"
+        elif (mine.attempt, mine.outcome) != (theirs.attempt, theirs.outcome):
+            delivered, reason = False, "the nodes disagree on the attempt or outcome"
+        else:
+            delivered, reason = True, ""
+        self._conclude(shot, mine.attempt, mine.outcome, delivered, reason)
+
+    def _conclude(self, shot: int, attempt: int, outcome: int, delivered: bool, reason: str):
+        self.waiting_peer.pop(shot, None)
+        self._record(shot, attempt, outcome, delivered, reason)
+        self.send_to_peer(
+            "pair_decision",
+            session=self.session,
+            shot=shot,
+            attempt=attempt,
+            outcome=outcome,
+            delivered=delivered,
+            reason=reason,
+        )
+
+    def pair_id(self, shot: int, attempt: int) -> str:
+        return f"{self.session}:{shot}:{attempt}"
+
+    def _record(self, shot: int, attempt: int, outcome: int, delivered: bool, reason: str):
+        own = self.own.get(shot)
+        basis = self.basis_of.get(shot, "keep")
+        row = np.zeros(1, dtype=PAIR_ROW)
+        r = row[0]
+        r["id"] = self.pair_id(shot, attempt).encode()
+        r["shot"], r["attempt"], r["outcome"] = shot, attempt, outcome
+        r["bell_state"] = 1 if delivered else 0
+        r["basis"] = BASES.index(basis)
+        r["counts"] = own.counts if own is not None else -1
+        if delivered and own is not None and own.counts >= 0:
+            bit = 1 if own.counts >= self.threshold else -1
+            if outcome == 2 and self.node == self.frame_node and basis in ("X", "Y"):
+                bit = -bit  # the Pauli frame: Z on this node turns psi- into psi+
+            r["bit"] = bit
+        r["status"] = DELIVERED if delivered else DISCARDED
+        r["reason"] = reason.encode()[:80]
+        r["t"] = time.time()
+        r["fidelity_estimate"] = self.expected.fidelity if delivered else 0.0
+        self.decided[shot] = len(self.rows)
+        self.rows.append(row)
+        self.file.add_pairs(row)
+        self.file.flush()
+        if delivered:
+            self.stats.delivered += 1
+        else:
+            self.stats.discarded += 1
+            key = reason.split(":")[0][:40] or "discarded"
+            self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+
+    def sweep_timeouts(self) -> None:
+        now = time.monotonic()
+        for shot, limit in list(self.waiting_herald.items()):
+            if now > limit and shot not in self.verdicts:
+                own = self.own[shot]
+                self._set_verdict(
+                    shot,
+                    Verdict(
+                        False,
+                        own.attempts,
+                        own.outcome,
+                        f"no herald message within {HERALD_TIMEOUT_S:g} s",
+                    ),
+                )
+        if self.role == "initiator":
+            for shot, limit in list(self.waiting_peer.items()):
+                if now > limit and shot not in self.decided:
+                    mine = self.verdicts[shot]
+                    self._conclude(
+                        shot,
+                        mine.attempt,
+                        mine.outcome,
+                        False,
+                        f"no check from {self.peer} within {PEER_TIMEOUT_S:g} s",
+                    )
+
+    def pending(self) -> int:
+        """Shots still waiting for a herald message or a peer's check."""
+        return len(self.waiting_herald) + len(self.waiting_peer)
+
+    def finish(self, state: str, reason: str = "") -> None:
+        """Close the file; the initiator turns deliveries its peer never recorded into
+        discards, so that both files hold the same delivered pairs."""
+        if self.role == "initiator":
+            for shot, index in self.decided.items():
+                row = self.rows[index]
+                if row[0]["status"] == DELIVERED and shot not in self.acked:
+                    self.stats.delivered -= 1
+                    self.stats.discarded += 1
+                    self.stats.reasons["not recorded by the peer"] = (
+                        self.stats.reasons.get("not recorded by the peer", 0) + 1
+                    )
+                    self.file.mark_discarded(index, f"{self.peer} never recorded it")
+                    row[0]["status"] = DISCARDED
+        self.state, self.reason = state, reason
+        self.file.close(state, reason)
+
+    def summary(self) -> dict:
+        wall = time.time() - self.started
+        s = self.stats
+        virtual_s = s.virtual_ns * 1e-9
+        return {
+            "session": self.session,
+            "node": self.node,
+            "role": self.role,
+            "protocol": self.request.get("protocol"),
+            "state": self.state,
+            "reason": self.reason,
+            "pairs_requested": self.request.get("pairs"),
+            "expected": self.expected.as_dict(),
+            "stats": s.as_dict(),
+            "p_success": s.heralded / s.attempts if s.attempts else 0.0,
+            "rate_per_virtual_s": s.delivered / virtual_s if virtual_s > 0 else 0.0,
+            "rate_per_wall_s": s.delivered / wall if wall > 0 else 0.0,
+            "wall_s": wall,
+            "file": str(self.file.path),
+        }
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def session_path(data_dir: Path, session: str, node: str) -> Path:
+    return data_dir / "runs" / time.strftime("%Y-%m-%d") / f"{session}_{node}_entangle.h5"
+
+
+def open_session_file(daemon, session: str, role: str, request: dict) -> SessionFile:
+    return SessionFile(
+        session_path(daemon.data_dir, session, daemon.node),
+        session=session,
+        node=daemon.node,
+        role=role,
+        protocol=request["protocol"],
+        request=request,
+        lab_text=daemon.runtime._lab_text,
+        parameters=daemon.store.snapshot(daemon.node, daemon.runtime.cfg.platform),
+        software_version=__version__,
+    )
+
+
+def plan_rounds(delivery: str, remaining: int, round_index: int) -> tuple[str, int]:
+    """The basis and shots of the next round: verification cycles X, Y, Z in rounds of a
+    third of what is left; a little more than needed, as some heralds are discarded."""
+    if delivery == "verify":
+        basis = ("X", "Y", "Z")[round_index % 3]
+        shots = math.ceil(remaining / 3) if remaining > 30 else remaining
+    else:
+        basis, shots = delivery, remaining
+    return basis, int(min(ROUND_SHOTS_MAX, max(shots, 1) + 2))
+
+
+__all__ = [
+    "DELIVERY",
+    "PROTOCOLS",
+    "Expectation",
+    "LinkSession",
+    "ShotParser",
+    "alpha_amplitude",
+    "expectation",
+    "link_from_calibration",
+    "round_sequence",
+]

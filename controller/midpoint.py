@@ -1,0 +1,480 @@
+"""`qnode midpoint serve`: the midpoint station's controller.
+
+It owns the midpoint's instruments (the time tagger with its herald logic and sync output,
+the interferometer's phase stabiliser). A session, opened by the initiating node: arm the
+tagger, lock the interferometer (single-click), let the sync fire whenever both nodes wait
+for it; then read the clicks of each heralding attempt, classify them (herald_logic) and
+send each node of the session a herald message. The nodes connect DEALERs with their node
+name as identity and their station key; ROUTER_MANDATORY makes an unreachable node an error
+that is counted, never a silent drop. Heartbeats both ways; a session whose nodes fall
+silent is closed and the instruments go to their safe state.
+
+Messages: see docs/protocols.md ("Midpoint").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from controller.herald_logic import PROTOCOLS, classify
+from controller.keys import allowed_keys, ensure_default_client
+from controller.labconfig import LabConfig
+from controller.params import ParameterStore
+from controller.serving import SecureRouter, claim, remove_info, write_info
+from controller.sessionfile import HERALD_ROW, OUTCOMES, SessionFile
+from qnode import __version__
+from qnode.errors import QnodeError
+from qnode.wire import MessageError, pack, require, unpack
+
+log = logging.getLogger("qnode.midpoint")
+
+REQUESTS = {
+    "hello",
+    "heartbeat",
+    "status",
+    "session_start",
+    "session_end",
+    "herald_fault",
+    "shutdown",
+}
+HEARTBEAT_S = 0.5
+SESSION_SILENCE_S = 10.0
+"""A session whose nodes send nothing for this long is closed (its initiator is gone)."""
+POLL_S = 0.005
+FAULT_MODES = ("drop", "duplicate", "delay")
+
+
+def midpoint_name(lab: LabConfig) -> str:
+    names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
+    if not names:
+        raise QnodeError(f"the lab {lab.lab.name} has no midpoint station")
+    return names[0]
+
+
+@dataclass
+class MidpointSession:
+    session: str
+    protocol: str
+    nodes: list[str]
+    windows: list[tuple[float, float]]
+    sync_base: int
+    file: SessionFile
+    seq: int = 0
+    sent: int = 0
+    last_heard: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class HeraldFault:
+    """Test and soak hook (daemon started with --allow-faults): spoil the next heralds."""
+
+    node: str
+    mode: str
+    count: int
+    delay_s: float = 0.0
+
+
+class MidpointDaemon:
+    def __init__(
+        self,
+        lab: LabConfig,
+        resources: dict[str, str] | None,
+        endpoint: str,
+        allow_faults: bool = False,
+    ) -> None:
+        self.lab = lab
+        self.node = midpoint_name(lab)
+        cfg = lab.nodes[self.node]
+        self.detectors = dict(cfg.channels.detectors)
+        if "psi_plus" not in self.detectors or "psi_minus" not in self.detectors:
+            raise QnodeError(
+                f"{lab.source}: nodes.{self.node}.channels.detectors needs psi_plus and "
+                "psi_minus inputs"
+            )
+        self.data_dir = lab.data_dir
+        self.endpoint_requested = endpoint
+        self.allow_faults = allow_faults
+        tagger = next(iter(cfg.by_role("time_tagger")))
+        self.tagger = lab.make_driver(self.node, tagger, resources)
+        stabilisers = list(cfg.by_role("phase_stabiliser"))
+        self.stabiliser = (
+            lab.make_driver(self.node, stabilisers[0], resources) if stabilisers else None
+        )
+        self.store = ParameterStore(self.data_dir / "params.sqlite")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
+        self._ctx = zmq.asyncio.Context()
+        self.router = SecureRouter(self._ctx, self.data_dir, self.node, f"midpoint {self.node}")
+        self.endpoint = ""
+        self.state = "idle"
+        self.fault_reason = ""
+        self.session: MidpointSession | None = None
+        self.connected: dict[str, float] = {}  # node -> last heard (monotonic)
+        self.counters = {"malformed": 0, "forged": 0, "undeliverable": 0, "heralds": 0}
+        self.faults: list[HeraldFault] = []
+        self._ids = itertools.count(1)
+        self._stop = asyncio.Event()
+        self._sock: zmq.asyncio.Socket | None = None
+
+    # lifecycle ------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        claim(self.data_dir, self.node)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        ensure_default_client(self.data_dir)
+        self._sock = self.router.bind(self.endpoint_requested)
+        self.endpoint = self.router.endpoint
+        await self._in_worker(self._open_instruments)
+        write_info(self.data_dir, self.node, self.endpoint, kind="midpoint")
+        log.info("midpoint %s serving on %s (state %s)", self.node, self.endpoint, self.state)
+        tasks = [
+            loop.create_task(self._receive()),
+            loop.create_task(self._heartbeats()),
+            loop.create_task(self._poll()),
+        ]
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self.session is not None:
+                await self._end_session("midpoint stopped")
+            await self._in_worker(self._safe_state)
+            await self._in_worker(self._close_instruments)
+            self.router.close()
+            self._ctx.term()
+            remove_info(self.data_dir, self.node)
+            self.store.close()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            log.info("midpoint %s stopped", self.node)
+
+    async def _in_worker(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _instruments(self) -> list:
+        return [d for d in (self.tagger, self.stabiliser) if d is not None]
+
+    def _open_instruments(self) -> None:
+        try:
+            for driver in self._instruments():
+                driver.open()
+            for channel in self.detectors.values():
+                self.tagger.set_enabled(channel, True)
+            self._safe_state()
+        except Exception as e:
+            self._enter_fault(f"instruments did not open: {e}")
+
+    def _close_instruments(self) -> None:
+        for driver in self._instruments():
+            with contextlib.suppress(Exception):
+                driver.close()
+
+    def _safe_state(self) -> list[str]:
+        """Sync output off, tagger disarmed, interferometer unlocked; returns the problems."""
+        problems = []
+        for driver in self._instruments():
+            try:
+                if not driver.is_open:
+                    driver.open()
+                if driver is self.tagger:
+                    driver.set_sync_auto(False)
+                driver.safe_state()
+            except Exception as e:
+                problems.append(f"{driver.name}: {e}")
+        return problems
+
+    def _enter_fault(self, reason: str) -> None:
+        log.error("midpoint %s fault: %s", self.node, reason)
+        self.state, self.fault_reason = "fault", reason
+        problems = self._safe_state()
+        if problems:
+            self.fault_reason += " | safe state incomplete: " + "; ".join(problems)
+
+    # messages -------------------------------------------------------------------------------
+    def _sender(self, user_key: str | None) -> str | None:
+        """The allow-list name of the key a message came with (node-A, operator, ...)."""
+        return allowed_keys(self.data_dir).get(user_key) if user_key else None
+
+    async def _receive(self) -> None:
+        sock = self._sock
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            identity, payload = frames[0].bytes, frames[-1].bytes
+            try:
+                user_key = frames[-1].get("User-Id")
+            except zmq.ZMQError:
+                user_key = None
+            try:
+                msg = unpack(payload, REQUESTS)
+            except MessageError as e:
+                self.counters["malformed"] += 1
+                log.warning("midpoint: malformed message dropped (%s)", e)
+                continue
+            try:
+                body = await self._handle(msg, identity, self._sender(user_key))
+                reply = pack("reply", msg["id"], ok=True, **body)
+            except MessageError as e:
+                self.counters["malformed"] += 1
+                log.warning("midpoint: malformed %s dropped (%s)", msg["type"], e)
+                reply = pack("reply", msg["id"], ok=False, error=f"malformed: {e}")
+            except QnodeError as e:
+                reply = pack("reply", msg["id"], ok=False, error=str(e))
+            except Exception as e:
+                log.exception("midpoint: request %s failed", msg.get("type"))
+                reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
+            if msg["type"] == "heartbeat":
+                continue  # heartbeats are not answered: the midpoint sends its own
+            with contextlib.suppress(zmq.ZMQError):
+                await sock.send_multipart([identity, reply])
+
+    def _require_node(self, msg: dict, identity: bytes, sender: str | None) -> str:
+        node = require(msg, {"node": str})["node"]
+        if node not in self.lab.nodes or self.lab.nodes[node].kind != "memory":
+            raise QnodeError(f"{node!r} is not a memory node of {self.lab.lab.name}")
+        if sender != f"node-{node}" or identity != node.encode():
+            self.counters["forged"] += 1
+            log.warning(
+                "midpoint: %s claims to be node %s (key %s, identity %r): refused",
+                msg["type"],
+                node,
+                sender,
+                identity,
+            )
+            raise QnodeError(f"not node {node}: its station key and identity are required")
+        self.connected[node] = time.monotonic()
+        if self.session is not None and node in self.session.nodes:
+            self.session.last_heard = time.monotonic()
+        return node
+
+    async def _handle(self, msg: dict, identity: bytes, sender: str | None) -> dict:
+        kind = msg["type"]
+        if kind in ("hello", "heartbeat"):
+            self._require_node(msg, identity, sender)
+            return {"midpoint": self.node}
+        if kind == "status":
+            return {"status": self.status()}
+        if kind == "session_start":
+            node = self._require_node(msg, identity, sender)
+            return await self._start_session(msg, node)
+        if kind == "session_end":
+            self._require_node(msg, identity, sender)
+            session = require(msg, {"session": str})["session"]
+            if self.session is None or self.session.session != session:
+                raise QnodeError(f"no session {session!r} at the midpoint")
+            return await self._end_session("ended by " + msg["node"])
+        if kind == "herald_fault":
+            return self._add_fault(msg, sender)
+        if kind == "shutdown":
+            self._stop.set()
+            return {}
+        raise QnodeError(f"unknown request {kind!r}")
+
+    def status(self) -> dict:
+        s = self.session
+        return {
+            "node": self.node,
+            "state": self.state,
+            "fault_reason": self.fault_reason,
+            "connected": sorted(self.connected),
+            "session": None
+            if s is None
+            else {"session": s.session, "protocol": s.protocol, "heralds": s.seq},
+            **self.counters,
+        }
+
+    def _stored(self, node: str, name: str) -> float | None:
+        row = self.store.current(node).get(name)
+        return None if row is None else row.value
+
+    # sessions -------------------------------------------------------------------------------
+    async def _start_session(self, msg: dict, initiator: str) -> dict:
+        require(msg, {"session": str, "protocol": str, "nodes": list})
+        if self.state == "fault":
+            raise QnodeError(f"midpoint {self.node} is in fault: {self.fault_reason}")
+        if self.session is not None:
+            raise QnodeError(f"midpoint {self.node} is busy with session {self.session.session}")
+        protocol, nodes = msg["protocol"], msg["nodes"]
+        if protocol not in PROTOCOLS:
+            raise QnodeError(f"unknown protocol {protocol!r} ({', '.join(PROTOCOLS)})")
+        if initiator not in nodes or len(nodes) != 2 or not all(isinstance(n, str) for n in nodes):
+            raise QnodeError(f"a session joins two nodes, the initiator among them: {nodes}")
+        windows = []
+        for node in nodes:
+            start = self._stored(node, "detection_window_start_ns")
+            length = self._stored(node, "detection_window_ns")
+            if start is None or length is None:
+                raise QnodeError(
+                    f"node {node}'s detection window is not calibrated "
+                    f"(`qnode calibrate --node {node} detection_window`)"
+                )
+            windows.append((start, length))
+        setpoint = self._stored(self.node, "phase_setpoint_deg")
+        if protocol == "single_click" and self.stabiliser is not None and setpoint is None:
+            raise QnodeError(
+                "single-click needs the interferometer phase set point "
+                f"(`qnode calibrate --node {self.node} phase_setpoint`)"
+            )
+        base = await self._in_worker(self._arm, protocol, setpoint)
+        day = time.strftime("%Y-%m-%d")
+        file = SessionFile(
+            self.data_dir / "runs" / day / f"{msg['session']}_{self.node}_heralds.h5",
+            session=msg["session"],
+            node=self.node,
+            role="midpoint",
+            protocol=protocol,
+            request={k: v for k, v in msg.items() if k not in ("v", "id", "t")},
+            lab_text=Path(self.lab.source).read_text() if Path(self.lab.source).exists() else "",
+            parameters={
+                name: {"value": row.value, "unit": row.unit}
+                for name, row in self.store.current(self.node).items()
+            },
+            software_version=__version__,
+        )
+        self.session = MidpointSession(msg["session"], protocol, list(nodes), windows, base, file)
+        log.info("midpoint: session %s (%s) for %s", msg["session"], protocol, nodes)
+        return {"sync_base": base, "windows": windows}
+
+    def _arm(self, protocol: str, setpoint: float | None) -> int:
+        try:
+            self.tagger.set_sync_auto(False)
+            self.tagger.read_clicks()  # nothing from before the session
+            self.tagger.start_tags()
+            if protocol == "single_click" and self.stabiliser is not None:
+                self.stabiliser.set_setpoint(setpoint)
+                self.stabiliser.set_lock(True)
+            base = self.tagger.sync_count()
+            self.tagger.set_sync_auto(True)
+            return base
+        except Exception as e:
+            self._enter_fault(f"arming for the session failed: {e}")
+            raise QnodeError(f"midpoint could not arm: {e}") from e
+
+    async def _end_session(self, reason: str) -> dict:
+        session, self.session = self.session, None
+        if session is None:
+            return {}
+        try:
+            await self._in_worker(self.tagger.set_sync_auto, False)
+            await self._dispatch(session, await self._in_worker(self.tagger.read_clicks))
+        except Exception as e:
+            self._enter_fault(f"closing session {session.session}: {e}")
+        problems = await self._in_worker(self._safe_state)
+        session.file.close("completed" if not problems else "failed", reason)
+        log.info(
+            "midpoint: session %s closed (%s), %d heralds", session.session, reason, session.seq
+        )
+        return {"heralds": session.seq, "undeliverable": self.counters["undeliverable"]}
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            session = self.session
+            if session is None:
+                continue
+            if time.monotonic() - session.last_heard > SESSION_SILENCE_S:
+                log.warning("midpoint: session %s: its nodes fell silent", session.session)
+                await self._end_session("the nodes fell silent")
+                continue
+            try:
+                clicks = await self._in_worker(self.tagger.read_clicks)
+            except Exception as e:
+                self._enter_fault(f"reading the herald clicks: {e}")
+                await self._end_session(f"fault: {e}")
+                continue
+            if self.session is session:
+                await self._dispatch(session, clicks)
+
+    async def _dispatch(self, session: MidpointSession, clicks: np.ndarray) -> None:
+        verdicts = classify(clicks, session.protocol, session.windows, self.detectors)
+        rows = np.zeros(len(verdicts), dtype=HERALD_ROW)
+        for k, verdict in enumerate(verdicts):
+            session.seq += 1
+            shot = int(verdict.sync) - session.sync_base - 1
+            t = time.time()
+            fields = dict(
+                session=session.session,
+                seq=session.seq,
+                shot=shot,
+                sync=int(verdict.sync),
+                attempt=int(verdict.attempt),
+                outcome=verdict.outcome,
+                reason=verdict.reason,
+            )
+            rows[k] = (session.seq, shot, verdict.sync, verdict.attempt, 0, t, t)
+            rows[k]["outcome"] = OUTCOMES.index(verdict.outcome)
+            for node in session.nodes:
+                await self._send_herald(node, fields)
+            self.counters["heralds"] += 1
+        session.file.add_heralds(rows)
+        if len(rows):
+            session.file.flush()
+
+    async def _send_herald(self, node: str, fields: dict) -> None:
+        fault = next((f for f in self.faults if f.node == node and f.count > 0), None)
+        copies, delay = 1, 0.0
+        if fault is not None:
+            fault.count -= 1
+            if fault.mode == "drop":
+                log.warning(
+                    "midpoint: fault injected: herald %d to %s dropped", fields["seq"], node
+                )
+                return
+            copies = 2 if fault.mode == "duplicate" else 1
+            delay = fault.delay_s if fault.mode == "delay" else 0.0
+        payload = pack("herald", next(self._ids), **fields)
+        if delay:
+            asyncio.get_running_loop().call_later(
+                delay, lambda: asyncio.ensure_future(self._send(node, payload))
+            )
+            return
+        for _ in range(copies):
+            await self._send(node, payload)
+
+    async def _send(self, node: str, payload: bytes) -> None:
+        try:
+            await self._sock.send_multipart([node.encode(), payload])
+        except zmq.ZMQError as e:  # ROUTER_MANDATORY: the node is not connected
+            self.counters["undeliverable"] += 1
+            log.warning("midpoint: node %s unreachable (%s): message not delivered", node, e)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            session = self.session.session if self.session else ""
+            for node in list(self.connected):
+                try:
+                    await self._sock.send_multipart(
+                        [node.encode(), pack("heartbeat", next(self._ids), session=session)]
+                    )
+                except zmq.ZMQError:
+                    self.connected.pop(node, None)  # gone; it says hello when it is back
+
+    def _add_fault(self, msg: dict, sender: str | None) -> dict:
+        if not self.allow_faults:
+            raise QnodeError("herald faults are off (start the midpoint with --allow-faults)")
+        require(msg, {"node": str, "mode": str, "count": int})
+        if msg["mode"] not in FAULT_MODES:
+            raise QnodeError(f"fault mode {msg['mode']!r}: one of {', '.join(FAULT_MODES)}")
+        delay = float(msg.get("delay_s", 0.0))
+        self.faults.append(HeraldFault(msg["node"], msg["mode"], msg["count"], delay))
+        log.warning("midpoint: %s asked for %s", sender, self.faults[-1])
+        return {}
+
+
+def serve(
+    lab: LabConfig, resources: dict[str, str] | None, endpoint: str, allow_faults: bool = False
+) -> None:
+    asyncio.run(MidpointDaemon(lab, resources, endpoint, allow_faults).serve())

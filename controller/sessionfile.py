@@ -1,0 +1,166 @@
+"""Entanglement session files: one HDF5 file per session and station, written as it goes.
+
+Each node writes every herald message it received and every pair it decided on (delivered or
+discarded, and why); the midpoint writes every herald it sent. SWMR, flushed after every
+batch, so a crash loses at most the last batch and a reader sees a consistent file.
+
+Layout:
+  attrs: session, node, role, protocol, created, software_version, request (JSON)
+  config/lab_toml             the lab file as text
+  parameters/<name>           the node's parameter snapshot at the start
+  heralds                     HERALD_ROW per herald message (received, or sent by M)
+  pairs                       PAIR_ROW per heralded shot: the decision and, if measured, the bit
+  runs                        the node's run ids, one per round of the session
+  status                      [state, reason]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+OUTCOMES = ("fail", "psi_plus", "psi_minus")
+"""Outcome codes, as the sequencer's herald input numbers them."""
+BASES = ("keep", "X", "Y", "Z")
+DELIVERED, DISCARDED = 1, 2
+
+HERALD_ROW = np.dtype(
+    [
+        ("seq", "<i8"),
+        ("shot", "<i8"),
+        ("sync", "<i8"),
+        ("attempt", "<i8"),
+        ("outcome", "u1"),
+        ("t_sent", "<f8"),
+        ("t_received", "<f8"),
+    ]
+)
+PAIR_ROW = np.dtype(
+    [
+        ("id", "S40"),
+        ("shot", "<i8"),
+        ("attempt", "<i8"),
+        ("outcome", "u1"),  # as heralded (before the Pauli-frame correction)
+        ("bell_state", "u1"),  # delivered state after the correction (psi_plus)
+        ("basis", "u1"),
+        ("counts", "<i4"),  # readout photon counts (-1: kept, not measured)
+        ("bit", "i1"),  # +1 bright (|0>), -1 dark, corrected for the frame; 0: not measured
+        ("status", "u1"),  # DELIVERED, DISCARDED
+        ("reason", "S80"),
+        ("t", "<f8"),
+        ("fidelity_estimate", "<f8"),
+    ]
+)
+STATUS_DTYPE = h5py.string_dtype("utf-8", 256)
+
+
+class SessionFile:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        session: str,
+        node: str,
+        role: str,
+        protocol: str,
+        request: dict,
+        lab_text: str,
+        parameters: dict[str, dict],
+        software_version: str,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(self.path, "w", libver="latest")
+        self._file = f
+        f.attrs.update(
+            session=session,
+            node=node,
+            role=role,
+            protocol=protocol,
+            request=json.dumps(request),
+            software_version=software_version,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        f.create_group("config")["lab_toml"] = lab_text
+        params = f.create_group("parameters")
+        for name, info in sorted(parameters.items()):
+            params[name] = float(info["value"])
+            params[name].attrs["unit"] = info.get("unit", "")
+        self._heralds = f.create_dataset(
+            "heralds", (0,), maxshape=(None,), dtype=HERALD_ROW, chunks=(1024,)
+        )
+        self._pairs = f.create_dataset(
+            "pairs", (0,), maxshape=(None,), dtype=PAIR_ROW, chunks=(1024,)
+        )
+        self._runs = f.create_dataset(
+            "runs", (0,), maxshape=(None,), dtype=STATUS_DTYPE, chunks=(64,)
+        )
+        self._status = f.create_dataset("status", (2,), dtype=STATUS_DTYPE)
+        self._status[:] = ["running", ""]
+        f.swmr_mode = True
+        f.flush()
+
+    @staticmethod
+    def _append(ds: h5py.Dataset, rows) -> None:
+        if len(rows) == 0:
+            return
+        start = ds.shape[0]
+        ds.resize(start + len(rows), axis=0)
+        ds[start:] = rows
+
+    def add_heralds(self, rows: np.ndarray) -> None:
+        self._append(self._heralds, rows)
+
+    def add_pairs(self, rows: np.ndarray) -> None:
+        self._append(self._pairs, rows)
+
+    def mark_discarded(self, index: int, reason: str) -> None:
+        """A pair recorded as delivered turns out not to be (its peer never recorded it)."""
+        row = self._pairs[index]
+        row["status"], row["bell_state"], row["bit"] = DISCARDED, 0, 0
+        row["reason"] = reason.encode()[:80]
+        self._pairs[index] = row
+
+    def add_run(self, run_id: str) -> None:
+        self._append(self._runs, np.array([run_id], dtype=object))
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self, state: str, reason: str = "") -> None:
+        if self._file is None:
+            return
+        try:
+            self._status[:] = [state, reason[:250]]
+            self._file.flush()
+        finally:
+            self._file.close()
+            self._file = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._file is not None
+
+
+def read_session(path: Path) -> dict:
+    """The session's records as numpy arrays (works on a file still being written)."""
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        state, reason = (s.decode() if isinstance(s, bytes) else s for s in f["status"][:])
+        return {
+            "session": f.attrs["session"],
+            "node": f.attrs["node"],
+            "role": f.attrs["role"],
+            "protocol": f.attrs["protocol"],
+            "request": json.loads(f.attrs["request"]),
+            "status": state,
+            "reason": reason,
+            "heralds": f["heralds"][:],
+            "pairs": f["pairs"][:],
+            "runs": [r.decode() if isinstance(r, bytes) else r for r in f["runs"][:]],
+            "parameters": {name: float(ds[()]) for name, ds in f["parameters"].items()},
+        }

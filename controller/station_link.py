@@ -1,0 +1,132 @@
+"""A station's DEALER to another station's ROUTER (a node to the midpoint, or to its peer).
+
+Fixed identity (the node's name) and the node's station key, so the other side knows who
+speaks; linger 0; one reader task that hands replies to their requests (by id) and every
+other message (heralds, heartbeats, peer checks) to a handler. A malformed message is counted
+and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from controller.keys import node_keys
+from controller.serving import read_info
+from qnode.curve import client_socket
+from qnode.errors import QnodeError
+from qnode.wire import MessageError, pack, unpack
+
+log = logging.getLogger("qnode.link")
+
+
+class StationUnavailable(QnodeError):
+    pass
+
+
+class StationLink:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        data_dir: Path,
+        node: str,
+        target: str,
+        on_message: Callable[[dict], None],
+        accepted: set[str],
+    ) -> None:
+        self.ctx = ctx
+        self.data_dir = data_dir
+        self.node = node
+        self.target = target
+        self.on_message = on_message
+        self.accepted = accepted | {"reply"}
+        self.malformed = 0
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self.endpoint = ""
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> None:
+        """Connect (again) to the station's current endpoint, from its info file."""
+        self.close()
+        info = read_info(self.data_dir, self.target)
+        _, secret = node_keys(self.data_dir, self.node)
+        sock = client_socket(self.ctx, zmq.DEALER, secret, Path(info["server_public_key"]))
+        sock.setsockopt(zmq.IDENTITY, self.node.encode())
+        sock.connect(info["endpoint"])
+        self.endpoint = info["endpoint"]
+        self._sock = sock
+        self._reader = asyncio.get_running_loop().create_task(self._read(sock))
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(StationUnavailable(f"link to {self.target} closed"))
+        self._waiting.clear()
+
+    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            data = await sock.recv()
+            try:
+                msg = unpack(data, self.accepted)
+            except MessageError as e:
+                self.malformed += 1
+                log.warning("%s: malformed message from %s dropped (%s)", self.node, self.target, e)
+                continue
+            if msg["type"] == "reply":
+                future = self._waiting.pop(msg["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(msg)
+                continue
+            try:
+                self.on_message(msg)
+            except MessageError as e:
+                self.malformed += 1
+                log.warning(
+                    "%s: bad %s from %s dropped (%s)", self.node, msg["type"], self.target, e
+                )
+            except Exception:
+                log.exception("%s: handling %s from %s", self.node, msg["type"], self.target)
+
+    def send(self, kind: str, **fields) -> None:
+        """Fire and forget (a peer check, a heartbeat): never blocks the loop."""
+        if self._sock is None:
+            self.connect()
+        with contextlib.suppress(zmq.Again):
+            self._sock.send(pack(kind, next(self._ids), **fields), flags=zmq.NOBLOCK)
+
+    async def request(self, kind: str, timeout_s: float = 10.0, **fields) -> dict:
+        if self._sock is None:
+            self.connect()
+        msg_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[msg_id] = future
+        await self._sock.send(pack(kind, msg_id, **fields))
+        try:
+            reply = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            self._waiting.pop(msg_id, None)
+            raise StationUnavailable(
+                f"{self.target} did not answer {kind} within {timeout_s:g} s"
+            ) from None
+        if not reply.get("ok"):
+            raise QnodeError(f"{self.target} refused {kind}: {reply.get('error', '?')}")
+        return reply

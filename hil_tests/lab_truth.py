@@ -1,0 +1,48 @@
+"""What calibration would find, taken from the simulator's hidden truth, for tests that are
+about something else (entanglement, the link layer) and must not spend minutes calibrating."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from controller.params import ParameterStore
+
+PI_DURATION_NS = 100e-9  # the NV default pi-pulse length, in s
+
+
+def pi_amplitude(truth: dict, duration_s: float = PI_DURATION_NS) -> float:
+    return 1 / (2 * duration_s * truth["rabi_hz_per_v"])
+
+
+def calibrate_nodes_from_truth(data_dir, sim, nodes=("A", "B"), alpha: float | None = None):
+    """Qubit and readout of the memory nodes, their detection windows and efficiencies, the
+    midpoint's dark counts, visibility and set point."""
+    m = sim.truth("M")
+    with ParameterStore(data_dir / "params.sqlite") as store:
+        for node in nodes:
+            truth = sim.truth(node)
+            pi_v = pi_amplitude(truth)
+            values = {
+                "mw_frequency_hz": truth["qubit_hz"],
+                "pi_amplitude_v": pi_v,
+                "pi2_amplitude_v": pi_v / 2,
+                "readout_duration_ns": 12_000.0,
+                "detection_probability": m["eta"][node],
+                "detection_window_start_ns": m["delay_ns"][node],
+                "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
+            }
+            if alpha is not None:  # from the bright |0>, leave alpha bright
+                values["alpha_amplitude_v"] = pi_v * 2 * math.acos(math.sqrt(alpha)) / math.pi
+            for name, value in values.items():
+                store.set_manual(node, name, value, "test: from the simulator's truth")
+        for detector, name in ((1, "psi_plus"), (2, "psi_minus")):
+            rate = m["dark_count_hz"][str(detector)]
+            store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
+        store.set_manual("M", "visibility", m["visibility"], "test: from the truth")
+        store.set_manual("M", "phase_setpoint_deg", 0.0, "test: any set point")
+
+
+def mean_eta(sim) -> float:
+    return float(np.mean(list(sim.truth("M")["eta"].values())))
