@@ -302,6 +302,7 @@ class LinkSession:
         self.waiting_peer: dict[int, float] = {}
         self.last_seq = 0
         self.rows: list = []  # decided rows (numpy records), in file order
+        self.delivered_by_basis: dict[str, int] = {}
         self.round_time_ns: dict[int, int] = {}  # virtual time each round's run took
         self.send_to_peer = None  # set by the daemon: (kind, **fields) -> None
         self.round_done = asyncio.Event()
@@ -524,6 +525,7 @@ class LinkSession:
         self.file.flush()
         if delivered:
             self.stats.delivered += 1
+            self.delivered_by_basis[basis] = self.delivered_by_basis.get(basis, 0) + 1
         else:
             self.stats.discarded += 1
             key = reason.split(":")[0][:40] or "discarded"
@@ -567,6 +569,8 @@ class LinkSession:
                 row = self.rows[index]
                 if row[0]["status"] == DELIVERED and shot not in self.acked:
                     self.stats.delivered -= 1
+                    basis = self.basis_of.get(shot, "keep")
+                    self.delivered_by_basis[basis] = self.delivered_by_basis.get(basis, 1) - 1
                     self.stats.discarded += 1
                     self.stats.reasons["not recorded by the peer"] = (
                         self.stats.reasons.get("not recorded by the peer", 0) + 1
@@ -620,15 +624,17 @@ def open_session_file(daemon, session: str, role: str, request: dict) -> Session
     )
 
 
-def plan_rounds(delivery: str, remaining: int, round_index: int) -> tuple[str, int]:
-    """The basis and shots of the next round: verification cycles X, Y, Z in rounds of a
-    third of what is left; a little more than needed, as some heralds are discarded."""
+def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[str, int]:
+    """The basis and shots of the next round. Verification measures a third of the pairs in
+    each of X, Y and Z: the round goes to the basis furthest from its share. A couple of
+    shots more than needed, as some heralds are discarded."""
     if delivery == "verify":
-        basis = ("X", "Y", "Z")[round_index % 3]
-        shots = math.ceil(remaining / 3) if remaining > 30 else remaining
+        share = math.ceil(pairs / 3)
+        basis = max(("X", "Y", "Z"), key=lambda b: share - delivered.get(b, 0))
+        shots = max(share - delivered.get(basis, 0), 1)
     else:
-        basis, shots = delivery, remaining
-    return basis, int(min(ROUND_SHOTS_MAX, max(shots, 1) + 2))
+        basis, shots = delivery, max(pairs - sum(delivered.values()), 1)
+    return basis, int(min(ROUND_SHOTS_MAX, shots + 2))
 
 
 __all__ = [

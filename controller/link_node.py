@@ -26,7 +26,7 @@ from controller.link import (
     max_attempts,
     new_session_id,
     open_session_file,
-    plan_rounds,
+    plan_round,
     round_sequence,
 )
 from controller.midpoint import midpoint_name
@@ -247,8 +247,9 @@ class NodeLink:
                 if session.state != "running":
                     state, reason = session.state, session.reason
                     break
-                remaining = request["pairs"] - session.stats.delivered
-                basis, shots = plan_rounds(request["delivery"], remaining, round_index)
+                basis, shots = plan_round(
+                    request["delivery"], request["pairs"], session.delivered_by_basis
+                )
                 session.peer_round_done.clear()
                 await self.link_to(session.peer).request(
                     "link_round",

@@ -84,6 +84,7 @@ class HeraldFault:
     mode: str
     count: int
     delay_s: float = 0.0
+    after: int = 0  # heralds to let through first
 
 
 class MidpointDaemon:
@@ -425,6 +426,9 @@ class MidpointDaemon:
     async def _send_herald(self, node: str, fields: dict) -> None:
         fault = next((f for f in self.faults if f.node == node and f.count > 0), None)
         copies, delay = 1, 0.0
+        if fault is not None and fault.after > 0:
+            fault.after -= 1
+            fault = None
         if fault is not None:
             fault.count -= 1
             if fault.mode == "drop":
@@ -468,8 +472,8 @@ class MidpointDaemon:
         require(msg, {"node": str, "mode": str, "count": int})
         if msg["mode"] not in FAULT_MODES:
             raise QnodeError(f"fault mode {msg['mode']!r}: one of {', '.join(FAULT_MODES)}")
-        delay = float(msg.get("delay_s", 0.0))
-        self.faults.append(HeraldFault(msg["node"], msg["mode"], msg["count"], delay))
+        delay, after = float(msg.get("delay_s", 0.0)), int(msg.get("after", 0))
+        self.faults.append(HeraldFault(msg["node"], msg["mode"], msg["count"], delay, after))
         log.warning("midpoint: %s asked for %s", sender, self.faults[-1])
         return {}
 
