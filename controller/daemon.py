@@ -86,7 +86,7 @@ class NodeDaemon:
             receiver.cancel()
             session = self.link.session
             if session is not None:
-                session.state, session.reason = "aborted", "node stopped"
+                session.ending = ("aborted", "node stopped")
                 await self.link._end(session, "aborted", "node stopped")
             self.link.close()
             await self._shutdown()
@@ -165,6 +165,7 @@ class NodeDaemon:
                     "malformed": self.malformed,
                     "refused_clients": self.allow_list.refused,
                     "refused_peer_messages": self.link.forged,
+                    "link_malformed": sum(k.malformed for k in self.link.links.values()),
                     "session": self.link.session.summary() if self.link.session else None,
                 }
             }
@@ -184,8 +185,8 @@ class NodeDaemon:
         if kind == "abort":
             runtime.abort_event.set()
             session = self.link.session
-            if session is not None and session.state == "running":
-                session.state, session.reason = "aborted", "aborted by the operator"
+            if session is not None and session.ending is None:
+                session.ending = ("aborted", "aborted by the operator")
             return {}
         if kind == "safe_state":
             problems = await asyncio.get_running_loop().run_in_executor(None, runtime.safe_state)

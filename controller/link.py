@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -287,7 +288,8 @@ class LinkSession:
         self.file = file
         self.threshold = readout_threshold
         self.frame_node = nodes[1]  # psi- is corrected by Z on this node
-        self.state = "running"
+        self.state = "running"  # until finish(): then completed, failed, aborted, deadline
+        self.ending: tuple[str, str] | None = None  # why it is ending, before it has ended
         self.reason = ""
         self.stats = Stats()
         self.started = time.time()
@@ -528,7 +530,7 @@ class LinkSession:
             self.delivered_by_basis[basis] = self.delivered_by_basis.get(basis, 0) + 1
         else:
             self.stats.discarded += 1
-            key = reason.split(":")[0][:40] or "discarded"
+            key = re.sub(r"\d+(\.\d+)?", "N", reason)[:60] or "discarded"
             self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
 
     def sweep_timeouts(self) -> None:
@@ -588,8 +590,10 @@ class LinkSession:
             "session": self.session,
             "node": self.node,
             "role": self.role,
+            "peer": self.peer,
             "protocol": self.request.get("protocol"),
             "state": self.state,
+            "ending": list(self.ending) if self.ending else None,
             "reason": self.reason,
             "pairs_requested": self.request.get("pairs"),
             "expected": self.expected.as_dict(),

@@ -244,8 +244,8 @@ class NodeLink:
                 if time.monotonic() > deadline:
                     state, reason = "deadline", f"deadline of {request['deadline_s']:g} s passed"
                     break
-                if session.state != "running":
-                    state, reason = session.state, session.reason
+                if session.ending is not None:
+                    state, reason = session.ending
                     break
                 basis, shots = plan_round(
                     request["delivery"], request["pairs"], session.delivered_by_basis
@@ -261,15 +261,16 @@ class NodeLink:
                 )
                 progress = await self._run_round(session, round_index, first_shot, shots, basis)
                 if progress.status != "completed":
-                    state, reason = (
+                    state, reason = session.ending or (
                         "failed",
                         f"{self.node}: run {progress.status}: {progress.reason}",
                     )
                     break
-                try:
-                    await asyncio.wait_for(session.peer_round_done.wait(), ROUND_DONE_TIMEOUT_S)
-                except TimeoutError:
-                    state, reason = "failed", f"{session.peer} did not finish round {round_index}"
+                if not await self._peer_finished_round(session):
+                    state, reason = session.ending or (
+                        "failed",
+                        f"{session.peer} did not finish round {round_index}",
+                    )
                     break
                 if session.peer_round_status != "completed":
                     state, reason = "failed", f"{session.peer}: {session.peer_round_status}"
@@ -278,12 +279,12 @@ class NodeLink:
                 first_shot += shots
                 round_index += 1
         except QnodeError as e:
-            state, reason = "failed", str(e)
+            state, reason = session.ending or ("failed", str(e))
         except Exception as e:  # never leave the session hanging
             log.exception("%s: session %s", self.node, session.session)
             state, reason = "failed", f"{type(e).__name__}: {e}"
-        if session.state != "running" and state == "completed":
-            state, reason = session.state, session.reason
+        if session.ending is not None and state == "completed":
+            state, reason = session.ending
         await self._drain(session)
         with contextlib.suppress(QnodeError):
             await self.link_to(self.midpoint).request(
@@ -294,6 +295,14 @@ class NodeLink:
                 "link_end", session=session.session, state=state, reason=reason, timeout_s=5.0
             )
         await self._end(session, state, reason)
+
+    async def _peer_finished_round(self, session: LinkSession) -> bool:
+        limit = time.monotonic() + ROUND_DONE_TIMEOUT_S
+        while not session.peer_round_done.is_set():
+            if session.ending is not None or time.monotonic() > limit:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _drain(self, session: LinkSession) -> None:
         """Wait until every heralded shot so far is decided (or has timed out)."""
@@ -351,9 +360,9 @@ class NodeLink:
                 silent = f"peer {session.peer} fell silent"
             elif now - session.midpoint_heard > SILENCE_S:
                 silent = f"midpoint {self.midpoint} fell silent"
-            if silent and session.state == "running":
+            if silent and session.ending is None:
                 log.error("%s: session %s: %s", self.node, session.session, silent)
-                session.state, session.reason = "failed", silent
+                session.ending = ("failed", silent)
                 self.daemon.runtime.abort_event.set()
                 if session.role == "responder":
                     self._spawn(self._end_after_run(session, "failed", silent))
@@ -388,6 +397,14 @@ class NodeLink:
         if kind == "link_request":
             return await self._accept(msg, sender)
         peer = session.peer if session is not None else None
+        ended = self.finished.get(msg.get("session"))
+        if ended is not None and sender == f"node-{ended['peer']}":
+            if kind in NOTIFICATIONS:
+                return {}  # the peer's last words after the session ended here
+            raise QnodeError(
+                f"session {ended['session']} has ended on {self.node}: "
+                f"{ended['state']} ({ended['reason'] or 'ok'})"
+            )
         if kind == "peer_heartbeat" and (session is None or msg.get("session") != session.session):
             return {}  # a peer's last beats after its session ended here
         if sender is None or sender != f"node-{peer}":

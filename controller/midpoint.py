@@ -53,7 +53,7 @@ HEARTBEAT_S = 0.5
 SESSION_SILENCE_S = 10.0
 """A session whose nodes send nothing for this long is closed (its initiator is gone)."""
 POLL_S = 0.005
-FAULT_MODES = ("drop", "duplicate", "delay")
+FAULT_MODES = ("drop", "duplicate", "delay", "garble")
 
 
 def midpoint_name(lab: LabConfig) -> str:
@@ -290,6 +290,7 @@ class MidpointDaemon:
             "state": self.state,
             "fault_reason": self.fault_reason,
             "connected": sorted(self.connected),
+            "refused_clients": self.router.allow_list.refused,
             "session": None
             if s is None
             else {"session": s.session, "protocol": s.protocol, "heralds": s.seq},
@@ -435,6 +436,11 @@ class MidpointDaemon:
                 log.warning(
                     "midpoint: fault injected: herald %d to %s dropped", fields["seq"], node
                 )
+                return
+            if fault.mode == "garble":  # what a corrupted message looks like on arrival
+                broken = {k: v for k, v in fields.items() if k != "attempt"}
+                await self._send(node, b"\x00garbled")
+                await self._send(node, pack("herald", next(self._ids), **broken))
                 return
             copies = 2 if fault.mode == "duplicate" else 1
             delay = fault.delay_s if fault.mode == "delay" else 0.0

@@ -1,0 +1,188 @@
+"""The link layer under faults: herald messages dropped, duplicated, delayed or garbled by the
+midpoint; a peer node or the midpoint killed mid-run; forged heralds from unknown keys.
+Whatever happens, both nodes' files agree on the delivered pairs and none counts twice."""
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+from lab_truth import calibrate_nodes_from_truth
+
+from controller.serving import read_info
+from controller.sessionfile import DELIVERED, read_session
+from qnode.curve import client_socket, ensure_keypair
+from qnode.wire import pack
+
+pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def stations(start_daemon, data_dir, sim):
+    calibrate_nodes_from_truth(data_dir, sim)
+    daemons = {"M": start_daemon("M", "--allow-faults")}
+    daemons.update({n: start_daemon(n) for n in ("A", "B")})
+    return daemons
+
+
+def delivered(pairs) -> list[str]:
+    return [r["id"] for r in pairs if r["status"] == DELIVERED]
+
+
+def assert_agree(files: dict) -> set:
+    """Both files hold the same delivered pairs, each once."""
+    ids = {n: delivered(read_session(path)["pairs"]) for n, path in files.items()}
+    for node, listed in ids.items():
+        assert len(listed) == len(set(listed)), f"{node} counted a pair twice"
+    a, b = (set(v) for v in ids.values())
+    assert a == b
+    return a
+
+
+def session_files(data_dir, session: str) -> dict:
+    return {n: next((data_dir / "runs").glob(f"*/{session}_{n}_entangle.h5")) for n in ("A", "B")}
+
+
+def run_with_fault(stations, data_dir, pairs: int = 40, **fault):
+    stations["M"].client.request("herald_fault", **fault)
+    a = stations["A"].client
+    started = a.entangle(pairs, "single_click", delivery="Z", deadline_s=120)
+    summary = a.wait_session(started["session"], timeout_s=150)
+    peer = stations["B"].client.session(started["session"])
+    return summary, peer, session_files(data_dir, started["session"])
+
+
+def test_dropped_herald_discards_that_pair_on_both_sides(stations, data_dir):
+    summary, peer, files = run_with_fault(
+        stations, data_dir, node="B", mode="drop", count=1, after=5
+    )
+    assert summary["state"] == "completed", summary
+    assert peer["stats"]["gaps"] == 1
+    assert summary["stats"]["discarded"] == 1
+    assert any("no herald message" in reason for reason in summary["stats"]["reasons"]), summary
+    ids = assert_agree(files)
+    assert len(ids) >= 40  # the lost pair was made up in another round, not counted
+
+
+def test_duplicated_heralds_are_dropped_not_counted_twice(stations, data_dir):
+    summary, _, files = run_with_fault(
+        stations, data_dir, node="A", mode="duplicate", count=3, after=2
+    )
+    assert summary["state"] == "completed"
+    assert summary["stats"]["duplicates"] == 3
+    assert summary["stats"]["discarded"] == 0
+    assert_agree(files)
+
+
+def test_herald_delayed_past_its_timeout_is_discarded(stations, data_dir):
+    summary, _, files = run_with_fault(
+        stations, data_dir, pairs=30, node="B", mode="delay", count=1, after=3, delay_s=4.0
+    )
+    assert summary["state"] == "completed", summary
+    assert summary["stats"]["discarded"] == 1
+    assert any("no herald message" in r for r in summary["stats"]["reasons"])
+    assert_agree(files)
+
+
+def test_garbled_herald_is_counted_and_its_pair_discarded(stations, data_dir):
+    summary, _, files = run_with_fault(
+        stations, data_dir, pairs=20, node="B", mode="garble", count=1, after=2
+    )
+    assert summary["state"] == "completed", summary
+    assert summary["stats"]["discarded"] == 1
+    status = stations["B"].client.status()
+    assert status["link_malformed"] == 2  # the garbage and the herald missing its attempt
+    assert status["state"] == "idle"
+    assert_agree(files)
+
+
+def kill_mid_run(stations, data_dir, victim: str):
+    a = stations["A"].client
+    started = a.entangle(20_000, "single_click", delivery="Z", deadline_s=120)
+    deadline = time.monotonic() + 60
+    while a.session(started["session"])["stats"]["delivered"] < 50:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stations[victim].proc.kill()
+    stations[victim].proc.wait(10)
+    summary = a.wait_session(started["session"], timeout_s=60)
+    return summary, session_files(data_dir, started["session"])
+
+
+def test_peer_killed_mid_run_ends_the_session_and_both_files_agree(stations, data_dir):
+    summary, files = kill_mid_run(stations, data_dir, "B")
+    assert summary["state"] == "failed"
+    assert "peer B fell silent" in summary["reason"]
+    ids = assert_agree(files)  # B's file, read after its crash, up to its last record
+    assert len(ids) >= 50
+    assert stations["A"].client.status()["state"] in ("idle", "fault")
+
+
+def test_midpoint_killed_mid_run_ends_the_session_and_both_files_agree(stations, data_dir):
+    summary, files = kill_mid_run(stations, data_dir, "M")
+    assert summary["state"] == "failed"
+    assert "midpoint M fell silent" in summary["reason"]
+    assert_agree(files)
+    b = read_session(files["B"])
+    assert b["status"] == "failed" and "fell silent" in b["reason"]
+
+
+def test_forged_heralds_from_an_unknown_key_deliver_nothing(stations, data_dir, tmp_path, lab):
+    _, stranger = ensure_keypair(tmp_path / "stranger", "stranger")  # not on the allow-list
+    ctx = zmq.Context.instance()
+    socks = []
+    for target in ("A", "M"):
+        info = read_info(data_dir, target)
+        sock = client_socket(ctx, zmq.DEALER, stranger, info["server_public_key"])
+        sock.setsockopt(zmq.IDENTITY, b"A")
+        sock.connect(info["endpoint"])
+        socks.append(sock)
+    a = stations["A"].client
+    started = a.entangle(20, "single_click", delivery="Z", deadline_s=60)
+    session = started["session"]
+    for k in range(50):  # psi+ heralds for every shot, attempt 1: nothing of this is true
+        forged = pack(
+            "herald",
+            k,
+            session=session,
+            seq=k + 1,
+            shot=k,
+            sync=k,
+            attempt=1,
+            outcome="psi_plus",
+            reason="",
+        )
+        for sock in socks:
+            sock.send(forged, flags=zmq.NOBLOCK) if sock.poll(0, zmq.POLLOUT) else None
+    summary = a.wait_session(session, timeout_s=60)
+    for sock in socks:
+        sock.close(linger=0)
+    assert summary["state"] == "completed"
+    assert summary["stats"]["duplicates"] == 0 and summary["stats"]["discarded"] == 0
+    assert np.all(read_session(summary["file"])["heralds"]["attempt"] > 0)
+    assert stations["A"].client.status()["refused_clients"] >= 1
+    assert stations["M"].client.status()["refused_clients"] >= 1
+    assert "refused a client with unknown CurveZMQ key" in stations["A"].log()
+    assert "refused a client with unknown CurveZMQ key" in stations["M"].log()
+
+
+def test_peer_messages_with_a_known_but_wrong_key_are_refused(stations):
+    """The operator's key may ask for sessions, not speak for a peer."""
+    a = stations["A"].client
+    with pytest.raises(Exception, match="not from"):
+        a.request(
+            "link_request",
+            session="x",
+            nodes=["B", "A"],
+            pairs=1,
+            protocol="single_click",
+            fidelity_min=0.0,
+            deadline_s=1.0,
+        )
+    check = pack("pair_check", 7, session="x", shot=0, attempt=1, outcome=1, ok=True, reason="")
+    a._socket().send(check)  # a notification: no answer either way
+    time.sleep(0.2)
+    status = a.status()
+    assert status["refused_peer_messages"] == 2
+    assert status["state"] == "idle" and status["session"] is None
+    assert "refused" in stations["A"].log()
