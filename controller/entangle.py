@@ -24,6 +24,7 @@ from controller.serving import node_info_path, running_daemon_pid
 from controller.sessionfile import DELIVERED
 from controller.verify import Verification, verify
 from qnode.errors import QnodeError
+from sequences.operations import CoolingCheck, CRCheck, Readout, Sequence, SpinInit, pi_pulse
 
 POLL_S = 0.25
 
@@ -68,11 +69,32 @@ def ensure_daemons(
     return started
 
 
-def readout_of(client: NodeClient) -> tuple[float, float] | None:
+READOUT_SHOTS = 2000
+
+
+def readout_of(client: NodeClient, platform: str = "nv") -> tuple[float, float] | None:
+    """F0, F1 for the verification, measured now in the verification's own conditions: the
+    memory checked before and after its readout (as the entanglement rounds do), so that a
+    memory that lost its charge state or its cooling is not mistaken for a readout error."""
     params = client.params()
-    if "f0" in params and "f1" in params:
-        return float(params["f0"]["value"]), float(params["f1"]["value"])
-    return None
+    threshold = params["readout_threshold"]["value"]
+    check = CoolingCheck if platform == "ion" else CRCheck
+    after = check(max_tries=1)
+    shots = {
+        "f0": Sequence("verify_f0", (check(), SpinInit(), Readout(), after), READOUT_SHOTS),
+        "f1": Sequence(
+            "verify_f1", (check(), SpinInit(), pi_pulse(), Readout(), after), READOUT_SHOTS
+        ),
+    }
+    out = []
+    for name, sequence in shots.items():
+        data = client.run(sequence)
+        counts = data.counts[0, :, 0][data.valid[0]]
+        if len(counts) < READOUT_SHOTS // 4:
+            return None
+        bright = float(np.mean(counts >= threshold))
+        out.append(bright if name == "f0" else 1 - bright)
+    return out[0], out[1]
 
 
 def run_session(
@@ -113,11 +135,15 @@ def run_session(
         }
         verification = None
         if delivery == "verify":
+            platforms = {n: lab.nodes[n].platform or "nv" for n in (node, peer)}
+            if console is not None:
+                console.print("measuring F0/F1 of both nodes for the readout correction...")
             verification = verify(
                 data[node]["pairs"],
                 data[peer]["pairs"],
-                readout_of(client),
-                readout_of(peer_client),
+                readout_of(client, platforms[node]),
+                readout_of(peer_client, platforms[peer]),
+                READOUT_SHOTS,
             )
         files = {node: summary["file"], peer: peer_summary["file"]}
     return EntangleReport(summary, peer_summary, ids, verification, files)

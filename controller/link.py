@@ -28,7 +28,7 @@ import math
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,9 @@ def round_sequence(
     elif basis == "Y":
         ops.append(pi_half_pulse(0.0))
     if basis != "keep":
-        ops.append(Readout())
+        # the memory checked again after its readout: a memory that lost its charge state
+        # (or its cooling) reads dark whatever its spin; that shot is no measurement
+        ops += [Readout(), replace(check, max_tries=1)]
     return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
 
 
@@ -448,7 +450,12 @@ class LinkSession:
                 f"midpoint {herald['outcome']}",
             )
         elif not own.valid:
-            verdict = Verdict(False, own.attempts, own.outcome, "the shot's check never passed")
+            verdict = Verdict(
+                False,
+                own.attempts,
+                own.outcome,
+                "a check of the memory failed (before the attempts or after the readout)",
+            )
         else:
             verdict = Verdict(True, own.attempts, own.outcome)
         self._set_verdict(shot, verdict)

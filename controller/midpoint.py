@@ -352,8 +352,7 @@ class MidpointDaemon:
     def _arm(self, protocol: str, setpoint: float | None) -> int:
         try:
             self.tagger.set_sync_auto(False)
-            self.tagger.read_clicks()  # nothing from before the session
-            self.tagger.start_tags()
+            self.tagger.arm_clicks(True)  # and nothing from before the session
             if protocol == "single_click" and self.stabiliser is not None:
                 self.stabiliser.set_setpoint(setpoint)
                 self.stabiliser.set_lock(True)

@@ -91,18 +91,34 @@ def correlator(bits: np.ndarray, m_a: np.ndarray, m_b: np.ndarray, basis: str) -
     return Correlator(basis, n, float(SIGNS @ p), value, float(np.sqrt(max(variance, 0.0))))
 
 
+def _fidelity(bits: dict[str, np.ndarray], readout: list[float] | None) -> tuple[float, dict]:
+    m_a = assignment(*readout[:2]) if readout else np.eye(2)
+    m_b = assignment(*readout[2:]) if readout else np.eye(2)
+    c = {basis: correlator(bits[basis], m_a, m_b, basis) for basis in ("X", "Y", "Z")}
+    return (1 + c["X"].value + c["Y"].value - c["Z"].value) / 4, c
+
+
 def verify(
     pairs_a: np.ndarray,
     pairs_b: np.ndarray,
     readout_a: tuple[float, float] | None,
     readout_b: tuple[float, float] | None,
+    readout_shots: int | None = None,
 ) -> Verification:
+    """readout_shots: the shots each F0/F1 was measured with; their uncertainty then widens
+    the interval too (it matters once thousands of pairs were measured)."""
     corrected = readout_a is not None and readout_b is not None
-    m_a = assignment(*readout_a) if corrected else np.eye(2)
-    m_b = assignment(*readout_b) if corrected else np.eye(2)
+    readout = [*readout_a, *readout_b] if corrected else None
     bits = joined_bits(pairs_a, pairs_b)
-    c = {basis: correlator(bits[basis], m_a, m_b, basis) for basis in ("X", "Y", "Z")}
-    f = (1 + c["X"].value + c["Y"].value - c["Z"].value) / 4
+    f, c = _fidelity(bits, readout)
     raw = (1 + c["X"].raw + c["Y"].raw - c["Z"].raw) / 4
-    sigma = float(np.sqrt(sum(x.sigma**2 for x in c.values()))) / 4
+    variance = sum(x.sigma**2 for x in c.values()) / 16
+    if corrected and readout_shots:
+        for k, value in enumerate(readout):  # error propagation, one F at a time
+            step = 1e-4
+            shifted = list(readout)
+            shifted[k] = value - step
+            slope = (f - _fidelity(bits, shifted)[0]) / step
+            variance += slope**2 * value * (1 - value) / readout_shots
+    sigma = float(np.sqrt(variance))
     return Verification(c, float(f), f - Z95 * sigma, f + Z95 * sigma, float(raw), corrected)

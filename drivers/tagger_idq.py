@@ -101,6 +101,10 @@ class TimeController(ScpiDriver):
             )
         return tags
 
+    def arm_clicks(self, on: bool) -> None:
+        """The herald logic: record each heralding attempt's clicks (read_clicks), or not."""
+        self.scpi.write(f"CLIC:ARM {'ON' if on else 'OFF'}")
+
     def read_clicks(self) -> np.ndarray:
         """The herald logic's clicks since the last read (CLICK_DTYPE), oldest first."""
         data = self.scpi.query_block("CLIC:DATA?")
@@ -114,6 +118,7 @@ class TimeController(ScpiDriver):
 
     def safe_state(self) -> None:
         self.scpi.write("TAGS:STOP")
+        self.scpi.write("CLIC:ARM OFF")
 
     def health(self) -> Health:
         enabled = [c for c in INPUTS if self.enabled(c)]

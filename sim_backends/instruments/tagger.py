@@ -60,6 +60,8 @@ class SimTimeController(Device):
         self.add("TAGS:STATe?", lambda a: "ARMED" if self.armed else "IDLE")
         self.add("TAGS:COUNt?", lambda a: str(len(self.tags)))
         self.add("TAGS:DATA?", lambda a: self._drain())
+        self.add("CLICks:ARM", lambda a: self._arm_clicks(boolean(a)))
+        self.add("CLICks:ARM?", lambda a: "ON" if self.clicks_armed else "OFF")
         self.add("CLICks:COUNt?", lambda a: str(sum(len(c) for c in self._clicks)))
         self.add("CLICks:DATA?", lambda a: self._drain_clicks())
 
@@ -93,6 +95,7 @@ class SimTimeController(Device):
         self.light_rate_hz = None  # channel -> rate of light reaching it (the midpoint sets it)
         self._clicks: list[np.ndarray] = []
         self.clicks_lost = 0
+        self.clicks_armed = False
 
     def _dark_rate(self, ch: int) -> float:
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
@@ -101,7 +104,6 @@ class SimTimeController(Device):
     def _start(self) -> None:
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self._photons, self._sync_trains, self._syncs = [], [], []
-        self._clicks = []
         self.armed = True
 
     def record_syncs(self, times_ns: np.ndarray) -> None:
@@ -113,7 +115,7 @@ class SimTimeController(Device):
     def record_clicks(self, sync: int, attempt: int, clicks: list[tuple[int, int, float]]) -> None:
         """The clicks (round, input, ns after the excitation) of one attempt's windows."""
         enabled = [(r, c, d) for r, c, d in clicks if self.enabled.get(c)]
-        if not self.armed or not enabled:
+        if not self.clicks_armed or not enabled:
             return
         if sum(len(c) for c in self._clicks) >= MAX_CLICKS:
             self.clicks_lost += len(enabled)  # the FIFO is full: the oldest are kept
@@ -124,6 +126,12 @@ class SimTimeController(Device):
         part["channel"] = [c for _, c, _ in enabled]
         part["delay_ps"] = [round(d * 1e3) for _, _, d in enabled]
         self._clicks.append(part)
+
+    def _arm_clicks(self, on: bool) -> None:
+        """The herald logic records clicks (independent of a tag acquisition)."""
+        self.clicks_armed = on
+        if on:
+            self._clicks = []
 
     def _drain_clicks(self) -> bytes:
         parts, self._clicks = self._clicks, []
@@ -219,6 +227,7 @@ class SimTimeController(Device):
             "tags_pending": len(self.tags),
             "armed": self.armed,
             "last_block_crc32": self.last_block_crc32,
+            "clicks_armed": self.clicks_armed,
             "clicks_pending": sum(len(c) for c in self._clicks),
             "clicks_lost": self.clicks_lost,
         }
