@@ -18,6 +18,7 @@ from rich.table import Table
 
 from controller.client import NodeClient
 from controller.labconfig import LabConfig
+from controller.link import memory_still_there
 from controller.midpoint import midpoint_name
 from controller.processes import spawn, terminate
 from controller.serving import node_info_path, running_daemon_pid
@@ -79,7 +80,7 @@ def readout_of(client: NodeClient, platform: str = "nv") -> tuple[float, float] 
     params = client.params()
     threshold = params["readout_threshold"]["value"]
     check = CoolingCheck if platform == "ion" else CRCheck
-    after = check(max_tries=1)
+    after = memory_still_there(check())
     shots = {
         "f0": Sequence("verify_f0", (check(), SpinInit(), Readout(), after), READOUT_SHOTS),
         "f1": Sequence(
@@ -97,6 +98,10 @@ def readout_of(client: NodeClient, platform: str = "nv") -> tuple[float, float] 
     return out[0], out[1]
 
 
+def measure_readout(lab: LabConfig, clients: dict[str, NodeClient]) -> dict:
+    return {n: readout_of(c, lab.nodes[n].platform or "nv") for n, c in clients.items()}
+
+
 def run_session(
     lab: LabConfig,
     *,
@@ -108,8 +113,10 @@ def run_session(
     deadline_s: float = 600.0,
     node: str = "A",
     console: Console | None = None,
+    readout: dict[str, tuple[float, float] | None] | None = None,
 ) -> EntangleReport:
-    """One session through running daemons; progress on `console` if given."""
+    """One session through running daemons; progress on `console` if given. `readout`:
+    F0/F1 per node measured beforehand (else the verification measures them)."""
     peer = next(n for n, c in lab.nodes.items() if c.kind == "memory" and n != node)
     with (
         NodeClient.for_lab(lab, node, timeout_s=30) as client,
@@ -135,14 +142,15 @@ def run_session(
         }
         verification = None
         if delivery == "verify":
-            platforms = {n: lab.nodes[n].platform or "nv" for n in (node, peer)}
-            if console is not None:
-                console.print("measuring F0/F1 of both nodes for the readout correction...")
+            if readout is None:
+                if console is not None:
+                    console.print("measuring F0/F1 of both nodes for the readout correction...")
+                readout = measure_readout(lab, {node: client, peer: peer_client})
             verification = verify(
                 data[node]["pairs"],
                 data[peer]["pairs"],
-                readout_of(client, platforms[node]),
-                readout_of(peer_client, platforms[peer]),
+                readout[node],
+                readout[peer],
                 READOUT_SHOTS,
             )
         files = {node: summary["file"], peer: peer_summary["file"]}

@@ -126,6 +126,7 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
         lifetime = mid_truth["lifetime_ns"]["A"]
         assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
+        assert values["detection_probability"] == pytest.approx(mid_truth["eta"]["A"], rel=0.1)
         setpoint = store.values("M")["phase_setpoint_deg"]
         error = (setpoint + mid_truth["phase_offset_deg"] + 180) % 360 - 180
         assert abs(error) < 5.0  # the reference fringe's maximum on psi_plus

@@ -56,6 +56,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "detection_window_start_ns", "ns", "photon arrival at the midpoint, after the sync"
         ),
         ParameterSpec("detection_window_ns", "ns", "length of the detection window"),
+        ParameterSpec(
+            "detection_probability", "", "photons detected at the midpoint per excitation"
+        ),
+        ParameterSpec("visibility", "", "two-photon interference visibility of A and B"),
+        ParameterSpec("phase_noise_deg", "deg", "interferometer phase noise when locked"),
         ParameterSpec("phase_setpoint_deg", "deg", "interferometer phase stabiliser set point"),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>"),

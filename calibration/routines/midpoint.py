@@ -9,11 +9,11 @@ flat floor of dark counts. The window starts at the fitted onset and is long eno
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import curve_fit
-from scipy.stats import exponnorm
+from scipy.stats import exponnorm, poisson
 
 from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
@@ -56,14 +56,26 @@ class TaggedRun:
 
 
 def excitation_train(platform: str, shots: int) -> Sequence:
-    """Per shot: a CR / cooling check, then PER_CHECK excitations of the initialised memory."""
+    """Per shot: a CR / cooling check, PER_CHECK excitations of the initialised memory, and
+    one more check (a single try): the shots that pass it say how often the memory stayed
+    ready through the train."""
     body = (
         SpinInit(2_000),
         LaserPulse("excitation", Param("excitation_duration_ns")),
         Wait(PERIOD_WAIT_NS),
     )
     check = CoolingCheck() if platform == "ion" else CRCheck()
-    return Sequence("excitation_train", (check, Repeat(body, PER_CHECK)), shots=shots)
+    after = replace(check, max_tries=1)
+    return Sequence("excitation_train", (check, Repeat(body, PER_CHECK), after), shots=shots)
+
+
+def ready_fraction(still_ready: float) -> float:
+    """Mean share of a train's excitations that found the memory ready, if it is lost at a
+    constant rate per excitation and `still_ready` of the shots kept it to the end."""
+    if still_ready >= 1.0:
+        return 1.0
+    x = -np.log(max(still_ready, 1e-6))  # the train's length in loss times
+    return float((1 - np.exp(-x)) / x)
 
 
 def arrival_model(t, onset, lifetime, jitter, photons, floor):
@@ -75,8 +87,9 @@ class DetectionWindowRoutine(Routine):
     name = "detection_window"
     title = "detection window at the midpoint"
     needs_midpoint = True
-    reads = ("excitation_duration_ns",)
-    updates = ("detection_window_start_ns", "detection_window_ns")
+    depends = ("check_threshold",)
+    reads = ("excitation_duration_ns", "cr_threshold", "check_mean_counts")
+    updates = ("detection_window_start_ns", "detection_window_ns", "detection_probability")
 
     def _histogram(self, node: NodeAccess, shots: int):
         node.midpoint.start_tags()
@@ -143,11 +156,24 @@ class DetectionWindowRoutine(Routine):
             return Analysis({}, False, f"fit failed: {e}")
         start = fit["onset_ns"]
         length = fit["lifetime_ns"] * np.log(1 / (1 - KEEP))
+        # detection probability per excitation of a ready memory: the photons over the
+        # excitations that found it ready (the check after the train says how many did; a
+        # ready memory passes a check with the calibrated Poisson odds)
+        values = node.values()
+        passes = 1.0
+        if "check_mean_counts" in values:
+            passes = float(poisson.sf(values["cr_threshold"] - 1, values["check_mean_counts"]))
+        shots = len(data[0].run.valid[0])
+        still_ready = float(np.mean(data[0].run.valid[0])) / max(passes, 1e-3)
+        lit = ready_fraction(min(still_ready, 1.0))
+        eta = fit["photons"] / (shots * PER_CHECK * lit)
         info = {
             "fit": fit,
             "errors": list(map(float, errors)),
             "quality": quality,
             "histogram": hist.tolist(),
+            "still_ready_after_train": still_ready,
+            "ready_fraction": lit,
         }
 
         def plot(path, title):
@@ -167,10 +193,14 @@ class DetectionWindowRoutine(Routine):
                 {}, False, f"fit rejected: R^2 {quality:.2f} (min 0.7)", quality, info, plot
             )
         return Analysis(
-            {"detection_window_start_ns": float(start), "detection_window_ns": float(length)},
+            {
+                "detection_window_start_ns": float(start),
+                "detection_window_ns": float(length),
+                "detection_probability": float(eta),
+            },
             True,
             f"window {start:.2f} ns + {length:.1f} ns ({fit['photons']:.0f} photons, "
-            f"lifetime {fit['lifetime_ns']:.1f} ns)",
+            f"lifetime {fit['lifetime_ns']:.1f} ns), detection probability {eta:.3g}",
             quality,
             info,
             plot,
