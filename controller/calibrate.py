@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,3 +162,61 @@ class DirectMidpointAccess(StoredParameters):
     def reference_off(self) -> None:
         if self.stabiliser is not None:
             self.stabiliser.set_reference(False)
+
+
+class DaemonMidpointAccess(StoredParameters):
+    """The midpoint's instruments through its daemon (`qnode midpoint serve`), their one
+    owner. A tagger armed for another calibration is waited for."""
+
+    WAIT_S = 300.0
+
+    def __init__(self, lab: LabConfig, store: ParameterStore, holder: str = "") -> None:
+        from controller.midpoint import midpoint_name
+
+        self.node = midpoint_name(lab)
+        self.detectors = dict(lab.nodes[self.node].channels.detectors)
+        self.store = store
+        self.holder = holder
+        self.client = NodeClient.for_lab(lab, self.node, timeout_s=120)
+
+    def open(self) -> None:
+        self.client.status()  # it answers, or this fails now rather than mid-routine
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _when_free(self, kind: str, **fields) -> dict:
+        deadline = time.monotonic() + self.WAIT_S
+        while True:
+            try:
+                return self.client.request(kind, **fields)
+            except NodeRequestError as e:
+                if "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def start_tags(self) -> None:
+        self._when_free("tags_start", holder=self.holder)
+
+    def stop_tags(self):
+        return self.client.request("tags_stop")["tags"]
+
+    def dark_tags(self, seconds: float):
+        return self._when_free("dark_tags", seconds=seconds)["tags"]
+
+    def reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
+        reply = self._when_free("reference_counts", setpoint_deg=setpoint_deg, seconds=seconds)
+        return reply["counts"]
+
+    def reference_off(self) -> None:
+        self._when_free("reference_off")
+
+
+def midpoint_access(lab: LabConfig, store: ParameterStore, resources, holder: str = ""):
+    """Through the midpoint daemon if it runs (it owns the instruments), else directly."""
+    from controller.midpoint import midpoint_name
+    from controller.serving import running_daemon_pid
+
+    if running_daemon_pid(lab.data_dir, midpoint_name(lab)) is not None:
+        return DaemonMidpointAccess(lab, store, holder)
+    return DirectMidpointAccess(lab, resources, store)

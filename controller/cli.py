@@ -505,7 +505,7 @@ def calibrate(
             console.print(f"{k}. {name}: {r.title}{deps} -> updates {', '.join(r.updates)}")
         return
     from calibration.graph import run_graph
-    from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
+    from controller.calibrate import ClientNodeAccess, midpoint_access
     from controller.client import NodeClient
     from controller.params import ParameterStore
 
@@ -525,7 +525,7 @@ def calibrate(
                     if any(i.simulated for _, _, i in config.all_instruments())
                     else None
                 )
-                midpoint = DirectMidpointAccess(config, resources, store)
+                midpoint = midpoint_access(config, store, resources, f"calibrate {node}")
                 midpoint.open()
             except QnodeError as e:
                 err_console.print(f"[yellow]midpoint not available:[/] {e}")

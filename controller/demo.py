@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from calibration.graph import run_graph
-from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
+from controller.calibrate import ClientNodeAccess, DaemonMidpointAccess
 from controller.client import NodeClient
 from controller.entangle import measure_readout, p_success_sigma, run_session
 from controller.instruments_check import check_lab, render_table
@@ -44,9 +44,13 @@ SCAN_PAIRS = 250  # 4 x 250 = 1000 single-click pairs
 BK_PAIRS = 200
 
 
-def calibrate(lab, node: str, store: ParameterStore, midpoint: DirectMidpointAccess) -> list:
-    with NodeClient.for_lab(lab, node, timeout_s=30) as client:
-        return run_graph(ClientNodeAccess.for_lab(lab, node, client, store, midpoint))
+def calibrate(lab, node: str, store: ParameterStore) -> list:
+    midpoint = DaemonMidpointAccess(lab, store, f"demo {node}")
+    try:
+        with NodeClient.for_lab(lab, node, timeout_s=30) as client:
+            return run_graph(ClientNodeAccess.for_lab(lab, node, client, store, midpoint))
+    finally:
+        midpoint.close()
 
 
 def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
@@ -84,22 +88,19 @@ def main() -> int:
             console.print(render_table(rows, "instruments of the simulated lab"))
             if not all(row.healthy for row in rows):
                 return 1
-            with console.status("starting the node daemons..."):
-                for node in NODES:
-                    args = ["node", "serve", "--node", node, "--resource-map", str(resource_map)]
+            with console.status("starting the daemons of A, B and the midpoint..."):
+                for node in (*NODES, "M"):
+                    kind = ["midpoint"] if node == "M" else ["node", "--node", node]
+                    args = [kind[0], "serve", *kind[1:], "--resource-map", str(resource_map)]
                     info = node_info_path(lab.data_dir, node)
                     procs.append(spawn(args, info, Path(tmp) / f"node-{node}.log"))
             status = console.status("calibrating nodes A and B from scratch...")
-            resources = read_resource_map(lab, resource_map)
-            # one owner of the midpoint's instruments, shared by both nodes' calibrations
+            # the midpoint daemon owns its instruments; both calibrations go through it
             store = ParameterStore(lab.data_dir / "params.sqlite")
-            midpoint = DirectMidpointAccess(lab, resources, store)
-            midpoint.open()
             try:
                 with status, ThreadPoolExecutor(len(NODES)) as pool:
-                    outcomes = list(pool.map(lambda n: calibrate(lab, n, store, midpoint), NODES))
+                    outcomes = list(pool.map(lambda n: calibrate(lab, n, store), NODES))
             finally:
-                midpoint.close()
                 store.close()
             truth = SimControl(resource_map).truth()
             table = Table(title="calibrated vs the simulator's hidden truth")
@@ -114,10 +115,6 @@ def main() -> int:
             console.print(table)
             ok = all(o.verdict in ("updated", "in spec") for results in outcomes for o in results)
             if ok:
-                with console.status("starting the midpoint daemon..."):
-                    args = ["midpoint", "serve", "--resource-map", str(resource_map)]
-                    info = node_info_path(lab.data_dir, "M")
-                    procs.append(spawn(args, info, Path(tmp) / "node-M.log"))
                 ok = entangle(lab, truth)
         finally:
             for proc in reversed(procs):

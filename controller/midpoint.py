@@ -48,7 +48,13 @@ REQUESTS = {
     "session_end",
     "herald_fault",
     "shutdown",
+    "tags_start",
+    "tags_stop",
+    "dark_tags",
+    "reference_counts",
+    "reference_off",
 }
+CALIBRATION = {"tags_start", "tags_stop", "dark_tags", "reference_counts", "reference_off"}
 HEARTBEAT_S = 0.5
 SESSION_SILENCE_S = 10.0
 """A session whose nodes send nothing for this long is closed (its initiator is gone)."""
@@ -124,6 +130,7 @@ class MidpointDaemon:
         self.connected: dict[str, float] = {}  # node -> last heard (monotonic)
         self.counters = {"malformed": 0, "forged": 0, "undeliverable": 0, "heralds": 0}
         self.faults: list[HeraldFault] = []
+        self.tags_holder: str | None = None  # the calibration that armed the tagger
         self._ids = itertools.count(1)
         self._stop = asyncio.Event()
         self._sock: zmq.asyncio.Socket | None = None
@@ -276,6 +283,8 @@ class MidpointDaemon:
             if self.session is None or self.session.session != session:
                 raise QnodeError(f"no session {session!r} at the midpoint")
             return await self._end_session("ended by " + msg["node"])
+        if kind in CALIBRATION:
+            return await self._calibration(msg, sender)
         if kind == "herald_fault":
             return self._add_fault(msg, sender)
         if kind == "shutdown":
@@ -308,6 +317,8 @@ class MidpointDaemon:
             raise QnodeError(f"midpoint {self.node} is in fault: {self.fault_reason}")
         if self.session is not None:
             raise QnodeError(f"midpoint {self.node} is busy with session {self.session.session}")
+        if self.tags_holder is not None:
+            raise QnodeError(f"midpoint {self.node} is calibrating ({self.tags_holder})")
         protocol, nodes = msg["protocol"], msg["nodes"]
         if protocol not in PROTOCOLS:
             raise QnodeError(f"unknown protocol {protocol!r} ({', '.join(PROTOCOLS)})")
@@ -470,6 +481,53 @@ class MidpointDaemon:
                     )
                 except zmq.ZMQError:
                     self.connected.pop(node, None)  # gone; it says hello when it is back
+
+    # calibration's use of the midpoint's instruments ------------------------------------
+    async def _calibration(self, msg: dict, sender: str | None) -> dict:
+        """The midpoint routines (detection window, dark counts, phase set point) through
+        the one owner of the instruments; never during a session, one armed acquisition at
+        a time (a second caller is told to wait)."""
+        kind = msg["type"]
+        if self.session is not None:
+            raise QnodeError(f"midpoint {self.node} is busy with session {self.session.session}")
+        if self.state == "fault":
+            raise QnodeError(f"midpoint {self.node} is in fault: {self.fault_reason}")
+        if kind == "tags_start":
+            if self.tags_holder is not None:
+                raise QnodeError(f"busy: the tagger is armed for {self.tags_holder}")
+            self.tags_holder = str(msg.get("holder") or sender)
+            await self._in_worker(self.tagger.start_tags)
+            return {}
+        if self.tags_holder is not None and kind != "tags_stop":
+            raise QnodeError(f"busy: the tagger is armed for {self.tags_holder}")
+        if kind == "tags_stop":
+            if self.tags_holder is None:
+                raise QnodeError("the tagger is not armed")
+            try:
+                tags = await self._in_worker(self.tagger.stop_tags)
+            finally:
+                self.tags_holder = None
+            return {"tags": tags}
+        if kind == "dark_tags":
+            seconds = float(require(msg, {"seconds": (int, float)})["seconds"])
+            return {"tags": await self._in_worker(self.tagger.acquire_tags, seconds)}
+        if self.stabiliser is None:
+            raise QnodeError(f"midpoint {self.node} has no phase stabiliser")
+        if kind == "reference_counts":
+            require(msg, {"setpoint_deg": (int, float), "seconds": (int, float)})
+            counts = await self._in_worker(
+                self._reference_counts, float(msg["setpoint_deg"]), float(msg["seconds"])
+            )
+            return {"counts": counts}
+        await self._in_worker(self.stabiliser.set_reference, False)
+        return {}
+
+    def _reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
+        self.stabiliser.set_reference(True)
+        self.stabiliser.set_setpoint(setpoint_deg)
+        self.stabiliser.set_lock(True)
+        self.tagger.set_integration(seconds)
+        return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}
 
     def _add_fault(self, msg: dict, sender: str | None) -> dict:
         if not self.allow_faults:
