@@ -56,7 +56,7 @@ def classify(
         per_round = [kept[kept["round"] == r] for r in range(rounds)]
         channels = [int(r["channel"][0]) for r in per_round if len(r) == 1]
         if len(kept) == 0:
-            verdict = Classified(sync, attempt, "fail", "no click inside a detection window")
+            verdict = Classified(sync, attempt, "fail", "no click in a detection window")
         elif any(len(r) != 1 for r in per_round):
             counts = "/".join(str(len(r)) for r in per_round)
             verdict = Classified(sync, attempt, "fail", f"clicks per round {counts}, not 1")

@@ -443,7 +443,7 @@ class LinkSession:
         said = OUTCOMES.index(herald["outcome"])
         if said == 0:
             verdict = Verdict(
-                False, own.attempts, own.outcome, f"midpoint: fail ({herald.get('reason', '')})"
+                False, own.attempts, own.outcome, f"midpoint: fail, {herald.get('reason', '')}"
             )
         elif herald["attempt"] != own.attempts:
             verdict = Verdict(
@@ -465,7 +465,7 @@ class LinkSession:
                 False,
                 own.attempts,
                 own.outcome,
-                "a check of the memory failed (before the attempts or after the readout)",
+                "memory check failed",
             )
         else:
             verdict = Verdict(True, own.attempts, own.outcome)

@@ -37,7 +37,7 @@ def test_clicks_outside_every_window_or_on_both_detectors_fail():
     outside = clicks((5, 1, 0, 1, 20.0))
     both = clicks((6, 3, 0, 1, 65.0), (6, 3, 0, 2, 66.0))
     (verdict,) = classify(outside, "single_click", WINDOWS, DETECTORS)
-    assert verdict.outcome == "fail" and "no click inside a detection window" in verdict.reason
+    assert verdict.outcome == "fail" and "no click in a detection window" in verdict.reason
     (verdict,) = classify(both, "single_click", WINDOWS, DETECTORS)
     assert verdict.outcome == "fail" and "clicks per round 2" in verdict.reason
 
