@@ -17,6 +17,7 @@ from calibration.interface import NodeAccess
 from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine
 from calibration.routines.check_threshold import CheckThresholdRoutine
 from calibration.routines.esr import EsrRoutine
+from calibration.routines.link import AlphaRoutine, VisibilityRoutine
 from calibration.routines.midpoint import (
     DarkCountsRoutine,
     DetectionWindowRoutine,
@@ -38,6 +39,8 @@ ROUTINES: dict[str, Routine] = {
         DarkCountsRoutine(),
         DetectionWindowRoutine(),
         PhaseSetpointRoutine(),
+        VisibilityRoutine(),
+        AlphaRoutine(),
     )
 }
 
@@ -123,6 +126,7 @@ def run_routine(
         path = Path(runs[-1].file).with_suffix(f".{name}.png")
         if plots is not None:
             path = plots / path.name
+        path.parent.mkdir(parents=True, exist_ok=True)
         word = "accepted" if analysis.accepted else "REJECTED"
         analysis.plot(path, f"{node.node} {routine.title}: {word}\n{analysis.reason}")
         outcome.plot = str(path)
@@ -154,6 +158,11 @@ def run_graph(
         routine = ROUTINES[name]
         if routine.needs_midpoint and node.midpoint is None:
             outcomes[name] = Outcome(name, SKIPPED, "the lab has no midpoint to measure with")
+            continue
+        if routine.needs_link and getattr(node, "link", None) is None:
+            outcomes[name] = Outcome(
+                name, SKIPPED, "needs sessions with the peer: its daemon and the midpoint's"
+            )
             continue
         if node.platform not in routine.platforms:
             outcomes[name] = Outcome(name, SKIPPED, f"not a step of the {node.platform} platform")

@@ -26,6 +26,22 @@ class Acquisition(Protocol):
     file: str
 
 
+class LinkAccess(Protocol):
+    """Entanglement with the peer node through the midpoint, for the link routines."""
+
+    peer: str
+
+    def parameters(self, station: str) -> dict[str, float]:
+        """A station's calibrated (stored) values: a node, the peer or the midpoint."""
+
+    def pairs(
+        self, protocol: str, pairs: int, delivery: str = "verify", alpha: float | None = None
+    ) -> dict:
+        """Run a session; returns its statistics: heralded, attempts, p_success, delivered,
+        and with delivery 'verify' the readout-corrected correlators
+        {basis: {n, value, sigma}}, fidelity and its sigma."""
+
+
 class NodeAccess(Protocol):
     node: str
     platform: str
@@ -33,6 +49,8 @@ class NodeAccess(Protocol):
     """The largest pulse amplitude the lab allows (V peak)."""
     midpoint: MidpointAccess | None
     """The lab's heralding station, if it has one."""
+    link: LinkAccess | None
+    """Sessions with the peer node, if its daemon and the midpoint's run."""
     plot_dir: object
     """Where routines without a run file of their own keep their data and plot (a Path)."""
 

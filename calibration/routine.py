@@ -49,6 +49,8 @@ class Routine:
     scope: ClassVar[str] = "node"
     """'node': parameters of the node; 'midpoint': parameters of the heralding station."""
     needs_midpoint: ClassVar[bool] = False
+    needs_link: ClassVar[bool] = False
+    """Runs entanglement sessions with the peer node (both daemons and the midpoint's)."""
 
     def updated_names(self, node: NodeAccess) -> tuple[str, ...]:
         return self.updates

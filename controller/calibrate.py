@@ -58,6 +58,7 @@ class ClientNodeAccess(StoredParameters):
     awg_peak_v: float
     midpoint: DirectMidpointAccess | None = None
     plot_dir: Path | None = None
+    link: ClientLinkAccess | None = None
 
     @classmethod
     def for_lab(
@@ -67,10 +68,12 @@ class ClientNodeAccess(StoredParameters):
         client: NodeClient,
         store: ParameterStore,
         midpoint: DirectMidpointAccess | None = None,
+        link: ClientLinkAccess | None = None,
     ):
         peak = hardware_of(lab, node).awg_peak_v
         plot_dir = lab.data_dir / "calibration"
-        return cls(client, store, node, lab.nodes[node].platform, peak, midpoint, plot_dir)
+        platform = lab.nodes[node].platform
+        return cls(client, store, node, platform, peak, midpoint, plot_dir, link)
 
     def values(self) -> dict[str, float]:
         return self.store.values(self.node, self.platform)
@@ -220,3 +223,64 @@ def midpoint_access(lab: LabConfig, store: ParameterStore, resources, holder: st
     if running_daemon_pid(lab.data_dir, midpoint_name(lab)) is not None:
         return DaemonMidpointAccess(lab, store, holder)
     return DirectMidpointAccess(lab, resources, store)
+
+
+class ClientLinkAccess:
+    """Sessions with the peer node through the running daemons (for the link routines)."""
+
+    def __init__(self, lab: LabConfig, node: str, store: ParameterStore) -> None:
+        self.lab = lab
+        self.node = node
+        self.store = store
+        self.peer = next(n for n, c in lab.nodes.items() if c.kind == "memory" and n != node)
+
+    def parameters(self, station: str) -> dict[str, float]:
+        cfg = self.lab.nodes[station]
+        if cfg.kind == "midpoint":
+            return {n: r.value for n, r in self.store.current(station).items()}
+        return self.store.values(station, cfg.platform or "nv")
+
+    def pairs(
+        self, protocol: str, pairs: int, delivery: str = "verify", alpha: float | None = None
+    ) -> dict:
+        from controller.entangle import run_session
+
+        report = run_session(
+            self.lab,
+            pairs=pairs,
+            protocol=protocol,
+            delivery=delivery,
+            alpha=alpha,
+            deadline_s=600.0,
+            node=self.node,
+        )
+        s = report.summary
+        if s["state"] != "completed":
+            raise QnodeError(f"session {s['session']} {s['state']}: {s['reason']}")
+        if not report.agree:
+            raise QnodeError(f"session {s['session']}: the nodes disagree on the pairs")
+        out = {
+            "session": s["session"],
+            "delivered": report.delivered,
+            "heralded": s["stats"]["heralded"],
+            "attempts": s["stats"]["attempts"],
+            "p_success": s["p_success"],
+        }
+        v = report.verification
+        if v is not None:
+            out["fidelity"] = v.fidelity
+            out["sigma"] = (v.high - v.low) / (2 * 1.959964)
+            out["correlators"] = {
+                b: {"n": c.n, "value": c.value, "sigma": c.sigma} for b, c in v.correlators.items()
+            }
+        return out
+
+
+def link_access(lab: LabConfig, node: str, store: ParameterStore) -> ClientLinkAccess | None:
+    """Sessions are possible when the peer's and the midpoint's daemons run."""
+    from controller.midpoint import midpoint_name
+    from controller.serving import running_daemon_pid
+
+    access = ClientLinkAccess(lab, node, store)
+    running = [running_daemon_pid(lab.data_dir, s) for s in (access.peer, midpoint_name(lab))]
+    return access if all(pid is not None for pid in running) else None

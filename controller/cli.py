@@ -505,7 +505,7 @@ def calibrate(
             console.print(f"{k}. {name}: {r.title}{deps} -> updates {', '.join(r.updates)}")
         return
     from calibration.graph import run_graph
-    from controller.calibrate import ClientNodeAccess, midpoint_access
+    from controller.calibrate import ClientNodeAccess, link_access, midpoint_access
     from controller.client import NodeClient
     from controller.params import ParameterStore
 
@@ -530,7 +530,8 @@ def calibrate(
             except QnodeError as e:
                 err_console.print(f"[yellow]midpoint not available:[/] {e}")
                 midpoint = None
-        access = ClientNodeAccess.for_lab(config, node, client, store, midpoint)
+        link = link_access(config, node, store) if midpoint is not None else None
+        access = ClientNodeAccess.for_lab(config, node, client, store, midpoint, link)
         with console.status(f"calibrating node {node}") as status:
 
             def progress(routine: str, what: str) -> None:

@@ -23,8 +23,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from calibration.graph import run_graph
-from controller.calibrate import ClientNodeAccess, DaemonMidpointAccess
+from calibration.graph import ROUTINES, run_graph, run_routine
+from controller.calibrate import ClientLinkAccess, ClientNodeAccess, DaemonMidpointAccess
 from controller.client import NodeClient
 from controller.entangle import measure_readout, p_success_sigma, run_session
 from controller.instruments_check import check_lab, render_table
@@ -45,10 +45,25 @@ BK_PAIRS = 200
 
 
 def calibrate(lab, node: str, store: ParameterStore) -> list:
+    """The node's own graph (the link routines wait until both nodes are done)."""
     midpoint = DaemonMidpointAccess(lab, store, f"demo {node}")
+    names = [n for n, r in ROUTINES.items() if not r.needs_link]
     try:
         with NodeClient.for_lab(lab, node, timeout_s=30) as client:
-            return run_graph(ClientNodeAccess.for_lab(lab, node, client, store, midpoint))
+            access = ClientNodeAccess.for_lab(lab, node, client, store, midpoint)
+            return run_graph(access, names)
+    finally:
+        midpoint.close()
+
+
+def calibrate_link(lab, store: ParameterStore) -> list:
+    """Visibility and alpha, from A, with B and the midpoint."""
+    midpoint = DaemonMidpointAccess(lab, store, "demo link")
+    link = ClientLinkAccess(lab, "A", store)
+    try:
+        with NodeClient.for_lab(lab, "A", timeout_s=30) as client:
+            access = ClientNodeAccess.for_lab(lab, "A", client, store, midpoint, link)
+            return [run_routine(access, ROUTINES[n], False, None) for n in ("visibility", "alpha")]
     finally:
         midpoint.close()
 
@@ -68,6 +83,7 @@ def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
         "rabi": f"pi at {pi_v:.4f} V",
         "ramsey": f"{t['qubit_hz'] / 1e9:.6f} GHz, T2* {t['t2star_s'] * 1e6:.2f} us",
         "check_threshold": f"mean {t['check_mean']:.1f} counts",
+        "visibility": f"V {m['visibility']:.3f}",
     }.get(routine, "-")
 
 
@@ -100,6 +116,9 @@ def main() -> int:
             try:
                 with status, ThreadPoolExecutor(len(NODES)) as pool:
                     outcomes = list(pool.map(lambda n: calibrate(lab, n, store), NODES))
+                if all(o.verdict in ("updated", "in spec") for r in outcomes for o in r):
+                    with console.status("calibrating the link: visibility, alpha..."):
+                        outcomes[0] += calibrate_link(lab, store)
             finally:
                 store.close()
             truth = SimControl(resource_map).truth()

@@ -44,7 +44,14 @@ from controller.sessionfile import (
 )
 from qnode import __version__
 from qnode.errors import QnodeError
-from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
+from qnode.heralding import (
+    Link,
+    alpha_for_fidelity,
+    barrett_kok,
+    fidelity,
+    link_from_calibration,
+    single_click,
+)
 from qnode.wire import MessageError, require
 from sequences.compiler import ATTEMPTS, ATTEMPTS_EXHAUSTED, CR_COUNTS, HERALD, SHOT_END
 from sequences.operations import (
@@ -70,7 +77,6 @@ SILENCE_S = 3.0
 """No heartbeat (or any message) from the peer or the midpoint for this long: it is gone."""
 HEARTBEAT_S = 0.5
 SYNC_TIMEOUT_NS = 5_000_000_000
-NOMINAL_VISIBILITY = 0.9
 
 
 # what the nodes run ---------------------------------------------------------------------------
@@ -144,41 +150,6 @@ class Expectation:
             "fidelity": self.fidelity,
             "notes": list(self.notes),
         }
-
-
-def link_from_calibration(values: dict[str, dict[str, float]], nodes: list[str], midpoint: str):
-    """The heralding model's inputs from the parameter store (per node and the midpoint)."""
-    notes = []
-    missing = [
-        f"{n}.detection_probability"
-        for n in nodes
-        if values[n].get("detection_probability") is None
-    ]
-    missing += [
-        f"{n}.detection_window_ns" for n in nodes if not values[n].get("detection_window_ns")
-    ]
-    if missing:
-        raise QnodeError("not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
-    m = values[midpoint]
-    visibility = m.get("visibility")
-    if visibility is None:
-        visibility = NOMINAL_VISIBILITY
-        notes.append(f"visibility not calibrated: nominal {NOMINAL_VISIBILITY} assumed")
-    darks = [v for k, v in m.items() if k.startswith("dark_count_hz_")]
-    if not darks:
-        raise QnodeError(f"not calibrated: {midpoint}.dark_count_hz_* (`qnode calibrate`)")
-    window_ns = float(np.mean([values[n]["detection_window_ns"] for n in nodes]))
-    phase_deg = m.get("phase_noise_deg", 0.0)
-    return (
-        Link(
-            eta_a=values[nodes[0]]["detection_probability"],
-            eta_b=values[nodes[1]]["detection_probability"],
-            visibility=visibility,
-            dark_prob=float(np.mean(darks)) * window_ns * 1e-9,
-            phase_sigma_rad=math.radians(phase_deg),
-        ),
-        tuple(notes),
-    )
 
 
 def expectation(protocol: str, link: Link, fidelity_min: float, alpha: float | None, notes=()):

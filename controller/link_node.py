@@ -188,6 +188,10 @@ class NodeLink:
         alpha = request["alpha"]
         if alpha is not None and not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
             raise QnodeError(f"alpha must be in (0, 1), got {alpha!r}")
+        calibrated = values[self.midpoint].get("single_click_alpha")
+        if alpha is None and not request["fidelity_min"] and calibrated:
+            alpha = calibrated  # the alpha routine's choice for its target fidelity
+            notes = (*notes, f"alpha {calibrated:.4f} from calibration (routine 'alpha')")
         expected = expectation(request["protocol"], link, request["fidelity_min"], alpha, notes)
         request["alpha"] = expected.alpha
         session_id = new_session_id()

@@ -2,15 +2,20 @@
 the link layer between them, checked against the simulator's ground truth."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from lab_truth import calibrate_nodes_from_truth
 
+from calibration.graph import ROUTINES, run_routine
+from calibration.routine import UPDATED
+from controller.calibrate import ClientLinkAccess, ClientNodeAccess, DaemonMidpointAccess
 from controller.entangle import READOUT_SHOTS, readout_of
+from controller.params import ParameterStore
 from controller.sessionfile import DELIVERED, OUTCOMES
 from controller.verify import verify
-from qnode.heralding import Link, barrett_kok, fidelity, single_click
+from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
 LOCKED_PHASE_SIGMA_DEG = 2.0  # the stabiliser's residual, as its error signal reports
@@ -137,3 +142,30 @@ def test_a_fidelity_out_of_reach_is_refused_with_the_reason(stations):
         a.entangle(10, "single_click", fidelity_min=0.99)
     assert a.status()["state"] == "idle"
     assert stations["B"].client.status()["session"] is None
+
+
+def test_visibility_and_alpha_routines_find_the_truth(stations, sim, lab, data_dir):
+    """The link routines through the real daemons: V from verified Barrett-Kok pairs, then
+    alpha for the target fidelity; `entangle` without a minimum then uses that alpha."""
+    with ParameterStore(data_dir / "params.sqlite") as store:
+        store.set_manual("M", "visibility", 0.5, "test: a wrong value the routine replaces")
+        midpoint = DaemonMidpointAccess(lab, store, "test link")
+        link = ClientLinkAccess(lab, "A", store)
+        access = ClientNodeAccess.for_lab(lab, "A", stations["A"].client, store, midpoint, link)
+        visibility = run_routine(access, ROUTINES["visibility"], True, None)
+        assert visibility.verdict == UPDATED, visibility.reason
+        v = store.current("M")["visibility"].value
+        truth = sim.truth("M")["visibility"]
+        assert v == pytest.approx(truth, abs=0.07)  # sigma ~0.03, and the readout systematic
+        alpha = run_routine(access, ROUTINES["alpha"], True, None)
+        assert alpha.verdict == UPDATED, alpha.reason
+        chosen = store.current("M")["single_click_alpha"].value
+        # what the truth gives at the measured visibility (alpha follows V closely: an error
+        # of 0.03 in V moves it by ~10 %, which the visibility's own check bounds)
+        at_measured_v = replace(truth_link(sim), visibility=v)
+        assert chosen == pytest.approx(alpha_for_fidelity(0.8, at_measured_v), rel=0.03)
+        midpoint.close()
+    started = stations["A"].client.entangle(10, "single_click", delivery="Z")
+    assert started["expected"]["alpha"] == pytest.approx(chosen)
+    assert any("from calibration" in note for note in started["expected"]["notes"])
+    stations["A"].client.wait_session(started["session"], timeout_s=60)

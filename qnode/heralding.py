@@ -17,9 +17,15 @@ uses it for the analytic expectation next to a measured fidelity and to choose a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from qnode.errors import QnodeError
+
+NOMINAL_VISIBILITY = 0.9
+"""Assumed (and said so) until the visibility routine has measured it."""
 
 KET = {s: np.eye(4)[i] for i, s in enumerate(("00", "01", "10", "11"))}
 PSI_PLUS = (KET["01"] + KET["10"]) / np.sqrt(2)
@@ -157,3 +163,39 @@ def alpha_for_fidelity(target: float, link: Link) -> float:
         else:
             hi = mid
     return lo
+
+
+def link_from_calibration(values: dict[str, dict[str, float]], nodes: list[str], midpoint: str):
+    """The heralding model's inputs from calibrated parameters (station -> name -> value),
+    with notes on what was assumed."""
+    notes = []
+    missing = [
+        f"{n}.detection_probability"
+        for n in nodes
+        if values[n].get("detection_probability") is None
+    ]
+    missing += [
+        f"{n}.detection_window_ns" for n in nodes if not values[n].get("detection_window_ns")
+    ]
+    if missing:
+        raise QnodeError("not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
+    m = values[midpoint]
+    visibility = m.get("visibility")
+    if visibility is None:
+        visibility = NOMINAL_VISIBILITY
+        notes.append(f"visibility not calibrated: nominal {NOMINAL_VISIBILITY} assumed")
+    darks = [v for k, v in m.items() if k.startswith("dark_count_hz_")]
+    if not darks:
+        raise QnodeError(f"not calibrated: {midpoint}.dark_count_hz_* (`qnode calibrate`)")
+    window_ns = float(np.mean([values[n]["detection_window_ns"] for n in nodes]))
+    phase_deg = m.get("phase_noise_deg", 0.0)
+    return (
+        Link(
+            eta_a=values[nodes[0]]["detection_probability"],
+            eta_b=values[nodes[1]]["detection_probability"],
+            visibility=visibility,
+            dark_prob=float(np.mean(darks)) * window_ns * 1e-9,
+            phase_sigma_rad=math.radians(phase_deg),
+        ),
+        tuple(notes),
+    )

@@ -61,6 +61,8 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ),
         ParameterSpec("visibility", "", "two-photon interference visibility of A and B"),
         ParameterSpec("phase_noise_deg", "deg", "interferometer phase noise when locked"),
+        ParameterSpec("target_fidelity", "", "the alpha routine's target (default 0.8)"),
+        ParameterSpec("single_click_alpha", "", "bright population for the target fidelity"),
         ParameterSpec("phase_setpoint_deg", "deg", "interferometer phase stabiliser set point"),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>"),
