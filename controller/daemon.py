@@ -80,6 +80,7 @@ class NodeDaemon:
         write_info(self.data_dir, self.node, self.endpoint)
         log.info("node %s serving on %s (state %s)", self.node, self.endpoint, self.runtime.state)
         receiver = loop.create_task(self._receive(sock))
+        self.link._spawn(self.link.reconcile())  # a session this node crashed out of
         try:
             await self._stop.wait()
         finally:

@@ -30,7 +30,8 @@ from controller.link import (
     round_sequence,
 )
 from controller.midpoint import midpoint_name
-from controller.sessionfile import read_session
+from controller.sessionfile import delivered_ids, find_session_files, read_session
+from controller.sessionfile import reconcile as reconcile_file
 from controller.station_link import StationLink
 from qnode.errors import QnodeError
 from qnode.wire import MessageError, require
@@ -47,11 +48,13 @@ PEER_MESSAGES = {
     "pair_recorded",
     "link_end",
     "peer_heartbeat",
+    "session_pairs",
 }
 NOTIFICATIONS = {"round_done", "pair_check", "pair_decision", "pair_recorded", "peer_heartbeat"}
 """Fire-and-forget: no reply."""
 OPERATOR_REQUESTS = {"entangle", "session", "session_data"}
 ROUND_DONE_TIMEOUT_S = 30.0
+RECONCILE_WAIT_S = 120.0
 DRAIN_TIMEOUT_S = 15.0
 
 
@@ -398,6 +401,8 @@ class NodeLink:
     async def handle_peer(self, msg: dict, sender: str | None) -> dict:
         kind = msg["type"]
         session = self.session
+        if kind == "session_pairs":
+            return await self._session_pairs(msg, sender)
         if kind == "link_request":
             return await self._accept(msg, sender)
         peer = session.peer if session is not None else None
@@ -449,6 +454,70 @@ class NodeLink:
             self._spawn(self._end_after_run(session, msg["state"], msg["reason"]))
             return {"delivered": session.stats.delivered}
         raise QnodeError(f"unknown peer message {kind!r}")
+
+    # after a crash -------------------------------------------------------------------------
+    async def _session_pairs(self, msg: dict, sender: str | None) -> dict:
+        """The pairs this node kept in a session, for a peer reconciling after its crash."""
+        session = require(msg, {"session": str})["session"]
+        files = find_session_files(self.daemon.data_dir, session, self.node)
+        if not files:
+            raise QnodeError(f"no session {session} on node {self.node}")
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, read_session, files[0])
+        peers = [n for n in info["request"].get("nodes", []) if n != self.node]
+        if sender not in [f"node-{n}" for n in peers]:
+            self.forged += 1
+            log.warning("%s: session_pairs from %s refused", self.node, sender)
+            raise QnodeError("session_pairs refused: not from that session's peer")
+        if self.session is not None and self.session.session == session:
+            raise QnodeError(f"busy: session {session} is still ending on {self.node}")
+        ids = await loop.run_in_executor(None, delivered_ids, files[0])
+        return {"delivered": ids, "status": info["status"]}
+
+    async def reconcile(self) -> None:
+        """Session files this node left `running` (it crashed): keep only the pairs its peer
+        also kept, so that both files agree. Asks the peer until it answers (or gives up,
+        leaving the file as it is and saying so)."""
+        loop = asyncio.get_running_loop()
+        files = await loop.run_in_executor(
+            None, find_session_files, self.daemon.data_dir, None, self.node
+        )
+        for path in files:
+            info = await loop.run_in_executor(None, read_session, path)
+            if info["status"] != "running":
+                continue
+            peer = next((n for n in info["request"].get("nodes", []) if n != self.node), None)
+            if peer is None:
+                continue
+            deadline = time.monotonic() + RECONCILE_WAIT_S
+            while True:
+                try:
+                    reply = await self.link_to(peer).request(
+                        "session_pairs", session=info["session"], timeout_s=5.0
+                    )
+                    break
+                except QnodeError as e:
+                    if time.monotonic() > deadline:
+                        log.error(
+                            "%s: session %s not reconciled (%s): its file stays as the crash "
+                            "left it",
+                            self.node,
+                            info["session"],
+                            e,
+                        )
+                        reply = None
+                        break
+                    await asyncio.sleep(1.0)
+            if reply is None:
+                continue
+            mine = set(await loop.run_in_executor(None, delivered_ids, path))
+            keep = mine & set(reply["delivered"])
+            reason = (
+                f"{self.node} crashed; reconciled with {peer}: {len(keep)} pairs kept, "
+                f"{len(mine) - len(keep)} discarded"
+            )
+            await loop.run_in_executor(None, reconcile_file, path, keep, reason)
+            log.warning("%s: session %s: %s", self.node, info["session"], reason)
 
     async def _accept(self, msg: dict, sender: str | None) -> dict:
         require(msg, {"session": str, "nodes": list})

@@ -17,6 +17,7 @@ Layout:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -164,3 +165,42 @@ def read_session(path: Path) -> dict:
             "runs": [r.decode() if isinstance(r, bytes) else r for r in f["runs"][:]],
             "parameters": {name: float(ds[()]) for name, ds in f["parameters"].items()},
         }
+
+
+def find_session_files(data_dir: Path, session: str | None = None, node: str = "*"):
+    """Session files of this lab's data folder (all, or one session's), newest first."""
+    pattern = f"{session or '*'}_{node}_entangle.h5"
+    return sorted((Path(data_dir) / "runs").glob(f"*/{pattern}"), reverse=True)
+
+
+def delivered_ids(path: Path) -> list[str]:
+    pairs = read_session(path)["pairs"]
+    return [r["id"].decode() for r in pairs if r["status"] == DELIVERED]
+
+
+def reconcile(path: Path, keep: set[str], reason: str) -> int:
+    """A file left `running` by a crash: every delivered pair its peer does not also hold as
+    delivered becomes a discard, and the file is closed as failed. Returns how many changed.
+
+    HDF5 keeps a crashed SWMR writer's file marked open, so the file is copied whole into a
+    fresh one that replaces it (atomically)."""
+    path = Path(path)
+    fresh = path.with_suffix(".reconciling")
+    changed = 0
+    with (
+        h5py.File(path, "r", libver="latest", swmr=True) as src,
+        h5py.File(fresh, "w", libver="latest") as dst,
+    ):
+        dst.attrs.update(dict(src.attrs))
+        for name in src:
+            src.copy(src[name], dst, name)
+        pairs = dst["pairs"][:]
+        for row in pairs:
+            if row["status"] == DELIVERED and row["id"].decode() not in keep:
+                row["status"], row["bell_state"], row["bit"] = DISCARDED, 0, 0
+                row["reason"] = b"peer did not keep it (reconciled after a crash)"
+                changed += 1
+        dst["pairs"][:] = pairs
+        dst["status"][:] = ["failed", reason[:250]]
+    os.replace(fresh, path)
+    return changed

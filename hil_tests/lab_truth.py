@@ -8,31 +8,35 @@ import math
 import numpy as np
 
 from controller.params import ParameterStore
+from sequences.parameters import PARAMETERS
 
-PI_DURATION_NS = 100e-9  # the NV default pi-pulse length, in s
 
-
-def pi_amplitude(truth: dict, duration_s: float = PI_DURATION_NS) -> float:
+def pi_amplitude(truth: dict, platform: str = "nv") -> float:
+    """At the platform's default pi-pulse length."""
+    duration_s = PARAMETERS["pi_duration_ns"].default_for(platform) * 1e-9
     return 1 / (2 * duration_s * truth["rabi_hz_per_v"])
 
 
-def calibrate_nodes_from_truth(data_dir, sim, nodes=("A", "B"), alpha: float | None = None):
+def calibrate_nodes_from_truth(
+    data_dir, sim, nodes=("A", "B"), alpha: float | None = None, platform: str = "nv"
+):
     """Qubit and readout of the memory nodes, their detection windows and efficiencies, the
     midpoint's dark counts, visibility and set point."""
     m = sim.truth("M")
     with ParameterStore(data_dir / "params.sqlite") as store:
         for node in nodes:
             truth = sim.truth(node)
-            pi_v = pi_amplitude(truth)
+            pi_v = pi_amplitude(truth, platform)
             values = {
                 "mw_frequency_hz": truth["qubit_hz"],
                 "pi_amplitude_v": pi_v,
                 "pi2_amplitude_v": pi_v / 2,
-                "readout_duration_ns": 12_000.0,
                 "detection_probability": m["eta"][node],
                 "detection_window_start_ns": m["delay_ns"][node],
                 "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
             }
+            if platform == "nv":
+                values["readout_duration_ns"] = 12_000.0
             if alpha is not None:  # from the bright |0>, leave alpha bright
                 values["alpha_amplitude_v"] = pi_v * 2 * math.acos(math.sqrt(alpha)) / math.pi
             for name, value in values.items():

@@ -138,7 +138,7 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
             rate = store.values("M")[f"dark_count_hz_{name}"]
             assert rate == pytest.approx(mid_truth["dark_count_hz"][str(channel)], rel=0.25)
         for o in outcomes.values():
-            if o.routine != "dark_counts":  # nothing to plot
+            if o.routine != "dark_counts" and o.verdict != SKIPPED:  # nothing to plot
                 assert o.plot and o.plot.endswith(".png")
 
         # a calibrated node shows the expected contrast in a Rabi and a Ramsey run
@@ -290,7 +290,7 @@ def test_nv_node_on_another_seed_calibrates_against_truth(own_lab):
             outcomes = run_graph(node)
         finally:
             midpoint.close()
-        assert all(o.verdict == UPDATED for o in outcomes), outcomes
+        assert all(o.verdict == UPDATED for o in outcomes if not ROUTINES[o.routine].needs_link)
         values = store.values("A")
     assert values["mw_frequency_hz"] == pytest.approx(truth["qubit_hz"], abs=20e3)
     pi_true = 1 / (2 * values["pi_duration_ns"] * 1e-9 * truth["rabi_hz_per_v"])

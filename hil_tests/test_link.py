@@ -3,6 +3,7 @@ the link layer between them, checked against the simulator's ground truth."""
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,15 @@ from lab_truth import calibrate_nodes_from_truth
 from calibration.graph import ROUTINES, run_routine
 from calibration.routine import UPDATED
 from controller.calibrate import ClientLinkAccess, ClientNodeAccess, DaemonMidpointAccess
-from controller.entangle import READOUT_SHOTS, readout_of
+from controller.client import NodeClient
+from controller.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+from controller.labconfig import load_lab
 from controller.params import ParameterStore
+from controller.processes import spawn, terminate
 from controller.sessionfile import DELIVERED, OUTCOMES
 from controller.verify import verify
 from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
+from sim_backends.client import SimControl
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
 LOCKED_PHASE_SIGMA_DEG = 2.0  # the stabiliser's residual, as its error signal reports
@@ -169,3 +174,52 @@ def test_visibility_and_alpha_routines_find_the_truth(stations, sim, lab, data_d
     assert started["expected"]["alpha"] == pytest.approx(chosen)
     assert any("from calibration" in note for note in started["expected"]["notes"])
     stations["A"].client.wait_session(started["session"], timeout_s=60)
+
+
+ION_LAB = Path(__file__).resolve().parents[1] / "labs" / "sim_two_node_ion.toml"
+
+
+@pytest.fixture
+def ion_lab(tmp_path, monkeypatch, sim_process):
+    """A trapped-ion lab of its own (its own hidden parameters) with the three daemons."""
+    if sim_process is None:
+        pytest.skip("needs the simulated lab (truth, own lab)")
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    lab = load_lab(ION_LAB)
+    resource_map = tmp_path / "resources.json"
+    args = ["sim", "up", "--lab", str(ION_LAB), "--seed", "11", "--resource-map", str(resource_map)]
+    procs = [spawn(args, resource_map, tmp_path / "sim.log")]
+    sim = SimControl(resource_map)
+    try:
+        calibrate_nodes_from_truth(lab.data_dir, sim, platform="ion")
+        procs += ensure_daemons(lab, ["A", "B", "M"], resource_map, tmp_path)
+        yield lab, sim
+    finally:
+        for proc in reversed(procs):
+            terminate(proc)
+
+
+@pytest.mark.parametrize("protocol", ["single_click", "barrett_kok"])
+def test_ion_sessions_match_truth_and_the_model(ion_lab, protocol):
+    lab, sim = ion_lab
+    with NodeClient.for_lab(lab, "A", timeout_s=30) as a, NodeClient.for_lab(lab, "B") as b:
+        before = len(sim.heralds())
+        pairs = 300 if protocol == "single_click" else 150
+        started = a.entangle(pairs, protocol, fidelity_min=0.8, delivery="verify", deadline_s=200)
+        summary = a.wait_session(started["session"], timeout_s=250)
+        assert summary["state"] == "completed", summary
+        data = {"A": a.session_data(started["session"]), "B": b.session_data(started["session"])}
+        ids = delivered_ids(data)
+        assert ids["A"] == ids["B"] and len(ids["A"]) >= pairs
+        truth = sim.heralds()[before:]
+        check_against_truth(data, truth)
+        link = truth_link(sim)
+        if protocol == "single_click":
+            herald = single_click(float(np.mean([h["alpha"] for h in truth])), link)
+        else:
+            herald = barrett_kok(link)
+        p, heralded = summary["p_success"], summary["stats"]["heralded"]
+        assert abs(p - herald.p_success) < 3 * herald.p_success / math.sqrt(heralded)
+        readout = {n: readout_of(c, "ion") for n, c in (("A", a), ("B", b))}
+        v = verify(data["A"]["pairs"], data["B"]["pairs"], readout["A"], readout["B"], 2000)
+        assert_interval_holds(v, fidelity(herald.states["psi_plus"], "psi_plus"))

@@ -113,11 +113,23 @@ def kill_mid_run(stations, data_dir, victim: str):
     return summary, session_files(data_dir, started["session"])
 
 
-def test_peer_killed_mid_run_ends_the_session_and_both_files_agree(stations, data_dir):
+def test_peer_killed_mid_run_ends_the_session_and_both_files_agree(
+    stations, data_dir, start_daemon
+):
+    """As documented: the survivor ends the session; the crashed node's file holds what it
+    had recorded, and when its daemon is back it keeps only the pairs its peer kept."""
     summary, files = kill_mid_run(stations, data_dir, "B")
     assert summary["state"] == "failed"
     assert "peer B fell silent" in summary["reason"]
-    ids = assert_agree(files)  # B's file, read after its crash, up to its last record
+    crashed = read_session(files["B"])
+    assert crashed["status"] == "running"  # readable after the crash, up to its last record
+    start_daemon("B")
+    deadline = time.monotonic() + 60
+    while read_session(files["B"])["status"] == "running":
+        assert time.monotonic() < deadline, "B did not reconcile its session file"
+        time.sleep(0.2)
+    assert "reconciled with A" in read_session(files["B"])["reason"]
+    ids = assert_agree(files)
     assert len(ids) >= 50
     assert stations["A"].client.status()["state"] in ("idle", "fault")
 
