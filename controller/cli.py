@@ -236,6 +236,11 @@ def entangle(
     alpha: float | None = typer.Option(None, "--alpha", help="Override the chosen alpha."),
     deadline_s: float = typer.Option(600.0, "--deadline", help="Give up after this (s)."),
     node: str = typer.Option("A", "--node", help="The initiating node."),
+    heralding: str = typer.Option(
+        "hardware",
+        "--heralding",
+        help="hardware (the herald line) or software (every attempt's outcome via ZeroMQ).",
+    ),
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """Heralded entanglement between the two nodes: N pairs, a live view, a summary."""
@@ -245,6 +250,8 @@ def entangle(
     names = {"single-click": "single_click", "barrett-kok": "barrett_kok"}
     if protocol not in names:
         raise _fail(f"--protocol {protocol!r}: single-click or barrett-kok", 2)
+    if heralding not in ("hardware", "software"):
+        raise _fail(f"--heralding {heralding!r}: hardware or software", 2)
     if basis not in ("keep", "X", "Y", "Z"):
         raise _fail(f"--basis {basis!r}: keep, X, Y or Z", 2)
     if alpha is not None and not 0 < alpha < 1:
@@ -265,6 +272,7 @@ def entangle(
             alpha=alpha,
             deadline_s=deadline_s,
             node=node,
+            heralding=heralding,
         )
     except QnodeError as e:
         raise _fail(str(e)) from None

@@ -203,6 +203,7 @@ class NodeClient:
         delivery: str = "verify",
         alpha: float | None = None,
         peer: str | None = None,
+        heralding: str = "hardware",
     ) -> dict:
         """Start a session with the peer; returns its summary (session id, expectation)."""
         return self.request(
@@ -214,6 +215,7 @@ class NodeClient:
             delivery=delivery,
             alpha=alpha,
             peer=peer,
+            heralding=heralding,
         )["session"]
 
     def session(self, session_id: str) -> dict:

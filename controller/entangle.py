@@ -114,6 +114,7 @@ def run_session(
     node: str = "A",
     console: Console | None = None,
     readout: dict[str, tuple[float, float] | None] | None = None,
+    heralding: str = "hardware",
 ) -> EntangleReport:
     """One session through running daemons; progress on `console` if given. `readout`:
     F0/F1 per node measured beforehand (else the verification measures them)."""
@@ -122,7 +123,9 @@ def run_session(
         NodeClient.for_lab(lab, node, timeout_s=30) as client,
         NodeClient.for_lab(lab, peer, timeout_s=30) as peer_client,
     ):
-        started = client.entangle(pairs, protocol, fidelity_min, deadline_s, delivery, alpha, peer)
+        started = client.entangle(
+            pairs, protocol, fidelity_min, deadline_s, delivery, alpha, peer, heralding
+        )
         session = started["session"]
         expected = started["expected"]
         if console is not None:

@@ -5,7 +5,8 @@ window start, within its window length after the attempt's excitation); dark cou
 are ignored. Single-click: exactly one counted click in the attempt's window; the detector
 says psi+ or psi-. Barrett-Kok: exactly one in each of the two rounds; the same detector
 twice is psi+, one each is psi-. Anything else (none, both detectors, a click on another
-input) is a fail.
+input) is a fail. With software heralding every attempt's window is reported (its end as
+input 0), so attempts without a click are reported as fails too.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def classify(
     if len(clicks) == 0:
         return []
     plus, minus = detectors["psi_plus"], detectors["psi_minus"]
-    counted = in_windows(clicks["delay_ps"] / 1e3, windows)
+    # input 0 marks a window's end (software heralding): an attempt, not a click
+    counted = in_windows(clicks["delay_ps"] / 1e3, windows) & (clicks["channel"] != 0)
     keys = list(
         dict.fromkeys(zip(clicks["sync"].tolist(), clicks["attempt"].tolist(), strict=True))
     )

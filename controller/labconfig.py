@@ -71,6 +71,8 @@ class OpticalPathConfig(_Strict):
 class NodeConfig(_Strict):
     kind: Literal["memory", "midpoint"]
     platform: Literal["nv", "ion"] | None = None
+    collection: Literal["free_space", "cavity"] = "free_space"
+    """How the memory's photons are collected (the simulator draws the efficiency from it)."""
     instruments: dict[str, InstrumentConfig]
     channels: ChannelMap = Field(default_factory=ChannelMap)
     optics: dict[Literal["pump", "readout", "repump", "excitation"], OpticalPathConfig] = Field(

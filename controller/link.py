@@ -67,6 +67,9 @@ from sequences.operations import (
 log = logging.getLogger("qnode.link")
 
 PROTOCOLS = ("single_click", "barrett_kok")
+HERALDING = ("hardware", "software")
+SOFTWARE_HERALD_WAIT_NS = 200_000_000
+"""Software heralding: how long an attempt waits for its outcome to come through ZeroMQ."""
 DELIVERY = ("keep", "X", "Y", "Z", "verify")
 ROUND_SHOTS_MAX = 200
 MAX_ATTEMPTS = 2**31
@@ -114,14 +117,19 @@ def round_sequence(
     basis: str,
     alpha_amplitude_v: float | None,
     attempts: int = MAX_ATTEMPTS,
+    heralding: str = "hardware",
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
-    the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep."""
+    the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
+    each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome."""
     check = CoolingCheck() if platform == "ion" else CRCheck()
+    extra = {"window_ns": SOFTWARE_HERALD_WAIT_NS} if heralding == "software" else {}
     attempt = (
-        EntanglementAttempt(protocol, alpha_amplitude_v=alpha_amplitude_v, max_attempts=attempts)
+        EntanglementAttempt(
+            protocol, alpha_amplitude_v=alpha_amplitude_v, max_attempts=attempts, **extra
+        )
         if protocol == "single_click"
-        else EntanglementAttempt(protocol, max_attempts=attempts)
+        else EntanglementAttempt(protocol, max_attempts=attempts, **extra)
     )
     ops = [check, WaitSync(SYNC_TIMEOUT_NS), attempt]
     if basis == "X":
@@ -291,6 +299,8 @@ class LinkSession:
         self.delivered_by_basis: dict[str, int] = {}
         self.round_time_ns: dict[int, int] = {}  # virtual time each round's run took
         self.send_to_peer = None  # set by the daemon: (kind, **fields) -> None
+        self.software = request.get("heralding") == "software"
+        self.forward = None  # software heralding: outcome -> the sequencer (set by the daemon)
         self.round_done = asyncio.Event()
         self.peer_round_done = asyncio.Event()
         self.peer_round_status = ""
@@ -351,6 +361,8 @@ class LinkSession:
                 seq - 1,
             )
         self.last_seq = seq
+        if self.software:  # first of all: the sequencer is waiting for it
+            self.forward(msg["outcome"])
         self.stats.herald_messages += 1
         row = np.zeros(1, dtype=HERALD_ROW)
         row[0] = (
@@ -363,6 +375,8 @@ class LinkSession:
             time.time(),
         )
         self.file.add_heralds(row)
+        if self.software and msg["outcome"] == "fail":
+            return  # an attempt that did not herald: forwarded, recorded, nothing to check
         shot = msg["shot"]
         if shot in self.heralds or shot in self.verdicts:
             self.stats.unmatched += 1

@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from controller.link import (
     DELIVERY,
     HEARTBEAT_S,
+    HERALDING,
     PROTOCOLS,
     SILENCE_S,
     Expectation,
@@ -71,6 +73,7 @@ class NodeLink:
         self._tasks: set[asyncio.Task] = set()
         self._round_task: asyncio.Task | None = None
         self._alpha_amplitude: float | None = None
+        self._herald_line = ThreadPoolExecutor(1, thread_name_prefix=f"herald-{self.node}")
 
     # stations -----------------------------------------------------------------------------
     def link_to(self, target: str) -> StationLink:
@@ -95,6 +98,17 @@ class NodeLink:
         session.midpoint_heard = time.monotonic()
         if msg["type"] == "herald":
             session.on_herald(msg)
+
+    def _forward(self, outcome: str) -> None:
+        """Software heralding: the outcome to this node's sequencer, in order, at once."""
+        asyncio.get_running_loop().run_in_executor(self._herald_line, self._send_herald, outcome)
+
+    def _send_herald(self, outcome: str) -> None:
+        try:
+            with self.daemon.runtime.role("sequencer") as seq:
+                seq.send_herald(outcome)
+        except Exception as e:  # the attempt then times out: a fail, not a fault
+            log.warning("%s: herald not forwarded to the sequencer: %s", self.node, e)
 
     def _to_peer(self, kind: str, **fields) -> None:
         session = self.session
@@ -158,6 +172,11 @@ class NodeLink:
             raise QnodeError("the deadline must be positive (seconds)")
         if request.get("delivery", "verify") not in DELIVERY:
             raise QnodeError(f"delivery must be one of {', '.join(DELIVERY)}")
+        heralding = request.get("heralding", "hardware")
+        if heralding not in HERALDING:
+            raise QnodeError(f"heralding must be one of {', '.join(HERALDING)}")
+        if heralding == "software" and request["protocol"] != "single_click":
+            raise QnodeError("software heralding is single-click only (one outcome per attempt)")
         if peer == self.node or peer not in self.lab.nodes or self.lab.nodes[peer].kind != "memory":
             raise QnodeError(f"{peer!r} is not another memory node of {self.lab.lab.name}")
         if self.session is not None:
@@ -180,6 +199,7 @@ class NodeLink:
             "deadline_s": msg.get("deadline_s", 600.0),
             "delivery": msg.get("delivery", "verify"),
             "alpha": msg.get("alpha"),
+            "heralding": msg.get("heralding", "hardware"),
         }
         peer = msg.get("peer") or next(
             n for n, c in self.lab.nodes.items() if c.kind == "memory" and n != self.node
@@ -210,6 +230,7 @@ class NodeLink:
                 session=session_id,
                 protocol=request["protocol"],
                 nodes=nodes,
+                heralding=request["heralding"],
             )
         except QnodeError as e:
             await self._end(session, "failed", f"midpoint: {e}")
@@ -236,6 +257,7 @@ class NodeLink:
             readout_threshold=self._params(self.node)["readout_threshold"],
         )
         session.send_to_peer = self._to_peer
+        session.forward = self._forward
         self.session = session
         self._spawn(self._keep_alive(session))
         return session
@@ -328,6 +350,7 @@ class NodeLink:
             basis,
             self._alpha_amplitude,
             max_attempts(session.expected.p_success),
+            session.request.get("heralding", "hardware"),
         )
         prepared = await loop.run_in_executor(
             None, runtime.prepare, sequence, Sweep(), daemon.data_dir

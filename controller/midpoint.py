@@ -59,6 +59,7 @@ HEARTBEAT_S = 0.5
 SESSION_SILENCE_S = 10.0
 """A session whose nodes send nothing for this long is closed (its initiator is gone)."""
 POLL_S = 0.005
+SOFTWARE_POLL_S = 0.0005  # every attempt waits for its outcome: poll fast
 FAULT_MODES = ("drop", "duplicate", "delay", "garble")
 
 
@@ -77,6 +78,7 @@ class MidpointSession:
     windows: list[tuple[float, float]]
     sync_base: int
     file: SessionFile
+    software: bool = False
     seq: int = 0
     sent: int = 0
     last_heard: float = field(default_factory=time.monotonic)
@@ -199,6 +201,7 @@ class MidpointDaemon:
                     driver.open()
                 if driver is self.tagger:
                     driver.set_sync_auto(False)
+                    driver.set_click_mode(False)
                 driver.safe_state()
             except Exception as e:
                 problems.append(f"{driver.name}: {e}")
@@ -320,8 +323,11 @@ class MidpointDaemon:
         if self.tags_holder is not None:
             raise QnodeError(f"midpoint {self.node} is calibrating ({self.tags_holder})")
         protocol, nodes = msg["protocol"], msg["nodes"]
+        software = msg.get("heralding", "hardware") == "software"
         if protocol not in PROTOCOLS:
             raise QnodeError(f"unknown protocol {protocol!r} ({', '.join(PROTOCOLS)})")
+        if software and protocol != "single_click":
+            raise QnodeError("software heralding is single-click only")
         if initiator not in nodes or len(nodes) != 2 or not all(isinstance(n, str) for n in nodes):
             raise QnodeError(f"a session joins two nodes, the initiator among them: {nodes}")
         windows = []
@@ -340,7 +346,7 @@ class MidpointDaemon:
                 "single-click needs the interferometer phase set point "
                 f"(`qnode calibrate --node {self.node} phase_setpoint`)"
             )
-        base = await self._in_worker(self._arm, protocol, setpoint)
+        base = await self._in_worker(self._arm, protocol, setpoint, software)
         day = time.strftime("%Y-%m-%d")
         file = SessionFile(
             self.data_dir / "runs" / day / f"{msg['session']}_{self.node}_heralds.h5",
@@ -356,13 +362,16 @@ class MidpointDaemon:
             },
             software_version=__version__,
         )
-        self.session = MidpointSession(msg["session"], protocol, list(nodes), windows, base, file)
+        self.session = MidpointSession(
+            msg["session"], protocol, list(nodes), windows, base, file, software=software
+        )
         log.info("midpoint: session %s (%s) for %s", msg["session"], protocol, nodes)
         return {"sync_base": base, "windows": windows}
 
-    def _arm(self, protocol: str, setpoint: float | None) -> int:
+    def _arm(self, protocol: str, setpoint: float | None, software: bool = False) -> int:
         try:
             self.tagger.set_sync_auto(False)
+            self.tagger.set_click_mode(software)
             self.tagger.arm_clicks(True)  # and nothing from before the session
             if protocol == "single_click" and self.stabiliser is not None:
                 self.stabiliser.set_setpoint(setpoint)
@@ -392,7 +401,9 @@ class MidpointDaemon:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(
+                SOFTWARE_POLL_S if self.session and self.session.software else POLL_S
+            )
             session = self.session
             if session is None:
                 continue

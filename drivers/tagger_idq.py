@@ -105,6 +105,11 @@ class TimeController(ScpiDriver):
         """The herald logic: record each heralding attempt's clicks (read_clicks), or not."""
         self.scpi.write(f"CLIC:ARM {'ON' if on else 'OFF'}")
 
+    def set_click_mode(self, software: bool) -> None:
+        """SOFT: every attempt's window is reported (its end as input 0), for per-attempt
+        software heralding; HARD: only the herald line's attempts."""
+        self.scpi.write(f"CLIC:MODE {'SOFT' if software else 'HARD'}")
+
     def read_clicks(self) -> np.ndarray:
         """The herald logic's clicks since the last read (CLICK_DTYPE), oldest first."""
         data = self.scpi.query_block("CLIC:DATA?")

@@ -119,7 +119,9 @@ class SimLab:
         tagger = self.devices[f"{name}.{taggers[0]}"]
         detectors = sorted(cfg.get("channels", {}).get("detectors", {}).values()) or [1, 2]
         platforms = {
-            n: c["platform"] for n, c in self.description["nodes"].items() if c["kind"] == "memory"
+            n: (c["platform"], c.get("collection", "free_space"))
+            for n, c in self.description["nodes"].items()
+            if c["kind"] == "memory"
         }
         truth = draw_midpoint_truth(platforms, detectors, rng)
         tagger.detector_dark_hz = dict(truth.dark_count_hz)

@@ -38,6 +38,8 @@ class SimNode:
     sync_epoch: int | None = None
     """The node's clock when the last shared sync released it."""
     sync_generation: int = 0
+    attempt_index: int = 0
+    """Stepped attempts since the last sync (software heralding)."""
     now_ns: int = 0
     """The sequencer's clock. The physics clock may run ahead of it while an AWG pulse that a
     zero-time AWG_TRIG started is still playing; a WAIT then only adds what is left."""

@@ -17,7 +17,12 @@ import numpy as np
 from qnode.heralding import Link, barrett_kok, fidelity, single_click
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
-ETA_RANGE = {"nv": (2.8e-4, 4.2e-4), "ion": (1.5e-4, 2.5e-4)}  # detected photons per excitation
+ETA_RANGE = {  # detected photons per excitation, by platform and collection
+    ("nv", "free_space"): (2.8e-4, 4.2e-4),
+    ("nv", "cavity"): (0.02, 0.05),
+    ("ion", "free_space"): (1.5e-4, 2.5e-4),
+    ("ion", "cavity"): (0.07, 0.13),
+}
 DELAY_NS_RANGE = (40.0, 90.0)  # fibre and electronics, sync to photon arrival
 DARK_HZ_RANGE = (15.0, 25.0)
 JITTER_NS = 0.05
@@ -45,12 +50,13 @@ class MidpointTruth:
 
 
 def draw_midpoint_truth(
-    platforms: dict[str, str], detectors: list[int], rng: np.random.Generator
+    platforms: dict[str, tuple[str, str]], detectors: list[int], rng: np.random.Generator
 ) -> MidpointTruth:
+    """platforms: node -> (platform, collection)."""
     return MidpointTruth(
         delay_ns={n: float(rng.uniform(*DELAY_NS_RANGE)) for n in platforms},
         eta={n: float(rng.uniform(*ETA_RANGE[p])) for n, p in platforms.items()},
-        lifetime_ns={n: LIFETIME_NS[p] for n, p in platforms.items()},
+        lifetime_ns={n: LIFETIME_NS[p] for n, (p, _) in platforms.items()},
         dark_count_hz={d: float(rng.uniform(*DARK_HZ_RANGE)) for d in detectors},
         jitter_ns=JITTER_NS,
         phase_offset_deg=float(rng.uniform(-180.0, 180.0)),
@@ -82,6 +88,10 @@ class Midpoint:
         """Ground truth: every herald the physics produced, and the state it left."""
         self._attempting: dict[int, dict] = {}
         self._settling: dict[int, tuple] = {}
+        self._stepping: dict[tuple[int, int], dict] = {}
+        self.software = False
+        """Software heralding: attempts are stepped, each one's outcome drawn when both
+        nodes' windows meet, and the herald logic marks every window's end (input 0)."""
         tagger.light_rate_hz = self.reference_rate
 
     # the shared sync ---------------------------------------------------------------------------
@@ -149,6 +159,58 @@ class Midpoint:
             await asyncio.wait_for(asyncio.shield(future), PARTNER_WAIT_S)
         except TimeoutError:
             self._settling.pop(generation, None)  # the partner stopped: no pair
+
+    async def software_attempt(self, seq) -> None:
+        """One stepped attempt's detection window (single-click). Once both nodes are in it,
+        draw whether it heralds; the clicks and the window's end go to the herald logic."""
+        node = seq.node
+        node.attempt_index += 1
+        key = (node.sync_generation, node.attempt_index)
+        waiting = self._stepping.setdefault(key, {})
+        future = asyncio.get_running_loop().create_future()
+        alpha = node.excitations[-1][1] if node.excitations else 0.0
+        waiting[node.name] = (alpha, future)
+        names = list(self.truth.eta)
+        if all(n in waiting for n in names):
+            self._stepping.pop(key, None)
+            self._draw_one(key, names, waiting)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), PARTNER_WAIT_S)
+        except TimeoutError:
+            waiting.pop(node.name, None)
+
+    def _draw_one(self, key: tuple[int, int], names: list[str], waiting: dict) -> None:
+        generation, attempt = key
+        alpha_a, alpha_b = (float(np.clip(waiting[n][0], 0.0, 1.0)) for n in names[:2])
+        clicks: list = []
+        window = float(np.mean(list(self.truth.lifetime_ns.values()))) * np.log(10)
+        if alpha_a + alpha_b > 0:
+            herald = single_click(alpha_a, self.link(window), alpha_b)
+            if self.rng.random() < herald.p_success:
+                outcome = "psi_plus" if self.rng.random() < 0.5 else "psi_minus"
+                state = herald.states[outcome]
+                if self.register is not None:
+                    self.register.set_pair(names[0], names[1], state)
+                clicks = self._clicks(outcome, False, names, herald)
+                self.heralds.append(
+                    {
+                        "generation": generation,
+                        "clicks": [[r, c] for r, c, _ in clicks],
+                        "attempts": attempt,
+                        "outcome": outcome,
+                        "fidelity": fidelity(state, outcome),
+                        "alpha": (alpha_a + alpha_b) / 2,
+                        "alphas": {names[0]: alpha_a, names[1]: alpha_b},
+                        "p_success": herald.p_success,
+                        "protocol": "single_click",
+                        "heralding": "software",
+                    }
+                )
+        self.tagger.record_clicks(generation, attempt, [*clicks, (0, 0, window)])
+        for name in names:
+            future = waiting[name][1]
+            if not future.done():
+                future.set_result(None)
 
     def link(self, window_ns: float) -> Link:
         a, b = list(self.truth.eta)[:2]

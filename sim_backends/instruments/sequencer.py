@@ -125,6 +125,7 @@ class SimSequencer(Device):
         if kind == "sync":
             self.node.sync_epoch = self.node.now_ns  # the shared time reference of this sync
             self.node.sync_generation = value
+            self.node.attempt_index = 0
         return value
 
     # execution ------------------------------------------------------------------------------
@@ -202,6 +203,9 @@ class SimSequencer(Device):
                     if shortcut is not None:
                         outcome = shortcut or None
                     else:
+                        source = self.sync_source
+                        if source is not None and source.software and node.physics is not None:
+                            await source.software_attempt(self)
                         outcome = await self._wait_for("herald", ins.d)
                     regs[ins.a] = HERALD_TIMEOUT if outcome is None else outcome
                 elif op is Op.EVENT:
@@ -268,6 +272,8 @@ class SimSequencer(Device):
         loop's attempts, or None to step normally."""
         midpoint, node = self.sync_source, self.node
         if midpoint is None or node.sync_generation == 0 or node.physics is None:
+            return None
+        if midpoint.software:  # software heralding: every attempt is stepped
             return None
         if node.sync_generation != midpoint.generation or not node.excitations:
             return None

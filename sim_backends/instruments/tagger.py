@@ -22,7 +22,8 @@ CLICK_DTYPE = np.dtype(
 )
 """A click of the herald logic (T3-like): the shared sync it followed (the sync output's
 count), the attempt since that sync (1-based: the attempt trigger counter), the attempt's
-detection round (Barrett-Kok has two), the input, and ps since that attempt's excitation."""
+detection round (Barrett-Kok has two), the input, and ps since that attempt's excitation.
+Input 0 marks the end of an attempt's window (software heralding: every attempt has one)."""
 MAX_CLICKS = 1_000_000
 
 
@@ -62,6 +63,8 @@ class SimTimeController(Device):
         self.add("TAGS:DATA?", lambda a: self._drain())
         self.add("CLICks:ARM", lambda a: self._arm_clicks(boolean(a)))
         self.add("CLICks:ARM?", lambda a: "ON" if self.clicks_armed else "OFF")
+        self.add("CLICks:MODE", lambda a: self._click_mode(a))
+        self.add("CLICks:MODE?", lambda a: "SOFT" if self._sync().software else "HARD")
         self.add("CLICks:COUNt?", lambda a: str(sum(len(c) for c in self._clicks)))
         self.add("CLICks:DATA?", lambda a: self._drain_clicks())
 
@@ -114,7 +117,7 @@ class SimTimeController(Device):
 
     def record_clicks(self, sync: int, attempt: int, clicks: list[tuple[int, int, float]]) -> None:
         """The clicks (round, input, ns after the excitation) of one attempt's windows."""
-        enabled = [(r, c, d) for r, c, d in clicks if self.enabled.get(c)]
+        enabled = [(r, c, d) for r, c, d in clicks if c == 0 or self.enabled.get(c)]
         if not self.clicks_armed or not enabled:
             return
         if sum(len(c) for c in self._clicks) >= MAX_CLICKS:
@@ -126,6 +129,14 @@ class SimTimeController(Device):
         part["channel"] = [c for _, c, _ in enabled]
         part["delay_ps"] = [round(d * 1e3) for _, _, d in enabled]
         self._clicks.append(part)
+
+    def _click_mode(self, args: str) -> None:
+        """HARD: the herald line fires the sequencers, only heralding attempts' clicks are
+        recorded; SOFT: every attempt is stepped and its window's end recorded (input 0)."""
+        mode = args.strip().upper()
+        if mode not in ("HARD", "SOFT"):
+            raise CommandError(-224, f"Illegal parameter value: {mode} (HARD or SOFT)")
+        self._sync().software = mode == "SOFT"
 
     def _arm_clicks(self, on: bool) -> None:
         """The herald logic records clicks (independent of a tag acquisition)."""
