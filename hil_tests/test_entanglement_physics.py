@@ -79,7 +79,9 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     for h in both_bright:
         assert h["alpha"] == pytest.approx(ALPHA, abs=0.03)  # what the alpha pulse made
         leading_order = (1 - h["alpha"]) * (1 + v * 0.9994) / 2  # 2 deg residual phase noise
-        assert h["fidelity"] == pytest.approx(leading_order, abs=0.02)
+        # the heralded state comes from the memories' real states: the spin pump leaves ~1 %
+        # in |1>, which lowers the coherence of the alpha state, never raises it
+        assert leading_order - 0.07 < h["fidelity"] <= leading_order + 0.005
     for h in heralds:
         if min(h["alphas"].values()) == 0:
             assert h["fidelity"] == pytest.approx(0.5, abs=0.01)
@@ -110,7 +112,12 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
     eta = sim.truth("M")["eta"]
     assert heralds[0]["p_success"] == pytest.approx(eta["A"] * eta["B"] / 2, rel=0.1)
     v = sim.truth("M")["visibility"]
-    assert all(h["fidelity"] == pytest.approx((1 + v) / 2, abs=0.01) for h in heralds)
+    # (1 + V) / 2 from ideal pi/2 pulses; the memories' real states can only lower it
+    # a memory that lost its charge state before the attempts emits nothing: such heralds
+    # (a dark count in one round) carry no entanglement; the others:
+    fids = [h["fidelity"] for h in heralds if min(h["alphas"].values()) > 0]
+    assert len(fids) >= 0.8 * len(heralds)
+    assert all((1 + v) / 2 - 0.05 < f <= (1 + v) / 2 + 0.002 for f in fids), (fids, v)
     data = {n: daemons[n].client.result(runs[n]["run_id"]) for n in daemons}
     bright = {n: data[n].counts[0, :, 0] >= 1 for n in data}
     valid = data["A"].valid[0] & data["B"].valid[0]

@@ -67,15 +67,70 @@ def _one_click_two_photons(eta_a: float, eta_b: float, visibility: float) -> flo
     return one_lost + both_same
 
 
-def _psi(coherence: float, sign: float) -> np.ndarray:
-    rho = np.zeros((4, 4), dtype=complex)
-    rho[1, 1] = rho[2, 2] = 0.5
-    rho[1, 2] = rho[2, 1] = sign * coherence / 2
-    return rho
+XX = np.kron(np.array([[0, 1], [1, 0]]), np.array([[0, 1], [1, 0]])).astype(complex)
+
+
+def _click(rho: np.ndarray, link: Link, sign: float, coherence: float) -> np.ndarray:
+    """One click on one detector (sign +1: the psi_plus detector), leading order, as a map on
+    the joint state (unnormalised; its trace is the probability). A bright node emits: |01>
+    (A bright) is seen with eta_a / 2 per detector, |10> with eta_b / 2, and their coherence
+    survives as far as the photons are indistinguishable and the phase is held; |00> gives
+    one click when the two photons bunch or one is lost; |11> only by a dark count.
+    Emission entangles the memories with photon number: every other coherence is gone."""
+    ea, eb = link.eta_a, link.eta_b
+    c = coherence
+    out = np.zeros((4, 4), dtype=complex)
+    out[1, 1] = ea / 2 * rho[1, 1]
+    out[2, 2] = eb / 2 * rho[2, 2]
+    out[1, 2] = sign * c * np.sqrt(ea * eb) / 2 * rho[1, 2]
+    out[2, 1] = np.conj(out[1, 2])
+    out[0, 0] = rho[0, 0] * _one_click_two_photons(ea, eb, link.visibility) / 2
+    out[3, 3] = rho[3, 3] * link.dark_prob
+    return out
+
+
+def _herald(parts: dict[str, np.ndarray]) -> Herald:
+    weights = {k: float(np.trace(v).real) for k, v in parts.items()}
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("nothing can herald from these states")
+    states = {
+        k: v / w if w > 0 else v for (k, v), w in zip(parts.items(), weights.values(), strict=True)
+    }
+    return Herald(total, states, {k: w / total for k, w in weights.items()})
+
+
+def single_click_from_states(rho_a: np.ndarray, rho_b: np.ndarray, link: Link) -> Herald:
+    """Single-click from the memories' actual states at the optical pulse (any 2x2 density
+    matrices: an initialisation error or a mis-set rotation shows in the heralded state)."""
+    rho = np.kron(rho_a, rho_b)
+    c = link.visibility * np.exp(-(link.phase_sigma_rad**2) / 2)
+    return _herald({"psi_plus": _click(rho, link, 1.0, c), "psi_minus": _click(rho, link, -1.0, c)})
+
+
+def barrett_kok_from_states(rho_a: np.ndarray, rho_b: np.ndarray, link: Link) -> Herald:
+    """Barrett-Kok from the actual states after the first pi/2: a click, both memories
+    flipped, a click. Same detector twice: psi_plus; one each: psi_minus. The states are
+    after the second round (the flip included). The visibility enters the state once, as in
+    the closed form (each round's click carries its square root; the phase cancels)."""
+    rho = np.kron(rho_a, rho_b)
+    c = np.sqrt(link.visibility)
+    parts = {"psi_plus": np.zeros((4, 4), complex), "psi_minus": np.zeros((4, 4), complex)}
+    for first in (1.0, -1.0):
+        flipped = XX @ _click(rho, link, first, c) @ XX
+        for second in (1.0, -1.0):
+            outcome = "psi_plus" if first == second else "psi_minus"
+            parts[outcome] += _click(flipped, link, second, c)
+    return _herald(parts)
+
+
+def _pure(bright_population: float) -> np.ndarray:
+    psi = np.array([np.sqrt(bright_population), np.sqrt(1 - bright_population)])
+    return np.outer(psi, psi).astype(complex)
 
 
 def single_click(alpha: float, link: Link, alpha_b: float | None = None) -> Herald:
-    """Each node in sqrt(1-alpha)|1> + sqrt(alpha)|0> (alpha: its bright population; node B's
+    """Each node in sqrt(alpha)|0> + sqrt(1-alpha)|1> (alpha: its bright population; node B's
     may differ), one optical pi pulse, one click."""
     alpha_a, alpha_b = alpha, alpha if alpha_b is None else alpha_b
     for a in (alpha_a, alpha_b):
@@ -83,48 +138,14 @@ def single_click(alpha: float, link: Link, alpha_b: float | None = None) -> Hera
             raise ValueError(f"alpha {a} must lie in [0, 1]")
     if alpha_a + alpha_b == 0:
         raise ValueError("neither node is bright: nothing can herald")
-    ea, eb = link.eta_a, link.eta_b
-    coherence = link.visibility * np.exp(-(link.phase_sigma_rad**2) / 2)
-    # per detector: one photon from A (|01>) or B (|10>), coherent with each other; both
-    # emitted; neither (a dark count)
-    w_a = alpha_a * (1 - alpha_b) * ea / 2
-    w_b = (1 - alpha_a) * alpha_b * eb / 2
-    w_both = alpha_a * alpha_b * _one_click_two_photons(ea, eb, link.visibility) / 2
-    w_dark = (1 - alpha_a) * (1 - alpha_b) * link.dark_prob
-    total = w_a + w_b + w_both + w_dark
-    states = {}
-    for outcome, sign in (("psi_plus", 1.0), ("psi_minus", -1.0)):
-        rho = np.zeros((4, 4), dtype=complex)
-        rho[1, 1], rho[2, 2] = w_a, w_b
-        rho[1, 2] = rho[2, 1] = sign * coherence * np.sqrt(w_a * w_b)
-        rho[0, 0] += w_both
-        rho[3, 3] += w_dark
-        states[outcome] = rho / total
-    return Herald(2 * total, states, {"psi_plus": 0.5, "psi_minus": 0.5})
+    return single_click_from_states(_pure(alpha_a), _pure(alpha_b), link)
 
 
 def barrett_kok(link: Link) -> Herald:
     """Both nodes in (|0> + |1>)/sqrt 2; a click in each of two rounds with a pi pulse
     between. Same detector twice: psi_plus; different detectors: psi_minus. The phase
     cancels between the rounds."""
-    ea, eb = link.eta_a, link.eta_b
-    coherence = link.visibility
-    pd = link.dark_prob
-    two = _one_click_two_photons(ea, eb, link.visibility)
-    # per ordered pair of detectors (4 of them): one-photon sector clicks twice
-    w_good = 0.5 * ((ea + eb) / 4) ** 2
-    # |00> emits two photons (one click), after the pi pulse |11> is dark (a dark count): ends |11>
-    # |11> dark count, after the pi pulse |00> emits (one click): ends |00>
-    w_11 = 0.25 * two / 2 * pd
-    w_00 = 0.25 * pd * two / 2
-    total = w_good + w_11 + w_00
-    states = {}
-    for outcome, sign in (("psi_plus", 1.0), ("psi_minus", -1.0)):
-        rho = w_good * _psi(coherence, sign)
-        rho[0, 0] += w_00
-        rho[3, 3] += w_11
-        states[outcome] = rho / total
-    return Herald(4 * total, states, {"psi_plus": 0.5, "psi_minus": 0.5})
+    return barrett_kok_from_states(_pure(0.5), _pure(0.5), link)
 
 
 def fidelity(rho: np.ndarray, outcome: str) -> float:

@@ -39,6 +39,8 @@ class SimNode:
     """The node's clock when the last shared sync released it."""
     sync_generation: int = 0
     attempt_index: int = 0
+    emitter_state: np.ndarray | None = None
+    """The memory's 2x2 state at its last optical pi pulse (what the heralding acts on)."""
     """Stepped attempts since the last sync (software heralding)."""
     now_ns: int = 0
     """The sequencer's clock. The physics clock may run ahead of it while an AWG pulse that a
@@ -59,7 +61,11 @@ class SimNode:
     def excite(self) -> None:
         """An optical pi pulse: the bright state (|0>, ready) emits one photon toward M."""
         self.physics.advance(self.now_ns - self.physics.now_ns)
-        p_emit = self.physics.populations()[0] if self.physics.ready else 0.0
+        if self.physics.ready:
+            self.emitter_state = self.physics.register.reduced(self.name)
+        else:  # a memory out of its charge state (or hot) emits nothing: dark
+            self.emitter_state = np.diag([0.0, 1.0]).astype(complex)
+        p_emit = float(self.emitter_state[0, 0].real)
         self.excitations.append((self.now_ns, p_emit))
         if self.midpoint is not None:
             self.midpoint.excitations(self.name, np.array([float(self.now_ns)]), np.array([p_emit]))

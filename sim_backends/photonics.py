@@ -14,7 +14,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from qnode.heralding import Link, barrett_kok, fidelity, single_click
+from qnode.heralding import (
+    Link,
+    barrett_kok_from_states,
+    fidelity,
+    single_click_from_states,
+)
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
 ETA_RANGE = {  # detected photons per excitation, by platform and collection
@@ -120,7 +125,7 @@ class Midpoint:
 
     # attempt loops drawn at once ----------------------------------------------------------------
     async def attempts(
-        self, seq, alpha: float, available: int, window_ns: int, protocol: str = "single_click"
+        self, seq, state, available: int, window_ns: int, protocol: str = "single_click"
     ):
         """A node's attempt loop reached its herald wait; once both nodes of this sync are
         there, draw the attempt of the first herald. (attempts, herald) or None if the
@@ -129,7 +134,7 @@ class Midpoint:
         generation = node.sync_generation
         waiting = self._attempting.setdefault(generation, {})
         future = asyncio.get_running_loop().create_future()
-        waiting[node.name] = (alpha, available, future, protocol)
+        waiting[node.name] = (state, available, future, protocol)
         memories = [name for name in self.truth.eta]
         if all(name in waiting for name in memories):
             self._attempting.pop(generation, None)
@@ -168,8 +173,9 @@ class Midpoint:
         key = (node.sync_generation, node.attempt_index)
         waiting = self._stepping.setdefault(key, {})
         future = asyncio.get_running_loop().create_future()
-        alpha = node.excitations[-1][1] if node.excitations else 0.0
-        waiting[node.name] = (alpha, future)
+        dark = np.diag([0.0, 1.0]).astype(complex)
+        state = node.emitter_state if node.excitations else dark
+        waiting[node.name] = (state, future)
         names = list(self.truth.eta)
         if all(n in waiting for n in names):
             self._stepping.pop(key, None)
@@ -181,13 +187,15 @@ class Midpoint:
 
     def _draw_one(self, key: tuple[int, int], names: list[str], waiting: dict) -> None:
         generation, attempt = key
-        alpha_a, alpha_b = (float(np.clip(waiting[n][0], 0.0, 1.0)) for n in names[:2])
+        rho_a, rho_b = (waiting[n][0] for n in names[:2])
+        alpha_a, alpha_b = (float(np.clip(r[0, 0].real, 0.0, 1.0)) for r in (rho_a, rho_b))
         clicks: list = []
         window = float(np.mean(list(self.truth.lifetime_ns.values()))) * np.log(10)
         if alpha_a + alpha_b > 0:
-            herald = single_click(alpha_a, self.link(window), alpha_b)
+            herald = single_click_from_states(rho_a, rho_b, self.link(window))
             if self.rng.random() < herald.p_success:
-                outcome = "psi_plus" if self.rng.random() < 0.5 else "psi_minus"
+                psi_plus = self.rng.random() < herald.weights["psi_plus"]
+                outcome = "psi_plus" if psi_plus else "psi_minus"
                 state = herald.states[outcome]
                 if self.register is not None:
                     self.register.set_pair(names[0], names[1], state)
@@ -225,22 +233,26 @@ class Midpoint:
         )
 
     def _draw(self, generation: int, names: list[str], waiting: dict) -> None:
-        alpha_a, alpha_b = (float(np.clip(waiting[n][0], 0.0, 1.0)) for n in names[:2])
+        rho_a, rho_b = (waiting[n][0] for n in names[:2])
+        alpha_a, alpha_b = (float(np.clip(r[0, 0].real, 0.0, 1.0)) for r in (rho_a, rho_b))
         alpha = (alpha_a + alpha_b) / 2
         limit = min(waiting[n][1] for n in names)
         window = float(np.mean(list(self.truth.lifetime_ns.values()))) * np.log(10)
-        if alpha_a + alpha_b == 0:  # neither memory can emit: nothing heralds
+        barrett_kok_ = waiting[names[0]][3] == "barrett_kok"
+        try:  # from the memories' actual states: init errors, mis-set pulses show
+            if barrett_kok_:
+                # the state is set at the first round, before the pi pulse between the
+                # rounds: Bell states keep, |00> and |11> swap
+                herald = barrett_kok_from_states(rho_a, rho_b, self.link(window))
+            else:
+                herald = single_click_from_states(rho_a, rho_b, self.link(window))
+        except ValueError:  # neither memory can emit: nothing heralds
+            herald = None
+        if herald is None or herald.p_success <= 0:
             for name in names:
                 if not waiting[name][2].done():
                     waiting[name][2].set_result((limit, 0))
             return
-        barrett_kok_ = waiting[names[0]][3] == "barrett_kok"
-        if barrett_kok_:
-            # the state is set at the first round, before the pi pulse between the rounds:
-            # Bell states keep, |00> and |11> swap
-            herald = barrett_kok(self.link(window))
-        else:
-            herald = single_click(alpha_a, self.link(window), alpha_b)
         attempts = int(self.rng.geometric(herald.p_success))
         if attempts > limit:
             result = (limit, 0)

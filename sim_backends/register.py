@@ -93,6 +93,7 @@ class QubitRegister:
         if self.names != [first, second]:  # swap the qubit order
             rho = rho.reshape(2, 2, 2, 2).transpose(1, 0, 3, 2).reshape(4, 4)
         self.rho = rho.copy()
+        self._clean()
 
     def dephase(self, name: str, coherence: float) -> None:
         """Multiply the qubit's coherences by `coherence` (phase-flip channel)."""
@@ -106,6 +107,13 @@ class QubitRegister:
         p0 = float(np.clip(self.rho.diagonal().real[self._bit_masks[k][0]].sum(), 0.0, 1.0))
         outcome = 0 if rng.random() < p0 else 1
         self.rho = self.rho * self._keep[k][outcome]
-        norm = p0 if outcome == 0 else 1.0 - p0
-        self.rho /= norm if norm > 0 else 1.0
+        self._clean()
         return outcome
+
+    def _clean(self) -> None:
+        """Hermitian with unit trace again. A measurement divides by its outcome's
+        probability: rounding errors would grow by that factor each time, and over millions
+        of operations turn the state into garbage."""
+        rho = (self.rho + self.rho.conj().T) / 2
+        trace = float(np.trace(rho).real)
+        self.rho = rho / trace if trace > 0 else np.eye(len(rho), dtype=complex) / len(rho)

@@ -285,9 +285,8 @@ class SimSequencer(Device):
             return None
         end, duration, adds, rounds = loop
         available = loops.get(end, program[end].d)
-        alpha = node.excitations[-1][1]
         protocol = "barrett_kok" if rounds == 2 else "single_click"
-        result = await midpoint.attempts(self, alpha, available, ins.d, protocol)
+        result = await midpoint.attempts(self, node.emitter_state, available, ins.d, protocol)
         if result is None:
             return None
         attempts, outcome = result
