@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,11 @@ def run_session(
         NodeClient.for_lab(lab, node, timeout_s=30) as client,
         NodeClient.for_lab(lab, peer, timeout_s=30) as peer_client,
     ):
+        if delivery == "verify" and readout is None:
+            # measured first, so that the live view can show the verified fidelity so far
+            if console is not None:
+                console.print("measuring F0/F1 of both nodes for the readout correction...")
+            readout = measure_readout(lab, {node: client, peer: peer_client})
         started = client.entangle(
             pairs, protocol, fidelity_min, deadline_s, delivery, alpha, peer, heralding
         )
@@ -136,7 +142,19 @@ def run_session(
                 f"session {session}: {protocol}, {alpha_text}expected fidelity "
                 f"{expected['fidelity']:.3f}, success probability {expected['p_success']:.3g}"
             )
-        summary = _follow(client, session, pairs, console)
+        live = (
+            (
+                lambda: verify(
+                    *(c.session_data(session)["pairs"] for c in (client, peer_client)),
+                    readout[node],
+                    readout[peer],
+                    READOUT_SHOTS,
+                )
+            )
+            if delivery == "verify"
+            else None
+        )
+        summary = _follow(client, session, pairs, console, live)
         data = {node: client.session_data(session), peer: peer_client.session_data(session)}
         peer_summary = peer_client.session(session)
         ids = {
@@ -145,10 +163,6 @@ def run_session(
         }
         verification = None
         if delivery == "verify":
-            if readout is None:
-                if console is not None:
-                    console.print("measuring F0/F1 of both nodes for the readout correction...")
-                readout = measure_readout(lab, {node: client, peer: peer_client})
             verification = verify(
                 data[node]["pairs"],
                 data[peer]["pairs"],
@@ -160,9 +174,20 @@ def run_session(
     return EntangleReport(summary, peer_summary, ids, verification, files)
 
 
-def _follow(client: NodeClient, session: str, pairs: int, console: Console | None) -> dict:
+LIVE_VERIFY_S = 1.0
+
+
+def _follow(
+    client: NodeClient,
+    session: str,
+    pairs: int,
+    console: Console | None,
+    live: Callable[[], Verification] | None = None,
+) -> dict:
+    """Live progress; with `live`, the verified fidelity of the pairs so far (each second)."""
     if console is None:
         return client.wait_session(session, poll_s=POLL_S)
+    estimate, last = "", 0.0
     progress = Progress(
         TextColumn("[bold]pairs"),
         BarColumn(),
@@ -176,6 +201,11 @@ def _follow(client: NodeClient, session: str, pairs: int, console: Console | Non
         while True:
             summary = client.session(session)
             stats = summary["stats"]
+            if live is not None and time.monotonic() - last > LIVE_VERIFY_S and stats["delivered"]:
+                last = time.monotonic()
+                v = live()
+                if np.isfinite(v.fidelity):
+                    estimate = f"F {v.fidelity:.3f}±{(v.high - v.low) / 2:.3f} (model "
             progress.update(
                 task,
                 completed=min(stats["delivered"], pairs),
@@ -183,7 +213,9 @@ def _follow(client: NodeClient, session: str, pairs: int, console: Console | Non
                     f"{summary['rate_per_virtual_s']:.1f}/s virtual, "
                     f"{summary['rate_per_wall_s']:.1f}/s wall, "
                     f"p {summary['p_success']:.3g}, discarded {stats['discarded']}, "
-                    f"F~{summary['expected']['fidelity']:.3f}"
+                    + (estimate or "F model ")
+                    + f"{summary['expected']['fidelity']:.3f}"
+                    + (")" if estimate else "")
                 ),
             )
             if summary["state"] != "running":
