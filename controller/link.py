@@ -79,6 +79,7 @@ PEER_TIMEOUT_S = 5.0
 SILENCE_S = 3.0
 """No heartbeat (or any message) from the peer or the midpoint for this long: it is gone."""
 HEARTBEAT_S = 0.5
+HERALD_BATCH = 256
 SYNC_TIMEOUT_NS = 5_000_000_000
 
 
@@ -295,6 +296,7 @@ class LinkSession:
         self.waiting_herald: dict[int, float] = {}  # shot -> give up at (monotonic)
         self.waiting_peer: dict[int, float] = {}
         self.last_seq = 0
+        self._herald_rows: list[tuple] = []  # written in batches: one HDF5 append per batch
         self.rows: list = []  # decided rows (numpy records), in file order
         self.delivered_by_basis: dict[str, int] = {}
         self.round_time_ns: dict[int, int] = {}  # virtual time each round's run took
@@ -364,17 +366,19 @@ class LinkSession:
         if self.software:  # first of all: the sequencer is waiting for it
             self.forward(msg["outcome"])
         self.stats.herald_messages += 1
-        row = np.zeros(1, dtype=HERALD_ROW)
-        row[0] = (
-            seq,
-            msg["shot"],
-            msg["sync"],
-            msg["attempt"],
-            OUTCOMES.index(msg["outcome"]),
-            msg["t"],
-            time.time(),
+        self._herald_rows.append(
+            (
+                seq,
+                msg["shot"],
+                msg["sync"],
+                msg["attempt"],
+                OUTCOMES.index(msg["outcome"]),
+                msg["t"],
+                time.time(),
+            )
         )
-        self.file.add_heralds(row)
+        if len(self._herald_rows) >= HERALD_BATCH:
+            self.flush_heralds()
         if self.software and msg["outcome"] == "fail":
             return  # an attempt that did not herald: forwarded, recorded, nothing to check
         shot = msg["shot"]
@@ -526,6 +530,7 @@ class LinkSession:
         r["fidelity_estimate"] = self.expected.fidelity if delivered else 0.0
         self.decided[shot] = len(self.rows)
         self.rows.append(row)
+        self.flush_heralds()
         self.file.add_pairs(row)
         self.file.flush()
         if delivered:
@@ -535,6 +540,14 @@ class LinkSession:
             self.stats.discarded += 1
             key = re.sub(r"\d+(\.\d+)?", "N", reason)[:60] or "discarded"
             self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+
+    def flush_heralds(self) -> None:
+        """The heralds received so far, to the file (every decision and every heartbeat
+        period calls this, so a crash loses at most half a second of herald records)."""
+        if self._herald_rows:
+            rows, self._herald_rows = self._herald_rows, []
+            self.file.add_heralds(np.array(rows, dtype=HERALD_ROW))
+            self.file.flush()
 
     def sweep_timeouts(self) -> None:
         now = time.monotonic()
@@ -583,6 +596,7 @@ class LinkSession:
                     self.file.mark_discarded(index, f"{self.peer} never recorded it")
                     row[0]["status"] = DISCARDED
         self.state, self.reason = state, reason
+        self.flush_heralds()
         self.file.close(state, reason)
 
     def summary(self) -> dict:

@@ -381,6 +381,7 @@ class NodeLink:
         while self.session is session:
             await asyncio.sleep(HEARTBEAT_S)
             session.sweep_timeouts()
+            session.flush_heralds()
             with contextlib.suppress(Exception):
                 self.link_to(session.peer).send("peer_heartbeat", session=session.session)
                 self.link_to(self.midpoint).send("heartbeat", node=self.node)

@@ -130,7 +130,7 @@ def test_peer_killed_mid_run_ends_the_session_and_both_files_agree(
         time.sleep(0.2)
     assert "reconciled with A" in read_session(files["B"])["reason"]
     ids = assert_agree(files)
-    assert len(ids) >= 50
+    assert len(ids) >= 40  # the last few, decided as B died, may be dropped on both sides
     assert stations["A"].client.status()["state"] in ("idle", "fault")
 
 
