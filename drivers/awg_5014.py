@@ -42,6 +42,7 @@ class TektronixAwg5014(ScpiDriver):
     ROLE = "awg"
     FAMILY = "Tektronix AWG5014 (C)"
     TRANSPORT = "tcp"
+    COMPOUND = True
     RANGES = {
         "amplitude_vpp": (0.02, 4.5),
         "sample_rate_hz": (1e7, 1.2e9),

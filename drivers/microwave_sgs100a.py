@@ -10,6 +10,7 @@ class RsSgs100a(ScpiDriver):
     ROLE = "microwave_source"
     FAMILY = "Rohde & Schwarz SGS100A / SMB100A"
     TRANSPORT = "tcp"
+    COMPOUND = True
     RANGES = {"frequency_hz": (1e6, 12.75e9), "power_dbm": (-120.0, 25.0)}
 
     def set_frequency(self, hz: float) -> None:

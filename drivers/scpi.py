@@ -70,14 +70,37 @@ class Scpi:
 
     MAX_ERRORS = 32
 
-    def __init__(self, instrument: str, transport: Transport) -> None:
+    def __init__(self, instrument: str, transport: Transport, compound: bool = False) -> None:
         self.instrument = instrument
         self.transport = transport
+        self.compound = compound
+        """IEEE 488.2 compound messages: a checked write asks for the error queue in the
+        same message (`cmd;:SYST:ERR?`), one round trip instead of two."""
 
     def write(self, command: str, check: bool = True) -> None:
+        if check and self.compound and ";" not in command:
+            first = self._error(self.transport.query(f"{command};:SYST:ERR?"))
+            if first is not None:
+                errors = [first, *self.errors()]
+                listed = "; ".join(f"{code} {message}" for code, message in errors)
+                raise InstrumentReportedError(self.instrument, f"after {command!r}: {listed}")
+            return
         self.transport.write(command)
         if check:
             self.check_errors(after=command)
+
+    def _error(self, reply: str) -> tuple[int, str] | None:
+        """One `code,"message"` reply: None for 0 (no error)."""
+        code_text, sep, message = reply.partition(",")
+        try:
+            code = int(code_text)
+        except ValueError:
+            code = None
+        if code is None or not sep:
+            raise InstrumentReplyError(
+                self.instrument, f"SYST:ERR? reply {reply!r} is not 'code,\"message\"'"
+            )
+        return None if code == 0 else (code, message.strip().strip('"'))
 
     def query(self, command: str) -> str:
         return self.transport.query(command)
@@ -98,21 +121,10 @@ class Scpi:
         """Drain the error queue: every (code, message) until `0,"No error"`."""
         found = []
         for _ in range(self.MAX_ERRORS):
-            reply = self.query("SYST:ERR?")
-            code_text, sep, message = reply.partition(",")
-            try:
-                code = int(code_text)
-            except ValueError:
-                raise InstrumentReplyError(
-                    self.instrument, f"SYST:ERR? reply {reply!r} is not 'code,\"message\"'"
-                ) from None
-            if not sep:
-                raise InstrumentReplyError(
-                    self.instrument, f"SYST:ERR? reply {reply!r} is not 'code,\"message\"'"
-                )
-            if code == 0:
+            error = self._error(self.query("SYST:ERR?"))
+            if error is None:
                 return found
-            found.append((code, message.strip().strip('"')))
+            found.append(error)
         raise InstrumentReplyError(
             self.instrument, f"error queue still not empty after {self.MAX_ERRORS} reads"
         )
@@ -136,12 +148,14 @@ class ScpiDriver(Driver):
     """A driver whose instrument speaks SCPI with an error queue."""
 
     _scpi: Scpi | None = None
+    COMPOUND = False
+    """The instrument takes `cmd;:SYST:ERR?` (IEEE 488.2 compound messages)."""
 
     @property
     def scpi(self) -> Scpi:
         transport = self.transport  # raises a clear error if not open
         if self._scpi is None or self._scpi.transport is not transport:
-            self._scpi = Scpi(self.name, transport)
+            self._scpi = Scpi(self.name, transport, self.COMPOUND)
         return self._scpi
 
     def _on_open(self) -> None:

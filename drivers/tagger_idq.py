@@ -32,6 +32,7 @@ class TimeController(ScpiDriver):
     ROLE = "time_tagger"
     FAMILY = "ID Quantique ID900/ID1000 time controller"
     TRANSPORT = "tcp"
+    COMPOUND = True
     RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
 
     def _check_input(self, channel: int) -> int:

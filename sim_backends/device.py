@@ -124,6 +124,16 @@ class Device:
         return f'{code},"{message}"'
 
     def execute(self, message: Message) -> str | bytes | None:
+        """Run one message: commands separated by ';' (outside quotes; not with a block)
+        run in turn, their replies joined by ';' (IEEE 488.2 compound messages)."""
+        parts = _compound(message.text) if message.block is None and self.scpi_headers else None
+        if parts is None or len(parts) == 1:
+            return self._execute_one(message)
+        replies = [self._execute_one(Message(part.lstrip(":"), None)) for part in parts]
+        texts = [r for r in replies if isinstance(r, str) and r]
+        return ";".join(texts) if texts else None
+
+    def _execute_one(self, message: Message) -> str | bytes | None:
         """Run one command; errors go to the queue (SCPI) and the reply is None."""
         self.log.append(
             LoggedCommand(
@@ -154,6 +164,23 @@ class Device:
     def error_reply(self, error: CommandError) -> str | None:
         """SCPI instruments answer nothing on error; serial ASCII ones may say something."""
         return None
+
+
+def _compound(text: str) -> list[str] | None:
+    """The commands of a compound message (split at ';' outside quotes), or None."""
+    if ";" not in text:
+        return None
+    parts, current, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == ";" and not quoted:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
 
 
 def number(args: str, low: float | None = None, high: float | None = None) -> float:
