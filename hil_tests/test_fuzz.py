@@ -1,0 +1,161 @@
+"""Every parser against arbitrary input (hypothesis): no crash, no hang, and a clear error of
+the parser's own kind for whatever is not valid. Pure code: no lab needed."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.herald_logic import classify
+from controller.labconfig import parse_lab
+from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int
+from drivers.tagger_idq import CLICK_DTYPE
+from qnode.errors import InstrumentReplyError, LabConfigError, ProgramError
+from qnode.wire import MessageError, pack, require, unpack
+from sequences.program import assemble, decode, decode_events
+from sim_backends.device import CommandError
+from sim_backends.framing import Framer, FramingError, Message
+from sim_backends.instruments.microwave import SimMicrowaveSource
+from sim_backends.physics import MicrowaveDrive
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_wire_decoder_takes_any_bytes(data):
+    try:
+        msg = unpack(data)
+    except MessageError:
+        return
+    assert isinstance(msg, dict) and isinstance(msg["type"], str)
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(["seq", "shot", "outcome", "x"]),
+        st.one_of(
+            st.integers(-(2**63), 2**63 - 1),
+            st.booleans(),
+            st.text(max_size=5),
+            st.none(),
+            st.floats(allow_nan=True),
+        ),
+    )
+)
+def test_message_fields_are_checked_by_type(fields):
+    msg = unpack(pack("herald", 1, **fields))
+    try:
+        require(msg, {"seq": int, "shot": int, "outcome": str})
+    except MessageError as e:
+        assert "herald" in str(e)
+        return
+    assert isinstance(msg["seq"], int) and not isinstance(msg["seq"], bool)
+
+
+@FAST
+@given(st.binary(max_size=400))
+def test_program_image_decoder_takes_any_bytes(image):
+    try:
+        decode(image)
+    except ProgramError:
+        pass
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_event_decoder_takes_any_bytes(data):
+    """Its error is a ValueError naming the block, which the driver reports as the
+    instrument's bad reply."""
+    try:
+        events = decode_events(data)
+    except ValueError as e:
+        assert "event block" in str(e)
+        return
+    assert len(events) * 18 == len(data)
+
+
+@FAST
+@given(TEXT)
+def test_assembler_takes_any_text(text):
+    try:
+        assemble(text)
+    except ProgramError:
+        pass
+
+
+@FAST
+@given(TEXT)
+def test_reply_parsers_take_any_reply(reply):
+    for parse in (
+        lambda r: parse_float("X.mw", "FREQ?", r),
+        lambda r: parse_int("X.mw", "N?", r),
+        lambda r: parse_bool("X.mw", "OUTP?", r),
+        lambda r: parse_identity("X.mw", r),
+    ):
+        try:
+            parse(reply)
+        except InstrumentReplyError as e:
+            assert "X.mw" in str(e)
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_sim_framer_takes_any_bytes(data):
+    framer = Framer()
+    for item in framer.feed(data):
+        assert isinstance(item, (Message, FramingError))
+
+
+@FAST
+@given(TEXT)
+def test_sim_scpi_parser_takes_any_command(text):
+    device = SimMicrowaveSource("X.mw", MicrowaveDrive(), 1)
+    try:
+        device.execute(Message(text, None))
+    except CommandError:
+        pytest.fail("a command error must go to the error queue, not out")
+    assert device.execute(Message("SYST:ERR?", None)) is not None  # still answering
+
+
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["lab", "nodes", "x"]), JSONISH, max_size=3))
+def test_lab_loader_takes_any_structure(raw):
+    try:
+        parse_lab(raw, "fuzz.toml")
+    except LabConfigError as e:
+        assert "fuzz.toml" in str(e)
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.integers(0, 2),
+            st.integers(0, 4),
+            st.integers(-(10**6), 10**6),
+        ),
+        max_size=20,
+    ),
+    st.sampled_from(["single_click", "barrett_kok"]),
+)
+def test_click_classification_takes_any_clicks(rows, protocol):
+    clicks = np.zeros(len(rows), dtype=CLICK_DTYPE)
+    for k, row in enumerate(rows):
+        clicks[k] = row
+    verdicts = classify(clicks, protocol, [(60.0, 27.0)], {"psi_plus": 1, "psi_minus": 2})
+    assert len(verdicts) == len({(r[0], r[1]) for r in rows})
+    assert all(v.outcome in ("psi_plus", "psi_minus", "fail") for v in verdicts)
