@@ -151,17 +151,7 @@ def node_serve(
     config = _load(lab)
     if node not in config.nodes or config.nodes[node].kind != "memory":
         raise _fail(f"{node!r} is not a memory node of {lab}", 2)
-    resources = None
-    if any(inst.simulated for inst in config.nodes[node].instruments.values()):
-        try:
-            resources = read_resource_map(config, resource_map)
-        except QnodeError as e:
-            raise _fail(str(e), 2) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        serve(config, node, resources, endpoint)
-    except QnodeError as e:
-        raise _fail(str(e), 2) from None
+    _serve(config, node, resource_map, lambda resources: serve(config, node, resources, endpoint))
 
 
 @midpoint_app.command("serve")
@@ -181,14 +171,27 @@ def midpoint_serve(
     config = _load(lab)
     try:
         name = midpoint_name(config)
-        resources = None
-        if any(inst.simulated for inst in config.nodes[name].instruments.values()):
-            resources = read_resource_map(config, resource_map)
     except QnodeError as e:
         raise _fail(str(e), 2) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _serve(
+        config,
+        name,
+        resource_map,
+        lambda resources: serve(config, resources, endpoint, allow_faults),
+    )
+
+
+def _serve(config: LabConfig, station: str, resource_map: Path | None, run) -> None:
+    """A daemon in the foreground: its simulated instruments' addresses, logging, and any
+    error it stops with as one clear line (exit code 2)."""
     try:
-        serve(config, resources, endpoint, allow_faults)
+        resources = None
+        if any(inst.simulated for inst in config.nodes[station].instruments.values()):
+            resources = read_resource_map(config, resource_map)
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        run(resources)
     except QnodeError as e:
         raise _fail(str(e), 2) from None
 

@@ -29,7 +29,7 @@ import zmq
 import zmq.asyncio
 
 from controller.herald_logic import PROTOCOLS, classify
-from controller.keys import allowed_keys, ensure_default_client
+from controller.keys import KeyNames, ensure_default_client
 from controller.labconfig import LabConfig
 from controller.params import ParameterStore
 from controller.serving import SecureRouter, claim, remove_info, write_info
@@ -125,6 +125,7 @@ class MidpointDaemon:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
         self._ctx = zmq.asyncio.Context()
         self.router = SecureRouter(self._ctx, self.data_dir, self.node, f"midpoint {self.node}")
+        self.key_names = KeyNames(self.data_dir)  # read once, again only for a new key
         self.endpoint = ""
         self.state = "idle"
         self.fault_reason = ""
@@ -217,7 +218,7 @@ class MidpointDaemon:
     # messages -------------------------------------------------------------------------------
     def _sender(self, user_key: str | None) -> str | None:
         """The allow-list name of the key a message came with (node-A, operator, ...)."""
-        return allowed_keys(self.data_dir).get(user_key) if user_key else None
+        return self.key_names.name(user_key)
 
     async def _receive(self) -> None:
         sock = self._sock

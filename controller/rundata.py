@@ -32,7 +32,45 @@ EVENT_DTYPE = np.dtype([("point", "<i4"), ("time_ns", "<i8"), ("code", "<u2"), (
 STATUS_DTYPE = h5py.string_dtype("utf-8", 256)
 
 
-class RunFile:
+def write_parameters(f: h5py.File, parameters: dict[str, dict]) -> None:
+    """The parameter snapshot: one scalar per name, with its unit (and source)."""
+    group = f.create_group("parameters")
+    for name, info in sorted(parameters.items()):
+        group[name] = float(info["value"])
+        group[name].attrs["unit"] = info.get("unit", "")
+        group[name].attrs["source"] = info.get("source", "")
+
+
+def read_status(f: h5py.File) -> tuple[str, str]:
+    return tuple(s.decode() if isinstance(s, bytes) else s for s in f["status"][:])
+
+
+class SwmrFile:
+    """A file written as it goes (SWMR): a `status` [state, reason], closed exactly once."""
+
+    _file: h5py.File | None = None
+    _status: h5py.Dataset
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self, state: str, reason: str = "") -> None:
+        if self._file is None:
+            return
+        try:
+            self._status[:] = [state, reason[:250]]
+            self._file.flush()
+        finally:
+            self._file.close()
+            self._file = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._file is not None
+
+
+class RunFile(SwmrFile):
     def __init__(
         self,
         path: Path,
@@ -68,11 +106,7 @@ class RunFile:
         config["lab_toml"] = lab_text
         config["sequence_json"] = json.dumps(sequence_data)
         config["program_listing"] = listing
-        params = f.create_group("parameters")
-        for name, info in sorted(parameters.items()):
-            params[name] = float(info["value"])
-            params[name].attrs["unit"] = info.get("unit", "")
-            params[name].attrs["source"] = info.get("source", "")
+        write_parameters(f, parameters)
         axes_group = f.create_group("axes")
         for name, values, unit in axes:
             axes_group[name] = np.asarray(values, dtype=float)
@@ -125,25 +159,11 @@ class RunFile:
         self._completed[()] = self.points
         self._file.flush()
 
-    def close(self, state: str, reason: str = "") -> None:
-        if self._file is None:
-            return
-        try:
-            self._status[:] = [state, reason[:250]]
-            self._file.flush()
-        finally:
-            self._file.close()
-            self._file = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._file is not None
-
 
 def read_run(path: Path) -> dict:
     """Everything a user looks at, as numpy arrays (works on a file still being written)."""
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
-        state, reason = (s.decode() if isinstance(s, bytes) else s for s in f["status"][:])
+        state, reason = read_status(f)
         return {
             "run_id": f.attrs["run_id"],
             "node": f.attrs["node"],

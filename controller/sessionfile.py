@@ -24,6 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from controller.rundata import STATUS_DTYPE, SwmrFile, read_status, write_parameters
+
 OUTCOMES = ("fail", "psi_plus", "psi_minus")
 """Outcome codes, as the sequencer's herald input numbers them."""
 BASES = ("keep", "X", "Y", "Z")
@@ -56,10 +58,9 @@ PAIR_ROW = np.dtype(
         ("fidelity_estimate", "<f8"),
     ]
 )
-STATUS_DTYPE = h5py.string_dtype("utf-8", 256)
 
 
-class SessionFile:
+class SessionFile(SwmrFile):
     def __init__(
         self,
         path: Path,
@@ -87,10 +88,7 @@ class SessionFile:
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         f.create_group("config")["lab_toml"] = lab_text
-        params = f.create_group("parameters")
-        for name, info in sorted(parameters.items()):
-            params[name] = float(info["value"])
-            params[name].attrs["unit"] = info.get("unit", "")
+        write_parameters(f, parameters)
         self._heralds = f.create_dataset(
             "heralds", (0,), maxshape=(None,), dtype=HERALD_ROW, chunks=(1024,)
         )
@@ -129,29 +127,11 @@ class SessionFile:
     def add_run(self, run_id: str) -> None:
         self._append(self._runs, np.array([run_id], dtype=object))
 
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self, state: str, reason: str = "") -> None:
-        if self._file is None:
-            return
-        try:
-            self._status[:] = [state, reason[:250]]
-            self._file.flush()
-        finally:
-            self._file.close()
-            self._file = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._file is not None
-
 
 def read_session(path: Path) -> dict:
     """The session's records as numpy arrays (works on a file still being written)."""
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
-        state, reason = (s.decode() if isinstance(s, bytes) else s for s in f["status"][:])
+        state, reason = read_status(f)
         return {
             "session": f.attrs["session"],
             "node": f.attrs["node"],
