@@ -251,11 +251,9 @@ def bench_herald(data_dir: Path) -> dict:
 
 # entanglement through the whole stack ------------------------------------------------------
 def bench_entangle(lab, resource_map: Path, sim, data_dir: Path) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hil_tests"))
-    from lab_truth import calibrate_nodes_from_truth
-
     from controller.client import NodeClient
     from controller.entangle import ensure_daemons
+    from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
 
     calibrate_nodes_from_truth(data_dir, sim)
     procs = ensure_daemons(lab, ["A", "B", "M"], resource_map, data_dir / "logs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -575,6 +576,45 @@ def calibrate(
         )
     console.print(table)
     if any(o.verdict == FAILED for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("soak")
+def soak(
+    minutes: float = typer.Option(..., "--minutes", min=0.1, help="How long to inject faults."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the simulated lab and of the faults."),
+    lab: Path = LabOption,
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the lab data, logs and report (default soak-output/...)."
+    ),
+    interval_s: float = typer.Option(
+        6.0, "--interval", min=0.5, help="Mean seconds between faults."
+    ),
+    calibration: str = typer.Option(
+        "truth",
+        "--calibration",
+        help="truth (take it from the simulator: the soak is about robustness) or routines.",
+    ),
+) -> None:
+    """Entanglement on the simulated lab under random faults, audited against the simulator's
+    ground truth: pairs delivered, lost, double-counted; faults injected and recovered."""
+    from controller.soak import render, write_report
+    from controller.soak import soak as run_soak
+
+    config = _load(lab)
+    if not all(inst.simulated for _, _, inst in config.all_instruments()):
+        raise _fail(f"{lab}: the soak needs a fully simulated lab (it injects faults)", 2)
+    if calibration not in ("truth", "routines"):
+        raise _fail(f"--calibration {calibration!r}: truth or routines", 2)
+    if out is None:
+        out = Path("soak-output") / time.strftime(f"%Y%m%d-%H%M%S-seed{seed}")
+    try:
+        report = run_soak(config, minutes, seed, out, interval_s, calibration, console)
+    except QnodeError as e:
+        raise _fail(str(e)) from None
+    render(report, console)
+    console.print(f"report: {write_report(report, out / 'report.json')}")
+    if not report.clean:
         raise typer.Exit(1)
 
 

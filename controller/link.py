@@ -308,6 +308,9 @@ class LinkSession:
         self.peer_round_status = ""
         self.peer_heard = time.monotonic()
         self.midpoint_heard = time.monotonic()
+        self.opened = time.monotonic()
+        self.midpoint_instance: str | None = None
+        """The midpoint's instance whose heartbeats named this session (None: not yet)."""
 
     # inputs ---------------------------------------------------------------------------------
     def on_shots(self, round_index: int, shots: list[tuple[int, OwnShot]]) -> None:

@@ -79,7 +79,9 @@ class NodeLink:
     def link_to(self, target: str) -> StationLink:
         link = self.links.get(target)
         if link is None:
-            accepted = {"herald", "heartbeat"} if target == self.midpoint else set()
+            accepted = (
+                {"herald", "heartbeat", "session_ended"} if target == self.midpoint else set()
+            )
             link = StationLink(
                 self.daemon._ctx,
                 self.daemon.data_dir,
@@ -96,8 +98,18 @@ class NodeLink:
         if session is None:
             return
         session.midpoint_heard = time.monotonic()
-        if msg["type"] == "herald":
+        kind = msg["type"]
+        if kind == "herald":
             session.on_herald(msg)
+        elif kind == "heartbeat":
+            instance = msg.get("instance")
+            if msg.get("session") == session.session:
+                session.midpoint_instance = instance
+            elif session.midpoint_instance is not None and instance != session.midpoint_instance:
+                self._lose(session, f"midpoint {self.midpoint} restarted: the session is gone")
+        elif kind == "session_ended" and msg.get("session") == session.session:
+            reason = msg.get("reason", "?")
+            self._lose(session, f"midpoint {self.midpoint} ended the session: {reason}")
 
     def _forward(self, outcome: str) -> None:
         """Software heralding: the outcome to this node's sequencer, in order, at once."""
@@ -233,6 +245,10 @@ class NodeLink:
                 heralding=request["heralding"],
             )
         except QnodeError as e:
+            with contextlib.suppress(QnodeError):  # the peer is in: tell it, or it waits
+                await self.link_to(peer).request(
+                    "link_end", session=session_id, state="failed", reason=f"midpoint: {e}"
+                )
             await self._end(session, "failed", f"midpoint: {e}")
             raise
         self._spawn(self._run_initiator(session))
@@ -384,19 +400,26 @@ class NodeLink:
             session.flush_heralds()
             with contextlib.suppress(Exception):
                 self.link_to(session.peer).send("peer_heartbeat", session=session.session)
-                self.link_to(self.midpoint).send("heartbeat", node=self.node)
+                self.link_to(self.midpoint).send(
+                    "heartbeat", node=self.node, session=session.session
+                )
             now = time.monotonic()
-            silent = None
             if now - session.peer_heard > SILENCE_S:
-                silent = f"peer {session.peer} fell silent"
+                self._lose(session, f"peer {session.peer} fell silent")
             elif now - session.midpoint_heard > SILENCE_S:
-                silent = f"midpoint {self.midpoint} fell silent"
-            if silent and session.ending is None:
-                log.error("%s: session %s: %s", self.node, session.session, silent)
-                session.ending = ("failed", silent)
-                self.daemon.runtime.abort_event.set()
-                if session.role == "responder":
-                    self._spawn(self._end_after_run(session, "failed", silent))
+                self._lose(session, f"midpoint {self.midpoint} fell silent")
+            elif session.midpoint_instance is None and now - session.opened > SILENCE_S:
+                self._lose(session, f"midpoint {self.midpoint} never confirmed the session")
+
+    def _lose(self, session: LinkSession, reason: str) -> None:
+        """The peer or the midpoint is gone: stop the run; the session ends as failed."""
+        if session.ending is not None or self.session is not session:
+            return
+        log.error("%s: session %s: %s", self.node, session.session, reason)
+        session.ending = ("failed", reason)
+        self.daemon.runtime.abort_event.set()
+        if session.role == "responder":
+            self._spawn(self._end_after_run(session, "failed", reason))
 
     async def _end_after_run(self, session: LinkSession, state: str, reason: str) -> None:
         if self._round_task is not None:

@@ -20,6 +20,7 @@ import itertools
 import logging
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,9 @@ class MidpointDaemon:
         self.faults: list[HeraldFault] = []
         self.tags_holder: str | None = None  # the calibration that armed the tagger
         self._ids = itertools.count(1)
+        self.instance = uuid.uuid4().hex[:12]
+        """Told in every heartbeat: a node whose session this midpoint never heard of (it
+        restarted) learns so from a new instance."""
         self._stop = asyncio.Event()
         self._sock: zmq.asyncio.Socket | None = None
 
@@ -208,6 +212,24 @@ class MidpointDaemon:
                 problems.append(f"{driver.name}: {e}")
         return problems
 
+    def _recover(self) -> None:
+        """Leaving fault before a new session: reconnect and check every instrument."""
+        for driver in self._instruments():
+            try:
+                driver.close()
+                driver.open()
+                driver.identity()
+            except Exception as e:
+                raise QnodeError(
+                    f"midpoint {self.node} is in fault ({self.fault_reason}); "
+                    f"{driver.name} still does not answer: {e}"
+                ) from e
+        problems = self._safe_state()
+        if problems:
+            raise QnodeError(f"midpoint {self.node} still in fault: {'; '.join(problems)}")
+        log.info("midpoint %s: fault cleared (%s)", self.node, self.fault_reason)
+        self.state, self.fault_reason = "idle", ""
+
     def _enter_fault(self, reason: str) -> None:
         log.error("midpoint %s fault: %s", self.node, reason)
         self.state, self.fault_reason = "fault", reason
@@ -267,8 +289,9 @@ class MidpointDaemon:
             )
             raise QnodeError(f"not node {node}: its station key and identity are required")
         self.connected[node] = time.monotonic()
-        if self.session is not None and node in self.session.nodes:
-            self.session.last_heard = time.monotonic()
+        session = self.session
+        if session is not None and node in session.nodes and msg.get("session") == session.session:
+            session.last_heard = time.monotonic()  # a node in another session keeps none alive
         return node
 
     async def _handle(self, msg: dict, identity: bytes, sender: str | None) -> dict:
@@ -286,7 +309,7 @@ class MidpointDaemon:
             session = require(msg, {"session": str})["session"]
             if self.session is None or self.session.session != session:
                 raise QnodeError(f"no session {session!r} at the midpoint")
-            return await self._end_session("ended by " + msg["node"])
+            return await self._end_session("ended by " + msg["node"], by_node=True)
         if kind in CALIBRATION:
             return await self._calibration(msg, sender)
         if kind == "herald_fault":
@@ -317,10 +340,15 @@ class MidpointDaemon:
     # sessions -------------------------------------------------------------------------------
     async def _start_session(self, msg: dict, initiator: str) -> dict:
         require(msg, {"session": str, "protocol": str, "nodes": list})
+        current = self.session
+        if current is not None and initiator in current.nodes:
+            # a node runs one session at a time: asking for another, it has left this one
+            # (it failed, or crashed and restarted) and the session cannot go on
+            await self._end_session(f"superseded: {initiator} started {msg['session']}")
+        elif current is not None:
+            raise QnodeError(f"midpoint {self.node} is busy with session {current.session}")
         if self.state == "fault":
-            raise QnodeError(f"midpoint {self.node} is in fault: {self.fault_reason}")
-        if self.session is not None:
-            raise QnodeError(f"midpoint {self.node} is busy with session {self.session.session}")
+            await self._in_worker(self._recover)
         if self.tags_holder is not None:
             raise QnodeError(f"midpoint {self.node} is calibrating ({self.tags_holder})")
         protocol, nodes = msg["protocol"], msg["nodes"]
@@ -384,10 +412,16 @@ class MidpointDaemon:
             self._enter_fault(f"arming for the session failed: {e}")
             raise QnodeError(f"midpoint could not arm: {e}") from e
 
-    async def _end_session(self, reason: str) -> dict:
+    async def _end_session(self, reason: str, by_node: bool = False) -> dict:
+        """Close the session; one the midpoint ends itself (a fault, silent nodes), it tells
+        its nodes, so that they stop at once rather than at their herald timeouts."""
         session, self.session = self.session, None
         if session is None:
             return {}
+        if not by_node:
+            ended = pack("session_ended", next(self._ids), session=session.session, reason=reason)
+            for node in session.nodes:
+                await self._send(node, ended)
         try:
             await self._in_worker(self.tagger.set_sync_auto, False)
             await self._dispatch(session, await self._in_worker(self.tagger.read_clicks))
@@ -486,10 +520,11 @@ class MidpointDaemon:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             session = self.session.session if self.session else ""
+            beat = dict(session=session, instance=self.instance)
             for node in list(self.connected):
                 try:
                     await self._sock.send_multipart(
-                        [node.encode(), pack("heartbeat", next(self._ids), session=session)]
+                        [node.encode(), pack("heartbeat", next(self._ids), **beat)]
                     )
                 except zmq.ZMQError:
                     self.connected.pop(node, None)  # gone; it says hello when it is back
@@ -503,7 +538,7 @@ class MidpointDaemon:
         if self.session is not None:
             raise QnodeError(f"midpoint {self.node} is busy with session {self.session.session}")
         if self.state == "fault":
-            raise QnodeError(f"midpoint {self.node} is in fault: {self.fault_reason}")
+            await self._in_worker(self._recover)
         if kind == "tags_start":
             if self.tags_holder is not None:
                 raise QnodeError(f"busy: the tagger is armed for {self.tags_holder}")

@@ -20,10 +20,16 @@ class StartError(RuntimeError):
 
 
 def spawn(
-    args: list[str], ready: Path, log: Path, timeout_s: float = 30.0, env: dict | None = None
+    args: list[str],
+    ready: Path,
+    log: Path,
+    timeout_s: float = 30.0,
+    env: dict | None = None,
+    append: bool = False,
 ) -> subprocess.Popen:
-    """Run `qnode ARGS`, its output to `log`; return once `ready` exists."""
-    with open(log, "wb") as out:
+    """Run `qnode ARGS`, its output to `log` (after what is there, for a restart); return
+    once `ready` exists."""
+    with open(log, "ab" if append else "wb") as out:
         proc = subprocess.Popen([*QNODE, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
     while not Path(ready).exists():

@@ -3,7 +3,8 @@
 Fixed identity (the node's name) and the node's station key, so the other side knows who
 speaks; linger 0; one reader task that hands replies to their requests (by id) and every
 other message (heralds, heartbeats, peer checks) to a handler. A malformed message is counted
-and dropped.
+and dropped. A station that restarts serves on a new port with a new info file: the link
+notices (a stat per message) and connects to the new endpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import zmq
 import zmq.asyncio
 
 from controller.keys import node_keys
-from controller.serving import read_info
+from controller.serving import node_info_path, read_info
 from qnode.curve import client_socket
 from qnode.errors import QnodeError
 from qnode.wire import MessageError, pack, unpack
@@ -53,6 +54,7 @@ class StationLink:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self.endpoint = ""
+        self._info_stamp: tuple | None = None
 
     @property
     def connected(self) -> bool:
@@ -61,6 +63,7 @@ class StationLink:
     def connect(self) -> None:
         """Connect (again) to the station's current endpoint, from its info file."""
         self.close()
+        self._info_stamp = self._stamp()
         info = read_info(self.data_dir, self.target)
         _, secret = node_keys(self.data_dir, self.node)
         sock = client_socket(self.ctx, zmq.DEALER, secret, Path(info["server_public_key"]))
@@ -69,6 +72,33 @@ class StationLink:
         self.endpoint = info["endpoint"]
         self._sock = sock
         self._reader = asyncio.get_running_loop().create_task(self._read(sock))
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = node_info_path(self.data_dir, self.target).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+    def _ensure_current(self) -> None:
+        """Connected, and to the station as it serves now (it may have restarted)."""
+        if self._sock is None:
+            self.connect()
+            return
+        stamp = self._stamp()
+        if stamp is None or stamp == self._info_stamp:
+            return  # unchanged, or the station is down: keep the socket until it is back
+        try:
+            info = read_info(self.data_dir, self.target)
+        except QnodeError:
+            return  # being written: next time
+        if info.get("endpoint") != self.endpoint:
+            log.warning(
+                "%s: %s restarted at %s: reconnecting", self.node, self.target, info.get("endpoint")
+            )
+            self.connect()
+        else:
+            self._info_stamp = stamp
 
     def close(self) -> None:
         if self._reader is not None:
@@ -108,14 +138,12 @@ class StationLink:
 
     def send(self, kind: str, **fields) -> None:
         """Fire and forget (a peer check, a heartbeat): never blocks the loop."""
-        if self._sock is None:
-            self.connect()
+        self._ensure_current()
         with contextlib.suppress(zmq.Again):
             self._sock.send(pack(kind, next(self._ids), **fields), flags=zmq.NOBLOCK)
 
     async def request(self, kind: str, timeout_s: float = 10.0, **fields) -> dict:
-        if self._sock is None:
-            self.connect()
+        self._ensure_current()
         msg_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._waiting[msg_id] = future

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lab_truth import calibrate_nodes_from_truth
 
 from calibration.graph import ROUTINES, run_routine
 from calibration.routine import UPDATED
@@ -20,6 +19,7 @@ from controller.processes import spawn, terminate
 from controller.sessionfile import DELIVERED, OUTCOMES
 from controller.verify import verify
 from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
+from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
 from sim_backends.client import SimControl
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]

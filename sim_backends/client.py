@@ -62,9 +62,9 @@ class SimControl:
         """Fraction of the node's photons reaching its detector (0: a blocked path)."""
         self.request("physics", node=node, collection=fraction)
 
-    def heralds(self) -> list[dict]:
-        """Ground truth: every herald the physics produced."""
-        return self.request("heralds")["heralds"]
+    def heralds(self, since: int = 0) -> list[dict]:
+        """Ground truth: every herald the physics produced (from number `since` on)."""
+        return self.request("heralds", since=since)["heralds"]
 
     def truth(self, node: str | None = None) -> dict:
         return self.request("truth", node=node)["truth"]

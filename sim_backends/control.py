@@ -59,7 +59,8 @@ class ControlServer:
         if cmd == "instruments":
             return {"instruments": sorted(lab.devices)}
         if cmd == "heralds":
-            return {"heralds": list(lab.midpoint.heralds) if lab.midpoint else []}
+            heralds = lab.midpoint.heralds if lab.midpoint else []
+            return {"heralds": heralds[int(request.get("since", 0)) :], "total": len(heralds)}
         if cmd == "truth":
             return {"truth": lab.truth(request.get("node"))}
         if cmd == "physics":

@@ -123,6 +123,10 @@ class Midpoint:
         if self.sync_auto and all(s in self._waiting for s in self.sequencers):
             self.fire_sync()
 
+    def left(self, seq) -> None:
+        """A sequencer stopped waiting (synced, timed out, stopped, reset)."""
+        self._waiting.discard(seq)
+
     # attempt loops drawn at once ----------------------------------------------------------------
     async def attempts(
         self, seq, state, available: int, window_ns: int, protocol: str = "single_click"

@@ -155,7 +155,10 @@ class SimSequencer(Device):
             self.node.advance(min(waited - waited % 4, timeout_ns))
             return self._received(kind)
         finally:
-            self.status = "RUNNING"
+            if kind == "sync" and self.sync_source is not None:
+                self.sync_source.left(self)  # its ready line drops: no sync on its behalf
+            if self.status == "WAITING":  # not if STOP/SAFE/reset cancelled the wait
+                self.status = "RUNNING"
 
     async def _execute(self, program: list[Instruction]) -> None:
         node = self.node

@@ -1,11 +1,10 @@
-"""What calibration would find, taken from the simulator's hidden truth, for tests that are
-about something else (entanglement, the link layer) and must not spend minutes calibrating."""
+"""What calibration would find, taken from the simulator's hidden truth, for work that is about
+something else (entanglement tests, the benchmarks, the fault soak) and must not spend minutes
+calibrating. Only the simulated lab has a truth to take it from."""
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
 
 from controller.params import ParameterStore
 from sequences.parameters import PARAMETERS
@@ -46,7 +45,3 @@ def calibrate_nodes_from_truth(
             store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
         store.set_manual("M", "visibility", m["visibility"], "test: from the truth")
         store.set_manual("M", "phase_setpoint_deg", 0.0, "test: any set point")
-
-
-def mean_eta(sim) -> float:
-    return float(np.mean(list(sim.truth("M")["eta"].values())))
