@@ -408,7 +408,8 @@ class NodeLink:
                 self._lose(session, f"peer {session.peer} fell silent")
             elif now - session.midpoint_heard > SILENCE_S:
                 self._lose(session, f"midpoint {self.midpoint} fell silent")
-            elif session.midpoint_instance is None and now - session.opened > SILENCE_S:
+            elif session.midpoint_instance is None and now - session.opened > 2 * SILENCE_S:
+                # (after the silence check has had its chance: a killed midpoint is silent)
                 self._lose(session, f"midpoint {self.midpoint} never confirmed the session")
 
     def _lose(self, session: LinkSession, reason: str) -> None:

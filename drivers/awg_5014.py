@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 
 from drivers.base import Health
-from drivers.scpi import ScpiDriver
+from drivers.scpi import ScpiDriver, parse_records
 from qnode.errors import LimitError
 
 CHANNELS = (1, 2, 3, 4)
@@ -32,8 +32,11 @@ def encode_int_waveform(
     return words.astype("<u2").tobytes()
 
 
-def decode_int_waveform(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    words = np.frombuffer(data, dtype="<u2")
+def decode_int_waveform(
+    data: bytes, instrument: str = "AWG5014"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples in [-1, 1) and the two marker bits, from the AWG's 16-bit words."""
+    words = parse_records(instrument, "WLIS:WAV:DATA?", data, np.dtype("<u2"))
     samples = ((words & 0x3FFF).astype(np.float64) - DAC_MID) / DAC_MID
     return samples, (words >> 14) & 1, (words >> 15) & 1
 
@@ -83,7 +86,7 @@ class TektronixAwg5014(ScpiDriver):
         self.last_upload_crc32 = zlib.crc32(data)
 
     def download_waveform(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return decode_int_waveform(self.scpi.query_block(f'WLIS:WAV:DATA? "{name}"'))
+        return decode_int_waveform(self.scpi.query_block(f'WLIS:WAV:DATA? "{name}"'), self.name)
 
     def waveform_names(self) -> list[str]:
         count = self.scpi.query_int("WLIS:SIZE?")

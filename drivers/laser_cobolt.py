@@ -11,6 +11,21 @@ from drivers.scpi import parse_bool, parse_float
 from qnode.errors import InstrumentReplyError, InstrumentReportedError
 
 
+def check_set_reply(instrument: str, command: str, reply: str) -> None:
+    """A set answers OK; an error the laser reports is its own kind of error."""
+    if reply.strip() != "OK":
+        if "error" in reply.lower():
+            raise InstrumentReportedError(instrument, f"after {command!r}: {reply.strip()}")
+        raise InstrumentReplyError(instrument, f"reply to {command!r} is not OK: {reply[:40]!r}")
+
+
+def check_query_reply(instrument: str, command: str, reply: str) -> str:
+    reply = reply.strip()
+    if "error" in reply.lower():
+        raise InstrumentReportedError(instrument, f"after {command!r}: {reply}")
+    return reply
+
+
 class CoboltLaser(Driver):
     ROLE = "laser"
     FAMILY = "Cobolt 04-01 / 06-01 series (serial ASCII)"
@@ -20,17 +35,10 @@ class CoboltLaser(Driver):
     RANGES = {"power_w": (0.0, 0.5)}
 
     def _set(self, command: str) -> None:
-        reply = self.transport.query(command)
-        if reply.strip() != "OK":
-            if "error" in reply.lower():
-                raise InstrumentReportedError(self.name, f"after {command!r}: {reply.strip()}")
-            raise InstrumentReplyError(self.name, f"reply to {command!r} is not OK: {reply[:40]!r}")
+        check_set_reply(self.name, command, self.transport.query(command))
 
     def _query(self, command: str) -> str:
-        reply = self.transport.query(command).strip()
-        if "error" in reply.lower():
-            raise InstrumentReportedError(self.name, f"after {command!r}: {reply}")
-        return reply
+        return check_query_reply(self.name, command, self.transport.query(command))
 
     def identity(self) -> str:
         model = self._query("glm?")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from drivers.base import Driver
 from drivers.transport import Transport
 from qnode.errors import InstrumentReplyError, InstrumentReportedError
@@ -43,6 +45,16 @@ def parse_float(instrument: str, command: str, reply: str) -> float:
     if value != value:  # NaN is never a measured value here
         raise InstrumentReplyError(instrument, f"reply to {command!r} is NaN")
     return value
+
+
+def parse_records(instrument: str, command: str, block: bytes, dtype: np.dtype) -> np.ndarray:
+    """A binary block of fixed-size records (tags, clicks, waveform words), copied out."""
+    if len(block) % dtype.itemsize:
+        raise InstrumentReplyError(
+            instrument,
+            f"reply to {command!r}: {len(block)} bytes are not whole {dtype.itemsize}-byte records",
+        )
+    return np.frombuffer(block, dtype=dtype).copy()
 
 
 def parse_int(instrument: str, command: str, reply: str) -> int:

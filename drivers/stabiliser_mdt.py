@@ -10,6 +10,16 @@ from drivers.scpi import parse_float
 from qnode.errors import InstrumentReplyError, InstrumentReportedError
 
 
+def bracketed_value(instrument: str, command: str, reply: str) -> str:
+    """The MDT's query replies are '[value]' (after the echo has been stripped)."""
+    reply = reply.strip()
+    if not (reply.startswith("[") and reply.endswith("]")):
+        raise InstrumentReplyError(
+            instrument, f"reply to {command!r} is not '[value]': {reply[:40]!r}"
+        )
+    return reply[1:-1].strip()
+
+
 class PiezoPhaseStabiliser(Driver):
     ROLE = "phase_stabiliser"
     FAMILY = "Thorlabs MDT694B piezo controller with a phase-lock loop"
@@ -32,12 +42,7 @@ class PiezoPhaseStabiliser(Driver):
             )
 
     def _bracketed(self, command: str) -> str:
-        reply = self._exchange(command)
-        if not (reply.startswith("[") and reply.endswith("]")):
-            raise InstrumentReplyError(
-                self.name, f"reply to {command!r} is not '[value]': {reply[:40]!r}"
-            )
-        return reply[1:-1].strip()
+        return bracketed_value(self.name, command, self._exchange(command))
 
     def identity(self) -> str:
         reply = self._exchange("id?")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from drivers.base import Health
-from drivers.scpi import ScpiDriver
+from drivers.scpi import ScpiDriver, parse_records
 from qnode.errors import InstrumentReplyError
 
 INPUTS = (1, 2, 3, 4)
@@ -89,13 +89,9 @@ class TimeController(ScpiDriver):
 
     def read_tags(self) -> np.ndarray:
         expected = self.scpi.query_int("TAGS:COUN?")
-        data = self.scpi.query_block("TAGS:DATA?")
-        if len(data) % TAG_DTYPE.itemsize:
-            raise InstrumentReplyError(
-                self.name,
-                f"tag block of {len(data)} bytes is not whole {TAG_DTYPE.itemsize}-byte tags",
-            )
-        tags = np.frombuffer(data, dtype=TAG_DTYPE)
+        tags = parse_records(
+            self.name, "TAGS:DATA?", self.scpi.query_block("TAGS:DATA?"), TAG_DTYPE
+        )
         if tags.size != expected:
             raise InstrumentReplyError(
                 self.name, f"TAGS:COUN? said {expected} tags, the block holds {tags.size}"
@@ -113,14 +109,9 @@ class TimeController(ScpiDriver):
 
     def read_clicks(self) -> np.ndarray:
         """The herald logic's clicks since the last read (CLICK_DTYPE), oldest first."""
-        data = self.scpi.query_block("CLIC:DATA?")
-        if len(data) % CLICK_DTYPE.itemsize:
-            raise InstrumentReplyError(
-                self.name,
-                f"click block of {len(data)} bytes is not whole {CLICK_DTYPE.itemsize}-byte "
-                "records",
-            )
-        return np.frombuffer(data, dtype=CLICK_DTYPE).copy()
+        return parse_records(
+            self.name, "CLIC:DATA?", self.scpi.query_block("CLIC:DATA?"), CLICK_DTYPE
+        )
 
     def safe_state(self) -> None:
         self.scpi.write("TAGS:STOP")

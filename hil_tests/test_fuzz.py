@@ -8,9 +8,17 @@ from hypothesis import strategies as st
 
 from controller.herald_logic import classify
 from controller.labconfig import parse_lab
-from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int
-from drivers.tagger_idq import CLICK_DTYPE
-from qnode.errors import InstrumentReplyError, LabConfigError, ProgramError
+from drivers.awg_5014 import DAC_MID, decode_int_waveform
+from drivers.laser_cobolt import check_query_reply, check_set_reply
+from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int, parse_records
+from drivers.stabiliser_mdt import bracketed_value
+from drivers.tagger_idq import CLICK_DTYPE, TAG_DTYPE
+from qnode.errors import (
+    InstrumentReplyError,
+    InstrumentReportedError,
+    LabConfigError,
+    ProgramError,
+)
 from qnode.wire import MessageError, pack, require, unpack
 from sequences.program import assemble, decode, decode_events
 from sim_backends.device import CommandError
@@ -99,6 +107,37 @@ def test_reply_parsers_take_any_reply(reply):
             parse(reply)
         except InstrumentReplyError as e:
             assert "X.mw" in str(e)
+
+
+@FAST
+@given(TEXT)
+def test_serial_reply_checks_take_any_reply(reply):
+    """The laser's OK/error replies and the piezo controller's '[value]' replies."""
+    for check in (
+        lambda r: check_set_reply("X.laser", "p 0.01", r),
+        lambda r: check_query_reply("X.laser", "p?", r),
+        lambda r: parse_float("X.piezo", "xvoltage?", bracketed_value("X.piezo", "xvoltage?", r)),
+    ):
+        try:
+            check(reply)
+        except (InstrumentReplyError, InstrumentReportedError) as e:
+            assert "X." in str(e)
+
+
+@FAST
+@given(st.binary(max_size=200), st.sampled_from([TAG_DTYPE, CLICK_DTYPE, np.dtype("<u2")]))
+def test_binary_blocks_of_any_length(block, dtype):
+    """Tags, clicks and waveform words: whole records, or a clear error (never numpy's)."""
+    try:
+        records = parse_records("X.tagger", "DATA?", block, dtype)
+    except InstrumentReplyError as e:
+        assert "not whole" in str(e) and len(block) % dtype.itemsize
+        return
+    assert records.size * dtype.itemsize == len(block)
+    if dtype == np.dtype("<u2"):
+        samples, m1, m2 = decode_int_waveform(block)
+        top = (0x3FFF - DAC_MID) / DAC_MID  # the 14-bit DAC's codes span [-1, 1 + 1/8191]
+        assert ((samples >= -1) & (samples <= top)).all() and set(m1) | set(m2) <= {0, 1}
 
 
 @FAST

@@ -106,6 +106,12 @@ class Device:
         """What a test may inspect from the outside (the control channel's `state`)."""
         return {}
 
+    @property
+    def command_table(self) -> list[tuple[re.Pattern, Handler]]:
+        """Header patterns and their handlers, in matching order (read-only: the fuzz tests
+        draw headers from it)."""
+        return list(self._commands)
+
     # machinery ------------------------------------------------------------------------------
     def add(self, spec: str, handler: Handler) -> None:
         pattern = scpi_pattern(spec) if self.scpi_headers else re.compile(re.escape(spec), re.I)
