@@ -252,23 +252,35 @@ def bench_herald(data_dir: Path) -> dict:
 # entanglement through the whole stack ------------------------------------------------------
 def bench_entangle(lab, resource_map: Path, sim, data_dir: Path) -> dict:
     from controller.client import NodeClient
-    from controller.entangle import ensure_daemons
+    from controller.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+    from controller.verify import verify
     from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
 
     calibrate_nodes_from_truth(data_dir, sim)
     procs = ensure_daemons(lab, ["A", "B", "M"], resource_map, data_dir / "logs")
     try:
-        with NodeClient.for_lab(lab, "A", timeout_s=30) as a:
+        with (
+            NodeClient.for_lab(lab, "A", timeout_s=30) as a,
+            NodeClient.for_lab(lab, "B", timeout_s=30) as b,
+        ):
+            readout = {"A": readout_of(a), "B": readout_of(b)}  # for the verification
+            before = len(sim.heralds())
             pairs = 2000
             t = time.perf_counter()
-            started = a.entangle(pairs, "single_click", fidelity_min=0.8, delivery="Z")
+            started = a.entangle(pairs, "single_click", fidelity_min=0.8, delivery="verify")
             summary = a.wait_session(started["session"], poll_s=0.05)
             wall = time.perf_counter() - t
+            files = [c.session_data(started["session"])["pairs"] for c in (a, b)]
+            verified = verify(*files, readout["A"], readout["B"], READOUT_SHOTS)
+            truth = sim.heralds(since=before)
     finally:
         for proc in reversed(procs):
             terminate(proc)
     stats = summary["stats"]
     return {
+        "fidelity_verified": verified.fidelity,
+        "fidelity_verified_ci95": [verified.low, verified.high],
+        "fidelity_truth": float(np.mean([h["fidelity"] for h in truth])),
         "pairs_per_wall_s": stats["delivered"] / wall,
         "attempts_per_wall_s": stats["attempts"] / wall,
         "target_pairs_per_s": 200,
@@ -345,6 +357,15 @@ def render(results: dict) -> None:
             f"p {e['p_success']:.3g} (model {e['p_success_model']:.3g})",
             f"{e['ratio_to_target']:.2f} of target",
             ">= 200 pairs/s",
+        )
+        low, high = e["fidelity_verified_ci95"]
+        table.add_row(
+            "fidelity (NV)",
+            f"{e['fidelity_verified']:.3f} verified [{low:.3f}, {high:.3f}]; "
+            f"{e['fidelity_truth']:.3f} true",
+            f"{e['fidelity_model']:.3f} model",
+            f"{e['fidelity_truth'] / e['fidelity_model']:.3f} (true/model)",
+            "-",
         )
     d = results.get("demo")
     if d:

@@ -63,3 +63,25 @@ def test_sequence_outputs_and_safe_state(open_driver, maybe_sim):
     if maybe_sim:
         state = maybe_sim.state(awg.name)
         assert not any(state["outputs"].values()) and state["running"] is False
+
+
+def test_upload_again_overwrites_and_survives_a_delete_behind_its_back(
+    open_driver, sim, lab, resources
+):
+    awg = open_driver("awg")
+    first, second = np.full(5000, 0.25), np.linspace(-0.5, 0.5, 5000)
+    awg.upload_waveform("again", first)
+    mark = sim.log_size(awg.name)
+    awg.upload_waveform("again", second)  # same name and length: the data only
+    sent = sim.log(awg.name, since=mark)[1]
+    assert not any("DEL" in c or "NEW" in c for c in sent), sent
+    assert sim.state(awg.name)["waveforms"]["again"]["crc32"] == awg.last_upload_crc32
+    # another client deletes it (as the front panel could): the next upload makes it again
+    other = lab.make_driver(*awg.name.split(".", 1), resources)
+    with other:
+        other.scpi.write('WLIS:WAV:DEL "again"')
+    awg.upload_waveform("again", first)
+    assert sim.state(awg.name)["waveforms"]["again"]["crc32"] == zlib.crc32(
+        encode_int_waveform(first)
+    )
+    assert awg.scpi.errors() == []  # the refused data write left nothing in the queue
