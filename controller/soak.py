@@ -327,7 +327,7 @@ def run_session(
     reason counted in `refusals`)."""
     peer = next(n for n in NODES if n != initiator)
     try:
-        with stations.client(initiator, timeout_s=15.0) as client:
+        with stations.client(initiator, timeout_s=30.0) as client:  # peer + midpoint: 20 s
             started = client.entangle(
                 SESSION_PAIRS,
                 "single_click",
