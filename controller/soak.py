@@ -8,13 +8,9 @@ each fault of the menu once, in random order, then again. Meanwhile a monitor po
 station's state and adds up the time each spends in its safe state (a fault). When the time is
 up the injector stops, every instrument fault is cleared and one more session must complete.
 
-The audit then reads every node's session file and the simulator's heralds:
-- delivered: pairs both nodes hold as delivered;
-- lost: pairs one node holds and the other does not, and pairs the initiator reported to the
-  operator that are not in the files;
-- double-counted: a pair listed twice in a file, or two delivered pairs from one herald;
-- phantom: a delivered pair with no herald of the physics behind it, or with another outcome;
-- faults recovered: faults after which a session started and completed.
+The audit (controller/soak_audit.py) then reads every node's session file and the
+simulator's heralds: pairs delivered, lost, double-counted, without a herald of the physics;
+and a fault counts as recovered once a session that started after it completed.
 The exit code is 0 only with no pair lost, double-counted or phantom and every fault recovered.
 """
 
@@ -37,7 +33,8 @@ from controller.client import NodeClient
 from controller.labconfig import LabConfig, read_resource_map
 from controller.processes import spawn, terminate
 from controller.serving import node_info_path
-from controller.sessionfile import DELIVERED, OUTCOMES, find_session_files, read_session
+from controller.sessionfile import find_session_files, read_session
+from controller.soak_audit import MIDPOINT, NODES, Audit, audit, reason_kind
 from qnode.errors import QnodeError
 from sim_backends.client import SimControl, SimControlError
 
@@ -45,8 +42,6 @@ INSTRUMENT_FAULTS = ("freeze", "garble", "drop", "reset", "delay")
 HERALD_FAULTS = ("herald_drop", "herald_duplicate", "herald_delay", "herald_garble")
 RESTARTS = ("restart_node", "restart_midpoint")
 FAULT_MENU = INSTRUMENT_FAULTS + HERALD_FAULTS + RESTARTS
-NODES = ("A", "B")
-MIDPOINT = "M"
 SESSION_PAIRS = 150
 SESSION_DEADLINE_S = 60.0
 FIDELITY_MIN = 0.8
@@ -78,24 +73,6 @@ class SessionRun:
     reason: str = ""
     reported: int | None = None
     """Delivered pairs, as the initiator's summary told the operator."""
-
-
-@dataclass
-class Audit:
-    sessions: int = 0
-    delivered: int = 0
-    lost: int = 0
-    double_counted: int = 0
-    phantom: int = 0
-    truth_heralds: int = 0
-    unsent_heralds: int = 0
-    """Heralds of the physics the midpoint never sent (it was killed, its tagger failed, or
-    they came after the session ended there): never pairs."""
-    unrecorded_heralds: int = 0
-    """Heralds the midpoint sent that no node recorded (a node killed before its batch was
-    written, a session ending): never delivered, so not lost, but counted."""
-    discarded: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -336,7 +313,7 @@ def run_session(
                 delivery="verify",
             )
     except QnodeError as e:
-        refusals[_reason_kind(f"{initiator}: {e}")] += 1
+        refusals[reason_kind(f"{initiator}: {e}")] += 1
         return None
     run = SessionRun(started["session"], initiator, clock())
     give_up = time.monotonic() + deadline_s + 60.0
@@ -356,89 +333,6 @@ def run_session(
             return run
     run.ended, run.state, run.reason = clock(), "lost", "no node could say how it ended"
     return run
-
-
-# the audit -----------------------------------------------------------------------------------
-def audit(data_dir: Path, truth: list[dict], runs: list[SessionRun]) -> Audit:
-    """Every node's session files against each other and the physics' heralds."""
-    result = Audit(truth_heralds=len(truth))
-    by_generation = {h["generation"]: h for h in truth}
-    files: dict[str, dict[str, dict]] = {}
-    for path in find_session_files(data_dir):
-        info = read_session(path)
-        files.setdefault(str(info["session"]), {})[str(info["node"])] = info
-    reported = {r.session: r.reported for r in runs if r.reported is not None}
-    recorded: set[int] = set()
-    used: Counter = Counter()
-    discarded: Counter = Counter()
-    for session, by_node in sorted(files.items()):
-        result.sessions += 1
-        missing = [n for n in NODES if n not in by_node]
-        for node, info in by_node.items():
-            if info["status"] == "running":
-                result.problems.append(f"{session}: {node}'s file was never closed or reconciled")
-        delivered: dict[str, list[str]] = {}
-        rows: dict[str, dict] = {}
-        sync_of: dict[int, int] = {}
-        for node, info in by_node.items():
-            heralds = info["heralds"]
-            recorded.update(int(s) for s in heralds["sync"])
-            sync_of.update(zip(heralds["shot"].tolist(), heralds["sync"].tolist(), strict=True))
-            pairs = info["pairs"]
-            ids = [r["id"].decode() for r in pairs if r["status"] == DELIVERED]
-            delivered[node] = ids
-            twice = len(ids) - len(set(ids))
-            if twice:
-                result.double_counted += twice
-                result.problems.append(f"{session}: {node} lists {twice} pair(s) twice")
-            for r in pairs:
-                if r["status"] == DELIVERED:
-                    rows[r["id"].decode()] = r
-                else:
-                    discarded[_reason_kind(r["reason"].decode())] += 1
-        sets = [set(ids) for ids in delivered.values()]
-        agreed = set.intersection(*sets) if len(sets) == len(NODES) else set()
-        one_sided = set.union(*sets) - agreed if sets else set()
-        if one_sided:
-            result.lost += len(one_sided)
-            holders = {n: len(set(delivered[n]) - agreed) for n in sorted(delivered)}
-            result.problems.append(
-                f"{session}: pairs held by one node only {holders}"
-                + (f" (no file from {', '.join(missing)})" if missing else "")
-            )
-        if session in reported and reported[session] > len(agreed):
-            short = reported[session] - len(agreed)
-            result.lost += short
-            result.problems.append(f"{session}: {short} reported pair(s) not in the files")
-        result.delivered += len(agreed)
-        for pair_id in sorted(agreed):
-            row = rows[pair_id]
-            generation = sync_of.get(int(row["shot"]))
-            herald = by_generation.get(generation)
-            if herald is None or herald["attempts"] != int(row["attempt"]):
-                result.phantom += 1
-                result.problems.append(f"{session}: {pair_id} has no herald of the physics")
-                continue
-            if herald["outcome"] != OUTCOMES[int(row["outcome"])]:
-                result.phantom += 1
-                result.problems.append(f"{session}: {pair_id} has another outcome than its herald")
-            used[generation] += 1
-    for generation, n in used.items():
-        if n > 1:
-            result.double_counted += n - 1
-            result.problems.append(f"herald {generation} delivered {n} times")
-    sent: set[int] = set()
-    for path in (Path(data_dir) / "runs").glob(f"*/*_{MIDPOINT}_heralds.h5"):
-        sent.update(int(g) for g in read_session(path)["heralds"]["sync"])
-    result.unsent_heralds = sum(1 for g in by_generation if g not in sent)
-    result.unrecorded_heralds = sum(1 for g in by_generation if g in sent and g not in recorded)
-    result.discarded = dict(discarded)
-    return result
-
-
-def _reason_kind(reason: str) -> str:
-    """Discard reasons without their numbers, so that they count together."""
-    return " ".join(w for w in reason.split() if not any(c.isdigit() for c in w))[:90]
 
 
 # the command -----------------------------------------------------------------------------------
@@ -541,7 +435,8 @@ def soak(
         if monitor is not None:
             monitor.stop.set()
         stations.stop_all()  # files closed before they are read
-    result = audit(lab.data_dir, truth, runs)
+    reported = {r.session: r.reported for r in runs if r.reported is not None}
+    result = audit(lab.data_dir, truth, reported)
     result.problems += [f"injector: {e}" for e in injector.errors]
     return SoakReport(
         seed=seed,
@@ -616,20 +511,17 @@ def render(report: SoakReport, console: Console) -> None:
         after = "-" if f.recovered is None else f"{f.recovered - f.injected:.1f}"
         faults.add_row(f"{f.injected:.1f}", f.kind, f.target, f.detail, after)
     console.print(faults)
-    if a.discarded:
-        reasons = Table(title="discarded heralded shots, by reason")
-        reasons.add_column("reason")
-        reasons.add_column("shots", justify="right")
-        for reason, n in sorted(a.discarded.items(), key=lambda kv: -kv[1]):
-            reasons.add_row(reason, str(n))
-        console.print(reasons)
-    if report.refusals:
-        refused = Table(title="sessions refused, by reason")
-        refused.add_column("reason")
-        refused.add_column("times", justify="right")
-        for reason, n in sorted(report.refusals.items(), key=lambda kv: -kv[1]):
-            refused.add_row(reason, str(n))
-        console.print(refused)
+    for title, unit, counts in (
+        ("discarded heralded shots, by reason", "shots", a.discarded),
+        ("sessions refused, by reason", "times", report.refusals),
+    ):
+        if counts:
+            by_reason = Table(title=title)
+            by_reason.add_column("reason")
+            by_reason.add_column(unit, justify="right")
+            for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                by_reason.add_row(reason, str(n))
+            console.print(by_reason)
     for problem in a.problems:
         console.print(f"[red]{problem}[/]")
     verdict = "[green]clean[/]" if report.clean else "[red]NOT clean[/]"

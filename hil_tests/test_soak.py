@@ -13,7 +13,8 @@ import pytest
 
 from controller.processes import QNODE
 from controller.sessionfile import DELIVERED, DISCARDED, HERALD_ROW, PAIR_ROW, SessionFile
-from controller.soak import FAULT_MENU, SessionRun, audit
+from controller.soak import FAULT_MENU
+from controller.soak_audit import audit
 
 SESSION = "20261122-000000-abcdef"
 
@@ -64,7 +65,7 @@ GOOD = [
 
 def test_audit_of_agreeing_files_counts_the_pairs_and_nothing_else(tmp_path):
     write_files(tmp_path, {"A": GOOD, "B": GOOD}, HERALDS)
-    result = audit(tmp_path, TRUTH, [SessionRun(SESSION, "A", 0.0, 1.0, "completed", "", 2)])
+    result = audit(tmp_path, TRUTH, {SESSION: 2})
     assert (result.delivered, result.lost, result.double_counted, result.phantom) == (2, 0, 0, 0)
     assert result.unsent_heralds == 1  # generation 104 never reached the midpoint's files
     assert result.unrecorded_heralds == 0
@@ -74,14 +75,14 @@ def test_audit_of_agreeing_files_counts_the_pairs_and_nothing_else(tmp_path):
 
 def test_audit_finds_a_pair_one_node_holds_alone(tmp_path):
     write_files(tmp_path, {"A": GOOD, "B": GOOD[:1]}, HERALDS)
-    result = audit(tmp_path, TRUTH, [])
+    result = audit(tmp_path, TRUTH, {})
     assert (result.delivered, result.lost) == (1, 1)
     assert "pairs held by one node only {'A': 1, 'B': 0}" in result.problems[0]
 
 
 def test_audit_finds_pairs_reported_but_not_recorded(tmp_path):
     write_files(tmp_path, {"A": GOOD, "B": GOOD}, HERALDS)
-    result = audit(tmp_path, TRUTH, [SessionRun(SESSION, "A", 0.0, 1.0, "completed", "", 5)])
+    result = audit(tmp_path, TRUTH, {SESSION: 5})
     assert result.lost == 3
     assert "3 reported pair(s) not in the files" in result.problems[0]
 
@@ -89,7 +90,7 @@ def test_audit_finds_pairs_reported_but_not_recorded(tmp_path):
 def test_audit_finds_a_pair_counted_twice(tmp_path):
     twice = [*GOOD, GOOD[0]]
     write_files(tmp_path, {"A": twice, "B": twice}, HERALDS)
-    result = audit(tmp_path, TRUTH, [])
+    result = audit(tmp_path, TRUTH, {})
     assert result.double_counted == 2  # once in each node's file
     assert result.delivered == 2
 
@@ -98,7 +99,7 @@ def test_audit_finds_two_pairs_from_one_herald(tmp_path):
     # the same shot delivered under two ids (a duplicated herald taken as a new one)
     pairs = [*GOOD, (f"{SESSION}:0:7b", 0, 7, 1, DELIVERED)]
     write_files(tmp_path, {"A": pairs, "B": pairs}, HERALDS)
-    result = audit(tmp_path, TRUTH, [])
+    result = audit(tmp_path, TRUTH, {})
     assert result.double_counted == 1
     assert "herald 101 delivered 2 times" in result.problems
 
@@ -109,7 +110,7 @@ def test_audit_finds_pairs_the_physics_never_heralded(tmp_path):
         (f"{SESSION}:1:3", 1, 3, 1, DELIVERED),  # psi+ where the physics made psi-
     ]
     write_files(tmp_path, {"A": wrong, "B": wrong}, HERALDS)
-    result = audit(tmp_path, TRUTH, [])
+    result = audit(tmp_path, TRUTH, {})
     assert result.phantom == 2
     assert any("has no herald of the physics" in p for p in result.problems)
     assert any("another outcome" in p for p in result.problems)
