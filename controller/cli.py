@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -608,8 +609,15 @@ def soak(
         raise _fail(f"--calibration {calibration!r}: truth or routines", 2)
     if out is None:
         out = Path("soak-output") / time.strftime(f"%Y%m%d-%H%M%S-seed{seed}")
+
+    def stop(signum, frame):  # SIGTERM as Ctrl-C: the soak stops what it started
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         report = run_soak(config, minutes, seed, out, interval_s, calibration, console)
+    except KeyboardInterrupt:
+        raise _fail(f"soak stopped before its end (no report); its files: {out}", 130) from None
     except QnodeError as e:
         raise _fail(str(e)) from None
     render(report, console)

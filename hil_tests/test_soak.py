@@ -5,12 +5,17 @@ error; then a two-minute `qnode soak` runs on a simulated lab of its own and mus
 double-count nothing, with every kind of fault of the menu injected and recovered from.
 """
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from controller.labconfig import DEFAULT_LAB
 from controller.processes import QNODE
 from controller.sessionfile import DELIVERED, DISCARDED, HERALD_ROW, PAIR_ROW, SessionFile
 from controller.soak import FAULT_MENU
@@ -116,16 +121,50 @@ def test_audit_finds_pairs_the_physics_never_heralded(tmp_path):
     assert any("another outcome" in p for p in result.problems)
 
 
-@pytest.mark.timeout(330)
+def soak_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """`qnode soak ARGS` in a process group of its own: on a timeout the whole group (its
+    simulated lab and daemons too) is stopped, and the test fails."""
+    proc = subprocess.Popen(
+        [*QNODE, "soak", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the soak stops its lab and daemons
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"qnode soak {' '.join(args)} still running after {timeout_s} s")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_soak_refuses_a_lab_with_real_instruments(tmp_path):
+    text = Path(DEFAULT_LAB).read_text()
+    real = tmp_path / "real.toml"
+    real.write_text(
+        text.replace('\nresource = "sim"', '\nresource = "TCPIP::10.0.0.5::5025::SOCKET"', 1)
+    )
+    result = soak_cli("--minutes", "1", "--lab", str(real), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "needs a fully simulated lab" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_soak_refuses_an_unknown_calibration(tmp_path):
+    result = soak_cli("--minutes", "1", "--calibration", "guess", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--calibration 'guess': truth or routines" in result.stderr
+
+
+@pytest.mark.timeout(360)
 def test_two_minute_soak_loses_and_double_counts_no_pair(tmp_path):
     out = tmp_path / "soak"
-    proc = subprocess.run(
-        [*QNODE, "soak", "--minutes", "2", "--seed", "11", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=320,
-        check=False,
-    )
+    proc = soak_cli("--minutes", "2", "--seed", "11", "--out", str(out), timeout_s=300)
     assert (out / "report.json").exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
     a = report["audit"]
