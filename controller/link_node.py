@@ -371,6 +371,8 @@ class NodeLink:
         prepared = await loop.run_in_executor(
             None, runtime.prepare, sequence, Sweep(), daemon.data_dir
         )
+        if session.ending is not None:  # it ended while preparing (prepare clears the abort)
+            runtime.abort_event.set()
         session.file.add_run(prepared.progress.run_id)
         for k in range(first_shot, first_shot + shots):
             session.basis_of[k] = basis
@@ -485,6 +487,10 @@ class NodeLink:
             require(msg, {"round": int, "status": str})
             session.peer_round_status = msg["status"]
             session.peer_round_done.set()
+            if msg["status"] != "completed" and session.ending is None:
+                # the peer's run failed: this node's would wait for a sync that never comes
+                session.ending = ("failed", f"{session.peer}: {msg['status']}")
+                self.daemon.runtime.abort_event.set()
             return {}
         if kind == "pair_check":
             session.on_peer_check(msg)
@@ -594,11 +600,12 @@ class NodeLink:
             progress = await self._run_round(
                 session, msg["round"], msg["first_shot"], msg["shots"], msg["basis"]
             )
-            status = (
-                progress.status
-                if progress.status == "completed"
-                else (f"run {progress.status}: {progress.reason}")
-            )
+            if progress.status == "completed":
+                status = "completed"
+            elif session.ending is not None:  # aborted because the session ended: say why
+                status = f"run {progress.status}: {session.ending[1]}"
+            else:
+                status = f"run {progress.status}: {progress.reason}"
         except Exception as e:
             status = f"round failed: {e}"
         self._to_peer("round_done", session=session.session, round=msg["round"], status=status)

@@ -48,6 +48,8 @@ FIDELITY_MIN = 0.8
 FINAL_TRIES = 3
 RECONCILE_WAIT_S = 60.0
 MONITOR_S = 0.25
+MIN_SESSION_S = 5.0
+"""No new session with less time than this left (its deadline would end it)."""
 
 
 @dataclass
@@ -382,8 +384,7 @@ def soak(
         with progress:
             task = progress.add_task("soak", total=minutes * 60, text="")
             turn = 0
-            while time.monotonic() < end:
-                left = end - time.monotonic()
+            while (left := end - time.monotonic()) > MIN_SESSION_S:
                 run = run_session(
                     stations, NODES[turn % 2], clock, min(SESSION_DEADLINE_S, left), refusals
                 )

@@ -252,7 +252,8 @@ def test_ion_sessions_match_truth_and_the_model(ion_lab, protocol):
     lab, sim = ion_lab
     with NodeClient.for_lab(lab, "A", timeout_s=30) as a, NodeClient.for_lab(lab, "B") as b:
         before = len(sim.heralds())
-        pairs = 300 if protocol == "single_click" else 150
+        # a few hundred per basis: the readout correction (ion F1 ~0.92) widens the interval
+        pairs = 900 if protocol == "single_click" else 150
         started = a.entangle(pairs, protocol, fidelity_min=0.8, delivery="verify", deadline_s=200)
         summary = a.wait_session(started["session"], timeout_s=250)
         assert summary["state"] == "completed", summary

@@ -215,3 +215,29 @@ def test_peer_messages_with_a_known_but_wrong_key_are_refused(stations):
     assert status["refused_peer_messages"] == 2
     assert status["state"] == "idle" and status["session"] is None
     assert "refused" in stations["A"].log()
+
+
+def test_a_failed_run_on_the_responder_ends_the_initiators_round_at_once(stations, sim, data_dir):
+    """B's microwave source stops answering: B's next round fails before its sequencer
+    starts (B faults, safe state) and B reports it; A stops its own run at once instead of
+    waiting for a shared sync that cannot come (its stall watchdog would take 10 s)."""
+    a = stations["A"].client
+    started = a.entangle(20_000, "single_click", delivery="Z", deadline_s=120)
+    deadline = time.monotonic() + 60
+    while a.session(started["session"])["stats"]["delivered"] < 50:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sim.fault("B.mw", "freeze")
+    frozen = time.monotonic()
+    try:
+        summary = a.wait_session(started["session"], poll_s=0.05, timeout_s=60)
+        ended_after = time.monotonic() - frozen
+    finally:
+        sim.fault("B.mw", "unfreeze")
+    assert summary["state"] == "failed"
+    assert summary["reason"].startswith("B: run failed"), summary["reason"]
+    assert "B.mw" in summary["reason"]
+    # B's timeout (1 s) and safe state, then A's abort: well before A's 10 s stall watchdog
+    assert ended_after < 8.0, ended_after
+    assert stations["B"].client.status()["state"] == "fault"
+    assert_agree(session_files(data_dir, started["session"]))
