@@ -472,12 +472,16 @@ def wait_for_reconciled(data_dir: Path, timeout_s: float = RECONCILE_WAIT_S) -> 
     """A restarted node reconciles the session it crashed in with its peer; wait for that."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        running = [
-            p for p in find_session_files(data_dir) if read_session(p)["status"] == "running"
-        ]
-        if not running:
+        if not any(_still_running(p) for p in find_session_files(data_dir)):
             return
         time.sleep(0.5)
+
+
+def _still_running(path: Path) -> bool:
+    try:
+        return read_session(path)["status"] == "running"
+    except OSError:  # being created (not yet in SWMR mode) or replaced: look again
+        return True
 
 
 def render(report: SoakReport, console: Console) -> None:

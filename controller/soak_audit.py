@@ -46,7 +46,11 @@ def audit(data_dir: Path, truth: list[dict], reported: dict[str, int]) -> Audit:
     by_generation = {h["generation"]: h for h in truth}
     files: dict[str, dict[str, dict]] = {}
     for path in find_session_files(data_dir):
-        info = read_session(path)
+        try:
+            info = read_session(path)
+        except OSError as e:  # its pairs count as missing: the other node's become lost
+            result.problems.append(f"{path.name}: unreadable ({e})")
+            continue
         files.setdefault(str(info["session"]), {})[str(info["node"])] = info
     recorded: set[int] = set()
     used: Counter = Counter()
@@ -109,7 +113,10 @@ def audit(data_dir: Path, truth: list[dict], reported: dict[str, int]) -> Audit:
             result.problems.append(f"herald {generation} delivered {n} times")
     sent: set[int] = set()
     for path in (Path(data_dir) / "runs").glob(f"*/*_{MIDPOINT}_heralds.h5"):
-        sent.update(int(g) for g in read_session(path)["heralds"]["sync"])
+        try:
+            sent.update(int(g) for g in read_session(path)["heralds"]["sync"])
+        except OSError as e:
+            result.problems.append(f"{path.name}: unreadable ({e})")
     result.unsent_heralds = sum(1 for g in by_generation if g not in sent)
     result.unrecorded_heralds = sum(1 for g in by_generation if g in sent and g not in recorded)
     result.discarded = dict(discarded)

@@ -121,6 +121,15 @@ def test_audit_finds_pairs_the_physics_never_heralded(tmp_path):
     assert any("another outcome" in p for p in result.problems)
 
 
+def test_audit_counts_the_pairs_of_an_unreadable_file_as_lost(tmp_path):
+    write_files(tmp_path, {"A": GOOD, "B": GOOD}, HERALDS)
+    broken = next((tmp_path / "runs").glob(f"*/{SESSION}_B_entangle.h5"))
+    broken.write_bytes(b"not an HDF5 file")  # as a writer killed while creating it leaves
+    result = audit(tmp_path, TRUTH, {})
+    assert (result.delivered, result.lost) == (0, 2)
+    assert any("unreadable" in p for p in result.problems)
+
+
 def soak_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
     """`qnode soak ARGS` in a process group of its own: on a timeout the whole group (its
     simulated lab and daemons too) is stopped, and the test fails."""
