@@ -113,17 +113,24 @@ def test_garbled_herald_is_counted_and_its_pair_discarded(stations, data_dir):
     assert_agree(files)
 
 
-def kill_mid_run(stations, data_dir, victim: str):
+def long_session_under_way(stations) -> str:
+    """A session of many pairs from A, once its first 50 are delivered; its id."""
     a = stations["A"].client
     started = a.entangle(20_000, "single_click", delivery="Z", deadline_s=120)
     deadline = time.monotonic() + 60
     while a.session(started["session"])["stats"]["delivered"] < 50:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return started["session"]
+
+
+def kill_mid_run(stations, data_dir, victim: str):
+    a = stations["A"].client
+    session = long_session_under_way(stations)
     stations[victim].proc.kill()
     stations[victim].proc.wait(10)
-    summary = a.wait_session(started["session"], timeout_s=60)
-    return summary, session_files(data_dir, started["session"])
+    summary = a.wait_session(session, timeout_s=60)
+    return summary, session_files(data_dir, session)
 
 
 def test_peer_killed_mid_run_ends_the_session_and_both_files_agree(
@@ -222,15 +229,11 @@ def test_a_failed_run_on_the_responder_ends_the_initiators_round_at_once(station
     starts (B faults, safe state) and B reports it; A stops its own run at once instead of
     waiting for a shared sync that cannot come (its stall watchdog would take 10 s)."""
     a = stations["A"].client
-    started = a.entangle(20_000, "single_click", delivery="Z", deadline_s=120)
-    deadline = time.monotonic() + 60
-    while a.session(started["session"])["stats"]["delivered"] < 50:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    session = long_session_under_way(stations)
     sim.fault("B.mw", "freeze")
     frozen = time.monotonic()
     try:
-        summary = a.wait_session(started["session"], poll_s=0.05, timeout_s=60)
+        summary = a.wait_session(session, poll_s=0.05, timeout_s=60)
         ended_after = time.monotonic() - frozen
     finally:
         sim.fault("B.mw", "unfreeze")
@@ -240,4 +243,4 @@ def test_a_failed_run_on_the_responder_ends_the_initiators_round_at_once(station
     # B's timeout (1 s) and safe state, then A's abort: well before A's 10 s stall watchdog
     assert ended_after < 8.0, ended_after
     assert stations["B"].client.status()["state"] == "fault"
-    assert_agree(session_files(data_dir, started["session"]))
+    assert_agree(session_files(data_dir, session))
