@@ -401,10 +401,11 @@ class NodeLink:
             session.sweep_timeouts()
             session.flush_heralds()
             with contextlib.suppress(Exception):
-                self.link_to(session.peer).send("peer_heartbeat", session=session.session)
-                self.link_to(self.midpoint).send(
-                    "heartbeat", node=self.node, session=session.session
-                )
+                peer, midpoint = self.link_to(session.peer), self.link_to(self.midpoint)
+                peer.refresh()  # a restarted station: reconnect within a heartbeat period
+                midpoint.refresh()
+                peer.send("peer_heartbeat", session=session.session)
+                midpoint.send("heartbeat", node=self.node, session=session.session)
             now = time.monotonic()
             if now - session.peer_heard > SILENCE_S:
                 self._lose(session, f"peer {session.peer} fell silent")
@@ -415,7 +416,8 @@ class NodeLink:
                 self._lose(session, f"midpoint {self.midpoint} never confirmed the session")
 
     def _lose(self, session: LinkSession, reason: str) -> None:
-        """The peer or the midpoint is gone: stop the run; the session ends as failed."""
+        """The peer or the midpoint is gone (or the peer's round failed): stop the run; the
+        session ends as failed."""
         if session.ending is not None or self.session is not session:
             return
         log.error("%s: session %s: %s", self.node, session.session, reason)
@@ -487,10 +489,9 @@ class NodeLink:
             require(msg, {"round": int, "status": str})
             session.peer_round_status = msg["status"]
             session.peer_round_done.set()
-            if msg["status"] != "completed" and session.ending is None:
+            if msg["status"] != "completed":
                 # the peer's run failed: this node's would wait for a sync that never comes
-                session.ending = ("failed", f"{session.peer}: {msg['status']}")
-                self.daemon.runtime.abort_event.set()
+                self._lose(session, f"{session.peer}: {msg['status']}")
             return {}
         if kind == "pair_check":
             session.on_peer_check(msg)

@@ -3,8 +3,9 @@
 Fixed identity (the node's name) and the node's station key, so the other side knows who
 speaks; linger 0; one reader task that hands replies to their requests (by id) and every
 other message (heralds, heartbeats, peer checks) to a handler. A malformed message is counted
-and dropped. A station that restarts serves on a new port with a new info file: the link
-notices (a stat per message) and connects to the new endpoint.
+and dropped. A station that restarts serves on a new port with a new info file: `refresh`
+(before every request, and from the session's heartbeat tick) notices it and reconnects, so
+the fire-and-forget path of the pair messages does no file I/O.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class StationLink:
             return None
         return (st.st_mtime_ns, st.st_ino, st.st_size)
 
-    def _ensure_current(self) -> None:
+    def refresh(self) -> None:
         """Connected, and to the station as it serves now (it may have restarted)."""
         if self._sock is None:
             self.connect()
@@ -138,12 +139,13 @@ class StationLink:
 
     def send(self, kind: str, **fields) -> None:
         """Fire and forget (a peer check, a heartbeat): never blocks the loop."""
-        self._ensure_current()
+        if self._sock is None:
+            self.connect()
         with contextlib.suppress(zmq.Again):
             self._sock.send(pack(kind, next(self._ids), **fields), flags=zmq.NOBLOCK)
 
     async def request(self, kind: str, timeout_s: float = 10.0, **fields) -> dict:
-        self._ensure_current()
+        self.refresh()
         msg_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._waiting[msg_id] = future

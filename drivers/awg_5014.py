@@ -38,7 +38,8 @@ def encode_int_waveform(
 def decode_int_waveform(
     data: bytes, instrument: str = "AWG5014"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples in [-1, 1) and the two marker bits, from the AWG's 16-bit words."""
+    """Samples in [-1, 1 + 1/8191] (the 14-bit DAC codes) and the two marker bits, from the
+    AWG's 16-bit words."""
     words = parse_records(instrument, "WLIS:WAV:DATA?", data, np.dtype("<u2"))
     samples = ((words & 0x3FFF).astype(np.float64) - DAC_MID) / DAC_MID
     return samples, (words >> 14) & 1, (words >> 15) & 1
@@ -56,6 +57,8 @@ class TektronixAwg5014(ScpiDriver):
     }
 
     last_upload_crc32: int | None = None
+    _entries_epoch: tuple[int, int] | None = None  # the connection _entries belong to
+    _entries: dict[str, int]
 
     def _check_channel(self, channel: int) -> int:
         if channel not in CHANNELS:
@@ -101,7 +104,7 @@ class TektronixAwg5014(ScpiDriver):
         one again overwrites its data, without the delete and new round trips. A reconnect
         (the instrument may have restarted) forgets them."""
         epoch = (id(self.transport), self.transport.reconnects)
-        if getattr(self, "_entries_epoch", None) != epoch:
+        if self._entries_epoch != epoch:
             self._entries_epoch, self._entries = epoch, {}
         return self._entries
 
