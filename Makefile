@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m controller.demo
+	$(PY) -m controller.harness.demo
 
 test: $(STAMP)
 	$(PY) -m ruff check .

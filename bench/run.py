@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.processes import spawn, terminate
+from controller.operator.daemons import spawn, terminate
 
 console = Console()
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -150,10 +150,10 @@ async def _herald_path(data_dir: Path, n: int, real: bool) -> tuple[np.ndarray, 
     validates, checks the sequence, cross-checks it against the node's own shot (its
     sequencer's events, fed in before each herald as a run would) and records it; then the
     answer goes back (the node protocol has no herald acknowledgement: the bench's own)."""
-    from controller.link import Expectation, LinkSession, OwnShot
-    from controller.sessionfile import SessionFile
-    from controller.station_link import StationLink
-    from qnode.wire import pack
+    from controller.data.sessionfile import SessionFile
+    from controller.link.session import Expectation, LinkSession, OwnShot
+    from controller.messaging.station_link import StationLink
+    from controller.messaging.wire import pack
 
     ctx = zmq.asyncio.Context()
     router = ctx.socket(zmq.ROUTER)
@@ -256,10 +256,10 @@ def bench_herald(data_dir: Path) -> dict:
 
 # entanglement through the whole stack ------------------------------------------------------
 def bench_entangle(lab, resource_map: Path, sim, data_dir: Path) -> dict:
-    from controller.client import NodeClient
-    from controller.entangle import READOUT_SHOTS, ensure_daemons, readout_of
-    from controller.verify import verify
-    from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
+    from controller.harness.truth_calibration import calibrate_nodes_from_truth
+    from controller.operator.client import NodeClient
+    from controller.operator.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+    from controller.operator.verify import verify
 
     calibrate_nodes_from_truth(data_dir, sim)
     procs = ensure_daemons(lab, ["A", "B", "M"], resource_map, data_dir / "logs")
@@ -301,7 +301,10 @@ def bench_entangle(lab, resource_map: Path, sim, data_dir: Path) -> dict:
 def bench_demo() -> dict:
     t = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "controller.demo"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "controller.harness.demo"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return {"wall_s": time.perf_counter() - t, "ok": result.returncode == 0}
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.client import NodeClient
 from controller.labconfig import DEFAULT_LAB, LabConfig, load_lab, read_resource_map
-from controller.processes import StartError, spawn, terminate
-from controller.serving import node_info_path
+from controller.messaging.serving import node_info_path
+from controller.operator.client import NodeClient
+from controller.operator.daemons import StartError, spawn, terminate
 from sim_backends.client import SimControl
 
 SIM_SEED = 20261122

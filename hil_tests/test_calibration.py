@@ -12,12 +12,12 @@ from calibration.graph import ROUTINES, plan, run_graph
 from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fraction
 from calibration.routines.check_threshold import threshold_for
 from calibration.routines.readout import BIN_NS, BINS
-from controller.calibrate import ClientNodeAccess, DirectMidpointAccess
-from controller.client import NodeClient
+from controller.data.params import ParameterStore
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.params import ParameterStore
-from controller.processes import spawn, terminate
-from controller.serving import node_info_path
+from controller.messaging.serving import node_info_path
+from controller.operator.calibration_access import ClientNodeAccess, DirectMidpointAccess
+from controller.operator.client import NodeClient
+from controller.operator.daemons import spawn, terminate
 from sequences.operations import (
     CRCheck,
     MwPulse,

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from controller.params import ParameterStore
+from controller.data.params import ParameterStore
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.herald_logic import classify
 from controller.labconfig import parse_lab
+from controller.messaging.wire import MessageError, pack, require, unpack
+from controller.midpoint.herald_logic import classify
 from drivers.awg_5014 import DAC_MID, decode_int_waveform
 from drivers.laser_cobolt import check_query_reply, check_set_reply
 from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int, parse_records
@@ -19,7 +20,6 @@ from qnode.errors import (
     LabConfigError,
     ProgramError,
 )
-from qnode.wire import MessageError, pack, require, unpack
 from sequences.program import assemble, decode, decode_events
 from sim_backends.device import CommandError
 from sim_backends.framing import Framer, FramingError, Message

@@ -10,16 +10,20 @@ import pytest
 
 from calibration.graph import ROUTINES, run_routine
 from calibration.routine import UPDATED
-from controller.calibrate import ClientLinkAccess, ClientNodeAccess, DaemonMidpointAccess
-from controller.client import NodeClient
-from controller.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+from controller.data.params import ParameterStore
+from controller.data.sessionfile import DELIVERED, OUTCOMES
+from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import load_lab
-from controller.params import ParameterStore
-from controller.processes import spawn, terminate
-from controller.sessionfile import DELIVERED, OUTCOMES
-from controller.verify import verify
+from controller.operator.calibration_access import (
+    ClientLinkAccess,
+    ClientNodeAccess,
+    DaemonMidpointAccess,
+)
+from controller.operator.client import NodeClient
+from controller.operator.daemons import spawn, terminate
+from controller.operator.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+from controller.operator.verify import verify
 from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
-from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
 from sim_backends.client import SimControl
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import zmq
 
-from controller.serving import read_info
-from controller.sessionfile import DELIVERED, read_session
-from qnode.curve import client_socket, ensure_keypair
-from qnode.wire import pack
-from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
+from controller.data.sessionfile import DELIVERED, read_session
+from controller.harness.truth_calibration import calibrate_nodes_from_truth
+from controller.messaging.curve import client_socket, ensure_keypair
+from controller.messaging.serving import read_info
+from controller.messaging.wire import pack
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
 

@@ -6,10 +6,10 @@ import pytest
 
 from calibration.graph import ROUTINES, run_routine
 from calibration.routine import UPDATED
-from controller.calibrate import ClientNodeAccess, DaemonMidpointAccess
-from controller.client import NodeRequestError
-from controller.herald_logic import classify
-from controller.params import ParameterStore
+from controller.data.params import ParameterStore
+from controller.midpoint.herald_logic import classify
+from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
+from controller.operator.client import NodeRequestError
 from drivers.tagger_idq import CLICK_DTYPE
 
 DETECTORS = {"psi_plus": 1, "psi_minus": 2}

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit
 
-from controller.client import NodeClient, NodeRequestError, NodeUnavailable
-from controller.params import ParameterStore
-from controller.rundata import read_run
-from controller.serving import node_info_path
-from qnode.curve import ensure_keypair
-from qnode.wire import pack
+from controller.data.params import ParameterStore
+from controller.data.runfile import read_run
+from controller.messaging.curve import ensure_keypair
+from controller.messaging.serving import node_info_path
+from controller.messaging.wire import pack
+from controller.operator.client import NodeClient, NodeRequestError, NodeUnavailable
 from sequences.library import rabi
 from sequences.operations import MwPulse, Param, Readout, Sequence, SpinInit, Sweep, SweepAxis
 

@@ -8,8 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from controller.params import ParameterError, ParameterStore
-from controller.rundata import EVENT_DTYPE, RunFile, read_run
+from controller.data.params import ParameterError, ParameterStore
+from controller.data.runfile import EVENT_DTYPE, RunFile, read_run
 
 
 def test_history_keeps_every_value_and_current_is_newest_accepted(tmp_path):
@@ -103,7 +103,7 @@ def test_run_file_is_readable_after_a_crash_up_to_the_last_flush(tmp_path):
     path = tmp_path / "crash.h5"
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from controller.rundata import RunFile, EVENT_DTYPE
+        from controller.data.runfile import RunFile, EVENT_DTYPE
         f = RunFile({str(path)!r}, run_id="c", node="A", sequence_data={{"name": "t"}},
                     axes=[("x", [1.0, 2.0, 3.0], "")], shots=5, readouts=["readout"],
                     lab_text="", parameters={{}}, software_version="test")

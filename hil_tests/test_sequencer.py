@@ -116,7 +116,7 @@ def test_rejection_names_the_source_line(open_driver):
 
 
 def _attempt_program(lab, window_ns: int, max_attempts: int):
-    from controller.node_runtime import hardware_of
+    from controller.node.runtime import hardware_of
     from sequences.compiler import compile_sequence
     from sequences.operations import EntanglementAttempt, Sequence
     from sequences.parameters import defaults

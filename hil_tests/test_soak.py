@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from controller.data.sessionfile import DELIVERED, DISCARDED, HERALD_ROW, PAIR_ROW, SessionFile
+from controller.harness.soak import FAULT_MENU
+from controller.harness.soak_audit import audit
 from controller.labconfig import DEFAULT_LAB
-from controller.processes import QNODE
-from controller.sessionfile import DELIVERED, DISCARDED, HERALD_ROW, PAIR_ROW, SessionFile
-from controller.soak import FAULT_MENU
-from controller.soak_audit import audit
+from controller.operator.daemons import QNODE
 
 SESSION = "20261122-000000-abcdef"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from qnode.curve import client_socket
+from sim_backends.control_keys import curve_socket
 
 
 class SimControlError(Exception):
@@ -28,7 +28,7 @@ class SimControl:
 
     def request(self, cmd: str, **fields) -> dict:
         """One request on a fresh REQ socket, so a lost reply can never wedge the next."""
-        sock = client_socket(self._ctx, zmq.REQ, self.client_secret, self.server_key)
+        sock = curve_socket(self._ctx, zmq.REQ, self.client_secret, self.server_key)
         try:
             sock.rcvtimeo = sock.sndtimeo = self.timeout_ms
             sock.connect(self.endpoint)

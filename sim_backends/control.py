@@ -14,7 +14,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from qnode.curve import server_socket
+from sim_backends.control_keys import curve_socket
 
 log = logging.getLogger("qnode.sim.control")
 
@@ -35,7 +35,7 @@ class ControlServer:
         self._auth.start()
         self._auth.allow("127.0.0.1")
         self._auth.configure_curve(domain="*", location=str(self.key_dir / "allowed"))
-        self._sock = server_socket(self._ctx, zmq.REP, self.key_dir / "server.key_secret")
+        self._sock = curve_socket(self._ctx, zmq.REP, self.key_dir / "server.key_secret", None)
         port = self._sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qnode.curve import allow, ensure_keypair
 from sim_backends.control import ControlServer
+from sim_backends.control_keys import make_control_keys
 from sim_backends.device import Device
 from sim_backends.instruments.awg import SimAwg
 from sim_backends.instruments.laser import SimLaser
@@ -159,9 +159,7 @@ class SimLab:
             await server.start()
             self.servers.append(server)
         key_dir = self.state_dir / "keys"
-        ensure_keypair(key_dir, "server")
-        client_public, _ = ensure_keypair(key_dir, "client")
-        allow(key_dir, client_public)
+        make_control_keys(key_dir)
         self.control = ControlServer(self, key_dir)
         await self.control.start()
         info = {

@@ -111,7 +111,7 @@ def sim_fault(
 @instruments_app.command("check")
 def instruments_check(lab: Path = LabOption, resource_map: Path | None = ResourceMapOption) -> None:
     """Connect to every instrument and print a health table; non-zero exit if any is unwell."""
-    from controller.instruments_check import check_lab, render_table
+    from controller.operator.instruments_check import check_lab, render_table
 
     config = _load(lab)
     resources = None
@@ -148,7 +148,7 @@ def node_serve(
     ),
 ) -> None:
     """Run the node daemon in the foreground (Ctrl-C / SIGTERM: safe state, clean exit)."""
-    from controller.daemon import serve
+    from controller.node.daemon import serve
 
     config = _load(lab)
     if node not in config.nodes or config.nodes[node].kind != "memory":
@@ -168,7 +168,7 @@ def midpoint_serve(
     ),
 ) -> None:
     """Run the midpoint daemon in the foreground: heralds for the nodes' sessions."""
-    from controller.midpoint import midpoint_name, serve
+    from controller.midpoint.daemon import midpoint_name, serve
 
     config = _load(lab)
     try:
@@ -201,8 +201,8 @@ def _serve(config: LabConfig, station: str, resource_map: Path | None, run) -> N
 @midpoint_app.command("status")
 def midpoint_status(lab: Path = LabOption) -> None:
     """The midpoint daemon: state, connected nodes, the session, counters."""
-    from controller.client import NodeClient
-    from controller.midpoint import midpoint_name
+    from controller.midpoint.daemon import midpoint_name
+    from controller.operator.client import NodeClient
 
     config = _load(lab)
     try:
@@ -249,7 +249,7 @@ def entangle(
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """Heralded entanglement between the two nodes: N pairs, a live view, a summary."""
-    from controller.entangle import entangle_command
+    from controller.operator.entangle import entangle_command
 
     config = _load(lab)
     names = {"single-click": "single_click", "barrett-kok": "barrett_kok"}
@@ -288,7 +288,7 @@ def entangle(
 @node_app.command("status")
 def node_status(lab: Path = LabOption, node: str = NodeOption) -> None:
     """State of a node daemon: idle, busy or fault (with the reason), and its current run."""
-    from controller.client import NodeClient
+    from controller.operator.client import NodeClient
 
     try:
         with NodeClient.for_lab(_load(lab), node, timeout_s=5) as client:
@@ -339,7 +339,7 @@ def run_sequence(
     """Run a named sequence on a node with a progress bar; the run file is saved by the node."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from controller.client import NodeClient
+    from controller.operator.client import NodeClient
     from sequences.library import LIBRARY
 
     if sequence not in LIBRARY:
@@ -379,7 +379,7 @@ def run_sequence(
     if finished["status"] == "failed":
         raise _fail(finished["reason"])
     if plot and data.counts.shape[0] and len(data.axes) == 1:
-        from controller.plots import plot_sweep
+        from controller.operator.plots import plot_sweep
 
         png = plot_sweep(data, Path(finished["file"]).with_suffix(".png"))
         console.print(f"plot: {png}")
@@ -388,7 +388,7 @@ def run_sequence(
 @keys_app.command("generate")
 def keys_generate(name: str, lab: Path = LabOption) -> None:
     """Make a client key pair and put its public key on the lab's allow-list."""
-    from controller.keys import generate_client
+    from controller.messaging.keys import generate_client
 
     config = _load(lab)
     try:
@@ -401,7 +401,7 @@ def keys_generate(name: str, lab: Path = LabOption) -> None:
 @keys_app.command("list")
 def keys_list(lab: Path = LabOption) -> None:
     """The allow-list: who may command this lab's daemons."""
-    from controller.keys import fingerprint, key_dir
+    from controller.messaging.keys import fingerprint, key_dir
 
     config = _load(lab)
     table = Table(title=f"allowed client keys of {config.lab.name}")
@@ -414,7 +414,7 @@ def keys_list(lab: Path = LabOption) -> None:
 
 
 def _store(lab: Path):
-    from controller.params import ParameterStore
+    from controller.data.params import ParameterStore
 
     config = _load(lab)
     return ParameterStore(config.data_dir / "params.sqlite")
@@ -476,7 +476,7 @@ def params_set(
     node: str = NodeOption,
 ) -> None:
     """Manual override, recorded as such with its reason."""
-    from controller.params import ParameterError, known_parameter
+    from controller.data.params import ParameterError, known_parameter
 
     if not known_parameter(name):
         err_console.print(f"[yellow]note:[/] '{name}' is not a parameter the sequences know")
@@ -518,9 +518,13 @@ def calibrate(
             console.print(f"{k}. {name}: {r.title}{deps} -> updates {', '.join(r.updates)}")
         return
     from calibration.graph import run_graph
-    from controller.calibrate import ClientNodeAccess, link_access, midpoint_access
-    from controller.client import NodeClient
-    from controller.params import ParameterStore
+    from controller.data.params import ParameterStore
+    from controller.operator.calibration_access import (
+        ClientNodeAccess,
+        link_access,
+        midpoint_access,
+    )
+    from controller.operator.client import NodeClient
 
     config = _load(lab)
     if node not in config.nodes or config.nodes[node].kind != "memory":
@@ -599,8 +603,8 @@ def soak(
 ) -> None:
     """Entanglement on the simulated lab under random faults, audited against the simulator's
     ground truth: pairs delivered, lost, double-counted; faults injected and recovered."""
-    from controller.soak import render, write_report
-    from controller.soak import soak as run_soak
+    from controller.harness.soak import render, write_report
+    from controller.harness.soak import soak as run_soak
 
     config = _load(lab)
     if not all(inst.simulated for _, _, inst in config.all_instruments()):

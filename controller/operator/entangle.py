@@ -17,14 +17,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from controller.client import NodeClient
+from controller.data.sessionfile import DELIVERED
 from controller.labconfig import LabConfig
-from controller.link import memory_still_there
-from controller.midpoint import midpoint_name
-from controller.processes import spawn, terminate
-from controller.serving import node_info_path, running_daemon_pid
-from controller.sessionfile import DELIVERED
-from controller.verify import Verification, verify
+from controller.link.session import memory_still_there
+from controller.messaging.serving import node_info_path, running_daemon_pid
+from controller.midpoint.daemon import midpoint_name
+from controller.operator.client import NodeClient
+from controller.operator.daemons import spawn, terminate
+from controller.operator.verify import Verification, verify
 from qnode.errors import QnodeError
 from sequences.operations import CoolingCheck, CRCheck, Readout, Sequence, SpinInit, pi_pulse
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.sessionfile import (
+from controller.data.sessionfile import (
     BASES,
     DELIVERED,
     DISCARDED,
@@ -42,6 +42,7 @@ from controller.sessionfile import (
     PAIR_ROW,
     SessionFile,
 )
+from controller.messaging.wire import MessageError, require
 from qnode import __version__
 from qnode.errors import QnodeError
 from qnode.heralding import (
@@ -52,7 +53,6 @@ from qnode.heralding import (
     link_from_calibration,
     single_click,
 )
-from qnode.wire import MessageError, require
 from sequences.compiler import ATTEMPTS, ATTEMPTS_EXHAUSTED, CR_COUNTS, HERALD, SHOT_END
 from sequences.operations import (
     CoolingCheck,

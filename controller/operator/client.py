@@ -1,6 +1,6 @@
 """Python client of a node daemon, for scripts, notebooks and the CLI.
 
-from controller.client import NodeClient
+from controller.operator.client import NodeClient
 from sequences.library import rabi
 from sequences.operations import Sweep, SweepAxis
 
@@ -22,12 +22,12 @@ import numpy as np
 import zmq
 
 from calibration.routine import bright_fraction
-from controller.keys import DEFAULT_CLIENT, client_keys
 from controller.labconfig import LabConfig, load_lab
-from controller.serving import node_info_path
-from qnode.curve import client_socket
+from controller.messaging.curve import client_socket
+from controller.messaging.keys import DEFAULT_CLIENT, client_keys
+from controller.messaging.serving import node_info_path
+from controller.messaging.wire import MessageError, pack, unpack
 from qnode.errors import QnodeError
-from qnode.wire import MessageError, pack, unpack
 from sequences.operations import Sequence, Sweep, to_data
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from controller.params import ParameterStore
+from controller.data.params import ParameterStore
 from sequences.parameters import PARAMETERS
 
 

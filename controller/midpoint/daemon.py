@@ -29,15 +29,15 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from controller.herald_logic import PROTOCOLS, classify
-from controller.keys import KeyNames, ensure_default_client
+from controller.data.params import ParameterStore
+from controller.data.sessionfile import HERALD_ROW, OUTCOMES, SessionFile
 from controller.labconfig import LabConfig
-from controller.params import ParameterStore
-from controller.serving import SecureRouter, claim, remove_info, write_info
-from controller.sessionfile import HERALD_ROW, OUTCOMES, SessionFile
+from controller.messaging.keys import KeyNames, ensure_default_client
+from controller.messaging.serving import SecureRouter, claim, remove_info, write_info
+from controller.messaging.wire import MessageError, pack, require, unpack
+from controller.midpoint.herald_logic import PROTOCOLS, classify
 from qnode import __version__
 from qnode.errors import QnodeError
-from qnode.wire import MessageError, pack, require, unpack
 
 log = logging.getLogger("qnode.midpoint")
 

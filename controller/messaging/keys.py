@@ -14,7 +14,7 @@ from pathlib import Path
 import zmq.auth
 from zmq.utils import z85
 
-from qnode.curve import ensure_keypair
+from controller.messaging.curve import ensure_keypair
 
 log = logging.getLogger("qnode.security")
 

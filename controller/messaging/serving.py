@@ -13,8 +13,8 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from controller.keys import AllowList, allow_station, node_keys
-from qnode.curve import server_socket
+from controller.messaging.curve import server_socket
+from controller.messaging.keys import AllowList, allow_station, node_keys
 from qnode.errors import QnodeError
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.data.params import ParameterStore
+from controller.data.runfile import EVENT_DTYPE, RunFile
 from controller.labconfig import LabConfig
-from controller.params import ParameterStore
-from controller.rundata import EVENT_DTYPE, RunFile
 from drivers.base import Driver
 from qnode import __version__
 from qnode.errors import QnodeError

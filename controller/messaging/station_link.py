@@ -20,11 +20,11 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from controller.keys import node_keys
-from controller.serving import node_info_path, read_info
-from qnode.curve import client_socket
+from controller.messaging.curve import client_socket
+from controller.messaging.keys import node_keys
+from controller.messaging.serving import node_info_path, read_info
+from controller.messaging.wire import MessageError, pack, unpack
 from qnode.errors import QnodeError
-from qnode.wire import MessageError, pack, unpack
 
 log = logging.getLogger("qnode.link")
 

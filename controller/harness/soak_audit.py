@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.sessionfile import DELIVERED, OUTCOMES, find_session_files, read_session
+from controller.data.sessionfile import DELIVERED, OUTCOMES, find_session_files, read_session
 
 NODES = ("A", "B")
 MIDPOINT = "M"

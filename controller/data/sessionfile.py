@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from controller.rundata import STATUS_DTYPE, SwmrFile, read_status, write_parameters
+from controller.data.runfile import STATUS_DTYPE, SwmrFile, read_status, write_parameters
 
 OUTCOMES = ("fail", "psi_plus", "psi_minus")
 """Outcome codes, as the sequencer's herald input numbers them."""

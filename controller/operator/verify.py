@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.sessionfile import BASES, DELIVERED
+from controller.data.sessionfile import BASES, DELIVERED
 
 Z95 = 1.959964
 SIGNS = np.array([1.0, -1.0, -1.0, 1.0])  # (+,+), (+,-), (-,+), (-,-)

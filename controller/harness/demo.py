@@ -24,16 +24,20 @@ from rich.console import Console
 from rich.table import Table
 
 from calibration.graph import ROUTINES, run_graph, run_routine
-from controller.calibrate import ClientLinkAccess, ClientNodeAccess, DaemonMidpointAccess
-from controller.client import NodeClient
-from controller.entangle import measure_readout, p_success_sigma, run_session
-from controller.instruments_check import check_lab, render_table
+from controller.data.params import ParameterStore
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.link import link_from_calibration
-from controller.params import ParameterStore
-from controller.plots import plot_alpha_scan
-from controller.processes import spawn, terminate
-from controller.serving import node_info_path
+from controller.link.session import link_from_calibration
+from controller.messaging.serving import node_info_path
+from controller.operator.calibration_access import (
+    ClientLinkAccess,
+    ClientNodeAccess,
+    DaemonMidpointAccess,
+)
+from controller.operator.client import NodeClient
+from controller.operator.daemons import spawn, terminate
+from controller.operator.entangle import measure_readout, p_success_sigma, run_session
+from controller.operator.instruments_check import check_lab, render_table
+from controller.operator.plots import plot_alpha_scan
 from qnode.heralding import fidelity, single_click
 from sim_backends.client import SimControl
 

@@ -6,7 +6,7 @@ runs execute in one worker thread so status and abort stay responsive. Any fault
 instruments in their safe state and the daemon stays up. SIGTERM / Ctrl-C: abort the run,
 safe state, close the run file, exit 0.
 
-Requests (msgpack, see qnode.wire): status, run {sequence}, abort, safe_state, result
+Requests (msgpack, see controller.messaging.wire): status, run {sequence}, abort, safe_state, result
 {run_id}, params, shutdown. Every reply: {type: "reply", id, ok, ...} or ok false + error.
 """
 
@@ -22,20 +22,20 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from controller.keys import KeyNames, ensure_default_client
+from controller.data.params import ParameterStore
+from controller.data.runfile import read_run
 from controller.labconfig import LabConfig
-from controller.link_node import NOTIFICATIONS, OPERATOR_REQUESTS, PEER_MESSAGES, NodeLink
-from controller.node_runtime import NodeRuntime
-from controller.params import ParameterStore
-from controller.rundata import read_run
-from controller.serving import (
+from controller.link.node_link import NOTIFICATIONS, OPERATOR_REQUESTS, PEER_MESSAGES, NodeLink
+from controller.messaging.keys import KeyNames, ensure_default_client
+from controller.messaging.serving import (
     SecureRouter,
     claim,
     remove_info,
     write_info,
 )
+from controller.messaging.wire import MessageError, pack, unpack
+from controller.node.runtime import NodeRuntime
 from qnode.errors import QnodeError
-from qnode.wire import MessageError, pack, unpack
 from sequences.operations import from_data
 
 log = logging.getLogger("qnode.daemon")

@@ -13,7 +13,9 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from controller.link import (
+from controller.data.sessionfile import delivered_ids, find_session_files, read_session
+from controller.data.sessionfile import reconcile as reconcile_file
+from controller.link.session import (
     DELIVERY,
     HEARTBEAT_S,
     HERALDING,
@@ -31,12 +33,10 @@ from controller.link import (
     plan_round,
     round_sequence,
 )
-from controller.midpoint import midpoint_name
-from controller.sessionfile import delivered_ids, find_session_files, read_session
-from controller.sessionfile import reconcile as reconcile_file
-from controller.station_link import StationLink
+from controller.messaging.station_link import StationLink
+from controller.messaging.wire import MessageError, require
+from controller.midpoint.daemon import midpoint_name
 from qnode.errors import QnodeError
-from qnode.wire import MessageError, require
 from sequences.operations import Sweep
 
 log = logging.getLogger("qnode.link")

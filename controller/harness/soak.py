@@ -29,12 +29,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from controller.client import NodeClient
+from controller.data.sessionfile import find_session_files, read_session
+from controller.harness.soak_audit import MIDPOINT, NODES, Audit, audit, reason_kind
 from controller.labconfig import LabConfig, read_resource_map
-from controller.processes import spawn, terminate
-from controller.serving import node_info_path
-from controller.sessionfile import find_session_files, read_session
-from controller.soak_audit import MIDPOINT, NODES, Audit, audit, reason_kind
+from controller.messaging.serving import node_info_path
+from controller.operator.client import NodeClient
+from controller.operator.daemons import spawn, terminate
 from qnode.errors import QnodeError
 from sim_backends.client import SimControl, SimControlError
 
@@ -454,12 +454,12 @@ def soak(
 
 def calibrate(lab: LabConfig, stations: Stations, calibration: str) -> None:
     if calibration == "truth":
-        from sim_backends.calibration_from_truth import calibrate_nodes_from_truth
+        from controller.harness.truth_calibration import calibrate_nodes_from_truth
 
         calibrate_nodes_from_truth(lab.data_dir, stations.sim)
         return
-    from controller.demo import calibrate as calibrate_node
-    from controller.params import ParameterStore
+    from controller.data.params import ParameterStore
+    from controller.harness.demo import calibrate as calibrate_node
 
     with ParameterStore(lab.data_dir / "params.sqlite") as store:
         for node in NODES:
