@@ -151,7 +151,10 @@ async def _herald_path(data_dir: Path, n: int, real: bool) -> tuple[np.ndarray, 
     sequencer's events, fed in before each herald as a run would) and records it; then the
     answer goes back (the node protocol has no herald acknowledgement: the bench's own)."""
     from controller.data.sessionfile import SessionFile
-    from controller.link.session import Expectation, LinkSession, OwnShot
+    from controller.link.messages import FROM_MIDPOINT
+    from controller.link.plan import Expectation
+    from controller.link.session import LinkSession
+    from controller.link.shots import OwnShot
     from controller.messaging.station_link import StationLink
     from controller.messaging.wire import pack
 
@@ -184,9 +187,9 @@ async def _herald_path(data_dir: Path, n: int, real: bool) -> tuple[np.ndarray, 
             expected=Expectation(0.1, 1e-4, 0.8),
             file=file,
             readout_threshold=1,
+            send_to_peer=lambda *a, **k: None,
         )
-        session.send_to_peer = lambda *a, **k: None
-        link = StationLink(ctx, data_dir, "A", "M", lambda msg: None, {"herald"})
+        link = StationLink(ctx, data_dir, "A", "M", lambda msg: None, FROM_MIDPOINT)
 
         def on_message(msg: dict) -> None:
             session.on_herald(msg)

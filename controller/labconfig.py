@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.base import Driver
 from drivers.registry import DRIVERS, ROLES
-from qnode.errors import LabConfigError
+from qnode.errors import LabConfigError, QnodeError
 
 DEFAULT_LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_two_node.toml"
 SIM_RESOURCE = "sim"
@@ -298,3 +298,11 @@ def read_resource_map(lab: LabConfig, path: str | os.PathLike | None = None) -> 
     if not isinstance(resources, dict):
         raise LabConfigError(str(path), "resources", "missing or not a table")
     return resources
+
+
+def midpoint_name(lab: LabConfig) -> str:
+    """The lab's midpoint station (the heralding station between its memory nodes)."""
+    names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
+    if not names:
+        raise QnodeError(f"the lab {lab.lab.name} has no midpoint station")
+    return names[0]

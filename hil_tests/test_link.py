@@ -11,9 +11,10 @@ import pytest
 from calibration.graph import ROUTINES, run_routine
 from calibration.routine import UPDATED
 from controller.data.params import ParameterStore
-from controller.data.sessionfile import DELIVERED, OUTCOMES
+from controller.data.sessionfile import DELIVERED
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import load_lab
+from controller.link.vocabulary import OUTCOMES
 from controller.operator.calibration_access import (
     ClientLinkAccess,
     ClientNodeAccess,

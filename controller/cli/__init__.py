@@ -168,7 +168,8 @@ def midpoint_serve(
     ),
 ) -> None:
     """Run the midpoint daemon in the foreground: heralds for the nodes' sessions."""
-    from controller.midpoint.daemon import midpoint_name, serve
+    from controller.labconfig import midpoint_name
+    from controller.midpoint.daemon import serve
 
     config = _load(lab)
     try:
@@ -201,7 +202,7 @@ def _serve(config: LabConfig, station: str, resource_map: Path | None, run) -> N
 @midpoint_app.command("status")
 def midpoint_status(lab: Path = LabOption) -> None:
     """The midpoint daemon: state, connected nodes, the session, counters."""
-    from controller.midpoint.daemon import midpoint_name
+    from controller.labconfig import midpoint_name
     from controller.operator.client import NodeClient
 
     config = _load(lab)

@@ -12,6 +12,8 @@ Layout:
   pairs                       PAIR_ROW per heralded shot: the decision and, if measured, the bit
   runs                        the node's run ids, one per round of the session
   status                      [state, reason]
+
+Outcome and basis codes are the link protocol's (controller.link.vocabulary: OUTCOMES, BASES).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 import h5py
@@ -26,9 +29,6 @@ import numpy as np
 
 from controller.data.runfile import STATUS_DTYPE, SwmrFile, read_status, write_parameters
 
-OUTCOMES = ("fail", "psi_plus", "psi_minus")
-"""Outcome codes, as the sequencer's herald input numbers them."""
-BASES = ("keep", "X", "Y", "Z")
 DELIVERED, DISCARDED = 1, 2
 
 HERALD_ROW = np.dtype(
@@ -184,3 +184,11 @@ def reconcile(path: Path, keep: set[str], reason: str) -> int:
         dst["status"][:] = ["failed", reason[:250]]
     os.replace(fresh, path)
     return changed
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def session_path(data_dir: Path, session: str, node: str) -> Path:
+    return data_dir / "runs" / time.strftime("%Y-%m-%d") / f"{session}_{node}_entangle.h5"

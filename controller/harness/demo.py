@@ -26,7 +26,6 @@ from rich.table import Table
 from calibration.graph import ROUTINES, run_graph, run_routine
 from controller.data.params import ParameterStore
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.link.session import link_from_calibration
 from controller.messaging.serving import node_info_path
 from controller.operator.calibration_access import (
     ClientLinkAccess,
@@ -38,7 +37,7 @@ from controller.operator.daemons import spawn, terminate
 from controller.operator.entangle import measure_readout, p_success_sigma, run_session
 from controller.operator.instruments_check import check_lab, render_table
 from controller.operator.plots import plot_alpha_scan
-from qnode.heralding import fidelity, single_click
+from qnode.heralding import fidelity, link_from_calibration, single_click
 from sim_backends.client import SimControl
 
 console = Console()

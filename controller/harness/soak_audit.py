@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.data.sessionfile import DELIVERED, OUTCOMES, find_session_files, read_session
+from controller.data.sessionfile import DELIVERED, find_session_files, read_session
+from controller.link.vocabulary import OUTCOMES
 
 NODES = ("A", "B")
 MIDPOINT = "M"

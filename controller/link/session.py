@@ -1,20 +1,22 @@
-"""The link layer: two nodes agree on a session, run their attempt loops in rounds, check every
-herald against their own sequencer and decide together which pairs were delivered.
+"""One entanglement session as one node sees it: the link protocol's decisions as pure code.
 
-Roles: the initiator (the node the operator asked) decides, the responder follows.
-1. initiator -> responder `link_request` (pairs, protocol, minimum fidelity, deadline, alpha,
-   delivery): accepted, or refused with the reason.
-2. initiator -> midpoint `session_start`: the midpoint arms its herald logic and sync.
-3. Rounds: initiator -> responder `link_round` (first shot, shots, basis); both run the
-   round's program; the shared sync keeps their shots in step; each reports `round_done`.
-4. Per heralded shot, each node checks its own sequencer's herald (attempt count, outcome)
+Fed events (its own shots, herald messages, the peer's checks and decisions, the clock), it
+decides and records; what it must send goes out through the `send_to_peer` callback it was
+built with. No sockets, no event loop of its own: controller/link/node_link.py does the I/O.
+
+The protocol (docs/protocols.md): the initiator (the node the operator asked) decides, the
+responder follows.
+1. initiator -> responder `link_request`; initiator -> midpoint `session_start`.
+2. Rounds: initiator -> responder `link_round`; both run the round's program in step (the
+   midpoint's shared sync); each reports `round_done`.
+3. Per heralded shot each node checks its own sequencer's herald (attempt count, outcome)
    against the midpoint's herald message (same shot, same attempt id, same outcome, within
    HERALD_TIMEOUT_S); the responder sends its verdict (`pair_check`), the initiator decides
    (delivered only if both verdicts are good and agree) and sends `pair_decision`; the
    responder records it and answers `pair_recorded`. Every decision is written to the
    session file before it is sent or acknowledged; a delivered pair the responder never
    acknowledged is turned into a discard at the end, so both files agree.
-5. initiator -> midpoint `session_end`, -> responder `link_end`.
+4. initiator -> midpoint `session_end`, -> responder `link_end`.
 
 The psi+/psi- correction is a Pauli frame: psi- is psi+ with Z on the responder, so its X
 and Y results are flipped (a kept pair carries the frame in its record).
@@ -24,209 +26,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import time
-import uuid
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from controller.data.sessionfile import (
-    BASES,
     DELIVERED,
     DISCARDED,
     HERALD_ROW,
-    OUTCOMES,
     PAIR_ROW,
     SessionFile,
 )
-from controller.messaging.wire import MessageError, require
-from qnode import __version__
-from qnode.errors import QnodeError
-from qnode.heralding import (
-    Link,
-    alpha_for_fidelity,
-    barrett_kok,
-    fidelity,
-    link_from_calibration,
-    single_click,
-)
-from sequences.compiler import ATTEMPTS, ATTEMPTS_EXHAUSTED, CR_COUNTS, HERALD, SHOT_END
-from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
-    EntanglementAttempt,
-    Readout,
-    Sequence,
-    WaitSync,
-    pi_half_pulse,
+from controller.link.plan import Expectation
+from controller.link.shots import OwnShot
+from controller.link.vocabulary import (
+    BASES,
+    HERALD_BATCH,
+    HERALD_TIMEOUT_S,
+    OUTCOMES,
+    PEER_TIMEOUT_S,
 )
 
 log = logging.getLogger("qnode.link")
 
-PROTOCOLS = ("single_click", "barrett_kok")
-HERALDING = ("hardware", "software")
-SOFTWARE_HERALD_WAIT_NS = 200_000_000
-"""Software heralding: how long an attempt waits for its outcome to come through ZeroMQ."""
-DELIVERY = ("keep", "X", "Y", "Z", "verify")
-ROUND_SHOTS_MAX = 200
-MAX_ATTEMPTS = 2**31
-MIN_ATTEMPTS = 1000
-HERALD_TIMEOUT_S = 3.0
-PEER_TIMEOUT_S = 5.0
-SILENCE_S = 3.0
-"""No heartbeat (or any message) from the peer or the midpoint for this long: it is gone."""
-HEARTBEAT_S = 0.5
-HERALD_BATCH = 256
-SYNC_TIMEOUT_NS = 5_000_000_000
-
-
-# what the nodes run ---------------------------------------------------------------------------
-def alpha_amplitude(pi_amplitude_v: float, alpha: float) -> float:
-    """From the bright |0>, a rotation by theta leaves cos^2(theta/2) = alpha bright."""
-    if not 0 < alpha < 1:
-        raise QnodeError(f"alpha {alpha} must lie in (0, 1)")
-    return pi_amplitude_v * 2 * math.acos(math.sqrt(alpha)) / math.pi
-
-
-def max_attempts(p_success: float) -> int:
-    """Attempts per shot before it gives up and checks the memory again: ten expected
-    waits (a memory that went dark must not hold the loop forever; a good one exhausts
-    once in e^10 shots)."""
-    if p_success <= 0:
-        return MAX_ATTEMPTS
-    return int(min(MAX_ATTEMPTS, max(MIN_ATTEMPTS, math.ceil(10 / p_success))))
-
-
-POST_CHECK_THRESHOLD = 2
-"""A memory that lost its charge state (cooling) gives next to no counts in a check; a ready
-one gives the calibrated mean (tens). Two counts tell them apart without discarding the
-ready ones that a full check's threshold would (one in ten)."""
-
-
-def memory_still_there(check: CRCheck) -> CRCheck:
-    """One check after the readout: fails (and flags the shot) if the memory is gone."""
-    return replace(check, threshold=POST_CHECK_THRESHOLD, max_tries=1)
-
-
-def round_sequence(
-    platform: str,
-    protocol: str,
-    shots: int,
-    basis: str,
-    alpha_amplitude_v: float | None,
-    attempts: int = MAX_ATTEMPTS,
-    heralding: str = "hardware",
-) -> Sequence:
-    """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
-    the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
-    each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome."""
-    check = CoolingCheck() if platform == "ion" else CRCheck()
-    extra = {"window_ns": SOFTWARE_HERALD_WAIT_NS} if heralding == "software" else {}
-    attempt = (
-        EntanglementAttempt(
-            protocol, alpha_amplitude_v=alpha_amplitude_v, max_attempts=attempts, **extra
-        )
-        if protocol == "single_click"
-        else EntanglementAttempt(protocol, max_attempts=attempts, **extra)
-    )
-    ops = [check, WaitSync(SYNC_TIMEOUT_NS), attempt]
-    if basis == "X":
-        ops.append(pi_half_pulse(90.0))
-    elif basis == "Y":
-        ops.append(pi_half_pulse(0.0))
-    if basis != "keep":
-        # the memory checked again after its readout: a memory that lost its charge state
-        # (or its cooling) reads dark whatever its spin; that shot is no measurement
-        ops += [Readout(), memory_still_there(check)]
-    return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
-
-
-# what the calibrated values promise ------------------------------------------------------------
-@dataclass(frozen=True)
-class Expectation:
-    alpha: float | None
-    p_success: float
-    fidelity: float
-    notes: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict:
-        return {
-            "alpha": self.alpha,
-            "p_success": self.p_success,
-            "fidelity": self.fidelity,
-            "notes": list(self.notes),
-        }
-
-
-def expectation(protocol: str, link: Link, fidelity_min: float, alpha: float | None, notes=()):
-    """Alpha (chosen for the minimum fidelity unless given), success probability, fidelity."""
-    if protocol == "barrett_kok":
-        herald = barrett_kok(link)
-        f = fidelity(herald.states["psi_plus"], "psi_plus")
-        if f < fidelity_min:
-            raise QnodeError(
-                f"minimum fidelity {fidelity_min} is out of reach with Barrett-Kok on this link "
-                f"(expected {f:.3f})"
-            )
-        return Expectation(None, herald.p_success, f, tuple(notes))
-    if alpha is None:
-        try:
-            alpha = alpha_for_fidelity(fidelity_min, link)
-        except ValueError as e:
-            raise QnodeError(f"minimum fidelity {fidelity_min}: {e}") from None
-    herald = single_click(alpha, link)
-    f = fidelity(herald.states["psi_plus"], "psi_plus")
-    if f < fidelity_min:
-        raise QnodeError(
-            f"alpha {alpha:g} gives fidelity {f:.3f}, below the minimum {fidelity_min}"
-        )
-    return Expectation(alpha, herald.p_success, f, tuple(notes))
-
-
-# the node's own record of a shot ---------------------------------------------------------------
-@dataclass
-class OwnShot:
-    heralded: bool
-    attempts: int
-    outcome: int  # 1 psi+, 2 psi-, 0 none
-    counts: int  # -1: not measured
-    valid: bool
-    time_ns: int
-
-
-class ShotParser:
-    """Streams a round's sequencer events into shots (the run's events arrive in chunks)."""
-
-    def __init__(self, first_shot: int, measured: bool) -> None:
-        self.next_shot = first_shot
-        self.measured = measured
-        self._fresh()
-
-    def _fresh(self) -> None:
-        self.heralded, self.attempts, self.outcome, self.counts = False, 0, 0, -1
-
-    def feed(self, events) -> list[tuple[int, OwnShot]]:
-        done = []
-        for e in events:
-            if e.code == HERALD:
-                self.heralded, self.outcome = True, int(e.value)
-            elif e.code in (ATTEMPTS, ATTEMPTS_EXHAUSTED):
-                self.attempts = int(e.value)
-            elif e.code == CR_COUNTS:
-                pass
-            elif e.code == SHOT_END:
-                shot = OwnShot(
-                    self.heralded, self.attempts, self.outcome, self.counts, e.value == 0, e.time_ns
-                )
-                done.append((self.next_shot, shot))
-                self.next_shot += 1
-                self._fresh()
-            elif e.code == 1 and self.measured:
-                self.counts = int(e.value)
-        return done
+SendToPeer = Callable[..., None]
+"""(message type, **fields) -> None: fire and forget, to this session's peer."""
+ForwardOutcome = Callable[[str], None]
+"""Software heralding: an attempt's outcome, to this node's sequencer at once."""
 
 
 @dataclass
@@ -270,6 +99,9 @@ class LinkSession:
         expected: Expectation,
         file: SessionFile,
         readout_threshold: float,
+        send_to_peer: SendToPeer,
+        forward: ForwardOutcome | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session = session
         self.node = node
@@ -300,21 +132,24 @@ class LinkSession:
         self.rows: list = []  # decided rows (numpy records), in file order
         self.delivered_by_basis: dict[str, int] = {}
         self.round_time_ns: dict[int, int] = {}  # virtual time each round's run took
-        self.send_to_peer = None  # set by the daemon: (kind, **fields) -> None
+        self.send_to_peer = send_to_peer
         self.software = request.get("heralding") == "software"
-        self.forward = None  # software heralding: outcome -> the sequencer (set by the daemon)
+        if self.software and forward is None:
+            raise ValueError("software heralding needs a way to forward outcomes")
+        self.forward = forward
+        self.clock = clock
         self.round_done = asyncio.Event()
         self.peer_round_done = asyncio.Event()
         self.peer_round_status = ""
-        self.peer_heard = time.monotonic()
-        self.midpoint_heard = time.monotonic()
-        self.opened = time.monotonic()
+        self.peer_heard = clock()
+        self.midpoint_heard = clock()
+        self.opened = clock()
         self.midpoint_instance: str | None = None
         """The midpoint's instance whose heartbeats named this session (None: not yet)."""
 
     # inputs ---------------------------------------------------------------------------------
     def on_shots(self, round_index: int, shots: list[tuple[int, OwnShot]]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for index, shot in shots:
             self.own[index] = shot
             self.stats.shots += 1
@@ -329,24 +164,12 @@ class LinkSession:
             self._check(index)
 
     def on_herald(self, msg: dict) -> None:
-        require(
-            msg,
-            {
-                "session": str,
-                "seq": int,
-                "shot": int,
-                "sync": int,
-                "attempt": int,
-                "outcome": str,
-            },
-        )
-        if msg["outcome"] not in OUTCOMES:
-            raise MessageError(f"herald: unknown outcome {msg['outcome']!r}")
+        """A herald message (checked against its schema on receipt)."""
         if msg["session"] != self.session:
             self.stats.unmatched += 1
             log.warning("%s: herald of another session %s dropped", self.node, msg["session"])
             return
-        self.midpoint_heard = time.monotonic()
+        self.midpoint_heard = self.clock()
         seq = msg["seq"]
         if seq <= self.last_seq:
             self.stats.duplicates += 1
@@ -393,7 +216,6 @@ class LinkSession:
         self._check(shot)
 
     def on_peer_check(self, msg: dict) -> None:
-        require(msg, {"shot": int, "attempt": int, "outcome": int, "ok": bool, "reason": str})
         self.peer_verdicts[msg["shot"]] = Verdict(
             msg["ok"], msg["attempt"], msg["outcome"], msg["reason"]
         )
@@ -401,16 +223,12 @@ class LinkSession:
 
     def on_decision(self, msg: dict) -> None:
         """Responder: the initiator decided; record it, then acknowledge."""
-        require(
-            msg, {"shot": int, "attempt": int, "outcome": int, "delivered": bool, "reason": str}
-        )
         shot = msg["shot"]
         if shot not in self.decided:
             self._record(shot, msg["attempt"], msg["outcome"], msg["delivered"], msg["reason"])
         self.send_to_peer("pair_recorded", session=self.session, shot=shot)
 
     def on_recorded(self, msg: dict) -> None:
-        require(msg, {"shot": int})
         self.acked.add(msg["shot"])
 
     # checks and decisions ----------------------------------------------------------------------
@@ -477,7 +295,7 @@ class LinkSession:
                 reason=verdict.reason,
             )
         else:
-            self.waiting_peer.setdefault(shot, time.monotonic() + PEER_TIMEOUT_S)
+            self.waiting_peer.setdefault(shot, self.clock() + PEER_TIMEOUT_S)
             self._decide(shot)
 
     def _decide(self, shot: int) -> None:
@@ -553,7 +371,7 @@ class LinkSession:
             self.file.flush()
 
     def sweep_timeouts(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for shot, limit in list(self.waiting_herald.items()):
             if now > limit and shot not in self.verdicts:
                 own = self.own[shot]
@@ -624,51 +442,3 @@ class LinkSession:
             "wall_s": wall,
             "file": str(self.file.path),
         }
-
-
-def new_session_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def session_path(data_dir: Path, session: str, node: str) -> Path:
-    return data_dir / "runs" / time.strftime("%Y-%m-%d") / f"{session}_{node}_entangle.h5"
-
-
-def open_session_file(daemon, session: str, role: str, request: dict) -> SessionFile:
-    return SessionFile(
-        session_path(daemon.data_dir, session, daemon.node),
-        session=session,
-        node=daemon.node,
-        role=role,
-        protocol=request["protocol"],
-        request=request,
-        lab_text=daemon.runtime._lab_text,
-        parameters=daemon.store.snapshot(daemon.node, daemon.runtime.cfg.platform),
-        software_version=__version__,
-    )
-
-
-def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[str, int]:
-    """The basis and shots of the next round. Verification measures a third of the pairs in
-    each of X, Y and Z: the round goes to the basis furthest from its share. A couple of
-    shots more than needed, as some heralds are discarded."""
-    if delivery == "verify":
-        share = math.ceil(pairs / 3)
-        basis = max(("X", "Y", "Z"), key=lambda b: share - delivered.get(b, 0))
-        shots = max(share - delivered.get(basis, 0), 1)
-    else:
-        basis, shots = delivery, max(pairs - sum(delivered.values()), 1)
-    return basis, int(min(ROUND_SHOTS_MAX, shots + 2))
-
-
-__all__ = [
-    "DELIVERY",
-    "PROTOCOLS",
-    "Expectation",
-    "LinkSession",
-    "ShotParser",
-    "alpha_amplitude",
-    "expectation",
-    "link_from_calibration",
-    "round_sequence",
-]

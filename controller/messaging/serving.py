@@ -1,12 +1,19 @@
 """What every qnode daemon (node or midpoint) shares: one owner per station, an info file
-that tells clients where it listens, and a CurveZMQ ROUTER that only allow-listed keys reach.
+that tells clients where it listens, a CurveZMQ ROUTER that only allow-listed keys reach, and
+one daemon loop (StationServer) that receives, checks, dispatches and answers requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -14,7 +21,14 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from controller.messaging.curve import server_socket
-from controller.messaging.keys import AllowList, allow_station, node_keys
+from controller.messaging.keys import (
+    AllowList,
+    KeyNames,
+    allow_station,
+    ensure_default_client,
+    node_keys,
+)
+from controller.messaging.wire import MessageError, Vocabulary, pack, unpack
 from qnode.errors import QnodeError
 
 
@@ -114,3 +128,143 @@ class SecureRouter:
             self.sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as it arrived: the message (checked against its schema), the allow-list
+    name of the CurveZMQ key it came with (None: not on the list), and the ROUTER's
+    routing id (only where to send the answer: the key says who sent it)."""
+
+    msg: dict
+    sender: str | None
+    identity: bytes
+
+    @property
+    def kind(self) -> str:
+        return self.msg["type"]
+
+
+class StationServer(ABC):
+    """One daemon loop for the node and the midpoint daemons.
+
+    serve(): claim the station, bind the ROUTER, open the instruments, write the info file,
+    receive until SIGINT/SIGTERM or a shutdown request, then close in order. Each request is
+    checked against the station's vocabulary (malformed ones are counted and dropped, with
+    an error reply where it has an id), handled, and answered unless it is a notification.
+    """
+
+    def __init__(
+        self, data_dir: Path, name: str, who: str, endpoint: str, vocabulary: Vocabulary
+    ) -> None:
+        self.data_dir = data_dir
+        self.name = name
+        self.who = who
+        self.endpoint_requested = endpoint
+        self.vocabulary = vocabulary
+        self.ctx = zmq.asyncio.Context()
+        self.router = SecureRouter(self.ctx, data_dir, name, who)
+        self.key_names = KeyNames(data_dir)  # read once, again only for a new key
+        self.malformed = 0
+        self.endpoint = ""
+        self.sock: zmq.asyncio.Socket | None = None
+        self.log = logging.getLogger(f"qnode.{type(self).__name__}")
+        self._stop = asyncio.Event()
+
+    # what a daemon adds ---------------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None:
+        """Open the instruments (a failure is a fault state, not an exception)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """End what runs, safe state, close the instruments."""
+
+    @abstractmethod
+    async def handle(self, request: Request) -> dict:
+        """The reply's fields; raise QnodeError for a refusal with its reason."""
+
+    def background(self) -> list[Coroutine]:
+        """Tasks that run while the daemon serves (heartbeats, polls)."""
+        return []
+
+    def info(self) -> dict:
+        """Extra fields of the info file."""
+        return {}
+
+    def state(self) -> str:
+        return ""
+
+    # the loop -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        claim(self.data_dir, self.name)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        ensure_default_client(self.data_dir)
+        self.sock = self.router.bind(self.endpoint_requested)
+        self.endpoint = self.router.endpoint
+        await self.open()
+        write_info(self.data_dir, self.name, self.endpoint, **self.info())
+        self.log.info("%s serving on %s (state %s)", self.who, self.endpoint, self.state())
+        tasks = [loop.create_task(c) for c in (self._receive(self.sock), *self.background())]
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.close()
+            self.router.close()
+            self.ctx.term()
+            remove_info(self.data_dir, self.name)
+            self.log.info("%s stopped", self.who)
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            identity, payload = frames[0].bytes, frames[-1].bytes
+            try:
+                sender = self.key_names.name(frames[-1].get("User-Id"))
+            except zmq.ZMQError:
+                sender = None
+            try:
+                msg = unpack(payload, self.vocabulary)
+            except MessageError as e:
+                self.malformed += 1
+                self.log.warning("%s: malformed request dropped (%s)", self.who, e)
+                msg_id = self._answerable(payload)
+                if msg_id is not None:  # a known request with wrong fields: say why
+                    with contextlib.suppress(zmq.ZMQError):
+                        error = pack("reply", msg_id, ok=False, error=f"malformed: {e}")
+                        await sock.send_multipart([identity, error])
+                continue
+            try:
+                body = await self.handle(Request(msg, sender, identity))
+                reply = pack("reply", msg["id"], ok=True, **body)
+            except MessageError as e:
+                self.malformed += 1
+                self.log.warning("%s: malformed %s dropped (%s)", self.who, msg["type"], e)
+                reply = pack("reply", msg["id"], ok=False, error=f"malformed: {e}")
+            except QnodeError as e:
+                reply = pack("reply", msg["id"], ok=False, error=str(e))
+            except Exception as e:
+                self.log.exception("%s: request %s failed", self.who, msg["type"])
+                reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
+            if self.vocabulary[msg["type"]].notification:
+                continue
+            with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to tell
+                await sock.send_multipart([identity, reply])
+
+    def _answerable(self, payload: bytes) -> int | None:
+        """The id of a message of a known type, not a notification, whose own fields failed
+        their checks: its sender waits for an answer. Anything else gets none."""
+        try:
+            msg = unpack(payload)
+        except MessageError:
+            return None
+        schema = self.vocabulary.get(msg["type"])
+        return None if schema is None or schema.notification else msg["id"]

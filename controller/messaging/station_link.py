@@ -23,7 +23,7 @@ import zmq.asyncio
 from controller.messaging.curve import client_socket
 from controller.messaging.keys import node_keys
 from controller.messaging.serving import node_info_path, read_info
-from controller.messaging.wire import MessageError, pack, unpack
+from controller.messaging.wire import REPLY, MessageError, Vocabulary, pack, unpack
 from qnode.errors import QnodeError
 
 log = logging.getLogger("qnode.link")
@@ -41,14 +41,14 @@ class StationLink:
         node: str,
         target: str,
         on_message: Callable[[dict], None],
-        accepted: set[str],
+        accepted: Vocabulary,
     ) -> None:
         self.ctx = ctx
         self.data_dir = data_dir
         self.node = node
         self.target = target
         self.on_message = on_message
-        self.accepted = accepted | {"reply"}
+        self.accepted = {**accepted, "reply": REPLY}
         self.malformed = 0
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
@@ -160,3 +160,19 @@ class StationLink:
         if not reply.get("ok"):
             raise QnodeError(f"{self.target} refused {kind}: {reply.get('error', '?')}")
         return reply
+
+
+class StationDialer:
+    """Opens this station's links to the others of the lab (its key, its context)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, data_dir: Path, node: str) -> None:
+        self.ctx = ctx
+        self.data_dir = data_dir
+        self.node = node
+
+    def dial(
+        self, target: str, on_message: Callable[[dict], None], accepted: Vocabulary
+    ) -> StationLink:
+        """A link to `target`: `accepted` are the message types it may send besides replies
+        (checked against their schemas; anything else is counted as malformed)."""
+        return StationLink(self.ctx, self.data_dir, self.node, target, on_message, accepted)

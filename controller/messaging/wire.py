@@ -7,10 +7,14 @@ pickled, and an object dtype is refused.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 import numpy as np
+
+from qnode.errors import QnodeError
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -18,6 +22,11 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 class MessageError(Exception):
     """A message that is not one of ours: it is counted and dropped, never acted on."""
+
+
+class Refused(QnodeError):
+    """A well-formed message from a sender not entitled to it (its key is not the one the
+    message needs): refused with this reason, counted and logged."""
 
 
 def _default(obj: Any) -> Any:
@@ -57,8 +66,9 @@ def pack(kind: str, msg_id: int, **fields: Any) -> bytes:
     return msgpack.packb(body, default=_default, use_bin_type=True)
 
 
-def unpack(data: bytes, allowed_types: set[str] | None = None) -> dict:
-    """Decode and check the envelope; raises MessageError with what was wrong."""
+def unpack(data: bytes, allowed: Vocabulary | None = None) -> dict:
+    """Decode and check the envelope and, with a vocabulary, the message type's own fields;
+    raises MessageError with what was wrong."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message of {len(data)} bytes is too large")
     try:
@@ -72,26 +82,78 @@ def unpack(data: bytes, allowed_types: set[str] | None = None) -> dict:
     if msg.get("v") != PROTOCOL_VERSION:
         raise MessageError(f"protocol version {msg.get('v')!r}, expected {PROTOCOL_VERSION}")
     kind = msg.get("type")
-    if not isinstance(kind, str) or (allowed_types is not None and kind not in allowed_types):
+    if not isinstance(kind, str) or (allowed is not None and kind not in allowed):
         raise MessageError(f"unknown message type {kind!r}")
     if not isinstance(msg.get("id"), int) or isinstance(msg.get("id"), bool):
         raise MessageError("missing or non-integer 'id'")
     if not isinstance(msg.get("t"), (int, float)):
         raise MessageError("missing time stamp 't'")
+    if allowed is not None:
+        allowed[kind].check(msg)
     return msg
 
 
-def require(msg: dict, fields: dict[str, type | tuple[type, ...]]) -> dict:
-    """Check a message's own fields (name -> type); raises MessageError naming the first
-    missing or mistyped one. Booleans are not numbers here."""
-    for name, kind in fields.items():
-        if name not in msg:
-            raise MessageError(f"{msg.get('type')}: missing field {name!r}")
-        value = msg[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise MessageError(
-                f"{msg.get('type')}: field {name!r} is {type(value).__name__}, expected "
-                + " or ".join(k.__name__ for k in kinds)
-            )
-    return msg
+Kind = type | tuple[type, ...]
+
+
+def _is(value: Any, kind: Kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def _names(kind: Kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One message type and its own fields beyond the envelope: required ones with their
+    type, optional ones with theirs (an optional field may also be absent or None), and the
+    values a field may take. A notification is fire-and-forget: never answered."""
+
+    kind: str
+    fields: Mapping[str, Kind] = field(default_factory=dict)
+    optional: Mapping[str, Kind] = field(default_factory=dict)
+    choices: Mapping[str, tuple] = field(default_factory=dict)
+    notification: bool = False
+
+    def check(self, msg: dict) -> dict:
+        for name, kind in self.fields.items():
+            if name not in msg:
+                raise MessageError(f"{self.kind}: missing field {name!r}")
+            if not _is(msg[name], kind):
+                raise MessageError(
+                    f"{self.kind}: field {name!r} is {type(msg[name]).__name__}, expected "
+                    + _names(kind)
+                )
+        for name, kind in self.optional.items():
+            value = msg.get(name)
+            if value is not None and not _is(value, kind):
+                raise MessageError(
+                    f"{self.kind}: field {name!r} is {type(value).__name__}, expected "
+                    + _names(kind)
+                )
+        for name, allowed in self.choices.items():
+            if name in msg and msg[name] is not None and msg[name] not in allowed:
+                choices = ", ".join(map(str, allowed))
+                raise MessageError(f"{self.kind}: {name} {msg[name]!r} is not one of {choices}")
+        return msg
+
+
+Vocabulary = Mapping[str, Schema]
+
+
+def vocabulary(*parts: Schema | Vocabulary) -> dict[str, Schema]:
+    """Message type -> schema, from schemas and other vocabularies; a type declared twice is
+    a programming error."""
+    table: dict[str, Schema] = {}
+    for part in parts:
+        for schema in [part] if isinstance(part, Schema) else part.values():
+            if schema.kind in table:
+                raise ValueError(f"message type {schema.kind!r} declared twice")
+            table[schema.kind] = schema
+    return table
+
+
+REPLY = Schema("reply", {"ok": bool}, {"error": str})

@@ -9,7 +9,7 @@ name as identity and their station key; ROUTER_MANDATORY makes an unreachable no
 that is counted, never a silent drop. Heartbeats both ways; a session whose nodes fall
 silent is closed and the instruments go to their safe state.
 
-Messages: see docs/protocols.md ("Midpoint").
+Messages: controller/midpoint/messages.py; docs/protocols.md ("Midpoint").
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,48 +26,24 @@ from pathlib import Path
 
 import numpy as np
 import zmq
-import zmq.asyncio
 
 from controller.data.params import ParameterStore
-from controller.data.sessionfile import HERALD_ROW, OUTCOMES, SessionFile
-from controller.labconfig import LabConfig
-from controller.messaging.keys import KeyNames, ensure_default_client
-from controller.messaging.serving import SecureRouter, claim, remove_info, write_info
-from controller.messaging.wire import MessageError, pack, require, unpack
-from controller.midpoint.herald_logic import PROTOCOLS, classify
+from controller.data.sessionfile import HERALD_ROW, SessionFile
+from controller.labconfig import LabConfig, midpoint_name
+from controller.link.vocabulary import HEARTBEAT_S, MIDPOINT_SILENCE_S, OUTCOMES
+from controller.messaging.serving import Request, StationServer
+from controller.messaging.wire import pack
+from controller.midpoint.calibration import MidpointCalibration
+from controller.midpoint.faults import HeraldFaults
+from controller.midpoint.herald_logic import classify
+from controller.midpoint.messages import CALIBRATION, MIDPOINT
 from qnode import __version__
 from qnode.errors import QnodeError
 
 log = logging.getLogger("qnode.midpoint")
 
-REQUESTS = {
-    "hello",
-    "heartbeat",
-    "status",
-    "session_start",
-    "session_end",
-    "herald_fault",
-    "shutdown",
-    "tags_start",
-    "tags_stop",
-    "dark_tags",
-    "reference_counts",
-    "reference_off",
-}
-CALIBRATION = {"tags_start", "tags_stop", "dark_tags", "reference_counts", "reference_off"}
-HEARTBEAT_S = 0.5
-SESSION_SILENCE_S = 10.0
-"""A session whose nodes send nothing for this long is closed (its initiator is gone)."""
 POLL_S = 0.005
 SOFTWARE_POLL_S = 0.0005  # every attempt waits for its outcome: poll fast
-FAULT_MODES = ("drop", "duplicate", "delay", "garble")
-
-
-def midpoint_name(lab: LabConfig) -> str:
-    names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
-    if not names:
-        raise QnodeError(f"the lab {lab.lab.name} has no midpoint station")
-    return names[0]
 
 
 @dataclass
@@ -85,18 +60,7 @@ class MidpointSession:
     last_heard: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class HeraldFault:
-    """Test and soak hook (daemon started with --allow-faults): spoil the next heralds."""
-
-    node: str
-    mode: str
-    count: int
-    delay_s: float = 0.0
-    after: int = 0  # heralds to let through first
-
-
-class MidpointDaemon:
+class MidpointDaemon(StationServer):
     def __init__(
         self,
         lab: LabConfig,
@@ -104,8 +68,10 @@ class MidpointDaemon:
         endpoint: str,
         allow_faults: bool = False,
     ) -> None:
+        name = midpoint_name(lab)
+        super().__init__(lab.data_dir, name, f"midpoint {name}", endpoint, MIDPOINT)
         self.lab = lab
-        self.node = midpoint_name(lab)
+        self.node = name
         cfg = lab.nodes[self.node]
         self.detectors = dict(cfg.channels.detectors)
         if "psi_plus" not in self.detectors or "psi_minus" not in self.detectors:
@@ -113,68 +79,48 @@ class MidpointDaemon:
                 f"{lab.source}: nodes.{self.node}.channels.detectors needs psi_plus and "
                 "psi_minus inputs"
             )
-        self.data_dir = lab.data_dir
-        self.endpoint_requested = endpoint
-        self.allow_faults = allow_faults
         tagger = next(iter(cfg.by_role("time_tagger")))
         self.tagger = lab.make_driver(self.node, tagger, resources)
         stabilisers = list(cfg.by_role("phase_stabiliser"))
         self.stabiliser = (
             lab.make_driver(self.node, stabilisers[0], resources) if stabilisers else None
         )
+        self.calibration = MidpointCalibration(
+            self.node, self.tagger, self.stabiliser, self.detectors
+        )
         self.store = ParameterStore(self.data_dir / "params.sqlite")
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
-        self._ctx = zmq.asyncio.Context()
-        self.router = SecureRouter(self._ctx, self.data_dir, self.node, f"midpoint {self.node}")
-        self.key_names = KeyNames(self.data_dir)  # read once, again only for a new key
-        self.endpoint = ""
-        self.state = "idle"
         self.fault_reason = ""
+        self._state = "idle"
         self.session: MidpointSession | None = None
         self.connected: dict[str, float] = {}  # node -> last heard (monotonic)
-        self.counters = {"malformed": 0, "forged": 0, "undeliverable": 0, "heralds": 0}
-        self.faults: list[HeraldFault] = []
-        self.tags_holder: str | None = None  # the calibration that armed the tagger
+        self.counters = {"forged": 0, "undeliverable": 0, "heralds": 0}
+        self.faults = HeraldFaults(allow_faults)
         self._ids = itertools.count(1)
         self.instance = uuid.uuid4().hex[:12]
         """Told in every heartbeat: a node whose session this midpoint never heard of (it
         restarted) learns so from a new instance."""
-        self._stop = asyncio.Event()
-        self._sock: zmq.asyncio.Socket | None = None
 
     # lifecycle ------------------------------------------------------------------------------
-    async def serve(self) -> None:
-        claim(self.data_dir, self.node)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._stop.set)
-        ensure_default_client(self.data_dir)
-        self._sock = self.router.bind(self.endpoint_requested)
-        self.endpoint = self.router.endpoint
+    def state(self) -> str:
+        return self._state
+
+    def info(self) -> dict:
+        return {"kind": "midpoint"}
+
+    def background(self) -> list:
+        return [self._heartbeats(), self._poll()]
+
+    async def open(self) -> None:
         await self._in_worker(self._open_instruments)
-        write_info(self.data_dir, self.node, self.endpoint, kind="midpoint")
-        log.info("midpoint %s serving on %s (state %s)", self.node, self.endpoint, self.state)
-        tasks = [
-            loop.create_task(self._receive()),
-            loop.create_task(self._heartbeats()),
-            loop.create_task(self._poll()),
-        ]
-        try:
-            await self._stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            if self.session is not None:
-                await self._end_session("midpoint stopped")
-            await self._in_worker(self._safe_state)
-            await self._in_worker(self._close_instruments)
-            self.router.close()
-            self._ctx.term()
-            remove_info(self.data_dir, self.node)
-            self.store.close()
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            log.info("midpoint %s stopped", self.node)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self._end_session("midpoint stopped")
+        await self._in_worker(self._safe_state)
+        await self._in_worker(self._close_instruments)
+        self.store.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _in_worker(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -228,54 +174,18 @@ class MidpointDaemon:
         if problems:
             raise QnodeError(f"midpoint {self.node} still in fault: {'; '.join(problems)}")
         log.info("midpoint %s: fault cleared (%s)", self.node, self.fault_reason)
-        self.state, self.fault_reason = "idle", ""
+        self._state, self.fault_reason = "idle", ""
 
     def _enter_fault(self, reason: str) -> None:
         log.error("midpoint %s fault: %s", self.node, reason)
-        self.state, self.fault_reason = "fault", reason
+        self._state, self.fault_reason = "fault", reason
         problems = self._safe_state()
         if problems:
             self.fault_reason += " | safe state incomplete: " + "; ".join(problems)
 
     # messages -------------------------------------------------------------------------------
-    def _sender(self, user_key: str | None) -> str | None:
-        """The allow-list name of the key a message came with (node-A, operator, ...)."""
-        return self.key_names.name(user_key)
-
-    async def _receive(self) -> None:
-        sock = self._sock
-        while True:
-            frames = await sock.recv_multipart(copy=False)
-            identity, payload = frames[0].bytes, frames[-1].bytes
-            try:
-                user_key = frames[-1].get("User-Id")
-            except zmq.ZMQError:
-                user_key = None
-            try:
-                msg = unpack(payload, REQUESTS)
-            except MessageError as e:
-                self.counters["malformed"] += 1
-                log.warning("midpoint: malformed message dropped (%s)", e)
-                continue
-            try:
-                body = await self._handle(msg, identity, self._sender(user_key))
-                reply = pack("reply", msg["id"], ok=True, **body)
-            except MessageError as e:
-                self.counters["malformed"] += 1
-                log.warning("midpoint: malformed %s dropped (%s)", msg["type"], e)
-                reply = pack("reply", msg["id"], ok=False, error=f"malformed: {e}")
-            except QnodeError as e:
-                reply = pack("reply", msg["id"], ok=False, error=str(e))
-            except Exception as e:
-                log.exception("midpoint: request %s failed", msg.get("type"))
-                reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
-            if msg["type"] == "heartbeat":
-                continue  # heartbeats are not answered: the midpoint sends its own
-            with contextlib.suppress(zmq.ZMQError):
-                await sock.send_multipart([identity, reply])
-
     def _require_node(self, msg: dict, identity: bytes, sender: str | None) -> str:
-        node = require(msg, {"node": str})["node"]
+        node = msg["node"]
         if node not in self.lab.nodes or self.lab.nodes[node].kind != "memory":
             raise QnodeError(f"{node!r} is not a memory node of {self.lab.lab.name}")
         if sender != f"node-{node}" or identity != node.encode():
@@ -294,7 +204,8 @@ class MidpointDaemon:
             session.last_heard = time.monotonic()  # a node in another session keeps none alive
         return node
 
-    async def _handle(self, msg: dict, identity: bytes, sender: str | None) -> dict:
+    async def handle(self, request: Request) -> dict:
+        msg, identity, sender = request.msg, request.identity, request.sender
         kind = msg["type"]
         if kind in ("hello", "heartbeat"):
             self._require_node(msg, identity, sender)
@@ -306,16 +217,30 @@ class MidpointDaemon:
             return await self._start_session(msg, node)
         if kind == "session_end":
             self._require_node(msg, identity, sender)
-            session = require(msg, {"session": str})["session"]
+            session = msg["session"]
             if self.session is None or self.session.session != session:
                 raise QnodeError(f"no session {session!r} at the midpoint")
             return await self._end_session("ended by " + msg["node"], by_node=True)
         if kind in CALIBRATION:
-            return await self._calibration(msg, sender)
+            if self.session is not None:
+                raise QnodeError(
+                    f"midpoint {self.node} is busy with session {self.session.session}"
+                )
+            if self._state == "fault":
+                await self._in_worker(self._recover)
+            return await self.calibration.handle(msg, sender, self._in_worker)
         if kind == "herald_fault":
-            return self._add_fault(msg, sender)
+            fault = self.faults.add(
+                msg["node"],
+                msg["mode"],
+                msg["count"],
+                float(msg.get("delay_s") or 0.0),
+                int(msg.get("after") or 0),
+            )
+            log.warning("midpoint: %s asked for %s", sender, fault)
+            return {}
         if kind == "shutdown":
-            self._stop.set()
+            self.request_stop()
             return {}
         raise QnodeError(f"unknown request {kind!r}")
 
@@ -323,10 +248,11 @@ class MidpointDaemon:
         s = self.session
         return {
             "node": self.node,
-            "state": self.state,
+            "state": self._state,
             "fault_reason": self.fault_reason,
             "connected": sorted(self.connected),
             "refused_clients": self.router.allow_list.refused,
+            "malformed": self.malformed,
             "session": None
             if s is None
             else {"session": s.session, "protocol": s.protocol, "heralds": s.seq},
@@ -339,7 +265,6 @@ class MidpointDaemon:
 
     # sessions -------------------------------------------------------------------------------
     async def _start_session(self, msg: dict, initiator: str) -> dict:
-        require(msg, {"session": str, "protocol": str, "nodes": list})
         current = self.session
         if current is not None and initiator in current.nodes:
             # a node runs one session at a time: asking for another, it has left this one
@@ -347,14 +272,12 @@ class MidpointDaemon:
             await self._end_session(f"superseded: {initiator} started {msg['session']}")
         elif current is not None:
             raise QnodeError(f"midpoint {self.node} is busy with session {current.session}")
-        if self.state == "fault":
+        if self._state == "fault":
             await self._in_worker(self._recover)
-        if self.tags_holder is not None:
-            raise QnodeError(f"midpoint {self.node} is calibrating ({self.tags_holder})")
+        if self.calibration.holder is not None:
+            raise QnodeError(f"midpoint {self.node} is calibrating ({self.calibration.holder})")
         protocol, nodes = msg["protocol"], msg["nodes"]
-        software = msg.get("heralding", "hardware") == "software"
-        if protocol not in PROTOCOLS:
-            raise QnodeError(f"unknown protocol {protocol!r} ({', '.join(PROTOCOLS)})")
+        software = msg.get("heralding") == "software"
         if software and protocol != "single_click":
             raise QnodeError("software heralding is single-click only")
         if initiator not in nodes or len(nodes) != 2 or not all(isinstance(n, str) for n in nodes):
@@ -442,7 +365,7 @@ class MidpointDaemon:
             session = self.session
             if session is None:
                 continue
-            if time.monotonic() - session.last_heard > SESSION_SILENCE_S:
+            if time.monotonic() - session.last_heard > MIDPOINT_SILENCE_S:
                 log.warning("midpoint: session %s: its nodes fell silent", session.session)
                 await self._end_session("the nodes fell silent")
                 continue
@@ -481,13 +404,9 @@ class MidpointDaemon:
             session.file.flush()
 
     async def _send_herald(self, node: str, fields: dict) -> None:
-        fault = next((f for f in self.faults if f.node == node and f.count > 0), None)
+        fault = self.faults.next_for(node)
         copies, delay = 1, 0.0
-        if fault is not None and fault.after > 0:
-            fault.after -= 1
-            fault = None
         if fault is not None:
-            fault.count -= 1
             if fault.mode == "drop":
                 log.warning(
                     "midpoint: fault injected: herald %d to %s dropped", fields["seq"], node
@@ -511,7 +430,7 @@ class MidpointDaemon:
 
     async def _send(self, node: str, payload: bytes) -> None:
         try:
-            await self._sock.send_multipart([node.encode(), payload])
+            await self.sock.send_multipart([node.encode(), payload])
         except zmq.ZMQError as e:  # ROUTER_MANDATORY: the node is not connected
             self.counters["undeliverable"] += 1
             log.warning("midpoint: node %s unreachable (%s): message not delivered", node, e)
@@ -523,69 +442,11 @@ class MidpointDaemon:
             beat = dict(session=session, instance=self.instance)
             for node in list(self.connected):
                 try:
-                    await self._sock.send_multipart(
+                    await self.sock.send_multipart(
                         [node.encode(), pack("heartbeat", next(self._ids), **beat)]
                     )
                 except zmq.ZMQError:
                     self.connected.pop(node, None)  # gone; it says hello when it is back
-
-    # calibration's use of the midpoint's instruments ------------------------------------
-    async def _calibration(self, msg: dict, sender: str | None) -> dict:
-        """The midpoint routines (detection window, dark counts, phase set point) through
-        the one owner of the instruments; never during a session, one armed acquisition at
-        a time (a second caller is told to wait)."""
-        kind = msg["type"]
-        if self.session is not None:
-            raise QnodeError(f"midpoint {self.node} is busy with session {self.session.session}")
-        if self.state == "fault":
-            await self._in_worker(self._recover)
-        if kind == "tags_start":
-            if self.tags_holder is not None:
-                raise QnodeError(f"busy: the tagger is armed for {self.tags_holder}")
-            self.tags_holder = str(msg.get("holder") or sender)
-            await self._in_worker(self.tagger.start_tags)
-            return {}
-        if self.tags_holder is not None and kind != "tags_stop":
-            raise QnodeError(f"busy: the tagger is armed for {self.tags_holder}")
-        if kind == "tags_stop":
-            if self.tags_holder is None:
-                raise QnodeError("the tagger is not armed")
-            try:
-                tags = await self._in_worker(self.tagger.stop_tags)
-            finally:
-                self.tags_holder = None
-            return {"tags": tags}
-        if kind == "dark_tags":
-            seconds = float(require(msg, {"seconds": (int, float)})["seconds"])
-            return {"tags": await self._in_worker(self.tagger.acquire_tags, seconds)}
-        if self.stabiliser is None:
-            raise QnodeError(f"midpoint {self.node} has no phase stabiliser")
-        if kind == "reference_counts":
-            require(msg, {"setpoint_deg": (int, float), "seconds": (int, float)})
-            counts = await self._in_worker(
-                self._reference_counts, float(msg["setpoint_deg"]), float(msg["seconds"])
-            )
-            return {"counts": counts}
-        await self._in_worker(self.stabiliser.set_reference, False)
-        return {}
-
-    def _reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
-        self.stabiliser.set_reference(True)
-        self.stabiliser.set_setpoint(setpoint_deg)
-        self.stabiliser.set_lock(True)
-        self.tagger.set_integration(seconds)
-        return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}
-
-    def _add_fault(self, msg: dict, sender: str | None) -> dict:
-        if not self.allow_faults:
-            raise QnodeError("herald faults are off (start the midpoint with --allow-faults)")
-        require(msg, {"node": str, "mode": str, "count": int})
-        if msg["mode"] not in FAULT_MODES:
-            raise QnodeError(f"fault mode {msg['mode']!r}: one of {', '.join(FAULT_MODES)}")
-        delay, after = float(msg.get("delay_s", 0.0)), int(msg.get("after", 0))
-        self.faults.append(HeraldFault(msg["node"], msg["mode"], msg["count"], delay, after))
-        log.warning("midpoint: %s asked for %s", sender, self.faults[-1])
-        return {}
 
 
 def serve(

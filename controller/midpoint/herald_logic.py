@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROTOCOLS = ("single_click", "barrett_kok")
+from controller.link.vocabulary import PROTOCOLS
 
 
 @dataclass(frozen=True)

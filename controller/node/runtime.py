@@ -82,6 +82,10 @@ class PreparedRun:
     compiled: list[Compiled]
     progress: RunProgress
 
+    @property
+    def run_id(self) -> str:
+        return self.progress.run_id
+
 
 def hardware_of(lab: LabConfig, node: str) -> Hardware:
     cfg = lab.nodes[node]
@@ -154,7 +158,7 @@ class NodeRuntime:
         self.fault_reason = ""
         self.run_progress: RunProgress | None = None
         self.abort_event = threading.Event()
-        self._lab_text = Path(lab.source).read_text() if Path(lab.source).exists() else ""
+        self.lab_text = Path(lab.source).read_text() if Path(lab.source).exists() else ""
 
     # lifecycle -----------------------------------------------------------------------------
     def role(self, role: str) -> InstrumentHandle:
@@ -238,7 +242,7 @@ class NodeRuntime:
                 axes=[(a.name, list(a.values), a.unit) for a in sweep.axes],
                 shots=sequence.shots,
                 readouts=compiled[0].readouts,
-                lab_text=self._lab_text,
+                lab_text=self.lab_text,
                 parameters=self.store.snapshot(self.node, self.cfg.platform),
                 software_version=__version__,
                 listing=compiled[0].listing,

@@ -174,7 +174,7 @@ class DaemonMidpointAccess(StoredParameters):
     WAIT_S = 300.0
 
     def __init__(self, lab: LabConfig, store: ParameterStore, holder: str = "") -> None:
-        from controller.midpoint.daemon import midpoint_name
+        from controller.labconfig import midpoint_name
 
         self.node = midpoint_name(lab)
         self.detectors = dict(lab.nodes[self.node].channels.detectors)
@@ -217,8 +217,8 @@ class DaemonMidpointAccess(StoredParameters):
 
 def midpoint_access(lab: LabConfig, store: ParameterStore, resources, holder: str = ""):
     """Through the midpoint daemon if it runs (it owns the instruments), else directly."""
+    from controller.labconfig import midpoint_name
     from controller.messaging.serving import running_daemon_pid
-    from controller.midpoint.daemon import midpoint_name
 
     if running_daemon_pid(lab.data_dir, midpoint_name(lab)) is not None:
         return DaemonMidpointAccess(lab, store, holder)
@@ -278,8 +278,8 @@ class ClientLinkAccess:
 
 def link_access(lab: LabConfig, node: str, store: ParameterStore) -> ClientLinkAccess | None:
     """Sessions are possible when the peer's and the midpoint's daemons run."""
+    from controller.labconfig import midpoint_name
     from controller.messaging.serving import running_daemon_pid
-    from controller.midpoint.daemon import midpoint_name
 
     access = ClientLinkAccess(lab, node, store)
     running = [running_daemon_pid(lab.data_dir, s) for s in (access.peer, midpoint_name(lab))]

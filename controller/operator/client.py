@@ -26,9 +26,11 @@ from controller.labconfig import LabConfig, load_lab
 from controller.messaging.curve import client_socket
 from controller.messaging.keys import DEFAULT_CLIENT, client_keys
 from controller.messaging.serving import node_info_path
-from controller.messaging.wire import MessageError, pack, unpack
+from controller.messaging.wire import REPLY, MessageError, pack, unpack, vocabulary
 from qnode.errors import QnodeError
 from sequences.operations import Sequence, Sweep, to_data
+
+REPLIES = vocabulary(REPLY)
 
 
 class NodeUnavailable(QnodeError):
@@ -122,7 +124,7 @@ class NodeClient:
             if not sock.poll(int(left * 1000) + 1):
                 continue
             try:
-                reply = unpack(sock.recv(), {"reply"})
+                reply = unpack(sock.recv(), REPLIES)
             except MessageError:
                 continue
             if reply["id"] != msg_id:

@@ -18,10 +18,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from controller.data.sessionfile import DELIVERED
-from controller.labconfig import LabConfig
-from controller.link.session import memory_still_there
+from controller.labconfig import LabConfig, midpoint_name
+from controller.link.plan import memory_still_there
 from controller.messaging.serving import node_info_path, running_daemon_pid
-from controller.midpoint.daemon import midpoint_name
 from controller.operator.client import NodeClient
 from controller.operator.daemons import spawn, terminate
 from controller.operator.verify import Verification, verify

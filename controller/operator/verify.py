@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.data.sessionfile import BASES, DELIVERED
+from controller.data.sessionfile import DELIVERED
+from controller.link.vocabulary import BASES
 
 Z95 = 1.959964
 SIGNS = np.array([1.0, -1.0, -1.0, 1.0])  # (+,+), (+,-), (-,+), (-,-)

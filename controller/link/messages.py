@@ -1,0 +1,149 @@
+"""The link protocol's messages, declared once: what a node's peer, its operator and its
+midpoint may send it, and what a node may send the midpoint. Every message is checked
+against its schema on receipt (controller.messaging.wire.unpack), so handlers see only
+well-formed fields; `check_request` then checks an entanglement request's ranges and the
+node's calibration."""
+
+from __future__ import annotations
+
+from controller.labconfig import LabConfig
+from controller.link.vocabulary import BASES, DELIVERY, HERALDING, OUTCOMES, PROTOCOLS
+from controller.messaging.wire import REPLY, Schema, vocabulary
+from qnode.errors import QnodeError
+
+NUMBER = (int, float)
+
+REQUEST_FIELDS = {
+    "pairs": int,
+    "protocol": str,
+    "fidelity_min": NUMBER,
+    "deadline_s": NUMBER,
+}
+REQUEST_OPTIONS = {"delivery": str, "alpha": NUMBER, "heralding": str}
+REQUEST_CHOICES = {"protocol": PROTOCOLS, "delivery": DELIVERY, "heralding": HERALDING}
+
+# node -> node --------------------------------------------------------------------------------
+PEER = vocabulary(
+    Schema(
+        "link_request",
+        {"session": str, "nodes": list, **REQUEST_FIELDS},
+        {**REQUEST_OPTIONS, "expected": dict},
+        REQUEST_CHOICES,
+    ),
+    Schema(
+        "link_round",
+        {"session": str, "round": int, "first_shot": int, "shots": int, "basis": str},
+        choices={"basis": BASES},
+    ),
+    Schema("round_done", {"session": str, "round": int, "status": str}, notification=True),
+    Schema(
+        "pair_check",
+        {"session": str, "shot": int, "attempt": int, "outcome": int, "ok": bool, "reason": str},
+        notification=True,
+    ),
+    Schema(
+        "pair_decision",
+        {
+            "session": str,
+            "shot": int,
+            "attempt": int,
+            "outcome": int,
+            "delivered": bool,
+            "reason": str,
+        },
+        notification=True,
+    ),
+    Schema("pair_recorded", {"session": str, "shot": int}, notification=True),
+    Schema("link_end", {"session": str, "state": str, "reason": str}),
+    Schema("peer_heartbeat", {"session": str}, notification=True),
+    Schema("session_pairs", {"session": str}),
+)
+
+# operator -> node ----------------------------------------------------------------------------
+OPERATOR = vocabulary(
+    Schema(
+        "entangle",
+        {"pairs": int, "protocol": str},
+        {"fidelity_min": NUMBER, "deadline_s": NUMBER, **REQUEST_OPTIONS, "peer": str},
+        REQUEST_CHOICES,
+    ),
+    Schema("session", {"session": str}),
+    Schema("session_data", {"session": str}),
+)
+
+# midpoint -> node ----------------------------------------------------------------------------
+FROM_MIDPOINT = vocabulary(
+    REPLY,
+    Schema(
+        "herald",
+        {"session": str, "seq": int, "shot": int, "sync": int, "attempt": int, "outcome": str},
+        {"reason": str},
+        {"outcome": OUTCOMES},
+    ),
+    Schema("heartbeat", {"session": str, "instance": str}),
+    Schema("session_ended", {"session": str, "reason": str}),
+)
+FROM_PEER = vocabulary(REPLY)
+"""On a node's DEALER to its peer only replies arrive (the peer's messages reach its ROUTER)."""
+
+# node -> midpoint ----------------------------------------------------------------------------
+TO_MIDPOINT = vocabulary(
+    Schema("hello", {"node": str}),
+    Schema("heartbeat", {"node": str}, {"session": str}, notification=True),
+    Schema(
+        "session_start",
+        {"node": str, "session": str, "protocol": str, "nodes": list},
+        {"heralding": str},
+        {"protocol": PROTOCOLS, "heralding": HERALDING},
+    ),
+    Schema("session_end", {"node": str, "session": str}),
+)
+
+
+# the entanglement request's ranges ---------------------------------------------------------
+MAX_PAIRS = 10**7
+
+
+REQUEST_DEFAULTS = {
+    "fidelity_min": 0.0,
+    "deadline_s": 600.0,
+    "delivery": "verify",
+    "alpha": None,
+    "heralding": "hardware",
+}
+
+
+def request_from(msg: dict) -> dict:
+    """The operator's `entangle` message as a request, with the defaults filled in."""
+    request = {"pairs": msg["pairs"], "protocol": msg["protocol"]}
+    for name, default in REQUEST_DEFAULTS.items():
+        value = msg.get(name)
+        request[name] = default if value is None else value
+    return request
+
+
+def check_request(
+    request: dict, lab: LabConfig, node: str, peer: str, values: dict[str, float]
+) -> None:
+    """Raises QnodeError naming what is wrong. The fields' types and choices were checked on
+    receipt (the schemas above); this checks their ranges and the node's state of
+    calibration (`values`: this node's calibrated parameters)."""
+    if not 1 <= request["pairs"] <= MAX_PAIRS:
+        raise QnodeError(f"pairs must be 1..1e7, got {request['pairs']}")
+    if not 0.0 <= request["fidelity_min"] < 1.0:
+        raise QnodeError(f"minimum fidelity must be in [0, 1), got {request['fidelity_min']}")
+    if not request["deadline_s"] > 0:
+        raise QnodeError("the deadline must be positive (seconds)")
+    alpha = request.get("alpha")
+    if alpha is not None and not 0 < alpha < 1:
+        raise QnodeError(f"alpha must be in (0, 1), got {alpha!r}")
+    if request.get("heralding") == "software" and request["protocol"] != "single_click":
+        raise QnodeError("software heralding is single-click only (one outcome per attempt)")
+    if peer == node or peer not in lab.nodes or lab.nodes[peer].kind != "memory":
+        raise QnodeError(f"{peer!r} is not another memory node of {lab.lab.name}")
+    needed = ["mw_frequency_hz", "pi_amplitude_v"]
+    if request["protocol"] == "barrett_kok" or request.get("delivery") in ("X", "Y", "verify"):
+        needed.append("pi2_amplitude_v")
+    missing = [n for n in needed if n not in values]
+    if missing:
+        raise QnodeError(f"node {node} is not calibrated: {', '.join(missing)}")

@@ -1,0 +1,73 @@
+"""What the link layer needs of its node, as a small typed interface: the node daemon
+implements it (controller/node/link_port.py); a test can implement it without instruments.
+
+The link layer never reaches into the daemon: it runs round programs, forwards heralds to the
+sequencer, reads calibrated parameters and writes its session files only through this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from sequences.operations import Sequence
+
+
+class RoundRun(Protocol):
+    """A prepared run: compiled and the node claimed, not started."""
+
+    @property
+    def run_id(self) -> str: ...
+
+
+class RunOutcome(Protocol):
+    @property
+    def status(self) -> str: ...  # completed, aborted, failed
+
+    @property
+    def reason(self) -> str: ...
+
+
+class NodeView(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def parameters(self, station: str) -> dict[str, float]:
+        """The current calibrated values of a station of this lab (this node, its peer, the
+        midpoint): they share one parameter store."""
+        ...
+
+    def snapshot(self) -> dict[str, dict]:
+        """This node's parameters with their provenance, for a session file."""
+        ...
+
+    def lab_text(self) -> str:
+        """The lab file as text, for a session file."""
+        ...
+
+    def busy_with(self) -> str | None:
+        """Why the node cannot start a session now (a run), or None."""
+        ...
+
+    async def prepare(self, sequence: Sequence) -> RoundRun:
+        """Compile and claim the node (a bad program fails here, before anything moves)."""
+        ...
+
+    async def execute(self, run: RoundRun, on_events: Callable[[list], None]) -> RunOutcome:
+        """Run it in the node's worker; `on_events` sees the sequencer's events as they
+        arrive, in the worker's thread."""
+        ...
+
+    def abort(self) -> None:
+        """Stop the current run (the session is ending)."""
+        ...
+
+    def send_herald(self, outcome: str) -> None:
+        """Software heralding: an attempt's outcome to the sequencer (blocking)."""
+        ...

@@ -1,0 +1,161 @@
+"""What a session plans: what the calibrated values promise (alpha chosen for the minimum
+fidelity unless given, the success probability per attempt, the fidelity; from the
+controller's planning model, qnode.heralding), and what the nodes run for it (a round of
+shots: check, shared sync, attempts until the herald, then measure or keep; the attempt
+budget; alpha as a pulse amplitude; the plan of rounds)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from controller.link.vocabulary import (
+    MAX_ATTEMPTS,
+    MIN_ATTEMPTS,
+    ROUND_SHOTS_MAX,
+    SOFTWARE_HERALD_WAIT_NS,
+    SYNC_TIMEOUT_NS,
+)
+from qnode.errors import QnodeError
+from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
+from sequences.operations import (
+    CoolingCheck,
+    CRCheck,
+    EntanglementAttempt,
+    Readout,
+    Sequence,
+    WaitSync,
+    pi_half_pulse,
+)
+
+
+# what the calibrated values promise ------------------------------------------------------------
+@dataclass(frozen=True)
+class Expectation:
+    alpha: float | None
+    p_success: float
+    fidelity: float
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "p_success": self.p_success,
+            "fidelity": self.fidelity,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Expectation:
+        """As the initiator sent it in its link request."""
+        return cls(
+            data.get("alpha"),
+            float(data.get("p_success", 0.0)),
+            float(data.get("fidelity", 0.0)),
+            tuple(data.get("notes", ())),
+        )
+
+
+def expectation(
+    protocol: str,
+    link: Link,
+    fidelity_min: float,
+    alpha: float | None,
+    notes: tuple[str, ...] = (),
+) -> Expectation:
+    if protocol == "barrett_kok":
+        herald = barrett_kok(link)
+        f = fidelity(herald.states["psi_plus"], "psi_plus")
+        if f < fidelity_min:
+            raise QnodeError(
+                f"minimum fidelity {fidelity_min} is out of reach with Barrett-Kok on this link "
+                f"(expected {f:.3f})"
+            )
+        return Expectation(None, herald.p_success, f, tuple(notes))
+    if alpha is None:
+        try:
+            alpha = alpha_for_fidelity(fidelity_min, link)
+        except ValueError as e:
+            raise QnodeError(f"minimum fidelity {fidelity_min}: {e}") from None
+    herald = single_click(alpha, link)
+    f = fidelity(herald.states["psi_plus"], "psi_plus")
+    if f < fidelity_min:
+        raise QnodeError(
+            f"alpha {alpha:g} gives fidelity {f:.3f}, below the minimum {fidelity_min}"
+        )
+    return Expectation(alpha, herald.p_success, f, tuple(notes))
+
+
+# what the nodes run ----------------------------------------------------------------------------
+
+POST_CHECK_THRESHOLD = 2
+"""A memory that lost its charge state (cooling) gives next to no counts in a check; a ready
+one gives the calibrated mean (tens). Two counts tell them apart without discarding the
+ready ones that a full check's threshold would (one in ten)."""
+
+
+def alpha_amplitude(pi_amplitude_v: float, alpha: float) -> float:
+    """From the bright |0>, a rotation by theta leaves cos^2(theta/2) = alpha bright."""
+    if not 0 < alpha < 1:
+        raise QnodeError(f"alpha {alpha} must lie in (0, 1)")
+    return pi_amplitude_v * 2 * math.acos(math.sqrt(alpha)) / math.pi
+
+
+def max_attempts(p_success: float) -> int:
+    """Attempts per shot before it gives up and checks the memory again: ten expected
+    waits (a memory that went dark must not hold the loop forever; a good one exhausts
+    once in e^10 shots)."""
+    if p_success <= 0:
+        return MAX_ATTEMPTS
+    return int(min(MAX_ATTEMPTS, max(MIN_ATTEMPTS, math.ceil(10 / p_success))))
+
+
+def memory_still_there(check: CRCheck) -> CRCheck:
+    """One check after the readout: fails (and flags the shot) if the memory is gone."""
+    return replace(check, threshold=POST_CHECK_THRESHOLD, max_tries=1)
+
+
+def round_sequence(
+    platform: str,
+    protocol: str,
+    shots: int,
+    basis: str,
+    alpha_amplitude_v: float | None,
+    attempts: int = MAX_ATTEMPTS,
+    heralding: str = "hardware",
+) -> Sequence:
+    """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
+    the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
+    each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome."""
+    check = CoolingCheck() if platform == "ion" else CRCheck()
+    extra = {"window_ns": SOFTWARE_HERALD_WAIT_NS} if heralding == "software" else {}
+    attempt = (
+        EntanglementAttempt(
+            protocol, alpha_amplitude_v=alpha_amplitude_v, max_attempts=attempts, **extra
+        )
+        if protocol == "single_click"
+        else EntanglementAttempt(protocol, max_attempts=attempts, **extra)
+    )
+    ops = [check, WaitSync(SYNC_TIMEOUT_NS), attempt]
+    if basis == "X":
+        ops.append(pi_half_pulse(90.0))
+    elif basis == "Y":
+        ops.append(pi_half_pulse(0.0))
+    if basis != "keep":
+        # the memory checked again after its readout: a memory that lost its charge state
+        # (or its cooling) reads dark whatever its spin; that shot is no measurement
+        ops += [Readout(), memory_still_there(check)]
+    return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
+
+
+def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[str, int]:
+    """The basis and shots of the next round. Verification measures a third of the pairs in
+    each of X, Y and Z: the round goes to the basis furthest from its share. A couple of
+    shots more than needed, as some heralds are discarded."""
+    if delivery == "verify":
+        share = math.ceil(pairs / 3)
+        basis = max(("X", "Y", "Z"), key=lambda b: share - delivered.get(b, 0))
+        shots = max(share - delivered.get(basis, 0), 1)
+    else:
+        basis, shots = delivery, max(pairs - sum(delivered.values()), 1)
+    return basis, int(min(ROUND_SHOTS_MAX, shots + 2))

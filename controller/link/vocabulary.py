@@ -1,0 +1,41 @@
+"""The words of the link protocol, each defined once: protocols, heralding modes, deliveries,
+outcomes and bases (as the session files number them), and the link layer's clocks.
+
+docs/protocols.md describes the protocol; controller/link/messages.py declares its messages.
+"""
+
+from __future__ import annotations
+
+PROTOCOLS = ("single_click", "barrett_kok")
+HERALDING = ("hardware", "software")
+DELIVERY = ("keep", "X", "Y", "Z", "verify")
+"""keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each."""
+OUTCOMES = ("fail", "psi_plus", "psi_minus")
+"""Outcome codes, as the sequencer's herald input and the session files number them."""
+BASES = ("keep", "X", "Y", "Z")
+"""Basis codes of the session files' pair rows."""
+ROLES = ("initiator", "responder")
+SESSION_STATES = ("running", "completed", "failed", "aborted", "deadline")
+
+HEARTBEAT_S = 0.5
+"""Every station beats this often: the nodes to each other and to the midpoint, and back."""
+SILENCE_S = 3.0
+"""No heartbeat (or any message) from the peer or the midpoint for this long: it is gone."""
+MIDPOINT_SILENCE_S = 10.0
+"""The midpoint closes a session whose nodes sent nothing for this long (its initiator is gone)."""
+HERALD_TIMEOUT_S = 3.0
+"""A shot the sequencer heralded waits this long for the midpoint's herald message."""
+PEER_TIMEOUT_S = 5.0
+"""The initiator waits this long for its peer's check of a shot, then discards it."""
+ROUND_DONE_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 15.0
+RECONCILE_WAIT_S = 120.0
+
+ROUND_SHOTS_MAX = 200
+MAX_ATTEMPTS = 2**31
+MIN_ATTEMPTS = 1000
+SYNC_TIMEOUT_NS = 5_000_000_000
+SOFTWARE_HERALD_WAIT_NS = 200_000_000
+"""Software heralding: how long an attempt waits for its outcome to come through ZeroMQ."""
+HERALD_BATCH = 256
+"""Herald records are written to the session file in batches of at most this many."""

@@ -1,0 +1,27 @@
+"""What the midpoint daemon accepts, declared once: the nodes' session messages
+(controller/link/messages.py), the operator's status and shutdown, the calibration routines'
+requests, and herald faults for tests."""
+
+from __future__ import annotations
+
+from controller.link.messages import NUMBER, TO_MIDPOINT
+from controller.messaging.wire import Schema, vocabulary
+
+CALIBRATION = vocabulary(
+    Schema("tags_start", optional={"holder": str}),
+    Schema("tags_stop"),
+    Schema("dark_tags", {"seconds": NUMBER}),
+    Schema("reference_counts", {"setpoint_deg": NUMBER, "seconds": NUMBER}),
+    Schema("reference_off"),
+)
+MIDPOINT = vocabulary(
+    TO_MIDPOINT,
+    CALIBRATION,
+    Schema("status"),
+    Schema("shutdown"),
+    Schema(
+        "herald_fault",
+        {"node": str, "mode": str, "count": int},
+        {"delay_s": NUMBER, "after": int},
+    ),
+)

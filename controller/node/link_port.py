@@ -1,0 +1,69 @@
+"""The node as its link layer sees it: controller.link.node_view.NodeView over the node's
+runtime, parameter store and run worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.data.params import ParameterStore
+from controller.labconfig import LabConfig
+from controller.node.runtime import NodeRuntime, PreparedRun, RunProgress
+from controller.node.worker import RunWorker
+from sequences.operations import Sequence, Sweep
+
+
+class LinkPort:
+    def __init__(
+        self, lab: LabConfig, runtime: NodeRuntime, store: ParameterStore, worker: RunWorker
+    ) -> None:
+        self._lab = lab
+        self._runtime = runtime
+        self._store = store
+        self._worker = worker
+
+    @property
+    def name(self) -> str:
+        return self._runtime.node
+
+    @property
+    def platform(self) -> str:
+        return self._runtime.cfg.platform or "nv"
+
+    @property
+    def data_dir(self) -> Path:
+        return self._lab.data_dir
+
+    def parameters(self, station: str) -> dict[str, float]:
+        cfg = self._lab.nodes[station]
+        if cfg.kind == "midpoint":
+            return {n: r.value for n, r in self._store.current(station).items()}
+        return self._store.values(station, cfg.platform or "nv")
+
+    def snapshot(self) -> dict[str, dict]:
+        return self._store.snapshot(self.name, self._runtime.cfg.platform)
+
+    def lab_text(self) -> str:
+        return self._runtime.lab_text
+
+    def busy_with(self) -> str | None:
+        run = self._runtime.run_progress
+        if self._runtime.state == "busy" and run is not None:
+            return f"run {run.run_id}"
+        return None
+
+    async def prepare(self, sequence: Sequence) -> PreparedRun:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._runtime.prepare, sequence, Sweep(), self.data_dir
+        )
+
+    async def execute(self, run: PreparedRun, on_events: Callable[[list], None]) -> RunProgress:
+        return await self._worker.execute(run, on_events)
+
+    def abort(self) -> None:
+        self._runtime.abort_event.set()
+
+    def send_herald(self, outcome: str) -> None:
+        with self._runtime.role("sequencer") as sequencer:
+            sequencer.send_herald(outcome)
