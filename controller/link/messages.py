@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from controller.labconfig import LabConfig
 from controller.link.vocabulary import BASES, DELIVERY, HERALDING, OUTCOMES, PROTOCOLS
-from controller.messaging.wire import REPLY, Schema, vocabulary
+from controller.messaging.wire import REPLY, Kind, Schema, vocabulary
 from qnode.errors import QnodeError
 
-NUMBER = (int, float)
+NUMBER: Kind = (int, float)
 
-REQUEST_FIELDS = {
+REQUEST_FIELDS: dict[str, Kind] = {
     "pairs": int,
     "protocol": str,
     "fidelity_min": NUMBER,
     "deadline_s": NUMBER,
 }
-REQUEST_OPTIONS = {"delivery": str, "alpha": NUMBER, "heralding": str}
+REQUEST_OPTIONS: dict[str, Kind] = {"delivery": str, "alpha": NUMBER, "heralding": str}
 REQUEST_CHOICES = {"protocol": PROTOCOLS, "delivery": DELIVERY, "heralding": HERALDING}
 
 # node -> node --------------------------------------------------------------------------------

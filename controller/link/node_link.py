@@ -52,7 +52,7 @@ log = logging.getLogger("qnode.link")
 
 
 class NodeLink:
-    def __init__(self, lab: LabConfig, node: NodeView, dialer: StationDialer) -> None:
+    def __init__(self, lab: LabConfig, node: NodeView[Any], dialer: StationDialer) -> None:
         self.lab = lab
         self.node = node
         self.name = node.name
@@ -494,7 +494,7 @@ class NodeLink:
 
     async def _accept(self, msg: dict, sender: str | None) -> dict:
         nodes = msg["nodes"]
-        initiator = nodes[0] if nodes else None
+        initiator = str(nodes[0]) if nodes else ""
         if sender != f"node-{initiator}" or self.name not in nodes or len(nodes) != 2:
             raise self._refuse(
                 f"not from the node that initiates it ({nodes})", "link_request", sender

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sequences.operations import Sequence
 
@@ -28,7 +28,13 @@ class RunOutcome(Protocol):
     def reason(self) -> str: ...
 
 
-class NodeView(Protocol):
+RunT = TypeVar("RunT", bound=RoundRun)
+
+
+class NodeView(Protocol[RunT]):
+    """A node, as the link layer uses it; RunT is what its `prepare` returns and its
+    `execute` takes."""
+
     @property
     def name(self) -> str: ...
 
@@ -55,11 +61,11 @@ class NodeView(Protocol):
         """Why the node cannot start a session now (a run), or None."""
         ...
 
-    async def prepare(self, sequence: Sequence) -> RoundRun:
+    async def prepare(self, sequence: Sequence) -> RunT:
         """Compile and claim the node (a bad program fails here, before anything moves)."""
         ...
 
-    async def execute(self, run: RoundRun, on_events: Callable[[list], None]) -> RunOutcome:
+    async def execute(self, run: RunT, on_events: Callable[[list], None]) -> RunOutcome:
         """Run it in the node's worker; `on_events` sees the sequencer's events as they
         arrive, in the worker's thread."""
         ...

@@ -129,13 +129,14 @@ def round_sequence(
     each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome."""
     check = CoolingCheck() if platform == "ion" else CRCheck()
     extra = {"window_ns": SOFTWARE_HERALD_WAIT_NS} if heralding == "software" else {}
-    attempt = (
-        EntanglementAttempt(
+    if protocol == "single_click":
+        if alpha_amplitude_v is None:
+            raise QnodeError("single-click needs the amplitude of its alpha rotation")
+        attempt = EntanglementAttempt(
             protocol, alpha_amplitude_v=alpha_amplitude_v, max_attempts=attempts, **extra
         )
-        if protocol == "single_click"
-        else EntanglementAttempt(protocol, max_attempts=attempts, **extra)
-    )
+    else:
+        attempt = EntanglementAttempt(protocol, max_attempts=attempts, **extra)
     ops = [check, WaitSync(SYNC_TIMEOUT_NS), attempt]
     if basis == "X":
         ops.append(pi_half_pulse(90.0))

@@ -189,7 +189,7 @@ class LinkSession:
                 seq - 1,
             )
         self.last_seq = seq
-        if self.software:  # first of all: the sequencer is waiting for it
+        if self.forward is not None and self.software:  # first: the sequencer waits for it
             self.forward(msg["outcome"])
         self.stats.herald_messages += 1
         self._herald_rows.append(

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
 import zmq
 import zmq.auth
+
+SocketT = TypeVar("SocketT", bound=zmq.Socket)
 
 
 def ensure_keypair(directory: Path, name: str) -> tuple[Path, Path]:
@@ -32,7 +35,7 @@ def allow(directory: Path, public_key_file: Path) -> None:
     shutil.copy(public_key_file, allowed / public_key_file.name)
 
 
-def server_socket(ctx: zmq.Context, kind: int, secret_file: Path) -> zmq.Socket:
+def server_socket(ctx: zmq.Context[SocketT], kind: int, secret_file: Path) -> SocketT:
     sock = ctx.socket(kind)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     sock.curve_publickey, sock.curve_secretkey = public, secret
@@ -42,8 +45,8 @@ def server_socket(ctx: zmq.Context, kind: int, secret_file: Path) -> zmq.Socket:
 
 
 def client_socket(
-    ctx: zmq.Context, kind: int, secret_file: Path, server_public_file: Path
-) -> zmq.Socket:
+    ctx: zmq.Context[SocketT], kind: int, secret_file: Path, server_public_file: Path
+) -> SocketT:
     sock = ctx.socket(kind)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     server_public, _ = zmq.auth.load_certificate(str(server_public_file))

@@ -228,7 +228,7 @@ class StationServer(ABC):
             frames = await sock.recv_multipart(copy=False)
             identity, payload = frames[0].bytes, frames[-1].bytes
             try:
-                sender = self.key_names.name(frames[-1].get("User-Id"))
+                sender = self.key_names.name(str(frames[-1].get("User-Id")))
             except zmq.ZMQError:
                 sender = None
             try:

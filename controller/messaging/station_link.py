@@ -137,19 +137,24 @@ class StationLink:
             except Exception:
                 log.exception("%s: handling %s from %s", self.node, msg["type"], self.target)
 
-    def send(self, kind: str, **fields) -> None:
-        """Fire and forget (a peer check, a heartbeat): never blocks the loop."""
+    def _connected(self) -> zmq.asyncio.Socket:
         if self._sock is None:
             self.connect()
+        assert self._sock is not None
+        return self._sock
+
+    def send(self, kind: str, **fields) -> None:
+        """Fire and forget (a peer check, a heartbeat): never blocks the loop."""
+        sock = self._connected()
         with contextlib.suppress(zmq.Again):
-            self._sock.send(pack(kind, next(self._ids), **fields), flags=zmq.NOBLOCK)
+            sock.send(pack(kind, next(self._ids), **fields), flags=zmq.NOBLOCK)
 
     async def request(self, kind: str, timeout_s: float = 10.0, **fields) -> dict:
         self.refresh()
         msg_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._waiting[msg_id] = future
-        await self._sock.send(pack(kind, msg_id, **fields))
+        await self._connected().send(pack(kind, msg_id, **fields))
         try:
             reply = await asyncio.wait_for(future, timeout_s)
         except TimeoutError:

@@ -34,11 +34,12 @@ def _default(obj: Any) -> Any:
         if obj.dtype.hasobject:
             raise TypeError("object arrays do not travel")
         arr = np.ascontiguousarray(obj)
-        descr = arr.dtype.str
-        if arr.dtype.names:  # plain fields: no metadata (h5py adds some), no padding
-            plain = np.dtype([(n, arr.dtype[n].str) for n in arr.dtype.names])
+        names = arr.dtype.names
+        descr: str | list[tuple[str, str]] = arr.dtype.str
+        if names:  # plain fields: no metadata (h5py adds some), no padding
+            plain = np.dtype([(n, arr.dtype[n].str) for n in names])
             arr = np.ascontiguousarray(arr.astype(plain))
-            descr = [(n, arr.dtype[n].str) for n in arr.dtype.names]
+            descr = [(n, arr.dtype[n].str) for n in names]
         return {
             "__ndarray__": descr,
             "shape": list(arr.shape),

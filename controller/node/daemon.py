@@ -106,7 +106,7 @@ class NodeDaemon(StationServer):
             }
         if kind == "run":
             sequence, sweep = from_data(msg.get("sequence"))
-            if runtime.state == "busy":
+            if runtime.state == "busy" and runtime.run_progress is not None:
                 raise QnodeError(f"node {self.node} is busy with run {runtime.run_progress.run_id}")
             if self.link.session is not None:
                 raise QnodeError(f"node {self.node} is in session {self.link.session.session}")
@@ -128,7 +128,7 @@ class NodeDaemon(StationServer):
                 raise QnodeError(f"no run {msg['run_id']!r} on node {self.node}")
             return {"result": await loop.run_in_executor(None, read_run, Path(run.file))}
         if kind == "params":
-            return {"params": self.store.snapshot(self.node, self.runtime.cfg.platform)}
+            return {"params": self.store.snapshot(self.node, self.runtime.cfg.platform or "nv")}
         if kind == "shutdown":
             self.request_stop()
             return {}

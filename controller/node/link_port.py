@@ -42,7 +42,7 @@ class LinkPort:
         return self._store.values(station, cfg.platform or "nv")
 
     def snapshot(self) -> dict[str, dict]:
-        return self._store.snapshot(self.name, self._runtime.cfg.platform)
+        return self._store.snapshot(self.name, self.platform)
 
     def lab_text(self) -> str:
         return self._runtime.lab_text
