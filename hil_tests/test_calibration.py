@@ -13,11 +13,11 @@ from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fracti
 from calibration.routines.check_threshold import threshold_for
 from calibration.routines.readout import BIN_NS, BINS
 from controller.data.params import ParameterStore
+from controller.harness.sim import start_sim
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.messaging.serving import node_info_path
+from controller.operator import daemons
 from controller.operator.calibration_access import ClientNodeAccess, DirectMidpointAccess
 from controller.operator.client import NodeClient
-from controller.operator.daemons import spawn, terminate
 from sequences.operations import (
     CRCheck,
     MwPulse,
@@ -230,28 +230,9 @@ def own_lab(tmp_path, monkeypatch):
     def start(lab_file: Path, seed: int):
         lab = load_lab(lab_file)
         resource_map = tmp_path / "resources.json"
-        sim_args = [
-            "sim",
-            "up",
-            "--lab",
-            str(lab_file),
-            "--seed",
-            str(seed),
-            "--resource-map",
-            str(resource_map),
-        ]
-        procs.append(spawn(sim_args, resource_map, tmp_path / "sim.log"))
-        node_args = [
-            "node",
-            "serve",
-            "--lab",
-            str(lab_file),
-            "--node",
-            "A",
-            "--resource-map",
-            str(resource_map),
-        ]
-        procs.append(spawn(node_args, node_info_path(lab.data_dir, "A"), tmp_path / "node.log"))
+        procs.append(start_sim(lab, resource_map, seed=seed, log=tmp_path / "sim.log"))
+        log = tmp_path / "node.log"
+        procs.append(daemons.start_daemon(lab, "A", log=log, resource_map=resource_map))
         clients.append(NodeClient.for_lab(lab, "A", timeout_s=30))
         return lab, clients[-1], SimControl(resource_map), read_resource_map(lab, resource_map)
 
@@ -259,7 +240,7 @@ def own_lab(tmp_path, monkeypatch):
     for client in clients:
         client.close()
     for proc in reversed(procs):
-        terminate(proc)
+        daemons.terminate(proc)
 
 
 def test_ion_node_calibrates_against_truth(own_lab):
