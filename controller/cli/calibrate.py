@@ -10,13 +10,13 @@ from rich.table import Table
 from controller.cli.app import (
     LabOption,
     NodeOption,
+    ResourceMapOption,
     console,
     err_console,
     fail,
     load_config,
     require_memory_node,
 )
-from controller.labconfig import read_resource_map
 from qnode.errors import QnodeError
 
 
@@ -27,6 +27,7 @@ def calibrate(
     plan_only: bool = typer.Option(False, "--plan", help="Print the order; run nothing."),
     lab: Path = LabOption,
     node: str = NodeOption,
+    resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """Calibrate a node: dependencies first, quick checks skip what is in spec, a failure stops
     what depends on it. Ends with a summary table; exit code 1 if anything failed."""
@@ -48,12 +49,9 @@ def calibrate(
         return
     from calibration.graph import run_graph
     from controller.data.params import ParameterStore
-    from controller.operator.calibration_access import (
-        ClientNodeAccess,
-        link_access,
-        midpoint_access,
-    )
+    from controller.operator.calibration_access import ClientNodeAccess, link_access
     from controller.operator.client import NodeClient
+    from controller.operator.daemons import terminate
 
     config = load_config(lab)
     require_memory_node(config, node, lab)
@@ -62,33 +60,27 @@ def calibrate(
     except (QnodeError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     with client, ParameterStore(config.data_dir / "params.sqlite") as store:
-        midpoint = None
-        if any(cfg.kind == "midpoint" for cfg in config.nodes.values()):
-            try:
-                resources = (
-                    read_resource_map(config)
-                    if any(i.simulated for _, _, i in config.all_instruments())
-                    else None
-                )
-                midpoint = midpoint_access(config, store, resources, f"calibrate {node}")
-                midpoint.open()
-            except QnodeError as e:
-                err_console.print(f"[yellow]midpoint not available:[/] {e}")
-                midpoint = None
-        link = link_access(config, node, store) if midpoint is not None else None
-        access = ClientNodeAccess.for_lab(config, node, client, store, midpoint, link)
-        with console.status(f"calibrating node {node}") as status:
+        midpoint, started = None, []
+        has_midpoint = any(cfg.kind == "midpoint" for cfg in config.nodes.values())
+        try:
+            if has_midpoint and any(ROUTINES[name].needs_midpoint for name in order):
+                holder = f"calibrate {node}"
+                midpoint, started = _midpoint(config, store, holder, resource_map)
+            link = link_access(config, node, store) if midpoint is not None else None
+            access = ClientNodeAccess.for_lab(config, node, client, store, midpoint, link)
+            with console.status(f"calibrating node {node}") as status:
 
-            def progress(routine: str, what: str) -> None:
-                status.update(f"[bold]{routine}[/]: {what}")
-                if "out of spec" in what:
-                    console.print(f"  {routine}: {what}")
+                def progress(routine: str, what: str) -> None:
+                    status.update(f"[bold]{routine}[/]: {what}")
+                    if "out of spec" in what:
+                        console.print(f"  {routine}: {what}")
 
-            try:
                 outcomes = run_graph(access, names, force=force, progress=progress)
-            finally:
-                if midpoint is not None:
-                    midpoint.close()
+        finally:
+            if midpoint is not None:
+                midpoint.close()
+            for proc in reversed(started):
+                terminate(proc)
     colours = {IN_SPEC: "green", UPDATED: "cyan", FAILED: "red", SKIPPED: "yellow"}
     table = Table(title=f"calibration of node {node}")
     for column in ("routine", "verdict", "old -> new", "fit quality", "reason", "plot"):
@@ -110,3 +102,35 @@ def calibrate(
     console.print(table)
     if any(o.verdict == FAILED for o in outcomes):
         raise typer.Exit(1)
+
+
+def _midpoint(config, store, holder: str, resource_map: Path | None):
+    """The midpoint's instruments through its daemon, which is started if it is not running
+    (as `qnode entangle` does; stopped again at the end). (None, []) with a note if it
+    cannot be reached: the routines that need it are then skipped."""
+    from controller.midpoint.daemon import midpoint_name
+    from controller.operator.calibration_access import DaemonMidpointAccess
+    from controller.operator.daemons import StartError, ensure_daemons, terminate
+
+    if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
+        resource_map = config.resource_map_path
+    started = []
+    try:
+        with console.status("starting the midpoint daemon if it is not running..."):
+            started = ensure_daemons(
+                config, [midpoint_name(config)], resource_map, config.data_dir / "logs"
+            )
+        midpoint = DaemonMidpointAccess(config, store, holder)
+        try:
+            midpoint.open()
+        except BaseException:
+            midpoint.close()
+            raise
+    except BaseException as e:
+        for proc in reversed(started):
+            terminate(proc)
+        if not isinstance(e, QnodeError | StartError):
+            raise
+        err_console.print(f"[yellow]midpoint not available:[/] {e}")
+        return None, []
+    return midpoint, started
