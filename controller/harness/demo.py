@@ -1,12 +1,13 @@
 """`make demo`: a simulated two-node lab that checks its instruments, calibrates itself and
 entangles its nodes.
 
-Starts the simulated lab and the daemons of nodes A and B, checks every instrument, calibrates
-both nodes from scratch (against hidden parameters the simulator drew from a seed) and compares
-the result with the truth; starts the midpoint daemon; delivers and verifies 1000 single-click
-pairs (at four values of alpha) and 200 Barrett-Kok pairs; prints a report, saves a plot of
-fidelity and success probability against alpha over the model, and stops everything it
-started. The plot goes to demo-output/ (or $QNODE_DEMO_OUTPUT).
+Starts the simulated lab, checks every instrument, starts the daemons of nodes A and B and of
+the midpoint; calibrates both nodes from scratch (against hidden parameters the simulator drew
+from a seed; the midpoint's instruments through its daemon), then the link (visibility, alpha),
+and compares the result with the truth; delivers and verifies 1000 single-click pairs (at four
+values of alpha) and 200 Barrett-Kok pairs; prints a report, saves a plot of fidelity and
+success probability against alpha over the model, and stops everything it started. The plot
+goes to demo-output/ (or $QNODE_DEMO_OUTPUT).
 """
 
 from __future__ import annotations
