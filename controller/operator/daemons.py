@@ -16,13 +16,15 @@ from pathlib import Path
 
 from controller.labconfig import LabConfig
 from controller.messaging.serving import node_info_path, running_daemon_pid
+from qnode.errors import QnodeError
 
 QNODE = [sys.executable, "-m", "controller.cli"]
 DAEMON_START_TIMEOUT_S = 30.0
 
 
-class StartError(RuntimeError):
-    pass
+class StartError(QnodeError, RuntimeError):
+    """A command that exited, or was not ready in time; its message holds the log. A
+    QnodeError, so that a command that starts daemons reports it as one error."""
 
 
 def spawn(
