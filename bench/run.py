@@ -35,8 +35,9 @@ import zmq.asyncio
 from rich.console import Console
 from rich.table import Table
 
+from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.operator.daemons import spawn, terminate
+from controller.operator.daemons import terminate
 
 console = Console()
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -261,7 +262,8 @@ def bench_herald(data_dir: Path) -> dict:
 def bench_entangle(lab, resource_map: Path, sim, data_dir: Path) -> dict:
     from controller.harness.truth_calibration import calibrate_nodes_from_truth
     from controller.operator.client import NodeClient
-    from controller.operator.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+    from controller.operator.daemons import ensure_daemons
+    from controller.operator.entangle import READOUT_SHOTS, readout_of
     from controller.operator.verify import verify
 
     calibrate_nodes_from_truth(data_dir, sim)
@@ -395,11 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["QNODE_DATA_DIR"] = str(Path(tmp) / "data")
         lab = load_lab(DEFAULT_LAB)
         resource_map = Path(tmp) / "resources.json"
-        sim_args = ["sim", "up", "--seed", "3", "--resource-map", str(resource_map)]
-        proc = spawn(sim_args, resource_map, Path(tmp) / "sim.log")
+        proc = start_sim(lab, resource_map, seed=3, log=Path(tmp) / "sim.log")
         try:
-            from sim_backends.client import SimControl
-
             resources = read_resource_map(lab, resource_map)
             with console.status("SCPI..."):
                 results["scpi"] = bench_scpi(lab, resources)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import DEFAULT_LAB, LabConfig, load_lab, read_resource_map
-from controller.messaging.serving import node_info_path
+from controller.operator import daemons
 from controller.operator.client import NodeClient
-from controller.operator.daemons import StartError, spawn, terminate
-from sim_backends.client import SimControl
+from controller.operator.daemons import StartError, terminate
 
 SIM_SEED = 20261122
 SIM_START_TIMEOUT_S = 30.0
@@ -59,18 +59,10 @@ def sim_process(lab: LabConfig, simulated: bool, tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("simlab")
     resource_map = folder / "resources.json"
     seed = request.config.getoption("--sim-seed")
-    args = [
-        "sim",
-        "up",
-        "--lab",
-        lab.source,
-        "--seed",
-        str(seed),
-        "--resource-map",
-        str(resource_map),
-    ]
     try:
-        proc = spawn(args, resource_map, folder / "sim.log", SIM_START_TIMEOUT_S)
+        proc = start_sim(
+            lab, resource_map, seed=seed, log=folder / "sim.log", timeout_s=SIM_START_TIMEOUT_S
+        )
     except StartError as e:
         pytest.fail(str(e))
     try:
@@ -182,22 +174,25 @@ class DaemonHandle:
 
 @pytest.fixture
 def start_daemon(lab, sim_process, data_dir, tmp_path):
-    """start_daemon(node) -> a running `qnode node serve` for that node, stopped after the test."""
+    """start_daemon(station) -> a running daemon of that station (`qnode node serve`, or
+    `qnode midpoint serve` for the midpoint), stopped after the test."""
     started: list[DaemonHandle] = []
 
-    def start(node: str, *extra: str) -> DaemonHandle:
-        """A memory node's daemon, or the midpoint's (extra: more CLI options)."""
-        info = node_info_path(lab.data_dir, node)  # follows QNODE_DATA_DIR, as the daemon does
-        info.unlink(missing_ok=True)
+    def start(node: str, *extra: str, allow_faults: bool = False) -> DaemonHandle:
+        """A memory node's daemon, or the midpoint's; `allow_faults` (or the CLI option
+        "--allow-faults" in extra): the midpoint accepts herald fault injection."""
+        unknown = set(extra) - {"--allow-faults"}
+        if unknown:
+            raise ValueError(f"start_daemon: unknown options {sorted(unknown)}")
         log_path = tmp_path / f"node-{node}.log"
-        if lab.nodes[node].kind == "midpoint":
-            args = ["midpoint", "serve", "--lab", lab.source, *extra]
-        else:
-            args = ["node", "serve", "--lab", lab.source, "--node", node, *extra]
-        if sim_process is not None:
-            args += ["--resource-map", str(sim_process)]
         try:
-            proc = spawn(args, info, log_path)
+            proc = daemons.start_daemon(  # the lab's data dir follows QNODE_DATA_DIR
+                lab,
+                node,
+                log=log_path,
+                resource_map=sim_process,
+                allow_faults=allow_faults or "--allow-faults" in extra,
+            )
         except StartError as e:
             pytest.fail(str(e))
         handle = DaemonHandle(node, proc, log_path, NodeClient.for_lab(lab, node, timeout_s=10))

@@ -1,5 +1,6 @@
 """Calibration against the simulator's hidden truth (node A, NV)."""
 
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,11 @@ from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fracti
 from calibration.routines.check_threshold import threshold_for
 from calibration.routines.readout import BIN_NS, BINS
 from controller.data.params import ParameterStore
-from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.messaging.serving import node_info_path
-from controller.operator.calibration_access import ClientNodeAccess, DirectMidpointAccess
+from controller.harness.sim import start_sim
+from controller.labconfig import DEFAULT_LAB, load_lab
+from controller.operator import daemons
+from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
 from controller.operator.client import NodeClient
-from controller.operator.daemons import spawn, terminate
 from sequences.operations import (
     CRCheck,
     MwPulse,
@@ -43,13 +44,15 @@ def fresh_lab_data(tmp_path, monkeypatch):
     return tmp_path / "data"
 
 
-def access_for(lab, daemon, data, resources=None):
+def access_for(lab, daemon, data, midpoint: bool = False):
+    """The node's calibration access; `midpoint`: with the midpoint's instruments, through its
+    daemon (which must be running)."""
     store = ParameterStore(data / "params.sqlite")
-    midpoint = None
-    if resources is not None:
-        midpoint = DirectMidpointAccess(lab, resources, store)
-        midpoint.open()
-    return ClientNodeAccess.for_lab(lab, daemon.node, daemon.client, store, midpoint), store
+    through = None
+    if midpoint:
+        through = DaemonMidpointAccess(lab, store, "test")
+        through.open()
+    return ClientNodeAccess.for_lab(lab, daemon.node, daemon.client, store, through), store
 
 
 def expected_fidelities(truth: dict, duration_ns: float, threshold: float, values: dict):
@@ -99,13 +102,14 @@ def test_plan_orders_dependencies_first():
 
 
 def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
-    lab, start_daemon, sim, fresh_lab_data, resources
+    lab, start_daemon, sim, fresh_lab_data
 ):
     truth = sim.truth("A")
     mid_truth = sim.truth("M")
+    start_daemon("M")  # the midpoint's instruments are reached through its daemon only
     daemon = start_daemon("A")
-    node, store = access_for(lab, daemon, fresh_lab_data, resources)
-    with store:
+    node, store = access_for(lab, daemon, fresh_lab_data, midpoint=True)
+    with store, closing(node.midpoint):
         outcomes = {o.routine: o for o in run_graph(node)}
         # the link routines need the peer's and the midpoint's daemons: test_link.py runs them
         expected = {n: SKIPPED if ROUTINES[n].needs_link else UPDATED for n in plan()}
@@ -222,48 +226,31 @@ ION_LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_two_node_ion.to
 
 @pytest.fixture
 def own_lab(tmp_path, monkeypatch):
-    """own_lab(lab_file, seed) -> (lab, node A client, sim control, resources): a simulated
-    lab of its own, with other hidden parameters, and node A's daemon on it."""
+    """own_lab(lab_file, seed, midpoint=False) -> (lab, node A client, sim control): a
+    simulated lab of its own, with other hidden parameters, and node A's daemon on it (and the
+    midpoint's, for the midpoint routines)."""
     monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
     procs, clients = [], []
 
-    def start(lab_file: Path, seed: int):
+    def start(lab_file: Path, seed: int, midpoint: bool = False):
         lab = load_lab(lab_file)
         resource_map = tmp_path / "resources.json"
-        sim_args = [
-            "sim",
-            "up",
-            "--lab",
-            str(lab_file),
-            "--seed",
-            str(seed),
-            "--resource-map",
-            str(resource_map),
-        ]
-        procs.append(spawn(sim_args, resource_map, tmp_path / "sim.log"))
-        node_args = [
-            "node",
-            "serve",
-            "--lab",
-            str(lab_file),
-            "--node",
-            "A",
-            "--resource-map",
-            str(resource_map),
-        ]
-        procs.append(spawn(node_args, node_info_path(lab.data_dir, "A"), tmp_path / "node.log"))
+        procs.append(start_sim(lab, resource_map, seed=seed, log=tmp_path / "sim.log"))
+        for station in ("M", "A") if midpoint else ("A",):
+            log = tmp_path / f"node-{station}.log"
+            procs.append(daemons.start_daemon(lab, station, log=log, resource_map=resource_map))
         clients.append(NodeClient.for_lab(lab, "A", timeout_s=30))
-        return lab, clients[-1], SimControl(resource_map), read_resource_map(lab, resource_map)
+        return lab, clients[-1], SimControl(resource_map)
 
     yield start
     for client in clients:
         client.close()
     for proc in reversed(procs):
-        terminate(proc)
+        daemons.terminate(proc)
 
 
 def test_ion_node_calibrates_against_truth(own_lab):
-    lab, client, sim, _ = own_lab(ION_LAB, 77)
+    lab, client, sim = own_lab(ION_LAB, 77)
     truth = sim.truth("A")
     with ParameterStore(lab.data_dir / "params.sqlite") as store:
         node = ClientNodeAccess.for_lab(lab, "A", client, store)
@@ -283,10 +270,10 @@ def test_ion_node_calibrates_against_truth(own_lab):
 
 
 def test_nv_node_on_another_seed_calibrates_against_truth(own_lab):
-    lab, client, sim, resources = own_lab(DEFAULT_LAB, 5)
+    lab, client, sim = own_lab(DEFAULT_LAB, 5, midpoint=True)
     truth, mid_truth = sim.truth("A"), sim.truth("M")
     with ParameterStore(lab.data_dir / "params.sqlite") as store:
-        midpoint = DirectMidpointAccess(lab, resources, store)
+        midpoint = DaemonMidpointAccess(lab, store, "test")
         midpoint.open()
         try:
             node = ClientNodeAccess.for_lab(lab, "A", client, store, midpoint)

@@ -8,6 +8,7 @@ import sys
 import time
 
 from controller.labconfig import DEFAULT_LAB
+from controller.messaging.serving import running_daemon_pid
 
 QNODE = [sys.executable, "-m", "controller.cli"]
 ENV = {**os.environ, "COLUMNS": "250"}
@@ -108,3 +109,21 @@ def test_keys_generate_and_list(tmp_path):
         [*QNODE, "keys", "generate", "../evil"], capture_output=True, text=True, timeout=60, env=env
     )
     assert bad.returncode == 2
+
+
+def test_calibrate_starts_the_midpoint_daemon_it_needs_and_stops_it(
+    lab, start_daemon, data_dir, sim_process, sim
+):
+    """The midpoint's instruments are reached only through its daemon: `qnode calibrate` of a
+    midpoint routine starts it when it is not running (as `qnode entangle` does), then stops it."""
+    start_daemon("A")
+    assert running_daemon_pid(lab.data_dir, "M") is None
+    env = {**ENV, "QNODE_DATA_DIR": str(data_dir)}
+    args = ["calibrate", "dark_counts", "--lab", lab.source, "--resource-map", str(sim_process)]
+    result = subprocess.run([*QNODE, *args], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not available" not in result.stderr
+    row = next(line for line in result.stdout.splitlines() if "dark_counts" in line)
+    assert "updated" in row or "in spec" in row, result.stdout
+    assert running_daemon_pid(lab.data_dir, "M") is None
+    assert "midpoint" in (data_dir / "logs" / "M.log").read_text()

@@ -1,12 +1,13 @@
 """`make demo`: a simulated two-node lab that checks its instruments, calibrates itself and
 entangles its nodes.
 
-Starts the simulated lab and the daemons of nodes A and B, checks every instrument, calibrates
-both nodes from scratch (against hidden parameters the simulator drew from a seed) and compares
-the result with the truth; starts the midpoint daemon; delivers and verifies 1000 single-click
-pairs (at four values of alpha) and 200 Barrett-Kok pairs; prints a report, saves a plot of
-fidelity and success probability against alpha over the model, and stops everything it
-started. The plot goes to demo-output/ (or $QNODE_DEMO_OUTPUT).
+Starts the simulated lab, checks every instrument, starts the daemons of nodes A and B and of
+the midpoint; calibrates both nodes from scratch (against hidden parameters the simulator drew
+from a seed; the midpoint's instruments through its daemon), then the link (visibility, alpha),
+and compares the result with the truth; delivers and verifies 1000 single-click pairs (at four
+values of alpha) and 200 Barrett-Kok pairs; prints a report, saves a plot of fidelity and
+success probability against alpha over the model, and stops everything it started. The plot
+goes to demo-output/ (or $QNODE_DEMO_OUTPUT).
 """
 
 from __future__ import annotations
@@ -25,20 +26,19 @@ from rich.table import Table
 
 from calibration.graph import ROUTINES, run_graph, run_routine
 from controller.data.params import ParameterStore
+from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
-from controller.messaging.serving import node_info_path
 from controller.operator.calibration_access import (
     ClientLinkAccess,
     ClientNodeAccess,
     DaemonMidpointAccess,
 )
 from controller.operator.client import NodeClient
-from controller.operator.daemons import spawn, terminate
+from controller.operator.daemons import start_daemon, terminate
 from controller.operator.entangle import measure_readout, p_success_sigma, run_session
 from controller.operator.instruments_check import check_lab, render_table
 from controller.operator.plots import plot_alpha_scan
 from qnode.heralding import fidelity, link_from_calibration, single_click
-from sim_backends.client import SimControl
 
 console = Console()
 NODES = ("A", "B")
@@ -101,18 +101,15 @@ def main() -> int:
         procs: list[subprocess.Popen] = []
         try:
             with console.status("starting the simulated lab..."):
-                sim_args = ["sim", "up", "--seed", seed, "--resource-map", str(resource_map)]
-                procs.append(spawn(sim_args, resource_map, Path(tmp) / "sim.log"))
+                procs.append(start_sim(lab, resource_map, seed=seed, log=Path(tmp) / "sim.log"))
             rows = check_lab(lab, read_resource_map(lab, resource_map))
             console.print(render_table(rows, "instruments of the simulated lab"))
             if not all(row.healthy for row in rows):
                 return 1
             with console.status("starting the daemons of A, B and the midpoint..."):
                 for node in (*NODES, "M"):
-                    kind = ["midpoint"] if node == "M" else ["node", "--node", node]
-                    args = [kind[0], "serve", *kind[1:], "--resource-map", str(resource_map)]
-                    info = node_info_path(lab.data_dir, node)
-                    procs.append(spawn(args, info, Path(tmp) / f"node-{node}.log"))
+                    log = Path(tmp) / f"node-{node}.log"
+                    procs.append(start_daemon(lab, node, log=log, resource_map=resource_map))
             status = console.status("calibrating nodes A and B from scratch...")
             # the midpoint daemon owns its instruments; both calibrations go through it
             store = ParameterStore(lab.data_dir / "params.sqlite")

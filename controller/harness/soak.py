@@ -8,7 +8,7 @@ each fault of the menu once, in random order, then again. Meanwhile a monitor po
 station's state and adds up the time each spends in its safe state (a fault). When the time is
 up the injector stops, every instrument fault is cleared and one more session must complete.
 
-The audit (controller/soak_audit.py) then reads every node's session file and the
+The audit (controller/harness/soak_audit.py) then reads every node's session file and the
 simulator's heralds: pairs delivered, lost, double-counted, without a herald of the physics;
 and a fault counts as recovered once a session that started after it completed.
 The exit code is 0 only with no pair lost, double-counted or phantom and every fault recovered.
@@ -30,13 +30,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from controller.data.sessionfile import find_session_files, read_session
+from controller.harness.sim import SimControl, SimControlError, start_sim
 from controller.harness.soak_audit import MIDPOINT, NODES, Audit, audit, reason_kind
 from controller.labconfig import LabConfig, read_resource_map
-from controller.messaging.serving import node_info_path
 from controller.operator.client import NodeClient
-from controller.operator.daemons import spawn, terminate
+from controller.operator.daemons import start_daemon, terminate
 from qnode.errors import QnodeError
-from sim_backends.client import SimControl, SimControlError
 
 INSTRUMENT_FAULTS = ("freeze", "garble", "drop", "reset", "delay")
 HERALD_FAULTS = ("herald_drop", "herald_duplicate", "herald_delay", "herald_garble")
@@ -136,22 +135,20 @@ class Stations:
         self._lock = threading.Lock()
 
     def start_lab(self) -> None:
-        args = ["sim", "up", "--lab", self.lab.source, "--seed", str(self.seed)]
-        args += ["--resource-map", str(self.resource_map)]
-        self.procs["sim"] = spawn(args, self.resource_map, self.folder / "sim.log")
+        log = self.folder / "sim.log"
+        self.procs["sim"] = start_sim(self.lab, self.resource_map, seed=self.seed, log=log)
         self.sim = SimControl(self.resource_map)
         self.resources = read_resource_map(self.lab, self.resource_map)
 
     def start(self, station: str, restart: bool = False) -> None:
-        if self.lab.nodes[station].kind == "midpoint":
-            args = ["midpoint", "serve", "--lab", self.lab.source, "--allow-faults"]
-        else:
-            args = ["node", "serve", "--lab", self.lab.source, "--node", station]
-        args += ["--resource-map", str(self.resource_map)]
-        info = node_info_path(self.lab.data_dir, station)
-        info.unlink(missing_ok=True)  # a killed daemon leaves its own behind
-        log = self.folder / f"{station}.log"
-        proc = spawn(args, info, log, append=restart)
+        proc = start_daemon(
+            self.lab,
+            station,
+            log=self.folder / f"{station}.log",
+            resource_map=self.resource_map,
+            allow_faults=self.lab.nodes[station].kind == "midpoint",
+            append=restart,
+        )
         with self._lock:
             self.procs[station] = proc
 

@@ -1,10 +1,10 @@
 """The controller's side of calibration: a NodeAccess over the node daemon's client, the
-parameter store and the run files."""
+parameter store and the run files; the midpoint's instruments through the midpoint daemon, their
+one owner; sessions with the peer node through the running daemons (the link routines)."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +56,7 @@ class ClientNodeAccess(StoredParameters):
     node: str
     platform: str
     awg_peak_v: float
-    midpoint: DirectMidpointAccess | None = None
+    midpoint: DaemonMidpointAccess | None = None
     plot_dir: Path | None = None
     link: ClientLinkAccess | None = None
 
@@ -67,7 +67,7 @@ class ClientNodeAccess(StoredParameters):
         node: str,
         client: NodeClient,
         store: ParameterStore,
-        midpoint: DirectMidpointAccess | None = None,
+        midpoint: DaemonMidpointAccess | None = None,
         link: ClientLinkAccess | None = None,
     ):
         peak = hardware_of(lab, node).awg_peak_v
@@ -91,80 +91,6 @@ class ClientNodeAccess(StoredParameters):
             group.attrs["result_json"] = json.dumps(info, default=float)
             for key in ("verdict", "reason"):
                 group.attrs[key] = str(info.get(key, ""))
-
-
-_TAGGER_LOCK = threading.Lock()
-"""One armed acquisition at a time: nodes calibrating in parallel share the midpoint."""
-
-
-class DirectMidpointAccess(StoredParameters):
-    """The midpoint's time tagger, opened directly by the calibrating process.
-
-    Until the midpoint has its own daemon (the entanglement issue), calibration is the one
-    user of the tagger while it runs; the lock keeps parallel node calibrations apart.
-    """
-
-    def __init__(self, lab: LabConfig, resources: dict[str, str] | None, store: ParameterStore):
-        names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
-        if not names:
-            raise QnodeError("the lab has no midpoint")
-        self.node = names[0]
-        cfg = lab.nodes[self.node]
-        self.detectors = dict(cfg.channels.detectors)
-        tagger_name = next(iter(cfg.by_role("time_tagger")))
-        self.tagger = lab.make_driver(self.node, tagger_name, resources)
-        stabilisers = list(cfg.by_role("phase_stabiliser"))
-        self.stabiliser = (
-            lab.make_driver(self.node, stabilisers[0], resources) if stabilisers else None
-        )
-        self.store = store
-        self._holding = False
-
-    def open(self) -> None:
-        self.tagger.open()
-        if self.stabiliser is not None:
-            self.stabiliser.open()
-        for channel in self.detectors.values():
-            self.tagger.set_enabled(channel, True)
-
-    def close(self) -> None:
-        if self._holding:
-            _TAGGER_LOCK.release()
-            self._holding = False
-        self.tagger.close()
-        if self.stabiliser is not None:
-            self.stabiliser.close()
-
-    def start_tags(self) -> None:
-        _TAGGER_LOCK.acquire()
-        self._holding = True
-        self.tagger.start_tags()
-
-    def stop_tags(self):
-        try:
-            return self.tagger.stop_tags()
-        finally:
-            if self._holding:
-                self._holding = False
-                _TAGGER_LOCK.release()
-
-    def dark_tags(self, seconds: float):
-        with _TAGGER_LOCK:
-            return self.tagger.acquire_tags(seconds)
-
-    def reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
-        if self.stabiliser is None:
-            raise QnodeError(f"midpoint {self.node} has no phase stabiliser")
-        with _TAGGER_LOCK:
-            self.stabiliser.set_reference(True)
-            self.stabiliser.set_setpoint(setpoint_deg)
-            self.stabiliser.set_lock(True)
-            self.tagger.set_integration(seconds)
-            return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}
-
-    def reference_off(self) -> None:
-        if self.stabiliser is not None:
-            self.stabiliser.set_reference(False)
 
 
 class DaemonMidpointAccess(StoredParameters):
@@ -213,16 +139,6 @@ class DaemonMidpointAccess(StoredParameters):
 
     def reference_off(self) -> None:
         self._when_free("reference_off")
-
-
-def midpoint_access(lab: LabConfig, store: ParameterStore, resources, holder: str = ""):
-    """Through the midpoint daemon if it runs (it owns the instruments), else directly."""
-    from controller.labconfig import midpoint_name
-    from controller.messaging.serving import running_daemon_pid
-
-    if running_daemon_pid(lab.data_dir, midpoint_name(lab)) is not None:
-        return DaemonMidpointAccess(lab, store, holder)
-    return DirectMidpointAccess(lab, resources, store)
 
 
 class ClientLinkAccess:

@@ -1,4 +1,5 @@
-"""Python client of a node daemon, for scripts, notebooks and the CLI.
+"""Python client of a station's daemon, for scripts, notebooks and the CLI: a node's control API
+(runs, sessions, parameters), and the midpoint's through `request` and `status`.
 
 from controller.operator.client import NodeClient
 from sequences.library import rabi
@@ -58,10 +59,6 @@ class RunData:
     def bright_fraction(self, threshold: float = 1, readout: int = 0) -> np.ndarray:
         """P(counts >= threshold) per point over the shots whose check passed."""
         return bright_fraction(self, threshold, readout)
-
-    def mean_counts(self, readout: int = 0) -> np.ndarray:
-        kept = np.maximum(self.valid.sum(axis=1), 1)
-        return (self.counts[:, :, readout] * self.valid).sum(axis=1) / kept
 
 
 class NodeClient:

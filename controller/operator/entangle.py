@@ -6,7 +6,6 @@ Daemons this command started are stopped at the end; running ones are left runni
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ from rich.table import Table
 from controller.data.sessionfile import DELIVERED
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.plan import memory_still_there
-from controller.messaging.serving import node_info_path, running_daemon_pid
 from controller.operator.client import NodeClient
-from controller.operator.daemons import spawn, terminate
+from controller.operator.daemons import ensure_daemons, terminate
 from controller.operator.verify import Verification, verify
 from qnode.errors import QnodeError
 from sequences.operations import CoolingCheck, CRCheck, Readout, Sequence, SpinInit, pi_pulse
@@ -47,27 +45,6 @@ class EntangleReport:
     @property
     def delivered(self) -> int:
         return len(next(iter(self.delivered_ids.values())))
-
-
-def ensure_daemons(
-    lab: LabConfig, nodes: list[str], resource_map: Path | None, log_dir: Path
-) -> list[subprocess.Popen]:
-    """Start the daemons that are not running yet; returns the processes started."""
-    started = []
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for node in nodes:
-        if running_daemon_pid(lab.data_dir, node) is not None:
-            continue
-        if lab.nodes[node].kind == "midpoint":
-            args = ["midpoint", "serve", "--lab", lab.source]
-        else:
-            args = ["node", "serve", "--lab", lab.source, "--node", node]
-        if resource_map is not None:
-            args += ["--resource-map", str(resource_map)]
-        info = node_info_path(lab.data_dir, node)
-        info.unlink(missing_ok=True)
-        started.append(spawn(args, info, log_dir / f"{node}.log"))
-    return started
 
 
 READOUT_SHOTS = 2000

@@ -1,0 +1,74 @@
+"""`qnode entangle`: N heralded pairs between the two nodes (controller.operator.entangle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from controller.cli.app import (
+    LabOption,
+    ResourceMapOption,
+    console,
+    fail,
+    load_config,
+    require_memory_node,
+)
+from qnode.errors import QnodeError
+
+
+def entangle(
+    lab: Path = LabOption,
+    pairs: int = typer.Option(..., "--pairs", min=1, help="Pairs to deliver."),
+    protocol: str = typer.Option("single-click", "--protocol", help="single-click or barrett-kok."),
+    fidelity_min: float = typer.Option(
+        0.0, "--fidelity-min", min=0.0, max=0.999, help="Alpha is chosen to meet it."
+    ),
+    verify: bool = typer.Option(False, "--verify", help="Measure in XX, YY, ZZ: the fidelity."),
+    basis: str = typer.Option(
+        "keep", "--basis", help="Without --verify: keep the pairs, or measure in X, Y or Z."
+    ),
+    alpha: float | None = typer.Option(None, "--alpha", help="Override the chosen alpha."),
+    deadline_s: float = typer.Option(600.0, "--deadline", help="Give up after this (s)."),
+    node: str = typer.Option("A", "--node", help="The initiating node."),
+    heralding: str = typer.Option(
+        "hardware",
+        "--heralding",
+        help="hardware (the herald line) or software (every attempt's outcome via ZeroMQ).",
+    ),
+    resource_map: Path | None = ResourceMapOption,
+) -> None:
+    """Heralded entanglement between the two nodes: N pairs, a live view, a summary."""
+    from controller.operator.entangle import entangle_command
+
+    config = load_config(lab)
+    names = {"single-click": "single_click", "barrett-kok": "barrett_kok"}
+    if protocol not in names:
+        raise fail(f"--protocol {protocol!r}: single-click or barrett-kok", 2)
+    if heralding not in ("hardware", "software"):
+        raise fail(f"--heralding {heralding!r}: hardware or software", 2)
+    if basis not in ("keep", "X", "Y", "Z"):
+        raise fail(f"--basis {basis!r}: keep, X, Y or Z", 2)
+    if alpha is not None and not 0 < alpha < 1:
+        raise fail(f"--alpha {alpha}: must be in (0, 1)", 2)
+    require_memory_node(config, node, lab)
+    if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
+        resource_map = config.resource_map_path
+    try:
+        report = entangle_command(
+            config,
+            resource_map,
+            console,
+            pairs=pairs,
+            protocol=names[protocol],
+            fidelity_min=fidelity_min,
+            delivery="verify" if verify else basis,
+            alpha=alpha,
+            deadline_s=deadline_s,
+            node=node,
+            heralding=heralding,
+        )
+    except QnodeError as e:
+        raise fail(str(e)) from None
+    if report.summary["state"] != "completed" or not report.agree:
+        raise typer.Exit(1)
