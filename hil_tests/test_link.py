@@ -21,8 +21,8 @@ from controller.operator.calibration_access import (
     DaemonMidpointAccess,
 )
 from controller.operator.client import NodeClient
-from controller.operator.daemons import spawn, terminate
-from controller.operator.entangle import READOUT_SHOTS, ensure_daemons, readout_of
+from controller.operator.daemons import ensure_daemons, spawn, terminate
+from controller.operator.entangle import READOUT_SHOTS, readout_of
 from controller.operator.verify import verify
 from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 from sim_backends.client import SimControl
