@@ -89,12 +89,39 @@ class _ReconnectingTransport:
         self._is_open = False
         self._dirty = False
 
+    read_termination: str
+
     # raw I/O, provided by subclasses
     def _connect(self) -> None:
         raise NotImplementedError
 
     def _disconnect(self) -> None:
         raise NotImplementedError
+
+    def _read_exact(self, count: int) -> bytes:
+        """Exactly `count` bytes of the reply; TimeoutError if fewer arrive in time."""
+        raise NotImplementedError
+
+    def _read_block_reply(self, what: str) -> bytes:
+        """An IEEE 488.2 definite-length block reply (`#<digits><length><data>`) and the
+        reply's termination after it; the block's data is returned."""
+        head = self._read_exact(2)
+        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
+            raise InstrumentReplyError(
+                self.instrument, f"reply to {what!r} is not a definite-length block: {head!r}"
+            )
+        digits = self._read_exact(int(head[1:2]))
+        if not digits.isdigit():
+            raise InstrumentReplyError(
+                self.instrument, f"block header of reply to {what!r} is garbled: {digits!r}"
+            )
+        block = self._read_exact(int(digits)) if int(digits) else b""
+        tail = self._read_exact(len(self.read_termination))
+        if tail != self.read_termination.encode():
+            raise InstrumentReplyError(
+                self.instrument, f"block reply to {what!r} not terminated: {tail!r}"
+            )
+        return block
 
     def _peer_closed(self) -> bool:
         """True if the connection is known to be gone (checked without blocking)."""
@@ -344,30 +371,11 @@ class VisaSocketTransport(_ReconnectingTransport):
             # Binary data may hold the termination byte: switch it off for the block.
             self._res.read_termination = None
             try:
-                block = self._read_block(message)
-                tail = self._read_exact(len(self.read_termination))
+                return self._read_block_reply(message)
             finally:
                 self._res.read_termination = self.read_termination
-            if tail != self.read_termination.encode():
-                raise InstrumentReplyError(
-                    self.instrument, f"block reply to {message!r} not terminated: {tail!r}"
-                )
-            return block
 
         return self._exchange(message, action)
-
-    def _read_block(self, what: str) -> bytes:
-        head = self._read_exact(2)
-        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
-            raise InstrumentReplyError(
-                self.instrument, f"reply to {what!r} is not a definite-length block: {head!r}"
-            )
-        digits = self._read_exact(int(head[1:2]))
-        if not digits.isdigit():
-            raise InstrumentReplyError(
-                self.instrument, f"block header of reply to {what!r} is garbled: {digits!r}"
-            )
-        return self._read_exact(int(digits)) if int(digits) else b""
 
 
 class SerialTransport(_ReconnectingTransport):
@@ -473,34 +481,17 @@ class SerialTransport(_ReconnectingTransport):
         payload = message.encode("ascii") + ieee_block(data) + self.write_termination.encode()
         self._exchange(message, lambda: self._send(payload))
 
+    def _read_exact(self, count: int) -> bytes:
+        got = self._io(lambda: self._serial.read(count))
+        if len(got) != count:
+            raise TimeoutError()
+        return got
+
     def query_block(self, message: str) -> bytes:
         data = (message + self.write_termination).encode("ascii")
 
-        def read_exact(n: int) -> bytes:
-            got = self._io(lambda: self._serial.read(n))
-            if len(got) != n:
-                raise TimeoutError()
-            return got
-
         def action() -> bytes:
             self._send(data)
-            head = read_exact(2)
-            if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
-                raise InstrumentReplyError(
-                    self.instrument,
-                    f"reply to {message!r} is not a definite-length block: {head!r}",
-                )
-            digits = read_exact(int(head[1:2]))
-            if not digits.isdigit():
-                raise InstrumentReplyError(
-                    self.instrument, f"block header of reply to {message!r} is garbled: {digits!r}"
-                )
-            block = read_exact(int(digits)) if int(digits) else b""
-            tail = read_exact(len(self.read_termination))
-            if tail != self.read_termination.encode():
-                raise InstrumentReplyError(
-                    self.instrument, f"block reply to {message!r} not terminated: {tail!r}"
-                )
-            return block
+            return self._read_block_reply(message)
 
         return self._exchange(message, action)
