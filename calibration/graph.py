@@ -1,9 +1,20 @@
 """The calibration graph: routines in dependency order, quick checks first, failures stop
 their dependents.
 
-    esr -> rabi -> ramsey
-           rabi -> readout -> check_threshold
-    dark_counts (midpoint)      detection_window (node photons at the midpoint)
+    node       esr -> rabi -> ramsey
+                      rabi -> readout -> check_threshold -> detection_window
+    midpoint   dark_counts, phase_setpoint
+    link       detection_window + dark_counts -> visibility
+               visibility + phase_setpoint -> alpha
+
+Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
+the node's photons with the midpoint's tagger; `dark_counts` and `phase_setpoint` measure the
+midpoint's detectors and interferometer alone and store midpoint parameters: all three reach
+the midpoint through `NodeAccess.midpoint` (the controller's side asks the midpoint daemon,
+which owns its instruments). The link routines run entanglement sessions with the peer node
+through `NodeAccess.link` (the peer's daemon and the midpoint's must run) and store midpoint
+parameters too. A routine is skipped when the lab lacks what it needs (a midpoint, a link) or
+it is no step of the node's platform, and a failed or skipped routine skips its dependents.
 """
 
 from __future__ import annotations

@@ -28,8 +28,6 @@ class Param:
 
 Value = float | int | Param
 
-LIGHT_PATHS = ("pump", "readout", "repump", "excitation")
-
 
 class Operation:
     """Base of every operation; `KIND` is its name in data form."""

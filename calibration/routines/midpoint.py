@@ -1,4 +1,5 @@
-"""Midpoint routines: the detection window of a node's photons, and the detectors' dark counts.
+"""Midpoint routines: the detection window of a node's photons, the detectors' dark counts
+and the interferometer's phase set point.
 
 Detection window: a train of excitations (spin pump, optical pi pulse) while the midpoint's
 tagger records the photons' delay after each sync; the arrival histogram is an exponential
