@@ -119,6 +119,12 @@ class CoolingCheck(CRCheck):
     KIND = "cooling_check"
 
 
+def memory_check(platform: str) -> CRCheck:
+    """The check block that opens a shot on this platform: the ion's cooling check, the NV's
+    charge-resonance check (a CoolingCheck is a CRCheck)."""
+    return CoolingCheck() if platform == "ion" else CRCheck()
+
+
 @dataclass(frozen=True)
 class Decoupling(Operation):
     """XY-n dynamical decoupling: n pi pulses (phases X, Y, X, Y, ...) spaced by tau."""

@@ -10,14 +10,13 @@ from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine, bright_fraction
 from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
     MwPulse,
     Readout,
     Sequence,
     SpinInit,
     Sweep,
     SweepAxis,
+    memory_check,
 )
 
 SEARCH = {"nv": (2.80e9, 2.95e9), "ion": (3.2250e9, 3.2270e9)}
@@ -28,7 +27,7 @@ FINE_HALF_SPAN_HZ = {"nv": 3.0e6, "ion": 0.3e6}
 
 def esr_sequence(platform: str, shots: int) -> Sequence:
     amplitude, duration = PULSE[platform]
-    check = CoolingCheck() if platform == "ion" else CRCheck()
+    check = memory_check(platform)
     return Sequence("esr", (check, SpinInit(), MwPulse(amplitude, duration), Readout()), shots)
 
 

@@ -20,8 +20,6 @@ from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine
 from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
     LaserPulse,
     Param,
     Repeat,
@@ -29,6 +27,7 @@ from sequences.operations import (
     SpinInit,
     Sweep,
     Wait,
+    memory_check,
 )
 
 PER_CHECK = 1000  # excitations between CR / cooling checks (the memory ionises / heats)
@@ -65,7 +64,7 @@ def excitation_train(platform: str, shots: int) -> Sequence:
         LaserPulse("excitation", Param("excitation_duration_ns")),
         Wait(PERIOD_WAIT_NS),
     )
-    check = CoolingCheck() if platform == "ion" else CRCheck()
+    check = memory_check(platform)
     after = replace(check, max_tries=1)
     return Sequence("excitation_train", (check, Repeat(body, PER_CHECK), after), shots=shots)
 
