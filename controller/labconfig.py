@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.base import Driver
+from drivers.base import Driver, LimitsError, Range, check_limits
 from drivers.registry import DRIVERS, ROLES
 from qnode.errors import LabConfigError
 
@@ -129,8 +129,13 @@ class LabConfig(_Strict):
                     "is `qnode sim up` running for this lab?",
                 )
             resource = resources[key]
-        limits = {key: (lo, hi) for key, (lo, hi) in inst.limits.items()}
-        return DRIVERS[inst.driver](f"{node}.{name}", resource, limits, timeout_s=inst.timeout_s)
+        return DRIVERS[inst.driver](
+            f"{node}.{name}", resource, _limits(inst), timeout_s=inst.timeout_s
+        )
+
+
+def _limits(inst: InstrumentConfig) -> dict[str, Range]:
+    return {key: (lo, hi) for key, (lo, hi) in inst.limits.items()}
 
 
 def _key_path(loc: tuple) -> str:
@@ -197,28 +202,10 @@ def _check_semantics(lab: LabConfig) -> None:
             cls = DRIVERS[inst.driver]
             if inst.role != cls.ROLE:
                 fail(f"{key}.driver", f"driver {inst.driver!r} is a {cls.ROLE}, not a {inst.role}")
-            for limit_key in inst.limits:
-                if limit_key not in cls.RANGES:
-                    known = ", ".join(sorted(cls.RANGES)) or "none"
-                    fail(
-                        f"{key}.limits.{limit_key}",
-                        f"unknown limit for {inst.driver} (known: {known})",
-                    )
-            for limit_key, (lo_hw, hi_hw) in cls.RANGES.items():
-                if limit_key not in inst.limits:
-                    fail(
-                        f"{key}.limits.{limit_key}",
-                        f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])",
-                    )
-                lo, hi = inst.limits[limit_key]
-                if lo > hi:
-                    fail(f"{key}.limits.{limit_key}", f"[{lo:g}, {hi:g}]: lower end above upper")
-                if lo < lo_hw or hi > hi_hw:
-                    fail(
-                        f"{key}.limits.{limit_key}",
-                        f"[{lo:g}, {hi:g}] lies outside the driver's own range "
-                        f"[{lo_hw:g}, {hi_hw:g}] ({inst.driver})",
-                    )
+            try:
+                check_limits(cls, _limits(inst))
+            except LimitsError as e:
+                fail(f"{key}.limits.{e.key}", e.problem)
             if (
                 not inst.simulated
                 and inst.driver
