@@ -17,6 +17,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy drivers sequences calibration qnode controller/node/runtime.py controller/labconfig.py
 	$(PY) -m pytest -q hil_tests
 
 bench: $(STAMP)

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from calibration.interface import NodeAccess
-from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine
+from calibration.interface import MidpointAccess, NodeAccess
+from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine, midpoint_of
 from calibration.routines.check_threshold import CheckThresholdRoutine
 from calibration.routines.esr import EsrRoutine
 from calibration.routines.link import AlphaRoutine, VisibilityRoutine
@@ -98,7 +98,7 @@ def run_routine(
 ) -> Outcome:
     say = progress or (lambda *_: None)
     name = routine.name
-    target = node.midpoint if routine.scope == "midpoint" else node
+    target: NodeAccess | MidpointAccess = midpoint_of(node) if routine.scope == "midpoint" else node
     stored = {p: target.stored(p) for p in routine.updated_names(node)}
     if not force and all(v is not None for v in stored.values()):
         say(name, "quick check")
@@ -117,14 +117,11 @@ def run_routine(
     say(name, "fitting")
     analysis = routine.analyse(node, data)
     runs = [d for d in data if getattr(d, "file", None)]
-    if not runs and getattr(node, "plot_dir", None) is not None:
+    plot_dir: Path | None = getattr(node, "plot_dir", None)
+    if not runs and plot_dir is not None:
         # no run file of its own: the data and fit go to a file in the calibration folder
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        runs = [
-            SimpleNamespace(
-                file=str(Path(node.plot_dir) / f"{stamp}_{node.node}_{name}.h5"), run_id=None
-            )
-        ]
+        runs = [SimpleNamespace(file=str(plot_dir / f"{stamp}_{node.node}_{name}.h5"), run_id=None)]
     verdict = UPDATED if analysis.accepted else FAILED
     outcome = Outcome(
         name,

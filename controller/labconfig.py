@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from drivers.base import Driver, LimitsError, Range, check_limits
 from drivers.registry import DRIVERS, ROLES
@@ -142,7 +144,7 @@ def _key_path(loc: tuple) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _explain(error: dict) -> str:
+def _explain(error: ErrorDetails) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return "unknown key"
@@ -182,7 +184,7 @@ def parse_lab(raw: dict[str, Any], source: str) -> LabConfig:
 def _check_semantics(lab: LabConfig) -> None:
     src = lab.source
 
-    def fail(key: str, problem: str) -> None:
+    def fail(key: str, problem: str) -> NoReturn:
         raise LabConfigError(src, key, problem)
 
     if not any(node.kind == "memory" for node in lab.nodes.values()):
@@ -247,7 +249,11 @@ def _check_semantics(lab: LabConfig) -> None:
                     fail(f"{base}.optics.{path}", "missing: a memory node needs this optical path")
 
 
-def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail) -> None:
+Fail = Callable[[str, str], NoReturn]
+"""fail(key path, problem): raises the one LabConfigError."""
+
+
+def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail: Fail) -> None:
     base = f"nodes.{node_name}.channels"
     ch = node.channels
     for group, lo, hi in (("ttl", 0, 31), ("awg", 1, 4), ("counters", 0, 3), ("detectors", 1, 4)):

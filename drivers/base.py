@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 from drivers.transport import Backoff, SerialTransport, Transport, VisaSocketTransport
 from qnode.errors import InstrumentConnectionError, LimitError
@@ -100,11 +100,11 @@ class Driver:
     def is_open(self) -> bool:
         return self._transport is not None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property

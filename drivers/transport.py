@@ -15,13 +15,14 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import pyvisa
 import serial
 from pyvisa import constants as visa_constants
+from pyvisa.resources import MessageBasedResource
 
 from qnode.errors import InstrumentConnectionError, InstrumentReplyError, InstrumentTimeout
 
@@ -38,7 +39,7 @@ class Backoff:
     max_delay_s: float = 1.0
     budget_s: float = 5.0
 
-    def delays(self):
+    def delays(self) -> Iterator[float]:
         delay, spent = self.first_s, 0.0
         while spent < self.budget_s:
             step = min(delay, self.max_delay_s, self.budget_s - spent)
@@ -49,6 +50,9 @@ class Backoff:
 
 class Transport(Protocol):
     """What a protocol layer needs from a connection to one instrument."""
+
+    reconnects: int
+    """Times the connection was made anew (what the instrument held may be gone since)."""
 
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -234,7 +238,7 @@ class VisaSocketTransport(_ReconnectingTransport):
         self.resource = resource
         self.read_termination = read_termination
         self.write_termination = write_termination
-        self._res = None
+        self._res: MessageBasedResource | None = None
         self._sock: socket.socket | None = None
 
     def _connect(self) -> None:
@@ -246,7 +250,9 @@ class VisaSocketTransport(_ReconnectingTransport):
             write_termination=self.write_termination,
             timeout=int(self.timeout_s * 1000),
         )
-        sock = rm.visalib.sessions[res.session].interface
+        assert isinstance(res, MessageBasedResource)  # a TCPIP SOCKET resource always is
+        # the TCP socket under the session (the resource manager is pyvisa-py's, "@py")
+        sock: socket.socket = rm.visalib.sessions[res.session].interface  # type: ignore[attr-defined]
         try:
             sock.getpeername()  # pyvisa-py can return a session whose connect was refused
         except OSError:
@@ -263,6 +269,13 @@ class VisaSocketTransport(_ReconnectingTransport):
                 res.close()
             except Exception:
                 pass
+
+    @property
+    def _resource(self) -> MessageBasedResource:
+        """The open VISA resource; a closed one counts as a lost connection."""
+        if self._res is None:
+            raise _ConnectionLost()
+        return self._res
 
     def _peer_closed(self) -> bool:
         sock = self._sock
@@ -284,13 +297,13 @@ class VisaSocketTransport(_ReconnectingTransport):
 
     def _write_raw(self, data: bytes) -> None:
         try:
-            self._res.write_raw(data)
+            self._resource.write_raw(data)
         except (OSError, pyvisa.errors.VisaIOError) as e:
             raise _ConnectionLost() from e
 
     def _read_raw(self) -> bytes:
         try:
-            return self._res.read_raw()
+            return self._resource.read_raw()
         except pyvisa.errors.VisaIOError as e:
             if e.error_code == visa_constants.StatusCode.error_timeout:
                 raise TimeoutError() from e
@@ -300,7 +313,7 @@ class VisaSocketTransport(_ReconnectingTransport):
 
     def _read_exact(self, count: int) -> bytes:
         try:
-            data = self._res.read_bytes(count, break_on_termchar=False)
+            data = self._resource.read_bytes(count, break_on_termchar=False)
         except pyvisa.errors.VisaIOError as e:
             if e.error_code == visa_constants.StatusCode.error_timeout:
                 raise TimeoutError() from e
@@ -342,7 +355,7 @@ class VisaSocketTransport(_ReconnectingTransport):
         """A large write in one `sendall` per part on the session's socket when the backend
         is pyvisa-py (its writes go out in 4096-byte slices with a select() each: half the
         speed for a waveform); other VISA backends get one write_raw."""
-        sock = self._socket()
+        sock = self._sock
         if sock is None or sum(len(p) for p in parts) < LARGE_WRITE_BYTES:
             self._write_raw(b"".join(parts))
             return
@@ -358,22 +371,17 @@ class VisaSocketTransport(_ReconnectingTransport):
         except OSError as e:
             raise _ConnectionLost() from e
 
-    def _socket(self) -> socket.socket | None:
-        session = getattr(self._res.visalib, "sessions", {}).get(self._res.session)
-        sock = getattr(session, "interface", None)
-        return sock if isinstance(sock, socket.socket) else None
-
     def query_block(self, message: str) -> bytes:
         data = (message + self.write_termination).encode("ascii")
 
         def action() -> bytes:
             self._write_raw(data)
             # Binary data may hold the termination byte: switch it off for the block.
-            self._res.read_termination = None
+            self._resource.read_termination = None
             try:
                 return self._read_block_reply(message)
             finally:
-                self._res.read_termination = self.read_termination
+                self._resource.read_termination = self.read_termination
 
         return self._exchange(message, action)
 
@@ -425,6 +433,8 @@ class SerialTransport(_ReconnectingTransport):
     def _drain_until_quiet(self, quiet_s: float = 0.05, limit_s: float = 2.0) -> None:
         """After a timeout the rest of a late answer may still be arriving: let it pass."""
         port = self._serial
+        if port is None:
+            return
         deadline = time.monotonic() + limit_s
         previous_timeout = port.timeout
         port.timeout = quiet_s
@@ -444,8 +454,15 @@ class SerialTransport(_ReconnectingTransport):
         except (serial.SerialException, OSError) as e:
             raise _ConnectionLost() from e
 
+    @property
+    def _port(self) -> serial.Serial:
+        """The open serial port; a closed one counts as a lost connection."""
+        if self._serial is None:
+            raise _ConnectionLost()
+        return self._serial
+
     def _send(self, data: bytes) -> None:
-        port = self._serial
+        port = self._port
         # Whatever sits in the input buffer now (a boot banner, a reply that came too late)
         # belongs to no question of ours.
         self._io(port.reset_input_buffer)
@@ -454,7 +471,8 @@ class SerialTransport(_ReconnectingTransport):
 
     def _read_line(self, what: str) -> str:
         term = self.read_termination.encode()
-        raw = self._io(lambda: self._serial.read_until(term))
+        port = self._port
+        raw: bytes = self._io(lambda: port.read_until(term))
         if not raw.endswith(term):
             raise TimeoutError()
         try:
@@ -482,7 +500,8 @@ class SerialTransport(_ReconnectingTransport):
         self._exchange(message, lambda: self._send(payload))
 
     def _read_exact(self, count: int) -> bytes:
-        got = self._io(lambda: self._serial.read(count))
+        port = self._port
+        got: bytes = self._io(lambda: port.read(count))
         if len(got) != count:
             raise TimeoutError()
         return got

@@ -29,8 +29,9 @@ class Param:
 Value = float | int | Param
 
 
+@dataclass(frozen=True)
 class Operation:
-    """Base of every operation; `KIND` is its name in data form."""
+    """Base of every operation (each a frozen dataclass); `KIND` is its name in data form."""
 
     KIND: ClassVar[str]
 

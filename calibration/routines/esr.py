@@ -8,7 +8,7 @@ import numpy as np
 from calibration.fits import FitFailed, fit_esr
 from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
-from calibration.routine import Analysis, Routine, bright_fraction
+from calibration.routine import Analysis, Routine, bright_fraction, stored_value
 from sequences.operations import (
     MwPulse,
     Readout,
@@ -46,7 +46,7 @@ class EsrRoutine(Routine):
         return node.stored("esr_start_hz") or lo, node.stored("esr_stop_hz") or hi
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
-        f0 = node.stored("mw_frequency_hz")
+        f0 = stored_value(node, "mw_frequency_hz")
         offset = FINE_HALF_SPAN_HZ[node.platform] / 3
         acq = self._scan(node, np.array([f0 - offset, f0, f0 + offset]), 400)
         low, centre, high = bright_fraction(acq, node.values()["readout_threshold"])
