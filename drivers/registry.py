@@ -30,7 +30,7 @@ DRIVERS: dict[str, type[Driver]] = {
 ROLES = sorted({cls.ROLE for cls in DRIVERS.values()})
 
 # Each model fits the capability of its role (drivers.protocols.CAPABILITIES): the type
-# checker checks these assignments, hil_tests/test_capabilities.py the instances.
+# checker checks these assignments, hil_tests/test_faults.py the instances.
 _MICROWAVE_SOURCE: type[MicrowaveSource] = RsSgs100a
 _AWG: type[WaveformGenerator] = TektronixAwg5014
 _SEQUENCER: type[RealTimeSequencer] = RtSequencer
