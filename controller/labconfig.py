@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from drivers.base import Driver, LimitsError, Range, check_limits
+from drivers.protocols import Instrument
 from drivers.registry import DRIVERS, ROLES
 from qnode.errors import LabConfigError
 
@@ -25,6 +26,8 @@ SIM_RESOURCE = "sim"
 
 MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
 MIDPOINT_ROLES = ("time_tagger", "phase_stabiliser")
+
+C = TypeVar("C", bound=Instrument)
 
 
 class _Strict(BaseModel):
@@ -112,7 +115,7 @@ class LabConfig(_Strict):
     def instrument(self, node: str, name: str) -> InstrumentConfig:
         return self.nodes[node].instruments[name]
 
-    def all_instruments(self):
+    def all_instruments(self) -> Iterator[tuple[str, str, InstrumentConfig]]:
         for node_name, node in self.nodes.items():
             for name, inst in node.instruments.items():
                 yield node_name, name, inst
@@ -134,6 +137,24 @@ class LabConfig(_Strict):
         return DRIVERS[inst.driver](
             f"{node}.{name}", resource, _limits(inst), timeout_s=inst.timeout_s
         )
+
+    def make_instrument(
+        self,
+        node: str,
+        name: str,
+        capability: type[C],
+        resources: dict[str, str] | None = None,
+    ) -> C:
+        """The driver of one instrument (not opened), typed as a capability of
+        drivers.protocols: `lab.make_instrument("M", "tagger", TimeTagger, resources)`."""
+        driver = self.make_driver(node, name, resources)
+        if not isinstance(driver, capability):
+            raise LabConfigError(
+                self.source,
+                f"nodes.{node}.instruments.{name}.driver",
+                f"{self.instrument(node, name).driver!r} is not a {capability.__name__}",
+            )
+        return driver
 
 
 def _limits(inst: InstrumentConfig) -> dict[str, Range]:

@@ -5,6 +5,8 @@ shared module and the sequencer's program format. Pure code: no lab needed."""
 import ast
 from pathlib import Path
 
+import pytest
+
 from controller.data.params import ParameterStore
 from controller.labconfig import DEFAULT_LAB, load_lab
 from controller.node.runtime import NodeRuntime
@@ -12,10 +14,13 @@ from drivers.protocols import (
     CAPABILITIES,
     Laser,
     MicrowaveSource,
+    PhaseStabiliser,
     RealTimeSequencer,
+    TimeTagger,
     WaveformGenerator,
 )
 from drivers.registry import DRIVERS, ROLES
+from qnode.errors import LabConfigError
 
 DRIVERS_DIR = Path(__file__).resolve().parent.parent / "drivers"
 
@@ -25,13 +30,28 @@ def test_every_role_has_a_capability():
     assert sorted(CAPABILITIES) == ROLES
 
 
-def test_runtime_hands_out_typed_views_sharing_the_instrument_lock(tmp_path):
-    lab = load_lab(DEFAULT_LAB)
-    node = "A"
+def fake_resources(lab, node: str) -> dict[str, str]:
+    """Addresses for every instrument of a node: enough to construct (not open) drivers."""
     resources = {}
     for name, inst in lab.nodes[node].instruments.items():
         tcp = DRIVERS[inst.driver].TRANSPORT == "tcp"
         resources[f"{node}.{name}"] = "TCPIP::127.0.0.1::9::SOCKET" if tcp else "/dev/null"
+    return resources
+
+
+def test_lab_makes_instruments_typed_as_their_capability():
+    lab = load_lab(DEFAULT_LAB)
+    resources = fake_resources(lab, "M")
+    tagger = lab.make_instrument("M", "tagger", TimeTagger, resources)
+    assert isinstance(tagger, TimeTagger) and not tagger.is_open
+    with pytest.raises(LabConfigError, match="is not a PhaseStabiliser"):
+        lab.make_instrument("M", "tagger", PhaseStabiliser, resources)
+
+
+def test_runtime_hands_out_typed_views_sharing_the_instrument_lock(tmp_path):
+    lab = load_lab(DEFAULT_LAB)
+    node = "A"
+    resources = fake_resources(lab, node)
     store = ParameterStore(tmp_path / "params.sqlite")
     try:
         runtime = NodeRuntime(lab, node, resources, store)
