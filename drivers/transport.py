@@ -94,6 +94,7 @@ class _ReconnectingTransport:
         self._dirty = False
 
     read_termination: str
+    """Set by each subclass: the reply's termination, also after a binary block."""
 
     # raw I/O, provided by subclasses
     def _connect(self) -> None:
@@ -352,9 +353,9 @@ class VisaSocketTransport(_ReconnectingTransport):
         self._exchange(message, lambda: self._write_parts(head, data, tail))
 
     def _write_parts(self, *parts: bytes) -> None:
-        """A large write in one `sendall` per part on the session's socket when the backend
-        is pyvisa-py (its writes go out in 4096-byte slices with a select() each: half the
-        speed for a waveform); other VISA backends get one write_raw."""
+        """A large write in one `sendall` per part on the session's socket (pyvisa-py's own
+        writes go out in 4096-byte slices with a select() each: half the speed for a
+        waveform); a small one in one write_raw."""
         sock = self._sock
         if sock is None or sum(len(p) for p in parts) < LARGE_WRITE_BYTES:
             self._write_raw(b"".join(parts))
