@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,9 @@ class Fit:
     params: dict[str, float]
     errors: dict[str, float]
     quality: float  # R^2 of the fit to the data
-    model: object  # callable x -> y with the fitted parameters
+    model: Callable[[np.ndarray], np.ndarray]  # x -> y with the fitted parameters
 
-    def __call__(self, x):
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.model(x)
 
 
@@ -37,11 +38,15 @@ def _fit(func, x, y, p0, names, bounds=(-np.inf, np.inf)) -> Fit:
         if np.all(np.isfinite(pcov))
         else np.full(len(popt), np.inf)
     )
+
+    def model(xx: np.ndarray) -> np.ndarray:
+        return func(xx, *popt)
+
     return Fit(
         dict(zip(names, map(float, popt), strict=True)),
         dict(zip(names, map(float, errs), strict=True)),
         quality,
-        lambda xx, p=popt: func(xx, *p),
+        model,
     )
 
 

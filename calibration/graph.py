@@ -1,9 +1,20 @@
 """The calibration graph: routines in dependency order, quick checks first, failures stop
 their dependents.
 
-    esr -> rabi -> ramsey
-           rabi -> readout -> check_threshold
-    dark_counts (midpoint)      detection_window (node photons at the midpoint)
+    node       esr -> rabi -> ramsey
+                      rabi -> readout -> check_threshold -> detection_window
+    midpoint   dark_counts, phase_setpoint
+    link       detection_window + dark_counts -> visibility
+               visibility + phase_setpoint -> alpha
+
+Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
+the node's photons with the midpoint's tagger; `dark_counts` and `phase_setpoint` measure the
+midpoint's detectors and interferometer alone and store midpoint parameters: all three reach
+the midpoint through `NodeAccess.midpoint` (the controller's side asks the midpoint daemon,
+which owns its instruments). The link routines run entanglement sessions with the peer node
+through `NodeAccess.link` (the peer's daemon and the midpoint's must run) and store midpoint
+parameters too. A routine is skipped when the lab lacks what it needs (a midpoint, a link) or
+it is no step of the node's platform, and a failed or skipped routine skips its dependents.
 """
 
 from __future__ import annotations
@@ -13,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from calibration.interface import NodeAccess
-from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine
+from calibration.interface import MidpointAccess, NodeAccess
+from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Routine, midpoint_of
 from calibration.routines.check_threshold import CheckThresholdRoutine
 from calibration.routines.esr import EsrRoutine
 from calibration.routines.link import AlphaRoutine, VisibilityRoutine
@@ -87,7 +98,7 @@ def run_routine(
 ) -> Outcome:
     say = progress or (lambda *_: None)
     name = routine.name
-    target = node.midpoint if routine.scope == "midpoint" else node
+    target: NodeAccess | MidpointAccess = midpoint_of(node) if routine.scope == "midpoint" else node
     stored = {p: target.stored(p) for p in routine.updated_names(node)}
     if not force and all(v is not None for v in stored.values()):
         say(name, "quick check")
@@ -106,14 +117,11 @@ def run_routine(
     say(name, "fitting")
     analysis = routine.analyse(node, data)
     runs = [d for d in data if getattr(d, "file", None)]
-    if not runs and getattr(node, "plot_dir", None) is not None:
+    plot_dir: Path | None = getattr(node, "plot_dir", None)
+    if not runs and plot_dir is not None:
         # no run file of its own: the data and fit go to a file in the calibration folder
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        runs = [
-            SimpleNamespace(
-                file=str(Path(node.plot_dir) / f"{stamp}_{node.node}_{name}.h5"), run_id=None
-            )
-        ]
+        runs = [SimpleNamespace(file=str(plot_dir / f"{stamp}_{node.node}_{name}.h5"), run_id=None)]
     verdict = UPDATED if analysis.accepted else FAILED
     outcome = Outcome(
         name,
@@ -157,7 +165,9 @@ def run_graph(
     for name in plan(names):
         routine = ROUTINES[name]
         if routine.needs_midpoint and node.midpoint is None:
-            outcomes[name] = Outcome(name, SKIPPED, "the lab has no midpoint to measure with")
+            outcomes[name] = Outcome(
+                name, SKIPPED, "no midpoint to measure with (no midpoint daemon reached)"
+            )
             continue
         if routine.needs_link and getattr(node, "link", None) is None:
             outcomes[name] = Outcome(

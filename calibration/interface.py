@@ -6,6 +6,7 @@ the controller hands a `NodeAccess` to the graph.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -47,12 +48,18 @@ class NodeAccess(Protocol):
     platform: str
     awg_peak_v: float
     """The largest pulse amplitude the lab allows (V peak)."""
-    midpoint: MidpointAccess | None
-    """The lab's heralding station, if it has one."""
-    link: LinkAccess | None
-    """Sessions with the peer node, if its daemon and the midpoint's run."""
-    plot_dir: object
-    """Where routines without a run file of their own keep their data and plot (a Path)."""
+
+    @property
+    def midpoint(self) -> MidpointAccess | None:
+        """The lab's heralding station, if it has one."""
+
+    @property
+    def link(self) -> LinkAccess | None:
+        """Sessions with the peer node, if its daemon and the midpoint's run."""
+
+    @property
+    def plot_dir(self) -> Path | None:
+        """Where routines without a run file of their own keep their data and plot."""
 
     def values(self) -> dict[str, float]:
         """Every parameter a sequence may use now (stored values over defaults)."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
-from calibration.interface import Acquisition, NodeAccess
+from calibration.interface import Acquisition, LinkAccess, MidpointAccess, NodeAccess
+from qnode.errors import QnodeError
 
 IN_SPEC, UPDATED, FAILED, SKIPPED = "in spec", "updated", "failed", "skipped"
 
@@ -72,3 +73,32 @@ def bright_fraction(acq: Acquisition, threshold: float, readout: int = 0):
     kept = acq.valid.sum(axis=1)
     safe = kept.clip(min=1)
     return ((counts >= threshold) & acq.valid).sum(axis=1) / safe
+
+
+class Station(Protocol):
+    """A node or the midpoint, as far as their stored parameters go."""
+
+    def stored(self, name: str) -> float | None: ...
+
+
+def stored_value(station: Station, name: str) -> float:
+    """A stored value that a quick check compares with. The graph runs a quick check only when
+    every value its routine updates is stored, so a missing one fails the quick check."""
+    value = station.stored(name)
+    if value is None:
+        raise QnodeError(f"{name} has no stored value")
+    return value
+
+
+def midpoint_of(node: NodeAccess) -> MidpointAccess:
+    """The lab's midpoint, for a routine that needs it (the graph skips it without one)."""
+    if node.midpoint is None:
+        raise QnodeError(f"{node.node}: no midpoint to measure with (no midpoint daemon reached)")
+    return node.midpoint
+
+
+def link_of(node: NodeAccess) -> LinkAccess:
+    """Sessions with the peer, for a link routine (the graph skips it without them)."""
+    if node.link is None:
+        raise QnodeError(f"{node.node}: no sessions with the peer (its daemon and the midpoint's)")
+    return node.link

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
-from drivers.base import Driver
+from drivers.base import Driver, LimitsError, Range, check_limits
+from drivers.protocols import Instrument
 from drivers.registry import DRIVERS, ROLES
 from qnode.errors import LabConfigError, QnodeError
 
@@ -23,6 +26,8 @@ SIM_RESOURCE = "sim"
 
 MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
 MIDPOINT_ROLES = ("time_tagger", "phase_stabiliser")
+
+C = TypeVar("C", bound=Instrument)
 
 
 class _Strict(BaseModel):
@@ -110,7 +115,7 @@ class LabConfig(_Strict):
     def instrument(self, node: str, name: str) -> InstrumentConfig:
         return self.nodes[node].instruments[name]
 
-    def all_instruments(self):
+    def all_instruments(self) -> Iterator[tuple[str, str, InstrumentConfig]]:
         for node_name, node in self.nodes.items():
             for name, inst in node.instruments.items():
                 yield node_name, name, inst
@@ -129,15 +134,38 @@ class LabConfig(_Strict):
                     "is `qnode sim up` running for this lab?",
                 )
             resource = resources[key]
-        limits = {key: (lo, hi) for key, (lo, hi) in inst.limits.items()}
-        return DRIVERS[inst.driver](f"{node}.{name}", resource, limits, timeout_s=inst.timeout_s)
+        return DRIVERS[inst.driver](
+            f"{node}.{name}", resource, _limits(inst), timeout_s=inst.timeout_s
+        )
+
+    def make_instrument(
+        self,
+        node: str,
+        name: str,
+        capability: type[C],
+        resources: dict[str, str] | None = None,
+    ) -> C:
+        """The driver of one instrument (not opened), typed as a capability of
+        drivers.protocols: `lab.make_instrument("M", "tagger", TimeTagger, resources)`."""
+        driver = self.make_driver(node, name, resources)
+        if not isinstance(driver, capability):
+            raise LabConfigError(
+                self.source,
+                f"nodes.{node}.instruments.{name}.driver",
+                f"{self.instrument(node, name).driver!r} is not a {capability.__name__}",
+            )
+        return driver
+
+
+def _limits(inst: InstrumentConfig) -> dict[str, Range]:
+    return {key: (lo, hi) for key, (lo, hi) in inst.limits.items()}
 
 
 def _key_path(loc: tuple) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _explain(error: dict) -> str:
+def _explain(error: ErrorDetails) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return "unknown key"
@@ -177,7 +205,7 @@ def parse_lab(raw: dict[str, Any], source: str) -> LabConfig:
 def _check_semantics(lab: LabConfig) -> None:
     src = lab.source
 
-    def fail(key: str, problem: str) -> None:
+    def fail(key: str, problem: str) -> NoReturn:
         raise LabConfigError(src, key, problem)
 
     if not any(node.kind == "memory" for node in lab.nodes.values()):
@@ -197,28 +225,10 @@ def _check_semantics(lab: LabConfig) -> None:
             cls = DRIVERS[inst.driver]
             if inst.role != cls.ROLE:
                 fail(f"{key}.driver", f"driver {inst.driver!r} is a {cls.ROLE}, not a {inst.role}")
-            for limit_key in inst.limits:
-                if limit_key not in cls.RANGES:
-                    known = ", ".join(sorted(cls.RANGES)) or "none"
-                    fail(
-                        f"{key}.limits.{limit_key}",
-                        f"unknown limit for {inst.driver} (known: {known})",
-                    )
-            for limit_key, (lo_hw, hi_hw) in cls.RANGES.items():
-                if limit_key not in inst.limits:
-                    fail(
-                        f"{key}.limits.{limit_key}",
-                        f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])",
-                    )
-                lo, hi = inst.limits[limit_key]
-                if lo > hi:
-                    fail(f"{key}.limits.{limit_key}", f"[{lo:g}, {hi:g}]: lower end above upper")
-                if lo < lo_hw or hi > hi_hw:
-                    fail(
-                        f"{key}.limits.{limit_key}",
-                        f"[{lo:g}, {hi:g}] lies outside the driver's own range "
-                        f"[{lo_hw:g}, {hi_hw:g}] ({inst.driver})",
-                    )
+            try:
+                check_limits(cls, _limits(inst))
+            except LimitsError as e:
+                fail(f"{key}.limits.{e.key}", e.problem)
             if (
                 not inst.simulated
                 and inst.driver
@@ -260,7 +270,11 @@ def _check_semantics(lab: LabConfig) -> None:
                     fail(f"{base}.optics.{path}", "missing: a memory node needs this optical path")
 
 
-def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail) -> None:
+Fail = Callable[[str, str], NoReturn]
+"""fail(key path, problem): raises the one LabConfigError."""
+
+
+def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail: Fail) -> None:
     base = f"nodes.{node_name}.channels"
     ch = node.channels
     for group, lo, hi in (("ttl", 0, 31), ("awg", 1, 4), ("counters", 0, 3), ("detectors", 1, 4)):

@@ -117,10 +117,6 @@ class TektronixAwg5014(ScpiDriver):
     def download_waveform(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return decode_int_waveform(self.scpi.query_block(f'WLIS:WAV:DATA? "{name}"'), self.name)
 
-    def waveform_names(self) -> list[str]:
-        count = self.scpi.query_int("WLIS:SIZE?")
-        return [self.scpi.query(f"WLIS:NAME? {i}").strip().strip('"') for i in range(count)]
-
     def set_sequence(self, elements: list[dict[int, str]]) -> None:
         """Sequence element k (0-based segment k of the sequencer) plays these waveforms."""
         self.scpi.write(f"SEQ:LENG {len(elements)}")
@@ -141,9 +137,6 @@ class TektronixAwg5014(ScpiDriver):
     def set_sample_rate(self, hz: float) -> None:
         hz = self.check_limit("sample_rate_hz", hz)
         self.scpi.write(f"SOUR1:FREQ {hz:.1f}")
-
-    def sample_rate(self) -> float:
-        return self.scpi.query_float("SOUR1:FREQ?")
 
     def set_output(self, channel: int, on: bool) -> None:
         self.scpi.write(f"OUTP{self._check_channel(channel)}:STAT {'ON' if on else 'OFF'}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 from drivers.transport import Backoff, SerialTransport, Transport, VisaSocketTransport
 from qnode.errors import InstrumentConnectionError, LimitError
@@ -100,11 +100,11 @@ class Driver:
     def is_open(self) -> bool:
         return self._transport is not None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -132,24 +132,39 @@ class Driver:
         raise NotImplementedError
 
 
+class LimitsError(ValueError):
+    """A lab limit that a driver class cannot take: `key` names the limit, `problem` says
+    what is wrong with it (the lab-file loader reports both at the limit's key path)."""
+
+    def __init__(self, driver: str, key: str, problem: str) -> None:
+        self.driver = driver
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{driver}: limit '{key}': {problem}")
+
+
 def check_limits(cls: type[Driver], limits: dict[str, Range]) -> dict[str, Range]:
-    """Every hardware range needs a lab limit inside it; raises ValueError naming the key."""
+    """Every hardware range needs a lab limit inside it, and every lab limit a hardware range;
+    raises LimitsError naming the limit. The one check of instrument limits: the lab-file
+    loader calls it too, so a bad file fails when it is loaded."""
+    name = cls.__name__
     for key in limits:
         if key not in cls.RANGES:
             known = ", ".join(sorted(cls.RANGES)) or "none"
-            raise ValueError(f"unknown limit '{key}' for {cls.__name__} (known: {known})")
+            raise LimitsError(name, key, f"unknown limit (the driver knows: {known})")
     for key, (lo_hw, hi_hw) in cls.RANGES.items():
         if key not in limits:
-            raise ValueError(
-                f"missing limit '{key}' (the instrument's range is [{lo_hw:g}, {hi_hw:g}])"
+            raise LimitsError(
+                name, key, f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])"
             )
         lo, hi = limits[key]
         if lo > hi:
-            raise ValueError(f"limit '{key}' = [{lo:g}, {hi:g}] has its lower end above its upper")
+            raise LimitsError(name, key, f"[{lo:g}, {hi:g}]: lower end above upper")
         if lo < lo_hw or hi > hi_hw:
-            raise ValueError(
-                f"limit '{key}' = [{lo:g}, {hi:g}] lies outside the driver's own range "
-                f"[{lo_hw:g}, {hi_hw:g}] of {cls.__name__}"
+            raise LimitsError(
+                name,
+                key,
+                f"[{lo:g}, {hi:g}] lies outside the driver's own range [{lo_hw:g}, {hi_hw:g}]",
             )
         limits[key] = (float(lo), float(hi))
     return limits

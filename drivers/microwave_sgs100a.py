@@ -33,12 +33,6 @@ class RsSgs100a(ScpiDriver):
     def output(self) -> bool:
         return self.scpi.query_bool("OUTP:STAT?")
 
-    def set_iq_modulation(self, on: bool) -> None:
-        self.scpi.write(f"SOUR:IQ:STAT {'ON' if on else 'OFF'}")
-
-    def iq_modulation(self) -> bool:
-        return self.scpi.query_bool("SOUR:IQ:STAT?")
-
     def safe_state(self) -> None:
         self.scpi.write("OUTP:STAT OFF")
 

@@ -6,6 +6,14 @@ from drivers.awg_5014 import TektronixAwg5014
 from drivers.base import Driver
 from drivers.laser_cobolt import CoboltLaser
 from drivers.microwave_sgs100a import RsSgs100a
+from drivers.protocols import (
+    Laser,
+    MicrowaveSource,
+    PhaseStabiliser,
+    RealTimeSequencer,
+    TimeTagger,
+    WaveformGenerator,
+)
 from drivers.sequencer_rtseq import RtSequencer
 from drivers.stabiliser_mdt import PiezoPhaseStabiliser
 from drivers.tagger_idq import TimeController
@@ -20,3 +28,12 @@ DRIVERS: dict[str, type[Driver]] = {
 }
 
 ROLES = sorted({cls.ROLE for cls in DRIVERS.values()})
+
+# Each model fits the capability of its role (drivers.protocols.CAPABILITIES): the type
+# checker checks these assignments, hil_tests/test_faults.py the instances.
+_MICROWAVE_SOURCE: type[MicrowaveSource] = RsSgs100a
+_AWG: type[WaveformGenerator] = TektronixAwg5014
+_SEQUENCER: type[RealTimeSequencer] = RtSequencer
+_TIME_TAGGER: type[TimeTagger] = TimeController
+_LASER: type[Laser] = CoboltLaser
+_PHASE_STABILISER: type[PhaseStabiliser] = PiezoPhaseStabiliser

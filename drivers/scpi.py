@@ -131,7 +131,7 @@ class Scpi:
 
     def errors(self) -> list[tuple[int, str]]:
         """Drain the error queue: every (code, message) until `0,"No error"`."""
-        found = []
+        found: list[tuple[int, str]] = []
         for _ in range(self.MAX_ERRORS):
             error = self._error(self.query("SYST:ERR?"))
             if error is None:

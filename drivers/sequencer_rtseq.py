@@ -27,7 +27,7 @@ class RtSequencer(ScpiDriver):
     TRANSPORT = "serial"
     READ_TERMINATION = "\n"
     WRITE_TERMINATION = "\n"
-    RANGES: dict = {}
+    RANGES = {}
 
     def load(self, program: Program) -> None:
         """Upload; a rejection raises ProgramError naming the source line and the reason."""

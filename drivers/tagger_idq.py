@@ -9,23 +9,9 @@ import numpy as np
 from drivers.base import Health
 from drivers.scpi import ScpiDriver, parse_records
 from qnode.errors import InstrumentReplyError
+from qnode.records import CLICK_DTYPE, TAG_DTYPE
 
 INPUTS = (1, 2, 3, 4)
-TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
-"""One time tag: ps since the acquisition started, ps since the last sync (start) pulse, and
-the input (1-based)."""
-CLICK_DTYPE = np.dtype(
-    [
-        ("sync", "<u8"),
-        ("attempt", "<u8"),
-        ("round", "u1"),
-        ("channel", "<u2"),
-        ("delay_ps", "<i8"),
-    ]
-)
-"""One click of the herald logic: the shared sync it followed (count of the sync output), the
-attempt since that sync (1-based), the detection round of the attempt, the input, and ps after
-the attempt's excitation."""
 
 
 class TimeController(ScpiDriver):

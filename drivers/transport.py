@@ -15,13 +15,14 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import pyvisa
 import serial
 from pyvisa import constants as visa_constants
+from pyvisa.resources import MessageBasedResource
 
 from qnode.errors import InstrumentConnectionError, InstrumentReplyError, InstrumentTimeout
 
@@ -38,7 +39,7 @@ class Backoff:
     max_delay_s: float = 1.0
     budget_s: float = 5.0
 
-    def delays(self):
+    def delays(self) -> Iterator[float]:
         delay, spent = self.first_s, 0.0
         while spent < self.budget_s:
             step = min(delay, self.max_delay_s, self.budget_s - spent)
@@ -49,6 +50,9 @@ class Backoff:
 
 class Transport(Protocol):
     """What a protocol layer needs from a connection to one instrument."""
+
+    reconnects: int
+    """Times the connection was made anew (what the instrument held may be gone since)."""
 
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -89,12 +93,40 @@ class _ReconnectingTransport:
         self._is_open = False
         self._dirty = False
 
+    read_termination: str
+    """Set by each subclass: the reply's termination, also after a binary block."""
+
     # raw I/O, provided by subclasses
     def _connect(self) -> None:
         raise NotImplementedError
 
     def _disconnect(self) -> None:
         raise NotImplementedError
+
+    def _read_exact(self, count: int) -> bytes:
+        """Exactly `count` bytes of the reply; TimeoutError if fewer arrive in time."""
+        raise NotImplementedError
+
+    def _read_block_reply(self, what: str) -> bytes:
+        """An IEEE 488.2 definite-length block reply (`#<digits><length><data>`) and the
+        reply's termination after it; the block's data is returned."""
+        head = self._read_exact(2)
+        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
+            raise InstrumentReplyError(
+                self.instrument, f"reply to {what!r} is not a definite-length block: {head!r}"
+            )
+        digits = self._read_exact(int(head[1:2]))
+        if not digits.isdigit():
+            raise InstrumentReplyError(
+                self.instrument, f"block header of reply to {what!r} is garbled: {digits!r}"
+            )
+        block = self._read_exact(int(digits)) if int(digits) else b""
+        tail = self._read_exact(len(self.read_termination))
+        if tail != self.read_termination.encode():
+            raise InstrumentReplyError(
+                self.instrument, f"block reply to {what!r} not terminated: {tail!r}"
+            )
+        return block
 
     def _peer_closed(self) -> bool:
         """True if the connection is known to be gone (checked without blocking)."""
@@ -207,7 +239,7 @@ class VisaSocketTransport(_ReconnectingTransport):
         self.resource = resource
         self.read_termination = read_termination
         self.write_termination = write_termination
-        self._res = None
+        self._res: MessageBasedResource | None = None
         self._sock: socket.socket | None = None
 
     def _connect(self) -> None:
@@ -219,7 +251,9 @@ class VisaSocketTransport(_ReconnectingTransport):
             write_termination=self.write_termination,
             timeout=int(self.timeout_s * 1000),
         )
-        sock = rm.visalib.sessions[res.session].interface
+        assert isinstance(res, MessageBasedResource)  # a TCPIP SOCKET resource always is
+        # the TCP socket under the session (the resource manager is pyvisa-py's, "@py")
+        sock: socket.socket = rm.visalib.sessions[res.session].interface  # type: ignore[attr-defined]
         try:
             sock.getpeername()  # pyvisa-py can return a session whose connect was refused
         except OSError:
@@ -236,6 +270,13 @@ class VisaSocketTransport(_ReconnectingTransport):
                 res.close()
             except Exception:
                 pass
+
+    @property
+    def _resource(self) -> MessageBasedResource:
+        """The open VISA resource; a closed one counts as a lost connection."""
+        if self._res is None:
+            raise _ConnectionLost()
+        return self._res
 
     def _peer_closed(self) -> bool:
         sock = self._sock
@@ -257,13 +298,13 @@ class VisaSocketTransport(_ReconnectingTransport):
 
     def _write_raw(self, data: bytes) -> None:
         try:
-            self._res.write_raw(data)
+            self._resource.write_raw(data)
         except (OSError, pyvisa.errors.VisaIOError) as e:
             raise _ConnectionLost() from e
 
     def _read_raw(self) -> bytes:
         try:
-            return self._res.read_raw()
+            return self._resource.read_raw()
         except pyvisa.errors.VisaIOError as e:
             if e.error_code == visa_constants.StatusCode.error_timeout:
                 raise TimeoutError() from e
@@ -273,7 +314,7 @@ class VisaSocketTransport(_ReconnectingTransport):
 
     def _read_exact(self, count: int) -> bytes:
         try:
-            data = self._res.read_bytes(count, break_on_termchar=False)
+            data = self._resource.read_bytes(count, break_on_termchar=False)
         except pyvisa.errors.VisaIOError as e:
             if e.error_code == visa_constants.StatusCode.error_timeout:
                 raise TimeoutError() from e
@@ -312,10 +353,10 @@ class VisaSocketTransport(_ReconnectingTransport):
         self._exchange(message, lambda: self._write_parts(head, data, tail))
 
     def _write_parts(self, *parts: bytes) -> None:
-        """A large write in one `sendall` per part on the session's socket when the backend
-        is pyvisa-py (its writes go out in 4096-byte slices with a select() each: half the
-        speed for a waveform); other VISA backends get one write_raw."""
-        sock = self._socket()
+        """A large write in one `sendall` per part on the session's socket (pyvisa-py's own
+        writes go out in 4096-byte slices with a select() each: half the speed for a
+        waveform); a small one in one write_raw."""
+        sock = self._sock
         if sock is None or sum(len(p) for p in parts) < LARGE_WRITE_BYTES:
             self._write_raw(b"".join(parts))
             return
@@ -331,43 +372,19 @@ class VisaSocketTransport(_ReconnectingTransport):
         except OSError as e:
             raise _ConnectionLost() from e
 
-    def _socket(self) -> socket.socket | None:
-        session = getattr(self._res.visalib, "sessions", {}).get(self._res.session)
-        sock = getattr(session, "interface", None)
-        return sock if isinstance(sock, socket.socket) else None
-
     def query_block(self, message: str) -> bytes:
         data = (message + self.write_termination).encode("ascii")
 
         def action() -> bytes:
             self._write_raw(data)
             # Binary data may hold the termination byte: switch it off for the block.
-            self._res.read_termination = None
+            self._resource.read_termination = None
             try:
-                block = self._read_block(message)
-                tail = self._read_exact(len(self.read_termination))
+                return self._read_block_reply(message)
             finally:
-                self._res.read_termination = self.read_termination
-            if tail != self.read_termination.encode():
-                raise InstrumentReplyError(
-                    self.instrument, f"block reply to {message!r} not terminated: {tail!r}"
-                )
-            return block
+                self._resource.read_termination = self.read_termination
 
         return self._exchange(message, action)
-
-    def _read_block(self, what: str) -> bytes:
-        head = self._read_exact(2)
-        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
-            raise InstrumentReplyError(
-                self.instrument, f"reply to {what!r} is not a definite-length block: {head!r}"
-            )
-        digits = self._read_exact(int(head[1:2]))
-        if not digits.isdigit():
-            raise InstrumentReplyError(
-                self.instrument, f"block header of reply to {what!r} is garbled: {digits!r}"
-            )
-        return self._read_exact(int(digits)) if int(digits) else b""
 
 
 class SerialTransport(_ReconnectingTransport):
@@ -417,6 +434,8 @@ class SerialTransport(_ReconnectingTransport):
     def _drain_until_quiet(self, quiet_s: float = 0.05, limit_s: float = 2.0) -> None:
         """After a timeout the rest of a late answer may still be arriving: let it pass."""
         port = self._serial
+        if port is None:
+            return
         deadline = time.monotonic() + limit_s
         previous_timeout = port.timeout
         port.timeout = quiet_s
@@ -436,8 +455,15 @@ class SerialTransport(_ReconnectingTransport):
         except (serial.SerialException, OSError) as e:
             raise _ConnectionLost() from e
 
+    @property
+    def _port(self) -> serial.Serial:
+        """The open serial port; a closed one counts as a lost connection."""
+        if self._serial is None:
+            raise _ConnectionLost()
+        return self._serial
+
     def _send(self, data: bytes) -> None:
-        port = self._serial
+        port = self._port
         # Whatever sits in the input buffer now (a boot banner, a reply that came too late)
         # belongs to no question of ours.
         self._io(port.reset_input_buffer)
@@ -446,7 +472,8 @@ class SerialTransport(_ReconnectingTransport):
 
     def _read_line(self, what: str) -> str:
         term = self.read_termination.encode()
-        raw = self._io(lambda: self._serial.read_until(term))
+        port = self._port
+        raw: bytes = self._io(lambda: port.read_until(term))
         if not raw.endswith(term):
             raise TimeoutError()
         try:
@@ -473,34 +500,18 @@ class SerialTransport(_ReconnectingTransport):
         payload = message.encode("ascii") + ieee_block(data) + self.write_termination.encode()
         self._exchange(message, lambda: self._send(payload))
 
+    def _read_exact(self, count: int) -> bytes:
+        port = self._port
+        got: bytes = self._io(lambda: port.read(count))
+        if len(got) != count:
+            raise TimeoutError()
+        return got
+
     def query_block(self, message: str) -> bytes:
         data = (message + self.write_termination).encode("ascii")
 
-        def read_exact(n: int) -> bytes:
-            got = self._io(lambda: self._serial.read(n))
-            if len(got) != n:
-                raise TimeoutError()
-            return got
-
         def action() -> bytes:
             self._send(data)
-            head = read_exact(2)
-            if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
-                raise InstrumentReplyError(
-                    self.instrument,
-                    f"reply to {message!r} is not a definite-length block: {head!r}",
-                )
-            digits = read_exact(int(head[1:2]))
-            if not digits.isdigit():
-                raise InstrumentReplyError(
-                    self.instrument, f"block header of reply to {message!r} is garbled: {digits!r}"
-                )
-            block = read_exact(int(digits)) if int(digits) else b""
-            tail = read_exact(len(self.read_termination))
-            if tail != self.read_termination.encode():
-                raise InstrumentReplyError(
-                    self.instrument, f"block reply to {message!r} not terminated: {tail!r}"
-                )
-            return block
+            return self._read_block_reply(message)
 
         return self._exchange(message, action)

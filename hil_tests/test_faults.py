@@ -128,7 +128,7 @@ def test_every_driver_offers_its_roles_capability():
         "microwave_source": protocols.MicrowaveSource,
         "awg": protocols.WaveformGenerator,
         "sequencer": protocols.RealTimeSequencer,
-        "time_tagger": protocols.PhotonCounter,
+        "time_tagger": protocols.TimeTagger,
         "laser": protocols.Laser,
         "phase_stabiliser": protocols.PhaseStabiliser,
     }

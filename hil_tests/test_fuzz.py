@@ -15,13 +15,13 @@ from drivers.awg_5014 import DAC_MID, decode_int_waveform
 from drivers.laser_cobolt import check_query_reply, check_set_reply
 from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int, parse_records
 from drivers.stabiliser_mdt import bracketed_value
-from drivers.tagger_idq import CLICK_DTYPE, TAG_DTYPE
 from qnode.errors import (
     InstrumentReplyError,
     InstrumentReportedError,
     LabConfigError,
     ProgramError,
 )
+from qnode.records import CLICK_DTYPE, TAG_DTYPE
 from sequences.program import assemble, decode, decode_events
 from sim_backends.device import CommandError
 from sim_backends.framing import Framer, FramingError, Message

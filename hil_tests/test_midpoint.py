@@ -10,7 +10,7 @@ from controller.data.params import ParameterStore
 from controller.midpoint.herald_logic import classify
 from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
 from controller.operator.client import NodeRequestError
-from drivers.tagger_idq import CLICK_DTYPE
+from qnode.records import CLICK_DTYPE
 
 DETECTORS = {"psi_plus": 1, "psi_minus": 2}
 WINDOWS = [(60.0, 27.0), (75.0, 27.0)]  # A's and B's photons: start, length (ns)

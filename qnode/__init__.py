@@ -1,4 +1,5 @@
-"""Shared pieces that every layer may import: errors and units (nothing with I/O)."""
+"""Shared pieces that every layer may import, nothing with I/O: errors, the time tagger's
+binary record layouts (records), the heralded two-node state (heralding)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -186,10 +186,12 @@ def alpha_for_fidelity(target: float, link: Link) -> float:
     return lo
 
 
-def link_from_calibration(values: dict[str, dict[str, float]], nodes: list[str], midpoint: str):
+def link_from_calibration(
+    values: dict[str, dict[str, float]], nodes: list[str], midpoint: str
+) -> tuple[Link, tuple[str, ...]]:
     """The heralding model's inputs from calibrated parameters (station -> name -> value),
     with notes on what was assumed."""
-    notes = []
+    notes: list[str] = []
     missing = [
         f"{n}.detection_probability"
         for n in nodes

@@ -5,39 +5,35 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
     MwPulse,
     Param,
     Readout,
     Sequence,
     SpinInit,
     Wait,
+    memory_check,
     pi_half_pulse,
     pi_pulse,
 )
 
 
-def _check(platform: str):
-    return CoolingCheck() if platform == "ion" else CRCheck()
-
-
 def rabi(platform: str = "nv", shots: int = 200) -> Sequence:
     """Sweep `duration_ns` (and/or `rabi_amplitude_v`): an oscillation at the Rabi frequency."""
     pulse = MwPulse(Param("rabi_amplitude_v"), Param("duration_ns"))
-    return Sequence("rabi", (_check(platform), SpinInit(), pulse, Readout()), shots)
+    return Sequence("rabi", (memory_check(platform), SpinInit(), pulse, Readout()), shots)
 
 
 def esr(platform: str = "nv", shots: int = 200) -> Sequence:
     """Pulsed ODMR: sweep `mw_frequency_hz`; a dip at the resonance."""
     pulse = MwPulse(Param("rabi_amplitude_v"), Param("esr_pulse_ns"))
-    return Sequence("esr", (_check(platform), SpinInit(), pulse, Readout()), shots)
+    return Sequence("esr", (memory_check(platform), SpinInit(), pulse, Readout()), shots)
 
 
 def ramsey(platform: str = "nv", shots: int = 200) -> Sequence:
-    """Sweep `free_time_ns`: fringes at the detuning, decaying with T2*."""
+    """Sweep `free_time_ns`: fringes at the detuning, decaying with T2*. The ramsey
+    calibration routine runs this sequence too."""
     ops = (
-        _check(platform),
+        memory_check(platform),
         SpinInit(),
         pi_half_pulse(),
         Wait(Param("free_time_ns")),
@@ -50,7 +46,7 @@ def ramsey(platform: str = "nv", shots: int = 200) -> Sequence:
 def readout(platform: str = "nv", shots: int = 1000) -> Sequence:
     """Two readouts per shot: after initialisation (bright) and after a pi pulse (dark)."""
     ops = (
-        _check(platform),
+        memory_check(platform),
         SpinInit(),
         Readout(label="bright"),
         SpinInit(),

@@ -28,11 +28,10 @@ class Param:
 
 Value = float | int | Param
 
-LIGHT_PATHS = ("pump", "readout", "repump", "excitation")
 
-
+@dataclass(frozen=True)
 class Operation:
-    """Base of every operation; `KIND` is its name in data form."""
+    """Base of every operation (each a frozen dataclass); `KIND` is its name in data form."""
 
     KIND: ClassVar[str]
 
@@ -119,6 +118,12 @@ class CoolingCheck(CRCheck):
     """The ion's cooling check: the same block, with Doppler cooling as the repump."""
 
     KIND = "cooling_check"
+
+
+def memory_check(platform: str) -> CRCheck:
+    """The check block that opens a shot on this platform: the ion's cooling check, the NV's
+    charge-resonance check (a CoolingCheck is a CRCheck)."""
+    return CoolingCheck() if platform == "ion" else CRCheck()
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,3 @@ class NodePhysics:
             self.ready = False
             return kept
         return runs
-
-    def populations(self) -> tuple[float, float]:
-        rho = self.register.reduced(self.name)
-        return float(rho[0, 0].real), float(rho[1, 1].real)

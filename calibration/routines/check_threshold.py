@@ -10,7 +10,7 @@ from scipy.stats import poisson
 from calibration.fits import FitFailed, fit_check_counts
 from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
-from calibration.routine import Analysis, Routine
+from calibration.routine import Analysis, Routine, stored_value
 from sequences.operations import CountWindow, LaserPulse, Parallel, Param, Sequence, Sweep
 
 SHOTS, QUICK_SHOTS = 3000, 800
@@ -47,7 +47,7 @@ class CheckThresholdRoutine(Routine):
             fit = fit_check_counts(counts)
         except FitFailed as e:
             return False, str(e)
-        stored = node.stored("check_mean_counts")
+        stored = stored_value(node, "check_mean_counts")
         change = abs(fit.params["mean"] - stored) / stored
         if change > 0.1:
             return False, f"mean check counts {fit.params['mean']:.1f}, stored {stored:.1f}"

@@ -8,16 +8,15 @@ import numpy as np
 from calibration.fits import FitFailed, fit_esr
 from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
-from calibration.routine import Analysis, Routine, bright_fraction
+from calibration.routine import Analysis, Routine, bright_fraction, stored_value
 from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
     MwPulse,
     Readout,
     Sequence,
     SpinInit,
     Sweep,
     SweepAxis,
+    memory_check,
 )
 
 SEARCH = {"nv": (2.80e9, 2.95e9), "ion": (3.2250e9, 3.2270e9)}
@@ -28,7 +27,7 @@ FINE_HALF_SPAN_HZ = {"nv": 3.0e6, "ion": 0.3e6}
 
 def esr_sequence(platform: str, shots: int) -> Sequence:
     amplitude, duration = PULSE[platform]
-    check = CoolingCheck() if platform == "ion" else CRCheck()
+    check = memory_check(platform)
     return Sequence("esr", (check, SpinInit(), MwPulse(amplitude, duration), Readout()), shots)
 
 
@@ -47,7 +46,7 @@ class EsrRoutine(Routine):
         return node.stored("esr_start_hz") or lo, node.stored("esr_stop_hz") or hi
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
-        f0 = node.stored("mw_frequency_hz")
+        f0 = stored_value(node, "mw_frequency_hz")
         offset = FINE_HALF_SPAN_HZ[node.platform] / 3
         acq = self._scan(node, np.array([f0 - offset, f0, f0 + offset]), 400)
         low, centre, high = bright_fraction(acq, node.values()["readout_threshold"])

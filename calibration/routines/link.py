@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from calibration.interface import NodeAccess
-from calibration.routine import Analysis, Routine
+from calibration.routine import Analysis, Routine, link_of, midpoint_of, stored_value
 from qnode.errors import QnodeError
 from qnode.heralding import (
     Link,
@@ -42,11 +42,11 @@ P_TOLERANCE = 0.15  # the success per attempt within 3 sigma and this share of t
 
 
 def _link(node: NodeAccess, visibility: float | None = None) -> tuple[Link, tuple[str, ...]]:
-    link = node.link
-    stations = [node.node, link.peer, node.midpoint.node]
+    link, midpoint = link_of(node), midpoint_of(node).node
+    stations = [node.node, link.peer, midpoint]
     values = {s: link.parameters(s) for s in stations}
     if visibility is not None:
-        values[node.midpoint.node] = {**values[node.midpoint.node], "visibility": visibility}
+        values[midpoint] = {**values[midpoint], "visibility": visibility}
     return link_from_calibration(values, stations[:2], stations[2])
 
 
@@ -75,14 +75,14 @@ class VisibilityRoutine(Routine):
     needs_link = True
 
     def _measure(self, node: NodeAccess, pairs: int):
-        stats = node.link.pairs("barrett_kok", pairs, delivery="verify")
+        stats = link_of(node).pairs("barrett_kok", pairs, delivery="verify")
         link, _ = _link(node, visibility=1.0)
         value, sigma = visibility_from(stats, link)
         return stats, value, sigma
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         _, value, sigma = self._measure(node, QUICK_PAIRS)
-        stored = node.midpoint.stored("visibility")
+        stored = stored_value(midpoint_of(node), "visibility")
         if abs(value - stored) > 3 * sigma + 0.03:
             return False, f"V now {value:.3f} +- {sigma:.3f}, stored {stored:.3f}"
         return True, f"V {value:.3f} +- {sigma:.3f} (stored {stored:.3f})"
@@ -154,7 +154,7 @@ class AlphaRoutine(Routine):
 
     @staticmethod
     def _target(node: NodeAccess) -> float:
-        stored = node.midpoint.stored("target_fidelity")
+        stored = midpoint_of(node).stored("target_fidelity")
         return DEFAULT_TARGET if stored is None else stored
 
     def _alpha(self, node: NodeAccess) -> tuple[float, Link]:
@@ -168,14 +168,14 @@ class AlphaRoutine(Routine):
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         alpha, _ = self._alpha(node)
-        stored = node.midpoint.stored("single_click_alpha")
+        stored = stored_value(midpoint_of(node), "single_click_alpha")
         if abs(alpha - stored) > 0.05 * stored:
             return False, f"the calibrated values now give alpha {alpha:.4f}, stored {stored:.4f}"
         return True, f"alpha {stored:.4f} for fidelity {self._target(node)}"
 
     def acquire(self, node: NodeAccess):
         alpha, link = self._alpha(node)
-        stats = node.link.pairs("single_click", ALPHA_PAIRS, delivery="Z", alpha=alpha)
+        stats = link_of(node).pairs("single_click", ALPHA_PAIRS, delivery="Z", alpha=alpha)
         return [(alpha, link, stats)]
 
     def analyse(self, node: NodeAccess, data) -> Analysis:

@@ -1,4 +1,5 @@
-"""Midpoint routines: the detection window of a node's photons, and the detectors' dark counts.
+"""Midpoint routines: the detection window of a node's photons, the detectors' dark counts
+and the interferometer's phase set point.
 
 Detection window: a train of excitations (spin pump, optical pi pulse) while the midpoint's
 tagger records the photons' delay after each sync; the arrival histogram is an exponential
@@ -15,12 +16,10 @@ import numpy as np
 from scipy.optimize import curve_fit
 from scipy.stats import exponnorm, poisson
 
-from calibration.interface import NodeAccess
+from calibration.interface import Acquisition, NodeAccess
 from calibration.plots import xy_plot
-from calibration.routine import Analysis, Routine
+from calibration.routine import Analysis, Routine, midpoint_of, stored_value
 from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
     LaserPulse,
     Param,
     Repeat,
@@ -28,6 +27,7 @@ from sequences.operations import (
     SpinInit,
     Sweep,
     Wait,
+    memory_check,
 )
 
 PER_CHECK = 1000  # excitations between CR / cooling checks (the memory ionises / heats)
@@ -42,7 +42,7 @@ MIN_PHOTONS = 100
 class TaggedRun:
     """A node's run and the midpoint's arrival histogram taken during it."""
 
-    run: object
+    run: Acquisition
     centres: np.ndarray
     hist: np.ndarray
 
@@ -64,7 +64,7 @@ def excitation_train(platform: str, shots: int) -> Sequence:
         LaserPulse("excitation", Param("excitation_duration_ns")),
         Wait(PERIOD_WAIT_NS),
     )
-    check = CoolingCheck() if platform == "ion" else CRCheck()
+    check = memory_check(platform)
     after = replace(check, max_tries=1)
     return Sequence("excitation_train", (check, Repeat(body, PER_CHECK), after), shots=shots)
 
@@ -92,12 +92,12 @@ class DetectionWindowRoutine(Routine):
     updates = ("detection_window_start_ns", "detection_window_ns", "detection_probability")
 
     def _histogram(self, node: NodeAccess, shots: int):
-        node.midpoint.start_tags()
+        midpoint_of(node).start_tags()
         try:
             acq = node.run(excitation_train(node.platform, shots), Sweep())
         finally:
-            tags = node.midpoint.stop_tags()
-        photons = tags[np.isin(tags["channel"], list(node.midpoint.detectors.values()))]
+            tags = midpoint_of(node).stop_tags()
+        photons = tags[np.isin(tags["channel"], list(midpoint_of(node).detectors.values()))]
         edges = np.arange(0.0, HIST_NS + BIN_NS, BIN_NS)
         hist, _ = np.histogram(photons["delay_ps"] / 1e3, edges)
         return acq, (edges[:-1] + BIN_NS / 2), hist
@@ -126,7 +126,7 @@ class DetectionWindowRoutine(Routine):
             fit, _, _ = self._fit(centres, hist)
         except (RuntimeError, ValueError) as e:
             return False, f"no arrival peak could be fitted ({e})"
-        stored = node.stored("detection_window_start_ns")
+        stored = stored_value(node, "detection_window_start_ns")
         if abs(fit["onset_ns"] - stored) > 1.0:
             return (
                 False,
@@ -216,20 +216,20 @@ class DarkCountsRoutine(Routine):
     SECONDS, REPEATS = 10.0, 3
 
     def updated_names(self, node: NodeAccess) -> tuple[str, ...]:
-        return tuple(f"dark_count_hz_{name}" for name in node.midpoint.detectors)
+        return tuple(f"dark_count_hz_{name}" for name in midpoint_of(node).detectors)
 
     def _rates(self, node: NodeAccess) -> dict[str, tuple[float, int]]:
-        counts = dict.fromkeys(node.midpoint.detectors, 0)
+        counts = dict.fromkeys(midpoint_of(node).detectors, 0)
         for _ in range(self.REPEATS):
-            tags = node.midpoint.dark_tags(self.SECONDS)
-            for name, channel in node.midpoint.detectors.items():
+            tags = midpoint_of(node).dark_tags(self.SECONDS)
+            for name, channel in midpoint_of(node).detectors.items():
                 counts[name] += int(np.sum(tags["channel"] == channel))
         total = self.SECONDS * self.REPEATS
         return {name: (n / total, n) for name, n in counts.items()}
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         for name, (rate, n) in self._rates(node).items():
-            stored = node.midpoint.stored(f"dark_count_hz_{name}")
+            stored = stored_value(midpoint_of(node), f"dark_count_hz_{name}")
             sigma = max(np.sqrt(max(n, 1)) / (self.SECONDS * self.REPEATS), 0.1)
             if abs(rate - stored) > 4 * sigma:
                 return False, f"{name}: {rate:.1f} Hz, stored {stored:.1f} Hz"
@@ -261,15 +261,15 @@ class PhaseSetpointRoutine(Routine):
     QUICK_MIN_SHARE = 0.93
 
     def _share(self, node: NodeAccess, setpoint: float) -> float:
-        counts = node.midpoint.reference_counts(setpoint, self.SECONDS)
-        first, second = (counts[name] for name in list(node.midpoint.detectors)[:2])
+        counts = midpoint_of(node).reference_counts(setpoint, self.SECONDS)
+        first, second = (counts[name] for name in list(midpoint_of(node).detectors)[:2])
         return first / max(first + second, 1)
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         try:
-            share = self._share(node, node.midpoint.stored("phase_setpoint_deg"))
+            share = self._share(node, stored_value(midpoint_of(node), "phase_setpoint_deg"))
         finally:
-            node.midpoint.reference_off()
+            midpoint_of(node).reference_off()
         if share < self.QUICK_MIN_SHARE:
             return False, f"the reference fringe moved: psi_plus gets {share:.3f} at the set point"
         return True, f"psi_plus gets {share:.3f} of the reference light at the set point"
@@ -279,7 +279,7 @@ class PhaseSetpointRoutine(Routine):
         try:
             shares = np.array([self._share(node, s) for s in setpoints])
         finally:
-            node.midpoint.reference_off()
+            midpoint_of(node).reference_off()
         return [(setpoints, shares)]
 
     def analyse(self, node: NodeAccess, data) -> Analysis:

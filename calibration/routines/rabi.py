@@ -9,8 +9,6 @@ from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine, bright_fraction
 from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
     MwPulse,
     Param,
     Readout,
@@ -18,15 +16,12 @@ from sequences.operations import (
     SpinInit,
     Sweep,
     SweepAxis,
+    memory_check,
     pi_pulse,
 )
 
 POINTS, SHOTS = 51, 200
 QUICK_PULSES, QUICK_SHOTS = 5, 400
-
-
-def _check(platform: str):
-    return CoolingCheck() if platform == "ion" else CRCheck()
 
 
 class RabiRoutine(Routine):
@@ -38,7 +33,7 @@ class RabiRoutine(Routine):
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         """Five pi pulses in a row amplify an amplitude error five times: must end dark."""
-        ops = (_check(node.platform), SpinInit(), *[pi_pulse()] * QUICK_PULSES, Readout())
+        ops = (memory_check(node.platform), SpinInit(), *[pi_pulse()] * QUICK_PULSES, Readout())
         acq = node.run(Sequence("rabi_check", ops, QUICK_SHOTS), Sweep())
         bright = float(bright_fraction(acq, node.values()["readout_threshold"])[0])
         if bright > 0.15:
@@ -48,7 +43,7 @@ class RabiRoutine(Routine):
     def acquire(self, node: NodeAccess):
         amplitudes = np.linspace(0, node.awg_peak_v, POINTS)
         ops = (
-            _check(node.platform),
+            memory_check(node.platform),
             SpinInit(),
             MwPulse(Param("amplitude_v"), Param("pi_duration_ns")),
             Readout(),

@@ -15,18 +15,8 @@ from calibration.fits import FitFailed, fit_ramsey
 from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine, bright_fraction
-from sequences.operations import (
-    CoolingCheck,
-    CRCheck,
-    Param,
-    Readout,
-    Sequence,
-    SpinInit,
-    Sweep,
-    SweepAxis,
-    Wait,
-    pi_half_pulse,
-)
+from sequences.library import ramsey
+from sequences.operations import Sweep, SweepAxis
 
 
 @dataclass(frozen=True)
@@ -69,19 +59,6 @@ class StageResult:
 IN_SPEC_HZ = {"nv": 30e3, "ion": 20.0}
 
 
-def ramsey_sequence(platform: str, shots: int) -> Sequence:
-    check = CoolingCheck() if platform == "ion" else CRCheck()
-    ops = (
-        check,
-        SpinInit(),
-        pi_half_pulse(),
-        Wait(Param("free_time_ns")),
-        pi_half_pulse(),
-        Readout(),
-    )
-    return Sequence("ramsey", ops, shots)
-
-
 class RamseyRoutine(Routine):
     name = "ramsey"
     title = "Ramsey: fine detuning and T2*"
@@ -99,7 +76,7 @@ class RamseyRoutine(Routine):
                     SweepAxis("free_time_ns", tuple(map(float, times)), "ns"),
                 )
             )
-            runs.append(node.run(ramsey_sequence(node.platform, shots), sweep))
+            runs.append(node.run(ramsey(node.platform, shots), sweep))
         return runs
 
     def _fit_pair(self, node: NodeAccess, runs, stage: Stage):

@@ -8,7 +8,7 @@ import numpy as np
 
 from calibration.interface import NodeAccess
 from calibration.routine import Analysis, Routine
-from sequences.operations import CoolingCheck, CRCheck, Readout, Sequence, SpinInit, Sweep, pi_pulse
+from sequences.operations import Readout, Sequence, SpinInit, Sweep, memory_check, pi_pulse
 
 BIN_NS = {"nv": 2_000, "ion": 150_000}
 BINS = 20
@@ -16,7 +16,7 @@ SHOTS, QUICK_SHOTS = 3000, 800
 
 
 def readout_sequence(platform: str, shots: int) -> Sequence:
-    check = CoolingCheck() if platform == "ion" else CRCheck()
+    check = memory_check(platform)
     width = BIN_NS[platform]
     bright = [Readout(width, label=f"bright_{k}") for k in range(BINS)]
     dark = [Readout(width, label=f"dark_{k}") for k in range(BINS)]

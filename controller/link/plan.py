@@ -19,12 +19,12 @@ from controller.link.vocabulary import (
 from qnode.errors import QnodeError
 from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 from sequences.operations import (
-    CoolingCheck,
     CRCheck,
     EntanglementAttempt,
     Readout,
     Sequence,
     WaitSync,
+    memory_check,
     pi_half_pulse,
 )
 
@@ -127,7 +127,7 @@ def round_sequence(
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
     the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
     each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome."""
-    check = CoolingCheck() if platform == "ion" else CRCheck()
+    check = memory_check(platform)
     extra = {"window_ns": SOFTWARE_HERALD_WAIT_NS} if heralding == "software" else {}
     if protocol == "single_click":
         if alpha_amplitude_v is None:

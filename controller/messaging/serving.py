@@ -196,6 +196,13 @@ class StationServer(ABC):
         return ""
 
     # the loop -------------------------------------------------------------------------------
+    async def send_to(self, identity: bytes, payload: bytes) -> None:
+        """A message to a connected client by its routing id (ROUTER_MANDATORY: a client
+        that is not connected raises zmq.ZMQError, never a silent drop)."""
+        if self.sock is None:
+            raise zmq.ZMQError(zmq.ENOTSOCK, f"{self.who} is not serving")
+        await self.sock.send_multipart([identity, payload])
+
     def request_stop(self) -> None:
         self._stop.set()
 

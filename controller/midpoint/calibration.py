@@ -7,13 +7,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from drivers.protocols import PhaseStabiliser, TimeTagger
 from qnode.errors import QnodeError
 
 InWorker = Callable[..., Awaitable[Any]]
 
 
 class MidpointCalibration:
-    def __init__(self, node: str, tagger, stabiliser, detectors: dict[str, int]) -> None:
+    def __init__(
+        self,
+        node: str,
+        tagger: TimeTagger,
+        stabiliser: PhaseStabiliser | None,
+        detectors: dict[str, int],
+    ) -> None:
         self.node = node
         self.tagger = tagger
         self.stabiliser = stabiliser
@@ -45,15 +52,20 @@ class MidpointCalibration:
             raise QnodeError(f"midpoint {self.node} has no phase stabiliser")
         if kind == "reference_counts":
             counts = await in_worker(
-                self._reference_counts, float(msg["setpoint_deg"]), float(msg["seconds"])
+                self._reference_counts,
+                self.stabiliser,
+                float(msg["setpoint_deg"]),
+                float(msg["seconds"]),
             )
             return {"counts": counts}
         await in_worker(self.stabiliser.set_reference, False)  # reference_off
         return {}
 
-    def _reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
-        self.stabiliser.set_reference(True)
-        self.stabiliser.set_setpoint(setpoint_deg)
-        self.stabiliser.set_lock(True)
+    def _reference_counts(
+        self, stabiliser: PhaseStabiliser, setpoint_deg: float, seconds: float
+    ) -> dict[str, int]:
+        stabiliser.set_reference(True)
+        stabiliser.set_setpoint(setpoint_deg)
+        stabiliser.set_lock(True)
         self.tagger.set_integration(seconds)
         return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}

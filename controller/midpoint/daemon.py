@@ -37,6 +37,7 @@ from controller.midpoint.calibration import MidpointCalibration
 from controller.midpoint.faults import HeraldFaults
 from controller.midpoint.herald_logic import classify
 from controller.midpoint.messages import CALIBRATION, MIDPOINT
+from drivers.protocols import PhaseStabiliser, TimeTagger
 from qnode import __version__
 from qnode.errors import QnodeError
 
@@ -80,10 +81,12 @@ class MidpointDaemon(StationServer):
                 "psi_minus inputs"
             )
         tagger = next(iter(cfg.by_role("time_tagger")))
-        self.tagger = lab.make_driver(self.node, tagger, resources)
+        self.tagger = lab.make_instrument(self.node, tagger, TimeTagger, resources)
         stabilisers = list(cfg.by_role("phase_stabiliser"))
         self.stabiliser = (
-            lab.make_driver(self.node, stabilisers[0], resources) if stabilisers else None
+            lab.make_instrument(self.node, stabilisers[0], PhaseStabiliser, resources)
+            if stabilisers
+            else None
         )
         self.calibration = MidpointCalibration(
             self.node, self.tagger, self.stabiliser, self.detectors
@@ -326,6 +329,8 @@ class MidpointDaemon(StationServer):
             self.tagger.set_click_mode(software)
             self.tagger.arm_clicks(True)  # and nothing from before the session
             if protocol == "single_click" and self.stabiliser is not None:
+                if setpoint is None:
+                    raise QnodeError("single-click needs the interferometer phase set point")
                 self.stabiliser.set_setpoint(setpoint)
                 self.stabiliser.set_lock(True)
             base = self.tagger.sync_count()
@@ -430,7 +435,7 @@ class MidpointDaemon(StationServer):
 
     async def _send(self, node: str, payload: bytes) -> None:
         try:
-            await self.sock.send_multipart([node.encode(), payload])
+            await self.send_to(node.encode(), payload)
         except zmq.ZMQError as e:  # ROUTER_MANDATORY: the node is not connected
             self.counters["undeliverable"] += 1
             log.warning("midpoint: node %s unreachable (%s): message not delivered", node, e)
@@ -442,9 +447,7 @@ class MidpointDaemon(StationServer):
             beat = dict(session=session, instance=self.instance)
             for node in list(self.connected):
                 try:
-                    await self.sock.send_multipart(
-                        [node.encode(), pack("heartbeat", next(self._ids), **beat)]
-                    )
+                    await self.send_to(node.encode(), pack("heartbeat", next(self._ids), **beat))
                 except zmq.ZMQError:
                     self.connected.pop(node, None)  # gone; it says hello when it is back
 

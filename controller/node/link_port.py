@@ -65,5 +65,5 @@ class LinkPort:
         self._runtime.abort_event.set()
 
     def send_herald(self, outcome: str) -> None:
-        with self._runtime.role("sequencer") as sequencer:
+        with self._runtime.sequencer() as sequencer:
             sequencer.send_herald(outcome)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,13 @@ from controller.data.params import ParameterStore
 from controller.data.runfile import EVENT_DTYPE, RunFile
 from controller.labconfig import LabConfig
 from drivers.base import Driver
+from drivers.protocols import (
+    Instrument,
+    Laser,
+    MicrowaveSource,
+    RealTimeSequencer,
+    WaveformGenerator,
+)
 from qnode import __version__
 from qnode.errors import QnodeError
 from sequences.compiler import (
@@ -32,6 +40,7 @@ from sequences.compiler import (
     compile_sequence,
 )
 from sequences.operations import Sequence, Sweep, to_data
+from sequences.program import Event
 
 log = logging.getLogger("qnode.node")
 
@@ -43,19 +52,31 @@ class RunAborted(QnodeError):
     pass
 
 
-class InstrumentHandle:
-    """A driver and the lock that makes this node its one user at a time."""
+D = TypeVar("D", bound=Instrument)
+C = TypeVar("C", bound=Instrument)
 
-    def __init__(self, driver: Driver) -> None:
+
+class InstrumentHandle(Generic[D]):
+    """A driver and the lock that makes this node its one user at a time; `with handle as
+    driver:` holds the lock. The typed views of one instrument (`narrow`) share its lock."""
+
+    def __init__(self, driver: D, lock: threading.RLock | None = None) -> None:
         self.driver = driver
-        self.lock = threading.RLock()
+        self.lock = lock if lock is not None else threading.RLock()
 
-    def __enter__(self) -> Driver:
+    def __enter__(self) -> D:
         self.lock.acquire()
         return self.driver
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.lock.release()
+
+    def narrow(self, capability: type[C]) -> InstrumentHandle[C]:
+        """The same instrument and lock, typed as a capability of drivers.protocols."""
+        driver = self.driver
+        if not isinstance(driver, capability):
+            raise QnodeError(f"{driver.name} is not a {capability.__name__}")
+        return InstrumentHandle(driver, self.lock)
 
 
 @dataclass
@@ -102,7 +123,9 @@ def hardware_of(lab: LabConfig, node: str) -> Hardware:
     )
 
 
-def parse_shots(compiled: Compiled, events: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_shots(
+    compiled: Compiled, events: list[Event]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Events of one point -> counts (shots, readouts), valid (shots), check counts (shots)."""
     shots, n = compiled.shots, max(len(compiled.readouts), 1)
     counts = np.zeros((shots, n), dtype=np.int32)
@@ -148,11 +171,20 @@ class NodeRuntime:
         self.lab = lab
         self.node = node
         self.cfg = lab.nodes[node]
+        if self.cfg.platform is None:  # the lab file's check refuses a memory node without
+            raise QnodeError(f"memory node {node!r} has no platform")
+        self.platform: str = self.cfg.platform
         self.store = store
         self.hardware = hardware_of(lab, node)
-        self.instruments = {
+        self.instruments: dict[str, InstrumentHandle[Driver]] = {
             name: InstrumentHandle(lab.make_driver(node, name, resources))
             for name in self.cfg.instruments
+        }
+        self._sequencer = self.role("sequencer").narrow(RealTimeSequencer)
+        self._microwave = self.role("microwave_source").narrow(MicrowaveSource)
+        self._awg = self.role("awg").narrow(WaveformGenerator)
+        self._lasers = {
+            name: self.instruments[name].narrow(Laser) for name in self.cfg.by_role("laser")
         }
         self.state = "idle"
         self.fault_reason = ""
@@ -160,11 +192,27 @@ class NodeRuntime:
         self.abort_event = threading.Event()
         self.lab_text = Path(lab.source).read_text() if Path(lab.source).exists() else ""
 
-    # lifecycle -----------------------------------------------------------------------------
-    def role(self, role: str) -> InstrumentHandle:
+    # instruments ---------------------------------------------------------------------------
+    def sequencer(self) -> InstrumentHandle[RealTimeSequencer]:
+        return self._sequencer
+
+    def microwave(self) -> InstrumentHandle[MicrowaveSource]:
+        return self._microwave
+
+    def awg(self) -> InstrumentHandle[WaveformGenerator]:
+        return self._awg
+
+    def laser(self, name: str) -> InstrumentHandle[Laser]:
+        """One of the node's lasers, by its instrument name (as an optical path names it)."""
+        return self._lasers[name]
+
+    def role(self, role: str) -> InstrumentHandle[Driver]:
+        """The (first) instrument of a role, untyped: the typed accessors above say what the
+        code may call."""
         names = list(self.cfg.by_role(role))
         return self.instruments[names[0]]
 
+    # lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
         for handle in self.instruments.values():
             with handle as driver:
@@ -209,8 +257,9 @@ class NodeRuntime:
         """Compile every point (so a bad sequence fails before anything is touched) and claim
         the node. The node is busy from here until `execute` returns."""
         if self.state == "busy":
-            raise QnodeError(f"node {self.node} is busy with run {self.run_progress.run_id}")
-        params = self.store.values(self.node, self.cfg.platform)
+            busy_with = self.run_progress.run_id if self.run_progress else "?"
+            raise QnodeError(f"node {self.node} is busy with run {busy_with}")
+        params = self.store.values(self.node, self.platform)
         points = sweep.points()
         compiled = [compile_sequence(sequence, params, self.hardware, p) for p in points]
         if self.state == "fault":
@@ -227,7 +276,7 @@ class NodeRuntime:
         self,
         prepared: PreparedRun,
         on_point: Callable[[RunProgress], None] | None = None,
-        on_events: Callable[[list], None] | None = None,
+        on_events: Callable[[list[Event]], None] | None = None,
     ) -> RunProgress:
         """Run the points; a fault puts the node in its safe state and records why.
         `on_events` sees the sequencer's events as they arrive (the link layer's input)."""
@@ -243,7 +292,7 @@ class NodeRuntime:
                 shots=sequence.shots,
                 readouts=compiled[0].readouts,
                 lab_text=self.lab_text,
-                parameters=self.store.snapshot(self.node, self.cfg.platform),
+                parameters=self.store.snapshot(self.node, self.platform),
                 software_version=__version__,
                 listing=compiled[0].listing,
             )
@@ -306,10 +355,10 @@ class NodeRuntime:
     def _prepare(self, compiled: Compiled) -> None:
         """Lasers at their nominal power, AWG channels at their amplitude, outputs on."""
         for optical in self.cfg.optics.values():
-            with self.instruments[optical.laser] as laser:
+            with self.laser(optical.laser) as laser:
                 laser.set_power(optical.nominal_power_w)
                 laser.set_enabled(True)
-        with self.role("awg") as awg:
+        with self.awg() as awg:
             awg.stop()
             awg.set_sample_rate(self.hardware.awg_sample_rate_hz)
             for channel in self.hardware.iq_channels:
@@ -320,14 +369,14 @@ class NodeRuntime:
         self,
         compiled: Compiled,
         uploaded: dict[str, tuple],
-        on_events: Callable[[list], None] | None = None,
-    ) -> list:
+        on_events: Callable[[list[Event]], None] | None = None,
+    ) -> list[Event]:
         if compiled.segments:
-            with self.role("microwave_source") as mw:
+            with self.microwave() as mw:
                 mw.set_frequency(compiled.settings["mw_frequency_hz"])
                 mw.set_power(compiled.settings["mw_power_dbm"])
                 mw.set_output(True)
-            with self.role("awg") as awg:
+            with self.awg() as awg:
                 i_ch, q_ch = self.hardware.iq_channels
                 for name in compiled.segments:
                     i, q = compiled.waveforms[name]
@@ -338,16 +387,16 @@ class NodeRuntime:
                         uploaded[name] = key
                 awg.set_sequence([{i_ch: f"{n}_i", q_ch: f"{n}_q"} for n in compiled.segments])
                 awg.run()
-        with self.role("sequencer") as seq:
+        with self.sequencer() as seq:
             seq.load(compiled.program)
             seq.run()
-        events: list = []
+        events: list[Event] = []
         # a watchdog on progress, not on the total: a shot ends with an event, so a sequencer
         # that sends nothing for many shot lengths is stuck (a slow one is not)
         stall_s = max(MIN_POINT_TIMEOUT_S, 20 * compiled.shot_duration_ns * 1e-9)
         last_progress = time.monotonic()
         while True:
-            with self.role("sequencer") as seq:
+            with self.sequencer() as seq:
                 fresh = seq.read_events()
                 state = seq.state()
             if fresh:
@@ -355,7 +404,7 @@ class NodeRuntime:
                 last_progress = time.monotonic()
                 if on_events:
                     on_events(fresh)
-            with self.role("sequencer") as seq:
+            with self.sequencer() as seq:
                 if state == "HALTED":
                     last = seq.read_events()
                     if last and on_events:

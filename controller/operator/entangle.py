@@ -23,7 +23,7 @@ from controller.operator.client import NodeClient
 from controller.operator.daemons import ensure_daemons, terminate
 from controller.operator.verify import Verification, verify
 from qnode.errors import QnodeError
-from sequences.operations import CoolingCheck, CRCheck, Readout, Sequence, SpinInit, pi_pulse
+from sequences.operations import Readout, Sequence, SpinInit, memory_check, pi_pulse
 
 POLL_S = 0.25
 
@@ -56,12 +56,12 @@ def readout_of(client: NodeClient, platform: str = "nv") -> tuple[float, float] 
     memory that lost its charge state or its cooling is not mistaken for a readout error."""
     params = client.params()
     threshold = params["readout_threshold"]["value"]
-    check = CoolingCheck if platform == "ion" else CRCheck
-    after = memory_still_there(check())
+    check = memory_check(platform)
+    after = memory_still_there(check)
     shots = {
-        "f0": Sequence("verify_f0", (check(), SpinInit(), Readout(), after), READOUT_SHOTS),
+        "f0": Sequence("verify_f0", (check, SpinInit(), Readout(), after), READOUT_SHOTS),
         "f1": Sequence(
-            "verify_f1", (check(), SpinInit(), pi_pulse(), Readout(), after), READOUT_SHOTS
+            "verify_f1", (check, SpinInit(), pi_pulse(), Readout(), after), READOUT_SHOTS
         ),
     }
     out = []

@@ -6,24 +6,10 @@ import zlib
 
 import numpy as np
 
+from qnode.records import CLICK_DTYPE, TAG_DTYPE
 from sim_backends.device import CommandError, Device, boolean, number
 
-TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
-"""time since the acquisition began, time since the last sync (start) pulse, input (1-4)."""
 MAX_TAGS = 5_000_000
-CLICK_DTYPE = np.dtype(
-    [
-        ("sync", "<u8"),
-        ("attempt", "<u8"),
-        ("round", "u1"),
-        ("channel", "<u2"),
-        ("delay_ps", "<i8"),
-    ]
-)
-"""A click of the herald logic (T3-like): the shared sync it followed (the sync output's
-count), the attempt since that sync (1-based: the attempt trigger counter), the attempt's
-detection round (Barrett-Kok has two), the input, and ps since that attempt's excitation.
-Input 0 marks the end of an attempt's window (software heralding: every attempt has one)."""
 MAX_CLICKS = 1_000_000
 
 
