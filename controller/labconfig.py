@@ -183,6 +183,10 @@ def load_lab(path: str | os.PathLike) -> LabConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise LabConfigError(shown, "", f"cannot read the file: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise LabConfigError(
+            shown, "", f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})"
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -210,6 +214,8 @@ def _check_semantics(lab: LabConfig) -> None:
 
     if not any(node.kind == "memory" for node in lab.nodes.values()):
         fail("nodes", 'the lab has no memory node (kind = "memory")')
+    if lab.data_dir.exists() and not lab.data_dir.is_dir():
+        fail("lab.data_dir", f"{lab.data_dir} is a file, not a folder")
     for node_name, node in lab.nodes.items():
         base = f"nodes.{node_name}"
         if node.kind == "memory" and node.platform is None:

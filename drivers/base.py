@@ -158,6 +158,8 @@ def check_limits(cls: type[Driver], limits: dict[str, Range]) -> dict[str, Range
                 name, key, f"missing limit (the driver's range is [{lo_hw:g}, {hi_hw:g}])"
             )
         lo, hi = limits[key]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise LimitsError(name, key, f"[{lo:g}, {hi:g}]: both ends must be finite numbers")
         if lo > hi:
             raise LimitsError(name, key, f"[{lo:g}, {hi:g}]: lower end above upper")
         if lo < lo_hw or hi > hi_hw:

@@ -151,3 +151,29 @@ def test_invalid_toml(tmp_path):
 
 def test_missing_file(tmp_path):
     expect_error(tmp_path / "nope.toml", "", "cannot read the file")
+
+
+@pytest.mark.parametrize("limit", [["nan", 2.0], [0.0, "inf"]])
+def test_a_limit_that_is_not_a_finite_number(tmp_path, limit):
+    """TOML has nan and inf: a limit of either would let any value through."""
+
+    def edit(r):
+        r["nodes"]["A"]["instruments"]["awg"]["limits"]["waveform_points"] = [
+            float(x) for x in limit
+        ]
+
+    path = write_variant(tmp_path, edit)
+    expect_error(path, "nodes.A.instruments.awg.limits.waveform_points", "finite")
+
+
+def test_a_lab_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes((LABS / "sim_two_node.toml").read_bytes() + "# Zürich\n".encode("latin-1"))
+    expect_error(path, "", "not UTF-8 text", "xfc")
+
+
+def test_a_data_dir_that_is_a_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("QNODE_DATA_DIR", raising=False)  # the file's own data_dir counts
+    (tmp_path / "data").write_text("not a folder")
+    path = write_variant(tmp_path, lambda r: r["lab"].update(data_dir=str(tmp_path / "data")))
+    expect_error(path, "lab.data_dir", "is a file, not a folder")
