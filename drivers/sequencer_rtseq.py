@@ -12,12 +12,11 @@ import re
 from drivers.base import Health
 from drivers.scpi import ScpiDriver
 from qnode.errors import InstrumentReplyError, InstrumentReportedError, ProgramError
-from sequences.program import Event, Program, decode_events
+from sequences.program import HERALD_OUTCOMES, Event, Program, decode_events
 
 PROGRAM_ERROR_CODE = 101
 FIFO_READ = 4096
 STATES = ("IDLE", "RUNNING", "WAITING", "HALTED")
-HERALD_OUTCOMES = {"fail": 0, "psi_plus": 1, "psi_minus": 2}
 _INDEX_REASON = re.compile(r"^(instruction|byte) (\d+): (.*)$")
 
 
@@ -89,7 +88,7 @@ class RtSequencer(ScpiDriver):
             raise ValueError(
                 f"{self.name}: herald outcome {outcome!r} not in {list(HERALD_OUTCOMES)}"
             )
-        self.scpi.write(f"HERALD {HERALD_OUTCOMES[outcome]}")
+        self.scpi.write(f"HERALD {HERALD_OUTCOMES.index(outcome)}")
 
     def sync(self) -> None:
         """Software sync trigger (the midpoint's hardware trigger in a real lab)."""

@@ -127,3 +127,15 @@ def test_calibrate_starts_the_midpoint_daemon_it_needs_and_stops_it(
     assert "updated" in row or "in spec" in row, result.stdout
     assert running_daemon_pid(lab.data_dir, "M") is None
     assert "midpoint" in (data_dir / "logs" / "M.log").read_text()
+
+
+def test_bad_numbers_on_the_command_line_get_one_clear_error_before_anything_starts():
+    """No daemon runs here: each is refused at the door, with exit code 2 and no traceback."""
+    for args, message in (
+        (["run", "rabi", "--sweep", "duration_ns=0:inf:3"], "start and stop must be finite"),
+        (["entangle", "--pairs", "10", "--deadline", "nan"], "--deadline nan: must be a number"),
+        (["entangle", "--pairs", "10", "--fidelity-min", "nan"], "'--fidelity-min'"),
+    ):
+        result = run(*args, "--lab", DEFAULT_LAB)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr

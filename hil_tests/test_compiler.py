@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from sequences.compiler import CR_COUNTS, SHOT_END, CompileError, Hardware, compile_sequence
+from sequences.compiler import (
+    CR_COUNTS,
+    SHOT_END,
+    CompileError,
+    Hardware,
+    SweepError,
+    compile_sequence,
+)
 from sequences.operations import (
     CountWindow,
     CRCheck,
@@ -83,6 +90,21 @@ def test_identical_pulses_share_one_waveform_and_sweeps_override_params():
     c = compile_sequence(seq, PARAMS, HW, {"a": 0.2})
     assert len(c.waveforms) == 2 and c.listing.count("AWG_TRIG 0") == 2
     assert "AWG_TRIG 1" in c.listing
+
+
+def test_a_sweep_of_a_name_the_sequence_never_reads_is_refused():
+    """A misspelt sweep name would otherwise sweep nothing, point after point."""
+    seq = Sequence("t", (pi_pulse(), Wait(Param("free_time_ns"))), 1)
+    point = {"free_time_ns": 100.0, "mw_frequency_hz": 2.9e9, "pi_amplitude_v": 0.5}
+    compile_sequence(seq, PARAMS, HW, point)  # read by the Wait, the carrier, the pulse
+    with pytest.raises(SweepError, match=r"sweep of pi_amplitud_v: sequence t does not use it"):
+        compile_sequence(seq, PARAMS, HW, {"free_time_ns": 100.0, "pi_amplitud_v": 0.5})
+
+
+@pytest.mark.parametrize("stop", [float("inf"), float("nan")])
+def test_a_sweep_axis_needs_finite_ends(stop):
+    with pytest.raises(ValueError, match="start and stop must be finite"):
+        SweepAxis.linspace("duration_ns", 0, stop, 3)
 
 
 def test_decoupling_alternates_phases():

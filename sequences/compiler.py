@@ -15,6 +15,7 @@ import numpy as np
 
 from qnode.errors import QnodeError
 from sequences.operations import (
+    PROTOCOLS,
     CountWindow,
     CRCheck,
     Decoupling,
@@ -41,7 +42,7 @@ CR_COUNTS = 1001
 """Event code of the last CR / cooling check count of a shot (for threshold calibration)."""
 
 HERALD = 1100
-"""Event: the herald outcome of the successful attempt (1 psi+, 2 psi-)."""
+"""Event: the herald outcome of the successful attempt (its HERALD_OUTCOMES index)."""
 ATTEMPTS = 1101
 """Event: the number of attempts the shot took (also sent when they ran out)."""
 ATTEMPTS_EXHAUSTED = 1102
@@ -49,6 +50,10 @@ ATTEMPTS_EXHAUSTED = 1102
 ENTANGLEMENT_EVENTS = (HERALD, ATTEMPTS, ATTEMPTS_EXHAUSTED)
 
 R_CR, R_COUNT, R_ATTEMPTS, R_HERALD, R_HERALD2, R_FLAG = 0, 1, 2, 3, 4, 15
+
+
+class SweepError(QnodeError):
+    """A sweep that does not fit its sequence."""
 
 
 class CompileError(QnodeError):
@@ -110,6 +115,8 @@ class _Compiler:
         self.elapsed = 0
         self._labels = 0
         self._pulses: dict[tuple, str] = {}
+        self.read: set[str] = set()
+        """The parameters the sequence read: a swept name outside it sweeps nothing."""
 
     # helpers -------------------------------------------------------------------------------
     def fail(self, reason: str) -> CompileError:
@@ -117,6 +124,7 @@ class _Compiler:
 
     def value(self, v: Value, what: str) -> float:
         if isinstance(v, Param):
+            self.read.add(v.name)
             if v.name not in self.params:
                 return self._missing(v.name, what)
             v = self.params[v.name]
@@ -266,8 +274,8 @@ class _Compiler:
         self.elapsed = start + (self.elapsed - start) * op.count
 
     def attempt(self, op: EntanglementAttempt) -> None:
-        if op.protocol not in ("single_click", "barrett_kok"):
-            raise self.fail(f"unknown protocol {op.protocol!r} (single_click, barrett_kok)")
+        if op.protocol not in PROTOCOLS:
+            raise self.fail(f"unknown protocol {op.protocol!r} ({', '.join(PROTOCOLS)})")
         if not 1 <= op.max_attempts <= 2**31:
             raise self.fail(f"max_attempts must be 1..2^31, got {op.max_attempts}")
         pump, excite = 1 << self.ttl_line("pump"), 1 << self.ttl_line("excitation")
@@ -439,6 +447,15 @@ def compile_sequence(
     hw: Hardware,
     point: dict[str, float] | None = None,
 ) -> Compiled:
-    """Sweep values override parameters of the same name."""
+    """Sweep values override parameters of the same name; a swept name the sequence never
+    reads is an error (a typo would otherwise sweep nothing, silently)."""
     values = {**params, **(point or {})}
-    return _Compiler(sequence, values, hw).compile()
+    compiler = _Compiler(sequence, values, hw)
+    compiled = compiler.compile()
+    unused = sorted(set(point or {}) - compiler.read)
+    if unused:
+        raise SweepError(
+            f"sweep of {', '.join(unused)}: sequence {sequence.name} does not use "
+            f"{'it' if len(unused) == 1 else 'them'} (it reads {', '.join(sorted(compiler.read))})"
+        )
+    return compiled

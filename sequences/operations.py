@@ -11,6 +11,7 @@ travel to the node daemon as msgpack; nothing is pickled.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -143,6 +144,10 @@ class WaitSync(Operation):
     timeout_ns: Value = 1_000_000_000
 
 
+PROTOCOLS = ("single_click", "barrett_kok")
+"""The heralding protocols an entanglement attempt runs."""
+
+
 @dataclass(frozen=True)
 class EntanglementAttempt(Operation):
     """The attempt loop, timed by the sequencer until the herald input fires.
@@ -154,7 +159,7 @@ class EntanglementAttempt(Operation):
     """
 
     KIND = "attempt"
-    protocol: str = "single_click"
+    protocol: str = "single_click"  # one of PROTOCOLS
     alpha_amplitude_v: Value = Param("alpha_amplitude_v")
     excitation_ns: Value = Param("excitation_duration_ns")
     window_ns: Value = Param("herald_window_ns")
@@ -216,6 +221,8 @@ class SweepAxis:
     def linspace(cls, name: str, start: float, stop: float, n: int, unit: str = "") -> SweepAxis:
         if n < 1:
             raise ValueError(f"sweep {name}: need at least one point, got {n}")
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise ValueError(f"sweep {name}: start and stop must be finite, got {start}, {stop}")
         return cls(name, tuple(float(v) for v in np.linspace(start, stop, n)), unit)
 
 
@@ -332,10 +339,14 @@ def from_data(data: Any) -> tuple[Sequence, Sweep]:
         if (
             not isinstance(values, list)
             or not values
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            )
         ):
             raise SequenceDataError(
-                f"sweep axis {axis['name']}: 'values' must be a non-empty list of numbers"
+                f"sweep axis {axis['name']}: 'values' must be a non-empty list of numbers, "
+                "all finite"
             )
         axes.append(
             SweepAxis(axis["name"], tuple(float(v) for v in values), str(axis.get("unit", "")))

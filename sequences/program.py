@@ -24,6 +24,10 @@ N_TTL_LINES = 32
 MAX_INSTRUCTIONS = 4096
 MAX_DURATION_NS = 2**62
 
+HERALD_OUTCOMES = ("fail", "psi_plus", "psi_minus")
+"""What the herald input reports, by the value WAIT_HERALD writes into its register (0, 1, 2):
+the midpoint's herald logic, the host's link layer and the session files number outcomes so."""
+
 MAGIC = b"QSEQ"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<4sHH")

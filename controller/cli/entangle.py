@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -42,14 +43,19 @@ def entangle(
     from controller.operator.entangle import entangle_command
 
     config = load_config(lab)
-    names = {"single-click": "single_click", "barrett-kok": "barrett_kok"}
+    from controller.link.vocabulary import BASES, HERALDING, PROTOCOLS
+
+    names = {p.replace("_", "-"): p for p in PROTOCOLS}
     if protocol not in names:
-        raise fail(f"--protocol {protocol!r}: single-click or barrett-kok", 2)
-    if heralding not in ("hardware", "software"):
-        raise fail(f"--heralding {heralding!r}: hardware or software", 2)
-    if basis not in ("keep", "X", "Y", "Z"):
-        raise fail(f"--basis {basis!r}: keep, X, Y or Z", 2)
-    if alpha is not None and not 0 < alpha < 1:
+        raise fail(f"--protocol {protocol!r}: {' or '.join(names)}", 2)
+    if heralding not in HERALDING:
+        raise fail(f"--heralding {heralding!r}: {' or '.join(HERALDING)}", 2)
+    if basis not in BASES:
+        raise fail(f"--basis {basis!r}: {', '.join(BASES)}", 2)
+    for option, value in (("--deadline", deadline_s), ("--fidelity-min", fidelity_min)):
+        if not math.isfinite(value):
+            raise fail(f"{option} {value}: must be a number", 2)
+    if alpha is not None and not 0 < alpha < 1:  # before any daemon is started for it
         raise fail(f"--alpha {alpha}: must be in (0, 1)", 2)
     require_memory_node(config, node, lab)
     if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):

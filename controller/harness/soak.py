@@ -33,12 +33,13 @@ from controller.data.sessionfile import find_session_files, read_session
 from controller.harness.sim import SimControl, SimControlError, start_sim
 from controller.harness.soak_audit import MIDPOINT, NODES, Audit, audit, reason_kind
 from controller.labconfig import LabConfig, read_resource_map
+from controller.midpoint.faults import FAULT_MODES
 from controller.operator.client import NodeClient
 from controller.operator.daemons import start_daemon, terminate
 from qnode.errors import QnodeError
 
 INSTRUMENT_FAULTS = ("freeze", "garble", "drop", "reset", "delay")
-HERALD_FAULTS = ("herald_drop", "herald_duplicate", "herald_delay", "herald_garble")
+HERALD_FAULTS = tuple(f"herald_{mode}" for mode in FAULT_MODES)
 RESTARTS = ("restart_node", "restart_midpoint")
 FAULT_MENU = INSTRUMENT_FAULTS + HERALD_FAULTS + RESTARTS
 SESSION_PAIRS = 150

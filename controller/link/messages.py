@@ -7,7 +7,14 @@ node's calibration."""
 from __future__ import annotations
 
 from controller.labconfig import LabConfig
-from controller.link.vocabulary import BASES, DELIVERY, HERALDING, OUTCOMES, PROTOCOLS
+from controller.link.vocabulary import (
+    BASES,
+    DELIVERY,
+    HERALDING,
+    OUTCOMES,
+    PROTOCOLS,
+    SESSION_ENDS,
+)
 from controller.messaging.wire import REPLY, Kind, Schema, vocabulary
 from qnode.errors import QnodeError
 
@@ -54,7 +61,9 @@ PEER = vocabulary(
         notification=True,
     ),
     Schema("pair_recorded", {"session": str, "shot": int}, notification=True),
-    Schema("link_end", {"session": str, "state": str, "reason": str}),
+    Schema(
+        "link_end", {"session": str, "state": str, "reason": str}, choices={"state": SESSION_ENDS}
+    ),
     Schema("peer_heartbeat", {"session": str}, notification=True),
     Schema("session_pairs", {"session": str}),
 )

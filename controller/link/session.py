@@ -52,6 +52,8 @@ from controller.link.vocabulary import (
 
 log = logging.getLogger("qnode.link")
 
+PSI_MINUS = OUTCOMES.index("psi_minus")
+
 SendToPeer = Callable[..., None]
 """(message type, **fields) -> None: fire and forget, to this session's peer."""
 ForwardOutcome = Callable[[str], None]
@@ -138,7 +140,6 @@ class LinkSession:
             raise ValueError("software heralding needs a way to forward outcomes")
         self.forward = forward
         self.clock = clock
-        self.round_done = asyncio.Event()
         self.peer_round_done = asyncio.Event()
         self.peer_round_status = ""
         self.peer_heard = clock()
@@ -342,7 +343,7 @@ class LinkSession:
         r["counts"] = own.counts if own is not None else -1
         if delivered and own is not None and own.counts >= 0:
             bit = 1 if own.counts >= self.threshold else -1
-            if outcome == 2 and self.node == self.frame_node and basis in ("X", "Y"):
+            if outcome == PSI_MINUS and self.node == self.frame_node and basis in ("X", "Y"):
                 bit = -bit  # the Pauli frame: Z on this node turns psi- into psi+
             r["bit"] = bit
         r["status"] = DELIVERED if delivered else DISCARDED

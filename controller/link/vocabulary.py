@@ -1,21 +1,25 @@
-"""The words of the link protocol, each defined once: protocols, heralding modes, deliveries,
-outcomes and bases (as the session files number them), and the link layer's clocks.
+"""The words of the link protocol, each defined once: heralding modes, deliveries, bases (as
+the session files number them) and the link layer's clocks; the protocols and the outcome
+codes are the sequencer's (sequences.operations.PROTOCOLS, sequences.program.HERALD_OUTCOMES).
 
 docs/protocols.md describes the protocol; controller/link/messages.py declares its messages.
 """
 
 from __future__ import annotations
 
-PROTOCOLS = ("single_click", "barrett_kok")
+from sequences.operations import PROTOCOLS as PROTOCOLS
+from sequences.program import HERALD_OUTCOMES
+
+OUTCOMES = HERALD_OUTCOMES
+"""Outcome codes: the herald input's, which the session files and herald messages use too."""
+
 HERALDING = ("hardware", "software")
 DELIVERY = ("keep", "X", "Y", "Z", "verify")
 """keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each."""
-OUTCOMES = ("fail", "psi_plus", "psi_minus")
-"""Outcome codes, as the sequencer's herald input and the session files number them."""
 BASES = ("keep", "X", "Y", "Z")
 """Basis codes of the session files' pair rows."""
-ROLES = ("initiator", "responder")
-SESSION_STATES = ("running", "completed", "failed", "aborted", "deadline")
+SESSION_ENDS = ("completed", "failed", "aborted", "deadline")
+"""How a session ends (its file says `running` until then)."""
 
 HEARTBEAT_S = 0.5
 """Every station beats this often: the nodes to each other and to the midpoint, and back."""

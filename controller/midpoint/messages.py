@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from controller.link.messages import NUMBER, TO_MIDPOINT
 from controller.messaging.wire import Schema, vocabulary
+from controller.midpoint.faults import FAULT_MODES
 
 CALIBRATION = vocabulary(
     Schema("tags_start", optional={"holder": str}),
@@ -23,5 +24,6 @@ MIDPOINT = vocabulary(
         "herald_fault",
         {"node": str, "mode": str, "count": int},
         {"delay_s": NUMBER, "after": int},
+        {"mode": FAULT_MODES},
     ),
 )
