@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from controller.data.params import ParameterStore
+from controller.link.plan import alpha_amplitude
 from sequences.parameters import PARAMETERS
 
 
@@ -36,8 +37,8 @@ def calibrate_nodes_from_truth(
             }
             if platform == "nv":
                 values["readout_duration_ns"] = 12_000.0
-            if alpha is not None:  # from the bright |0>, leave alpha bright
-                values["alpha_amplitude_v"] = pi_v * 2 * math.acos(math.sqrt(alpha)) / math.pi
+            if alpha is not None:
+                values["alpha_amplitude_v"] = alpha_amplitude(pi_v, alpha)
             for name, value in values.items():
                 store.set_manual(node, name, value, "test: from the simulator's truth")
         for detector, name in ((1, "psi_plus"), (2, "psi_minus")):

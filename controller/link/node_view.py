@@ -2,7 +2,8 @@
 implements it (controller/node/link_port.py); a test can implement it without instruments.
 
 The link layer never reaches into the daemon: it runs round programs, forwards heralds to the
-sequencer, reads calibrated parameters and writes its session files only through this."""
+sequencer, reads calibrated parameters, the lab file and the parameter snapshot for its
+session files only through this (it writes the files itself, controller/data/sessionfile.py)."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ class NodeDaemon(StationServer):
                 raise QnodeError(f"no run {msg['run_id']!r} on node {self.node}")
             return {"result": await loop.run_in_executor(None, read_run, Path(run.file))}
         if kind == "params":
-            return {"params": self.store.snapshot(self.node, self.runtime.cfg.platform or "nv")}
+            return {"params": self.store.snapshot(self.node, self.runtime.platform)}
         if kind == "shutdown":
             self.request_stop()
             return {}

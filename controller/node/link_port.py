@@ -29,7 +29,7 @@ class LinkPort:
 
     @property
     def platform(self) -> str:
-        return self._runtime.cfg.platform or "nv"
+        return self._runtime.platform
 
     @property
     def data_dir(self) -> Path:
