@@ -13,6 +13,7 @@ from controller.cli import (
     midpoint,
     node,
     params,
+    session,
     sim,
     soak,
 )
@@ -29,6 +30,7 @@ app.add_typer(node.app, name="node")
 app.add_typer(keys.app, name="keys")
 app.add_typer(params.app, name="params")
 app.add_typer(midpoint.app, name="midpoint")
+app.add_typer(session.app, name="session")
 
 
 def main() -> None:

@@ -76,5 +76,7 @@ def entangle(
         )
     except QnodeError as e:
         raise fail(str(e)) from None
+    if report.summary["state"] == "aborted":
+        raise typer.Exit(130)
     if report.summary["state"] != "completed" or not report.agree:
         raise typer.Exit(1)

@@ -59,7 +59,7 @@ def midpoint_status(lab: Path = LabOption) -> None:
             status = client.status()
     except (QnodeError, FileNotFoundError) as e:
         raise fail(str(e)) from None
-    colour = {"idle": "green", "fault": "red"}.get(status["state"], "white")
+    colour = {"idle": "green", "busy": "cyan", "fault": "red"}.get(status["state"], "white")
     console.print(f"midpoint {status['node']}: [{colour}]{status['state']}[/]")
     if status["fault_reason"]:
         console.print(f"  fault: {status['fault_reason']}")

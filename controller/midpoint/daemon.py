@@ -251,7 +251,7 @@ class MidpointDaemon(StationServer):
         s = self.session
         return {
             "node": self.node,
-            "state": self._state,
+            "state": "busy" if s is not None and self._state != "fault" else self._state,
             "fault_reason": self.fault_reason,
             "connected": sorted(self.connected),
             "refused_clients": self.router.allow_list.refused,

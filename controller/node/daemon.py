@@ -117,6 +117,9 @@ class NodeDaemon(StationServer):
             self.worker.start(prepared)
             return {"run": prepared.progress.as_dict()}
         if kind == "abort":
+            wanted, current = msg.get("session"), self.link.session
+            if wanted is not None and (current is None or current.session != wanted):
+                raise QnodeError(f"no running session {wanted} on node {self.node}")
             runtime.abort_event.set()
             self.link.abort("aborted by the operator")
             return {}

@@ -9,7 +9,7 @@ from controller.messaging.wire import Schema, vocabulary
 CONTROL = vocabulary(
     Schema("status"),
     Schema("run"),  # its sequence is checked by sequences.operations.from_data
-    Schema("abort"),
+    Schema("abort", optional={"session": str}),
     Schema("safe_state"),
     Schema("result", {"run_id": str}),
     Schema("params"),

@@ -189,8 +189,9 @@ class NodeClient:
             raise NodeRequestError(f"run {started['run_id']} failed: {finished['reason']}")
         return data
 
-    def abort(self) -> None:
-        self.request("abort")
+    def abort(self, session: str | None = None) -> None:
+        """Abort the node's run (and its session; with `session`, only if that one runs)."""
+        self.request("abort", session=session)
 
     # entanglement (the node asked is the session's initiator) -------------------------------
     def entangle(

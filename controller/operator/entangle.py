@@ -6,6 +6,7 @@ Daemons this command started are stopped at the end; running ones are left runni
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from rich.table import Table
 from controller.data.sessionfile import DELIVERED
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.plan import memory_still_there
-from controller.operator.client import NodeClient
+from controller.operator.client import NodeClient, NodeRequestError
 from controller.operator.daemons import ensure_daemons, terminate
 from controller.operator.verify import Verification, verify
 from qnode.errors import QnodeError
@@ -130,7 +131,10 @@ def run_session(
             if delivery == "verify"
             else None
         )
-        summary = _follow(client, session, pairs, console, live)
+        try:
+            summary = follow(client, session, pairs, console, live)
+        except KeyboardInterrupt:
+            summary = abort_session(client, session, console)
         data = {node: client.session_data(session), peer: peer_client.session_data(session)}
         peer_summary = peer_client.session(session)
         ids = {
@@ -151,9 +155,20 @@ def run_session(
 
 
 LIVE_VERIFY_S = 1.0
+ABORT_WAIT_S = 30.0
 
 
-def _follow(
+def abort_session(client: NodeClient, session: str, console: Console | None) -> dict:
+    """Ctrl-C: the session ends on both nodes and the midpoint (the initiator stops its run,
+    tells its peer and the midpoint), its files closed as aborted; the pairs so far are kept."""
+    if console is not None:
+        console.print(f"[yellow]aborting session {session} on both nodes and the midpoint...[/]")
+    with contextlib.suppress(NodeRequestError):  # it ended meanwhile: nothing to abort
+        client.abort(session)
+    return client.wait_session(session, timeout_s=ABORT_WAIT_S)
+
+
+def follow(
     client: NodeClient,
     session: str,
     pairs: int,

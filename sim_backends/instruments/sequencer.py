@@ -96,6 +96,13 @@ class SimSequencer(Device):
         self.wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._execute(list(self.program)))
 
+    def _still_current(self) -> None:
+        """A program that STOP/SAFE/reset ended must not run on: asyncio.wait_for (3.11) can
+        swallow a cancellation that arrives as its wait completes, and the stopped program
+        would then set RUNNING/WAITING again under the next one's feet."""
+        if asyncio.current_task() is not self._task:
+            raise asyncio.CancelledError
+
     def _stop(self, status: str) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -151,6 +158,7 @@ class SimSequencer(Device):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=left)
                 except TimeoutError:
                     pass
+                self._still_current()
             waited = int((time.monotonic() - started) * 1e9)
             self.node.advance(min(waited - waited % 4, timeout_ns))
             return self._received(kind)
@@ -203,6 +211,7 @@ class SimSequencer(Device):
                     await self._wait_for("sync", ins.d)
                 elif op is Op.WAIT_HERALD:
                     shortcut = await self._attempts_at_once(program, pc, ins, loops, regs)
+                    self._still_current()
                     if shortcut is not None:
                         outcome = shortcut or None
                     else:
