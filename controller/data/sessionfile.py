@@ -27,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from controller.data.names import check_name
 from controller.data.runfile import STATUS_DTYPE, SwmrFile, read_status, write_parameters
 
 DELIVERED, DISCARDED = 1, 2
@@ -149,6 +150,8 @@ def read_session(path: Path) -> dict:
 
 def find_session_files(data_dir: Path, session: str | None = None, node: str = "*"):
     """Session files of this lab's data folder (all, or one session's), newest first."""
+    if session is not None:
+        check_name("session id", session)
     pattern = f"{session or '*'}_{node}_entangle.h5"
     return sorted((Path(data_dir) / "runs").glob(f"*/{pattern}"), reverse=True)
 
@@ -188,7 +191,3 @@ def reconcile(path: Path, keep: set[str], reason: str) -> int:
 
 def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def session_path(data_dir: Path, session: str, node: str) -> Path:
-    return data_dir / "runs" / time.strftime("%Y-%m-%d") / f"{session}_{node}_entangle.h5"

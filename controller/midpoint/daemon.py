@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from controller.data.names import session_path
 from controller.data.params import ParameterStore
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
@@ -279,6 +280,7 @@ class MidpointDaemon(StationServer):
             await self._in_worker(self._recover)
         if self.calibration.holder is not None:
             raise QnodeError(f"midpoint {self.node} is calibrating ({self.calibration.holder})")
+        path = session_path(self.data_dir, msg["session"], self.node, "heralds")
         protocol, nodes = msg["protocol"], msg["nodes"]
         software = msg.get("heralding") == "software"
         if software and protocol != "single_click":
@@ -302,9 +304,8 @@ class MidpointDaemon(StationServer):
                 f"(`qnode calibrate --node {self.node} phase_setpoint`)"
             )
         base = await self._in_worker(self._arm, protocol, setpoint, software)
-        day = time.strftime("%Y-%m-%d")
         file = SessionFile(
-            self.data_dir / "runs" / day / f"{msg['session']}_{self.node}_heralds.h5",
+            path,
             session=msg["session"],
             node=self.node,
             role="midpoint",
