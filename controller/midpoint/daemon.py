@@ -28,7 +28,7 @@ import numpy as np
 import zmq
 
 from controller.data.names import session_path
-from controller.data.params import ParameterStore
+from controller.data.params import ParameterStore, require_intact
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.vocabulary import HEARTBEAT_S, MIDPOINT_SILENCE_S, OUTCOMES
@@ -69,8 +69,15 @@ class MidpointDaemon(StationServer):
         resources: dict[str, str] | None,
         endpoint: str,
         allow_faults: bool = False,
+        accept_broken_history: bool = False,
     ) -> None:
         name = midpoint_name(lab)
+        store = ParameterStore(lab.data_dir / "params.sqlite")
+        try:  # before anything else: a broken history refuses the start
+            require_intact(store, f"midpoint {name}", accept_broken_history)
+        except BaseException:
+            store.close()
+            raise
         super().__init__(lab.data_dir, name, f"midpoint {name}", endpoint, MIDPOINT)
         self.lab = lab
         self.node = name
@@ -92,7 +99,7 @@ class MidpointDaemon(StationServer):
         self.calibration = MidpointCalibration(
             self.node, self.tagger, self.stabiliser, self.detectors
         )
-        self.store = ParameterStore(self.data_dir / "params.sqlite")
+        self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
         self.fault_reason = ""
         self._state = "idle"
@@ -454,6 +461,11 @@ class MidpointDaemon(StationServer):
 
 
 def serve(
-    lab: LabConfig, resources: dict[str, str] | None, endpoint: str, allow_faults: bool = False
+    lab: LabConfig,
+    resources: dict[str, str] | None,
+    endpoint: str,
+    allow_faults: bool = False,
+    accept_broken_history: bool = False,
 ) -> None:
-    asyncio.run(MidpointDaemon(lab, resources, endpoint, allow_faults).serve())
+    daemon = MidpointDaemon(lab, resources, endpoint, allow_faults, accept_broken_history)
+    asyncio.run(daemon.serve())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from controller.data.params import ParameterStore
+from controller.data.params import ParameterStore, require_intact
 from controller.data.runfile import read_run
 from controller.labconfig import LabConfig
 from controller.link.messages import OPERATOR, PEER
@@ -35,12 +35,23 @@ SHUTDOWN_GRACE_S = 10.0
 
 class NodeDaemon(StationServer):
     def __init__(
-        self, lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str
+        self,
+        lab: LabConfig,
+        node: str,
+        resources: dict[str, str] | None,
+        endpoint: str,
+        accept_broken_history: bool = False,
     ) -> None:
+        store = ParameterStore(lab.data_dir / "params.sqlite")
+        try:  # before anything else: a broken history refuses the start
+            require_intact(store, f"node {node}", accept_broken_history)
+        except BaseException:
+            store.close()
+            raise
         super().__init__(lab.data_dir, node, f"node {node}", endpoint, NODE)
         self.lab = lab
         self.node = node
-        self.store = ParameterStore(self.data_dir / "params.sqlite")
+        self.store = store
         self.runtime = NodeRuntime(lab, node, resources, self.store)
         self.worker = RunWorker(self.runtime)
         self.link = NodeLink(
@@ -135,5 +146,11 @@ class NodeDaemon(StationServer):
         raise QnodeError(f"unknown request {kind!r}")
 
 
-def serve(lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str) -> None:
-    asyncio.run(NodeDaemon(lab, node, resources, endpoint).serve())
+def serve(
+    lab: LabConfig,
+    node: str,
+    resources: dict[str, str] | None,
+    endpoint: str,
+    accept_broken_history: bool = False,
+) -> None:
+    asyncio.run(NodeDaemon(lab, node, resources, endpoint, accept_broken_history).serve())
