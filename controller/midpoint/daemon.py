@@ -29,6 +29,7 @@ import zmq
 
 from controller.data.names import session_path
 from controller.data.params import ParameterStore, require_intact
+from controller.data.repair import repair_own
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.vocabulary import HEARTBEAT_S, MIDPOINT_SILENCE_S, OUTCOMES
@@ -124,6 +125,17 @@ class MidpointDaemon(StationServer):
 
     async def open(self) -> None:
         await self._in_worker(self._open_instruments)
+        await self._in_worker(self._repair_crash_left)
+
+    def _repair_crash_left(self) -> None:
+        """Heralds files a killed daemon of this midpoint left open: closed as crashed."""
+        try:
+            for line in repair_own(
+                self.data_dir, self.node, ("heralds",), f"midpoint {self.node} as it restarted"
+            ):
+                log.warning("midpoint: crash-left %s", line)
+        except Exception as e:  # never stops the start
+            log.error("midpoint: crash-left files not repaired: %s", e)
 
     async def close(self) -> None:
         if self.session is not None:

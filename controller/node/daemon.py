@@ -17,6 +17,7 @@ import asyncio
 from pathlib import Path
 
 from controller.data.params import ParameterStore, require_intact
+from controller.data.repair import repair_own
 from controller.data.runfile import read_run
 from controller.labconfig import LabConfig
 from controller.link.messages import OPERATOR, PEER
@@ -66,7 +67,19 @@ class NodeDaemon(StationServer):
 
     async def open(self) -> None:
         await self.worker.in_worker(self._open_instruments)
+        await asyncio.get_running_loop().run_in_executor(None, self._repair_crash_left)
         self.link.start()  # a session this node crashed out of: reconcile it with the peer
+
+    def _repair_crash_left(self) -> None:
+        """Run files a killed daemon of this node left open: closed as crashed (its session
+        files are its reconciliation's)."""
+        try:
+            for line in repair_own(
+                self.data_dir, self.node, ("run",), f"node {self.node} as it restarted"
+            ):
+                self.log.warning("node %s: crash-left %s", self.node, line)
+        except Exception as e:  # never stops the start
+            self.log.error("node %s: crash-left files not repaired: %s", self.node, e)
 
     def _open_instruments(self) -> None:
         try:
