@@ -171,6 +171,27 @@ def test_session_file_a_peer_never_answers_for_is_closed_and_reconciled_later(tm
     assert "reconciles it with the peer when it starts" in reason
 
 
+def test_session_file_killed_as_it_was_created_is_closed_by_reconciliation(tmp_path):
+    path = tmp_path / "runs" / "2026-11-30" / "s3_B_entangle.h5"
+    path.parent.mkdir(parents=True)
+    code = f"""
+import os, h5py
+f = h5py.File({str(path)!r}, "w", libver="latest")
+f.attrs["session"] = "s3"
+f.flush()
+os.kill(os.getpid(), 9)
+"""
+    subprocess.run([sys.executable, "-c", code])
+    assert refused_by_plain_h5py(path)
+
+    async def never_asked(peer, session):
+        raise AssertionError("no pairs to reconcile")
+
+    asyncio.run(reconcile_crashed(tmp_path, "B", never_asked, wait_s=0))
+    state, reason = plain_status(path)
+    assert state == "crashed" and "B crashed as the file was being created" in reason
+
+
 @pytest.fixture
 def stations(start_daemon, data_dir, sim):
     calibrate_nodes_from_truth(data_dir, sim)

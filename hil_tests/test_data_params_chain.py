@@ -41,6 +41,16 @@ def test_an_untouched_store_verifies(tmp_path):
     assert report.summary() == "chain intact, 5 rows"
 
 
+def test_rows_of_every_shape_verify_as_stored(tmp_path):
+    with ParameterStore(tmp_path / "p.sqlite") as store:
+        store.record("A", "pi_amplitude_v", -0.0, source="routine", routine="rabi", run_id="r1")
+        store.record("A", "pi_amplitude_v", 3, source="routine", fit_quality=1, accepted=False)
+        store.record("A", "pi_amplitude_v", 0.1, source="routine", fit_quality=float("nan"))
+        store.record("A", "pi_amplitude_v", 2.87e9, source="routine", fit_quality=float("inf"))
+        store.record("B", "x", 1e300, source="manual", reason="é ünïcode", unit="Hz")
+        assert store.verify().summary() == "chain intact, 5 rows"
+
+
 def test_replace_into_is_found_as_a_rewritten_row(tmp_path):
     path = tmp_path / "p.sqlite"
     make_store(path)

@@ -254,18 +254,20 @@ class ParameterStore:
             raise ParameterError(f"source must be 'routine' or 'manual', got {source!r}")
         if source == "manual" and not (reason and reason.strip()):
             raise ParameterError(f"{node}.{name}: a manual override needs a reason")
+        # as SQLite gives them back (the hash is of the stored row): -0.0 and NaN do not
+        # survive the round trip (0.0 and NULL), text columns hold text
         fields = (
-            node,
+            str(node),
             name,
-            value,
-            unit if unit is not None else unit_of(name),
+            value + 0.0,
+            str(unit if unit is not None else unit_of(name)),
             time.time(),
             source,
-            routine,
-            run_id,
-            fit_quality,
-            int(accepted),
-            reason,
+            _text(routine),
+            _text(run_id),
+            None if fit_quality is None or fit_quality != fit_quality else float(fit_quality) + 0.0,
+            int(bool(accepted)),
+            _text(reason),
         )
         db = self._db
         with self._lock:
@@ -283,6 +285,11 @@ class ParameterStore:
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (row_id, *fields, prev, digest),
                 )
+                stored = db.execute(
+                    f"SELECT {', '.join(FIELDS)} FROM params WHERE id = ?", (row_id,)
+                ).fetchone()
+                if row_digest(tuple(stored), prev) != digest:  # never a row that fails verify
+                    raise ParameterError(f"{node}.{name}: the row would not verify as stored")
                 self._set_meta("head", json.dumps({"id": row_id, "hash": digest}))
                 db.execute("COMMIT")
             except BaseException:
@@ -351,6 +358,10 @@ class ParameterStore:
                 "row_id": row.id,
             }
         return out
+
+
+def _text(v: object) -> str | None:
+    return None if v is None else str(v)
 
 
 def _describe(r) -> str:

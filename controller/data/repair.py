@@ -164,13 +164,14 @@ def _describe(path: Path) -> LeftFile | None:
     if not writer_flag(path):
         return None
     scratch = path.with_name(path.name + ".reading")
+    parts = path.name.split("_")  # <run or session id>_<station>_<sequence or kind>.h5
+    station, points = (parts[1] if len(parts) > 2 else ""), None
     try:
         with _open_any(path, scratch) as f:
-            station = f.attrs.get("node", "")
+            station = f.attrs.get("node", station)  # missing if killed as it was created
             points = int(f["completed_points"][()]) if "completed_points" in f else None
     except (OSError, KeyError, ValueError):
-        parts = path.name.split("_")
-        station, points = (parts[1] if len(parts) > 2 else ""), None
+        pass  # repair_file says what is wrong with it
     finally:
         scratch.unlink(missing_ok=True)
     station = station.decode() if isinstance(station, bytes) else str(station)
@@ -181,6 +182,8 @@ def crash_left(data_dir: Path, station: str | None = None) -> list[LeftFile]:
     """Files under runs/ that a writer left open, oldest first (one station's, or all)."""
     found = []
     for path in sorted((Path(data_dir) / "runs").glob("*/*.h5")):
+        if station is not None and f"_{station}_" not in path.name:
+            continue  # another station's (its name is in every file name): not even read
         left = _describe(path)
         if left is not None and (station is None or left.station == station):
             found.append(left)

@@ -53,7 +53,16 @@ async def reconcile_crashed(
     loop = asyncio.get_running_loop()
     files = await loop.run_in_executor(None, find_session_files, data_dir, None, node)
     for path in files:
-        info = await loop.run_in_executor(None, read_session, path)
+        try:
+            info = await loop.run_in_executor(None, read_session, path)
+        except (OSError, KeyError) as e:  # killed before its layout was complete: no pairs
+            why = f"{node} crashed as the file was being created ({e})"
+            try:
+                await loop.run_in_executor(None, repair_file, path, why)
+                log.warning("%s: %s: %s", node, path.name, why)
+            except Exception as failed:
+                log.error("%s: %s unreadable and not repaired: %s", node, path.name, failed)
+            continue
         if not awaiting_reconciliation(info["status"], info["reason"]):
             continue
         peer = next((n for n in info["request"].get("nodes", []) if n != node), None)

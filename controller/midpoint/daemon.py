@@ -288,6 +288,7 @@ class MidpointDaemon(StationServer):
 
     # sessions -------------------------------------------------------------------------------
     async def _start_session(self, msg: dict, initiator: str) -> dict:
+        path = session_path(self.data_dir, msg["session"], self.node, "heralds")  # id checked
         current = self.session
         if current is not None and initiator in current.nodes:
             # a node runs one session at a time: asking for another, it has left this one
@@ -299,7 +300,6 @@ class MidpointDaemon(StationServer):
             await self._in_worker(self._recover)
         if self.calibration.holder is not None:
             raise QnodeError(f"midpoint {self.node} is calibrating ({self.calibration.holder})")
-        path = session_path(self.data_dir, msg["session"], self.node, "heralds")
         protocol, nodes = msg["protocol"], msg["nodes"]
         software = msg.get("heralding") == "software"
         if software and protocol != "single_click":
