@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from controller.cli import (
     calibrate,
+    data,
     entangle,
     instruments,
     keys,
@@ -29,6 +30,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(node.app, name="node")
 app.add_typer(keys.app, name="keys")
 app.add_typer(params.app, name="params")
+app.add_typer(data.app, name="data")
 app.add_typer(midpoint.app, name="midpoint")
 app.add_typer(session.app, name="session")
 

@@ -29,6 +29,11 @@ def midpoint_serve(
     allow_faults: bool = typer.Option(
         False, "--allow-faults", help="Accept herald fault injection (tests, soak; sim labs)."
     ),
+    accept_broken_history: bool = typer.Option(
+        False,
+        "--accept-broken-history",
+        help="Serve even if `qnode params verify` finds the parameter history altered (logged).",
+    ),
 ) -> None:
     """Run the midpoint daemon in the foreground: heralds for the nodes' sessions."""
     from controller.labconfig import midpoint_name
@@ -43,7 +48,7 @@ def midpoint_serve(
         config,
         name,
         resource_map,
-        lambda resources: serve(config, resources, endpoint, allow_faults),
+        lambda resources: serve(config, resources, endpoint, allow_faults, accept_broken_history),
     )
 
 

@@ -29,6 +29,11 @@ def node_serve(
     endpoint: str = typer.Option(
         "tcp://127.0.0.1:0", help="Where to bind the control API (port 0: any free port)."
     ),
+    accept_broken_history: bool = typer.Option(
+        False,
+        "--accept-broken-history",
+        help="Serve even if `qnode params verify` finds the parameter history altered (logged).",
+    ),
 ) -> None:
     """Run the node daemon in the foreground (Ctrl-C / SIGTERM: safe state, clean exit)."""
     from controller.node.daemon import serve
@@ -36,7 +41,10 @@ def node_serve(
     config = load_config(lab)
     require_memory_node(config, node, lab)
     serve_in_foreground(
-        config, node, resource_map, lambda resources: serve(config, node, resources, endpoint)
+        config,
+        node,
+        resource_map,
+        lambda resources: serve(config, node, resources, endpoint, accept_broken_history),
     )
 
 

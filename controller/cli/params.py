@@ -1,4 +1,4 @@
-"""`qnode params`: the parameter store (show, history, manual overrides)."""
+"""`qnode params`: the parameter store (show, history, manual overrides, verify)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,23 @@ def params_set(
         except ParameterError as e:
             raise fail(str(e), 2) from None
     console.print(f"{node}.{name} = {row.value:g} {row.unit} (manual: {reason})")
+
+
+@app.command("verify")
+def params_verify(
+    lab: Path = LabOption,
+    node: str | None = typer.Option(
+        None, "--node", help="Report only this node's rows (the chain is checked whole)."
+    ),
+) -> None:
+    """Check the history's hash chain: every row rewritten, removed or inserted since it was
+    recorded, by row id. Exit code 1 if the chain is broken."""
+    with _store(lab) as store:
+        report = store.verify(node)
+    if report.migrated:
+        console.print(f"note: {report.migrated}")
+    for problem in report.problems:
+        err_console.print(f"[red]{problem}[/]")
+    if not report.intact:
+        raise fail(f"chain broken: {len(report.problems)} problem(s) in {report.rows} rows", 1)
+    console.print(report.summary())

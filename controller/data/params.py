@@ -1,15 +1,20 @@
 """The parameter store: SQLite, append-only, one history per (node, parameter).
 
 Every update is a new row; the current value is the newest accepted row. Triggers refuse
-UPDATE and DELETE, so nothing is ever overwritten, whoever holds the file.
+UPDATE and DELETE; and since whoever holds the file can drop a trigger or `REPLACE INTO` a row,
+each row also carries a hash chained to the row before it (`row_hash`), and `verify` finds
+every row rewritten, removed or inserted since.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qnode.errors import QnodeError
@@ -28,9 +33,14 @@ CREATE TABLE IF NOT EXISTS params (
     run_id TEXT,
     fit_quality REAL,
     accepted INTEGER NOT NULL,
-    reason TEXT
+    reason TEXT,
+    prev_hash TEXT,                -- the previous row's row_hash (GENESIS for the first)
+    row_hash TEXT                  -- sha256 of this row's fields and prev_hash (row_digest)
 );
 CREATE INDEX IF NOT EXISTS params_node_name ON params (node, name, id);
+CREATE TABLE IF NOT EXISTS params_chain (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS params_no_update BEFORE UPDATE ON params
 BEGIN SELECT RAISE(ABORT, 'the parameter store is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS params_no_delete BEFORE DELETE ON params
@@ -38,8 +48,78 @@ BEGIN SELECT RAISE(ABORT, 'the parameter store is append-only'); END;
 """
 
 
+log = logging.getLogger("qnode.params")
+
+FIELDS = (
+    "id",
+    "node",
+    "name",
+    "value",
+    "unit",
+    "time",
+    "source",
+    "routine",
+    "run_id",
+    "fit_quality",
+    "accepted",
+    "reason",
+)
+GENESIS = "0" * 64
+"""The prev_hash of the first row."""
+
+
 class ParameterError(QnodeError):
     pass
+
+
+class BrokenHistory(ParameterError):
+    pass
+
+
+def row_digest(fields: tuple, prev_hash: str) -> str:
+    """sha256 (hex) of the canonical encoding of a row: the JSON array of FIELDS in order, then
+    prev_hash; floats as float.hex() strings (exact), integers as integers, NULL as null;
+    compact separators, ASCII only."""
+
+    def canonical(v):
+        if isinstance(v, float):
+            return {"f": v.hex()}
+        return v
+
+    text = json.dumps(
+        [*(canonical(v) for v in fields), prev_hash], separators=(",", ":"), ensure_ascii=True
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    kind: str  # rewritten, removed, inserted
+    row_id: int | None
+    node: str | None
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row_id}" if self.row_id is not None else "rows"
+        return f"{where}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class ChainReport:
+    rows: int
+    problems: list[ChainProblem] = field(default_factory=list)
+    migrated: str = ""  # rows hashed once when the store was migrated, and when
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.intact:
+            return f"chain intact, {self.rows} rows"
+        return f"chain broken: {len(self.problems)} problem(s) in {self.rows} rows: " + "; ".join(
+            str(p) for p in self.problems[:3]
+        )
 
 
 @dataclass(frozen=True)
@@ -68,7 +148,76 @@ class ParameterStore:
         )
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        with self._lock:
+            self._open_schema()
+
+    def _open_schema(self) -> None:
+        db = self._db
+        had_table = bool(
+            db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='params'"
+            ).fetchone()
+        )
+        triggers = {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
+        }
+        db.executescript(SCHEMA)
+        if not self._has_hashes():
+            self._migrate()
+        missing = {"params_no_update", "params_no_delete"} - triggers
+        if had_table and missing:
+            log.warning(
+                "%s: trigger(s) %s had been dropped; re-created. `qnode params verify` shows "
+                "whether rows were rewritten meanwhile",
+                self.path,
+                ", ".join(sorted(missing)),
+            )
+        db.executescript(TRIGGERS)
+
+    def _has_hashes(self) -> bool:
+        return "row_hash" in {r[1] for r in self._db.execute("PRAGMA table_info(params)")}
+
+    def _migrate(self) -> None:
+        """A store from before the hash chain: hash its rows once, as they are, and say so."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._has_hashes():  # another process migrated it meanwhile
+                db.execute("COMMIT")
+                return
+            db.execute("ALTER TABLE params ADD COLUMN prev_hash TEXT")
+            db.execute("ALTER TABLE params ADD COLUMN row_hash TEXT")
+            db.execute("DROP TRIGGER IF EXISTS params_no_update")
+            db.execute("DROP TRIGGER IF EXISTS params_no_delete")
+            prev, last_id, n = GENESIS, 0, 0
+            for row in db.execute(f"SELECT {', '.join(FIELDS)} FROM params ORDER BY id").fetchall():
+                digest = row_digest(tuple(row), prev)
+                db.execute(
+                    "UPDATE params SET prev_hash = ?, row_hash = ? WHERE id = ?",
+                    (prev, digest, row[0]),
+                )
+                prev, last_id, n = digest, row[0], n + 1
+            note = (
+                f"{n} rows (ids up to {last_id}) hashed as found when the store was migrated, "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+            )
+            self._set_meta("migrated", note)
+            self._set_meta("head", json.dumps({"id": last_id, "hash": prev}))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        log.warning("%s: parameter history migrated to a hash chain: %s", self.path, note)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO params_chain (key, value) VALUES (?, ?)", (key, value)
+        )
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM params_chain WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
 
     def close(self) -> None:
         self._db.close()
@@ -105,27 +254,68 @@ class ParameterStore:
             raise ParameterError(f"source must be 'routine' or 'manual', got {source!r}")
         if source == "manual" and not (reason and reason.strip()):
             raise ParameterError(f"{node}.{name}: a manual override needs a reason")
-        row = (
-            node,
+        # as SQLite gives them back (the hash is of the stored row): -0.0 and NaN do not
+        # survive the round trip (0.0 and NULL), text columns hold text
+        fields = (
+            str(node),
             name,
-            value,
-            unit if unit is not None else unit_of(name),
+            value + 0.0,
+            str(unit if unit is not None else unit_of(name)),
             time.time(),
             source,
-            routine,
-            run_id,
-            fit_quality,
-            int(accepted),
-            reason,
+            _text(routine),
+            _text(run_id),
+            None if fit_quality is None or fit_quality != fit_quality else float(fit_quality) + 0.0,
+            int(bool(accepted)),
+            _text(reason),
         )
+        db = self._db
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO params (node, name, value, unit, time, source, routine, run_id, "
-                "fit_quality, accepted, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            row_id = cur.lastrowid
+            db.execute("BEGIN IMMEDIATE")  # read the chain's end and append, atomically
+            try:
+                last = db.execute("SELECT id, row_hash FROM params ORDER BY id DESC LIMIT 1")
+                last_row = last.fetchone()
+                seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'params'")
+                seq_row = seq.fetchone()
+                row_id = max(last_row[0] if last_row else 0, seq_row[0] if seq_row else 0) + 1
+                prev = (last_row[1] or "") if last_row else GENESIS
+                digest = row_digest((row_id, *fields), prev)
+                db.execute(
+                    f"INSERT INTO params ({', '.join(FIELDS)}, prev_hash, row_hash) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (row_id, *fields, prev, digest),
+                )
+                stored = db.execute(
+                    f"SELECT {', '.join(FIELDS)} FROM params WHERE id = ?", (row_id,)
+                ).fetchone()
+                if row_digest(tuple(stored), prev) != digest:  # never a row that fails verify
+                    raise ParameterError(f"{node}.{name}: the row would not verify as stored")
+                self._set_meta("head", json.dumps({"id": row_id, "hash": digest}))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         return self._query("SELECT * FROM params WHERE id = ?", (row_id,))[0]
+
+    def verify(self, node: str | None = None) -> ChainReport:
+        """Check the hash chain: every row rewritten (its fields no longer match its hash),
+        removed (the next row links past it) or inserted (the chain links past it), by row
+        id. `node`: report only that node's rows (and removals, whose node is unknown)."""
+        with self._lock:
+            self._db.execute("BEGIN")  # one snapshot of the rows and the recorded head
+            try:
+                rows = self._db.execute(
+                    f"SELECT {', '.join(FIELDS)}, prev_hash, row_hash FROM params ORDER BY id"
+                ).fetchall()
+                head_text = self._meta("head")
+                migrated = self._meta("migrated") or ""
+            finally:
+                self._db.execute("COMMIT")
+        problems = _chain_problems(rows, json.loads(head_text) if head_text else None)
+        if node is not None:
+            problems = [p for p in problems if p.node in (None, node)]
+        return ChainReport(len(rows), problems, migrated)
 
     def set_manual(self, node: str, name: str, value: float, reason: str) -> ParameterRow:
         return self.record(node, name, value, source="manual", reason=reason)
@@ -168,6 +358,103 @@ class ParameterStore:
                 "row_id": row.id,
             }
         return out
+
+
+def _text(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+def _describe(r) -> str:
+    node, name, value, unit, source = r[1], r[2], r[3], r[4], r[6]
+    what = r[7] or r[11] or ""
+    return f"now {node}.{name} = {value!r} {unit} ({source}{': ' + what if what else ''})"
+
+
+def _chain_problems(rows: list, head: dict | None) -> list[ChainProblem]:
+    """Walk the chain. `chain` is the hash the next row must name as its prev_hash: a good
+    row's own hash; past a rewritten row, the hash its successor names (the row as it was);
+    past an inserted row, unchanged."""
+    problems: list[ChainProblem] = []
+    chain, last_id = GENESIS, 0
+    for i, r in enumerate(rows):
+        row_id, node, prev_hash, row_hash = r[0], r[1], r[12], r[13]
+        following = rows[i + 1] if i + 1 < len(rows) else None
+        content_ok = row_hash is not None and row_hash == row_digest(tuple(r[:12]), prev_hash or "")
+        if prev_hash != chain and content_ok:
+            gap = list(range(last_id + 1, row_id))
+            missing = f"ids {gap[0]}..{gap[-1]}" if len(gap) > 1 else f"id {gap[0]}" if gap else ""
+            problems.append(
+                ChainProblem(
+                    "removed",
+                    gap[0] if gap else row_id,
+                    None,
+                    f"row(s) before row {row_id} removed"
+                    + (f" ({missing} missing)" if missing else " (the chain links past them)"),
+                )
+            )
+        if not content_ok:
+            if following is not None:
+                inserted = following[12] == chain
+            else:
+                inserted = head is not None and head.get("hash") == chain
+            if inserted:
+                problems.append(
+                    ChainProblem(
+                        "inserted", row_id, node, f"the chain links past this row; {_describe(r)}"
+                    )
+                )
+                last_id = row_id
+                continue
+            hashed = "no hash" if row_hash is None else "its fields do not match its hash"
+            problems.append(ChainProblem("rewritten", row_id, node, f"{hashed}; {_describe(r)}"))
+            chain = following[12] if following is not None else (head or {}).get("hash", "")
+        else:
+            chain = row_hash
+        last_id = row_id
+    if head is not None:
+        head_id, head_hash = head.get("id", 0), head.get("hash")
+        if head_id > last_id or (head_id == last_id and head_hash != chain):
+            problems.append(
+                ChainProblem(
+                    "removed",
+                    last_id + 1 if head_id > last_id else last_id,
+                    None,
+                    f"the last row written was {head_id}; the store ends at {last_id}",
+                )
+            )
+        elif head_id < last_id:
+            for r in rows:
+                if r[0] > head_id and not any(p.row_id == r[0] for p in problems):
+                    problems.append(
+                        ChainProblem(
+                            "inserted",
+                            r[0],
+                            r[1],
+                            f"after row {head_id}, the last the store wrote; {_describe(r)}",
+                        )
+                    )
+    return problems
+
+
+def require_intact(store: ParameterStore, who: str, accept_broken: bool = False) -> ChainReport:
+    """At a daemon's start: refuse a broken parameter history, unless told to accept it (then
+    say so loudly)."""
+    report = store.verify()
+    if report.intact:
+        return report
+    if not accept_broken:
+        raise BrokenHistory(
+            f"{who} will not start: the parameter history in {store.path} has been altered "
+            f"({report.summary()}). `qnode params verify` lists every row; "
+            "--accept-broken-history starts anyway"
+        )
+    for line in (
+        f"{who} STARTS ON AN ALTERED PARAMETER HISTORY (--accept-broken-history)",
+        report.summary(),
+        *(str(p) for p in report.problems),
+    ):
+        log.critical("%s", line)
+    return report
 
 
 def _row(r) -> ParameterRow:

@@ -27,6 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from controller.data.names import check_name
+from controller.data.repair import CRASHED, NOT_RECONCILED
 from controller.data.runfile import STATUS_DTYPE, SwmrFile, read_status, write_parameters
 
 DELIVERED, DISCARDED = 1, 2
@@ -149,6 +151,8 @@ def read_session(path: Path) -> dict:
 
 def find_session_files(data_dir: Path, session: str | None = None, node: str = "*"):
     """Session files of this lab's data folder (all, or one session's), newest first."""
+    if session is not None:
+        check_name("session id", session)
     pattern = f"{session or '*'}_{node}_entangle.h5"
     return sorted((Path(data_dir) / "runs").glob(f"*/{pattern}"), reverse=True)
 
@@ -158,9 +162,14 @@ def delivered_ids(path: Path) -> list[str]:
     return [r["id"].decode() for r in pairs if r["status"] == DELIVERED]
 
 
+def awaiting_reconciliation(state: str, reason: str) -> bool:
+    """A file a crash left `running`, or closed as crashed before its peer answered."""
+    return state == "running" or (state == CRASHED and reason.startswith(NOT_RECONCILED))
+
+
 def reconcile(path: Path, keep: set[str], reason: str) -> int:
-    """A file left `running` by a crash: every delivered pair its peer does not also hold as
-    delivered becomes a discard, and the file is closed as failed. Returns how many changed.
+    """A file left by a crash: every delivered pair its peer does not also hold as
+    delivered becomes a discard, and the file is closed as crashed. Returns how many changed.
 
     HDF5 keeps a crashed SWMR writer's file marked open, so the file is copied whole into a
     fresh one that replaces it (atomically)."""
@@ -181,14 +190,10 @@ def reconcile(path: Path, keep: set[str], reason: str) -> int:
                 row["reason"] = b"peer did not keep it (reconciled after a crash)"
                 changed += 1
         dst["pairs"][:] = pairs
-        dst["status"][:] = ["failed", reason[:250]]
+        dst["status"][:] = [CRASHED, reason[:250]]
     os.replace(fresh, path)
     return changed
 
 
 def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def session_path(data_dir: Path, session: str, node: str) -> Path:
-    return data_dir / "runs" / time.strftime("%Y-%m-%d") / f"{session}_{node}_entangle.h5"

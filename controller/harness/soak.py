@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from controller.data.sessionfile import find_session_files, read_session
+from controller.data.sessionfile import awaiting_reconciliation, find_session_files, read_session
 from controller.harness.sim import SimControl, SimControlError, start_sim
 from controller.harness.soak_audit import MIDPOINT, NODES, Audit, audit, reason_kind
 from controller.labconfig import LabConfig, read_resource_map
@@ -477,7 +477,8 @@ def wait_for_reconciled(data_dir: Path, timeout_s: float = RECONCILE_WAIT_S) -> 
 
 def _still_running(path: Path) -> bool:
     try:
-        return read_session(path)["status"] == "running"
+        info = read_session(path)
+        return awaiting_reconciliation(info["status"], info["reason"])
     except OSError:  # being created (not yet in SWMR mode) or replaced: look again
         return True
 

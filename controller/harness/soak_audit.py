@@ -14,7 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.data.sessionfile import DELIVERED, find_session_files, read_session
+from controller.data.sessionfile import (
+    DELIVERED,
+    awaiting_reconciliation,
+    find_session_files,
+    read_session,
+)
 from controller.link.vocabulary import OUTCOMES
 
 NODES = ("A", "B")
@@ -60,7 +65,7 @@ def audit(data_dir: Path, truth: list[dict], reported: dict[str, int]) -> Audit:
         result.sessions += 1
         missing = [n for n in NODES if n not in by_node]
         for node, info in by_node.items():
-            if info["status"] == "running":
+            if awaiting_reconciliation(info["status"], info["reason"]):
                 result.problems.append(f"{session}: {node}'s file was never closed or reconciled")
         delivered: dict[str, list[str]] = {}
         rows: dict[str, dict] = {}

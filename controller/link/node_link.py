@@ -16,12 +16,8 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from controller.data.sessionfile import (
-    SessionFile,
-    new_session_id,
-    read_session,
-    session_path,
-)
+from controller.data.names import check_name, session_path
+from controller.data.sessionfile import SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.messages import FROM_MIDPOINT, FROM_PEER, check_request, request_from
 from controller.link.node_view import NodeView, RunOutcome
@@ -493,6 +489,7 @@ class NodeLink:
         return reply
 
     async def _accept(self, msg: dict, sender: str | None) -> dict:
+        check_name("session id", msg["session"])  # it becomes part of a file name
         nodes = msg["nodes"]
         initiator = str(nodes[0]) if nodes else ""
         if sender != f"node-{initiator}" or self.name not in nodes or len(nodes) != 2:

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from controller.data.params import ParameterStore
+from controller.data.names import session_path
+from controller.data.params import ParameterStore, require_intact
+from controller.data.repair import repair_own
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.vocabulary import HEARTBEAT_S, MIDPOINT_SILENCE_S, OUTCOMES
@@ -68,8 +70,15 @@ class MidpointDaemon(StationServer):
         resources: dict[str, str] | None,
         endpoint: str,
         allow_faults: bool = False,
+        accept_broken_history: bool = False,
     ) -> None:
         name = midpoint_name(lab)
+        store = ParameterStore(lab.data_dir / "params.sqlite")
+        try:  # before anything else: a broken history refuses the start
+            require_intact(store, f"midpoint {name}", accept_broken_history)
+        except BaseException:
+            store.close()
+            raise
         super().__init__(lab.data_dir, name, f"midpoint {name}", endpoint, MIDPOINT)
         self.lab = lab
         self.node = name
@@ -91,7 +100,7 @@ class MidpointDaemon(StationServer):
         self.calibration = MidpointCalibration(
             self.node, self.tagger, self.stabiliser, self.detectors
         )
-        self.store = ParameterStore(self.data_dir / "params.sqlite")
+        self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
         self.fault_reason = ""
         self._state = "idle"
@@ -116,6 +125,17 @@ class MidpointDaemon(StationServer):
 
     async def open(self) -> None:
         await self._in_worker(self._open_instruments)
+        await self._in_worker(self._repair_crash_left)
+
+    def _repair_crash_left(self) -> None:
+        """Heralds files a killed daemon of this midpoint left open: closed as crashed."""
+        try:
+            for line in repair_own(
+                self.data_dir, self.node, ("heralds",), f"midpoint {self.node} as it restarted"
+            ):
+                log.warning("midpoint: crash-left %s", line)
+        except Exception as e:  # never stops the start
+            log.error("midpoint: crash-left files not repaired: %s", e)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -268,6 +288,7 @@ class MidpointDaemon(StationServer):
 
     # sessions -------------------------------------------------------------------------------
     async def _start_session(self, msg: dict, initiator: str) -> dict:
+        path = session_path(self.data_dir, msg["session"], self.node, "heralds")  # id checked
         current = self.session
         if current is not None and initiator in current.nodes:
             # a node runs one session at a time: asking for another, it has left this one
@@ -302,9 +323,8 @@ class MidpointDaemon(StationServer):
                 f"(`qnode calibrate --node {self.node} phase_setpoint`)"
             )
         base = await self._in_worker(self._arm, protocol, setpoint, software)
-        day = time.strftime("%Y-%m-%d")
         file = SessionFile(
-            self.data_dir / "runs" / day / f"{msg['session']}_{self.node}_heralds.h5",
+            path,
             session=msg["session"],
             node=self.node,
             role="midpoint",
@@ -453,6 +473,11 @@ class MidpointDaemon(StationServer):
 
 
 def serve(
-    lab: LabConfig, resources: dict[str, str] | None, endpoint: str, allow_faults: bool = False
+    lab: LabConfig,
+    resources: dict[str, str] | None,
+    endpoint: str,
+    allow_faults: bool = False,
+    accept_broken_history: bool = False,
 ) -> None:
-    asyncio.run(MidpointDaemon(lab, resources, endpoint, allow_faults).serve())
+    daemon = MidpointDaemon(lab, resources, endpoint, allow_faults, accept_broken_history)
+    asyncio.run(daemon.serve())

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from controller.data.params import ParameterStore
+from controller.data.params import ParameterStore, require_intact
+from controller.data.repair import repair_own
 from controller.data.runfile import read_run
 from controller.labconfig import LabConfig
 from controller.link.messages import OPERATOR, PEER
@@ -35,12 +36,23 @@ SHUTDOWN_GRACE_S = 10.0
 
 class NodeDaemon(StationServer):
     def __init__(
-        self, lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str
+        self,
+        lab: LabConfig,
+        node: str,
+        resources: dict[str, str] | None,
+        endpoint: str,
+        accept_broken_history: bool = False,
     ) -> None:
+        store = ParameterStore(lab.data_dir / "params.sqlite")
+        try:  # before anything else: a broken history refuses the start
+            require_intact(store, f"node {node}", accept_broken_history)
+        except BaseException:
+            store.close()
+            raise
         super().__init__(lab.data_dir, node, f"node {node}", endpoint, NODE)
         self.lab = lab
         self.node = node
-        self.store = ParameterStore(self.data_dir / "params.sqlite")
+        self.store = store
         self.runtime = NodeRuntime(lab, node, resources, self.store)
         self.worker = RunWorker(self.runtime)
         self.link = NodeLink(
@@ -55,7 +67,19 @@ class NodeDaemon(StationServer):
 
     async def open(self) -> None:
         await self.worker.in_worker(self._open_instruments)
+        await asyncio.get_running_loop().run_in_executor(None, self._repair_crash_left)
         self.link.start()  # a session this node crashed out of: reconcile it with the peer
+
+    def _repair_crash_left(self) -> None:
+        """Run files a killed daemon of this node left open: closed as crashed (its session
+        files are its reconciliation's)."""
+        try:
+            for line in repair_own(
+                self.data_dir, self.node, ("run",), f"node {self.node} as it restarted"
+            ):
+                self.log.warning("node %s: crash-left %s", self.node, line)
+        except Exception as e:  # never stops the start
+            self.log.error("node %s: crash-left files not repaired: %s", self.node, e)
 
     def _open_instruments(self) -> None:
         try:
@@ -138,5 +162,11 @@ class NodeDaemon(StationServer):
         raise QnodeError(f"unknown request {kind!r}")
 
 
-def serve(lab: LabConfig, node: str, resources: dict[str, str] | None, endpoint: str) -> None:
-    asyncio.run(NodeDaemon(lab, node, resources, endpoint).serve())
+def serve(
+    lab: LabConfig,
+    node: str,
+    resources: dict[str, str] | None,
+    endpoint: str,
+    accept_broken_history: bool = False,
+) -> None:
+    asyncio.run(NodeDaemon(lab, node, resources, endpoint, accept_broken_history).serve())

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from controller.data.names import check_name, run_path
 from controller.data.params import ParameterStore
 from controller.data.runfile import EVENT_DTYPE, RunFile
 from controller.labconfig import LabConfig
@@ -259,14 +260,14 @@ class NodeRuntime:
         if self.state == "busy":
             busy_with = self.run_progress.run_id if self.run_progress else "?"
             raise QnodeError(f"node {self.node} is busy with run {busy_with}")
+        check_name("sequence", sequence.name)  # it becomes part of the run file's name
         params = self.store.values(self.node, self.platform)
         points = sweep.points()
         compiled = [compile_sequence(sequence, params, self.hardware, p) for p in points]
         if self.state == "fault":
             self._recover()
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        day = time.strftime("%Y-%m-%d")
-        path = data_dir / "runs" / day / f"{run_id}_{self.node}_{sequence.name}.h5"
+        path = run_path(data_dir, run_id, self.node, sequence.name)
         self.state = "busy"
         self.abort_event.clear()
         self.run_progress = RunProgress(run_id, sequence.name, len(points), str(path))
