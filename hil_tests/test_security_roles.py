@@ -117,3 +117,40 @@ def test_a_client_key_cannot_speak_for_a_station_and_the_real_one_still_works(
     assert refused is not None and not refused["ok"] and "client key" in refused["error"]
     refused = send(data_dir, "M", station_secret, "tags_stop")
     assert refused is not None and not refused["ok"] and "client key" in refused["error"]
+
+
+def test_an_allow_list_of_the_old_layout_is_migrated_on_start(tmp_path):
+    """Old layout: every allowed key in keys/allowed/. Station keys move to allowed/stations/
+    (this machine's own, or one copied from another machine); a client key under a station's
+    name stays a client; clients stay where they are."""
+    from controller.messaging.keys import (
+        CLIENT,
+        STATION,
+        allow_station,
+        allowed_keys,
+        generate_client,
+        node_keys,
+        public_key,
+    )
+
+    keys = key_dir(tmp_path)
+    allowed = keys / "allowed"
+    own, _ = node_keys(tmp_path, "A")
+    remote, _ = ensure_keypair(tmp_path / "elsewhere", "node-B")  # B runs on another machine
+    node_keys(tmp_path, "C")
+    overwritten, _ = ensure_keypair(tmp_path / "forged", "node-C")  # old `keys generate node-C`
+    alice = generate_client(tmp_path, "alice")
+    allowed.mkdir(parents=True, exist_ok=True)
+    for source in (own, remote, overwritten):
+        shutil.copy(source, allowed / source.name)
+    allow_station(tmp_path, "A")
+    assert sorted(p.name for p in (allowed / "stations").glob("*.key")) == [
+        "node-A.key",
+        "node-B.key",
+    ]
+    assert sorted(p.name for p in allowed.glob("*.key")) == ["alice.key", "node-C.key"]
+    roles = allowed_keys(tmp_path)
+    assert roles[public_key(own)].role == STATION
+    assert roles[public_key(remote)].role == STATION
+    assert roles[public_key(overwritten)].role == CLIENT
+    assert roles[public_key(alice)].role == CLIENT
