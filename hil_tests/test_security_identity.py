@@ -90,3 +90,20 @@ def test_a_routing_id_one_key_used_is_refused_to_another(start_daemon, data_dir)
         assert (answer(again) or {}).get("ok")
     finally:
         again.close(linger=0)
+
+
+def test_a_station_that_reconnects_takes_its_place_back(start_daemon, data_dir, sim):
+    """B restarts (a new connection, a new routing id): its next authenticated message tells
+    the midpoint where B is now, and the heralds of the next session reach it there."""
+    calibrate_nodes_from_truth(data_dir, sim)
+    m, a, b = start_daemon("M"), start_daemon("A"), start_daemon("B")
+    for attempt in range(2):
+        started = a.client.entangle(10, "single_click", delivery="Z", deadline_s=60)
+        summary = a.client.wait_session(started["session"], timeout_s=120)
+        assert summary["state"] == "completed", (attempt, summary)
+        assert b.client.session(started["session"])["state"] == "completed"
+        if attempt == 0:
+            assert b.stop() == 0
+            b = start_daemon("B")
+    assert "node B reconnected" in m.log()
+    assert m.client.status()["undeliverable"] == 0
