@@ -1,17 +1,26 @@
 """The simulated lab's control channel: fault injection, inspection and ground truth.
 
 A CurveZMQ-authenticated REP socket on 127.0.0.1 (it can change the lab, so only allow-listed
-keys get an answer). Requests and replies are msgpack maps; nothing is unpickled.
+keys get an answer). Requests and replies are msgpack maps; nothing is unpickled. Refused
+clients (unknown keys; no CURVE or another server key) are counted and logged, at most a line
+per key or kind per 10 s; a request of more than one frame gets an error reply. `ping`
+answers the counts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
+import struct
+import time
 from pathlib import Path
 
 import msgpack
 import zmq
 import zmq.asyncio
+import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from sim_backends.control_keys import curve_socket
@@ -19,6 +28,53 @@ from sim_backends.control_keys import curve_socket
 log = logging.getLogger("qnode.sim.control")
 
 FAULTS = ("freeze", "unfreeze", "garble", "drop", "reset", "delay", "unplug", "plug", "clear")
+LOG_INTERVAL_S = 10.0
+HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+HANDSHAKE_FAILURES = {
+    int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a client without CURVE",
+    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a client with another server key",
+}
+
+
+class RateLimitedLog:
+    """At most one warning per topic per LOG_INTERVAL_S; the ones held back are counted."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, tuple[float, int]] = {}
+
+    def warning(self, topic: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last, held = self._topics.get(topic, (-math.inf, 0))
+        if now - last < LOG_INTERVAL_S:
+            self._topics[topic] = (last, held + 1)
+            return
+        if len(self._topics) > 4096:
+            self._topics.clear()
+        if held:
+            message += " (%d more like it since the last line)"
+            args = (*args, held)
+        log.warning(message, *args)
+        self._topics[topic] = (now, 0)
+
+
+class AllowedKeys:
+    """ZAP credentials provider: the keys in `allowed/`; every refusal counted and logged."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.refused = 0
+        self._log = RateLimitedLog()
+
+    def callback(self, domain: str, key: bytes | str) -> bool:
+        text = key.decode() if isinstance(key, bytes) else key
+        allowed = zmq.auth.load_certificates(str(self.folder))
+        if text.encode() in allowed or text in allowed:
+            return True
+        self.refused += 1
+        self._log.warning(
+            text, "control channel: refused a client with unknown CurveZMQ key %s", text
+        )
+        return False
 
 
 class ControlServer:
@@ -29,33 +85,76 @@ class ControlServer:
         self._ctx = zmq.asyncio.Context()
         self._auth: AsyncioAuthenticator | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._allowed = AllowedKeys(key_dir / "allowed")
+        self._log = RateLimitedLog()
+        self.refused_handshakes = 0
+        self.malformed = 0
+        self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
+        self._sock = curve_socket(self._ctx, zmq.REP, self.key_dir / "server.key_secret", None)
         self._auth = AsyncioAuthenticator(self._ctx)
         self._auth.start()
         self._auth.allow("127.0.0.1")
-        self._auth.configure_curve(domain="*", location=str(self.key_dir / "allowed"))
-        self._sock = curve_socket(self._ctx, zmq.REP, self.key_dir / "server.key_secret", None)
+        self._auth.configure_curve_callback("*", credentials_provider=self._allowed)
+        self._monitor = self._sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_handshakes())
         port = self._sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
 
+    async def _watch_handshakes(self) -> None:
+        while self._monitor is not None:
+            frames = await self._monitor.recv_multipart()
+            if len(frames) != 2 or len(frames[0]) != 6:
+                continue
+            event, value = struct.unpack("=hi", frames[0])
+            if not event & HANDSHAKE_EVENTS:
+                continue
+            self.refused_handshakes += 1
+            what = HANDSHAKE_FAILURES.get(value, f"protocol error 0x{value & 0xFFFFFFFF:08x}")
+            self._log.warning(
+                what,
+                "control channel: refused a connection that failed the CurveZMQ handshake (%s)",
+                what,
+            )
+
     async def serve(self) -> None:
+        """Answer requests until cancelled. A request of one frame is answered; one of more
+        frames (a DEALER that sent its body in parts) gets an error reply: each request is
+        read whole, so the REP socket is always ready for its reply."""
         while True:
-            raw = await self._sock.recv()
+            frames = await self._sock.recv_multipart()
             try:
-                request = msgpack.unpackb(raw, raw=False)
+                if len(frames) != 1:
+                    self.malformed += 1
+                    self._log.warning(
+                        "frames", "control channel: a request of %d frames refused", len(frames)
+                    )
+                    raise ValueError(f"a request is one frame, not {len(frames)}")
+                request = msgpack.unpackb(frames[0], raw=False)
                 if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                    self.malformed += 1
                     raise ValueError("a request is a map with a 'cmd' string")
                 reply = {"ok": True, **self.handle(request)}
             except Exception as e:  # a bad request gets an error reply, never a dead lab
                 reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            await self._sock.send(msgpack.packb(reply, use_bin_type=True))
+            try:
+                await self._sock.send(msgpack.packb(reply, use_bin_type=True))
+            except zmq.ZMQError as e:  # never a dead channel for one client's reply
+                log.warning("control channel: reply not sent (%s)", e)
 
     def handle(self, request: dict) -> dict:
         cmd = request["cmd"]
         lab = self.lab
         if cmd == "ping":
-            return {"lab": lab.name, "seed": lab.seed}
+            return {
+                "lab": lab.name,
+                "seed": lab.seed,
+                "refused_clients": self._allowed.refused,
+                "refused_handshakes": self.refused_handshakes,
+                "malformed": self.malformed,
+            }
         if cmd == "instruments":
             return {"instruments": sorted(lab.devices)}
         if cmd == "heralds":
@@ -133,6 +232,13 @@ class ControlServer:
         raise ValueError(f"unknown command {cmd!r}")
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._monitor is not None and self._sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
             self._sock.close(linger=0)
         if self._auth is not None:

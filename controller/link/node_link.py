@@ -419,7 +419,9 @@ class NodeLink:
         )
 
     # messages from the peer ---------------------------------------------------------------
-    def _refuse(self, reason: str, kind: str, sender: str | None) -> Refused:
+    def refuse(self, reason: str, kind: str, sender: str | None) -> Refused:
+        """A peer message refused: counted (`refused_peer_messages`), logged, and the error to
+        answer with."""
         self.forged += 1
         log.warning("%s: %s from %s refused: %s", self.name, kind, sender, reason)
         return Refused(f"{kind} refused: {reason}")
@@ -445,7 +447,7 @@ class NodeLink:
             return {}  # a peer's last beats after its session ended here
         if session is None or sender != f"node-{session.peer}":
             peer = session.peer if session is not None else None
-            raise self._refuse(f"not from this session's peer ({peer})", kind, sender)
+            raise self.refuse(f"not from this session's peer ({peer})", kind, sender)
         if msg["session"] != session.session:
             raise QnodeError(f"{kind}: session {msg['session']!r} is not {session.session}")
         session.peer_heard = time.monotonic()
@@ -483,7 +485,7 @@ class NodeLink:
         try:
             reply = await session_pairs(self.node.data_dir, self.name, session_id, sender)
         except Refused as e:
-            raise self._refuse(str(e), "session_pairs", sender) from None
+            raise self.refuse(str(e), "session_pairs", sender) from None
         if self.session is not None and self.session.session == session_id:
             raise QnodeError(f"busy: session {session_id} is still ending on {self.name}")
         return reply
@@ -493,7 +495,7 @@ class NodeLink:
         nodes = msg["nodes"]
         initiator = str(nodes[0]) if nodes else ""
         if sender != f"node-{initiator}" or self.name not in nodes or len(nodes) != 2:
-            raise self._refuse(
+            raise self.refuse(
                 f"not from the node that initiates it ({nodes})", "link_request", sender
             )
         self._check(msg, initiator)

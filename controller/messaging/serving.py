@@ -11,7 +11,10 @@ import json
 import logging
 import os
 import signal
+import struct
+import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +25,12 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from controller.messaging.curve import server_socket
 from controller.messaging.keys import (
+    CLIENT,
+    STATION,
     AllowList,
+    KeyEntry,
     KeyNames,
+    RateLimitedLog,
     allow_station,
     ensure_default_client,
     node_keys,
@@ -93,27 +100,86 @@ def read_info(data_dir: Path, node: str) -> dict:
         raise QnodeError(f"{path}: unreadable ({e})") from None
 
 
+HANDSHAKE_FAILURES = {
+    int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a client without CURVE",
+    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a client with another server key",
+}
+
+
+class HandshakeWatch:
+    """Counts and logs (at most a line per kind per 10 s) the connections a CurveZMQ server
+    socket refused before ZAP was asked: clients without CURVE, or with a wrong server key.
+    Refusals by ZAP (unknown keys) are the allow-list's to count."""
+
+    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+    def __init__(self, sock: zmq.Socket, who: str, logger: logging.Logger) -> None:
+        self.who = who
+        self.refused = 0
+        self._log = RateLimitedLog(logger)
+        self._sock = sock
+        self.monitor: zmq.Socket | None = sock.get_monitor_socket(self.EVENTS)
+
+    def note(self, frames: list[bytes]) -> None:
+        if len(frames) != 2 or len(frames[0]) != 6:
+            return
+        event, value = struct.unpack("=hi", frames[0])
+        if not event & self.EVENTS:
+            return
+        self.refused += 1
+        what = HANDSHAKE_FAILURES.get(value, f"protocol error 0x{value & 0xFFFFFFFF:08x}")
+        self._log.warning(
+            what,
+            "%s: refused a connection that failed the CurveZMQ handshake (%s)",
+            self.who,
+            what,
+        )
+
+    async def watch(self) -> None:
+        monitor = self.monitor
+        if monitor is None:
+            return
+        while True:
+            frames = await monitor.recv_multipart()  # type: ignore[misc]
+            self.note(frames)
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+
+
 class SecureRouter:
     """The station's ROUTER: CurveZMQ server, allow-listed clients, ROUTER_MANDATORY (a
-    message to a peer that is not connected raises rather than vanishing), linger 0."""
+    message to a peer that is not connected raises rather than vanishing), linger 0; the
+    handshakes it refuses are counted and logged."""
 
     def __init__(self, ctx: zmq.asyncio.Context, data_dir: Path, node: str, who: str) -> None:
         self.ctx = ctx
         self.data_dir = data_dir
         self.node = node
+        self.who = who
         self.allow_list = AllowList(data_dir, who)
         self.auth: AsyncioAuthenticator | None = None
         self.sock: zmq.asyncio.Socket | None = None
+        self.handshakes: HandshakeWatch | None = None
         self.endpoint = ""
+
+    @property
+    def refused_handshakes(self) -> int:
+        return 0 if self.handshakes is None else self.handshakes.refused
 
     def bind(self, endpoint: str) -> zmq.asyncio.Socket:
         _, secret = node_keys(self.data_dir, self.node)
         allow_station(self.data_dir, self.node)  # the other stations of the lab may call it
+        sock = server_socket(self.ctx, zmq.ROUTER, secret)  # a loose secret: refused here
         self.auth = AsyncioAuthenticator(self.ctx)
         self.auth.start()
         self.auth.configure_curve_callback("*", credentials_provider=self.allow_list)
-        sock = server_socket(self.ctx, zmq.ROUTER, secret)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.handshakes = HandshakeWatch(sock, self.who, logging.getLogger("qnode.security"))
         if endpoint.endswith(":0"):
             port = sock.bind_to_random_port(endpoint.rsplit(":", 1)[0])
             self.endpoint = f"{endpoint.rsplit(':', 1)[0]}:{port}"
@@ -124,25 +190,81 @@ class SecureRouter:
         return sock
 
     def close(self) -> None:
+        if self.handshakes is not None:
+            self.handshakes.close()
         if self.sock is not None:
             self.sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
 
 
+class RoutingIds:
+    """Which CurveZMQ key each routing id of a ROUTER speaks with. A routing id is only where
+    to send an answer; still, one that a key used in the last `hold_s` is refused to another
+    key (a client that chose it to pass for someone else), and the refusal counted and logged.
+    Bounded: the least recently used ids are forgotten first."""
+
+    def __init__(self, who: str, hold_s: float = 60.0, size: int = 4096) -> None:
+        self.who = who
+        self.hold_s = hold_s
+        self.size = size
+        self.conflicts = 0
+        self._ids: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._log = RateLimitedLog(logging.getLogger("qnode.security"))
+
+    def bind(self, routing_id: bytes, key: str, who: str | None) -> bool:
+        now = time.monotonic()
+        held = self._ids.get(routing_id)
+        if held is not None and held[0] != key and now - held[1] < self.hold_s:
+            self.conflicts += 1
+            self._log.warning(
+                key,
+                "%s: refused a message from routing id %r with key %s (%s): that routing id "
+                "belongs to another key",
+                self.who,
+                routing_id,
+                key,
+                who or "unknown",
+            )
+            return False
+        self._ids[routing_id] = (key, now)
+        self._ids.move_to_end(routing_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
 @dataclass(frozen=True)
 class Request:
     """A request as it arrived: the message (checked against its schema), the allow-list
-    name of the CurveZMQ key it came with (None: not on the list), and the ROUTER's
-    routing id (only where to send the answer: the key says who sent it)."""
+    name of the CurveZMQ key it came with (None: not on the list) and that key's role
+    (CLIENT or STATION), and the ROUTER's routing id (only where to send the answer: the key
+    says who sent it, never the routing id)."""
 
     msg: dict
     sender: str | None
     identity: bytes
+    role: str | None = None
 
     @property
     def kind(self) -> str:
         return self.msg["type"]
+
+    @property
+    def from_station(self) -> bool:
+        return self.role == STATION
+
+    @property
+    def from_client(self) -> bool:
+        return self.role == CLIENT
+
+    def require_client(self, who: str) -> None:
+        """Operator requests come with a client key (a station's key may ask `status`)."""
+        if not self.from_client:
+            raise QnodeError(
+                f"{self.kind} refused by {who}: operator requests need a client key "
+                f"(this one is {self.sender or 'unknown'}, role {self.role or 'none'})"
+            )
 
 
 class StationServer(ABC):
@@ -165,6 +287,7 @@ class StationServer(ABC):
         self.ctx = zmq.asyncio.Context()
         self.router = SecureRouter(self.ctx, data_dir, name, who)
         self.key_names = KeyNames(data_dir)  # read once, again only for a new key
+        self.routing_ids = RoutingIds(who)
         self.malformed = 0
         self.endpoint = ""
         self.sock: zmq.asyncio.Socket | None = None
@@ -218,7 +341,9 @@ class StationServer(ABC):
         await self.open()
         write_info(self.data_dir, self.name, self.endpoint, **self.info())
         self.log.info("%s serving on %s (state %s)", self.who, self.endpoint, self.state())
-        tasks = [loop.create_task(c) for c in (self._receive(self.sock), *self.background())]
+        watch = self.router.handshakes.watch() if self.router.handshakes else None
+        coros = (self._receive(self.sock), *self.background(), *([watch] if watch else []))
+        tasks = [loop.create_task(c) for c in coros]
         try:
             await self._stop.wait()
         finally:
@@ -235,9 +360,13 @@ class StationServer(ABC):
             frames = await sock.recv_multipart(copy=False)
             identity, payload = frames[0].bytes, frames[-1].bytes
             try:
-                sender = self.key_names.name(str(frames[-1].get("User-Id")))
+                key = str(frames[-1].get("User-Id"))
             except zmq.ZMQError:
-                sender = None
+                key = ""
+            entry: KeyEntry | None = self.key_names.entry(key)
+            sender = None if entry is None else entry.name
+            if not self.routing_ids.bind(identity, key, sender):
+                continue  # refused, counted and logged: no answer
             try:
                 msg = unpack(payload, self.vocabulary)
             except MessageError as e:
@@ -250,7 +379,8 @@ class StationServer(ABC):
                         await sock.send_multipart([identity, error])
                 continue
             try:
-                body = await self.handle(Request(msg, sender, identity))
+                role = None if entry is None else entry.role
+                body = await self.handle(Request(msg, sender, identity, role))
                 reply = pack("reply", msg["id"], ok=True, **body)
             except MessageError as e:
                 self.malformed += 1

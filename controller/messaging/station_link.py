@@ -1,11 +1,12 @@
 """A station's DEALER to another station's ROUTER (a node to the midpoint, or to its peer).
 
-Fixed identity (the node's name) and the node's station key, so the other side knows who
-speaks; linger 0; one reader task that hands replies to their requests (by id) and every
-other message (heralds, heartbeats, peer checks) to a handler. A malformed message is counted
-and dropped. A station that restarts serves on a new port with a new info file: `refresh`
-(before every request, and from the session's heartbeat tick) notices it and reconnects, so
-the fire-and-forget path of the pair messages does no file I/O.
+The node's station key, so the other side knows who speaks (by the key, never by a routing
+id: the DEALER takes the one the other side's ROUTER gives it); linger 0; one reader task
+that hands replies to their requests (by id) and every other message (heralds, heartbeats,
+peer checks) to a handler. A malformed message is counted and dropped. A station that
+restarts serves on a new port with a new info file: `refresh` (before every request, and
+from the session's heartbeat tick) notices it and reconnects, so the fire-and-forget path of
+the pair messages does no file I/O.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class StationLink:
         self._info_stamp = self._stamp()
         info = read_info(self.data_dir, self.target)
         _, secret = node_keys(self.data_dir, self.node)
+        # no chosen routing id: the station is known by its key, and another client that
+        # took a routing id first could otherwise keep this one from connecting
         sock = client_socket(self.ctx, zmq.DEALER, secret, Path(info["server_public_key"]))
-        sock.setsockopt(zmq.IDENTITY, self.node.encode())
         sock.connect(info["endpoint"])
         self.endpoint = info["endpoint"]
         self._sock = sock

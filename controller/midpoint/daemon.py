@@ -4,9 +4,11 @@ It owns the midpoint's instruments (the time tagger with its herald logic and sy
 the interferometer's phase stabiliser). A session, opened by the initiating node: arm the
 tagger, lock the interferometer (single-click), let the sync fire whenever both nodes wait
 for it; then read the clicks of each heralding attempt, classify them (herald_logic) and
-send each node of the session a herald message. The nodes connect DEALERs with their node
-name as identity and their station key; ROUTER_MANDATORY makes an unreachable node an error
-that is counted, never a silent drop. Heartbeats both ways; a session whose nodes fall
+send each node of the session a herald message. The nodes connect DEALERs with their station
+key; a node is known by that key (never by its routing id), and the midpoint sends to the
+routing id its last authenticated message came from (a node that reconnects takes its place
+back with its next message). ROUTER_MANDATORY makes an unreachable node an error that is
+counted, never a silent drop. Heartbeats both ways; a session whose nodes fall
 silent is closed and the instruments go to their safe state.
 
 Messages: controller/midpoint/messages.py; docs/protocols.md ("Midpoint").
@@ -33,6 +35,7 @@ from controller.data.repair import repair_own
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.vocabulary import HEARTBEAT_S, MIDPOINT_SILENCE_S, OUTCOMES
+from controller.messaging.keys import RateLimitedLog, station_key_name
 from controller.messaging.serving import Request, StationServer
 from controller.messaging.wire import pack
 from controller.midpoint.calibration import MidpointCalibration
@@ -106,8 +109,11 @@ class MidpointDaemon(StationServer):
         self._state = "idle"
         self.session: MidpointSession | None = None
         self.connected: dict[str, float] = {}  # node -> last heard (monotonic)
+        self.routes: dict[str, bytes] = {}
+        """node -> the routing id its last message with its station key came from."""
         self.counters = {"forged": 0, "undeliverable": 0, "heralds": 0}
         self.faults = HeraldFaults(allow_faults)
+        self._forged_log = RateLimitedLog(log)
         self._ids = itertools.count(1)
         self.instance = uuid.uuid4().hex[:12]
         """Told in every heartbeat: a node whose session this midpoint never heard of (it
@@ -207,20 +213,29 @@ class MidpointDaemon(StationServer):
             self.fault_reason += " | safe state incomplete: " + "; ".join(problems)
 
     # messages -------------------------------------------------------------------------------
-    def _require_node(self, msg: dict, identity: bytes, sender: str | None) -> str:
+    def _require_node(self, msg: dict, request: Request) -> str:
+        """The node a station message speaks for, if it came with that node's station key;
+        where the midpoint reaches it from now on (the routing id it came from)."""
         node = msg["node"]
         if node not in self.lab.nodes or self.lab.nodes[node].kind != "memory":
             raise QnodeError(f"{node!r} is not a memory node of {self.lab.lab.name}")
-        if sender != f"node-{node}" or identity != node.encode():
+        if not request.from_station or request.sender != station_key_name(node):
             self.counters["forged"] += 1
-            log.warning(
-                "midpoint: %s claims to be node %s (key %s, identity %r): refused",
+            self._forged_log.warning(
+                f"{request.sender}:{node}",
+                "midpoint: %s from key %s (role %s, routing id %r) claims to be node %s: refused",
                 msg["type"],
+                request.sender or "unknown",
+                request.role or "none",
+                request.identity,
                 node,
-                sender,
-                identity,
             )
-            raise QnodeError(f"not node {node}: its station key and identity are required")
+            raise QnodeError(f"not node {node}: its station key is required")
+        previous = self.routes.get(node)
+        if previous != request.identity:
+            self.routes[node] = request.identity
+            if previous is not None:
+                log.info("midpoint: node %s reconnected: messages go to its new connection", node)
         self.connected[node] = time.monotonic()
         session = self.session
         if session is not None and node in session.nodes and msg.get("session") == session.session:
@@ -228,22 +243,23 @@ class MidpointDaemon(StationServer):
         return node
 
     async def handle(self, request: Request) -> dict:
-        msg, identity, sender = request.msg, request.identity, request.sender
+        msg, sender = request.msg, request.sender
         kind = msg["type"]
         if kind in ("hello", "heartbeat"):
-            self._require_node(msg, identity, sender)
+            self._require_node(msg, request)
             return {"midpoint": self.node}
         if kind == "status":
             return {"status": self.status()}
         if kind == "session_start":
-            node = self._require_node(msg, identity, sender)
+            node = self._require_node(msg, request)
             return await self._start_session(msg, node)
         if kind == "session_end":
-            self._require_node(msg, identity, sender)
+            self._require_node(msg, request)
             session = msg["session"]
             if self.session is None or self.session.session != session:
                 raise QnodeError(f"no session {session!r} at the midpoint")
             return await self._end_session("ended by " + msg["node"], by_node=True)
+        request.require_client(f"midpoint {self.node}")  # the rest is the operator's
         if kind in CALIBRATION:
             if self.session is not None:
                 raise QnodeError(
@@ -275,6 +291,8 @@ class MidpointDaemon(StationServer):
             "fault_reason": self.fault_reason,
             "connected": sorted(self.connected),
             "refused_clients": self.router.allow_list.refused,
+            "refused_handshakes": self.router.refused_handshakes,
+            "identity_conflicts": self.routing_ids.conflicts,
             "malformed": self.malformed,
             "session": None
             if s is None
@@ -455,7 +473,7 @@ class MidpointDaemon(StationServer):
 
     async def _send(self, node: str, payload: bytes) -> None:
         try:
-            await self.send_to(node.encode(), payload)
+            await self.send_to(self._route(node), payload)
         except zmq.ZMQError as e:  # ROUTER_MANDATORY: the node is not connected
             self.counters["undeliverable"] += 1
             log.warning("midpoint: node %s unreachable (%s): message not delivered", node, e)
@@ -467,9 +485,16 @@ class MidpointDaemon(StationServer):
             beat = dict(session=session, instance=self.instance)
             for node in list(self.connected):
                 try:
-                    await self.send_to(node.encode(), pack("heartbeat", next(self._ids), **beat))
+                    payload = pack("heartbeat", next(self._ids), **beat)
+                    await self.send_to(self._route(node), payload)
                 except zmq.ZMQError:
                     self.connected.pop(node, None)  # gone; it says hello when it is back
+
+    def _route(self, node: str) -> bytes:
+        route = self.routes.get(node)
+        if route is None:
+            raise zmq.ZMQError(zmq.EHOSTUNREACH, f"node {node} has not said hello")
+        return route
 
 
 def serve(

@@ -1,7 +1,8 @@
 """`qnode node serve`: the node daemon and its control API over ZeroMQ.
 
 One process per node, the one owner of that node's instruments. Requests arrive on a ROUTER
-socket (CurveZMQ, allow-listed client keys; an unknown key gets nothing and is logged);
+socket (CurveZMQ, allow-listed keys; an unknown key gets nothing and is logged): operator
+requests only with a client key, peer messages only with a station key (docs/security.md);
 runs execute in one worker thread so status and abort stay responsive. Any fault puts the
 instruments in their safe state and the daemon stays up. SIGTERM / Ctrl-C: abort the run,
 safe state, close the run file, exit 0.
@@ -107,8 +108,14 @@ class NodeDaemon(StationServer):
     async def handle(self, request: Request) -> dict:
         kind = request.kind
         if kind in PEER:
+            if not request.from_station:  # a client key never speaks for a station
+                raise self.link.refuse(
+                    "not from a station (a station key is required)", kind, request.sender
+                )
             notification = PEER[kind].notification
             return await self.link.handle_peer(request.msg, request.sender, notification)
+        if kind != "status":
+            request.require_client(self.who)  # a station may ask status, nothing else
         if kind in OPERATOR:
             return await self.link.handle_operator(request.msg)
         return await self._control(request.msg)
@@ -123,6 +130,8 @@ class NodeDaemon(StationServer):
                     **runtime.status(),
                     "malformed": self.malformed,
                     "refused_clients": self.router.allow_list.refused,
+                    "refused_handshakes": self.router.refused_handshakes,
+                    "identity_conflicts": self.routing_ids.conflicts,
                     "refused_peer_messages": self.link.forged,
                     "link_malformed": self.link.link_malformed,
                     "session": self.link.session.summary() if self.link.session else None,
