@@ -46,6 +46,9 @@ log = logging.getLogger("qnode.node")
 
 POLL_S = 0.005
 MIN_POINT_TIMEOUT_S = 10.0
+PETS_PER_TIMEOUT = 10
+"""The run's polling loop sends the sequencer's watchdog a heartbeat this many times per
+watchdog timeout (and at least once per poll that many apart)."""
 
 
 class RunAborted(QnodeError):
@@ -181,6 +184,7 @@ class NodeRuntime:
             for name in self.cfg.instruments
         }
         self._sequencer = self.role("sequencer").narrow(RealTimeSequencer)
+        self.watchdog_s = self.cfg.instruments[next(iter(self.cfg.by_role("sequencer")))].watchdog
         self._microwave = self.role("microwave_source").narrow(MicrowaveSource)
         self._awg = self.role("awg").narrow(WaveformGenerator)
         self._lasers = {
@@ -425,8 +429,11 @@ class NodeRuntime:
                 awg.set_sequence([{i_ch: f"{n}_i", q_ch: f"{n}_q"} for n in compiled.segments])
                 awg.run()
         with self.sequencer() as seq:
+            seq.set_watchdog(self.watchdog_s)  # halts the program safe if this host dies
             seq.load(compiled.program)
             seq.run()
+        pet_every = self.watchdog_s / PETS_PER_TIMEOUT
+        last_pet = time.monotonic()
         events: list[Event] = []
         # a watchdog on progress, not on the total: a shot ends with an event, so a sequencer
         # that sends nothing for many shot lengths is stuck (a slow one is not)
@@ -434,6 +441,9 @@ class NodeRuntime:
         last_progress = time.monotonic()
         while True:
             with self.sequencer() as seq:
+                if time.monotonic() - last_pet >= pet_every:
+                    seq.pet_watchdog()  # however long the point: the host is alive
+                    last_pet = time.monotonic()
                 fresh = seq.read_events()
                 state = seq.state()
             if fresh:
@@ -443,6 +453,11 @@ class NodeRuntime:
                     on_events(fresh)
             with self.sequencer() as seq:
                 if state == "HALTED":
+                    if seq.watchdog_tripped():
+                        raise QnodeError(
+                            "the sequencer's watchdog halted the program: no heartbeat from "
+                            f"this host for {self.watchdog_s:g} s (lines safe)"
+                        )
                     last = seq.read_events()
                     if last and on_events:
                         on_events(last)
