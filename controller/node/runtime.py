@@ -372,11 +372,13 @@ class NodeRuntime:
         progress.status, progress.reason = outcome, reason
         progress.finished = time.time()
         if outcome == "failed" or problems:
-            why = "; ".join([reason] * (outcome == "failed") + problems)
-            log.error("node %s fault: run %s %s: %s", self.node, progress.run_id, outcome, why)
-            self.state, self.fault_reason = "fault", f"run {progress.run_id} failed: {why}"
-            if outcome != "failed":
-                progress.reason = "; ".join([reason, *problems]) if reason else why
+            if outcome == "failed":
+                fault = f"run {progress.run_id} failed: " + "; ".join([reason, *problems])
+            else:  # the run itself ended well; its clean-up did not
+                fault = f"run {progress.run_id} {outcome}, then: " + "; ".join(problems)
+                progress.reason = "; ".join([r for r in (reason, *problems) if r])
+            log.error("node %s fault: %s", self.node, fault)
+            self.state, self.fault_reason = "fault", fault
         else:
             self.state = "idle"
 
