@@ -119,6 +119,7 @@ def test_run_file_close_that_raises_still_ends_safe_and_in_fault(
     prepared = runtime.prepare(rabi("nv", shots=20), sweep, tmp_path)
     progress = runtime.execute(prepared)  # returns: the clean-up's failure is not raised
     assert progress.finished is not None and progress.points_done == 2
+    assert progress.status == "failed" and "not closed" in progress.reason
     assert runtime.state == "fault"
     assert "not closed" in runtime.fault_reason and "No space left" in runtime.fault_reason
     assert_node_safe(sim, "A")
@@ -130,7 +131,9 @@ def test_run_file_close_that_raises_still_ends_safe_and_in_fault(
     assert again.status == "completed" and runtime.state == "idle"
     assert path not in parked_files()
     with h5py.File(path, "r") as f:  # closed: plain h5py opens it
-        assert f["status"][0].decode() == "completed"
+        state, reason = (s.decode() for s in f["status"][:])
+        assert state == "failed" and "closed late" in reason and "No space left" in reason
+        assert f["completed_points"][()] == 2  # every point is there
     assert read_run(Path(again.file))["status"] == "completed"
 
 
@@ -142,6 +145,37 @@ def test_an_exception_in_the_safe_state_still_ends_in_fault(runtime, tmp_path, m
     progress = runtime.execute(runtime.prepare(rabi("nv", shots=20), ONE_POINT, tmp_path))
     monkeypatch.undo()
     assert runtime.state == "fault" and "safe state exploded" in runtime.fault_reason
-    assert read_run(Path(progress.file))["status"] == "completed"  # the data are kept
+    stored = read_run(Path(progress.file))
+    assert stored["status"] == "failed" and "safe state exploded" in stored["reason"]
+    assert stored["completed_points"] == 1  # the data are kept
     again = runtime.execute(runtime.prepare(rabi("nv", shots=20), ONE_POINT, tmp_path))
     assert again.status == "completed" and runtime.state == "idle"
+
+
+def test_a_close_refused_for_space_parks_the_file_and_closes_it_later(tmp_path, monkeypatch):
+    import numpy as np
+
+    from controller.data.runfile import EVENT_DTYPE, RunFile, retry_parked
+
+    path = tmp_path / "r.h5"
+    rf = RunFile(
+        path, run_id="r", node="A", sequence_data={"name": "t"}, axes=[], shots=2,
+        readouts=["r"], lab_text="", parameters={}, software_version="0",
+    )  # fmt: skip
+    rf.add_point(0, np.zeros((2, 1), "i4"), np.ones(2, bool), np.zeros(2, "i4"),
+                 np.zeros(0, EVENT_DTYPE))  # fmt: skip
+    real = shutil.disk_usage
+    full = real(tmp_path)._replace(free=1000)
+    monkeypatch.setattr(runfile.shutil, "disk_usage", lambda p: full)
+    with pytest.raises(OSError, match="No space left on device"):
+        rf.add_point(1, np.zeros((2, 1), "i4"), np.ones(2, bool), np.zeros(2, "i4"),
+                     np.zeros(0, EVENT_DTYPE))  # fmt: skip
+    with pytest.raises(OSError, match="No space left on device"):
+        rf.close("failed", "disk full")
+    assert not rf.is_open and path in parked_files()
+    assert retry_parked() and path in parked_files()  # still full: still parked, no crash
+    monkeypatch.setattr(runfile.shutil, "disk_usage", real)
+    assert retry_parked() == [] and path not in parked_files()
+    with h5py.File(path, "r") as f:
+        assert [s.decode() for s in f["status"][:]] == ["failed", "disk full"]
+        assert f["completed_points"][()] == 1

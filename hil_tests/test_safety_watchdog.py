@@ -64,6 +64,12 @@ def test_kill_9_of_the_node_daemon_halts_the_sequencer_with_its_lines_safe(
     assert state["halt_reason"].startswith("watchdog: no host heartbeat")
     assert state["ttl"] == state["safe_ttl"] == 0
     assert took < LONG_POINT_S - 1  # the watchdog, not the program's own end
+    # lasers and microwave stay on behind the closed switches until a daemon is back, which
+    # puts them in their safe state at its start
+    again = start_daemon("A")
+    assert again.client.status()["state"] == "idle"
+    assert sim.state("A.mw")["output"] is False
+    assert sim.state("A.laser_red")["enabled"] is False
 
 
 def test_a_healthy_long_run_is_not_stopped_by_the_watchdog(start_daemon, data_dir, sim, lab):

@@ -45,18 +45,20 @@ EVENT_DTYPE = np.dtype([("point", "<i4"), ("time_ns", "<i8"), ("code", "<u2"), (
 STATUS_DTYPE = h5py.string_dtype("utf-8", 256)
 SPACE_MARGIN_BYTES = 256 * 1024
 """Free space kept beyond a write's own bytes (HDF5's chunk index and metadata)."""
+CLOSE_MARGIN_BYTES = 64 * 1024
+"""Free space a close needs (the status and what metadata is not flushed yet)."""
 
 
-def check_space(path: Path, needed_bytes: int) -> None:
+def check_space(path: Path, needed_bytes: int, margin: int = SPACE_MARGIN_BYTES) -> None:
     """Raise OSError ENOSPC, before anything is written, if the file system holding `path`
-    has less than needed_bytes + SPACE_MARGIN_BYTES free."""
+    has less than needed_bytes + margin free."""
     folder = path if path.is_dir() else path.parent
     free = shutil.disk_usage(folder).free
-    if free < needed_bytes + SPACE_MARGIN_BYTES:
+    if free < needed_bytes + margin:
         raise OSError(
             errno.ENOSPC,
             f"No space left on device (disk full): {free} bytes free in {folder}, "
-            f"writing needs about {needed_bytes + SPACE_MARGIN_BYTES}",
+            f"writing needs about {needed_bytes + margin}",
         )
 
 
@@ -93,7 +95,7 @@ class SwmrFile:
         try:
             # a full disk is refused before HDF5 tries to write (a close that HDF5 fails
             # leaves its library in a state that can crash the process later)
-            check_space(self.path, 0)
+            check_space(self.path, 0, CLOSE_MARGIN_BYTES)
             self._status[:] = [state, reason[:250]]
             self._file.flush()
             self._file.close()
@@ -145,7 +147,7 @@ def retry_parked() -> list[str]:
     with _PARKED_LOCK:
         for parked in list(_PARKED):
             try:
-                check_space(parked.path, 0)
+                check_space(parked.path, 0, CLOSE_MARGIN_BYTES)
                 if parked.status is not None:
                     parked.status[:] = [parked.state, parked.reason[:250]]
                 parked.file.flush()

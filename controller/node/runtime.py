@@ -354,29 +354,32 @@ class NodeRuntime:
     def _end_run(
         self, progress: RunProgress, run_file: RunFile | None, outcome: str, reason: str
     ) -> None:
-        """The one way a run ends; each step on its own, so one failing skips no other."""
+        """The one way a run ends; each step on its own, so one failing skips no other. A run
+        whose clean-up fails (an instrument not made safe, its file not closed) has failed,
+        however its points went: the node is in fault until the next run finds it sound."""
         problems: list[str] = []
         try:
             problems += [f"safe state incomplete: {p}" for p in self.safe_state()]
         except BaseException as e:  # safe_state does not raise; this is belt and braces
             problems.append(f"safe state failed: {type(e).__name__}: {e}")
+        if problems:
+            outcome, reason = "failed", "; ".join([r for r in (reason, *problems) if r])
         if run_file is not None and run_file.is_open:
             try:
                 run_file.close(outcome, reason)
             except BaseException as e:
-                run_file.park(outcome, reason, str(e))  # a no-op if close parked it already
-                problems.append(
+                late = f"closed late: {type(e).__name__}: {e}"
+                late = f"{reason}; {late}" if reason else late
+                run_file.park("failed", late, str(e))  # a no-op if close parked it already
+                problem = (
                     f"run file {run_file.path} not closed ({type(e).__name__}: {e}); "
                     "it is closed when it can be"
                 )
+                outcome, reason = "failed", "; ".join([r for r in (reason, problem) if r])
         progress.status, progress.reason = outcome, reason
         progress.finished = time.time()
-        if outcome == "failed" or problems:
-            if outcome == "failed":
-                fault = f"run {progress.run_id} failed: " + "; ".join([reason, *problems])
-            else:  # the run itself ended well; its clean-up did not
-                fault = f"run {progress.run_id} {outcome}, then: " + "; ".join(problems)
-                progress.reason = "; ".join([r for r in (reason, *problems) if r])
+        if outcome == "failed":
+            fault = f"run {progress.run_id} failed: {reason}"
             log.error("node %s fault: %s", self.node, fault)
             self.state, self.fault_reason = "fault", fault
         else:
