@@ -26,6 +26,8 @@ SIM_RESOURCE = "sim"
 
 MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
 MIDPOINT_ROLES = ("time_tagger", "phase_stabiliser")
+DEFAULT_WATCHDOG_S = 3.0
+"""The sequencer's host watchdog when its lab entry sets none (`watchdog_s`)."""
 
 C = TypeVar("C", bound=Instrument)
 
@@ -44,11 +46,19 @@ class InstrumentConfig(_Strict):
     resource: str
     timeout_s: float = Field(default=2.0, gt=0, le=60)
     limits: dict[str, Limit] = Field(default_factory=dict)
+    watchdog_s: float | None = Field(default=None, ge=0.5, le=60)
+    """Sequencers only: the host watchdog's timeout (default DEFAULT_WATCHDOG_S); a running
+    program halts with every line safe when the host sends no heartbeat for this long."""
     notes: str = ""
 
     @property
     def simulated(self) -> bool:
         return self.resource == SIM_RESOURCE
+
+    @property
+    def watchdog(self) -> float:
+        """The sequencer's watchdog timeout in seconds (the default if the file sets none)."""
+        return DEFAULT_WATCHDOG_S if self.watchdog_s is None else self.watchdog_s
 
 
 class ChannelMap(_Strict):
@@ -235,6 +245,14 @@ def _check_semantics(lab: LabConfig) -> None:
                 check_limits(cls, _limits(inst))
             except LimitsError as e:
                 fail(f"{key}.limits.{e.key}", e.problem)
+            if inst.watchdog_s is not None and inst.role != "sequencer":
+                fail(f"{key}.watchdog_s", f"only a sequencer has a watchdog, not a {inst.role}")
+            if inst.role == "sequencer" and inst.watchdog <= inst.timeout_s:
+                fail(
+                    f"{key}.watchdog_s",
+                    f"{inst.watchdog:g} s must exceed timeout_s ({inst.timeout_s:g} s): one slow "
+                    "reply must not let the watchdog halt a healthy run",
+                )
             if (
                 not inst.simulated
                 and inst.driver

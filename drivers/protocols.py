@@ -74,6 +74,16 @@ class RealTimeSequencer(Instrument, Protocol):
         """fail, psi_plus or psi_minus: the outcome of the attempt the sequencer waits on."""
         ...
 
+    def set_watchdog(self, seconds: float) -> None:
+        """The host watchdog (0: off): a running program halts with every line safe when
+        no `pet_watchdog` comes for this long."""
+        ...
+
+    def pet_watchdog(self) -> None: ...
+    def watchdog_tripped(self) -> bool:
+        """Whether the watchdog halted the last program."""
+        ...
+
 
 @runtime_checkable
 class TimeTagger(Instrument, Protocol):

@@ -3,6 +3,11 @@
 The host assembles and uploads a program (sequences.program), starts it, and polls the event
 FIFO; the sequencer does all timing. Upload errors come back through the error queue as
 device-specific code 101 with the instruction index, which the driver maps to the source line.
+
+The host watchdog: `set_watchdog(s)` before a run (`WDOG:TIME`), then `pet_watchdog()`
+(`WDOG:PET`) at least that often while the program runs; if the host stops (a crash, kill -9)
+the sequencer halts the program with every line low. `watchdog_tripped()` (`WDOG:TRIP?`)
+tells a halt by the watchdog from the program's own HALT.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from sequences.program import HERALD_OUTCOMES, Event, Program, decode_events
 PROGRAM_ERROR_CODE = 101
 FIFO_READ = 4096
 STATES = ("IDLE", "RUNNING", "WAITING", "HALTED")
+WATCHDOG_RANGE_S = (0.1, 60.0)
+"""A watchdog timeout is 0 (off) or within this range (the firmware's bounds)."""
 _INDEX_REASON = re.compile(r"^(instruction|byte) (\d+): (.*)$")
 
 
@@ -96,6 +103,27 @@ class RtSequencer(ScpiDriver):
 
     def ttl_lines(self) -> int:
         return self.scpi.query_int("TTL?")
+
+    def set_watchdog(self, seconds: float) -> None:
+        """The host watchdog's timeout (0: off): a running program halts safe when no
+        heartbeat (`pet_watchdog`) comes for this long."""
+        low, high = WATCHDOG_RANGE_S
+        if seconds != 0 and not low <= seconds <= high:  # NaN fails both comparisons
+            raise ValueError(
+                f"{self.name}: watchdog {seconds!r} s is neither 0 (off) nor in {low:g}..{high:g} s"
+            )
+        self.scpi.write(f"WDOG:TIME {seconds:g}")
+
+    def watchdog(self) -> float:
+        return self.scpi.query_float("WDOG:TIME?")
+
+    def pet_watchdog(self) -> None:
+        """The host heartbeat; unchecked (no error round trip), sent every poll or so."""
+        self.scpi.write("WDOG:PET", check=False)
+
+    def watchdog_tripped(self) -> bool:
+        """Whether the watchdog halted the last program (until the next RUN)."""
+        return self.scpi.query_bool("WDOG:TRIP?")
 
     def safe_state(self) -> None:
         self.scpi.write("SAFE")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from controller.data.params import ParameterStore, require_intact
 from controller.data.repair import repair_own
-from controller.data.runfile import read_run
+from controller.data.runfile import read_run, retry_parked
 from controller.labconfig import LabConfig
 from controller.link.messages import OPERATOR, PEER
 from controller.link.node_link import NodeLink
@@ -101,6 +101,8 @@ class NodeDaemon(StationServer):
         problems = await loop.run_in_executor(None, self.runtime.safe_state)
         if problems:
             self.log.error("node %s: safe state at shutdown incomplete: %s", self.node, problems)
+        for problem in await loop.run_in_executor(None, retry_parked):
+            self.log.error("node %s: a run file stays unclosed at shutdown: %s", self.node, problem)
         await loop.run_in_executor(None, self.runtime.close)
         self.store.close()
 

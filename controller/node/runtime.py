@@ -20,7 +20,7 @@ import numpy as np
 
 from controller.data.names import check_name, run_path
 from controller.data.params import ParameterStore
-from controller.data.runfile import EVENT_DTYPE, RunFile
+from controller.data.runfile import EVENT_DTYPE, RunFile, retry_parked
 from controller.labconfig import LabConfig
 from drivers.base import Driver
 from drivers.protocols import (
@@ -47,6 +47,9 @@ log = logging.getLogger("qnode.node")
 
 POLL_S = 0.005
 MIN_POINT_TIMEOUT_S = 10.0
+PETS_PER_TIMEOUT = 10
+"""The run's polling loop sends the sequencer's watchdog a heartbeat this many times per
+watchdog timeout (and at least once per poll that many apart)."""
 
 
 class RunAborted(QnodeError):
@@ -182,6 +185,7 @@ class NodeRuntime:
             for name in self.cfg.instruments
         }
         self._sequencer = self.role("sequencer").narrow(RealTimeSequencer)
+        self.watchdog_s = self.cfg.instruments[next(iter(self.cfg.by_role("sequencer")))].watchdog
         self._microwave = self.role("microwave_source").narrow(MicrowaveSource)
         self._awg = self.role("awg").narrow(WaveformGenerator)
         self._lasers = {
@@ -266,6 +270,8 @@ class NodeRuntime:
         compiled = [compile_sequence(sequence, params, self.hardware, p) for p in points]
         if self.state == "fault":
             self._recover()
+        for problem in retry_parked():
+            log.warning("node %s: a run file is still not closed: %s", self.node, problem)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         path = run_path(data_dir, run_id, self.node, sequence.name)
         self.state = "busy"
@@ -280,65 +286,105 @@ class NodeRuntime:
         on_events: Callable[[list[Event]], None] | None = None,
     ) -> RunProgress:
         """Run the points; a fault puts the node in its safe state and records why.
-        `on_events` sees the sequencer's events as they arrive (the link layer's input)."""
+        `on_events` sees the sequencer's events as they arrive (the link layer's input).
+
+        Whatever fails (the run, the run file, the clean-up itself), the run ends the same
+        way: instruments safe first, then the file closed (or parked, see runfile.py), then
+        the node idle (completed, aborted) or in fault with the reason. Raises nothing but
+        what is not an Exception (after that same clean-up)."""
         progress = prepared.progress
-        sequence, sweep, compiled = prepared.sequence, prepared.sweep, prepared.compiled
+        run_file: RunFile | None = None
+        outcome, reason = "failed", "interrupted"  # what a BaseException passing through leaves
         try:
-            run_file = RunFile(
+            run_file = self._open_run_file(prepared)
+            self._run_points(prepared, run_file, on_point, on_events)
+            outcome, reason = "completed", ""
+        except RunAborted as e:
+            outcome, reason = "aborted", str(e)
+        except Exception as e:
+            outcome, reason = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            self._end_run(progress, run_file, outcome, reason)
+        return progress
+
+    def _open_run_file(self, prepared: PreparedRun) -> RunFile:
+        progress, sequence, sweep = prepared.progress, prepared.sequence, prepared.sweep
+        try:
+            return RunFile(
                 Path(progress.file),
                 run_id=progress.run_id,
                 node=self.node,
                 sequence_data=to_data(sequence, sweep),
                 axes=[(a.name, list(a.values), a.unit) for a in sweep.axes],
                 shots=sequence.shots,
-                readouts=compiled[0].readouts,
+                readouts=prepared.compiled[0].readouts,
                 lab_text=self.lab_text,
                 parameters=self.store.snapshot(self.node, self.platform),
                 software_version=__version__,
-                listing=compiled[0].listing,
+                listing=prepared.compiled[0].listing,
             )
         except Exception as e:
-            progress.status, progress.reason = "failed", f"cannot write the run file: {e}"
-            progress.finished = time.time()
-            self.state = "idle"
-            return progress
+            raise QnodeError(f"cannot write the run file: {e}") from e
+
+    def _run_points(
+        self,
+        prepared: PreparedRun,
+        run_file: RunFile,
+        on_point: Callable[[RunProgress], None] | None,
+        on_events: Callable[[list[Event]], None] | None,
+    ) -> None:
+        progress, compiled = prepared.progress, prepared.compiled
+        self._prepare(compiled[0])
+        uploaded: dict[str, tuple] = {}
+        for k, program in enumerate(compiled):
+            if self.abort_event.is_set():
+                raise RunAborted("aborted by the operator")
+            events = self._run_point(program, uploaded, on_events)
+            counts, valid, checks = parse_shots(program, events)
+            table = np.zeros(len(events), dtype=EVENT_DTYPE)
+            if events:
+                table["point"] = k
+                table["time_ns"] = [e.time_ns for e in events]
+                table["code"] = [e.code for e in events]
+                table["value"] = [e.value for e in events]
+            run_file.add_point(k, counts, valid, checks, table)
+            progress.points_done = k + 1
+            if on_point:
+                on_point(progress)
+
+    def _end_run(
+        self, progress: RunProgress, run_file: RunFile | None, outcome: str, reason: str
+    ) -> None:
+        """The one way a run ends; each step on its own, so one failing skips no other. A run
+        whose clean-up fails (an instrument not made safe, its file not closed) has failed,
+        however its points went: the node is in fault until the next run finds it sound."""
+        problems: list[str] = []
         try:
-            self._prepare(compiled[0])
-            uploaded: dict[str, tuple] = {}
-            for k, program in enumerate(compiled):
-                if self.abort_event.is_set():
-                    raise RunAborted("aborted by the operator")
-                events = self._run_point(program, uploaded, on_events)
-                counts, valid, checks = parse_shots(program, events)
-                table = np.zeros(len(events), dtype=EVENT_DTYPE)
-                if events:
-                    table["point"] = k
-                    table["time_ns"] = [e.time_ns for e in events]
-                    table["code"] = [e.code for e in events]
-                    table["value"] = [e.value for e in events]
-                run_file.add_point(k, counts, valid, checks, table)
-                progress.points_done = k + 1
-                if on_point:
-                    on_point(progress)
-        except RunAborted as e:
-            progress.status, progress.reason = "aborted", str(e)
-            run_file.close("aborted", str(e))
-            self.safe_state()
-            self.state = "idle"
-        except Exception as e:
-            progress.status, progress.reason = "failed", f"{type(e).__name__}: {e}"
-            run_file.close("failed", progress.reason)
-            self.enter_fault(f"run {progress.run_id} failed: {e}")
+            problems += [f"safe state incomplete: {p}" for p in self.safe_state()]
+        except BaseException as e:  # safe_state does not raise; this is belt and braces
+            problems.append(f"safe state failed: {type(e).__name__}: {e}")
+        if problems:
+            outcome, reason = "failed", "; ".join([r for r in (reason, *problems) if r])
+        if run_file is not None and run_file.is_open:
+            try:
+                run_file.close(outcome, reason)
+            except BaseException as e:
+                late = f"closed late: {type(e).__name__}: {e}"
+                late = f"{reason}; {late}" if reason else late
+                run_file.park("failed", late, str(e))  # a no-op if close parked it already
+                problem = (
+                    f"run file {run_file.path} not closed ({type(e).__name__}: {e}); "
+                    "it is closed when it can be"
+                )
+                outcome, reason = "failed", "; ".join([r for r in (reason, problem) if r])
+        progress.status, progress.reason = outcome, reason
+        progress.finished = time.time()
+        if outcome == "failed":
+            fault = f"run {progress.run_id} failed: {reason}"
+            log.error("node %s fault: %s", self.node, fault)
+            self.state, self.fault_reason = "fault", fault
         else:
-            progress.status = "completed"
-            run_file.close("completed")
-            self.safe_state()
             self.state = "idle"
-        finally:
-            progress.finished = time.time()
-            if run_file.is_open:
-                run_file.close("failed", "closed on the way out")
-        return progress
 
     def _recover(self) -> None:
         """Leaving fault: reconnect and check every instrument before a new run."""
@@ -389,8 +435,11 @@ class NodeRuntime:
                 awg.set_sequence([{i_ch: f"{n}_i", q_ch: f"{n}_q"} for n in compiled.segments])
                 awg.run()
         with self.sequencer() as seq:
+            seq.set_watchdog(self.watchdog_s)  # halts the program safe if this host dies
             seq.load(compiled.program)
             seq.run()
+        pet_every = self.watchdog_s / PETS_PER_TIMEOUT
+        last_pet = time.monotonic()
         events: list[Event] = []
         # a watchdog on progress, not on the total: a shot ends with an event, so a sequencer
         # that sends nothing for many shot lengths is stuck (a slow one is not)
@@ -398,6 +447,9 @@ class NodeRuntime:
         last_progress = time.monotonic()
         while True:
             with self.sequencer() as seq:
+                if time.monotonic() - last_pet >= pet_every:
+                    seq.pet_watchdog()  # however long the point: the host is alive
+                    last_pet = time.monotonic()
                 fresh = seq.read_events()
                 state = seq.state()
             if fresh:
@@ -407,6 +459,11 @@ class NodeRuntime:
                     on_events(fresh)
             with self.sequencer() as seq:
                 if state == "HALTED":
+                    if seq.watchdog_tripped():
+                        raise QnodeError(
+                            "the sequencer's watchdog halted the program: no heartbeat from "
+                            f"this host for {self.watchdog_s:g} s (lines safe)"
+                        )
                     last = seq.read_events()
                     if last and on_events:
                         on_events(last)

@@ -3,6 +3,12 @@ on the node's virtual clock, stamping events in virtual nanoseconds since RUN.
 
 Waits for the sync trigger or a herald block; while blocked, virtual time runs at wall speed
 and the timeout counts in that time.
+
+The host watchdog: with a timeout set (`WDOG:TIME <s>`, off at power-on), a running program
+needs a host heartbeat (`WDOG:PET`) at least that often, in wall time; when none comes, the
+sequencer halts the program with every line at its safe level (low: AOMs closed, microwave
+switch open), as if the host had sent SAFE, and says so (`WDOG:TRIP?` 1, the state's
+`halt_reason`) until the next RUN.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ ATTEMPT_OPS = SIMPLE_OPS | {Op.ADD, Op.WAIT_HERALD, Op.BRANCH_GE, Op.BRANCH_LT}
 YIELD_EVERY_S = 0.001
 """Run the program in slices this long, so replies and output keep flowing meanwhile."""
 FIFO_READ_MAX = 4096
+SAFE_TTL = 0
+"""Every line's safe level: low (AOMs closed, the microwave switch open)."""
+WATCHDOG_MIN_S, WATCHDOG_MAX_S = 0.1, 60.0
+"""A watchdog timeout is 0 (off) or within these bounds."""
+WATCHDOG_CHECK_S = 0.02
 
 
 class SimSequencer(Device):
@@ -39,6 +50,9 @@ class SimSequencer(Device):
         self.node = node
         self.identity = self.identity.format(serial=serial)
         self._task: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self.watchdog_s = 0.0
+        self.watchdog_trips = 0
         self.sync_source = None  # the midpoint's sync generator, if the lab has one
         self._simple_bodies: dict[int, bool] = {}
         self._attempt_loops: dict[int, tuple | None] = {}
@@ -58,6 +72,10 @@ class SimSequencer(Device):
         self.add("SYNC", lambda a: self._wake("sync", 1))
         self.add("TTL?", lambda a: str(self.node.ttl))
         self.add("SAFE", lambda a: self._safe())
+        self.add("WDOG:TIME?", lambda a: f"{self.watchdog_s:g}")
+        self.add("WDOG:TIME", self._set_watchdog)
+        self.add("WDOG:PET", lambda a: self._pet())
+        self.add("WDOG:TRIP?", lambda a: "1" if self.halt_reason else "0")
 
     def reset_state(self) -> None:
         self._stop("IDLE")
@@ -67,7 +85,10 @@ class SimSequencer(Device):
         self.t0_ns = self.node.now_ns
         self.pending = {"sync": [], "herald": []}
         self.wakeup = asyncio.Event()
-        self.node.set_ttl(0)
+        self.watchdog_s = 0.0
+        self.halt_reason = ""
+        self.last_pet = time.monotonic()
+        self.node.set_ttl(SAFE_TTL)
 
     # commands -------------------------------------------------------------------------------
     def _load(self, args: str, block: bytes | None = None) -> None:
@@ -93,8 +114,12 @@ class SimSequencer(Device):
         self.pending = {"sync": [], "herald": []}
         self.t0_ns = self.node.now_ns
         self.status = "RUNNING"
+        self.halt_reason = ""
+        self.last_pet = time.monotonic()  # RUN is the first heartbeat
         self.wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._execute(list(self.program)))
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._execute(list(self.program)))
+        self._ensure_watch()
 
     def _still_current(self) -> None:
         """A program that STOP/SAFE/reset ended must not run on: asyncio.wait_for (3.11) can
@@ -111,7 +136,41 @@ class SimSequencer(Device):
 
     def _safe(self) -> None:
         self._stop("IDLE")
-        self.node.set_ttl(0)
+        self.node.set_ttl(SAFE_TTL)
+
+    # the host watchdog ----------------------------------------------------------------------
+    def _set_watchdog(self, args: str) -> None:
+        seconds = number(args)
+        if seconds != 0 and not WATCHDOG_MIN_S <= seconds <= WATCHDOG_MAX_S:
+            raise CommandError(
+                -222,
+                f"Data out of range: watchdog {seconds:g} s "
+                f"(0: off, or {WATCHDOG_MIN_S:g}..{WATCHDOG_MAX_S:g} s)",
+            )
+        self.watchdog_s = seconds
+        self.last_pet = time.monotonic()
+        self._ensure_watch()
+
+    def _ensure_watch(self) -> None:
+        """A watch task while a program runs under a watchdog (one at a time)."""
+        running = self.status in ("RUNNING", "WAITING")
+        if running and self.watchdog_s > 0 and (self._watch is None or self._watch.done()):
+            self._watch = asyncio.get_running_loop().create_task(self._watchdog())
+
+    def _pet(self) -> None:
+        self.last_pet = time.monotonic()
+
+    async def _watchdog(self) -> None:
+        """While a program runs: halt it safe when the host's heartbeat lapses."""
+        while self.status in ("RUNNING", "WAITING") and self.watchdog_s > 0:
+            silent = time.monotonic() - self.last_pet
+            if silent > self.watchdog_s:
+                self._stop("HALTED")
+                self.node.set_ttl(SAFE_TTL)
+                self.halt_reason = f"watchdog: no host heartbeat for {silent:.2f} s"
+                self.watchdog_trips += 1
+                return
+            await asyncio.sleep(min(WATCHDOG_CHECK_S, self.watchdog_s - silent + 0.001))
 
     def _herald(self, args: str) -> None:
         outcome = int(number(args, 0, 2))
@@ -332,7 +391,11 @@ class SimSequencer(Device):
     def state(self) -> dict:
         return {
             "status": self.status,
+            "halt_reason": self.halt_reason,
             "ttl": self.node.ttl,
+            "safe_ttl": SAFE_TTL,
+            "watchdog_s": self.watchdog_s,
+            "watchdog_trips": self.watchdog_trips,
             "program_size": len(self.program),
             "events_pending": len(self.events),
             "clock_ns": self.node.now_ns - self.t0_ns,
