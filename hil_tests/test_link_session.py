@@ -403,3 +403,51 @@ def test_the_wall_clock_stamps_each_decision(make):
     (row,) = pairs_in(session)
     assert before <= row["t"] <= time.time()
     assert row["status"] == DISCARDED and row["reason"] == b"x"
+
+
+# the session's life -------------------------------------------------------------------------
+def test_silence_of_the_peer_or_the_midpoint_ends_the_session(make):
+    session, _, clock = make("initiator")
+    assert session.silence(3.0, "M") is None
+    clock.now += 2.0
+    session.on_peer_message()
+    assert session.on_midpoint_heartbeat("s", "m1")  # confirms the session
+    clock.now += 2.0
+    assert session.silence(3.0, "M") is None
+    clock.now += 1.5
+    session.on_midpoint_heartbeat("s", "m1")
+    assert session.silence(3.0, "M") == "peer B fell silent"
+    session.on_peer_message()
+    clock.now += 3.5
+    session.on_peer_message()
+    assert session.silence(3.0, "M") == "midpoint M fell silent"
+
+
+def test_a_midpoint_that_never_confirms_or_restarts_loses_the_session(make):
+    session, _, clock = make("responder", node="B")
+    for _ in range(3):  # beats about another session (or none) keep it alive, no more
+        clock.now += 2.5
+        session.on_peer_message()
+        assert session.on_midpoint_heartbeat("", "m1")
+    assert session.silence(3.0, "M") == "midpoint M never confirmed the session"
+    assert session.on_midpoint_heartbeat("s", "m1")
+    assert session.silence(3.0, "M") is None
+    assert not session.on_midpoint_heartbeat("", "m2")  # a new instance: it never heard of s
+
+
+def test_the_first_reason_to_end_wins(make):
+    session, _, _ = make("initiator")
+    assert session.end_with("aborted", "aborted by the operator")
+    assert not session.end_with("failed", "peer B fell silent")
+    assert session.ending == ("aborted", "aborted by the operator")
+
+
+def test_a_round_done_before_the_round_began_here_is_not_lost(make):
+    """The responder may report its round (a failure, at once) before the initiator has
+    prepared its own run: the status waits for it."""
+    session, _, _ = make("initiator")
+    session.expect_peer_round()
+    session.on_peer_round_done("run failed: B.mw does not answer")
+    session.begin_round(0, 5, "Z")
+    assert session.peer_round_status == "run failed: B.mw does not answer"
+    assert [session.basis_of[k] for k in range(5)] == ["Z"] * 5

@@ -72,7 +72,7 @@ class NodeLink:
         """The daemon stops: end the session (aborted), close the station links."""
         session = self.session
         if session is not None:
-            session.ending = ("aborted", reason)
+            session.end_with("aborted", reason)
             await self._end(session, "aborted", reason)
         for task in list(self._tasks):
             task.cancel()
@@ -83,8 +83,8 @@ class NodeLink:
     def abort(self, reason: str) -> None:
         """The operator aborts: the session ends (after its run stops) with this reason."""
         session = self.session
-        if session is not None and session.ending is None:
-            session.ending = ("aborted", reason)
+        if session is not None:
+            session.end_with("aborted", reason)
 
     @property
     def link_malformed(self) -> int:
@@ -108,15 +108,12 @@ class NodeLink:
         session = self.session
         if session is None:
             return
-        session.midpoint_heard = time.monotonic()
+        session.on_midpoint_message()
         kind = msg["type"]
         if kind == "herald":
             session.on_herald(msg)
         elif kind == "heartbeat":
-            instance = msg["instance"]
-            if msg["session"] == session.session:
-                session.midpoint_instance = instance
-            elif session.midpoint_instance is not None and instance != session.midpoint_instance:
+            if not session.on_midpoint_heartbeat(msg["session"], msg["instance"]):
                 self._lose(session, f"midpoint {self.midpoint} restarted: the session is gone")
         elif kind == "session_ended" and msg["session"] == session.session:
             self._lose(session, f"midpoint {self.midpoint} ended the session: {msg['reason']}")
@@ -268,7 +265,7 @@ class NodeLink:
                 basis, shots = plan_round(
                     request["delivery"], request["pairs"], session.delivered_by_basis
                 )
-                session.peer_round_done.clear()
+                session.expect_peer_round()
                 await self.link_to(session.peer).request(
                     "link_round",
                     session=session.session,
@@ -316,7 +313,7 @@ class NodeLink:
 
     async def _peer_finished_round(self, session: LinkSession) -> bool:
         limit = time.monotonic() + ROUND_DONE_TIMEOUT_S
-        while not session.peer_round_done.is_set():
+        while session.peer_round_status is None:
             if session.ending is not None or time.monotonic() > limit:
                 return False
             await asyncio.sleep(0.02)
@@ -346,8 +343,7 @@ class NodeLink:
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
             self.node.abort()
         session.file.add_run(run.run_id)
-        for k in range(first_shot, first_shot + shots):
-            session.basis_of[k] = basis
+        session.begin_round(first_shot, shots, basis)
         parser = ShotParser(first_shot, measured=basis != "keep")
 
         def on_events(events: list) -> None:  # the worker thread: hand over to the loop
@@ -375,22 +371,16 @@ class NodeLink:
                 midpoint.refresh()
                 peer.send("peer_heartbeat", session=session.session)
                 midpoint.send("heartbeat", node=self.name, session=session.session)
-            now = time.monotonic()
-            if now - session.peer_heard > SILENCE_S:
-                self._lose(session, f"peer {session.peer} fell silent")
-            elif now - session.midpoint_heard > SILENCE_S:
-                self._lose(session, f"midpoint {self.midpoint} fell silent")
-            elif session.midpoint_instance is None and now - session.opened > 2 * SILENCE_S:
-                # (after the silence check has had its chance: a killed midpoint is silent)
-                self._lose(session, f"midpoint {self.midpoint} never confirmed the session")
+            silent = session.silence(SILENCE_S, self.midpoint)
+            if silent is not None:
+                self._lose(session, silent)
 
     def _lose(self, session: LinkSession, reason: str) -> None:
         """The peer or the midpoint is gone (or the peer's round failed): stop the run; the
         session ends as failed."""
-        if session.ending is not None or self.session is not session:
+        if self.session is not session or not session.end_with("failed", reason):
             return
         log.error("%s: session %s: %s", self.name, session.session, reason)
-        session.ending = ("failed", reason)
         self.node.abort()
         if session.role == "responder":
             self._spawn(self._end_after_run(session, "failed", reason))
@@ -450,7 +440,7 @@ class NodeLink:
             raise self.refuse(f"not from this session's peer ({peer})", kind, sender)
         if msg["session"] != session.session:
             raise QnodeError(f"{kind}: session {msg['session']!r} is not {session.session}")
-        session.peer_heard = time.monotonic()
+        session.on_peer_message()
         if kind == "peer_heartbeat":
             return {}
         if kind == "link_round":
@@ -459,8 +449,7 @@ class NodeLink:
             self._round_task = self._spawn(self._responder_round(session, msg))
             return {}
         if kind == "round_done":
-            session.peer_round_status = msg["status"]
-            session.peer_round_done.set()
+            session.on_peer_round_done(msg["status"])
             if msg["status"] != "completed":
                 # the peer's run failed: this node's would wait for a sync that never comes
                 self._lose(session, f"{session.peer}: {msg['status']}")

@@ -24,7 +24,6 @@ and Y results are flipped (a kept pair carries the frame in its record).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -140,13 +139,59 @@ class LinkSession:
             raise ValueError("software heralding needs a way to forward outcomes")
         self.forward = forward
         self.clock = clock
-        self.peer_round_done = asyncio.Event()
-        self.peer_round_status = ""
+        self.peer_round_status: str | None = None
+        """How the peer's run of the current round ended (None: it has not said yet)."""
         self.peer_heard = clock()
         self.midpoint_heard = clock()
         self.opened = clock()
         self.midpoint_instance: str | None = None
         """The midpoint's instance whose heartbeats named this session (None: not yet)."""
+
+    # the session's life ---------------------------------------------------------------------
+    def end_with(self, state: str, reason: str) -> bool:
+        """The session is to end (its run stopped first): the first reason given wins."""
+        if self.ending is not None:
+            return False
+        self.ending = (state, reason)
+        return True
+
+    def expect_peer_round(self) -> None:
+        """The initiator, before it asks its peer for a round: no round done yet."""
+        self.peer_round_status = None
+
+    def begin_round(self, first_shot: int, shots: int, basis: str) -> None:
+        for shot in range(first_shot, first_shot + shots):
+            self.basis_of[shot] = basis
+
+    def on_peer_round_done(self, status: str) -> None:
+        self.peer_round_status = status
+
+    def on_peer_message(self) -> None:
+        self.peer_heard = self.clock()
+
+    def on_midpoint_message(self) -> None:
+        self.midpoint_heard = self.clock()
+
+    def on_midpoint_heartbeat(self, session: str, instance: str) -> bool:
+        """A midpoint heartbeat; False if the midpoint restarted (a new instance that never
+        heard of this session: it is gone there)."""
+        self.on_midpoint_message()
+        if session == self.session:
+            self.midpoint_instance = instance
+        return self.midpoint_instance is None or instance == self.midpoint_instance
+
+    def silence(self, silence_s: float, midpoint: str) -> str | None:
+        """Who fell silent (the peer or the midpoint, nothing heard for `silence_s`), or a
+        midpoint that never confirmed the session (after twice that: a killed midpoint is
+        silent first), or None."""
+        now = self.clock()
+        if now - self.peer_heard > silence_s:
+            return f"peer {self.peer} fell silent"
+        if now - self.midpoint_heard > silence_s:
+            return f"midpoint {midpoint} fell silent"
+        if self.midpoint_instance is None and now - self.opened > 2 * silence_s:
+            return f"midpoint {midpoint} never confirmed the session"
+        return None
 
     # inputs ---------------------------------------------------------------------------------
     def on_shots(self, round_index: int, shots: list[tuple[int, OwnShot]]) -> None:
