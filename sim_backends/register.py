@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 I2 = np.eye(2, dtype=complex)
-P0 = np.array([[1, 0], [0, 0]], dtype=complex)
-P1 = np.array([[0, 0], [0, 1]], dtype=complex)
 Z = np.array([[1, 0], [0, -1]], dtype=complex)
 
 

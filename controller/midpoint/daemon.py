@@ -62,7 +62,6 @@ class MidpointSession:
     file: SessionFile
     software: bool = False
     seq: int = 0
-    sent: int = 0
     last_heard: float = field(default_factory=time.monotonic)
 
 
