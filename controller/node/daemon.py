@@ -15,6 +15,9 @@ messages go to the link layer. Every reply: {type: "reply", id, ok, ...} or ok f
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.data.params import ParameterStore, require_intact
@@ -27,12 +30,62 @@ from controller.messaging.serving import Request, StationServer
 from controller.messaging.station_link import StationDialer
 from controller.node.link_port import LinkPort
 from controller.node.messages import NODE
-from controller.node.runtime import NodeRuntime
+from controller.node.runtime import InstrumentHandle, NodeRuntime
 from controller.node.worker import RunWorker
 from qnode.errors import QnodeError
 from sequences.operations import from_data
 
 SHUTDOWN_GRACE_S = 10.0
+SHUTDOWN_SAFE_S = 6.0
+"""Every instrument's safe state at shutdown, at once: a gone one costs its own timeout and
+back-off (a few seconds), not the others', and no more than this in all."""
+SHUTDOWN_CLOSE_S = 2.0
+
+
+def _make_safe(handle: InstrumentHandle) -> None:
+    with handle as driver:
+        if not driver.is_open:
+            driver.open()
+        driver.safe_state()
+
+
+def _close(handle: InstrumentHandle) -> None:
+    with handle as driver:
+        driver.close()
+
+
+async def at_once(
+    handles: dict[str, InstrumentHandle], job: Callable[[InstrumentHandle], None], limit_s: float
+) -> dict[str, str]:
+    """`job` on every instrument in a thread of its own, waiting at most `limit_s` in all;
+    returns what failed or did not finish, by instrument. The threads are daemons: one that
+    hangs on a dead instrument cannot keep the daemon from exiting."""
+    failed: dict[str, str] = {name: f"no answer within {limit_s:g} s" for name in handles}
+    lock = threading.Lock()
+
+    def run(name: str, handle: InstrumentHandle) -> None:
+        try:
+            job(handle)
+            outcome = None
+        except Exception as e:
+            outcome = str(e)
+        with lock:
+            if outcome is None:
+                del failed[name]
+            else:
+                failed[name] = outcome
+
+    threads = [
+        threading.Thread(target=run, args=item, name=f"shutdown-{item[0]}", daemon=True)
+        for item in handles.items()
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + limit_s
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    with lock:
+        return dict(failed)
 
 
 class NodeDaemon(StationServer):
@@ -98,12 +151,18 @@ class NodeDaemon(StationServer):
         self.runtime.abort_event.set()
         await self.worker.finish(SHUTDOWN_GRACE_S)
         loop = asyncio.get_running_loop()
-        problems = await loop.run_in_executor(None, self.runtime.safe_state)
-        if problems:
-            self.log.error("node %s: safe state at shutdown incomplete: %s", self.node, problems)
+        handles = self.runtime.instruments
+        self.log.warning(
+            "node %s stopping: safe state of %d instruments (at most %g s)...",
+            self.node,
+            len(handles),
+            SHUTDOWN_SAFE_S,
+        )
+        for name, problem in (await at_once(handles, _make_safe, SHUTDOWN_SAFE_S)).items():
+            self.log.error("node %s: %s did not reach the safe state: %s", self.node, name, problem)
         for problem in await loop.run_in_executor(None, retry_parked):
             self.log.error("node %s: a run file stays unclosed at shutdown: %s", self.node, problem)
-        await loop.run_in_executor(None, self.runtime.close)
+        await at_once(handles, _close, SHUTDOWN_CLOSE_S)
         self.store.close()
 
     # requests -------------------------------------------------------------------------------
