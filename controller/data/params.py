@@ -457,6 +457,17 @@ def require_intact(store: ParameterStore, who: str, accept_broken: bool = False)
     return report
 
 
+def open_intact(path: Path, who: str, accept_broken: bool = False) -> ParameterStore:
+    """A daemon's store, opened only if its history is intact (or accepted broken)."""
+    store = ParameterStore(path)
+    try:
+        require_intact(store, who, accept_broken)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 def _row(r) -> ParameterRow:
     return ParameterRow(
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11]

@@ -30,7 +30,7 @@ import numpy as np
 import zmq
 
 from controller.data.names import session_path
-from controller.data.params import ParameterStore, require_intact
+from controller.data.params import open_intact
 from controller.data.repair import repair_own
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
@@ -75,12 +75,10 @@ class MidpointDaemon(StationServer):
         accept_broken_history: bool = False,
     ) -> None:
         name = midpoint_name(lab)
-        store = ParameterStore(lab.data_dir / "params.sqlite")
-        try:  # before anything else: a broken history refuses the start
-            require_intact(store, f"midpoint {name}", accept_broken_history)
-        except BaseException:
-            store.close()
-            raise
+        # before anything else: a broken history refuses the start
+        store = open_intact(
+            lab.data_dir / "params.sqlite", f"midpoint {name}", accept_broken_history
+        )
         super().__init__(lab.data_dir, name, f"midpoint {name}", endpoint, MIDPOINT)
         self.lab = lab
         self.node = name

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.data.params import ParameterStore, require_intact
+from controller.data.params import open_intact
 from controller.data.repair import repair_own
 from controller.data.runfile import read_run, retry_parked
 from controller.labconfig import LabConfig
@@ -97,12 +97,8 @@ class NodeDaemon(StationServer):
         endpoint: str,
         accept_broken_history: bool = False,
     ) -> None:
-        store = ParameterStore(lab.data_dir / "params.sqlite")
-        try:  # before anything else: a broken history refuses the start
-            require_intact(store, f"node {node}", accept_broken_history)
-        except BaseException:
-            store.close()
-            raise
+        # before anything else: a broken history refuses the start
+        store = open_intact(lab.data_dir / "params.sqlite", f"node {node}", accept_broken_history)
         super().__init__(lab.data_dir, node, f"node {node}", endpoint, NODE)
         self.lab = lab
         self.node = node
