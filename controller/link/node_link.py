@@ -507,8 +507,9 @@ class NodeLink:
         self.link_to(initiator).refresh()
         exp = Expectation.from_dict(msg.get("expected") or {})
         self._alpha_amplitude = self._alpha_amplitude_for(exp.alpha)
+        # twice 4 s at most (asked once more if unanswered): within the initiator's 10 s
         await self.link_to(self.midpoint).request(
-            "hello", node=self.name, timeout_s=5.0, idempotent=True
+            "hello", node=self.name, timeout_s=4.0, idempotent=True
         )
         request = {k: v for k, v in msg.items() if k not in ("v", "id", "t", "type")}
         self._open(msg["session"], "responder", initiator, list(nodes), request, exp)
