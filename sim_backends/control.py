@@ -195,7 +195,7 @@ class ControlServer:
             elif fault == "garble":
                 faults.garble_next += int(request.get("count", 1))
             elif fault == "delay":
-                faults.delay_s = float(request.get("seconds", 0.0))
+                faults.delay_s = _seconds(request.get("seconds", 0.0))
             elif fault == "drop":
                 if not device.on_drop:
                     raise ValueError(
@@ -244,3 +244,13 @@ class ControlServer:
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
+
+
+def _seconds(value: object) -> float:
+    """A delay's `seconds`: a finite number, not negative (NaN would pass for no delay, and
+    inf would freeze the instrument for good)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"seconds must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"seconds must be finite and not negative, got {value!r}")
+    return float(value)

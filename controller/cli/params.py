@@ -61,24 +61,36 @@ def params_history(name: str, lab: Path = LabOption, node: str = NodeOption) -> 
     console.print(table)
 
 
-@app.command("set")
+@app.command("set", context_settings={"ignore_unknown_options": True})  # a value of -5
 def params_set(
     name: str,
     value: float,
     reason: str = typer.Option(..., "--reason", help="Why (recorded)."),
+    new: bool = typer.Option(
+        False, "--new", help="A new, custom parameter: no sequence knows the name (yet)."
+    ),
     lab: Path = LabOption,
     node: str = NodeOption,
 ) -> None:
-    """Manual override, recorded as such with its reason."""
-    from controller.data.params import ParameterError, known_parameter
+    """Manual override, recorded as such with its reason. Refused at once, with nothing
+    recorded: a node the lab does not have, a misspelt name (--new for a deliberate custom
+    one), a value that is not finite or beyond the lab limit of its instrument."""
+    from controller.data.params import (
+        ParameterError,
+        ParameterStore,
+        check_manual,
+        known_parameter,
+    )
 
-    if not known_parameter(name):
-        err_console.print(f"[yellow]note:[/] '{name}' is not a parameter the sequences know")
-    with _store(lab) as store:
-        try:
+    config = load_config(lab)
+    try:
+        with ParameterStore(config.data_dir / "params.sqlite") as store:
+            check_manual(config, store, node, name, value, new)
             row = store.set_manual(node, name, value, reason)
-        except ParameterError as e:
-            raise fail(str(e), 2) from None
+    except ParameterError as e:
+        raise fail(str(e), 2) from None
+    if new and not known_parameter(name):
+        err_console.print(f"[yellow]note:[/] '{name}' is a custom parameter: no sequence uses it")
     console.print(f"{node}.{name} = {row.value:g} {row.unit} (manual: {reason})")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,15 @@ def sim_up(
 def sim_fault(
     instrument: str = typer.Argument(..., help="e.g. A.mw"),
     fault: str = typer.Argument(..., help="freeze, unfreeze, garble, drop, reset, delay, clear"),
-    seconds: float = typer.Option(0.0, help="Reply delay, for 'delay'."),
+    seconds: float = typer.Option(0.0, help="Reply delay, for 'delay' (finite, not negative)."),
     lab: Path = LabOption,
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """Inject a fault into a running simulated lab."""
     from controller.harness.sim import SimControl, SimControlError
 
+    if not math.isfinite(seconds) or seconds < 0:
+        raise fail(f"--seconds must be finite and not negative, got {seconds:g}", 2)
     config = load_config(lab)
     try:
         control = SimControl(resource_map or config.resource_map_path)

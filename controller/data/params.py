@@ -8,17 +8,25 @@ every row rewritten, removed or inserted since.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
 import json
 import logging
+import math
+import shutil
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qnode.errors import QnodeError
 from sequences.parameters import PARAMETERS, defaults, unit_of
+
+if TYPE_CHECKING:
+    from controller.labconfig import LabConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS params (
@@ -147,9 +155,29 @@ class ParameterStore:
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._lock:
-            self._open_schema()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            with self._lock:
+                self._open_schema()
+        except sqlite3.Error as e:
+            self._db.close()
+            raise self._store_error(e, "opening it") from None
+
+    def _store_error(self, e: sqlite3.Error, doing: str) -> ParameterError:
+        """SQLite's error as one clear line: a full disk said as such ("database or disk is
+        full", or the "disk I/O error" SQLite reports when it cannot even grow its WAL
+        files), and that nothing was recorded (the append is one transaction)."""
+        free: int | None = None
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(self.path.parent).free
+        if "full" in str(e) or (free is not None and free < 256 * 1024):
+            why = f"the disk is full ({free if free is not None else '?'} bytes free)"
+        else:
+            why = str(e)
+        return ParameterError(
+            f"parameter store {self.path}: {doing} failed: {why} [sqlite: {e}]; nothing was "
+            "recorded, the store is unchanged"
+        )
 
     def _open_schema(self) -> None:
         db = self._db
@@ -269,34 +297,43 @@ class ParameterStore:
             int(bool(accepted)),
             _text(reason),
         )
-        db = self._db
         with self._lock:
-            db.execute("BEGIN IMMEDIATE")  # read the chain's end and append, atomically
             try:
-                last = db.execute("SELECT id, row_hash FROM params ORDER BY id DESC LIMIT 1")
-                last_row = last.fetchone()
-                seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'params'")
-                seq_row = seq.fetchone()
-                row_id = max(last_row[0] if last_row else 0, seq_row[0] if seq_row else 0) + 1
-                prev = (last_row[1] or "") if last_row else GENESIS
-                digest = row_digest((row_id, *fields), prev)
-                db.execute(
-                    f"INSERT INTO params ({', '.join(FIELDS)}, prev_hash, row_hash) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (row_id, *fields, prev, digest),
-                )
-                stored = db.execute(
-                    f"SELECT {', '.join(FIELDS)} FROM params WHERE id = ?", (row_id,)
-                ).fetchone()
-                if row_digest(tuple(stored), prev) != digest:  # never a row that fails verify
-                    raise ParameterError(f"{node}.{name}: the row would not verify as stored")
-                self._set_meta("head", json.dumps({"id": row_id, "hash": digest}))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                row_id = self._append(node, name, fields)
+            except sqlite3.Error as e:
+                raise self._store_error(e, f"recording {node}.{name}") from None
         return self._query("SELECT * FROM params WHERE id = ?", (row_id,))[0]
+
+    def _append(self, node: str, name: str, fields: tuple) -> int:
+        """One row at the chain's end, in one transaction (rolled back on any error); its id."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # read the chain's end and append, atomically
+        try:
+            last = db.execute("SELECT id, row_hash FROM params ORDER BY id DESC LIMIT 1")
+            last_row = last.fetchone()
+            seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'params'")
+            seq_row = seq.fetchone()
+            row_id = max(last_row[0] if last_row else 0, seq_row[0] if seq_row else 0) + 1
+            prev = (last_row[1] or "") if last_row else GENESIS
+            digest = row_digest((row_id, *fields), prev)
+            db.execute(
+                f"INSERT INTO params ({', '.join(FIELDS)}, prev_hash, row_hash) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (row_id, *fields, prev, digest),
+            )
+            stored = db.execute(
+                f"SELECT {', '.join(FIELDS)} FROM params WHERE id = ?", (row_id,)
+            ).fetchone()
+            if row_digest(tuple(stored), prev) != digest:  # never a row that fails verify
+                raise ParameterError(f"{node}.{name}: the row would not verify as stored")
+            self._set_meta("head", json.dumps({"id": row_id, "hash": digest}))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return row_id
 
     def verify(self, node: str | None = None) -> ChainReport:
         """Check the hash chain: every row rewritten (its fields no longer match its hash),
@@ -337,6 +374,12 @@ class ParameterStore:
         """What a compiler sees: the platform's defaults, overridden by current values."""
         current = {name: row.value for name, row in self.current(node).items()}
         return {**defaults(platform), **current}
+
+    def names(self, node: str) -> set[str]:
+        """Every parameter name the node has a row of (accepted or not)."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT name FROM params WHERE node = ?", (node,))
+            return {name for (name,) in rows.fetchall()}
 
     def history(self, node: str, name: str) -> list[ParameterRow]:
         return self._query(
@@ -476,3 +519,78 @@ def _row(r) -> ParameterRow:
 
 def known_parameter(name: str) -> bool:
     return name in PARAMETERS
+
+
+# checks of a manual override (`qnode params set`), against the lab ---------------------------
+AMPLITUDES = ("pi_amplitude_v", "pi2_amplitude_v", "rabi_amplitude_v", "alpha_amplitude_v")
+LAB_LIMITS: dict[str, tuple[str, str]] = {
+    "mw_frequency_hz": ("microwave_source", "frequency_hz"),
+    "esr_start_hz": ("microwave_source", "frequency_hz"),
+    "esr_stop_hz": ("microwave_source", "frequency_hz"),
+    "mw_power_dbm": ("microwave_source", "power_dbm"),
+    **{name: ("awg", "amplitude_vpp") for name in AMPLITUDES},
+}
+"""Parameter -> (instrument role, limit) it is bounded by: what the node sets on that
+instrument from it. The AWG's amplitudes are pulse peaks within the channel's amplitude
+(0 .. amplitude_vpp / 2, as the compiler scales them); `<laser>_power_w` and
+`<optical path>_power_w` are bounded by that laser's power_w."""
+
+
+def lab_limit(lab: LabConfig, node: str, name: str) -> tuple[float, float, str] | None:
+    """(low, high, which limit of which instrument) bounding a parameter, if any."""
+    cfg = lab.nodes.get(node)
+    if cfg is None:
+        return None
+    if name.endswith("_power_w"):
+        stem = name.removesuffix("_power_w")
+        optical = next((o for path, o in cfg.optics.items() if path == stem), None)
+        laser = optical.laser if optical is not None else stem
+        inst = cfg.instruments.get(laser)
+        if inst is None or inst.role != "laser" or "power_w" not in inst.limits:
+            return None
+        lo, hi = inst.limits["power_w"]
+        return float(lo), float(hi), f"{node}.{laser} power_w"
+    if name not in LAB_LIMITS:
+        return None
+    role, limit = LAB_LIMITS[name]
+    for inst_name, inst in cfg.by_role(role).items():
+        if limit in inst.limits:
+            lo, hi = inst.limits[limit]
+            if limit == "amplitude_vpp":  # a pulse's peak, within the channel's amplitude
+                return 0.0, float(hi) / 2, f"the peak of {node}.{inst_name} at {hi:g} Vpp"
+            return float(lo), float(hi), f"{node}.{inst_name} {limit}"
+    return None
+
+
+def check_manual(
+    lab: LabConfig, store: ParameterStore, node: str, name: str, value: float, new: bool = False
+) -> None:
+    """What `qnode params set` refuses at once, before anything is recorded: a node the lab
+    does not have, a name no sequence knows and the node has no history of (with the close
+    names; `new` records a deliberate custom parameter), a value that is not finite, or one
+    beyond the lab limit of the instrument the parameter is set on. ParameterError says
+    which."""
+    if node not in lab.nodes:
+        raise ParameterError(
+            f"no node {node!r} in lab {lab.lab.name} (its nodes: {', '.join(sorted(lab.nodes))})"
+        )
+    laser_power = name.endswith("_power_w") and lab_limit(lab, node, name) is not None
+    if not new and not laser_power and name not in PARAMETERS and name not in store.names(node):
+        known = sorted({*PARAMETERS, *store.names(node)})
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ParameterError(
+            f"unknown parameter {name!r} for node {node}: {hint}"
+            "(`qnode params show` lists them; --new records a new, custom parameter)"
+        )
+    if not math.isfinite(value):
+        raise ParameterError(f"{node}.{name}: value {value} is not finite")
+    bound = lab_limit(lab, node, name)
+    if bound is not None:
+        lo, hi, what = bound
+        if not lo <= value <= hi:
+            unit = unit_of(name)
+            raise ParameterError(
+                f"{node}.{name} = {value:g} {unit} is beyond the lab limit "
+                f"[{lo:g}, {hi:g}] {unit} ({what}, in {lab.source or 'the lab file'})"
+            )

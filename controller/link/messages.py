@@ -20,6 +20,56 @@ from qnode.errors import QnodeError
 
 NUMBER: Kind = (int, float)
 
+
+class _Contents(type):
+    """A Kind that looks inside its value too: the schema's check is isinstance, and
+    isinstance asks the class's `accepts`; its name says what it takes."""
+
+    def __instancecheck__(cls, value: object) -> bool:
+        return bool(cls.accepts(value))
+
+    def accepts(cls, value: object) -> bool:
+        raise NotImplementedError
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Names(metaclass=_Contents):
+    """A list of strings (node names)."""
+
+    SAMPLE: list = []
+
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+Names.__name__ = "list of str"
+
+
+class ExpectationMap(metaclass=_Contents):
+    """The initiator's expectation in a link request (controller.link.plan.Expectation):
+    alpha (a number or None), p_success and fidelity (numbers), notes (strings)."""
+
+    SAMPLE: dict = {}
+
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        if not isinstance(value, dict):
+            return False
+        notes = value.get("notes", [])
+        return (
+            all(_number(value[k]) for k in ("p_success", "fidelity") if k in value)
+            and (value.get("alpha") is None or _number(value["alpha"]))
+            and isinstance(notes, list)
+            and all(isinstance(n, str) for n in notes)
+        )
+
+
+ExpectationMap.__name__ = "map of alpha, p_success, fidelity (numbers) and notes (str)"
+
 REQUEST_FIELDS: dict[str, Kind] = {
     "pairs": int,
     "protocol": str,
@@ -33,8 +83,8 @@ REQUEST_CHOICES = {"protocol": PROTOCOLS, "delivery": DELIVERY, "heralding": HER
 PEER = vocabulary(
     Schema(
         "link_request",
-        {"session": str, "nodes": list, **REQUEST_FIELDS},
-        {**REQUEST_OPTIONS, "expected": dict},
+        {"session": str, "nodes": Names, **REQUEST_FIELDS},
+        {**REQUEST_OPTIONS, "expected": ExpectationMap},
         REQUEST_CHOICES,
     ),
     Schema(
@@ -101,7 +151,7 @@ TO_MIDPOINT = vocabulary(
     Schema("heartbeat", {"node": str}, {"session": str}, notification=True),
     Schema(
         "session_start",
-        {"node": str, "session": str, "protocol": str, "nodes": list},
+        {"node": str, "session": str, "protocol": str, "nodes": Names},
         {"heralding": str},
         {"protocol": PROTOCOLS, "heralding": HERALDING},
     ),

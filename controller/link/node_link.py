@@ -102,7 +102,9 @@ class NodeLink:
         return link
 
     async def _ask_session_pairs(self, peer: str, session: str) -> dict:
-        return await self.link_to(peer).request("session_pairs", session=session, timeout_s=5.0)
+        return await self.link_to(peer).request(
+            "session_pairs", session=session, timeout_s=5.0, idempotent=True
+        )
 
     def _from_midpoint(self, msg: dict) -> None:
         session = self.session
@@ -488,9 +490,16 @@ class NodeLink:
                 f"not from the node that initiates it ({nodes})", "link_request", sender
             )
         self._check(msg, initiator)
+        # The initiator may have restarted since this node last spoke to it (a new port): the
+        # pair messages and `round_done` go out fire-and-forget, without a look at its info
+        # file, so the link must point at where it serves now before the first of them.
+        self.link_to(initiator).refresh()
         exp = Expectation.from_dict(msg.get("expected") or {})
         self._alpha_amplitude = self._alpha_amplitude_for(exp.alpha)
-        await self.link_to(self.midpoint).request("hello", node=self.name, timeout_s=5.0)
+        # twice 4 s at most (asked once more if unanswered): within the initiator's 10 s
+        await self.link_to(self.midpoint).request(
+            "hello", node=self.name, timeout_s=4.0, idempotent=True
+        )
         request = {k: v for k, v in msg.items() if k not in ("v", "id", "t", "type")}
         self._open(msg["session"], "responder", initiator, list(nodes), request, exp)
         return {"accepted": True}

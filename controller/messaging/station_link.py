@@ -6,7 +6,11 @@ that hands replies to their requests (by id) and every other message (heralds, h
 peer checks) to a handler. A malformed message is counted and dropped. A station that
 restarts serves on a new port with a new info file: `refresh` (before every request, and
 from the session's heartbeat tick) notices it and reconnects, so the fire-and-forget path of
-the pair messages does no file I/O.
+the pair messages does no file I/O. That path sends on the connection as it was last
+refreshed, so whoever opens a session refreshes its links first: the responder of a
+`link_request` refreshes its link to the initiator (which may have restarted since the two
+last spoke) before its first pair message or `round_done`. An idempotent request that goes
+unanswered is asked once more on a fresh connection.
 """
 
 from __future__ import annotations
@@ -151,7 +155,32 @@ class StationLink:
         with contextlib.suppress(zmq.Again):
             sock.send(pack(kind, next(self._ids), **fields), flags=zmq.NOBLOCK)
 
-    async def request(self, kind: str, timeout_s: float = 10.0, **fields) -> dict:
+    async def request(
+        self, kind: str, timeout_s: float = 10.0, idempotent: bool = False, **fields
+    ) -> dict:
+        """Ask and wait for the answer (StationUnavailable after `timeout_s`; QnodeError with
+        the station's reason if it refuses). An `idempotent` request (one that changes
+        nothing when it arrives twice) that goes unanswered is asked once more on a fresh
+        connection: the station may have restarted where this link has not looked yet."""
+        try:
+            return await self._ask(kind, timeout_s, fields)
+        except StationUnavailable:
+            if not idempotent:
+                raise
+        log.warning(
+            "%s: %s did not answer %s: reconnecting and asking once more",
+            self.node,
+            self.target,
+            kind,
+        )
+        if self._waiting:  # others wait on this connection: look for a move, keep it
+            self.refresh()
+        else:
+            with contextlib.suppress(QnodeError):
+                self.connect()
+        return await self._ask(kind, timeout_s, fields)
+
+    async def _ask(self, kind: str, timeout_s: float, fields: dict) -> dict:
         self.refresh()
         msg_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()

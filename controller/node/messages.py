@@ -8,7 +8,7 @@ from controller.messaging.wire import Schema, vocabulary
 
 CONTROL = vocabulary(
     Schema("status"),
-    Schema("run"),  # its sequence is checked by sequences.operations.from_data
+    Schema("run", {"sequence": dict}),  # its content: sequences.operations.from_data
     Schema("abort", optional={"session": str}),
     Schema("safe_state"),
     Schema("result", {"run_id": str}),
