@@ -5,13 +5,20 @@ beyond the bound never reaches the daemon."""
 
 from __future__ import annotations
 
+import threading
+import time
+import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from controller.labconfig import DEFAULT_LAB, DEFAULT_MAX_SWEEP_POINTS, parse_lab
 from controller.messaging.serving import read_info
-from controller.operator.client import NodeRequestError
-from sequences.operations import MwPulse, Readout, Sequence
+from controller.operator.client import NodeClient, NodeRequestError
+from qnode.errors import LabConfigError
+from sequences.library import rabi
+from sequences.operations import MwPulse, Readout, Sequence, Sweep, SweepAxis
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -50,3 +57,109 @@ def test_a_pulse_beyond_the_awg_memory_is_refused_before_any_array(start_daemon,
     assert f"AWG memory limit of {memory} points" in message, message
     assert "24000000 for this 2e+07 ns pulse" in message, message  # the pulse's own samples
     assert daemon.client.status()["state"] == "idle"
+
+
+# ---- 2. a bound on sweeps; compiling off the loop ---------------------------------------------
+
+
+def test_the_lab_file_bounds_the_points_of_a_sweep():
+    raw = tomllib.loads(Path(DEFAULT_LAB).read_text())
+    assert parse_lab(raw, str(DEFAULT_LAB)).lab.max_sweep_points == DEFAULT_MAX_SWEEP_POINTS
+    raw["lab"]["max_sweep_points"] = 200
+    assert parse_lab(raw, str(DEFAULT_LAB)).lab.max_sweep_points == 200
+    for bad in (0, -5, 10**9, 2.5, "many", True):
+        raw["lab"]["max_sweep_points"] = bad
+        with pytest.raises(LabConfigError) as err:
+            parse_lab(raw, str(DEFAULT_LAB))
+        assert err.value.key_path == "lab.max_sweep_points", str(err.value)
+
+
+def test_a_sweep_beyond_the_bound_is_refused_at_the_door(start_daemon):
+    daemon = start_daemon("A")
+    n = DEFAULT_MAX_SWEEP_POINTS + 1
+    sweep = Sweep((SweepAxis.linspace("duration_ns", 0, 400, n, "ns"),))
+    t0 = time.monotonic()
+    with pytest.raises(NodeRequestError, match=rf"sweep has {n} points.*max_sweep_points"):
+        daemon.client.start(rabi("nv", shots=1), sweep)
+    assert time.monotonic() - t0 < 2.0  # refused, not compiled
+    # a grid whose axes are each small but whose product is not: refused without making it
+    grid = Sweep(
+        (
+            SweepAxis.linspace("duration_ns", 0, 400, 1000, "ns"),
+            SweepAxis.linspace("rabi_amplitude_v", 0.1, 0.5, 1000, "V"),
+            SweepAxis.linspace("mw_power_dbm", -10, 0, 1000, "dBm"),
+        )
+    )
+    with pytest.raises(NodeRequestError, match=r"sweep has 1000000000 points"):
+        daemon.client.start(rabi("nv", shots=1), grid)
+    assert daemon.client.status()["state"] == "idle"
+
+
+def _start_in_thread(lab, node: str, sequence: Sequence, sweep: Sweep) -> tuple:
+    """`run` from a client of its own, in a thread: (thread, outcome dict)."""
+    outcome: dict = {}
+
+    def start() -> None:
+        with NodeClient.for_lab(lab, node, timeout_s=60) as runner:
+            try:
+                outcome["run"] = runner.start(sequence, sweep)
+            except NodeRequestError as e:
+                outcome["error"] = str(e)
+        outcome["replied"] = time.monotonic()
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_status_answers_while_a_long_sweep_compiles(start_daemon, data_dir, sim, lab):
+    from hil_tests.test_node_daemon import set_truth
+
+    set_truth(data_dir, sim, "A")
+    daemon = start_daemon("A")
+    client = daemon.client
+    sweep = Sweep((SweepAxis.linspace("duration_ns", 20, 4000, DEFAULT_MAX_SWEEP_POINTS, "ns"),))
+    thread, outcome = _start_in_thread(lab, "A", rabi("nv", shots=1), sweep)
+    round_trips, states = [], []
+    while "replied" not in outcome:
+        t0 = time.monotonic()
+        status = client.status()
+        round_trips.append(time.monotonic() - t0)
+        run = status["run"] or {}
+        states.append(run.get("status") if status["state"] == "busy" else status["state"])
+        time.sleep(0.005)
+    thread.join(10)
+    assert "run" in outcome, outcome
+    client.abort()
+    client.wait(outcome["run"]["run_id"], timeout_s=60)
+    preparing = states.count("preparing")
+    assert preparing >= 20, f"only {preparing} status replies while the points compiled"
+    trips = np.array(round_trips) * 1e3
+    p95, worst = np.percentile(trips, 95), trips.max()
+    assert p95 < 100 and worst < 500, (
+        f"status round trips while compiling: p95 {p95:.0f} ms, max {worst:.0f} ms "
+        f"({len(trips)} requests)"
+    )
+
+
+def test_an_abort_while_the_points_compile_ends_the_run_before_it_starts(
+    start_daemon, data_dir, sim, lab
+):
+    from hil_tests.test_node_daemon import set_truth
+
+    set_truth(data_dir, sim, "A")
+    daemon = start_daemon("A")
+    client = daemon.client
+    sweep = Sweep((SweepAxis.linspace("duration_ns", 20, 4000, DEFAULT_MAX_SWEEP_POINTS, "ns"),))
+    thread, outcome = _start_in_thread(lab, "A", rabi("nv", shots=1), sweep)
+    deadline = time.monotonic() + 10
+    while (client.status()["run"] or {}).get("status") != "preparing":
+        assert time.monotonic() < deadline and "replied" not in outcome, outcome
+        time.sleep(0.005)
+    client.abort()
+    thread.join(10)
+    assert "aborted while its points compiled" in outcome.get("error", ""), outcome
+    status = client.status()
+    assert status["state"] == "idle" and status["run"] is None, status
+    small = Sweep((SweepAxis.linspace("duration_ns", 50, 150, 3, "ns"),))
+    assert client.run(rabi("nv", shots=5), small).status == "completed"  # the next run
