@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
 from controller.labconfig import DEFAULT_LAB, DEFAULT_MAX_SWEEP_POINTS, parse_lab
+from controller.messaging.curve import client_socket
 from controller.messaging.serving import read_info
+from controller.messaging.wire import MAX_MESSAGE_BYTES, pack
 from controller.operator.client import NodeClient, NodeRequestError
 from qnode.errors import LabConfigError
 from sequences.library import rabi
@@ -163,3 +166,82 @@ def test_an_abort_while_the_points_compile_ends_the_run_before_it_starts(
     assert status["state"] == "idle" and status["run"] is None, status
     small = Sweep((SweepAxis.linspace("duration_ns", 50, 150, 3, "ns"),))
     assert client.run(rabi("nv", shots=5), small).status == "completed"  # the next run
+
+
+# ---- 3. message size --------------------------------------------------------------------------
+
+
+def test_a_message_beyond_the_bound_is_dropped_and_the_daemon_serves_on(
+    start_daemon, data_dir, lab
+):
+    daemon = start_daemon("A")
+    pid = daemon_pid(data_dir, "A")
+    before = daemon.client.status()
+    rss_before = rss_bytes(pid)
+    big = pack("status", 7, padding=b"\0" * (MAX_MESSAGE_BYTES + MiB))  # an allowed key's
+    ctx = zmq.Context.instance()
+    sock = client_socket(ctx, zmq.DEALER, daemon.client.client_secret, daemon.client.server_public)
+    try:
+        sock.connect(daemon.client.endpoint)
+        sock.send(big)
+        del big
+        assert not sock.poll(2000), "the oversized sender got an answer"
+    finally:
+        sock.close(linger=0)
+    after = daemon.client.status()  # the next client is answered
+    assert after["state"] == "idle"
+    assert after["malformed"] == before["malformed"]  # never read, so never decoded
+    grown = rss_bytes(pid) - rss_before
+    assert grown < 32 * MiB, f"the daemon grew by {grown / MiB:.0f} MiB"
+    assert daemon.proc.poll() is None
+    with NodeClient.for_lab(lab, "A") as other:  # a new client too
+        assert other.status()["state"] == "idle"
+
+
+def test_every_socket_bounds_what_it_receives(tmp_path):
+    from controller.messaging.curve import ensure_keypair, server_socket
+
+    public, secret = ensure_keypair(tmp_path, "k")
+    ctx = zmq.Context()
+    try:
+        for sock in (
+            server_socket(ctx, zmq.ROUTER, secret),
+            client_socket(ctx, zmq.DEALER, secret, public),
+        ):
+            assert sock.getsockopt(zmq.MAXMSGSIZE) == MAX_MESSAGE_BYTES
+            sock.close(linger=0)
+    finally:
+        ctx.term()
+
+
+def test_a_reply_beyond_the_bound_becomes_an_error_reply(tmp_path):
+    """The client's socket would drop it (and the client wait in vain): the daemon says why."""
+    import asyncio
+
+    from controller.messaging.serving import Request, StationServer
+    from controller.messaging.wire import REPLY, Schema, unpack
+
+    class Big(StationServer):
+        async def open(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def handle(self, request: Request) -> dict:
+            return {"blob": b"\0" * (MAX_MESSAGE_BYTES + 1)}
+
+    class Sent:
+        frames: list = []
+
+        async def send_multipart(self, frames) -> None:
+            self.frames = frames
+
+    vocabulary = {"status": Schema("status"), "reply": REPLY}
+    server = Big(tmp_path, "A", "node A", "tcp://127.0.0.1:0", vocabulary)
+    sock = Sent()
+    msg = unpack(pack("status", 5), vocabulary)
+    asyncio.run(server._answer(sock, Request(msg, "operator", b"id", "client")))  # type: ignore[arg-type]
+    server.ctx.term()
+    assert sock.frames[0] == b"id" and len(sock.frames[1]) < 1000
+    reply = unpack(sock.frames[1])
+    assert reply["id"] == 5 and reply["ok"] is False
+    assert f"beyond the bound of {MAX_MESSAGE_BYTES} bytes" in reply["error"], reply

@@ -17,6 +17,7 @@ from typing import TypeVar
 import zmq
 import zmq.auth
 
+from controller.messaging.wire import MAX_MESSAGE_BYTES
 from qnode.errors import QnodeError
 
 SocketT = TypeVar("SocketT", bound=zmq.Socket)
@@ -112,11 +113,14 @@ def load_secret(secret_file: Path) -> tuple[bytes, bytes]:
 
 
 def server_socket(ctx: zmq.Context[SocketT], kind: int, secret_file: Path) -> SocketT:
+    """A CurveZMQ server socket; like every qnode socket, it receives no message larger than
+    wire.MAX_MESSAGE_BYTES."""
     public, secret = load_secret(secret_file)
     sock = ctx.socket(kind)
     sock.curve_publickey, sock.curve_secretkey = public, secret
     sock.curve_server = True
     sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # a larger message: connection closed
     return sock
 
 
@@ -129,6 +133,7 @@ def client_socket(
     sock.curve_publickey, sock.curve_secretkey = public, secret
     sock.curve_serverkey = server_public
     sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     return sock
 
 

@@ -35,7 +35,7 @@ from controller.messaging.keys import (
     ensure_default_client,
     node_keys,
 )
-from controller.messaging.wire import MessageError, Vocabulary, pack, unpack
+from controller.messaging.wire import MAX_MESSAGE_BYTES, MessageError, Vocabulary, pack, unpack
 from qnode.errors import QnodeError
 
 
@@ -410,6 +410,15 @@ class StationServer(ABC):
             reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
         if self.vocabulary[msg["type"]].notification:
             return
+        if len(reply) > MAX_MESSAGE_BYTES:  # the client's socket would drop it: say why
+            self.log.error("%s: %s reply of %d bytes not sent", self.who, msg["type"], len(reply))
+            reply = pack(
+                "reply",
+                msg["id"],
+                ok=False,
+                error=f"the reply to {msg['type']} would be {len(reply)} bytes, beyond the "
+                f"bound of {MAX_MESSAGE_BYTES} bytes per message",
+            )
         with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to tell
             await sock.send_multipart([identity, reply])
 
