@@ -5,6 +5,7 @@ beyond the bound never reaches the daemon."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import tomllib
@@ -15,10 +16,11 @@ import pytest
 import zmq
 
 from controller.labconfig import DEFAULT_LAB, DEFAULT_MAX_SWEEP_POINTS, parse_lab
-from controller.messaging.curve import client_socket
-from controller.messaging.serving import read_info
-from controller.messaging.wire import MAX_MESSAGE_BYTES, pack
+from controller.messaging.curve import client_socket, ensure_keypair, server_socket
+from controller.messaging.serving import Request, StationServer, read_info
+from controller.messaging.wire import MAX_MESSAGE_BYTES, REPLY, Schema, pack, unpack
 from controller.operator.client import NodeClient, NodeRequestError
+from hil_tests.test_node_daemon import set_truth
 from qnode.errors import LabConfigError
 from sequences.library import rabi
 from sequences.operations import MwPulse, Readout, Sequence, Sweep, SweepAxis
@@ -116,8 +118,6 @@ def _start_in_thread(lab, node: str, sequence: Sequence, sweep: Sweep) -> tuple:
 
 
 def test_status_answers_while_a_long_sweep_compiles(start_daemon, data_dir, sim, lab):
-    from hil_tests.test_node_daemon import set_truth
-
     set_truth(data_dir, sim, "A")
     daemon = start_daemon("A")
     client = daemon.client
@@ -148,8 +148,6 @@ def test_status_answers_while_a_long_sweep_compiles(start_daemon, data_dir, sim,
 def test_an_abort_while_the_points_compile_ends_the_run_before_it_starts(
     start_daemon, data_dir, sim, lab
 ):
-    from hil_tests.test_node_daemon import set_truth
-
     set_truth(data_dir, sim, "A")
     daemon = start_daemon("A")
     client = daemon.client
@@ -199,8 +197,6 @@ def test_a_message_beyond_the_bound_is_dropped_and_the_daemon_serves_on(
 
 
 def test_every_socket_bounds_what_it_receives(tmp_path):
-    from controller.messaging.curve import ensure_keypair, server_socket
-
     public, secret = ensure_keypair(tmp_path, "k")
     ctx = zmq.Context()
     try:
@@ -216,10 +212,6 @@ def test_every_socket_bounds_what_it_receives(tmp_path):
 
 def test_a_reply_beyond_the_bound_becomes_an_error_reply(tmp_path):
     """The client's socket would drop it (and the client wait in vain): the daemon says why."""
-    import asyncio
-
-    from controller.messaging.serving import Request, StationServer
-    from controller.messaging.wire import REPLY, Schema, unpack
 
     class Big(StationServer):
         async def open(self) -> None: ...
