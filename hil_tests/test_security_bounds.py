@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from controller.labconfig import DEFAULT_LAB, DEFAULT_MAX_SWEEP_POINTS, parse_lab
-from controller.messaging.curve import client_socket, ensure_keypair, server_socket
+from controller.messaging.curve import MAXMSGSIZE, client_socket, ensure_keypair, server_socket
 from controller.messaging.serving import Request, StationServer, read_info
 from controller.messaging.wire import MAX_MESSAGE_BYTES, REPLY, Schema, pack, unpack
 from controller.operator.client import NodeClient, NodeRequestError
@@ -169,6 +169,27 @@ def test_an_abort_while_the_points_compile_ends_the_run_before_it_starts(
 # ---- 3. message size --------------------------------------------------------------------------
 
 
+def message_of(size: int) -> bytes:
+    """A `status` request of exactly `size` bytes (padded with a field no schema reads)."""
+    probe = pack("status", 7, padding=b"\0" * (size - 100))
+    message = pack("status", 7, padding=b"\0" * (size - 100 + size - len(probe)))
+    assert len(message) == size
+    return message
+
+
+def send_raw(daemon, message: bytes, wait_ms: int) -> bool:
+    """Send one message with the operator's key on a socket of its own: answered?"""
+    sock = client_socket(
+        zmq.Context.instance(), zmq.DEALER, daemon.client.client_secret, daemon.client.server_public
+    )
+    try:
+        sock.connect(daemon.client.endpoint)
+        sock.send(message)
+        return bool(sock.poll(wait_ms))
+    finally:
+        sock.close(linger=0)
+
+
 def test_a_message_beyond_the_bound_is_dropped_and_the_daemon_serves_on(
     start_daemon, data_dir, lab
 ):
@@ -176,17 +197,9 @@ def test_a_message_beyond_the_bound_is_dropped_and_the_daemon_serves_on(
     pid = daemon_pid(data_dir, "A")
     before = daemon.client.status()
     rss_before = rss_bytes(pid)
-    big = pack("status", 7, padding=b"\0" * (MAX_MESSAGE_BYTES + MiB))  # an allowed key's
-    ctx = zmq.Context.instance()
-    sock = client_socket(ctx, zmq.DEALER, daemon.client.client_secret, daemon.client.server_public)
-    try:
-        sock.connect(daemon.client.endpoint)
-        sock.send(big)
-        del big
-        assert not sock.poll(2000), "the oversized sender got an answer"
-    finally:
-        sock.close(linger=0)
-    after = daemon.client.status()  # the next client is answered
+    answered = send_raw(daemon, message_of(MAX_MESSAGE_BYTES + 1), 2000)  # an allowed key's
+    assert not answered, "the oversized sender got an answer"
+    after = daemon.client.status()  # the next request is answered
     assert after["state"] == "idle"
     assert after["malformed"] == before["malformed"]  # never read, so never decoded
     grown = rss_bytes(pid) - rss_before
@@ -194,6 +207,8 @@ def test_a_message_beyond_the_bound_is_dropped_and_the_daemon_serves_on(
     assert daemon.proc.poll() is None
     with NodeClient.for_lab(lab, "A") as other:  # a new client too
         assert other.status()["state"] == "idle"
+    # the bound is the message's own size: one of exactly MAX_MESSAGE_BYTES is served
+    assert send_raw(daemon, message_of(MAX_MESSAGE_BYTES), 10_000)
 
 
 def test_every_socket_bounds_what_it_receives(tmp_path):
@@ -204,7 +219,7 @@ def test_every_socket_bounds_what_it_receives(tmp_path):
             server_socket(ctx, zmq.ROUTER, secret),
             client_socket(ctx, zmq.DEALER, secret, public),
         ):
-            assert sock.getsockopt(zmq.MAXMSGSIZE) == MAX_MESSAGE_BYTES
+            assert sock.getsockopt(zmq.MAXMSGSIZE) == MAXMSGSIZE
             sock.close(linger=0)
     finally:
         ctx.term()

@@ -22,6 +22,13 @@ from qnode.errors import QnodeError
 
 SocketT = TypeVar("SocketT", bound=zmq.Socket)
 
+CURVE_MESSAGE_OVERHEAD = 33
+"""A message of n bytes travels as a CurveZMQ MESSAGE command of n + 33 bytes (its name 8,
+nonce 8, MAC 16, flags 1), and ZMQ_MAXMSGSIZE bounds what travels."""
+MAXMSGSIZE = MAX_MESSAGE_BYTES + CURVE_MESSAGE_OVERHEAD
+"""ZMQ_MAXMSGSIZE of every socket here: a message of up to wire.MAX_MESSAGE_BYTES arrives, a
+larger one closes its sender's connection before it is allocated."""
+
 _BANNER = (
     "#   ****  Generated on {now} by qnode  ****\n"
     "#   ZeroMQ CURVE {what} Certificate\n"
@@ -120,7 +127,7 @@ def server_socket(ctx: zmq.Context[SocketT], kind: int, secret_file: Path) -> So
     sock.curve_publickey, sock.curve_secretkey = public, secret
     sock.curve_server = True
     sock.linger = 0
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # a larger message: connection closed
+    sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)  # a larger message: connection closed
     return sock
 
 
@@ -133,7 +140,7 @@ def client_socket(
     sock.curve_publickey, sock.curve_secretkey = public, secret
     sock.curve_serverkey = server_public
     sock.linger = 0
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)
     return sock
 
 
