@@ -20,10 +20,13 @@ from controller.messaging.curve import MAXMSGSIZE, client_socket, ensure_keypair
 from controller.messaging.serving import Request, StationServer, read_info
 from controller.messaging.wire import MAX_MESSAGE_BYTES, REPLY, Schema, pack, unpack
 from controller.operator.client import NodeClient, NodeRequestError
+from hil_tests.test_compiler import HW, PARAMS
 from hil_tests.test_node_daemon import set_truth
 from qnode.errors import LabConfigError
+from sequences.compiler import CompileError, compile_sequence
 from sequences.library import rabi
-from sequences.operations import MwPulse, Readout, Sequence, Sweep, SweepAxis
+from sequences.operations import MwPulse, Readout, Sequence, Sweep, SweepAxis, Wait
+from sequences.program import MAX_INSTRUCTIONS
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -62,6 +65,38 @@ def test_a_pulse_beyond_the_awg_memory_is_refused_before_any_array(start_daemon,
     assert f"AWG memory limit of {memory} points" in message, message
     assert "24000000 for this 2e+07 ns pulse" in message, message  # the pulse's own samples
     assert daemon.client.status()["state"] == "idle"
+
+
+def test_the_sequencer_memory_is_checked_as_the_program_grows(start_daemon):
+    daemon = start_daemon("A")
+    endless = Sequence("endless", tuple(Wait(10 + 4 * (k % 2)) for k in range(100_000)), shots=1)
+    with pytest.raises(NodeRequestError) as refused:
+        daemon.client.start(endless)
+    message = str(refused.value)
+    # the shot's SET comes first: operation k is instruction k + 2, refused at the 4097th
+    assert f"operation {MAX_INSTRUCTIONS - 1} (Wait)" in message, message
+    assert f"memory holds {MAX_INSTRUCTIONS}" in message, message
+    assert daemon.client.status()["state"] == "idle"
+
+
+def test_points_checked_without_waveforms_compile_to_the_same_program():
+    sequence = rabi("nv", shots=5)
+    for point in ({"duration_ns": 100.0}, {"duration_ns": 2000.0}):
+        whole = compile_sequence(sequence, PARAMS, HW, point)
+        checked = compile_sequence(sequence, PARAMS, HW, point, waveforms=False)
+        assert checked.waveforms == {} and whole.waveforms
+        assert checked.listing == whole.listing and checked.segments == whole.segments
+        assert (
+            checked.awg_points
+            == whole.awg_points
+            == sum(len(i) for i, _ in whole.waveforms.values())
+        )
+    too_long = {"duration_ns": 1e5}  # 120 000 samples, the memory holds 10 000
+    for waveforms in (True, False):
+        with pytest.raises(
+            CompileError, match=r"operation 2 \(MwPulse\).*AWG memory limit of 10000"
+        ):
+            compile_sequence(sequence, PARAMS, HW, too_long, waveforms=waveforms)
 
 
 # ---- 2. a bound on sweeps; compiling off the loop ---------------------------------------------
