@@ -26,6 +26,8 @@ SIM_RESOURCE = "sim"
 
 MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
 MIDPOINT_ROLES = ("time_tagger", "phase_stabiliser")
+DEFAULT_MAX_SWEEP_POINTS = 5000
+"""Points per run a node accepts when the lab file's [lab] section sets no `max_sweep_points`."""
 DEFAULT_WATCHDOG_S = 3.0
 """The sequencer's host watchdog when its lab entry sets none (`watchdog_s`)."""
 
@@ -102,6 +104,8 @@ class LabSection(_Strict):
     name: str
     data_dir: str = "../data"
     description: str = ""
+    max_sweep_points: int = Field(default=DEFAULT_MAX_SWEEP_POINTS, ge=1, le=1_000_000)
+    """The most points a run's sweep may have: a node refuses a larger one before compiling."""
 
 
 class LabConfig(_Strict):

@@ -34,7 +34,7 @@ from sequences.operations import (
     pi_half_pulse,
     pi_pulse,
 )
-from sequences.program import CLOCK_NS, Program, assemble
+from sequences.program import CLOCK_NS, MAX_INSTRUCTIONS, Program, assemble
 
 SHOT_END = 1000
 """Event code closing every shot; its value is 1 if the shot's CR / cooling check failed."""
@@ -92,10 +92,7 @@ class Compiled:
     shots: int = 1
     shot_duration_ns: int = 0
     has_check: bool = False
-
-    @property
-    def awg_points(self) -> int:
-        return sum(len(i) for i, _ in self.waveforms.values())
+    awg_points: int = 0  # AWG memory the waveforms take (built or not)
 
 
 def quantise(ns: float) -> int:
@@ -104,11 +101,15 @@ def quantise(ns: float) -> int:
 
 
 class _Compiler:
-    def __init__(self, sequence: Sequence, params: dict[str, float], hw: Hardware) -> None:
+    def __init__(
+        self, sequence: Sequence, params: dict[str, float], hw: Hardware, waveforms: bool = True
+    ) -> None:
         self.seq = sequence
         self.params = params
         self.hw = hw
+        self.waveforms = waveforms
         self.lines: list[str] = []
+        self._instructions = 0
         self.out = Compiled(program=None, listing="", shots=sequence.shots)  # type: ignore[arg-type]
         self.index = 0
         self.op: Operation | None = None
@@ -160,6 +161,13 @@ class _Compiler:
         return self.hw.counters[name]
 
     def emit(self, line: str) -> None:
+        if not line.endswith(":"):  # labels take no memory
+            self._instructions += 1
+            if self._instructions > MAX_INSTRUCTIONS:  # refused as it grows, not at the end
+                raise self.fail(
+                    f"the program needs more than {MAX_INSTRUCTIONS} instructions, the "
+                    f"sequencer's memory holds {MAX_INSTRUCTIONS}"
+                )
         self.lines.append(line)
 
     def label(self, stem: str) -> str:
@@ -348,29 +356,39 @@ class _Compiler:
         key = (round(amplitude, 12), samples, round(phase % 360, 9), op.shape)
         name = self._pulses.get(key)
         if name is None:
-            name = f"p{len(self._pulses)}"
-            envelope = np.ones(samples)
-            if op.shape == "gaussian":
-                t = np.arange(samples) + 0.5
-                sigma = samples / 6
-                envelope = np.exp(-((t - samples / 2) ** 2) / (2 * sigma**2))
-            scale = amplitude / self.hw.awg_peak_v * envelope
-            rad = math.radians(phase)
-            i, q = scale * math.cos(rad), scale * math.sin(rad)
-            if self.out.awg_points + samples > self.hw.awg_memory_points:
+            # the limit before the arrays: a pulse's samples follow from its duration and
+            # the sample rate, so a pulse beyond the AWG's memory allocates nothing
+            needed = self.out.awg_points + samples
+            if needed > self.hw.awg_memory_points:
                 raise self.fail(
-                    f"waveforms need {self.out.awg_points + samples} points, beyond the AWG "
-                    f"memory limit of {self.hw.awg_memory_points}"
+                    f"waveforms need {needed} points ({samples} for this {length_ns:g} ns "
+                    f"pulse at {self.hw.awg_sample_rate_hz:g} S/s), beyond the AWG memory "
+                    f"limit of {self.hw.awg_memory_points} points (waveform_points)"
                 )
+            name = f"p{len(self._pulses)}"
             self._pulses[key] = name
-            self.out.waveforms[name] = (i, q)
+            self.out.awg_points = needed
             self.out.segments.append(name)
+            if self.waveforms:
+                self.out.waveforms[name] = self._waveform(amplitude, samples, phase, op.shape)
         self.emit(f"AWG_TRIG {self.out.segments.index(name)}")
         self.out.settings.setdefault(
             "mw_frequency_hz", self.value(Param("mw_frequency_hz"), "carrier")
         )
         self.out.settings.setdefault("mw_power_dbm", self.value(Param("mw_power_dbm"), "MW power"))
         return math.ceil(samples / self.hw.awg_sample_rate_hz * 1e9 / CLOCK_NS) * CLOCK_NS
+
+    def _waveform(
+        self, amplitude: float, samples: int, phase: float, shape: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        envelope = np.ones(samples)
+        if shape == "gaussian":
+            t = np.arange(samples) + 0.5
+            sigma = samples / 6
+            envelope = np.exp(-((t - samples / 2) ** 2) / (2 * sigma**2))
+        scale = amplitude / self.hw.awg_peak_v * envelope
+        rad = math.radians(phase)
+        return scale * math.cos(rad), scale * math.sin(rad)
 
     def parallel(self, ops: list[Operation]) -> None:
         """Start everything at once; clear each line at its end; at most one count window."""
@@ -446,11 +464,17 @@ def compile_sequence(
     params: dict[str, float],
     hw: Hardware,
     point: dict[str, float] | None = None,
+    *,
+    waveforms: bool = True,
 ) -> Compiled:
     """Sweep values override parameters of the same name; a swept name the sequence never
-    reads is an error (a typo would otherwise sweep nothing, silently)."""
+    reads is an error (a typo would otherwise sweep nothing, silently).
+
+    Every limit (AWG memory, sequencer memory) is checked before anything is allocated for
+    it. `waveforms=False` checks all the same but builds no AWG waveforms (their names,
+    segments and sizes are there, `waveforms` is empty): a sweep's points are validated so."""
     values = {**params, **(point or {})}
-    compiler = _Compiler(sequence, values, hw)
+    compiler = _Compiler(sequence, values, hw, waveforms)
     compiled = compiler.compile()
     unused = sorted(set(point or {}) - compiler.read)
     if unused:

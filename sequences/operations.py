@@ -236,6 +236,11 @@ class Sweep:
     def shape(self) -> tuple[int, ...]:
         return tuple(len(a.values) for a in self.axes) or (1,)
 
+    @property
+    def size(self) -> int:
+        """The number of points, without making them (a bound is checked against this)."""
+        return math.prod(self.shape)
+
     def points(self) -> list[dict[str, float]]:
         if not self.axes:
             return [{}]

@@ -17,9 +17,17 @@ from typing import TypeVar
 import zmq
 import zmq.auth
 
+from controller.messaging.wire import MAX_MESSAGE_BYTES
 from qnode.errors import QnodeError
 
 SocketT = TypeVar("SocketT", bound=zmq.Socket)
+
+CURVE_MESSAGE_OVERHEAD = 33
+"""A message of n bytes travels as a CurveZMQ MESSAGE command of n + 33 bytes (its name 8,
+nonce 8, MAC 16, flags 1), and ZMQ_MAXMSGSIZE bounds what travels."""
+MAXMSGSIZE = MAX_MESSAGE_BYTES + CURVE_MESSAGE_OVERHEAD
+"""ZMQ_MAXMSGSIZE of every socket here: a message of up to wire.MAX_MESSAGE_BYTES arrives, a
+larger one closes its sender's connection before it is allocated."""
 
 _BANNER = (
     "#   ****  Generated on {now} by qnode  ****\n"
@@ -112,11 +120,14 @@ def load_secret(secret_file: Path) -> tuple[bytes, bytes]:
 
 
 def server_socket(ctx: zmq.Context[SocketT], kind: int, secret_file: Path) -> SocketT:
+    """A CurveZMQ server socket; like every qnode socket, it receives no message larger than
+    wire.MAX_MESSAGE_BYTES."""
     public, secret = load_secret(secret_file)
     sock = ctx.socket(kind)
     sock.curve_publickey, sock.curve_secretkey = public, secret
     sock.curve_server = True
     sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)  # a larger message: connection closed
     return sock
 
 
@@ -129,6 +140,7 @@ def client_socket(
     sock.curve_publickey, sock.curve_secretkey = public, secret
     sock.curve_serverkey = server_public
     sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)
     return sock
 
 

@@ -35,7 +35,7 @@ from controller.messaging.keys import (
     ensure_default_client,
     node_keys,
 )
-from controller.messaging.wire import MessageError, Vocabulary, pack, unpack
+from controller.messaging.wire import MAX_MESSAGE_BYTES, MessageError, Vocabulary, pack, unpack
 from qnode.errors import QnodeError
 
 
@@ -274,7 +274,12 @@ class StationServer(ABC):
     receive until SIGINT/SIGTERM or a shutdown request, then close in order. Each request is
     checked against the station's vocabulary (malformed ones are counted and dropped, with
     an error reply where it has an id), handled, and answered unless it is a notification.
+    Requests are handled one at a time, in order, except the kinds in `concurrent`: each of
+    those is handled in a task of its own (answered when it is done), so a slow one (a run
+    whose sweep compiles for seconds) holds up no other request.
     """
+
+    concurrent: frozenset[str] = frozenset()
 
     def __init__(
         self, data_dir: Path, name: str, who: str, endpoint: str, vocabulary: Vocabulary
@@ -293,6 +298,7 @@ class StationServer(ABC):
         self.sock: zmq.asyncio.Socket | None = None
         self.log = logging.getLogger(f"qnode.{type(self).__name__}")
         self._stop = asyncio.Event()
+        self._answering: set[asyncio.Task] = set()
 
     # what a daemon adds ---------------------------------------------------------------------
     @abstractmethod
@@ -347,7 +353,7 @@ class StationServer(ABC):
         try:
             await self._stop.wait()
         finally:
-            for task in tasks:
+            for task in (*tasks, *self._answering):
                 task.cancel()
             await self.close()
             self.router.close()
@@ -378,23 +384,43 @@ class StationServer(ABC):
                         error = pack("reply", msg_id, ok=False, error=f"malformed: {e}")
                         await sock.send_multipart([identity, error])
                 continue
-            try:
-                role = None if entry is None else entry.role
-                body = await self.handle(Request(msg, sender, identity, role))
-                reply = pack("reply", msg["id"], ok=True, **body)
-            except MessageError as e:
-                self.malformed += 1
-                self.log.warning("%s: malformed %s dropped (%s)", self.who, msg["type"], e)
-                reply = pack("reply", msg["id"], ok=False, error=f"malformed: {e}")
-            except QnodeError as e:
-                reply = pack("reply", msg["id"], ok=False, error=str(e))
-            except Exception as e:
-                self.log.exception("%s: request %s failed", self.who, msg["type"])
-                reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
-            if self.vocabulary[msg["type"]].notification:
+            role = None if entry is None else entry.role
+            request = Request(msg, sender, identity, role)
+            if msg["type"] in self.concurrent:
+                task = asyncio.get_running_loop().create_task(self._answer(sock, request))
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
                 continue
-            with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to tell
-                await sock.send_multipart([identity, reply])
+            await self._answer(sock, request)
+
+    async def _answer(self, sock: zmq.asyncio.Socket, request: Request) -> None:
+        """Handle one request and send its reply (none for a notification)."""
+        msg, identity = request.msg, request.identity
+        try:
+            body = await self.handle(request)
+            reply = pack("reply", msg["id"], ok=True, **body)
+        except MessageError as e:
+            self.malformed += 1
+            self.log.warning("%s: malformed %s dropped (%s)", self.who, msg["type"], e)
+            reply = pack("reply", msg["id"], ok=False, error=f"malformed: {e}")
+        except QnodeError as e:
+            reply = pack("reply", msg["id"], ok=False, error=str(e))
+        except Exception as e:
+            self.log.exception("%s: request %s failed", self.who, msg["type"])
+            reply = pack("reply", msg["id"], ok=False, error=f"{type(e).__name__}: {e}")
+        if self.vocabulary[msg["type"]].notification:
+            return
+        if len(reply) > MAX_MESSAGE_BYTES:  # the client's socket would drop it: say why
+            self.log.error("%s: %s reply of %d bytes not sent", self.who, msg["type"], len(reply))
+            reply = pack(
+                "reply",
+                msg["id"],
+                ok=False,
+                error=f"the reply to {msg['type']} would be {len(reply)} bytes, beyond the "
+                f"bound of {MAX_MESSAGE_BYTES} bytes per message",
+            )
+        with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to tell
+            await sock.send_multipart([identity, reply])
 
     def _answerable(self, payload: bytes) -> int | None:
         """The id of a message of a known type, not a notification, whose own fields failed

@@ -17,7 +17,13 @@ import numpy as np
 from qnode.errors import QnodeError
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest message any qnode socket receives (ZMQ_MAXMSGSIZE on every CurveZMQ socket:
+this and CurveZMQ's 33 bytes, curve.MAXMSGSIZE; libzmq closes the connection of a larger
+one before allocating it) or decodes. Above the largest legitimate reply, a session's data:
+about 210 bytes per delivered pair (its pair and herald rows), so some 300 000 pairs, the
+measured 500 pairs/s through a 600 s deadline. A reply that would be larger is answered with
+an error instead."""
 
 
 class MessageError(Exception):

@@ -89,6 +89,8 @@ async def at_once(
 
 
 class NodeDaemon(StationServer):
+    concurrent = frozenset({"run"})  # compiling a long sweep holds up no other request
+
     def __init__(
         self,
         lab: LabConfig,
@@ -196,11 +198,14 @@ class NodeDaemon(StationServer):
             }
         if kind == "run":
             sequence, sweep = from_data(msg.get("sequence"))
+            runtime.check_sweep(sweep)  # at the door: before a point is made or compiled
             if runtime.state == "busy" and runtime.run_progress is not None:
                 raise QnodeError(f"node {self.node} is busy with run {runtime.run_progress.run_id}")
             if self.link.session is not None:
                 raise QnodeError(f"node {self.node} is in session {self.link.session.session}")
-            # compiled off the loop: a bad sequence is an error reply, never a fault
+            # compiled off the loop (and `run` is answered in its own task, so the loop
+            # serves status and abort meanwhile): a bad sequence is an error reply, never a
+            # fault
             prepared = await loop.run_in_executor(
                 None, runtime.prepare, sequence, sweep, self.data_dir
             )

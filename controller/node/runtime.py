@@ -46,6 +46,8 @@ from sequences.program import Event
 log = logging.getLogger("qnode.node")
 
 POLL_S = 0.005
+ABORT_CHECK_POINTS = 64
+"""While a sweep's points compile, an abort is looked for every this many points."""
 MIN_POINT_TIMEOUT_S = 10.0
 PETS_PER_TIMEOUT = 10
 """The run's polling loop sends the sequencer's watchdog a heartbeat this many times per
@@ -101,15 +103,27 @@ class RunProgress:
 
 @dataclass
 class PreparedRun:
+    """A run whose every point compiled (the node claimed, nothing touched yet). Only the
+    first point is kept compiled; the others are compiled again as they run, from the same
+    parameters, so a run holds one point's waveforms at a time, however long its sweep."""
+
     sequence: Sequence
     sweep: Sweep
     points: list[dict[str, float]]
-    compiled: list[Compiled]
+    params: dict[str, float]
+    hardware: Hardware
+    first: Compiled
     progress: RunProgress
 
     @property
     def run_id(self) -> str:
         return self.progress.run_id
+
+    def compiled(self, k: int) -> Compiled:
+        """Point k, compiled with its waveforms."""
+        if k == 0:
+            return self.first
+        return compile_sequence(self.sequence, self.params, self.hardware, self.points[k])
 
 
 def hardware_of(lab: LabConfig, node: str) -> Hardware:
@@ -195,6 +209,7 @@ class NodeRuntime:
         self.fault_reason = ""
         self.run_progress: RunProgress | None = None
         self.abort_event = threading.Event()
+        self._claim = threading.Lock()  # state changes of prepare, whichever thread asks
         self.lab_text = Path(lab.source).read_text() if Path(lab.source).exists() else ""
 
     # instruments ---------------------------------------------------------------------------
@@ -258,26 +273,54 @@ class NodeRuntime:
         }
 
     # running ------------------------------------------------------------------------------
+    def check_sweep(self, sweep: Sweep) -> None:
+        """A sweep within the lab's bound on points per run (before anything is compiled)."""
+        limit = self.lab.lab.max_sweep_points
+        if sweep.size > limit:
+            shape = " x ".join(f"{len(a.values)} ({a.name})" for a in sweep.axes)
+            raise QnodeError(
+                f"the sweep has {sweep.size} points ({shape}), beyond this lab's bound of "
+                f"{limit} points per run (max_sweep_points in the lab file's [lab] section): "
+                "split it into several runs"
+            )
+
     def prepare(self, sequence: Sequence, sweep: Sweep, data_dir: Path) -> PreparedRun:
-        """Compile every point (so a bad sequence fails before anything is touched) and claim
-        the node. The node is busy from here until `execute` returns."""
-        if self.state == "busy":
-            busy_with = self.run_progress.run_id if self.run_progress else "?"
-            raise QnodeError(f"node {self.node} is busy with run {busy_with}")
+        """Claim the node and compile every point (so a bad sequence fails before anything is
+        touched; the points after the first without building their waveforms). The node is
+        busy from here (its run `preparing` while the points compile) until `execute`
+        returns; a sequence that does not compile leaves the node as it found it."""
         check_name("sequence", sequence.name)  # it becomes part of the run file's name
-        params = self.store.values(self.node, self.platform)
-        points = sweep.points()
-        compiled = [compile_sequence(sequence, params, self.hardware, p) for p in points]
-        if self.state == "fault":
-            self._recover()
-        for problem in retry_parked():
-            log.warning("node %s: a run file is still not closed: %s", self.node, problem)
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        path = run_path(data_dir, run_id, self.node, sequence.name)
-        self.state = "busy"
-        self.abort_event.clear()
-        self.run_progress = RunProgress(run_id, sequence.name, len(points), str(path))
-        return PreparedRun(sequence, sweep, points, compiled, self.run_progress)
+        self.check_sweep(sweep)
+        with self._claim:
+            if self.state == "busy":
+                busy_with = self.run_progress.run_id if self.run_progress else "?"
+                raise QnodeError(f"node {self.node} is busy with run {busy_with}")
+            before = (self.state, self.fault_reason, self.run_progress)
+            run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            path = run_path(data_dir, run_id, self.node, sequence.name)
+            progress = RunProgress(run_id, sequence.name, sweep.size, str(path), status="preparing")
+            self.state, self.run_progress = "busy", progress
+            self.abort_event.clear()
+        try:
+            params = self.store.values(self.node, self.platform)
+            points = sweep.points()
+            first = compile_sequence(sequence, params, self.hardware, points[0])
+            for k in range(1, len(points)):
+                if k % ABORT_CHECK_POINTS == 0 and self.abort_event.is_set():
+                    raise RunAborted(f"aborted while its points compiled ({k} of {len(points)})")
+                compile_sequence(sequence, params, self.hardware, points[k], waveforms=False)
+            if before[0] == "fault":
+                self._recover()
+            for problem in retry_parked():
+                log.warning("node %s: a run file is still not closed: %s", self.node, problem)
+        except BaseException:
+            with self._claim:
+                self.state, self.fault_reason, self.run_progress = before
+            raise
+        with self._claim:
+            self.state, self.fault_reason = "busy", ""
+            progress.status, progress.started = "running", time.time()
+        return PreparedRun(sequence, sweep, points, params, self.hardware, first, progress)
 
     def execute(
         self,
@@ -317,11 +360,11 @@ class NodeRuntime:
                 sequence_data=to_data(sequence, sweep),
                 axes=[(a.name, list(a.values), a.unit) for a in sweep.axes],
                 shots=sequence.shots,
-                readouts=prepared.compiled[0].readouts,
+                readouts=prepared.first.readouts,
                 lab_text=self.lab_text,
                 parameters=self.store.snapshot(self.node, self.platform),
                 software_version=__version__,
-                listing=prepared.compiled[0].listing,
+                listing=prepared.first.listing,
             )
         except Exception as e:
             raise QnodeError(f"cannot write the run file: {e}") from e
@@ -333,12 +376,13 @@ class NodeRuntime:
         on_point: Callable[[RunProgress], None] | None,
         on_events: Callable[[list[Event]], None] | None,
     ) -> None:
-        progress, compiled = prepared.progress, prepared.compiled
-        self._prepare(compiled[0])
+        progress = prepared.progress
+        self._prepare(prepared.first)
         uploaded: dict[str, tuple] = {}
-        for k, program in enumerate(compiled):
+        for k in range(len(prepared.points)):
             if self.abort_event.is_set():
                 raise RunAborted("aborted by the operator")
+            program = prepared.compiled(k)
             events = self._run_point(program, uploaded, on_events)
             counts, valid, checks = parse_shots(program, events)
             table = np.zeros(len(events), dtype=EVENT_DTYPE)
@@ -387,7 +431,8 @@ class NodeRuntime:
             self.state = "idle"
 
     def _recover(self) -> None:
-        """Leaving fault: reconnect and check every instrument before a new run."""
+        """Leaving fault: reconnect and check every instrument before a new run (the caller
+        then claims the node)."""
         for name, handle in self.instruments.items():
             with handle as driver:
                 try:
@@ -397,7 +442,6 @@ class NodeRuntime:
                 except Exception as e:
                     raise QnodeError(f"still in fault: {name} does not answer ({e})") from e
         log.info("node %s: fault cleared (%s)", self.node, self.fault_reason)
-        self.state, self.fault_reason = "idle", ""
 
     def _prepare(self, compiled: Compiled) -> None:
         """Lasers at their nominal power, AWG channels at their amplitude, outputs on."""
