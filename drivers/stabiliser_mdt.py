@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from drivers.base import Driver, Health
 from drivers.scpi import parse_float
-from qnode.errors import InstrumentReplyError, InstrumentReportedError
+from qnode.errors import InstrumentReplyError, InstrumentReportedError, LimitError
 
 
 def bracketed_value(instrument: str, command: str, reply: str) -> str:
@@ -69,8 +69,8 @@ class PiezoPhaseStabiliser(Driver):
         return value == "1"
 
     def set_setpoint(self, degrees: float) -> None:
-        if not -360.0 <= degrees <= 360.0:
-            raise ValueError(f"{self.name}: phase set point {degrees} deg outside [-360, 360]")
+        if not -360.0 <= degrees <= 360.0:  # (NaN too)
+            raise LimitError(self.name, "setpoint_deg", degrees, (-360.0, 360.0))
         self._set(f"setpoint={degrees:.3f}")
 
     def setpoint(self) -> float:
