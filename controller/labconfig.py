@@ -96,6 +96,11 @@ class NodeConfig(_Strict):
         default_factory=dict
     )
 
+    @property
+    def memory_platform(self) -> str | None:
+        """The platform of a memory node (its compiler's defaults); None for a midpoint."""
+        return self.platform if self.kind == "memory" else None
+
     def by_role(self, role: str) -> dict[str, InstrumentConfig]:
         return {name: inst for name, inst in self.instruments.items() if inst.role == role}
 

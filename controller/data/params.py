@@ -375,6 +375,13 @@ class ParameterStore:
         current = {name: row.value for name, row in self.current(node).items()}
         return {**defaults(platform), **current}
 
+    def station_values(self, station: str, platform: str | None) -> dict[str, float]:
+        """A station's values: a memory node's over its platform's defaults (what its
+        compiler sees), a midpoint's (no platform) as stored."""
+        if platform is None:
+            return {name: row.value for name, row in self.current(station).items()}
+        return self.values(station, platform)
+
     def names(self, node: str) -> set[str]:
         """Every parameter name the node has a row of (accepted or not)."""
         with self._lock:

@@ -36,10 +36,7 @@ class LinkPort:
         return self._lab.data_dir
 
     def parameters(self, station: str) -> dict[str, float]:
-        cfg = self._lab.nodes[station]
-        if cfg.kind == "midpoint":
-            return {n: r.value for n, r in self._store.current(station).items()}
-        return self._store.values(station, cfg.platform or "nv")
+        return self._store.station_values(station, self._lab.nodes[station].memory_platform)
 
     def snapshot(self) -> dict[str, dict]:
         return self._store.snapshot(self.name, self.platform)

@@ -151,10 +151,7 @@ class ClientLinkAccess:
         self.peer = next(n for n, c in lab.nodes.items() if c.kind == "memory" and n != node)
 
     def parameters(self, station: str) -> dict[str, float]:
-        cfg = self.lab.nodes[station]
-        if cfg.kind == "midpoint":
-            return {n: r.value for n, r in self.store.current(station).items()}
-        return self.store.values(station, cfg.platform or "nv")
+        return self.store.station_values(station, self.lab.nodes[station].memory_platform)
 
     def pairs(
         self, protocol: str, pairs: int, delivery: str = "verify", alpha: float | None = None
