@@ -42,6 +42,15 @@ back-off (a few seconds), not the others', and no more than this in all."""
 SHUTDOWN_CLOSE_S = 2.0
 
 
+STARTUP_S = 8.0
+
+
+def _open_safe(handle: InstrumentHandle) -> None:
+    with handle as driver:
+        driver.open()
+        driver.safe_state()
+
+
 def _make_safe(handle: InstrumentHandle) -> None:
     with handle as driver:
         if not driver.is_open:
@@ -118,7 +127,14 @@ class NodeDaemon(StationServer):
         return self.runtime.state
 
     async def open(self) -> None:
-        await self.worker.in_worker(self._open_instruments)
+        """Every instrument opened and put in its safe state at once (a gone one costs its own
+        back-off, not the others'; the daemon is up, in fault, within STARTUP_S)."""
+        failed = await at_once(self.runtime.instruments, _open_safe, STARTUP_S)
+        if failed:
+            self.runtime.mark_fault(
+                "instruments did not open in their safe state: "
+                + "; ".join(f"{name}: {problem}" for name, problem in failed.items())
+            )
         await asyncio.get_running_loop().run_in_executor(None, self._repair_crash_left)
         self.link.start()  # a session this node crashed out of: reconcile it with the peer
 
@@ -132,15 +148,6 @@ class NodeDaemon(StationServer):
                 self.log.warning("node %s: crash-left %s", self.node, line)
         except Exception as e:  # never stops the start
             self.log.error("node %s: crash-left files not repaired: %s", self.node, e)
-
-    def _open_instruments(self) -> None:
-        try:
-            self.runtime.open()
-            problems = self.runtime.safe_state()
-            if problems:
-                self.runtime.enter_fault("safe state at start failed: " + "; ".join(problems))
-        except Exception as e:
-            self.runtime.enter_fault(f"instruments did not open: {e}")
 
     async def close(self) -> None:
         """End the session, abort any run and wait for it to close its file, then safe

@@ -256,10 +256,14 @@ class NodeRuntime:
                 problems.append(f"{name}: {e}")
         return problems
 
-    def enter_fault(self, reason: str) -> None:
+    def mark_fault(self, reason: str) -> None:
+        """In fault, with the reason (the caller has tried the safe state already)."""
         log.error("node %s fault: %s", self.node, reason)
         self.state = "fault"
         self.fault_reason = reason
+
+    def enter_fault(self, reason: str) -> None:
+        self.mark_fault(reason)
         problems = self.safe_state()
         if problems:
             self.fault_reason += " | safe state incomplete: " + "; ".join(problems)
