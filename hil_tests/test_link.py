@@ -85,8 +85,9 @@ readout error, so it over-corrects a little: the verified fidelity may sit up to
 def assert_interval_holds(v, analytic: float) -> None:
     """The reported 95 % interval is 1.96 sigma wide; it misses the true value in one run of
     twenty by construction, so the test asks for 3 sigma (and the known systematic)."""
-    sigma = (v.high - v.low) / (2 * 1.959964)
-    assert v.low == pytest.approx(v.fidelity - 1.959964 * sigma)
+    sigma = v.sigma
+    assert v.low == pytest.approx(max(0.0, v.fidelity - 1.959964 * sigma))
+    assert v.high == pytest.approx(min(1.0, v.fidelity + 1.959964 * sigma))
     assert -3 * sigma < v.fidelity - analytic < 3 * sigma + READOUT_SYSTEMATIC, (
         v.as_dict(),
         analytic,

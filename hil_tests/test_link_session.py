@@ -12,7 +12,7 @@ import pytest
 
 from controller.data.sessionfile import DELIVERED, DISCARDED, SessionFile, read_session
 from controller.link.messages import FROM_MIDPOINT
-from controller.link.plan import Expectation, plan_round
+from controller.link.plan import Expectation, plan_round, shares
 from controller.link.session import LinkSession
 from controller.link.shots import ROUND_READOUT, OwnShot, ShotParser
 from controller.link.vocabulary import HERALD_TIMEOUT_S, OUTCOMES, PEER_TIMEOUT_S
@@ -49,7 +49,15 @@ class Peer:
 def make(tmp_path):
     sessions = []
 
-    def make(role: str, node: str = "A", basis: str = "X", forward=None, heralding="hardware"):
+    def make(
+        role: str,
+        node: str = "A",
+        basis: str = "X",
+        forward=None,
+        heralding="hardware",
+        pairs: int = 10,
+        delivery: str | None = None,
+    ):
         peer, clock = Peer(), Clock()
         nodes = ["A", "B"]
         file = SessionFile(
@@ -69,7 +77,12 @@ def make(tmp_path):
             role=role,
             peer=nodes[1] if node == nodes[0] else nodes[0],
             nodes=nodes,
-            request={"protocol": "single_click", "pairs": 10, "heralding": heralding},
+            request={
+                "protocol": "single_click",
+                "pairs": pairs,
+                "heralding": heralding,
+                **({"delivery": delivery} if delivery else {}),
+            },
             expected=Expectation(0.1, 1e-4, 0.8),
             file=file,
             readout_threshold=THRESHOLD,
@@ -391,7 +404,82 @@ def test_verification_rounds_go_to_the_basis_furthest_from_its_share():
     assert plan_round("verify", 30, {}) == ("X", 12)
     assert plan_round("verify", 30, {"X": 10, "Y": 4}) == ("Z", 12)
     assert plan_round("verify", 3000, {}) == ("X", 200)  # rounds are bounded
-    assert plan_round("keep", 5, {"keep": 4}) == ("keep", 3)
+    assert plan_round("Z", 5, {"Z": 4}) == ("Z", 3)
+
+
+def test_the_shares_add_up_to_the_pairs_asked_for():
+    assert shares("verify", 300) == {"X": 100, "Y": 100, "Z": 100}
+    assert shares("verify", 100) == {"X": 34, "Y": 33, "Z": 33}
+    assert shares("verify", 2) == {"X": 1, "Y": 1, "Z": 0}
+    assert all(sum(shares("verify", n).values()) == n for n in range(1, 200))
+    assert shares("X", 7) == {"X": 7}
+    assert plan_round("verify", 100, {"X": 34, "Y": 33, "Z": 30}) == ("Z", 5)
+
+
+def test_a_keep_round_is_one_shot_as_the_memory_holds_one_pair():
+    assert plan_round("keep", 1, {}) == ("keep", 1)
+    assert plan_round("keep", 5, {"keep": 4}) == ("keep", 1)
+
+
+def good_pair(session: LinkSession, index: int, seq: int) -> None:
+    """At the initiator: its own shot, the midpoint's herald and the peer's good check."""
+    session.on_shots(0, [(index, shot())])
+    session.on_herald(herald(seq, index))
+    session.on_peer_check(
+        {"shot": index, "attempt": 7, "outcome": PSI_PLUS, "ok": True, "reason": ""}
+    )
+
+
+def test_good_pairs_beyond_the_pairs_asked_for_are_discarded_on_both_sides(make):
+    session, peer, _ = make("initiator", pairs=2, delivery="X")
+    for k in range(4):
+        good_pair(session, k, k + 1)
+    decisions = peer.of("pair_decision")
+    assert [d["delivered"] for d in decisions] == [True, True, False, False]
+    assert decisions[2]["reason"] == "beyond the 2 pairs asked for"
+    assert session.stats.delivered == 2 and session.delivered_by_basis == {"X": 2}
+    assert session.stats.reasons == {"beyond the N pairs asked for": 2}
+    rows = pairs_in(session)
+    assert list(rows["status"]) == [DELIVERED, DELIVERED, DISCARDED, DISCARDED]
+    assert rows[3]["reason"] == b"beyond the 2 pairs asked for" and rows[3]["bit"] == 0
+
+    responder, answers, _ = make("responder", node="B", pairs=2, delivery="X")
+    for k, decision in enumerate(decisions):
+        responder.on_shots(0, [(k, shot())])
+        responder.on_decision(decision)
+    assert list(pairs_in(responder)["status"]) == list(rows["status"])
+    assert responder.stats.delivered == 2
+    assert len(answers.of("pair_recorded")) == 4
+
+
+def test_a_bad_pair_beyond_the_request_keeps_its_own_reason(make):
+    session, peer, _ = make("initiator", pairs=1, delivery="X")
+    good_pair(session, 0, 1)
+    session.on_shots(0, [(1, shot(valid=False))])
+    session.on_herald(herald(2, 1))
+    session.on_peer_check({"shot": 1, "attempt": 7, "outcome": PSI_PLUS, "ok": True, "reason": ""})
+    assert [d["reason"] for d in peer.of("pair_decision")] == ["", "memory check failed"]
+
+
+def test_verification_delivers_each_basis_its_share_and_no_more(make):
+    session, peer, _ = make("initiator", pairs=4, delivery="verify")  # X 2, Y 1, Z 1
+    bases = ["X", "X", "X", "Y", "Y", "Z"]
+    for k, basis in enumerate(bases):
+        session.basis_of[k] = basis
+        good_pair(session, k, k + 1)
+    delivered = [d["delivered"] for d in peer.of("pair_decision")]
+    assert delivered == [True, True, False, True, False, True]
+    assert peer.of("pair_decision")[2]["reason"] == "beyond the 4 pairs asked for (2 in X)"
+    assert session.delivered_by_basis == {"X": 2, "Y": 1, "Z": 1}
+    assert session.stats.delivered == 4
+
+
+def test_one_pair_kept_is_one_pair_delivered(make):
+    session, peer, _ = make("initiator", basis="keep", pairs=1, delivery="keep")
+    good_pair(session, 0, 1)
+    good_pair(session, 1, 2)
+    assert [d["delivered"] for d in peer.of("pair_decision")] == [True, False]
+    assert session.stats.delivered == 1 and session.delivered_by_basis == {"keep": 1}
 
 
 def test_the_wall_clock_stamps_each_decision(make):

@@ -149,14 +149,25 @@ def round_sequence(
     return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
 
 
-def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[str, int]:
-    """The basis and shots of the next round. Verification measures a third of the pairs in
-    each of X, Y and Z: the round goes to the basis furthest from its share. A couple of
-    shots more than needed, as some heralds are discarded."""
+def shares(delivery: str, pairs: int) -> dict[str, int]:
+    """The pairs each basis delivers: verification a third each of X, Y and Z (the first
+    bases take the remainder, so that they add up to `pairs`: 34/33/33 for 100), else all
+    in the one basis (or kept)."""
     if delivery == "verify":
-        share = math.ceil(pairs / 3)
-        basis = max(("X", "Y", "Z"), key=lambda b: share - delivered.get(b, 0))
-        shots = max(share - delivered.get(basis, 0), 1)
-    else:
-        basis, shots = delivery, max(pairs - sum(delivered.values()), 1)
+        third, rest = divmod(pairs, 3)
+        return {b: third + (1 if k < rest else 0) for k, b in enumerate(("X", "Y", "Z"))}
+    return {delivery: pairs}
+
+
+def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[str, int]:
+    """The basis and shots of the next round. Verification measures its share of the pairs
+    in each of X, Y and Z: the round goes to the basis furthest from its share. A couple of
+    shots more than needed, as some heralds are discarded (those beyond the share are
+    discarded too: the session delivers exactly `pairs`). A kept pair stays in the memory
+    only until the next shot: a keep round is one shot, its pair the one the memory holds."""
+    share = shares(delivery, pairs)
+    basis = max(share, key=lambda b: share[b] - delivered.get(b, 0))
+    if basis == "keep":
+        return basis, 1
+    shots = max(share[basis] - delivered.get(basis, 0), 1)
     return basis, int(min(ROUND_SHOTS_MAX, shots + 2))

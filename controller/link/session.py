@@ -12,7 +12,8 @@ responder follows.
 3. Per heralded shot each node checks its own sequencer's herald (attempt count, outcome)
    against the midpoint's herald message (same shot, same attempt id, same outcome, within
    HERALD_TIMEOUT_S); the responder sends its verdict (`pair_check`), the initiator decides
-   (delivered only if both verdicts are good and agree) and sends `pair_decision`; the
+   (delivered only if both verdicts are good and agree, and only up to the pairs asked
+   for: a good pair beyond them is discarded) and sends `pair_decision`; the
    responder records it and answers `pair_recorded`. Every decision is written to the
    session file before it is sent or acknowledged; a delivered pair the responder never
    acknowledged is turned into a discard at the end, so both files agree.
@@ -39,7 +40,7 @@ from controller.data.sessionfile import (
     PAIR_ROW,
     SessionFile,
 )
-from controller.link.plan import Expectation
+from controller.link.plan import Expectation, shares
 from controller.link.shots import OwnShot
 from controller.link.vocabulary import (
     BASES,
@@ -358,7 +359,24 @@ class LinkSession:
             delivered, reason = False, "the nodes disagree on the attempt or outcome"
         else:
             delivered, reason = True, ""
+            beyond = self._beyond_the_request(self.basis_of.get(shot, "keep"))
+            if beyond:
+                delivered, reason = False, beyond
         self._conclude(shot, mine.attempt, mine.outcome, delivered, reason)
+
+    def _beyond_the_request(self, basis: str) -> str:
+        """Why a good pair is not delivered: the pairs asked for (in verification, the
+        basis's share of them) are delivered already; or "" (it is delivered)."""
+        pairs = self.request.get("pairs")
+        if pairs is None:
+            return ""
+        delivery = self.request.get("delivery") or basis
+        if delivery == "verify":
+            share = shares(delivery, pairs).get(basis, 0)
+            if self.delivered_by_basis.get(basis, 0) >= share:
+                return f"beyond the {pairs} pairs asked for ({share} in {basis})"
+            return ""
+        return f"beyond the {pairs} pairs asked for" if self.stats.delivered >= pairs else ""
 
     def _conclude(self, shot: int, attempt: int, outcome: int, delivered: bool, reason: str):
         self.waiting_peer.pop(shot, None)

@@ -257,6 +257,9 @@ def render(report: EntangleReport, console: Console) -> None:
     for name, path in report.files.items():
         table.add_row(f"session file {name}", path, "")
     console.print(table)
+    if v is not None:
+        for warning in v.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
     if s["reason"]:
         console.print(f"reason: {s['reason']}")
 
