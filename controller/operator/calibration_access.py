@@ -182,7 +182,7 @@ class ClientLinkAccess:
         v = report.verification
         if v is not None:
             out["fidelity"] = v.fidelity
-            out["sigma"] = (v.high - v.low) / (2 * 1.959964)
+            out["sigma"] = v.sigma
             out["correlators"] = {
                 b: {"n": c.n, "value": c.value, "sigma": c.sigma} for b, c in v.correlators.items()
             }

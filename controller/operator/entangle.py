@@ -22,7 +22,7 @@ from controller.labconfig import LabConfig, midpoint_name
 from controller.link.plan import memory_still_there
 from controller.operator.client import NodeClient, NodeRequestError
 from controller.operator.daemons import ensure_daemons, terminate
-from controller.operator.verify import Verification, verify
+from controller.operator.verify import Z95, Verification, verify
 from qnode.errors import QnodeError
 from sequences.operations import Readout, Sequence, SpinInit, memory_check, pi_pulse
 
@@ -196,7 +196,7 @@ def follow(
                 last = time.monotonic()
                 v = live()
                 if np.isfinite(v.fidelity):
-                    estimate = f"F {v.fidelity:.3f}±{(v.high - v.low) / 2:.3f} (model "
+                    estimate = f"F {v.fidelity:.3f}±{Z95 * v.sigma:.3f} (model "
             progress.update(
                 task,
                 completed=min(stats["delivered"], pairs),
