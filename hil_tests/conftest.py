@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from controller.harness.sim import SimControl, start_sim
+from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import DEFAULT_LAB, LabConfig, load_lab, read_resource_map
 from controller.operator import daemons
 from controller.operator.client import NodeClient
@@ -203,3 +204,33 @@ def start_daemon(lab, sim_process, data_dir, tmp_path):
     for handle in started:
         if handle.proc.poll() is None:
             handle.stop()
+
+
+@pytest.fixture
+def stations(start_daemon, data_dir, sim):
+    """Nodes A and B and the midpoint M running, calibrated from the simulator's truth (the
+    link tests are about entanglement, not calibration); M takes herald faults on request."""
+    calibrate_nodes_from_truth(data_dir, sim)
+    daemons = {"M": start_daemon("M", allow_faults=True)}
+    daemons.update({n: start_daemon(n) for n in ("A", "B")})
+    return daemons
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """`folder` on a tmpfs of `size` (root only: skips otherwise), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip(f"mounting a {size} tmpfs needs root (CI runs as root)")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=False)

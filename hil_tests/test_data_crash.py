@@ -19,7 +19,6 @@ from controller.data.params import ParameterStore
 from controller.data.repair import NOT_RECONCILED, cleared_copy, lookup3, writer_flag
 from controller.data.runfile import read_run
 from controller.data.sessionfile import read_session
-from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.link.reconcile import reconcile_crashed
 from controller.operator.daemons import QNODE
 from qnode.errors import QnodeError
@@ -190,12 +189,6 @@ os.kill(os.getpid(), 9)
     asyncio.run(reconcile_crashed(tmp_path, "B", never_asked, wait_s=0))
     state, reason = plain_status(path)
     assert state == "crashed" and "B crashed as the file was being created" in reason
-
-
-@pytest.fixture
-def stations(start_daemon, data_dir, sim):
-    calibrate_nodes_from_truth(data_dir, sim)
-    return {n: start_daemon(n) for n in ("M", "A", "B")}
 
 
 def session_under_way(stations) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import small_tmpfs
 
 from controller.data.params import ParameterError, ParameterStore, lab_limit
 from controller.labconfig import DEFAULT_LAB, load_lab
@@ -110,22 +111,8 @@ def test_every_instrument_bounded_parameter_maps_to_a_limit_of_the_lab():
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 kB tmpfs (root only), unmounted after."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "256k") as folder:
         yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def fill(folder) -> os.PathLike:

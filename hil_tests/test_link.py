@@ -31,14 +31,6 @@ pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
 LOCKED_PHASE_SIGMA_DEG = 2.0  # the stabiliser's residual, as its error signal reports
 
 
-@pytest.fixture
-def stations(start_daemon, data_dir, sim, lab):
-    calibrate_nodes_from_truth(data_dir, sim)
-    daemons = {"M": start_daemon("M", "--allow-faults")}
-    daemons.update({n: start_daemon(n) for n in ("A", "B")})
-    return daemons
-
-
 def truth_link(sim) -> Link:
     m = sim.truth("M")
     window_ns = np.mean(list(m["lifetime_ns"].values())) * math.log(10)

@@ -9,20 +9,11 @@ import pytest
 import zmq
 
 from controller.data.sessionfile import DELIVERED, read_session
-from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.messaging.curve import client_socket, ensure_keypair
 from controller.messaging.serving import read_info
 from controller.messaging.wire import pack
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def stations(start_daemon, data_dir, sim):
-    calibrate_nodes_from_truth(data_dir, sim)
-    daemons = {"M": start_daemon("M", "--allow-faults")}
-    daemons.update({n: start_daemon(n) for n in ("A", "B")})
-    return daemons
 
 
 def discarded(summary: dict, because: str = "herald") -> int:

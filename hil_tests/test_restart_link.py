@@ -4,17 +4,7 @@ a heartbeat has noticed the new info file."""
 
 import pytest
 
-from controller.harness.truth_calibration import calibrate_nodes_from_truth
-
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def stations(start_daemon, data_dir, sim):
-    calibrate_nodes_from_truth(data_dir, sim)
-    daemons = {"M": start_daemon("M")}
-    daemons.update({n: start_daemon(n) for n in ("A", "B")})
-    return daemons
 
 
 def entangle_from_a(stations, pairs: int = 20) -> dict:

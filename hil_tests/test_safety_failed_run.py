@@ -6,13 +6,12 @@ and the next run works once the cause is gone."""
 from __future__ import annotations
 
 import errno
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import h5py
 import pytest
+from conftest import small_tmpfs
 
 from controller.data import runfile
 from controller.data.params import ParameterStore
@@ -46,22 +45,8 @@ def assert_node_safe(sim, node: str) -> None:
 @pytest.fixture
 def small_disk(data_dir):
     """The run folder of the lab's data folder on a 2 MB tmpfs (root only), unmounted after."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 2 MB tmpfs needs root (CI runs as root)")
-    runs = data_dir / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(runs)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(data_dir / "runs", "2m") as runs:
         yield runs
-    finally:
-        if subprocess.run(["umount", str(runs)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(runs)], check=False)
 
 
 def test_full_disk_ends_the_run_in_fault_and_safe_then_runs_again(

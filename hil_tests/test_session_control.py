@@ -10,7 +10,6 @@ import time
 import pytest
 
 from controller.data.sessionfile import DELIVERED, read_session
-from controller.harness.truth_calibration import calibrate_nodes_from_truth
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
 QNODE = [sys.executable, "-m", "controller.cli"]
@@ -22,14 +21,6 @@ def env() -> dict:
 
 
 MANY = 100_000  # a session that would run for many minutes
-
-
-@pytest.fixture
-def stations(start_daemon, data_dir, sim):
-    calibrate_nodes_from_truth(data_dir, sim)
-    daemons = {"M": start_daemon("M")}
-    daemons.update({n: start_daemon(n) for n in ("A", "B")})
-    return daemons
 
 
 def wait_for_pairs(client, at_least: int = 2, timeout_s: float = 60.0, proc=None) -> str:
