@@ -4,6 +4,8 @@ use them, so that `qnode --help` and a daemon's start stay quick."""
 
 from __future__ import annotations
 
+import signal
+
 from controller.cli import (
     calibrate,
     data,
@@ -36,6 +38,10 @@ app.add_typer(session.app, name="session")
 
 
 def main() -> None:
+    # Ctrl-C means stop (an entangle session aborts, an attach detaches), however the
+    # command was started: a shell that starts it in the background leaves SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
 
 
