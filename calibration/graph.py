@@ -3,9 +3,9 @@ their dependents.
 
     node       esr -> rabi -> ramsey
                       rabi -> readout -> check_threshold -> detection_window
-    midpoint   dark_counts, phase_setpoint
+    midpoint   dark_counts, phase_setpoint -> phase_noise
     link       detection_window + dark_counts -> visibility
-               visibility + phase_setpoint -> alpha
+               visibility + phase_noise -> alpha
 
 Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
 the node's photons with the midpoint's tagger; `dark_counts` and `phase_setpoint` measure the
@@ -34,6 +34,7 @@ from calibration.routines.midpoint import (
     DetectionWindowRoutine,
     PhaseSetpointRoutine,
 )
+from calibration.routines.phase_noise import PhaseNoiseRoutine
 from calibration.routines.rabi import RabiRoutine
 from calibration.routines.ramsey import RamseyRoutine
 from calibration.routines.readout import ReadoutRoutine
@@ -50,6 +51,7 @@ ROUTINES: dict[str, Routine] = {
         DarkCountsRoutine(),
         DetectionWindowRoutine(),
         PhaseSetpointRoutine(),
+        PhaseNoiseRoutine(),
         VisibilityRoutine(),
         AlphaRoutine(),
     )

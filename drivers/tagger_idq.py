@@ -12,6 +12,8 @@ from qnode.errors import InstrumentReplyError
 from qnode.records import CLICK_DTYPE, TAG_DTYPE
 
 INPUTS = (1, 2, 3, 4)
+WINDOW_SLOTS = (1, 2, 3, 4)
+MAX_WINDOW_NS = 100_000.0
 
 
 class TimeController(ScpiDriver):
@@ -92,6 +94,23 @@ class TimeController(ScpiDriver):
         """SOFT: every attempt's window is reported (its end as input 0), for per-attempt
         software heralding; HARD: only the herald line's attempts."""
         self.scpi.write(f"CLIC:MODE {'SOFT' if software else 'HARD'}")
+
+    def set_herald_windows(self, windows: list[tuple[float, float]]) -> None:
+        """The herald logic's detection windows (start, length in ns after the sync): a click
+        counts toward a herald when it falls in any of them; the slots not given are off."""
+        if len(windows) > len(WINDOW_SLOTS):
+            raise ValueError(
+                f"{self.name}: {len(windows)} herald windows, the logic has {len(WINDOW_SLOTS)}"
+            )
+        for start, length in windows:
+            if not (0.0 <= start <= MAX_WINDOW_NS and 0.0 < length <= MAX_WINDOW_NS):
+                raise ValueError(
+                    f"{self.name}: herald window start {start} ns, length {length} ns: "
+                    f"both within 0..{MAX_WINDOW_NS:g} ns, the length above 0"
+                )
+        padded = list(windows) + [(0.0, 0.0)] * (len(WINDOW_SLOTS) - len(windows))
+        for slot, (start, length) in zip(WINDOW_SLOTS, padded, strict=True):
+            self.scpi.write(f"CLIC:WIND{slot} {start:.3f},{length:.3f}")
 
     def read_clicks(self) -> np.ndarray:
         """The herald logic's clicks since the last read (CLICK_DTYPE), oldest first."""

@@ -94,6 +94,7 @@ def test_plan_orders_dependencies_first():
         "dark_counts",
         "detection_window",
         "phase_setpoint",
+        "phase_noise",
         "visibility",
         "alpha",
     ]
@@ -138,6 +139,8 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         setpoint = store.values("M")["phase_setpoint_deg"]
         error = (setpoint + mid_truth["phase_offset_deg"] + 180) % 360 - 180
         assert abs(error) < 5.0  # the reference fringe's maximum on psi_plus
+        noise = store.values("M")["phase_noise_deg"]
+        assert noise == pytest.approx(mid_truth["phase_noise_deg"], rel=0.25)
         for name, channel in lab.nodes["M"].channels.detectors.items():
             rate = store.values("M")[f"dark_count_hz_{name}"]
             assert rate == pytest.approx(mid_truth["dark_count_hz"][str(channel)], rel=0.25)

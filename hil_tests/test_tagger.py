@@ -34,3 +34,18 @@ def test_time_tags_arrive_as_an_intact_block(open_driver, maybe_sim):
     assert tags["time_ps"].max() < seconds * 1e12
     if maybe_sim:
         assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())
+
+
+def test_herald_windows_reach_the_herald_logic(open_driver, maybe_sim, nothing_reaches):
+    tagger = open_driver("time_tagger", "M")
+    tagger.set_herald_windows([(52.5, 27.6), (71.0, 27.6)])
+    if maybe_sim:
+        assert maybe_sim.state(tagger.name)["herald_windows"] == [[52.5, 27.6], [71.0, 27.6]]
+    assert tagger.error_list() == []
+    with nothing_reaches(tagger), pytest.raises(ValueError, match=r"length 0\.0 ns"):
+        tagger.set_herald_windows([(50.0, 0.0)])
+    with nothing_reaches(tagger), pytest.raises(ValueError, match="5 herald windows"):
+        tagger.set_herald_windows([(50.0, 10.0)] * 5)
+    tagger.set_herald_windows([])
+    if maybe_sim:  # every slot off: the open gate
+        assert maybe_sim.state(tagger.name)["herald_windows"] == [[0.0, 1000.0]]

@@ -127,6 +127,8 @@ class SimLab:
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
         stabilisers = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         stabiliser = self.devices.get(f"{name}.{stabilisers[0]}") if stabilisers else None
+        if isinstance(stabiliser, SimPhaseStabiliser):
+            stabiliser.residual_sigma_deg = truth.phase_noise_deg
         self.midpoint = Midpoint(truth, tagger, detectors, rng, stabiliser, self.register)
         self.midpoint.connect_sync(
             [d for d in self.devices.values() if isinstance(d, SimSequencer)]

@@ -33,6 +33,7 @@ DARK_HZ_RANGE = (15.0, 25.0)
 JITTER_NS = 0.05
 PARTNER_WAIT_S = 2.0  # how long a node's attempt loop waits for the other's, in wall time
 LOCKED_PHASE_SIGMA_DEG = 2.0  # the stabiliser's residual when locked
+PHASE_NOISE_DEG_RANGE = (8.0, 15.0)  # locked residual; Humphreys et al. 2018 report 15 deg
 UNLOCKED_SIGMA = 10.0  # rad: an unlocked interferometer's phase is anyone's guess
 
 
@@ -44,6 +45,7 @@ class MidpointTruth:
     dark_count_hz: dict[int, float]  # detector input -> rate
     jitter_ns: float
     phase_offset_deg: float  # interferometer phase at stabiliser set point 0
+    phase_noise_deg: float  # spread of the locked interferometer's residual phase
     reference_rate_hz: float  # reference light at the detectors, both together
     reference_visibility: float
     visibility: float  # two-photon / single-photon indistinguishability of A's and B's photons
@@ -65,6 +67,7 @@ def draw_midpoint_truth(
         dark_count_hz={d: float(rng.uniform(*DARK_HZ_RANGE)) for d in detectors},
         jitter_ns=JITTER_NS,
         phase_offset_deg=float(rng.uniform(-180.0, 180.0)),
+        phase_noise_deg=float(rng.uniform(*PHASE_NOISE_DEG_RANGE)),
         reference_rate_hz=float(rng.uniform(1.5e5, 2.5e5)),
         reference_visibility=float(rng.uniform(0.95, 0.99)),
         visibility=float(rng.uniform(0.85, 0.95)),

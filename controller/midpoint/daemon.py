@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,10 @@ log = logging.getLogger("qnode.midpoint")
 
 POLL_S = 0.005
 SOFTWARE_POLL_S = 0.0005  # every attempt waits for its outcome: poll fast
+LOCK_CHECK_S = 0.1
+"""The interferometer lock is checked before every batch of clicks is dispatched, and at
+least this often without clicks (so a lost lock pauses the session promptly)."""
+UNLOCKED = "interferometer lock lost: heralded while unlocked or before the relock"
 
 
 @dataclass
@@ -63,6 +67,12 @@ class MidpointSession:
     software: bool = False
     seq: int = 0
     last_heard: float = field(default_factory=time.monotonic)
+    watch_lock: bool = False
+    """Single-click with a stabiliser: the heralded states carry the interferometer phase."""
+    lock_checked: float = 0.0
+    relocks: int = 0
+    unlocked_through_sync: int = -1
+    """Heralds of attempt blocks synced up to here are never delivered (a lock was lost)."""
 
 
 class MidpointDaemon(StationServer):
@@ -108,7 +118,7 @@ class MidpointDaemon(StationServer):
         self.connected: dict[str, float] = {}  # node -> last heard (monotonic)
         self.routes: dict[str, bytes] = {}
         """node -> the routing id its last message with its station key came from."""
-        self.counters = {"forged": 0, "undeliverable": 0, "heralds": 0}
+        self.counters = {"forged": 0, "undeliverable": 0, "heralds": 0, "relocks": 0}
         self.faults = HeraldFaults(allow_faults)
         self._forged_log = RateLimitedLog(log)
         self._ids = itertools.count(1)
@@ -337,7 +347,7 @@ class MidpointDaemon(StationServer):
                 "single-click needs the interferometer phase set point "
                 f"(`qnode calibrate --node {self.node} phase_setpoint`)"
             )
-        base = await self._in_worker(self._arm, protocol, setpoint, software)
+        base = await self._in_worker(self._arm, protocol, setpoint, software, windows)
         file = SessionFile(
             path,
             session=msg["session"],
@@ -353,15 +363,30 @@ class MidpointDaemon(StationServer):
             software_version=__version__,
         )
         self.session = MidpointSession(
-            msg["session"], protocol, list(nodes), windows, base, file, software=software
+            msg["session"],
+            protocol,
+            list(nodes),
+            windows,
+            base,
+            file,
+            software=software,
+            watch_lock=protocol == "single_click" and self.stabiliser is not None,
+            lock_checked=time.monotonic(),
         )
         log.info("midpoint: session %s (%s) for %s", msg["session"], protocol, nodes)
         return {"sync_base": base, "windows": windows}
 
-    def _arm(self, protocol: str, setpoint: float | None, software: bool = False) -> int:
+    def _arm(
+        self,
+        protocol: str,
+        setpoint: float | None,
+        software: bool,
+        windows: list[tuple[float, float]],
+    ) -> int:
         try:
             self.tagger.set_sync_auto(False)
             self.tagger.set_click_mode(software)
+            self.tagger.set_herald_windows(windows)
             self.tagger.arm_clicks(True)  # and nothing from before the session
             if protocol == "single_click" and self.stabiliser is not None:
                 if setpoint is None:
@@ -391,6 +416,8 @@ class MidpointDaemon(StationServer):
         except Exception as e:
             self._enter_fault(f"closing session {session.session}: {e}")
         problems = await self._in_worker(self._safe_state)
+        if session.relocks:
+            reason += f"; the interferometer lock was lost and relocked {session.relocks} times"
         session.file.close("completed" if not problems else "failed", reason)
         log.info(
             "midpoint: session %s closed (%s), %d heralds", session.session, reason, session.seq
@@ -411,6 +438,10 @@ class MidpointDaemon(StationServer):
                 continue
             try:
                 clicks = await self._in_worker(self.tagger.read_clicks)
+                if session.watch_lock and (
+                    len(clicks) or time.monotonic() - session.lock_checked > LOCK_CHECK_S
+                ):
+                    await self._watch_lock(session)
             except Exception as e:
                 self._enter_fault(f"reading the herald clicks: {e}")
                 await self._end_session(f"fault: {e}")
@@ -418,10 +449,46 @@ class MidpointDaemon(StationServer):
             if self.session is session:
                 await self._dispatch(session, clicks)
 
+    async def _watch_lock(self, session: MidpointSession) -> None:
+        """Clicks read before a check that finds the lock on were made locked (a lost lock
+        stays lost until the midpoint relocks). Lost: pause the sync, relock, and mark every
+        attempt block synced until then, so that none of its heralds is delivered."""
+        session.lock_checked = time.monotonic()
+        assert self.stabiliser is not None  # watch_lock says so
+        if await self._in_worker(self.stabiliser.locked):
+            return
+        log.warning("midpoint: session %s: interferometer lock lost; relocking", session.session)
+        setpoint = self._stored(self.node, "phase_setpoint_deg")
+        through = await self._in_worker(self._relock, setpoint)
+        session.unlocked_through_sync = through
+        session.relocks += 1
+        self.counters["relocks"] += 1
+        log.warning(
+            "midpoint: session %s: relocked; heralds of syncs up to %d discarded",
+            session.session,
+            through,
+        )
+
+    def _relock(self, setpoint: float | None) -> int:
+        """Pause the attempts, lock again at the set point, resume; the last sync before."""
+        assert self.stabiliser is not None
+        self.tagger.set_sync_auto(False)
+        if setpoint is None:
+            raise QnodeError("the interferometer lock was lost and no set point is stored")
+        self.stabiliser.set_setpoint(setpoint)
+        self.stabiliser.set_lock(True)
+        if not self.stabiliser.locked():
+            raise QnodeError("the interferometer lock was lost and does not lock again")
+        through = self.tagger.sync_count()
+        self.tagger.set_sync_auto(True)
+        return through
+
     async def _dispatch(self, session: MidpointSession, clicks: np.ndarray) -> None:
         verdicts = classify(clicks, session.protocol, session.windows, self.detectors)
         rows = np.zeros(len(verdicts), dtype=HERALD_ROW)
         for k, verdict in enumerate(verdicts):
+            if verdict.sync <= session.unlocked_through_sync and verdict.outcome != "fail":
+                verdict = replace(verdict, outcome="fail", reason=UNLOCKED)
             session.seq += 1
             shot = int(verdict.sync) - session.sync_base - 1
             t = time.time()

@@ -1,7 +1,10 @@
 """Simulated piezo fibre-stretcher driver with a phase-lock loop (MDT694B-like serial).
 
 The interferometer phase drifts as a random walk in wall time; with the lock on, the loop holds
-it at the set point up to a small residual.
+it at the set point up to a residual: an Ornstein-Uhlenbeck process in wall time (the loop's
+bandwidth sets its correlation time) whose spread is the lock's phase noise, a hidden truth
+of the midpoint (`phase_noise_deg`). The midpoint's photons see the same phase as the
+reference light: a wrong set point rotates the heralded state.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from sim_backends.framing import Message
 
 MAX_VOLTAGE = 150.0
 DEG_PER_VOLT = 12.0
+LOCK_CORRELATION_S = 0.0002
+"""Correlation time of the locked residual (a loop bandwidth of about 1 kHz)."""
 
 
 class SimPhaseStabiliser(Device):
@@ -29,6 +34,8 @@ class SimPhaseStabiliser(Device):
         self.rng = rng
         self.drift = drift_deg_per_sqrt_s
         self.serial = serial
+        self.residual_sigma_deg = 2.0
+        """The lock's phase noise; the lab sets it from the midpoint's truth."""
         super().__init__(name)
 
     def setup(self) -> None:
@@ -80,16 +87,21 @@ class SimPhaseStabiliser(Device):
         self.lock = False
         self.setpoint = 0.0
         self._phase = float(self.rng.uniform(-180, 180))
+        self._residual = 0.0
         self._last = time.monotonic()
 
     def phase(self) -> float:
         """Interferometer phase in degrees (wrapped), drifting and corrected by the lock."""
         now = time.monotonic()
         dt, self._last = now - self._last, now
-        self._phase += float(self.rng.normal(0.0, self.drift * np.sqrt(max(dt, 0.0))))
-        if self.lock:  # the loop cancels the drift, up to a small residual
-            residual = float(self.rng.normal(0.0, 2.0))
-            self._phase = self.setpoint - DEG_PER_VOLT * self.voltage + residual
+        dt = max(dt, 0.0)
+        self._phase += float(self.rng.normal(0.0, self.drift * np.sqrt(dt)))
+        if self.lock:  # the loop cancels the drift, up to its residual
+            keep = np.exp(-dt / LOCK_CORRELATION_S)
+            self._residual = keep * self._residual + float(
+                self.rng.normal(0.0, self.residual_sigma_deg * np.sqrt(1 - keep**2))
+            )
+            self._phase = self.setpoint - DEG_PER_VOLT * self.voltage + self._residual
         return (self._phase + DEG_PER_VOLT * self.voltage + 180) % 360 - 180
 
     def phase_error(self) -> float:

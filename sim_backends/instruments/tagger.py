@@ -11,6 +11,11 @@ from sim_backends.device import CommandError, Device, boolean, number
 
 MAX_TAGS = 5_000_000
 MAX_CLICKS = 1_000_000
+HERALD_WINDOW_SLOTS = (1, 2, 3, 4)
+MAX_WINDOW_NS = 100_000.0
+OPEN_GATE_NS = (0.0, 1000.0)
+"""With no window configured the herald logic counts every click in the first microsecond
+after a sync (a wide-open gate: dark counts over all of it)."""
 
 
 class SimTimeController(Device):
@@ -25,7 +30,7 @@ class SimTimeController(Device):
         super().__init__(name)
 
     def setup(self) -> None:
-        self.add("INPut#:ENABle", lambda a, ch: self.enabled.__setitem__(self._ch(ch), boolean(a)))
+        self.add("INPut#:ENABle", lambda a, ch: self._enable(self._ch(ch), boolean(a)))
         self.add("INPut#:ENABle?", lambda a, ch: "ON" if self.enabled[self._ch(ch)] else "OFF")
         self.add(
             "INPut#:THREshold",
@@ -33,9 +38,7 @@ class SimTimeController(Device):
         )
         self.add("INPut#:THREshold?", lambda a, ch: f"{self.threshold[self._ch(ch)]:.4f}")
         self.add("INPut#:COUNter?", lambda a, ch: str(self._count(self._ch(ch))))
-        self.add(
-            "COUNter:INTegration", lambda a: setattr(self, "integration_s", number(a, 1e-6, 3600))
-        )
+        self.add("COUNter:INTegration", lambda a: self._set_integration(number(a, 1e-6, 3600)))
         self.add("COUNter:INTegration?", lambda a: f"{self.integration_s:.9g}")
         self.add("TAGS:ACQuire", lambda a: self._acquire(number(a, 1e-6, 3600)))
         self.add("SYNC:MODE", lambda a: self._sync_mode(a))
@@ -53,6 +56,10 @@ class SimTimeController(Device):
         self.add("CLICks:MODE?", lambda a: "SOFT" if self._sync().software else "HARD")
         self.add("CLICks:COUNt?", lambda a: str(sum(len(c) for c in self._clicks)))
         self.add("CLICks:DATA?", lambda a: self._drain_clicks())
+        self.add("CLICks:WINDow#", lambda a, n: self._set_window(self._slot(n), a))
+        self.add(
+            "CLICks:WINDow#?", lambda a, n: "{:.3f},{:.3f}".format(*self.windows[self._slot(n)])
+        )
 
     def _sync(self):
         if getattr(self, "midpoint", None) is None:
@@ -64,6 +71,34 @@ class SimTimeController(Device):
         if mode not in ("AUTO", "OFF"):
             raise CommandError(-224, f"Illegal parameter value: {mode} (AUTO or OFF)")
         self._sync().sync_auto = mode == "AUTO"
+
+    def _enable(self, ch: int, on: bool) -> None:
+        self.enabled[ch] = on
+        self._period = {}
+
+    def _set_integration(self, seconds: float) -> None:
+        self.integration_s = seconds
+        self._period = {}
+
+    def _slot(self, n: int) -> int:
+        if n not in HERALD_WINDOW_SLOTS:
+            raise CommandError(-114, f"Header suffix out of range: {n}")
+        return n
+
+    def _set_window(self, slot: int, args: str) -> None:
+        """`CLIC:WIND<n> <start ns>,<length ns>`: a click counts toward a herald when its delay
+        after the sync lies in any window; length 0 switches the slot off."""
+        parts = args.split(",")
+        if len(parts) != 2:
+            raise CommandError(-109, "Missing parameter: CLIC:WIND<n> <start ns>,<length ns>")
+        start = number(parts[0], 0.0, MAX_WINDOW_NS)
+        length = number(parts[1], 0.0, MAX_WINDOW_NS)
+        self.windows[slot] = (start, length)
+
+    def herald_windows(self) -> list[tuple[float, float]]:
+        """The windows the herald logic counts clicks in (the open gate if none is set)."""
+        on = [w for w in self.windows.values() if w[1] > 0]
+        return on or [OPEN_GATE_NS]
 
     def _ch(self, ch: int) -> int:
         if ch not in (1, 2, 3, 4):
@@ -85,6 +120,8 @@ class SimTimeController(Device):
         self._clicks: list[np.ndarray] = []
         self.clicks_lost = 0
         self.clicks_armed = False
+        self.windows = {n: (0.0, 0.0) for n in HERALD_WINDOW_SLOTS}
+        self._period: dict[int, int] = {}
 
     def _dark_rate(self, ch: int) -> float:
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
@@ -194,6 +231,16 @@ class SimTimeController(Device):
         return np.where(np.isfinite(latest), t - latest, 0.0)
 
     def _count(self, ch: int) -> int:
+        """The inputs count together over one integration period: reading an input already
+        read in this period starts the next one, so reads of different inputs in a row see
+        the same light (the same interferometer phase)."""
+        if ch in self._period:
+            self._period = {}
+        if not self._period:
+            self._period = {c: self._integrate(c) for c in self.enabled}
+        return self._period[ch]
+
+    def _integrate(self, ch: int) -> int:
         if not self.enabled[ch]:
             return 0
         light = self.light_rate_hz(ch) if self.light_rate_hz else 0.0
@@ -227,4 +274,5 @@ class SimTimeController(Device):
             "clicks_armed": self.clicks_armed,
             "clicks_pending": sum(len(c) for c in self._clicks),
             "clicks_lost": self.clicks_lost,
+            "herald_windows": [list(w) for w in self.herald_windows()],
         }
