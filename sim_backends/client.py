@@ -62,6 +62,10 @@ class SimControl:
         """Fraction of the node's photons reaching its detector (0: a blocked path)."""
         self.request("physics", node=node, collection=fraction)
 
+    def scale_dark_counts(self, midpoint: str, factor: float) -> None:
+        """A light leak: the midpoint's detectors' dark count rates times `factor`."""
+        self.request("physics", node=midpoint, dark_count_scale=factor)
+
     def heralds(self, since: int = 0) -> list[dict]:
         """Ground truth: every herald the physics produced (from number `since` on)."""
         return self.request("heralds", since=since)["heralds"]

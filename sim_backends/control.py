@@ -29,6 +29,8 @@ log = logging.getLogger("qnode.sim.control")
 
 FAULTS = ("freeze", "unfreeze", "garble", "drop", "reset", "delay", "unplug", "plug", "clear")
 LOG_INTERVAL_S = 10.0
+MAX_DARK_SCALE = 10_000.0
+"""A light leak into the detectors' fibres, for tests: the midpoint's dark counts times this."""
 HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 HANDSHAKE_FAILURES = {
     int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a client without CURVE",
@@ -162,6 +164,12 @@ class ControlServer:
             return {"heralds": heralds[int(request.get("since", 0)) :], "total": len(heralds)}
         if cmd == "truth":
             return {"truth": lab.truth(request.get("node"))}
+        if cmd == "physics" and lab.midpoint and request.get("node") == lab.midpoint_name:
+            scale = float(request["dark_count_scale"])
+            if not 0.0 <= scale <= MAX_DARK_SCALE:
+                raise ValueError(f"dark_count_scale {scale} outside [0, {MAX_DARK_SCALE:g}]")
+            lab.midpoint.scale_dark_counts(scale)
+            return {}
         if cmd == "physics":
             node = lab.nodes.get(request.get("node", ""))
             if node is None or node.physics is None:

@@ -312,6 +312,12 @@ class Midpoint:
             clicks.append((round_, detector, float(delay)))
         return clicks
 
+    def scale_dark_counts(self, factor: float) -> None:
+        """A light leak into the detectors' fibres (tests): every detector's rate x factor."""
+        self.tagger.detector_dark_hz = {
+            d: rate * factor for d, rate in self.truth.dark_count_hz.items()
+        }
+
     def reference_rate(self, channel: int) -> float:
         """Reference light through the interferometer: its two outputs share it by the phase."""
         stab = self.stabiliser

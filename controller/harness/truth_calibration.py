@@ -45,4 +45,7 @@ def calibrate_nodes_from_truth(
             rate = m["dark_count_hz"][str(detector)]
             store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
         store.set_manual("M", "visibility", m["visibility"], "test: from the truth")
-        store.set_manual("M", "phase_setpoint_deg", 0.0, "test: any set point")
+        # the reference fringe's maximum on psi_plus, and the lock's residual
+        setpoint = (-m["phase_offset_deg"]) % 360.0
+        store.set_manual("M", "phase_setpoint_deg", setpoint, "test: from the truth")
+        store.set_manual("M", "phase_noise_deg", m["phase_noise_deg"], "test: from the truth")
