@@ -113,9 +113,20 @@ class LabSection(_Strict):
     """The most points a run's sweep may have: a node refuses a larger one before compiling."""
 
 
+PINNABLE = ("eta", "visibility", "phase_noise_deg", "dark_count_hz", "delay_ns")
+
+
+class SimulationSection(_Strict):
+    """For the simulated lab only (the controller never reads it): hidden truths pinned to
+    given values instead of drawn from the seed, to reproduce a paper's figures."""
+
+    midpoint: dict[Literal[PINNABLE], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+
+
 class LabConfig(_Strict):
     lab: LabSection
     nodes: dict[str, NodeConfig]
+    simulation: SimulationSection = Field(default_factory=SimulationSection)
 
     # set by the loader, not by the file
     source: str = ""

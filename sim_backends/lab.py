@@ -123,7 +123,8 @@ class SimLab:
             for n, c in self.description["nodes"].items()
             if c["kind"] == "memory"
         }
-        truth = draw_midpoint_truth(platforms, detectors, rng)
+        pins = (self.description.get("simulation") or {}).get("midpoint") or {}
+        truth = draw_midpoint_truth(platforms, detectors, rng, pins)
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
         stabilisers = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         stabiliser = self.devices.get(f"{name}.{stabilisers[0]}") if stabilisers else None

@@ -10,18 +10,17 @@ nodes' truth is.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from qnode.heralding import (
-    Link,
-    barrett_kok_from_states,
-    fidelity,
-    single_click_from_states,
-)
+from sim_backends import optics
+from sim_backends.optics import Detectors, NodeOptics
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
+P_DOUBLE_RANGE = {"nv": (0.03, 0.05), "ion": (0.005, 0.015)}  # double excitation per pi pulse
+PI_PULSE_ERROR_RANGE = {"nv": (0.005, 0.02), "ion": (0.002, 0.01)}  # bright state not excited
+OPTICAL_PULSE_NS = 2.0  # the optical pi pulse: the span of a double excitation's early photon
 ETA_RANGE = {  # detected photons per excitation, by platform and collection
     ("nv", "free_space"): (2.8e-4, 4.2e-4),
     ("nv", "cavity"): (0.02, 0.05),
@@ -32,9 +31,7 @@ DELAY_NS_RANGE = (40.0, 90.0)  # fibre and electronics, sync to photon arrival
 DARK_HZ_RANGE = (15.0, 25.0)
 JITTER_NS = 0.05
 PARTNER_WAIT_S = 2.0  # how long a node's attempt loop waits for the other's, in wall time
-LOCKED_PHASE_SIGMA_DEG = 2.0  # the stabiliser's residual when locked
 PHASE_NOISE_DEG_RANGE = (8.0, 15.0)  # locked residual; Humphreys et al. 2018 report 15 deg
-UNLOCKED_SIGMA = 10.0  # rad: an unlocked interferometer's phase is anyone's guess
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,9 @@ class MidpointTruth:
     phase_noise_deg: float  # spread of the locked interferometer's residual phase
     reference_rate_hz: float  # reference light at the detectors, both together
     reference_visibility: float
-    visibility: float  # two-photon / single-photon indistinguishability of A's and B's photons
+    visibility: float  # two-photon (HOM) visibility of A's and B's photons: |overlap|^2
+    p_double: dict[str, float]  # double excitation per optical pi pulse, per node
+    pi_pulse_error: dict[str, float]  # P(the bright state is not excited), per node
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -57,10 +56,15 @@ class MidpointTruth:
 
 
 def draw_midpoint_truth(
-    platforms: dict[str, tuple[str, str]], detectors: list[int], rng: np.random.Generator
+    platforms: dict[str, tuple[str, str]],
+    detectors: list[int],
+    rng: np.random.Generator,
+    pins: dict[str, float] | None = None,
 ) -> MidpointTruth:
-    """platforms: node -> (platform, collection)."""
-    return MidpointTruth(
+    """platforms: node -> (platform, collection). `pins` replace drawn values (the lab file's
+    [simulation.midpoint]: eta, visibility, phase_noise_deg, dark_count_hz, delay_ns), to
+    reproduce a paper's figures."""
+    truth = MidpointTruth(
         delay_ns={n: float(rng.uniform(*DELAY_NS_RANGE)) for n in platforms},
         eta={n: float(rng.uniform(*ETA_RANGE[p])) for n, p in platforms.items()},
         lifetime_ns={n: LIFETIME_NS[p] for n, (p, _) in platforms.items()},
@@ -71,7 +75,22 @@ def draw_midpoint_truth(
         reference_rate_hz=float(rng.uniform(1.5e5, 2.5e5)),
         reference_visibility=float(rng.uniform(0.95, 0.99)),
         visibility=float(rng.uniform(0.85, 0.95)),
+        p_double={n: float(rng.uniform(*P_DOUBLE_RANGE[p])) for n, (p, _) in platforms.items()},
+        pi_pulse_error={
+            n: float(rng.uniform(*PI_PULSE_ERROR_RANGE[p])) for n, (p, _) in platforms.items()
+        },
     )
+    pinned: dict[str, object] = {}
+    for name, value in (pins or {}).items():
+        if name in ("eta", "delay_ns"):
+            pinned[name] = dict.fromkeys(platforms, float(value))
+        elif name == "dark_count_hz":
+            pinned[name] = dict.fromkeys(detectors, float(value))
+        elif name in ("visibility", "phase_noise_deg"):
+            pinned[name] = float(value)
+        else:
+            raise ValueError(f"cannot pin {name!r} of the midpoint's truth")
+    return replace(truth, **pinned)
 
 
 class Midpoint:
@@ -195,95 +214,153 @@ class Midpoint:
     def _draw_one(self, key: tuple[int, int], names: list[str], waiting: dict) -> None:
         generation, attempt = key
         rho_a, rho_b = (waiting[n][0] for n in names[:2])
-        alpha_a, alpha_b = (float(np.clip(r[0, 0].real, 0.0, 1.0)) for r in (rho_a, rho_b))
+        windows = self.tagger.herald_windows()
         clicks: list = []
-        window = float(np.mean(list(self.truth.lifetime_ns.values()))) * np.log(10)
-        if alpha_a + alpha_b > 0:
-            herald = single_click_from_states(rho_a, rho_b, self.link(window))
-            if self.rng.random() < herald.p_success:
-                psi_plus = self.rng.random() < herald.weights["psi_plus"]
-                outcome = "psi_plus" if psi_plus else "psi_minus"
-                state = herald.states[outcome]
-                if self.register is not None:
-                    self.register.set_pair(names[0], names[1], state)
-                clicks = self._clicks(outcome, False, names, herald)
-                self.heralds.append(
-                    {
-                        "generation": generation,
-                        "clicks": [[r, c] for r, c, _ in clicks],
-                        "attempts": attempt,
-                        "outcome": outcome,
-                        "fidelity": fidelity(state, outcome),
-                        "alpha": (alpha_a + alpha_b) / 2,
-                        "alphas": {names[0]: alpha_a, names[1]: alpha_b},
-                        "p_success": herald.p_success,
-                        "protocol": "single_click",
-                        "heralding": "software",
-                    }
-                )
-        self.tagger.record_clicks(generation, attempt, [*clicks, (0, 0, window)])
+        heralding, phase_rad, locked = self._heralding("single_click", rho_a, rho_b, windows)
+        if heralding.p_success > 0 and self.rng.random() < heralding.p_success:
+            outcome = self._outcome(heralding)
+            state = heralding.states[outcome]
+            if self.register is not None:
+                self.register.set_pair(names[0], names[1], state)
+            clicks = self._clicks(heralding, outcome)
+            self._log(
+                generation,
+                attempt,
+                outcome,
+                state,
+                heralding,
+                rho_a,
+                rho_b,
+                names,
+                phase_rad,
+                locked,
+                software=True,
+            )
+        end_of_window = max(start + length for start, length in windows)
+        self.tagger.record_clicks(generation, attempt, [*clicks, (0, 0, end_of_window)])
         for name in names:
             future = waiting[name][1]
             if not future.done():
                 future.set_result(None)
 
-    def link(self, window_ns: float) -> Link:
-        a, b = list(self.truth.eta)[:2]
-        rate = float(np.mean(list(self.truth.dark_count_hz.values())))
-        locked = self.stabiliser is not None and self.stabiliser.lock
-        return Link(
-            eta_a=self.truth.eta[a],
-            eta_b=self.truth.eta[b],
-            visibility=self.truth.visibility,
-            dark_prob=rate * window_ns * 1e-9,
-            phase_sigma_rad=np.radians(LOCKED_PHASE_SIGMA_DEG) if locked else UNLOCKED_SIGMA,
+    def _optics(self, node: str) -> NodeOptics:
+        t = self.truth
+        return NodeOptics(
+            eta=t.eta[node],
+            lifetime_ns=t.lifetime_ns[node],
+            delay_ns=t.delay_ns[node],
+            p_double=t.p_double[node],
+            pi_pulse_error=t.pi_pulse_error[node],
+            pulse_ns=OPTICAL_PULSE_NS,
         )
+
+    def interferometer_phase(self) -> tuple[float, bool]:
+        """The phase of A's arm relative to B's now (rad), the one the reference light sees
+        (its fringe's top on psi_plus at 0), and whether the lock holds it. No stabiliser:
+        the interferometer is free, its phase anyone's guess."""
+        stab = self.stabiliser
+        if stab is None:
+            return float(self.rng.uniform(-np.pi, np.pi)), False
+        return float(np.radians(stab.phase() + self.truth.phase_offset_deg)), bool(stab.lock)
+
+    def _heralding(self, protocol: str, rho_a, rho_b, windows) -> tuple:
+        """One attempt's herald distribution from the memories' actual states, the actual
+        phase, and the windows the controller set on the herald logic."""
+        a, b = list(self.truth.eta)[:2]
+        rates = self.tagger.detector_dark_hz
+        detectors = Detectors(
+            dark_hz=(rates[self.detectors[0]], rates[self.detectors[1]]),
+            jitter_ns=self.truth.jitter_ns,
+        )
+        phase_rad, locked = self.interferometer_phase()
+        draw = optics.barrett_kok if protocol == "barrett_kok" else optics.single_click
+        heralding = draw(
+            rho_a,
+            rho_b,
+            self._optics(a),
+            self._optics(b),
+            detectors,
+            self.truth.visibility,
+            phase_rad,
+            windows,
+        )
+        return heralding, phase_rad, locked
+
+    def _outcome(self, heralding) -> str:
+        weights = heralding.weights
+        names = sorted(weights)
+        k = int(np.searchsorted(np.cumsum([weights[n] for n in names]), self.rng.random()))
+        return names[min(k, len(names) - 1)]
+
+    def _log(
+        self,
+        generation,
+        attempts,
+        outcome,
+        state,
+        heralding,
+        rho_a,
+        rho_b,
+        names,
+        phase_rad,
+        locked,
+        software: bool = False,
+    ) -> None:
+        alpha_a, alpha_b = (float(np.clip(r[0, 0].real, 0.0, 1.0)) for r in (rho_a, rho_b))
+        entry = {
+            "generation": generation,
+            "attempts": attempts,
+            "outcome": outcome,
+            "fidelity": optics.bell_fidelity(state, outcome),
+            "alpha": (alpha_a + alpha_b) / 2,
+            "alphas": {names[0]: alpha_a, names[1]: alpha_b},
+            "p_success": heralding.p_success,
+            "protocol": heralding.protocol,
+            "phase_deg": float(np.degrees(phase_rad)),
+            "locked": locked,
+        }
+        if software:
+            entry["heralding"] = "software"
+        self.heralds.append(entry)
 
     def _draw(self, generation: int, names: list[str], waiting: dict) -> None:
         rho_a, rho_b = (waiting[n][0] for n in names[:2])
-        alpha_a, alpha_b = (float(np.clip(r[0, 0].real, 0.0, 1.0)) for r in (rho_a, rho_b))
-        alpha = (alpha_a + alpha_b) / 2
         limit = min(waiting[n][1] for n in names)
-        window = float(np.mean(list(self.truth.lifetime_ns.values()))) * np.log(10)
-        barrett_kok_ = waiting[names[0]][3] == "barrett_kok"
-        try:  # from the memories' actual states: init errors, mis-set pulses show
-            if barrett_kok_:
-                # the state is set at the first round, before the pi pulse between the
-                # rounds: Bell states keep, |00> and |11> swap
-                herald = barrett_kok_from_states(rho_a, rho_b, self.link(window))
-            else:
-                herald = single_click_from_states(rho_a, rho_b, self.link(window))
-        except ValueError:  # neither memory can emit: nothing heralds
-            herald = None
-        if herald is None or herald.p_success <= 0:
+        protocol = "barrett_kok" if waiting[names[0]][3] == "barrett_kok" else "single_click"
+        heralding, phase_rad, locked = self._heralding(
+            protocol, rho_a, rho_b, self.tagger.herald_windows()
+        )
+        if heralding.p_success <= 0:
             for name in names:
                 if not waiting[name][2].done():
                     waiting[name][2].set_result((limit, 0))
             return
-        attempts = int(self.rng.geometric(herald.p_success))
+        attempts = int(self.rng.geometric(heralding.p_success))
         if attempts > limit:
             result = (limit, 0)
         else:
-            outcome = "psi_plus" if self.rng.random() < herald.weights["psi_plus"] else "psi_minus"
-            state = herald.states[outcome]
+            outcome = self._outcome(heralding)
+            state = heralding.states[outcome]
             if self.register is not None:
-                before_pi = state[::-1, ::-1] if barrett_kok_ else state
+                # Barrett-Kok: the state is set at the first round, before the pi pulse
+                # between the rounds (which the sequencer plays): Bell states keep, |00> and
+                # |11> swap
+                before_pi = state[::-1, ::-1] if protocol == "barrett_kok" else state
                 future = asyncio.get_running_loop().create_future()
                 self._settling[generation] = (names, before_pi, set(), future)
-            clicks = self._clicks(outcome, barrett_kok_, names, herald)
+            clicks = self._clicks(heralding, outcome)
             self.tagger.record_clicks(generation, attempts, clicks)
-            self.heralds.append(
-                {
-                    "generation": generation,
-                    "clicks": [[r, c] for r, c, _ in clicks],
-                    "attempts": attempts,
-                    "outcome": outcome,
-                    "fidelity": fidelity(state, outcome),
-                    "alpha": alpha,
-                    "alphas": {names[0]: alpha_a, names[1]: alpha_b},
-                    "p_success": herald.p_success,
-                    "protocol": "barrett_kok" if barrett_kok_ else "single_click",
-                }
+            self._log(
+                generation,
+                attempts,
+                outcome,
+                state,
+                heralding,
+                rho_a,
+                rho_b,
+                names,
+                phase_rad,
+                locked,
             )
             result = (attempts, 1 if outcome == "psi_plus" else 2)
         for name in names:
@@ -291,26 +368,14 @@ class Midpoint:
             if not future.done():
                 future.set_result(result)
 
-    def _clicks(self, outcome: str, two_rounds: bool, names: list[str], herald) -> list:
-        """The heralding clicks the tagger sees: (round, detector, ns after the excitation).
-        One round: the outcome's detector. Barrett-Kok: psi+ the same detector twice, psi- one
-        each. A click's delay is a photon's (the fibre delay of a node, the lifetime, inside
-        the 90 % the herald logic accepts)."""
-        first, second = self.detectors[0], self.detectors[1]
-        if two_rounds:
-            a = first if self.rng.random() < 0.5 else second
-            b = a if outcome == "psi_plus" else (second if a == first else first)
-            pattern = [(0, a), (1, b)]
-        else:
-            pattern = [(0, first if outcome == "psi_plus" else second)]
-        clicks = []
-        for round_, detector in pattern:
-            node = names[int(self.rng.integers(len(names)))]
-            t = self.truth
-            emitted = -t.lifetime_ns[node] * np.log1p(-0.9 * self.rng.random())
-            delay = t.delay_ns[node] + emitted + self.rng.normal(0.0, t.jitter_ns)
-            clicks.append((round_, detector, float(delay)))
-        return clicks
+    def _clicks(self, heralding, outcome: str) -> list:
+        """The heralding clicks the tagger sees: (round, input, ns after the sync), from what
+        fired them (a node's photon with its delay and wavepacket, or a dark count), inside
+        the herald logic's windows."""
+        return [
+            (round_, self.detectors[index], float(delay))
+            for round_, index, delay in optics.sample_clicks(self.rng, heralding, outcome)
+        ]
 
     def scale_dark_counts(self, factor: float) -> None:
         """A light leak into the detectors' fibres (tests): every detector's rate x factor."""
