@@ -59,8 +59,10 @@ def excitation_train(platform: str, shots: int) -> Sequence:
     """Per shot: a CR / cooling check, PER_CHECK excitations of the initialised memory, and
     one more check (a single try): the shots that pass it say how often the memory stayed
     ready through the train."""
+    # the platform's calibrated spin pump: it re-initialises the memory fully before every
+    # excitation (a shorter pump leaves each excitation's state to the one before it)
     body = (
-        SpinInit(2_000),
+        SpinInit(),
         LaserPulse("excitation", Param("excitation_duration_ns")),
         Wait(PERIOD_WAIT_NS),
     )
@@ -88,7 +90,7 @@ class DetectionWindowRoutine(Routine):
     title = "detection window at the midpoint"
     needs_midpoint = True
     depends = ("check_threshold",)
-    reads = ("excitation_duration_ns", "cr_threshold", "check_mean_counts")
+    reads = ("excitation_duration_ns", "spin_pump_duration_ns", "cr_threshold", "check_mean_counts")
     updates = ("detection_window_start_ns", "detection_window_ns", "detection_probability")
 
     def _histogram(self, node: NodeAccess, shots: int):
