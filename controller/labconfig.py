@@ -113,7 +113,15 @@ class LabSection(_Strict):
     """The most points a run's sweep may have: a node refuses a larger one before compiling."""
 
 
-PINNABLE = ("eta", "visibility", "phase_noise_deg", "dark_count_hz", "delay_ns")
+PINNABLE = (
+    "eta",
+    "visibility",
+    "phase_noise_deg",
+    "dark_count_hz",
+    "delay_ns",
+    "p_double",
+    "pi_pulse_error",
+)
 
 
 class SimulationSection(_Strict):

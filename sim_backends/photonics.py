@@ -62,8 +62,9 @@ def draw_midpoint_truth(
     pins: dict[str, float] | None = None,
 ) -> MidpointTruth:
     """platforms: node -> (platform, collection). `pins` replace drawn values (the lab file's
-    [simulation.midpoint]: eta, visibility, phase_noise_deg, dark_count_hz, delay_ns), to
-    reproduce a paper's figures."""
+    [simulation.midpoint]: eta, delay_ns, p_double, pi_pulse_error for every node;
+    dark_count_hz for every detector; visibility, phase_noise_deg), to reproduce a paper's
+    figures."""
     truth = MidpointTruth(
         delay_ns={n: float(rng.uniform(*DELAY_NS_RANGE)) for n in platforms},
         eta={n: float(rng.uniform(*ETA_RANGE[p])) for n, p in platforms.items()},
@@ -82,7 +83,7 @@ def draw_midpoint_truth(
     )
     pinned: dict[str, object] = {}
     for name, value in (pins or {}).items():
-        if name in ("eta", "delay_ns"):
+        if name in ("eta", "delay_ns", "p_double", "pi_pulse_error"):
             pinned[name] = dict.fromkeys(platforms, float(value))
         elif name == "dark_count_hz":
             pinned[name] = dict.fromkeys(detectors, float(value))
