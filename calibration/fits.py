@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -188,3 +189,134 @@ def fit_check_counts(counts: np.ndarray) -> Fit:
         ["mean", "ready", "dark_mean"],
         bounds=([0.5, 0, 0], [1e4, 1, 2]),
     )
+
+
+# spin preparation and readout from count histograms ------------------------------------------
+@dataclass
+class PreparationFit:
+    """Prepared |0> and prepared |1> shots' count histograms over one readout window, fitted
+    as mixtures of the bright state's and the dark state's count distributions.
+
+    bright: the spin stays bright for an exponential time (the readout light pumps it away,
+    `flips` = window / flip time) and counts Poisson(bright_mean x the bright share of the
+    window + dark_mean x the rest); dark: Poisson(dark_mean). A prepared |0> shot is bright
+    with probability `init` (the initialisation fidelity); a prepared |1> shot (a pi pulse
+    after the initialisation) is dark with `prep1` (initialisation and pi pulse). What reads
+    dark beyond the bright state's own zero counts (its early flips) is the preparation's
+    error, not the readout's."""
+
+    bright_mean: float
+    flips: float
+    dark_mean: float
+    init: float
+    prep1: float
+    init_sigma: float
+    prep1_sigma: float
+    shots: tuple[int, int]
+
+    def bright(self, n: np.ndarray) -> np.ndarray:
+        return _bright_pmf(n, self.bright_mean, self.flips, self.dark_mean)
+
+    def dark(self, n: np.ndarray) -> np.ndarray:
+        return poisson.pmf(n, self.dark_mean)
+
+    @property
+    def initialisation(self) -> tuple[float, float]:
+        """The initialisation fidelity and its error from both preparations: prepared |0>'s
+        (unbiased, but its zero-count shots are shared with the bright state's early flips:
+        noisy) and prepared |1>'s (a bright shot among dark ones stands out: precise, but it
+        holds the pi pulse's error too, so it is a lower bound). Where the two agree (within
+        2 sigma: no pi-pulse error resolved) their weighted mean, which errs low by any
+        unresolved pi-pulse error (the cautious side for planning); else prepared |0>'s."""
+        s0, s1 = max(self.init_sigma, 1e-6), max(self.prep1_sigma, 1e-6)
+        if self.init - self.prep1 > 2 * math.hypot(s0, s1):
+            return self.init, self.init_sigma
+        w0, w1 = 1 / s0**2, 1 / s1**2
+        return (w0 * self.init + w1 * self.prep1) / (w0 + w1), 1 / math.sqrt(w0 + w1)
+
+    def readout(self, threshold: float) -> tuple[float, float]:
+        """The readout's own F0 = P(counts >= threshold | bright), F1 = P(below | dark)."""
+        below = np.arange(int(np.ceil(threshold)))
+        return float(1 - self.bright(below).sum()), float(self.dark(below).sum())
+
+
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(96)
+_S = (_NODES + 1) / 2  # flip times as shares of the window, in (0, 1)
+_W = _WEIGHTS / 2
+
+
+def _bright_pmf(n: np.ndarray, mean: float, flips: float, dark: float) -> np.ndarray:
+    n = np.asarray(n)[..., None]
+    early = _W * flips * np.exp(-flips * _S) * poisson.pmf(n, mean * _S + dark * (1 - _S))
+    return early.sum(axis=-1) + np.exp(-flips) * poisson.pmf(n[..., 0], mean)
+
+
+def _nll(theta, h0, h1, n) -> float:
+    mean, flips, dark, w0, w1 = theta
+    b, d = _bright_pmf(n, mean, flips, dark), poisson.pmf(n, dark)
+    p0 = np.clip(w0 * b + (1 - w0) * d, 1e-300, None)
+    p1 = np.clip(w1 * d + (1 - w1) * b, 1e-300, None)
+    return float(-(h0 @ np.log(p0) + h1 @ np.log(p1)))
+
+
+def fit_preparation(counts0: np.ndarray, counts1: np.ndarray) -> PreparationFit:
+    """Maximum likelihood over both histograms (counts per shot of prepared |0> and |1>);
+    the errors of `init` and `prep1` from the likelihood's curvature (the others profiled)."""
+    from scipy.optimize import minimize
+
+    counts0, counts1 = np.asarray(counts0, int), np.asarray(counts1, int)
+    if len(counts0) < 50 or len(counts1) < 50:
+        raise FitFailed("too few shots for the preparation fit")
+    top = int(max(counts0.max(), counts1.max(), 1))
+    n = np.arange(top + 1)
+    h0 = np.bincount(counts0, minlength=top + 1).astype(float)
+    h1 = np.bincount(counts1, minlength=top + 1).astype(float)
+    mean0 = max(float(counts0[counts0 > 0].mean()) if (counts0 > 0).any() else 1.0, 0.5)
+    start = [mean0 * 1.2, 0.5, max(float(np.mean(counts1 == 1)), 1e-3), 0.98, 0.98]
+    bounds = [(0.2, 10 * top + 10), (0.0, 50.0), (1e-6, 5.0), (0.5, 1.0), (0.5, 1.0)]
+    best = None
+    for flips in (0.05, 0.5, 2.0):  # the flip rate has a shallow likelihood: a few starts
+        start[1] = flips
+        res = minimize(_nll, start, args=(h0, h1, n), method="L-BFGS-B", bounds=bounds)
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    theta = np.array(best.x, float)
+    cov = _covariance(lambda t: _nll(t, h0, h1, n), theta, bounds)
+    sigma = np.sqrt(np.clip(np.diag(cov), 0, None))
+    mean, flips, dark, init, prep1 = (float(x) for x in theta)
+    return PreparationFit(
+        mean,
+        flips,
+        dark,
+        init,
+        prep1,
+        init_sigma=float(sigma[3]),
+        prep1_sigma=float(sigma[4]),
+        shots=(len(counts0), len(counts1)),
+    )
+
+
+def _covariance(f, theta: np.ndarray, bounds) -> np.ndarray:
+    """The inverse of the numerical Hessian (a step that stays within the bounds: one-sided
+    at a bound); a parameter the likelihood does not constrain gets a zero row."""
+    k = len(theta)
+    steps = np.array([max(abs(x) * 1e-3, 1e-5) for x in theta])
+    shift = np.zeros(k)
+    for i, (lo, hi) in enumerate(bounds):  # centre the stencil inside the bounds
+        if theta[i] + 2 * steps[i] > hi:
+            shift[i] = -2 * steps[i]
+        elif theta[i] - 2 * steps[i] < lo:
+            shift[i] = 2 * steps[i]
+    centre = theta + shift
+    h = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            e_i, e_j = np.eye(k)[i] * steps[i], np.eye(k)[j] * steps[j]
+            h[i, j] = h[j, i] = (
+                f(centre + e_i + e_j)
+                - f(centre + e_i - e_j)
+                - f(centre - e_i + e_j)
+                + f(centre - e_i - e_j)
+            ) / (4 * steps[i] * steps[j])
+    return np.linalg.pinv(h, rcond=1e-10)

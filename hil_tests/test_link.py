@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from calibration.graph import ROUTINES, run_routine
+from calibration.planning import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 from calibration.routine import UPDATED
 from controller.data.params import ParameterStore
 from controller.data.sessionfile import DELIVERED
@@ -24,7 +25,6 @@ from controller.operator.client import NodeClient
 from controller.operator.daemons import ensure_daemons, spawn, terminate
 from controller.operator.entangle import READOUT_SHOTS, readout_of
 from controller.operator.verify import verify
-from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 from sim_backends.client import SimControl
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]

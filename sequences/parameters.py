@@ -65,8 +65,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("single_click_alpha", "", "bright population for the target fidelity"),
         ParameterSpec("phase_setpoint_deg", "deg", "interferometer phase stabiliser set point"),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
-        ParameterSpec("f0", "", "readout fidelity of |0>"),
-        ParameterSpec("f1", "", "readout fidelity of |1>"),
+        ParameterSpec("f0", "", "readout fidelity of |0>: P(bright | |0>), the readout's own"),
+        ParameterSpec("f1", "", "readout fidelity of |1>: P(dark | |1>), the readout's own"),
+        ParameterSpec("init_fidelity", "", "spin initialisation fidelity: P(|0> after init)"),
+        ParameterSpec("init_fidelity_sigma", "", "the initialisation fidelity's error"),
+        ParameterSpec("visibility_sigma", "", "the two-photon visibility's error"),
     )
 }
 

@@ -2,18 +2,22 @@
 
 Two-photon visibility: Barrett-Kok pairs verified in XX, YY and ZZ. A Barrett-Kok pair is
 psi+- with its coherence set by the photons' indistinguishability V (the phase cancels
-between the rounds), diluted only by the dark-count heralds the model predicts from the
-calibrated detection probabilities and dark counts: (<XX> + <YY>)/2 = V g, with g the
-share of heralds with both photons. V is that over g.
+between the rounds), diluted only by the dark-count heralds and the memories' initialisation
+errors that the planning model (calibration.planning) predicts from the calibrated detection
+probabilities, dark counts and initialisation fidelities: (<XX> + <YY>)/2 = V g, with g the
+coherence at V = 1. V is that over g; its error is stored too (visibility_sigma: the
+planner's margin).
 
 Alpha for a target fidelity (single-click): from the calibrated detection probabilities,
-dark counts and visibility, the largest alpha whose expected fidelity meets the target (the
+dark counts, visibility and initialisation fidelities, the largest alpha whose conservative
+fidelity (expected less one sigma of the calibrated values' errors) meets the target (the
 highest rate); a short session at that alpha checks that the success per attempt is what the
 model says (2 alpha eta at leading order), so the detection probabilities behind it hold.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -23,16 +27,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from calibration.interface import NodeAccess
-from calibration.routine import Analysis, Routine, link_of, midpoint_of, stored_value
-from qnode.errors import QnodeError
-from qnode.heralding import (
+from calibration.planning import (
     Link,
     alpha_for_fidelity,
+    assumed,
     barrett_kok,
-    fidelity,
+    fidelity_sigma,
     link_from_calibration,
     single_click,
 )
+from calibration.routine import Analysis, Routine, link_of, midpoint_of, stored_value
+from qnode.errors import QnodeError
 
 VISIBILITY_PAIRS, QUICK_PAIRS = 1200, 300
 MAX_SIGMA_V = 0.06
@@ -51,8 +56,9 @@ def _link(node: NodeAccess, visibility: float | None = None) -> tuple[Link, tupl
 
 
 def both_photon_share(link: Link) -> float:
-    """g: the coherence a Barrett-Kok herald would carry at V = 1 (the rest: dark counts)."""
-    ideal = Link(link.eta_a, link.eta_b, 1.0, link.dark_prob, 0.0)
+    """g: the coherence a Barrett-Kok herald would carry at V = 1 (the rest: dark counts and
+    the memories' initialisation errors, which flip a node's phase)."""
+    ideal = replace(link, visibility=1.0, phase_sigma_rad=0.0)
     return float(2 * barrett_kok(ideal).states["psi_plus"][1, 2].real)
 
 
@@ -68,8 +74,8 @@ class VisibilityRoutine(Routine):
     name = "visibility"
     title = "two-photon interference visibility A-B (Barrett-Kok)"
     depends = ("detection_window", "dark_counts")
-    reads = ("detection_probability", "detection_window_ns", "dark_count_hz_*", "f0", "f1")
-    updates = ("visibility",)
+    reads = ("detection_probability", "detection_window_ns", "dark_count_hz_*", "init_fidelity")
+    updates = ("visibility", "visibility_sigma")
     scope = "midpoint"
     needs_midpoint = True
     needs_link = True
@@ -132,7 +138,7 @@ class VisibilityRoutine(Routine):
             )
         value = min(value, 1.0)
         return Analysis(
-            {"visibility": value},
+            {"visibility": value, "visibility_sigma": sigma},
             True,
             f"V {value:.3f} +- {sigma:.3f} from {stats['delivered']} Barrett-Kok pairs "
             f"(fidelity {stats['fidelity']:.3f})",
@@ -146,7 +152,13 @@ class AlphaRoutine(Routine):
     name = "alpha"
     title = "single-click alpha for the target fidelity"
     depends = ("visibility", "phase_setpoint")
-    reads = ("target_fidelity", "visibility", "detection_probability", "dark_count_hz_*")
+    reads = (
+        "target_fidelity",
+        "visibility",
+        "detection_probability",
+        "dark_count_hz_*",
+        "init_fidelity",
+    )
     updates = ("single_click_alpha",)
     scope = "midpoint"
     needs_midpoint = True
@@ -159,8 +171,8 @@ class AlphaRoutine(Routine):
 
     def _alpha(self, node: NodeAccess) -> tuple[float, Link]:
         link, notes = _link(node)
-        if notes:
-            raise QnodeError("; ".join(notes))
+        if assumed(notes):
+            raise QnodeError("; ".join(assumed(notes)))
         try:
             return alpha_for_fidelity(self._target(node), link), link
         except ValueError as e:
@@ -181,7 +193,8 @@ class AlphaRoutine(Routine):
     def analyse(self, node: NodeAccess, data) -> Analysis:
         ((alpha, link, stats),) = data
         herald = single_click(alpha, link)
-        expected_p, f = herald.p_success, fidelity(herald.states["psi_plus"], "psi_plus")
+        expected_p, f = herald.p_success, herald.fidelity
+        sigma_f = fidelity_sigma("single_click", link, alpha)
         p, heralded = stats["p_success"], max(stats["heralded"], 1)
         sigma = p / np.sqrt(heralded)
         info = {"alpha": alpha, "expected_p": expected_p, "fidelity": f, "session": stats}
@@ -191,7 +204,7 @@ class AlphaRoutine(Routine):
             grid = np.linspace(0.005, 0.5, 200)
             heralds = [single_click(a, link) for a in grid]
             fig, (ax_f, ax_p) = plt.subplots(1, 2, figsize=(9, 3.8))
-            ax_f.plot(grid, [fidelity(h.states["psi_plus"], "psi_plus") for h in heralds])
+            ax_f.plot(grid, [h.fidelity for h in heralds])
             ax_f.axhline(target, color="C3", ls=":", label=f"target {target}")
             ax_f.axvline(alpha, color="C3", ls="--", label=f"alpha {alpha:.4f}")
             ax_f.set_xlabel("alpha")
@@ -222,7 +235,8 @@ class AlphaRoutine(Routine):
         return Analysis(
             {"single_click_alpha": alpha},
             True,
-            f"alpha {alpha:.4f} for fidelity {target} (expected {f:.3f}); success per attempt "
+            f"alpha {alpha:.4f} for fidelity {target} (expected {f:.3f} +- {sigma_f:.3f}); "
+            f"success per attempt "
             f"{p:.3g} +- {sigma:.2g} (model {expected_p:.3g})",
             None,
             info,

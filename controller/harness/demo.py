@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from calibration.graph import ROUTINES, run_graph, run_routine
+from calibration.planning import link_from_calibration, single_click
 from controller.data.params import ParameterStore
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
@@ -38,7 +39,6 @@ from controller.operator.daemons import start_daemon, terminate
 from controller.operator.entangle import measure_readout, p_success_sigma, run_session
 from controller.operator.instruments_check import check_lab, render_table
 from controller.operator.plots import plot_alpha_scan
-from qnode.heralding import fidelity, link_from_calibration, single_click
 
 console = Console()
 NODES = ("A", "B")
@@ -225,7 +225,7 @@ def entangle(lab, truth: dict) -> bool:
     heralds = [single_click(a, link) for a in grid]
     curve = {
         "alpha": grid,
-        "fidelity": [fidelity(h.states["psi_plus"], "psi_plus") for h in heralds],
+        "fidelity": [h.fidelity for h in heralds],
         "p_success": [h.p_success for h in heralds],
     }
     band = {

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from calibration.planning import link_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig, midpoint_name
@@ -42,7 +43,6 @@ from controller.messaging.station_link import StationDialer, StationLink
 from controller.messaging.wire import Refused
 from qnode import __version__
 from qnode.errors import QnodeError
-from qnode.heralding import link_from_calibration
 
 log = logging.getLogger("qnode.link")
 

@@ -1,6 +1,6 @@
 """What a session plans: what the calibrated values promise (alpha chosen for the minimum
 fidelity unless given, the success probability per attempt, the fidelity; from the
-controller's planning model, qnode.heralding), and what the nodes run for it (a round of
+controller's planning model, calibration.planning), and what the nodes run for it (a round of
 shots: check, shared sync, attempts until the herald, then measure or keep; the attempt
 budget; alpha as a pulse amplitude; the plan of rounds)."""
 
@@ -9,6 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from calibration.planning import (
+    MARGIN_SIGMAS,
+    Link,
+    alpha_for_fidelity,
+    barrett_kok,
+    fidelity_sigma,
+    single_click,
+)
 from controller.link.vocabulary import (
     MAX_ATTEMPTS,
     MIN_ATTEMPTS,
@@ -17,7 +25,6 @@ from controller.link.vocabulary import (
     SYNC_TIMEOUT_NS,
 )
 from qnode.errors import QnodeError
-from qnode.heralding import Link, alpha_for_fidelity, barrett_kok, fidelity, single_click
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,
@@ -63,26 +70,28 @@ def expectation(
     alpha: float | None,
     notes: tuple[str, ...] = (),
 ) -> Expectation:
-    if protocol == "barrett_kok":
-        herald = barrett_kok(link)
-        f = fidelity(herald.states["psi_plus"], "psi_plus")
-        if f < fidelity_min:
-            raise QnodeError(
-                f"minimum fidelity {fidelity_min} is out of reach with Barrett-Kok on this link "
-                f"(expected {f:.3f})"
-            )
-        return Expectation(None, herald.p_success, f, tuple(notes))
-    if alpha is None:
+    """The expected success per attempt and fidelity. The minimum fidelity is held against
+    the conservative fidelity (expected less MARGIN_SIGMAS sigma_F from the calibrated values'
+    errors, calibration.planning); alpha, unless given, is the largest that meets it."""
+    if protocol == "single_click" and alpha is None:
         try:
             alpha = alpha_for_fidelity(fidelity_min, link)
         except ValueError as e:
             raise QnodeError(f"minimum fidelity {fidelity_min}: {e}") from None
-    herald = single_click(alpha, link)
-    f = fidelity(herald.states["psi_plus"], "psi_plus")
-    if f < fidelity_min:
+    if protocol == "barrett_kok" or alpha is None:
+        herald, alpha = barrett_kok(link), None
+    else:
+        herald = single_click(alpha, link)
+    f = herald.fidelity
+    sigma = fidelity_sigma(protocol, link, alpha)
+    planned = f - MARGIN_SIGMAS * sigma
+    if planned < fidelity_min:
+        what = "Barrett-Kok on this link" if alpha is None else f"alpha {alpha:g}"
         raise QnodeError(
-            f"alpha {alpha:g} gives fidelity {f:.3f}, below the minimum {fidelity_min}"
+            f"minimum fidelity {fidelity_min} is out of reach with {what} (expected {f:.3f} "
+            f"+- {sigma:.3f} from the calibrated values' errors)"
         )
+    notes = (*notes, f"fidelity {f:.3f} +- {sigma:.3f} (calibrated values' errors)")
     return Expectation(alpha, herald.p_success, f, tuple(notes))
 
 

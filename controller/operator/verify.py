@@ -2,8 +2,11 @@
 
 For psi+ = (|01> + |10>)/sqrt 2: F = (1 + <XX> + <YY> - <ZZ>) / 4. Each correlator comes from
 the joint outcome frequencies of the two nodes, with each node's readout assignment matrix
-(F0: P(bright | |0>), F1: P(dark | |1>)) inverted; its variance follows from the multinomial
-frequencies, since the correction is linear. The interval is the normal 95 % one.
+(F0: P(bright | |0>), F1: P(dark | |1>)) inverted. F0 and F1 must be the readout's own
+(`entangle.readout_of`, the readout routine's f0/f1): what a prepared |0> reads also holds the
+initialisation error, which is the state's error; dividing it out too would bias the
+fidelity up. A correlator's variance follows from the multinomial frequencies, since the
+correction is linear. The interval is the normal 95 % one.
 
 Estimates are kept physical: a corrected correlator beyond [-1, 1] (the readout correction
 reaches beyond what the data hold, as a sample's frequencies scatter) is clipped to it, the

@@ -1,0 +1,378 @@
+"""The controller's planning model of heralded entanglement: what the calibrated values promise.
+
+Host-side and independent of the simulator's physics (which has its own). From each node's
+initialisation fidelity and detection probability, the midpoint's dark counts in the
+configured detection windows, the two-photon visibility and the interferometer's phase noise
+it gives, per attempt, the success probability and the heralded two-node state, and from them
+the alpha that meets a target fidelity at the highest rate.
+
+Single-click (Humphreys et al., Nature 558, 268 (2018), Methods and SI): each node in
+sqrt(alpha)|0> + sqrt(1-alpha)|1> (0: bright, it emits one photon per optical pi pulse), the
+photons meet on a beam splitter, one click heralds psi+ (one detector) or psi- (the other).
+To leading order F = (1 - alpha)(1 + sqrt(V) e^(-sigma^2/2)) / 2 and p = 2 alpha eta: the
+heralded coherence is the photons' *amplitude* overlap, sqrt(V) for a Hong-Ou-Mandel
+visibility V, times the phase noise's e^(-sigma^2/2). Barrett-Kok (Barrett & Kok, PRA 71,
+060310 (2005)): both nodes in (|0> + |1>)/sqrt 2, a click, both flipped, a click; the
+coherence carries one amplitude overlap per round, V in all, and the phase cancels:
+F = (1 + V)/2 and p = eta^2 / 2 before dark counts.
+
+The model here is not leading order in eta: every photon number is kept (each node's photon
+reaches the detectors with its detection probability or is lost, and a lost photon leaves
+which-path information behind), the detectors do not resolve photon number (two photons on
+one detector are one click), and each detector counts darks with its probability per
+attempt's detection windows (rate x the length of the union of the nodes' windows, as the
+midpoint counts clicks in any of them). A herald is exactly one click in the round (the other
+detector silent). Initialisation error: with probability 1 - F_init a node's memory starts in
+|1> instead of |0> and is rotated like a good one (a qubit error: the pessimistic case, its
+rotated state is mostly bright at small alpha and heralds often; leakage out of the qubit
+would herald less).
+
+States are 4x4 density matrices over (A, B) in the basis |00>, |01>, |10>, |11>
+(0 = bright); psi_plus/psi_minus are (|01> +- |10>)/sqrt 2.
+
+Margin (`alpha_for_fidelity`, `Expectation`): the calibrated values carry errors (stored
+ones: visibility_sigma, init_fidelity_sigma; else the DEFAULT_* uncertainties below) and the
+fidelity's sensitivity to them is large at small alpha (an initialisation error of 1e-3 moves
+F by about (1 - alpha)/(2 alpha) x 1e-3). The planner propagates them to the fidelity
+(sigma_F, linearised) and asks the *conservative* fidelity F - MARGIN_SIGMAS x sigma_F to meet
+the target: one sigma, so that with the operator's 0.01 tolerance the delivered fidelity holds
+unless the calibration is off by more than about twice its error, while the rate given up is
+only the slope of F(alpha) times one sigma.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from qnode.errors import QnodeError
+
+NOMINAL_VISIBILITY = 0.9
+"""Assumed (and said so) until the visibility routine has measured it."""
+NOMINAL_INIT_FIDELITY = 0.99
+"""Assumed (and said so) until the readout routine has measured a node's initialisation: an
+NV's usual spin pumping (an ion's is better; the margin costs it rate, not fidelity)."""
+NOMINAL_PHASE_NOISE_DEG = 5.0
+"""Assumed (and said so) while the locked phase noise is not calibrated: a stabiliser's
+usual residual; 5 deg costs 0.2 % of fidelity at alpha 0.1."""
+
+DEFAULT_SIGMA_VISIBILITY = 0.03
+"""The visibility routine's typical error (1200 Barrett-Kok pairs), when none is stored."""
+DEFAULT_SIGMA_INIT = 0.003
+"""An initialisation fidelity's error when none is stored (3000 readout shots: ~0.002)."""
+DEFAULT_SIGMA_PHASE_DEG = 3.0
+DEFAULT_REL_SIGMA_DARK = 0.25
+"""The dark-count routine's tolerance (its rate from a few hundred counts)."""
+DEFAULT_REL_SIGMA_ETA = 0.1
+"""The detection-window routine's tolerance on the detection probability."""
+MARGIN_SIGMAS = 1.0
+"""The planned-for fidelity is the expected one less this many sigma_F."""
+
+OUTCOMES = ("psi_plus", "psi_minus")
+_KET = np.eye(4)
+PSI_PLUS = (_KET[1] + _KET[2]) / np.sqrt(2)
+PSI_MINUS = (_KET[1] - _KET[2]) / np.sqrt(2)
+_XX = np.fliplr(np.eye(4))  # both memories flipped: |00> <-> |11>, |01> <-> |10>
+
+
+def bell_state(outcome: str) -> np.ndarray:
+    psi = PSI_PLUS if outcome == "psi_plus" else PSI_MINUS
+    return np.outer(psi, psi).astype(complex)
+
+
+def fidelity(rho: np.ndarray, outcome: str) -> float:
+    """<psi|rho|psi> for the outcome's Bell state."""
+    psi = PSI_PLUS if outcome == "psi_plus" else PSI_MINUS
+    return float(np.real(psi @ rho @ psi))
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """One-sigma errors of the calibrated inputs (absolute, except the relative ones)."""
+
+    visibility: float = 0.0
+    init_a: float = 0.0
+    init_b: float = 0.0
+    phase_rad: float = 0.0
+    dark_rel: float = 0.0
+    eta_rel: float = 0.0
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the planning model needs of the two nodes and the midpoint (best estimates)."""
+
+    eta_a: float
+    eta_b: float
+    visibility: float
+    dark_prob: float
+    """Per detector, per attempt's detection windows (rate x window union)."""
+    phase_sigma_rad: float = 0.0
+    init_a: float = 1.0
+    """Node A's initialisation fidelity: P(|0> after spin initialisation)."""
+    init_b: float = 1.0
+    uncertainty: Uncertainty = field(default_factory=Uncertainty)
+
+    @property
+    def eta(self) -> float:
+        return float(np.sqrt(self.eta_a * self.eta_b))
+
+
+@dataclass(frozen=True)
+class Herald:
+    p_success: float
+    """Per attempt, both outcomes together."""
+    states: dict[str, np.ndarray]
+    """Outcome -> the state of (A, B) given that outcome (normalised)."""
+    weights: dict[str, float]
+    """Outcome -> its share of the successes."""
+
+    @property
+    def fidelity(self) -> float:
+        """Of a delivered pair: each outcome's state to its Bell state, by their shares (the
+        Pauli frame makes psi- a psi+)."""
+        return float(sum(w * fidelity(self.states[k], k) for k, w in self.weights.items()))
+
+
+# one round: exactly one detector clicks --------------------------------------------------------
+def _click(rho: np.ndarray, link: Link, sign: float, coherence: float) -> np.ndarray:
+    """The unnormalised state after one round whose herald is a click on one detector (sign
+    +1: the psi+ detector) and none on the other; its trace is that herald's probability.
+
+    Per memory basis state, the photons (one per bright memory) reach the beam splitter with
+    eta_a, eta_b or are lost; d is a detector's dark-count probability in the windows:
+      |11>: no photon: a dark count on this detector only, d (1 - d);
+      |01>: A's photon here (eta_a / 2) or lost and a dark count here, the other silent;
+      |00>: none, one or both photons detected; both bunch onto one detector with
+            probability (1 + V)/2 (Hong-Ou-Mandel), onto this one half of that;
+    and only the |01><10| coherence survives: the branches where A's photon or B's photon
+    made the click differ only in which memory emitted; with coherence = amplitude overlap
+    x phase noise. Every other coherence pairs different photon numbers (or a photon lost to
+    the environment with one not emitted) and is gone."""
+    ea, eb, d = link.eta_a, link.eta_b, link.dark_prob
+    silent = 1 - d
+    out = np.zeros((4, 4), dtype=complex)
+    out[3, 3] = rho[3, 3] * d * silent
+    out[1, 1] = rho[1, 1] * silent * (ea / 2 + (1 - ea) * d)
+    out[2, 2] = rho[2, 2] * silent * (eb / 2 + (1 - eb) * d)
+    one = ea * (1 - eb) + eb * (1 - ea)
+    both_here = ea * eb * (1 + link.visibility) / 4
+    out[0, 0] = rho[0, 0] * silent * ((1 - ea) * (1 - eb) * d + one / 2 + both_here)
+    out[1, 2] = sign * coherence * silent * math.sqrt(ea * eb) / 2 * rho[1, 2]
+    out[2, 1] = np.conj(out[1, 2])
+    return out
+
+
+def _herald(parts: dict[str, np.ndarray]) -> Herald:
+    weights = {k: float(np.trace(v).real) for k, v in parts.items()}
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("nothing can herald from these states")
+    states = {k: v / weights[k] if weights[k] > 0 else v for k, v in parts.items()}
+    return Herald(total, states, {k: w / total for k, w in weights.items()})
+
+
+def memory_state(bright: float, init_fidelity: float) -> np.ndarray:
+    """A memory's 2x2 state after initialisation (|0> with init_fidelity, else |1>) and the
+    rotation that takes |0> to sqrt(bright)|0> + sqrt(1 - bright)|1> (which takes |1> to
+    -sqrt(1 - bright)|0> + sqrt(bright)|1>)."""
+    f = init_fidelity
+    pop = f * bright + (1 - f) * (1 - bright)
+    coh = (2 * f - 1) * math.sqrt(bright * (1 - bright))
+    return np.array([[pop, coh], [coh, 1 - pop]], dtype=complex)
+
+
+def single_click(alpha: float, link: Link, alpha_b: float | None = None) -> Herald:
+    """Each node in sqrt(alpha)|0> + sqrt(1-alpha)|1> (node B's alpha may differ), one
+    optical pi pulse, exactly one click."""
+    alpha_a, alpha_b = alpha, alpha if alpha_b is None else alpha_b
+    for a in (alpha_a, alpha_b):
+        if not 0 <= a <= 1:
+            raise ValueError(f"alpha {a} must lie in [0, 1]")
+    if alpha_a + alpha_b == 0:
+        raise ValueError("neither node is bright: nothing can herald")
+    rho = np.kron(memory_state(alpha_a, link.init_a), memory_state(alpha_b, link.init_b))
+    c = math.sqrt(link.visibility) * math.exp(-(link.phase_sigma_rad**2) / 2)
+    return _herald({"psi_plus": _click(rho, link, 1.0, c), "psi_minus": _click(rho, link, -1.0, c)})
+
+
+def barrett_kok(link: Link) -> Herald:
+    """Both nodes in (|0> + |1>)/sqrt 2; a click in each of two rounds with both memories
+    flipped between. Same detector twice: psi+; one each: psi-. Each round's coherence
+    carries sqrt(V); the interferometer phase cancels between the rounds. The states are
+    after the second round."""
+    rho = np.kron(memory_state(0.5, link.init_a), memory_state(0.5, link.init_b))
+    c = math.sqrt(link.visibility)
+    parts = {k: np.zeros((4, 4), complex) for k in OUTCOMES}
+    for first in (1.0, -1.0):
+        flipped = _XX @ _click(rho, link, first, c) @ _XX
+        for second in (1.0, -1.0):
+            parts["psi_plus" if first == second else "psi_minus"] += _click(
+                flipped, link, second, c
+            )
+    return _herald(parts)
+
+
+# the margin ------------------------------------------------------------------------------------
+def _shifted(link: Link) -> list[Link]:
+    """The link with each uncertain input moved by one sigma towards a lower fidelity."""
+    u = link.uncertainty
+    out = []
+    if u.visibility:
+        out.append(replace(link, visibility=max(link.visibility - u.visibility, 0.0)))
+    if u.init_a:
+        out.append(replace(link, init_a=max(link.init_a - u.init_a, 0.5)))
+    if u.init_b:
+        out.append(replace(link, init_b=max(link.init_b - u.init_b, 0.5)))
+    if u.phase_rad:
+        out.append(replace(link, phase_sigma_rad=link.phase_sigma_rad + u.phase_rad))
+    if u.dark_rel:
+        out.append(replace(link, dark_prob=link.dark_prob * (1 + u.dark_rel)))
+    if u.eta_rel:
+        lower = 1 - u.eta_rel
+        out.append(replace(link, eta_a=link.eta_a * lower, eta_b=link.eta_b * lower))
+    return out
+
+
+def fidelity_sigma(protocol: str, link: Link, alpha: float | None = None) -> float:
+    """sigma_F: the calibrated values' errors propagated to the expected fidelity (linear,
+    each input's one-sigma shift in quadrature)."""
+
+    def f(at: Link) -> float:
+        return (
+            single_click(alpha or 0.0, at) if protocol == "single_click" else barrett_kok(at)
+        ).fidelity
+
+    base = f(link)
+    return float(math.sqrt(sum((base - f(s)) ** 2 for s in _shifted(link))))
+
+
+def conservative_fidelity(protocol: str, link: Link, alpha: float | None = None) -> float:
+    """The fidelity planned for: expected less MARGIN_SIGMAS x sigma_F."""
+    herald = single_click(alpha or 0.0, link) if protocol == "single_click" else barrett_kok(link)
+    return herald.fidelity - MARGIN_SIGMAS * fidelity_sigma(protocol, link, alpha)
+
+
+def alpha_for_fidelity(target: float, link: Link) -> float:
+    """The largest alpha (the highest rate) whose conservative single-click fidelity meets
+    `target`. The fidelity falls as 1 - alpha at large alpha and again at small alpha, where
+    dark counts and initialisation errors herald as often as photons: find the best alpha,
+    then search above it. ValueError if the target is out of reach."""
+
+    def f(a: float) -> float:
+        return conservative_fidelity("single_click", link, a)
+
+    lo, hi = 1e-6, 0.5
+    for _ in range(80):  # golden section on log alpha (the best alpha may be small)
+        a = math.exp(math.log(hi) - (math.log(hi) - math.log(lo)) / 1.618034)
+        b = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) / 1.618034)
+        if f(a) >= f(b):
+            hi = b
+        else:
+            lo = a
+    best = math.sqrt(lo * hi)
+    if f(best) < target:
+        expected = single_click(best, link).fidelity
+        raise ValueError(
+            f"fidelity {target} is out of reach with this link (best {f(best):.3f} planned, "
+            f"{expected:.3f} expected, at alpha {best:.3g})"
+        )
+    lo, hi = best, 0.5
+    if f(hi) >= target:
+        return hi
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if f(mid) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+# from the parameter store ----------------------------------------------------------------------
+def window_union_ns(windows: list[tuple[float | None, float]]) -> float:
+    """The length of the union of the detection windows (start, length); a window without a
+    start counts in full (an upper bound)."""
+    known = sorted((s, s + n) for s, n in windows if s is not None)
+    total = sum(n for s, n in windows if s is None)
+    end = -math.inf
+    for start, stop in known:
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return float(total)
+
+
+def link_from_calibration(
+    values: dict[str, dict[str, float]], nodes: list[str], midpoint: str
+) -> tuple[Link, tuple[str, ...]]:
+    """The planning model's inputs from calibrated parameters (station -> name -> value), with
+    notes on what was assumed. Refuses (QnodeError) without the detection probabilities, the
+    detection windows and the dark counts."""
+    notes: list[str] = []
+    a, b = nodes
+    missing = [
+        f"{n}.detection_probability"
+        for n in nodes
+        if values[n].get("detection_probability") is None
+    ]
+    missing += [
+        f"{n}.detection_window_ns" for n in nodes if not values[n].get("detection_window_ns")
+    ]
+    m = values[midpoint]
+    darks = [v for k, v in m.items() if k.startswith("dark_count_hz_")]
+    if not darks:
+        missing.append(f"{midpoint}.dark_count_hz_*")
+    if missing:
+        raise QnodeError("not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
+    visibility = m.get("visibility")
+    sigma_v = m.get("visibility_sigma") or DEFAULT_SIGMA_VISIBILITY
+    if visibility is None:
+        visibility = NOMINAL_VISIBILITY
+        sigma_v = max(sigma_v, 0.05)
+        notes.append(f"visibility not calibrated: nominal {NOMINAL_VISIBILITY} assumed")
+    phase_deg = m.get("phase_noise_deg")
+    if phase_deg is None:
+        phase_deg = NOMINAL_PHASE_NOISE_DEG
+        notes.append(f"phase noise not calibrated: {NOMINAL_PHASE_NOISE_DEG:g} deg assumed")
+    init: dict[str, float] = {}
+    sigma_init: dict[str, float] = {}
+    for n in nodes:
+        sigma_init[n] = values[n].get("init_fidelity_sigma") or DEFAULT_SIGMA_INIT
+        stored = values[n].get("init_fidelity")
+        init[n] = NOMINAL_INIT_FIDELITY if stored is None else stored
+        if stored is None:
+            notes.append(
+                f"{n}.init_fidelity not calibrated (routine 'readout'): {init[n]:g} assumed"
+            )
+    windows = [
+        (values[n].get("detection_window_start_ns"), float(values[n]["detection_window_ns"]))
+        for n in nodes
+    ]
+    window_ns = window_union_ns(windows)
+    link = Link(
+        eta_a=float(values[a]["detection_probability"]),
+        eta_b=float(values[b]["detection_probability"]),
+        visibility=float(visibility),
+        dark_prob=float(np.mean(darks)) * window_ns * 1e-9,
+        phase_sigma_rad=math.radians(phase_deg),
+        init_a=float(init[a]),
+        init_b=float(init[b]),
+        uncertainty=Uncertainty(
+            visibility=float(sigma_v),
+            init_a=float(sigma_init[a]),
+            init_b=float(sigma_init[b]),
+            phase_rad=math.radians(DEFAULT_SIGMA_PHASE_DEG),
+            dark_rel=DEFAULT_REL_SIGMA_DARK,
+            eta_rel=DEFAULT_REL_SIGMA_ETA,
+        ),
+    )
+    return link, tuple(notes)
+
+
+def assumed(notes: tuple[str, ...]) -> tuple[str, ...]:
+    """The notes that say a required value was assumed (not a nominal phase noise, which no
+    routine measures yet)."""
+    return tuple(n for n in notes if "phase noise" not in n)
