@@ -151,7 +151,7 @@ class VisibilityRoutine(Routine):
 class AlphaRoutine(Routine):
     name = "alpha"
     title = "single-click alpha for the target fidelity"
-    depends = ("visibility", "phase_setpoint")
+    depends = ("visibility", "phase_noise")
     reads = (
         "target_fidelity",
         "visibility",
