@@ -2,14 +2,25 @@
 
 The qubit is a density matrix in the {|0>, |1>} basis (NV: ms=0, ms=-1; ion: the two hyperfine
 levels). Microwave pulses are rotations with the true Rabi frequency and the true detuning, so a
-mis-calibrated pulse gives the wrong rotation. Dephasing: a quasi-static detuning (the spin
-bath) drawn afresh at every optical (re)initialisation gives the Gaussian T2* decay of a Ramsey
-and is refocused by an echo, and a Markovian T2 acts on top. Readout is Poisson photon counts
-with the platform's bright and dark means, and projects the state.
+mis-calibrated pulse gives the wrong rotation.
+
+Dephasing: the bath detuning (NV: the 13C / paramagnetic spin bath; ion: the magnetic field) is
+an Ornstein-Uhlenbeck process (de Lange et al., Science 330, 60 (2010)) of stationary spread
+sigma = sqrt(2)/T2* and correlation time tau_c. It is drawn afresh from its stationary law at
+every optical (re)initialisation, so a Ramsey averaged over shots decays as exp(-(t/T2*)^2);
+within a shot it wanders, so an echo refocuses only its slow part: in the slow-bath limit
+(t << tau_c) a Hahn echo decays as exp(-(t/T2_hahn)^3) with T2_hahn^3 = 12 tau_c / sigma^2,
+and N refocusing pulses at CPMG / XY-n timing as exp(-(t/T2(N))^3), T2(N) = T2_hahn N^(2/3).
+tau_c is chosen from the platform's T2* and Hahn-echo T2. The process is sampled exactly over
+every interval (the integrated phase and the end detuning are jointly Gaussian given the
+start), so pulse sequences refocus exactly what the physics says. A Markovian T2 (a floor that
+no decoupling removes) and T1 act on top. Readout is Poisson photon counts with the
+platform's bright and dark means, and projects the state.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,7 +48,8 @@ class PlatformParams:
     rabi_hz_per_v_range: tuple[float, float]
     mw_reference_dbm: float
     t2star_s_range: tuple[float, float]
-    t2_s: float
+    t2_hahn_s_range: tuple[float, float]  # Hahn-echo T2 (exp(-(t/T2)^3), slow bath)
+    t2_s: float  # Markovian T2: the floor under any decoupling
     t1_s: float
     readout_window_ns: int
     bright_mean: float  # counts in the readout window for |0>, were it never to flip
@@ -59,7 +71,9 @@ NV = PlatformParams(
     rabi_hz_per_v_range=(8e6, 14e6),
     mw_reference_dbm=10.0,
     t2star_s_range=(2.5e-6, 4e-6),
-    t2_s=1.0,
+    # natural-abundance 13C at low temperature: Abobeih et al., Nat. Commun. 9, 2552 (2018)
+    t2_hahn_s_range=(0.8e-3, 1.2e-3),
+    t2_s=1.0,  # XY-n saturates near a second (Abobeih et al. 2018)
     t1_s=3600.0,
     readout_window_ns=10_000,
     bright_mean=9.0,  # with spin flips under readout, F0 ~ 0.95 at the best window
@@ -81,7 +95,10 @@ ION = PlatformParams(
     rabi_hz_per_v_range=(2e5, 4e5),
     mw_reference_dbm=10.0,
     t2star_s_range=(50e-3, 85e-3),
-    t2_s=0.085,
+    # an assumption (Hahn/T2* of 10-30; 43Ca+ at a field-insensitive point: T2* 1.2 s and an
+    # echo T2 >~ 45 s, Lucas et al. arXiv:0710.4421), see docs/simulation.md
+    t2_hahn_s_range=(0.5, 1.5),
+    t2_s=20.0,  # Drmota et al. PRL 130, 090803 (2023): 0.81(4) after 10 s with decoupling
     t1_s=3600.0,
     readout_window_ns=1_500_000,
     bright_mean=20.0,
@@ -108,7 +125,13 @@ class NodeTruth:
     qubit_hz: float
     rabi_hz_per_v: float
     t2star_s: float
+    t2_hahn_s: float
+    """Hahn-echo T2 of the bath alone (exp(-(t/T2_hahn)^3)); the Markovian t2_s acts on top."""
+    bath_tau_c_s: float
+    """Correlation time of the bath (Ornstein-Uhlenbeck), such that a Hahn echo decays to 1/e
+    at t2_hahn_s: sigma^2 T2_hahn^3 / 12 in the slow-bath limit (bath_correlation_time)."""
     t2_s: float
+    """Markovian T2 (exp(-t/T2)), the floor that no decoupling removes."""
     t1_s: float
     bright_mean: float
     dark_mean: float
@@ -122,13 +145,26 @@ class NodeTruth:
         return asdict(self)
 
 
+def side_stream(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator spawned from rng's seed, without drawing from rng: what the
+    memory model added (its Hahn T2, its bath's wandering) leaves every other draw of a seeded
+    lab as it was."""
+    return np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+
+
 def draw_truth(platform: str, rng: np.random.Generator) -> NodeTruth:
     p = PLATFORMS[platform]
+    t2_hahn_s = float(side_stream(rng).uniform(*p.t2_hahn_s_range))
+    qubit_hz = float(rng.uniform(*p.qubit_hz_range))
+    rabi_hz_per_v = float(rng.uniform(*p.rabi_hz_per_v_range))
+    t2star_s = float(rng.uniform(*p.t2star_s_range))
     return NodeTruth(
         platform=platform,
-        qubit_hz=float(rng.uniform(*p.qubit_hz_range)),
-        rabi_hz_per_v=float(rng.uniform(*p.rabi_hz_per_v_range)),
-        t2star_s=float(rng.uniform(*p.t2star_s_range)),
+        qubit_hz=qubit_hz,
+        rabi_hz_per_v=rabi_hz_per_v,
+        t2star_s=t2star_s,
+        t2_hahn_s=t2_hahn_s,
+        bath_tau_c_s=bath_correlation_time(t2star_s, t2_hahn_s),
         t2_s=p.t2_s,
         t1_s=p.t1_s,
         bright_mean=p.bright_mean,
@@ -139,6 +175,62 @@ def draw_truth(platform: str, rng: np.random.Generator) -> NodeTruth:
         check_window_ns=p.check_window_ns,
         readout_flip_ns=float(rng.uniform(*p.readout_flip_ns_range)),
     )
+
+
+def hahn_decay_exponent(sigma: float, tau_c: float, t_s: float) -> float:
+    """chi of a Hahn echo of total length t in an OU bath (coherence exp(-chi)), exact:
+    chi = sigma^2 tau^2 (x - 3 + 4 e^{-x/2} - e^{-x}), x = t / tau; for x << 1 it is
+    sigma^2 t^3 / (12 tau) (the slow-bath limit; the series is used there)."""
+    x = t_s / tau_c
+    if x < 1e-3:
+        return sigma**2 * tau_c**2 * x**3 * (1 / 12 - x / 32)
+    return sigma**2 * tau_c**2 * (x - 3 + 4 * math.exp(-x / 2) - math.exp(-x))
+
+
+def bath_correlation_time(t2star_s: float, t2_hahn_s: float) -> float:
+    """tau_c of an Ornstein-Uhlenbeck bath with Gaussian free decay exp(-(t/T2*)^2)
+    (sigma^2 = 2 / T2*^2) whose Hahn echo decays to 1/e at T2_hahn. In the slow-bath limit
+    tau_c = sigma^2 T2_hahn^3 / 12; solved exactly (slow branch, bisection in log tau_c) so
+    that the 1/e time is T2_hahn where that limit is only approximate."""
+    sigma = math.sqrt(2.0) / t2star_s
+    slow = sigma**2 * t2_hahn_s**3 / 12.0
+    lo, hi = t2_hahn_s, 10.0 * slow  # chi(lo) > 1 > chi(hi) on the slow branch
+    if not (
+        hahn_decay_exponent(sigma, lo, t2_hahn_s) > 1.0 > hahn_decay_exponent(sigma, hi, t2_hahn_s)
+    ):
+        return slow
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        if hahn_decay_exponent(sigma, mid, t2_hahn_s) > 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
+def ou_step_coefficients(x: float) -> tuple[float, float, float, float]:
+    """The exact conditional law of an Ornstein-Uhlenbeck step of length x = dt/tau_c, in units
+    of sigma (detuning) and sigma * tau_c (phase): given the start d0,
+
+        d1 = a d0 + s_d z1,   phi = (1 - a) d0 + c z1 + s_r z2
+
+    with z1, z2 independent standard normals. Returns (a, s_d, c, s_r):
+      a = exp(-x), Var(d1) = 1 - a^2, Cov(phi, d1) = (1 - a)^2,
+      Var(phi) = 2x - 3 + 4a - a^2,  c = Cov / s_d,  s_r^2 = Var(phi) - c^2.
+    For small x the differences cancel catastrophically; their Taylor series are used."""
+    a = math.exp(-x)
+    one_minus_a = -math.expm1(-x)
+    var_d = one_minus_a * (1.0 + a)
+    if x < 1e-2:
+        # Var(phi) = sum_{n>=3} (-1)^n (4 - 2^n) x^n / n!;  (1-a)^3/(1+a) likewise
+        var_phi = x**3 * (2 / 3 - x / 2 + 7 * x**2 / 30 - x**3 / 12)
+        resid = x**3 * (1 / 6 - x**2 / 60 + 17 * x**4 / 10080)  # Var(phi) - (1-a)^3/(1+a)
+    else:
+        var_phi = 2 * x - one_minus_a * (3.0 - a)
+        resid = var_phi - one_minus_a**3 / (1.0 + a)
+    s_d = math.sqrt(var_d)
+    c = one_minus_a**2 / s_d if s_d > 0 else 0.0
+    return a, s_d, c, math.sqrt(max(resid, 0.0))
 
 
 def rotation(omega: float, phase: float, detuning: float, duration_s: float) -> np.ndarray:
@@ -175,7 +267,12 @@ class NodePhysics:
         self.drive = MicrowaveDrive()
         self.now_ns = 0
         self.ready = bool(rng.random() < self.platform.recovery_success)
-        self.bath_detuning = 0.0  # rad/s, quasi-static, redrawn at each initialisation
+        self.bath_detuning = 0.0  # rad/s, drawn at each initialisation, wanders as an OU process
+        self._bath_sigma = float(np.sqrt(2.0) / truth.t2star_s)  # Gaussian exp(-(t/T2*)^2)
+        self._bath_tau = float(truth.bath_tau_c_s)
+        self._ou_cache: tuple[float, tuple[float, float, float, float]] = (-1.0, (1.0, 0, 0, 0))
+        self._normals: list[float] = []  # standard normals drawn in batches (advance is hot)
+        self._bath_rng = side_stream(rng)
         self.last_reset_ns = -1
         self.exposure_ns = 0.0
         """Red light received so far (ns at nominal power): what ionises (NV) / heats (ion)."""
@@ -187,8 +284,26 @@ class NodePhysics:
         self._draw_bath()
 
     def _draw_bath(self) -> None:
-        sigma = np.sqrt(2.0) / self.truth.t2star_s  # Gaussian decay exp(-(t/T2*)^2)
-        self.bath_detuning = float(self.rng.normal(0.0, sigma))
+        self.bath_detuning = self._bath_sigma * float(self.rng.standard_normal())
+
+    def _bath_step(self, dt: float) -> float:
+        """Let the bath wander for dt seconds (exact OU step); returns its integrated phase
+        (rad) over the interval, and leaves the end detuning in `bath_detuning`."""
+        if dt <= 0:
+            return 0.0
+        cached_dt, coefficients = self._ou_cache
+        if dt != cached_dt:  # sequences repeat the same intervals: reuse their coefficients
+            coefficients = ou_step_coefficients(dt / self._bath_tau)
+            self._ou_cache = (dt, coefficients)
+        a, s_d, c, s_r = coefficients
+        sigma, tau = self._bath_sigma, self._bath_tau
+        normals = self._normals
+        if len(normals) < 2:
+            normals.extend(self._bath_rng.standard_normal(512).tolist())
+        z1, z2 = normals.pop(), normals.pop()
+        d0 = self.bath_detuning / sigma
+        self.bath_detuning = sigma * (a * d0 + s_d * z1)
+        return sigma * tau * ((1.0 - a) * d0 + c * z1 + s_r * z2)
 
     def detuning(self) -> float:
         """Drive detuning from the true qubit frequency plus the bath, rad/s."""
@@ -208,6 +323,7 @@ class NodePhysics:
             return
         self.now_ns += dt_ns
         dt = dt_ns * 1e-9
+        bath_phase = self._bath_step(dt)
         if self.light["repump"] >= 0.1:
             p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
             if self.rng.random() < p:
@@ -223,7 +339,7 @@ class NodePhysics:
                     self._draw_bath()
                     self.last_reset_ns = self.now_ns
             return
-        phase = self.detuning() * dt / 2
+        phase = (2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) * dt + bath_phase) / 2
         self.register.apply_diagonal(self.name, np.array([np.exp(-1j * phase), np.exp(1j * phase)]))
         self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
         self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
@@ -258,6 +374,8 @@ class NodePhysics:
             u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
         self.register.apply(self.name, u_total)
         self.now_ns += duration_ns
+        # the bath is constant over a pulse (ns against tau_c of seconds), and wanders on
+        self._bath_step(duration_ns * 1e-9)
 
     def count(self, window_ns: int) -> int:
         """Photon counts in a window under the light that is on now.
@@ -286,6 +404,7 @@ class NodePhysics:
             mean *= self.collection
         self._lose_readiness(window_ns, readout)
         self.now_ns += window_ns
+        self._bath_step(window_ns * 1e-9)
         return int(self.rng.poisson(mean + dark))
 
     def stays_ready(self, exposure_ns: float, runs: int) -> int:

@@ -2,7 +2,9 @@
 on the node's virtual clock, stamping events in virtual nanoseconds since RUN.
 
 Waits for the sync trigger or a herald block; while blocked, virtual time runs at wall speed
-and the timeout counts in that time.
+and the timeout counts in that time. The node's physics advances by the waited time when the
+wait ends, under the light its lines leave on (normally none): a stored memory (half of a
+pair) decoheres over the host's latency as in a lab (hil_tests/test_sim_memory.py).
 
 The host watchdog: with a timeout set (`WDOG:TIME <s>`, off at power-on), a running program
 needs a host heartbeat (`WDOG:PET`) at least that often, in wall time; when none comes, the
