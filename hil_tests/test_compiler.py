@@ -10,6 +10,7 @@ from sequences.compiler import (
     Hardware,
     SweepError,
     compile_sequence,
+    decoupling_phases,
 )
 from sequences.operations import (
     CountWindow,
@@ -112,6 +113,14 @@ def test_decoupling_alternates_phases():
     assert c.listing.count("AWG_TRIG") == 4 and len(c.waveforms) == 2  # X and Y pi pulses
     (_, qx), (iy, _) = c.waveforms.values()
     assert np.allclose(qx, 0) and np.allclose(iy, 0, atol=1e-12)
+
+
+def test_xy8_blocks_play_xyxyyxyx():
+    c = compile_sequence(Sequence("t", (Decoupling(16, 1000),), 1), PARAMS, HW)
+    segments = [int(line.split()[1]) for line in c.listing.splitlines() if "AWG_TRIG" in line]
+    x, y = segments[0], segments[1]
+    assert segments == [x, y, x, y, y, x, y, x] * 2
+    assert decoupling_phases(6) == [0.0, 90.0] * 3
 
 
 def test_parallel_cr_light_and_a_count_window():

@@ -36,6 +36,19 @@ from sequences.operations import (
 )
 from sequences.program import CLOCK_NS, MAX_INSTRUCTIONS, Program, assemble
 
+XY8 = (0.0, 90.0, 0.0, 90.0, 90.0, 0.0, 90.0, 0.0)
+"""XY-8 (Gullion, Baker and Conradi, J. Magn. Reson. 89, 479 (1990)): XYXY YXYX, whose
+second half undoes the first's pulse errors to higher order than XY-4."""
+
+
+def decoupling_phases(n: int) -> list[float]:
+    """The pi pulses' phases of XY-n: whole XY-8 blocks when n is a multiple of 8, else the
+    XY-4 cycle X, Y, X, Y, ..."""
+    if n % 8 == 0:
+        return list(XY8) * (n // 8)
+    return [0.0, 90.0] * (n // 2) + [0.0] * (n % 2)
+
+
 SHOT_END = 1000
 """Event code closing every shot; its value is 1 if the shot's CR / cooling check failed."""
 CR_COUNTS = 1001
@@ -257,7 +270,7 @@ class _Compiler:
             raise self.fail(f"n must be 1..1024 pi pulses, got {op.n}")
         tau = self.value(op.tau_ns, "tau")
         half = self.duration(tau / 2, "tau/2")
-        phases = [0.0, 90.0] * ((op.n + 1) // 2)
+        phases = decoupling_phases(op.n)
         self.wait(half)
         for k in range(op.n):
             self.wait(self.mw_pulse(pi_pulse(phases[k])))

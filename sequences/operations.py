@@ -129,7 +129,8 @@ def memory_check(platform: str) -> CRCheck:
 
 @dataclass(frozen=True)
 class Decoupling(Operation):
-    """XY-n dynamical decoupling: n pi pulses (phases X, Y, X, Y, ...) spaced by tau."""
+    """XY-n dynamical decoupling: n pi pulses spaced by tau, in XY-8 blocks (XYXYYXYX) when n
+    is a multiple of 8, else X, Y, X, Y, ..."""
 
     KIND = "xy"
     n: int
