@@ -129,6 +129,8 @@ class SimulationSection(_Strict):
     given values instead of drawn from the seed, to reproduce a paper's figures."""
 
     midpoint: dict[Literal[PINNABLE], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+    memories: dict[Literal["init_fidelity"], float] = Field(default_factory=dict)
+    """Pinned for every memory node."""
 
 
 class LabConfig(_Strict):

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ class SimLab:
             physics = None
             if node_cfg["kind"] == "memory":
                 truth = draw_truth(node_cfg["platform"], rng)
+                pinned = (self.description.get("simulation") or {}).get("memories") or {}
+                if pinned:  # a paper's figures: e.g. perfect initialisation
+                    truth = replace(truth, **{k: float(v) for k, v in pinned.items()})
                 physics = NodePhysics(node_name, truth, rng, self.register)
             node = SimNode(node_name, physics)
             self.nodes[node_name] = node

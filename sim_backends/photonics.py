@@ -262,7 +262,8 @@ class Midpoint:
         stab = self.stabiliser
         if stab is None:
             return float(self.rng.uniform(-np.pi, np.pi)), False
-        return float(np.radians(stab.phase() + self.truth.phase_offset_deg)), bool(stab.lock)
+        degrees = (stab.phase() + self.truth.phase_offset_deg + 180.0) % 360.0 - 180.0
+        return float(np.radians(degrees)), bool(stab.lock)
 
     def _heralding(self, protocol: str, rho_a, rho_b, windows) -> tuple:
         """One attempt's herald distribution from the memories' actual states, the actual
