@@ -139,6 +139,13 @@ class Midpoint:
         for seq in self.sequencers:
             seq._wake("sync", self.generation)
 
+    def set_sync_auto(self, on: bool) -> None:
+        """AUTO fires once every sequencer waits; switched on while they all already wait
+        (a paused session resuming), it fires at once: the logic is level-triggered."""
+        self.sync_auto = on
+        if on and self.sequencers and all(s in self._waiting for s in self.sequencers):
+            self.fire_sync()
+
     def arrived(self, seq) -> None:
         """A sequencer waits at WAIT_SYNC; in AUTO mode the sync fires once all of them do,
         so the nodes' attempt loops start together."""

@@ -44,7 +44,7 @@ from controller.midpoint.herald_logic import classify
 from controller.midpoint.messages import CALIBRATION, MIDPOINT
 from drivers.protocols import PhaseStabiliser, TimeTagger
 from qnode import __version__
-from qnode.errors import QnodeError
+from qnode.errors import InstrumentError, QnodeError
 
 log = logging.getLogger("qnode.midpoint")
 
@@ -455,11 +455,16 @@ class MidpointDaemon(StationServer):
         attempt block synced until then, so that none of its heralds is delivered."""
         session.lock_checked = time.monotonic()
         assert self.stabiliser is not None  # watch_lock says so
-        if await self._in_worker(self.stabiliser.locked):
-            return
-        log.warning("midpoint: session %s: interferometer lock lost; relocking", session.session)
+        reconnect = False
+        try:
+            if await self._in_worker(self.stabiliser.locked):
+                return
+            log.warning("midpoint: session %s: interferometer lock lost", session.session)
+        except InstrumentError as e:  # a lock box that rebooted: its lock is off too
+            log.warning("midpoint: session %s: lock state unknown (%s)", session.session, e)
+            reconnect = True
         setpoint = self._stored(self.node, "phase_setpoint_deg")
-        through = await self._in_worker(self._relock, setpoint)
+        through = await self._in_worker(self._relock, setpoint, reconnect)
         session.unlocked_through_sync = through
         session.relocks += 1
         self.counters["relocks"] += 1
@@ -469,10 +474,14 @@ class MidpointDaemon(StationServer):
             through,
         )
 
-    def _relock(self, setpoint: float | None) -> int:
-        """Pause the attempts, lock again at the set point, resume; the last sync before."""
+    def _relock(self, setpoint: float | None, reconnect: bool = False) -> int:
+        """Pause the attempts, lock again at the set point (after a fresh connection if its
+        state could not be read), resume; the last sync before."""
         assert self.stabiliser is not None
         self.tagger.set_sync_auto(False)
+        if reconnect:
+            self.stabiliser.close()
+            self.stabiliser.open()
         if setpoint is None:
             raise QnodeError("the interferometer lock was lost and no set point is stored")
         self.stabiliser.set_setpoint(setpoint)

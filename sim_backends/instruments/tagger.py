@@ -70,7 +70,7 @@ class SimTimeController(Device):
         mode = args.strip().upper()
         if mode not in ("AUTO", "OFF"):
             raise CommandError(-224, f"Illegal parameter value: {mode} (AUTO or OFF)")
-        self._sync().sync_auto = mode == "AUTO"
+        self._sync().set_sync_auto(mode == "AUTO")
 
     def _enable(self, ch: int, on: bool) -> None:
         self.enabled[ch] = on
