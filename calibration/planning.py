@@ -27,11 +27,25 @@ detector silent). Initialisation error: with probability 1 - F_init a node's mem
 rotated state is mostly bright at small alpha and heralds often; leakage out of the qubit
 would herald less).
 
+What heralds is a node's photon *in the window*: the detection-window routine measures the
+detection probability per excitation over the whole wavepacket, and its window (from the
+photons' onset, lifetime x ln 10 long) holds 90 % of it; from the stored lifetime, a window of
+length L from the onset holds 1 - e^(-L/tau) (a window three times as long: 1 - 10^-3, and
+three times the dark counts). Double excitation (Pompili et al., Science 372, 259 (2021);
+Hermans et al., Nature 605, 663 (2022), supplementary): with probability p_double a bright
+node's optical pi pulse excites it twice, an early photon leaves during the ~2 ns pulse
+(OPTICAL_PULSE_NS) and the normal one after; the early photon marks the node (its branch
+carries no coherence) and, falling in a window that starts at the onset, clicks like any
+photon: the single-click coherence falls by about 1 - 2 p_double (sqrt(1 - p) per node from
+the emission's coherent part, 1/(1 + p) per node from the early photons' heralds), ~0.03 of
+fidelity at p_double 0.04 and alpha 0.1; Barrett-Kok twice that (two rounds).
+
 States are 4x4 density matrices over (A, B) in the basis |00>, |01>, |10>, |11>
 (0 = bright); psi_plus/psi_minus are (|01> +- |10>)/sqrt 2.
 
 Margin (`alpha_for_fidelity`, `Expectation`): the calibrated values carry errors (stored
-ones: visibility_sigma, init_fidelity_sigma; else the DEFAULT_* uncertainties below) and the
+ones: visibility_sigma, init_fidelity_sigma, double_excitation_sigma; else the DEFAULT_*
+uncertainties below) and the
 fidelity's sensitivity to them is large at small alpha (an initialisation error of 1e-3 moves
 F by about (1 - alpha)/(2 alpha) x 1e-3). The planner propagates them to the fidelity
 (sigma_F, linearised) and asks the *conservative* fidelity F - MARGIN_SIGMAS x sigma_F to meet
@@ -67,8 +81,22 @@ DEFAULT_REL_SIGMA_DARK = 0.25
 """The dark-count routine's tolerance (its rate from a few hundred counts)."""
 DEFAULT_REL_SIGMA_ETA = 0.1
 """The detection-window routine's tolerance on the detection probability."""
+NOMINAL_DOUBLE_EXCITATION = 0.04
+"""Assumed (and said so) until the detection-window routine has measured a node's double
+excitation: an NV's usual (3-5 %); an ion's is lower (0.5-1.5 %), the margin costs it rate."""
+DEFAULT_SIGMA_DOUBLE = 0.02
+"""A double excitation's error when none is stored (or when it was assumed): the
+detection-window routine's on a free-space NV's photons."""
+NOMINAL_WINDOW_SHARE = 0.9
+"""The share of a node's photons in its window when the lifetime is not stored: the
+detection-window routine's window (lifetime x ln 10 from the onset) holds 90 %."""
 MARGIN_SIGMAS = 1.0
 """The planned-for fidelity is the expected one less this many sigma_F."""
+
+OPTICAL_PULSE_NS = 2.0
+"""The optical pi pulse's length, as the labs drive it: a double excitation's early photon
+leaves during it (the detection_window routine fits them over it, the planning model puts
+them in the windows over it)."""
 
 OUTCOMES = ("psi_plus", "psi_minus")
 _KET = np.eye(4)
@@ -98,6 +126,8 @@ class Uncertainty:
     phase_rad: float = 0.0
     dark_rel: float = 0.0
     eta_rel: float = 0.0
+    double_a: float = 0.0
+    double_b: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,13 @@ class Link:
     init_a: float = 1.0
     """Node A's initialisation fidelity: P(|0> after spin initialisation)."""
     init_b: float = 1.0
+    double_a: float = 0.0
+    """Node A's double excitation: P(its optical pi pulse gave an early photon as well)."""
+    double_b: float = 0.0
+    early_share_a: float = 1.0
+    """A's early photon's detection probability in the windows over its normal photon's
+    (eta_a): the early photons' in-window share over the normal photons'."""
+    early_share_b: float = 1.0
     uncertainty: Uncertainty = field(default_factory=Uncertainty)
 
     @property
@@ -137,6 +174,18 @@ class Herald:
 
 
 # one round: exactly one detector clicks --------------------------------------------------------
+def _one_click(other_silent: float, none_detected: float, early: list[float], d: float) -> float:
+    """P(this detector clicks, the other does not) from the probabilities that no normal
+    photon reaches the other detector and that none is detected at all, with independent
+    early photons (each detected with its probability, on either detector) and a dark-count
+    probability d per detector: P(other silent) - P(both silent)."""
+    silent_other, silent_both = other_silent * (1 - d), none_detected * (1 - d) ** 2
+    for e in early:
+        silent_other *= 1 - e / 2
+        silent_both *= 1 - e
+    return silent_other - silent_both
+
+
 def _click(rho: np.ndarray, link: Link, sign: float, coherence: float) -> np.ndarray:
     """The unnormalised state after one round whose herald is a click on one detector (sign
     +1: the psi+ detector) and none on the other; its trace is that herald's probability.
@@ -150,17 +199,42 @@ def _click(rho: np.ndarray, link: Link, sign: float, coherence: float) -> np.nda
     and only the |01><10| coherence survives: the branches where A's photon or B's photon
     made the click differ only in which memory emitted; with coherence = amplitude overlap
     x phase noise. Every other coherence pairs different photon numbers (or a photon lost to
-    the environment with one not emitted) and is gone."""
+    the environment with one not emitted) and is gone.
+
+    Double excitation (Pompili et al., Science 372, 259 (2021) and Hermans et al., Nature
+    605, 663 (2022), supplementary): with probability p_X a bright node's pi pulse excites it
+    twice, an early photon leaves during the pulse and the normal one after. The early photon
+    marks the node: it is detected with eta_X x early_share_X (on either detector, it does
+    not interfere) and so can herald, or click on the other detector and spoil a herald, or
+    is lost to the environment; in every case the branch's coherence is gone. The coherent
+    part of the emission has amplitude sqrt(1 - p_X): the |01><10| coherence carries
+    sqrt((1 - p_A)(1 - p_B)) and the diagonal gains the early photons' heralds, so a
+    single-click state's coherence falls by about 1 - 2p at p_A = p_B = p."""
     ea, eb, d = link.eta_a, link.eta_b, link.dark_prob
+    pa, pb = link.double_a, link.double_b
+    xa, xb = ea * link.early_share_a, eb * link.early_share_b
     silent = 1 - d
+
+    def doubles(bright_a: bool, bright_b: bool, other_silent: float, none: float) -> float:
+        total = 0.0
+        for a_double in (False, True) if bright_a else (False,):
+            for b_double in (False, True) if bright_b else (False,):
+                weight = (pa if a_double else 1 - pa) if bright_a else 1.0
+                weight *= (pb if b_double else 1 - pb) if bright_b else 1.0
+                early = [xa] * a_double + [xb] * b_double
+                total += weight * _one_click(other_silent, none, early, d)
+        return total
+
     out = np.zeros((4, 4), dtype=complex)
     out[3, 3] = rho[3, 3] * d * silent
-    out[1, 1] = rho[1, 1] * silent * (ea / 2 + (1 - ea) * d)
-    out[2, 2] = rho[2, 2] * silent * (eb / 2 + (1 - eb) * d)
+    out[1, 1] = rho[1, 1] * doubles(True, False, 1 - ea / 2, 1 - ea)
+    out[2, 2] = rho[2, 2] * doubles(False, True, 1 - eb / 2, 1 - eb)
     one = ea * (1 - eb) + eb * (1 - ea)
-    both_here = ea * eb * (1 + link.visibility) / 4
-    out[0, 0] = rho[0, 0] * silent * ((1 - ea) * (1 - eb) * d + one / 2 + both_here)
-    out[1, 2] = sign * coherence * silent * math.sqrt(ea * eb) / 2 * rho[1, 2]
+    none = (1 - ea) * (1 - eb)
+    here_or_none = none + one / 2 + ea * eb * (1 + link.visibility) / 4
+    out[0, 0] = rho[0, 0] * doubles(True, True, here_or_none, none)
+    keep = math.sqrt((1 - pa) * (1 - pb))
+    out[1, 2] = sign * coherence * keep * silent * math.sqrt(ea * eb) / 2 * rho[1, 2]
     out[2, 1] = np.conj(out[1, 2])
     return out
 
@@ -233,6 +307,10 @@ def _shifted(link: Link) -> list[Link]:
     if u.eta_rel:
         lower = 1 - u.eta_rel
         out.append(replace(link, eta_a=link.eta_a * lower, eta_b=link.eta_b * lower))
+    if u.double_a:
+        out.append(replace(link, double_a=min(link.double_a + u.double_a, 1.0)))
+    if u.double_b:
+        out.append(replace(link, double_b=min(link.double_b + u.double_b, 1.0)))
     return out
 
 
@@ -292,6 +370,21 @@ def alpha_for_fidelity(target: float, link: Link) -> float:
 
 
 # from the parameter store ----------------------------------------------------------------------
+def in_window(lifetime_ns: float, start_ns: float, length_ns: float, onset_ns: float) -> float:
+    """The share of a node's (normal) photons, exponential of the lifetime from the onset,
+    that arrive in the window [start, start + length] (the detectors' jitter, ~50 ps, is
+    neglected against the lifetime)."""
+    lo, hi = max(start_ns - onset_ns, 0.0), max(start_ns + length_ns - onset_ns, 0.0)
+    return float(math.exp(-lo / lifetime_ns) - math.exp(-hi / lifetime_ns))
+
+
+def early_in_window(start_ns: float, length_ns: float, onset_ns: float) -> float:
+    """The share of a double excitation's early photons, uniform over the optical pulse from
+    the onset, that arrive in the window."""
+    lo, hi = max(start_ns, onset_ns), min(start_ns + length_ns, onset_ns + OPTICAL_PULSE_NS)
+    return float(max(hi - lo, 0.0) / OPTICAL_PULSE_NS)
+
+
 def window_union_ns(windows: list[tuple[float | None, float]]) -> float:
     """The length of the union of the detection windows (start, length); a window without a
     start counts in full (an upper bound)."""
@@ -352,14 +445,49 @@ def link_from_calibration(
         for n in nodes
     ]
     window_ns = window_union_ns(windows)
+    # the detection probability is per excitation, the whole wavepacket: what heralds is the
+    # share in the window, from the onset (the calibrated window start: no onset is stored
+    # apart from it, so a moved start is taken as the onset)
+    eta: dict[str, float] = {}
+    early_share: dict[str, float] = {}
+    double: dict[str, float] = {}
+    sigma_double: dict[str, float] = {}
+    for n in nodes:
+        length = float(values[n]["detection_window_ns"])
+        lifetime = values[n].get("photon_lifetime_ns")
+        if lifetime:
+            share = in_window(float(lifetime), 0.0, length, 0.0)
+        else:
+            share = NOMINAL_WINDOW_SHARE
+            notes.append(
+                f"{n}.photon_lifetime_ns not calibrated (routine 'detection_window'): "
+                f"its window assumed to hold {NOMINAL_WINDOW_SHARE:.0%} of its photons"
+            )
+        eta[n] = float(values[n]["detection_probability"]) * share
+        early_share[n] = early_in_window(0.0, length, 0.0) / share
+        stored = values[n].get("double_excitation")
+        sigma_double[n] = values[n].get("double_excitation_sigma") or DEFAULT_SIGMA_DOUBLE
+        if stored is None:
+            double[n] = NOMINAL_DOUBLE_EXCITATION
+            sigma_double[n] = max(sigma_double[n], DEFAULT_SIGMA_DOUBLE)
+            notes.append(
+                f"{n}.double_excitation not calibrated (routine 'detection_window'): "
+                f"{NOMINAL_DOUBLE_EXCITATION:g} assumed"
+            )
+        else:
+            double[n] = float(stored)
     link = Link(
-        eta_a=float(values[a]["detection_probability"]),
-        eta_b=float(values[b]["detection_probability"]),
+        eta_a=eta[a],
+        eta_b=eta[b],
         visibility=float(visibility),
         dark_prob=float(np.mean(darks)) * window_ns * 1e-9,
         phase_sigma_rad=math.radians(phase_deg),
         init_a=float(init[a]),
         init_b=float(init[b]),
+        double_a=double[a],
+        double_b=double[b],
+        early_share_a=early_share[a],
+        early_share_b=early_share[b],
         uncertainty=Uncertainty(
             visibility=float(sigma_v),
             init_a=float(sigma_init[a]),
@@ -367,6 +495,8 @@ def link_from_calibration(
             phase_rad=math.radians(DEFAULT_SIGMA_PHASE_DEG),
             dark_rel=DEFAULT_REL_SIGMA_DARK,
             eta_rel=DEFAULT_REL_SIGMA_ETA,
+            double_a=float(sigma_double[a]),
+            double_b=float(sigma_double[b]),
         ),
     )
     return link, tuple(notes)
@@ -374,5 +504,6 @@ def link_from_calibration(
 
 def assumed(notes: tuple[str, ...]) -> tuple[str, ...]:
     """The notes that say a required value was assumed (not a nominal phase noise, which no
-    routine measures yet)."""
-    return tuple(n for n in notes if "phase noise" not in n)
+    routine measures yet, nor the 90 % window share of a node whose lifetime is not stored:
+    the routine's own window holds that)."""
+    return tuple(n for n in notes if "phase noise" not in n and "photon_lifetime_ns" not in n)

@@ -163,6 +163,10 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         lifetime = mid_truth["lifetime_ns"]["A"]
         assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
         assert values["detection_probability"] == pytest.approx(mid_truth["eta"]["A"], rel=0.1)
+        assert values["photon_lifetime_ns"] == pytest.approx(lifetime, rel=0.1)
+        p_double, sigma = values["double_excitation"], values["double_excitation_sigma"]
+        assert 0 < sigma < 0.02  # ~0.013 from a free-space NV's ~2000 photons
+        assert p_double == pytest.approx(mid_truth["p_double"]["A"], abs=3 * sigma)
         setpoint = store.values("M")["phase_setpoint_deg"]
         error = (setpoint + mid_truth["phase_offset_deg"] + 180) % 360 - 180
         assert abs(error) < 5.0  # the reference fringe's maximum on psi_plus

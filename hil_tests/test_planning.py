@@ -10,6 +10,7 @@ from calibration.planning import (
     Link,
     Uncertainty,
     alpha_for_fidelity,
+    assumed,
     barrett_kok,
     conservative_fidelity,
     fidelity,
@@ -170,6 +171,9 @@ def calibrated(**m) -> dict:
         "detection_window_start_ns": 50.0,
         "init_fidelity": 0.99,
         "init_fidelity_sigma": 0.002,
+        "photon_lifetime_ns": 25.0 / math.log(10),  # the routine's window: 90 %
+        "double_excitation": 0.04,
+        "double_excitation_sigma": 0.01,
     }
     return {
         "A": dict(node),
@@ -186,6 +190,10 @@ def test_link_from_calibration_reads_every_error_source():
     assert link.dark_prob == pytest.approx(20 * 35e-9)  # the union of both windows
     assert link.init_a == link.init_b == 0.99
     assert link.uncertainty.init_a == 0.002
+    assert link.eta_a == pytest.approx(0.9 * ETA)  # the share of the wavepacket in the window
+    assert link.double_a == link.double_b == 0.04
+    assert link.uncertainty.double_a == 0.01
+    assert link.early_share_a == pytest.approx(1 / 0.9)  # every early photon is in the window
     assert link.phase_sigma_rad == pytest.approx(PHASE)
     link, notes = link_from_calibration(calibrated(), ["A", "B"], "M")
     assert any("visibility not calibrated" in n for n in notes)
@@ -197,3 +205,101 @@ def test_link_from_calibration_reads_every_error_source():
     del values["M"]["dark_count_hz_psi_plus"], values["M"]["dark_count_hz_psi_minus"]
     with pytest.raises(QnodeError, match="dark_count_hz"):
         link_from_calibration(values, ["A", "B"], "M")
+
+
+def humphreys_double(alpha: float, p: float, share: float, c: float) -> float:
+    """Leading order in eta, both nodes' double excitation p: a bright node heralds with its
+    normal photon (eta / 2) or its early one (p x share x eta / 2), so the diagonal carries
+    1 + p share; the coherence only the emissions' coherent parts, sqrt(1 - p) each:
+    F = (1 - alpha)/2 (1 + c (1 - p) / (1 + p share))."""
+    return (1 - alpha) / 2 * (1 + c * (1 - p) / (1 + p * share))
+
+
+def test_double_excitation_lowers_the_fidelity_as_expected():
+    alpha, p, share = 0.1, 0.04, 1 / 0.9  # the routine's window: 90 % of the normal photons
+    c = math.sqrt(0.9) * math.exp(-(PHASE**2) / 2)
+    base = ideal(visibility=0.9, phase_sigma_rad=PHASE)
+    link = ideal(
+        visibility=0.9,
+        phase_sigma_rad=PHASE,
+        double_a=p,
+        double_b=p,
+        early_share_a=share,
+        early_share_b=share,
+    )
+    # p_double = 0: the Humphreys numbers as they were
+    assert single_click(alpha, base).fidelity == pytest.approx(humphreys(alpha), abs=1e-3)
+    herald = single_click(alpha, link)
+    assert herald.fidelity == pytest.approx(humphreys_double(alpha, p, share, c), abs=1e-3)
+    drop = single_click(alpha, base).fidelity - herald.fidelity
+    assert drop == pytest.approx(0.033, abs=0.002)  # ~2 p x (1 - alpha)/2 x c
+    assert herald.p_success == pytest.approx(2 * alpha * ETA * (1 + p * share), rel=1e-3)
+    # Barrett-Kok: the same per round, two rounds
+    bk = barrett_kok(link).fidelity
+    ratio = (1 - p) / (1 + p * share)
+    assert bk == pytest.approx((1 + 0.9 * ratio**2) / 2, abs=1e-3)
+    assert barrett_kok(ideal(visibility=0.9)).fidelity - bk == pytest.approx(0.07, abs=0.003)
+    # one node only: its own share of it
+    one = single_click(alpha, ideal(visibility=0.9, phase_sigma_rad=PHASE, double_a=p))
+    expected = (1 - alpha) / 2 * (1 + c * math.sqrt(1 - p) / (1 + p / 2))
+    assert one.fidelity == pytest.approx(expected, abs=1e-3)
+
+
+def test_double_excitation_error_enters_the_margin():
+    """sigma_F from p_double's errors: dF/dp_X ~ (1 - alpha)/2 c (1/2 + share/2) per node, the
+    two nodes in quadrature."""
+    alpha, p, share, sigma = 0.1, 0.04, 1 / 0.9, 0.01
+    c = math.sqrt(0.9) * math.exp(-(PHASE**2) / 2)
+    link = ideal(
+        visibility=0.9,
+        phase_sigma_rad=PHASE,
+        double_a=p,
+        double_b=p,
+        early_share_a=share,
+        early_share_b=share,
+        uncertainty=Uncertainty(double_a=sigma, double_b=sigma),
+    )
+    slope = (1 - alpha) / 2 * c * (0.5 + share / 2) / (1 + p * share) ** 2
+    assert fidelity_sigma("single_click", link, alpha) == pytest.approx(
+        math.sqrt(2) * slope * sigma, rel=0.1
+    )
+
+
+def test_the_window_decides_the_heralding_share_and_the_dark_counts():
+    """The detection probability is the whole wavepacket's; the routine's window (lifetime x
+    ln 10 from the onset) holds 90 % of it, one three times as long 1 - 10^-3 (and three times
+    the dark counts)."""
+    lifetime = 12.0
+    values = calibrated(visibility=0.9, phase_noise_deg=15.0)
+    for n in ("A", "B"):
+        values[n].update(
+            detection_window_start_ns=50.0,
+            detection_window_ns=lifetime * math.log(10),
+            photon_lifetime_ns=lifetime,
+        )
+    link, _ = link_from_calibration(values, ["A", "B"], "M")
+    assert link.eta_a == pytest.approx(0.9 * ETA) and link.eta_b == pytest.approx(0.9 * ETA)
+    for n in ("A", "B"):
+        values[n]["detection_window_ns"] *= 3
+    wide, _ = link_from_calibration(values, ["A", "B"], "M")
+    assert wide.eta_a == pytest.approx((1 - 1e-3) * ETA)
+    assert wide.dark_prob == pytest.approx(3 * link.dark_prob)
+    assert wide.early_share_a == pytest.approx(1 / (1 - 1e-3))
+    # a window shorter than the pulse misses early photons too
+    for n in ("A", "B"):
+        values[n]["detection_window_ns"] = 1.0
+    short, _ = link_from_calibration(values, ["A", "B"], "M")
+    assert short.eta_a == pytest.approx((1 - math.exp(-1 / lifetime)) * ETA)
+    assert short.early_share_a * short.eta_a == pytest.approx(0.5 * ETA)
+
+
+def test_uncalibrated_lifetime_and_double_excitation_are_assumed_and_said():
+    values = calibrated(visibility=0.9, phase_noise_deg=15.0)
+    del values["A"]["photon_lifetime_ns"], values["B"]["double_excitation"]
+    del values["B"]["double_excitation_sigma"]
+    link, notes = link_from_calibration(values, ["A", "B"], "M")
+    assert link.eta_a == pytest.approx(0.9 * ETA)  # the routine's window's 90 %
+    assert link.double_b == 0.04 and link.uncertainty.double_b == 0.02
+    assert any("A.photon_lifetime_ns" in n for n in notes)
+    # the lifetime's 90 % is what the routine's window holds: not a refusal's reason
+    assert [n for n in assumed(notes) if "B.double_excitation" in n] == list(assumed(notes))

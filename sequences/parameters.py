@@ -57,8 +57,15 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ),
         ParameterSpec("detection_window_ns", "ns", "length of the detection window"),
         ParameterSpec(
-            "detection_probability", "", "photons detected at the midpoint per excitation"
+            "detection_probability",
+            "",
+            "photons detected at the midpoint per excitation (the whole wavepacket)",
         ),
+        ParameterSpec("photon_lifetime_ns", "ns", "the emitter's lifetime: the photons' decay"),
+        ParameterSpec(
+            "double_excitation", "", "P(an optical pi pulse excites twice: an early photon)"
+        ),
+        ParameterSpec("double_excitation_sigma", "", "the double excitation's error"),
         ParameterSpec("visibility", "", "two-photon interference visibility of A and B"),
         ParameterSpec("phase_noise_deg", "deg", "interferometer phase noise when locked"),
         ParameterSpec("target_fidelity", "", "the alpha routine's target (default 0.8)"),

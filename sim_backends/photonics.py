@@ -403,34 +403,67 @@ class Midpoint:
         return t.reference_rate_hz * (1 + sign * t.reference_visibility * np.cos(phase)) / 2
 
     def excitations(self, node: str, times_ns: np.ndarray, p_emit: np.ndarray) -> None:
-        """Excitation pulses of a node at these times, each emitting with probability p_emit."""
+        """Excitation pulses of a node at these times, each finding the bright state with
+        probability p_emit. A bright memory emits its photon, and with the node's p_double
+        the pulse excited it twice: an early photon, emitted during the pulse, as well
+        (Pompili et al., Science 372, 259 (2021); Hermans et al., Nature 605, 663 (2022),
+        supplementary). Each photon reaches the detectors with the node's eta."""
         if not self.tagger.armed or len(times_ns) == 0:
             return
-        self.tagger.record_syncs(np.asarray(times_ns, dtype=float))
-        detected = self.rng.random(len(times_ns)) < np.asarray(p_emit) * self.truth.eta[node]
-        self._photons(node, np.asarray(times_ns, dtype=float)[detected])
+        times = np.asarray(times_ns, dtype=float)
+        self.tagger.record_syncs(times)
+        eta, n = self.truth.eta[node], len(times)
+        bright = self.rng.random(n) < np.asarray(p_emit)
+        normal = bright & (self.rng.random(n) < eta)
+        early = bright & (self.rng.random(n) < self.truth.p_double[node])
+        early &= self.rng.random(n) < eta
+        self._photons(node, times[normal], times[early])
 
     def excitation_train(
         self, node: str, t0_ns: float, period_ns: float, n: int, p_emit: float, lit: int
     ) -> None:
         """n periodic excitations (a loop the sequencer fast-forwarded), drawn at once; only
-        the first `lit` find the memory ready to emit."""
+        the first `lit` find the memory ready to emit. Per ready excitation, as `excitations`
+        draws them one by one: the normal photon detected with p_emit eta, a double
+        excitation's early photon with p_emit p_double eta, both with p_emit p_double eta^2."""
         if not self.tagger.armed or n <= 0:
             return
         self.tagger.record_sync_train(t0_ns, period_ns, n)
-        k = int(self.rng.binomial(lit, min(1.0, p_emit * self.truth.eta[node]))) if lit else 0
-        if k:
-            which = self.rng.choice(lit, size=k, replace=False)
-            self._photons(node, t0_ns + period_ns * np.sort(which).astype(float))
+        if not lit:
+            return
+        eta, p = self.truth.eta[node], min(1.0, max(p_emit, 0.0))
+        both = p * self.truth.p_double[node] * eta * eta
+        only_normal = p * eta - both
+        only_early = p * self.truth.p_double[node] * eta - both
+        counts = self.rng.multinomial(
+            lit, [only_normal, only_early, both, max(0.0, 1 - only_normal - only_early - both)]
+        )
+        k = int(counts[:3].sum())
+        if not k:
+            return
+        which = t0_ns + period_ns * np.sort(self.rng.choice(lit, size=k, replace=False))
+        kind = self.rng.permutation(np.repeat([0, 1, 2], counts[:3]))
+        self._photons(node, which[kind != 1], which[kind != 0])
 
-    def _photons(self, node: str, sync_ns: np.ndarray) -> None:
-        if len(sync_ns) == 0:
+    def _photons(
+        self, node: str, sync_ns: np.ndarray, early_sync_ns: np.ndarray | None = None
+    ) -> None:
+        """Detected photons of these syncs: the normal ones after the fibre delay and an
+        exponential of the emitter's lifetime; a double excitation's early ones uniformly
+        over the optical pulse (OPTICAL_PULSE_NS) after the fibre delay; both blurred by the
+        detectors' jitter, each on a detector at random."""
+        early = np.zeros(0) if early_sync_ns is None else np.asarray(early_sync_ns, float)
+        if len(sync_ns) + len(early) == 0:
             return
         t = self.truth
-        delay = (
-            t.delay_ns[node]
-            + self.rng.exponential(t.lifetime_ns[node], len(sync_ns))
-            + self.rng.normal(0.0, t.jitter_ns, len(sync_ns))
+        syncs = np.concatenate([np.asarray(sync_ns, dtype=float), early])
+        emitted = np.concatenate(
+            [
+                self.rng.exponential(t.lifetime_ns[node], len(sync_ns)),
+                self.rng.uniform(0.0, OPTICAL_PULSE_NS, len(early)),
+            ]
         )
-        channels = self.rng.choice(self.detectors, size=len(sync_ns))
-        self.tagger.record_photons(sync_ns + delay, delay, channels)
+        delay = t.delay_ns[node] + emitted + self.rng.normal(0.0, t.jitter_ns, len(syncs))
+        order = np.argsort(syncs + delay, kind="stable")
+        channels = self.rng.choice(self.detectors, size=len(syncs))
+        self.tagger.record_photons((syncs + delay)[order], delay[order], channels)

@@ -21,7 +21,8 @@ def calibrate_nodes_from_truth(
     data_dir, sim, nodes=("A", "B"), alpha: float | None = None, platform: str = "nv"
 ):
     """Qubit and readout of the memory nodes, their spin initialisation, detection windows and
-    efficiencies, the midpoint's dark counts, visibility and set point."""
+    efficiencies (the whole wavepacket's, as the routine measures it), photon lifetimes and
+    double excitation, the midpoint's dark counts, visibility and set point."""
     m = sim.truth("M")
     with ParameterStore(data_dir / "params.sqlite") as store:
         for node in nodes:
@@ -34,6 +35,8 @@ def calibrate_nodes_from_truth(
                 "detection_probability": m["eta"][node],
                 "detection_window_start_ns": m["delay_ns"][node],
                 "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
+                "photon_lifetime_ns": m["lifetime_ns"][node],
+                "double_excitation": m["p_double"][node],
                 "init_fidelity": truth["init_fidelity"],
             }
             if platform == "nv":
