@@ -28,17 +28,20 @@ rotated state is mostly bright at small alpha and heralds often; leakage out of 
 would herald less).
 
 What heralds is a node's photon *in the window*: the detection-window routine measures the
-detection probability per excitation over the whole wavepacket, and its window (from the
-photons' onset, lifetime x ln 10 long) holds 90 % of it; from the stored lifetime, a window of
-length L from the onset holds 1 - e^(-L/tau) (a window three times as long: 1 - 10^-3, and
-three times the dark counts). Double excitation (Pompili et al., Science 372, 259 (2021);
-Hermans et al., Nature 605, 663 (2022), supplementary): with probability p_double a bright
-node's optical pi pulse excites it twice, an early photon leaves during the ~2 ns pulse
-(OPTICAL_PULSE_NS) and the normal one after; the early photon marks the node (its branch
-carries no coherence) and, falling in a window that starts at the onset, clicks like any
-photon: the single-click coherence falls by about 1 - 2 p_double (sqrt(1 - p) per node from
-the emission's coherent part, 1/(1 + p) per node from the early photons' heralds), ~0.03 of
-fidelity at p_double 0.04 and alpha 0.1; Barrett-Kok twice that (two rounds).
+detection probability per excitation over the whole wavepacket and the photons' onset; its
+window opens when the optical pulse is over (onset + OPTICAL_PULSE_NS) and is lifetime x ln
+10 long; from the stored lifetime and onset, a window from t1 to t2 after the onset holds
+e^(-t1/tau) - e^(-t2/tau) of the photons (a window three times as long holds nearly all that
+follow the pulse, and sees three times the dark counts). Double excitation (Pompili et al.,
+Science 372, 259 (2021); Hermans et al., Nature 605, 663 (2022), supplementary): with
+probability p_double a bright node's optical pi pulse excites it twice, an early photon
+leaves during the ~2 ns pulse (OPTICAL_PULSE_NS) and the normal one after; the early photon
+marks the node (its branch carries no coherence) and, if it falls in the window (one that
+opens at the onset), clicks like any photon: the single-click coherence falls by about 1 - 2
+p_double (sqrt(1 - p) per node from the emission's coherent part, 1/(1 + p) per node from
+the early photons' heralds), ~0.03 of fidelity at p_double 0.04 and alpha 0.1, Barrett-Kok
+twice that (two rounds); a window that opens after the pulse keeps the early photons out and
+halves the cost.
 
 States are 4x4 density matrices over (A, B) in the basis |00>, |01>, |10>, |11>
 (0 = bright); psi_plus/psi_minus are (|01> +- |10>)/sqrt 2.
@@ -446,8 +449,8 @@ def link_from_calibration(
     ]
     window_ns = window_union_ns(windows)
     # the detection probability is per excitation, the whole wavepacket: what heralds is the
-    # share in the window, from the onset (the calibrated window start: no onset is stored
-    # apart from it, so a moved start is taken as the onset)
+    # share in the window, measured from the photons' onset (calibrated with the window; a
+    # store without it: the window start is taken as the onset)
     eta: dict[str, float] = {}
     early_share: dict[str, float] = {}
     double: dict[str, float] = {}
@@ -455,8 +458,11 @@ def link_from_calibration(
     for n in nodes:
         length = float(values[n]["detection_window_ns"])
         lifetime = values[n].get("photon_lifetime_ns")
+        start = values[n].get("detection_window_start_ns")
+        onset = values[n].get("photon_onset_ns")
+        after = 0.0 if start is None or onset is None else float(start) - float(onset)
         if lifetime:
-            share = in_window(float(lifetime), 0.0, length, 0.0)
+            share = in_window(float(lifetime), after, length, 0.0)
         else:
             share = NOMINAL_WINDOW_SHARE
             notes.append(
@@ -464,7 +470,7 @@ def link_from_calibration(
                 f"its window assumed to hold {NOMINAL_WINDOW_SHARE:.0%} of its photons"
             )
         eta[n] = float(values[n]["detection_probability"]) * share
-        early_share[n] = early_in_window(0.0, length, 0.0) / share
+        early_share[n] = early_in_window(after, length, 0.0) / share
         stored = values[n].get("double_excitation")
         sigma_double[n] = values[n].get("double_excitation_sigma") or DEFAULT_SIGMA_DOUBLE
         if stored is None:

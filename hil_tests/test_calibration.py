@@ -10,6 +10,7 @@ from scipy.optimize import brentq
 from scipy.stats import poisson
 
 from calibration.graph import ROUTINES, plan, run_graph, run_routine
+from calibration.planning import OPTICAL_PULSE_NS
 from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, bright_fraction
 from calibration.routines.check_threshold import threshold_for
 from controller.data.params import ParameterStore
@@ -158,8 +159,10 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         assert values["f0"] == pytest.approx(f0, abs=0.015)
         assert values["f1"] == pytest.approx(f1, abs=0.015)
         assert_initialisation_matches_truth(values, truth)
-        start = values["detection_window_start_ns"]
-        assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+        onset = values["photon_onset_ns"]
+        assert onset == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+        # the window opens when the optical pulse is over
+        assert values["detection_window_start_ns"] == pytest.approx(onset + OPTICAL_PULSE_NS)
         lifetime = mid_truth["lifetime_ns"]["A"]
         assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
         assert values["detection_probability"] == pytest.approx(mid_truth["eta"]["A"], rel=0.1)
@@ -321,5 +324,7 @@ def test_nv_node_on_another_seed_calibrates_against_truth(own_lab):
     assert values["pi_amplitude_v"] == pytest.approx(pi_true, rel=0.02)
     assert values["t2star_s"] == pytest.approx(truth["t2star_s"], rel=0.15)
     assert values["check_mean_counts"] == pytest.approx(truth["check_mean"], rel=0.08)
-    start = values["detection_window_start_ns"]
-    assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+    onset = values["photon_onset_ns"]
+    assert onset == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+    # the window opens when the optical pulse is over
+    assert values["detection_window_start_ns"] == pytest.approx(onset + OPTICAL_PULSE_NS)

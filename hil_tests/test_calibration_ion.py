@@ -11,6 +11,7 @@ import pytest
 from scipy.optimize import brentq
 
 from calibration.graph import ROUTINES, plan
+from calibration.planning import OPTICAL_PULSE_NS
 from calibration.routines.check_threshold import threshold_for
 from controller.data.params import ParameterStore
 from controller.harness.sim import start_sim
@@ -85,8 +86,10 @@ def test_calibrate_all_on_an_ion_lab_matches_truth(ion_lab, lab_file, seed):
     assert abs(values["cr_threshold"] - threshold_for(truth["check_mean"])) <= 1
     assert values["f0"] > 0.98 and values["f1"] > 0.98
 
-    start = values["detection_window_start_ns"]
-    assert start == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+    onset = values["photon_onset_ns"]
+    assert onset == pytest.approx(mid_truth["delay_ns"]["A"], abs=2.0)
+    # the window opens when the optical pulse is over
+    assert values["detection_window_start_ns"] == pytest.approx(onset + OPTICAL_PULSE_NS)
     lifetime = mid_truth["lifetime_ns"]["A"]
     assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
     assert values["detection_probability"] == pytest.approx(mid_truth["eta"]["A"], rel=0.1)

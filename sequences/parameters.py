@@ -61,6 +61,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "",
             "photons detected at the midpoint per excitation (the whole wavepacket)",
         ),
+        ParameterSpec("photon_onset_ns", "ns", "the photons' earliest arrival after the sync"),
         ParameterSpec("photon_lifetime_ns", "ns", "the emitter's lifetime: the photons' decay"),
         ParameterSpec(
             "double_excitation", "", "P(an optical pi pulse excites twice: an early photon)"

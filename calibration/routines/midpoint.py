@@ -4,8 +4,9 @@ and the interferometer's phase set point.
 Detection window: a train of excitations (spin pump, optical pi pulse) while the midpoint's
 tagger records the photons' delay after each sync; the arrival histogram is an exponential
 decay (the emitter's lifetime) starting at the fibre delay, blurred by detector jitter, on a
-flat floor of dark counts. The window starts at the fitted onset and is long enough to hold
-90 % of the photons: lifetime x ln 10.
+flat floor of dark counts. The window opens when the optical pulse is over (the fitted onset
++ OPTICAL_PULSE_NS: the early photons of a double excitation, and a lab's pulse reflection,
+stay out) and is long enough to hold 90 % of the photons after it: lifetime x ln 10.
 
 Double excitation (Pompili et al., Science 372, 259 (2021); Hermans et al., Nature 605, 663
 (2022), supplementary): now and then the optical pi pulse excites the emitter twice, and an
@@ -176,6 +177,7 @@ class DetectionWindowRoutine(Routine):
         "detection_window_start_ns",
         "detection_window_ns",
         "detection_probability",
+        "photon_onset_ns",
         "photon_lifetime_ns",
         "double_excitation",
         "double_excitation_sigma",
@@ -226,13 +228,13 @@ class DetectionWindowRoutine(Routine):
             fit, _, _ = self._fit(centres, hist)
         except (RuntimeError, ValueError) as e:
             return False, f"no arrival peak could be fitted ({e})"
-        stored = stored_value(node, "detection_window_start_ns")
+        stored = stored_value(node, "photon_onset_ns")
         if abs(fit["onset_ns"] - stored) > 1.0:
             return (
                 False,
-                f"photons now arrive at {fit['onset_ns']:.2f} ns, window at {stored:.2f} ns",
+                f"photons now arrive at {fit['onset_ns']:.2f} ns, calibrated at {stored:.2f} ns",
             )
-        return True, f"photons arrive at {fit['onset_ns']:.2f} ns (window at {stored:.2f} ns)"
+        return True, f"photons arrive at {fit['onset_ns']:.2f} ns (calibrated {stored:.2f} ns)"
 
     def acquire(self, node: NodeAccess):
         acq, centres, hist = self._histogram(node, SHOTS)
@@ -254,7 +256,10 @@ class DetectionWindowRoutine(Routine):
             fit, errors, quality = self._fit(centres, hist)
         except (RuntimeError, ValueError) as e:
             return Analysis({}, False, f"fit failed: {e}")
-        start = fit["onset_ns"]
+        # the window opens when the optical pulse is over: the early photons of a double
+        # excitation (and, in a lab, the pulse's reflection) stay out; it holds KEEP of the
+        # photons after that
+        start = fit["onset_ns"] + OPTICAL_PULSE_NS
         length = fit["lifetime_ns"] * np.log(1 / (1 - KEEP))
         # detection probability per excitation of a ready memory: the photons over the
         # excitations that found it ready (the check after the train says how many did; a
@@ -297,6 +302,7 @@ class DetectionWindowRoutine(Routine):
                 "detection_window_start_ns": float(start),
                 "detection_window_ns": float(length),
                 "detection_probability": float(eta),
+                "photon_onset_ns": fit["onset_ns"],
                 "photon_lifetime_ns": fit["lifetime_ns"],
                 "double_excitation": fit["double_excitation"],
                 "double_excitation_sigma": float(errors[5]),

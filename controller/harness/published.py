@@ -124,7 +124,9 @@ def compare(data_dir: Path, pairs: int, seed: int, log_dir: Path) -> list[Row]:
         sim = SimControl(resource_map)
         calibrate_nodes_from_truth(data_dir, sim)
         with ParameterStore(data_dir / "params.sqlite") as store:
-            for node in ("A", "B"):
+            for node in ("A", "B"):  # the paper's: 25 ns from the photons' onset
+                onset = store.values(node)["photon_onset_ns"]
+                store.set_manual(node, "detection_window_start_ns", onset, "the paper's window")
                 store.set_manual(node, "detection_window_ns", WINDOW_NS, "the paper's window")
         procs += ensure_daemons(lab, ["A", "B", "M"], resource_map, log_dir)
         rows = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from calibration.planning import OPTICAL_PULSE_NS
 from controller.data.params import ParameterStore
 from controller.link.plan import alpha_amplitude
 from sequences.parameters import PARAMETERS
@@ -33,7 +34,9 @@ def calibrate_nodes_from_truth(
                 "pi_amplitude_v": pi_v,
                 "pi2_amplitude_v": pi_v / 2,
                 "detection_probability": m["eta"][node],
-                "detection_window_start_ns": m["delay_ns"][node],
+                # the window opens when the optical pulse is over, as the routine sets it
+                "detection_window_start_ns": m["delay_ns"][node] + OPTICAL_PULSE_NS,
+                "photon_onset_ns": m["delay_ns"][node],
                 "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
                 "photon_lifetime_ns": m["lifetime_ns"][node],
                 "double_excitation": m["p_double"][node],
