@@ -174,7 +174,7 @@ def truth_optics(sim) -> optics.Heralding:
     )
     pumped = np.diag([1.0, 0.0]).astype(complex)
     return optics.two_photon(
-        pumped, pumped, nodes["A"], nodes["B"], detectors, m["visibility"], windows
+        pumped, pumped, nodes["A"], nodes["B"], detectors, m["visibility"], 0.0, windows
     )
 
 

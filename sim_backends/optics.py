@@ -449,13 +449,16 @@ def _ion_options(
     return options, coherent
 
 
-def _both_photons(visibility: float) -> list[tuple[np.ndarray, tuple[tuple[int, int], ...]]]:
+def _both_photons(
+    visibility: float, phase_rad: float
+) -> list[tuple[np.ndarray, tuple[tuple[int, int], ...]]]:
     """Both ions' coherent photons in the windows, per unit weight: (unnormalised 4x4 joint
     state, photons) with the Hong-Ou-Mandel interference of modes overlapping by
     |<A|B>|^2 = V. Each ion: (|0>|H> + |1>|V>)/sqrt2; beam splitter a -> (o1 + o2)/sqrt2,
     b -> (o1 - o2)/sqrt2. Same polarisation (|00>, |11>): the photons bunch with (1+V)/2. One
     of each (|01>, |10>): every (output of H, output of V) with 1/4, and the coherence
-    between |01> and |10> is +-V/16 (+ same output): the only coherence any herald keeps."""
+    between |01> and |10> is +-V/16 (+ same output): the only coherence any herald keeps.
+    A's arm's phase multiplies each of A's photons: both branches hold one, so it cancels."""
     a, b = A_PHOTON, B_PHOTON
     out: list[tuple[np.ndarray, tuple[tuple[int, int], ...]]] = []
     for ion, pol in ((0, 0), (3, 1)):  # |00>: both H, |11>: both V
@@ -479,7 +482,9 @@ def _both_photons(visibility: float) -> list[tuple[np.ndarray, tuple[tuple[int, 
                 # the coherence, carried once with the |01> branch (its photons stand for
                 # both branches' in the click-origin bookkeeping)
                 if which == 1:
-                    block[1, 2] = block[2, 1] = sign * visibility / 16
+                    arm = np.exp(1j * phase_rad)  # A's photon in |01>, and in |10>
+                    block[1, 2] = sign * visibility / 16 * arm * np.conj(arm)
+                    block[2, 1] = np.conj(block[1, 2])
                 out.append((block, photons))
     return out
 
@@ -491,6 +496,7 @@ def two_photon(
     b: NodeOptics,
     detectors: Detectors,
     visibility: float,
+    phase_rad: float,
     windows: list[Window],
 ) -> Heralding:
     """Two-photon heralding of two ions' photonic qubits (Moehring 2007, Stephenson 2020).
@@ -508,8 +514,10 @@ def two_photon(
     feed four threshold detectors (TWO_PHOTON_DETECTORS); loss, windows and jitter act per
     photon before them (exact in eta, as in `single_click`). Dark counts per detector, Poisson
     over the windows' union, can fake either click. A herald is exactly two clicking
-    detectors of orthogonal polarisation (TWO_PHOTON_HERALDS). Phase-insensitive: an arm's
-    optical phase is global to its ion's photon. Ideal: p = eta_A eta_B / 2, F = (1 + V)/2.
+    detectors of orthogonal polarisation (TWO_PHOTON_HERALDS). Phase-insensitive: phase_rad
+    (A's arm relative to B's, as for the others) multiplies every one of A's photons, and
+    every herald holds exactly one of them (polarisation drift in the fibres is taken as
+    compensated). Ideal: p = eta_A eta_B / 2, F = (1 + V)/2.
     """
     rho_a = np.asarray(rho_a, dtype=complex)
     rho_b = np.asarray(rho_b, dtype=complex)
@@ -532,7 +540,8 @@ def two_photon(
             joint = (state_a[:, None, :, None] * state_b[None, :, None, :]).reshape(4, 4)
             terms.append((joint, photons_a + photons_b))
     if coh_a * coh_b > 0:
-        terms += [(state * coh_a * coh_b, photons) for state, photons in _both_photons(visibility)]
+        both = _both_photons(visibility, phase_rad)
+        terms += [(state * coh_a * coh_b, photons) for state, photons in both]
 
     unnormalised = {PSI_PLUS: np.zeros((4, 4), complex), PSI_MINUS: np.zeros((4, 4), complex)}
     per_click = 4 * _N_SETS

@@ -297,6 +297,7 @@ class Midpoint:
                 self._optics(b),
                 detectors,
                 self.truth.visibility,
+                phase_rad,
                 windows,
             )
             return heralding, phase_rad, locked
