@@ -15,11 +15,13 @@ from controller.data.sessionfile import DELIVERED
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import load_lab
 from controller.link.vocabulary import OUTCOMES
+from controller.midpoint.daemon import heraldable
 from controller.midpoint.herald_logic import classify, missing_detectors
 from controller.operator.client import NodeClient
 from controller.operator.daemons import ensure_daemons, spawn, terminate
 from controller.operator.entangle import READOUT_SHOTS, lab_protocols, readout_of
 from controller.operator.verify import verify
+from qnode.errors import QnodeError
 from qnode.records import CLICK_DTYPE
 from sim_backends import optics
 from sim_backends.client import SimControl
@@ -112,6 +114,20 @@ def test_a_protocol_needs_its_detectors():
         classify(clicks((1, 1, 0, 1, 65.0)), "two_photon", WINDOWS, {"psi_plus": 1})
     with pytest.raises(ValueError, match="single_click needs detectors psi_plus, psi_minus"):
         classify(clicks((1, 1, 0, 1, 65.0)), "single_click", WINDOWS, DETECTORS)
+
+
+def test_a_midpoint_whose_detectors_herald_nothing_says_what_is_missing():
+    lab = load_lab(ION_LAB)
+    assert heraldable(lab, "M") == ("two_photon",)
+    assert heraldable(load_lab(NV_LAB), "M") == ("single_click", "barrett_kok")
+    m = lab.nodes["M"]
+    wrong = {"out1_h": 1, "out1_v": 2, "psi_minus": 3}
+    channels = m.channels.model_copy(update={"detectors": wrong})
+    lab.nodes["M"] = m.model_copy(update={"channels": channels})
+    with pytest.raises(QnodeError, match="can herald no protocol") as e:
+        heraldable(lab, "M")
+    assert "single_click: psi_plus" in str(e.value)
+    assert "two_photon: out2_h, out2_v" in str(e.value)
 
 
 def test_the_labs_default_protocols():

@@ -81,6 +81,20 @@ class MidpointSession:
     """Heralds of attempt blocks synced up to here are never delivered (a lock was lost)."""
 
 
+def heraldable(lab: LabConfig, node: str) -> tuple[str, ...]:
+    """The protocols the midpoint's detectors (its channel map) can herald; none is an error
+    naming what each protocol lacks."""
+    detectors = dict(lab.nodes[node].channels.detectors)
+    protocols = tuple(p for p in PROTOCOLS if not missing_detectors(p, detectors))
+    if not protocols:
+        needs = "; ".join(f"{p}: {', '.join(missing_detectors(p, detectors))}" for p in PROTOCOLS)
+        raise QnodeError(
+            f"{lab.source}: nodes.{node}.channels.detectors ({', '.join(detectors) or 'none'}) "
+            f"can herald no protocol; missing per protocol: {needs}"
+        )
+    return protocols
+
+
 class MidpointDaemon(StationServer):
     def __init__(
         self,
@@ -100,17 +114,8 @@ class MidpointDaemon(StationServer):
         self.node = name
         cfg = lab.nodes[self.node]
         self.detectors = dict(cfg.channels.detectors)
-        self.protocols = tuple(p for p in PROTOCOLS if not missing_detectors(p, self.detectors))
+        self.protocols = heraldable(lab, self.node)
         """The protocols this midpoint's detectors can herald."""
-        if not self.protocols:
-            needs = "; ".join(
-                f"{p}: {', '.join(missing_detectors(p, self.detectors))}" for p in PROTOCOLS
-            )
-            raise QnodeError(
-                f"{lab.source}: nodes.{self.node}.channels.detectors "
-                f"({', '.join(self.detectors) or 'none'}) can herald no protocol; missing "
-                f"per protocol: {needs}"
-            )
         tagger = next(iter(cfg.by_role("time_tagger")))
         self.tagger = lab.make_instrument(self.node, tagger, TimeTagger, resources)
         stabilisers = list(cfg.by_role("phase_stabiliser"))
