@@ -449,6 +449,19 @@ def _ion_options(
     return options, coherent
 
 
+def _two_photon_kraus(
+    rho: np.ndarray, node: NodeOptics, jitter: float, union: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The ion's no-light Kraus operator diag(sqrt e, 1) and the amplitude of its clean
+    photon in the windows, sqrt((1-e)(1-p_double) w) (times the emission's and the beam
+    splitter's amplitudes, |pol><0|: the excitation acts on the pumped |0>)."""
+    w = node.eta * _interval_masses(node, False, jitter, union).sum() if len(union) else 0.0
+    e = node.pi_pulse_error
+    return np.diag([np.sqrt(e), 1.0]).astype(complex), float(
+        np.sqrt((1 - e) * (1 - node.p_double) * w)
+    )
+
+
 def _both_photons(
     visibility: float, phase_rad: float
 ) -> list[tuple[np.ndarray, tuple[tuple[int, int], ...]]]:
@@ -516,8 +529,11 @@ def two_photon(
     over the windows' union, can fake either click. A herald is exactly two clicking
     detectors of orthogonal polarisation (TWO_PHOTON_HERALDS). Phase-insensitive: phase_rad
     (A's arm relative to B's, as for the others) multiplies every one of A's photons, and
-    every herald holds exactly one of them (polarisation drift in the fibres is taken as
-    compensated). Ideal: p = eta_A eta_B / 2, F = (1 + V)/2.
+    every two-photon herald holds exactly one of them (polarisation drift in the fibres is
+    taken as compensated). The one exception: one ion's photon and a dark count, where the
+    other ion's missed (or unpumped) amplitude interferes with that photon, as in
+    single-click; it is ~ e * P_dark, kept for exactness. Ideal: p = eta_A eta_B / 2,
+    F = (1 + V)/2.
     """
     rho_a = np.asarray(rho_a, dtype=complex)
     rho_b = np.asarray(rho_b, dtype=complex)
@@ -532,28 +548,58 @@ def two_photon(
     opts_a, coh_a = _ion_options(rho_a, a, jitter, union, A_PHOTON, A_EARLY)
     opts_b, coh_b = _ion_options(rho_b, b, jitter, union, B_PHOTON, B_EARLY)
 
-    terms: list[tuple[np.ndarray, tuple[tuple[int, int], ...]]] = []
+    # one ion's photon alone on detector d, the other ion without light: their interference
+    # (the missed amplitude, or an unpumped ion, and the other's photon leave ion states
+    # that overlap, and the photons' modes overlap by sqrt(V)); it completes a herald only
+    # with a dark count, and carries A's arm's phase (the one phase-sensitive term)
+    scale, crossed = np.ones(4), []
+    kraus_a, emit_a = _two_photon_kraus(rho_a, a, jitter, union)
+    kraus_b, emit_b = _two_photon_kraus(rho_b, b, jitter, union)
+    for d in range(4):
+        ket = np.zeros((2, 1), complex)
+        ket[_POLARISATION[d], 0] = 1.0
+        to_pol = ket @ np.array([[1.0, 0.0]])  # |pol><0|
+        m_a = emit_a * np.exp(1j * phase_rad) / 2 * to_pol  # 1/sqrt2 emission, 1/sqrt2 BS
+        m_b = emit_b * (1.0 if _BS_OUTPUT[d] == 0 else -1.0) / 2 * to_pol
+        left = kraus_a @ rho_a @ m_a.conj().T
+        right = m_b @ rho_b @ kraus_b.conj().T
+        cross = np.sqrt(visibility) * (left[:, None, :, None] * right[None, :, None, :])
+        cross = cross.reshape(4, 4)
+        term = cross + cross.conj().T
+        alone = float(np.trace(opts_a[1 + d][0]).real * np.trace(opts_b[0][0]).real)
+        alone += float(np.trace(opts_a[0][0]).real * np.trace(opts_b[1 + d][0]).real)
+        if alone > 0:
+            scale[d] = 1 + float(np.trace(term).real) / alone
+        crossed.append((term, ((0, d),), 0.0))  # its share of the origins: `scale`
+
+    terms: list[tuple[np.ndarray, tuple[tuple[int, int], ...], float]] = []
     for k, (state_a, photons_a) in enumerate(opts_a):
         for m, (state_b, photons_b) in enumerate(opts_b):
             if 1 <= k <= 4 and 1 <= m <= 4:
                 continue  # both coherent photons: below, with their interference
             joint = (state_a[:, None, :, None] * state_b[None, :, None, :]).reshape(4, 4)
-            terms.append((joint, photons_a + photons_b))
+            weight = float(np.trace(joint).real)
+            if 1 <= k <= 4 and m == 0:
+                weight *= scale[k - 1]
+            elif k == 0 and 1 <= m <= 4:
+                weight *= scale[m - 1]
+            terms.append((joint, photons_a + photons_b, weight))
+    terms += crossed
     if coh_a * coh_b > 0:
         both = _both_photons(visibility, phase_rad)
-        terms += [(state * coh_a * coh_b, photons) for state, photons in both]
+        terms += [
+            (state * coh_a * coh_b, photons, float(np.trace(state).real) * coh_a * coh_b)
+            for state, photons in both
+        ]
 
     unnormalised = {PSI_PLUS: np.zeros((4, 4), complex), PSI_MINUS: np.zeros((4, 4), complex)}
     per_click = 4 * _N_SETS
     origins = np.zeros(per_click * per_click)
-    for state, photons in terms:
-        weight = float(np.trace(state).real)
-        if weight <= 0:
-            continue
-        fired = [0, 0, 0, 0]
+    for state, photons, weight in terms:
+        fired, lit = [0, 0, 0, 0], 0
         for bit, d in photons:
             fired[d] |= bit
-        lit = sum(1 << d for d in range(4) if fired[d])
+            lit |= 1 << d
         if bin(lit).count("1") > 2:
             continue  # more than two detectors: darks only add clicks
         for pattern, outcome in TWO_PHOTON_HERALDS.items():
@@ -569,6 +615,8 @@ def two_photon(
             if p <= 0:
                 continue
             unnormalised[outcome] += state * p
+            if weight <= 0:
+                continue
             d1, d2 = (d for d in range(4) if pattern >> d & 1)
             for extra1 in (0, DARK) if fired[d1] else (DARK,):
                 for extra2 in (0, DARK) if fired[d2] else (DARK,):
