@@ -207,6 +207,8 @@ def test_two_photon_sessions_deliver_the_truth(ion_lab):
         before = len(sim.heralds())
         started = a.entangle(pairs, "two_photon", delivery="verify", deadline_s=200)
         assert started["expected"]["alpha"] is None
+        # the planning model's placeholder (controller/link/plan.py): nothing promised yet
+        assert any("not planned" in note for note in started["expected"]["notes"])
         summary = a.wait_session(started["session"], timeout_s=250)
         assert summary["state"] == "completed", summary
         data = {"A": a.session_data(started["session"]), "B": b.session_data(started["session"])}
