@@ -135,6 +135,10 @@ def test_bad_numbers_on_the_command_line_get_one_clear_error_before_anything_sta
         (["run", "rabi", "--sweep", "duration_ns=0:inf:3"], "start and stop must be finite"),
         (["entangle", "--pairs", "10", "--deadline", "nan"], "--deadline nan: must be a number"),
         (["entangle", "--pairs", "10", "--fidelity-min", "nan"], "'--fidelity-min'"),
+        (  # the NV lab's midpoint has no polarisation-resolving detectors
+            ["entangle", "--pairs", "10", "--protocol", "two-photon"],
+            "herald single-click or barrett-kok",
+        ),
     ):
         result = run(*args, "--lab", DEFAULT_LAB)
         assert result.returncode == 2, (args, result.stdout, result.stderr)

@@ -248,6 +248,15 @@ def test_barrett_kok_needs_both_rounds():
     assert len(c.waveforms) == 2  # pi/2 and pi
 
 
+def test_two_photon_attempt_excites_from_the_pumped_state_without_a_rotation():
+    c = compile_sequence(
+        Sequence("e", (EntanglementAttempt("two_photon", max_attempts=9),), 1), PARAMS, HW_ENT
+    )
+    assert c.listing.count("WAIT_HERALD") == 1 and "AWG_TRIG" not in c.listing
+    assert "BRANCH_GE r3, 1, heralded" in c.listing and "EVENT 1100, r3" in c.listing
+    assert not c.waveforms  # no microwave pulse: the photon's polarisation is the qubit
+
+
 def test_attempt_needs_the_excitation_path_and_a_known_protocol():
     with pytest.raises(CompileError, match="light path 'excitation' is not wired"):
         compile_sequence(

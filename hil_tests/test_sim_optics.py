@@ -6,6 +6,7 @@ Statistical checks use fixed seeds and 4-5 sigma bounds."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,11 +16,14 @@ from sim_backends.optics import (
     B_EARLY,
     B_PHOTON,
     DARK,
+    TWO_PHOTON_HERALDS,
     Detectors,
     NodeOptics,
     barrett_kok,
+    bell_fidelity,
     sample_clicks,
     single_click,
+    two_photon,
     window_fraction,
 )
 
@@ -618,3 +622,293 @@ def test_single_click_matches_explicit_fock_states():
             expected = fock_herald(rho, *lights, dark, detector)
             got = h.outcomes[outcome] * h.states[outcome]
             np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+# ---- two-photon: the ions' photonic qubits (Stephenson et al. 2020) -----------------------------
+
+ION = NodeOptics(eta=0.02, lifetime_ns=8.0, delay_ns=50.0, pulse_ns=2.0)
+ION_WINDOW = [(DELAY_NS - 1.0, 30.0)]
+QUIET4 = Detectors((0.0, 0.0, 0.0, 0.0), 0.05)
+
+
+def ion_state(pumped: float = 1.0, phase: float = 0.0) -> np.ndarray:
+    """The ion after optical pumping: |0> with probability `pumped` (a coherent residue)."""
+    return memory(pumped, phase)
+
+
+@pytest.mark.parametrize("eta, visibility", [(0.02, 0.9), (0.5, 0.97), (1.0, 1.0)])
+def test_two_photon_ideal_ions_give_eta_squared_over_two_and_one_plus_v_over_two(eta, visibility):
+    o = replace(ION, eta=eta)
+    h = two_photon(ion_state(), ion_state(), o, o, QUIET4, visibility, 0.0, ION_WINDOW)
+    w = eta * window_fraction(o, QUIET4.jitter_ns, ION_WINDOW)
+    assert h.p_success == pytest.approx(w * w / 2, rel=1e-12)  # exact in eta
+    assert h.outcomes["psi_plus"] == pytest.approx(h.outcomes["psi_minus"], rel=1e-12)
+    assert fidelity(h.states["psi_plus"], PLUS) == pytest.approx((1 + visibility) / 2)
+    assert fidelity(h.states["psi_minus"], MINUS) == pytest.approx((1 + visibility) / 2)
+    # what is left: the |01>, |10> mixture, no |00> or |11> (those photons share a polarisation)
+    assert h.states["psi_plus"][0, 0].real == pytest.approx(0, abs=1e-15)
+    assert h.states["psi_plus"][3, 3].real == pytest.approx(0, abs=1e-15)
+
+
+def test_two_photon_is_phase_insensitive_and_forgets_the_prior_state():
+    """No interferometer lock: the arm's phase is global to each ion's photon; the emission
+    replaces what the ion held (only its pumped population counts)."""
+    det = Detectors((20.0,) * 4, 0.05)
+    ref = two_photon(ion_state(), ion_state(), ION, ION, det, V, 0.0, ION_WINDOW)
+    for phase in (0.7, np.pi / 2, np.pi, -2.4):
+        h = two_photon(ion_state(), ion_state(), ION, ION, det, V, phase, ION_WINDOW)
+        assert h.p_success == pytest.approx(ref.p_success, rel=1e-12)
+        for outcome in ("psi_plus", "psi_minus"):
+            np.testing.assert_allclose(h.states[outcome], ref.states[outcome], atol=1e-12)
+    # a rotated or imperfectly pumped ion: fewer photons (rho00), the same heralded state
+    half = two_photon(ion_state(0.5, 1.1), ion_state(), ION, ION, det, V, 0.3, ION_WINDOW)
+    assert half.p_success == pytest.approx(ref.p_success / 2, rel=1e-3)
+    assert bell_fidelity(half.states["psi_plus"], "psi_plus") == pytest.approx(
+        bell_fidelity(ref.states["psi_plus"], "psi_plus"), abs=2e-3
+    )
+    # an ion out of its cooling (dark): only dark counts and the other's photon herald
+    dark = two_photon(dark_state(), ion_state(), ION, ION, det, V, 0.0, ION_WINDOW)
+    assert dark.p_success < 1e-3 * ref.p_success  # a photon and a dark count
+
+
+def test_two_photon_dark_counts_times_100_lower_the_fidelity():
+    """A dark count fakes one of the two clicks: one ion's photon and a dark count herald a
+    product state. ~ 2 w P_d * 2 (the orthogonal detectors that complete a herald) extra per
+    attempt against w^2 / 2."""
+    w = ION.eta * window_fraction(ION, 0.05, ION_WINDOW)
+    results = {}
+    for rate in (20.0, 2000.0):
+        h = two_photon(
+            ion_state(), ion_state(), ION, ION, Detectors((rate,) * 4, 0.05), V, 0.0, ION_WINDOW
+        )
+        results[rate] = (h.p_success, bell_fidelity(h.states["psi_plus"], "psi_plus"))
+    (p_low, f_low), (p_high, f_high) = results[20.0], results[2000.0]
+    assert f_low == pytest.approx((1 + V) / 2, abs=2e-3)
+    assert f_high < f_low - 0.01
+    dark = -np.expm1(-2000.0 * 30e-9)
+    extra = 2 * w * 2 * dark  # either ion's photon, either orthogonal detector of two
+    assert p_high - p_low == pytest.approx(extra, rel=0.1)
+    # the false heralds are product states (F 1/4 against the Bell state; each an even mix
+    # of the two ions' photons): F falls to the mixture's
+    share = extra / p_high
+    assert f_high == pytest.approx((1 - share) * f_low + share * 0.25, abs=3e-3)
+
+
+def test_two_photon_states_are_density_matrices():
+    rng = np.random.default_rng(17)
+    for _ in range(100):
+        a, b = (
+            NodeOptics(
+                eta=rng.uniform(0, 1), lifetime_ns=rng.uniform(5, 15), delay_ns=rng.uniform(40, 90),
+                p_double=rng.uniform(0, 0.2), pi_pulse_error=rng.uniform(0, 0.5),
+                pulse_ns=rng.uniform(0.5, 3),
+            )
+            for _ in range(2)
+        )  # fmt: skip
+        det = Detectors(tuple(rng.uniform(0, 1e6, 4)), rng.uniform(0, 1))
+        windows = [(rng.uniform(40, 90), rng.uniform(1, 40)) for _ in range(2)]
+        h = two_photon(
+            random_density(rng), random_density(rng), a, b, det,
+            rng.uniform(0, 1), rng.uniform(-np.pi, np.pi), windows,
+        )  # fmt: skip
+        assert 0 < h.p_success <= 1
+        assert sum(h.outcomes.values()) == pytest.approx(h.p_success)
+        assert h.origins.sum() == pytest.approx(h.p_success, rel=1e-9)
+        for state in h.states.values():
+            assert np.trace(state).real == pytest.approx(1.0)
+            np.testing.assert_allclose(state, state.conj().T, atol=1e-12)
+            assert np.linalg.eigvalsh(state).min() > -1e-12
+
+
+ION_DET = Detectors((3e5, 1e5, 2e5, 1.5e5), 0.3)
+
+
+def brute_force_two_photon(rng, n, rho_a, rho_b):
+    """Per attempt, photons one by one: (clicks n x 4, the ions' Z values (n x 2, -1 when
+    mixed), what fired the clicks). A pumped, excited ion emits H leaving |0> or V leaving
+    |1> (its photon measured: click probabilities hold no coherence); a double excitation two
+    random photons (the ion mixed); two same-polarisation photons bunch with probability V."""
+    photons = {}
+    ions = np.full((n, 2), -1)
+    normal = {}
+    for k, (name, o, rho) in enumerate((("A", CAVITY_A, rho_a), ("B", CAVITY_B, rho_b))):
+        pumped = rng.random(n) < rho[0, 0].real
+        excited = pumped & (rng.random(n) >= o.pi_pulse_error)
+        double = excited & (rng.random(n) < o.p_double)
+        single = excited & ~double
+        t = o.delay_ns + rng.exponential(o.lifetime_ns, n) + rng.normal(0, ION_DET.jitter_ns, n)
+        detected = (rng.random(n) < o.eta) & in_windows(t)
+        t_early = o.delay_ns + rng.uniform(0, o.pulse_ns, n) + rng.normal(0, 0.3, n)
+        early = double & (rng.random(n) < o.eta) & in_windows(t_early)
+        pol = rng.integers(0, 2, n)  # the ion's qubit value = the photon's polarisation
+        ions[:, k] = np.where(single, pol, np.where(pumped, -1, 1))
+        # not excited (pulse error): the ion stays in |0>
+        ions[:, k] = np.where(pumped & ~excited, 0, ions[:, k])
+        normal[name] = (single & detected, pol, rng.integers(0, 2, n))
+        photons[name + "_double"] = (
+            double & detected,
+            rng.integers(0, 2, n),
+            rng.integers(0, 2, n),
+        )
+        photons[name + "_early"] = (early, rng.integers(0, 2, n), rng.integers(0, 2, n))
+    (da, pa, oa), (db, pb, ob) = normal["A"], normal["B"]
+    bunched = da & db & (pa == pb) & (rng.random(n) < CAVITY_V)
+    ob = np.where(bunched, oa, ob)
+    photons["A"], photons["B"] = (da, pa, oa), (db, pb, ob)
+    clicks = np.zeros((n, 4), bool)
+    for present, pol, out in photons.values():
+        clicks[np.arange(n), 2 * out + pol] |= present
+    clicks |= rng.random((n, 4)) < -np.expm1(-np.array(ION_DET.dark_hz) * 29.5e-9)
+    return clicks, ions, photons
+
+
+def test_two_photon_click_patterns_match_brute_force():
+    rho_a, rho_b = memory(0.9, 0.4), memory(0.8, -1.1)  # imperfectly pumped
+    h = two_photon(rho_a, rho_b, CAVITY_A, CAVITY_B, ION_DET, CAVITY_V, 0.3, CAVITY_WINDOWS)
+    n = 1_000_000
+    rng = np.random.default_rng(2028)
+    clicks, ions, photons = brute_force_two_photon(rng, n, rho_a, rho_b)
+    two = clicks.sum(axis=1) == 2
+    patterns = h.origins.reshape(128, 128)
+    per_pair = patterns.reshape(4, 32, 4, 32).sum(axis=(1, 3))
+    for d1 in range(4):
+        for d2 in range(d1 + 1, 4):
+            count = np.sum(two & clicks[:, d1] & clicks[:, d2])
+            herald = (1 << d1 | 1 << d2) in TWO_PHOTON_HERALDS
+            p = per_pair[d1, d2]
+            assert (p > 0) == herald  # the origins hold heralds only
+            if herald:
+                assert abs(count - n * p) < 4.5 * np.sqrt(n * p), (d1, d2, count, n * p)
+    for outcome in ("psi_plus", "psi_minus"):
+        heralded = two & np.isin(
+            clicks @ (1 << np.arange(4)),
+            [m for m, o in TWO_PHOTON_HERALDS.items() if o == outcome],
+        )
+        p = h.outcomes[outcome]
+        assert abs(heralded.sum() - n * p) < 4.5 * np.sqrt(n * p), outcome
+        # the Z-basis populations of the heralded state: the ions' values in the heralds
+        # where both are known (each mixed ion counts half in each)
+        state = h.states[outcome].diagonal().real
+        za, zb = ions[heralded, 0], ions[heralded, 1]
+        weights = np.zeros(4)
+        for a_val in (0, 1):
+            for b_val in (0, 1):
+                wa = np.where(za == -1, 0.5, za == a_val)
+                wb = np.where(zb == -1, 0.5, zb == b_val)
+                weights[2 * a_val + b_val] = np.sum(wa * wb)
+        np.testing.assert_allclose(weights / heralded.sum(), state, atol=0.02)
+    # what fired the heralds (the sampler's weights): dark counts among them; A's and B's
+    # normal photons together (the Bell-state heralds)
+    herald_mask = np.isin(clicks @ (1 << np.arange(4)), list(TWO_PHOTON_HERALDS)) & two
+    masks = np.arange(32)
+    fired1 = patterns.reshape(4, 32, 4, 32).sum(axis=(0, 2))
+    fired2 = patterns.reshape(4, 32, 4, 32).sum(axis=(0, 1))
+    both_normal = herald_mask & photons["A"][0] & photons["B"][0]
+    with_a = (masks[:, None] & A_PHOTON) | (masks[None, :] & A_PHOTON)
+    with_b = (masks[:, None] & B_PHOTON) | (masks[None, :] & B_PHOTON)
+    p_both = patterns.reshape(4, 32, 4, 32).sum(axis=(0, 2))[(with_a > 0) & (with_b > 0)].sum()
+    assert abs(both_normal.sum() - n * p_both) < 4.5 * np.sqrt(n * p_both)
+    assert fired1.sum() == pytest.approx(h.p_success) and fired2.sum() == pytest.approx(h.p_success)
+
+
+def test_two_photon_sample_clicks():
+    rng = np.random.default_rng(12)
+    h = two_photon(
+        ion_state(), ion_state(), CAVITY_A, CAVITY_B, ION_DET, CAVITY_V, 0.0, CAVITY_WINDOWS
+    )
+    for outcome in ("psi_plus", "psi_minus"):
+        for _ in range(300):
+            clicks = sample_clicks(rng, h, outcome)
+            assert [c[0] for c in clicks] == [0, 0]  # one round, two clicks
+            (_, d1, t1), (_, d2, t2) = clicks
+            assert TWO_PHOTON_HERALDS[1 << d1 | 1 << d2] == outcome
+            assert 50.5 <= t1 <= 80.0 and 50.5 <= t2 <= 80.0
+    shares = h.origin_shares("psi_plus")
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert max(shares, key=shares.get) in (((0, "A"), (1, "B")), ((0, "B"), (1, "A")))
+
+
+def _ion_light(vec: np.ndarray, port: str, e: float, w: float, visibility: float, phase: float):
+    """A pure ion state's (ion value, light) after the pulse, as {ion: creation polynomial}:
+    |1> and the missed amplitude of |0> stay dark; the excited |0> decays to
+    (|0>|H> + |1>|V>)/sqrt2, its photon in the windows with amplitude sqrt(w), else lost to
+    its node's environment. A's photon in temporal mode m1, B's overlapping it by sqrt(V);
+    beam splitter a -> (o1 + o2)/sqrt2, b -> (o1 - o2)/sqrt2; A's arm's phase."""
+    if port == "a":
+        modes, factor, sign = [("m1", 1.0)], np.exp(1j * phase), 1
+    else:
+        modes, factor, sign = [("m1", np.sqrt(visibility)), ("m3", np.sqrt(1 - visibility))], 1, -1
+
+    def photon(pol: int) -> dict:
+        out: dict = {((port, "lost", pol),): np.sqrt(1 - w)}
+        for m, amp in modes:
+            for output, s in ((0, 1), (1, sign)):
+                key = ((f"d{2 * output + pol}", m),)
+                out[key] = out.get(key, 0) + np.sqrt(w) * factor * s * amp / np.sqrt(2)
+        return out
+
+    excited = vec[0] * np.sqrt(1 - e) / np.sqrt(2)
+    light = {0: _sum((vec[0] * np.sqrt(e), {(): 1.0}), (excited, photon(0)))}
+    light[1] = _sum((vec[1], {(): 1.0}), (excited, photon(1)))
+    return light
+
+
+def fock_two_photon(rho_a, rho_b, a, b, dark, visibility, phase, w_a, w_b) -> dict:
+    """Unnormalised heralded states by outcome, from the light written out as Fock states."""
+    out = {o: np.zeros((4, 4), complex) for o in ("psi_plus", "psi_minus")}
+    (lams_a, vecs_a), (lams_b, vecs_b) = np.linalg.eigh(rho_a), np.linalg.eigh(rho_b)
+    for lam_a, vec_a in zip(lams_a, vecs_a.T, strict=True):  # eigenvectors: the columns
+        for lam_b, vec_b in zip(lams_b, vecs_b.T, strict=True):
+            la = _ion_light(vec_a, "a", a.pi_pulse_error, w_a, visibility, phase)
+            lb = _ion_light(vec_b, "b", b.pi_pulse_error, w_b, visibility, phase)
+            joint = {2 * i + j: _product(la[i], lb[j]) for i in (0, 1) for j in (0, 1)}
+            for pattern, outcome in TWO_PHOTON_HERALDS.items():
+                for j in range(4):
+                    for k in range(4):
+                        total = 0.0
+                        for mono, cj in joint[j].items():
+                            ck = joint[k].get(mono)
+                            if ck is None:
+                                continue
+                            lit = {int(x[0][1:]) for x in mono if x[0].startswith("d")}
+                            if any(not pattern >> d & 1 for d in lit):
+                                continue
+                            click = np.prod(
+                                [
+                                    (1.0 if d in lit else dark[d])
+                                    if pattern >> d & 1
+                                    else 1 - dark[d]
+                                    for d in range(4)
+                                ]
+                            )
+                            counts: dict = {}
+                            for x in mono:
+                                counts[x] = counts.get(x, 0) + 1
+                            norm = np.prod([float(math.factorial(v)) for v in counts.values()])
+                            total += cj * np.conj(ck) * norm * click
+                        out[outcome][j, k] += lam_a * lam_b * total
+    return out
+
+
+def test_two_photon_matches_explicit_fock_states():
+    """Every coherence (imperfect pumping with coherence, the pulse's missed amplitude, loss
+    exact in eta, partial overlap, dark counts on four detectors, the arm's phase) against
+    the ions and their light written out as Fock states (no double excitation: that branch
+    is incoherent by construction)."""
+    rng = np.random.default_rng(4)
+    windows = [(50.5, 20.0), (49.0, 3.0)]
+    for _ in range(4):
+        e, eta = rng.uniform(0, 0.4, 2), rng.uniform(0.05, 1, 2)
+        visibility, phase = rng.uniform(0, 1), rng.uniform(-np.pi, np.pi)
+        a = NodeOptics(eta[0], 12.0, 50.0, 0.0, e[0], 2.0)
+        b = NodeOptics(eta[1], 8.0, 51.0, 0.0, e[1], 1.5)
+        det = Detectors(tuple(rng.uniform(0, 3e6, 4)), 0.3)
+        rho_a, rho_b = random_density(rng), random_density(rng)
+        h = two_photon(rho_a, rho_b, a, b, det, visibility, phase, windows)
+        w_a = a.eta * window_fraction(a, 0.3, windows)
+        w_b = b.eta * window_fraction(b, 0.3, windows)
+        dark = -np.expm1(-np.array(det.dark_hz) * 21.5e-9)  # union [49, 70.5]
+        expected = fock_two_photon(rho_a, rho_b, a, b, dark, visibility, phase, w_a, w_b)
+        for outcome in ("psi_plus", "psi_minus"):
+            got = h.outcomes[outcome] * h.states[outcome]
+            np.testing.assert_allclose(got, expected[outcome], atol=1e-12)

@@ -324,6 +324,9 @@ class _Compiler:
             self.wait(self.mw_pulse(MwPulse(op.alpha_amplitude_v, Param("pi_duration_ns"))))
             excite_and_wait(R_HERALD)
             self.emit(f"BRANCH_GE r{R_HERALD}, 1, {heralded}")
+        elif op.protocol == "two_photon":  # excited from the pumped state: no rotation
+            excite_and_wait(R_HERALD)
+            self.emit(f"BRANCH_GE r{R_HERALD}, 1, {heralded}")
         else:
             self.wait(self.mw_pulse(pi_half_pulse()))
             excite_and_wait(R_HERALD)

@@ -145,7 +145,7 @@ class WaitSync(Operation):
     timeout_ns: Value = 1_000_000_000
 
 
-PROTOCOLS = ("single_click", "barrett_kok")
+PROTOCOLS = ("single_click", "barrett_kok", "two_photon")
 """The heralding protocols an entanglement attempt runs."""
 
 
@@ -155,8 +155,11 @@ class EntanglementAttempt(Operation):
 
     single_click: spin init, an alpha rotation (`alpha_amplitude_v` for the pi-pulse length),
     the optical pi pulse, then the herald window. barrett_kok: two rounds, pi/2 first and a
-    pi pulse between them; both rounds must herald. At most `max_attempts` attempts; the
-    herald outcome and the number of attempts are reported as events.
+    pi pulse between them; both rounds must herald. two_photon (trapped ions): spin init
+    (optical pumping), the excitation pulse from the pumped state, then the herald window;
+    no rotation (the emitted photon's polarisation is the ion's qubit; the midpoint heralds
+    on two photons). At most `max_attempts` attempts; the herald outcome and the number of
+    attempts are reported as events.
     """
 
     KIND = "attempt"

@@ -28,6 +28,7 @@ from sim_backends.instruments.sequencer import SimSequencer
 from sim_backends.instruments.stabiliser import SimPhaseStabiliser
 from sim_backends.instruments.tagger import SimTimeController
 from sim_backends.node import OpticalPath, SimLaserState, SimNode
+from sim_backends.optics import TWO_PHOTON_DETECTORS
 from sim_backends.photonics import Midpoint, draw_midpoint_truth
 from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
 from sim_backends.register import QubitRegister
@@ -36,6 +37,17 @@ from sim_backends.servers import PtyServer, TcpServer
 log = logging.getLogger("qnode.sim")
 
 PHASE_DRIFT_DEG_PER_SQRT_S = 15.0
+
+
+def detector_inputs(channel_map: dict[str, int]) -> list[int]:
+    """The midpoint's detector inputs in the order its physics numbers them: psi_plus,
+    psi_minus (one per beam-splitter output), or the four polarisation-resolved detectors
+    out1_h, out1_v, out2_h, out2_v (a polarising beam splitter on each output: the ion labs);
+    any other map in input order."""
+    for names in (("psi_plus", "psi_minus"), TWO_PHOTON_DETECTORS):
+        if set(channel_map) == set(names):
+            return [int(channel_map[n]) for n in names]
+    return sorted(int(v) for v in channel_map.values()) or [1, 2]
 
 
 class SimLab:
@@ -121,7 +133,7 @@ class SimLab:
         if not taggers or f"{name}.{taggers[0]}" not in self.devices:
             return
         tagger = self.devices[f"{name}.{taggers[0]}"]
-        detectors = sorted(cfg.get("channels", {}).get("detectors", {}).values()) or [1, 2]
+        detectors = detector_inputs(cfg.get("channels", {}).get("detectors", {}))
         platforms = {
             n: (c["platform"], c.get("collection", "free_space"))
             for n, c in self.description["nodes"].items()

@@ -47,6 +47,10 @@ double excitation: Hermans et al., Nature 605, 663 (2022), Pompili et al., Scien
   independent of the light; a round heralds when exactly one detector clicks.
 * Barrett-Kok: round 1, ideal X on both memories, round 2 (same phase: it cancels). The
   state returned is after round 2, i.e. including the flip between the rounds.
+* Two-photon (trapped ions: Moehring et al., Nature 449, 68 (2007); Stephenson et al., PRL
+  124, 110501 (2020)): see `two_photon`. The ion's photon carries a polarisation qubit, the
+  midpoint has four detectors (a polarising beam splitter on each beam-splitter output) and
+  a coincidence of two orthogonal polarisations heralds. Its own branch calculation, below.
 
 The detailed list of choices and simplifications is in docs/simulation.md.
 """
@@ -84,9 +88,10 @@ class NodeOptics:
 
 @dataclass(frozen=True)
 class Detectors:
-    """The midpoint's two detectors: 0 heralds psi_plus at phase 0, 1 psi_minus."""
+    """The midpoint's detectors. Single-click, Barrett-Kok: two, 0 heralds psi_plus at phase
+    0, 1 psi_minus. Two-photon: four, in the order of TWO_PHOTON_DETECTORS."""
 
-    dark_hz: tuple[float, float]
+    dark_hz: tuple[float, ...]
     jitter_ns: float
 
 
@@ -102,13 +107,25 @@ class Heralding:
     b: NodeOptics
     detectors: Detectors
     windows: tuple[Window, ...]
-    # probability per attempt of (detector, fired components) per round, flattened:
-    # index = sum over rounds r of (detector * 32 + component mask) * 64**(rounds - 1 - r)
+    # probability per attempt of (detector, fired components) per click, flattened:
+    # index = sum over clicks k of (detector * 32 + component mask) * (32 n)**(clicks - 1 - k),
+    # n detectors (single-click one click, Barrett-Kok one per round, two-photon two clicks
+    # in detector order)
     origins: np.ndarray = field(repr=False)
 
     @property
     def rounds(self) -> int:
+        """Detection windows per attempt."""
         return 2 if self.protocol == "barrett_kok" else 1
+
+    @property
+    def clicks(self) -> int:
+        """Clicks per herald (Barrett-Kok one per round, two-photon two in its one round)."""
+        return 1 if self.protocol == "single_click" else 2
+
+    @property
+    def n_detectors(self) -> int:
+        return 4 if self.protocol == "two_photon" else 2
 
     @property
     def weights(self) -> dict[str, float]:
@@ -123,7 +140,8 @@ class Heralding:
         total = probs.sum()
         shares: dict[tuple[tuple[int, str], ...], float] = {}
         for index in np.flatnonzero(probs):
-            key = tuple((d, _label(s)) for d, s in _unflatten(int(index), self.rounds))
+            per_click = _unflatten(int(index), self.clicks, self.n_detectors)
+            key = tuple((d, _label(s)) for d, s in per_click)
             shares[key] = float(probs[index] / total)
         return shares
 
@@ -380,15 +398,262 @@ def barrett_kok(
     return _result("barrett_kok", unnormalised, flat, a, b, detectors, windows)
 
 
+# ---- two-photon: the ions' photonic qubits ----------------------------------------------------
+
+TWO_PHOTON_DETECTORS = ("out1_h", "out1_v", "out2_h", "out2_v")
+"""The two-photon midpoint's detectors: (beam-splitter output, polarisation), in this order."""
+_POLARISATION = (0, 1, 0, 1)  # detector -> 0 H, 1 V
+_BS_OUTPUT = (0, 0, 1, 1)
+TWO_PHOTON_HERALDS = {0b0011: PSI_PLUS, 0b1100: PSI_PLUS, 0b1001: PSI_MINUS, 0b0110: PSI_MINUS}
+"""Click sets (bit k: detector k) that herald: orthogonal polarisations on the same output
+psi_plus, on different outputs psi_minus; every other set of clicks fails."""
+_KET = {0: np.diag([1.0, 0.0]).astype(complex), 1: np.diag([0.0, 1.0]).astype(complex)}
+_MIXED = np.eye(2, dtype=complex) / 2
+
+
+def _ion_options(
+    rho: np.ndarray, node: NodeOptics, jitter: float, union: np.ndarray, photon: int, early: int
+) -> tuple[list[tuple[np.ndarray, tuple[tuple[int, int], ...]]], float]:
+    """One ion's light, as classical options: (unnormalised 2x2 ion state, ((source bit,
+    detector), ...) of its photons in the windows), and the weight of the coherent branch
+    (one photon in the windows, still entangled with the ion; it is expanded per detector
+    here for use with the other node's incoherent options)."""
+    if len(union):
+        w = node.eta * _interval_masses(node, False, jitter, union).sum()
+        w_early = node.eta * _interval_masses(node, True, jitter, union).sum()
+    else:
+        w = w_early = 0.0
+    pumped = float(np.clip(rho[0, 0].real, 0.0, 1.0))
+    e, p2 = node.pi_pulse_error, node.p_double
+    single = (1 - e) * (1 - p2) * pumped
+    double = (1 - e) * p2 * pumped
+    # not excited: the unpumped population and the pulse's missed amplitude, coherently
+    kraus = np.diag([np.sqrt(e), 1.0])
+    none = kraus @ rho @ kraus.conj().T
+    none = none + (single * (1 - w) + double * (1 - w_early) * (1 - w)) * _MIXED
+    options: list[tuple[np.ndarray, tuple[tuple[int, int], ...]]] = [(none, ())]
+    coherent = single * w
+    for d in range(4):  # the coherent photon, seen alone: its polarisation projects the ion
+        options.append((coherent / 4 * _KET[_POLARISATION[d]], ((photon, d),)))
+    for weight, bits in (
+        (double * w_early * (1 - w), (early,)),
+        (double * (1 - w_early) * w, (photon,)),
+        (double * w_early * w, (early, photon)),
+    ):
+        if weight <= 0:
+            continue
+        share = 0.25 ** len(bits)
+        for dets in np.ndindex(*(4,) * len(bits)):
+            photons = tuple(zip(bits, (int(x) for x in dets), strict=True))
+            options.append((weight * share * _MIXED, photons))
+    return options, coherent
+
+
+def _two_photon_kraus(
+    rho: np.ndarray, node: NodeOptics, jitter: float, union: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The ion's no-light Kraus operator diag(sqrt e, 1) and the amplitude of its clean
+    photon in the windows, sqrt((1-e)(1-p_double) w) (times the emission's and the beam
+    splitter's amplitudes, |pol><0|: the excitation acts on the pumped |0>)."""
+    w = node.eta * _interval_masses(node, False, jitter, union).sum() if len(union) else 0.0
+    e = node.pi_pulse_error
+    return np.diag([np.sqrt(e), 1.0]).astype(complex), float(
+        np.sqrt((1 - e) * (1 - node.p_double) * w)
+    )
+
+
+def _both_photons(
+    visibility: float, phase_rad: float
+) -> list[tuple[np.ndarray, tuple[tuple[int, int], ...]]]:
+    """Both ions' coherent photons in the windows, per unit weight: (unnormalised 4x4 joint
+    state, photons) with the Hong-Ou-Mandel interference of modes overlapping by
+    |<A|B>|^2 = V. Each ion: (|0>|H> + |1>|V>)/sqrt2; beam splitter a -> (o1 + o2)/sqrt2,
+    b -> (o1 - o2)/sqrt2. Same polarisation (|00>, |11>): the photons bunch with (1+V)/2. One
+    of each (|01>, |10>): every (output of H, output of V) with 1/4, and the coherence
+    between |01> and |10> is +-V/16 (+ same output): the only coherence any herald keeps.
+    A's arm's phase multiplies each of A's photons: both branches hold one, so it cancels."""
+    a, b = A_PHOTON, B_PHOTON
+    out: list[tuple[np.ndarray, tuple[tuple[int, int], ...]]] = []
+    for ion, pol in ((0, 0), (3, 1)):  # |00>: both H, |11>: both V
+        ket = np.zeros((4, 4), dtype=complex)
+        ket[ion, ion] = 0.25
+        h1, h2 = 2 * 0 + pol, 2 * 1 + pol  # this polarisation's detector on output 1, 2
+        for da, db, p in (
+            (h1, h1, (1 + visibility) / 4),
+            (h2, h2, (1 + visibility) / 4),
+            (h1, h2, (1 - visibility) / 4),
+            (h2, h1, (1 - visibility) / 4),
+        ):
+            out.append((ket * p, ((a, da), (b, db))))
+    for o_h in (0, 1):
+        for o_v in (0, 1):
+            dh, dv = 2 * o_h, 2 * o_v + 1
+            sign = 1.0 if o_h == o_v else -1.0
+            for which, photons in ((1, ((a, dh), (b, dv))), (2, ((b, dh), (a, dv)))):
+                block = np.zeros((4, 4), dtype=complex)
+                block[which, which] = 1 / 16
+                # the coherence, carried once with the |01> branch (its photons stand for
+                # both branches' in the click-origin bookkeeping)
+                if which == 1:
+                    arm = np.exp(1j * phase_rad)  # A's photon in |01>, and in |10>
+                    block[1, 2] = sign * visibility / 16 * arm * np.conj(arm)
+                    block[2, 1] = np.conj(block[1, 2])
+                out.append((block, photons))
+    return out
+
+
+def two_photon(
+    rho_a: np.ndarray,
+    rho_b: np.ndarray,
+    a: NodeOptics,
+    b: NodeOptics,
+    detectors: Detectors,
+    visibility: float,
+    phase_rad: float,
+    windows: list[Window],
+) -> Heralding:
+    """Two-photon heralding of two ions' photonic qubits (Moehring 2007, Stephenson 2020).
+
+    Each ion is excited from its pumped state |0> and decays emitting one photon whose
+    polarisation is entangled with the qubit: (|0>|H> + |1>|V>)/sqrt2 (the known phase taken
+    as 0). The ion's prior state enters only through the pumped population rho[0, 0] (an
+    imperfect pump leaves the rest in |1>, which the pulse does not excite) and the
+    pi-pulse's missed amplitude sqrt(e) on |0>, kept coherently with |1> (no photon: the
+    Kraus operator diag(sqrt e, 1)). The emission replaces the rest. A photon lost or outside
+    the windows leaves its ion mixed (its polarisation traced out). A double excitation
+    (probability p_double): an early photon during the pulse and a second one, the ion left
+    mixed, each photon random in polarisation and output and distinguishable from all others
+    (its which-path mark): incoherent. The beam splitter and two polarising beam splitters
+    feed four threshold detectors (TWO_PHOTON_DETECTORS); loss, windows and jitter act per
+    photon before them (exact in eta, as in `single_click`). Dark counts per detector, Poisson
+    over the windows' union, can fake either click. A herald is exactly two clicking
+    detectors of orthogonal polarisation (TWO_PHOTON_HERALDS). Phase-insensitive: phase_rad
+    (A's arm relative to B's, as for the others) multiplies every one of A's photons, and
+    every two-photon herald holds exactly one of them (polarisation drift in the fibres is
+    taken as compensated). The one exception: one ion's photon and a dark count, where the
+    other ion's missed (or unpumped) amplitude interferes with that photon, as in
+    single-click; it is ~ e * P_dark, kept for exactness. Ideal: p = eta_A eta_B / 2,
+    F = (1 + V)/2.
+    """
+    rho_a = np.asarray(rho_a, dtype=complex)
+    rho_b = np.asarray(rho_b, dtype=complex)
+    if rho_a.shape != (2, 2) or rho_b.shape != (2, 2):
+        raise ValueError("memory states must be 2x2 density matrices")
+    if len(detectors.dark_hz) != 4:
+        raise ValueError("two-photon heralding needs four detectors (out1_h, out1_v, ...)")
+    union = union_of_windows(windows)
+    length = float((union[:, 1] - union[:, 0]).sum()) if len(union) else 0.0
+    dark = -np.expm1(-np.asarray(detectors.dark_hz, dtype=float) * length * 1e-9)
+    jitter = detectors.jitter_ns
+    opts_a, coh_a = _ion_options(rho_a, a, jitter, union, A_PHOTON, A_EARLY)
+    opts_b, coh_b = _ion_options(rho_b, b, jitter, union, B_PHOTON, B_EARLY)
+
+    # one ion's photon alone on detector d, the other ion without light: their interference
+    # (the missed amplitude, or an unpumped ion, and the other's photon leave ion states
+    # that overlap, and the photons' modes overlap by sqrt(V)); it completes a herald only
+    # with a dark count, and carries A's arm's phase (the one phase-sensitive term)
+    scale, crossed = np.ones(4), []
+    kraus_a, emit_a = _two_photon_kraus(rho_a, a, jitter, union)
+    kraus_b, emit_b = _two_photon_kraus(rho_b, b, jitter, union)
+    for d in range(4):
+        ket = np.zeros((2, 1), complex)
+        ket[_POLARISATION[d], 0] = 1.0
+        to_pol = ket @ np.array([[1.0, 0.0]])  # |pol><0|
+        m_a = emit_a * np.exp(1j * phase_rad) / 2 * to_pol  # 1/sqrt2 emission, 1/sqrt2 BS
+        m_b = emit_b * (1.0 if _BS_OUTPUT[d] == 0 else -1.0) / 2 * to_pol
+        left = kraus_a @ rho_a @ m_a.conj().T
+        right = m_b @ rho_b @ kraus_b.conj().T
+        cross = np.sqrt(visibility) * (left[:, None, :, None] * right[None, :, None, :])
+        cross = cross.reshape(4, 4)
+        term = cross + cross.conj().T
+        alone = float(np.trace(opts_a[1 + d][0]).real * np.trace(opts_b[0][0]).real)
+        alone += float(np.trace(opts_a[0][0]).real * np.trace(opts_b[1 + d][0]).real)
+        if alone > 0:
+            scale[d] = 1 + float(np.trace(term).real) / alone
+        crossed.append((term, ((0, d),), 0.0))  # its share of the origins: `scale`
+
+    terms: list[tuple[np.ndarray, tuple[tuple[int, int], ...], float]] = []
+    for k, (state_a, photons_a) in enumerate(opts_a):
+        for m, (state_b, photons_b) in enumerate(opts_b):
+            if 1 <= k <= 4 and 1 <= m <= 4:
+                continue  # both coherent photons: below, with their interference
+            joint = (state_a[:, None, :, None] * state_b[None, :, None, :]).reshape(4, 4)
+            weight = float(np.trace(joint).real)
+            if 1 <= k <= 4 and m == 0:
+                weight *= scale[k - 1]
+            elif k == 0 and 1 <= m <= 4:
+                weight *= scale[m - 1]
+            terms.append((joint, photons_a + photons_b, weight))
+    terms += crossed
+    if coh_a * coh_b > 0:
+        both = _both_photons(visibility, phase_rad)
+        terms += [
+            (state * coh_a * coh_b, photons, float(np.trace(state).real) * coh_a * coh_b)
+            for state, photons in both
+        ]
+
+    unnormalised = {PSI_PLUS: np.zeros((4, 4), complex), PSI_MINUS: np.zeros((4, 4), complex)}
+    per_click = 4 * _N_SETS
+    origins = np.zeros(per_click * per_click)
+    for state, photons, weight in terms:
+        fired, lit = [0, 0, 0, 0], 0
+        for bit, d in photons:
+            fired[d] |= bit
+            lit |= 1 << d
+        if bin(lit).count("1") > 2:
+            continue  # more than two detectors: darks only add clicks
+        for pattern, outcome in TWO_PHOTON_HERALDS.items():
+            if lit & ~pattern:
+                continue
+            # the dark counts: on the pattern's unlit detectors, and none off the pattern
+            p = 1.0
+            for d in range(4):
+                if pattern >> d & 1:
+                    p *= 1.0 if lit >> d & 1 else dark[d]
+                else:
+                    p *= 1 - dark[d]
+            if p <= 0:
+                continue
+            unnormalised[outcome] += state * p
+            if weight <= 0:
+                continue
+            d1, d2 = (d for d in range(4) if pattern >> d & 1)
+            for extra1 in (0, DARK) if fired[d1] else (DARK,):
+                for extra2 in (0, DARK) if fired[d2] else (DARK,):
+                    q = p
+                    for d, extra in ((d1, extra1), (d2, extra2)):
+                        if fired[d]:
+                            q *= dark[d] if extra else 1 - dark[d]
+                    index = (d1 * _N_SETS + (fired[d1] | extra1)) * per_click
+                    origins[index + d2 * _N_SETS + (fired[d2] | extra2)] += weight * q
+    return _result("two_photon", unnormalised, origins, a, b, detectors, windows)
+
+
+def _two_photon_outcome_masks() -> dict[str, np.ndarray]:
+    per_click = 4 * _N_SETS
+    detector = np.arange(per_click) // _N_SETS
+    pattern = (1 << detector)[:, None] | (1 << detector)[None, :]
+    ordered = detector[:, None] < detector[None, :]
+    masks = {}
+    for outcome in (PSI_PLUS, PSI_MINUS):
+        heralds = [m for m, o in TWO_PHOTON_HERALDS.items() if o == outcome]
+        masks[outcome] = (np.isin(pattern, heralds) & ordered).ravel()
+    return masks
+
+
+_TWO_PHOTON_OUTCOME = _two_photon_outcome_masks()
+
+
 # ---- the clicks the herald logic sees ----------------------------------------------------------
 
 
-def _unflatten(index: int, rounds: int) -> list[tuple[int, int]]:
-    per_round = []
-    for _ in range(rounds):
-        index, rest = divmod(index, 2 * _N_SETS)
-        per_round.append(divmod(rest, _N_SETS))
-    return per_round[::-1]
+def _unflatten(index: int, clicks: int, n_detectors: int = 2) -> list[tuple[int, int]]:
+    """(detector, fired mask) per click of a flattened origins index."""
+    per_click = []
+    for _ in range(clicks):
+        index, rest = divmod(index, n_detectors * _N_SETS)
+        per_click.append(divmod(rest, _N_SETS))
+    return per_click[::-1]
 
 
 def _label(mask: int) -> str:
@@ -399,6 +664,8 @@ _DETECTOR_OF_INDEX = np.arange(2 * _N_SETS) // _N_SETS
 
 
 def _outcome_mask(protocol: str, outcome: str) -> np.ndarray:
+    if protocol == "two_photon":
+        return _TWO_PHOTON_OUTCOME[outcome]
     if protocol == "barrett_kok":
         same = _DETECTOR_OF_INDEX[:, None] == _DETECTOR_OF_INDEX[None, :]
         return (same if outcome == PSI_PLUS else ~same).ravel()
@@ -446,7 +713,8 @@ def _draw_delay(
 def sample_clicks(
     rng: np.random.Generator, heralding: Heralding, outcome: str
 ) -> list[tuple[int, int, float]]:
-    """The herald's clicks: (round, detector 0/1, delay ns after the sync), one per round.
+    """The herald's clicks: (round, detector index, delay ns after the sync): one per round
+    (single-click, Barrett-Kok), two in round 0 (two-photon, in detector order).
     What fired the click (A's or B's photon, an early photon, a dark count, several) is drawn
     from the exact branch weights; each of those arrives inside the windows (a photon from
     its truncated wavepacket, a dark count uniformly) and the click is the first of them."""
@@ -456,8 +724,10 @@ def sample_clicks(
     index = int(rng.choice(len(probs), p=probs / probs.sum()))
     union = union_of_windows(heralding.windows)
     clicks = []
-    for round_, (detector, mask) in enumerate(_unflatten(index, heralding.rounds)):
+    per_click = _unflatten(index, heralding.clicks, heralding.n_detectors)
+    for k, (detector, mask) in enumerate(per_click):
         delays = [_draw_delay(rng, heralding, bit, union) for bit in COMPONENTS if mask & bit]
+        round_ = k if heralding.protocol == "barrett_kok" else 0
         clicks.append((round_, detector, min(delays)))
     return clicks
 

@@ -24,7 +24,7 @@ OPTICAL_PULSE_NS = 2.0  # the optical pi pulse: the span of a double excitation'
 ETA_RANGE = {  # detected photons per excitation, by platform and collection
     ("nv", "free_space"): (2.8e-4, 4.2e-4),
     ("nv", "cavity"): (0.02, 0.05),
-    ("ion", "free_space"): (1.5e-4, 2.5e-4),
+    ("ion", "free_space"): (0.015, 0.025),  # Stephenson 2020: p ~ 2e-4 = eta^2 / 2
     ("ion", "cavity"): (0.07, 0.13),
 }
 DELAY_NS_RANGE = (40.0, 90.0)  # fibre and electronics, sync to photon arrival
@@ -95,7 +95,12 @@ def draw_midpoint_truth(
 
 
 class Midpoint:
-    """The beam splitter, its two detectors and the tagger they feed."""
+    """The beam splitter, its detectors and the tagger they feed. Two detectors (inputs in
+    the order psi_plus, psi_minus): one per beam-splitter output, the NV labs' single-click
+    and Barrett-Kok. Four (inputs in the order of optics.TWO_PHOTON_DETECTORS): a polarising
+    beam splitter on each output, the ion labs' apparatus (Stephenson et al. 2020), whose
+    photons carry the ions' polarisation qubits: every one-window attempt loop is then a
+    two-photon attempt (optics.two_photon), whatever the nodes played before their pulse."""
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class Midpoint:
         self.truth = truth
         self.tagger = tagger
         self.detectors = detectors
+        self.polarisation = len(detectors) == 4
         self.rng = rng
         self.stabiliser = stabiliser
         self.register = register
@@ -224,7 +230,8 @@ class Midpoint:
         rho_a, rho_b = (waiting[n][0] for n in names[:2])
         windows = self.tagger.herald_windows()
         clicks: list = []
-        heralding, phase_rad, locked = self._heralding("single_click", rho_a, rho_b, windows)
+        protocol = self._physics("single_click")
+        heralding, phase_rad, locked = self._heralding(protocol, rho_a, rho_b, windows)
         if heralding.p_success > 0 and self.rng.random() < heralding.p_success:
             outcome = self._outcome(heralding)
             state = heralding.states[outcome]
@@ -272,16 +279,37 @@ class Midpoint:
         degrees = (stab.phase() + self.truth.phase_offset_deg + 180.0) % 360.0 - 180.0
         return float(np.radians(degrees)), bool(stab.lock)
 
+    def _physics(self, loop: str) -> str | None:
+        """What an attempt loop does here: the sequencer tells a one-window loop
+        (single_click) from a two-round one (barrett_kok). Behind polarising beam splitters
+        the ions' photons herald two-photon in a one-window loop; a two-round loop there is
+        not modelled (None: it never heralds; the midpoint refuses Barrett-Kok there)."""
+        if self.polarisation:
+            return "two_photon" if loop == "single_click" else None
+        return loop
+
     def _heralding(self, protocol: str, rho_a, rho_b, windows) -> tuple:
         """One attempt's herald distribution from the memories' actual states, the actual
         phase, and the windows the controller set on the herald logic."""
         a, b = list(self.truth.eta)[:2]
         rates = self.tagger.detector_dark_hz
         detectors = Detectors(
-            dark_hz=(rates[self.detectors[0]], rates[self.detectors[1]]),
+            dark_hz=tuple(rates[d] for d in self.detectors),
             jitter_ns=self.truth.jitter_ns,
         )
         phase_rad, locked = self.interferometer_phase()
+        if protocol == "two_photon":
+            heralding = optics.two_photon(
+                rho_a,
+                rho_b,
+                self._optics(a),
+                self._optics(b),
+                detectors,
+                self.truth.visibility,
+                phase_rad,
+                windows,
+            )
+            return heralding, phase_rad, locked
         draw = optics.barrett_kok if protocol == "barrett_kok" else optics.single_click
         heralding = draw(
             rho_a,
@@ -335,11 +363,14 @@ class Midpoint:
     def _draw(self, generation: int, names: list[str], waiting: dict) -> None:
         rho_a, rho_b = (waiting[n][0] for n in names[:2])
         limit = min(waiting[n][1] for n in names)
-        protocol = "barrett_kok" if waiting[names[0]][3] == "barrett_kok" else "single_click"
-        heralding, phase_rad, locked = self._heralding(
-            protocol, rho_a, rho_b, self.tagger.herald_windows()
-        )
-        if heralding.p_success <= 0:
+        loop = "barrett_kok" if waiting[names[0]][3] == "barrett_kok" else "single_click"
+        protocol = self._physics(loop)
+        heralding = phase_rad = locked = None
+        if protocol is not None:
+            heralding, phase_rad, locked = self._heralding(
+                protocol, rho_a, rho_b, self.tagger.herald_windows()
+            )
+        if heralding is None or heralding.p_success <= 0:
             for name in names:
                 if not waiting[name][2].done():
                     waiting[name][2].set_result((limit, 0))
@@ -393,14 +424,18 @@ class Midpoint:
         }
 
     def reference_rate(self, channel: int) -> float:
-        """Reference light through the interferometer: its two outputs share it by the phase."""
+        """Reference light through the interferometer: its two outputs share it by the phase
+        (behind polarising beam splitters, an output's two detectors share it equally)."""
         stab = self.stabiliser
-        if stab is None or not stab.reference or channel not in self.detectors[:2]:
+        if stab is None or not stab.reference or channel not in self.detectors:
             return 0.0
         t = self.truth
         phase = np.radians(stab.phase() + t.phase_offset_deg)
-        sign = 1.0 if channel == self.detectors[0] else -1.0
-        return t.reference_rate_hz * (1 + sign * t.reference_visibility * np.cos(phase)) / 2
+        per_output = len(self.detectors) // 2
+        first = self.detectors.index(channel) < per_output
+        sign = 1.0 if first else -1.0
+        rate = t.reference_rate_hz * (1 + sign * t.reference_visibility * np.cos(phase)) / 2
+        return rate / per_output
 
     def excitations(self, node: str, times_ns: np.ndarray, p_emit: np.ndarray) -> None:
         """Excitation pulses of a node at these times, each finding the bright state with

@@ -21,7 +21,12 @@ from qnode.errors import QnodeError
 def entangle(
     lab: Path = LabOption,
     pairs: int = typer.Option(..., "--pairs", min=1, help="Pairs to deliver."),
-    protocol: str = typer.Option("single-click", "--protocol", help="single-click or barrett-kok."),
+    protocol: str | None = typer.Option(
+        None,
+        "--protocol",
+        help="single-click, barrett-kok (NV labs) or two-photon (ion labs); default: the "
+        "first the lab's midpoint detectors herald.",
+    ),
     fidelity_min: float = typer.Option(
         0.0, "--fidelity-min", min=0.0, max=0.999, help="Alpha is chosen to meet it."
     ),
@@ -40,14 +45,25 @@ def entangle(
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """Heralded entanglement between the two nodes: N pairs, a live view, a summary."""
-    from controller.operator.entangle import entangle_command
+    from controller.operator.entangle import entangle_command, lab_protocols
 
     config = load_config(lab)
     from controller.link.vocabulary import BASES, HERALDING, PROTOCOLS
 
     names = {p.replace("_", "-"): p for p in PROTOCOLS}
+    possible = [p.replace("_", "-") for p in lab_protocols(config)]
+    if protocol is None:
+        if not possible:
+            raise fail("the lab's midpoint detectors herald no protocol", 2)
+        protocol = possible[0]
     if protocol not in names:
         raise fail(f"--protocol {protocol!r}: {' or '.join(names)}", 2)
+    if protocol not in possible:
+        raise fail(
+            f"--protocol {protocol}: the midpoint's detectors of {config.lab.name} herald "
+            f"{' or '.join(possible) or 'none'}",
+            2,
+        )
     if heralding not in HERALDING:
         raise fail(f"--heralding {heralding!r}: {' or '.join(HERALDING)}", 2)
     if basis not in BASES:

@@ -19,11 +19,17 @@ def pi_amplitude(truth: dict, platform: str = "nv") -> float:
 
 
 def calibrate_nodes_from_truth(
-    data_dir, sim, nodes=("A", "B"), alpha: float | None = None, platform: str = "nv"
+    data_dir,
+    sim,
+    nodes=("A", "B"),
+    alpha: float | None = None,
+    platform: str = "nv",
+    detectors: dict[str, int] | None = None,
 ):
     """Qubit and readout of the memory nodes, their spin initialisation, detection windows and
     efficiencies (the whole wavepacket's, as the routine measures it), photon lifetimes and
-    double excitation, the midpoint's dark counts, visibility and set point."""
+    double excitation, the midpoint's dark counts (per detector of `detectors`, the midpoint's
+    channel map; default psi_plus 1, psi_minus 2), visibility and set point."""
     m = sim.truth("M")
     with ParameterStore(data_dir / "params.sqlite") as store:
         for node in nodes:
@@ -48,7 +54,7 @@ def calibrate_nodes_from_truth(
                 values["alpha_amplitude_v"] = alpha_amplitude(pi_v, alpha)
             for name, value in values.items():
                 store.set_manual(node, name, value, "test: from the simulator's truth")
-        for detector, name in ((1, "psi_plus"), (2, "psi_minus")):
+        for name, detector in (detectors or {"psi_plus": 1, "psi_minus": 2}).items():
             rate = m["dark_count_hz"][str(detector)]
             store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
         store.set_manual("M", "visibility", m["visibility"], "test: from the truth")

@@ -11,6 +11,7 @@ from controller.link.vocabulary import (
     BASES,
     DELIVERY,
     HERALDING,
+    ONE_ROUND,
     OUTCOMES,
     PROTOCOLS,
     SESSION_ENDS,
@@ -196,8 +197,13 @@ def check_request(
     alpha = request.get("alpha")
     if alpha is not None and not 0 < alpha < 1:
         raise QnodeError(f"alpha must be in (0, 1), got {alpha!r}")
-    if request.get("heralding") == "software" and request["protocol"] != "single_click":
-        raise QnodeError("software heralding is single-click only (one outcome per attempt)")
+    if request.get("heralding") == "software" and request["protocol"] not in ONE_ROUND:
+        raise QnodeError(
+            "software heralding is for one-round protocols only "
+            f"({', '.join(ONE_ROUND)}: one outcome per attempt)"
+        )
+    if alpha is not None and request["protocol"] == "two_photon":
+        raise QnodeError("two_photon takes no alpha (its photons' polarisation is the qubit)")
     if peer == node or peer not in lab.nodes or lab.nodes[peer].kind != "memory":
         raise QnodeError(f"{peer!r} is not another memory node of {lab.lab.name}")
     needed = ["mw_frequency_hz", "pi_amplitude_v"]

@@ -178,7 +178,8 @@ class NodeLink:
         link, notes = link_from_calibration(values, nodes, self.midpoint)
         alpha = request["alpha"]
         calibrated = values[self.midpoint].get("single_click_alpha")
-        if alpha is None and not request["fidelity_min"] and calibrated:
+        single_click = request["protocol"] == "single_click"  # the one protocol with an alpha
+        if alpha is None and not request["fidelity_min"] and calibrated and single_click:
             alpha = calibrated  # the alpha routine's choice for its target fidelity
             notes = (*notes, f"alpha {calibrated:.4f} from calibration (routine 'alpha')")
         expected = expectation(request["protocol"], link, request["fidelity_min"], alpha, notes)

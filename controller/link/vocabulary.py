@@ -14,6 +14,9 @@ OUTCOMES = HERALD_OUTCOMES
 """Outcome codes: the herald input's, which the session files and herald messages use too."""
 
 HERALDING = ("hardware", "software")
+ONE_ROUND = ("single_click", "two_photon")
+"""Protocols with one detection window per attempt: software heralding can forward each."""
+
 DELIVERY = ("keep", "X", "Y", "Z", "verify")
 """keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each."""
 BASES = ("keep", "X", "Y", "Z")

@@ -34,13 +34,19 @@ from controller.data.params import open_intact
 from controller.data.repair import repair_own
 from controller.data.sessionfile import HERALD_ROW, SessionFile
 from controller.labconfig import LabConfig, midpoint_name
-from controller.link.vocabulary import HEARTBEAT_S, MIDPOINT_SILENCE_S, OUTCOMES
+from controller.link.vocabulary import (
+    HEARTBEAT_S,
+    MIDPOINT_SILENCE_S,
+    ONE_ROUND,
+    OUTCOMES,
+    PROTOCOLS,
+)
 from controller.messaging.keys import RateLimitedLog, station_key_name
 from controller.messaging.serving import Request, StationServer
 from controller.messaging.wire import pack
 from controller.midpoint.calibration import MidpointCalibration
 from controller.midpoint.faults import HeraldFaults
-from controller.midpoint.herald_logic import classify
+from controller.midpoint.herald_logic import classify, missing_detectors
 from controller.midpoint.messages import CALIBRATION, MIDPOINT
 from drivers.protocols import PhaseStabiliser, TimeTagger
 from qnode import __version__
@@ -75,6 +81,20 @@ class MidpointSession:
     """Heralds of attempt blocks synced up to here are never delivered (a lock was lost)."""
 
 
+def heraldable(lab: LabConfig, node: str) -> tuple[str, ...]:
+    """The protocols the midpoint's detectors (its channel map) can herald; none is an error
+    naming what each protocol lacks."""
+    detectors = dict(lab.nodes[node].channels.detectors)
+    protocols = tuple(p for p in PROTOCOLS if not missing_detectors(p, detectors))
+    if not protocols:
+        needs = "; ".join(f"{p}: {', '.join(missing_detectors(p, detectors))}" for p in PROTOCOLS)
+        raise QnodeError(
+            f"{lab.source}: nodes.{node}.channels.detectors ({', '.join(detectors) or 'none'}) "
+            f"can herald no protocol; missing per protocol: {needs}"
+        )
+    return protocols
+
+
 class MidpointDaemon(StationServer):
     def __init__(
         self,
@@ -94,11 +114,8 @@ class MidpointDaemon(StationServer):
         self.node = name
         cfg = lab.nodes[self.node]
         self.detectors = dict(cfg.channels.detectors)
-        if "psi_plus" not in self.detectors or "psi_minus" not in self.detectors:
-            raise QnodeError(
-                f"{lab.source}: nodes.{self.node}.channels.detectors needs psi_plus and "
-                "psi_minus inputs"
-            )
+        self.protocols = heraldable(lab, self.node)
+        """The protocols this midpoint's detectors can herald."""
         tagger = next(iter(cfg.by_role("time_tagger")))
         self.tagger = lab.make_instrument(self.node, tagger, TimeTagger, resources)
         stabilisers = list(cfg.by_role("phase_stabiliser"))
@@ -327,8 +344,17 @@ class MidpointDaemon(StationServer):
             raise QnodeError(f"midpoint {self.node} is calibrating ({self.calibration.holder})")
         protocol, nodes = msg["protocol"], msg["nodes"]
         software = msg.get("heralding") == "software"
-        if software and protocol != "single_click":
-            raise QnodeError("software heralding is single-click only")
+        if software and protocol not in ONE_ROUND:
+            raise QnodeError(
+                f"software heralding is for one-round protocols only ({', '.join(ONE_ROUND)})"
+            )
+        missing = missing_detectors(protocol, self.detectors)
+        if missing:
+            raise QnodeError(
+                f"midpoint {self.node} cannot herald {protocol}: its detectors "
+                f"({', '.join(self.detectors)}) lack {', '.join(missing)}; it heralds "
+                f"{', '.join(self.protocols)}"
+            )
         if initiator not in nodes or len(nodes) != 2 or not all(isinstance(n, str) for n in nodes):
             raise QnodeError(f"a session joins two nodes, the initiator among them: {nodes}")
         windows = []

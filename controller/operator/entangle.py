@@ -22,6 +22,8 @@ from calibration.routines.readout import pure_readout
 from controller.data.sessionfile import DELIVERED
 from controller.labconfig import LabConfig, midpoint_name
 from controller.link.plan import memory_still_there
+from controller.link.vocabulary import PROTOCOLS
+from controller.midpoint.herald_logic import missing_detectors
 from controller.operator.client import NodeClient, NodeRequestError
 from controller.operator.daemons import ensure_daemons, terminate
 from controller.operator.verify import Z95, Verification, verify
@@ -277,6 +279,14 @@ def render(report: EntangleReport, console: Console) -> None:
             console.print(f"[yellow]warning:[/] {warning}")
     if s["reason"]:
         console.print(f"reason: {s['reason']}")
+
+
+def lab_protocols(lab: LabConfig) -> list[str]:
+    """The protocols the lab's midpoint detectors can herald, the lab's default first: an NV
+    lab (psi_plus, psi_minus) single_click and barrett_kok, an ion lab (four detectors behind
+    polarising beam splitters) two_photon."""
+    detectors = dict(lab.nodes[midpoint_name(lab)].channels.detectors)
+    return [p for p in PROTOCOLS if not missing_detectors(p, detectors)]
 
 
 def entangle_command(
