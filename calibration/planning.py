@@ -292,6 +292,45 @@ def barrett_kok(link: Link) -> Herald:
     return _herald(parts)
 
 
+def two_photon(link: Link) -> Herald:
+    """The ions' photonic qubits (Moehring et al., Nature 449, 68 (2007); Stephenson et al.,
+    PRL 124, 110501 (2020)): each ion, pumped to |0> (with its initialisation fidelity; an ion
+    left unpumped gives no heralding photon), is excited and emits one photon whose
+    polarisation is entangled with its qubit; the photons meet on the beam splitter, each
+    output feeds two detectors through a polarising beam splitter, and one H and one V click
+    herald psi+ (same output) or psi- (different outputs).
+
+    Of two detected photons, half give such a coincidence whatever their distinguishability,
+    and the heralded coherence carries their overlap squared, V: F = (1 + V)/2, whatever the
+    interferometer's phase. A double excitation marks its ion (the early photon carries its
+    polarisation away: the ion is mixed, F 1/4 of what it heralds), and its early photon,
+    if the window holds it, clicks like another photon. A lone photon and a dark count on
+    one of the two detectors of the other polarisation herald a product state (F 1/4)."""
+    wa, wb = link.eta_a * link.init_a, link.eta_b * link.init_b
+    qa, qb = link.double_a, link.double_b
+    d = link.dark_prob
+    both = wa * wb / 2
+    clean = both * (1 - qa) * (1 - qb)
+    marked = both * (1 - (1 - qa) * (1 - qb))
+    marked += (qa * link.early_share_a * wa * wb + qb * link.early_share_b * wb * wa) / 2
+    lone = (wa * (1 - wb) + wb * (1 - wa)) * 2 * d * (1 - d) ** 2
+    total = clean + marked + lone
+    if total <= 0:
+        raise ValueError("nothing can herald on this link")
+    v = link.visibility
+    states = {}
+    for outcome, other in (("psi_plus", "psi_minus"), ("psi_minus", "psi_plus")):
+        entangled = (1 + v) / 2 * bell_state(outcome) + (1 - v) / 2 * bell_state(other)
+        states[outcome] = (clean * entangled + (marked + lone) * np.eye(4) / 4) / total
+    return Herald(float(total), states, {"psi_plus": 0.5, "psi_minus": 0.5})
+
+
+def _no_alpha(protocol: str, link: Link, alpha: float | None) -> Herald:
+    if protocol == "single_click":
+        return single_click(alpha or 0.0, link)
+    return two_photon(link) if protocol == "two_photon" else barrett_kok(link)
+
+
 # the margin ------------------------------------------------------------------------------------
 def _shifted(link: Link) -> list[Link]:
     """The link with each uncertain input moved by one sigma towards a lower fidelity."""
@@ -322,9 +361,7 @@ def fidelity_sigma(protocol: str, link: Link, alpha: float | None = None) -> flo
     each input's one-sigma shift in quadrature)."""
 
     def f(at: Link) -> float:
-        return (
-            single_click(alpha or 0.0, at) if protocol == "single_click" else barrett_kok(at)
-        ).fidelity
+        return _no_alpha(protocol, at, alpha).fidelity
 
     base = f(link)
     return float(math.sqrt(sum((base - f(s)) ** 2 for s in _shifted(link))))
@@ -332,7 +369,7 @@ def fidelity_sigma(protocol: str, link: Link, alpha: float | None = None) -> flo
 
 def conservative_fidelity(protocol: str, link: Link, alpha: float | None = None) -> float:
     """The fidelity planned for: expected less MARGIN_SIGMAS x sigma_F."""
-    herald = single_click(alpha or 0.0, link) if protocol == "single_click" else barrett_kok(link)
+    herald = _no_alpha(protocol, link, alpha)
     return herald.fidelity - MARGIN_SIGMAS * fidelity_sigma(protocol, link, alpha)
 
 
@@ -401,6 +438,17 @@ def window_union_ns(windows: list[tuple[float | None, float]]) -> float:
     return float(total)
 
 
+def _union(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Windows (start, length) as disjoint sorted (start, end) spans."""
+    merged: list[list[float]] = []
+    for start, stop in sorted((a, a + n) for a, n in windows if n > 0):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return [(a, b) for a, b in merged]
+
+
 def link_from_calibration(
     values: dict[str, dict[str, float]], nodes: list[str], midpoint: str
 ) -> tuple[Link, tuple[str, ...]]:
@@ -449,20 +497,32 @@ def link_from_calibration(
     ]
     window_ns = window_union_ns(windows)
     # the detection probability is per excitation, the whole wavepacket: what heralds is the
-    # share in the window, measured from the photons' onset (calibrated with the window; a
-    # store without it: the window start is taken as the onset)
+    # share in the windows, measured from the photons' onset (calibrated with the window; a
+    # store without it: the window start is taken as the onset). The herald logic counts a
+    # click in any node's window, so a node's photons count in the union of the windows.
     eta: dict[str, float] = {}
     early_share: dict[str, float] = {}
     double: dict[str, float] = {}
     sigma_double: dict[str, float] = {}
+    spans = _union(
+        [
+            (float(values[n]["detection_window_start_ns"]), float(values[n]["detection_window_ns"]))
+            for n in nodes
+            if values[n].get("detection_window_start_ns") is not None
+        ]
+    )
     for n in nodes:
         length = float(values[n]["detection_window_ns"])
         lifetime = values[n].get("photon_lifetime_ns")
         start = values[n].get("detection_window_start_ns")
         onset = values[n].get("photon_onset_ns")
-        after = 0.0 if start is None or onset is None else float(start) - float(onset)
+        if start is None:
+            own = [(0.0, length)]
+        else:
+            zero = float(start) if onset is None else float(onset)
+            own = [(a - zero, b - a) for a, b in spans]  # the windows after this node's onset
         if lifetime:
-            share = in_window(float(lifetime), after, length, 0.0)
+            share = sum(in_window(float(lifetime), a, n_, 0.0) for a, n_ in own)
         else:
             share = NOMINAL_WINDOW_SHARE
             notes.append(
@@ -470,7 +530,7 @@ def link_from_calibration(
                 f"its window assumed to hold {NOMINAL_WINDOW_SHARE:.0%} of its photons"
             )
         eta[n] = float(values[n]["detection_probability"]) * share
-        early_share[n] = early_in_window(after, length, 0.0) / share
+        early_share[n] = sum(early_in_window(a, n_, 0.0) for a, n_ in own) / share
         stored = values[n].get("double_excitation")
         sigma_double[n] = values[n].get("double_excitation_sigma") or DEFAULT_SIGMA_DOUBLE
         if stored is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration.planning import OPTICAL_PULSE_NS
 from controller.data.sessionfile import DELIVERED
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import load_lab
@@ -172,7 +173,8 @@ def ion_lab(tmp_path, monkeypatch, simulated):
 
 def truth_optics(sim) -> optics.Heralding:
     """The simulator's own optics at the truth, for ideally pumped ions, in the windows the
-    truth calibration sets (each node's: its delay, ln(10) lifetimes long)."""
+    truth calibration sets (each node's: from the end of its optical pulse, ln(10) lifetimes
+    long)."""
     m = sim.truth("M")
     nodes = {
         n: optics.NodeOptics(
@@ -184,7 +186,10 @@ def truth_optics(sim) -> optics.Heralding:
         )
         for n in ("A", "B")
     }
-    windows = [(m["delay_ns"][n], m["lifetime_ns"][n] * math.log(10)) for n in ("A", "B")]
+    windows = [
+        (m["delay_ns"][n] + OPTICAL_PULSE_NS, m["lifetime_ns"][n] * math.log(10))
+        for n in ("A", "B")
+    ]
     detectors = optics.Detectors(
         tuple(m["dark_count_hz"][str(k)] for k in (1, 2, 3, 4)), m["jitter_ns"]
     )
@@ -201,14 +206,14 @@ def test_two_photon_sessions_deliver_the_truth(ion_lab):
     with NodeClient.for_lab(lab, "A", timeout_s=30) as a, NodeClient.for_lab(lab, "B") as b:
         with pytest.raises(Exception, match="cannot herald single_click"):
             a.entangle(5, "single_click", delivery="Z")
-        with pytest.raises(Exception, match="no two-photon herald yet"):
-            a.entangle(5, "two_photon", fidelity_min=0.8)  # the planning model's placeholder
+        with pytest.raises(Exception, match="out of reach with two-photon heralding"):
+            a.entangle(5, "two_photon", fidelity_min=0.995)
         assert a.status()["session"] is None
         before = len(sim.heralds())
-        started = a.entangle(pairs, "two_photon", delivery="verify", deadline_s=200)
+        started = a.entangle(
+            pairs, "two_photon", fidelity_min=0.8, delivery="verify", deadline_s=200
+        )
         assert started["expected"]["alpha"] is None
-        # the planning model's placeholder (controller/link/plan.py): nothing promised yet
-        assert any("not planned" in note for note in started["expected"]["notes"])
         summary = a.wait_session(started["session"], timeout_s=250)
         assert summary["state"] == "completed", summary
         data = {"A": a.session_data(started["session"]), "B": b.session_data(started["session"])}
@@ -243,6 +248,10 @@ def test_two_photon_sessions_deliver_the_truth(ion_lab):
     assert f_true == pytest.approx(f_model, abs=0.01)
     # below (1 + V)/2 by the double excitations (~6 p_double of the heralds) and the darks
     assert (1 + v_true) / 2 - 0.08 < f_true < (1 + v_true) / 2
+    # the planning model (calibration/planning.py, from the calibrated values) foresaw both
+    planned = started["expected"]
+    assert planned["fidelity"] == pytest.approx(f_true, abs=0.015)
+    assert planned["p_success"] == pytest.approx(model.p_success, rel=0.05)
     p_ready = len(ready) / sum(h["attempts"] for h in ready)
     assert abs(p_ready - model.p_success) < 3 * model.p_success / math.sqrt(len(ready))
     assert summary["p_success"] <= p_ready  # the dark shots' attempts count in it

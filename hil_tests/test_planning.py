@@ -190,10 +190,15 @@ def test_link_from_calibration_reads_every_error_source():
     assert link.dark_prob == pytest.approx(20 * 35e-9)  # the union of both windows
     assert link.init_a == link.init_b == 0.99
     assert link.uncertainty.init_a == 0.002
-    assert link.eta_a == pytest.approx(0.9 * ETA)  # the share of the wavepacket in the window
+    # the share of the wavepacket in the windows: a click counts in either node's window, so
+    # A's photons (from 50 ns) count until B's window closes (85 ns); B's from its onset (60)
+    tau = 25.0 / math.log(10)
+    share_a = 1 - math.exp(-35.0 / tau)
+    assert link.eta_a == pytest.approx(share_a * ETA)
+    assert link.eta_b == pytest.approx(0.9 * ETA)
     assert link.double_a == link.double_b == 0.04
     assert link.uncertainty.double_a == 0.01
-    assert link.early_share_a == pytest.approx(1 / 0.9)  # every early photon is in the window
+    assert link.early_share_a == pytest.approx(1 / share_a)  # every early photon is in it
     assert link.phase_sigma_rad == pytest.approx(PHASE)
     link, notes = link_from_calibration(calibrated(), ["A", "B"], "M")
     assert any("visibility not calibrated" in n for n in notes)

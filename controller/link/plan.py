@@ -16,6 +16,7 @@ from calibration.planning import (
     barrett_kok,
     fidelity_sigma,
     single_click,
+    two_photon,
 )
 from controller.link.vocabulary import (
     MAX_ATTEMPTS,
@@ -73,14 +74,14 @@ def expectation(
     """The expected success per attempt and fidelity. The minimum fidelity is held against
     the conservative fidelity (expected less MARGIN_SIGMAS sigma_F from the calibrated values'
     errors, calibration.planning); alpha, unless given, is the largest that meets it."""
-    if protocol == "two_photon":
-        return two_photon_placeholder(link, fidelity_min, notes)
     if protocol == "single_click" and alpha is None:
         try:
             alpha = alpha_for_fidelity(fidelity_min, link)
         except ValueError as e:
             raise QnodeError(f"minimum fidelity {fidelity_min}: {e}") from None
-    if protocol == "barrett_kok" or alpha is None:
+    if protocol == "two_photon":
+        herald, alpha = two_photon(link), None
+    elif protocol == "barrett_kok" or alpha is None:
         herald, alpha = barrett_kok(link), None
     else:
         herald = single_click(alpha, link)
@@ -88,37 +89,16 @@ def expectation(
     sigma = fidelity_sigma(protocol, link, alpha)
     planned = f - MARGIN_SIGMAS * sigma
     if planned < fidelity_min:
-        what = "Barrett-Kok on this link" if alpha is None else f"alpha {alpha:g}"
+        names = {"barrett_kok": "Barrett-Kok", "two_photon": "two-photon heralding"}
+        what = (
+            f"{names.get(protocol, protocol)} on this link" if alpha is None else f"alpha {alpha:g}"
+        )
         raise QnodeError(
             f"minimum fidelity {fidelity_min} is out of reach with {what} (expected {f:.3f} "
             f"+- {sigma:.3f} from the calibrated values' errors)"
         )
     notes = (*notes, f"fidelity {f:.3f} +- {sigma:.3f} (calibrated values' errors)")
     return Expectation(alpha, herald.p_success, f, tuple(notes))
-
-
-# PLACEHOLDER: two-photon planning ---------------------------------------------------------------
-# The planning model (being rewritten in calibration/planning.py) has no two-photon herald
-# yet. It must provide, for a two_photon attempt, from the in-window detection efficiencies
-# eta_A, eta_B, the photons' HOM visibility V and the dark-count probability per detector per
-# detection window (four detectors): p_success (ideal eta_A eta_B / 2) and the fidelity of the
-# heralded state (ideal (1 + V) / 2). Until then: no fidelity is promised (0; a minimum is
-# refused) and p_success is the ideal value, only so that the attempt budget (max_attempts:
-# ten expected waits) is finite; an unbounded one would hold a shot whose ion went dark
-# forever, which software heralding, stepping every attempt, cannot afford.
-# Replace this function by the model's numbers, as expectation() does for the others.
-def two_photon_placeholder(link: Link, fidelity_min: float, notes: tuple[str, ...]) -> Expectation:
-    if fidelity_min > 0:
-        raise QnodeError(
-            f"minimum fidelity {fidelity_min}: the planning model has no two-photon herald "
-            "yet, so no fidelity can be promised for two_photon (ask with no minimum)"
-        )
-    p_ideal = link.eta_a * link.eta_b / 2  # placeholder for the attempt budget only
-    note = (
-        "two_photon: not planned (no two-photon planning model yet): fidelity not promised, "
-        "p_success the ideal eta_A eta_B / 2"
-    )
-    return Expectation(None, p_ideal, 0.0, (*notes, note))
 
 
 # what the nodes run ----------------------------------------------------------------------------
