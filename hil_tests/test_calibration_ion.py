@@ -67,7 +67,11 @@ def test_calibrate_all_on_an_ion_lab_matches_truth(ion_lab, lab_file, seed):
         cells = [c.strip() for c in line.split("│")]
         if len(cells) > 2 and cells[1] in ROUTINES:
             rows[cells[1]] = cells[2]
-    expected = {n: "skipped" if ROUTINES[n].needs_link else "updated" for n in plan()}
+    # the phase routines are single-click's: the ions herald their photonic qubits
+    expected = {
+        n: "skipped" if ROUTINES[n].needs_link or "ion" not in ROUTINES[n].platforms else "updated"
+        for n in plan()
+    }
     assert rows == expected, result.stdout
 
     with ParameterStore(lab.data_dir / "params.sqlite") as store:
@@ -93,9 +97,7 @@ def test_calibrate_all_on_an_ion_lab_matches_truth(ion_lab, lab_file, seed):
     lifetime = mid_truth["lifetime_ns"]["A"]
     assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
     assert values["detection_probability"] == pytest.approx(mid_truth["eta"]["A"], rel=0.1)
-    setpoint = mid_values["phase_setpoint_deg"]
-    error = (setpoint + mid_truth["phase_offset_deg"] + 180) % 360 - 180
-    assert abs(error) < 5.0
+    assert "phase_setpoint_deg" not in mid_values
     for name, channel in lab.nodes["M"].channels.detectors.items():
         rate = mid_values[f"dark_count_hz_{name}"]
         assert rate == pytest.approx(mid_truth["dark_count_hz"][str(channel)], rel=0.25)

@@ -111,7 +111,8 @@ def test_dark_counts_and_a_wider_window_cost_what_the_model_says(
     sim.scale_dark_counts(midpoint, dark_scale)
     try:
         before = len(sim.heralds())
-        summary, _ = run(stations, "single_click", 1000, fidelity_min=0.7, delivery="verify")
+        # at a fixed alpha: with a hundred times the dark counts no minimum is within reach
+        summary, _ = run(stations, "single_click", 1000, alpha=0.2, delivery="Z")
     finally:
         sim.scale_dark_counts(midpoint, 1.0)
     assert summary["state"] == "completed", summary

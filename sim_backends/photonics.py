@@ -126,7 +126,7 @@ class Midpoint:
         self.software = False
         """Software heralding: attempts are stepped, each one's outcome drawn when both
         nodes' windows meet, and the herald logic marks every window's end (input 0)."""
-        tagger.light_rate_hz = self.reference_rate
+        tagger.light_rates = self.reference_rates
 
     # the shared sync ---------------------------------------------------------------------------
     def connect_sync(self, sequencers: list) -> None:
@@ -423,19 +423,25 @@ class Midpoint:
             d: rate * factor for d, rate in self.truth.dark_count_hz.items()
         }
 
-    def reference_rate(self, channel: int) -> float:
-        """Reference light through the interferometer: its two outputs share it by the phase
-        (behind polarising beam splitters, an output's two detectors share it equally)."""
+    def reference_rates(self, seconds: float) -> dict[int, float]:
+        """Reference light through the interferometer, per detector input, averaged over a
+        count of `seconds`: the two outputs share it by the phase (behind polarising beam
+        splitters, an output's two detectors share it equally), and the phase moves during
+        the count (a count much longer than the lock's correlation time sees the fringe's
+        contrast reduced by the phase noise, a short one a phase)."""
         stab = self.stabiliser
-        if stab is None or not stab.reference or channel not in self.detectors:
-            return 0.0
+        if stab is None or not stab.reference:
+            return {}
         t = self.truth
-        phase = np.radians(stab.phase() + t.phase_offset_deg)
+        phases = np.radians(stab.phase_path(seconds) + t.phase_offset_deg)
+        fringe = float(np.mean(np.cos(phases)))
         per_output = len(self.detectors) // 2
-        first = self.detectors.index(channel) < per_output
-        sign = 1.0 if first else -1.0
-        rate = t.reference_rate_hz * (1 + sign * t.reference_visibility * np.cos(phase)) / 2
-        return rate / per_output
+        rates = {}
+        for k, channel in enumerate(self.detectors):
+            sign = 1.0 if k < per_output else -1.0
+            rate = t.reference_rate_hz * (1 + sign * t.reference_visibility * fringe) / 2
+            rates[channel] = rate / per_output
+        return rates
 
     def excitations(self, node: str, times_ns: np.ndarray, p_emit: np.ndarray) -> None:
         """Excitation pulses of a node at these times, each finding the bright state with

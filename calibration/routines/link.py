@@ -73,6 +73,7 @@ def visibility_from(stats: dict, link: Link) -> tuple[float, float]:
 class VisibilityRoutine(Routine):
     name = "visibility"
     title = "two-photon interference visibility A-B (Barrett-Kok)"
+    platforms = ("nv",)  # an ion midpoint heralds two_photon only (V from it: not yet)
     depends = ("detection_window", "dark_counts")
     reads = ("detection_probability", "detection_window_ns", "dark_count_hz_*", "init_fidelity")
     updates = ("visibility", "visibility_sigma")
@@ -151,6 +152,7 @@ class VisibilityRoutine(Routine):
 class AlphaRoutine(Routine):
     name = "alpha"
     title = "single-click alpha for the target fidelity"
+    platforms = ("nv",)  # the ions herald two_photon, which has no alpha
     depends = ("visibility", "phase_noise")
     reads = (
         "target_fidelity",

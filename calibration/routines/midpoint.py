@@ -364,6 +364,7 @@ class PhaseSetpointRoutine(Routine):
 
     name = "phase_setpoint"
     title = "interferometer phase set point"
+    platforms = ("nv",)  # the ions herald their photonic qubits (two_photon): no phase
     needs_midpoint = True
     scope = "midpoint"
     updates = ("phase_setpoint_deg",)

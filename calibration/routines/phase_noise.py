@@ -12,6 +12,8 @@ is solved for.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
@@ -20,16 +22,22 @@ from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine, midpoint_of, stored_value
 
+SPACING_S = 0.01
+"""Between two short counts: several correlation times of a lock loop of tens of Hz."""
 MAX_NOISE_DEG = 45.0
 """Above this the lock is not holding the phase: the routine fails rather than store it."""
 
 
 def _shares(node: NodeAccess, setpoint: float, seconds: float, repeats: int):
-    """psi_plus share of the reference light and the photons counted, per short count."""
+    """psi_plus share of the reference light and the photons counted, per short count; the
+    counts apart by more than the lock's correlation time, so that each is a sample of its own
+    (a count long against it would average the residual away)."""
     midpoint = midpoint_of(node)
     first_name, second_name = list(midpoint.detectors)[:2]
     shares, totals = [], []
-    for _ in range(repeats):
+    for k in range(repeats):
+        if k:
+            time.sleep(SPACING_S)
         counts = midpoint.reference_counts(setpoint % 360.0, seconds)
         first, second = counts[first_name], counts[second_name]
         shares.append(first / max(first + second, 1))
@@ -64,13 +72,14 @@ def sigma_from(
 class PhaseNoiseRoutine(Routine):
     name = "phase_noise"
     title = "interferometer phase noise (lock on)"
+    platforms = ("nv",)  # the ions herald their photonic qubits (two_photon): no phase
     depends = ("phase_setpoint",)
     needs_midpoint = True
     scope = "midpoint"
     updates = ("phase_noise_deg",)
-    SECONDS = 0.01
-    EXTREMES, QUADRATURE = 20, 200
-    QUICK_QUADRATURE = 60
+    SECONDS = 0.0005  # short against the residual's correlation time (a few ms)
+    EXTREMES, QUADRATURE = 30, 300
+    QUICK_QUADRATURE = 100
     QUICK_TOLERANCE_DEG = 5.0
 
     def _measure(self, node: NodeAccess, quadrature_repeats: int):

@@ -47,6 +47,10 @@ def calibrate_nodes_from_truth(
                 "photon_lifetime_ns": m["lifetime_ns"][node],
                 "double_excitation": m["p_double"][node],
                 "init_fidelity": truth["init_fidelity"],
+                # the errors the routines report for such values (detection_window from
+                # ~2000 photons, readout from 8000 shots), which the planner's margin uses
+                "double_excitation_sigma": 0.013,
+                "init_fidelity_sigma": 0.001,
             }
             if platform == "nv":
                 values["readout_duration_ns"] = 12_000.0
@@ -58,6 +62,7 @@ def calibrate_nodes_from_truth(
             rate = m["dark_count_hz"][str(detector)]
             store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
         store.set_manual("M", "visibility", m["visibility"], "test: from the truth")
+        store.set_manual("M", "visibility_sigma", 0.02, "test: the routine's typical error")
         # the reference fringe's maximum on psi_plus, and the lock's residual
         setpoint = (-m["phase_offset_deg"]) % 360.0
         store.set_manual("M", "phase_setpoint_deg", setpoint, "test: from the truth")

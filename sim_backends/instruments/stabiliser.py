@@ -18,8 +18,8 @@ from sim_backends.framing import Message
 
 MAX_VOLTAGE = 150.0
 DEG_PER_VOLT = 12.0
-LOCK_CORRELATION_S = 0.0002
-"""Correlation time of the locked residual (a loop bandwidth of about 1 kHz)."""
+LOCK_CORRELATION_S = 0.005
+"""Correlation time of the locked residual (a loop bandwidth of about 30 Hz)."""
 
 
 class SimPhaseStabiliser(Device):
@@ -103,6 +103,25 @@ class SimPhaseStabiliser(Device):
             )
             self._phase = self.setpoint - DEG_PER_VOLT * self.voltage + self._residual
         return (self._phase + DEG_PER_VOLT * self.voltage + 180) % 360 - 180
+
+    def phase_path(self, seconds: float, points: int = 64) -> np.ndarray:
+        """The phase (degrees) at `points` times over the next `seconds` (a count that long):
+        the locked residual's OU path, or the free random walk. The state moves on with it."""
+        now = self.phase()
+        if seconds <= 0 or points < 2:
+            return np.array([now])
+        dt = seconds / (points - 1)
+        steps = self.rng.normal(0.0, 1.0, points - 1)
+        if not self.lock:
+            return now + np.concatenate(([0.0], np.cumsum(self.drift * np.sqrt(dt) * steps)))
+        keep = float(np.exp(-dt / LOCK_CORRELATION_S))
+        noise = self.residual_sigma_deg * np.sqrt(1 - keep**2) * steps
+        path = np.empty(points)
+        path[0] = self._residual
+        for k in range(1, points):
+            path[k] = keep * path[k - 1] + noise[k - 1]
+        self._residual = float(path[-1])
+        return now - (path[0] - path)
 
     def phase_error(self) -> float:
         return (self.phase() - self.setpoint + 180) % 360 - 180

@@ -116,7 +116,8 @@ class SimTimeController(Device):
         self._sync_trains: list[tuple[float, float, int]] = []  # (t0 ns, period ns, count)
         self._syncs: list[np.ndarray] = []
         self.detector_dark_hz: dict[int, float] = {}  # set by the lab for the midpoint
-        self.light_rate_hz = None  # channel -> rate of light reaching it (the midpoint sets it)
+        self.light_rates = None
+        """seconds -> {input: mean rate of light reaching it over a count} (the midpoint's)"""
         self._clicks: list[np.ndarray] = []
         self.clicks_lost = 0
         self.clicks_armed = False
@@ -237,14 +238,16 @@ class SimTimeController(Device):
         if ch in self._period:
             self._period = {}
         if not self._period:
-            self._period = {c: self._integrate(c) for c in self.enabled}
+            light = self.light_rates(self.integration_s) if self.light_rates else {}
+            self._period = {
+                c: int(
+                    self.rng.poisson((self._dark_rate(c) + light.get(c, 0.0)) * self.integration_s)
+                )
+                if on
+                else 0
+                for c, on in self.enabled.items()
+            }
         return self._period[ch]
-
-    def _integrate(self, ch: int) -> int:
-        if not self.enabled[ch]:
-            return 0
-        light = self.light_rate_hz(ch) if self.light_rate_hz else 0.0
-        return int(self.rng.poisson((self._dark_rate(ch) + light) * self.integration_s))
 
     def _acquire(self, seconds: float) -> None:
         """Dark counts on the enabled inputs over `seconds` of virtual time."""
