@@ -216,6 +216,35 @@ def stations(start_daemon, data_dir, sim):
     return daemons
 
 
+@pytest.fixture
+def own_lab(tmp_path, monkeypatch, simulated):
+    """own_lab(file, seed) -> (lab, sim control): a lab of its own (its own hidden parameters)
+    on its own simulator, with the three daemons, its qubits and the midpoint's detectors
+    calibrated from the truth."""
+    if not simulated:
+        pytest.skip("needs the simulated lab (truth, own lab)")
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    procs = []
+
+    def start(lab_file: Path, seed: int):
+        lab = load_lab(lab_file)
+        resource_map = tmp_path / "resources.json"
+        procs.append(start_sim(lab, resource_map, seed=seed, log=tmp_path / "sim.log"))
+        sim = SimControl(resource_map)
+        calibrate_nodes_from_truth(
+            lab.data_dir,
+            sim,
+            platform=lab.nodes["A"].platform or "nv",
+            detectors=dict(lab.nodes["M"].channels.detectors) or None,
+        )
+        procs.extend(daemons.ensure_daemons(lab, ["A", "B", "M"], resource_map, tmp_path))
+        return lab, sim
+
+    yield start
+    for proc in reversed(procs):
+        terminate(proc)
+
+
 @contextmanager
 def small_tmpfs(folder: Path, size: str):
     """`folder` on a tmpfs of `size` (root only: skips otherwise), unmounted after."""

@@ -13,19 +13,16 @@ import pytest
 
 from calibration.planning import OPTICAL_PULSE_NS
 from controller.data.sessionfile import DELIVERED
-from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import load_lab
 from controller.link.vocabulary import OUTCOMES
 from controller.midpoint.daemon import heraldable
 from controller.midpoint.herald_logic import classify, missing_detectors
 from controller.operator.client import NodeClient
-from controller.operator.daemons import ensure_daemons, spawn, terminate
 from controller.operator.entangle import READOUT_SHOTS, lab_protocols, readout_of
 from controller.operator.verify import verify
 from qnode.errors import QnodeError
 from qnode.records import CLICK_DTYPE
 from sim_backends import optics
-from sim_backends.client import SimControl
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
 ION_LAB = LABS / "sim_two_node_ion.toml"
@@ -140,37 +137,6 @@ def test_the_labs_default_protocols():
 # ---- through the whole stack ----------------------------------------------------------------
 
 
-@pytest.fixture
-def ion_lab(tmp_path, monkeypatch, simulated):
-    """ion_lab(file, seed): the ion lab on its own simulator, the three daemons, its qubits
-    and the midpoint's detectors calibrated from the truth."""
-    if not simulated:
-        pytest.skip("needs the simulated lab (truth, own lab)")
-    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
-    procs = []
-
-    def start(lab_file: Path, seed: int):
-        lab = load_lab(lab_file)
-        resource_map = tmp_path / "resources.json"
-        args = ["sim", "up", "--lab", str(lab_file), "--seed", str(seed)]
-        procs.append(
-            spawn([*args, "--resource-map", str(resource_map)], resource_map, tmp_path / "sim.log")
-        )
-        sim = SimControl(resource_map)
-        calibrate_nodes_from_truth(
-            lab.data_dir,
-            sim,
-            platform="ion",
-            detectors=dict(lab.nodes["M"].channels.detectors),
-        )
-        procs.extend(ensure_daemons(lab, ["A", "B", "M"], resource_map, tmp_path))
-        return lab, sim
-
-    yield start
-    for proc in reversed(procs):
-        terminate(proc)
-
-
 def truth_optics(sim) -> optics.Heralding:
     """The simulator's own optics at the truth, for ideally pumped ions, in the windows the
     truth calibration sets (each node's: from the end of its optical pulse, ln(10) lifetimes
@@ -200,8 +166,8 @@ def truth_optics(sim) -> optics.Heralding:
 
 
 @pytest.mark.timeout(300)
-def test_two_photon_sessions_deliver_the_truth(ion_lab):
-    lab, sim = ion_lab(ION_LAB, 11)
+def test_two_photon_sessions_deliver_the_truth(own_lab):
+    lab, sim = own_lab(ION_LAB, 11)
     pairs = 300
     with NodeClient.for_lab(lab, "A", timeout_s=30) as a, NodeClient.for_lab(lab, "B") as b:
         with pytest.raises(Exception, match="cannot herald single_click"):

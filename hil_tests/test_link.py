@@ -20,8 +20,6 @@ from calibration.planning import (
 from calibration.routine import UPDATED
 from controller.data.params import ParameterStore
 from controller.data.sessionfile import DELIVERED
-from controller.harness.truth_calibration import calibrate_nodes_from_truth
-from controller.labconfig import load_lab
 from controller.link.vocabulary import OUTCOMES
 from controller.operator.calibration_access import (
     ClientLinkAccess,
@@ -29,10 +27,8 @@ from controller.operator.calibration_access import (
     DaemonMidpointAccess,
 )
 from controller.operator.client import NodeClient
-from controller.operator.daemons import ensure_daemons, spawn, terminate
 from controller.operator.entangle import READOUT_SHOTS, readout_of
 from controller.operator.verify import verify
-from sim_backends.client import SimControl
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.timeout(300)]
 
@@ -176,32 +172,6 @@ def test_visibility_and_alpha_routines_find_the_truth(stations, sim, lab, data_d
 LABS = Path(__file__).resolve().parents[1] / "labs"
 ION_LAB = LABS / "sim_two_node_ion.toml"
 CAVITY_LAB = LABS / "sim_two_node_ion_cavity.toml"
-
-
-@pytest.fixture
-def own_lab(tmp_path, monkeypatch, sim_process):
-    """own_lab(file, seed): a lab of its own (its own hidden parameters) with the three
-    daemons, its qubits calibrated from the truth."""
-    if sim_process is None:
-        pytest.skip("needs the simulated lab (truth, own lab)")
-    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
-    procs = []
-
-    def start(lab_file: Path, seed: int):
-        lab = load_lab(lab_file)
-        resource_map = tmp_path / "resources.json"
-        args = ["sim", "up", "--lab", str(lab_file), "--seed", str(seed)]
-        procs.append(
-            spawn([*args, "--resource-map", str(resource_map)], resource_map, tmp_path / "sim.log")
-        )
-        sim = SimControl(resource_map)
-        calibrate_nodes_from_truth(lab.data_dir, sim, platform=lab.nodes["A"].platform)
-        procs.extend(ensure_daemons(lab, ["A", "B", "M"], resource_map, tmp_path))
-        return lab, sim
-
-    yield start
-    for proc in reversed(procs):
-        terminate(proc)
 
 
 @pytest.fixture

@@ -21,6 +21,21 @@ from sim_backends.optics import Detectors, NodeOptics
 ETA, LIFETIME, DELAY, V, DARK_HZ = 3.5e-4, 12.0, 60.0, 0.9, 20.0
 
 
+def calibrated(
+    onset: float, start: float, length: float, p_double: float, eta=ETA, lifetime=LIFETIME
+) -> dict:
+    """A node's values as the routines store them (the whole wavepacket's efficiency)."""
+    return {
+        "detection_probability": eta,
+        "detection_window_start_ns": start,
+        "photon_onset_ns": onset,
+        "detection_window_ns": length,
+        "photon_lifetime_ns": lifetime,
+        "double_excitation": p_double,
+        "init_fidelity": 1.0,
+    }
+
+
 def pure(bright: float) -> np.ndarray:
     psi = np.array([math.sqrt(bright), math.sqrt(1 - bright)])
     return np.outer(psi, psi).astype(complex)
@@ -33,14 +48,7 @@ def test_planning_model_meets_the_simulators_optics(p_double, window):
     nodes = [NodeOptics(ETA, LIFETIME, DELAY, p_double, 0.0) for _ in range(2)]
     detectors = Detectors((DARK_HZ, DARK_HZ), 0.05)
     windows = [(DELAY, length)] * 2
-    node = {
-        "detection_probability": ETA,
-        "detection_window_start_ns": DELAY,
-        "detection_window_ns": length,
-        "photon_lifetime_ns": LIFETIME,
-        "double_excitation": p_double,
-        "init_fidelity": 1.0,
-    }
+    node = calibrated(DELAY, DELAY, length, p_double)
     dark = {"dark_count_hz_psi_plus": DARK_HZ, "dark_count_hz_psi_minus": DARK_HZ}
     values = {"A": node, "B": node, "M": {**dark, "visibility": V, "phase_noise_deg": 0.0}}
     link, _ = link_from_calibration(values, ["A", "B"], "M")
@@ -64,15 +72,7 @@ def test_a_window_after_the_optical_pulse_as_both_see_it(p_double):
     length = LIFETIME * math.log(10)
     start = DELAY + OPTICAL_PULSE_NS
     nodes = [NodeOptics(ETA, LIFETIME, DELAY, p_double, 0.0) for _ in range(2)]
-    node = {
-        "detection_probability": ETA,
-        "detection_window_start_ns": start,
-        "photon_onset_ns": DELAY,
-        "detection_window_ns": length,
-        "photon_lifetime_ns": LIFETIME,
-        "double_excitation": p_double,
-        "init_fidelity": 1.0,
-    }
+    node = calibrated(DELAY, start, length, p_double)
     dark = {"dark_count_hz_psi_plus": DARK_HZ, "dark_count_hz_psi_minus": DARK_HZ}
     values = {"A": node, "B": node, "M": {**dark, "visibility": V, "phase_noise_deg": 0.0}}
     link, _ = link_from_calibration(values, ["A", "B"], "M")
@@ -93,15 +93,7 @@ def test_two_photon_planning_meets_the_simulators_optics(p_double, dark_hz):
     length = lifetime * math.log(10)
     start = delay + OPTICAL_PULSE_NS
     nodes = [NodeOptics(eta, lifetime, delay, p_double, 0.0) for _ in range(2)]
-    node = {
-        "detection_probability": eta,
-        "detection_window_start_ns": start,
-        "photon_onset_ns": delay,
-        "detection_window_ns": length,
-        "photon_lifetime_ns": lifetime,
-        "double_excitation": p_double,
-        "init_fidelity": 1.0,
-    }
+    node = calibrated(delay, start, length, p_double, eta, lifetime)
     names = ("out1_h", "out1_v", "out2_h", "out2_v")
     dark = {f"dark_count_hz_{n}": dark_hz for n in names}
     values = {"A": node, "B": node, "M": {**dark, "visibility": V}}
@@ -123,16 +115,7 @@ def test_nodes_with_different_delays_count_in_each_others_windows():
     nodes = [NodeOptics(ETA, LIFETIME, delays[n], 0.04, 0.0) for n in ("A", "B")]
     windows = [(delays[n] + OPTICAL_PULSE_NS, length) for n in ("A", "B")]
     values = {
-        n: {
-            "detection_probability": ETA,
-            "detection_window_start_ns": delays[n] + OPTICAL_PULSE_NS,
-            "photon_onset_ns": delays[n],
-            "detection_window_ns": length,
-            "photon_lifetime_ns": LIFETIME,
-            "double_excitation": 0.04,
-            "init_fidelity": 1.0,
-        }
-        for n in ("A", "B")
+        n: calibrated(delays[n], delays[n] + OPTICAL_PULSE_NS, length, 0.04) for n in ("A", "B")
     }
     dark = {"dark_count_hz_psi_plus": DARK_HZ, "dark_count_hz_psi_minus": DARK_HZ}
     values["M"] = {**dark, "visibility": V, "phase_noise_deg": 0.0}

@@ -298,19 +298,10 @@ class Midpoint:
             jitter_ns=self.truth.jitter_ns,
         )
         phase_rad, locked = self.interferometer_phase()
-        if protocol == "two_photon":
-            heralding = optics.two_photon(
-                rho_a,
-                rho_b,
-                self._optics(a),
-                self._optics(b),
-                detectors,
-                self.truth.visibility,
-                phase_rad,
-                windows,
-            )
-            return heralding, phase_rad, locked
-        draw = optics.barrett_kok if protocol == "barrett_kok" else optics.single_click
+        draw = {
+            "two_photon": optics.two_photon,
+            "barrett_kok": optics.barrett_kok,
+        }.get(protocol, optics.single_click)
         heralding = draw(
             rho_a,
             rho_b,
