@@ -112,15 +112,22 @@ def test_dark_counts_and_a_wider_window_cost_what_the_model_says(
     try:
         before = len(sim.heralds())
         # at a fixed alpha: with a hundred times the dark counts no minimum is within reach
-        summary, _ = run(stations, "single_click", 1000, alpha=0.2, delivery="Z")
+        summary, data = run(stations, "single_click", 1000, alpha=0.2, delivery="Z")
     finally:
         sim.scale_dark_counts(midpoint, 1.0)
     assert summary["state"] == "completed", summary
     truth = sim.heralds()[before:]
     model = summary["expected"]  # the planning model, from the values stored above
-    p, heralded = summary["p_success"], summary["stats"]["heralded"]
-    assert abs(p - model["p_success"]) < 3 * model["p_success"] / math.sqrt(heralded) + 0.03 * p
-    fidelities = np.array([h["fidelity"] for h in truth])
+    # success per attempt of the shots whose memories stayed in their charge state (the
+    # model's premise; a shot whose NV ionised in its attempt loop heralds by dark counts
+    # only): from the ground truth's attempts to each herald (geometric)
+    ready = [h for h in truth if min(h["alphas"].values()) > 0]
+    assert len(ready) > 0.8 * len(truth)
+    p = len(ready) / sum(h["attempts"] for h in ready)
+    assert abs(p - model["p_success"]) < 3 * p / math.sqrt(len(ready)) + 0.03 * p
+    # the delivered pairs (a memory that lost its charge state in the attempt loop fails its
+    # check after it: the nodes discard its pair)
+    fidelities = np.array([h["fidelity"] for h in delivered_heralds(data, truth)])
     sd = float(fidelities.std(ddof=1)) / math.sqrt(len(fidelities))
     assert abs(fidelities.mean() - model["fidelity"]) < 3 * sd + 0.01, (fidelities.mean(), model)
 

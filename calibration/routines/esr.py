@@ -50,7 +50,9 @@ class EsrRoutine(Routine):
         offset = FINE_HALF_SPAN_HZ[node.platform] / 3
         acq = self._scan(node, np.array([f0 - offset, f0, f0 + offset]), 400)
         low, centre, high = bright_fraction(acq, node.values()["readout_threshold"])
-        sigma = np.sqrt(0.25 / 400) * np.sqrt(2)
+        # the largest binomial error of a difference, over the shots whose check passed
+        kept = np.maximum(acq.valid.sum(axis=1), 1)
+        sigma = float(np.sqrt(0.25 / kept[0] + 0.25 / kept[2]))
         if not (centre < low - 2 * sigma and centre < high - 2 * sigma):
             return False, f"no dip at the stored {f0 / 1e9:.6f} GHz"
         if abs(high - low) > 3 * sigma:
