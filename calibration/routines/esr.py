@@ -23,6 +23,7 @@ SEARCH = {"nv": (2.80e9, 2.95e9), "ion": (3.2250e9, 3.2270e9)}
 PULSE = {"nv": (0.05, 400.0), "ion": (0.2, 4_000.0)}  # (amplitude V, duration ns)
 COARSE_STEP_HZ = {"nv": 1.0e6, "ion": 0.05e6}
 FINE_HALF_SPAN_HZ = {"nv": 3.0e6, "ion": 0.3e6}
+QUICK_SHOTS = 1500
 
 
 def esr_sequence(platform: str, shots: int) -> Sequence:
@@ -48,7 +49,9 @@ class EsrRoutine(Routine):
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         f0 = stored_value(node, "mw_frequency_hz")
         offset = FINE_HALF_SPAN_HZ[node.platform] / 3
-        acq = self._scan(node, np.array([f0 - offset, f0, f0 + offset]), 400)
+        # the fixed, uncalibrated pulse makes a shallow dip with a slow memory (Rabi at the
+        # low end of its range): enough shots that its depth stands out of the noise
+        acq = self._scan(node, np.array([f0 - offset, f0, f0 + offset]), QUICK_SHOTS)
         low, centre, high = bright_fraction(acq, node.values()["readout_threshold"])
         # the largest binomial error of a difference, over the shots whose check passed
         kept = np.maximum(acq.valid.sum(axis=1), 1)
