@@ -78,8 +78,10 @@ def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
     return {
         "detection_window": (
             f"delay {m['delay_ns'][node]:.2f} ns, lifetime {m['lifetime_ns'][node]:g} ns, "
-            f"detection probability {m['eta'][node]:.3g}"
+            f"detection probability {m['eta'][node]:.3g}, double excitation "
+            f"{m['p_double'][node]:.3f}"
         ),
+        "phase_noise": f"{m['phase_noise_deg']:.1f} deg",
         "dark_counts": f"{dark} Hz",
         "phase_setpoint": f"{(-m['phase_offset_deg']) % 360:.1f} deg",
         "esr": f"{t['qubit_hz'] / 1e9:.6f} GHz",
