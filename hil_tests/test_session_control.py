@@ -23,6 +23,9 @@ def env() -> dict:
 MANY = 100_000  # a session that would run for many minutes
 
 
+PEER_END_S = 5.0
+
+
 def wait_for_pairs(client, at_least: int = 2, timeout_s: float = 60.0, proc=None) -> str:
     """The id of the node's running session once it has delivered some pairs (`proc`: the
     command that asked for it, which must still run)."""
@@ -39,9 +42,14 @@ def wait_for_pairs(client, at_least: int = 2, timeout_s: float = 60.0, proc=None
 
 def assert_ended_everywhere(stations, data_dir, session: str, state: str) -> None:
     """Both nodes idle, the midpoint's session closed, both files closed as `state` and
-    agreeing on the pairs delivered before the end."""
+    agreeing on the pairs delivered before the end. The peer learns of the end from the
+    initiator (link_end): it may take it a moment longer."""
     for node in ("A", "B"):
+        deadline = time.monotonic() + PEER_END_S
         status = stations[node].client.status()
+        while status["session"] is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = stations[node].client.status()
         assert status["session"] is None and status["state"] == "idle", status
     assert stations["M"].client.status()["session"] is None
     delivered = {}
