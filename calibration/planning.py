@@ -48,14 +48,13 @@ States are 4x4 density matrices over (A, B) in the basis |00>, |01>, |10>, |11>
 
 Margin (`alpha_for_fidelity`, `Expectation`): the calibrated values carry errors (stored
 ones: visibility_sigma, init_fidelity_sigma, double_excitation_sigma; else the DEFAULT_*
-uncertainties below) and the
-fidelity's sensitivity to them is large at small alpha (an initialisation error of 1e-3 moves
-F by about (1 - alpha)/(2 alpha) x 1e-3). The planner propagates them to the fidelity
-(sigma_F, linearised) and asks the *conservative* fidelity F - MARGIN_SIGMAS x sigma_F to meet
-the target: one sigma, so that with the operator's 0.01 tolerance the delivered fidelity holds
-unless the calibration is off by more than about twice its error, while the rate given up is
-only the slope of F(alpha) times one sigma.
-"""
+uncertainties below) and the fidelity's sensitivity to them is large at small alpha (an
+initialisation error of 1e-3 moves F by about (1 - alpha)/(2 alpha) x 1e-3 when both nodes
+have it). The planner propagates them to the fidelity (sigma_F, linearised) and asks the
+*conservative* fidelity F - MARGIN_SIGMAS x sigma_F to meet the target: one sigma, so that
+with the operator's 0.01 tolerance the delivered fidelity holds unless the calibration is
+off by more than about twice its error, while the rate given up is only the slope of
+F(alpha) times one sigma."""
 
 from __future__ import annotations
 
@@ -90,9 +89,10 @@ excitation: an NV's usual (3-5 %); an ion's is lower (0.5-1.5 %), the margin cos
 DEFAULT_SIGMA_DOUBLE = 0.02
 """A double excitation's error when none is stored (or when it was assumed): the
 detection-window routine's on a free-space NV's photons."""
-NOMINAL_WINDOW_SHARE = 0.9
+NOMINAL_WINDOW_SHARE = 0.76
 """The share of a node's photons in its window when the lifetime is not stored: the
-detection-window routine's window (lifetime x ln 10 from the onset) holds 90 %."""
+detection-window routine's window opens when the 2 ns pulse is over and holds 90 % of the
+photons after it, 0.9 e^(-2/tau): 0.76 for an NV (12 ns), 0.70 for an ion (8 ns)."""
 MARGIN_SIGMAS = 1.0
 """The planned-for fidelity is the expected one less this many sigma_F."""
 

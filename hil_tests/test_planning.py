@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from calibration.planning import (
+    NOMINAL_WINDOW_SHARE,
     Link,
     Uncertainty,
     alpha_for_fidelity,
@@ -303,8 +304,10 @@ def test_uncalibrated_lifetime_and_double_excitation_are_assumed_and_said():
     del values["A"]["photon_lifetime_ns"], values["B"]["double_excitation"]
     del values["B"]["double_excitation_sigma"]
     link, notes = link_from_calibration(values, ["A", "B"], "M")
-    assert link.eta_a == pytest.approx(0.9 * ETA)  # the routine's window's 90 %
+    # the routine's window: 90 % of the photons after the 2 ns pulse (an NV's 12 ns)
+    assert link.eta_a == pytest.approx(NOMINAL_WINDOW_SHARE * ETA)
+    assert pytest.approx(0.9 * math.exp(-2 / 12), abs=0.005) == NOMINAL_WINDOW_SHARE
     assert link.double_b == 0.04 and link.uncertainty.double_b == 0.02
     assert any("A.photon_lifetime_ns" in n for n in notes)
-    # the lifetime's 90 % is what the routine's window holds: not a refusal's reason
+    # the lifetime's share is what the routine's window holds: not a refusal's reason
     assert [n for n in assumed(notes) if "B.double_excitation" in n] == list(assumed(notes))

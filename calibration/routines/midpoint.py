@@ -14,12 +14,19 @@ early photon leaves during the pulse itself. They make a second component at the
 over the pulse (OPTICAL_PULSE_NS, 2 ns, the labs' optical pi pulse: a fixed constant of the
 fit, not a parameter) and blurred by the same jitter. The fit gives its photons as a share of
 the exponential's, the double excitation per pulse (both photons reach the detectors alike), with
-its Fisher error: ~0.013 from a free-space NV's ~2000 photons (SHOTS). The detection probability
+its Fisher error: ~0.013 from a free-space NV's ~2000 photons (SHOTS: 10 000 trains of 1000
+excitations at ~3.5e-4, fewer where the memory lost its charge state). Assumed: the early
+photons are uniform over a fixed 2 ns pulse (the simulator makes the same assumption, so
+their agreement in tests is no independent evidence of that shape); a lab's reflection of
+the excitation pulse at the onset would be fitted as double excitation and bias it upward
+(the window opening after the pulse keeps both out of the heralds); the fit's bound at 0
+makes its Fisher error unreliable near zero (the ions' 0.5-1.5 %). The detection probability
 stays the exponential's photons (the whole wavepacket) per ready excitation; the window holds
-90 % of them, which the planning model accounts for from the stored lifetime.
+90 % of those after the pulse, which the planning model accounts for from the stored lifetime
+and onset.
 
 The histogram is fitted by Poisson maximum likelihood, as time-correlated photon counting is:
-its bins hold a few counts each (a few hundred photons over 600 bins for a free-space NV), and
+its bins hold a few counts each (about 2000 photons over 600 bins for a free-space NV), and
 an unweighted least-squares fit of them scatters the lifetime ~1.5 times more than the counts
 allow while reporting a third of its real error.
 """

@@ -58,11 +58,13 @@ def closed_form_with_darks(alpha: float) -> tuple[float, float]:
 
 def barrett_kok_with_darks() -> tuple[float, float]:
     """Barrett-Kok's (1 + V)/2 and eta^2/2, with the heralds of one round's photon and the
-    other round's dark count (leading order: 2 rounds x eta x 2 detectors' dark counts, and
-    a state with one memory known, F 1/2), which at eta 3.5e-4 are 2 % of them."""
+    other round's dark count (leading order: 2 rounds x eta x 2 detectors' dark counts), which
+    at eta 3.5e-4 are 2 % of them and carry F 1/4: half of a round's photon clicks come from
+    both memories bright (no Bell state), and the dark click's detector makes the label
+    random."""
     p, f = ETA**2 / 2, (1 + VISIBILITY) / 2
     mixed = 2 * ETA * 2 * DARK_HZ * WINDOW_NS * 1e-9
-    return p + mixed, (f * p + 0.5 * mixed) / (p + mixed)
+    return p + mixed, (f * p + 0.25 * mixed) / (p + mixed)
 
 
 @dataclass
