@@ -425,19 +425,6 @@ def early_in_window(start_ns: float, length_ns: float, onset_ns: float) -> float
     return float(max(hi - lo, 0.0) / OPTICAL_PULSE_NS)
 
 
-def window_union_ns(windows: list[tuple[float | None, float]]) -> float:
-    """The length of the union of the detection windows (start, length); a window without a
-    start counts in full (an upper bound)."""
-    known = sorted((s, s + n) for s, n in windows if s is not None)
-    total = sum(n for s, n in windows if s is None)
-    end = -math.inf
-    for start, stop in known:
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return float(total)
-
-
 def _union(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Windows (start, length) as disjoint sorted (start, end) spans."""
     merged: list[list[float]] = []
@@ -447,6 +434,14 @@ def _union(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
         else:
             merged.append([start, stop])
     return [(a, b) for a, b in merged]
+
+
+def window_union_ns(windows: list[tuple[float | None, float]]) -> float:
+    """The length of the union of the detection windows (start, length); a window without a
+    start counts in full (an upper bound)."""
+    unplaced = sum(n for s, n in windows if s is None)
+    spans = _union([(s, n) for s, n in windows if s is not None])
+    return float(unplaced + sum(stop - start for start, stop in spans))
 
 
 def link_from_calibration(

@@ -113,7 +113,9 @@ class SimPhaseStabiliser(Device):
         dt = seconds / (points - 1)
         steps = self.rng.normal(0.0, 1.0, points - 1)
         if not self.lock:
-            return now + np.concatenate(([0.0], np.cumsum(self.drift * np.sqrt(dt) * steps)))
+            walk = np.concatenate(([0.0], np.cumsum(self.drift * np.sqrt(dt) * steps)))
+            self._phase += float(walk[-1])
+            return now + walk
         keep = float(np.exp(-dt / LOCK_CORRELATION_S))
         noise = self.residual_sigma_deg * np.sqrt(1 - keep**2) * steps
         path = np.empty(points)
