@@ -19,13 +19,14 @@ from pydantic_core import ErrorDetails
 from drivers.base import Driver, LimitsError, Range, check_limits
 from drivers.protocols import Instrument
 from drivers.registry import DRIVERS, ROLES
+from drivers.transport import split_zmq_resource
 from qnode.errors import LabConfigError, QnodeError
 
 DEFAULT_LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_two_node.toml"
 SIM_RESOURCE = "sim"
 
 MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
-MIDPOINT_ROLES = ("time_tagger", "phase_stabiliser")
+MIDPOINT_ROLES = ("time_tagger", "herald_logic", "phase_stabiliser")
 DEFAULT_MAX_SWEEP_POINTS = 5000
 """Points per run a node accepts when the lab file's [lab] section sets no `max_sweep_points`."""
 DEFAULT_WATCHDOG_S = 3.0
@@ -296,6 +297,15 @@ def _check_semantics(lab: LabConfig) -> None:
                     f"{key}.resource",
                     f"{inst.resource!r} is neither 'sim' nor a TCPIP::host::port::SOCKET resource",
                 )
+            if not inst.simulated and inst.driver and cls.TRANSPORT == "zmq":
+                try:
+                    split_zmq_resource(inst.resource)
+                except ValueError:
+                    fail(
+                        f"{key}.resource",
+                        f"{inst.resource!r} is neither 'sim' nor a ZeroMQ endpoint "
+                        "'tcp://host:port[,data=tcp://host:port]'",
+                    )
         needed = MEMORY_ROLES if node.kind == "memory" else MIDPOINT_ROLES
         for role in needed:
             if not node.by_role(role):
@@ -303,6 +313,8 @@ def _check_semantics(lab: LabConfig) -> None:
                     f"{base}.instruments",
                     f"no instrument with role '{role}' (a {node.kind} node needs one)",
                 )
+        if node.kind == "memory" and node.by_role("herald_logic"):
+            fail(f"{base}.instruments", "a herald logic belongs to a midpoint, not a memory node")
         _check_channels(lab, node_name, node, fail)
         for path, optical in node.optics.items():
             key = f"{base}.optics.{path}"

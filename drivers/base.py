@@ -10,7 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Self
 
-from drivers.transport import Backoff, SerialTransport, Transport, VisaSocketTransport
+from drivers.transport import (
+    Backoff,
+    SerialTransport,
+    Transport,
+    VisaSocketTransport,
+    ZmqTransport,
+    split_zmq_resource,
+)
 from qnode.errors import InstrumentConnectionError, LimitError
 
 Range = tuple[float, float]
@@ -34,7 +41,7 @@ class Driver:
 
     ROLE: ClassVar[str]
     FAMILY: ClassVar[str]
-    TRANSPORT: ClassVar[Literal["tcp", "serial"]]
+    TRANSPORT: ClassVar[Literal["tcp", "serial", "zmq"]]
     RANGES: ClassVar[dict[str, Range]]
     READ_TERMINATION: ClassVar[str] = "\n"
     WRITE_TERMINATION: ClassVar[str] = "\n"
@@ -57,6 +64,8 @@ class Driver:
 
     # lifecycle -----------------------------------------------------------------------------
     def _make_transport(self) -> Transport:
+        if self.TRANSPORT == "zmq":  # SCPI over ZeroMQ REQ/REP (the resource's first endpoint)
+            return ZmqTransport(self.name, split_zmq_resource(self.resource)[0], self.timeout_s)
         if self.TRANSPORT == "tcp":
             return VisaSocketTransport(
                 self.name,

@@ -87,16 +87,29 @@ class RealTimeSequencer(Instrument, Protocol):
 
 @runtime_checkable
 class TimeTagger(Instrument, Protocol):
-    """The midpoint's time tagger (role `time_tagger`): counters and time tags for
-    calibration, the herald logic's clicks and the shared sync output for sessions. Tags and
-    clicks are structured arrays of qnode.records.TAG_DTYPE and CLICK_DTYPE."""
+    """A time tagger (role `time_tagger`): per-input counters and time tags, for a node's
+    readout and the midpoint's calibration. Tags are structured arrays of
+    qnode.records.TAG_DTYPE. The herald logic and the sync output are their own instrument
+    (HeraldLogic), as on a real station."""
 
     def set_enabled(self, channel: int, on: bool) -> None: ...
     def set_integration(self, seconds: float) -> None: ...
-    def count(self, channel: int) -> int: ...
+    def count(self, channel: int) -> int:
+        """The input's counts over its last completed integration period; reads of several
+        inputs in a row see the same period."""
+        ...
+
     def acquire_tags(self, seconds: float) -> np.ndarray: ...
     def start_tags(self) -> None: ...
     def stop_tags(self) -> np.ndarray: ...
+
+
+@runtime_checkable
+class HeraldLogic(Instrument, Protocol):
+    """The midpoint's herald logic (role `herald_logic`): the CPLD/FPGA behind the detectors
+    that drives the shared sync output and records each heralding attempt's clicks
+    (qnode.records.CLICK_DTYPE) in its herald windows."""
+
     def set_sync_auto(self, on: bool) -> None: ...
     def sync_count(self) -> int: ...
     def set_click_mode(self, software: bool) -> None: ...
@@ -128,6 +141,7 @@ CAPABILITIES: dict[str, type[Instrument]] = {
     "awg": WaveformGenerator,
     "sequencer": RealTimeSequencer,
     "time_tagger": TimeTagger,
+    "herald_logic": HeraldLogic,
     "laser": Laser,
     "phase_stabiliser": PhaseStabiliser,
 }

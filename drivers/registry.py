@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from drivers.awg_5014 import TektronixAwg5014
 from drivers.base import Driver
+from drivers.herald_logic import HeraldLogic as QnodeHeraldLogic
 from drivers.laser_cobolt import CoboltLaser
 from drivers.microwave_sgs100a import RsSgs100a
 from drivers.protocols import (
+    HeraldLogic,
     Laser,
     MicrowaveSource,
     PhaseStabiliser,
@@ -23,6 +25,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "tek_awg5014": TektronixAwg5014,
     "rtseq": RtSequencer,
     "idq_time_controller": TimeController,
+    "qnode_herald_logic": QnodeHeraldLogic,
     "cobolt": CoboltLaser,
     "thorlabs_mdt694b": PiezoPhaseStabiliser,
 }
@@ -35,5 +38,6 @@ _MICROWAVE_SOURCE: type[MicrowaveSource] = RsSgs100a
 _AWG: type[WaveformGenerator] = TektronixAwg5014
 _SEQUENCER: type[RealTimeSequencer] = RtSequencer
 _TIME_TAGGER: type[TimeTagger] = TimeController
+_HERALD_LOGIC: type[HeraldLogic] = QnodeHeraldLogic
 _LASER: type[Laser] = CoboltLaser
 _PHASE_STABILISER: type[PhaseStabiliser] = PiezoPhaseStabiliser

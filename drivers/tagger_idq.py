@@ -1,126 +1,202 @@
-"""Photon counter / time tagger following a LAN time controller's SCPI subset (ID Quantique
-ID900/ID1000-like): per-input enable, threshold and counter, and time tags as binary blocks.
+"""ID Quantique Time Controller (ID900/ID1000): SCPI over ZeroMQ, as the real instrument.
+
+Spellings from ID Quantique's "Time Controller Series User Manual" (section 9, SCPI command
+reference) and IDQ's Python examples: a REQ socket to port 5555, one reply per request (empty
+for a set), errors inline in the reply (IDQ's examples treat any reply holding `SCPI_ERR_` as
+an error), per-input counters `INPU<n>:COUN:MODE CYCL;INTE <ms>;RESE` read with
+`INPU<n>:COUN?`, and time stamps recorded with `RAW<n>:SEND ON` and `REC:DUR`/`REC:PLAY`/
+`REC:STOP`/`REC:STAG?`. The time stamps leave on a separate data service (the resource's
+`data=` endpoint, see docs/instruments.md): `NEXT` answers the next block of records.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from drivers.base import Health
-from drivers.scpi import ScpiDriver, parse_records
-from qnode.errors import InstrumentReplyError
-from qnode.records import CLICK_DTYPE, TAG_DTYPE
+from drivers.base import Driver, Health
+from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int, parse_records
+from drivers.transport import ZmqTransport, split_zmq_resource
+from qnode.errors import (
+    InstrumentConnectionError,
+    InstrumentReplyError,
+    InstrumentReportedError,
+)
+from qnode.records import TAG_DTYPE
 
 INPUTS = (1, 2, 3, 4)
-WINDOW_SLOTS = (1, 2, 3, 4)
-MAX_WINDOW_NS = 100_000.0
+INLINE_ERROR = "SCPI_ERR"
+MAX_TAGS = 20_000_000
+"""A read of time tags stops here (about 360 MB): a runaway recording cannot fill memory."""
+OPEN_ENDED_RECORD_PS = 3600 * 10**12
+"""`start_tags` records until `stop_tags` (at most an hour, the longest recording asked)."""
+STAGE_POLL_S = 0.02
 
 
-class TimeController(ScpiDriver):
+class TimeController(Driver):
     ROLE = "time_tagger"
-    FAMILY = "ID Quantique ID900/ID1000 time controller"
-    TRANSPORT = "tcp"
-    COMPOUND = True
+    FAMILY = "ID Quantique ID900/ID1000 Time Controller (SCPI over ZeroMQ)"
+    TRANSPORT = "zmq"
+    READ_TERMINATION = ""
+    WRITE_TERMINATION = ""
     RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
+
+    _data: ZmqTransport | None = None
+
+    # the wire ---------------------------------------------------------------------------------
+    def _ask(self, command: str) -> str:
+        """One request and its reply; an inline error raises, naming the command."""
+        reply = self.transport.query(command)
+        if INLINE_ERROR in reply:
+            raise InstrumentReportedError(self.name, f"after {command!r}: {reply.strip()}")
+        return reply.strip()
+
+    def _set(self, command: str) -> None:
+        """A set: the instrument answers an empty reply, or an inline error."""
+        reply = self._ask(command)
+        if reply:
+            raise InstrumentReplyError(
+                self.name, f"{command!r} answered {reply[:60]!r}, a set answers nothing"
+            )
 
     def _check_input(self, channel: int) -> int:
         if channel not in INPUTS:
             raise ValueError(f"{self.name}: input {channel} does not exist (1..4)")
         return channel
 
+    # identity, inputs -------------------------------------------------------------------------
+    def identity(self) -> str:
+        return str(parse_identity(self.name, self._ask("*IDN?")))
+
     def set_enabled(self, channel: int, on: bool) -> None:
-        self.scpi.write(f"INP{self._check_input(channel)}:ENAB {'ON' if on else 'OFF'}")
+        self._set(f"INPU{self._check_input(channel)}:ENAB {'ON' if on else 'OFF'}")
 
     def enabled(self, channel: int) -> bool:
-        return self.scpi.query_bool(f"INP{self._check_input(channel)}:ENAB?")
+        command = f"INPU{self._check_input(channel)}:ENAB?"
+        return parse_bool(self.name, command, self._ask(command))
 
     def set_threshold(self, channel: int, volts: float) -> None:
         self._check_input(channel)
         volts = self.check_limit("threshold_v", volts)
-        self.scpi.write(f"INP{channel}:THRE {volts:.4f}")
+        self._set(f"INPU{channel}:THRE {volts:.3f}V")
 
     def threshold(self, channel: int) -> float:
-        return self.scpi.query_float(f"INP{self._check_input(channel)}:THRE?")
+        """Volts (the reply may carry its unit: `-0.250V`)."""
+        command = f"INPU{self._check_input(channel)}:THRE?"
+        reply = self._ask(command)
+        return parse_float(self.name, command, reply.removesuffix("V").removesuffix("v"))
 
-    def set_integration(self, seconds: float) -> None:
+    # counters ---------------------------------------------------------------------------------
+    def set_integration(self, seconds: float, channel: int | None = None) -> None:
+        """Every input's counter (or one input's) counts period after period of `seconds`
+        (the manual's CYCLe mode), restarted together in one message so that the inputs'
+        periods coincide."""
         seconds = self.check_limit("acquisition_s", seconds)
-        self.scpi.write(f"COUN:INT {seconds:.9g}")
+        channels = INPUTS if channel is None else (self._check_input(channel),)
+        ms = f"{seconds * 1e3:.9g}"
+        self._set(";:".join(f"INPU{ch}:COUN:MODE CYCL;INTE {ms};RESE" for ch in channels))
+
+    def integration(self, channel: int) -> float:
+        """Seconds (the instrument answers milliseconds)."""
+        command = f"INPU{self._check_input(channel)}:COUN:INTE?"
+        return parse_float(self.name, command, self._ask(command).removesuffix("ms")) / 1e3
 
     def count(self, channel: int) -> int:
-        """Counts on one input over the last integration time."""
-        return self.scpi.query_int(f"INP{self._check_input(channel)}:COUN?")
+        """Counts on one input over its last completed integration period (reads of several
+        inputs in a row see the same period)."""
+        command = f"INPU{self._check_input(channel)}:COUN?"
+        return parse_int(self.name, command, self._ask(command))
+
+    def counts(self, channels: list[int]) -> dict[int, int]:
+        """Several inputs' counts in one message (one reply line each), as IDQ's examples
+        read them: the same period for every input."""
+        command = ";:".join(f"INPU{self._check_input(ch)}:COUN?" for ch in channels)
+        lines = self._ask(command).splitlines()
+        if len(lines) != len(channels):
+            raise InstrumentReplyError(
+                self.name, f"{command!r} answered {len(lines)} lines for {len(channels)} inputs"
+            )
+        return {
+            ch: parse_int(self.name, command, line)
+            for ch, line in zip(channels, lines, strict=True)
+        }
+
+    # time tags ----------------------------------------------------------------------------------
+    def _raw_send(self, on: bool) -> None:
+        state = "ON" if on else "OFF"
+        self._set(";:".join(f"RAW{ch}:SEND {state}" for ch in INPUTS))
 
     def acquire_tags(self, seconds: float) -> np.ndarray:
-        """Acquire time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
+        """Record time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
         seconds = self.check_limit("acquisition_s", seconds)
-        self.scpi.write(f"TAGS:ACQ {seconds:.9g}")
-        return self.read_tags()
-
-    def set_sync_auto(self, on: bool) -> None:
-        """AUTO: the sync output fires once every node waits for it (their loops start
-        together); OFF: only on fire_sync()."""
-        self.scpi.write(f"SYNC:MODE {'AUTO' if on else 'OFF'}")
-
-    def fire_sync(self) -> None:
-        self.scpi.write("SYNC:FIRE")
-
-    def sync_count(self) -> int:
-        return self.scpi.query_int("SYNC:COUN?")
+        self._raw_send(True)
+        self._set(f"REC:DUR {round(seconds * 1e12)}")
+        self._set("REC:PLAY")
+        deadline = time.monotonic() + seconds + self.timeout_s
+        while self._ask("REC:STAG?").upper() == "PLAYING":
+            if time.monotonic() > deadline:
+                raise InstrumentReplyError(
+                    self.name, f"still recording {self.timeout_s:g} s after its {seconds:g} s"
+                )
+            time.sleep(STAGE_POLL_S)
+        try:
+            return self.read_tags()
+        finally:
+            self._raw_send(False)
 
     def start_tags(self) -> None:
         """Arm: record tags (against the sync input) until stop_tags()."""
-        self.scpi.write("TAGS:STAR")
+        self._raw_send(True)
+        self._set(f"REC:DUR {OPEN_ENDED_RECORD_PS}")
+        self._set("REC:PLAY")
 
     def stop_tags(self) -> np.ndarray:
-        self.scpi.write("TAGS:STOP")
-        return self.read_tags()
+        self._set("REC:STOP")
+        try:
+            return self.read_tags()
+        finally:
+            self._raw_send(False)
+
+    def _data_service(self) -> ZmqTransport:
+        _, endpoint = split_zmq_resource(self.resource)
+        if endpoint is None:
+            raise InstrumentConnectionError(
+                self.name, f"resource {self.resource!r} names no data service (,data=tcp://...)"
+            )
+        if self._data is None:
+            self._data = ZmqTransport(f"{self.name} data", endpoint, self.timeout_s)
+            self._data.open()
+        return self._data
 
     def read_tags(self) -> np.ndarray:
-        expected = self.scpi.query_int("TAGS:COUN?")
-        tags = parse_records(
-            self.name, "TAGS:DATA?", self.scpi.query_block("TAGS:DATA?"), TAG_DTYPE
-        )
-        if tags.size != expected:
-            raise InstrumentReplyError(
-                self.name, f"TAGS:COUN? said {expected} tags, the block holds {tags.size}"
-            )
-        return tags
+        """Every record of the finished recording, block after block from the data service,
+        until an empty block."""
+        data = self._data_service()
+        parts, total = [], 0
+        while True:
+            block = parse_records(self.name, "NEXT", data.query_block("NEXT"), TAG_DTYPE)
+            if block.size == 0:
+                break
+            total += block.size
+            if total > MAX_TAGS:
+                raise InstrumentReplyError(self.name, f"more than {MAX_TAGS} time tags")
+            parts.append(block)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=TAG_DTYPE)
 
-    def arm_clicks(self, on: bool) -> None:
-        """The herald logic: record each heralding attempt's clicks (read_clicks), or not."""
-        self.scpi.write(f"CLIC:ARM {'ON' if on else 'OFF'}")
+    def close(self) -> None:
+        data, self._data = self._data, None
+        if data is not None:
+            data.close()
+        super().close()
 
-    def set_click_mode(self, software: bool) -> None:
-        """SOFT: every attempt's window is reported (its end as input 0), for per-attempt
-        software heralding; HARD: only the herald line's attempts."""
-        self.scpi.write(f"CLIC:MODE {'SOFT' if software else 'HARD'}")
-
-    def set_herald_windows(self, windows: list[tuple[float, float]]) -> None:
-        """The herald logic's detection windows (start, length in ns after the sync): a click
-        counts toward a herald when it falls in any of them; the slots not given are off."""
-        if len(windows) > len(WINDOW_SLOTS):
-            raise ValueError(
-                f"{self.name}: {len(windows)} herald windows, the logic has {len(WINDOW_SLOTS)}"
-            )
-        for start, length in windows:
-            if not (0.0 <= start <= MAX_WINDOW_NS and 0.0 < length <= MAX_WINDOW_NS):
-                raise ValueError(
-                    f"{self.name}: herald window start {start} ns, length {length} ns: "
-                    f"both within 0..{MAX_WINDOW_NS:g} ns, the length above 0"
-                )
-        padded = list(windows) + [(0.0, 0.0)] * (len(WINDOW_SLOTS) - len(windows))
-        for slot, (start, length) in zip(WINDOW_SLOTS, padded, strict=True):
-            self.scpi.write(f"CLIC:WIND{slot} {start:.3f},{length:.3f}")
-
-    def read_clicks(self) -> np.ndarray:
-        """The herald logic's clicks since the last read (CLICK_DTYPE), oldest first."""
-        return parse_records(
-            self.name, "CLIC:DATA?", self.scpi.query_block("CLIC:DATA?"), CLICK_DTYPE
-        )
-
+    # what every role offers --------------------------------------------------------------------
     def safe_state(self) -> None:
-        self.scpi.write("TAGS:STOP")
-        self.scpi.write("CLIC:ARM OFF")
+        self._set("REC:STOP")
+
+    def error_list(self) -> list[str]:
+        """Errors come inline, with the command that caused them: there is no queue."""
+        return []
 
     def health(self) -> Health:
         enabled = [c for c in INPUTS if self.enabled(c)]

@@ -1,7 +1,9 @@
 """Transports: bytes to and from one instrument, with timeouts, framing and reconnects.
 
-Two kinds cover the lab: a raw TCP socket through pyvisa/pyvisa-py (SCPI instruments on port
-5025) and a serial line through pyserial (lasers, piezo drivers, the sequencer). Both:
+Three kinds cover the lab: a raw TCP socket through pyvisa/pyvisa-py (SCPI instruments on port
+5025), a serial line through pyserial (lasers, piezo drivers, the sequencer), and a ZeroMQ
+REQ socket (the ID Quantique Time Controller, SCPI over ZeroMQ; see ZmqTransport). The first
+two:
 - time out every read and turn a missing answer into `InstrumentTimeout`;
 - treat a connection that went quiet mid-answer as dirty and reconnect before the next call,
   so a late answer can never be taken for the answer to a later question;
@@ -21,6 +23,7 @@ from typing import Protocol, TypeVar
 
 import pyvisa
 import serial
+import zmq
 from pyvisa import constants as visa_constants
 from pyvisa.resources import MessageBasedResource
 
@@ -515,3 +518,158 @@ class SerialTransport(_ReconnectingTransport):
             return self._read_block_reply(message)
 
         return self._exchange(message, action)
+
+
+MAX_ZMQ_REPLY_BYTES = 64 * 1024 * 1024
+"""The largest reply a ZeroMQ instrument may send (ZMQ_MAXMSGSIZE): libzmq drops a peer that
+sends more before buffering it."""
+
+
+def split_zmq_resource(resource: str) -> tuple[str, str | None]:
+    """`tcp://host:port[,data=tcp://host:port]`: the command endpoint and the data
+    service's (None if not given)."""
+    main, _, rest = resource.partition(",")
+    data = rest.removeprefix("data=") if rest else None
+    for endpoint in (main, data):
+        if endpoint is not None and not endpoint.startswith("tcp://"):
+            raise ValueError(f"resource {resource!r}: {endpoint!r} is not a tcp:// endpoint")
+    return main, data
+
+
+class ZmqTransport:
+    """Request/reply over a ZeroMQ REQ socket (SCPI over ZeroMQ, as the ID Quantique Time
+    Controller speaks it): every request gets exactly one reply, so there is no framing and
+    no termination. The lazy-pirate pattern (ZeroMQ guide, ch. 4): a request unanswered
+    within the timeout closes the socket (linger 0, the request dropped) and makes it anew,
+    because a REQ socket that waits for a reply can send nothing else; the caller gets
+    InstrumentTimeout and the next request goes out on the fresh socket. Replies are bounded
+    by MAX_ZMQ_REPLY_BYTES."""
+
+    def __init__(
+        self,
+        instrument: str,
+        endpoint: str,
+        timeout_s: float = 2.0,
+        max_reply_bytes: int = MAX_ZMQ_REPLY_BYTES,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"{instrument}: timeout must be positive, got {timeout_s}")
+        if not endpoint.startswith("tcp://"):
+            raise ValueError(f"{instrument}: endpoint {endpoint!r} is not tcp://host:port")
+        self.instrument = instrument
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.max_reply_bytes = max_reply_bytes
+        self.reconnects = 0
+        self._lock = threading.Lock()
+        self._ctx: zmq.Context | None = None
+        self._sock: zmq.Socket | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None
+
+    def _new_socket(self) -> zmq.Socket:
+        assert self._ctx is not None
+        sock = self._ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_reply_bytes)
+        sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
+        sock.connect(self.endpoint)
+        return sock
+
+    def open(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                return
+            self._ctx = zmq.Context.instance()
+            try:
+                self._sock = self._new_socket()
+            except zmq.ZMQError as e:
+                raise InstrumentConnectionError(
+                    self.instrument, f"cannot connect to {self.endpoint}: {e}"
+                ) from e
+
+    def close(self) -> None:
+        with self._lock:
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                sock.close(linger=0)
+
+    def request(self, message: bytes, what: str) -> bytes:
+        """One request, its one reply (a single frame)."""
+        with self._lock:
+            if self._sock is None:
+                raise InstrumentConnectionError(
+                    self.instrument, f"not open (while sending {what!r})"
+                )
+            sock = self._sock
+            try:
+                sock.send(message)
+                if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    raise TimeoutError()
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except (TimeoutError, zmq.Again):
+                self._renew()
+                raise InstrumentTimeout(
+                    self.instrument, f"no reply to {what!r} within {self.timeout_s:g} s"
+                ) from None
+            except zmq.ZMQError as e:
+                self._renew()
+                raise InstrumentConnectionError(
+                    self.instrument, f"ZeroMQ error while sending {what!r}: {e}"
+                ) from e
+            if len(frames) != 1:
+                raise InstrumentReplyError(
+                    self.instrument, f"reply to {what!r} has {len(frames)} frames, not 1"
+                )
+            return bytes(frames[0])
+
+    def _renew(self) -> None:
+        """Lazy pirate: the REQ socket is stuck waiting; close it and make another."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock = self._new_socket()
+        self.reconnects += 1
+
+    def query(self, message: str) -> str:
+        reply = self.request(message.encode("ascii"), message)
+        try:
+            return reply.decode("ascii")
+        except UnicodeDecodeError:
+            raise InstrumentReplyError(
+                self.instrument, f"reply to {message!r} is not ASCII: {reply[:40]!r}"
+            ) from None
+
+    def write(self, message: str) -> None:
+        """A set: its reply must be empty (anything else, e.g. an inline error, raises)."""
+        reply = self.query(message)
+        if reply:
+            raise InstrumentReplyError(
+                self.instrument, f"{message!r} answered {reply[:80]!r} (expected nothing)"
+            )
+
+    def write_block(self, message: str, data: bytes) -> None:
+        reply = self.request(message.encode("ascii") + ieee_block(data), message)
+        if reply:
+            raise InstrumentReplyError(
+                self.instrument, f"{message!r} answered {reply[:80]!r} (expected nothing)"
+            )
+
+    def query_block(self, message: str) -> bytes:
+        """A reply that is one IEEE 488.2 definite-length block; its data."""
+        reply = self.request(message.encode("ascii"), message)
+        if reply[:1] != b"#" or not reply[1:2].isdigit() or reply[1:2] == b"0":
+            raise InstrumentReplyError(
+                self.instrument,
+                f"reply to {message!r} is not a definite-length block: {reply[:20]!r}",
+            )
+        digits = int(reply[1:2])
+        length_text = reply[2 : 2 + digits]
+        if not length_text.isdigit() or len(reply) != 2 + digits + int(length_text):
+            raise InstrumentReplyError(
+                self.instrument,
+                f"block reply to {message!r}: header {reply[: 2 + digits]!r} does not match "
+                f"its {len(reply)} bytes",
+            )
+        return reply[2 + digits :]

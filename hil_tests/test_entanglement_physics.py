@@ -82,7 +82,7 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     for node in ("A", "B"):
         calibrate_from_truth(data_dir, sim, node)
     daemons = {node: start_daemon(node) for node in ("A", "B")}
-    tagger = lab.make_driver("M", "tagger", resources)
+    tagger = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     stabiliser = lab.make_driver("M", "stabiliser", resources)
     sequence = Sequence(
         "entangle_zz",
@@ -150,7 +150,7 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
             pi_v = 1 / (2 * 100e-9 * truth["rabi_hz_per_v"])
             store.set_manual(node, "pi2_amplitude_v", pi_v / 2, "test: from the truth")
     daemons = {node: start_daemon(node) for node in ("A", "B")}
-    tagger = lab.make_driver("M", "tagger", resources)
+    tagger = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     attempt = EntanglementAttempt("barrett_kok", max_attempts=2**31)
     sequence = Sequence("bk_zz", (CRCheck(), WaitSync(), attempt, SpinInit(0), Readout()), 20)
     before = len(sim.heralds())

@@ -154,7 +154,7 @@ def test_attempt_loop_gives_up_after_max_attempts(open_driver, lab):
 def test_shared_sync_starts_both_nodes_together(lab, resources, sim):
     """AUTO: the midpoint's sync fires once both sequencers wait for it, not before."""
     seqs = [lab.make_driver(node, "seq", resources) for node in ("A", "B")]
-    tagger = lab.make_driver("M", "tagger", resources)
+    tagger = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     program = assemble("WAIT_SYNC 5s\nEVENT 1\nHALT")
     with seqs[0], seqs[1], tagger:
         tagger.set_sync_auto(True)

@@ -22,6 +22,7 @@ from sim_backends.control import ControlServer
 from sim_backends.control_keys import make_control_keys
 from sim_backends.device import Device
 from sim_backends.instruments.awg import SimAwg
+from sim_backends.instruments.herald_logic import SimHeraldLogic
 from sim_backends.instruments.laser import SimLaser
 from sim_backends.instruments.microwave import SimMicrowaveSource
 from sim_backends.instruments.sequencer import SimSequencer
@@ -32,7 +33,7 @@ from sim_backends.optics import TWO_PHOTON_DETECTORS
 from sim_backends.photonics import Midpoint, draw_midpoint_truth
 from sim_backends.physics import PLATFORMS, MicrowaveDrive, NodePhysics, draw_truth
 from sim_backends.register import QubitRegister
-from sim_backends.servers import PtyServer, TcpServer
+from sim_backends.servers import PtyServer, TcpServer, ZmqServer
 
 log = logging.getLogger("qnode.sim")
 
@@ -59,7 +60,7 @@ class SimLab:
         self.resource_map = resource_map
         self.devices: dict[str, Device] = {}
         self.nodes: dict[str, SimNode] = {}
-        self.servers: list[TcpServer | PtyServer] = []
+        self.servers: list[TcpServer | PtyServer | ZmqServer] = []
         self.midpoint: Midpoint | None = None
         self.midpoint_name = ""
         self.control: ControlServer | None = None
@@ -102,6 +103,8 @@ class SimLab:
                     device = SimSequencer(full, node, serial)
                 elif role == "time_tagger":
                     device = SimTimeController(full, rng, platform.dark_count_hz, serial)
+                elif role == "herald_logic":
+                    device = SimHeraldLogic(full, serial)
                 elif role == "laser":
                     lasers[inst_name] = SimLaserState()
                     device = SimLaser(full, lasers[inst_name], serial, "06-01")
@@ -133,6 +136,10 @@ class SimLab:
         if not taggers or f"{name}.{taggers[0]}" not in self.devices:
             return
         tagger = self.devices[f"{name}.{taggers[0]}"]
+        assert isinstance(tagger, SimTimeController)
+        heralds = [n for n, i in cfg["instruments"].items() if i["role"] == "herald_logic"]
+        herald_logic = self.devices.get(f"{name}.{heralds[0]}") if heralds else None
+        assert herald_logic is None or isinstance(herald_logic, SimHeraldLogic)
         detectors = detector_inputs(cfg.get("channels", {}).get("detectors", {}))
         platforms = {
             n: (c["platform"], c.get("collection", "free_space"))
@@ -146,11 +153,14 @@ class SimLab:
         stabiliser = self.devices.get(f"{name}.{stabilisers[0]}") if stabilisers else None
         if isinstance(stabiliser, SimPhaseStabiliser):
             stabiliser.residual_sigma_deg = truth.phase_noise_deg
-        self.midpoint = Midpoint(truth, tagger, detectors, rng, stabiliser, self.register)
+        self.midpoint = Midpoint(
+            truth, tagger, detectors, rng, stabiliser, self.register, herald_logic
+        )
         self.midpoint.connect_sync(
             [d for d in self.devices.values() if isinstance(d, SimSequencer)]
         )
-        tagger.midpoint = self.midpoint
+        if herald_logic is not None:
+            herald_logic.midpoint = self.midpoint
         self.midpoint_name = name
 
     def device(self, name: str) -> Device:
@@ -174,7 +184,13 @@ class SimLab:
     async def start(self) -> dict:
         for device in self.devices.values():
             serial_device = device.terminator != b"\n" or isinstance(device, SimSequencer)
-            server = PtyServer(device) if serial_device else TcpServer(device)
+            server: TcpServer | PtyServer | ZmqServer
+            if isinstance(device, SimTimeController):  # SCPI over ZeroMQ, as the real one
+                server = ZmqServer(device, data=device.next_tag_block)
+            elif serial_device:
+                server = PtyServer(device)
+            else:
+                server = TcpServer(device)
             await server.start()
             self.servers.append(server)
         key_dir = self.state_dir / "keys"

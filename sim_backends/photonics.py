@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from sim_backends import optics
+from sim_backends.instruments.herald_logic import OPEN_GATE_NS
 from sim_backends.optics import Detectors, NodeOptics
 
 LIFETIME_NS = {"nv": 12.0, "ion": 8.0}
@@ -111,9 +112,13 @@ class Midpoint:
         rng,
         stabiliser=None,
         register=None,
+        herald_logic=None,
     ) -> None:
         self.truth = truth
         self.tagger = tagger
+        self.herald_logic = herald_logic
+        """The herald logic (its own instrument, as the CPLD behind a real station's
+        detectors): it sees the detector pulses as the tagger does; None: no clicks recorded."""
         self.detectors = detectors
         self.polarisation = len(detectors) == 4
         self.rng = rng
@@ -230,7 +235,7 @@ class Midpoint:
     def _draw_one(self, key: tuple[int, int], names: list[str], waiting: dict) -> None:
         generation, attempt = key
         rho_a, rho_b = (waiting[n][0] for n in names[:2])
-        windows = self.tagger.herald_windows()
+        windows = self._herald_windows()
         clicks: list = []
         protocol = self._physics("single_click")
         heralding, phase_rad, locked = self._heralding(protocol, rho_a, rho_b, windows)
@@ -253,7 +258,7 @@ class Midpoint:
                 software=True,
             )
         end_of_window = max(start + length for start, length in windows)
-        self.tagger.record_clicks(generation, attempt, [*clicks, (0, 0, end_of_window)])
+        self._record_clicks(generation, attempt, [*clicks, (0, 0, end_of_window)])
         for name in names:
             future = waiting[name][1]
             if not future.done():
@@ -372,7 +377,7 @@ class Midpoint:
         heralding = phase_rad = locked = None
         if protocol is not None:
             heralding, phase_rad, locked = self._heralding(
-                protocol, rho_a, rho_b, self.tagger.herald_windows()
+                protocol, rho_a, rho_b, self._herald_windows()
             )
         if heralding is None or heralding.p_success <= 0:
             for name in names:
@@ -393,7 +398,7 @@ class Midpoint:
                 future = asyncio.get_running_loop().create_future()
                 self._settling[generation] = (names, before_pi, set(), future)
             clicks = self._clicks(heralding, outcome)
-            self.tagger.record_clicks(generation, attempts, clicks)
+            self._record_clicks(generation, attempts, clicks)
             self._log(
                 generation,
                 attempts,
@@ -410,6 +415,15 @@ class Midpoint:
             future = waiting[name][2]
             if not future.done():
                 future.set_result(result)
+
+    def _herald_windows(self) -> list[tuple[float, float]]:
+        if self.herald_logic is None:
+            return [OPEN_GATE_NS]
+        return self.herald_logic.herald_windows()
+
+    def _record_clicks(self, sync: int, attempt: int, clicks: list) -> None:
+        if self.herald_logic is not None:
+            self.herald_logic.record_clicks(sync, attempt, clicks)
 
     def _clicks(self, heralding, outcome: str) -> list:
         """The heralding clicks the tagger sees: (round, input, ns after the sync), from what

@@ -12,6 +12,10 @@ import contextlib
 import os
 import socket
 import tty
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
 
 from sim_backends.device import Device, LoggedCommand
 from sim_backends.framing import Framer, FramingError, Message
@@ -190,3 +194,147 @@ class PtyServer:
         self._out.clear()
         self.device.reset_state()
         self._send(BOOT_BANNER)
+
+
+MAX_ZMQ_REQUEST_BYTES = 4096
+"""A SCPI request longer than this is answered with an inline error (a reply to every
+request: REQ/REP would deadlock otherwise)."""
+MAX_ZMQ_FRAME_BYTES = 64 * 1024
+"""ZMQ_MAXMSGSIZE: libzmq drops a peer that sends more, before anything is buffered."""
+
+
+class ZmqServer:
+    """A device served as the ID Quantique Time Controller is: SCPI text over ZeroMQ, one
+    reply per request (an empty one to a set; errors inline), on 127.0.0.1.
+
+    The socket is a ROUTER speaking the REQ/REP envelope, so that a request the device
+    swallows (frozen, dropped) leaves the server free to answer the next one, from the same
+    client or from a new REQ socket the client made after its timeout (lazy pirate). A
+    `data` callable serves a second endpoint: any request is answered with its bytes (the
+    time tags' data service)."""
+
+    def __init__(self, device: Device, data: Callable[[], bytes] | None = None) -> None:
+        self.device = device
+        self.data = data
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.data_port = 0
+        self._ctx = zmq.asyncio.Context.instance()
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        device.on_drop.append(self.drop_connections)
+        device.on_unplug.append(self.unplug)
+        device.on_plug.append(self.plug)
+
+    @property
+    def resource(self) -> str:
+        main = f"tcp://{self.host}:{self.port}"
+        return f"{main},data=tcp://{self.host}:{self.data_port}" if self.data else main
+
+    async def start(self) -> None:
+        self.port = self._bind("scpi", self.port)
+        if self.data is not None:
+            self.data_port = self._bind("data", self.data_port)
+
+    def _bind(self, which: str, port: int) -> int:
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ZMQ_FRAME_BYTES)
+        if port:
+            sock.bind(f"tcp://{self.host}:{port}")
+        else:
+            port = sock.bind_to_random_port(f"tcp://{self.host}")
+        self._sockets[which] = sock
+        serve = self._serve_scpi if which == "scpi" else self._serve_data
+        self._tasks[which] = asyncio.get_running_loop().create_task(serve(sock))
+        return port
+
+    def _close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._tasks.clear()
+        self._sockets.clear()
+
+    async def stop(self) -> None:
+        self._close()
+
+    def drop_connections(self) -> None:
+        """Every connection closed (pending requests lost); the ports listen again at once,
+        as an instrument whose network stack restarted."""
+        self._close()
+        self.port = self._bind("scpi", self.port)
+        if self.data is not None:
+            self.data_port = self._bind("data", self.data_port)
+
+    def unplug(self) -> None:
+        self._close()
+
+    def plug(self) -> None:
+        if not self._sockets:
+            self.port = self._bind("scpi", self.port)
+            if self.data is not None:
+                self.data_port = self._bind("data", self.data_port)
+
+    @staticmethod
+    def _envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]] | None:
+        """(routing envelope incl. the empty delimiter, body frames) of a REQ's message."""
+        if b"" not in frames[1:]:
+            return None
+        cut = frames.index(b"", 1) + 1
+        return frames[:cut], frames[cut:]
+
+    async def _serve_scpi(self, sock: zmq.asyncio.Socket) -> None:
+        device = self.device
+        with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
+            while True:
+                frames = await sock.recv_multipart()
+                split = self._envelope(frames)
+                if split is None:
+                    continue  # not a REQ: nothing to answer to
+                envelope, body = split
+                reply = self._answer(body)
+                if reply is None:
+                    continue
+                if device.faults.garble_next > 0:
+                    device.faults.garble_next -= 1
+                    reply = garble(reply + b"\n", b"\n")[:-1] if reply else GARBLE
+                if device.faults.delay_s > 0:
+                    await asyncio.sleep(device.faults.delay_s)
+                await sock.send_multipart([*envelope, reply])
+
+    def _answer(self, body: list[bytes]) -> bytes | None:
+        """The reply to one request (None: the frozen device swallows it)."""
+        device = self.device
+        text = b"".join(body)
+        if device.faults.frozen:
+            device.log.append(LoggedCommand(0.0, f"(frozen, ignored) {text[:60]!r}", None))
+            return None
+        if len(body) != 1 or len(text) > MAX_ZMQ_REQUEST_BYTES:
+            why = f"Too much data: {len(text)} bytes in {len(body)} frames"
+            device.queue_error(-223, why)
+            limit = f"a request is one frame of at most {MAX_ZMQ_REQUEST_BYTES} bytes"
+            return f"SCPI_ERR_-223: {why} ({limit})".encode()
+        try:
+            command = text.decode("ascii").strip()
+        except UnicodeDecodeError:
+            device.queue_error(-101, "Invalid character: the request is not ASCII")
+            return b"SCPI_ERR_-101: Invalid character: the request is not ASCII"
+        reply = device.execute(Message(command, None)) if command else ""
+        if isinstance(reply, bytes):
+            return reply
+        return (reply or "").encode("latin-1")
+
+    async def _serve_data(self, sock: zmq.asyncio.Socket) -> None:
+        assert self.data is not None
+        with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
+            while True:
+                frames = await sock.recv_multipart()
+                split = self._envelope(frames)
+                if split is None:
+                    continue
+                envelope, _ = split
+                if self.device.faults.frozen:
+                    continue
+                await sock.send_multipart([*envelope, ieee_block(self.data())])

@@ -1,8 +1,8 @@
 """`qnode midpoint serve`: the midpoint station's controller.
 
-It owns the midpoint's instruments (the time tagger with its herald logic and sync output,
+It owns the midpoint's instruments (the time tagger, the herald logic with the sync output,
 the interferometer's phase stabiliser). A session, opened by the initiating node: arm the
-tagger, lock the interferometer (single-click), let the sync fire whenever both nodes wait
+herald logic, lock the interferometer (single-click), let the sync fire whenever both nodes wait
 for it; then read the clicks of each heralding attempt, classify them (herald_logic) and
 send each node of the session a herald message. The nodes connect DEALERs with their station
 key; a node is known by that key (never by its routing id), and the midpoint sends to the
@@ -48,7 +48,7 @@ from controller.midpoint.calibration import MidpointCalibration
 from controller.midpoint.faults import HeraldFaults
 from controller.midpoint.herald_logic import classify, missing_detectors
 from controller.midpoint.messages import CALIBRATION, MIDPOINT
-from drivers.protocols import PhaseStabiliser, TimeTagger
+from drivers.protocols import HeraldLogic, PhaseStabiliser, TimeTagger
 from qnode import __version__
 from qnode.errors import InstrumentError, QnodeError
 
@@ -118,6 +118,8 @@ class MidpointDaemon(StationServer):
         """The protocols this midpoint's detectors can herald."""
         tagger = next(iter(cfg.by_role("time_tagger")))
         self.tagger = lab.make_instrument(self.node, tagger, TimeTagger, resources)
+        herald = next(iter(cfg.by_role("herald_logic")))
+        self.herald = lab.make_instrument(self.node, herald, HeraldLogic, resources)
         stabilisers = list(cfg.by_role("phase_stabiliser"))
         self.stabiliser = (
             lab.make_instrument(self.node, stabilisers[0], PhaseStabiliser, resources)
@@ -179,7 +181,7 @@ class MidpointDaemon(StationServer):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _instruments(self) -> list:
-        return [d for d in (self.tagger, self.stabiliser) if d is not None]
+        return [d for d in (self.tagger, self.herald, self.stabiliser) if d is not None]
 
     def _open_instruments(self) -> None:
         try:
@@ -197,15 +199,13 @@ class MidpointDaemon(StationServer):
                 driver.close()
 
     def _safe_state(self) -> list[str]:
-        """Sync output off, tagger disarmed, interferometer unlocked; returns the problems."""
+        """Sync output off, herald logic and tagger disarmed, interferometer unlocked;
+        returns the problems."""
         problems = []
         for driver in self._instruments():
             try:
                 if not driver.is_open:
                     driver.open()
-                if driver is self.tagger:
-                    driver.set_sync_auto(False)
-                    driver.set_click_mode(False)
                 driver.safe_state()
             except Exception as e:
                 problems.append(f"{driver.name}: {e}")
@@ -410,17 +410,17 @@ class MidpointDaemon(StationServer):
         windows: list[tuple[float, float]],
     ) -> int:
         try:
-            self.tagger.set_sync_auto(False)
-            self.tagger.set_click_mode(software)
-            self.tagger.set_herald_windows(windows)
-            self.tagger.arm_clicks(True)  # and nothing from before the session
+            self.herald.set_sync_auto(False)
+            self.herald.set_click_mode(software)
+            self.herald.set_herald_windows(windows)
+            self.herald.arm_clicks(True)  # and nothing from before the session
             if protocol == "single_click" and self.stabiliser is not None:
                 if setpoint is None:
                     raise QnodeError("single-click needs the interferometer phase set point")
                 self.stabiliser.set_setpoint(setpoint)
                 self.stabiliser.set_lock(True)
-            base = self.tagger.sync_count()
-            self.tagger.set_sync_auto(True)
+            base = self.herald.sync_count()
+            self.herald.set_sync_auto(True)
             return base
         except Exception as e:
             self._enter_fault(f"arming for the session failed: {e}")
@@ -437,8 +437,8 @@ class MidpointDaemon(StationServer):
             for node in session.nodes:
                 await self._send(node, ended)
         try:
-            await self._in_worker(self.tagger.set_sync_auto, False)
-            await self._dispatch(session, await self._in_worker(self.tagger.read_clicks))
+            await self._in_worker(self.herald.set_sync_auto, False)
+            await self._dispatch(session, await self._in_worker(self.herald.read_clicks))
         except Exception as e:
             self._enter_fault(f"closing session {session.session}: {e}")
         problems = await self._in_worker(self._safe_state)
@@ -463,7 +463,7 @@ class MidpointDaemon(StationServer):
                 await self._end_session("the nodes fell silent")
                 continue
             try:
-                clicks = await self._in_worker(self.tagger.read_clicks)
+                clicks = await self._in_worker(self.herald.read_clicks)
                 if session.watch_lock and (
                     len(clicks) or time.monotonic() - session.lock_checked > LOCK_CHECK_S
                 ):
@@ -504,7 +504,7 @@ class MidpointDaemon(StationServer):
         """Pause the attempts, lock again at the set point (after a fresh connection if its
         state could not be read), resume; the last sync before."""
         assert self.stabiliser is not None
-        self.tagger.set_sync_auto(False)
+        self.herald.set_sync_auto(False)
         if reconnect:
             self.stabiliser.close()
             self.stabiliser.open()
@@ -514,8 +514,8 @@ class MidpointDaemon(StationServer):
         self.stabiliser.set_lock(True)
         if not self.stabiliser.locked():
             raise QnodeError("the interferometer lock was lost and does not lock again")
-        through = self.tagger.sync_count()
-        self.tagger.set_sync_auto(True)
+        through = self.herald.sync_count()
+        self.herald.set_sync_auto(True)
         return through
 
     async def _dispatch(self, session: MidpointSession, clicks: np.ndarray) -> None:

@@ -1,25 +1,86 @@
-"""Simulated LAN time controller: input counters and time tags (binary blocks)."""
+"""Simulated ID Quantique Time Controller (ID900/ID1000): SCPI over ZeroMQ, as the real one.
+
+Followed: ID Quantique, "Time Controller Series User Manual", section 9 (SCPI command
+reference: long/short forms, `INPUt#` suffixes, units such as `1000mV`, the time base TB =
+1 ps) and IDQ's Python examples (REQ socket to port 5555, one reply per request, errors
+inline in the reply, `INPUt#:COUNter:MODE CYCLe;INTEgration <ms>;RESEt`, `INPU#:COUNter?`,
+`RECord:DURation`/`RECord:PLAY`/`RECord:STOP`/`RECord:STAGe?`, `RAW#:SEND ON`).
+The timestamps leave on a separate data service (the real instrument streams them to IDQ's
+DataLink service); here a second socket answers `NEXT` with the next block of records
+(TAG_DTYPE, at most TAGS_PER_BLOCK). What a real unit has and qnode never uses (histograms,
+delays, combiners, generators) is not modelled.
+
+Counting, as the manual's CYCLe mode: each input integrates period after period and
+`INPU<n>:COUNter?` returns the count of the last completed period. The lab's time is
+virtual: a period is drawn when it is read, and reading an input already read in this
+period completes the next one, so reads of several inputs in a row see the same period (the
+same light, the same interferometer phase) as compound reads of a real unit do.
+"""
 
 from __future__ import annotations
 
+import re
+import time
 import zlib
 
 import numpy as np
 
-from qnode.records import CLICK_DTYPE, TAG_DTYPE
-from sim_backends.device import CommandError, Device, boolean, number
+from qnode.records import TAG_DTYPE
+from sim_backends.device import CommandError, Device, _compound
+from sim_backends.framing import Message
 
 MAX_TAGS = 5_000_000
-MAX_CLICKS = 1_000_000
-HERALD_WINDOW_SLOTS = (1, 2, 3, 4)
-MAX_WINDOW_NS = 100_000.0
-OPEN_GATE_NS = (0.0, 1000.0)
-"""With no window configured the herald logic counts every click in the first microsecond
-after a sync (a wide-open gate: dark counts over all of it)."""
+TAGS_PER_BLOCK = 65_536
+"""Records per data-service reply (1 MiB): a reply is bounded whatever was recorded."""
+INPUTS = (1, 2, 3, 4)
+INTEGRATION_MS = (1.0, 3_600_000.0)
+"""Counter integration time limits (ms)."""
+THRESHOLD_V = (-2.0, 2.0)
+DEFAULT_RECORD_S = 1.0
+MAX_RECORD_S = 3600.0
+
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z]*)\s*$")
+_PREFIX = {"": 1.0, "P": 1e-12, "N": 1e-9, "U": 1e-6, "M": 1e-3, "K": 1e3, "G": 1e9}
+_TIME_UNITS_S = {"S": 1.0, "MS": 1e-3, "US": 1e-6, "NS": 1e-9, "PS": 1e-12}
+
+
+def quantity(args: str, units: dict[str, float], default: float, what: str) -> float:
+    """A number with an optional unit (`1000mV`, `1 V`, `3000 GTB`), in the base unit; a unit
+    that is not one of `units` is refused (-131), never dropped."""
+    m = _QUANTITY.match(args)
+    if not m:
+        raise CommandError(-104, f"Data type error: {args[:30]!r} is not a {what}")
+    value, unit = float(m.group(1)), m.group(2).upper()
+    if not unit:
+        return value * default
+    if unit in units:
+        return value * units[unit]
+    raise CommandError(-131, f"Invalid suffix: {m.group(2)!r} for a {what}")
+
+
+def time_units() -> dict[str, float]:
+    """Seconds per unit: s, ms, us, ns, ps and the time base TB (1 ps) with a multiplier."""
+    units = dict(_TIME_UNITS_S)
+    for prefix, factor in _PREFIX.items():
+        units[prefix + "TB"] = factor * 1e-12
+    return units
+
+
+VOLT_UNITS = {"V": 1.0, "MV": 1e-3}
+
+
+def on_off(args: str) -> bool:
+    text = args.strip().upper()
+    if text in ("", "1", "ON"):  # the manual's default value of ENABle is ON
+        return True
+    if text in ("0", "OFF"):
+        return False
+    raise CommandError(-224, f"Illegal parameter value: {args[:30]!r} (ON or OFF)")
 
 
 class SimTimeController(Device):
     identity = "IDQ,ID1000,{serial},7.2-sim"
+    allow_blocks = False
 
     def __init__(
         self, name: str, rng: np.random.Generator, dark_count_hz: float, serial: int
@@ -30,108 +91,181 @@ class SimTimeController(Device):
         super().__init__(name)
 
     def setup(self) -> None:
-        self.add("INPut#:ENABle", lambda a, ch: self._enable(self._ch(ch), boolean(a)))
-        self.add("INPut#:ENABle?", lambda a, ch: "ON" if self.enabled[self._ch(ch)] else "OFF")
+        seconds = time_units()
+        self.add("INPUt#:ENABle", lambda a, ch: self._enable(self._ch(ch), on_off(a)))
+        self.add("INPUt#:ENABle?", lambda a, ch: "ON" if self.enabled[self._ch(ch)] else "OFF")
+        self.add("INPUt#:THREshold", lambda a, ch: self._set_threshold(self._ch(ch), a))
+        self.add("INPUt#:THREshold?", lambda a, ch: f"{self.threshold[self._ch(ch)]:.3f}V")
+        self.add("INPUt#:COUNter:MODE", lambda a, ch: self._set_mode(self._ch(ch), a))
+        self.add("INPUt#:COUNter:MODE?", lambda a, ch: self.counter_mode[self._ch(ch)])
         self.add(
-            "INPut#:THREshold",
-            lambda a, ch: self.threshold.__setitem__(self._ch(ch), number(a, -2, 2)),
+            "INPUt#:COUNter:INTEgration",
+            lambda a, ch: self._set_integration(
+                self._ch(ch), quantity(a, seconds, 1e-3, "time") * 1e3
+            ),
         )
-        self.add("INPut#:THREshold?", lambda a, ch: f"{self.threshold[self._ch(ch)]:.4f}")
-        self.add("INPut#:COUNter?", lambda a, ch: str(self._count(self._ch(ch))))
-        self.add("COUNter:INTegration", lambda a: self._set_integration(number(a, 1e-6, 3600)))
-        self.add("COUNter:INTegration?", lambda a: f"{self.integration_s:.9g}")
-        self.add("TAGS:ACQuire", lambda a: self._acquire(number(a, 1e-6, 3600)))
-        self.add("SYNC:MODE", lambda a: self._sync_mode(a))
-        self.add("SYNC:MODE?", lambda a: "AUTO" if self._sync().sync_auto else "OFF")
-        self.add("SYNC:FIRE", lambda a: self._sync().fire_sync())
-        self.add("SYNC:COUNt?", lambda a: str(self._sync().generation))
-        self.add("TAGS:STARt", lambda a: self._start())
-        self.add("TAGS:STOP", lambda a: self._stop())
-        self.add("TAGS:STATe?", lambda a: "ARMED" if self.armed else "IDLE")
-        self.add("TAGS:COUNt?", lambda a: str(len(self.tags)))
-        self.add("TAGS:DATA?", lambda a: self._drain())
-        self.add("CLICks:ARM", lambda a: self._arm_clicks(boolean(a)))
-        self.add("CLICks:ARM?", lambda a: "ON" if self.clicks_armed else "OFF")
-        self.add("CLICks:MODE", lambda a: self._click_mode(a))
-        self.add("CLICks:MODE?", lambda a: "SOFT" if self._sync().software else "HARD")
-        self.add("CLICks:COUNt?", lambda a: str(sum(len(c) for c in self._clicks)))
-        self.add("CLICks:DATA?", lambda a: self._drain_clicks())
-        self.add("CLICks:WINDow#", lambda a, n: self._set_window(self._slot(n), a))
         self.add(
-            "CLICks:WINDow#?", lambda a, n: "{:.3f},{:.3f}".format(*self.windows[self._slot(n)])
+            "INPUt#:COUNter:INTEgration?",
+            lambda a, ch: f"{self.integration_ms[self._ch(ch)]:.0f}",
         )
+        self.add("INPUt#:COUNter:RESEt", lambda a, ch: self._reset_counter(self._ch(ch)))
+        self.add("INPUt#:COUNter?", lambda a, ch: str(self._count(self._ch(ch))))
+        self.add("RAW#:SEND", lambda a, ch: self.raw_send.__setitem__(self._ch(ch), on_off(a)))
+        self.add("RAW#:SEND?", lambda a, ch: "ON" if self.raw_send[self._ch(ch)] else "OFF")
+        self.add(
+            "RECord:DURation",
+            lambda a: self._set_duration(quantity(a, seconds, 1e-12, "time")),
+        )
+        self.add("RECord:DURation?", lambda a: f"{round(self.record_s * 1e12)}TB")
+        self.add("RECord:PLAY", lambda a: self._play())
+        self.add("RECord:STOP", lambda a: self._stop())
+        self.add("RECord:STAGe?", lambda a: self._stage())
 
-    def _sync(self):
-        if getattr(self, "midpoint", None) is None:
-            raise CommandError(-241, "Hardware missing: no sync output wired")
-        return self.midpoint
+    # SCPI over ZeroMQ: one reply per request, errors inline ---------------------------------
+    def execute(self, message: Message) -> str | bytes | None:
+        """A compound message runs its commands in turn; a header without a leading colon
+        continues at the level of the one before (SCPI's relative paths:
+        `INPU1:COUN:MODE CYCL;INTE 100;RESE`). Query replies are joined by newlines, as IDQ's
+        examples read them (`answer.splitlines()`); the first error stops the message."""
+        parts = _compound(message.text) or [message.text]
+        replies, path = [], ""
+        for part in parts:
+            relative = not part.startswith((":", "*")) and path
+            full = path + part if relative else part.lstrip(":")
+            if not full.startswith("*"):
+                head = full.split(" ", 1)[0]
+                path = head[: head.rfind(":") + 1] if ":" in head else ""
+            before = len(self.errors)
+            reply = self._execute_one(Message(full, None))
+            if len(self.errors) > before:
+                return reply if isinstance(reply, str) else self._inline(*self.errors[-1])
+            if isinstance(reply, str) and reply:
+                replies.append(reply)
+        return "\n".join(replies)
 
-    def _sync_mode(self, args: str) -> None:
-        mode = args.strip().upper()
-        if mode not in ("AUTO", "OFF"):
-            raise CommandError(-224, f"Illegal parameter value: {mode} (AUTO or OFF)")
-        self._sync().set_sync_auto(mode == "AUTO")
+    def _inline(self, code: int, message: str) -> str:
+        return f"SCPI_ERR_{code}: {message}"
+
+    def error_reply(self, error: CommandError) -> str | None:
+        return self._inline(error.code, error.message)
+
+    def unknown_command(self, message: Message) -> str | None:
+        super().unknown_command(message)
+        return self._inline(*self.errors[-1])
+
+    # inputs -------------------------------------------------------------------------------
+    def _ch(self, ch: int) -> int:
+        if ch not in INPUTS:
+            raise CommandError(-114, f"Header suffix out of range: {ch} (1..4)")
+        return ch
 
     def _enable(self, ch: int, on: bool) -> None:
         self.enabled[ch] = on
-        self._period = {}
+        self._period.pop(ch, None)
 
-    def _set_integration(self, seconds: float) -> None:
-        self.integration_s = seconds
-        self._period = {}
+    def _set_threshold(self, ch: int, args: str) -> None:
+        volts = quantity(args, VOLT_UNITS, 1.0, "voltage")
+        if not THRESHOLD_V[0] <= volts <= THRESHOLD_V[1]:
+            raise CommandError(-222, f"Data out of range: {volts:g} V ({THRESHOLD_V} V)")
+        self.threshold[ch] = volts
 
-    def _slot(self, n: int) -> int:
-        if n not in HERALD_WINDOW_SLOTS:
-            raise CommandError(-114, f"Header suffix out of range: {n}")
-        return n
+    def _set_mode(self, ch: int, args: str) -> None:
+        mode = args.strip().upper()
+        for full, short in (("CYCLE", "CYCL"), ("ACCUMULATE", "ACCU")):
+            if mode in (full, short) or (mode.startswith(short) and full.startswith(mode)):
+                self.counter_mode[ch] = short
+                self._reset_counter(ch)
+                return
+        raise CommandError(-224, f"Illegal parameter value: {args[:30]!r} (CYCLe or ACCUm)")
 
-    def _set_window(self, slot: int, args: str) -> None:
-        """`CLIC:WIND<n> <start ns>,<length ns>`: a click counts toward a herald when its delay
-        after the sync lies in any window; length 0 switches the slot off."""
-        parts = args.split(",")
-        if len(parts) != 2:
-            raise CommandError(-109, "Missing parameter: CLIC:WIND<n> <start ns>,<length ns>")
-        start = number(parts[0], 0.0, MAX_WINDOW_NS)
-        length = number(parts[1], 0.0, MAX_WINDOW_NS)
-        self.windows[slot] = (start, length)
+    def _set_integration(self, ch: int, ms: float) -> None:
+        if not (INTEGRATION_MS[0] <= ms <= INTEGRATION_MS[1]):
+            raise CommandError(-222, f"Data out of range: {ms:g} ms {INTEGRATION_MS}")
+        self.integration_ms[ch] = ms
+        self._reset_counter(ch)
 
-    def herald_windows(self) -> list[tuple[float, float]]:
-        """The windows the herald logic counts clicks in (the open gate if none is set)."""
-        on = [w for w in self.windows.values() if w[1] > 0]
-        return on or [OPEN_GATE_NS]
-
-    def _ch(self, ch: int) -> int:
-        if ch not in (1, 2, 3, 4):
-            raise CommandError(-114, f"Header suffix out of range: {ch}")
-        return ch
+    def _reset_counter(self, ch: int) -> None:
+        self._period.pop(ch, None)
+        self._accumulated[ch] = 0
 
     def reset_state(self) -> None:
-        self.enabled = {ch: False for ch in (1, 2, 3, 4)}
-        self.threshold = {ch: 0.0 for ch in (1, 2, 3, 4)}
-        self.integration_s = 0.1
+        self.enabled = {ch: False for ch in INPUTS}
+        self.threshold = {ch: 0.0 for ch in INPUTS}
+        self.counter_mode = {ch: "CYCL" for ch in INPUTS}
+        self.integration_ms = {ch: 100.0 for ch in INPUTS}
+        self.raw_send = {ch: False for ch in INPUTS}
+        self.record_s = DEFAULT_RECORD_S
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self.last_block_crc32: int | None = None
-        self.armed = False
+        self._crc = 0
+        self.recording = False
+        self._record_started = 0.0
         self._photons: list[np.ndarray] = []
         self._sync_trains: list[tuple[float, float, int]] = []  # (t0 ns, period ns, count)
         self._syncs: list[np.ndarray] = []
         self.detector_dark_hz: dict[int, float] = {}  # set by the lab for the midpoint
         self.light_rates = None
         """seconds -> {input: mean rate of light reaching it over a count} (the midpoint's)"""
-        self._clicks: list[np.ndarray] = []
-        self.clicks_lost = 0
-        self.clicks_armed = False
-        self.windows = {n: (0.0, 0.0) for n in HERALD_WINDOW_SLOTS}
         self._period: dict[int, int] = {}
+        self._period_light: dict[float, dict[int, float]] = {}
+        self._accumulated = {ch: 0 for ch in INPUTS}
 
     def _dark_rate(self, ch: int) -> float:
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
 
-    # armed acquisition: photons and syncs arrive from the physics ----------------------------
-    def _start(self) -> None:
+    # counting ---------------------------------------------------------------------------------
+    def _count(self, ch: int) -> int:
+        """CYCLe: the last completed period's count (see the module's docstring); ACCUm: the
+        sum of every period since the last reset."""
+        if ch in self._period:  # read already: the next period completes
+            self._period = {}
+            self._period_light = {}
+        if ch not in self._period:
+            seconds = self.integration_ms[ch] * 1e-3
+            light = self._period_light.get(seconds)
+            if light is None:
+                light = self.light_rates(seconds) if self.light_rates else {}
+                self._period_light[seconds] = light
+            rate = self._dark_rate(ch) + light.get(ch, 0.0)
+            drawn = int(self.rng.poisson(rate * seconds)) if self.enabled[ch] else 0
+            self._period[ch] = drawn
+            self._accumulated[ch] += drawn
+        if self.counter_mode[ch] == "ACCU":
+            return self._accumulated[ch]
+        return self._period[ch]
+
+    # time tags: RECord and RAW, photons and syncs from the physics -----------------------------
+    @property
+    def armed(self) -> bool:
+        """A recording is playing (the midpoint's physics records syncs and photons)."""
+        self._finish_if_elapsed()
+        return self.recording
+
+    def _set_duration(self, seconds: float) -> None:
+        if not (0 < seconds <= MAX_RECORD_S):
+            raise CommandError(-222, f"Data out of range: {seconds:g} s (0..{MAX_RECORD_S:g} s)")
+        self.record_s = seconds
+
+    def _play(self) -> None:
+        if not any(self.raw_send.values()):
+            raise CommandError(-221, "Settings conflict: no RAW<n>:SEND ON, nothing to record")
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self._photons, self._sync_trains, self._syncs = [], [], []
-        self.armed = True
+        self._crc = 0
+        self.recording = True
+        self._record_started = time.monotonic()
+
+    def _stage(self) -> str:
+        self._finish_if_elapsed()
+        return "PLAYING" if self.recording else "STOPPED"
+
+    def _finish_if_elapsed(self) -> None:
+        if self.recording and time.monotonic() - self._record_started >= self.record_s:
+            self._finish(self.record_s)
+
+    def _stop(self) -> None:
+        if self.recording:
+            self._finish(min(time.monotonic() - self._record_started, self.record_s))
 
     def record_syncs(self, times_ns: np.ndarray) -> None:
         self._syncs.append(np.asarray(times_ns, dtype=float))
@@ -139,49 +273,21 @@ class SimTimeController(Device):
     def record_sync_train(self, t0_ns: float, period_ns: float, n: int) -> None:
         self._sync_trains.append((float(t0_ns), float(period_ns), int(n)))
 
-    def record_clicks(self, sync: int, attempt: int, clicks: list[tuple[int, int, float]]) -> None:
-        """The clicks (round, input, ns after the excitation) of one attempt's windows."""
-        enabled = [(r, c, d) for r, c, d in clicks if c == 0 or self.enabled.get(c)]
-        if not self.clicks_armed or not enabled:
-            return
-        if sum(len(c) for c in self._clicks) >= MAX_CLICKS:
-            self.clicks_lost += len(enabled)  # the FIFO is full: the oldest are kept
-            return
-        part = np.zeros(len(enabled), dtype=CLICK_DTYPE)
-        part["sync"], part["attempt"] = sync, attempt
-        part["round"] = [r for r, _, _ in enabled]
-        part["channel"] = [c for _, c, _ in enabled]
-        part["delay_ps"] = [round(d * 1e3) for _, _, d in enabled]
-        self._clicks.append(part)
-
-    def _click_mode(self, args: str) -> None:
-        """HARD: the herald line fires the sequencers, only heralding attempts' clicks are
-        recorded; SOFT: every attempt is stepped and its window's end recorded (input 0)."""
-        mode = args.strip().upper()
-        if mode not in ("HARD", "SOFT"):
-            raise CommandError(-224, f"Illegal parameter value: {mode} (HARD or SOFT)")
-        self._sync().software = mode == "SOFT"
-
-    def _arm_clicks(self, on: bool) -> None:
-        """The herald logic records clicks (independent of a tag acquisition)."""
-        self.clicks_armed = on
-        if on:
-            self._clicks = []
-
-    def _drain_clicks(self) -> bytes:
-        parts, self._clicks = self._clicks, []
-        return np.concatenate(parts).tobytes() if parts else b""
-
     def record_photons(self, times_ns: np.ndarray, delays_ns: np.ndarray, channels) -> None:
         part = np.zeros(len(times_ns), dtype=[("t", "f8"), ("d", "f8"), ("c", "u2")])
         part["t"], part["d"], part["c"] = times_ns, delays_ns, channels
-        self._photons.append(part[np.isin(part["c"], [c for c, on in self.enabled.items() if on])])
+        self._photons.append(part[np.isin(part["c"], self._sending())])
 
-    def _stop(self) -> None:
-        """Disarm; the tags are the photons plus dark counts over the span the syncs cover."""
-        if not self.armed:
+    def _sending(self) -> list[int]:
+        return [c for c in INPUTS if self.enabled[c] and self.raw_send[c]]
+
+    def _finish(self, seconds: float) -> None:
+        """The recording ends: with syncs, the tags are the photons plus dark counts over the
+        span the syncs cover; without, dark counts over the recording's time."""
+        self.recording = False
+        if not self._syncs and not self._sync_trains:
+            self._dark_only(seconds)
             return
-        self.armed = False
         starts = [t for t, _, _ in self._sync_trains] + [float(a[0]) for a in self._syncs if len(a)]
         ends = [t + p * n for t, p, n in self._sync_trains] + [
             float(a[-1]) for a in self._syncs if len(a)
@@ -196,9 +302,7 @@ class SimTimeController(Device):
             return
         t_begin, t_end = min(starts), max(ends)
         dark_parts = []
-        for ch, on in self.enabled.items():
-            if not on:
-                continue
+        for ch in self._sending():
             n = min(int(self.rng.poisson(self._dark_rate(ch) * (t_end - t_begin) * 1e-9)), MAX_TAGS)
             t = self.rng.uniform(t_begin, t_end, n)
             dark = np.zeros(n, dtype=photons.dtype)
@@ -211,6 +315,17 @@ class SimTimeController(Device):
         tags["delay_ps"] = np.rint(everything["d"] * 1e3).astype(np.int64)
         tags["channel"] = everything["c"]
         self.tags = tags[:MAX_TAGS]
+
+    def _dark_only(self, seconds: float) -> None:
+        parts = []
+        for ch in self._sending():
+            n = min(int(self.rng.poisson(self._dark_rate(ch) * seconds)), MAX_TAGS)
+            t = self.rng.integers(0, max(int(seconds * 1e12), 1), size=n, dtype=np.int64)
+            tags = np.zeros(n, dtype=TAG_DTYPE)
+            tags["time_ps"], tags["delay_ps"], tags["channel"] = t, t, ch  # no sync: since start
+            parts.append(tags)
+        tags = np.concatenate(parts) if parts else np.zeros(0, dtype=TAG_DTYPE)
+        self.tags = np.sort(tags, order="time_ps")[:MAX_TAGS]
 
     def _since_sync(self, t: np.ndarray) -> np.ndarray:
         """Time since the latest sync before each t (ns), over single syncs and periodic
@@ -231,51 +346,26 @@ class SimTimeController(Device):
             latest = np.maximum(latest, in_train)
         return np.where(np.isfinite(latest), t - latest, 0.0)
 
-    def _count(self, ch: int) -> int:
-        """The inputs count together over one integration period: reading an input already
-        read in this period starts the next one, so reads of different inputs in a row see
-        the same light (the same interferometer phase)."""
-        if ch in self._period:
-            self._period = {}
-        if not self._period:
-            light = self.light_rates(self.integration_s) if self.light_rates else {}
-            self._period = {
-                c: int(
-                    self.rng.poisson((self._dark_rate(c) + light.get(c, 0.0)) * self.integration_s)
-                )
-                if on
-                else 0
-                for c, on in self.enabled.items()
-            }
-        return self._period[ch]
-
-    def _acquire(self, seconds: float) -> None:
-        """Dark counts on the enabled inputs over `seconds` of virtual time."""
-        parts = []
-        for ch, on in self.enabled.items():
-            if not on:
-                continue
-            n = min(int(self.rng.poisson(self._dark_rate(ch) * seconds)), MAX_TAGS)
-            t = self.rng.integers(0, int(seconds * 1e12), size=n, dtype=np.int64)
-            tags = np.zeros(n, dtype=TAG_DTYPE)
-            tags["time_ps"], tags["delay_ps"], tags["channel"] = t, t, ch  # no sync: since start
-            parts.append(tags)
-        tags = np.concatenate(parts) if parts else np.zeros(0, dtype=TAG_DTYPE)
-        self.tags = np.sort(tags, order="time_ps")
-
-    def _drain(self) -> bytes:
-        data, self.tags = self.tags.tobytes(), np.zeros(0, dtype=TAG_DTYPE)
-        self.last_block_crc32 = zlib.crc32(data)
+    def next_tag_block(self) -> bytes:
+        """The data service: the next records of a finished recording (none while playing,
+        an empty block once drained)."""
+        self._finish_if_elapsed()
+        if self.recording:
+            return b""
+        block, self.tags = self.tags[:TAGS_PER_BLOCK], self.tags[TAGS_PER_BLOCK:]
+        data = block.tobytes()
+        self._crc = zlib.crc32(data, self._crc)
+        if not data:
+            self.last_block_crc32 = self._crc
         return data
 
     def state(self) -> dict:
         return {
             "enabled": {str(k): v for k, v in self.enabled.items()},
+            "threshold_v": {str(k): v for k, v in self.threshold.items()},
+            "integration_ms": {str(k): v for k, v in self.integration_ms.items()},
+            "counter_mode": {str(k): v for k, v in self.counter_mode.items()},
             "tags_pending": len(self.tags),
-            "armed": self.armed,
+            "armed": self.recording,
             "last_block_crc32": self.last_block_crc32,
-            "clicks_armed": self.clicks_armed,
-            "clicks_pending": sum(len(c) for c in self._clicks),
-            "clicks_lost": self.clicks_lost,
-            "herald_windows": [list(w) for w in self.herald_windows()],
         }
