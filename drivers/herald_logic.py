@@ -5,6 +5,8 @@ vendor; docs/instruments.md "Herald logic"): SCPI over TCP with an error queue.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from drivers.base import Health
@@ -20,7 +22,7 @@ class HeraldLogic(ScpiDriver):
     FAMILY = "qnode herald logic (CPLD/FPGA firmware contract, docs/instruments.md)"
     TRANSPORT = "tcp"
     COMPOUND = True
-    RANGES: dict[str, tuple[float, float]] = {}
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def set_sync_auto(self, on: bool) -> None:
         """AUTO: the sync output fires once every node waits for it (their loops start

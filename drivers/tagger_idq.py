@@ -43,6 +43,7 @@ class TimeController(Driver):
     RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
 
     _data: ZmqTransport | None = None
+    """The data service's connection, made at the first read of time tags."""
 
     # the wire ---------------------------------------------------------------------------------
     def _ask(self, command: str) -> str:
@@ -159,12 +160,13 @@ class TimeController(Driver):
             self._raw_send(False)
 
     def _data_service(self) -> ZmqTransport:
-        _, endpoint = split_zmq_resource(self.resource)
-        if endpoint is None:
-            raise InstrumentConnectionError(
-                self.name, f"resource {self.resource!r} names no data service (,data=tcp://...)"
-            )
         if self._data is None:
+            _, endpoint = split_zmq_resource(self.resource)
+            if endpoint is None:
+                raise InstrumentConnectionError(
+                    self.name,
+                    f"resource {self.resource!r} names no data service (,data=tcp://...)",
+                )
             self._data = ZmqTransport(f"{self.name} data", endpoint, self.timeout_s)
             self._data.open()
         return self._data

@@ -13,6 +13,7 @@ two:
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -564,6 +565,8 @@ class ZmqTransport:
         self._lock = threading.Lock()
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._connected_before = False
 
     @property
     def is_open(self) -> bool:
@@ -575,8 +578,33 @@ class ZmqTransport:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_reply_bytes)
         sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
+        # libzmq reconnects a lost TCP connection by itself: its monitor tells us it did
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self._connected_before = False
         sock.connect(self.endpoint)
         return sock
+
+    def _close_socket(self) -> None:
+        sock, monitor, self._sock, self._monitor = self._sock, self._monitor, None, None
+        if sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            sock.close(linger=0)
+        if monitor is not None:
+            monitor.close(linger=0)
+
+    def _count_reconnects(self) -> None:
+        """Connections made since the last look, beyond the socket's first: reconnects (the
+        instrument's end was closed; what it held may be gone)."""
+        monitor = self._monitor
+        if monitor is None:
+            return
+        while monitor.poll(0):
+            with contextlib.suppress(zmq.ZMQError):
+                monitor.recv_multipart(zmq.NOBLOCK)
+            if self._connected_before:
+                self.reconnects += 1
+            self._connected_before = True
 
     def open(self) -> None:
         with self._lock:
@@ -592,9 +620,7 @@ class ZmqTransport:
 
     def close(self) -> None:
         with self._lock:
-            sock, self._sock = self._sock, None
-            if sock is not None:
-                sock.close(linger=0)
+            self._close_socket()
 
     def request(self, message: bytes, what: str) -> bytes:
         """One request, its one reply (a single frame)."""
@@ -619,6 +645,7 @@ class ZmqTransport:
                 raise InstrumentConnectionError(
                     self.instrument, f"ZeroMQ error while sending {what!r}: {e}"
                 ) from e
+            self._count_reconnects()
             if len(frames) != 1:
                 raise InstrumentReplyError(
                     self.instrument, f"reply to {what!r} has {len(frames)} frames, not 1"
@@ -627,8 +654,7 @@ class ZmqTransport:
 
     def _renew(self) -> None:
         """Lazy pirate: the REQ socket is stuck waiting; close it and make another."""
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        self._close_socket()
         self._sock = self._new_socket()
         self.reconnects += 1
 

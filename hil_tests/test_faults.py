@@ -6,8 +6,16 @@ import pytest
 
 from qnode.errors import InstrumentReplyError, InstrumentTimeout
 
-ROLES = ["microwave_source", "awg", "sequencer", "time_tagger", "laser", "phase_stabiliser"]
-TCP_ROLES = ["microwave_source", "awg", "time_tagger"]
+ROLES = [
+    "microwave_source",
+    "awg",
+    "sequencer",
+    "time_tagger",
+    "herald_logic",
+    "laser",
+    "phase_stabiliser",
+]
+TCP_ROLES = ["microwave_source", "awg", "time_tagger", "herald_logic"]  # the tagger: ZeroMQ
 SERIAL_ROLES = ["sequencer", "laser", "phase_stabiliser"]
 
 
@@ -22,6 +30,8 @@ def probe(driver):
             return driver.program_size()
         case "time_tagger":
             return driver.threshold(1)
+        case "herald_logic":
+            return driver.sync_count()
         case "laser":
             return driver.power()
         case "phase_stabiliser":
@@ -129,6 +139,7 @@ def test_every_driver_offers_its_roles_capability():
         "awg": protocols.WaveformGenerator,
         "sequencer": protocols.RealTimeSequencer,
         "time_tagger": protocols.TimeTagger,
+        "herald_logic": protocols.HeraldLogic,
         "laser": protocols.Laser,
         "phase_stabiliser": protocols.PhaseStabiliser,
     }

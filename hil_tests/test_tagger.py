@@ -1,11 +1,16 @@
-"""Time controller: inputs, limits, and time tags as binary blocks."""
+"""The time tagger as the ID Quantique Time Controller: SCPI over ZeroMQ (REQ/REP, errors
+inline), per-input counters, thresholds with units, time tags through the data service, and
+the lazy-pirate recovery from a frozen instrument."""
 
+import time
 import zlib
 
 import numpy as np
 import pytest
+import zmq
 
-from qnode.errors import LimitError
+from drivers.transport import split_zmq_resource
+from qnode.errors import InstrumentReportedError, InstrumentTimeout, LimitError
 
 
 def test_threshold_and_enable_round_trip(open_driver):
@@ -22,30 +27,119 @@ def test_threshold_limit(open_driver, nothing_reaches):
         tagger.set_threshold(1, 1.9)
 
 
-def test_time_tags_arrive_as_an_intact_block(open_driver, maybe_sim):
+def test_threshold_units_are_applied_never_dropped(open_driver, maybe_sim):
+    """The manual: `INPUt1:THREshold 1` equals `1000mV` and `1V`; a unit after a space counts
+    too, and a unit that is no voltage is refused inline, leaving the threshold as it was."""
+    tagger = open_driver("time_tagger")
+    for text, volts in (("250mV", 0.25), ("-0.5 V", -0.5), ("300 mV", 0.3)):
+        assert tagger.transport.query(f"INPU3:THRE {text}") == ""
+        assert tagger.threshold(3) == pytest.approx(volts)
+    reply = tagger.transport.query("INPU3:THRE 1 mW")
+    assert reply.startswith("SCPI_ERR_") and "mW" in reply
+    assert tagger.threshold(3) == pytest.approx(0.3)
+    if maybe_sim:
+        assert maybe_sim.state(tagger.name)["threshold_v"]["3"] == pytest.approx(0.3)
+
+
+def test_each_input_integrates_over_its_own_time(open_driver, maybe_sim):
+    tagger = open_driver("time_tagger")
+    tagger.set_integration(0.2)
+    tagger.set_integration(0.05, channel=2)
+    assert tagger.integration(1) == pytest.approx(0.2)
+    assert tagger.integration(2) == pytest.approx(0.05)
+    if maybe_sim:
+        state = maybe_sim.state(tagger.name)
+        assert state["integration_ms"] == {"1": 200.0, "2": 50.0, "3": 200.0, "4": 200.0}
+        assert set(state["counter_mode"].values()) == {"CYCL"}
+
+
+def test_counts_on_enabled_inputs_only(open_driver, maybe_sim):
+    tagger = open_driver("time_tagger", "M")
+    tagger.set_enabled(1, True)
+    tagger.set_enabled(4, False)
+    tagger.set_integration(1.0)
+    assert tagger.count(4) == 0  # a disabled input counts nothing
+    together = tagger.counts([1, 4])
+    assert together[4] == 0 and together[1] >= 0
+    if maybe_sim:  # a second of the detector's dark counts (tens to hundreds per second)
+        assert sum(tagger.count(1) for _ in range(5)) > 0
+
+
+def test_a_bad_command_is_answered_inline_and_the_next_one_works(open_driver, maybe_sim):
+    """REQ/REP: every request gets exactly one reply, an error too (else the socket would be
+    stuck); the error names the header."""
+    tagger = open_driver("time_tagger")
+    reply = tagger.transport.query("INPU1:BOGUS?")
+    assert reply.startswith("SCPI_ERR_-113") and "INPU1:BOGUS?" in reply
+    with pytest.raises(InstrumentReportedError, match=r"INPU9:ENAB ON.*suffix out of range"):
+        tagger._set("INPU9:ENAB ON")  # set_enabled refuses input 9 before sending
+    assert tagger.identity().startswith("IDQ")
+
+
+def test_an_oversized_request_gets_an_error_not_silence(open_driver):
+    tagger = open_driver("time_tagger")
+    reply = tagger.transport.query("INPU1:ENAB " + "O" * 5000)
+    assert reply.startswith("SCPI_ERR_-223") and "Too much data" in reply
+    assert tagger.enabled(1) in (True, False)
+
+
+def test_a_multipart_request_gets_an_error(open_driver):
+    tagger = open_driver("time_tagger")
+    endpoint, _ = split_zmq_resource(tagger.resource)
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    try:
+        sock.rcvtimeo = sock.sndtimeo = 2000
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        sock.send_multipart([b"*IDN?", b"*IDN?"])
+        assert sock.recv().startswith(b"SCPI_ERR_-223")
+    finally:
+        sock.close(linger=0)
+
+
+def test_frozen_instrument_times_out_and_a_new_req_socket_recovers(open_driver, sim):
+    tagger = open_driver("time_tagger")
+    tagger.set_threshold(1, 0.1)
+    before = tagger.transport.reconnects
+    sim.fault(tagger.name, "freeze")
+    started = time.monotonic()
+    with pytest.raises(InstrumentTimeout, match="no reply"):
+        tagger.threshold(1)
+    assert time.monotonic() - started < tagger.timeout_s + 1.0
+    # the stuck REQ socket is gone: the next request goes out on a fresh one
+    assert tagger.transport.reconnects == before + 1
+    sim.fault(tagger.name, "unfreeze")
+    assert tagger.threshold(1) == pytest.approx(0.1)
+
+
+def test_time_tags_arrive_through_the_data_service(open_driver, maybe_sim):
     tagger = open_driver("time_tagger")
     for channel in (1, 2):
         tagger.set_enabled(channel, True)
-    seconds = tagger.limits["acquisition_s"][1]
+    seconds = 0.3
+    started = time.monotonic()
     tags = tagger.acquire_tags(seconds)
-    assert tags.size > 0
+    assert time.monotonic() - started >= seconds  # recorded for its duration
     assert np.all(np.diff(tags["time_ps"]) >= 0)
     assert set(np.unique(tags["channel"])) <= {1, 2}
-    assert tags["time_ps"].max() < seconds * 1e12
+    assert tags.size == 0 or tags["time_ps"].max() < seconds * 1e12
     if maybe_sim:
         assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())
+        assert maybe_sim.state(tagger.name)["armed"] is False
 
 
-def test_herald_windows_reach_the_herald_logic(open_driver, maybe_sim, nothing_reaches):
+def test_time_tags_of_a_long_dark_recording(open_driver, maybe_sim):
+    """Many records come in several bounded blocks and arrive whole."""
     tagger = open_driver("time_tagger", "M")
-    tagger.set_herald_windows([(52.5, 27.6), (71.0, 27.6)])
+    for channel in (1, 2):
+        tagger.set_enabled(channel, True)
     if maybe_sim:
-        assert maybe_sim.state(tagger.name)["herald_windows"] == [[52.5, 27.6], [71.0, 27.6]]
-    assert tagger.error_list() == []
-    with nothing_reaches(tagger), pytest.raises(ValueError, match=r"length 0\.0 ns"):
-        tagger.set_herald_windows([(50.0, 0.0)])
-    with nothing_reaches(tagger), pytest.raises(ValueError, match="5 herald windows"):
-        tagger.set_herald_windows([(50.0, 10.0)] * 5)
-    tagger.set_herald_windows([])
-    if maybe_sim:  # every slot off: the open gate
-        assert maybe_sim.state(tagger.name)["herald_windows"] == [[0.0, 1000.0]]
+        maybe_sim.scale_dark_counts("M", 1e4)
+    try:
+        tags = tagger.acquire_tags(1.0)
+    finally:
+        if maybe_sim:
+            maybe_sim.scale_dark_counts("M", 1.0)
+    if maybe_sim:
+        assert tags.size > 65_536  # more than one block of the data service
+        assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())

@@ -1,0 +1,181 @@
+"""Wire transcripts of the ID Quantique Time Controller driver: each request message and the
+reply it parses, no simulator. Over ZeroMQ a message is a frame: no terminations, and a set
+is answered with an empty frame (hil_tests/transcript.py with WRITE/READ_TERMINATION "").
+
+Spellings: ID Quantique, "Time Controller Series User Manual", section 9 (SCPI command
+reference), and IDQ's Python examples (`INPU<n>:COUN:MODE CYCL;INTE <ms>;RESE`,
+`INPU<n>:COUN?` read in one compound message, `RAW<n>:SEND ON`, `REC:DUR <ps>`, `REC:PLAY`,
+`REC:STAG?`, errors inline as `SCPI_ERR_...`). The data service's `NEXT` is qnode's stand-in
+for IDQ's DataLink stream (docs/instruments.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers.tagger_idq import OPEN_ENDED_RECORD_PS, TimeController
+from drivers.transport import ieee_block
+from hil_tests.transcript import TranscriptTransport, expected_protocol
+from qnode.errors import InstrumentReplyError, InstrumentReportedError, LimitError
+from qnode.records import TAG_DTYPE
+
+RAW_ON = (b"RAW1:SEND ON;:RAW2:SEND ON;:RAW3:SEND ON;:RAW4:SEND ON", b"")
+RAW_OFF = (b"RAW1:SEND OFF;:RAW2:SEND OFF;:RAW3:SEND OFF;:RAW4:SEND OFF", b"")
+
+
+def tags(*rows: tuple[int, int, int]) -> np.ndarray:
+    out = np.zeros(len(rows), dtype=TAG_DTYPE)
+    for k, (time_ps, delay_ps, channel) in enumerate(rows):
+        out[k] = (time_ps, delay_ps, channel)
+    return out
+
+
+def with_data_service(driver: TimeController, steps) -> TranscriptTransport:
+    """The data service on a transcript of its own (NEXT -> a block, until an empty one)."""
+    data = TranscriptTransport("data service", steps, "", "")
+    driver._data = data  # type: ignore[assignment]
+    return data
+
+
+def test_identity():
+    with expected_protocol(TimeController, [(b"*IDN?", b"IDQ,ID1000,1234,7.2.1")]) as tc:
+        assert tc.identity() == "IDQ ID1000 SN 1234 FW 7.2.1"
+
+
+def test_enable_and_read_back():
+    steps = [(b"INPU1:ENAB ON", b""), (b"INPU3:ENAB OFF", b""), (b"INPU3:ENAB?", b"OFF")]
+    with expected_protocol(TimeController, steps) as tc:
+        tc.set_enabled(1, True)
+        tc.set_enabled(3, False)
+        assert tc.enabled(3) is False
+
+
+def test_threshold_with_its_unit_both_ways():
+    steps = [
+        (b"INPU2:THRE -0.250V", b""),
+        (b"INPU2:THRE?", b"-0.250V"),
+        (b"INPU2:THRE?", b"-0.25"),  # a firmware that answers without the unit
+    ]
+    with expected_protocol(TimeController, steps) as tc:
+        tc.set_threshold(2, -0.25)
+        assert tc.threshold(2) == pytest.approx(-0.25)
+        assert tc.threshold(2) == pytest.approx(-0.25)
+
+
+def test_threshold_beyond_the_lab_limit_sends_nothing():
+    limits = {"threshold_v": (-1.0, 1.0), "acquisition_s": (1e-6, 10.0)}
+    with expected_protocol(TimeController, [], limits=limits) as tc:
+        with pytest.raises(LimitError, match="threshold_v"):
+            tc.set_threshold(1, 1.9)
+        with pytest.raises(ValueError, match="input 5 does not exist"):
+            tc.set_enabled(5, True)
+
+
+def test_integration_restarts_every_input_together_in_one_message():
+    every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 250;RESE" % ch for ch in (1, 2, 3, 4))
+    steps = [
+        (every, b""),
+        (b"INPU2:COUN:MODE CYCL;INTE 0.5;RESE", b""),
+        (b"INPU2:COUN:INTE?", b"0.5"),
+    ]
+    with expected_protocol(TimeController, steps) as tc:
+        tc.set_integration(0.25)
+        tc.set_integration(0.0005, channel=2)
+        assert tc.integration(2) == pytest.approx(0.0005)
+
+
+def test_counts_one_input_and_several_in_one_message():
+    steps = [(b"INPU1:COUN?", b"1234"), (b"INPU1:COUN?;:INPU2:COUN?", b"1200\n34")]
+    with expected_protocol(TimeController, steps) as tc:
+        assert tc.count(1) == 1234
+        assert tc.counts([1, 2]) == {1: 1200, 2: 34}
+
+
+def test_counts_with_a_line_missing_is_refused():
+    with expected_protocol(TimeController, [(b"INPU1:COUN?;:INPU2:COUN?", b"1200")]) as tc:
+        with pytest.raises(InstrumentReplyError, match="1 lines for 2 inputs"):
+            tc.counts([1, 2])
+
+
+def test_inline_error_names_the_command_and_the_instrument_text():
+    steps = [(b"INPU1:COUN?", b'SCPI_ERR_-113: Undefined header: "INPU1:COUN?"')]
+    with expected_protocol(TimeController, steps) as tc:
+        with pytest.raises(InstrumentReportedError, match=r"INPU1:COUN\?.*SCPI_ERR_-113"):
+            tc.count(1)
+
+
+def test_a_set_answered_with_text_is_refused():
+    with expected_protocol(TimeController, [(b"INPU1:ENAB ON", b"ON")]) as tc:
+        with pytest.raises(InstrumentReplyError, match="a set answers nothing"):
+            tc.set_enabled(1, True)
+
+
+def test_acquire_tags_records_for_a_duration_then_reads_the_data_service():
+    recorded = tags((10, 10, 1), (25, 25, 2), (40, 40, 1))
+    steps = [
+        RAW_ON,
+        (b"REC:DUR 500000000000", b""),
+        (b"REC:PLAY", b""),
+        (b"REC:STAG?", b"PLAYING"),
+        (b"REC:STAG?", b"STOPPED"),
+        RAW_OFF,
+    ]
+    with expected_protocol(TimeController, steps) as tc:
+        data = with_data_service(
+            tc,
+            [
+                (b"NEXT", ieee_block(recorded[:2].tobytes())),
+                (b"NEXT", ieee_block(recorded[2:].tobytes())),
+                (b"NEXT", ieee_block(b"")),
+            ],
+        )
+        got = tc.acquire_tags(0.5)
+        data.assert_done()
+    assert np.array_equal(got, recorded)
+
+
+def test_start_and_stop_tags():
+    recorded = tags((5, 5, 2))
+    steps = [
+        RAW_ON,
+        (b"REC:DUR %d" % OPEN_ENDED_RECORD_PS, b""),
+        (b"REC:PLAY", b""),
+        (b"REC:STOP", b""),
+        RAW_OFF,
+    ]
+    with expected_protocol(TimeController, steps) as tc:
+        data = with_data_service(
+            tc, [(b"NEXT", ieee_block(recorded.tobytes())), (b"NEXT", ieee_block(b""))]
+        )
+        tc.start_tags()
+        got = tc.stop_tags()
+        data.assert_done()
+    assert np.array_equal(got, recorded)
+
+
+def test_a_block_of_partial_records_is_refused():
+    with expected_protocol(TimeController, [(b"REC:STOP", b""), RAW_OFF]) as tc:
+        with_data_service(tc, [(b"NEXT", ieee_block(b"\x00" * 7))])
+        with pytest.raises(InstrumentReplyError, match="not whole 18-byte records"):
+            tc.stop_tags()
+
+
+def test_safe_state_stops_the_recording():
+    with expected_protocol(TimeController, [(b"REC:STOP", b"")]) as tc:
+        tc.safe_state()
+
+
+def test_health_lists_the_enabled_inputs():
+    steps = [
+        (b"INPU1:ENAB?", b"ON"),
+        (b"INPU2:ENAB?", b"ON"),
+        (b"INPU3:ENAB?", b"OFF"),
+        (b"INPU4:ENAB?", b"OFF"),
+        (b"*IDN?", b"IDQ,ID900,77,6.1"),
+    ]
+    with expected_protocol(TimeController, steps) as tc:
+        health = tc.health()
+    assert health.state == "inputs enabled: [1, 2]"
+    assert health.identity == "IDQ ID900 SN 77 FW 6.1"
+    assert health.errors == []
