@@ -91,3 +91,38 @@ def test_calibration_goes_through_the_midpoint_daemon(start_daemon, data_dir, si
         midpoint.close()
     status = m.client.status()
     assert status["state"] == "idle" and status["session"] is None
+
+
+def test_herald_windows_reach_the_herald_logic(open_driver, maybe_sim, nothing_reaches):
+    """The herald logic is its own instrument (the CPLD behind the detectors), not the
+    tagger: its windows, click mode and sync output."""
+    herald = open_driver("herald_logic", "M")
+    herald.set_herald_windows([(52.5, 27.6), (71.0, 27.6)])
+    if maybe_sim:
+        assert maybe_sim.state(herald.name)["herald_windows"] == [[52.5, 27.6], [71.0, 27.6]]
+    assert herald.error_list() == []
+    with nothing_reaches(herald), pytest.raises(ValueError, match=r"length 0\.0 ns"):
+        herald.set_herald_windows([(50.0, 0.0)])
+    with nothing_reaches(herald), pytest.raises(ValueError, match="5 herald windows"):
+        herald.set_herald_windows([(50.0, 10.0)] * 5)
+    herald.set_herald_windows([])
+    if maybe_sim:  # every slot off: the open gate
+        assert maybe_sim.state(herald.name)["herald_windows"] == [[0.0, 1000.0]]
+
+
+def test_herald_logic_arms_and_drives_the_sync_output(open_driver, maybe_sim):
+    herald = open_driver("herald_logic", "M")
+    herald.arm_clicks(True)
+    herald.set_click_mode(True)
+    assert herald.scpi.query("CLIC:MODE?") == "SOFT"
+    before = herald.sync_count()
+    herald.fire_sync()
+    assert herald.sync_count() == before + 1
+    assert herald.read_clicks().size == 0  # no attempt ran: nothing recorded
+    if maybe_sim:
+        assert maybe_sim.state(herald.name)["clicks_armed"] is True
+    herald.safe_state()
+    assert herald.scpi.query("SYNC:MODE?") == "OFF"
+    assert herald.scpi.query("CLIC:MODE?") == "HARD"
+    if maybe_sim:
+        assert maybe_sim.state(herald.name)["clicks_armed"] is False

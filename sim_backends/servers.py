@@ -224,7 +224,7 @@ class ZmqServer:
         self._tasks: dict[str, asyncio.Task] = {}
         device.on_drop.append(self.drop_connections)
         device.on_unplug.append(self.unplug)
-        device.on_plug.append(self.plug)
+        device.on_plug.append(lambda: asyncio.get_running_loop().create_task(self._rebind()))
 
     @property
     def resource(self) -> str:
@@ -264,9 +264,18 @@ class ZmqServer:
         """Every connection closed (pending requests lost); the ports listen again at once,
         as an instrument whose network stack restarted."""
         self._close()
-        self.port = self._bind("scpi", self.port)
-        if self.data is not None:
-            self.data_port = self._bind("data", self.data_port)
+        asyncio.get_running_loop().create_task(self._rebind())
+
+    async def _rebind(self, attempts: int = 100) -> None:
+        """Bind the same ports again; libzmq releases a closed socket's port in its own
+        thread, a moment later."""
+        for _ in range(attempts):
+            try:
+                self.plug()
+                return
+            except zmq.ZMQError:
+                self._close()
+                await asyncio.sleep(0.01)
 
     def unplug(self) -> None:
         self._close()
