@@ -1,4 +1,5 @@
-"""The midpoint's classification of the clicks of each attempt's detection windows.
+"""The midpoint's classification of the clicks of each attempt's detection windows (the
+clicks the herald logic instrument, drivers/herald_logic.py, recorded).
 
 A click counts only inside a calibrated detection window (a node's photons arrive at its
 window start, within its window length after the attempt's excitation); dark counts outside

@@ -4,7 +4,9 @@ Followed: ID Quantique, "Time Controller Series User Manual", section 9 (SCPI co
 reference: long/short forms, `INPUt#` suffixes, units such as `1000mV`, the time base TB =
 1 ps) and IDQ's Python examples (REQ socket to port 5555, one reply per request, errors
 inline in the reply, `INPUt#:COUNter:MODE CYCLe;INTEgration <ms>;RESEt`, `INPU#:COUNter?`,
-`RECord:DURation`/`RECord:PLAY`/`RECord:STOP`/`RECord:STAGe?`, `RAW#:SEND ON`).
+`RECord:DURation`/`RECord:PLAY`/`RECord:STOP`/`RECord:STAGe?`, `RECord:NUMber`,
+`RECord:ENABle`, `RECord:TRIGger:ARM:MODE MANUal`, `RAW#:SEND ON`; the STARt input's
+`STARt:ENABle`/`:THREshold`/`:COUNter` as the inputs').
 The timestamps leave on a separate data service (the real instrument streams them to IDQ's
 DataLink service); here a second socket answers `NEXT` with the next block of records
 (TAG_DTYPE, at most TAGS_PER_BLOCK). What a real unit has and qnode never uses (histograms,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,6 +36,9 @@ MAX_TAGS = 5_000_000
 TAGS_PER_BLOCK = 65_536
 """Records per data-service reply (1 MiB): a reply is bounded whatever was recorded."""
 INPUTS = (1, 2, 3, 4)
+START = 0
+"""The START input (the reference of the time stamps), numbered 0 here."""
+CHANNELS = (START, *INPUTS)
 INTEGRATION_MS = (1.0, 3_600_000.0)
 """Counter integration time limits (ms)."""
 THRESHOLD_V = (-2.0, 2.0)
@@ -92,24 +98,9 @@ class SimTimeController(Device):
 
     def setup(self) -> None:
         seconds = time_units()
-        self.add("INPUt#:ENABle", lambda a, ch: self._enable(self._ch(ch), on_off(a)))
-        self.add("INPUt#:ENABle?", lambda a, ch: "ON" if self.enabled[self._ch(ch)] else "OFF")
-        self.add("INPUt#:THREshold", lambda a, ch: self._set_threshold(self._ch(ch), a))
-        self.add("INPUt#:THREshold?", lambda a, ch: f"{self.threshold[self._ch(ch)]:.3f}V")
-        self.add("INPUt#:COUNter:MODE", lambda a, ch: self._set_mode(self._ch(ch), a))
-        self.add("INPUt#:COUNter:MODE?", lambda a, ch: self.counter_mode[self._ch(ch)])
-        self.add(
-            "INPUt#:COUNter:INTEgration",
-            lambda a, ch: self._set_integration(
-                self._ch(ch), quantity(a, seconds, 1e-3, "time") * 1e3
-            ),
-        )
-        self.add(
-            "INPUt#:COUNter:INTEgration?",
-            lambda a, ch: f"{self.integration_ms[self._ch(ch)]:.0f}",
-        )
-        self.add("INPUt#:COUNter:RESEt", lambda a, ch: self._reset_counter(self._ch(ch)))
-        self.add("INPUt#:COUNter?", lambda a, ch: str(self._count(self._ch(ch))))
+        # the four inputs and the START input (its counter and threshold, no time tags here)
+        for head, pick in (("INPUt#", self._ch), ("STARt", lambda: START)):
+            self._add_input_commands(head, pick, seconds)
         self.add("RAW#:SEND", lambda a, ch: self.raw_send.__setitem__(self._ch(ch), on_off(a)))
         self.add("RAW#:SEND?", lambda a, ch: "ON" if self.raw_send[self._ch(ch)] else "OFF")
         self.add(
@@ -117,9 +108,35 @@ class SimTimeController(Device):
             lambda a: self._set_duration(quantity(a, seconds, 1e-12, "time")),
         )
         self.add("RECord:DURation?", lambda a: f"{round(self.record_s * 1e12)}TB")
+        self.add("RECord:ENABle", lambda a: setattr(self, "record_enabled", on_off(a)))
+        self.add("RECord:ENABle?", lambda a: "ON" if self.record_enabled else "OFF")
+        self.add("RECord:NUMber", lambda a: self._set_number(a))
+        self.add("RECord:NUMber?", lambda a: str(self.record_number))
+        self.add("RECord:TRIGger:ARM:MODE", lambda a: self._set_arm_mode(a))
+        self.add("RECord:TRIGger:ARM:MODE?", lambda a: "MANU")
         self.add("RECord:PLAY", lambda a: self._play())
         self.add("RECord:STOP", lambda a: self._stop())
         self.add("RECord:STAGe?", lambda a: self._stage())
+
+    def _add_input_commands(self, head: str, pick: Callable[..., int], seconds: dict) -> None:
+        """`<head>:ENABle`, `:THREshold`, `:COUNter...`: `pick(*suffixes)` names the input."""
+        add = self.add
+        add(f"{head}:ENABle", lambda a, *s: self._enable(pick(*s), on_off(a)))
+        add(f"{head}:ENABle?", lambda a, *s: "ON" if self.enabled[pick(*s)] else "OFF")
+        add(f"{head}:THREshold", lambda a, *s: self._set_threshold(pick(*s), a))
+        add(f"{head}:THREshold?", lambda a, *s: f"{self.threshold[pick(*s)]:.3f}V")
+        add(f"{head}:COUNter:MODE", lambda a, *s: self._set_mode(pick(*s), a))
+        add(f"{head}:COUNter:MODE?", lambda a, *s: self.counter_mode[pick(*s)])
+        add(
+            f"{head}:COUNter:INTEgration",
+            lambda a, *s: self._set_integration(pick(*s), quantity(a, seconds, 1e-3, "time") * 1e3),
+        )
+        add(
+            f"{head}:COUNter:INTEgration?",
+            lambda a, *s: f"{self.integration_ms[pick(*s)]:.9g}",
+        )
+        add(f"{head}:COUNter:RESEt", lambda a, *s: self._reset_counter(pick(*s)))
+        add(f"{head}:COUNter?", lambda a, *s: str(self._count(pick(*s))))
 
     # SCPI over ZeroMQ: one reply per request, errors inline ---------------------------------
     def execute(self, message: Message) -> str | bytes | None:
@@ -189,12 +206,14 @@ class SimTimeController(Device):
         self._accumulated[ch] = 0
 
     def reset_state(self) -> None:
-        self.enabled = {ch: False for ch in INPUTS}
-        self.threshold = {ch: 0.0 for ch in INPUTS}
-        self.counter_mode = {ch: "CYCL" for ch in INPUTS}
-        self.integration_ms = {ch: 100.0 for ch in INPUTS}
+        self.enabled = {ch: False for ch in CHANNELS}
+        self.threshold = {ch: 0.0 for ch in CHANNELS}
+        self.counter_mode = {ch: "CYCL" for ch in CHANNELS}
+        self.integration_ms = {ch: 100.0 for ch in CHANNELS}
         self.raw_send = {ch: False for ch in INPUTS}
         self.record_s = DEFAULT_RECORD_S
+        self.record_number = 1
+        self.record_enabled = True
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self.last_block_crc32: int | None = None
         self._crc = 0
@@ -208,9 +227,13 @@ class SimTimeController(Device):
         """seconds -> {input: mean rate of light reaching it over a count} (the midpoint's)"""
         self._period: dict[int, int] = {}
         self._period_light: dict[float, dict[int, float]] = {}
-        self._accumulated = {ch: 0 for ch in INPUTS}
+        self._accumulated = {ch: 0 for ch in CHANNELS}
 
     def _dark_rate(self, ch: int) -> float:
+        """A detector's dark counts; the START input has no detector (its syncs come from
+        the nodes' excitations, which a counter period of the virtual lab does not see)."""
+        if ch == START:
+            return 0.0
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
 
     # counting ---------------------------------------------------------------------------------
@@ -246,9 +269,26 @@ class SimTimeController(Device):
             raise CommandError(-222, f"Data out of range: {seconds:g} s (0..{MAX_RECORD_S:g} s)")
         self.record_s = seconds
 
+    def _set_number(self, args: str) -> None:
+        """`REC:NUM <n>`: recordings of REC:DUR each, played one after the other (the lab's
+        virtual time: one recording of n durations)."""
+        try:
+            number = int(args.strip())
+        except ValueError:
+            raise CommandError(-104, f"Data type error: {args[:30]!r} is not a count") from None
+        if not 1 <= number <= 1_000_000:
+            raise CommandError(-222, f"Data out of range: {number} (1..1000000)")
+        self.record_number = number
+
+    def _set_arm_mode(self, args: str) -> None:
+        """Only MANUal (REC:PLAY starts a recording, as IDQ's examples use it) is modelled."""
+        mode = args.strip().upper()
+        if not ("MANUAL".startswith(mode) and mode.startswith("MANU")):
+            raise CommandError(-224, f"Illegal parameter value: {args[:30]!r} (MANUal)")
+
     def _play(self) -> None:
-        if not any(self.raw_send.values()):
-            raise CommandError(-221, "Settings conflict: no RAW<n>:SEND ON, nothing to record")
+        if not self.record_enabled:
+            raise CommandError(-221, "Settings conflict: REC:ENAB OFF")
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         self._photons, self._sync_trains, self._syncs = [], [], []
         self._crc = 0
@@ -260,12 +300,14 @@ class SimTimeController(Device):
         return "PLAYING" if self.recording else "STOPPED"
 
     def _finish_if_elapsed(self) -> None:
-        if self.recording and time.monotonic() - self._record_started >= self.record_s:
-            self._finish(self.record_s)
+        total = self.record_s * self.record_number
+        if self.recording and time.monotonic() - self._record_started >= total:
+            self._finish(total)
 
     def _stop(self) -> None:
         if self.recording:
-            self._finish(min(time.monotonic() - self._record_started, self.record_s))
+            total = self.record_s * self.record_number
+            self._finish(min(time.monotonic() - self._record_started, total))
 
     def record_syncs(self, times_ns: np.ndarray) -> None:
         self._syncs.append(np.asarray(times_ns, dtype=float))
@@ -361,10 +403,10 @@ class SimTimeController(Device):
 
     def state(self) -> dict:
         return {
-            "enabled": {str(k): v for k, v in self.enabled.items()},
-            "threshold_v": {str(k): v for k, v in self.threshold.items()},
-            "integration_ms": {str(k): v for k, v in self.integration_ms.items()},
-            "counter_mode": {str(k): v for k, v in self.counter_mode.items()},
+            "enabled": {str(k): v for k, v in self.enabled.items() if k != START},
+            "threshold_v": {str(k): v for k, v in self.threshold.items() if k != START},
+            "integration_ms": {str(k): v for k, v in self.integration_ms.items() if k != START},
+            "counter_mode": {str(k): v for k, v in self.counter_mode.items() if k != START},
             "tags_pending": len(self.tags),
             "armed": self.recording,
             "last_block_crc32": self.last_block_crc32,
