@@ -56,7 +56,8 @@ def trim_unit(value: str, unit: str) -> float:
 
 
 def main(resource_map: str) -> int:
-    resources = json.loads(open(resource_map).read())["resources"]
+    with open(resource_map) as f:
+        resources = json.load(f)["resources"]
     if TAGGER not in resources:
         print(f"FAIL no {TAGGER} in the resource map")
         return 1

@@ -64,9 +64,11 @@ def test_herald_windows_fill_every_slot():
 
 
 def test_bad_herald_windows_send_nothing():
-    with expected_protocol(HeraldLogic, OPEN) as logic:
-        with pytest.raises(ValueError, match=r"length 0\.0 ns"):
-            logic.set_herald_windows([(50.0, 0.0)])
+    with (
+        expected_protocol(HeraldLogic, OPEN) as logic,
+        pytest.raises(ValueError, match=r"length 0\.0 ns"),
+    ):
+        logic.set_herald_windows([(50.0, 0.0)])
         with pytest.raises(ValueError, match="5 herald windows"):
             logic.set_herald_windows([(50.0, 10.0)] * 5)
 
@@ -87,9 +89,11 @@ def test_an_error_after_a_set_is_reported():
         (b"SYNC:MODE AUTO;:SYST:ERR?\n", b'-241,"Hardware missing: no sync output wired"\n'),
         (b"SYST:ERR?\n", OK),
     ]
-    with expected_protocol(HeraldLogic, steps) as logic:
-        with pytest.raises(InstrumentReportedError, match="-241 Hardware missing"):
-            logic.set_sync_auto(True)
+    with (
+        expected_protocol(HeraldLogic, steps) as logic,
+        pytest.raises(InstrumentReportedError, match="-241 Hardware missing"),
+    ):
+        logic.set_sync_auto(True)
 
 
 def test_safe_state_and_health():

@@ -65,9 +65,11 @@ def test_threshold_with_its_unit_both_ways():
 
 def test_threshold_beyond_the_lab_limit_sends_nothing():
     limits = {"threshold_v": (-1.0, 1.0), "acquisition_s": (1e-6, 10.0)}
-    with expected_protocol(TimeController, [], limits=limits) as tc:
-        with pytest.raises(LimitError, match="threshold_v"):
-            tc.set_threshold(1, 1.9)
+    with (
+        expected_protocol(TimeController, [], limits=limits) as tc,
+        pytest.raises(LimitError, match="threshold_v"),
+    ):
+        tc.set_threshold(1, 1.9)
         with pytest.raises(ValueError, match="input 5 does not exist"):
             tc.set_enabled(5, True)
 
@@ -93,22 +95,28 @@ def test_counts_one_input_and_several_in_one_message():
 
 
 def test_counts_with_a_line_missing_is_refused():
-    with expected_protocol(TimeController, [(b"INPU1:COUN?;:INPU2:COUN?", b"1200")]) as tc:
-        with pytest.raises(InstrumentReplyError, match="1 lines for 2 inputs"):
-            tc.counts([1, 2])
+    with (
+        expected_protocol(TimeController, [(b"INPU1:COUN?;:INPU2:COUN?", b"1200")]) as tc,
+        pytest.raises(InstrumentReplyError, match="1 lines for 2 inputs"),
+    ):
+        tc.counts([1, 2])
 
 
 def test_inline_error_names_the_command_and_the_instrument_text():
     steps = [(b"INPU1:COUN?", b'SCPI_ERR_-113: Undefined header: "INPU1:COUN?"')]
-    with expected_protocol(TimeController, steps) as tc:
-        with pytest.raises(InstrumentReportedError, match=r"INPU1:COUN\?.*SCPI_ERR_-113"):
-            tc.count(1)
+    with (
+        expected_protocol(TimeController, steps) as tc,
+        pytest.raises(InstrumentReportedError, match=r"INPU1:COUN\?.*SCPI_ERR_-113"),
+    ):
+        tc.count(1)
 
 
 def test_a_set_answered_with_text_is_refused():
-    with expected_protocol(TimeController, [(b"INPU1:ENAB ON", b"ON")]) as tc:
-        with pytest.raises(InstrumentReplyError, match="a set answers nothing"):
-            tc.set_enabled(1, True)
+    with (
+        expected_protocol(TimeController, [(b"INPU1:ENAB ON", b"ON")]) as tc,
+        pytest.raises(InstrumentReplyError, match="a set answers nothing"),
+    ):
+        tc.set_enabled(1, True)
 
 
 def test_acquire_tags_records_for_a_duration_then_reads_the_data_service():
