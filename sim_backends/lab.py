@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,8 +92,13 @@ class SimLab:
                 if inst["resource"] != "sim":
                     continue
                 full = f"{node_name}.{inst_name}"
-                serial = int(rng.integers(100000, 999999)) + k
                 role = inst["role"]
+                if role == "herald_logic":  # its serial from a stream of its own: the node's
+                    # draws (and so a seed's hidden truth) stay as they were without it
+                    own = np.random.default_rng([self.seed, zlib.crc32(full.encode())])
+                    serial = int(own.integers(100000, 999999))
+                else:
+                    serial = int(rng.integers(100000, 999999)) + k
                 if role == "microwave_source":
                     drive = physics.drive if physics else MicrowaveDrive()
                     device: Device = SimMicrowaveSource(full, drive, serial)
