@@ -143,6 +143,33 @@ def test_bad_resource(tmp_path):
     expect_error(path, "nodes.A.instruments.mw.resource", "TCPIP::host::port::SOCKET")
 
 
+def test_time_tagger_resource_is_a_zeromq_endpoint(tmp_path):
+    def edit(raw):
+        raw["nodes"]["M"]["instruments"]["tagger"]["resource"] = "TCPIP::10.0.0.6::5555::SOCKET"
+
+    expect_error(write_variant(tmp_path, edit), "nodes.M.instruments.tagger.resource", "tcp://")
+    good = write_variant(
+        tmp_path,
+        lambda r: r["nodes"]["M"]["instruments"]["tagger"].update(
+            resource="tcp://10.0.0.6:5555,data=tcp://127.0.0.1:6061"
+        ),
+    )
+    assert load_lab(good).instrument("M", "tagger").resource.startswith("tcp://10.0.0.6")
+
+
+def test_a_midpoint_needs_a_herald_logic_and_a_memory_node_has_none(tmp_path):
+    path = write_variant(tmp_path, lambda r: r["nodes"]["M"]["instruments"].pop("herald"))
+    expect_error(path, "nodes.M.instruments", "no instrument with role 'herald_logic'")
+
+    def extra(raw):
+        raw["nodes"]["A"]["instruments"]["herald"] = dict(
+            raw["nodes"]["M"]["instruments"]["herald"]
+        )
+
+    path = write_variant(tmp_path, extra)
+    expect_error(path, "nodes.A.instruments", "a herald logic belongs to a midpoint")
+
+
 def test_invalid_toml(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[lab\nname = 1\n")

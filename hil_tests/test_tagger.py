@@ -8,6 +8,8 @@ import zlib
 import numpy as np
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers.transport import split_zmq_resource
 from qnode.errors import InstrumentReportedError, InstrumentTimeout, LimitError
@@ -143,3 +145,39 @@ def test_time_tags_of_a_long_dark_recording(open_driver, maybe_sim):
     if maybe_sim:
         assert tags.size > 65_536  # more than one block of the data service
         assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())
+
+
+FRAMES = st.lists(
+    st.one_of(
+        st.binary(max_size=64),
+        st.binary(min_size=4000, max_size=6000),
+        st.text(max_size=60).map(str.encode),
+        st.sampled_from([b"INPU1:COUN?", b"RAW2:SEND ON;:REC:PLAY", b"INPU1:THRE 5 kV", b";;:"]),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames=FRAMES)
+def test_any_request_gets_exactly_one_reply(open_driver, frames):
+    """Whatever a REQ sends (garbage, oversized, several frames), one reply comes back and
+    the instrument answers the next request: REQ/REP never deadlocks."""
+    tagger = open_driver("time_tagger")
+    endpoint, _ = split_zmq_resource(tagger.resource)
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    try:
+        sock.rcvtimeo = sock.sndtimeo = 3000
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        sock.send_multipart(frames)
+        assert len(sock.recv_multipart()) == 1
+        sock.send(b"*IDN?")
+        assert sock.recv().startswith(b"IDQ,")
+        sock.send(b"*RST")
+        assert sock.recv() == b""
+    finally:
+        sock.close(linger=0)
