@@ -43,6 +43,8 @@ class TimeController(Driver):
     RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
 
     _data: ZmqTransport | None = None
+    _first_period_ends: dict[int, float] | None = None
+    """Per input: when (monotonic) the first period after the last set_integration ends."""
     """The data service's connection, made at the first read of time tags."""
 
     # the wire ---------------------------------------------------------------------------------
@@ -97,6 +99,19 @@ class TimeController(Driver):
         channels = INPUTS if channel is None else (self._check_input(channel),)
         ms = f"{seconds * 1e3:.9g}"
         self._set(";:".join(f"INPU{ch}:COUN:MODE CYCL;INTE {ms};RESE" for ch in channels))
+        ends = time.monotonic() + seconds
+        self._first_period_ends = {
+            **(self._first_period_ends or {}),
+            **dict.fromkeys(channels, ends),
+        }
+
+    def _await_first_period(self, channels: list[int]) -> None:
+        """A counter just restarted has no completed period to report: wait for its first
+        (a real unit would answer the previous or a partial one)."""
+        ends = self._first_period_ends or {}
+        wait = max((ends.get(ch, 0.0) for ch in channels), default=0.0) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     def integration(self, channel: int) -> float:
         """Seconds (the instrument answers milliseconds)."""
@@ -107,12 +122,14 @@ class TimeController(Driver):
         """Counts on one input over its last completed integration period (reads of several
         inputs in a row see the same period)."""
         command = f"INPU{self._check_input(channel)}:COUN?"
+        self._await_first_period([channel])
         return parse_int(self.name, command, self._ask(command))
 
     def counts(self, channels: list[int]) -> dict[int, int]:
         """Several inputs' counts in one message (one reply line each), as IDQ's examples
         read them: the same period for every input."""
         command = ";:".join(f"INPU{self._check_input(ch)}:COUN?" for ch in channels)
+        self._await_first_period(channels)
         lines = self._ask(command).splitlines()
         if len(lines) != len(channels):
             raise InstrumentReplyError(

@@ -118,10 +118,8 @@ def test_time_tags_arrive_through_the_data_service(open_driver, maybe_sim):
     tagger = open_driver("time_tagger")
     for channel in (1, 2):
         tagger.set_enabled(channel, True)
-    seconds = 0.3
-    started = time.monotonic()
+    seconds = 2.0  # of the lab's virtual time: an idle lab's recording ends at once
     tags = tagger.acquire_tags(seconds)
-    assert time.monotonic() - started >= seconds  # recorded for its duration
     assert np.all(np.diff(tags["time_ps"]) >= 0)
     assert set(np.unique(tags["channel"])) <= {1, 2}
     assert tags.size == 0 or tags["time_ps"].max() < seconds * 1e12

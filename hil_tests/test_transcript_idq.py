@@ -11,6 +11,8 @@ for IDQ's DataLink stream (docs/instruments.md).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -187,3 +189,17 @@ def test_health_lists_the_enabled_inputs():
     assert health.state == "inputs enabled: [1, 2]"
     assert health.identity == "IDQ ID900 SN 77 FW 6.1"
     assert health.errors == []
+
+
+def test_a_count_waits_for_the_first_period_after_a_restart():
+    """A counter just restarted has no completed period yet: the read waits for one."""
+    every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 200;RESE" % ch for ch in (1, 2, 3, 4))
+    steps = [(every, b""), (b"INPU1:COUN?", b"17"), (b"INPU1:COUN?", b"18")]
+    with expected_protocol(TimeController, steps) as tc:
+        tc.set_integration(0.2)
+        started = time.monotonic()
+        assert tc.count(1) == 17
+        assert time.monotonic() - started >= 0.19
+        started = time.monotonic()
+        assert tc.count(1) == 18  # later reads go out at once
+        assert time.monotonic() - started < 0.1

@@ -296,8 +296,17 @@ class SimTimeController(Device):
         self._record_started = time.monotonic()
 
     def _stage(self) -> str:
+        self._idle_to_the_end()
         self._finish_if_elapsed()
         return "PLAYING" if self.recording else "STOPPED"
+
+    def _idle_to_the_end(self) -> None:
+        """Asked about a recording that has seen no sync, the virtual lab is idle: its time
+        runs at once to the recording's end (dark counts over all of it). A recording the
+        midpoint's physics feeds (syncs came) lasts until `RECord:STOP` or its duration in
+        wall time."""
+        if self.recording and not self._syncs and not self._sync_trains:
+            self._finish(self.record_s * self.record_number)
 
     def _finish_if_elapsed(self) -> None:
         total = self.record_s * self.record_number
@@ -391,6 +400,7 @@ class SimTimeController(Device):
     def next_tag_block(self) -> bytes:
         """The data service: the next records of a finished recording (none while playing,
         an empty block once drained)."""
+        self._idle_to_the_end()
         self._finish_if_elapsed()
         if self.recording:
             return b""
