@@ -114,6 +114,31 @@ def test_frozen_instrument_times_out_and_a_new_req_socket_recovers(open_driver, 
     assert tagger.threshold(1) == pytest.approx(0.1)
 
 
+def test_a_slow_instrument_answers_late_but_right(open_driver, sim):
+    tagger = open_driver("time_tagger")
+    tagger.set_threshold(4, -0.125)
+    sim.fault(tagger.name, "delay", seconds=0.3)
+    started = time.monotonic()
+    assert tagger.threshold(4) == pytest.approx(-0.125)
+    assert 0.3 <= time.monotonic() - started < tagger.timeout_s
+
+
+def test_an_unplugged_instrument_times_out_and_answers_once_plugged_in(open_driver, sim):
+    tagger = open_driver("time_tagger")
+    tagger.set_threshold(1, 0.2)
+    sim.fault(tagger.name, "unplug")
+    with pytest.raises(InstrumentTimeout, match="no reply"):
+        tagger.threshold(1)
+    sim.fault(tagger.name, "plug")
+    deadline = time.monotonic() + 5.0
+    while True:  # the port listens again a moment after the plug
+        try:
+            assert tagger.threshold(1) == pytest.approx(0.2)
+            break
+        except InstrumentTimeout:
+            assert time.monotonic() < deadline, "the plugged-in instrument never answered"
+
+
 def test_time_tags_arrive_through_the_data_service(open_driver, maybe_sim):
     tagger = open_driver("time_tagger")
     for channel in (1, 2):
