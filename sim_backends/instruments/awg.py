@@ -79,7 +79,7 @@ def quote(text: str) -> str:
 def integer(args: str, low: int, high: int) -> int:
     """An <NR1> argument (a decimal that is a whole number is taken, as SCPI rounds)."""
     value = number(args, low, high)
-    return int(round(value))
+    return round(value)
 
 
 def nr3(value: float) -> str:
