@@ -131,18 +131,21 @@ def test_download_from_a_start_to_the_end():
 
 
 def test_a_block_of_broken_points_names_the_instrument():
-    with expected_protocol(
-        TektronixAwg5014,
-        [OPEN, (b'WLIS:WAV:TYPE? "pi"\n', b"INT\n"), (b'WLIS:WAV:DATA? "pi"\n', b"#13abc\n")],
-    ) as awg:
-        with pytest.raises(InstrumentReplyError, match="transcript: .*3 bytes are not whole"):
-            awg.download_waveform("pi")
+    with (
+        expected_protocol(
+            TektronixAwg5014,
+            [OPEN, (b'WLIS:WAV:TYPE? "pi"\n', b"INT\n"), (b'WLIS:WAV:DATA? "pi"\n', b"#13abc\n")],
+        ) as awg,
+        pytest.raises(InstrumentReplyError, match=r"transcript: .*3 bytes are not whole"),
+    ):
+        awg.download_waveform("pi")
 
 
 def test_an_unknown_waveform_type_names_the_reply():
-    with expected_protocol(TektronixAwg5014, [OPEN, (b'WLIS:WAV:TYPE? "pi"\n', b"FLOAT\n")]) as awg:
-        with pytest.raises(InstrumentReplyError, match="transcript: .*TYPE.*'FLOAT'"):
-            awg.waveform_type("pi")
+    steps = [OPEN, (b'WLIS:WAV:TYPE? "pi"\n', b"FLOAT\n")]
+    refused = pytest.raises(InstrumentReplyError, match=r"transcript: .*TYPE.*'FLOAT'")
+    with expected_protocol(TektronixAwg5014, steps) as awg, refused:
+        awg.waveform_type("pi")
 
 
 def test_sequence_elements_wait_for_their_trigger():
@@ -172,22 +175,25 @@ def test_amplitude_set_and_read_back():
 
 
 def test_a_refused_set_raises_with_the_instruments_errors():
-    with expected_protocol(
-        TektronixAwg5014,
-        [
-            OPEN,
-            (b"SOUR1:VOLT:AMPL 2.0000;:SYST:ERR?\n", b'-222,"Data out of range"\n'),
-            (b"SYST:ERR?\n", NO_ERROR),
-        ],
-    ) as awg:
-        with pytest.raises(InstrumentReportedError, match="transcript: .*-222 Data out of range"):
-            awg.set_amplitude(1, 2.0)
+    with (
+        expected_protocol(
+            TektronixAwg5014,
+            [
+                OPEN,
+                (b"SOUR1:VOLT:AMPL 2.0000;:SYST:ERR?\n", b'-222,"Data out of range"\n'),
+                (b"SYST:ERR?\n", NO_ERROR),
+            ],
+        ) as awg,
+        pytest.raises(InstrumentReportedError, match=r"transcript: .*-222 Data out of range"),
+    ):
+        awg.set_amplitude(1, 2.0)
 
 
 def test_an_amplitude_that_is_no_number_names_the_reply():
-    with expected_protocol(TektronixAwg5014, [OPEN, (b"SOUR1:VOLT:AMPL?\n", b"1.5 V\n")]) as awg:
-        with pytest.raises(InstrumentReplyError, match=r"transcript: .*AMPL\?.*'1\.5 V'"):
-            awg.amplitude(1)
+    steps = [OPEN, (b"SOUR1:VOLT:AMPL?\n", b"1.5 V\n")]
+    refused = pytest.raises(InstrumentReplyError, match=r"transcript: .*AMPL\?.*'1\.5 V'")
+    with expected_protocol(TektronixAwg5014, steps) as awg, refused:
+        awg.amplitude(1)
 
 
 def test_sample_rate_goes_to_source_1():
@@ -209,7 +215,7 @@ def test_output_state():
         awg.set_output(3, True)
         awg.set_output(3, False)
         assert awg.output(3) is True
-        with pytest.raises(InstrumentReplyError, match="OUTP3:STAT.*'2'"):
+        with pytest.raises(InstrumentReplyError, match=r"OUTP3:STAT.*'2'"):
             awg.output(3)
 
 
@@ -229,7 +235,7 @@ def test_run_stop_and_run_state():
         assert awg.run_state() == 1
         awg.stop()
         assert awg.run_state() == 0
-        with pytest.raises(InstrumentReplyError, match="transcript: .*AWGC:RST.*7"):
+        with pytest.raises(InstrumentReplyError, match=r"transcript: .*AWGC:RST.*7"):
             awg.run_state()
 
 
