@@ -154,7 +154,10 @@ class TektronixAwg5014(ScpiDriver):
 
     def set_sequence(self, elements: list[dict[int, str]]) -> None:
         """Sequence element k+1 plays segment k of the sequencer's program: each element
-        waits for its trigger (the sequencer's AWG_TRIG k) and plays once."""
+        waits for its trigger (the sequencer's AWG_TRIG k) and plays once. The table is
+        cleared first (length 0): a shorter length keeps the first elements as they were, with
+        waveforms on channels the new elements do not name."""
+        self.scpi.write("SEQ:LENG 0")
         self.scpi.write(f"SEQ:LENG {len(elements)}")
         for k, element in enumerate(elements, start=1):
             for channel, waveform in element.items():

@@ -153,6 +153,7 @@ def test_sequence_elements_wait_for_their_trigger():
         TektronixAwg5014,
         [
             OPEN,
+            checked(b"SEQ:LENG 0"),
             checked(b"SEQ:LENG 2"),
             checked(b'SEQ:ELEM1:WAV1 "a_i"'),
             checked(b'SEQ:ELEM1:WAV2 "a_q"'),
