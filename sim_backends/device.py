@@ -53,6 +53,7 @@ STANDARD_ERRORS = {
     -400: "Query error",
     -410: "Query INTERRUPTED",
     -420: "Query UNTERMINATED",
+    -440: "Query UNTERMINATED after indefinite response",
 }
 """Error texts as SCPI-1999 (its error/event number list) and IEEE 488.2 define them."""
 
@@ -278,14 +279,19 @@ class Device:
         parts = _compound(message.text) if message.block is None and self.scpi_headers else None
         if parts is None or len(parts) == 1:
             return self._execute_one(message)
-        replies, path = [], ""
+        replies, path, indefinite = [], "", False
         for part in parts:
             header = part.split(None, 1)[0] if part.split() else ""
             text = part.lstrip(":") if header.startswith((":", "*")) else path + part
             if not header.startswith("*"):
                 full = (text.split(None, 1) or [""])[0]
                 path = full.rsplit(":", 1)[0] + ":" if ":" in full else ""
+            if indefinite and header.endswith("?"):
+                # *IDN?'s reply is arbitrary ASCII: nothing may follow it in a message
+                self.queue_error(-440, f"Query UNTERMINATED after indefinite response: {header}")
+                continue
             replies.append(self._execute_one(Message(text, None)))
+            indefinite = indefinite or header.upper() == "*IDN?"
         texts = [r for r in replies if isinstance(r, str) and r]
         return ";".join(texts) if texts else None
 
