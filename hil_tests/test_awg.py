@@ -186,6 +186,14 @@ def test_a_new_sequence_keeps_nothing_of_the_last(open_driver, sim):
         ("SOUR1:COMB:FEED 'ESIGnal'", "SOUR1:COMB:FEED?", '"ESIG"'),
         ("AWGControl:DC2:VOLTage:OFFSet -1.5", "AWGC:DC2:VOLT:OFFS?", "-1.5"),
         ("AWGC:RMOD ENHanced", "AWGC:RMOD?", "SEQ"),
+        # units and multipliers (IEEE 488.2 suffixes), never a dropped unit
+        ("SOUR1:VOLT:AMPL 500 mV", "SOUR1:VOLT:AMPL?", "0.5"),
+        ("SOUR1:FREQ 100 MHz", "SOUR1:FREQ?", "100000000"),
+        ("SOUR1:FREQ 1.2GHZ", "SOUR1:FREQ?", "1200000000"),
+        ("SOUR1:MARK1:DEL 250ps", "SOUR1:MARK1:DEL?", "2.5E-10"),
+        ("TRIG:IMP 1kOhm", "TRIG:IMP?", "1000"),
+        ("TRIG:TIM 10 ms", "TRIG:TIM?", "0.01"),
+        ("TRIG:LEV MAX", "TRIG:LEV?", "5"),
     ],
 )
 def test_settings_read_back_in_the_manuals_forms(open_driver, command, query, expected):
@@ -208,6 +216,9 @@ def test_settings_read_back_in_the_manuals_forms(open_driver, command, query, ex
         "AWGC:RMOD BURST",
         'WLIS:WAV:NEW "bad",10,FLOAT',
         "SOUR5:VOLT:AMPL 1",  # four channels
+        "SOUR1:VOLT:AMPL 1 mV",  # 1 mV is below 20 mV, not 1 V
+        "SOUR1:VOLT:AMPL 1 Hz",
+        "AWGC:RUN 1",
     ],
 )
 def test_what_the_instrument_refuses_it_refuses(open_driver, command):

@@ -21,7 +21,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim_backends.device import CommandError, Device, boolean, number
+from sim_backends.device import (
+    CommandError,
+    Device,
+    boolean,
+    choice,
+    no_arguments,
+    number,
+    parameters,
+    quoted,
+    string,
+)
 
 MAX_POINTS = 16_200_000
 MAX_SEQUENCE_LENGTH = 8000
@@ -32,34 +42,14 @@ INFINITY = 9.9e37  # SCPI's "INFinity" as numbers report it
 REAL_POINT = np.dtype([("value", "<f4"), ("markers", "u1")])
 INT_POINT = np.dtype("<u2")
 
-# keyword arguments: (long form, short form); a reply is the short form
-RUN_MODES = [("CONTINUOUS", "CONT"), ("TRIGGERED", "TRIG"), ("GATED", "GAT"), ("SEQUENCE", "SEQ")]
-SLOPES = [("POSITIVE", "POS"), ("NEGATIVE", "NEG")]
-SOURCES = [("INTERNAL", "INT"), ("EXTERNAL", "EXT")]
-JUMP_TIMINGS = [("SYNCHRONOUS", "SYNC"), ("ASYNCHRONOUS", "ASYNC")]
-JUMP_TYPES = [("INDEX", "IND"), ("NEXT", "NEXT"), ("OFF", "OFF")]
-WAVEFORM_TYPES = [("INTEGER", "INT"), ("REAL", "REAL")]
+# character arguments as the manual spells them; a query answers the short form
+RUN_MODES = ["CONTinuous", "TRIGgered", "GATed", "SEQuence", "ENHanced"]
+SLOPES = ["POSitive", "NEGative"]
+SOURCES = ["INTernal", "EXTernal"]
+JUMP_TIMINGS = ["SYNChronous", "ASYNChronous"]
+JUMP_TYPES = ["INDex", "NEXT", "OFF"]
+WAVEFORM_TYPES = ["INTeger", "REAL"]
 FILTERS_HZ = (20e6, 100e6, INFINITY)
-
-
-def keyword(args: str, choices: list[tuple[str, str]]) -> str:
-    """A SCPI character argument in its long or short form; the short form back."""
-    text = args.strip().upper()
-    for long_form, short_form in choices:
-        if text in (long_form, short_form):
-            return short_form
-    raise CommandError(-224, f"Illegal parameter value: {args.strip()[:30]}")
-
-
-def string_argument(args: str) -> tuple[str, str]:
-    """The first string argument (double or single quotes, a doubled quote inside is one
-    quote) and the text after its comma."""
-    m = re.match(r"""\s*(?:"((?:[^"]|"")*)"|'((?:[^']|'')*)')\s*(?:,\s*(.*))?$""", args, re.S)
-    if not m:
-        raise CommandError(-151, f"Invalid string data: {args[:30]!r}")
-    if m.group(1) is not None:
-        return m.group(1).replace('""', '"'), m.group(3) or ""
-    return m.group(2).replace("''", "'"), m.group(3) or ""
 
 
 def spelled_out(spec: str) -> list[str]:
@@ -139,11 +129,11 @@ class SimAwg(Device):
         add("WLISt:WAVeform:LENGth?", lambda a: str(len(self._waveform(a).data)))
         add("WLISt:WAVeform:TYPE?", lambda a: self._waveform(a).kind)
         add("WLISt:WAVeform:PREDefined?", self._predefined)
-        add("WLISt:SIZE?", lambda a: str(len(self.waveforms)))
+        add("WLISt:SIZE?", lambda a: no_arguments(a) or str(len(self.waveforms)))
         add("WLISt:NAME?", self._name)
         # sequence
         add("SEQuence:LENGth", self._set_sequence_length)
-        add("SEQuence:LENGth?", lambda a: str(len(self.sequence)))
+        add("SEQuence:LENGth?", lambda a: no_arguments(a) or str(len(self.sequence)))
         add("SEQuence:ELEMent#:WAVeform#", self._set_element_waveform)
         add("SEQuence:ELEMent#:WAVeform#?", self._element_waveform)
         self._element_setting("LOOP:COUNt", "loop_count", lambda a, e: integer(a, 1, 65536), str)
@@ -152,45 +142,48 @@ class SimAwg(Device):
         self._element_setting("GOTO:STATe", "goto_state", self._bool, self._bool_reply)
         self._element_setting("GOTO:INDex", "goto_index", self._element_index, str)
         self._element_setting(
-            "JTARget:TYPE", "jump_type", lambda a, e: keyword(a, JUMP_TYPES), lambda v: v
+            "JTARget:TYPE", "jump_type", lambda a, e: choice(a, JUMP_TYPES), lambda v: v
         )
         self._element_setting("JTARget:INDex", "jump_index", self._element_index, str)
         add("SEQuence:JUMP[:IMMediate]", self._jump)
-        add("AWGControl:SEQuencer:POSition?", lambda a: str(self.sequence_position))
-        add("AWGControl:SEQuencer:TYPE?", lambda a: "HARD")
+        add(
+            "AWGControl:SEQuencer:POSition?",
+            lambda a: no_arguments(a) or str(self.sequence_position),
+        )
+        add("AWGControl:SEQuencer:TYPE?", lambda a: no_arguments(a) or "HARD")
         # the spelling QCoDeS's TektronixAWG5014.get_sq_mode sends (see docs/instruments.md)
-        add("AWGControl:SEQuence:TYPE?", lambda a: "HARD")
+        add("AWGControl:SEQuence:TYPE?", lambda a: no_arguments(a) or "HARD")
         # run control
         add("AWGControl:RMODe", lambda a: setattr(self, "run_mode", self._run_mode(a)))
         add("AWGControl:RMODe?", lambda a: self.run_mode)
-        add("AWGControl:RUN[:IMMediate]", lambda a: self._run())
-        add("AWGControl:STOP[:IMMediate]", lambda a: setattr(self, "running", False))
-        add("AWGControl:RSTate?", lambda a: str(self._run_state()))
-        add("*TRG", lambda a: self._force_trigger())
-        add("TRIGger[:SEQuence][:IMMediate]", lambda a: self._force_trigger())
-        add("EVENt[:IMMediate]", lambda a: None)
+        add("AWGControl:RUN[:IMMediate]", lambda a: no_arguments(a) or self._run())
+        add("AWGControl:STOP[:IMMediate]", lambda a: no_arguments(a) or self._stop())
+        add("AWGControl:RSTate?", lambda a: no_arguments(a) or str(self._run_state()))
+        add("*TRG", lambda a: no_arguments(a) or self._force_trigger())
+        add("TRIGger[:SEQuence][:IMMediate]", lambda a: no_arguments(a) or self._force_trigger())
+        add("EVENt[:IMMediate]", lambda a: no_arguments(a))
         # clock
-        self._setting("SOURce#:FREQuency[:CW]", "sample_rate_hz", lambda a: number(a, 1e7, 1.2e9))
-        self._setting("SOURce#:FREQuency:FIXed", "sample_rate_hz", lambda a: number(a, 1e7, 1.2e9))
-        self._setting("AWGControl:CLOCk:SOURce", "clock_source", lambda a: keyword(a, SOURCES))
+        self._setting("SOURce#:FREQuency[:CW]", "sample_rate_hz", self._sample_rate)
+        self._setting("SOURce#:FREQuency:FIXed", "sample_rate_hz", self._sample_rate)
+        self._setting("AWGControl:CLOCk:SOURce", "clock_source", lambda a: choice(a, SOURCES))
         self._setting("SOURce#:ROSCillator:SOURce", "reference_source", self._source)
         # trigger and event inputs
         self._setting("TRIGger[:SEQuence]:IMPedance", "trigger_impedance_ohm", self._impedance)
-        self._setting("TRIGger[:SEQuence]:LEVel", "trigger_level_v", lambda a: number(a, -5, 5))
-        self._setting("TRIGger[:SEQuence]:SLOPe", "trigger_slope", lambda a: keyword(a, SLOPES))
+        self._setting("TRIGger[:SEQuence]:LEVel", "trigger_level_v", self._input_level)
+        self._setting("TRIGger[:SEQuence]:SLOPe", "trigger_slope", lambda a: choice(a, SLOPES))
         self._setting("TRIGger[:SEQuence]:POLarity", "trigger_polarity", self._slope)
         self._setting("TRIGger[:SEQuence]:SOURce", "trigger_source", self._source)
         self._setting("TRIGger[:SEQuence]:TIMer", "trigger_interval_s", self._interval)
         self._setting("EVENt:IMPedance", "event_impedance_ohm", self._impedance)
-        self._setting("EVENt:LEVel", "event_level_v", lambda a: number(a, -5, 5))
+        self._setting("EVENt:LEVel", "event_level_v", self._input_level)
         self._setting("EVENt:POLarity", "event_polarity", self._slope)
-        self._setting("EVENt:JTIMing", "event_jump_timing", lambda a: keyword(a, JUMP_TIMINGS))
+        self._setting("EVENt:JTIMing", "event_jump_timing", lambda a: choice(a, JUMP_TIMINGS))
         # DC outputs: one state for all four, a level each
         self._setting("AWGControl:DC#[:STATe]", "dc_state", lambda a: boolean(a))
         # channels
         volt = "SOURce#:VOLTage[:LEVel][:IMMediate]"
         self._channel_setting(f"{volt}[:AMPLitude]", "amplitude_vpp", self._amplitude)
-        self._channel_setting(f"{volt}:OFFSet", "offset_v", lambda a: number(a, -2.25, 2.25))
+        self._channel_setting(f"{volt}:OFFSet", "offset_v", self._offset)
         self._channel_setting("OUTPut#[:STATe]", "outputs", lambda a: boolean(a))
         self._channel_setting("OUTPut#:FILTer[:LPASs]:FREQuency", "filter_hz", self._filter)
         self._channel_setting("AWGControl:DOUTput#[:STATe]", "direct_output", boolean)
@@ -203,7 +196,7 @@ class SimAwg(Device):
         add("SOURce#:WAVeform?", lambda a, ch: quote(self.channel_waveform[self._ch(ch)]))
         # markers: two per channel
         marker = "SOURce#:MARKer#"
-        self._marker_setting(f"{marker}:DELay", "marker_delay_s", lambda a: number(a, 0, 1e-9))
+        self._marker_setting(f"{marker}:DELay", "marker_delay_s", self._marker_delay)
         self._marker_setting(
             f"{marker}:VOLTage[:LEVel][:IMMediate]:HIGH", "marker_high_v", self._marker_high
         )
@@ -324,57 +317,73 @@ class SimAwg(Device):
 
     @staticmethod
     def _source(args: str) -> str:
-        return keyword(args, SOURCES)
+        return choice(args, SOURCES)
 
     @staticmethod
     def _slope(args: str) -> str:
-        return keyword(args, SLOPES)
+        return choice(args, SLOPES)
 
     @staticmethod
     def _impedance(args: str) -> float:
-        ohms = number(args, 0, 1e6)
+        ohms = number(args, 0, 1e6, unit="OHM")
         if ohms not in (50.0, 1000.0):
             raise CommandError(-224, f"Illegal parameter value: {ohms:g} Ohm (50 or 1000)")
         return ohms
 
     @staticmethod
     def _interval(args: str) -> float:
-        return number(args, 1e-6, 10.0)
+        return number(args, 1e-6, 10.0, unit="S")
+
+    @staticmethod
+    def _sample_rate(args: str) -> float:
+        return number(args, 1e7, 1.2e9, unit="HZ")
+
+    @staticmethod
+    def _input_level(args: str) -> float:
+        return number(args, -5.0, 5.0, unit="V")
+
+    @staticmethod
+    def _offset(args: str) -> float:
+        return number(args, -2.25, 2.25, unit="V")
+
+    @staticmethod
+    def _marker_delay(args: str) -> float:
+        return number(args, 0.0, 1e-9, unit="S")
 
     @staticmethod
     def _amplitude(args: str) -> float:
-        return number(args, 0.02, 4.5)
+        return number(args, 0.02, 4.5, unit="V")
 
     @staticmethod
     def _dc_level(args: str) -> float:
-        return number(args, -3.0, 5.0)
+        return number(args, -3.0, 5.0, unit="V")
 
     @staticmethod
     def _filter(args: str) -> float:
         text = args.strip().upper()
         if text in ("INF", "INFINITY"):
             return INFINITY
-        hz = number(args, 0, INFINITY)
+        hz = number(args, 0, INFINITY, unit="HZ")
         if hz not in FILTERS_HZ:
             raise CommandError(-224, f"Illegal parameter value: filter {hz:g} Hz")
         return hz
 
     @staticmethod
     def _marker_high(args: str) -> float:
-        return number(args, -0.9, 2.7)
+        return number(args, -0.9, 2.7, unit="V")
 
     @staticmethod
     def _marker_low(args: str) -> float:
-        return number(args, -1.0, 2.6)
+        return number(args, -1.0, 2.6, unit="V")
 
     def _run_mode(self, args: str) -> str:
         if args.strip().upper() in ("ENHANCED", "ENH"):
             return "SEQ"  # the manual: ENHanced is kept for old programs and answers SEQ
-        return keyword(args, RUN_MODES)
+        return choice(args, RUN_MODES)
 
     # waveform list ---------------------------------------------------------------------------
     def _waveform(self, args: str) -> Waveform:
-        return self._named(string_argument(args)[0])
+        return self._named(string(args))
 
     def _named(self, name: str) -> Waveform:
         if name not in self.waveforms:
@@ -387,12 +396,12 @@ class SimAwg(Device):
         return "0"
 
     def _new(self, args: str) -> None:
-        name, rest = string_argument(args)
-        parts = [p.strip() for p in rest.split(",")]
+        name, rest = quoted(args)
+        parts = parameters(rest)
         if len(parts) != 2:
             raise CommandError(-109, "Missing parameter: <name>,<size>,{INTeger|REAL}")
         points = integer(parts[0], 1, MAX_POINTS)
-        kind = keyword(parts[1], WAVEFORM_TYPES)
+        kind = choice(parts[1], WAVEFORM_TYPES)
         if not name or name.startswith("*"):
             raise CommandError(-224, f"Illegal parameter value: waveform name {quote(name)}")
         if name in self.waveforms:
@@ -402,7 +411,9 @@ class SimAwg(Device):
     def _span(self, rest: str, length: int) -> tuple[int, int | None]:
         """<StartIndex>[,<Size>] after the name (the start defaults to 0, the size to the
         rest of the waveform or to the block's)."""
-        parts = [p.strip() for p in rest.split(",") if p.strip()]
+        parts = parameters(rest)
+        if parts and not parts[-1]:
+            parts.pop()  # the comma before a block whose bytes the framer took out
         if len(parts) > 2:
             raise CommandError(-108, "Parameter not allowed")
         start = integer(parts[0], 0, max(length - 1, 0)) if parts else 0
@@ -410,7 +421,7 @@ class SimAwg(Device):
         return start, size
 
     def _write_data(self, args: str, block: bytes | None = None) -> None:
-        name, rest = string_argument(args)
+        name, rest = quoted(args)
         waveform = self._named(name)
         if block is None:
             raise CommandError(-109, "Missing parameter: binary block")
@@ -430,7 +441,7 @@ class SimAwg(Device):
         waveform.data[start : start + points] = np.frombuffer(block, dtype=waveform.data.dtype)
 
     def _read_data(self, args: str) -> bytes:
-        name, rest = string_argument(args)
+        name, rest = quoted(args)
         waveform = self._named(name)
         start, size = self._span(rest, len(waveform.data))
         end = len(waveform.data) if size is None else start + size
@@ -441,7 +452,7 @@ class SimAwg(Device):
             names = list(self.waveforms)
         else:
             self._waveform(args)
-            names = [string_argument(args)[0]]
+            names = [string(args)]
         for name in names:
             del self.waveforms[name]
             self._unload(name)
@@ -482,7 +493,7 @@ class SimAwg(Device):
 
     def _set_element_waveform(self, args: str, index: int, channel: int) -> None:
         element = self._element(index)
-        name, _ = string_argument(args)
+        name = string(args)
         if name:
             self._named(name)
             element.waveforms[self._ch(channel)] = name
@@ -500,6 +511,9 @@ class SimAwg(Device):
         self.running = True
         self.sequence_position = 1
 
+    def _stop(self) -> None:
+        self.running = False
+
     def _run_state(self) -> int:
         """0 stopped, 1 waiting for trigger, 2 running."""
         if not self.running:
@@ -514,9 +528,7 @@ class SimAwg(Device):
         self.forced_triggers += 1
 
     def _set_add_input(self, args: str, ch: int) -> None:
-        name, rest = string_argument(args)
-        if rest.strip():
-            raise CommandError(-108, "Parameter not allowed")
+        name = string(args)
         if name.upper() in ("ESIG", "ESIGNAL"):
             self.add_input[self._ch(ch)] = "ESIG"
         elif name == "":
@@ -525,7 +537,7 @@ class SimAwg(Device):
             raise CommandError(-224, f"Illegal parameter value: {quote(name)}")
 
     def _set_channel_waveform(self, args: str, ch: int) -> None:
-        name, _ = string_argument(args)
+        name = string(args)
         if name:
             self._named(name)
         self.channel_waveform[self._ch(ch)] = name
