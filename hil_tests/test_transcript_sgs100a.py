@@ -30,9 +30,10 @@ def test_frequency_parses_every_numeric_reply_form(reply):
 
 
 def test_an_unparsable_reply_names_the_instrument_and_the_reply():
-    with expected_protocol(RsSgs100a, [OPEN, (b"SOUR:FREQ?\n", b"2.87 GHz\n")]) as mw:
-        with pytest.raises(InstrumentReplyError, match=r"transcript: .*SOUR:FREQ\?.*2\.87 GHz"):
-            mw.frequency()
+    steps = [OPEN, (b"SOUR:FREQ?\n", b"2.87 GHz\n")]
+    unparsable = pytest.raises(InstrumentReplyError, match=r"transcript: .*SOUR:FREQ\?.*2\.87 GHz")
+    with expected_protocol(RsSgs100a, steps) as mw, unparsable:
+        mw.frequency()
 
 
 def test_set_power_and_power():
@@ -61,9 +62,10 @@ def test_output_state(reply, on):
 
 
 def test_output_reply_that_is_no_boolean_is_refused():
-    with expected_protocol(RsSgs100a, [OPEN, (b"OUTP:STAT?\n", b"2\n")]) as mw:
-        with pytest.raises(InstrumentReplyError, match="OUTP:STAT.*'2'"):
-            mw.output()
+    steps = [OPEN, (b"OUTP:STAT?\n", b"2\n")]
+    refused = pytest.raises(InstrumentReplyError, match=r"OUTP:STAT.*'2'")
+    with expected_protocol(RsSgs100a, steps) as mw, refused:
+        mw.output()
 
 
 def test_iq_modulation():
@@ -86,9 +88,10 @@ def test_reference_source(reply, source):
 
 
 def test_reference_source_reply_unknown_is_an_error():
-    with expected_protocol(RsSgs100a, [OPEN, (b"SOUR:ROSC:SOUR?\n", b"PLL\n")]) as mw:
-        with pytest.raises(InstrumentReplyError, match="ROSC.*PLL"):
-            mw.reference_source()
+    steps = [OPEN, (b"SOUR:ROSC:SOUR?\n", b"PLL\n")]
+    refused = pytest.raises(InstrumentReplyError, match=r"ROSC.*PLL")
+    with expected_protocol(RsSgs100a, steps) as mw, refused:
+        mw.reference_source()
 
 
 def test_safe_state_turns_rf_off():
@@ -117,17 +120,19 @@ def test_error_list_drains_the_queue_with_doubled_quotes_undone():
 
 
 def test_a_refused_set_raises_with_every_queued_error():
-    with expected_protocol(
-        RsSgs100a,
-        [
-            OPEN,
-            (b"SOUR:POW 20.00;:SYST:ERR?\n", b'-221,"Settings conflict"\n'),
-            (b"SYST:ERR?\n", b'-222,"Data out of range"\n'),
-            (b"SYST:ERR?\n", NO_ERROR),
-        ],
-    ) as mw:
-        with pytest.raises(InstrumentReportedError, match="-221 Settings conflict; -222 Data out"):
-            mw.set_power(20.0)
+    with (
+        expected_protocol(
+            RsSgs100a,
+            [
+                OPEN,
+                (b"SOUR:POW 20.00;:SYST:ERR?\n", b'-221,"Settings conflict"\n'),
+                (b"SYST:ERR?\n", b'-222,"Data out of range"\n'),
+                (b"SYST:ERR?\n", NO_ERROR),
+            ],
+        ) as mw,
+        pytest.raises(InstrumentReportedError, match="-221 Settings conflict; -222 Data out"),
+    ):
+        mw.set_power(20.0)
 
 
 def test_health():
@@ -158,8 +163,8 @@ def test_limits_are_refused_before_any_byte():
 
 
 def test_a_garbled_error_reply_is_an_error_not_a_pass():
-    with expected_protocol(
-        RsSgs100a, [OPEN, (b"OUTP:STAT OFF;:SYST:ERR?\n", b'0,"No err\n')]
-    ) as mw:
-        with pytest.raises(InstrumentReplyError, match="SYST:ERR"):
-            mw.safe_state()
+    with (
+        expected_protocol(RsSgs100a, [OPEN, (b"OUTP:STAT OFF;:SYST:ERR?\n", b'0,"No err\n')]) as mw,
+        pytest.raises(InstrumentReplyError, match="SYST:ERR"),
+    ):
+        mw.safe_state()

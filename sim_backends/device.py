@@ -449,9 +449,7 @@ def decimal(text: str, unit: str | None = None) -> float:
         digits = next(g for g in m.groups() if g)
         return float(int(digits[1:], {"H": 16, "Q": 8, "B": 2}[digits[0].upper()]))
     m = _DECIMAL.match(text)
-    if not m:
-        if text[:1] in "\"'#":
-            raise CommandError(-104, f"Data type error: {text[:30]} is not a number")
+    if not m:  # a string, a block, character data: not a number
         raise CommandError(-104, f"Data type error: {text[:30]} is not a number")
     value = float(m.group(1))
     suffix = m.group(2).strip()

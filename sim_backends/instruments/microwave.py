@@ -83,6 +83,7 @@ SOURCE_CHOICES = {
         "ROSCillator:EXTernal:FREQuency", ("10MHZ", "100MHZ", "1000MHZ"), "10MHZ"
     ),
     "lo_source": ChoiceSetting("LOSCillator:SOURce", ("INTernal", "EXTernal"), "INT"),
+    "operation_mode": ChoiceSetting("OPMode", ("NORMal", "BBBYpass"), "NORM"),
 }
 """`[SOURce<hw>]:` character-data settings: attribute -> header, options, *RST value."""
 
