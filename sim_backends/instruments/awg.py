@@ -448,11 +448,13 @@ class SimAwg(Device):
         return waveform.data[start:end].tobytes()
 
     def _delete(self, args: str) -> None:
+        """A name not in the list is no error: QCoDeS's driver deletes before every upload
+        on that understanding ("will do nothing if the file doesn't exist")."""
         if args.strip().upper() == "ALL":
             names = list(self.waveforms)
         else:
-            self._waveform(args)
-            names = [string(args)]
+            name = string(args)
+            names = [name] if name in self.waveforms else []
         for name in names:
             del self.waveforms[name]
             self._unload(name)
