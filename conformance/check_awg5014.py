@@ -50,7 +50,6 @@ NOT_SETTINGS = {"IDN", "timeout", "state", "setup_filename", "sequence_length", 
 sequence part below (sequence_length, sequence_pos)."""
 
 
-
 def channel_settings(ch: int) -> dict[str, object]:
     filters = {1: 20e6, 2: 100e6, 3: float("inf"), 4: 20e6}
     return {
@@ -164,15 +163,10 @@ def main(resource_map: str) -> int:
                 owner, _, parameter_name = key.rpartition(".")
                 holder = channel.submodules[owner] if owner else channel
                 expected: object = value
-                if key == "waveform":
-                    expected = WAVEFORM  # its get_parser strips the quotes
-                elif key == "filter" and value == float("inf"):
-                    expected = float("inf")  # 9.9E+37, QCoDeS's parser makes it inf
-                elif parameter_name == "delay":
+                if parameter_name == "delay":
                     expected = float(value) * 1e-9  # set in ns, the instrument answers s
-                elif key in ("state", "direct_output"):
-                    expected = str(value) if key == "direct_output" else value
-                report.parameter(f"ch{ch}.{key}", holder.parameters[parameter_name], value, expected)
+                parameter = holder.parameters[parameter_name]
+                report.parameter(f"ch{ch}.{key}", parameter, value, expected)
 
         # a sequence: three elements with the driver's sequence-element functions
         awg.sequence_length.set(3)
