@@ -51,6 +51,9 @@ class InstrumentConfig(_Strict):
     watchdog_s: float | None = Field(default=None, ge=0.5, le=60)
     """Sequencers only: the host watchdog's timeout (default DEFAULT_WATCHDOG_S); a running
     program halts with every line safe when the host sends no heartbeat for this long."""
+    model: Literal["04-01", "06-01"] | None = None
+    """Lasers only: the Cobolt series the simulated lab models (default 06-01); the driver
+    asks a real laser which series it is."""
     notes: str = ""
 
     @property
