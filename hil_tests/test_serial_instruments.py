@@ -5,7 +5,6 @@ import pytest
 
 from qnode.errors import InstrumentReportedError, LimitError
 
-
 LASERS = ["laser_green", "laser_red"]
 """Node A's lasers: in the simulated lab a 06-01 series (green) and a 04-01 series (red)."""
 
