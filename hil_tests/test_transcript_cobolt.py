@@ -31,9 +31,11 @@ def test_open_switches_autostart_off():
 
 
 def test_open_fails_clearly_when_autostart_cannot_be_switched_off():
-    with pytest.raises(InstrumentReportedError, match="'@cobas 0'.*illegal command"):
-        with expected_protocol(CoboltLaser, [(b"@cobas 0\r", ILLEGAL)]):
-            pass
+    with (
+        pytest.raises(InstrumentReportedError, match=r"'@cobas 0'.*illegal command"),
+        expected_protocol(CoboltLaser, [(b"@cobas 0\r", ILLEGAL)]),
+    ):
+        pass
 
 
 def test_identity_of_a_06_01_series_laser():
@@ -55,19 +57,23 @@ def test_series(steps, series):
 
 
 def test_model_number_that_is_neither_series_names_the_reply():
-    with expected_protocol(CoboltLaser, OPEN + [(b"glm?\r", b"MAMBO-XYZ\r\n")]) as laser:
-        with pytest.raises(InstrumentReplyError, match="transcript.*'glm\\?'.*'MAMBO-XYZ'"):
-            laser.model_number()
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"glm?\r", b"MAMBO-XYZ\r\n")]) as laser,
+        pytest.raises(InstrumentReplyError, match=r"transcript.*'glm\?'.*'MAMBO-XYZ'"),
+    ):
+        laser.model_number()
 
 
 def test_serial_number_must_be_a_number():
-    with expected_protocol(CoboltLaser, OPEN + [(b"sn?\r", b"abc\r\n")]) as laser:
-        with pytest.raises(InstrumentReplyError, match="serial number reply 'abc'"):
-            laser.serial_number()
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"sn?\r", b"abc\r\n")]) as laser,
+        pytest.raises(InstrumentReplyError, match=r"serial number reply 'abc'"),
+    ):
+        laser.serial_number()
 
 
 def test_firmware():
-    with expected_protocol(CoboltLaser, OPEN + [(b"gfv?\r", b"4001\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"gfv?\r", b"4001\r\n")]) as laser:
         assert laser.firmware() == "4001"
 
 
@@ -78,16 +84,20 @@ def test_set_power_in_watts():
 
 
 def test_set_power_beyond_the_limit_sends_nothing():
-    with expected_protocol(CoboltLaser, OPEN, limits={"power_w": (0.0, 0.01)}) as laser:
-        with pytest.raises(LimitError, match="power_w = 0.02"):
-            laser.set_power(0.02)
+    with (
+        expected_protocol(CoboltLaser, OPEN, limits={"power_w": (0.0, 0.01)}) as laser,
+        pytest.raises(LimitError, match=r"power_w = 0.02"),
+    ):
+        laser.set_power(0.02)
 
 
 def test_set_power_refused_by_the_laser():
     steps = [(b"p 0.500000\r", b"Syntax error: illegal parameter\r\n")]
-    with expected_protocol(CoboltLaser, OPEN + steps) as laser:
-        with pytest.raises(InstrumentReportedError, match="'p 0.500000'.*illegal parameter"):
-            laser.set_power(0.5)
+    with (
+        expected_protocol(CoboltLaser, OPEN + steps) as laser,
+        pytest.raises(InstrumentReportedError, match=r"'p 0.500000'.*illegal parameter"),
+    ):
+        laser.set_power(0.5)
 
 
 def test_power_set_point_and_measured_power():
@@ -98,47 +108,51 @@ def test_power_set_point_and_measured_power():
 
 
 def test_constant_power_mode():
-    with expected_protocol(CoboltLaser, OPEN + [(b"cp\r", b"OK\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"cp\r", b"OK\r\n")]) as laser:
         laser.set_constant_power()
 
 
 def test_drive_current():
-    with expected_protocol(CoboltLaser, OPEN + [(b"i?\r", b"52.5000\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"i?\r", b"52.5000\r\n")]) as laser:
         assert laser.drive_current() == 52.5
 
 
 @pytest.mark.parametrize(("on", "command"), [(True, b"l1\r"), (False, b"l0\r")])
 def test_set_enabled(on, command):
-    with expected_protocol(CoboltLaser, OPEN + [(command, b"OK\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (command, b"OK\r\n")]) as laser:
         laser.set_enabled(on)
 
 
 def test_switching_on_with_autostart_on_is_the_lasers_error():
-    with expected_protocol(CoboltLaser, OPEN + [(b"l1\r", ILLEGAL)]) as laser:
-        with pytest.raises(InstrumentReportedError, match="after 'l1': Syntax error"):
-            laser.set_enabled(True)
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"l1\r", ILLEGAL)]) as laser,
+        pytest.raises(InstrumentReportedError, match=r"after 'l1': Syntax error"),
+    ):
+        laser.set_enabled(True)
 
 
 @pytest.mark.parametrize(("reply", "on"), [(b"1\r\n", True), (b"0\r\n", False)])
 def test_enabled_reads_the_laser(reply, on):
-    with expected_protocol(CoboltLaser, OPEN + [(b"l?\r", reply)]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"l?\r", reply)]) as laser:
         assert laser.enabled() is on
 
 
 def test_enabled_that_is_not_a_boolean_names_the_reply():
-    with expected_protocol(CoboltLaser, OPEN + [(b"l?\r", b"2\r\n")]) as laser:
-        with pytest.raises(InstrumentReplyError, match="'l\\?'.*'2'"):
-            laser.enabled()
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"l?\r", b"2\r\n")]) as laser,
+        pytest.raises(InstrumentReplyError, match=r"'l\?'.*'2'"),
+    ):
+        laser.enabled()
 
 
 @pytest.mark.parametrize(("on", "command"), [(True, b"@cobas 1\r"), (False, b"@cobas 0\r")])
 def test_set_autostart(on, command):
-    with expected_protocol(CoboltLaser, OPEN + [(command, b"OK\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (command, b"OK\r\n")]) as laser:
         laser.set_autostart(on)
 
 
 def test_autostart():
-    with expected_protocol(CoboltLaser, OPEN + [(b"@cobas?\r", b"0\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"@cobas?\r", b"0\r\n")]) as laser:
         assert laser.autostart() is False
 
 
@@ -148,14 +162,16 @@ def test_autostart():
      (b"5\r\n", "fault"), (b"6\r\n", "aborted")],
 )  # fmt: skip
 def test_operating_mode(reply, mode):
-    with expected_protocol(CoboltLaser, OPEN + [(b"gom?\r", reply)]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"gom?\r", reply)]) as laser:
         assert laser.operating_mode() == mode
 
 
 def test_unknown_operating_mode_names_the_reply():
-    with expected_protocol(CoboltLaser, OPEN + [(b"gom?\r", b"9\r\n")]) as laser:
-        with pytest.raises(InstrumentReplyError, match="'gom\\?'.*9"):
-            laser.operating_mode()
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"gom?\r", b"9\r\n")]) as laser,
+        pytest.raises(InstrumentReplyError, match=r"'gom\?'.*9"),
+    ):
+        laser.operating_mode()
 
 
 def test_fault_and_clear_fault():
@@ -167,24 +183,26 @@ def test_fault_and_clear_fault():
 
 
 def test_fault_that_is_not_a_code_names_the_reply():
-    with expected_protocol(CoboltLaser, OPEN + [(b"f?\r", b"x\r\n")]) as laser:
-        with pytest.raises(InstrumentReplyError, match="'f\\?'.*'x'"):
-            laser.fault()
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"f?\r", b"x\r\n")]) as laser,
+        pytest.raises(InstrumentReplyError, match=r"'f\?'.*'x'"),
+    ):
+        laser.fault()
 
 
 @pytest.mark.parametrize(("reply", "is_open"), [(b"1\r\n", True), (b"0\r\n", False)])
 def test_interlock_open(reply, is_open):
-    with expected_protocol(CoboltLaser, OPEN + [(b"ilk?\r", reply)]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"ilk?\r", reply)]) as laser:
         assert laser.interlock_open() is is_open
 
 
 def test_operating_hours():
-    with expected_protocol(CoboltLaser, OPEN + [(b"hrs?\r", b"1234.50\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"hrs?\r", b"1234.50\r\n")]) as laser:
         assert laser.operating_hours() == 1234.5
 
 
 def test_safe_state_switches_emission_off():
-    with expected_protocol(CoboltLaser, OPEN + [(b"l0\r", b"OK\r\n")]) as laser:
+    with expected_protocol(CoboltLaser, [*OPEN, (b"l0\r", b"OK\r\n")]) as laser:
         laser.safe_state()
 
 
@@ -206,6 +224,8 @@ def test_health_of_a_04_01_with_an_open_interlock():
 
 
 def test_a_reply_cut_before_its_cr_lf_is_a_timeout_not_a_value():
-    with expected_protocol(CoboltLaser, OPEN + [(b"p?\r", b"0.01")]) as laser:
-        with pytest.raises(InstrumentTimeout):
-            laser.power()
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"p?\r", b"0.01")]) as laser,
+        pytest.raises(InstrumentTimeout),
+    ):
+        laser.power()
