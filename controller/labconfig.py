@@ -280,6 +280,8 @@ def _check_semantics(lab: LabConfig) -> None:
                 fail(f"{key}.limits.{e.key}", e.problem)
             if inst.watchdog_s is not None and inst.role != "sequencer":
                 fail(f"{key}.watchdog_s", f"only a sequencer has a watchdog, not a {inst.role}")
+            if inst.model is not None and inst.role != "laser":
+                fail(f"{key}.model", f"only a laser has a model (Cobolt series), not a {inst.role}")
             if inst.role == "sequencer" and inst.watchdog <= inst.timeout_s:
                 fail(
                     f"{key}.watchdog_s",

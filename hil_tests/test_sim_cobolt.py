@@ -9,6 +9,8 @@ import time
 import pytest
 import serial
 
+from controller.labconfig import load_lab
+from hil_tests.test_labconfig import expect_error, write_variant
 from sim_backends.framing import Message
 from sim_backends.instruments.laser import SimLaser
 from sim_backends.node import SimLaserState
@@ -137,6 +139,20 @@ def test_shared_readings(series):
 def test_unknown_series_is_refused_when_the_lab_is_built():
     with pytest.raises(ValueError, match="series '05-01' is not one of"):
         SimLaser("X.laser", SimLaserState(), 1, "05-01")
+
+
+def test_the_lab_file_picks_the_series_of_a_laser_and_only_of_a_laser(tmp_path):
+    lab = load_lab(write_variant(tmp_path, lambda raw: None))
+    assert lab.nodes["A"].instruments["laser_red"].model == "04-01"
+    assert lab.nodes["A"].instruments["laser_green"].model is None  # the default: 06-01
+    path = write_variant(
+        tmp_path, lambda raw: raw["nodes"]["A"]["instruments"]["mw"].update(model="04-01")
+    )
+    expect_error(path, "nodes.A.instruments.mw.model", "only a laser has a model")
+    path = write_variant(
+        tmp_path, lambda raw: raw["nodes"]["A"]["instruments"]["laser_red"].update(model="05-01")
+    )
+    expect_error(path, "nodes.A.instruments.laser_red.model", "'04-01'")
 
 
 def _exchange(port: serial.Serial, data: bytes) -> bytes:
