@@ -229,3 +229,11 @@ def test_a_reply_cut_before_its_cr_lf_is_a_timeout_not_a_value():
         pytest.raises(InstrumentTimeout),
     ):
         laser.power()
+
+
+def test_a_set_answered_with_something_else_than_ok_names_the_reply():
+    with (
+        expected_protocol(CoboltLaser, [*OPEN, (b"l0\r", b"1\r\n")]) as laser,
+        pytest.raises(InstrumentReplyError, match=r"reply to 'l0' is not OK: '1'"),
+    ):
+        laser.set_enabled(False)
