@@ -99,6 +99,20 @@ def test_a_foreign_unit_is_refused_never_dropped(mw, sim, command, code):
     assert mw.query("*ESE?") == "0"
 
 
+def test_awg_amplitude_in_millivolts_is_never_read_as_volts(rm, sim):
+    """The issue's case: `SOUR1:VOLT:AMPL 1 mV` read back 1.0 V. Now it is 1e-3 V (below
+    the AWG's range: refused with -222) or refused for its suffix, never 1 V."""
+    awg = _open(rm, sim.resources["A.awg"])
+    try:
+        awg.write("*CLS;:SOUR1:VOLT:AMPL 0.5")
+        awg.write("SOUR1:VOLT:AMPL 1 mV")
+        assert float(awg.query("SOUR1:VOLT:AMPL?")) == pytest.approx(0.5)
+        assert awg.query("SYST:ERR?").split(",")[0] in ("-222", "-138")
+    finally:
+        awg.write("*CLS")
+        awg.close()
+
+
 def test_min_max_def_as_values_and_as_query_arguments(mw, sim):
     assert float(mw.query("SOUR:FREQ? MAX")) == 12.75e9
     assert float(mw.query("FREQ? MINimum")) == 1e6
