@@ -136,7 +136,9 @@ class SimAwg(Device):
         add("SEQuence:LENGth?", lambda a: no_arguments(a) or str(len(self.sequence)))
         add("SEQuence:ELEMent#:WAVeform#", self._set_element_waveform)
         add("SEQuence:ELEMent#:WAVeform#?", self._element_waveform)
-        self._element_setting("LOOP:COUNt", "loop_count", lambda a, e: integer(a, 1, 65536), str)
+        self._element_setting(
+            "LOOP:COUNt", "loop_count", lambda a, e: integer(a, 1, MAX_LOOP_COUNT), str
+        )
         self._element_setting("LOOP:INFinite", "loop_infinite", self._bool, self._bool_reply)
         self._element_setting("TWAit", "trigger_wait", self._bool, self._bool_reply)
         self._element_setting("GOTO:STATe", "goto_state", self._bool, self._bool_reply)
@@ -155,7 +157,7 @@ class SimAwg(Device):
         add("AWGControl:SEQuence:TYPE?", lambda a: no_arguments(a) or "HARD")
         # run control
         add("AWGControl:RMODe", lambda a: setattr(self, "run_mode", self._run_mode(a)))
-        add("AWGControl:RMODe?", lambda a: self.run_mode)
+        add("AWGControl:RMODe?", lambda a: no_arguments(a) or self.run_mode)
         add("AWGControl:RUN[:IMMediate]", lambda a: no_arguments(a) or self._run())
         add("AWGControl:STOP[:IMMediate]", lambda a: no_arguments(a) or self._stop())
         add("AWGControl:RSTate?", lambda a: no_arguments(a) or str(self._run_state()))
@@ -191,9 +193,9 @@ class SimAwg(Device):
             "AWGControl:DC#:VOLTage[:LEVel][:IMMediate]:OFFSet", "dc_level_v", self._dc_level
         )
         add("SOURce#:COMBine:FEED", self._set_add_input)
-        add("SOURce#:COMBine:FEED?", lambda a, ch: quote(self.add_input[self._ch(ch)]))
+        add("SOURce#:COMBine:FEED?", lambda a, ch: self._quoted_reply(a, self.add_input, ch))
         add("SOURce#:WAVeform", self._set_channel_waveform)
-        add("SOURce#:WAVeform?", lambda a, ch: quote(self.channel_waveform[self._ch(ch)]))
+        add("SOURce#:WAVeform?", lambda a, ch: self._quoted_reply(a, self.channel_waveform, ch))
         # markers: two per channel
         marker = "SOURce#:MARKer#"
         self._marker_setting(f"{marker}:DELay", "marker_delay_s", self._marker_delay)
@@ -249,7 +251,9 @@ class SimAwg(Device):
         """A setting with its query; a number reads back as NR3, a keyword as its short form,
         a boolean as 0/1."""
         self.add(header, lambda a, *s: setattr(self, attribute, parse(a)))
-        self.add(header + "?", lambda a, *s: self._reply(getattr(self, attribute)))
+        self.add(
+            header + "?", lambda a, *s: no_arguments(a) or self._reply(getattr(self, attribute))
+        )
 
     def _channel_setting(self, header: str, attribute: str, parse: Callable[[str], object]) -> None:
         def write(args: str, ch: int) -> None:
@@ -257,7 +261,12 @@ class SimAwg(Device):
             table[self._ch(ch)] = parse(args)
 
         self.add(header, write)
-        self.add(header + "?", lambda a, ch: self._reply(getattr(self, attribute)[self._ch(ch)]))
+
+        def read(args: str, ch: int) -> str:
+            no_arguments(args)
+            return self._reply(getattr(self, attribute)[self._ch(ch)])
+
+        self.add(header + "?", read)
 
     def _marker_setting(self, header: str, attribute: str, parse: Callable[[str], object]) -> None:
         def write(args: str, ch: int, m: int) -> None:
@@ -265,6 +274,7 @@ class SimAwg(Device):
             getattr(self, attribute)[key] = parse(args)
 
         def read(args: str, ch: int, m: int) -> str:
+            no_arguments(args)
             return self._reply(getattr(self, attribute)[(self._ch(ch), self._marker(m))])
 
         self.add(header, write)
@@ -284,7 +294,16 @@ class SimAwg(Device):
             setattr(element, attribute, parse(args, element))
 
         self.add(header, write)
-        self.add(header + "?", lambda a, index: show(getattr(self._element(index), attribute)))
+
+        def read(args: str, index: int) -> str:
+            no_arguments(args)
+            return show(getattr(self._element(index), attribute))
+
+        self.add(header + "?", read)
+
+    def _quoted_reply(self, args: str, table: dict[int, str], ch: int) -> str:
+        no_arguments(args)
+        return quote(table[self._ch(ch)])
 
     @staticmethod
     def _reply(value: object) -> str:
@@ -398,8 +417,10 @@ class SimAwg(Device):
     def _new(self, args: str) -> None:
         name, rest = quoted(args)
         parts = parameters(rest)
-        if len(parts) != 2:
+        if len(parts) < 2:
             raise CommandError(-109, "Missing parameter: <name>,<size>,{INTeger|REAL}")
+        if len(parts) > 2:
+            raise CommandError(-108, f"Parameter not allowed: {parts[2][:20]}")
         points = integer(parts[0], 1, MAX_POINTS)
         kind = choice(parts[1], WAVEFORM_TYPES)
         if not name or name.startswith("*"):
@@ -503,6 +524,7 @@ class SimAwg(Device):
             element.waveforms.pop(self._ch(channel), None)
 
     def _element_waveform(self, args: str, index: int, channel: int) -> str:
+        no_arguments(args)
         return quote(self._element(index).waveforms.get(self._ch(channel), ""))
 
     def _jump(self, args: str) -> None:
