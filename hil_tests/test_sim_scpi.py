@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import pyvisa
 
-from sim_backends.device import Device
+from sim_backends.device import Device, scpi_pattern
 from sim_backends.framing import Message
 
 MW = "A.mw"
@@ -341,3 +341,25 @@ def test_ascii_dialects_have_no_common_commands_or_status():
     assert device.execute(Message("*ESR?")) is None
     assert device.execute(Message("SYST:ERR?")) is None
     assert device.execute(Message("p?")) == "0.5"
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        ("TRIG:LEV", True),
+        ("TRIGGER:SEQUENCE:LEVEL", True),
+        ("trig:seq:lev", True),
+        ("TRIGLEV", False),
+        ("TRIG:SEQLEV", False),
+    ],
+)
+def test_an_optional_node_in_the_middle_keeps_its_colons(header, matches):
+    pattern = scpi_pattern("TRIGger[:SEQuence]:LEVel")
+    assert (pattern.fullmatch(header) is not None) is matches
+
+
+def test_a_leading_optional_node_and_a_suffix():
+    pattern = scpi_pattern("[SOURce#]:VOLTage[:LEVel][:IMMediate]:OFFSet")
+    for header in ("VOLT:OFFS", "SOUR1:VOLT:OFFS", "SOUR2:VOLTAGE:LEVEL:IMM:OFFSET"):
+        assert pattern.fullmatch(header) is not None, header
+    assert pattern.fullmatch("SOUR1VOLT:OFFS") is None

@@ -97,7 +97,9 @@ def error_text(code: int, message: str) -> str:
 def scpi_pattern(spec: str) -> re.Pattern:
     """'SOURce#:FREQuency[:CW]' -> regex accepting long/short forms, '#' a numeric suffix."""
     out = []
-    spec = re.sub(r"\[([^\]]+)\]:", r"[\1:]", spec)  # an optional node owns its colon
+    # a leading optional node owns the colon after it ('[SOURce]:FREQ'); a node in the middle
+    # owns the colon before it ('TRIGger[:SEQuence]:LEVel'), which it already has
+    spec = re.sub(r"\[([^\]:][^\]]*)\]:", r"[\1:]", spec)
     tokens = re.findall(r"\[|\]|:|[A-Za-z*]+#?|\?", spec)
     for tok in tokens:
         if tok == "[":
