@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean conformance
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,19 @@ test: $(STAMP)
 	$(PY) -m mypy drivers sequences calibration qnode controller/labconfig.py controller/link controller/node controller/messaging controller/midpoint
 	$(PY) -m pytest -q hil_tests
 
+# The simulated lab driven by independent drivers (QCoDeS, pylablib, microscope) in an
+# environment of their own: see conformance/run.py.
+CONFORMANCE_VENV := .venv-conformance
+CONFORMANCE_STAMP := $(CONFORMANCE_VENV)/.installed
+
+$(CONFORMANCE_STAMP): conformance/requirements.txt
+	test -x $(CONFORMANCE_VENV)/bin/python || $(PYTHON) -m venv $(CONFORMANCE_VENV)
+	$(CONFORMANCE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r conformance/requirements.txt
+	touch $(CONFORMANCE_STAMP)
+
+conformance: $(STAMP) $(CONFORMANCE_STAMP)
+	$(PY) conformance/run.py --python $(CONFORMANCE_VENV)/bin/python --qnode $(VENV)/bin/qnode
+
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
@@ -32,4 +45,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CONFORMANCE_VENV) build *.egg-info

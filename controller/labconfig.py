@@ -52,6 +52,9 @@ class InstrumentConfig(_Strict):
     watchdog_s: float | None = Field(default=None, ge=0.5, le=60)
     """Sequencers only: the host watchdog's timeout (default DEFAULT_WATCHDOG_S); a running
     program halts with every line safe when the host sends no heartbeat for this long."""
+    model: Literal["04-01", "06-01"] | None = None
+    """Lasers only: the Cobolt series the simulated lab models (default 06-01); the driver
+    asks a real laser which series it is."""
     notes: str = ""
 
     @property
@@ -278,6 +281,8 @@ def _check_semantics(lab: LabConfig) -> None:
                 fail(f"{key}.limits.{e.key}", e.problem)
             if inst.watchdog_s is not None and inst.role != "sequencer":
                 fail(f"{key}.watchdog_s", f"only a sequencer has a watchdog, not a {inst.role}")
+            if inst.model is not None and inst.role != "laser":
+                fail(f"{key}.model", f"only a laser has a model (Cobolt series), not a {inst.role}")
             if inst.role == "sequencer" and inst.watchdog <= inst.timeout_s:
                 fail(
                     f"{key}.watchdog_s",

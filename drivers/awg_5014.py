@@ -1,7 +1,10 @@
-"""AWG following the Tektronix AWG5014 SCPI subset: waveform list, INT blocks, sequence mode.
+"""Tektronix AWG5014 (B, C): the AWG5000 series programmer manual's commands for the waveform
+list, the sequence table, channel levels and run control.
 
-Waveforms travel in the AWG5014 integer format: one little-endian uint16 per point, bits 0-13
-the DAC code (8191 is 0 V), bit 14 marker 1, bit 15 marker 2.
+Waveforms go up in the INT format (one little-endian uint16 per point, bits 0-13 the DAC
+code with 8191 = 0 V, bit 14 marker 1, bit 15 marker 2) and come back in whichever format the
+waveform was made in: INT, or REAL (5 bytes a point: little-endian float32, then a byte with
+marker 1 in bit 6 and marker 2 in bit 7), so that a waveform another program made reads back.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import numpy as np
 
 from drivers.base import Health
 from drivers.scpi import ScpiDriver, parse_records
-from qnode.errors import InstrumentReportedError, LimitError
+from qnode.errors import InstrumentReplyError, InstrumentReportedError, LimitError
 
 CHANNELS = (1, 2, 3, 4)
 DAC_MID = 8191
 RUN_STATES = {0: "stopped", 1: "waiting for trigger", 2: "running"}
+REAL_POINT = np.dtype([("value", "<f4"), ("markers", "u1")])
+WAVEFORM_TYPES = ("INT", "REAL")
 
 
 def encode_int_waveform(
@@ -43,6 +48,15 @@ def decode_int_waveform(
     words = parse_records(instrument, "WLIS:WAV:DATA?", data, np.dtype("<u2"))
     samples = ((words & 0x3FFF).astype(np.float64) - DAC_MID) / DAC_MID
     return samples, (words >> 14) & 1, (words >> 15) & 1
+
+
+def decode_real_waveform(
+    data: bytes, instrument: str = "AWG5014"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples and the two marker bits from the REAL format's 5-byte points."""
+    points = parse_records(instrument, "WLIS:WAV:DATA?", data, REAL_POINT)
+    markers = points["markers"]
+    return points["value"].astype(np.float64), (markers >> 6) & 1, (markers >> 7) & 1
 
 
 class TektronixAwg5014(ScpiDriver):
@@ -114,16 +128,42 @@ class TektronixAwg5014(ScpiDriver):
         self.scpi.write(f'WLIS:WAV:NEW "{name}",{points},INT')
         self._made_here()[name] = points
 
-    def download_waveform(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return decode_int_waveform(self.scpi.query_block(f'WLIS:WAV:DATA? "{name}"'), self.name)
+    def waveform_type(self, name: str) -> str:
+        """INT or REAL: the format the waveform was made in, and comes back in."""
+        command = f'WLIS:WAV:TYPE? "{name}"'
+        reply = self.scpi.query(command).strip().upper()
+        if reply not in WAVEFORM_TYPES:
+            raise InstrumentReplyError(
+                self.name, f"reply to {command!r} is not INT or REAL: {reply[:40]!r}"
+            )
+        return reply
+
+    def download_waveform(
+        self, name: str, start: int = 0, size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples, marker 1 and marker 2 of points start..start+size (all by default)."""
+        if start < 0 or (size is not None and size < 1):
+            raise ValueError(f"{self.name}: no points {start}+{size} of {name!r} to read")
+        decode = decode_int_waveform if self.waveform_type(name) == "INT" else decode_real_waveform
+        command = f'WLIS:WAV:DATA? "{name}"'
+        if size is not None:
+            command += f",{start},{size}"
+        elif start:
+            command += f",{start}"
+        return decode(self.scpi.query_block(command), self.name)
 
     def set_sequence(self, elements: list[dict[int, str]]) -> None:
-        """Sequence element k (0-based segment k of the sequencer) plays these waveforms."""
+        """Sequence element k+1 plays segment k of the sequencer's program: each element
+        waits for its trigger (the sequencer's AWG_TRIG k) and plays once. The table is
+        cleared first (length 0): a shorter length keeps the first elements as they were, with
+        waveforms on channels the new elements do not name."""
+        self.scpi.write("SEQ:LENG 0")
         self.scpi.write(f"SEQ:LENG {len(elements)}")
         for k, element in enumerate(elements, start=1):
             for channel, waveform in element.items():
                 self._check_channel(channel)
                 self.scpi.write(f'SEQ:ELEM{k}:WAV{channel} "{waveform}"')
+            self.scpi.write(f"SEQ:ELEM{k}:TWA 1")
         self.scpi.write("AWGC:RMOD SEQ")
 
     def set_amplitude(self, channel: int, vpp: float) -> None:
@@ -152,7 +192,12 @@ class TektronixAwg5014(ScpiDriver):
 
     def run_state(self) -> int:
         """0 stopped, 1 waiting for trigger, 2 running (as AWGC:RST? on the 5014)."""
-        return self.scpi.query_int("AWGC:RST?")
+        state = self.scpi.query_int("AWGC:RST?")
+        if state not in RUN_STATES:
+            raise InstrumentReplyError(
+                self.name, f"reply to 'AWGC:RST?' is not a run state (0, 1, 2): {state}"
+            )
+        return state
 
     def safe_state(self) -> None:
         self.scpi.write("AWGC:STOP")
@@ -162,7 +207,7 @@ class TektronixAwg5014(ScpiDriver):
     def health(self) -> Health:
         outputs = [c for c in CHANNELS if self.output(c)]
         state = (
-            f"{RUN_STATES.get(self.run_state(), 'unknown')}, "
+            f"{RUN_STATES[self.run_state()]}, "
             f"outputs on: {outputs or 'none'}, {self.scpi.query_int('WLIS:SIZE?')} waveforms"
         )
         return Health(self.identity(), state, self.error_list())

@@ -1,9 +1,19 @@
-"""Microwave source following the R&S SGS100A / SMB100A SCPI subset (see docs/instruments.md)."""
+"""Microwave source: R&S SGS100A (and the SMB100A's identical subset), SCPI over TCP.
+
+Commands in the manual's spelling (short forms of `[SOURce<hw>]:FREQuency[:CW]`,
+`[SOURce<hw>]:POWer[:LEVel][:IMMediate][:AMPLitude]`, `OUTPut<hw>[:STATe]`, ...); every set is
+checked with `SYST:ERR?` in the same message (IEEE 488.2 compound). See docs/instruments.md.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from drivers.base import Health
 from drivers.scpi import ScpiDriver
+from qnode.errors import InstrumentReplyError
+
+ReferenceSource = Literal["INT", "EXT"]
 
 
 class RsSgs100a(ScpiDriver):
@@ -18,6 +28,7 @@ class RsSgs100a(ScpiDriver):
         self.scpi.write(f"SOUR:FREQ {hz:.3f}")
 
     def frequency(self) -> float:
+        """The carrier in Hz (any numeric reply form: `2870000000`, `2.87E+09`)."""
         return self.scpi.query_float("SOUR:FREQ?")
 
     def set_power(self, dbm: float) -> None:
@@ -32,6 +43,29 @@ class RsSgs100a(ScpiDriver):
 
     def output(self) -> bool:
         return self.scpi.query_bool("OUTP:STAT?")
+
+    def set_iq_modulation(self, on: bool) -> None:
+        """The I/Q inputs (from the AWG) modulate the carrier."""
+        self.scpi.write(f"SOUR:IQ:STAT {'ON' if on else 'OFF'}")
+
+    def iq_modulation(self) -> bool:
+        return self.scpi.query_bool("SOUR:IQ:STAT?")
+
+    def set_reference_source(self, source: ReferenceSource) -> None:
+        """INT: the internal oscillator; EXT: the lab's 10 MHz (or 100/1000 MHz) reference."""
+        if source not in ("INT", "EXT"):
+            raise ValueError(f"{self.name}: reference source {source!r} is not INT or EXT")
+        self.scpi.write(f"SOUR:ROSC:SOUR {source}")
+
+    def reference_source(self) -> ReferenceSource:
+        reply = self.scpi.query("SOUR:ROSC:SOUR?").strip().upper()
+        if reply in ("INT", "INTERNAL"):
+            return "INT"
+        if reply in ("EXT", "EXTERNAL"):
+            return "EXT"
+        raise InstrumentReplyError(
+            self.name, f"reply to 'SOUR:ROSC:SOUR?' is not INT or EXT: {reply[:40]!r}"
+        )
 
     def safe_state(self) -> None:
         self.scpi.write("OUTP:STAT OFF")

@@ -36,6 +36,8 @@ def parse_identity(instrument: str, reply: str) -> Identity:
 
 
 def parse_float(instrument: str, command: str, reply: str) -> float:
+    """A decimal number in any IEEE 488.2 response form (`2870000000`, `2.87E+09`,
+    `+2.870000E+09`); anything else names the instrument and the reply."""
     try:
         value = float(reply.strip())
     except ValueError:
@@ -77,6 +79,23 @@ def parse_bool(instrument: str, command: str, reply: str) -> bool:
     )
 
 
+def parse_error(instrument: str, reply: str) -> tuple[int, str] | None:
+    """One `SYST:ERR?` reply, `<code>,"<message>"` (SCPI-1999): None for code 0; the
+    message with its doubled quotes undone."""
+    code_text, sep, message = reply.strip().partition(",")
+    try:
+        code = int(code_text)
+    except ValueError:
+        code = None
+    text = message.strip()
+    quoted = len(text) >= 2 and text[0] == text[-1] == '"'
+    if code is None or not sep or not quoted:
+        raise InstrumentReplyError(
+            instrument, f"SYST:ERR? reply {reply!r} is not 'code,\"message\"'"
+        )
+    return None if code == 0 else (code, text[1:-1].replace('""', '"'))
+
+
 class Scpi:
     """SCPI on top of a transport; `check_errors` drains `SYST:ERR?` after sets."""
 
@@ -103,16 +122,7 @@ class Scpi:
 
     def _error(self, reply: str) -> tuple[int, str] | None:
         """One `code,"message"` reply: None for 0 (no error)."""
-        code_text, sep, message = reply.partition(",")
-        try:
-            code = int(code_text)
-        except ValueError:
-            code = None
-        if code is None or not sep:
-            raise InstrumentReplyError(
-                self.instrument, f"SYST:ERR? reply {reply!r} is not 'code,\"message\"'"
-            )
-        return None if code == 0 else (code, message.strip().strip('"'))
+        return parse_error(self.instrument, reply)
 
     def query(self, command: str) -> str:
         return self.transport.query(command)

@@ -34,7 +34,7 @@ ARGUMENTS = st.one_of(
     st.lists(st.integers(-(10**6), 10**6).map(str), min_size=2, max_size=4).map(",".join),
     st.tuples(st.text(max_size=8), st.integers(-(10**9), 10**9)).map(lambda t: f'"{t[0]}",{t[1]}'),
 )
-ALIVE = {"*IDN?": "SCPI", "glm?": "Cobolt", "id?": "MDT"}
+ALIVE = {"*IDN?": "SCPI", "sn?": "Cobolt (both series)", "id?": "MDT"}
 
 
 @pytest.fixture(scope="module")

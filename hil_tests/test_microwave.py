@@ -55,3 +55,30 @@ def test_instrument_error_queue_is_reported(open_driver):
     with pytest.raises(InstrumentReportedError, match="Undefined header"):
         mw.scpi.write("SOUR:FREQ:BOGUS 1")
     assert mw.scpi.errors() == []
+
+
+def test_iq_modulation_and_reference_source_round_trip(open_driver, maybe_sim):
+    mw = open_driver("microwave_source")
+    mw.set_iq_modulation(True)
+    mw.set_reference_source("EXT")
+    assert mw.iq_modulation() is True
+    assert mw.reference_source() == "EXT"
+    if maybe_sim:
+        state = maybe_sim.state(mw.name)
+        assert (state["iq"], state["reference_source"]) == (True, "EXT")
+    mw.set_iq_modulation(False)
+    mw.set_reference_source("INT")
+    assert (mw.iq_modulation(), mw.reference_source()) == (False, "INT")
+    assert mw.scpi.errors() == []
+
+
+def test_a_value_out_of_the_instruments_range_is_its_error(open_driver, maybe_sim):
+    """Past the lab limit the driver refuses; past the instrument's range (here asked
+    around the driver) the instrument refuses with -222 and keeps its setting."""
+    mw = open_driver("microwave_source")
+    mw.set_frequency(2.9e9)
+    with pytest.raises(InstrumentReportedError, match="-222 Data out of range"):
+        mw.scpi.write("SOUR:FREQ 13 GHZ")
+    assert mw.frequency() == pytest.approx(2.9e9)
+    if maybe_sim:
+        assert maybe_sim.state(mw.name)["frequency_hz"] == pytest.approx(2.9e9)

@@ -1,22 +1,56 @@
-"""Lasers (Cobolt subset) and the phase stabiliser (MDT694B subset) over serial lines."""
+"""Lasers (Cobolt 04-01 and 06-01 series) and the phase stabiliser (MDT694B subset) over
+serial lines."""
 
 import pytest
 
 from qnode.errors import InstrumentReportedError, LimitError
 
+LASERS = ["laser_green", "laser_red"]
+"""Node A's lasers: in the simulated lab a 06-01 series (green) and a 04-01 series (red)."""
 
-def test_laser_power_and_enable(open_driver, maybe_sim):
-    laser = open_driver("laser")
+
+@pytest.fixture
+def open_laser(lab, resources):
+    """open_laser(name) -> node A's laser of that name, opened (left safe afterwards)."""
+    opened = []
+
+    def factory(name: str):
+        laser = lab.make_driver("A", name, resources)
+        laser.open()
+        opened.append(laser)
+        return laser
+
+    yield factory
+    for laser in opened:
+        laser.safe_state()
+        laser.close()
+
+
+@pytest.mark.parametrize("name", LASERS)
+def test_laser_power_and_enable(open_laser, maybe_sim, name):
+    laser = open_laser(name)
     hi = laser.limits["power_w"][1]
     laser.set_power(hi / 2)
     laser.set_enabled(True)
-    assert laser.power() == pytest.approx(hi / 2, abs=1e-5)
+    assert laser.power() == pytest.approx(hi / 2, abs=1e-6)
     assert laser.enabled() is True
-    assert laser.measured_power() == pytest.approx(hi / 2, abs=1e-5)
-    assert laser.identity().startswith("Cobolt")
+    assert laser.measured_power() == pytest.approx(hi / 2, abs=1e-6)
+    assert laser.autostart() is False  # open() switched it off
+    assert laser.operating_mode() == "continuous"
+    assert laser.fault() == 0 and laser.interlock_open() is False
+    assert laser.identity().startswith(("Cobolt 04-01 SN ", "Cobolt 06-01 "))
     if maybe_sim:
         state = maybe_sim.state(laser.name)
-        assert state == {"enabled": True, "power_w": pytest.approx(hi / 2, abs=1e-5)}
+        assert state["enabled"] is True and state["autostart"] is False
+        assert state["power_w"] == pytest.approx(hi / 2, abs=1e-6)
+
+
+def test_each_series_is_identified_by_what_it_answers(open_laser, sim):
+    green, red = open_laser("laser_green"), open_laser("laser_red")
+    assert sim.state(green.name)["series"] == "06-01" and green.series() == "06-01"
+    assert sim.state(red.name)["series"] == "04-01" and red.series() == "04-01"
+    assert green.identity().startswith("Cobolt 06-01 0638-06-01-")
+    assert red.model_number() is None
 
 
 def test_laser_limit_refused_before_any_byte(open_driver, nothing_reaches):
@@ -28,22 +62,28 @@ def test_laser_limit_refused_before_any_byte(open_driver, nothing_reaches):
             laser.set_power(-0.001)
 
 
-def test_laser_safe_state(open_driver, maybe_sim):
-    laser = open_driver("laser")
+@pytest.mark.parametrize("name", LASERS)
+def test_laser_safe_state(open_laser, maybe_sim, name):
+    laser = open_laser(name)
     laser.set_power(laser.limits["power_w"][1])
     laser.set_enabled(True)
     laser.safe_state()
     assert laser.enabled() is False
+    assert laser.measured_power() == 0.0
     if maybe_sim:
         assert maybe_sim.state(laser.name)["enabled"] is False
 
 
-def test_laser_comes_back_off_after_a_reset(open_driver, sim):
-    laser = open_driver("laser")
+@pytest.mark.parametrize("name", LASERS)
+def test_laser_comes_back_off_after_a_power_cycle(open_laser, sim, name):
+    laser = open_laser(name)
     laser.set_enabled(True)
     sim.fault(laser.name, "reset")
-    # a power-cycled Cobolt comes back off: the driver must read that, not a stale "1"
+    # autostart is off (open() saw to it), so a power-cycled Cobolt comes back off and stays
+    # off: the driver must read that, not a stale "1"
     assert laser.enabled() is False
+    assert laser.operating_mode() == "off"
+    assert sim.state(laser.name)["enabled"] is False
 
 
 def test_laser_unknown_command_is_reported(open_driver):

@@ -58,7 +58,7 @@ class TranscriptTransport:
         reply = self._take_reply(optional=False)
         assert reply is not None
         if self.read_term and not reply.endswith(self.read_term):
-            raise InstrumentTimeout(self.name, message, 0.0)
+            raise InstrumentTimeout(self.name, f"no reply to {message!r} (no read termination)")
         body = reply[: -len(self.read_term)] if self.read_term else reply
         return body.decode("ascii")
 

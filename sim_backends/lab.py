@@ -113,7 +113,7 @@ class SimLab:
                     device = SimHeraldLogic(full, serial)
                 elif role == "laser":
                     lasers[inst_name] = SimLaserState()
-                    device = SimLaser(full, lasers[inst_name], serial, "06-01")
+                    device = SimLaser(full, lasers[inst_name], serial, inst.get("model") or "06-01")
                 elif role == "phase_stabiliser":
                     device = SimPhaseStabiliser(full, rng, PHASE_DRIFT_DEG_PER_SQRT_S, serial)
                 else:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qnode.records import TAG_DTYPE
-from sim_backends.device import CommandError, Device, _compound
+from sim_backends.device import CommandError, Device, _compound, error_text
 from sim_backends.framing import Message
 
 MAX_TAGS = 5_000_000
@@ -139,36 +139,34 @@ class SimTimeController(Device):
         add(f"{head}:COUNter?", lambda a, *s: str(self._count(pick(*s))))
 
     # SCPI over ZeroMQ: one reply per request, errors inline ---------------------------------
+    def queue_error(self, code: int, message: str) -> None:
+        super().queue_error(code, message)
+        self._last_error = (code, error_text(code, message))
+        self._errors_in_message += 1
+
     def execute(self, message: Message) -> str | bytes | None:
         """A compound message runs its commands in turn; a header without a leading colon
         continues at the level of the one before (SCPI's relative paths:
         `INPU1:COUN:MODE CYCL;INTE 100;RESE`). Query replies are joined by newlines, as IDQ's
-        examples read them (`answer.splitlines()`); the first error stops the message."""
+        examples read them (`answer.splitlines()`). The first error ends the message, and
+        the reply is that error, inline (`SCPI_ERR_<code>: <text>`); the error queue holds
+        it too."""
         parts = _compound(message.text) or [message.text]
         replies, path = [], ""
+        self._errors_in_message = 0
         for part in parts:
             relative = not part.startswith((":", "*")) and path
             full = path + part if relative else part.lstrip(":")
             if not full.startswith("*"):
                 head = full.split(" ", 1)[0]
                 path = head[: head.rfind(":") + 1] if ":" in head else ""
-            before = len(self.errors)
             reply = self._execute_one(Message(full, None))
-            if len(self.errors) > before:
-                return reply if isinstance(reply, str) else self._inline(*self.errors[-1])
+            if self._errors_in_message:
+                code, text = self._last_error
+                return f"SCPI_ERR_{code}: {text}"
             if isinstance(reply, str) and reply:
                 replies.append(reply)
         return "\n".join(replies)
-
-    def _inline(self, code: int, message: str) -> str:
-        return f"SCPI_ERR_{code}: {message}"
-
-    def error_reply(self, error: CommandError) -> str | None:
-        return self._inline(error.code, error.message)
-
-    def unknown_command(self, message: Message) -> str | None:
-        super().unknown_command(message)
-        return self._inline(*self.errors[-1])
 
     # inputs -------------------------------------------------------------------------------
     def _ch(self, ch: int) -> int:
@@ -224,6 +222,8 @@ class SimTimeController(Device):
         self._syncs: list[np.ndarray] = []
         self.detector_dark_hz: dict[int, float] = {}  # set by the lab for the midpoint
         self.light_rates = None
+        self._last_error: tuple[int, str] = (0, "No error")
+        self._errors_in_message = 0
         """seconds -> {input: mean rate of light reaching it over a count} (the midpoint's)"""
         self._period: dict[int, int] = {}
         self._period_light: dict[float, dict[int, float]] = {}
