@@ -31,9 +31,11 @@ TAG_RECORD_BYTES = 18  # int64 ps since start, int64 ps since the last sync, uin
 class Check:
     def __init__(self) -> None:
         self.failures = 0
+        self.checked = 0
 
     def item(self, what: str, ok: bool, detail: str = "") -> None:
         print(f"{'ok  ' if ok else 'FAIL'} {what}{': ' + detail if detail else ''}")
+        self.checked += 1
         if not ok:
             self.failures += 1
 
@@ -142,6 +144,7 @@ def main(resource_map: str) -> int:
 
     check.item("no SCPI_ERR_ reply to any valid command", not errors_seen, "; ".join(errors_seen))
     tc.close(linger=0)
+    print(f"check_idq: {check.checked - check.failures} passed, {check.failures} failed")
     return 1 if check.failures else 0
 
 
