@@ -99,6 +99,23 @@ def test_a_multipart_request_gets_an_error(open_driver):
         sock.close(linger=0)
 
 
+def test_the_data_service_answers_next_and_nothing_else(open_driver):
+    tagger = open_driver("time_tagger")
+    _, endpoint = split_zmq_resource(tagger.resource)
+    assert endpoint is not None
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    try:
+        sock.rcvtimeo = sock.sndtimeo = 2000
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        sock.send(b"GIVE ME EVERYTHING")
+        assert sock.recv().startswith(b"ERROR: the data service answers NEXT")
+        sock.send(b"NEXT")
+        assert sock.recv().startswith(b"#")  # a block (empty when nothing was recorded)
+    finally:
+        sock.close(linger=0)
+
+
 def test_frozen_instrument_times_out_and_a_new_req_socket_recovers(open_driver, sim):
     tagger = open_driver("time_tagger")
     tagger.set_threshold(1, 0.1)

@@ -199,6 +199,9 @@ class PtyServer:
 MAX_ZMQ_REQUEST_BYTES = 4096
 """A SCPI request longer than this is answered with an inline error (a reply to every
 request: REQ/REP would deadlock otherwise)."""
+DATA_REQUEST = b"NEXT"
+"""The data service's one request: the next block of time tags (qnode's stand-in for IDQ's
+DataLink stream, docs/instruments.md)."""
 MAX_ZMQ_FRAME_BYTES = 64 * 1024
 """ZMQ_MAXMSGSIZE: libzmq drops a peer that sends more, before anything is buffered."""
 
@@ -211,7 +214,7 @@ class ZmqServer:
     swallows (frozen, dropped) leaves the server free to answer the next one, from the same
     client or from a new REQ socket the client made after its timeout (lazy pirate). A
     `data` callable serves a second endpoint: any request is answered with its bytes (the
-    time tags' data service)."""
+    time tags' data service: `NEXT` -> an IEEE 488.2 block)."""
 
     def __init__(self, device: Device, data: Callable[[], bytes] | None = None) -> None:
         self.device = device
@@ -343,7 +346,11 @@ class ZmqServer:
                 split = self._envelope(frames)
                 if split is None:
                     continue
-                envelope, _ = split
+                envelope, body = split
                 if self.device.faults.frozen:
                     continue
-                await sock.send_multipart([*envelope, ieee_block(self.data())])
+                if body == [DATA_REQUEST]:
+                    reply = ieee_block(self.data())
+                else:  # still one reply: REQ/REP would deadlock otherwise
+                    reply = b"ERROR: the data service answers NEXT (one frame) only"
+                await sock.send_multipart([*envelope, reply])
