@@ -221,3 +221,32 @@ def test_any_request_gets_exactly_one_reply(open_driver, frames):
         assert sock.recv() == b""
     finally:
         sock.close(linger=0)
+
+
+def test_a_restarted_counter_counts_the_light_of_its_new_period():
+    """The simulated counters (no server): reads of two inputs in a row share one period's
+    light; a restart (a new integration, as after a new set point) draws new light."""
+    from sim_backends.framing import Message
+    from sim_backends.instruments.tagger import SimTimeController
+
+    tagger = SimTimeController("M.tagger", np.random.default_rng(3), 0.0, 1)
+    light = {"rates": {1: 1e6, 2: 0.0}}
+    calls = []
+
+    def rates(seconds):
+        calls.append(seconds)
+        return dict(light["rates"])
+
+    tagger.light_rates = rates
+
+    def send(text):
+        return tagger.execute(Message(text, None))
+
+    assert send("INPU1:ENAB ON;:INPU2:ENAB ON") == ""
+    assert send("INPU1:COUN:MODE CYCL;INTE 10;RESE;:INPU2:COUN:MODE CYCL;INTE 10;RESE") == ""
+    first = [int(x) for x in send("INPU1:COUN?;:INPU2:COUN?").splitlines()]
+    assert first[0] > 5000 and first[1] == 0 and len(calls) == 1  # one period's light
+    light["rates"] = {1: 0.0, 2: 1e6}
+    assert send("INPU1:COUN:MODE CYCL;INTE 10;RESE;:INPU2:COUN:MODE CYCL;INTE 10;RESE") == ""
+    second = [int(x) for x in send("INPU1:COUN?;:INPU2:COUN?").splitlines()]
+    assert second[0] == 0 and second[1] > 5000 and len(calls) == 2

@@ -200,7 +200,10 @@ class SimTimeController(Device):
         self._reset_counter(ch)
 
     def _reset_counter(self, ch: int) -> None:
+        """A restarted counter's next period is a new one: new light (the reference's phase
+        may have moved, a set point changed) for every input that restarts with it."""
         self._period.pop(ch, None)
+        self._period_light.clear()
         self._accumulated[ch] = 0
 
     def reset_state(self) -> None:
