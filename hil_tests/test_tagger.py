@@ -47,11 +47,13 @@ def test_each_input_integrates_over_its_own_time(open_driver, maybe_sim):
     tagger = open_driver("time_tagger")
     tagger.set_integration(0.2)
     tagger.set_integration(0.05, channel=2)
+    tagger.set_integration(0.0005, channel=3)  # short counts, as the phase noise takes them
     assert tagger.integration(1) == pytest.approx(0.2)
     assert tagger.integration(2) == pytest.approx(0.05)
+    assert tagger.integration(3) == pytest.approx(0.0005)
     if maybe_sim:
         state = maybe_sim.state(tagger.name)
-        assert state["integration_ms"] == {"1": 200.0, "2": 50.0, "3": 200.0, "4": 200.0}
+        assert state["integration_ms"] == {"1": 200.0, "2": 50.0, "3": 0.5, "4": 200.0}
         assert set(state["counter_mode"].values()) == {"CYCL"}
 
 

@@ -203,3 +203,9 @@ def test_a_count_waits_for_the_first_period_after_a_restart():
         started = time.monotonic()
         assert tc.count(1) == 18  # later reads go out at once
         assert time.monotonic() - started < 0.1
+
+
+def test_a_sub_millisecond_integration_is_sent_in_ms():
+    every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 0.5;RESE" % ch for ch in (1, 2, 3, 4))
+    with expected_protocol(TimeController, [(every, b"")]) as tc:
+        tc.set_integration(0.0005)
