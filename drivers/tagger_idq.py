@@ -22,6 +22,7 @@ from qnode.errors import (
     InstrumentConnectionError,
     InstrumentReplyError,
     InstrumentReportedError,
+    InstrumentTimeout,
 )
 from qnode.records import TAG_DTYPE
 
@@ -43,9 +44,9 @@ class TimeController(Driver):
     RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
 
     _data: ZmqTransport | None = None
+    """The data service's connection, made at the first read of time tags."""
     _first_period_ends: dict[int, float] | None = None
     """Per input: when (monotonic) the first period after the last set_integration ends."""
-    """The data service's connection, made at the first read of time tags."""
 
     # the wire ---------------------------------------------------------------------------------
     def _ask(self, command: str) -> str:
@@ -149,16 +150,16 @@ class TimeController(Driver):
         """Record time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
         seconds = self.check_limit("acquisition_s", seconds)
         self._raw_send(True)
-        self._set(f"REC:DUR {round(seconds * 1e12)}")
-        self._set("REC:PLAY")
-        deadline = time.monotonic() + seconds + self.timeout_s
-        while self._ask("REC:STAG?").upper() == "PLAYING":
-            if time.monotonic() > deadline:
-                raise InstrumentReplyError(
-                    self.name, f"still recording {self.timeout_s:g} s after its {seconds:g} s"
-                )
-            time.sleep(STAGE_POLL_S)
         try:
+            self._set(f"REC:DUR {round(seconds * 1e12)}")
+            self._set("REC:PLAY")
+            deadline = time.monotonic() + seconds + self.timeout_s
+            while self._ask("REC:STAG?").upper() == "PLAYING":
+                if time.monotonic() > deadline:
+                    raise InstrumentTimeout(
+                        self.name, f"still recording {self.timeout_s:g} s after its {seconds:g} s"
+                    )
+                time.sleep(STAGE_POLL_S)
             return self.read_tags()
         finally:
             self._raw_send(False)
