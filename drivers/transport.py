@@ -215,12 +215,22 @@ _rm_lock = threading.Lock()
 
 
 def resource_manager() -> pyvisa.ResourceManager:
-    """One pyvisa-py resource manager per process."""
+    """One pyvisa-py resource manager per process; made anew if someone closed it (pyvisa
+    hands every `ResourceManager("@py")` in a process the same session, so another user's
+    `close()` closes ours too)."""
     global _resource_manager
     with _rm_lock:
-        if _resource_manager is None:
+        if _resource_manager is None or not _session_open(_resource_manager):
             _resource_manager = pyvisa.ResourceManager("@py")
         return _resource_manager
+
+
+def _session_open(manager: pyvisa.ResourceManager) -> bool:
+    try:
+        manager.session  # noqa: B018 (the property raises once the session is closed)
+    except pyvisa.errors.InvalidSession:
+        return False
+    return True
 
 
 class VisaSocketTransport(_ReconnectingTransport):

@@ -22,7 +22,7 @@ own timeout ends the read."""
 def rm():
     manager = pyvisa.ResourceManager("@py")
     yield manager
-    manager.close()
+    manager.close()  # pyvisa shares this session process-wide: qnode's transport reopens
 
 
 def _open(rm, resource: str):
