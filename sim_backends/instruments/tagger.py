@@ -34,7 +34,7 @@ from sim_backends.framing import Message
 
 MAX_TAGS = 5_000_000
 TAGS_PER_BLOCK = 65_536
-"""Records per data-service reply (1 MiB): a reply is bounded whatever was recorded."""
+"""Records per data-service reply (about 1.2 MB): a reply is bounded whatever was recorded."""
 INPUTS = (1, 2, 3, 4)
 START = 0
 """The START input (the reference of the time stamps), numbered 0 here."""
