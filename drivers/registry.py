@@ -15,7 +15,7 @@ from drivers.protocols import (
     WaveformGenerator,
 )
 from drivers.sequencer_rtseq import RtSequencer
-from drivers.stabiliser_mdt import PiezoPhaseStabiliser
+from drivers.stabiliser_mdt import MdtPiezoDriver
 from drivers.tagger_idq import TimeController
 
 DRIVERS: dict[str, type[Driver]] = {
@@ -24,7 +24,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "rtseq": RtSequencer,
     "idq_time_controller": TimeController,
     "cobolt": CoboltLaser,
-    "thorlabs_mdt694b": PiezoPhaseStabiliser,
+    "thorlabs_mdt694b": MdtPiezoDriver,
 }
 
 ROLES = sorted({cls.ROLE for cls in DRIVERS.values()})
@@ -36,4 +36,4 @@ _AWG: type[WaveformGenerator] = TektronixAwg5014
 _SEQUENCER: type[RealTimeSequencer] = RtSequencer
 _TIME_TAGGER: type[TimeTagger] = TimeController
 _LASER: type[Laser] = CoboltLaser
-_PHASE_STABILISER: type[PhaseStabiliser] = PiezoPhaseStabiliser
+_PHASE_STABILISER: type[PhaseStabiliser] = MdtPiezoDriver
