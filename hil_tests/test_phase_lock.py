@@ -10,17 +10,35 @@ and reference light left on ruins the heralds.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
 
+from calibration.graph import ROUTINES, run_routine
+from calibration.routine import UPDATED
+from controller.data.params import ParameterStore
+from controller.harness.truth_calibration import calibrate_nodes_from_truth
+from controller.labconfig import midpoint_name
 from controller.midpoint.phase_lock import (
     Fringe,
     LockSettings,
     corrected_voltage,
     phase_from_shares,
     run_burst,
+    share_of,
     wrap_deg,
+)
+from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
+from hil_tests.test_link_physics import delivered_heralds
+from sequences.operations import (
+    CRCheck,
+    EntanglementAttempt,
+    Readout,
+    Sequence,
+    SpinInit,
+    Sweep,
+    WaitSync,
 )
 
 FRINGE = Fringe(deg_per_volt=14.0, contrast=0.95)
@@ -103,8 +121,13 @@ def test_a_burst_starting_at_the_top_rail_probes_below_it():
     assert all(SETTINGS.low_v <= v <= SETTINGS.high_v for v in asked)
 
 
-def test_no_reference_light_is_no_lock_and_says_why():
-    result = run_burst(FRINGE, SETTINGS, 37.5, lambda volts: 0.5)
+@pytest.mark.parametrize(
+    "counts", [{"psi_plus": 0, "psi_minus": 0}, {"psi_plus": 300, "psi_minus": 300}]
+)
+def test_no_reference_light_is_no_lock_and_says_why(counts):
+    """Dark (a few dark counts: no share at all) or light without a fringe (no contrast)."""
+    share = share_of(counts, ["psi_plus", "psi_minus"])
+    result = run_burst(FRINGE, SETTINGS, 37.5, lambda volts: share)
     assert not result.converged
     assert "no reference fringe" in result.reason
 
@@ -127,3 +150,117 @@ def test_the_first_estimate_tells_drift_from_a_jump():
 def test_a_range_under_half_a_fringe_is_refused():
     with pytest.raises(ValueError, match="under half a fringe"):
         run_burst(FRINGE, LockSettings(0.0, 10.0), 5.0, lambda volts: 0.5)
+
+
+# the whole midpoint against the simulated lab ------------------------------------------------
+def session_truth(stations, sim, pairs: int, **kw):
+    a, b = stations["A"].client, stations["B"].client
+    before = len(sim.heralds())
+    started = a.entangle(pairs, "single_click", deadline_s=200, delivery="verify", **kw)
+    summary = a.wait_session(started["session"], timeout_s=250)
+    data = {"A": a.session_data(started["session"]), "B": b.session_data(started["session"])}
+    return summary, data, sim.heralds()[before:]
+
+
+@pytest.mark.timeout(300)
+def test_a_single_click_session_holds_the_phase(stations, sim):
+    m = sim.truth("M")
+    summary, data, truth = session_truth(stations, sim, 300, fidelity_min=0.8)
+    assert summary["state"] == "completed", summary
+    delivered = delivered_heralds(data, truth)
+    assert len(delivered) == 300
+    phases = np.array([h["phase_deg"] for h in delivered])
+    # held at the fringe's top: the fast noise (the truth's spread), plus the drift since a
+    # burst and a burst's own error, and nothing near a quarter turn
+    assert abs(np.mean(phases)) < 4.0
+    assert m["phase_noise_deg"] * 0.8 < np.std(phases) < m["phase_noise_deg"] * 1.4
+    assert np.max(np.abs(phases)) < 70.0
+    assert not any(h["reference_light"] for h in truth)
+    status = stations["M"].client.status()
+    assert status["relocks"] == 0
+    assert not any("interferometer" in r for r in summary["stats"]["reasons"])
+
+
+@pytest.mark.timeout(300)
+def test_a_piezo_reset_makes_the_next_burst_discard_the_heralds_since_the_last(stations, sim, lab):
+    a = stations["A"].client
+    before = len(sim.heralds())
+    started = a.entangle(600, "single_click", fidelity_min=0.8, deadline_s=200, delivery="verify")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # some pairs made at the held phase, then the reset
+        session = a.status()["session"] or {}
+        if session.get("stats", {}).get("delivered", 0) >= 100:
+            break
+        time.sleep(0.02)
+    piezo = f"{midpoint_name(lab)}.piezo"
+    held = sim.state(piezo)["voltage_v"]
+    assert held > 0.5  # the lock holds a voltage: the reset takes it to 0
+    sim.fault(piezo, "reset")
+    summary = a.wait_session(started["session"], timeout_s=250)
+    assert summary["state"] == "completed", summary
+    assert stations["M"].client.status()["relocks"] >= 1
+    reasons = " ".join(summary["stats"]["reasons"])
+    assert "interferometer lock lost: the phase jumped" in reasons, reasons
+    data = {"A": a.session_data(started["session"])}
+    delivered = delivered_heralds(data, sim.heralds()[before:])
+    assert len(delivered) == 600
+    assert max(abs(h["phase_deg"]) for h in delivered) < 70.0
+
+
+def test_reference_light_left_on_ruins_the_heralds(start_daemon, data_dir, sim, lab, resources):
+    calibrate_nodes_from_truth(data_dir, sim, alpha=0.1)
+    daemons = {node: start_daemon(node) for node in ("A", "B")}
+    tagger = lab.make_driver("M", "tagger", resources)
+    reference = lab.make_driver("M", "reference_laser", resources)
+    m = sim.truth("M")
+    windows = [(m["delay_ns"][n], m["lifetime_ns"][n] * math.log(10)) for n in ("A", "B")]
+    sequence = Sequence(
+        "entangle_zz",
+        (CRCheck(), WaitSync(), EntanglementAttempt(max_attempts=10**6), SpinInit(0), Readout()),
+        20,
+    )
+    before = len(sim.heralds())
+    with tagger, reference:
+        tagger.set_herald_windows(windows)
+        reference.set_enabled(True)  # forgotten after a stabilisation
+        tagger.set_sync_auto(True)
+        try:
+            runs = {n: d.client.start(sequence, Sweep()) for n, d in daemons.items()}
+            for n, r in runs.items():
+                assert daemons[n].client.wait(r["run_id"], timeout_s=120)["status"] == "completed"
+        finally:
+            tagger.set_sync_auto(False)
+            reference.safe_state()
+    heralds = sim.heralds()[before:]
+    assert len(heralds) == 20 and all(h["reference_light"] for h in heralds)
+    # its photons click in the windows far more often than a node's photon does: the
+    # heralds come fast and carry next to no entanglement
+    eta = np.mean(list(m["eta"].values()))
+    assert np.mean([h["p_success"] for h in heralds]) > 10 * 2 * 0.1 * eta
+    assert np.mean([h["fidelity"] for h in heralds]) < 0.6
+
+
+@pytest.mark.timeout(300)
+def test_fringe_and_phase_noise_calibrate_against_the_truth(start_daemon, data_dir, sim, lab):
+    start_daemon("M")
+    a = start_daemon("A")
+    m = sim.truth("M")
+    with ParameterStore(data_dir / "params.sqlite") as store:
+        midpoint = DaemonMidpointAccess(lab, store, "test")
+        access = ClientNodeAccess.for_lab(lab, "A", a.client, store, midpoint)
+        fringe = run_routine(access, ROUTINES["phase_fringe"], True, None)
+        assert fringe.verdict == UPDATED, fringe.reason
+        values = store.values("M")
+        assert values["piezo_deg_per_volt"] == pytest.approx(m["piezo_deg_per_volt"], rel=0.03)
+        # a count of 10 ms averages the fast noise: the contrast the lock sees, a little
+        # under the reference light's visibility
+        assert 0.8 * m["reference_visibility"] < values["fringe_contrast"]
+        assert values["fringe_contrast"] <= m["reference_visibility"] + 0.02
+        noise = run_routine(access, ROUTINES["phase_noise"], True, None)
+        assert noise.verdict == UPDATED, noise.reason
+        # what the heralds see between bursts: the fast noise, a burst's error, the drift
+        measured = store.values("M")["phase_noise_deg"]
+        assert m["phase_noise_deg"] * 0.85 < measured < m["phase_noise_deg"] * 1.4
+        in_spec, why = ROUTINES["phase_fringe"].quick_check(access)
+        assert in_spec, why
+        midpoint.close()

@@ -76,6 +76,9 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("piezo_deg_per_volt", "deg/V", "interferometer phase per piezo volt"),
         ParameterSpec("fringe_contrast", "", "reference light's fringe contrast at the detectors"),
         ParameterSpec("phase_lock_interval_s", "s", "time between phase-lock bursts"),
+        ParameterSpec(
+            "phase_setpoint_deg", "deg", "phase the lock holds (0: reference top on psi_plus)"
+        ),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>: P(bright | |0>), the readout's own"),
         ParameterSpec("f1", "", "readout fidelity of |1>: P(dark | |1>), the readout's own"),

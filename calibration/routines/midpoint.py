@@ -419,12 +419,13 @@ class PhaseFringeRoutine(Routine):
     needs_midpoint = True
     scope = "midpoint"
     updates = ("piezo_deg_per_volt", "fringe_contrast")
-    POINTS, QUICK_POINTS = 301, 101
-    SECONDS = 0.01  # one count: as long as the lock's (controller/midpoint/phase_lock.py)
+    POINTS, QUICK_POINTS = 151, 61
+    SECONDS = 0.002  # short: the fibres drift ~15 deg in a second, the sweep must be quick
     MIN_CONTRAST, MIN_FRINGES = 0.5, 1.0
     QUICK_TOLERANCE = 0.05
 
     def _sweep(self, node: NodeAccess, points: int):
+        """The sweep up and back down: voltages and psi_plus's shares."""
         midpoint = midpoint_of(node)
         voltages, counts = midpoint.fringe_sweep(points, self.SECONDS)
         names = list(midpoint.detectors)[:2]
@@ -432,10 +433,25 @@ class PhaseFringeRoutine(Routine):
         second = np.array([c[names[1]] for c in counts], dtype=float)
         return np.asarray(voltages, dtype=float), first / np.maximum(first + second, 1)
 
+    @staticmethod
+    def _fit(voltages: np.ndarray, shares: np.ndarray) -> dict:
+        """Each direction fitted on its own: the drift during the sweep adds to the phase
+        slope going up and takes from it going down; k is their mean, the contrast and R^2
+        the worse of the two."""
+        half = len(voltages) // 2
+        up = fit_fringe(voltages[:half], shares[:half])
+        down = fit_fringe(voltages[half:], shares[half:])
+        fit = dict(up)
+        fit["deg_per_volt"] = (up["deg_per_volt"] + down["deg_per_volt"]) / 2
+        fit["deg_per_volt_up_down"] = [up["deg_per_volt"], down["deg_per_volt"]]
+        fit["contrast"] = min(up["contrast"], down["contrast"])
+        fit["quality"] = min(up["quality"], down["quality"])
+        return fit
+
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
         voltages, shares = self._sweep(node, self.QUICK_POINTS)
         try:
-            fit = fit_fringe(voltages, shares)
+            fit = self._fit(voltages, shares)
         except (RuntimeError, ValueError) as e:
             return False, f"no fringe could be fitted ({e})"
         stored = stored_value(midpoint_of(node), "piezo_deg_per_volt")
@@ -449,22 +465,23 @@ class PhaseFringeRoutine(Routine):
     def analyse(self, node: NodeAccess, data) -> Analysis:
         ((voltages, shares),) = data
         try:
-            fit = fit_fringe(voltages, shares)
+            fit = self._fit(voltages, shares)
         except (RuntimeError, ValueError) as e:
             return Analysis({}, False, f"no fringe could be fitted: {e}")
         model = fit.pop("model")
         k, contrast, quality = fit["deg_per_volt"], fit["contrast"], fit["quality"]
         fringes = abs(k) * float(np.ptp(voltages)) / 360.0
+        half = len(voltages) // 2
         info = {"voltages": voltages.tolist(), "shares": shares.tolist(), **fit}
 
         def plot(path, title):
             xy_plot(
                 path,
                 title,
-                voltages,
-                shares,
+                voltages[:half],
+                shares[:half],
                 fit=model,
-                xlabel="piezo voltage (V)",
+                xlabel="piezo voltage (V), the sweep up",
                 ylabel="psi_plus share of the reference light",
             )
 

@@ -68,6 +68,7 @@ def calibrate_nodes_from_truth(
         for name, value in (
             ("piezo_deg_per_volt", m["piezo_deg_per_volt"]),
             ("fringe_contrast", m["reference_visibility"]),
+            ("phase_setpoint_deg", 0.0),  # the lock holds the fringe's top on psi_plus
         ):
             store.set_manual("M", name, value, "test: from the truth")
         store.set_manual("M", "phase_noise_deg", m["phase_noise_deg"], "test: from the truth")

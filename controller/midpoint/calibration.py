@@ -87,12 +87,15 @@ class MidpointCalibration:
         return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}
 
     def _fringe_sweep(self, points: int, seconds: float) -> dict:
-        """The reference light's counts at `points` voltages across the lab's piezo range."""
+        """The reference light's counts at `points` voltages across the lab's piezo range,
+        up and back down (2 x points counts: the fibres' drift during the sweep tilts the two
+        directions' phase slopes oppositely)."""
         assert self.piezo is not None and self.reference is not None
         if not 3 <= points <= 1000:
             raise QnodeError(f"a fringe sweep takes 3..1000 points, not {points}")
         low, high = self.piezo.limits["voltage_v"]
-        voltages = np.linspace(low, high, points)
+        up = np.linspace(low, high, points)
+        voltages = np.concatenate([up, up[::-1]])
         counts = []
         self.reference.set_enabled(True)
         try:

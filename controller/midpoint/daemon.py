@@ -445,7 +445,8 @@ class MidpointDaemon(StationServer):
             )
         low, high = self.piezo.limits["voltage_v"]
         interval = self._stored(self.node, "phase_lock_interval_s") or DEFAULT_INTERVAL_S
-        return Fringe(k, contrast), LockSettings(low, high), interval
+        target = self._stored(self.node, "phase_setpoint_deg") or 0.0
+        return Fringe(k, contrast), LockSettings(low, high, target_deg=target), interval
 
     def _stabilise(self, fringe: Fringe, settings: LockSettings, start_v: float) -> BurstResult:
         """One burst (the sync already paused): reference light on, count, step the piezo,

@@ -50,6 +50,8 @@ JUMP_DEG = 45.0
 """A burst that first finds the phase further off than this saw a jump, not drift: drift over
 an interval and the estimate's noise are under 10 deg (4 sigma of them is under 45)."""
 MAX_STEPS = 6
+MIN_PHOTONS = 50
+"""A count with fewer photons has no phase in it: the reference light is not arriving."""
 RAIL_MARGIN_FRINGE = 0.25
 """A corrected voltage closer to a rail than this share of a fringe re-centres by whole
 fringes (the next correction must have room either way)."""
@@ -75,6 +77,9 @@ class LockSettings:
     jump_deg: float = JUMP_DEG
     max_steps: int = MAX_STEPS
     min_contrast: float = 0.3
+    target_deg: float = 0.0
+    """The phase to hold: 0 puts the fringe's top on psi_plus (the midpoint parameter
+    `phase_setpoint_deg` moves it, e.g. for a known phase between reference and photons)."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,10 @@ class BurstResult:
     voltage_v: float
     """Where the burst leaves the piezo (the lock point when converged)."""
     first_phase_deg: float
-    """The phase the burst found before correcting anything: how far it went since the last."""
+    """How far from the target the burst found the phase before correcting anything: how far
+    it went since the last burst."""
     phase_deg: float
-    """The last phase found (within the tolerance when converged)."""
+    """The last such distance found (within the tolerance when converged)."""
     steps: int
     reason: str = ""
 
@@ -156,7 +162,7 @@ def burst(
         probe, sign = quarter_voltage(volts, fringe, settings)
         quarter = yield probe
         amplitude = fringe_amplitude(here, quarter)
-        if amplitude < settings.min_contrast * fringe.contrast:
+        if not amplitude >= settings.min_contrast * fringe.contrast:  # (NaN: no light)
             return BurstResult(
                 False,
                 volts,
@@ -164,10 +170,10 @@ def burst(
                 phase,
                 step,
                 f"no reference fringe: amplitude {amplitude:.2f} against a calibrated "
-                f"contrast {fringe.contrast:.2f} (is the reference light reaching the "
-                "detectors?)",
+                f"contrast {fringe.contrast:.2f}, or under {MIN_PHOTONS} photons a count "
+                "(is the reference light reaching the detectors?)",
             )
-        phase = phase_from_shares(here, quarter, sign)
+        phase = wrap_deg(phase_from_shares(here, quarter, sign) - settings.target_deg)
         if first is None:
             first = phase
         volts = corrected_voltage(volts, phase, fringe, settings)
@@ -200,6 +206,9 @@ def run_burst(
 
 
 def share_of(counts: dict[str, int], detectors: list[str]) -> float:
-    """psi_plus's share of a count (the first two detectors: psi_plus, psi_minus)."""
+    """psi_plus's share of a count (the first two detectors: psi_plus, psi_minus); NaN
+    below MIN_PHOTONS (no reference light to speak of)."""
     first, second = (counts[name] for name in detectors[:2])
-    return first / max(first + second, 1)
+    if first + second < MIN_PHOTONS:
+        return float("nan")
+    return first / (first + second)
