@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from pylablib.devices import Thorlabs
 
@@ -42,7 +43,7 @@ def expect(value: object, wanted: Callable[[object], bool], what: str) -> object
 
 
 def main(resource_map: str) -> int:
-    resources = json.loads(open(resource_map).read())["resources"]
+    resources = json.loads(Path(resource_map).read_text())["resources"]
     names = [n for n in resources if n.split(".")[-1] == INSTRUMENT_ROLE_NAME]
     if not names:
         print(f"FAIL no '<node>.{INSTRUMENT_ROLE_NAME}' in the resource map: {sorted(resources)}")
