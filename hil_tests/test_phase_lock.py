@@ -19,7 +19,7 @@ from calibration.graph import ROUTINES, run_routine
 from calibration.routine import UPDATED
 from controller.data.params import ParameterStore
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
-from controller.labconfig import midpoint_name
+from controller.labconfig import DEFAULT_LAB, load_lab, midpoint_name
 from controller.midpoint.phase_lock import (
     Fringe,
     LockSettings,
@@ -31,6 +31,7 @@ from controller.midpoint.phase_lock import (
 )
 from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
 from hil_tests.test_link_physics import delivered_heralds
+from qnode.errors import LabConfigError
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,
@@ -264,3 +265,13 @@ def test_fringe_and_phase_noise_calibrate_against_the_truth(start_daemon, data_d
         in_spec, why = ROUTINES["phase_fringe"].quick_check(access)
         assert in_spec, why
         midpoint.close()
+
+
+def test_a_lab_with_a_piezo_but_no_reference_laser_is_refused(tmp_path):
+    text = DEFAULT_LAB.read_text()
+    start = text.index("[nodes.M.instruments.reference_laser]")
+    end = text.index("\n[", start + 1)
+    path = tmp_path / "lab.toml"
+    path.write_text(text[:start] + text[end + 1 :])
+    with pytest.raises(LabConfigError, match="needs the reference laser"):
+        load_lab(path)
