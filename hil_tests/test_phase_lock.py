@@ -177,6 +177,7 @@ def test_a_single_click_session_holds_the_phase(stations, sim):
     assert m["phase_noise_deg"] * 0.8 < np.std(phases) < m["phase_noise_deg"] * 1.4
     assert np.max(np.abs(phases)) < 70.0
     assert not any(h["reference_light"] for h in truth)
+    assert np.mean([h["fidelity"] for h in delivered]) >= 0.8  # the true states, as asked
     status = stations["M"].client.status()
     assert status["relocks"] == 0
     assert not any("interferometer" in r for r in summary["stats"]["reasons"])
