@@ -30,6 +30,7 @@ from controller.midpoint.phase_lock import (
     wrap_deg,
 )
 from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
+from controller.operator.client import NodeRequestError
 from hil_tests.test_link_physics import delivered_heralds
 from qnode.errors import LabConfigError
 from sequences.operations import (
@@ -276,3 +277,23 @@ def test_a_lab_with_a_piezo_but_no_reference_laser_is_refused(tmp_path):
     path.write_text(text[:start] + text[end + 1 :])
     with pytest.raises(LabConfigError, match="needs the reference laser"):
         load_lab(path)
+
+
+@pytest.mark.timeout(300)
+def test_a_lock_that_cannot_find_the_fringe_stops_with_the_reason_and_safe_state(
+    stations, sim, data_dir, lab
+):
+    """A fringe calibrated far above what the light gives (as if the reference light were
+    mostly lost): no burst accepts it, the session does not start, and the midpoint leaves the
+    reference light off and the piezo at 0 V."""
+    with ParameterStore(data_dir / "params.sqlite") as store:
+        store.set_manual("M", "fringe_contrast", 5.0, "test: a fringe no light can show")
+    a = stations["A"].client
+    with pytest.raises(NodeRequestError, match="could not be stabilised: no reference fringe"):
+        summary = a.entangle(10, "single_click", deadline_s=30)
+        a.wait_session(summary["session"], timeout_s=60)
+    midpoint = midpoint_name(lab)
+    assert sim.state(f"{midpoint}.reference_laser")["enabled"] is False
+    assert sim.state(f"{midpoint}.piezo")["voltage_v"] == 0.0
+    status = stations["M"].client.status()
+    assert "could not be stabilised" in status["fault_reason"]
