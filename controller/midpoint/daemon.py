@@ -559,6 +559,9 @@ class MidpointDaemon(StationServer):
         fringe, settings, _ = session.lock
         outcome = await self._in_worker(self._burst_io, session, fringe, settings, final)
         before, reset, result, during = outcome
+        if not final and self.session is not session:
+            log.info("midpoint: session %s ended during a burst", session.session)
+            return  # its end classified and released what it had; the file is closed
         session.lock_checked = time.monotonic()
         await self._dispatch(session, before)
         jumped = reset or result.far_off(settings.jump_deg)
