@@ -7,7 +7,9 @@ MDT693A command interface it uses for the B units too, reading the echo of every
 connects to the serial device the resource map names for the midpoint's piezo driver,
 identifies it, sets and reads back voltages, reads the front-panel voltage limit, and checks
 that every reply was free of the unit's error texts (CMD_NOT_DEFINED, CMD_ARG_INVALID; the
-unit has no error queue). One line per checked item; exit status 1 on any failure.
+unit has no error queue). The B unit serves the MDT693A commands in its compatibility mode:
+the check switches it on first with pyserial (`cm=1`, as a lab using pylablib would once),
+and off again at the end. One line per checked item; exit status 1 on any failure.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import serial
 from pylablib.devices import Thorlabs
 
 INSTRUMENT_ROLE_NAME = "piezo"
@@ -49,6 +52,7 @@ def main(resource_map: str) -> int:
         print(f"FAIL no '<node>.{INSTRUMENT_ROLE_NAME}' in the resource map: {sorted(resources)}")
         return 1
     port = resources[names[0]]
+    check("compatibility mode on (cm=1, pyserial)", lambda: compatibility(port, True))
     piezo = check(f"connect to {names[0]} at {port}", lambda: Thorlabs.MDT69xA(port))
     if piezo is None:
         return 1
@@ -83,8 +87,20 @@ def main(resource_map: str) -> int:
         )
     finally:
         piezo.close()
+        check("compatibility mode off (cm=0)", lambda: compatibility(port, False))
     print(f"{'FAILED' if failures else 'passed'}: MDT694B with pylablib MDT69xA")
     return 1 if failures else 0
+
+
+def compatibility(port: str, on: bool) -> str:
+    """`cm=1|0` over a plain serial line: the prompt comes back, with the echo or without."""
+    with serial.Serial(port, 115200, timeout=2.0) as line:
+        line.reset_input_buffer()
+        line.write(f"cm={int(on)}\r".encode())
+        reply = line.read_until(b">")
+    if not reply.endswith(b">") or b"CMD_" in reply:
+        raise AssertionError(f"reply {reply!r}")
+    return reply.decode("ascii", "replace").replace("\r", " ").strip()
 
 
 def over_limit(piezo, volts: float) -> str:

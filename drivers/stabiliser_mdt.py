@@ -7,7 +7,8 @@ the '>' prompt (the read termination), a query's lines each with a CR before it.
 echoes every command at power-up: the driver strips the echo of its own command from every
 reply, switches it off with `echo=0` on open, and again whenever an echo comes back (the unit
 was power-cycled), so that it works either way. `id?` answers several lines; `vlimit?` the
-front-panel limit switch (75, 100 or 150 V), which must cover the lab file's limit.
+front-panel limit switch (0=75, 1=100, 2=150 V), which must cover the lab file's limit.
+Formats: docs/instruments.md ("Piezo driver"), from replies recorded from real units.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from qnode.errors import InstrumentError, InstrumentReplyError, InstrumentReport
 ERRORS = ("CMD_NOT_DEFINED", "CMD_ARG_INVALID")
 MODELS = ("MDT694B", "MDT693B")
 """The single- and three-channel B units answer the same single-channel subset used here."""
+LIMIT_SWITCH_V = (75.0, 100.0, 150.0)
+"""The front panel's output limit switch, by its `vlimit?` setting 0, 1, 2."""
 
 
 def bracketed_value(instrument: str, command: str, reply: str) -> str:
@@ -92,8 +95,20 @@ class MdtPiezoDriver(Driver):
         return "; ".join(lines)
 
     def voltage_limit(self) -> float:
-        """`vlimit?`: the front-panel output limit switch, volts (75, 100 or 150)."""
-        return parse_float(self.name, "vlimit?", self._bracketed("vlimit?"))
+        """`vlimit?`: the front-panel output limit switch, volts (75, 100 or 150). The unit's
+        command list gives the setting (0=75V, 1=100V, 2=150V); a reply in volts, or in
+        brackets, is taken too (firmware that answers differently)."""
+        reply = self._exchange("vlimit?").strip()
+        if reply.startswith("[") and reply.endswith("]"):
+            reply = reply[1:-1].strip()
+        value = parse_float(self.name, "vlimit?", reply)
+        if value in (0.0, 1.0, 2.0):
+            return LIMIT_SWITCH_V[int(value)]
+        if value in LIMIT_SWITCH_V:
+            return value
+        raise InstrumentReplyError(
+            self.name, f"reply to 'vlimit?' is no limit switch setting: {reply[:40]!r}"
+        )
 
     def set_voltage(self, volts: float) -> None:
         volts = self.check_limit("voltage_v", volts)
@@ -112,8 +127,9 @@ class MdtPiezoDriver(Driver):
         return reply == "Echo On"
 
     def serial_number(self) -> str:
+        """`serial?` (empty on a unit whose serial number was never stored)."""
         reply = self._exchange("serial?")
-        if not reply or not reply.isprintable():
+        if not reply.isprintable():
             raise InstrumentReplyError(self.name, f"reply to 'serial?' is {reply[:40]!r}")
         return reply
 

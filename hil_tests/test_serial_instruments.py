@@ -108,3 +108,17 @@ def test_piezo_refuses_a_voltage_over_its_limit_switch_with_the_manuals_text(ope
         piezo._set(f"xvoltage={switch + 1:.2f}")  # past the driver's own check, on purpose
     with pytest.raises(InstrumentReportedError, match="CMD_NOT_DEFINED"):
         piezo._exchange("lock=1")  # no lock in a piezo driver
+
+
+def test_piezo_serves_the_mdt693a_commands_in_compatibility_mode_only(open_driver, sim):
+    piezo = open_driver("phase_stabiliser")
+    with pytest.raises(InstrumentReportedError, match="CMD_NOT_DEFINED"):
+        piezo._exchange("XR?")
+    try:
+        piezo._set("cm=1")
+        piezo._set("XV7.5")  # what pylablib's MDT69xA sends
+        assert piezo._exchange("XR?") == "[   7.50]"
+        assert piezo.voltage() == pytest.approx(7.5)  # the unit's own commands still work
+    finally:
+        piezo._set("cm=0")
+    assert sim.state(piezo.name)["compatibility"] is False

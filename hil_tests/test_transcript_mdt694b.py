@@ -1,8 +1,9 @@
 """The MDT694B driver against the bytes of the unit's serial interface, no simulator.
 
-Replies as the independent drivers of the unit parse them (the user guide was not at hand:
-docs/instruments.md, "Piezo driver"): CR after each command; a query's lines each end with a
-CR and the '>' prompt follows; with echo on (the power-up state) the command comes back first.
+Replies as recorded from real MDT694B units (firmware 1.10) and as the independent drivers of
+the unit parse them (the user guide was not at hand: docs/instruments.md, "Piezo driver"): CR
+after each command; a query's lines each end with a CR and the '>' prompt follows; with echo
+on (the power-up state) the command comes back first.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from hil_tests.transcript import TranscriptMismatch, expected_protocol
 from qnode.errors import InstrumentError, InstrumentReplyError, InstrumentReportedError, LimitError
 
 ID_LINES = (
-    b"MDT694B Piezo Control Module\rFirmware Version: 1.09\rCurrent Voltage Range: 150V\r"
-    b"Serial#: 123456\rName: \r"
+    b"Model MDT694B Piezo Control Module\rFirmware Version: 1.10\rVoltage Range: 0V to 150V\r"
+    b"Serial#:140317-02\rFriendly Name:MDT694B\rThorlabs, Inc. Newton, NJ 07860\r"
+    b"www.thorlabs.com\r\r"
 )
 OPEN_ECHO_ON = [
     (b"echo=0\r", b"echo=0\r>"),  # the unit echoes the command that switches its echo off
     (b"id?\r", ID_LINES + b">"),
-    (b"vlimit?\r", b"[150]\r>"),
+    (b"vlimit?\r", b"2\r>"),
 ]
 OPEN_ECHO_OFF = [
     (b"echo=0\r", b">"),
     (b"id?\r", ID_LINES + b">"),
-    (b"vlimit?\r", b"[150]\r>"),
+    (b"vlimit?\r", b"2\r>"),
 ]
 LAB = {"voltage_v": (0.0, 75.0)}
 
@@ -40,13 +42,14 @@ def test_identity_reads_every_line_of_id():
     steps = [*OPEN_ECHO_OFF, (b"id?\r", ID_LINES + b">")]
     with expected_protocol(MdtPiezoDriver, steps, LAB) as piezo:
         assert piezo.identity() == (
-            "MDT694B Piezo Control Module; Firmware Version: 1.09; "
-            "Current Voltage Range: 150V; Serial#: 123456; Name:"
+            "Model MDT694B Piezo Control Module; Firmware Version: 1.10; Voltage Range: 0V to "
+            "150V; Serial#:140317-02; Friendly Name:MDT694B; Thorlabs, Inc. Newton, NJ 07860; "
+            "www.thorlabs.com"
         )
 
 
 def test_identity_of_another_instrument_is_refused():
-    steps = [(b"echo=0\r", b">"), (b"id?\r", b"Cobolt 06-01\r>")]
+    steps = [(b"echo=0\r", b">"), (b"id?\r", b"Model MDT693A Piezo Control Module\r>")]
     with (
         pytest.raises(InstrumentReplyError, match="not an MDT694B"),
         expected_protocol(MdtPiezoDriver, steps, LAB),
@@ -92,14 +95,28 @@ def test_refused_argument_is_reported_with_the_units_text():
         piezo.set_voltage(70.0)
 
 
-def test_voltage_limit_is_the_front_panel_switch():
-    steps = [*OPEN_ECHO_OFF, (b"vlimit?\r", b"[150]\r>")]
+@pytest.mark.parametrize(
+    "reply, volts",
+    [(b"0\r>", 75.0), (b"1\r>", 100.0), (b"2\r>", 150.0), (b"[150]\r>", 150.0), (b"100\r>", 100.0)],
+)
+def test_voltage_limit_is_the_front_panel_switch(reply, volts):
+    """The setting as the unit's list gives it (0, 1, 2), or volts (another firmware)."""
+    steps = [*OPEN_ECHO_OFF, (b"vlimit?\r", reply)]
     with expected_protocol(MdtPiezoDriver, steps, LAB) as piezo:
-        assert piezo.voltage_limit() == 150.0
+        assert piezo.voltage_limit() == volts
+
+
+def test_a_voltage_limit_reply_that_is_no_switch_setting_is_an_error():
+    steps = [*OPEN_ECHO_OFF, (b"vlimit?\r", b"7\r>")]
+    with (
+        expected_protocol(MdtPiezoDriver, steps, LAB) as piezo,
+        pytest.raises(InstrumentReplyError, match="no limit switch setting"),
+    ):
+        piezo.voltage_limit()
 
 
 def test_a_lab_limit_above_the_front_panel_switch_refuses_to_run():
-    steps = [(b"echo=0\r", b">"), (b"id?\r", ID_LINES + b">"), (b"vlimit?\r", b"[75]\r>")]
+    steps = [(b"echo=0\r", b">"), (b"id?\r", ID_LINES + b">"), (b"vlimit?\r", b"0\r>")]
     with (
         pytest.raises(InstrumentError, match=r"up to 100 V .* limit switch is at 75 V"),
         expected_protocol(MdtPiezoDriver, steps, {"voltage_v": (0.0, 100.0)}),
@@ -122,9 +139,15 @@ def test_set_echo_on_and_off():
 
 
 def test_serial_number():
-    steps = [*OPEN_ECHO_OFF, (b"serial?\r", b"serial?\r123456\r>"), (b"echo=0\r", b">")]
+    steps = [*OPEN_ECHO_OFF, (b"serial?\r", b"serial?\r140317-02\r>"), (b"echo=0\r", b">")]
     with expected_protocol(MdtPiezoDriver, steps, LAB) as piezo:
-        assert piezo.serial_number() == "123456"
+        assert piezo.serial_number() == "140317-02"
+
+
+def test_a_unit_without_a_stored_serial_number_answers_the_prompt_alone():
+    steps = [*OPEN_ECHO_OFF, (b"serial?\r", b">")]
+    with expected_protocol(MdtPiezoDriver, steps, LAB) as piezo:
+        assert piezo.serial_number() == ""
 
 
 def test_unknown_command_is_reported():
@@ -155,7 +178,7 @@ def test_health_reports_identity_and_voltage():
     steps = [*OPEN_ECHO_OFF, (b"id?\r", ID_LINES + b">"), (b"xvoltage?\r", b"[   3.00]\r>")]
     with expected_protocol(MdtPiezoDriver, steps, LAB) as piezo:
         health = piezo.health()
-    assert health.identity.startswith("MDT694B Piezo Control Module")
+    assert health.identity.startswith("Model MDT694B Piezo Control Module")
     assert health.state == "3.00 V"
 
 

@@ -5,21 +5,27 @@ no set point, no reference light (the phase lock runs in qnode's midpoint softwa
 stretcher's phase per volt is the midpoint physics', sim_backends/photonics.py).
 
 What it follows (docs/instruments.md, "Piezo driver"): the MDT693B/MDT694B user guide was not
-at hand; the command set and reply formats are those the independent drivers of the unit
-send and parse: pylablib's `pylablib.devices.Thorlabs.MDT69xA` (1.4.5: the MDT693A command
-interface, which it says the B units keep: `I`, `XV<volts>`, `XR?`, `%`, and it reads the
-echo of every command it writes) and the `mdt69x` package's `Controller` (Claudio Arena, UCL:
-`id?` of several lines, `echo=`/`echo?` answering "Echo On"/"Echo Off", `xvoltage=`/
-`xvoltage?` answering `[value]`, `vlimit?`, `serial?`, `friendly=`/`friendly?`, `restore`,
-the '>' prompt after every command, `CMD_NOT_DEFINED` for a command it does not know).
+at hand. The replies are those recorded from real MDT694B and MDT693B units (firmware 1.10)
+in the public repository jekktmoeder/Thorlabs_MDT (`mdt_command_discovery_results.json`,
+`mdt_working_commands_results.json`): the unit's own command list (`?`), the lines of `id?`,
+`serial?`, `xmin?`/`xmax?`, `CMD_NOT_DEFINED>` for `*IDN?`; and those the independent
+drivers parse: pylablib 1.4.5 `MDT69xA` (the MDT693A interface `I`, `XV<volts>`, `XR?`, `%`,
+reading back the echo of every command) and the `mdt69x` package (`echo?` answering
+"Echo On"/"Echo Off", `xvoltage?` answering `[value]`, `cm=` switching the MDT693A/694A
+compatibility mode that those legacy commands need).
 
 - Commands end with CR; a query's reply is its lines, each ended by CR, then the '>' prompt;
   a set answers the prompt alone.
 - Echo is on at power-up: every character of a command comes back before the reply.
   `echo=0` switches it off until the next power cycle (or `echo=1`, `restore`).
-- `vlimit?` (and `%`) report the front-panel output limit switch (75, 100 or 150 V); an output
-  voltage outside 0..limit is refused with `CMD_ARG_INVALID` and leaves the output as it was.
-- Error replies: `CMD_NOT_DEFINED` (unknown command), `CMD_ARG_INVALID` (a bad argument).
+- `vlimit?` reports the front-panel output limit switch as the unit's list says (0=75 V,
+  1=100 V, 2=150 V); an output voltage outside 0..limit is refused with `CMD_ARG_INVALID`
+  and leaves the output as it was (assumed: refused, not clamped).
+- Error replies: `CMD_NOT_DEFINED` (unknown command), `CMD_ARG_INVALID` (a bad argument),
+  with the prompt and no CR.
+- Compatibility mode (`cm=1`, kept through a power cycle like the friendly name, cleared by
+  `restore`): the MDT693A commands pylablib sends are served too (`I`, `XV<v>`, `XR?`, `%`),
+  in this unit's framing (assumed: the recorded units were probed with it off).
 """
 
 from __future__ import annotations
@@ -31,20 +37,45 @@ from collections.abc import Callable
 from sim_backends.device import Device, LoggedCommand
 from sim_backends.framing import Message
 
-MODEL = "MDT694B Piezo Control Module"
-FIRMWARE = "1.09"
+MODEL = "Model MDT694B Piezo Control Module"
+FIRMWARE = "1.10"
 LIMIT_SWITCH_V = (75.0, 100.0, 150.0)
-"""The front panel's output limit switch positions."""
+"""The front panel's output limit switch positions, `vlimit?` 0, 1, 2."""
+MAX_OUTPUT_V = 150.5
+"""`xmax?` of the recorded units: the output's own ceiling."""
 FRIENDLY_MAX = 64
 NOT_DEFINED = "CMD_NOT_DEFINED"
 ARG_INVALID = "CMD_ARG_INVALID"
 NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+HELP = (
+    ("?", "the list of commands"),
+    ("ID?", "product header and firmware version"),
+    ("RESTORE", "restores the default settings"),
+    ("ECHO?", "echo status"),
+    ("ECHO=", "echo on or off (1, 0)"),
+    ("VLIMIT?", "output limit switch (0=75V, 1=100V, 2=150V)"),
+    ("XVOLTAGE?", "output voltage"),
+    ("XVOLTAGE=", "sets the output voltage"),
+    ("XMIN?", "minimum output voltage"),
+    ("XMAX?", "maximum output voltage"),
+    ("FRIENDLY?", "friendly name"),
+    ("FRIENDLY=", "sets the friendly name"),
+    ("SERIAL?", "serial number"),
+    ("CM?", "compatibility mode (0=Off, 1=On)"),
+    ("CM=", "sets compatibility mode (0=Off, 1=On)"),
+)
+"""What this simulated unit serves of the real one's list (`?`): the commands, in its order;
+the descriptions are this file's."""
 
 Handler = Callable[[str], str]
 
 
 class ArgumentInvalid(Exception):
     """The command is known but its argument is not acceptable."""
+
+
+class NotDefined(Exception):
+    """Not a command in the unit's present mode."""
 
 
 class SimPiezoDriver(Device):
@@ -60,32 +91,39 @@ class SimPiezoDriver(Device):
         self.limit_switch_v = limit_switch_v
         """The front-panel switch: set by hand on the unit, never by a command."""
         self.friendly = ""
+        self.compatibility = False
         super().__init__(name)
 
     def setup(self) -> None:
         self._commands.clear()  # no IEEE 488.2 common commands on this unit
         table: list[tuple[str, Handler]] = [
             (r"id\?", lambda a: self._identity()),
-            (r"i", lambda a: self._identity()),  # the MDT693A interface's identity
-            (r"\?", lambda a: self._help()),
+            (r"\?", lambda a: "".join(f"{c}\t\t{what}\r" for c, what in HELP)),
+            (r"restore", lambda a: self._restore()),
             (r"echo=(.*)", self._set_echo),
             (r"echo\?", lambda a: "Echo On\r" if self.echo else "Echo Off\r"),
+            (r"vlimit\?", lambda a: f"{LIMIT_SWITCH_V.index(self.limit_switch_v)}\r"),
             (r"xvoltage=(.*)", self._set_voltage),
             (r"xvoltage\?", lambda a: self._bracketed(self.voltage)),
-            (r"xv([-+0-9.eE ]*)", self._set_voltage),  # MDT693A: XV<volts>
-            (r"xr\?", lambda a: self._bracketed(self.voltage)),  # MDT693A: XR?
-            (r"vlimit\?", lambda a: f"[{self.limit_switch_v:.0f}]\r"),
-            (r"%", lambda a: f"[{self.limit_switch_v:.0f}]\r"),  # MDT693A: %
-            (r"serial\?", lambda a: f"{self.serial}\r"),
+            (r"xmin\?", lambda a: "0\r"),
+            (r"xmax\?", lambda a: f"{MAX_OUTPUT_V:.2f}\r"),
             (r"friendly=(.*)", self._set_friendly),
             (r"friendly\?", lambda a: f"{self.friendly}\r"),
-            (r"restore", lambda a: self._restore()),
+            (r"serial\?", lambda a: f"{self.serial}\r"),
+            (r"cm=(.*)", self._set_compatibility),
+            (r"cm\?", lambda a: f"{int(self.compatibility)}\r"),
+            # the MDT693A interface, in compatibility mode only
+            (r"i", lambda a: self._legacy(self._identity)),
+            (r"xv([-+0-9.eE ]*)", lambda a: self._legacy(lambda: self._set_voltage(a))),
+            (r"xr\?", lambda a: self._legacy(lambda: self._bracketed(self.voltage))),
+            (r"%", lambda a: self._legacy(lambda: f"[{self.limit_switch_v:.0f}]\r")),
         ]
         for pattern, handler in table:
             self._commands.append((re.compile(pattern, re.IGNORECASE | re.DOTALL), handler))
 
     def reset_state(self) -> None:
-        """Power-on: echo on, output at 0 V (the friendly name and the switch persist)."""
+        """Power-on: echo on, output at 0 V (the friendly name, the compatibility mode and
+        the switch persist)."""
         self.echo = True
         self.voltage = 0.0
         self.changed_at = time.monotonic()
@@ -95,16 +133,26 @@ class SimPiezoDriver(Device):
         lines = [
             MODEL,
             f"Firmware Version: {FIRMWARE}",
-            f"Current Voltage Range: {self.limit_switch_v:.0f}V",
-            f"Serial#: {self.serial}",
-            f"Name: {self.friendly}",
+            "Voltage Range: 0V to 150V",
+            f"Serial#:{self.serial}",
+            f"Friendly Name:{self.friendly}",
+            "Thorlabs, Inc. Newton, NJ 07860",
+            "www.thorlabs.com",
+            "",
         ]
         return "".join(line + "\r" for line in lines)
 
-    def _help(self) -> str:
-        commands = ("id?", "echo=", "echo?", "xvoltage=", "xvoltage?", "vlimit?", "serial?")
-        commands += ("friendly=", "friendly?", "restore")
-        return "".join(c + "\r" for c in commands)
+    def _legacy(self, reply: Callable[[], str]) -> str:
+        if not self.compatibility:
+            raise NotDefined
+        return reply()
+
+    def _set_compatibility(self, args: str) -> str:
+        value = args.strip()
+        if value not in ("0", "1"):
+            raise ArgumentInvalid
+        self.compatibility = value == "1"
+        return ""
 
     def _set_echo(self, args: str) -> str:
         value = args.strip()
@@ -136,9 +184,10 @@ class SimPiezoDriver(Device):
         return ""
 
     def _restore(self) -> str:
-        """Factory settings: echo on, no friendly name."""
+        """Default settings: echo on, no friendly name, compatibility mode off."""
         self.echo = True
         self.friendly = ""
+        self.compatibility = False
         return ""
 
     # the wire ---------------------------------------------------------------------------------
@@ -158,6 +207,8 @@ class SimPiezoDriver(Device):
                 return handler(match.group(1) if match.groups() else "")
             except ArgumentInvalid:
                 return ARG_INVALID
+            except NotDefined:
+                return NOT_DEFINED
         return NOT_DEFINED
 
     def state(self) -> dict:
@@ -166,4 +217,5 @@ class SimPiezoDriver(Device):
             "echo": self.echo,
             "limit_switch_v": self.limit_switch_v,
             "friendly": self.friendly,
+            "compatibility": self.compatibility,
         }
