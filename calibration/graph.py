@@ -3,12 +3,12 @@ their dependents.
 
     node       esr -> rabi -> ramsey
                       rabi -> readout -> check_threshold -> detection_window
-    midpoint   dark_counts, phase_setpoint -> phase_noise
+    midpoint   dark_counts, phase_fringe -> phase_noise
     link       detection_window + dark_counts -> visibility
                visibility + phase_noise -> alpha
 
 Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
-the node's photons with the midpoint's tagger; `dark_counts` and `phase_setpoint` measure the
+the node's photons with the midpoint's tagger; `dark_counts` and `phase_fringe` measure the
 midpoint's detectors and interferometer alone and store midpoint parameters: all three reach
 the midpoint through `NodeAccess.midpoint` (the controller's side asks the midpoint daemon,
 which owns its instruments). The link routines run entanglement sessions with the peer node
@@ -32,7 +32,7 @@ from calibration.routines.link import AlphaRoutine, VisibilityRoutine
 from calibration.routines.midpoint import (
     DarkCountsRoutine,
     DetectionWindowRoutine,
-    PhaseSetpointRoutine,
+    PhaseFringeRoutine,
 )
 from calibration.routines.phase_noise import PhaseNoiseRoutine
 from calibration.routines.rabi import RabiRoutine
@@ -50,7 +50,7 @@ ROUTINES: dict[str, Routine] = {
         CheckThresholdRoutine(),
         DarkCountsRoutine(),
         DetectionWindowRoutine(),
-        PhaseSetpointRoutine(),
+        PhaseFringeRoutine(),
         PhaseNoiseRoutine(),
         VisibilityRoutine(),
         AlphaRoutine(),

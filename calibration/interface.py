@@ -100,11 +100,14 @@ class MidpointAccess(Protocol):
     def dark_tags(self, seconds: float) -> np.ndarray:
         """Tags of the detectors alone, for `seconds`."""
 
-    def reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
-        """Counts per detector of the interferometer's reference light, the phase locked at
-        `setpoint_deg` (the reference light is switched on for it)."""
+    def fringe_sweep(self, points: int, seconds: float) -> tuple[list[float], list[dict]]:
+        """The interferometer's reference light at `points` piezo voltages across the lab's
+        range: the voltages, and the counts per detector of `seconds` at each."""
 
-    def reference_off(self) -> None: ...
+    def lock_samples(self, offset_deg: float, seconds: float, samples: int) -> list[dict]:
+        """Counts per detector of `seconds` at random times between the midpoint's
+        stabilisation bursts (the heralds' schedule), `offset_deg` of piezo from the lock
+        point: the phase the heralds see, sampled."""
 
     def stored(self, name: str) -> float | None: ...
 

@@ -27,6 +27,7 @@ SIM_RESOURCE = "sim"
 
 MEMORY_ROLES = ("microwave_source", "awg", "sequencer", "time_tagger", "laser")
 MIDPOINT_ROLES = ("time_tagger", "herald_logic", "phase_stabiliser")
+"""A midpoint also has a laser (the reference light of its phase lock) with its piezo driver."""
 DEFAULT_MAX_SWEEP_POINTS = 5000
 """Points per run a node accepts when the lab file's [lab] section sets no `max_sweep_points`."""
 DEFAULT_WATCHDOG_S = 3.0
@@ -320,6 +321,16 @@ def _check_semantics(lab: LabConfig) -> None:
                 )
         if node.kind == "memory" and node.by_role("herald_logic"):
             fail(f"{base}.instruments", "a herald logic belongs to a midpoint, not a memory node")
+        if (
+            node.kind == "midpoint"
+            and node.by_role("phase_stabiliser")
+            and not node.by_role("laser")
+        ):
+            fail(
+                f"{base}.instruments",
+                "the interferometer's piezo driver (role 'phase_stabiliser') needs the "
+                "reference laser whose light the midpoint's phase lock reads (role 'laser')",
+            )
         _check_channels(lab, node_name, node, fail)
         for path, optical in node.optics.items():
             key = f"{base}.optics.{path}"

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from drivers.base import Health
+from drivers.base import Health, Range
 from sequences.program import Event, Program
 
 
@@ -128,12 +128,14 @@ class Laser(Instrument, Protocol):
 
 @runtime_checkable
 class PhaseStabiliser(Instrument, Protocol):
-    """The interferometer's phase lock at the midpoint (role `phase_stabiliser`)."""
+    """The piezo driver of the interferometer's fibre stretcher at the midpoint (role
+    `phase_stabiliser`): a voltage, nothing more. The lock that holds the phase is qnode's
+    (controller/midpoint/phase_lock.py); `limits["voltage_v"]` is the lab's range for it."""
 
-    def set_setpoint(self, degrees: float) -> None: ...
-    def set_lock(self, on: bool) -> None: ...
-    def locked(self) -> bool: ...
-    def set_reference(self, on: bool) -> None: ...
+    limits: dict[str, Range]
+
+    def set_voltage(self, volts: float) -> None: ...
+    def voltage(self) -> float: ...
 
 
 CAPABILITIES: dict[str, type[Instrument]] = {

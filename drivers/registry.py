@@ -17,7 +17,7 @@ from drivers.protocols import (
     WaveformGenerator,
 )
 from drivers.sequencer_rtseq import RtSequencer
-from drivers.stabiliser_mdt import PiezoPhaseStabiliser
+from drivers.stabiliser_mdt import MdtPiezoDriver
 from drivers.tagger_idq import TimeController
 
 DRIVERS: dict[str, type[Driver]] = {
@@ -27,7 +27,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "idq_time_controller": TimeController,
     "qnode_herald_logic": QnodeHeraldLogic,
     "cobolt": CoboltLaser,
-    "thorlabs_mdt694b": PiezoPhaseStabiliser,
+    "thorlabs_mdt694b": MdtPiezoDriver,
 }
 
 ROLES = sorted({cls.ROLE for cls in DRIVERS.values()})
@@ -40,4 +40,4 @@ _SEQUENCER: type[RealTimeSequencer] = RtSequencer
 _TIME_TAGGER: type[TimeTagger] = TimeController
 _HERALD_LOGIC: type[HeraldLogic] = QnodeHeraldLogic
 _LASER: type[Laser] = CoboltLaser
-_PHASE_STABILISER: type[PhaseStabiliser] = PiezoPhaseStabiliser
+_PHASE_STABILISER: type[PhaseStabiliser] = MdtPiezoDriver

@@ -1,13 +1,27 @@
-"""Phase stabiliser: a piezo fibre-stretcher driver following the Thorlabs MDT694B serial
-subset (`xvoltage=`/`xvoltage?`, replies framed by the '>' prompt), with the lock-loop commands
-of a stabiliser box (`lock`, `setpoint`, `error?`).
+"""Piezo driver of the interferometer's fibre stretcher: a Thorlabs MDT694B, a plain
+single-channel high-voltage source. The phase lock is not here: it runs in qnode's midpoint
+(controller/midpoint/phase_lock.py), which reads the reference light and sets the voltage.
+
+The wire (docs/instruments.md, "Piezo driver"): commands end with CR; every reply ends with
+the '>' prompt (the read termination), a query's lines each with a CR before it. A unit
+echoes every command at power-up: the driver strips the echo of its own command from every
+reply, switches it off with `echo=0` on open, and again whenever an echo comes back (the unit
+was power-cycled), so that it works either way. `id?` answers several lines; `vlimit?` the
+front-panel limit switch (0=75, 1=100, 2=150 V), which must cover the lab file's limit.
+Formats: docs/instruments.md ("Piezo driver"), from replies recorded from real units.
 """
 
 from __future__ import annotations
 
 from drivers.base import Driver, Health
 from drivers.scpi import parse_float
-from qnode.errors import InstrumentReplyError, InstrumentReportedError, LimitError
+from qnode.errors import InstrumentError, InstrumentReplyError, InstrumentReportedError
+
+ERRORS = ("CMD_NOT_DEFINED", "CMD_ARG_INVALID")
+MODELS = ("MDT694B", "MDT693B")
+"""The single- and three-channel B units answer the same single-channel subset used here."""
+LIMIT_SWITCH_V = (75.0, 100.0, 150.0)
+"""The front panel's output limit switch, by its `vlimit?` setting 0, 1, 2."""
 
 
 def bracketed_value(instrument: str, command: str, reply: str) -> str:
@@ -20,18 +34,31 @@ def bracketed_value(instrument: str, command: str, reply: str) -> str:
     return reply[1:-1].strip()
 
 
-class PiezoPhaseStabiliser(Driver):
+def strip_echo(command: str, reply: str) -> tuple[str, bool]:
+    """The reply without the echo of `command` in front of it, and whether there was one."""
+    if reply.startswith(command) and reply[len(command) : len(command) + 1] in ("\r", "\n"):
+        return reply[len(command) :].lstrip("\r\n"), True
+    return reply, False
+
+
+class MdtPiezoDriver(Driver):
     ROLE = "phase_stabiliser"
-    FAMILY = "Thorlabs MDT694B piezo controller with a phase-lock loop"
+    FAMILY = "Thorlabs MDT694B piezo controller (single channel, open loop)"
     TRANSPORT = "serial"
     READ_TERMINATION = ">"
     WRITE_TERMINATION = "\r"
     RANGES = {"voltage_v": (0.0, 150.0)}
 
+    # the wire ---------------------------------------------------------------------------------
     def _exchange(self, command: str) -> str:
-        reply = self.transport.query(command).strip()
-        if reply.startswith("CMD_NOT_DEFINED") or reply.startswith("CMD_ARG_INVALID"):
+        """Send one command; its reply with the echo stripped (an echo switches it off again:
+        the unit came back from a power cycle) and the unit's error texts raised."""
+        reply, echoed = strip_echo(command, self.transport.query(command))
+        reply = reply.strip("\r\n")
+        if reply in ERRORS:
             raise InstrumentReportedError(self.name, f"after {command!r}: {reply}")
+        if echoed and command != "echo=0":
+            self._set("echo=0")
         return reply
 
     def _set(self, command: str) -> None:
@@ -44,13 +71,44 @@ class PiezoPhaseStabiliser(Driver):
     def _bracketed(self, command: str) -> str:
         return bracketed_value(self.name, command, self._exchange(command))
 
-    def identity(self) -> str:
-        reply = self._exchange("id?")
-        if "MDT" not in reply:
-            raise InstrumentReplyError(
-                self.name, f"id? reply {reply[:60]!r} is not an MDT controller"
+    def _on_open(self) -> None:
+        """Echo off, an MDT694B, and a front-panel limit that covers the lab's."""
+        self.set_echo(False)
+        self.identity()
+        switch = self.voltage_limit()
+        high = self.limits["voltage_v"][1]
+        if high > switch:
+            raise InstrumentError(
+                self.name,
+                f"the lab file allows voltage_v up to {high:g} V but the unit's front-panel "
+                f"limit switch is at {switch:g} V: lower the lab limit or set the switch",
             )
-        return " ".join(reply.split())
+
+    # what the midpoint uses ---------------------------------------------------------------------
+    def identity(self) -> str:
+        """`id?`: the model line and its 'label: value' lines, joined with '; '."""
+        lines = [line.strip() for line in self._exchange("id?").splitlines() if line.strip()]
+        if not lines or not any(model in lines[0] for model in MODELS):
+            raise InstrumentReplyError(
+                self.name, f"id? reply {lines[:1]!r} is not an MDT694B piezo controller"
+            )
+        return "; ".join(lines)
+
+    def voltage_limit(self) -> float:
+        """`vlimit?`: the front-panel output limit switch, volts (75, 100 or 150). The unit's
+        command list gives the setting (0=75V, 1=100V, 2=150V); a reply in volts, or in
+        brackets, is taken too (firmware that answers differently)."""
+        reply = self._exchange("vlimit?").strip()
+        if reply.startswith("[") and reply.endswith("]"):
+            reply = reply[1:-1].strip()
+        value = parse_float(self.name, "vlimit?", reply)
+        if value in (0.0, 1.0, 2.0):
+            return LIMIT_SWITCH_V[int(value)]
+        if value in LIMIT_SWITCH_V:
+            return value
+        raise InstrumentReplyError(
+            self.name, f"reply to 'vlimit?' is no limit switch setting: {reply[:40]!r}"
+        )
 
     def set_voltage(self, volts: float) -> None:
         volts = self.check_limit("voltage_v", volts)
@@ -59,42 +117,24 @@ class PiezoPhaseStabiliser(Driver):
     def voltage(self) -> float:
         return parse_float(self.name, "xvoltage?", self._bracketed("xvoltage?"))
 
-    def set_lock(self, on: bool) -> None:
-        self._set(f"lock={1 if on else 0}")
+    def set_echo(self, on: bool) -> None:
+        self._set(f"echo={1 if on else 0}")
 
-    def locked(self) -> bool:
-        value = self._bracketed("lock?")
-        if value not in ("0", "1"):
-            raise InstrumentReplyError(self.name, f"reply to 'lock?' is not 0 or 1: {value!r}")
-        return value == "1"
+    def echo_enabled(self) -> bool:
+        reply = self._exchange("echo?")
+        if reply not in ("Echo On", "Echo Off"):
+            raise InstrumentReplyError(self.name, f"reply to 'echo?' is {reply[:40]!r}")
+        return reply == "Echo On"
 
-    def set_setpoint(self, degrees: float) -> None:
-        if not -360.0 <= degrees <= 360.0:  # (NaN too)
-            raise LimitError(self.name, "setpoint_deg", degrees, (-360.0, 360.0))
-        self._set(f"setpoint={degrees:.3f}")
-
-    def setpoint(self) -> float:
-        return parse_float(self.name, "setpoint?", self._bracketed("setpoint?"))
-
-    def set_reference(self, on: bool) -> None:
-        """The reference light through the interferometer (for the set-point calibration)."""
-        self._set(f"ref={1 if on else 0}")
-
-    def reference(self) -> bool:
-        value = self._bracketed("ref?")
-        if value not in ("0", "1"):
-            raise InstrumentReplyError(self.name, f"reply to 'ref?' is not 0 or 1: {value!r}")
-        return value == "1"
-
-    def phase_error(self) -> float:
-        """Residual interferometer phase error, degrees."""
-        return parse_float(self.name, "error?", self._bracketed("error?"))
+    def serial_number(self) -> str:
+        """`serial?` (empty on a unit whose serial number was never stored)."""
+        reply = self._exchange("serial?")
+        if not reply.isprintable():
+            raise InstrumentReplyError(self.name, f"reply to 'serial?' is {reply[:40]!r}")
+        return reply
 
     def safe_state(self) -> None:
-        self._set("ref=0")
-        self._set("lock=0")
         self._set("xvoltage=0.00")
 
     def health(self) -> Health:
-        state = f"lock {'on' if self.locked() else 'off'}, {self.voltage():.2f} V"
-        return Health(self.identity(), state, [])
+        return Health(self.identity(), f"{self.voltage():.2f} V", [])

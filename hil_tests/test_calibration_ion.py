@@ -97,7 +97,7 @@ def test_calibrate_all_on_an_ion_lab_matches_truth(ion_lab, lab_file, seed):
     lifetime = mid_truth["lifetime_ns"]["A"]
     assert values["detection_window_ns"] == pytest.approx(lifetime * np.log(10), rel=0.15)
     assert values["detection_probability"] == pytest.approx(mid_truth["eta"]["A"], rel=0.1)
-    assert "phase_setpoint_deg" not in mid_values
+    assert "piezo_deg_per_volt" not in mid_values
     for name, channel in lab.nodes["M"].channels.detectors.items():
         rate = mid_values[f"dark_count_hz_{name}"]
         assert rate == pytest.approx(mid_truth["dark_count_hz"][str(channel)], rel=0.25)

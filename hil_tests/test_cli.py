@@ -64,12 +64,14 @@ def test_sim_up_serves_and_stops_cleanly_on_sigterm(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         info = json.loads(resource_map.read_text())
-        assert len(info["resources"]) == 15
+        assert (
+            len(info["resources"]) == 16
+        )  # 6 per node; M: tagger, herald logic, piezo, reference laser
         assert info["seed"] == 5
         tcp = [r for r in info["resources"].values() if r.startswith("TCPIP::127.0.0.1::")]
         zmq = [r for r in info["resources"].values() if r.startswith("tcp://127.0.0.1:")]
         ptys = [r for r in info["resources"].values() if r.startswith("/dev/")]
-        assert len(tcp) == 5 and len(zmq) == 3 and len(ptys) == 7  # zmq: the time taggers
+        assert len(tcp) == 5 and len(zmq) == 3 and len(ptys) == 8  # zmq: the time taggers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert not resource_map.exists()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from controller.data.params import ParameterStore
+from controller.midpoint.phase_lock import COUNT_S, Fringe, LockSettings, run_burst, share_of
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,
@@ -21,6 +22,7 @@ from sim_backends.optics import Detectors, NodeOptics
 
 pytestmark = pytest.mark.usefixtures("sim")
 ALPHA = 0.1
+DETECTORS = {"psi_plus": 1, "psi_minus": 2}
 SHOTS = 40
 KEEP = 0.9  # the windows below hold 90 % of each node's photons
 
@@ -82,27 +84,44 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     for node in ("A", "B"):
         calibrate_from_truth(data_dir, sim, node)
     daemons = {node: start_daemon(node) for node in ("A", "B")}
-    tagger = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
-    stabiliser = lab.make_driver("M", "stabiliser", resources)
+    tagger = lab.make_driver("M", "tagger", resources)
+    piezo = lab.make_driver("M", "piezo", resources)
+    reference = lab.make_driver("M", "reference_laser", resources)
+    herald = lab.make_driver("M", "herald", resources)  # the sync output, the windows
     sequence = Sequence(
         "entangle_zz",
         (CRCheck(), WaitSync(), EntanglementAttempt(max_attempts=10**6), SpinInit(0), Readout()),
         SHOTS,
     )
     before = len(sim.heralds())
-    with tagger, stabiliser:
-        # single-click needs the interferometer phase held where the reference fringe puts
-        # its light on psi_plus
-        stabiliser.set_setpoint((-sim.truth("M")["phase_offset_deg"]) % 360.0)
-        stabiliser.set_lock(True)
-        tagger.set_herald_windows(herald_windows(sim))
-        tagger.set_sync_auto(True)
+    with tagger, herald, piezo, reference:
+        # single-click wants the interferometer phase where the reference fringe puts its
+        # light on psi_plus: one burst of the midpoint's lock (the fringe from the truth),
+        # the reference light off again before any attempt; the phase drifts from there, and
+        # each herald is judged at its own true phase below
+        truth = sim.truth("M")
+        fringe = Fringe(truth["piezo_deg_per_volt"], truth["reference_visibility"])
+
+        def share_at(volts: float) -> float:
+            piezo.set_voltage(volts)
+            return share_of({n: tagger.count(ch) for n, ch in DETECTORS.items()}, list(DETECTORS))
+
+        for channel in DETECTORS.values():
+            tagger.set_enabled(channel, True)
+        reference.set_enabled(True)
+        tagger.set_integration(COUNT_S)
+        locked = run_burst(fringe, LockSettings(*piezo.limits["voltage_v"]), 37.5, share_at)
+        piezo.set_voltage(locked.voltage_v)
+        reference.set_enabled(False)
+        assert locked.converged, locked
+        herald.set_herald_windows(herald_windows(sim))
+        herald.set_sync_auto(True)
         try:
             runs = {n: d.client.start(sequence, Sweep()) for n, d in daemons.items()}
             done = {n: daemons[n].client.wait(r["run_id"], timeout_s=120) for n, r in runs.items()}
         finally:
-            tagger.set_sync_auto(False)
-            stabiliser.safe_state()
+            herald.set_sync_auto(False)
+            piezo.safe_state()
     assert all(run["status"] == "completed" for run in done.values()), done
     data = {n: daemons[n].client.result(runs[n]["run_id"]) for n in daemons}
     heralds = sim.heralds()[before:]
@@ -119,13 +138,13 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     valid = data["A"].valid[0] & data["B"].valid[0]
     anti = np.mean(bright["A"][valid] != bright["B"][valid])
     assert anti > 0.7  # psi+/- in ZZ: one bright, one dark (F ~ 1 - alpha, readout errors)
-    # with the phase locked the delivered states keep their coherence. A memory that lost its
+    # with the phase stabilised the delivered states keep their coherence. A memory that lost its
     # charge state (ionised in its CR check) is dark: the herald came from the other alone.
     m = sim.truth("M")
     both_bright = [h for h in heralds if min(h["alphas"].values()) > 0]
     assert len(both_bright) >= 0.8 * len(heralds)
     for h in both_bright:
-        assert h["locked"]
+        assert not h["reference_light"]
         assert h["alpha"] == pytest.approx(ALPHA, abs=0.03)  # what the alpha pulse made
         # the simulator's optics from ideal alpha states (double excitation, pi-pulse error,
         # dark counts in the windows included): at best with no phase error at all; at this
@@ -150,18 +169,18 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
             pi_v = 1 / (2 * 100e-9 * truth["rabi_hz_per_v"])
             store.set_manual(node, "pi2_amplitude_v", pi_v / 2, "test: from the truth")
     daemons = {node: start_daemon(node) for node in ("A", "B")}
-    tagger = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
+    herald = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     attempt = EntanglementAttempt("barrett_kok", max_attempts=2**31)
     sequence = Sequence("bk_zz", (CRCheck(), WaitSync(), attempt, SpinInit(0), Readout()), 20)
     before = len(sim.heralds())
-    with tagger:
-        tagger.set_herald_windows(herald_windows(sim))
-        tagger.set_sync_auto(True)  # Barrett-Kok needs no phase lock
+    with herald:
+        herald.set_herald_windows(herald_windows(sim))
+        herald.set_sync_auto(True)  # Barrett-Kok needs no phase lock
         try:
             runs = {n: d.client.start(sequence, Sweep()) for n, d in daemons.items()}
             done = {n: daemons[n].client.wait(r["run_id"], timeout_s=120) for n, r in runs.items()}
         finally:
-            tagger.set_sync_auto(False)
+            herald.set_sync_auto(False)
     assert all(run["status"] == "completed" for run in done.values()), done
     heralds = sim.heralds()[before:]
     assert len(heralds) == 20 and all(h["protocol"] == "barrett_kok" for h in heralds)

@@ -45,7 +45,7 @@ def store_value(data_dir, node: str, name: str, value: float) -> None:
 
 def test_a_set_point_off_by_half_a_turn_flips_single_click_not_barrett_kok(stations, sim, data_dir):
     m = sim.truth("M")
-    store_value(data_dir, "M", "phase_setpoint_deg", (180.0 - m["phase_offset_deg"]) % 360.0)
+    store_value(data_dir, "M", "phase_setpoint_deg", 180.0)  # the lock holds the wrong top
     before = len(sim.heralds())
     summary, _ = run(stations, "single_click", 150, fidelity_min=0.8, delivery="verify")
     assert summary["state"] == "completed", summary
@@ -63,7 +63,7 @@ def test_a_set_point_off_by_half_a_turn_flips_single_click_not_barrett_kok(stati
     assert np.mean(fidelities) <= (1 + m["visibility"]) / 2
 
 
-def test_a_lost_lock_pauses_relocks_and_delivers_nothing_made_unlocked(stations, sim, lab):
+def test_a_piezo_reset_discards_the_heralds_since_the_last_good_burst(stations, sim, lab):
     a = stations["A"].client
     before = len(sim.heralds())
     started = a.entangle(1500, "single_click", fidelity_min=0.8, deadline_s=200, delivery="verify")
@@ -73,13 +73,14 @@ def test_a_lost_lock_pauses_relocks_and_delivers_nothing_made_unlocked(stations,
         if session.get("stats", {}).get("delivered", 0) >= 300:
             break
         time.sleep(0.02)
-    stabiliser = f"{midpoint_name(lab)}.stabiliser"
-    # the lock box restarts (lock off, the phase adrift) and answers slowly for a while, so
-    # that attempts go on unlocked until the midpoint's next check has its answer
-    sim.fault(stabiliser, "delay", seconds=0.25)
-    sim.fault(stabiliser, "reset")
+    piezo = f"{midpoint_name(lab)}.piezo"
+    # the piezo driver power-cycles (0 V: the phase jumps by k x the voltage it held) and
+    # answers slowly for a while, so that attempts go on at the wrong phase until the
+    # midpoint's next burst has its answers
+    sim.fault(piezo, "delay", seconds=0.05)
+    sim.fault(piezo, "reset")
     time.sleep(1.0)
-    sim.fault(stabiliser, "clear")
+    sim.fault(piezo, "clear")
     summary = a.wait_session(started["session"], timeout_s=250)
     assert summary["state"] == "completed", summary
     status = stations["M"].client.status()
@@ -87,11 +88,11 @@ def test_a_lost_lock_pauses_relocks_and_delivers_nothing_made_unlocked(stations,
     b = stations["B"].client
     data = {"A": a.session_data(started["session"]), "B": b.session_data(started["session"])}
     truth = sim.heralds()[before:]
-    unlocked = [h for h in truth if not h["locked"]]
-    assert unlocked, "the reset left no herald made unlocked: the test proves nothing"
     delivered = delivered_heralds(data, truth)
     assert len(delivered) == 1500
-    assert all(h["locked"] for h in delivered)
+    # the fast noise (8-15 deg) and the drift since a burst: never near a quarter turn
+    assert max(abs(h["phase_deg"]) for h in delivered) < 70.0
+    assert not any(h["reference_light"] for h in delivered)
     reasons = " ".join(summary["stats"]["reasons"])
     assert "interferometer lock lost" in reasons, summary["stats"]["reasons"]
 

@@ -1,4 +1,4 @@
-"""Lasers (Cobolt 04-01 and 06-01 series) and the phase stabiliser (MDT694B subset) over
+"""Lasers (Cobolt 04-01 and 06-01 series) and the interferometer's piezo driver (MDT694B) over
 serial lines."""
 
 import pytest
@@ -92,23 +92,73 @@ def test_laser_unknown_command_is_reported(open_driver):
         laser._query("bogus?")
 
 
-def test_stabiliser_voltage_lock_and_safe_state(open_driver, maybe_sim):
-    stab = open_driver("phase_stabiliser")
-    stab.set_voltage(12.5)
-    assert stab.voltage() == pytest.approx(12.5)
-    stab.set_setpoint(30.0)
-    stab.set_lock(True)
-    assert stab.locked() is True
-    assert stab.setpoint() == pytest.approx(30.0)
-    assert abs(stab.phase_error()) < 15.0  # locked: only the loop's residual remains
-    stab.safe_state()
-    assert stab.locked() is False and stab.voltage() == 0.0
+def test_piezo_voltage_and_safe_state(open_driver, maybe_sim):
+    piezo = open_driver("phase_stabiliser")
+    piezo.set_voltage(12.5)
+    assert piezo.voltage() == pytest.approx(12.5)
+    assert "MDT694B" in piezo.identity()
     if maybe_sim:
-        state = maybe_sim.state(stab.name)
-        assert state == {"voltage_v": 0.0, "lock": False, "setpoint_deg": 30.0, "reference": False}
+        assert maybe_sim.state(piezo.name)["voltage_v"] == pytest.approx(12.5)
+    piezo.safe_state()
+    assert piezo.voltage() == 0.0
+    if maybe_sim:
+        state = maybe_sim.state(piezo.name)
+        assert state["voltage_v"] == 0.0 and state["echo"] is False  # the driver's echo=0
 
 
-def test_stabiliser_limit_refused_before_any_byte(open_driver, nothing_reaches):
-    stab = open_driver("phase_stabiliser")
-    with nothing_reaches(stab), pytest.raises(LimitError, match="voltage_v"):
-        stab.set_voltage(stab.limits["voltage_v"][1] + 1)
+def test_piezo_limit_refused_before_any_byte(open_driver, nothing_reaches):
+    piezo = open_driver("phase_stabiliser")
+    with nothing_reaches(piezo), pytest.raises(LimitError, match="voltage_v"):
+        piezo.set_voltage(piezo.limits["voltage_v"][1] + 1)
+
+
+def test_piezo_front_panel_limit_covers_the_lab(open_driver):
+    piezo = open_driver("phase_stabiliser")
+    assert piezo.voltage_limit() in (75.0, 100.0, 150.0)
+    assert piezo.voltage_limit() >= piezo.limits["voltage_v"][1]
+
+
+def test_piezo_works_with_its_echo_on_and_off(open_driver, maybe_sim):
+    piezo = open_driver("phase_stabiliser")
+    piezo.set_echo(True)  # a unit left with its echo on: every command comes back first
+    if maybe_sim:
+        assert maybe_sim.state(piezo.name)["echo"] is True
+    piezo.set_voltage(3.25)  # the driver strips its echo and switches it off again
+    assert piezo.voltage() == pytest.approx(3.25)
+    assert piezo.echo_enabled() is False
+    if maybe_sim:
+        assert maybe_sim.state(piezo.name)["echo"] is False
+
+
+def test_piezo_after_a_power_cycle(open_driver, sim):
+    piezo = open_driver("phase_stabiliser")
+    piezo.set_voltage(20.0)
+    sim.fault(piezo.name, "reset")
+    # back from a power cycle: echo on again and the output at 0 V; the driver reads that
+    assert piezo.voltage() == 0.0
+    assert piezo.echo_enabled() is False  # it switched the echo off on seeing it
+    piezo.set_voltage(5.0)
+    assert sim.state(piezo.name)["voltage_v"] == pytest.approx(5.0)
+
+
+def test_piezo_refuses_a_voltage_over_its_limit_switch_with_the_manuals_text(open_driver, sim):
+    piezo = open_driver("phase_stabiliser")
+    switch = piezo.voltage_limit()
+    with pytest.raises(InstrumentReportedError, match="CMD_ARG_INVALID"):
+        piezo._set(f"xvoltage={switch + 1:.2f}")  # past the driver's own check, on purpose
+    with pytest.raises(InstrumentReportedError, match="CMD_NOT_DEFINED"):
+        piezo._exchange("lock=1")  # no lock in a piezo driver
+
+
+def test_piezo_serves_the_mdt693a_commands_in_compatibility_mode_only(open_driver, sim):
+    piezo = open_driver("phase_stabiliser")
+    with pytest.raises(InstrumentReportedError, match="CMD_NOT_DEFINED"):
+        piezo._exchange("XR?")
+    try:
+        piezo._set("cm=1")
+        piezo._set("XV7.5")  # what pylablib's MDT69xA sends
+        assert piezo._exchange("XR?") == "[   7.50]"
+        assert piezo.voltage() == pytest.approx(7.5)  # the unit's own commands still work
+    finally:
+        piezo._set("cm=0")
+    assert sim.state(piezo.name)["compatibility"] is False

@@ -68,10 +68,17 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ),
         ParameterSpec("double_excitation_sigma", "", "the double excitation's error"),
         ParameterSpec("visibility", "", "two-photon interference visibility of A and B"),
-        ParameterSpec("phase_noise_deg", "deg", "interferometer phase noise when locked"),
+        ParameterSpec(
+            "phase_noise_deg", "deg", "interferometer phase spread at heralding (lock in bursts)"
+        ),
         ParameterSpec("target_fidelity", "", "the alpha routine's target (default 0.8)"),
         ParameterSpec("single_click_alpha", "", "bright population for the target fidelity"),
-        ParameterSpec("phase_setpoint_deg", "deg", "interferometer phase stabiliser set point"),
+        ParameterSpec("piezo_deg_per_volt", "deg/V", "interferometer phase per piezo volt"),
+        ParameterSpec("fringe_contrast", "", "reference light's fringe contrast at the detectors"),
+        ParameterSpec("phase_lock_interval_s", "s", "time between phase-lock bursts"),
+        ParameterSpec(
+            "phase_setpoint_deg", "deg", "phase the lock holds (0: reference top on psi_plus)"
+        ),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),
         ParameterSpec("f0", "", "readout fidelity of |0>: P(bright | |0>), the readout's own"),
         ParameterSpec("f1", "", "readout fidelity of |1>: P(dark | |1>), the readout's own"),

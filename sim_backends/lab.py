@@ -26,8 +26,8 @@ from sim_backends.instruments.awg import SimAwg
 from sim_backends.instruments.herald_logic import SimHeraldLogic
 from sim_backends.instruments.laser import SimLaser
 from sim_backends.instruments.microwave import SimMicrowaveSource
+from sim_backends.instruments.piezo import SimPiezoDriver
 from sim_backends.instruments.sequencer import SimSequencer
-from sim_backends.instruments.stabiliser import SimPhaseStabiliser
 from sim_backends.instruments.tagger import SimTimeController
 from sim_backends.node import OpticalPath, SimLaserState, SimNode
 from sim_backends.optics import TWO_PHOTON_DETECTORS
@@ -37,8 +37,6 @@ from sim_backends.register import QubitRegister
 from sim_backends.servers import PtyServer, TcpServer, ZmqServer
 
 log = logging.getLogger("qnode.sim")
-
-PHASE_DRIFT_DEG_PER_SQRT_S = 15.0
 
 
 def detector_inputs(channel_map: dict[str, int]) -> list[int]:
@@ -114,8 +112,8 @@ class SimLab:
                 elif role == "laser":
                     lasers[inst_name] = SimLaserState()
                     device = SimLaser(full, lasers[inst_name], serial, inst.get("model") or "06-01")
-                elif role == "phase_stabiliser":
-                    device = SimPhaseStabiliser(full, rng, PHASE_DRIFT_DEG_PER_SQRT_S, serial)
+                elif role == "phase_stabiliser":  # the fibre stretcher's piezo driver
+                    device = SimPiezoDriver(full, serial)
                 else:
                     raise ValueError(
                         f"{full}: the simulated lab has no instrument for role {role!r}"
@@ -132,12 +130,16 @@ class SimLab:
                     nominal_power_w=spec["nominal_power_w"],
                 )
             if node_cfg["kind"] == "midpoint":
-                self._build_midpoint(node_name, node_cfg, rng)
+                self._build_midpoint(node_name, node_cfg, rng, lasers)
         for node in self.nodes.values():
             if node.physics is not None:
                 node.midpoint = self.midpoint
 
-    def _build_midpoint(self, name: str, cfg: dict, rng: np.random.Generator) -> None:
+    def _build_midpoint(
+        self, name: str, cfg: dict, rng: np.random.Generator, lasers: dict[str, SimLaserState]
+    ) -> None:
+        """The midpoint's physics; its laser (the reference light through the interferometer,
+        the first of role laser) gates the reference light at the detectors."""
         taggers = [n for n, i in cfg["instruments"].items() if i["role"] == "time_tagger"]
         if not taggers or f"{name}.{taggers[0]}" not in self.devices:
             return
@@ -155,12 +157,18 @@ class SimLab:
         pins = (self.description.get("simulation") or {}).get("midpoint") or {}
         truth = draw_midpoint_truth(platforms, detectors, rng, pins)
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
-        stabilisers = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
-        stabiliser = self.devices.get(f"{name}.{stabilisers[0]}") if stabilisers else None
-        if isinstance(stabiliser, SimPhaseStabiliser):
-            stabiliser.residual_sigma_deg = truth.phase_noise_deg
+        piezos = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
+        piezo = self.devices.get(f"{name}.{piezos[0]}") if piezos else None
+        reference = next(iter(lasers.values()), None)
         self.midpoint = Midpoint(
-            truth, tagger, detectors, rng, stabiliser, self.register, herald_logic
+            truth,
+            tagger,
+            detectors,
+            rng,
+            piezo=piezo if isinstance(piezo, SimPiezoDriver) else None,
+            register=self.register,
+            reference_laser=reference,
+            herald_logic=herald_logic,
         )
         self.midpoint.connect_sync(
             [d for d in self.devices.values() if isinstance(d, SimSequencer)]

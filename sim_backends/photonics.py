@@ -10,6 +10,7 @@ nodes' truth is.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -33,7 +34,21 @@ DELAY_NS_RANGE = (40.0, 90.0)  # fibre and electronics, sync to photon arrival
 DARK_HZ_RANGE = (15.0, 25.0)
 JITTER_NS = 0.05
 PARTNER_WAIT_S = 2.0  # how long a node's attempt loop waits for the other's, in wall time
-PHASE_NOISE_DEG_RANGE = (8.0, 15.0)  # locked residual; Humphreys et al. 2018 report 15 deg
+PHASE_NOISE_DEG_RANGE = (8.0, 15.0)
+"""Spread of the interferometer's fast phase noise, the part no stabilisation between
+heralding periods can follow: Humphreys et al., Nature 558, 268 (2018), SI, stabilise in
+bursts between entanglement attempts and give the phase uncertainty the heralded states see
+as about 15 deg; the range reaches below it for a quieter set-up."""
+PHASE_DRIFT_DEG_PER_SQRT_S = 15.0
+"""The fibres' slow drift: a random walk of this many degrees in a second (one standard
+deviation), tens of degrees over seconds as in a lab's kilometre-scale fibre links."""
+FAST_NOISE_CORRELATION_S = 0.0005
+"""Correlation time of the fast phase noise (acoustic pick-up of the fibres, a kHz band): a
+count of the reference light long against it averages it away, a burst's correction cannot
+follow it."""
+PIEZO_DEG_PER_VOLT_RANGE = (10.0, 20.0)
+"""The fibre stretcher's phase per volt of the piezo driver (a few metres of fibre wound on a
+piezo cylinder): one fringe in 18-36 V, so a 75 V output holds two fringes or more."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +58,9 @@ class MidpointTruth:
     lifetime_ns: dict[str, float]
     dark_count_hz: dict[int, float]  # detector input -> rate
     jitter_ns: float
-    phase_offset_deg: float  # interferometer phase at stabiliser set point 0
-    phase_noise_deg: float  # spread of the locked interferometer's residual phase
+    phase_offset_deg: float  # interferometer phase at 0 V on the piezo, when the lab starts
+    phase_noise_deg: float  # spread of the interferometer's fast phase noise
+    piezo_deg_per_volt: float  # the fibre stretcher: phase per volt of the piezo driver
     reference_rate_hz: float  # reference light at the detectors, both together
     reference_visibility: float
     visibility: float  # two-photon (HOM) visibility of A's and B's photons: |overlap|^2
@@ -82,6 +98,8 @@ def draw_midpoint_truth(
         pi_pulse_error={
             n: float(rng.uniform(*PI_PULSE_ERROR_RANGE[p])) for n, (p, _) in platforms.items()
         },
+        piezo_deg_per_volt=float(rng.uniform(*PIEZO_DEG_PER_VOLT_RANGE)),  # drawn last: the
+        # draws before it stay those of a seed
     )
     pinned: dict[str, object] = {}
     for name, value in (pins or {}).items():
@@ -94,6 +112,75 @@ def draw_midpoint_truth(
         else:
             raise ValueError(f"cannot pin {name!r} of the midpoint's truth")
     return replace(truth, **pinned)
+
+
+def wrap_deg(degrees: float) -> float:
+    return (degrees + 180.0) % 360.0 - 180.0
+
+
+class Interferometer:
+    """The phase of A's arm relative to B's (degrees), as the reference light and the photons
+    both see it (0: the reference fringe's top on psi_plus): the fibres' slow random walk, a
+    fast Ornstein-Uhlenbeck noise (spread `phase_noise_deg` of the truth, correlation time
+    FAST_NOISE_CORRELATION_S), and the fibre stretcher, `piezo_deg_per_volt` times the piezo
+    driver's output. It moves on in wall time; nothing in the lab holds it: qnode's midpoint
+    does, by reading the reference light and setting the piezo's voltage."""
+
+    def __init__(
+        self,
+        truth: MidpointTruth,
+        rng: np.random.Generator,
+        piezo=None,
+        drift_deg_per_sqrt_s: float = PHASE_DRIFT_DEG_PER_SQRT_S,
+    ) -> None:
+        self.truth = truth
+        self.rng = rng
+        self.piezo = piezo
+        self.drift = drift_deg_per_sqrt_s
+        self.walk_deg = truth.phase_offset_deg
+        self.fast_deg = float(rng.normal(0.0, truth.phase_noise_deg))
+        self._last = time.monotonic()
+
+    def _piezo_deg(self) -> float:
+        volts = float(getattr(self.piezo, "voltage", 0.0)) if self.piezo is not None else 0.0
+        return self.truth.piezo_deg_per_volt * volts
+
+    def _advance(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self.walk_deg += float(self.rng.normal(0.0, self.drift * np.sqrt(seconds)))
+        keep = float(np.exp(-seconds / FAST_NOISE_CORRELATION_S))
+        sigma = self.truth.phase_noise_deg
+        self.fast_deg = keep * self.fast_deg + float(
+            self.rng.normal(0.0, sigma * np.sqrt(1.0 - keep**2))
+        )
+
+    def phase_deg(self) -> float:
+        """The phase now (wrapped to [-180, 180))."""
+        now = time.monotonic()
+        self._advance(now - self._last)
+        self._last = max(now, self._last)
+        return wrap_deg(self.walk_deg + self.fast_deg + self._piezo_deg())
+
+    def path_deg(self, seconds: float, points: int = 64) -> np.ndarray:
+        """The phase (degrees, unwrapped) at `points` times over the next `seconds` (a count
+        that long, the piezo's voltage held); the state and its clock move on with it."""
+        now = self.phase_deg()
+        if seconds <= 0 or points < 2:
+            return np.array([now])
+        dt = seconds / (points - 1)
+        walk = np.cumsum(self.rng.normal(0.0, self.drift * np.sqrt(dt), points - 1))
+        keep = float(np.exp(-dt / FAST_NOISE_CORRELATION_S))
+        kicks = self.rng.normal(0.0, self.truth.phase_noise_deg * np.sqrt(1 - keep**2), points)
+        fast = np.empty(points)
+        fast[0] = self.fast_deg
+        for k in range(1, points):
+            fast[k] = keep * fast[k - 1] + kicks[k]
+        path = now + np.concatenate(([0.0], walk)) + (fast - fast[0])
+        self.walk_deg += float(walk[-1])
+        self.fast_deg = float(fast[-1])
+        self._last += seconds
+        return path
 
 
 class Midpoint:
@@ -110,8 +197,9 @@ class Midpoint:
         tagger,
         detectors: list[int],
         rng,
-        stabiliser=None,
+        piezo=None,
         register=None,
+        reference_laser=None,
         herald_logic=None,
     ) -> None:
         self.truth = truth
@@ -122,7 +210,11 @@ class Midpoint:
         self.detectors = detectors
         self.polarisation = len(detectors) == 4
         self.rng = rng
-        self.stabiliser = stabiliser
+        self.interferometer = Interferometer(truth, rng, piezo) if piezo is not None else None
+        """No piezo driver: no fibre stretcher either (the ion labs' polarisation qubits)."""
+        self.reference_laser = reference_laser
+        """The midpoint's reference laser (its SimLaserState): on, its light goes through the
+        interferometer to the detectors."""
         self.register = register
         self.heralds: list[dict] = []
         """Ground truth: every herald the physics produced, and the state it left."""
@@ -238,7 +330,7 @@ class Midpoint:
         windows = self._herald_windows()
         clicks: list = []
         protocol = self._physics("single_click")
-        heralding, phase_rad, locked = self._heralding(protocol, rho_a, rho_b, windows)
+        heralding, phase_rad, reference = self._heralding(protocol, rho_a, rho_b, windows)
         if heralding.p_success > 0 and self.rng.random() < heralding.p_success:
             outcome = self._outcome(heralding)
             state = heralding.states[outcome]
@@ -254,7 +346,7 @@ class Midpoint:
                 rho_b,
                 names,
                 phase_rad,
-                locked,
+                reference,
                 software=True,
             )
         end_of_window = max(start + length for start, length in windows)
@@ -277,13 +369,15 @@ class Midpoint:
 
     def interferometer_phase(self) -> tuple[float, bool]:
         """The phase of A's arm relative to B's now (rad), the one the reference light sees
-        (its fringe's top on psi_plus at 0), and whether the lock holds it. No stabiliser:
+        (its fringe's top on psi_plus at 0), and whether the reference light is on. No piezo:
         the interferometer is free, its phase anyone's guess."""
-        stab = self.stabiliser
-        if stab is None:
-            return float(self.rng.uniform(-np.pi, np.pi)), False
-        degrees = (stab.phase() + self.truth.phase_offset_deg + 180.0) % 360.0 - 180.0
-        return float(np.radians(degrees)), bool(stab.lock)
+        if self.interferometer is None:
+            return float(self.rng.uniform(-np.pi, np.pi)), self.reference_on()
+        return float(np.radians(self.interferometer.phase_deg())), self.reference_on()
+
+    def reference_on(self) -> bool:
+        laser = self.reference_laser
+        return bool(laser is not None and laser.enabled)
 
     def _physics(self, loop: str) -> str | None:
         """What an attempt loop does here: the sequencer tells a one-window loop
@@ -299,11 +393,15 @@ class Midpoint:
         phase, and the windows the controller set on the herald logic."""
         a, b = list(self.truth.eta)[:2]
         rates = self.tagger.detector_dark_hz
+        phase_rad, reference = self.interferometer_phase()
+        # reference light left on: its photons click in the herald windows as a background
+        # of reference_rate_hz (split by the fringe), far above the detectors' dark counts
+        light = self._reference_split(np.array([np.degrees(phase_rad)])) if reference else {}
         detectors = Detectors(
-            dark_hz=tuple(rates[d] for d in self.detectors),
+            dark_hz=tuple(rates[d] + light.get(d, 0.0) for d in self.detectors),
             jitter_ns=self.truth.jitter_ns,
         )
-        phase_rad, locked = self.interferometer_phase()
+
         key = None
         if protocol == "two_photon":
             # phase-insensitive up to terms of pi-pulse error x dark-count probability (below
@@ -312,7 +410,7 @@ class Midpoint:
             states = np.round(np.concatenate([rho_a.ravel(), rho_b.ravel()]), 9).tobytes()
             key = (states, tuple(map(tuple, windows)), detectors.dark_hz)
             if key in self._two_photon_cache:
-                return self._two_photon_cache[key], phase_rad, locked
+                return self._two_photon_cache[key], phase_rad, reference
         draw = {
             "two_photon": optics.two_photon,
             "barrett_kok": optics.barrett_kok,
@@ -331,7 +429,7 @@ class Midpoint:
             if len(self._two_photon_cache) >= TWO_PHOTON_CACHE:
                 self._two_photon_cache.pop(next(iter(self._two_photon_cache)))
             self._two_photon_cache[key] = heralding
-        return heralding, phase_rad, locked
+        return heralding, phase_rad, reference
 
     def _outcome(self, heralding) -> str:
         weights = heralding.weights
@@ -349,7 +447,7 @@ class Midpoint:
         rho_b,
         names,
         phase_rad,
-        locked,
+        reference,
         software: bool = False,
     ) -> None:
         alpha_a, alpha_b = (float(np.clip(r[0, 0].real, 0.0, 1.0)) for r in (rho_a, rho_b))
@@ -363,7 +461,7 @@ class Midpoint:
             "p_success": heralding.p_success,
             "protocol": heralding.protocol,
             "phase_deg": float(np.degrees(phase_rad)),
-            "locked": locked,
+            "reference_light": reference,
         }
         if software:
             entry["heralding"] = "software"
@@ -374,9 +472,9 @@ class Midpoint:
         limit = min(waiting[n][1] for n in names)
         loop = "barrett_kok" if waiting[names[0]][3] == "barrett_kok" else "single_click"
         protocol = self._physics(loop)
-        heralding = phase_rad = locked = None
+        heralding = phase_rad = reference = None
         if protocol is not None:
-            heralding, phase_rad, locked = self._heralding(
+            heralding, phase_rad, reference = self._heralding(
                 protocol, rho_a, rho_b, self._herald_windows()
             )
         if heralding is None or heralding.p_success <= 0:
@@ -408,7 +506,7 @@ class Midpoint:
                 rho_b,
                 names,
                 phase_rad,
-                locked,
+                reference,
             )
             result = (attempts, 1 if outcome == "psi_plus" else 2)
         for name in names:
@@ -442,16 +540,21 @@ class Midpoint:
 
     def reference_rates(self, seconds: float) -> dict[int, float]:
         """Reference light through the interferometer, per detector input, averaged over a
-        count of `seconds`: the two outputs share it by the phase (behind polarising beam
-        splitters, an output's two detectors share it equally), and the phase moves during
-        the count (a count much longer than the lock's correlation time sees the fringe's
-        contrast reduced by the phase noise, a short one a phase)."""
-        stab = self.stabiliser
-        if stab is None or not stab.reference:
+        count of `seconds`, while the reference laser is on: the two outputs share it by the
+        phase (behind polarising beam splitters, an output's two detectors share it equally),
+        and the phase moves during the count (a count much longer than the fast noise's
+        correlation time sees the fringe's contrast reduced by it, a short one a phase)."""
+        if not self.reference_on():
             return {}
+        if self.interferometer is None:
+            path = np.array([float(self.rng.uniform(-180.0, 180.0))])
+        else:
+            path = self.interferometer.path_deg(seconds)
+        return self._reference_split(path)
+
+    def _reference_split(self, path_deg: np.ndarray) -> dict[int, float]:
         t = self.truth
-        phases = np.radians(stab.phase_path(seconds) + t.phase_offset_deg)
-        fringe = float(np.mean(np.cos(phases)))
+        fringe = float(np.mean(np.cos(np.radians(path_deg))))
         per_output = len(self.detectors) // 2
         rates = {}
         for k, channel in enumerate(self.detectors):

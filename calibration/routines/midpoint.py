@@ -1,5 +1,5 @@
 """Midpoint routines: the detection window of a node's photons, the detectors' dark counts
-and the interferometer's phase set point.
+and the interferometer's fringe against the piezo voltage.
 
 Detection window: a train of excitations (spin pump, optical pi pulse) while the midpoint's
 tagger records the photons' delay after each sync; the arrival histogram is an exponential
@@ -363,90 +363,154 @@ class DarkCountsRoutine(Routine):
         return Analysis(rates, True, text, None, {"counts": counts})
 
 
-class PhaseSetpointRoutine(Routine):
-    """Interferometer phase set point (single-click): with the reference light on and the
-    stabiliser locked, scan its set point; the psi_plus detector's share of the light is
-    1/2 + C/2 cos(setpoint - s0). The set point is s0, where the reference fringe puts all the
-    light on psi_plus: the phase the single-click states are then referred to."""
+def fit_fringe(voltages: np.ndarray, shares: np.ndarray) -> dict:
+    """psi_plus's share of the reference light against the piezo voltage,
+    o + a cos(k V) + b sin(k V): k (deg per volt) by a scan of the linear fit's residual over
+    a grid, then refined by least squares; the contrast C = 2 sqrt(a^2 + b^2) (the share is
+    1/2 + C/2 cos(phase)), the phase at 0 V, and R^2."""
+    volts = np.asarray(voltages, dtype=float)
+    shares = np.asarray(shares, dtype=float)
 
-    name = "phase_setpoint"
-    title = "interferometer phase set point"
+    def linear(k: float):
+        rad = np.radians(k * volts)
+        design = np.column_stack([np.ones_like(rad), np.cos(rad), np.sin(rad)])
+        coef, *_ = np.linalg.lstsq(design, shares, rcond=None)
+        return coef, float(np.sum((shares - design @ coef) ** 2))
+
+    span = max(float(np.ptp(volts)), 1e-9)
+    step = float(np.min(np.diff(np.sort(volts)))) if len(volts) > 1 else 1.0
+    grid = np.arange(360.0 / span / 2, min(K_MAX_DEG_PER_V, 180.0 / step), 0.02)
+    if not len(grid):
+        raise ValueError("too few voltages for a fringe")
+    k0 = float(grid[int(np.argmin([linear(k)[1] for k in grid]))])
+    (o, a, b), _ = linear(k0)
+
+    def model(v, o, a, b, k):
+        rad = np.radians(k * v)
+        return o + a * np.cos(rad) + b * np.sin(rad)
+
+    (o, a, b, k), _ = curve_fit(model, volts, shares, p0=[o, a, b, k0], maxfev=20000)
+    residual = shares - model(volts, o, a, b, k)
+    total = float(np.sum((shares - shares.mean()) ** 2))
+    quality = float(1 - np.sum(residual**2) / total) if total > 0 else 0.0
+    return {
+        "deg_per_volt": float(k),
+        "contrast": 2 * float(np.hypot(a, b)),
+        "phase_at_0v_deg": float(np.degrees(np.arctan2(-b, a))),
+        "offset": float(o),
+        "quality": quality,
+        "model": lambda v: model(np.asarray(v, dtype=float), o, a, b, k),
+    }
+
+
+K_MAX_DEG_PER_V = 90.0
+
+
+class PhaseFringeRoutine(Routine):
+    """The interferometer's fringe (single-click): the reference light through it while the
+    midpoint sweeps its piezo driver across the lab's range; psi_plus's share of the light is
+    1/2 + C/2 cos(phase), the phase moving by k degrees per volt. The lock (the midpoint's
+    phase_lock) needs k to turn a phase into a voltage step, and C to tell a fringe from no
+    light. The phase at 0 V is reported, not stored: the fibres drift it away in seconds."""
+
+    name = "phase_fringe"
+    title = "interferometer fringe (piezo sweep)"
     platforms = ("nv",)  # the ions herald their photonic qubits (two_photon): no phase
     needs_midpoint = True
     scope = "midpoint"
-    updates = ("phase_setpoint_deg",)
-    STEP_DEG, SECONDS = 15.0, 0.05
-    QUICK_MIN_SHARE = 0.93
+    updates = ("piezo_deg_per_volt", "fringe_contrast")
+    POINTS, QUICK_POINTS = 151, 61
+    SECONDS = 0.002  # short: the fibres drift ~15 deg in a second, the sweep must be quick
+    MIN_CONTRAST, MIN_FRINGES = 0.5, 1.0
+    QUICK_TOLERANCE = 0.05
 
-    def _share(self, node: NodeAccess, setpoint: float) -> float:
-        counts = midpoint_of(node).reference_counts(setpoint, self.SECONDS)
-        first, second = (counts[name] for name in list(midpoint_of(node).detectors)[:2])
-        return first / max(first + second, 1)
+    def _sweep(self, node: NodeAccess, points: int):
+        """The sweep up and back down: voltages and psi_plus's shares."""
+        midpoint = midpoint_of(node)
+        voltages, counts = midpoint.fringe_sweep(points, self.SECONDS)
+        names = list(midpoint.detectors)[:2]
+        first = np.array([c[names[0]] for c in counts], dtype=float)
+        second = np.array([c[names[1]] for c in counts], dtype=float)
+        return np.asarray(voltages, dtype=float), first / np.maximum(first + second, 1)
+
+    @staticmethod
+    def _fit(voltages: np.ndarray, shares: np.ndarray) -> dict:
+        """Each direction fitted on its own: the drift during the sweep adds to the phase
+        slope going up and takes from it going down; k is their mean, the contrast and R^2
+        the worse of the two."""
+        half = len(voltages) // 2
+        up = fit_fringe(voltages[:half], shares[:half])
+        down = fit_fringe(voltages[half:], shares[half:])
+        fit = dict(up)
+        fit["deg_per_volt"] = (up["deg_per_volt"] + down["deg_per_volt"]) / 2
+        fit["deg_per_volt_up_down"] = [up["deg_per_volt"], down["deg_per_volt"]]
+        fit["contrast"] = min(up["contrast"], down["contrast"])
+        fit["quality"] = min(up["quality"], down["quality"])
+        return fit
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
+        voltages, shares = self._sweep(node, self.QUICK_POINTS)
         try:
-            share = self._share(node, stored_value(midpoint_of(node), "phase_setpoint_deg"))
-        finally:
-            midpoint_of(node).reference_off()
-        if share < self.QUICK_MIN_SHARE:
-            return False, f"the reference fringe moved: psi_plus gets {share:.3f} at the set point"
-        return True, f"psi_plus gets {share:.3f} of the reference light at the set point"
+            fit = self._fit(voltages, shares)
+        except (RuntimeError, ValueError) as e:
+            return False, f"no fringe could be fitted ({e})"
+        stored = stored_value(midpoint_of(node), "piezo_deg_per_volt")
+        if abs(fit["deg_per_volt"] - stored) > self.QUICK_TOLERANCE * stored:
+            return False, f"{fit['deg_per_volt']:.2f} deg/V now, calibrated {stored:.2f} deg/V"
+        return True, f"{fit['deg_per_volt']:.2f} deg/V (calibrated {stored:.2f} deg/V)"
 
     def acquire(self, node: NodeAccess):
-        setpoints = np.arange(0.0, 360.0, self.STEP_DEG)
-        try:
-            shares = np.array([self._share(node, s) for s in setpoints])
-        finally:
-            midpoint_of(node).reference_off()
-        return [(setpoints, shares)]
+        return [self._sweep(node, self.POINTS)]
 
     def analyse(self, node: NodeAccess, data) -> Analysis:
-        ((setpoints, shares),) = data
-        rad = np.radians(setpoints)
-        design = np.column_stack([np.ones_like(rad), np.cos(rad), np.sin(rad)])
-        (offset, a, b), *_ = np.linalg.lstsq(design, shares, rcond=None)
-        contrast = 2 * float(np.hypot(a, b))
-        s0 = float(np.degrees(np.arctan2(b, a)) % 360)
-        model = design @ np.array([offset, a, b])
-        total = np.sum((shares - shares.mean()) ** 2)
-        quality = float(1 - np.sum((shares - model) ** 2) / total) if total > 0 else 0.0
-        info = {
-            "setpoints_deg": setpoints.tolist(),
-            "shares": shares.tolist(),
-            "contrast": contrast,
-            "setpoint_deg": s0,
-        }
+        ((voltages, shares),) = data
+        try:
+            fit = self._fit(voltages, shares)
+        except (RuntimeError, ValueError) as e:
+            return Analysis({}, False, f"no fringe could be fitted: {e}")
+        model = fit.pop("model")
+        k, contrast, quality = fit["deg_per_volt"], fit["contrast"], fit["quality"]
+        fringes = abs(k) * float(np.ptp(voltages)) / 360.0
+        half = len(voltages) // 2
+        info = {"voltages": voltages.tolist(), "shares": shares.tolist(), **fit}
 
         def plot(path, title):
-            def fit(x):
-                r = np.radians(x)
-                return offset + a * np.cos(r) + b * np.sin(r)
-
             xy_plot(
                 path,
                 title,
-                setpoints,
-                shares,
-                fit=fit,
-                marks={"set point": s0},
-                xlabel="stabiliser set point (deg)",
-                ylabel="psi_plus share of the light",
+                voltages[:half],
+                shares[:half],
+                fit=model,
+                xlabel="piezo voltage (V), the sweep up",
+                ylabel="psi_plus share of the reference light",
             )
 
-        if contrast < 0.5 or quality < 0.8:
+        if contrast < self.MIN_CONTRAST or quality < 0.8:
             return Analysis(
                 {},
                 False,
-                f"no reference fringe: contrast {contrast:.2f} (min 0.5), "
+                f"no reference fringe: contrast {contrast:.2f} (min {self.MIN_CONTRAST}), "
                 f"R^2 {quality:.2f}; is the reference light reaching the detectors?",
                 quality,
                 info,
                 plot,
             )
+        if fringes < self.MIN_FRINGES:
+            return Analysis(
+                {},
+                False,
+                f"the lab's piezo range holds {fringes:.2f} fringes ({k:.2f} deg/V): the lock "
+                f"needs {self.MIN_FRINGES:g} to re-centre; widen the range (within the unit's "
+                "limit switch)",
+                quality,
+                info,
+                plot,
+            )
         return Analysis(
-            {"phase_setpoint_deg": s0},
+            {"piezo_deg_per_volt": k, "fringe_contrast": contrast},
             True,
-            f"set point {s0:.1f} deg (fringe contrast {contrast:.2f})",
+            f"{k:.2f} deg/V ({fringes:.1f} fringes in the lab's range), contrast "
+            f"{contrast:.2f}, phase {fit['phase_at_0v_deg']:.0f} deg at 0 V",
             quality,
             info,
             plot,

@@ -1,23 +1,27 @@
-"""Interferometer phase noise with the lock on (single-click): the spread of the residual
-phase, which enters a single-click state's coherence as exp(-sigma^2 / 2) (Humphreys et al.
-2018, SI).
+"""Interferometer phase noise as the heralds see it (single-click): the spread of the phase at
+heralding times under the midpoint's stabilisation schedule, which enters a single-click
+state's coherence as exp(-sigma^2 / 2) (Humphreys et al. 2018, SI).
 
-With the reference light on and the lock holding the set point s, the psi_plus detector's
-share of the light is o + (A / 2) cos(s - s0 + delta), delta the residual phase. Short counts
-at the fringe's top and bottom (s0, s0 + 180 deg) give A e^{-sigma^2/2}; short counts at
-quadrature (s0 + 90 deg), where the share o - (A / 2) sin(delta) is linear in the residual,
-give its variance. The photon shot noise of each count (binomial) is taken off before sigma
-is solved for.
+The midpoint stabilises in bursts between heralding periods (controller/midpoint/
+phase_lock.py); between them the phase moves on: the fast noise no burst can follow, the
+drift since the burst, and the burst's own estimate's error. The midpoint samples it as the
+heralds would: after each burst, short counts of the reference light at random times before
+the next (`lock_samples`), the piezo a set offset from the lock point for each count. psi_plus's
+share of the light is o + (A / 2) cos(offset + delta), delta the phase the heralds would see.
+Counts at the fringe's top and bottom (offsets 0, 180 deg) give A e^{-sigma^2/2}; counts at
+quadrature (offset 90 deg), where the share o - (A / 2) sin(delta) is linear in delta, give
+its variance. The photon shot noise of each count (binomial) is taken off before sigma is
+solved for.
 
-Assumed: the residual is Gaussian with zero mean and stationary over the measurement (a
-small set-point error cancels: the top-bottom difference and the quadrature slope both scale
-with its cosine); a 0.5 ms count against a lock loop's correlation time of a few ms averages
-a few per cent of the variance away (sigma comes out ~1.6 % low at 5 ms).
+Assumed: delta is Gaussian with zero mean (the lock aims at the top; a small offset cancels:
+the top-bottom difference and the quadrature slope both scale with its cosine); a 0.1 ms
+count against the fast noise's correlation time (~0.5 ms in the simulated lab) averages ~7 %
+of its variance away (sigma ~3 % low); the calibrated degrees per volt put the quadrature
+count a quarter fringe away (an error of a few per cent tilts it by a few degrees: negligible
+against cos).
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 from scipy.optimize import brentq
@@ -27,28 +31,19 @@ from calibration.interface import NodeAccess
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine, midpoint_of, stored_value
 
-SPACING_S = 0.01
-"""Between two short counts: about two correlation times of a lock loop of tens of Hz (the
-counts nearly independent samples)."""
 MAX_NOISE_DEG = 45.0
 """Above this the lock is not holding the phase: the routine fails rather than store it."""
 
 
-def _shares(node: NodeAccess, setpoint: float, seconds: float, repeats: int):
-    """psi_plus share of the reference light and the photons counted, per short count; the
-    counts apart by more than the lock's correlation time, so that each is a sample of its own
-    (a count long against it would average the residual away)."""
+def _shares(node: NodeAccess, offset_deg: float, seconds: float, samples: int):
+    """psi_plus's share of the reference light and the photons counted, per short count at a
+    heralding time, `offset_deg` of piezo from the lock point."""
     midpoint = midpoint_of(node)
     first_name, second_name = list(midpoint.detectors)[:2]
-    shares, totals = [], []
-    for k in range(repeats):
-        if k:
-            time.sleep(SPACING_S)
-        counts = midpoint.reference_counts(setpoint % 360.0, seconds)
-        first, second = counts[first_name], counts[second_name]
-        shares.append(first / max(first + second, 1))
-        totals.append(first + second)
-    return np.array(shares), np.array(totals, dtype=float)
+    counts = midpoint.lock_samples(offset_deg, seconds, samples)
+    first = np.array([c[first_name] for c in counts], dtype=float)
+    second = np.array([c[second_name] for c in counts], dtype=float)
+    return first / np.maximum(first + second, 1), first + second
 
 
 def sigma_from(
@@ -77,25 +72,21 @@ def sigma_from(
 
 class PhaseNoiseRoutine(Routine):
     name = "phase_noise"
-    title = "interferometer phase noise (lock on)"
+    title = "interferometer phase noise at heralding (stabilised in bursts)"
     platforms = ("nv",)  # the ions herald their photonic qubits (two_photon): no phase
-    depends = ("phase_setpoint",)
+    depends = ("phase_fringe",)
     needs_midpoint = True
     scope = "midpoint"
     updates = ("phase_noise_deg",)
-    SECONDS = 0.0005  # short against the residual's correlation time (a few ms)
-    EXTREMES, QUADRATURE = 30, 300
-    QUICK_QUADRATURE = 100
+    SECONDS = 0.0001  # short against the fast noise's correlation time (~0.5 ms)
+    EXTREMES, QUADRATURE = 50, 600
+    QUICK_QUADRATURE = 200
     QUICK_TOLERANCE_DEG = 5.0
 
-    def _measure(self, node: NodeAccess, quadrature_repeats: int):
-        s0 = stored_value(midpoint_of(node), "phase_setpoint_deg")
-        try:
-            top, _ = _shares(node, s0, self.SECONDS, self.EXTREMES)
-            bottom, _ = _shares(node, s0 + 180.0, self.SECONDS, self.EXTREMES)
-            quadrature, photons = _shares(node, s0 + 90.0, self.SECONDS, quadrature_repeats)
-        finally:
-            midpoint_of(node).reference_off()
+    def _measure(self, node: NodeAccess, quadrature_samples: int):
+        top, _ = _shares(node, 0.0, self.SECONDS, self.EXTREMES)
+        bottom, _ = _shares(node, 180.0, self.SECONDS, self.EXTREMES)
+        quadrature, photons = _shares(node, 90.0, self.SECONDS, quadrature_samples)
         return top, bottom, quadrature, photons
 
     def quick_check(self, node: NodeAccess) -> tuple[bool, str]:
@@ -145,8 +136,8 @@ class PhaseNoiseRoutine(Routine):
             return Analysis(
                 {},
                 False,
-                f"no reference fringe (amplitude {amplitude:.2f}): is the reference light on "
-                "and the set point calibrated?",
+                f"no reference fringe (amplitude {amplitude:.2f}): is the reference light "
+                "reaching the detectors, and the fringe calibrated?",
                 None,
                 info,
                 plot,
@@ -164,7 +155,7 @@ class PhaseNoiseRoutine(Routine):
         return Analysis(
             {"phase_noise_deg": degrees},
             True,
-            f"phase noise {degrees:.1f} deg with the lock on (fringe amplitude {amplitude:.2f})",
+            f"phase noise {degrees:.1f} deg at heralding times (fringe amplitude {amplitude:.2f})",
             None,
             info,
             plot,

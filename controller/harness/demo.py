@@ -83,7 +83,7 @@ def truth_of(routine: str, node: str, truth: dict, values: dict) -> str:
         ),
         "phase_noise": f"{m['phase_noise_deg']:.1f} deg",
         "dark_counts": f"{dark} Hz",
-        "phase_setpoint": f"{(-m['phase_offset_deg']) % 360:.1f} deg",
+        "phase_fringe": f"{m['piezo_deg_per_volt']:.2f} deg/V",
         "esr": f"{t['qubit_hz'] / 1e9:.6f} GHz",
         "rabi": f"pi at {pi_v:.4f} V",
         "ramsey": f"{t['qubit_hz'] / 1e9:.6f} GHz, T2* {t['t2star_s'] * 1e6:.2f} us",

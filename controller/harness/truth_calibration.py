@@ -63,7 +63,12 @@ def calibrate_nodes_from_truth(
             store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
         store.set_manual("M", "visibility", m["visibility"], "test: from the truth")
         store.set_manual("M", "visibility_sigma", 0.02, "test: the routine's typical error")
-        # the reference fringe's maximum on psi_plus, and the lock's residual
-        setpoint = (-m["phase_offset_deg"]) % 360.0
-        store.set_manual("M", "phase_setpoint_deg", setpoint, "test: from the truth")
+        # the interferometer's fringe against the piezo (the phase lock's), and the phase
+        # noise the heralds see between its bursts
+        for name, value in (
+            ("piezo_deg_per_volt", m["piezo_deg_per_volt"]),
+            ("fringe_contrast", m["reference_visibility"]),
+            ("phase_setpoint_deg", 0.0),  # the lock holds the fringe's top on psi_plus
+        ):
+            store.set_manual("M", name, value, "test: from the truth")
         store.set_manual("M", "phase_noise_deg", m["phase_noise_deg"], "test: from the truth")

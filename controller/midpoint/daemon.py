@@ -1,15 +1,19 @@
 """`qnode midpoint serve`: the midpoint station's controller.
 
 It owns the midpoint's instruments (the time tagger, the herald logic with the sync output,
-the interferometer's phase stabiliser). A session, opened by the initiating node: arm the
-herald logic, lock the interferometer (single-click), let the sync fire whenever both nodes wait
-for it; then read the clicks of each heralding attempt, classify them (herald_logic) and
-send each node of the session a herald message. The nodes connect DEALERs with their station
-key; a node is known by that key (never by its routing id), and the midpoint sends to the
-routing id its last authenticated message came from (a node that reconnects takes its place
-back with its next message). ROUTER_MANDATORY makes an unreachable node an error that is
-counted, never a silent drop. Heartbeats both ways; a session whose nodes fall
-silent is closed and the instruments go to their safe state.
+the piezo driver of the interferometer's fibre stretcher and the reference laser). A
+session, opened by the initiating node: arm the herald logic, stabilise the interferometer
+(single-click: phase_lock.py, in bursts between heralding periods, the sync paused), let
+the sync fire whenever both nodes wait for it; then read the clicks of each heralding
+attempt, classify them (herald_logic) and send each node of the session a herald message.
+A single-click herald goes out once the next burst found the phase where the last one left
+it (the phase it was made at is only known then); a fail goes out at once.
+
+The nodes connect DEALERs with their station key; a node is known by that key (never by its
+routing id), and the midpoint sends to the routing id its last authenticated message came
+from (a node that reconnects takes its place back with its next message). ROUTER_MANDATORY
+makes an unreachable node an error that is counted, never a silent drop. Heartbeats both
+ways; a session whose nodes fall silent is closed and the instruments go to their safe state.
 
 Messages: controller/midpoint/messages.py; docs/protocols.md ("Midpoint").
 """
@@ -48,18 +52,30 @@ from controller.midpoint.calibration import MidpointCalibration
 from controller.midpoint.faults import HeraldFaults
 from controller.midpoint.herald_logic import classify, missing_detectors
 from controller.midpoint.messages import CALIBRATION, MIDPOINT
-from drivers.protocols import HeraldLogic, PhaseStabiliser, TimeTagger
+from controller.midpoint.phase_lock import (
+    COUNT_S,
+    DEFAULT_INTERVAL_S,
+    BurstResult,
+    Fringe,
+    LockSettings,
+    run_burst,
+    share_of,
+)
+from drivers.protocols import HeraldLogic, Laser, PhaseStabiliser, TimeTagger
 from qnode import __version__
-from qnode.errors import InstrumentError, QnodeError
+from qnode.errors import QnodeError
 
 log = logging.getLogger("qnode.midpoint")
 
 POLL_S = 0.005
 SOFTWARE_POLL_S = 0.0005  # every attempt waits for its outcome: poll fast
-LOCK_CHECK_S = 0.1
-"""The interferometer lock is checked before every batch of clicks is dispatched, and at
-least this often without clicks (so a lost lock pauses the session promptly)."""
-UNLOCKED = "interferometer lock lost: heralded while unlocked or before the relock"
+UNLOCKED = "interferometer lock lost: the phase jumped since the last stabilisation burst"
+REFERENCE_ON = "reference light on: heralded during a stabilisation burst"
+SETTLE_S = 0.005
+"""After the sync pauses, before the reference light goes on: attempt blocks synced just
+before draw their photons first."""
+VOLTAGE_TOLERANCE_V = 0.05
+"""The piezo's output further than this from what the lock set: the unit reset."""
 
 
 @dataclass
@@ -74,11 +90,17 @@ class MidpointSession:
     seq: int = 0
     last_heard: float = field(default_factory=time.monotonic)
     watch_lock: bool = False
-    """Single-click with a stabiliser: the heralded states carry the interferometer phase."""
+    """Single-click with a piezo: the heralded states carry the interferometer phase."""
     lock_checked: float = 0.0
+    """When the last stabilisation burst ended (monotonic)."""
     relocks: int = 0
-    unlocked_through_sync: int = -1
-    """Heralds of attempt blocks synced up to here are never delivered (a lock was lost)."""
+    lock: tuple[Fringe, LockSettings, float] | None = None
+    """Single-click: the fringe, the lab's piezo range and the interval between bursts."""
+    lock_voltage: float = 0.0
+    """Where the last burst left the piezo."""
+    pending: list = field(default_factory=list)
+    """Verdicts in order, not yet sent: from the first heralded one on, they wait for the next
+    burst to say whether the phase held."""
 
 
 def heraldable(lab: LabConfig, node: str) -> tuple[str, ...]:
@@ -120,14 +142,19 @@ class MidpointDaemon(StationServer):
         self.tagger = lab.make_instrument(self.node, tagger, TimeTagger, resources)
         herald = next(iter(cfg.by_role("herald_logic")))
         self.herald = lab.make_instrument(self.node, herald, HeraldLogic, resources)
-        stabilisers = list(cfg.by_role("phase_stabiliser"))
-        self.stabiliser = (
-            lab.make_instrument(self.node, stabilisers[0], PhaseStabiliser, resources)
-            if stabilisers
+        piezos = list(cfg.by_role("phase_stabiliser"))
+        self.piezo = (
+            lab.make_instrument(self.node, piezos[0], PhaseStabiliser, resources)
+            if piezos
             else None
         )
+        lasers = list(cfg.by_role("laser"))
+        self.reference = (
+            lab.make_instrument(self.node, lasers[0], Laser, resources) if lasers else None
+        )
+        """The reference laser whose light through the interferometer the lock reads."""
         self.calibration = MidpointCalibration(
-            self.node, self.tagger, self.stabiliser, self.detectors
+            self.node, self.tagger, self.piezo, self.reference, self.detectors, self._lock_setup
         )
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
@@ -181,7 +208,7 @@ class MidpointDaemon(StationServer):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _instruments(self) -> list:
-        return [d for d in (self.tagger, self.herald, self.stabiliser) if d is not None]
+        return [d for d in (self.tagger, self.herald, self.piezo, self.reference) if d is not None]
 
     def _open_instruments(self) -> None:
         try:
@@ -199,8 +226,8 @@ class MidpointDaemon(StationServer):
                 driver.close()
 
     def _safe_state(self) -> list[str]:
-        """Sync output off, herald logic and tagger disarmed, interferometer unlocked;
-        returns the problems."""
+        """Sync output off, herald logic and tagger disarmed, reference light off, piezo at
+        0 V; returns the problems."""
         problems = []
         for driver in self._instruments():
             try:
@@ -367,13 +394,10 @@ class MidpointDaemon(StationServer):
                     f"(`qnode calibrate --node {node} detection_window`)"
                 )
             windows.append((start, length))
-        setpoint = self._stored(self.node, "phase_setpoint_deg")
-        if protocol == "single_click" and self.stabiliser is not None and setpoint is None:
-            raise QnodeError(
-                "single-click needs the interferometer phase set point "
-                f"(`qnode calibrate --node {self.node} phase_setpoint`)"
-            )
-        base = await self._in_worker(self._arm, protocol, setpoint, software, windows)
+        lock = None
+        if protocol == "single_click" and self.piezo is not None:
+            lock = self._lock_setup()
+        base, lock_voltage = await self._in_worker(self._arm, software, windows, lock)
         file = SessionFile(
             path,
             session=msg["session"],
@@ -396,32 +420,77 @@ class MidpointDaemon(StationServer):
             base,
             file,
             software=software,
-            watch_lock=protocol == "single_click" and self.stabiliser is not None,
+            watch_lock=lock is not None,
+            lock=lock,
             lock_checked=time.monotonic(),
+            lock_voltage=lock_voltage,
         )
         log.info("midpoint: session %s (%s) for %s", msg["session"], protocol, nodes)
         return {"sync_base": base, "windows": windows}
 
+    def _lock_setup(self) -> tuple[Fringe, LockSettings, float]:
+        """The lock's calibrated fringe, the lab's piezo range and the burst interval; an
+        error naming what is missing."""
+        if self.piezo is None or self.reference is None:
+            missing = "piezo driver (role phase_stabiliser)" if self.piezo is None else ""
+            missing = missing or "reference laser (role laser)"
+            raise QnodeError(f"midpoint {self.node} has no {missing}: it cannot hold the phase")
+        k = self._stored(self.node, "piezo_deg_per_volt")
+        contrast = self._stored(self.node, "fringe_contrast")
+        if k is None or contrast is None:
+            raise QnodeError(
+                "single-click needs the interferometer's fringe calibrated "
+                f"(`qnode calibrate --node {self.node} phase_fringe`)"
+            )
+        low, high = self.piezo.limits["voltage_v"]
+        interval = self._stored(self.node, "phase_lock_interval_s") or DEFAULT_INTERVAL_S
+        target = self._stored(self.node, "phase_setpoint_deg") or 0.0
+        return Fringe(k, contrast), LockSettings(low, high, target_deg=target), interval
+
+    def _stabilise(self, fringe: Fringe, settings: LockSettings, start_v: float) -> BurstResult:
+        """One burst (the sync already paused): reference light on, count, step the piezo,
+        until the phase is at the fringe's top; the light off again whatever happens."""
+        assert self.piezo is not None and self.reference is not None
+        names = list(self.detectors)
+        piezo = self.piezo
+
+        def share_at(volts: float) -> float:
+            piezo.set_voltage(volts)
+            return share_of({n: self.tagger.count(self.detectors[n]) for n in names}, names)
+
+        self.reference.set_enabled(True)
+        try:
+            self.tagger.set_integration(COUNT_S)
+            result = run_burst(fringe, settings, start_v, share_at)
+            piezo.set_voltage(result.voltage_v)
+            return result
+        finally:
+            self.reference.set_enabled(False)
+
     def _arm(
         self,
-        protocol: str,
-        setpoint: float | None,
         software: bool,
         windows: list[tuple[float, float]],
-    ) -> int:
+        lock: tuple[Fringe, LockSettings, float] | None,
+    ) -> tuple[int, float]:
+        """The herald logic armed and, single-click, the phase stabilised before the first
+        sync; the sync base and where the piezo was left."""
         try:
             self.herald.set_sync_auto(False)
             self.herald.set_click_mode(software)
             self.herald.set_herald_windows(windows)
+            voltage = 0.0
+            if lock is not None:
+                assert self.piezo is not None
+                fringe, settings, _ = lock
+                result = self._stabilise(fringe, settings, (settings.low_v + settings.high_v) / 2)
+                if not result.converged:
+                    raise QnodeError(f"the interferometer could not be stabilised: {result.reason}")
+                voltage = result.voltage_v
             self.herald.arm_clicks(True)  # and nothing from before the session
-            if protocol == "single_click" and self.stabiliser is not None:
-                if setpoint is None:
-                    raise QnodeError("single-click needs the interferometer phase set point")
-                self.stabiliser.set_setpoint(setpoint)
-                self.stabiliser.set_lock(True)
             base = self.herald.sync_count()
             self.herald.set_sync_auto(True)
-            return base
+            return base, voltage
         except Exception as e:
             self._enter_fault(f"arming for the session failed: {e}")
             raise QnodeError(f"midpoint could not arm: {e}") from e
@@ -439,11 +508,14 @@ class MidpointDaemon(StationServer):
         try:
             await self._in_worker(self.herald.set_sync_auto, False)
             await self._dispatch(session, await self._in_worker(self.herald.read_clicks))
+            if session.pending:  # the phase since the last burst: one more look
+                await self._burst(session, final=True)
         except Exception as e:
             self._enter_fault(f"closing session {session.session}: {e}")
+        await self._release(session, everything=True, reason=UNLOCKED)
         problems = await self._in_worker(self._safe_state)
         if session.relocks:
-            reason += f"; the interferometer lock was lost and relocked {session.relocks} times"
+            reason += f"; the interferometer's phase jumped {session.relocks} times"
         session.file.close("completed" if not problems else "failed", reason)
         log.info(
             "midpoint: session %s closed (%s), %d heralds", session.session, reason, session.seq
@@ -464,66 +536,95 @@ class MidpointDaemon(StationServer):
                 continue
             try:
                 clicks = await self._in_worker(self.herald.read_clicks)
-                if session.watch_lock and (
-                    len(clicks) or time.monotonic() - session.lock_checked > LOCK_CHECK_S
-                ):
-                    await self._watch_lock(session)
+                if self.session is not session:
+                    continue  # ended meanwhile: its end read what was left
+                await self._dispatch(session, clicks)
+                lock = session.lock
+                if lock is not None and time.monotonic() - session.lock_checked >= lock[2]:
+                    await self._burst(session)
             except Exception as e:
-                self._enter_fault(f"reading the herald clicks: {e}")
+                self._enter_fault(f"reading the herald clicks or holding the phase: {e}")
                 await self._end_session(f"fault: {e}")
                 continue
-            if self.session is session:
-                await self._dispatch(session, clicks)
 
-    async def _watch_lock(self, session: MidpointSession) -> None:
-        """Clicks read before a check that finds the lock on were made locked (a lost lock
-        stays lost until the midpoint relocks). Lost: pause the sync, relock, and mark every
-        attempt block synced until then, so that none of its heralds is delivered."""
+    async def _burst(self, session: MidpointSession, final: bool = False) -> None:
+        """A stabilisation burst between heralding periods: the sync paused, the clicks made
+        before it classified, the phase found and corrected. Found where the last burst left
+        it, the heralds waiting since then go out; found far off (or the piezo not where it
+        was left: the unit reset), they go out as fail. The clicks of the burst itself (made
+        with the reference light on) are fails. A burst that cannot find the phase ends the
+        session."""
+        assert session.lock is not None
+        fringe, settings, _ = session.lock
+        outcome = await self._in_worker(self._burst_io, session, fringe, settings, final)
+        before, reset, result, during = outcome
+        if not final and self.session is not session:
+            log.info("midpoint: session %s ended during a burst", session.session)
+            return  # its end classified and released what it had; the file is closed
         session.lock_checked = time.monotonic()
-        assert self.stabiliser is not None  # watch_lock says so
-        reconnect = False
-        try:
-            if await self._in_worker(self.stabiliser.locked):
-                return
-            log.warning("midpoint: session %s: interferometer lock lost", session.session)
-        except InstrumentError as e:  # a lock box that rebooted: its lock is off too
-            log.warning("midpoint: session %s: lock state unknown (%s)", session.session, e)
-            reconnect = True
-        setpoint = self._stored(self.node, "phase_setpoint_deg")
-        through = await self._in_worker(self._relock, setpoint, reconnect)
-        session.unlocked_through_sync = through
-        session.relocks += 1
-        self.counters["relocks"] += 1
-        log.warning(
-            "midpoint: session %s: relocked; heralds of syncs up to %d discarded",
-            session.session,
-            through,
-        )
+        await self._dispatch(session, before)
+        jumped = reset or result.far_off(settings.jump_deg)
+        if jumped:
+            session.relocks += 1
+            self.counters["relocks"] += 1
+            log.warning(
+                "midpoint: session %s: the phase jumped (%s); %d heralds since the last burst "
+                "discarded",
+                session.session,
+                "the piezo driver reset" if reset else f"{result.first_phase_deg:.0f} deg",
+                sum(v.outcome != "fail" for v in session.pending),
+            )
+        await self._release(session, everything=True, reason=UNLOCKED if jumped else "")
+        await self._dispatch(session, during, reason=REFERENCE_ON)
+        if not result.converged:
+            await self._end_session(f"the interferometer's phase is lost: {result.reason}")
+            return
+        session.lock_voltage = result.voltage_v
 
-    def _relock(self, setpoint: float | None, reconnect: bool = False) -> int:
-        """Pause the attempts, lock again at the set point (after a fresh connection if its
-        state could not be read), resume; the last sync before."""
-        assert self.stabiliser is not None
+    def _burst_io(
+        self, session: MidpointSession, fringe: Fringe, settings: LockSettings, final: bool
+    ) -> tuple[np.ndarray, bool, BurstResult, np.ndarray]:
+        """In the worker: the clicks before, whether the piezo reset, the burst, the clicks
+        during it; the sync resumed after (unless the session is ending)."""
+        assert self.piezo is not None
         self.herald.set_sync_auto(False)
-        if reconnect:
-            self.stabiliser.close()
-            self.stabiliser.open()
-        if setpoint is None:
-            raise QnodeError("the interferometer lock was lost and no set point is stored")
-        self.stabiliser.set_setpoint(setpoint)
-        self.stabiliser.set_lock(True)
-        if not self.stabiliser.locked():
-            raise QnodeError("the interferometer lock was lost and does not lock again")
-        through = self.herald.sync_count()
-        self.herald.set_sync_auto(True)
-        return through
+        time.sleep(SETTLE_S)
+        before = self.herald.read_clicks()
+        reset = abs(self.piezo.voltage() - session.lock_voltage) > VOLTAGE_TOLERANCE_V
+        result = self._stabilise(fringe, settings, session.lock_voltage)
+        during = self.herald.read_clicks()
+        if not final and result.converged:
+            self.herald.set_sync_auto(True)
+        return before, reset, result, during
 
-    async def _dispatch(self, session: MidpointSession, clicks: np.ndarray) -> None:
+    async def _dispatch(
+        self, session: MidpointSession, clicks: np.ndarray, reason: str = ""
+    ) -> None:
+        """Classify the clicks and queue their verdicts (a heralded one as a fail with
+        `reason` if given); send what need not wait for the next burst."""
         verdicts = classify(clicks, session.protocol, session.windows, self.detectors)
+        for verdict in verdicts:
+            if reason and verdict.outcome != "fail":
+                verdict = replace(verdict, outcome="fail", reason=reason)
+            session.pending.append(verdict)
+        await self._release(session, everything=not session.watch_lock)
+
+    async def _release(
+        self, session: MidpointSession, everything: bool = False, reason: str = ""
+    ) -> None:
+        """Send the queued verdicts in order: all of them (`everything`: a burst found the
+        phase, or no phase matters), else those before the first heralded one. With `reason`,
+        every heralded one goes out as a fail with it."""
+        count = len(session.pending)
+        if not everything:
+            count = next((k for k, v in enumerate(session.pending) if v.outcome != "fail"), count)
+        if not count:
+            return
+        verdicts, session.pending = session.pending[:count], session.pending[count:]
         rows = np.zeros(len(verdicts), dtype=HERALD_ROW)
         for k, verdict in enumerate(verdicts):
-            if verdict.sync <= session.unlocked_through_sync and verdict.outcome != "fail":
-                verdict = replace(verdict, outcome="fail", reason=UNLOCKED)
+            if reason and verdict.outcome != "fail":
+                verdict = replace(verdict, outcome="fail", reason=reason)
             session.seq += 1
             shot = int(verdict.sync) - session.sync_base - 1
             t = time.time()
@@ -542,8 +643,7 @@ class MidpointDaemon(StationServer):
                 await self._send_herald(node, fields)
             self.counters["heralds"] += 1
         session.file.add_heralds(rows)
-        if len(rows):
-            session.file.flush()
+        session.file.flush()
 
     async def _send_herald(self, node: str, fields: dict) -> None:
         fault = self.faults.next_for(node)

@@ -12,8 +12,8 @@ CALIBRATION = vocabulary(
     Schema("tags_start", optional={"holder": str}),
     Schema("tags_stop"),
     Schema("dark_tags", {"seconds": NUMBER}),
-    Schema("reference_counts", {"setpoint_deg": NUMBER, "seconds": NUMBER}),
-    Schema("reference_off"),
+    Schema("fringe_sweep", {"points": int, "seconds": NUMBER}),
+    Schema("lock_samples", {"offset_deg": NUMBER, "seconds": NUMBER, "samples": int}),
 )
 MIDPOINT = vocabulary(
     TO_MIDPOINT,

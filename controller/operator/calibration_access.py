@@ -133,12 +133,15 @@ class DaemonMidpointAccess(StoredParameters):
     def dark_tags(self, seconds: float):
         return self._when_free("dark_tags", seconds=seconds)["tags"]
 
-    def reference_counts(self, setpoint_deg: float, seconds: float) -> dict[str, int]:
-        reply = self._when_free("reference_counts", setpoint_deg=setpoint_deg, seconds=seconds)
-        return reply["counts"]
+    def fringe_sweep(self, points: int, seconds: float) -> tuple[list[float], list[dict]]:
+        reply = self._when_free("fringe_sweep", points=points, seconds=seconds)
+        return reply["voltages"], reply["counts"]
 
-    def reference_off(self) -> None:
-        self._when_free("reference_off")
+    def lock_samples(self, offset_deg: float, seconds: float, samples: int) -> list[dict]:
+        reply = self._when_free(
+            "lock_samples", offset_deg=offset_deg, seconds=seconds, samples=samples
+        )
+        return reply["counts"]
 
 
 class ClientLinkAccess:
