@@ -83,8 +83,13 @@ class MidpointCalibration:
             return {"counts": counts}
         raise QnodeError(f"unknown calibration request {kind!r}")
 
-    def _count(self) -> dict[str, int]:
-        return {name: self.tagger.count(ch) for name, ch in self.detectors.items()}
+    def _count(self, seconds: float) -> dict[str, int]:
+        """The detectors' counts over one period of `seconds` that starts now: the counters
+        restarted (a continuously counting unit would otherwise report a period from before
+        the piezo moved) and read together, one period for all."""
+        self.tagger.set_integration(seconds)
+        counts = self.tagger.counts(list(self.detectors.values()))
+        return {name: counts[ch] for name, ch in self.detectors.items()}
 
     def _fringe_sweep(self, points: int, seconds: float) -> dict:
         """The reference light's counts at `points` voltages across the lab's piezo range,
@@ -99,10 +104,9 @@ class MidpointCalibration:
         counts = []
         self.reference.set_enabled(True)
         try:
-            self.tagger.set_integration(seconds)
             for volts in voltages:
                 self.piezo.set_voltage(float(volts))
-                counts.append(self._count())
+                counts.append(self._count(seconds))
         finally:
             self.reference.set_enabled(False)
             self.piezo.set_voltage(low)
@@ -125,12 +129,11 @@ class MidpointCalibration:
 
         def share_at(v: float) -> float:
             piezo.set_voltage(v)
-            return share_of(self._count(), names)
+            return share_of(self._count(COUNT_S), names)
 
         try:
             while len(counts) < samples:
                 reference.set_enabled(True)
-                self.tagger.set_integration(COUNT_S)
                 result = run_burst(fringe, settings, volts, share_at)
                 reference.set_enabled(False)
                 if not result.converged:
@@ -144,8 +147,7 @@ class MidpointCalibration:
                     time.sleep(max(0.0, started + at - time.monotonic()))
                     piezo.set_voltage(probe)
                     reference.set_enabled(True)
-                    self.tagger.set_integration(seconds)
-                    counts.append(self._count())
+                    counts.append(self._count(seconds))
                     reference.set_enabled(False)
                     piezo.set_voltage(volts)
                 time.sleep(max(0.0, started + interval - time.monotonic()))

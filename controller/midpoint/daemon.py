@@ -456,11 +456,12 @@ class MidpointDaemon(StationServer):
 
         def share_at(volts: float) -> float:
             piezo.set_voltage(volts)
-            return share_of({n: self.tagger.count(self.detectors[n]) for n in names}, names)
+            self.tagger.set_integration(COUNT_S)  # a period that starts after the piezo moved
+            counts = self.tagger.counts([self.detectors[n] for n in names])
+            return share_of({n: counts[self.detectors[n]] for n in names}, names)
 
         self.reference.set_enabled(True)
         try:
-            self.tagger.set_integration(COUNT_S)
             result = run_burst(fringe, settings, start_v, share_at)
             piezo.set_voltage(result.voltage_v)
             return result
