@@ -189,7 +189,8 @@ class Injector(threading.Thread):
         self.stop = threading.Event()
         self.errors: list[str] = []
         names = sorted(stations.resources)
-        self.tcp = [n for n in names if stations.resources[n].upper().startswith("TCPIP")]
+        self.tcp = [n for n in names if _networked(stations.resources[n])]
+        """TCP sockets and ZeroMQ (the time taggers): a connection to drop."""
         self.serial = [n for n in names if n not in self.tcp]
         self.instruments = names
 
@@ -538,3 +539,8 @@ def render(report: SoakReport, console: Console) -> None:
 def write_report(report: SoakReport, path: Path) -> Path:
     path.write_text(json.dumps(report.as_dict(), indent=1))
     return path
+
+
+def _networked(resource: str) -> bool:
+    """A VISA socket (`TCPIP::...`) or a ZeroMQ endpoint (`tcp://...`), not a serial line."""
+    return resource.upper().startswith("TCPIP") or resource.startswith("tcp://")
