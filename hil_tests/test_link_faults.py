@@ -141,7 +141,10 @@ def test_peer_killed_mid_run_ends_the_session_and_both_files_agree(
         time.sleep(0.2)
     assert "reconciled with A" in read_session(files["B"])["reason"]
     ids = assert_agree(files)
-    assert len(ids) >= 40  # the last few, decided as B died, may be dropped on both sides
+    # the last few, decided as B died, may be dropped on both sides: single-click heralds go
+    # out in batches (each once the midpoint's next phase-lock burst confirmed the phase,
+    # every 0.1 s), so "the last few" can be a batch
+    assert len(ids) >= 25
     assert stations["A"].client.status()["state"] in ("idle", "fault")
 
 
