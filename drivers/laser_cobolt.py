@@ -117,8 +117,14 @@ class CoboltLaser(Driver):
         return parse_float(self.name, "pa?", self._query("pa?"))
 
     def set_constant_power(self) -> None:
-        """Run in constant power (`cp`), the mode `set_power` steers."""
+        """Run in constant power (`cp`), the mode `set_power` steers (a laser left in constant
+        current by another program ignores `p`), checked with `gam?` (1: constant power)."""
         self._set("cp")
+        mode = self._query_int("gam?")
+        if mode != 1:
+            raise InstrumentReplyError(
+                self.name, f"after 'cp' the run mode (gam?) is {mode}, not 1 (constant power)"
+            )
 
     def drive_current(self) -> float:
         """`i?`: the diode current, in the series' unit (A on the 04-01, mA on the 06-01)."""

@@ -7,7 +7,9 @@ the '>' prompt (the read termination), a query's lines each with a CR before it.
 echoes every command at power-up: the driver strips the echo of its own command from every
 reply, switches it off with `echo=0` on open, and again whenever an echo comes back (the unit
 was power-cycled), so that it works either way. `id?` answers several lines; `vlimit?` the
-front-panel limit switch (0=75, 1=100, 2=150 V), which must cover the lab file's limit.
+front-panel limit switch (0=75, 1=100, 2=150 V), which must cover the lab file's limit, as
+must `xmin?`/`xmax?` (the unit's own output range, which it enforces). `xvoltage?` is the
+measured output, a few tenths of a volt off the set value on real units.
 Formats: docs/instruments.md ("Piezo driver"), from replies recorded from real units.
 """
 
@@ -72,16 +74,25 @@ class MdtPiezoDriver(Driver):
         return bracketed_value(self.name, command, self._exchange(command))
 
     def _on_open(self) -> None:
-        """Echo off, an MDT694B, and a front-panel limit that covers the lab's."""
+        """Echo off, an MDT694B, a front-panel limit and the unit's own output range
+        (`xmin?`/`xmax?`, which it enforces) that cover the lab's range."""
         self.set_echo(False)
         self.identity()
         switch = self.voltage_limit()
-        high = self.limits["voltage_v"][1]
+        low, high = self.limits["voltage_v"]
         if high > switch:
             raise InstrumentError(
                 self.name,
                 f"the lab file allows voltage_v up to {high:g} V but the unit's front-panel "
                 f"limit switch is at {switch:g} V: lower the lab limit or set the switch",
+            )
+        unit_low, unit_high = self.output_range()
+        if low < unit_low or high > unit_high:
+            raise InstrumentError(
+                self.name,
+                f"the lab file's voltage_v {low:g}..{high:g} V is not inside the unit's own "
+                f"output range {unit_low:g}..{unit_high:g} V (xmin?/xmax?): the unit would "
+                "refuse or clamp the lock's voltages",
             )
 
     # what the midpoint uses ---------------------------------------------------------------------
@@ -109,6 +120,17 @@ class MdtPiezoDriver(Driver):
         raise InstrumentReplyError(
             self.name, f"reply to 'vlimit?' is no limit switch setting: {reply[:40]!r}"
         )
+
+    def _plain_value(self, command: str) -> float:
+        """A number reply, bare (as the recorded units answer xmin?/xmax?) or in brackets."""
+        reply = self._exchange(command).strip()
+        if reply.startswith("[") and reply.endswith("]"):
+            reply = reply[1:-1].strip()
+        return parse_float(self.name, command, reply)
+
+    def output_range(self) -> tuple[float, float]:
+        """`xmin?`, `xmax?`: the unit's own output limits, volts."""
+        return self._plain_value("xmin?"), self._plain_value("xmax?")
 
     def set_voltage(self, volts: float) -> None:
         volts = self.check_limit("voltage_v", volts)

@@ -28,6 +28,12 @@ def ask(laser: SimLaser, command: str) -> str | bytes | None:
     return laser.execute(Message(command))
 
 
+def warmed_up(laser: SimLaser) -> SimLaser:
+    """As if its emission had started long ago (the turn-on ramp over)."""
+    laser.on_since -= 100.0
+    return laser
+
+
 @pytest.mark.parametrize("series", BOTH)
 def test_power_up_with_autostart_on_starts_the_laser_by_itself(series):
     laser = make(series)  # factory default: autostart on, the key on
@@ -61,7 +67,7 @@ def test_cob1_restarts_and_cob0_stops_whatever_autostart_says(series):
 
 @pytest.mark.parametrize("series", BOTH)
 def test_power_set_point_and_output(series):
-    laser = make(series)
+    laser = warmed_up(make(series))
     assert ask(laser, "p 0.0125") == "OK"
     assert float(ask(laser, "p?")) == 0.0125  # type: ignore[arg-type]
     assert float(ask(laser, "pa?")) == 0.0125  # type: ignore[arg-type]
@@ -76,7 +82,7 @@ def test_power_set_point_and_output(series):
     ("series", "current", "unit_a"), [("04-01", "1.3", 1.0), ("06-01", "100", 1e-3)]
 )
 def test_constant_current_drives_the_power(series, current, unit_a):
-    laser = make(series)
+    laser = warmed_up(make(series))
     spec = laser.spec
     assert ask(laser, "ci") == "OK" and ask(laser, "gam?") == "0"
     assert ask(laser, f"slc {current}") == "OK"
@@ -85,6 +91,19 @@ def test_constant_current_drives_the_power(series, current, unit_a):
     assert float(ask(laser, "pa?")) == pytest.approx(expected_w, abs=1e-6)  # type: ignore[arg-type]
     assert float(ask(laser, "i?")) == pytest.approx(float(current))  # type: ignore[arg-type]
     assert ask(laser, "cp") == "OK" and ask(laser, "gam?") == "1"
+
+
+@pytest.mark.parametrize("series", BOTH)
+def test_the_emitted_power_ramps_up_after_l1(series):
+    """Not at once: software that counts the light right after `l1` sees less of it."""
+    laser = make(series)
+    assert ask(laser, "@cobas 0") == "OK" and ask(laser, "l0") == "OK"
+    assert ask(laser, "p 0.001") == "OK" and ask(laser, "l1") == "OK"
+    assert float(ask(laser, "pa?")) < 0.9 * 0.001  # type: ignore[arg-type]
+    assert laser.state()["emitted_w"] < 0.9 * 0.001
+    time.sleep(5 * laser.spec.turn_on_s)
+    assert float(ask(laser, "pa?")) == pytest.approx(0.001, rel=0.01)  # type: ignore[arg-type]
+    assert float(ask(laser, "p?")) == 0.001  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("series", BOTH)

@@ -107,9 +107,25 @@ def test_power_set_point_and_measured_power():
         assert laser.measured_power() == 0.012431
 
 
-def test_constant_power_mode():
-    with expected_protocol(CoboltLaser, [*OPEN, (b"cp\r", b"OK\r\n")]) as laser:
+def test_constant_power_mode_is_checked_with_the_run_mode():
+    steps = [*OPEN, (b"cp\r", b"OK\r\n"), (b"gam?\r", b"1\r\n")]
+    with expected_protocol(CoboltLaser, steps) as laser:
         laser.set_constant_power()
+
+
+def test_a_laser_that_stays_in_constant_current_is_an_error():
+    steps = [*OPEN, (b"cp\r", b"OK\r\n"), (b"gam?\r", b"0\r\n")]
+    with (
+        expected_protocol(CoboltLaser, steps) as laser,
+        pytest.raises(InstrumentReplyError, match=r"gam\?\) is 0, not 1"),
+    ):
+        laser.set_constant_power()
+
+
+def test_measured_power_is_the_emitted_power():
+    steps = [*OPEN, (b"pa?\r", b"0.000412\r\n")]
+    with expected_protocol(CoboltLaser, steps) as laser:
+        assert laser.measured_power() == pytest.approx(0.000412)
 
 
 def test_drive_current():

@@ -22,12 +22,16 @@ ID_LINES = (
 OPEN_ECHO_ON = [
     (b"echo=0\r", b"echo=0\r>"),  # the unit echoes the command that switches its echo off
     (b"id?\r", ID_LINES + b">"),
-    (b"vlimit?\r", b"2\r>"),
+    (b"vlimit?\r", b"2\r>"),  # assumed format: a number line like xmin?'s
+    (b"xmin?\r", b"0\r>"),  # the unit's own output range, as the recorded units answer it
+    (b"xmax?\r", b"150.50\r>"),
 ]
 OPEN_ECHO_OFF = [
     (b"echo=0\r", b">"),
     (b"id?\r", ID_LINES + b">"),
-    (b"vlimit?\r", b"2\r>"),
+    (b"vlimit?\r", b"2\r>"),  # assumed format: a number line like xmin?'s
+    (b"xmin?\r", b"0\r>"),  # the unit's own output range, as the recorded units answer it
+    (b"xmax?\r", b"150.50\r>"),
 ]
 LAB = {"voltage_v": (0.0, 75.0)}
 
@@ -36,6 +40,24 @@ LAB = {"voltage_v": (0.0, 75.0)}
 def test_open_switches_the_echo_off_and_reads_identity_and_limit(opening):
     with expected_protocol(MdtPiezoDriver, opening, LAB) as piezo:
         assert piezo.is_open
+
+
+@pytest.mark.parametrize(
+    ("xmin", "xmax"), [(b"0\r>", b"60.00\r>"), (b"[  10.00]\r>", b"150.50\r>")]
+)
+def test_a_unit_whose_own_range_does_not_hold_the_labs_is_refused_on_open(xmin, xmax):
+    steps = [*OPEN_ECHO_OFF[:3], (b"xmin?\r", xmin), (b"xmax?\r", xmax)]
+    with (
+        pytest.raises(InstrumentError, match=r"not inside the unit's own output range"),
+        expected_protocol(MdtPiezoDriver, steps, LAB),
+    ):
+        pass
+
+
+def test_output_range_reads_xmin_and_xmax():
+    steps = [*OPEN_ECHO_OFF, (b"xmin?\r", b"0\r>"), (b"xmax?\r", b"150.50\r>")]
+    with expected_protocol(MdtPiezoDriver, steps, LAB) as piezo:
+        assert piezo.output_range() == (0.0, 150.5)
 
 
 def test_identity_reads_every_line_of_id():

@@ -77,6 +77,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("fringe_contrast", "", "reference light's fringe contrast at the detectors"),
         ParameterSpec("phase_lock_interval_s", "s", "time between phase-lock bursts"),
         ParameterSpec(
+            "reference_power_w", "W", "reference laser's power for the lock (lab limit caps it)"
+        ),
+        ParameterSpec("piezo_settle_s", "s", "wait after a piezo move before counting"),
+        ParameterSpec(
             "phase_setpoint_deg", "deg", "phase the lock holds (0: reference top on psi_plus)"
         ),
         ParameterSpec("check_mean_counts", "counts", "mean CR / cooling check counts when ready"),

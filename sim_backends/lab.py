@@ -159,7 +159,8 @@ class SimLab:
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
         piezos = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         piezo = self.devices.get(f"{name}.{piezos[0]}") if piezos else None
-        reference = next(iter(lasers.values()), None)
+        first_laser = next(iter(lasers), None)  # its device: the light it emits, turning on
+        reference = self.devices.get(f"{name}.{first_laser}") if first_laser else None
         self.midpoint = Midpoint(
             truth,
             tagger,
@@ -167,7 +168,7 @@ class SimLab:
             rng,
             piezo=piezo if isinstance(piezo, SimPiezoDriver) else None,
             register=self.register,
-            reference_laser=reference,
+            reference_laser=reference if isinstance(reference, SimLaser) else None,
             herald_logic=herald_logic,
         )
         self.midpoint.connect_sync(

@@ -46,6 +46,10 @@ FAST_NOISE_CORRELATION_S = 0.0005
 """Correlation time of the fast phase noise (acoustic pick-up of the fibres, a kHz band): a
 count of the reference light long against it averages it away, a burst's correction cannot
 follow it."""
+REFERENCE_NOMINAL_W = 0.0005
+"""The reference laser's emitted power that gives `reference_rate_hz` at the detectors (the
+lab's attenuators set for it): the light scales with the power, none at 0 W. qnode's midpoint
+parameter `reference_power_w` defaults to it."""
 PIEZO_DEG_PER_VOLT_RANGE = (10.0, 20.0)
 """The fibre stretcher's phase per volt of the piezo driver (a few metres of fibre wound on a
 piezo cylinder): one fringe in 18-36 V, so a 75 V output holds two fringes or more."""
@@ -61,7 +65,7 @@ class MidpointTruth:
     phase_offset_deg: float  # interferometer phase at 0 V on the piezo, when the lab starts
     phase_noise_deg: float  # spread of the interferometer's fast phase noise
     piezo_deg_per_volt: float  # the fibre stretcher: phase per volt of the piezo driver
-    reference_rate_hz: float  # reference light at the detectors, both together
+    reference_rate_hz: float  # reference light at the detectors, both together, at nominal
     reference_visibility: float
     visibility: float  # two-photon (HOM) visibility of A's and B's photons: |overlap|^2
     p_double: dict[str, float]  # double excitation per optical pi pulse, per node
@@ -376,8 +380,13 @@ class Midpoint:
         return float(np.radians(self.interferometer.phase_deg())), self.reference_on()
 
     def reference_on(self) -> bool:
+        return self.reference_power_w() > 0.0
+
+    def reference_power_w(self, at: float | None = None) -> float:
+        """What the reference laser emits at monotonic time `at` (now): 0 while off, rising
+        after it turns on, its power set point once on."""
         laser = self.reference_laser
-        return bool(laser is not None and laser.enabled)
+        return float(laser.output_power_w(at)) if laser is not None else 0.0
 
     def _physics(self, loop: str) -> str | None:
         """What an attempt loop does here: the sequencer tells a one-window loop
@@ -396,7 +405,13 @@ class Midpoint:
         phase_rad, reference = self.interferometer_phase()
         # reference light left on: its photons click in the herald windows as a background
         # of reference_rate_hz (split by the fringe), far above the detectors' dark counts
-        light = self._reference_split(np.array([np.degrees(phase_rad)])) if reference else {}
+        light = (
+            self._reference_split(
+                np.array([np.degrees(phase_rad)]), self.reference_power_w() / REFERENCE_NOMINAL_W
+            )
+            if reference
+            else {}
+        )
         detectors = Detectors(
             dark_hz=tuple(rates[d] + light.get(d, 0.0) for d in self.detectors),
             jitter_ns=self.truth.jitter_ns,
@@ -538,28 +553,50 @@ class Midpoint:
             d: rate * factor for d, rate in self.truth.dark_count_hz.items()
         }
 
-    def reference_rates(self, seconds: float) -> dict[int, float]:
+    def reference_rates(self, seconds: float, started: float | None = None) -> dict[int, float]:
         """Reference light through the interferometer, per detector input, averaged over a
-        count of `seconds`, while the reference laser is on: the two outputs share it by the
-        phase (behind polarising beam splitters, an output's two detectors share it equally),
-        and the phase moves during the count (a count much longer than the fast noise's
-        correlation time sees the fringe's contrast reduced by it, a short one a phase)."""
-        if not self.reference_on():
+        count of `seconds` that started at monotonic time `started` (now): the two outputs
+        share it by the phase (behind polarising beam splitters, an output's two detectors
+        share it equally), and the phase moves during the count (a count much longer than the
+        fast noise's correlation time sees the fringe's contrast reduced by it, a short one a
+        phase). The light scales with the power the laser emits during the count (rising
+        after it turned on; REFERENCE_NOMINAL_W gives reference_rate_hz), and the phase with
+        the piezo's output during the count: a count that began before the piezo moved sees
+        some of the old phase."""
+        begin = time.monotonic() if started is None else started
+        points = 64
+        times = begin + np.linspace(0.0, max(seconds, 0.0), points)
+        power = np.array([self.reference_power_w(float(t)) for t in times])
+        if not np.any(power > 0):
             return {}
         if self.interferometer is None:
-            path = np.array([float(self.rng.uniform(-180.0, 180.0))])
+            path = np.full(points, float(self.rng.uniform(-180.0, 180.0)))
         else:
-            path = self.interferometer.path_deg(seconds)
-        return self._reference_split(path)
+            path = self.interferometer.path_deg(seconds, points)
+            if len(path) != points:
+                path = np.full(points, path[0])
+            piezo = self.interferometer.piezo
+            if piezo is not None and hasattr(piezo, "voltage_at"):
+                now_v = float(piezo.voltage)
+                then_v = np.array([piezo.voltage_at(float(t)) for t in times])
+                path = path + self.truth.piezo_deg_per_volt * (then_v - now_v)
+        return self._reference_split(path, power / REFERENCE_NOMINAL_W)
 
-    def _reference_split(self, path_deg: np.ndarray) -> dict[int, float]:
+    def _reference_split(
+        self, path_deg: np.ndarray, scale: np.ndarray | float = 1.0
+    ) -> dict[int, float]:
+        """Rates per detector of the reference light along a phase path, each point's light
+        `scale` times the nominal (reference_rate_hz)."""
         t = self.truth
-        fringe = float(np.mean(np.cos(np.radians(path_deg))))
+        weights = np.broadcast_to(np.asarray(scale, dtype=float), np.shape(path_deg))
+        cosine = np.cos(np.radians(path_deg))
+        total = float(np.mean(weights))
+        fringe = float(np.mean(weights * cosine))
         per_output = len(self.detectors) // 2
         rates = {}
         for k, channel in enumerate(self.detectors):
             sign = 1.0 if k < per_output else -1.0
-            rate = t.reference_rate_hz * (1 + sign * t.reference_visibility * fringe) / 2
+            rate = t.reference_rate_hz * (total + sign * t.reference_visibility * fringe) / 2
             rates[channel] = rate / per_output
         return rates
 

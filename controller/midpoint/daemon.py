@@ -48,7 +48,8 @@ from controller.link.vocabulary import (
 from controller.messaging.keys import RateLimitedLog, station_key_name
 from controller.messaging.serving import Request, StationServer
 from controller.messaging.wire import pack
-from controller.midpoint.calibration import MidpointCalibration
+from controller.midpoint.calibration import REFERENCE_POWER_W, LockLight, MidpointCalibration
+from controller.midpoint.calibration import SETTLE_S as LOCK_SETTLE_S
 from controller.midpoint.faults import HeraldFaults
 from controller.midpoint.herald_logic import classify, missing_detectors
 from controller.midpoint.messages import CALIBRATION, MIDPOINT
@@ -74,8 +75,17 @@ REFERENCE_ON = "reference light on: heralded during a stabilisation burst"
 SETTLE_S = 0.005
 """After the sync pauses, before the reference light goes on: attempt blocks synced just
 before draw their photons first."""
-VOLTAGE_TOLERANCE_V = 0.05
-"""The piezo's output further than this from what the lock set: the unit reset."""
+RESET_TOLERANCE_V = 1.0
+RESET_TOLERANCE_DEG = 10.0
+"""The piezo reads back further than max(RESET_TOLERANCE_V, RESET_TOLERANCE_DEG of phase)
+from what the lock set: the unit reset (or someone turned its knob). A unit's read-back is
+measured, off the set value by a few tenths of a volt; a reset to 0 V is volts away."""
+
+
+def piezo_reset(read_back_v: float, set_v: float, fringe: Fringe) -> bool:
+    """Whether the piezo's read-back says it is no longer where the lock left it."""
+    tolerance = max(RESET_TOLERANCE_V, RESET_TOLERANCE_DEG / abs(fringe.deg_per_volt))
+    return abs(read_back_v - set_v) > tolerance
 
 
 @dataclass
@@ -154,8 +164,16 @@ class MidpointDaemon(StationServer):
         )
         """The reference laser whose light through the interferometer the lock reads."""
         self.calibration = MidpointCalibration(
-            self.node, self.tagger, self.piezo, self.reference, self.detectors, self._lock_setup
+            self.node,
+            self.tagger,
+            self.piezo,
+            self.reference,
+            self.detectors,
+            self._lock_setup,
+            self._lock_light,
         )
+        self._light: LockLight | None = None
+        """The session's lock I/O (its laser prepared when the session armed)."""
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midpoint")
         self.fault_reason = ""
@@ -447,26 +465,39 @@ class MidpointDaemon(StationServer):
         target = self._stored(self.node, "phase_setpoint_deg") or 0.0
         return Fringe(k, contrast), LockSettings(low, high, target_deg=target), interval
 
-    def _stabilise(self, fringe: Fringe, settings: LockSettings, start_v: float) -> BurstResult:
-        """One burst (the sync already paused): reference light on, count, step the piezo,
-        until the phase is at the fringe's top; the light off again whatever happens."""
+    def _lock_light(self) -> LockLight:
+        """The lock's I/O with the midpoint's parameters (reference power, settle time)."""
         assert self.piezo is not None and self.reference is not None
+        power = self._stored(self.node, "reference_power_w")
+        settle = self._stored(self.node, "piezo_settle_s")
+        return LockLight(
+            self.tagger,
+            self.piezo,
+            self.reference,
+            list(self.detectors.values()),
+            REFERENCE_POWER_W if power is None else power,
+            LOCK_SETTLE_S if settle is None else settle,
+        )
+
+    def _stabilise(self, fringe: Fringe, settings: LockSettings, start_v: float) -> BurstResult:
+        """One burst (the sync already paused): reference light on (and emitting), count,
+        step the piezo, until the phase is at the fringe's top; the light off again whatever
+        happens."""
+        assert self.piezo is not None and self._light is not None
         names = list(self.detectors)
-        piezo = self.piezo
+        light = self._light
 
         def share_at(volts: float) -> float:
-            piezo.set_voltage(volts)
-            self.tagger.set_integration(COUNT_S)  # a period that starts after the piezo moved
-            counts = self.tagger.counts([self.detectors[n] for n in names])
+            counts = light.counts_at(volts, COUNT_S)
             return share_of({n: counts[self.detectors[n]] for n in names}, names)
 
-        self.reference.set_enabled(True)
         try:
+            light.on()
             result = run_burst(fringe, settings, start_v, share_at)
-            piezo.set_voltage(result.voltage_v)
+            self.piezo.set_voltage(result.voltage_v)
             return result
         finally:
-            self.reference.set_enabled(False)
+            light.off()
 
     def _arm(
         self,
@@ -484,6 +515,8 @@ class MidpointDaemon(StationServer):
             if lock is not None:
                 assert self.piezo is not None
                 fringe, settings, _ = lock
+                self._light = self._lock_light()
+                self._light.prepare()  # constant power at the lab-limited power, checked
                 result = self._stabilise(fringe, settings, (settings.low_v + settings.high_v) / 2)
                 if not result.converged:
                     raise QnodeError(f"the interferometer could not be stabilised: {result.reason}")
@@ -591,7 +624,7 @@ class MidpointDaemon(StationServer):
         self.herald.set_sync_auto(False)
         time.sleep(SETTLE_S)
         before = self.herald.read_clicks()
-        reset = abs(self.piezo.voltage() - session.lock_voltage) > VOLTAGE_TOLERANCE_V
+        reset = piezo_reset(self.piezo.voltage(), session.lock_voltage, fringe)
         result = self._stabilise(fringe, settings, session.lock_voltage)
         during = self.herald.read_clicks()
         if not final and result.converged:

@@ -448,9 +448,11 @@ class NodeRuntime:
         log.info("node %s: fault cleared (%s)", self.node, self.fault_reason)
 
     def _prepare(self, compiled: Compiled) -> None:
-        """Lasers at their nominal power, AWG channels at their amplitude, outputs on."""
+        """Lasers in constant power at their nominal power (a laser left in constant current
+        ignores the set point), AWG channels at their amplitude, outputs on."""
         for optical in self.cfg.optics.values():
             with self.laser(optical.laser) as laser:
+                laser.set_constant_power()
                 laser.set_power(optical.nominal_power_w)
                 laser.set_enabled(True)
         with self.awg() as awg:

@@ -14,12 +14,20 @@ Modelled: the emission state and power set point (what the node's optics use), c
 and constant current modes with a linear diode (the current follows the power and back), the
 key switch (on), the interlock (a test may open it), the fault code, the autostart setting
 (`@cobas`, factory default on, kept over a power cycle): with autostart on, a power-up starts
-the laser by itself (the warm-up is instantaneous here) and `l1` is refused, as `l1` needs
-autostart off; `@cob1` runs the autostart sequence whatever the setting, `@cob0` stops.
+the laser by itself and `l1` is refused, as `l1` needs autostart off; `@cob1` runs the
+autostart sequence whatever the setting, `@cob0` stops.
+
+Turn-on: the emitted power (`pa?`, and the light the optics see) rises after `l1` as
+1 - exp(-t / turn_on_s), not at once. The owner's manuals' turn-on times were not at hand:
+the time constants (SeriesModel.turn_on_s) are this file's assumption, slow for the 04-01's
+DPSS cavity, a few milliseconds for the 06-01 diode laser, so that software that counts light
+right after `l1` sees less than it asked for.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 from sim_backends.device import CommandError, Device, number
@@ -51,6 +59,8 @@ class SeriesModel:
     """The `glm?` reply (06-01 only); wavelength-series-type-power-..., the layout Cobolt's
     Micro-Manager adapter parses ('-06-01-' is the 06-MLD)."""
     firmware: str
+    turn_on_s: float
+    """Time constant of the emitted power's rise after `l1` (assumed, see the module)."""
 
     @property
     def max_current_a(self) -> float:
@@ -60,9 +70,9 @@ class SeriesModel:
 MODELS = {
     # a DPSS laser's pump diode: amperes, a high threshold; firmware without a '.', which is
     # how Cobolt's pycobolt tells a 04-series laser
-    "04-01": SeriesModel(1.0, 0.8, 0.2, None, "4001"),
+    "04-01": SeriesModel(1.0, 0.8, 0.2, None, "4001", 0.1),
     # a 06-MLD diode laser: milliamperes; its model number answers glm?
-    "06-01": SeriesModel(1e-3, 0.04, 1.0, "0638-06-01-0500-100", "1.0.6-sim"),
+    "06-01": SeriesModel(1e-3, 0.04, 1.0, "0638-06-01-0500-100", "1.0.6-sim", 0.003),
 }
 
 
@@ -85,6 +95,8 @@ class SimLaser(Device):
         # the lab's hardware, not the laser's settings
         self.key_on = True
         self.interlock_open = False
+        self.on_since = 0.0
+        """When emission last started (monotonic)."""
         super().__init__(name)
 
     # the command set -------------------------------------------------------------------------
@@ -162,6 +174,8 @@ class SimLaser(Device):
         return "OK"
 
     def _emit(self, on: bool) -> None:
+        if on and not self.laser.enabled:
+            self.on_since = time.monotonic()
         self.laser.enabled = on
         self._update_output()
 
@@ -187,8 +201,19 @@ class SimLaser(Device):
         else:
             self.laser.power_w = self.power_setpoint_w
 
-    def output_power_w(self) -> float:
-        return self.laser.power_w if self.laser.enabled else 0.0
+    def output_power_w(self, at: float | None = None) -> float:
+        """The power emitted at monotonic time `at` (now): rising after `l1` (turn_on_s)."""
+        if not self.laser.enabled:
+            return 0.0
+        since = (time.monotonic() if at is None else at) - self.on_since
+        if since <= 0:
+            return 0.0
+        return self.laser.power_w * (1.0 - math.exp(-since / self.spec.turn_on_s))
+
+    @property
+    def enabled(self) -> bool:
+        """Emission on (the midpoint's physics asks)."""
+        return self.laser.enabled
 
     def drive_current_a(self) -> float:
         if not self.laser.enabled:
@@ -243,6 +268,7 @@ class SimLaser(Device):
         return {
             "enabled": self.laser.enabled,
             "power_w": self.laser.power_w,
+            "emitted_w": self.output_power_w(),
             "series": self.series,
             "autostart": self.autostart,
             "run_mode": self.run_mode,

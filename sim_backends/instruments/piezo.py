@@ -21,6 +21,9 @@ compatibility mode that those legacy commands need).
 - `vlimit?` reports the front-panel output limit switch as the unit's list says (0=75 V,
   1=100 V, 2=150 V); an output voltage outside 0..limit is refused with `CMD_ARG_INVALID`
   and leaves the output as it was (assumed: refused, not clamped).
+- `xvoltage?` reads the output back as the unit measures it, not the set value: a small
+  offset and jitter, as the recorded units read 0.24/0.21/0.22 V (READBACK_OFFSET_V,
+  READBACK_JITTER_V; the size is the recording's, the model of it assumed).
 - Error replies: `CMD_NOT_DEFINED` (unknown command), `CMD_ARG_INVALID` (a bad argument),
   with the prompt and no CR.
 - Compatibility mode (`cm=1`, kept through a power cycle like the friendly name, cleared by
@@ -30,9 +33,12 @@ compatibility mode that those legacy commands need).
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections.abc import Callable
+
+import numpy as np
 
 from sim_backends.device import Device, LoggedCommand
 from sim_backends.framing import Message
@@ -43,6 +49,12 @@ LIMIT_SWITCH_V = (75.0, 100.0, 150.0)
 """The front panel's output limit switch positions, `vlimit?` 0, 1, 2."""
 MAX_OUTPUT_V = 150.5
 """`xmax?` of the recorded units: the output's own ceiling."""
+READBACK_OFFSET_V = 0.22
+READBACK_JITTER_V = 0.02
+"""`xvoltage?` answers the measured output: set value + offset + uniform jitter (the recorded
+MDT693B read 0.24, 0.21, 0.22 V)."""
+HISTORY = 256
+"""Output changes remembered for the midpoint's physics (the light of a past count period)."""
 FRIENDLY_MAX = 64
 NOT_DEFINED = "CMD_NOT_DEFINED"
 ARG_INVALID = "CMD_ARG_INVALID"
@@ -92,6 +104,11 @@ class SimPiezoDriver(Device):
         """The front-panel switch: set by hand on the unit, never by a command."""
         self.friendly = ""
         self.compatibility = False
+        self.rng = np.random.default_rng(serial)
+        self.xmax_v = MAX_OUTPUT_V
+        """`xmax?`: the unit's own ceiling (a test may lower it, as a unit's soft limit)."""
+        self._times: list[float] = []
+        self._volts: list[float] = []
         super().__init__(name)
 
     def setup(self) -> None:
@@ -104,9 +121,9 @@ class SimPiezoDriver(Device):
             (r"echo\?", lambda a: "Echo On\r" if self.echo else "Echo Off\r"),
             (r"vlimit\?", lambda a: f"{LIMIT_SWITCH_V.index(self.limit_switch_v)}\r"),
             (r"xvoltage=(.*)", self._set_voltage),
-            (r"xvoltage\?", lambda a: self._bracketed(self.voltage)),
+            (r"xvoltage\?", lambda a: self._bracketed(self.measured_voltage())),
             (r"xmin\?", lambda a: "0\r"),
-            (r"xmax\?", lambda a: f"{MAX_OUTPUT_V:.2f}\r"),
+            (r"xmax\?", lambda a: f"{self.xmax_v:.2f}\r"),
             (r"friendly=(.*)", self._set_friendly),
             (r"friendly\?", lambda a: f"{self.friendly}\r"),
             (r"serial\?", lambda a: f"{self.serial}\r"),
@@ -115,7 +132,7 @@ class SimPiezoDriver(Device):
             # the MDT693A interface, in compatibility mode only
             (r"i", lambda a: self._legacy(self._identity)),
             (r"xv([-+0-9.eE ]*)", lambda a: self._legacy(lambda: self._set_voltage(a))),
-            (r"xr\?", lambda a: self._legacy(lambda: self._bracketed(self.voltage))),
+            (r"xr\?", lambda a: self._legacy(lambda: self._bracketed(self.measured_voltage()))),
             (r"%", lambda a: self._legacy(lambda: f"[{self.limit_switch_v:.0f}]\r")),
         ]
         for pattern, handler in table:
@@ -125,8 +142,26 @@ class SimPiezoDriver(Device):
         """Power-on: echo on, output at 0 V (the friendly name, the compatibility mode and
         the switch persist)."""
         self.echo = True
-        self.voltage = 0.0
+        self._set_output(0.0)
+
+    def _set_output(self, volts: float) -> None:
+        self.voltage = volts
         self.changed_at = time.monotonic()
+        self._times.append(self.changed_at)
+        self._volts.append(volts)
+        if len(self._times) > HISTORY:
+            del self._times[:-HISTORY], self._volts[:-HISTORY]
+
+    def voltage_at(self, when: float) -> float:
+        """The output at monotonic time `when` (its set value; before the remembered changes:
+        the oldest one)."""
+        k = bisect.bisect_right(self._times, when) - 1
+        return self._volts[max(k, 0)] if self._volts else self.voltage
+
+    def measured_voltage(self) -> float:
+        """What `xvoltage?` reads: the output measured, a little off the set value."""
+        jitter = float(self.rng.uniform(-READBACK_JITTER_V, READBACK_JITTER_V))
+        return max(0.0, self.voltage + READBACK_OFFSET_V + jitter)
 
     # commands ---------------------------------------------------------------------------------
     def _identity(self) -> str:
@@ -166,10 +201,9 @@ class SimPiezoDriver(Device):
         if not match:
             raise ArgumentInvalid
         volts = float(match.group(1))
-        if not 0.0 <= volts <= self.limit_switch_v:
+        if not 0.0 <= volts <= min(self.limit_switch_v, self.xmax_v):
             raise ArgumentInvalid
-        self.voltage = volts
-        self.changed_at = time.monotonic()
+        self._set_output(volts)
         return ""
 
     @staticmethod

@@ -12,11 +12,16 @@ DataLink service); here a second socket answers `NEXT` with the next block of re
 (TAG_DTYPE, at most TAGS_PER_BLOCK). What a real unit has and qnode never uses (histograms,
 delays, combiners, generators) is not modelled.
 
-Counting, as the manual's CYCLe mode: each input integrates period after period and
-`INPU<n>:COUNter?` returns the count of the last completed period. The lab's time is
-virtual: a period is drawn when it is read, and reading an input already read in this
-period completes the next one, so reads of several inputs in a row see the same period (the
-same light, the same interferometer phase) as compound reads of a real unit do.
+Counting (the manual's counter chapter was not at hand; IDQ's examples use CYCLe, and say
+no more): the lab's time is wall time and nothing here waits for the software.
+- CYCLe: each input integrates period after period of its integration time on a clock that
+  runs freely from power-up; neither `RESEt` nor a new mode or integration time restarts it
+  (assumed: the least convenient reading). `INPU<n>:COUNter?` answers the count of the last
+  completed period, 0 if it ended before the last `RESEt`: a period that began before the
+  piezo moved reports some of the old light. Inputs read in one message see the same period.
+- ACCUmulate: the count since the input's last `RESEt` (or mode change), up to the moment
+  the message is read (assumed: an accumulator read at any time).
+The light of a count is the midpoint physics' over the count's own span of wall time.
 """
 
 from __future__ import annotations
@@ -156,6 +161,13 @@ class SimTimeController(Device):
         parts = _compound(message.text) or [message.text]
         replies, path = [], ""
         self._errors_in_message = 0
+        self._now = time.monotonic()
+        try:
+            return self._execute_parts(parts, replies, path)
+        finally:
+            self._now = None
+
+    def _execute_parts(self, parts: list[str], replies: list[str], path: str) -> str:
         for part in parts:
             relative = not part.startswith((":", "*")) and path
             full = path + part if relative else part.lstrip(":")
@@ -178,7 +190,6 @@ class SimTimeController(Device):
 
     def _enable(self, ch: int, on: bool) -> None:
         self.enabled[ch] = on
-        self._period.pop(ch, None)
 
     def _set_threshold(self, ch: int, args: str) -> None:
         volts = quantity(args, VOLT_UNITS, 1.0, "voltage")
@@ -202,11 +213,8 @@ class SimTimeController(Device):
         self._reset_counter(ch)
 
     def _reset_counter(self, ch: int) -> None:
-        """A restarted counter's next period is a new one: new light (the reference's phase
-        may have moved, a set point changed) for every input that restarts with it."""
-        self._period.pop(ch, None)
-        self._period_light.clear()
-        self._accumulated[ch] = 0
+        """The counter's value to 0: ACCUmulate starts again; CYCLe's clock runs on."""
+        self._reset_at[ch] = self._message_time()
 
     def reset_state(self) -> None:
         self.enabled = {ch: False for ch in CHANNELS}
@@ -230,9 +238,14 @@ class SimTimeController(Device):
         self._last_error: tuple[int, str] = (0, "No error")
         self._errors_in_message = 0
         """seconds -> {input: mean rate of light reaching it over a count} (the midpoint's)"""
-        self._period: dict[int, int] = {}
-        self._period_light: dict[float, dict[int, float]] = {}
-        self._accumulated = {ch: 0 for ch in CHANNELS}
+        self._epoch = time.monotonic()
+        """CYCLe's free-running period clock started here (power-up)."""
+        self._reset_at = {ch: self._epoch for ch in CHANNELS}
+        self._now: float | None = None
+        """The time of the message being executed (its reads see one instant)."""
+        self._cycle: tuple[int, float] | None = None
+        self._cycle_counts: dict[int, int] = {}
+        self._light: dict[tuple[float, float], dict[int, float]] = {}
 
     def _dark_rate(self, ch: int) -> float:
         """A detector's dark counts; the START input has no detector (its syncs come from
@@ -242,25 +255,40 @@ class SimTimeController(Device):
         return self.detector_dark_hz.get(ch, self.dark_count_hz)
 
     # counting ---------------------------------------------------------------------------------
+    def _message_time(self) -> float:
+        return self._now if self._now is not None else time.monotonic()
+
+    def _light_over(self, seconds: float, started: float) -> dict[int, float]:
+        key = (started, seconds)
+        if key not in self._light:
+            if len(self._light) > 64:
+                self._light.clear()
+            self._light[key] = self.light_rates(seconds, started) if self.light_rates else {}
+        return self._light[key]
+
+    def _draw(self, ch: int, seconds: float, started: float) -> int:
+        if not self.enabled[ch] or seconds <= 0:
+            return 0
+        rate = self._dark_rate(ch) + self._light_over(seconds, started).get(ch, 0.0)
+        return int(self.rng.poisson(rate * seconds))
+
     def _count(self, ch: int) -> int:
-        """CYCLe: the last completed period's count (see the module's docstring); ACCUm: the
-        sum of every period since the last reset."""
-        if ch in self._period:  # read already: the next period completes
-            self._period = {}
-            self._period_light = {}
-        if ch not in self._period:
-            seconds = self.integration_ms[ch] * 1e-3
-            light = self._period_light.get(seconds)
-            if light is None:
-                light = self.light_rates(seconds) if self.light_rates else {}
-                self._period_light[seconds] = light
-            rate = self._dark_rate(ch) + light.get(ch, 0.0)
-            drawn = int(self.rng.poisson(rate * seconds)) if self.enabled[ch] else 0
-            self._period[ch] = drawn
-            self._accumulated[ch] += drawn
+        """CYCLe: the last completed period's count; ACCUmulate: the count since the last
+        reset (see the module's docstring)."""
+        now = self._message_time()
         if self.counter_mode[ch] == "ACCU":
-            return self._accumulated[ch]
-        return self._period[ch]
+            started = self._reset_at[ch]
+            return self._draw(ch, now - started, started)
+        period = self.integration_ms[ch] * 1e-3
+        index = int((now - self._epoch) // period)
+        started = self._epoch + (index - 1) * period
+        if index < 1 or started + period <= self._reset_at[ch]:
+            return 0
+        if self._cycle != (index, period):
+            self._cycle, self._cycle_counts = (index, period), {}
+        if ch not in self._cycle_counts:
+            self._cycle_counts[ch] = self._draw(ch, period, started)
+        return self._cycle_counts[ch]
 
     # time tags: RECord and RAW, photons and syncs from the physics -----------------------------
     @property
