@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,17 @@ def near(target_w: float) -> Callable[[Any], bool]:
     return lambda value: abs(float(value) - target_w) <= POWER_TOLERANCE_W
 
 
+def ramped(read: Callable[[], float], target_w: float, timeout_s: float = 2.0) -> float:
+    """The emitted power once it reached `target_w` (a laser ramps up after it is turned on),
+    or the last reading after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    value = float(read())
+    while abs(value - target_w) > POWER_TOLERANCE_W and time.monotonic() < deadline:
+        time.sleep(0.01)
+        value = float(read())
+    return value
+
+
 def check_microscope(label: str, port: str) -> None:
     from microscope.lights.cobolt import CoboltLaser
 
@@ -63,7 +75,7 @@ def check_microscope(label: str, port: str) -> None:
     check(f"{who}: disable (l0)", lambda: (laser.disable(), laser.get_is_on())[1], _false)
     check(f"{who}: enable (l1)", lambda: (laser.enable(), laser.get_is_on())[1], _true)
     check(f"{who}: set power 10 mW (@cobasp)", lambda: _set_power(laser, 0.02), _none)
-    check(f"{who}: read power (pa?)", lambda: laser.power * 0.5, near(0.010))
+    check(f"{who}: read power (pa?)", lambda: ramped(lambda: laser.power * 0.5, 0.010), near(0.010))
     check(f"{who}: set point (p?)", lambda: float(laser.send(b"p?")), near(0.010))
     status = check(f"{who}: status", laser.get_status, lambda s: len(s) == 5)
     if status is not None:
@@ -99,7 +111,11 @@ def check_pylablib(label: str, port: str) -> None:
         )
         check(f"{who}: set power 20 mW (p)", lambda: _pylablib_power(laser, 0.02), near(0.02))
         check(f"{who}: enable (@cob1)", lambda: (laser.enable(True), laser.is_enabled())[1], _true)
-        check(f"{who}: output power (pa?)", laser.get_output_power, near(0.02))
+        check(
+            f"{who}: output power (pa?)",
+            lambda: ramped(laser.get_output_power, 0.02),
+            near(0.02),
+        )
         check(f"{who}: maximum power (gmlp?)", laser.get_max_output_power, near(0.5))
         check(f"{who}: current (rlc?)", laser.get_output_current, lambda v: v > 0)
         check(f"{who}: current set point (glc?)", laser.get_output_current_setpoint, _number)

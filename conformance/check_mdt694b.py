@@ -23,6 +23,9 @@ import serial
 from pylablib.devices import Thorlabs
 
 INSTRUMENT_ROLE_NAME = "piezo"
+READ_BACK_V = 0.3
+"""The unit reads its output back measured, a few tenths of a volt off the set value (the
+recorded MDT693B read 0.21-0.24 V)."""
 """The midpoint's piezo driver in labs/sim_two_node.toml: `<node>.piezo`."""
 
 failures: list[str] = []
@@ -69,12 +72,14 @@ def main(resource_map: str) -> int:
             check(
                 f"set {volts} V (XV) and read back (XR?)",
                 lambda v=volts: expect(
-                    piezo.set_voltage(v), lambda r, v=v: abs(r - v) < 0.01, f"{v} V"
+                    piezo.set_voltage(v), lambda r, v=v: abs(r - v) < READ_BACK_V, f"{v} V"
                 ),
             )
             check(
                 f"voltage reads {volts} V",
-                lambda v=volts: expect(piezo.get_voltage(), lambda r, v=v: abs(r - v) < 0.01, v),
+                lambda v=volts: expect(
+                    piezo.get_voltage(), lambda r, v=v: abs(r - v) < READ_BACK_V, v
+                ),
             )
         if limit:  # (pylablib's settings would also ask channels y and z: a 693B's)
             check(
@@ -108,7 +113,7 @@ def over_limit(piezo, volts: float) -> str:
     without reading a reply and returns the voltage it reads back."""
     before = piezo.get_voltage()
     after = piezo.set_voltage(volts)
-    if abs(after - before) > 0.01:
+    if abs(after - before) > 0.1:  # both measured: a little jitter
         raise AssertionError(f"the output went from {before} V to {after} V")
     return f"refused, output still {after} V"
 

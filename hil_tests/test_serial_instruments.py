@@ -1,6 +1,9 @@
 """Lasers (Cobolt 04-01 and 06-01 series) and the interferometer's piezo driver (MDT694B) over
 serial lines."""
 
+import re
+import time
+
 import pytest
 
 from qnode.errors import InstrumentReportedError, LimitError
@@ -30,11 +33,15 @@ def open_laser(lab, resources):
 def test_laser_power_and_enable(open_laser, maybe_sim, name):
     laser = open_laser(name)
     hi = laser.limits["power_w"][1]
+    laser.set_constant_power()
     laser.set_power(hi / 2)
     laser.set_enabled(True)
     assert laser.power() == pytest.approx(hi / 2, abs=1e-6)
     assert laser.enabled() is True
-    assert laser.measured_power() == pytest.approx(hi / 2, abs=1e-6)
+    deadline = time.monotonic() + 2.0  # the emitted power ramps up after l1
+    while laser.measured_power() < 0.99 * hi / 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert laser.measured_power() == pytest.approx(hi / 2, rel=0.02)
     assert laser.autostart() is False  # open() switched it off
     assert laser.operating_mode() == "continuous"
     assert laser.fault() == 0 and laser.interlock_open() is False
@@ -92,15 +99,20 @@ def test_laser_unknown_command_is_reported(open_driver):
         laser._query("bogus?")
 
 
+READ_BACK_V = 0.3
+"""A unit reads its output back measured: a few tenths of a volt off (the recorded MDT693B
+read 0.21-0.24 V)."""
+
+
 def test_piezo_voltage_and_safe_state(open_driver, maybe_sim):
     piezo = open_driver("phase_stabiliser")
     piezo.set_voltage(12.5)
-    assert piezo.voltage() == pytest.approx(12.5)
+    assert piezo.voltage() == pytest.approx(12.5, abs=READ_BACK_V)
     assert "MDT694B" in piezo.identity()
     if maybe_sim:
         assert maybe_sim.state(piezo.name)["voltage_v"] == pytest.approx(12.5)
     piezo.safe_state()
-    assert piezo.voltage() == 0.0
+    assert piezo.voltage() == pytest.approx(0.0, abs=READ_BACK_V)
     if maybe_sim:
         state = maybe_sim.state(piezo.name)
         assert state["voltage_v"] == 0.0 and state["echo"] is False  # the driver's echo=0
@@ -124,7 +136,7 @@ def test_piezo_works_with_its_echo_on_and_off(open_driver, maybe_sim):
     if maybe_sim:
         assert maybe_sim.state(piezo.name)["echo"] is True
     piezo.set_voltage(3.25)  # the driver strips its echo and switches it off again
-    assert piezo.voltage() == pytest.approx(3.25)
+    assert piezo.voltage() == pytest.approx(3.25, abs=READ_BACK_V)
     assert piezo.echo_enabled() is False
     if maybe_sim:
         assert maybe_sim.state(piezo.name)["echo"] is False
@@ -135,7 +147,7 @@ def test_piezo_after_a_power_cycle(open_driver, sim):
     piezo.set_voltage(20.0)
     sim.fault(piezo.name, "reset")
     # back from a power cycle: echo on again and the output at 0 V; the driver reads that
-    assert piezo.voltage() == 0.0
+    assert piezo.voltage() == pytest.approx(0.0, abs=READ_BACK_V)
     assert piezo.echo_enabled() is False  # it switched the echo off on seeing it
     piezo.set_voltage(5.0)
     assert sim.state(piezo.name)["voltage_v"] == pytest.approx(5.0)
@@ -157,8 +169,10 @@ def test_piezo_serves_the_mdt693a_commands_in_compatibility_mode_only(open_drive
     try:
         piezo._set("cm=1")
         piezo._set("XV7.5")  # what pylablib's MDT69xA sends
-        assert piezo._exchange("XR?") == "[   7.50]"
-        assert piezo.voltage() == pytest.approx(7.5)  # the unit's own commands still work
+        reply = piezo._exchange("XR?")
+        assert re.fullmatch(r"\[ *[0-9.]+\]", reply)
+        assert float(reply[1:-1]) == pytest.approx(7.5, abs=READ_BACK_V)
+        assert piezo.voltage() == pytest.approx(7.5, abs=READ_BACK_V)  # the unit's own commands still work
     finally:
         piezo._set("cm=0")
     assert sim.state(piezo.name)["compatibility"] is False
