@@ -20,6 +20,9 @@ from calibration.routine import UPDATED
 from controller.data.params import ParameterStore
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import DEFAULT_LAB, load_lab, midpoint_name
+from controller.midpoint import calibration as lock_io
+from controller.midpoint.calibration import REFERENCE_POWER_W, LockLight, probe_voltage
+from controller.midpoint.daemon import piezo_reset
 from controller.midpoint.phase_lock import (
     Fringe,
     LockSettings,
@@ -32,7 +35,7 @@ from controller.midpoint.phase_lock import (
 from controller.operator.calibration_access import ClientNodeAccess, DaemonMidpointAccess
 from controller.operator.client import NodeRequestError
 from hil_tests.test_link_physics import delivered_heralds
-from qnode.errors import LabConfigError
+from qnode.errors import LabConfigError, LimitError, QnodeError
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,
@@ -121,6 +124,29 @@ def test_a_burst_starting_at_the_top_rail_probes_below_it():
     result = run_burst(FRINGE, SETTINGS, 75.0, share)
     assert result.converged
     assert all(SETTINGS.low_v <= v <= SETTINGS.high_v for v in asked)
+
+
+def test_a_piezo_reset_is_told_from_a_measured_read_back():
+    """A unit reads its output back measured, a few tenths of a volt off (the recorded
+    MDT693B: 0.21-0.24 V): no reset; back at 0 V from a lock point volts away: a reset."""
+    assert not piezo_reset(37.5 + 0.24, 37.5, FRINGE)
+    assert not piezo_reset(37.5 - 0.4, 37.5, FRINGE)
+    assert piezo_reset(0.22, 37.5, FRINGE)
+    assert piezo_reset(0.22, 2.0, FRINGE)  # a lock point 2 V from 0 V still tells
+    # a stretcher of 2 deg/V: 10 deg of phase is 5 V, the tolerance grows with it
+    assert not piezo_reset(33.0, 37.5, Fringe(2.0, 0.95))
+
+
+@pytest.mark.parametrize(
+    ("volts", "offset", "expected"), [(40.0, 12.0, 52.0), (70.0, 12.0, 58.0), (5.0, -12.0, 17.0)]
+)
+def test_a_probe_that_does_not_fit_goes_the_other_way_never_clamped(volts, offset, expected):
+    assert probe_voltage(volts, offset, 0.0, 75.0) == pytest.approx(expected)
+
+
+def test_a_probe_that_fits_neither_way_is_an_error():
+    with pytest.raises(QnodeError, match="fits neither way"):
+        probe_voltage(10.0, 30.0, 0.0, 35.0)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +251,10 @@ def test_reference_light_left_on_ruins_the_heralds(start_daemon, data_dir, sim, 
     before = len(sim.heralds())
     with herald, reference:
         herald.set_herald_windows(windows)
+        reference.set_constant_power()
+        reference.set_power(REFERENCE_POWER_W)
         reference.set_enabled(True)  # forgotten after a stabilisation
+        time.sleep(0.05)  # emitting fully
         herald.set_sync_auto(True)
         try:
             runs = {n: d.client.start(sequence, Sweep()) for n, d in daemons.items()}
@@ -297,3 +326,53 @@ def test_a_lock_that_cannot_find_the_fringe_stops_with_the_reason_and_safe_state
     assert sim.state(f"{midpoint}.piezo")["voltage_v"] == 0.0
     status = stations["M"].client.status()
     assert "could not be stabilised" in status["fault_reason"]
+
+
+# the lock's I/O around the reference laser ----------------------------------------------------
+def test_the_reference_is_set_to_constant_power_at_its_power_and_checked(lab, resources, sim):
+    """Whatever the laser held (here constant current, as another program may leave it),
+    the lock's light runs in constant power at the midpoint's power, read back."""
+    reference = lab.make_driver(midpoint_name(lab), "reference_laser", resources)
+    with reference:
+        reference._set("ci")
+        reference._set("slc 50")
+        light = LockLight(None, None, reference, [1, 2], power_w=0.0004)  # type: ignore[arg-type]
+        light.prepare()
+        state = sim.state(reference.name)
+        assert state["run_mode"] == 1 and state["power_w"] == pytest.approx(0.0004)
+        with pytest.raises(LimitError, match="power_w"):  # above the lab file's limit
+            LockLight(None, None, reference, [1, 2], power_w=0.005).prepare()  # type: ignore[arg-type]
+
+
+def test_the_light_is_counted_only_once_the_laser_emits_it(lab, resources, sim):
+    """A 04-01 (a DPSS laser, turning on over a few hundred ms in the simulated lab): on()
+    comes back only once it emits 90 % of its power."""
+    laser = lab.make_driver("A", "laser_red", resources)
+    with laser:
+        light = LockLight(None, None, laser, [1, 2], power_w=0.0005)  # type: ignore[arg-type]
+        light.prepare()
+        started = time.monotonic()
+        try:
+            light.on()
+            elapsed = time.monotonic() - started
+            assert sim.state(laser.name)["emitted_w"] >= 0.9 * 0.0005
+            assert elapsed > 0.15  # 2.3 time constants of 0.1 s
+        finally:
+            light.off()
+
+
+class DarkLaser:
+    """A laser that answers but never emits (an interlock, a fault)."""
+
+    def set_enabled(self, on: bool) -> None:
+        self.on = on
+
+    def measured_power(self) -> float:
+        return 0.0
+
+
+def test_a_laser_that_never_emits_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(lock_io, "EMISSION_TIMEOUT_S", 0.05)
+    light = LockLight(None, None, DarkLaser(), [1, 2], power_w=0.0005)  # type: ignore[arg-type]
+    with pytest.raises(QnodeError, match=r"emits 0.000 mW of its 0.500 mW 0.05 s after"):
+        light.on()

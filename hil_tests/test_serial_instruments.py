@@ -172,7 +172,8 @@ def test_piezo_serves_the_mdt693a_commands_in_compatibility_mode_only(open_drive
         reply = piezo._exchange("XR?")
         assert re.fullmatch(r"\[ *[0-9.]+\]", reply)
         assert float(reply[1:-1]) == pytest.approx(7.5, abs=READ_BACK_V)
-        assert piezo.voltage() == pytest.approx(7.5, abs=READ_BACK_V)  # the unit's own commands still work
+        # the unit's own commands still work
+        assert piezo.voltage() == pytest.approx(7.5, abs=READ_BACK_V)
     finally:
         piezo._set("cm=0")
     assert sim.state(piezo.name)["compatibility"] is False
