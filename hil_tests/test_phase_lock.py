@@ -238,6 +238,9 @@ def test_a_piezo_reset_makes_the_next_burst_discard_the_heralds_since_the_last(s
 
 def test_reference_light_left_on_ruins_the_heralds(start_daemon, data_dir, sim, lab, resources):
     calibrate_nodes_from_truth(data_dir, sim, alpha=0.1)
+    for name in ("laser_green", "laser_red"):  # left in constant current by another program
+        with lab.make_driver("A", name, resources) as laser:
+            laser._set("ci")
     daemons = {node: start_daemon(node) for node in ("A", "B")}
     herald = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     reference = lab.make_driver("M", "reference_laser", resources)
@@ -264,6 +267,8 @@ def test_reference_light_left_on_ruins_the_heralds(start_daemon, data_dir, sim, 
             herald.set_sync_auto(False)
             reference.safe_state()
     heralds = sim.heralds()[before:]
+    for name in ("laser_green", "laser_red"):  # the node put them back in constant power
+        assert sim.state(f"A.{name}")["run_mode"] == 1
     assert len(heralds) == 20 and all(h["reference_light"] for h in heralds)
     # its photons click in the windows far more often than a node's photon does: the
     # heralds come fast and carry next to no entanglement
