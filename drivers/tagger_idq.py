@@ -55,6 +55,8 @@ class TimeController(Driver):
     _first_period_ends: dict[int, float] | None = None
     """Per input: when (monotonic) the first whole period after the last set_integration
     ends."""
+    _integration_checked = False
+    """The connection's first integration time was read back."""
     _accumulating: frozenset[int] = frozenset()
     """The inputs this connection put in ACCUmulate mode (`fresh_counts`)."""
 
@@ -110,12 +112,26 @@ class TimeController(Driver):
         ms = f"{seconds * 1e3:.9g}"
         self._set(";:".join(f"INPU{ch}:COUN:MODE CYCL;INTE {ms};RESE" for ch in channels))
         self._accumulating -= set(channels)
+        if not self._integration_checked:
+            self._check_integration(channels[0], seconds)
         ends = time.monotonic() + 2 * seconds  # the period clock may not restart: wait for
         # one whole period that began after this set
         self._first_period_ends = {
             **(self._first_period_ends or {}),
             **dict.fromkeys(channels, ends),
         }
+
+    def _check_integration(self, channel: int, seconds: float) -> None:
+        """The first integration time of a connection read back: a unit that took the bare
+        number in another unit than ms (IDQ's examples disagree) is found, not misread."""
+        read = self.integration(channel)
+        if abs(read - seconds) > 1e-6 * seconds:
+            raise InstrumentReplyError(
+                self.name,
+                f"INPU{channel}:COUN:INTE reads back {read * 1e3:g} ms after "
+                f"{seconds * 1e3:g} ms was sent: the unit takes the number in another unit",
+            )
+        self._integration_checked = True
 
     def fresh_counts(self, channels: list[int], seconds: float) -> dict[int, int]:
         """Counts of light that all arrived after this call, over at least `seconds`: the
@@ -237,6 +253,7 @@ class TimeController(Driver):
 
     def close(self) -> None:
         self._accumulating = frozenset()  # a unit met again may have been power-cycled
+        self._integration_checked = False
         data, self._data = self._data, None
         if data is not None:
             data.close()

@@ -80,6 +80,7 @@ def test_integration_restarts_every_input_together_in_one_message():
     every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 250;RESE" % ch for ch in (1, 2, 3, 4))
     steps = [
         (every, b""),
+        (b"INPU1:COUN:INTE?", b"250"),  # the connection's first: read back
         (b"INPU2:COUN:MODE CYCL;INTE 0.5;RESE", b""),
         (b"INPU2:COUN:INTE?", b"0.5"),
     ]
@@ -155,6 +156,7 @@ def test_fresh_counts_after_a_cycle_integration_set_the_mode_again():
         (b"INPU1:COUN:RESE", b""),
         (b"INPU1:COUN?", b"5"),
         (every, b""),
+        (b"INPU1:COUN:INTE?", b"1ms"),  # the reply may carry its unit
         accumulate,
         (b"INPU1:COUN:RESE", b""),
         (b"INPU1:COUN?", b"6"),
@@ -239,7 +241,12 @@ def test_a_count_waits_for_a_whole_period_after_a_restart():
     """The unit's period clock may run on through `RESE`: the first read waits two periods,
     so that the period it reports began after the set."""
     every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 200;RESE" % ch for ch in (1, 2, 3, 4))
-    steps = [(every, b""), (b"INPU1:COUN?", b"17"), (b"INPU1:COUN?", b"18")]
+    steps = [
+        (every, b""),
+        (b"INPU1:COUN:INTE?", b"200"),
+        (b"INPU1:COUN?", b"17"),
+        (b"INPU1:COUN?", b"18"),
+    ]
     with expected_protocol(TimeController, steps) as tc:
         tc.set_integration(0.2)
         started = time.monotonic()
@@ -251,6 +258,20 @@ def test_a_count_waits_for_a_whole_period_after_a_restart():
 
 
 def test_a_sub_millisecond_integration_is_sent_in_ms():
+    """The unit (assumed) takes the bare number in ms; the read-back would catch it if not."""
     every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 0.5;RESE" % ch for ch in (1, 2, 3, 4))
-    with expected_protocol(TimeController, [(every, b"")]) as tc:
+    steps = [(every, b""), (b"INPU1:COUN:INTE?", b"0.5")]
+    with expected_protocol(TimeController, steps) as tc:
         tc.set_integration(0.0005)
+
+
+def test_an_integration_read_back_in_another_unit_is_an_error():
+    """A unit that took `INTE 10` as 10 ns (IDQ's examples disagree on the unit): refused
+    with both numbers, never a count misread by 10^6."""
+    every = b";:".join(b"INPU%d:COUN:MODE CYCL;INTE 10;RESE" % ch for ch in (1, 2, 3, 4))
+    steps = [(every, b""), (b"INPU1:COUN:INTE?", b"1e-05")]
+    with (
+        expected_protocol(TimeController, steps) as tc,
+        pytest.raises(InstrumentReplyError, match=r"reads back 1e-05 ms after 10 ms was sent"),
+    ):
+        tc.set_integration(0.01)
