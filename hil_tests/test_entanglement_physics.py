@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from controller.data.params import ParameterStore
+from controller.midpoint.calibration import LockLight
 from controller.midpoint.phase_lock import COUNT_S, Fringe, LockSettings, run_burst, share_of
 from sequences.operations import (
     CRCheck,
@@ -102,17 +103,21 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
         truth = sim.truth("M")
         fringe = Fringe(truth["piezo_deg_per_volt"], truth["reference_visibility"])
 
+        light = LockLight(tagger, piezo, reference, list(DETECTORS.values()))  # as the midpoint
+
         def share_at(volts: float) -> float:
-            piezo.set_voltage(volts)
-            return share_of({n: tagger.count(ch) for n, ch in DETECTORS.items()}, list(DETECTORS))
+            counts = light.counts_at(volts, COUNT_S)
+            return share_of({n: counts[ch] for n, ch in DETECTORS.items()}, list(DETECTORS))
 
         for channel in DETECTORS.values():
             tagger.set_enabled(channel, True)
-        reference.set_enabled(True)
-        tagger.set_integration(COUNT_S)
-        locked = run_burst(fringe, LockSettings(*piezo.limits["voltage_v"]), 37.5, share_at)
-        piezo.set_voltage(locked.voltage_v)
-        reference.set_enabled(False)
+        light.prepare()  # constant power at the reference power
+        light.on()
+        try:
+            locked = run_burst(fringe, LockSettings(*piezo.limits["voltage_v"]), 37.5, share_at)
+            piezo.set_voltage(locked.voltage_v)
+        finally:
+            light.off()
         assert locked.converged, locked
         herald.set_herald_windows(herald_windows(sim))
         herald.set_sync_auto(True)
