@@ -161,13 +161,7 @@ class SimTimeController(Device):
         parts = _compound(message.text) or [message.text]
         replies, path = [], ""
         self._errors_in_message = 0
-        self._now = time.monotonic()
-        try:
-            return self._execute_parts(parts, replies, path)
-        finally:
-            self._now = None
-
-    def _execute_parts(self, parts: list[str], replies: list[str], path: str) -> str:
+        self._now = time.monotonic()  # the counters' reads of one message see one instant
         for part in parts:
             relative = not part.startswith((":", "*")) and path
             full = path + part if relative else part.lstrip(":")
@@ -242,7 +236,7 @@ class SimTimeController(Device):
         """CYCLe's free-running period clock started here (power-up)."""
         self._reset_at = {ch: self._epoch for ch in CHANNELS}
         self._now: float | None = None
-        """The time of the message being executed (its reads see one instant)."""
+        """The time of the last message (its reads see one instant)."""
         self._cycle: tuple[int, float] | None = None
         self._cycle_counts: dict[int, int] = {}
         self._light: dict[tuple[float, float], dict[int, float]] = {}
