@@ -381,3 +381,37 @@ def test_a_laser_that_never_emits_is_a_clear_error(monkeypatch):
     light = LockLight(None, None, DarkLaser(), [1, 2], power_w=0.0005)  # type: ignore[arg-type]
     with pytest.raises(QnodeError, match=r"emits 0.000 mW of its 0.500 mW 0.05 s after"):
         light.on()
+
+
+class RecordingPiezo:
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def set_voltage(self, volts: float) -> None:
+        self.log.append(("piezo", time.monotonic(), volts))
+
+
+class RecordingTagger:
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def fresh_counts(self, channels: list[int], seconds: float) -> dict[int, int]:
+        self.log.append(("count", time.monotonic(), seconds))
+        return dict.fromkeys(channels, 100)
+
+
+def test_a_count_starts_only_after_the_piezo_settled():
+    """The stretcher follows the high voltage mechanically: the count's light is taken only
+    `settle_s` after the move (fresh_counts: light that all came after the call)."""
+    log: list = []
+    light = LockLight(
+        RecordingTagger(log),  # type: ignore[arg-type]
+        RecordingPiezo(log),  # type: ignore[arg-type]
+        DarkLaser(),  # type: ignore[arg-type]
+        [1, 2],
+        settle_s=0.02,
+    )
+    assert light.counts_at(12.5, 0.01) == {1: 100, 2: 100}
+    (what_first, moved, volts), (what_then, counted, seconds) = log
+    assert (what_first, volts, what_then, seconds) == ("piezo", 12.5, "count", 0.01)
+    assert counted - moved >= 0.02
