@@ -45,9 +45,10 @@ START = 0
 """The START input (the reference of the time stamps), numbered 0 here."""
 CHANNELS = (START, *INPUTS)
 INTEGRATION_MS = (1e-3, 3_600_000.0)
-"""Counter integration time limits (ms): 1 µs to 1 h. The manual's range was not at hand;
-these are the driver's hardware range (`acquisition_s`), so that a refusal here is a
-driver's bug, not a guess about the instrument."""
+"""Counter integration time limits (ms): 1 µs to 1 h. The manual's range was not at hand:
+this range is an assumption that mirrors the driver's `acquisition_s` (so it cannot expose
+a time a real unit refuses; the driver reads its first integration time back instead). Where
+the simulator is stricter than the driver's needs is the counters' period clock (above)."""
 THRESHOLD_V = (-2.0, 2.0)
 DEFAULT_RECORD_S = 1.0
 MAX_RECORD_S = 3600.0
