@@ -167,9 +167,14 @@ class TimeController(Driver):
         }
 
     # time tags ----------------------------------------------------------------------------------
+    _raw_sending = False
+    """RAW<n>:SEND ON may have gone out (it was sent, perhaps unanswered) since the last OFF."""
+
     def _raw_send(self, on: bool) -> None:
         state = "ON" if on else "OFF"
+        self._raw_sending = self._raw_sending or on
         self._set(";:".join(f"RAW{ch}:SEND {state}" for ch in INPUTS))
+        self._raw_sending = on
 
     def acquire_tags(self, seconds: float) -> np.ndarray:
         """Record time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
@@ -222,10 +227,10 @@ class TimeController(Driver):
         if self._dlt is None:
             self._dlt = ZmqTransport(f"{self.name} DLT", self._dlt_endpoint(), self.timeout_s)
             self._dlt.open()
-        reply = self._dlt.request(command.encode(), command)
+        reply = self._dlt.query(command)
         try:
-            answer = json.loads(reply.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            answer = json.loads(reply)
+        except ValueError:
             raise InstrumentReplyError(
                 self.name, f"the DLT answered {command!r} with {reply[:60]!r}, not JSON"
             ) from None
@@ -258,26 +263,33 @@ class TimeController(Driver):
         return free_local_port()
 
     def _open_acquisitions(self) -> None:
-        """A streamed acquisition per input, with reference indexes."""
+        """A streamed acquisition per input, with reference indexes; on a failure, those
+        already opened are stopped again."""
         self._close_acquisitions()
         address = urlsplit(split_zmq_resource(self.resource)[0]).hostname
         self._acquisitions = {}
-        for ch in INPUTS:
-            port = self._stream_port()
-            stream = self._open_stream(port)
-            try:
-                answer = self._dlt_object(
-                    f"start-stream --address {address} --channel {ch} --stream-port {port} "
-                    "--with-ref-index"
-                )
-            except Exception:
-                stream.close()
-                raise
+        try:
+            for ch in INPUTS:
+                self._acquisitions[ch] = self._start_stream(str(address), ch)
+        except Exception:
+            self._close_acquisitions()
+            raise
+
+    def _start_stream(self, address: str, channel: int) -> tuple[str, ZmqPairStream]:
+        port = self._stream_port()
+        stream = self._open_stream(port)
+        try:
+            answer = self._dlt_object(
+                f"start-stream --address {address} --channel {channel} --stream-port {port} "
+                "--with-ref-index"
+            )
             ident = answer.get("id")
             if not isinstance(ident, str):
-                stream.close()
                 raise InstrumentReplyError(self.name, f"start-stream answered {answer!r}, no id")
-            self._acquisitions[ch] = (ident, stream)
+        except Exception:
+            stream.close()
+            raise
+        return ident, stream
 
     def _close_acquisitions(self) -> None:
         """The DLT acquisitions still open are stopped (their status dropped), every stream
@@ -292,7 +304,8 @@ class TimeController(Driver):
         finally:
             for _, stream in acquisitions.values():
                 stream.close()
-            self._raw_send(False)
+            if self._raw_sending:
+                self._raw_send(False)
 
     def _collect_tags(self) -> np.ndarray:
         """After the recording ended: per input, wait for the DLT to have the unit's end of

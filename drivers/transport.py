@@ -571,7 +571,7 @@ class ZmqPairStream:
         self._sock: zmq.Socket | None = None
 
     def open(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.PAIR)
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.PAIR)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_ZMQ_REPLY_BYTES)
         try:

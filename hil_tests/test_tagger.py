@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from drivers.transport import free_local_port, split_zmq_resource
 from qnode.errors import (
-    InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeout,
     LimitError,
