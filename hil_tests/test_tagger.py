@@ -12,6 +12,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.harness.sim import state_dir_of
 from drivers.transport import free_local_port, split_zmq_resource
 from qnode.errors import (
     InstrumentReportedError,
@@ -184,6 +185,38 @@ def test_dlt_status_counts_a_recording_and_stop_closes_it(open_driver, maybe_sim
             maybe_sim.scale_dark_counts("M", 1.0)
         stream.close(linger=0)
         sock.close(linger=0)
+
+
+def test_dlt_start_save_writes_the_pairs_under_the_labs_state_folder(open_driver, lab, sim_process):
+    """start-save with a relative path (section 10: the DLT's own folder) and the text
+    format of IDQ's examples (section 6.3.4's `<timestamp>;<index>`); a path that leaves the
+    folder is refused in the manual's error form."""
+    if sim_process is None:
+        pytest.skip("the file lands on the DLT's host: only the simulated one is at hand")
+    tagger = open_driver("time_tagger", "M")
+    sock = dlt_socket(tagger)
+    try:
+        refused = dlt_exec(
+            sock, "start-save --address 127.0.0.1 --channel 1 --filename ../../escape.bin"
+        )
+        assert "only under its folder" in refused["error"]["description"]
+        answer = dlt_exec(
+            sock,
+            'start-save --address 127.0.0.1 --channel 1 --filename "run 1/c1.txt" '
+            "--format ascii --with-ref-index",
+        )
+        tagger.set_enabled(1, True)
+        assert tagger.transport.query("RAW1:SEND ON;:REC:NUM 1;DUR 2 s;PLAY") == ""
+        while tagger.transport.query("REC:STAG?") == "PLAYING":
+            time.sleep(0.01)
+        closed = dlt_exec(sock, f"stop --id {answer['id']}")["status"]
+    finally:
+        tagger.transport.query("RAW1:SEND OFF")
+        sock.close(linger=0)
+    saved = state_dir_of(lab, sim_process) / tagger.name / "dlt" / "run 1" / "c1.txt"
+    lines = saved.read_text().splitlines()
+    assert len(lines) == closed["timestamps_count"] > 0
+    assert all(line.endswith(";0") and int(line.split(";")[0]) < 2e12 for line in lines)
 
 
 def test_a_refused_acquisition_raises_naming_the_dlt(open_driver):

@@ -40,6 +40,9 @@ MAX_REQUEST_BYTES = 4096
 TIMESTAMPS_PER_MESSAGE = 65_536
 """Timestamps per stream message (1 MiB with reference indexes): bounded whatever was recorded."""
 MAX_ACQUISITIONS = 32
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
+"""A stream whose client does not read holds at most this much; what comes beyond is lost and
+reported in the acquisition's errors (as a real DLT reports lost timestamps)."""
 STREAM_DRAIN_S = 10.0
 """After `stop`, how long a stream may take to hand its last messages to a slow client."""
 ALLOWED_OPTIONS = {
@@ -72,6 +75,7 @@ class Acquisition:
     sender: asyncio.Task | None = None
     file: Path | None = None
     text_format: bool = False
+    queued_bytes: int = 0
 
     def status(self) -> dict:
         since = self.last_message if self.last_message is not None else self.opened
@@ -267,9 +271,20 @@ class DataLinkTarget:
             for start in range(0, len(pairs), TIMESTAMPS_PER_MESSAGE):
                 part = pairs[start : start + TIMESTAMPS_PER_MESSAGE]
                 if acquisition.queue is not None:
-                    acquisition.queue.put_nowait(acquisition.payload(part))
+                    self._queue(acquisition, acquisition.payload(part), len(part))
                 elif acquisition.file is not None:
                     self._append(acquisition, part)
+
+    @staticmethod
+    def _queue(acquisition: Acquisition, message: bytes, timestamps: int) -> None:
+        assert acquisition.queue is not None
+        if acquisition.queued_bytes + len(message) > MAX_QUEUED_BYTES:
+            acquisition.errors.append(
+                {"description": f"stream buffer full: {timestamps} timestamps lost"}
+            )
+            return
+        acquisition.queued_bytes += len(message)
+        acquisition.queue.put_nowait(message)
 
     def _append(self, acquisition: Acquisition, pairs: np.ndarray) -> None:
         assert acquisition.file is not None
@@ -295,6 +310,7 @@ class DataLinkTarget:
                 if message is None:
                     stopped_at = time.monotonic()
                     message = b""
+                acquisition.queued_bytes -= len(message)
                 if stopped_at is None:
                     await sock.send(message)
                 else:

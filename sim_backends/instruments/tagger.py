@@ -359,8 +359,11 @@ class SimTimeController(Device):
 
     def _send_timestamps(self) -> None:
         """Section 6.3.4's pairs, per input with RAW<n>:SEND ON, to every sink: the end of
-        the acquisition goes out for a disabled input too (with no timestamps)."""
+        the acquisition goes out for a disabled input too (with no timestamps). A frozen
+        unit sends nothing."""
         self.sent_per_input = {}
+        if self.faults.frozen:
+            return
         for ch in (c for c in INPUTS if self.raw_send[c]):
             mine = self.tags["channel"] == ch
             pairs = np.empty((int(mine.sum()), 2), dtype=np.uint64)
