@@ -139,6 +139,19 @@ def test_the_dlt_answers_errors_in_the_manuals_form(open_driver):
         sock.close(linger=0)
 
 
+def test_the_dlt_answers_every_request_once_even_oversized_or_multipart(open_driver):
+    tagger = open_driver("time_tagger")
+    sock = dlt_socket(tagger)
+    try:
+        sock.send_multipart([b"list", b"list"])
+        assert "one frame" in json.loads(sock.recv())["error"]["description"]
+        sock.send(b"list " + b"x" * 5000)
+        assert "4096 bytes" in json.loads(sock.recv())["error"]["description"]
+        assert dlt_exec(sock, "list") == []
+    finally:
+        sock.close(linger=0)
+
+
 def test_dlt_status_counts_a_recording_and_stop_closes_it(open_driver, maybe_sim):
     """IDQ's examples' flow with plain sockets: start-stream, RAW1:SEND ON, a recording, then
     status (acquisitions_count, timestamps_count) and stop; the stream carries exactly the
