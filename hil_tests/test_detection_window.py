@@ -92,8 +92,8 @@ def tagged_train(lab_file: str, pump_ns: float | None, shots: int, eta: float, s
                 assert send(sequencer, "STATus?") == "HALTED"
                 trains = len(tagger._sync_trains)
                 assert send(tagger, "RECord:STOP;STAGe?") == "STOPPED"
-                blocks = iter(tagger.next_tag_block, b"")  # the data service, until empty
-                tags = np.frombuffer(b"".join(blocks), dtype=TAG_DTYPE)
+                tags = tagger.tags  # the recording's tags, as the DLT streams them per input
+                assert tags.dtype == TAG_DTYPE
                 return tags, midpoint.truth, trains
 
             return loop.run_until_complete(run())
