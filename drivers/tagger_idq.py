@@ -182,7 +182,7 @@ class TimeController(Driver):
         self._open_acquisitions()
         try:
             self._raw_send(True)
-            self._set(f"REC:DUR {round(seconds * 1e12)}")
+            self._prepare_recording(round(seconds * 1e12))
             self._set("REC:PLAY")
             deadline = time.monotonic() + seconds + self.timeout_s
             while self._ask("REC:STAG?").upper() == "PLAYING":
@@ -195,12 +195,19 @@ class TimeController(Driver):
         finally:
             self._close_acquisitions()
 
+    def _prepare_recording(self, duration_ps: int) -> None:
+        """Every setting a recording depends on, as IDQ's examples send them: armed by
+        REC:PLAY (MANUal), enabled, one recording of `duration_ps`; a unit left otherwise by
+        another program (automatic arming, several recordings, disabled) records what was
+        asked all the same."""
+        self._set(f"REC:TRIG:ARM:MODE MANU;:REC:ENAB ON;:REC:NUM 1;:REC:DUR {duration_ps}")
+
     def start_tags(self) -> None:
         """Arm: record tags (against the sync input) until stop_tags()."""
         self._open_acquisitions()
         try:
             self._raw_send(True)
-            self._set(f"REC:DUR {OPEN_ENDED_RECORD_PS}")
+            self._prepare_recording(OPEN_ENDED_RECORD_PS)
             self._set("REC:PLAY")
         except Exception:
             self._close_acquisitions()
@@ -395,7 +402,10 @@ class TimeController(Driver):
 
     # what every role offers --------------------------------------------------------------------
     def safe_state(self) -> None:
+        """No recording, and no input sending time stamps (an interrupted start_tags left
+        them on)."""
         self._set("REC:STOP")
+        self._raw_send(False)
 
     def error_list(self) -> list[str]:
         """Errors come inline, with the command that caused them: there is no queue."""

@@ -85,7 +85,7 @@ def tagged_train(lab_file: str, pump_ns: float | None, shots: int, eta: float, s
                 for channel in midpoint.detectors:  # the Time Controller's own commands
                     assert send(tagger, f"INPut{channel}:ENABle ON;:RAW{channel}:SEND ON") == ""
                 send(sequencer, "PROGram:LOAD", compiled.program.encode())
-                assert send(tagger, "RECord:DURation 3600 s;PLAY") == ""
+                assert send(tagger, "RECord:ENABle ON;DURation 3600 s;PLAY") == ""
                 send(sequencer, "RUN")
                 while send(sequencer, "STATus?") in ("RUNNING", "WAITING"):
                     await asyncio.sleep(0.001)

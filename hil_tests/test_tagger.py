@@ -174,7 +174,7 @@ def test_dlt_status_counts_a_recording_and_stop_closes_it(open_driver, maybe_sim
         ident = answer["id"]
         assert dlt_exec(sock, "list") == [ident]
         assert dlt_exec(sock, f"status --id {ident}")["acquisitions_count"] == 0
-        assert tagger.transport.query("RAW1:SEND ON;:REC:NUM 1;DUR 0.5 s;PLAY") == ""
+        assert tagger.transport.query("RAW1:SEND ON;:REC:ENAB ON;NUM 1;DUR 0.5 s;PLAY") == ""
         while tagger.transport.query("REC:STAG?") == "PLAYING":
             time.sleep(0.01)
         status = dlt_exec(sock, f"status --id {ident}")
@@ -219,7 +219,7 @@ def test_dlt_start_save_writes_the_pairs_under_the_labs_state_folder(open_driver
             "--format ascii --with-ref-index",
         )
         tagger.set_enabled(1, True)
-        assert tagger.transport.query("RAW1:SEND ON;:REC:NUM 1;DUR 2 s;PLAY") == ""
+        assert tagger.transport.query("RAW1:SEND ON;:REC:ENAB ON;NUM 1;DUR 2 s;PLAY") == ""
         while tagger.transport.query("REC:STAG?") == "PLAYING":
             time.sleep(0.01)
         closed = dlt_exec(sock, f"stop --id {answer['id']}")["status"]

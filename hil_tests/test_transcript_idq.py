@@ -33,6 +33,11 @@ RAW_ON = (b"RAW1:SEND ON;:RAW2:SEND ON;:RAW3:SEND ON;:RAW4:SEND ON", b"")
 RAW_OFF = (b"RAW1:SEND OFF;:RAW2:SEND OFF;:RAW3:SEND OFF;:RAW4:SEND OFF", b"")
 
 
+def prepare(duration_ps: int) -> tuple[bytes, bytes]:
+    """The recording's settings in one message, as IDQ's examples send them."""
+    return (b"REC:TRIG:ARM:MODE MANU;:REC:ENAB ON;:REC:NUM 1;:REC:DUR %d" % duration_ps, b"")
+
+
 def tags(*rows: tuple[int, int, int]) -> np.ndarray:
     out = np.zeros(len(rows), dtype=TAG_DTYPE)
     for k, (time_ps, delay_ps, channel) in enumerate(rows):
@@ -82,7 +87,7 @@ def with_dlt(tc: TimeController, steps, streams: dict[int, list[bytes]]) -> Tran
 
 ARMED_THEN_STOPPED = [
     RAW_ON,
-    (b"REC:DUR %d" % OPEN_ENDED_RECORD_PS, b""),
+    prepare(OPEN_ENDED_RECORD_PS),
     (b"REC:PLAY", b""),
     (b"REC:STOP", b""),
     RAW_OFF,
@@ -200,7 +205,7 @@ def test_acquire_tags_records_then_reads_each_inputs_dlt_stream():
     is reference index then timestamp; time_ps is known only before the first sync."""
     steps = [
         RAW_ON,
-        (b"REC:DUR 500000000000", b""),
+        prepare(500_000_000_000),
         (b"REC:PLAY", b""),
         (b"REC:STAG?", b"PLAYING"),
         (b"REC:STAG?", b"STOPPED"),
@@ -298,8 +303,8 @@ def test_no_dlt_in_the_resource_is_a_clear_error():
             tc.start_tags()
 
 
-def test_safe_state_stops_the_recording():
-    with expected_protocol(TimeController, [(b"REC:STOP", b"")]) as tc:
+def test_safe_state_stops_the_recording_and_the_time_stamps():
+    with expected_protocol(TimeController, [(b"REC:STOP", b""), RAW_OFF]) as tc:
         tc.safe_state()
 
 

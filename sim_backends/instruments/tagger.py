@@ -222,7 +222,9 @@ class SimTimeController(Device):
         self.raw_send = {ch: False for ch in INPUTS}
         self.record_s = DEFAULT_RECORD_S
         self.record_number = 1
-        self.record_enabled = True
+        self.record_enabled = False
+        """Off at power-on (the manual at hand gives no default: the least convenient, so a
+        host must enable what it records)."""
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
         """The last recording's tags (time_ps since its first sync or its start)."""
         self.reference_index = np.zeros(0, dtype=np.uint64)
