@@ -9,8 +9,13 @@ coincidence-counter example (`INPU<n>:COUN:MODE CYCL;INTE <t>;RESEt`, all counte
 one compound query, one line each), the recording of the histogram example
 (`REC:TRIG:ARM:MODE MANUal`, `REC:ENABle ON`, `REC:STOP`, `REC:NUM 1`, `REC:DURation <ps>`,
 `REC:PLAY`, `REC:STAGe?` until it stops), thresholds with units as the manual writes them.
-The time stamps' data service (`data=` in the resource) is the simulated lab's own stand-in
-for IDQ's DataLink stream (docs/instruments.md), checked last.
+The time stamps as the timestamps-streaming example takes them from the host's DataLinkTarget
+(`dlt=` in the resource; the manual's section 10): `list`, `start-stream --address <TC>
+--channel <n> --stream-port <port> --with-ref-index` with a PAIR socket connected to that
+port, `RAW<n>:SEND ON`, the recording, `status --id` until acquisitions_count reaches
+`REC:NUM?`, `stop --id`, the stream read until an empty message, section 6.3.4's uint64
+(timestamp, reference index) pairs counted against timestamps_count; an unknown option
+answered in the manual's error form.
 
 Usage: python conformance/check_idq.py RESOURCE_MAP_JSON  (imports nothing from qnode)
 """
@@ -18,14 +23,16 @@ Usage: python conformance/check_idq.py RESOURCE_MAP_JSON  (imports nothing from 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
+from urllib.parse import urlsplit
 
 import zmq
 
 TAGGER = "M.tagger"
 TIMEOUT_MS = 3000
-TAG_RECORD_BYTES = 18  # int64 ps since start, int64 ps since the last sync, uint16 input
+PAIR_BYTES = 16  # uint64 timestamp (ps since the last reference event), uint64 reference index
 
 
 class Check:
@@ -53,6 +60,17 @@ def execute(sock: zmq.Socket, command: str) -> str:
     return sock.recv().decode("utf-8")
 
 
+def dlt_exec(sock: zmq.Socket, command: str):
+    """As IDQ's examples: a JSON answer; an object with "error" is a failure."""
+    return json.loads(execute(sock, command))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def trim_unit(value: str, unit: str) -> float:
     return float(value[: -len(unit)] if value.endswith(unit) else value)
 
@@ -64,7 +82,8 @@ def main(resource_map: str) -> int:
         print(f"FAIL no {TAGGER} in the resource map")
         return 1
     scpi, _, rest = resources[TAGGER].partition(",")
-    data_endpoint = rest.removeprefix("data=") or None
+    dlt_endpoint = rest.removeprefix("dlt=") or None
+    address = urlsplit(scpi).hostname
     ctx = zmq.Context.instance()
     tc = connect(ctx, scpi)
     check = Check()
@@ -102,6 +121,44 @@ def main(resource_map: str) -> int:
         repr(answer),
     )
 
+    dlt = connect(ctx, dlt_endpoint) if dlt_endpoint else None
+    check.item("the resource names the host's DLT (dlt=tcp://...)", dlt is not None, rest)
+    streams: dict[int, tuple[str, zmq.Socket]] = {}
+    if dlt is not None:
+        opened = dlt_exec(dlt, "list")
+        check.item("DLT list answers a JSON list", isinstance(opened, list), repr(opened))
+        for ident in opened if isinstance(opened, list) else []:
+            dlt_exec(dlt, f"stop --id {ident}")  # as the examples close what was left open
+        answer = dlt_exec(dlt, "list --xyz")
+        check.item(
+            "an unknown option is answered in the manual's error form",
+            answer == {"error": {"description": "unrecognised option '--xyz'"}},
+            json.dumps(answer),
+        )
+        for n in (1, 2):
+            port = free_port()
+            stream = ctx.socket(zmq.PAIR)
+            stream.setsockopt(zmq.LINGER, 0)
+            stream.rcvtimeo = TIMEOUT_MS
+            stream.connect(f"tcp://127.0.0.1:{port}")
+            answer = dlt_exec(
+                dlt,
+                f"start-stream --address {address} --channel {n} --stream-port {port} "
+                "--with-ref-index",
+            )
+            ok = isinstance(answer, dict) and isinstance(answer.get("id"), str)
+            check.item(f"start-stream of input {n} answers its id", ok, json.dumps(answer))
+            if ok:
+                streams[n] = (answer["id"], stream)
+            else:
+                stream.close(linger=0)
+        listed = dlt_exec(dlt, "list")
+        check.item(
+            "DLT list holds the opened acquisitions",
+            sorted(listed) == sorted(i for i, _ in streams.values()),
+            json.dumps(listed),
+        )
+
     for command in ("REC:TRIG:ARM:MODE MANUal", "REC:ENABle ON", "REC:STOP", "REC:NUM 1"):
         check.item(f"{command} answers nothing", run(command) == "")
     for n in (1, 2):
@@ -114,31 +171,51 @@ def main(resource_map: str) -> int:
         time.sleep(0.05)
     stage = run("REC:STAGe?").upper()
     check.item("the recording stops after its duration", stage != "PLAYING", stage)
+    records = int(run("REC:NUMber?"))
+
+    if dlt is not None:
+        for n, (ident, stream) in streams.items():
+            deadline = time.monotonic() + 5
+            status = dlt_exec(dlt, f"status --id {ident}")
+            while status.get("acquisitions_count", 0) < records and time.monotonic() < deadline:
+                time.sleep(0.1)
+                status = dlt_exec(dlt, f"status --id {ident}")
+            check.item(
+                f"status of input {n}: acquisitions_count reaches REC:NUM? ({records})",
+                status.get("acquisitions_count") == records and status.get("errors") == [],
+                json.dumps(status),
+            )
+            closed = dlt_exec(dlt, f"stop --id {ident}")
+            counted = (closed.get("status") or {}).get("timestamps_count", -1)
+            check.item(f"stop of input {n} answers its status", counted >= 0, json.dumps(closed))
+            received = b""
+            try:
+                while message := stream.recv():
+                    received += message
+                ended = True
+            except zmq.Again:
+                ended = False
+            check.item(f"input {n}'s stream ends with an empty message", ended)
+            check.item(
+                f"input {n}'s stream carries timestamps_count whole 16-byte pairs",
+                len(received) == counted * PAIR_BYTES,
+                f"{len(received)} bytes, {counted} timestamps",
+            )
+            indexes = [
+                int.from_bytes(received[k + 8 : k + 16], "little")
+                for k in range(0, len(received), PAIR_BYTES)
+            ]
+            check.item(
+                f"input {n}: no reference event in an idle lab (every reference index 0)",
+                all(i == 0 for i in indexes),
+            )
+            stream.close(linger=0)
+        check.item("DLT list is empty after the stops", dlt_exec(dlt, "list") == [])
+        dlt.close(linger=0)
 
     bad = execute(tc, "INPU1:NOSUCH?")
     check.item("an unknown header gets one reply holding SCPI_ERR_", "SCPI_ERR_" in bad, bad)
     check.item("the instrument answers after the error", run("*IDN?") == idn)
-
-    if data_endpoint:
-        data = connect(ctx, data_endpoint)
-        received = 0
-        while True:
-            data.send(b"NEXT")
-            block = data.recv()
-            digits = int(block[1:2]) if block[:1] == b"#" else -1
-            if digits <= 0:
-                check.item("a data-service reply is an IEEE 488.2 block", False, repr(block[:10]))
-                break
-            size = int(block[2 : 2 + digits])
-            if size == 0:
-                break
-            received += size
-        check.item(
-            "time stamps from the data service are whole 18-byte records",
-            received % TAG_RECORD_BYTES == 0,
-            f"{received // TAG_RECORD_BYTES} records",
-        )
-        data.close(linger=0)
     for n in (1, 2):
         run(f"RAW{n}:SEND OFF")
 

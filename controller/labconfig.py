@@ -310,7 +310,7 @@ def _check_semantics(lab: LabConfig) -> None:
                     fail(
                         f"{key}.resource",
                         f"{inst.resource!r} is neither 'sim' nor a ZeroMQ endpoint "
-                        "'tcp://host:port[,data=tcp://host:port]'",
+                        "'tcp://host:port[,dlt=tcp://host:port]'",
                     )
         needed = MEMORY_ROLES if node.kind == "memory" else MIDPOINT_ROLES
         for role in needed:

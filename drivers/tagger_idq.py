@@ -5,20 +5,37 @@ reference) and IDQ's Python examples: a REQ socket to port 5555, one reply per r
 for a set), errors inline in the reply (IDQ's examples treat any reply holding `SCPI_ERR_` as
 an error), per-input counters `INPU<n>:COUN:MODE CYCL;INTE <ms>;RESE` read with
 `INPU<n>:COUN?`, and time stamps recorded with `RAW<n>:SEND ON` and `REC:DUR`/`REC:PLAY`/
-`REC:STOP`/`REC:STAG?`. The time stamps leave on a separate data service (the resource's
-`data=` endpoint, see docs/instruments.md): `NEXT` answers the next block of records.
+`REC:STOP`/`REC:STAG?`. The time stamps reach the host through IDQ's DataLinkTarget (DLT,
+the manual's section 10; the resource's `dlt=` endpoint, port 6060 of the host): per input,
+`start-stream --address <instrument> --channel <n> --stream-port <port> --with-ref-index`
+opens an acquisition that streams section 6.3.4's pairs (uint64 timestamp: ps since the last
+START event; uint64 reference index: START events so far) over a ZeroMQ PAIR socket; `status`
+tells when the unit's end of recording arrived, `stop` closes it and counts the timestamps.
+
+What the driver cannot know: a tag's time since the start of the recording once a sync (START
+event) came, as the unit reports only the time since the last sync and the sync's index; such
+tags have time_ps = -1 (UNKNOWN_TIME_PS). Before the first sync the reference is the start of
+the recording, and time_ps is the timestamp. Tags come in time order (by reference index, then
+timestamp). qnode's callers use delay_ps and channel only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from drivers.base import Driver, Health
-from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int, parse_records
-from drivers.transport import ZmqTransport, split_zmq_resource
+from drivers.scpi import parse_bool, parse_float, parse_identity, parse_int
+from drivers.transport import (
+    ZmqPairStream,
+    ZmqTransport,
+    free_local_port,
+    split_zmq_resource,
+)
 from qnode.errors import (
     InstrumentConnectionError,
     InstrumentReplyError,
@@ -32,7 +49,13 @@ log = logging.getLogger("qnode.drivers.idq")
 INPUTS = (1, 2, 3, 4)
 INLINE_ERROR = "SCPI_ERR"
 MAX_TAGS = 20_000_000
-"""A read of time tags stops here (about 360 MB): a runaway recording cannot fill memory."""
+"""A read of time tags stops here (about 320 MB of pairs): a runaway recording cannot fill
+memory."""
+UNKNOWN_TIME_PS = -1
+"""time_ps of a tag after the first sync: the unit does not report it (module docstring)."""
+PAIR = np.dtype([("timestamp", "<u8"), ("reference_index", "<u8")])
+"""Section 6.3.4's binary timestamp data with --with-ref-index."""
+DLT_POLL_S = 0.02
 OPEN_ENDED_RECORD_PS = 3600 * 10**12
 """`start_tags` records until `stop_tags` (at most an hour, the longest recording asked)."""
 STAGE_POLL_S = 0.02
@@ -50,8 +73,10 @@ class TimeController(Driver):
     WRITE_TERMINATION = ""
     RANGES = {"threshold_v": (-2.0, 2.0), "acquisition_s": (1e-6, 3600.0)}
 
-    _data: ZmqTransport | None = None
-    """The data service's connection, made at the first read of time tags."""
+    _dlt: ZmqTransport | None = None
+    """The host DLT's command connection, made at the first acquisition of time tags."""
+    _acquisitions: dict[int, tuple[str, ZmqPairStream]] | None = None
+    """Per input: the DLT acquisition's id and its stream, while tags are recorded."""
     _first_period_ends: dict[int, float] | None = None
     """Per input: when (monotonic) the first whole period after the last set_integration
     ends."""
@@ -189,16 +214,22 @@ class TimeController(Driver):
         }
 
     # time tags ----------------------------------------------------------------------------------
+    _raw_sending = False
+    """RAW<n>:SEND ON may have gone out (it was sent, perhaps unanswered) since the last OFF."""
+
     def _raw_send(self, on: bool) -> None:
         state = "ON" if on else "OFF"
+        self._raw_sending = self._raw_sending or on
         self._set(";:".join(f"RAW{ch}:SEND {state}" for ch in INPUTS))
+        self._raw_sending = on
 
     def acquire_tags(self, seconds: float) -> np.ndarray:
         """Record time tags for `seconds` and return them (structured array, TAG_DTYPE)."""
         seconds = self.check_limit("acquisition_s", seconds)
-        self._raw_send(True)
+        self._open_acquisitions()
         try:
-            self._set(f"REC:DUR {round(seconds * 1e12)}")
+            self._raw_send(True)
+            self._prepare_recording(round(seconds * 1e12))
             self._set("REC:PLAY")
             deadline = time.monotonic() + seconds + self.timeout_s
             while self._ask("REC:STAG?").upper() == "PLAYING":
@@ -207,61 +238,223 @@ class TimeController(Driver):
                         self.name, f"still recording {self.timeout_s:g} s after its {seconds:g} s"
                     )
                 time.sleep(STAGE_POLL_S)
-            return self.read_tags()
+            return self._collect_tags()
         finally:
-            self._raw_send(False)
+            self._close_acquisitions()
+
+    def _prepare_recording(self, duration_ps: int) -> None:
+        """Every setting a recording depends on, as IDQ's examples send them: armed by
+        REC:PLAY (MANUal), enabled, one recording of `duration_ps`; a unit left otherwise by
+        another program (automatic arming, several recordings, disabled) records what was
+        asked all the same."""
+        self._set(f"REC:TRIG:ARM:MODE MANU;:REC:ENAB ON;:REC:NUM 1;:REC:DUR {duration_ps}")
 
     def start_tags(self) -> None:
         """Arm: record tags (against the sync input) until stop_tags()."""
-        self._raw_send(True)
-        self._set(f"REC:DUR {OPEN_ENDED_RECORD_PS}")
-        self._set("REC:PLAY")
+        self._open_acquisitions()
+        try:
+            self._raw_send(True)
+            self._prepare_recording(OPEN_ENDED_RECORD_PS)
+            self._set("REC:PLAY")
+        except Exception:
+            self._close_acquisitions()
+            raise
 
     def stop_tags(self) -> np.ndarray:
         self._set("REC:STOP")
         try:
-            return self.read_tags()
+            return self._collect_tags()
         finally:
-            self._raw_send(False)
+            self._close_acquisitions()
 
-    def _data_service(self) -> ZmqTransport:
-        if self._data is None:
-            _, endpoint = split_zmq_resource(self.resource)
-            if endpoint is None:
-                raise InstrumentConnectionError(
-                    self.name,
-                    f"resource {self.resource!r} names no data service (,data=tcp://...)",
+    # the host's DataLinkTarget (manual, section 10) ----------------------------------------
+    def _dlt_endpoint(self) -> str:
+        _, endpoint = split_zmq_resource(self.resource)
+        if endpoint is None:
+            raise InstrumentConnectionError(
+                self.name, f"resource {self.resource!r} names no DataLinkTarget (,dlt=tcp://...)"
+            )
+        return endpoint
+
+    def _dlt_exec(self, command: str) -> object:
+        """One DLT command and its JSON answer; an `{"error": ...}` answer raises."""
+        if self._dlt is None:
+            self._dlt = ZmqTransport(f"{self.name} DLT", self._dlt_endpoint(), self.timeout_s)
+            self._dlt.open()
+        reply = self._dlt.query(command)
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            raise InstrumentReplyError(
+                self.name, f"the DLT answered {command!r} with {reply[:60]!r}, not JSON"
+            ) from None
+        if isinstance(answer, dict) and "error" in answer:
+            error = answer["error"]
+            text = error.get("description") if isinstance(error, dict) else error
+            raise InstrumentReportedError(self.name, f"the DLT refused {command!r}: {text}")
+        return answer
+
+    def _dlt_object(self, command: str, key: str | None = None) -> dict:
+        answer = self._dlt_exec(command)
+        if key is not None and isinstance(answer, dict):
+            answer = answer.get(key)
+        if not isinstance(answer, dict):
+            raise InstrumentReplyError(
+                self.name, f"the DLT answered {command!r} with {answer!r}, not an object"
+            )
+        return answer
+
+    def _open_stream(self, port: int) -> ZmqPairStream:
+        """The PAIR socket the DLT streams to; connected before start-stream binds it (ZeroMQ
+        connects when the other end appears)."""
+        host = urlsplit(self._dlt_endpoint()).hostname or "127.0.0.1"
+        stream = ZmqPairStream(self.name, f"tcp://{host}:{port}", self.timeout_s)
+        stream.open()
+        return stream
+
+    def _stream_port(self) -> int:
+        """The DLT runs on this host (the manual's set-up): a port free here."""
+        return free_local_port()
+
+    def _open_acquisitions(self) -> None:
+        """A streamed acquisition per input, with reference indexes; on a failure, those
+        already opened are stopped again."""
+        self._close_acquisitions()
+        address = urlsplit(split_zmq_resource(self.resource)[0]).hostname
+        self._acquisitions = {}
+        try:
+            for ch in INPUTS:
+                self._acquisitions[ch] = self._start_stream(str(address), ch)
+        except Exception:
+            self._close_acquisitions()
+            raise
+
+    def _start_stream(self, address: str, channel: int) -> tuple[str, ZmqPairStream]:
+        port = self._stream_port()
+        stream = self._open_stream(port)
+        try:
+            answer = self._dlt_object(
+                f"start-stream --address {address} --channel {channel} --stream-port {port} "
+                "--with-ref-index"
+            )
+            ident = answer.get("id")
+            if not isinstance(ident, str):
+                raise InstrumentReplyError(self.name, f"start-stream answered {answer!r}, no id")
+        except Exception:
+            stream.close()
+            raise
+        return ident, stream
+
+    def _close_acquisitions(self) -> None:
+        """The DLT acquisitions still open are stopped (their status dropped), every stream
+        closed, and the unit sends no more timestamps."""
+        acquisitions, self._acquisitions = self._acquisitions, None
+        if acquisitions is None:
+            return
+        try:
+            for ident, stream in acquisitions.values():
+                stream.close()
+                self._dlt_exec(f"stop --id {ident}")
+        finally:
+            for _, stream in acquisitions.values():
+                stream.close()
+            if self._raw_sending:
+                self._raw_send(False)
+
+    def _collect_tags(self) -> np.ndarray:
+        """After the recording ended: per input, wait for the DLT to have the unit's end of
+        acquisition, stop it (its count of timestamps), read that many from its stream."""
+        if not self._acquisitions:
+            raise InstrumentReplyError(self.name, "no time tags are being recorded")
+        parts = []
+        for ch, (ident, stream) in list(self._acquisitions.items()):
+            deadline = time.monotonic() + self.timeout_s
+            while self._dlt_object(f"status --id {ident}").get("acquisitions_count", 0) < 1:
+                if time.monotonic() > deadline:
+                    raise InstrumentTimeout(
+                        self.name, f"the DLT has no end of recording for input {ch} ({ident})"
+                    )
+                time.sleep(DLT_POLL_S)
+            status = self._dlt_object(f"stop --id {ident}", "status")
+            del self._acquisitions[ch]
+            errors = status.get("errors") or []
+            if errors:
+                raise InstrumentReportedError(
+                    self.name, f"the DLT reports for input {ch}: {errors[:3]}"
                 )
-            self._data = ZmqTransport(f"{self.name} data", endpoint, self.timeout_s)
-            self._data.open()
-        return self._data
+            try:
+                parts.append((ch, self._read_stream(ch, stream, int(status["timestamps_count"]))))
+            except (KeyError, TypeError, ValueError):
+                raise InstrumentReplyError(
+                    self.name, f"stop answered {status!r}, no timestamps_count"
+                ) from None
+            finally:
+                stream.close()
+        return self._merge(parts)
 
-    def read_tags(self) -> np.ndarray:
-        """Every record of the finished recording, block after block from the data service,
-        until an empty block."""
-        data = self._data_service()
-        parts, total = [], 0
-        while True:
-            block = parse_records(self.name, "NEXT", data.query_block("NEXT"), TAG_DTYPE)
-            if block.size == 0:
-                break
-            total += block.size
-            if total > MAX_TAGS:
-                raise InstrumentReplyError(self.name, f"more than {MAX_TAGS} time tags")
-            parts.append(block)
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=TAG_DTYPE)
+    def _read_stream(self, channel: int, stream: ZmqPairStream, count: int) -> np.ndarray:
+        if count > MAX_TAGS:
+            raise InstrumentReplyError(self.name, f"more than {MAX_TAGS} time tags")
+        chunks, got = [], 0
+        while got < count:
+            message = stream.receive(f"the DLT's stream of input {channel}")
+            if not message:
+                raise InstrumentReplyError(
+                    self.name,
+                    f"the DLT's stream of input {channel} ended after {got} of {count} timestamps",
+                )
+            if len(message) % PAIR.itemsize:
+                raise InstrumentReplyError(
+                    self.name,
+                    f"a message of {len(message)} bytes on input {channel}'s stream is not "
+                    f"whole {PAIR.itemsize}-byte (timestamp, reference index) pairs",
+                )
+            chunk = np.frombuffer(message, dtype=PAIR)
+            got += len(chunk)
+            if got > count:
+                raise InstrumentReplyError(
+                    self.name,
+                    f"input {channel}'s stream sent {got} timestamps, the DLT counted {count}",
+                )
+            chunks.append(chunk)
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=PAIR)
+
+    @staticmethod
+    def _merge(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
+        """Every input's pairs as TAG_DTYPE in time order (reference index, then timestamp)."""
+        total = sum(len(p) for _, p in parts)
+        tags = np.zeros(total, dtype=TAG_DTYPE)
+        index = np.zeros(total, dtype=np.uint64)
+        at = 0
+        for ch, pairs in parts:
+            end = at + len(pairs)
+            tags["delay_ps"][at:end] = pairs["timestamp"].astype(np.int64)
+            tags["channel"][at:end] = ch
+            index[at:end] = pairs["reference_index"]
+            at = end
+        tags["time_ps"] = np.where(index == 0, tags["delay_ps"], UNKNOWN_TIME_PS)
+        order = np.lexsort((tags["delay_ps"], index))
+        return tags[order]
 
     def close(self) -> None:
         self._accumulating = frozenset()  # a unit met again may have been power-cycled
         self._integration_checked = False
-        data, self._data = self._data, None
-        if data is not None:
-            data.close()
+        try:
+            if self._acquisitions:
+                self._close_acquisitions()
+        except Exception:  # closing: the instrument may be gone
+            pass
+        dlt, self._dlt = self._dlt, None
+        if dlt is not None:
+            dlt.close()
         super().close()
 
     # what every role offers --------------------------------------------------------------------
     def safe_state(self) -> None:
+        """No recording, and no input sending time stamps (an interrupted start_tags left
+        them on)."""
         self._set("REC:STOP")
+        self._raw_send(False)
 
     def error_list(self) -> list[str]:
         """Errors come inline, with the command that caused them: there is no queue."""

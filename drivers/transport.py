@@ -537,14 +537,72 @@ sends more before buffering it."""
 
 
 def split_zmq_resource(resource: str) -> tuple[str, str | None]:
-    """`tcp://host:port[,data=tcp://host:port]`: the command endpoint and the data
-    service's (None if not given)."""
+    """`tcp://host:port[,dlt=tcp://host:port]`: the instrument's command endpoint and its
+    host's DataLinkTarget (ID Quantique's DLT, port 6060 of the host; None if not given)."""
     main, _, rest = resource.partition(",")
-    data = rest.removeprefix("data=") if rest else None
-    for endpoint in (main, data):
+    if rest and not rest.startswith("dlt="):
+        raise ValueError(f"resource {resource!r}: {rest!r} is not dlt=tcp://host:port")
+    dlt = rest.removeprefix("dlt=") if rest else None
+    for endpoint in (main, dlt):
         if endpoint is not None and not endpoint.startswith("tcp://"):
             raise ValueError(f"resource {resource!r}: {endpoint!r} is not a tcp:// endpoint")
-    return main, data
+    return main, dlt
+
+
+def free_local_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick), for a service on this host to bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ZmqPairStream:
+    """The receiving end of a ZeroMQ exclusive-pair stream (IDQ's DLT streams timestamps so:
+    it binds the port, the client connects, each message a block of data). A message that
+    does not come within the timeout is an InstrumentTimeout naming the instrument: a stream
+    that stops must not hang its reader. Messages are bounded by MAX_ZMQ_REPLY_BYTES."""
+
+    def __init__(self, instrument: str, endpoint: str, timeout_s: float) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"{instrument}: timeout must be positive, got {timeout_s}")
+        self.instrument = instrument
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._sock: zmq.Socket | None = None
+
+    def open(self) -> None:
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.PAIR)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ZMQ_REPLY_BYTES)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            sock.close(linger=0)
+            raise InstrumentConnectionError(
+                self.instrument, f"cannot connect to the stream {self.endpoint}: {e}"
+            ) from e
+        self._sock = sock
+
+    def receive(self, what: str) -> bytes:
+        """The next message; `what` names the stream in the error."""
+        if self._sock is None:
+            raise InstrumentConnectionError(self.instrument, f"{what}: the stream is not open")
+        try:
+            if not self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                raise InstrumentTimeout(
+                    self.instrument,
+                    f"{what} ({self.endpoint}) sent nothing for {self.timeout_s:g} s",
+                )
+            return bytes(self._sock.recv(zmq.NOBLOCK))
+        except zmq.ZMQError as e:
+            raise InstrumentConnectionError(
+                self.instrument, f"{what} ({self.endpoint}): ZeroMQ error {e}"
+            ) from e
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close(linger=0)
 
 
 class ZmqTransport:

@@ -85,15 +85,15 @@ def tagged_train(lab_file: str, pump_ns: float | None, shots: int, eta: float, s
                 for channel in midpoint.detectors:  # the Time Controller's own commands
                     assert send(tagger, f"INPut{channel}:ENABle ON;:RAW{channel}:SEND ON") == ""
                 send(sequencer, "PROGram:LOAD", compiled.program.encode())
-                assert send(tagger, "RECord:DURation 3600 s;PLAY") == ""
+                assert send(tagger, "RECord:ENABle ON;DURation 3600 s;PLAY") == ""
                 send(sequencer, "RUN")
                 while send(sequencer, "STATus?") in ("RUNNING", "WAITING"):
                     await asyncio.sleep(0.001)
                 assert send(sequencer, "STATus?") == "HALTED"
                 trains = len(tagger._sync_trains)
                 assert send(tagger, "RECord:STOP;STAGe?") == "STOPPED"
-                blocks = iter(tagger.next_tag_block, b"")  # the data service, until empty
-                tags = np.frombuffer(b"".join(blocks), dtype=TAG_DTYPE)
+                tags = tagger.tags  # the recording's tags, as the DLT streams them per input
+                assert tags.dtype == TAG_DTYPE
                 return tags, midpoint.truth, trains
 
             return loop.run_until_complete(run())

@@ -151,7 +151,7 @@ def test_time_tagger_resource_is_a_zeromq_endpoint(tmp_path):
     good = write_variant(
         tmp_path,
         lambda r: r["nodes"]["M"]["instruments"]["tagger"].update(
-            resource="tcp://10.0.0.6:5555,data=tcp://127.0.0.1:6061"
+            resource="tcp://10.0.0.6:5555,dlt=tcp://127.0.0.1:6060"
         ),
     )
     assert load_lab(good).instrument("M", "tagger").resource.startswith("tcp://10.0.0.6")

@@ -1,9 +1,10 @@
 """The time tagger as the ID Quantique Time Controller: SCPI over ZeroMQ (REQ/REP, errors
-inline), per-input counters, thresholds with units, time tags through the data service, and
-the lazy-pirate recovery from a frozen instrument."""
+inline), per-input counters, thresholds with units, time tags through the host's DataLinkTarget
+(the manual's section 10: JSON commands, a PAIR stream of section 6.3.4's timestamps), and the
+lazy-pirate recovery from a frozen instrument."""
 
+import json
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -11,8 +12,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.transport import split_zmq_resource
-from qnode.errors import InstrumentReportedError, InstrumentTimeout, LimitError
+from controller.harness.sim import state_dir_of
+from drivers.transport import free_local_port, split_zmq_resource
+from qnode.errors import (
+    InstrumentReportedError,
+    InstrumentTimeout,
+    LimitError,
+)
 
 
 def test_threshold_and_enable_round_trip(open_driver):
@@ -101,19 +107,144 @@ def test_a_multipart_request_gets_an_error(open_driver):
         sock.close(linger=0)
 
 
-def test_the_data_service_answers_next_and_nothing_else(open_driver):
-    tagger = open_driver("time_tagger")
+def dlt_socket(tagger) -> zmq.Socket:
+    """A plain REQ socket to the tagger's DLT, as IDQ's examples make one."""
     _, endpoint = split_zmq_resource(tagger.resource)
     assert endpoint is not None
     sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.rcvtimeo = sock.sndtimeo = 2000
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def dlt_exec(sock: zmq.Socket, command: str):
+    sock.send_string(command)
+    return json.loads(sock.recv().decode())
+
+
+def test_the_dlt_answers_errors_in_the_manuals_form(open_driver):
+    tagger = open_driver("time_tagger")
+    sock = dlt_socket(tagger)
     try:
-        sock.rcvtimeo = sock.sndtimeo = 2000
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
-        sock.send(b"GIVE ME EVERYTHING")
-        assert sock.recv().startswith(b"ERROR: the data service answers NEXT")
-        sock.send(b"NEXT")
-        assert sock.recv().startswith(b"#")  # a block (empty when nothing was recorded)
+        assert dlt_exec(sock, "list --xyz") == {
+            "error": {"description": "unrecognised option '--xyz'"}
+        }
+        answer = dlt_exec(sock, "status --id nobody")
+        assert set(answer) == {"error"} and "nobody" in answer["error"]["description"]
+        answer = dlt_exec(sock, "start-stream --address 127.0.0.1 --channel 9 --stream-port 1")
+        assert "channel 9" in answer["error"]["description"]
+        assert dlt_exec(sock, "list") == []  # nothing was opened by the refusals
+    finally:
+        sock.close(linger=0)
+
+
+def test_the_dlt_answers_every_request_once_even_oversized_or_multipart(open_driver):
+    tagger = open_driver("time_tagger")
+    sock = dlt_socket(tagger)
+    try:
+        sock.send_multipart([b"list", b"list"])
+        assert "one frame" in json.loads(sock.recv())["error"]["description"]
+        sock.send(b"list " + b"x" * 5000)
+        assert "4096 bytes" in json.loads(sock.recv())["error"]["description"]
+        assert dlt_exec(sock, "list") == []
+    finally:
+        sock.close(linger=0)
+
+
+def test_dlt_status_counts_a_recording_and_stop_closes_it(open_driver, maybe_sim):
+    """IDQ's examples' flow with plain sockets: start-stream, RAW1:SEND ON, a recording, then
+    status (acquisitions_count, timestamps_count) and stop; the stream carries exactly the
+    counted pairs (timestamp, reference index), then an empty message."""
+    tagger = open_driver("time_tagger", "M")
+    tagger.set_enabled(1, True)
+    sock = dlt_socket(tagger)
+    port = free_local_port()
+    stream = zmq.Context.instance().socket(zmq.PAIR)
+    stream.setsockopt(zmq.LINGER, 0)
+    stream.rcvtimeo = 3000
+    stream.connect(f"tcp://127.0.0.1:{port}")
+    if maybe_sim:
+        maybe_sim.scale_dark_counts("M", 100.0)
+    try:
+        answer = dlt_exec(
+            sock,
+            f"start-stream --address 127.0.0.1 --channel 1 --stream-port {port} --with-ref-index",
+        )
+        ident = answer["id"]
+        assert dlt_exec(sock, "list") == [ident]
+        assert dlt_exec(sock, f"status --id {ident}")["acquisitions_count"] == 0
+        assert tagger.transport.query("RAW1:SEND ON;:REC:ENAB ON;NUM 1;DUR 0.5 s;PLAY") == ""
+        while tagger.transport.query("REC:STAG?") == "PLAYING":
+            time.sleep(0.01)
+        status = dlt_exec(sock, f"status --id {ident}")
+        assert status["acquisitions_count"] == 1 and status["errors"] == []
+        assert status["inactivity"] >= 0.0
+        closed = dlt_exec(sock, f"stop --id {ident}")["status"]
+        assert closed["timestamps_count"] == status["timestamps_count"] > 0
+        received = b""
+        while message := stream.recv():
+            received += message
+        pairs = np.frombuffer(received, dtype="<u8").reshape(-1, 2)
+        assert len(pairs) == closed["timestamps_count"]
+        assert np.all(pairs[:, 1] == 0)  # no sync in an idle lab: the start is the reference
+        assert np.all(pairs[:, 0] < 0.5e12)
+        assert dlt_exec(sock, "list") == []
+        if maybe_sim:
+            assert maybe_sim.state(tagger.name)["sent_per_input"] == {"1": len(pairs)}
+    finally:
+        tagger.transport.query("RAW1:SEND OFF")
+        if maybe_sim:
+            maybe_sim.scale_dark_counts("M", 1.0)
+        stream.close(linger=0)
+        sock.close(linger=0)
+
+
+def test_dlt_start_save_writes_the_pairs_under_the_labs_state_folder(open_driver, lab, sim_process):
+    """start-save with a relative path (section 10: the DLT's own folder) and the text
+    format of IDQ's examples (section 6.3.4's `<timestamp>;<index>`); a path that leaves the
+    folder is refused in the manual's error form."""
+    if sim_process is None:
+        pytest.skip("the file lands on the DLT's host: only the simulated one is at hand")
+    tagger = open_driver("time_tagger", "M")
+    sock = dlt_socket(tagger)
+    try:
+        refused = dlt_exec(
+            sock, "start-save --address 127.0.0.1 --channel 1 --filename ../../escape.bin"
+        )
+        assert "only under its folder" in refused["error"]["description"]
+        answer = dlt_exec(
+            sock,
+            'start-save --address 127.0.0.1 --channel 1 --filename "run 1/c1.txt" '
+            "--format ascii --with-ref-index",
+        )
+        tagger.set_enabled(1, True)
+        assert tagger.transport.query("RAW1:SEND ON;:REC:ENAB ON;NUM 1;DUR 2 s;PLAY") == ""
+        while tagger.transport.query("REC:STAG?") == "PLAYING":
+            time.sleep(0.01)
+        closed = dlt_exec(sock, f"stop --id {answer['id']}")["status"]
+    finally:
+        tagger.transport.query("RAW1:SEND OFF")
+        sock.close(linger=0)
+    saved = state_dir_of(lab, sim_process) / tagger.name / "dlt" / "run 1" / "c1.txt"
+    lines = saved.read_text().splitlines()
+    assert len(lines) == closed["timestamps_count"] > 0
+    assert all(line.endswith(";0") and int(line.split(";")[0]) < 2e12 for line in lines)
+
+
+def test_a_refused_acquisition_raises_naming_the_dlt(open_driver):
+    tagger = open_driver("time_tagger")
+    sock = dlt_socket(tagger)
+    try:  # the stream port the driver will choose cannot be taken twice: take input 1's id
+        dlt_exec(sock, "start-save --address 127.0.0.1 --channel 1 --filename x.bin --id busy")
+        tagger._open_acquisitions()  # works: a different id
+        tagger._close_acquisitions()
+        assert dlt_exec(sock, "list") == ["busy"]
+        dlt_exec(sock, "stop --id busy")
+        with pytest.raises(InstrumentReportedError, match=r"DLT refused 'start-stream.*address"):
+            tagger.resource = tagger.resource.replace("tcp://127.0.0.1:", "tcp://127.0.0.9:", 1)
+            tagger.acquire_tags(0.1)
+        assert dlt_exec(sock, "list") == []
     finally:
         sock.close(linger=0)
 
@@ -158,22 +289,26 @@ def test_an_unplugged_instrument_times_out_and_answers_once_plugged_in(open_driv
             assert time.monotonic() < deadline, "the plugged-in instrument never answered"
 
 
-def test_time_tags_arrive_through_the_data_service(open_driver, maybe_sim):
+def test_time_tags_arrive_through_the_dlt(open_driver, maybe_sim):
     tagger = open_driver("time_tagger")
     for channel in (1, 2):
         tagger.set_enabled(channel, True)
     seconds = 2.0  # of the lab's virtual time: an idle lab's recording ends at once
     tags = tagger.acquire_tags(seconds)
-    assert np.all(np.diff(tags["time_ps"]) >= 0)
+    assert np.all(np.diff(tags["time_ps"]) >= 0)  # no sync: every time is known, in order
+    assert np.array_equal(tags["time_ps"], tags["delay_ps"])
     assert set(np.unique(tags["channel"])) <= {1, 2}
     assert tags.size == 0 or tags["time_ps"].max() < seconds * 1e12
     if maybe_sim:
-        assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())
-        assert maybe_sim.state(tagger.name)["armed"] is False
+        state = maybe_sim.state(tagger.name)
+        sent = {int(k): v for k, v in state["sent_per_input"].items()}
+        assert sent == {ch: int(np.sum(tags["channel"] == ch)) for ch in (1, 2, 3, 4)}
+        assert state["armed"] is False
+        assert state["raw_send"] == {"1": False, "2": False, "3": False, "4": False}
 
 
 def test_time_tags_of_a_long_dark_recording(open_driver, maybe_sim):
-    """Many records come in several bounded blocks and arrive whole."""
+    """Many timestamps come in several bounded stream messages and arrive whole."""
     tagger = open_driver("time_tagger", "M")
     for channel in (1, 2):
         tagger.set_enabled(channel, True)
@@ -185,8 +320,60 @@ def test_time_tags_of_a_long_dark_recording(open_driver, maybe_sim):
         if maybe_sim:
             maybe_sim.scale_dark_counts("M", 1.0)
     if maybe_sim:
-        assert tags.size > 65_536  # more than one block of the data service
-        assert maybe_sim.state(tagger.name)["last_block_crc32"] == zlib.crc32(tags.tobytes())
+        per_input = maybe_sim.state(tagger.name)["sent_per_input"]
+        assert max(per_input.values()) > 65_536  # more than one message of the stream
+        assert tags.size == sum(per_input.values())
+        assert np.all(np.diff(tags["time_ps"]) >= 0)
+
+
+def test_a_stopped_open_ended_recording_returns_its_tags(open_driver, maybe_sim):
+    tagger = open_driver("time_tagger", "M")
+    for channel in (1, 2, 3, 4):
+        tagger.set_enabled(channel, channel == 1)
+    tagger.start_tags()
+    if maybe_sim:
+        assert maybe_sim.state(tagger.name)["armed"] is True
+        assert maybe_sim.state(tagger.name)["raw_send"]["1"] is True
+    time.sleep(0.2)
+    tags = tagger.stop_tags()
+    assert set(np.unique(tags["channel"])) <= {1}
+    if maybe_sim:
+        state = maybe_sim.state(tagger.name)
+        assert state["armed"] is False and state["raw_send"]["1"] is False
+        assert state["sent_per_input"]["1"] == tags.size
+    sock = dlt_socket(tagger)
+    try:
+        assert dlt_exec(sock, "list") == []  # every acquisition closed
+    finally:
+        sock.close(linger=0)
+
+
+def test_a_stream_that_stops_is_a_timeout_naming_the_instrument(open_driver, sim):
+    """The DLT counted timestamps its stream never delivers (here: the driver's end of the
+    stream was swapped for a socket connected nowhere): the read ends after the timeout,
+    naming the instrument and the stream."""
+    tagger = open_driver("time_tagger", "M")
+    tagger.set_enabled(1, True)
+    sim.scale_dark_counts("M", 100.0)
+    tagger.start_tags()
+    try:
+        _, stream = tagger._acquisitions[1]
+        stream.close()  # the stream's end is gone: nothing will arrive on a new one
+        stream._sock = None
+        replacement = zmq.Context.instance().socket(zmq.PAIR)
+        replacement.setsockopt(zmq.LINGER, 0)
+        replacement.connect("tcp://127.0.0.1:1")  # nowhere
+        stream._sock = replacement
+        tagger.timeout_s = stream.timeout_s = 0.5
+        time.sleep(0.3)  # hundreds of dark counts
+        started = time.monotonic()
+        with pytest.raises(InstrumentTimeout, match=r"stream of input 1 .* sent nothing for 0.5 s"):
+            tagger.stop_tags()
+        assert time.monotonic() - started < 5.0
+    finally:
+        sim.scale_dark_counts("M", 1.0)
+        tagger._close_acquisitions()
+    assert sim.state(tagger.name)["raw_send"]["1"] is False
 
 
 FRAMES = st.lists(

@@ -5,8 +5,11 @@ is answered with an empty frame (hil_tests/transcript.py with WRITE/READ_TERMINA
 Spellings: ID Quantique, "Time Controller Series User Manual", section 9 (SCPI command
 reference), and IDQ's Python examples (`INPU<n>:COUN:MODE CYCL;INTE <ms>;RESE`,
 `INPU<n>:COUN?` read in one compound message, `RAW<n>:SEND ON`, `REC:DUR <ps>`, `REC:PLAY`,
-`REC:STAG?`, errors inline as `SCPI_ERR_...`). The data service's `NEXT` is qnode's stand-in
-for IDQ's DataLink stream (docs/instruments.md).
+`REC:STAG?`, errors inline as `SCPI_ERR_...`). The time tags: the host's DataLinkTarget, the
+manual's section 10 (text commands, JSON answers, `{"error":{"description":...}}` on failure;
+`start-stream`, `status`, `stop` answering `{"status": {...}}`), its PAIR stream carrying
+section 6.3.4's little-endian uint64 (timestamp, reference index) pairs; the DLT's commands on
+a transcript of their own, the stream as a list of messages.
 """
 
 from __future__ import annotations
@@ -16,14 +19,23 @@ import time
 import numpy as np
 import pytest
 
-from drivers.tagger_idq import OPEN_ENDED_RECORD_PS, TimeController
-from drivers.transport import ieee_block
+from drivers.tagger_idq import OPEN_ENDED_RECORD_PS, UNKNOWN_TIME_PS, TimeController
 from hil_tests.transcript import TranscriptTransport, expected_protocol
-from qnode.errors import InstrumentReplyError, InstrumentReportedError, LimitError
+from qnode.errors import (
+    InstrumentReplyError,
+    InstrumentReportedError,
+    InstrumentTimeout,
+    LimitError,
+)
 from qnode.records import TAG_DTYPE
 
 RAW_ON = (b"RAW1:SEND ON;:RAW2:SEND ON;:RAW3:SEND ON;:RAW4:SEND ON", b"")
 RAW_OFF = (b"RAW1:SEND OFF;:RAW2:SEND OFF;:RAW3:SEND OFF;:RAW4:SEND OFF", b"")
+
+
+def prepare(duration_ps: int) -> tuple[bytes, bytes]:
+    """The recording's settings in one message, as IDQ's examples send them."""
+    return (b"REC:TRIG:ARM:MODE MANU;:REC:ENAB ON;:REC:NUM 1;:REC:DUR %d" % duration_ps, b"")
 
 
 def tags(*rows: tuple[int, int, int]) -> np.ndarray:
@@ -33,11 +45,78 @@ def tags(*rows: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def with_data_service(driver: TimeController, steps) -> TranscriptTransport:
-    """The data service on a transcript of its own (NEXT -> a block, until an empty one)."""
-    data = TranscriptTransport("data service", steps, "", "")
-    driver._data = data  # type: ignore[assignment]
-    return data
+def pairs(*rows: tuple[int, int]) -> bytes:
+    """Section 6.3.4's binary data with reference indexes: uint64 timestamp, uint64 index."""
+    return np.array(rows, dtype="<u8").reshape(-1, 2).tobytes()
+
+
+class ListStream:
+    """A DLT stream as the messages it delivers; past the end, a stream that stopped."""
+
+    def __init__(self, name: str, messages: list[bytes]) -> None:
+        self.name = name
+        self.messages = list(messages)
+        self.closed = False
+
+    def receive(self, what: str) -> bytes:
+        if not self.messages:
+            raise InstrumentTimeout("transcript", f"{what} sent nothing")
+        return self.messages.pop(0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+PORTS = {1: 4242, 2: 4243, 3: 4244, 4: 4245}
+RESOURCE = "tcp://10.0.0.6:5555,dlt=tcp://127.0.0.1:6060"
+"""The lab file's form: the instrument's SCPI endpoint, then its host's DLT."""
+
+
+def with_dlt(tc: TimeController, steps, streams: dict[int, list[bytes]]) -> TranscriptTransport:
+    """The host's DLT on a transcript of its own (text out, JSON back), each input's stream
+    a list of messages; the driver picks the ports of PORTS in turn."""
+    tc.resource = RESOURCE
+    dlt = TranscriptTransport("DLT", steps, "", "")
+    tc._dlt = dlt  # type: ignore[assignment]
+    ports = iter(PORTS.values())
+    opened = {port: ListStream(f"input {ch}", streams.get(ch, [])) for ch, port in PORTS.items()}
+    tc._stream_port = lambda: next(ports)  # type: ignore[method-assign]
+    tc._open_stream = lambda port: opened[port]  # type: ignore[method-assign,assignment]
+    return dlt
+
+
+ARMED_THEN_STOPPED = [
+    RAW_ON,
+    prepare(OPEN_ENDED_RECORD_PS),
+    (b"REC:PLAY", b""),
+    (b"REC:STOP", b""),
+    RAW_OFF,
+]
+
+
+def start_stream(ch: int) -> tuple[bytes, bytes]:
+    command = (
+        f"start-stream --address 10.0.0.6 --channel {ch} --stream-port {PORTS[ch]} --with-ref-index"
+    )
+    return command.encode(), b'{"id":"10.0.0.6:%d"}' % (5555 + ch)
+
+
+def status(ch: int, acquisitions: int, timestamps: int, stop: bool = False) -> tuple[bytes, bytes]:
+    body = b'{"acquisitions_count":%d,"errors":[],"inactivity":0.25,"timestamps_count":%d}' % (
+        acquisitions,
+        timestamps,
+    )
+    if stop:
+        return b"stop --id 10.0.0.6:%d" % (5555 + ch), b'{"status":' + body + b"}"
+    return b"status --id 10.0.0.6:%d" % (5555 + ch), body
+
+
+def ended(counts: dict[int, int]) -> list[tuple[bytes, bytes]]:
+    """Per input: the DLT has the end of the acquisition, then stop with its count."""
+    steps = []
+    for ch in (1, 2, 3, 4):
+        steps += [status(ch, 1, counts.get(ch, 0)), status(ch, 1, counts.get(ch, 0), stop=True)]
+    return steps
 
 
 def test_identity():
@@ -167,58 +246,111 @@ def test_fresh_counts_after_a_cycle_integration_set_the_mode_again():
         assert tc.fresh_counts([1], 0.001) == {1: 6}
 
 
-def test_acquire_tags_records_for_a_duration_then_reads_the_data_service():
-    recorded = tags((10, 10, 1), (25, 25, 2), (40, 40, 1))
+def test_acquire_tags_records_then_reads_each_inputs_dlt_stream():
+    """Input 1's pairs come in two messages; input 2's one tag came after sync 3. Time order
+    is reference index then timestamp; time_ps is known only before the first sync."""
     steps = [
         RAW_ON,
-        (b"REC:DUR 500000000000", b""),
+        prepare(500_000_000_000),
         (b"REC:PLAY", b""),
         (b"REC:STAG?", b"PLAYING"),
         (b"REC:STAG?", b"STOPPED"),
         RAW_OFF,
     ]
+    streams = {1: [pairs((10, 0), (40, 0)), pairs((7, 2))], 2: [pairs((25, 3))]}
+    dlt_steps = [start_stream(ch) for ch in (1, 2, 3, 4)]
+    dlt_steps += [status(1, 0, 0), *ended({1: 3, 2: 1})]  # input 1's end came a poll late
     with expected_protocol(TimeController, steps) as tc:
-        data = with_data_service(
-            tc,
-            [
-                (b"NEXT", ieee_block(recorded[:2].tobytes())),
-                (b"NEXT", ieee_block(recorded[2:].tobytes())),
-                (b"NEXT", ieee_block(b"")),
-            ],
-        )
+        dlt = with_dlt(tc, dlt_steps, streams)
         got = tc.acquire_tags(0.5)
-        data.assert_done()
-    assert np.array_equal(got, recorded)
+        dlt.assert_done()
+    expected = tags((10, 10, 1), (40, 40, 1), (UNKNOWN_TIME_PS, 7, 1), (UNKNOWN_TIME_PS, 25, 2))
+    assert np.array_equal(got, expected)
 
 
 def test_start_and_stop_tags():
-    recorded = tags((5, 5, 2))
-    steps = [
-        RAW_ON,
-        (b"REC:DUR %d" % OPEN_ENDED_RECORD_PS, b""),
-        (b"REC:PLAY", b""),
-        (b"REC:STOP", b""),
-        RAW_OFF,
-    ]
-    with expected_protocol(TimeController, steps) as tc:
-        data = with_data_service(
-            tc, [(b"NEXT", ieee_block(recorded.tobytes())), (b"NEXT", ieee_block(b""))]
-        )
+    dlt_steps = [start_stream(ch) for ch in (1, 2, 3, 4)] + ended({2: 1})
+    with expected_protocol(TimeController, ARMED_THEN_STOPPED) as tc:
+        dlt = with_dlt(tc, dlt_steps, {2: [pairs((5, 0))]})
         tc.start_tags()
         got = tc.stop_tags()
-        data.assert_done()
-    assert np.array_equal(got, recorded)
+        dlt.assert_done()
+    assert np.array_equal(got, tags((5, 5, 2)))
 
 
-def test_a_block_of_partial_records_is_refused():
-    with expected_protocol(TimeController, [(b"REC:STOP", b""), RAW_OFF]) as tc:
-        with_data_service(tc, [(b"NEXT", ieee_block(b"\x00" * 7))])
-        with pytest.raises(InstrumentReplyError, match="not whole 18-byte records"):
+def test_a_dlt_error_answer_raises_with_its_description_and_closes_what_was_opened():
+    """The manual's error form; the acquisition already open is stopped again."""
+    refused = b'{"error":{"description":"unrecognised option \'--with-ref-index\'"}}'
+    dlt_steps = [start_stream(1), (start_stream(2)[0], refused), status(1, 0, 0, stop=True)]
+    with expected_protocol(TimeController, []) as tc:
+        dlt = with_dlt(tc, dlt_steps, {})
+        with pytest.raises(InstrumentReportedError, match=r"DLT refused 'start-stream.*--with-ref"):
+            tc.acquire_tags(0.5)
+        dlt.assert_done()
+
+
+def test_a_message_of_partial_pairs_is_refused():
+    steps = ARMED_THEN_STOPPED
+    dlt_steps = [start_stream(ch) for ch in (1, 2, 3, 4)] + ended({1: 1})[:2]
+    with expected_protocol(TimeController, steps) as tc:
+        with_dlt(
+            tc, dlt_steps + [status(ch, 0, 0, stop=True) for ch in (2, 3, 4)], {1: [b"\0" * 7]}
+        )
+        tc.start_tags()
+        with pytest.raises(InstrumentReplyError, match="not whole 16-byte"):
             tc.stop_tags()
 
 
-def test_safe_state_stops_the_recording():
-    with expected_protocol(TimeController, [(b"REC:STOP", b"")]) as tc:
+def test_a_stream_that_ends_early_is_refused():
+    """The DLT counted 2 timestamps; the stream ends (an empty message) after 1."""
+    steps = ARMED_THEN_STOPPED
+    dlt_steps = [start_stream(ch) for ch in (1, 2, 3, 4)] + ended({1: 2})[:2]
+    with expected_protocol(TimeController, steps) as tc:
+        with_dlt(
+            tc,
+            dlt_steps + [status(ch, 0, 0, stop=True) for ch in (2, 3, 4)],
+            {1: [pairs((3, 0)), b""]},
+        )
+        tc.start_tags()
+        with pytest.raises(InstrumentReplyError, match="ended after 1 of 2 timestamps"):
+            tc.stop_tags()
+
+
+def test_a_stream_that_stops_is_a_timeout_naming_the_stream():
+    steps = ARMED_THEN_STOPPED
+    dlt_steps = [start_stream(ch) for ch in (1, 2, 3, 4)] + ended({1: 2})[:2]
+    with expected_protocol(TimeController, steps) as tc:
+        with_dlt(
+            tc, dlt_steps + [status(ch, 0, 0, stop=True) for ch in (2, 3, 4)], {1: [pairs((3, 0))]}
+        )
+        tc.start_tags()
+        with pytest.raises(InstrumentTimeout, match="stream of input 1"):
+            tc.stop_tags()
+
+
+def test_dlt_errors_of_an_acquisition_raise():
+    errors = b'{"status":{"acquisitions_count":1,"errors":[{"description":"timestamps lost"}],'
+    errors += b'"inactivity":0.1,"timestamps_count":0}}'
+    steps = ARMED_THEN_STOPPED
+    dlt_steps = [start_stream(ch) for ch in (1, 2, 3, 4)]
+    dlt_steps += [status(1, 1, 0), (status(1, 1, 0, stop=True)[0], errors)]
+    dlt_steps += [status(ch, 0, 0, stop=True) for ch in (2, 3, 4)]
+    with expected_protocol(TimeController, steps) as tc:
+        with_dlt(tc, dlt_steps, {})
+        tc.start_tags()
+        with pytest.raises(InstrumentReportedError, match="timestamps lost"):
+            tc.stop_tags()
+
+
+def test_no_dlt_in_the_resource_is_a_clear_error():
+    with expected_protocol(TimeController, []) as tc:
+        tc.resource = "tcp://10.0.0.6:5555"
+        with pytest.raises(Exception, match=r"names no DataLinkTarget \(,dlt=tcp://"):
+            tc.start_tags()
+
+
+def test_safe_state_stops_the_recording_and_the_time_stamps():
+    with expected_protocol(TimeController, [(b"REC:STOP", b""), RAW_OFF]) as tc:
         tc.safe_state()
 
 

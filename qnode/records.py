@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 TAG_DTYPE = np.dtype([("time_ps", "<i8"), ("delay_ps", "<i8"), ("channel", "<u2")])
-"""One time tag (`TAGS:DATA?`): ps since the acquisition started, ps since the last sync
-(start) pulse (since the start when there is no sync), and the input (1-4)."""
+"""One time tag: ps since the acquisition started (-1 where the instrument does not report
+it: the ID Quantique Time Controller gives it only before the first sync), ps since the last
+sync (start) pulse (since the start when there is no sync), and the input (1-4)."""
 
 CLICK_DTYPE = np.dtype(
     [

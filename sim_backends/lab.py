@@ -21,6 +21,7 @@ import numpy as np
 
 from sim_backends.control import ControlServer
 from sim_backends.control_keys import make_control_keys
+from sim_backends.datalink import DataLinkTarget, DltServer
 from sim_backends.device import Device
 from sim_backends.instruments.awg import SimAwg
 from sim_backends.instruments.herald_logic import SimHeraldLogic
@@ -200,8 +201,10 @@ class SimLab:
         for device in self.devices.values():
             serial_device = device.terminator != b"\n" or isinstance(device, SimSequencer)
             server: TcpServer | PtyServer | ZmqServer
-            if isinstance(device, SimTimeController):  # SCPI over ZeroMQ, as the real one
-                server = ZmqServer(device, data=device.next_tag_block)
+            if isinstance(device, SimTimeController):  # SCPI over ZeroMQ, as the real one,
+                # and its host's DataLinkTarget for the timestamps (one host per instrument)
+                dlt = DataLinkTarget({"127.0.0.1": device}, self.state_dir / device.name)
+                server = ZmqServer(device, dlt=DltServer(dlt))
             elif serial_device:
                 server = PtyServer(device)
             else:

@@ -12,11 +12,11 @@ import contextlib
 import os
 import socket
 import tty
-from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
+from sim_backends.datalink import DltServer
 from sim_backends.device import Device, LoggedCommand
 from sim_backends.framing import Framer, FramingError, Message
 
@@ -199,9 +199,6 @@ class PtyServer:
 MAX_ZMQ_REQUEST_BYTES = 4096
 """A SCPI request longer than this is answered with an inline error (a reply to every
 request: REQ/REP would deadlock otherwise)."""
-DATA_REQUEST = b"NEXT"
-"""The data service's one request: the next block of time tags (qnode's stand-in for IDQ's
-DataLink stream, docs/instruments.md)."""
 MAX_ZMQ_FRAME_BYTES = 64 * 1024
 """ZMQ_MAXMSGSIZE: libzmq drops a peer that sends more, before anything is buffered."""
 
@@ -212,16 +209,15 @@ class ZmqServer:
 
     The socket is a ROUTER speaking the REQ/REP envelope, so that a request the device
     swallows (frozen, dropped) leaves the server free to answer the next one, from the same
-    client or from a new REQ socket the client made after its timeout (lazy pirate). A
-    `data` callable serves a second endpoint: any request is answered with its bytes (the
-    time tags' data service: `NEXT` -> an IEEE 488.2 block)."""
+    client or from a new REQ socket the client made after its timeout (lazy pirate). The
+    host's DataLinkTarget (`dlt`, the time tags' way out) is named in the resource string; it
+    is host software, so the instrument's faults (drop, unplug) leave it alone."""
 
-    def __init__(self, device: Device, data: Callable[[], bytes] | None = None) -> None:
+    def __init__(self, device: Device, dlt: DltServer | None = None) -> None:
         self.device = device
-        self.data = data
+        self.dlt = dlt
         self.host = "127.0.0.1"
         self.port = 0
-        self.data_port = 0
         self._ctx = zmq.asyncio.Context.instance()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -232,12 +228,12 @@ class ZmqServer:
     @property
     def resource(self) -> str:
         main = f"tcp://{self.host}:{self.port}"
-        return f"{main},data=tcp://{self.host}:{self.data_port}" if self.data else main
+        return f"{main},dlt={self.dlt.endpoint}" if self.dlt is not None else main
 
     async def start(self) -> None:
         self.port = self._bind("scpi", self.port)
-        if self.data is not None:
-            self.data_port = self._bind("data", self.data_port)
+        if self.dlt is not None:
+            await self.dlt.start()
 
     def _bind(self, which: str, port: int) -> int:
         sock = self._ctx.socket(zmq.ROUTER)
@@ -248,8 +244,7 @@ class ZmqServer:
         else:
             port = sock.bind_to_random_port(f"tcp://{self.host}")
         self._sockets[which] = sock
-        serve = self._serve_scpi if which == "scpi" else self._serve_data
-        self._tasks[which] = asyncio.get_running_loop().create_task(serve(sock))
+        self._tasks[which] = asyncio.get_running_loop().create_task(self._serve_scpi(sock))
         return port
 
     def _close(self) -> None:
@@ -262,6 +257,8 @@ class ZmqServer:
 
     async def stop(self) -> None:
         self._close()
+        if self.dlt is not None:
+            await self.dlt.stop()
 
     def drop_connections(self) -> None:
         """Every connection closed (pending requests lost); the ports listen again at once,
@@ -286,8 +283,6 @@ class ZmqServer:
     def plug(self) -> None:
         if not self._sockets:
             self.port = self._bind("scpi", self.port)
-            if self.data is not None:
-                self.data_port = self._bind("data", self.data_port)
 
     @staticmethod
     def _envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]] | None:
@@ -337,20 +332,3 @@ class ZmqServer:
         if isinstance(reply, bytes):
             return reply
         return (reply or "").encode("latin-1")
-
-    async def _serve_data(self, sock: zmq.asyncio.Socket) -> None:
-        assert self.data is not None
-        with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
-            while True:
-                frames = await sock.recv_multipart()
-                split = self._envelope(frames)
-                if split is None:
-                    continue
-                envelope, body = split
-                if self.device.faults.frozen:
-                    continue
-                if body == [DATA_REQUEST]:
-                    reply = ieee_block(self.data())
-                else:  # still one reply: REQ/REP would deadlock otherwise
-                    reply = b"ERROR: the data service answers NEXT (one frame) only"
-                await sock.send_multipart([*envelope, reply])

@@ -7,10 +7,14 @@ inline in the reply, `INPUt#:COUNter:MODE CYCLe;INTEgration <ms>;RESEt`, `INPU#:
 `RECord:DURation`/`RECord:PLAY`/`RECord:STOP`/`RECord:STAGe?`, `RECord:NUMber`,
 `RECord:ENABle`, `RECord:TRIGger:ARM:MODE MANUal`, `RAW#:SEND ON`; the STARt input's
 `STARt:ENABle`/`:THREshold`/`:COUNter` as the inputs').
-The timestamps leave on a separate data service (the real instrument streams them to IDQ's
-DataLink service); here a second socket answers `NEXT` with the next block of records
-(TAG_DTYPE, at most TAGS_PER_BLOCK). What a real unit has and qnode never uses (histograms,
-delays, combiners, generators) is not modelled.
+The timestamps leave as the manual's section 6.3.4 describes them, towards IDQ's
+DataLinkTarget service on the host (sim_backends/datalink.py, the manual's section 10): at the
+end of a recording, for every input whose `RAW<n>:SEND` is ON, the pairs (timestamp: ps since
+the last event on the reference channel, the START input here, or since the recording began
+before the first; reference index: the number of START events so far) go to every sink in
+`tag_sinks`. What a real unit has and qnode never uses (histograms, delays, combiners,
+generators, the RAW blocks' own STOP/REF links: here RAW<n> always times input n against
+START) is not modelled.
 
 Counting (the manual's counter chapter was not at hand; IDQ's examples use CYCLe, and say
 no more): the lab's time is wall time and nothing here waits for the software.
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import re
 import time
-import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -38,8 +41,9 @@ from sim_backends.device import CommandError, Device, _compound, error_text
 from sim_backends.framing import Message
 
 MAX_TAGS = 5_000_000
-TAGS_PER_BLOCK = 65_536
-"""Records per data-service reply (about 1.2 MB): a reply is bounded whatever was recorded."""
+TagSink = Callable[[int, np.ndarray], None]
+"""Receives one input's timestamps of a finished recording: (input, uint64 array of shape
+(n, 2): timestamp ps, reference index)."""
 INPUTS = (1, 2, 3, 4)
 START = 0
 """The START input (the reference of the time stamps), numbered 0 here."""
@@ -102,6 +106,8 @@ class SimTimeController(Device):
         self.rng = rng
         self.dark_count_hz = dark_count_hz
         self.identity = self.identity.format(serial=serial)
+        self.tag_sinks: list[TagSink] = []
+        """Where finished recordings' timestamps go: the host's DLT (kept over a reset)."""
         super().__init__(name)
 
     def setup(self) -> None:
@@ -219,10 +225,14 @@ class SimTimeController(Device):
         self.raw_send = {ch: False for ch in INPUTS}
         self.record_s = DEFAULT_RECORD_S
         self.record_number = 1
-        self.record_enabled = True
+        self.record_enabled = False
+        """Off at power-on (the manual at hand gives no default: the least convenient, so a
+        host must enable what it records)."""
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
-        self.last_block_crc32: int | None = None
-        self._crc = 0
+        """The last recording's tags (time_ps since its first sync or its start)."""
+        self.reference_index = np.zeros(0, dtype=np.uint64)
+        """Per tag of `tags`: the number of START events up to it."""
+        self.sent_per_input: dict[int, int] = {}
         self.recording = False
         self._record_started = 0.0
         self._photons: list[np.ndarray] = []
@@ -318,8 +328,8 @@ class SimTimeController(Device):
         if not self.record_enabled:
             raise CommandError(-221, "Settings conflict: REC:ENAB OFF")
         self.tags = np.zeros(0, dtype=TAG_DTYPE)
+        self.reference_index = np.zeros(0, dtype=np.uint64)
         self._photons, self._sync_trains, self._syncs = [], [], []
-        self._crc = 0
         self.recording = True
         self._record_started = time.monotonic()
 
@@ -361,9 +371,36 @@ class SimTimeController(Device):
         return [c for c in INPUTS if self.enabled[c] and self.raw_send[c]]
 
     def _finish(self, seconds: float) -> None:
-        """The recording ends: with syncs, the tags are the photons plus dark counts over the
-        span the syncs cover; without, dark counts over the recording's time."""
+        """The recording ends; its timestamps go to the sinks (the host's DLT)."""
         self.recording = False
+        self._record(seconds)
+        self._send_timestamps()
+
+    def settle(self) -> None:
+        """What the unit has done by now (a recording that ran out has ended): asked by the
+        host's DLT, which hears from the unit without asking."""
+        self._idle_to_the_end()
+        self._finish_if_elapsed()
+
+    def _send_timestamps(self) -> None:
+        """Section 6.3.4's pairs, per input with RAW<n>:SEND ON, to every sink: the end of
+        the acquisition goes out for a disabled input too (with no timestamps). A frozen
+        unit sends nothing."""
+        self.sent_per_input = {}
+        if self.faults.frozen:
+            return
+        for ch in (c for c in INPUTS if self.raw_send[c]):
+            mine = self.tags["channel"] == ch
+            pairs = np.empty((int(mine.sum()), 2), dtype=np.uint64)
+            pairs[:, 0] = self.tags["delay_ps"][mine]
+            pairs[:, 1] = self.reference_index[mine]
+            self.sent_per_input[ch] = len(pairs)
+            for sink in self.tag_sinks:
+                sink(ch, pairs)
+
+    def _record(self, seconds: float) -> None:
+        """With syncs, the tags are the photons plus dark counts over the span the syncs
+        cover; without, dark counts over the recording's time."""
         if not self._syncs and not self._sync_trains:
             self._dark_only(seconds)
             return
@@ -394,6 +431,7 @@ class SimTimeController(Device):
         tags["delay_ps"] = np.rint(everything["d"] * 1e3).astype(np.int64)
         tags["channel"] = everything["c"]
         self.tags = tags[:MAX_TAGS]
+        self.reference_index = self._syncs_up_to(everything["t"][:MAX_TAGS])
 
     def _dark_only(self, seconds: float) -> None:
         parts = []
@@ -405,6 +443,7 @@ class SimTimeController(Device):
             parts.append(tags)
         tags = np.concatenate(parts) if parts else np.zeros(0, dtype=TAG_DTYPE)
         self.tags = np.sort(tags, order="time_ps")[:MAX_TAGS]
+        self.reference_index = np.zeros(len(self.tags), dtype=np.uint64)  # no START event
 
     def _since_sync(self, t: np.ndarray) -> np.ndarray:
         """Time since the latest sync before each t (ns), over single syncs and periodic
@@ -425,19 +464,22 @@ class SimTimeController(Device):
             latest = np.maximum(latest, in_train)
         return np.where(np.isfinite(latest), t - latest, 0.0)
 
-    def next_tag_block(self) -> bytes:
-        """The data service: the next records of a finished recording (none while playing,
-        an empty block once drained)."""
-        self._idle_to_the_end()
-        self._finish_if_elapsed()
-        if self.recording:
-            return b""
-        block, self.tags = self.tags[:TAGS_PER_BLOCK], self.tags[TAGS_PER_BLOCK:]
-        data = block.tobytes()
-        self._crc = zlib.crc32(data, self._crc)
-        if not data:
-            self.last_block_crc32 = self._crc
-        return data
+    def _syncs_up_to(self, t: np.ndarray) -> np.ndarray:
+        """The reference index of each t (ns): START events at or before it, over single
+        syncs and periodic trains (trains follow one another, they do not overlap)."""
+        count = np.zeros(len(t), dtype=np.int64)
+        if self._syncs:
+            singles = np.sort(np.concatenate(self._syncs))
+            count += np.searchsorted(singles, t, side="right")
+        if self._sync_trains:
+            trains = np.array(sorted(self._sync_trains))
+            t0, period, n = trains[:, 0], trains[:, 1], trains[:, 2].astype(np.int64)
+            before = np.concatenate([[0], np.cumsum(n)])
+            idx = np.searchsorted(t0, t, side="right") - 1
+            j = np.clip(idx, 0, None)
+            partial = np.clip(np.floor((t - t0[j]) / period[j]).astype(np.int64) + 1, 0, n[j])
+            count += np.where(idx >= 0, before[j] + partial, 0)
+        return count.astype(np.uint64)
 
     def state(self) -> dict:
         return {
@@ -445,7 +487,7 @@ class SimTimeController(Device):
             "threshold_v": {str(k): v for k, v in self.threshold.items() if k != START},
             "integration_ms": {str(k): v for k, v in self.integration_ms.items() if k != START},
             "counter_mode": {str(k): v for k, v in self.counter_mode.items() if k != START},
-            "tags_pending": len(self.tags),
+            "raw_send": {str(k): v for k, v in self.raw_send.items()},
             "armed": self.recording,
-            "last_block_crc32": self.last_block_crc32,
+            "sent_per_input": {str(k): v for k, v in self.sent_per_input.items()},
         }
