@@ -25,6 +25,7 @@ LASER_06 = "A.laser_green"
 POWER_TOLERANCE_W = 1e-4
 
 failures: list[str] = []
+passes: list[str] = []
 
 
 def check(item: str, step: Callable[[], Any], expected: Callable[[Any], bool]) -> Any:
@@ -37,6 +38,7 @@ def check(item: str, step: Callable[[], Any], expected: Callable[[Any], bool]) -
         traceback.print_exc(limit=2, file=sys.stdout)
         return None
     if expected(value):
+        passes.append(item)
         print(f"ok   {item}: {value!r}")
     else:
         failures.append(item)
@@ -163,7 +165,7 @@ def main(argv: list[str]) -> int:
     check_microscope(f"{LASER_04} (04-01)", resources[LASER_04])
     check_microscope(f"{LASER_06} (06-01)", resources[LASER_06])
     check_pylablib(f"{LASER_06} (06-01)", resources[LASER_06])
-    print(f"cobolt: {len(failures)} failed" + (f": {', '.join(failures)}" if failures else ""))
+    print(f"check_cobolt: {len(passes)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

@@ -29,6 +29,7 @@ recorded MDT693B read 0.21-0.24 V)."""
 """The midpoint's piezo driver in labs/sim_two_node.toml: `<node>.piezo`."""
 
 failures: list[str] = []
+passes: list[str] = []
 
 
 def check(item: str, test: Callable[[], object]) -> object:
@@ -38,6 +39,7 @@ def check(item: str, test: Callable[[], object]) -> object:
         failures.append(item)
         print(f"FAIL {item}: {type(e).__name__}: {e}")
         return None
+    passes.append(item)
     print(f"ok   {item}: {result}")
     return result
 
@@ -93,7 +95,7 @@ def main(resource_map: str) -> int:
     finally:
         piezo.close()
         check("compatibility mode off (cm=0)", lambda: compatibility(port, False))
-    print(f"{'FAILED' if failures else 'passed'}: MDT694B with pylablib MDT69xA")
+    print(f"check_mdt694b: {len(passes)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

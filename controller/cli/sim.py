@@ -46,7 +46,9 @@ def sim_up(
 @app.command("fault")
 def sim_fault(
     instrument: str = typer.Argument(..., help="e.g. A.mw"),
-    fault: str = typer.Argument(..., help="freeze, unfreeze, garble, drop, reset, delay, clear"),
+    fault: str = typer.Argument(
+        ..., help="freeze, unfreeze, garble, drop, reset, delay, unplug, plug, clear"
+    ),
     seconds: float = typer.Option(0.0, help="Reply delay, for 'delay' (finite, not negative)."),
     lab: Path = LabOption,
     resource_map: Path | None = ResourceMapOption,

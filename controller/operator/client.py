@@ -86,9 +86,10 @@ class NodeClient:
         try:
             info = json.loads(info_path.read_text())
         except FileNotFoundError:
+            midpoint = node in lab.nodes and lab.nodes[node].kind == "midpoint"
+            serve = "qnode midpoint serve" if midpoint else f"qnode node serve --node {node}"
             raise NodeUnavailable(
-                f"node {node} is not running (no {info_path}): start it with "
-                f"`qnode node serve --node {node}`"
+                f"node {node} is not running (no {info_path}): start it with `{serve}`"
             ) from None
         _, secret = client_keys(lab.data_dir, key)
         return cls(info["endpoint"], Path(info["server_public_key"]), secret, timeout_s)
