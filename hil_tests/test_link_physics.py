@@ -74,6 +74,7 @@ def test_a_piezo_reset_discards_the_heralds_since_the_last_good_burst(stations, 
             break
         time.sleep(0.02)
     piezo = f"{midpoint_name(lab)}.piezo"
+    assert sim.state(piezo)["voltage_v"] > 0.5  # the lock holds a voltage: the reset takes it to 0
     # the piezo driver power-cycles (0 V: the phase jumps by k x the voltage it held) and
     # answers slowly for a while, so that attempts go on at the wrong phase until the
     # midpoint's next burst has its answers
