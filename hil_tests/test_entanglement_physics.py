@@ -24,7 +24,7 @@ from sim_backends.optics import Detectors, NodeOptics
 pytestmark = pytest.mark.usefixtures("sim")
 ALPHA = 0.1
 DETECTORS = {"psi_plus": 1, "psi_minus": 2}
-SHOTS = 40
+SHOTS = 400  # enough that the ZZ anticorrelation below is many sigma from chance
 KEEP = 0.9  # the windows below hold 90 % of each node's photons
 
 
@@ -142,7 +142,9 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     bright = {n: data[n].counts[0, :, 0] >= 1 for n in data}
     valid = data["A"].valid[0] & data["B"].valid[0]
     anti = np.mean(bright["A"][valid] != bright["B"][valid])
-    assert anti > 0.7  # psi+/- in ZZ: one bright, one dark (F ~ 1 - alpha, readout errors)
+    # psi+/- in ZZ: one bright, one dark (F ~ 1 - alpha, readout errors): about 0.8; two
+    # uncorrelated memories give 0.5, which over SHOTS shots stays under 0.5 + 4 sd = 0.6
+    assert anti > 0.6
     # with the phase stabilised the delivered states keep their coherence. A memory that lost its
     # charge state (ionised in its CR check) is dark: the herald came from the other alone.
     m = sim.truth("M")
@@ -176,7 +178,7 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
     daemons = {node: start_daemon(node) for node in ("A", "B")}
     herald = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     attempt = EntanglementAttempt("barrett_kok", max_attempts=2**31)
-    sequence = Sequence("bk_zz", (CRCheck(), WaitSync(), attempt, SpinInit(0), Readout()), 20)
+    sequence = Sequence("bk_zz", (CRCheck(), WaitSync(), attempt, SpinInit(0), Readout()), SHOTS)
     before = len(sim.heralds())
     with herald:
         herald.set_herald_windows(herald_windows(sim))
@@ -188,7 +190,7 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
             herald.set_sync_auto(False)
     assert all(run["status"] == "completed" for run in done.values()), done
     heralds = sim.heralds()[before:]
-    assert len(heralds) == 20 and all(h["protocol"] == "barrett_kok" for h in heralds)
+    assert len(heralds) == SHOTS and all(h["protocol"] == "barrett_kok" for h in heralds)
     eta = sim.truth("M")["eta"]
     # eta_A eta_B / 2 of the photons in the windows, and a little more from double excitation
     assert heralds[0]["p_success"] == pytest.approx(eta["A"] * eta["B"] * KEEP**2 / 2, rel=0.2)
@@ -209,4 +211,5 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
     data = {n: daemons[n].client.result(runs[n]["run_id"]) for n in daemons}
     bright = {n: data[n].counts[0, :, 0] >= 1 for n in data}
     valid = data["A"].valid[0] & data["B"].valid[0]
-    assert np.mean(bright["A"][valid] != bright["B"][valid]) > 0.7
+    anti = np.mean(bright["A"][valid] != bright["B"][valid])
+    assert anti > 0.6  # as the single-click test: about 0.8, chance stays under 0.6
