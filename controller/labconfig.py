@@ -100,6 +100,9 @@ class NodeConfig(_Strict):
     optics: dict[Literal["pump", "readout", "repump", "excitation"], OpticalPathConfig] = Field(
         default_factory=dict
     )
+    memories: list[str] = Field(default_factory=list, max_length=4)
+    """Memory qubits beside the communication qubit (an NV's 13C nuclear spins, e.g.
+    ["c13"]): where the link layer can store a pair while the node makes another link."""
 
     @property
     def memory_platform(self) -> str | None:
@@ -138,9 +141,34 @@ class SimulationSection(_Strict):
     """Pinned for every memory node."""
 
 
+FIBRE_DELAY_S_PER_KM = 5e-6
+"""Light in fibre: about 5 us per km (group index ~1.47)."""
+
+
+class LinkConfig(_Strict):
+    """A heralded link: two memory nodes, the midpoint between them, each one's fibre to it."""
+
+    midpoint: str
+    nodes: Annotated[list[str], Field(min_length=2, max_length=2)]
+    fibre_km: dict[str, Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(default_factory=dict)
+    """Per node, the fibre to the midpoint (km); a node not named has 0 (a lab's metres)."""
+
+    def peer(self, node: str) -> str:
+        """The other end of this link."""
+        a, b = self.nodes
+        return b if node == a else a
+
+    def delay_s(self, node: str) -> float:
+        """One-way light (and message) time from `node` to the midpoint through its fibre."""
+        return self.fibre_km.get(node, 0.0) * FIBRE_DELAY_S_PER_KM
+
+
 class LabConfig(_Strict):
     lab: LabSection
     nodes: dict[str, NodeConfig]
+    links: dict[str, LinkConfig] = Field(default_factory=dict)
+    """Named links (`[links.AB]`); a lab with one midpoint and two memory nodes that names
+    none has the one link between them (see `all_links`)."""
     simulation: SimulationSection = Field(default_factory=SimulationSection)
 
     # set by the loader, not by the file
@@ -159,6 +187,36 @@ class LabConfig(_Strict):
 
     def instrument(self, node: str, name: str) -> InstrumentConfig:
         return self.nodes[node].instruments[name]
+
+    @property
+    def all_links(self) -> dict[str, LinkConfig]:
+        """The lab's links: as named in the file, or the one implicit link of a lab with one
+        midpoint and two memory nodes (named after the nodes, "AB")."""
+        if self.links:
+            return dict(self.links)
+        memory = [n for n, cfg in self.nodes.items() if cfg.kind == "memory"]
+        midpoints = [n for n, cfg in self.nodes.items() if cfg.kind == "midpoint"]
+        if len(memory) == 2 and len(midpoints) == 1:
+            return {"".join(memory): LinkConfig(midpoint=midpoints[0], nodes=memory)}
+        return {}
+
+    def links_of(self, node: str) -> dict[str, LinkConfig]:
+        """The links a memory node or a midpoint takes part in."""
+        return {
+            name: link
+            for name, link in self.all_links.items()
+            if node in link.nodes or node == link.midpoint
+        }
+
+    def link_between(self, a: str, b: str) -> tuple[str, LinkConfig]:
+        """The link joining memory nodes a and b; QnodeError naming the lab's links if none."""
+        for name, link in self.all_links.items():
+            if set(link.nodes) == {a, b}:
+                return name, link
+        known = ", ".join(f"{n} ({'-'.join(link.nodes)})" for n, link in self.all_links.items())
+        raise QnodeError(
+            f"the lab {self.lab.name} has no link between {a} and {b} (its links: {known or 'none'})"
+        )
 
     def all_instruments(self) -> Iterator[tuple[str, str, InstrumentConfig]]:
         for node_name, node in self.nodes.items():
@@ -350,10 +408,47 @@ def _check_semantics(lab: LabConfig) -> None:
             for path in ("pump", "readout", "repump"):
                 if path not in node.optics:
                     fail(f"{base}.optics.{path}", "missing: a memory node needs this optical path")
+        if node.memories and (node.kind != "memory" or node.platform != "nv"):
+            fail(f"{base}.memories", "only an NV memory node has memory qubits (13C spins) here")
+        if len(set(node.memories)) != len(node.memories):
+            fail(f"{base}.memories", "a memory qubit is named twice")
+    _check_links(lab, fail)
 
 
 Fail = Callable[[str, str], NoReturn]
 """fail(key path, problem): raises the one LabConfigError."""
+
+
+def _check_links(lab: LabConfig, fail: Fail) -> None:
+    served: dict[str, str] = {}
+    for name, link in lab.links.items():
+        key = f"links.{name}"
+        mid = lab.nodes.get(link.midpoint)
+        if mid is None or mid.kind != "midpoint":
+            fail(f"{key}.midpoint", f"{link.midpoint!r} is not a midpoint node of this lab")
+        if link.midpoint in served:
+            fail(
+                f"{key}.midpoint",
+                f"{link.midpoint} already heralds link {served[link.midpoint]} "
+                "(one interferometer, one link)",
+            )
+        served[link.midpoint] = name
+        for node in link.nodes:
+            cfg = lab.nodes.get(node)
+            if cfg is None or cfg.kind != "memory":
+                fail(f"{key}.nodes", f"{node!r} is not a memory node of this lab")
+        if link.nodes[0] == link.nodes[1]:
+            fail(f"{key}.nodes", "a link joins two different nodes")
+        for node in link.fibre_km:
+            if node not in link.nodes:
+                fail(f"{key}.fibre_km.{node}", f"{node} is not an end of this link")
+    pairs = [frozenset(link.nodes) for link in lab.links.values()]
+    if len(set(pairs)) != len(pairs):
+        fail("links", "two links join the same pair of nodes")
+    if lab.links:
+        unused = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint" and n not in served]
+        if unused:
+            fail("links", f"the midpoint {unused[0]} heralds no link")
 
 
 def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail: Fail) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from controller.labconfig import load_lab
-from qnode.errors import LabConfigError
+from qnode.errors import LabConfigError, QnodeError
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 
@@ -204,3 +204,57 @@ def test_a_data_dir_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "data").write_text("not a folder")
     path = write_variant(tmp_path, lambda r: r["lab"].update(data_dir=str(tmp_path / "data")))
     expect_error(path, "lab.data_dir", "is a file, not a folder")
+
+
+@pytest.mark.parametrize("name", ["sim_three_node.toml", "sim_three_node_metro.toml"])
+def test_three_node_labs_have_two_links_through_b(name):
+    lab = load_lab(LABS / name)
+    assert set(lab.nodes) == {"A", "B", "C", "M1", "M2"}
+    assert set(lab.links_of("B")) == {"AB", "BC"} and set(lab.links_of("A")) == {"AB"}
+    name_ab, ab = lab.link_between("B", "A")
+    assert name_ab == "AB" and ab.midpoint == "M1" and ab.peer("B") == "A"
+    assert all(lab.nodes[n].memories == ["c13"] for n in "ABC")
+    with pytest.raises(QnodeError, match="no link between A and C .*AB \\(A-B\\), BC \\(B-C\\)"):
+        lab.link_between("A", "C")
+
+
+def test_metro_lab_fibres_are_10_and_25_km():
+    lab = load_lab(LABS / "sim_three_node_metro.toml")
+    km = {name: sum(link.fibre_km.values()) for name, link in lab.all_links.items()}
+    assert km == {"AB": 10.0, "BC": 25.0}
+    assert lab.all_links["BC"].delay_s("C") == pytest.approx(62.5e-6)  # 12.5 km at 5 us/km
+
+
+def test_a_two_node_lab_without_links_has_its_one_link():
+    lab = load_lab(LABS / "sim_two_node.toml")
+    assert {n: (link.midpoint, link.nodes) for n, link in lab.all_links.items()} == {
+        "AB": ("M", ["A", "B"])
+    }
+    assert lab.all_links["AB"].delay_s("A") == 0.0
+
+
+def with_link(**link):
+    def edit(raw):
+        raw["links"] = {"AB": {"midpoint": "M", "nodes": ["A", "B"], **link}}
+
+    return edit
+
+
+def test_link_errors_name_the_key(tmp_path):
+    path = write_variant(tmp_path, with_link(midpoint="A"))
+    expect_error(path, "links.AB.midpoint", "'A' is not a midpoint node")
+    path = write_variant(tmp_path, with_link(nodes=["A", "Z"]))
+    expect_error(path, "links.AB.nodes", "'Z' is not a memory node")
+    path = write_variant(tmp_path, with_link(nodes=["A", "A"]))
+    expect_error(path, "links.AB.nodes", "two different nodes")
+    path = write_variant(tmp_path, with_link(fibre_km={"C": 1.0}))
+    expect_error(path, "links.AB.fibre_km.C", "C is not an end of this link")
+    path = write_variant(tmp_path, with_link(fibre_km={"A": -1.0}))
+    expect_error(path, "links.AB.fibre_km.A", "greater than or equal to 0")
+
+
+def test_memories_only_on_nv_memory_nodes(tmp_path):
+    def edit(raw):
+        raw["nodes"]["M"]["memories"] = ["c13"]
+
+    expect_error(write_variant(tmp_path, edit), "nodes.M.memories", "only an NV memory node")
