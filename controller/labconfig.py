@@ -215,7 +215,8 @@ class LabConfig(_Strict):
                 return name, link
         known = ", ".join(f"{n} ({'-'.join(link.nodes)})" for n, link in self.all_links.items())
         raise QnodeError(
-            f"the lab {self.lab.name} has no link between {a} and {b} (its links: {known or 'none'})"
+            f"the lab {self.lab.name} has no link between {a} and {b} "
+            f"(its links: {known or 'none'})"
         )
 
     def all_instruments(self) -> Iterator[tuple[str, str, InstrumentConfig]]:

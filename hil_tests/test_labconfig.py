@@ -214,7 +214,7 @@ def test_three_node_labs_have_two_links_through_b(name):
     name_ab, ab = lab.link_between("B", "A")
     assert name_ab == "AB" and ab.midpoint == "M1" and ab.peer("B") == "A"
     assert all(lab.nodes[n].memories == ["c13"] for n in "ABC")
-    with pytest.raises(QnodeError, match="no link between A and C .*AB \\(A-B\\), BC \\(B-C\\)"):
+    with pytest.raises(QnodeError, match=r"no link between A and C .*AB \(A-B\), BC \(B-C\)"):
         lab.link_between("A", "C")
 
 
