@@ -375,3 +375,15 @@ def test_release_and_discard_free_the_qubit():
     failed = b.on_move_failed(pair_id, "gate sequence aborted")
     assert failed.message == "move into memory failed: gate sequence aborted"
     assert b.free_memory() == "B.c13"
+
+
+def test_a_node_without_memory_qubits_refuses_to_store():
+    ion = NodeMemory("I", [], {"IJ": "J"}, MEMORY)
+    ion.on_heralded(
+        link="IJ", pair_id="s9:1:3", outcome="psi_plus", fidelity=0.9, fidelity_min=0.8, now=0.0
+    )
+    assert ion.deliver_to_memory("s9:1:3", now=0.0) == Refused(
+        "s9:1:3", "I has no memory qubit (lab file `memories`)"
+    )
+    with pytest.raises(QnodeError, match="cannot be negative"):
+        ion.on_attempts("IJ", -1, 0.05, now=0.0)

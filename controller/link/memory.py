@@ -266,9 +266,13 @@ class NodeMemory:
         by them (scheduling should never have allowed it)."""
         if link not in self.links:
             raise QnodeError(f"{self.node} has no link {link} (its links: {', '.join(self.links)})")
-        out = []
+        if attempts < 0:
+            raise QnodeError(f"{attempts} attempts on {link}: a count cannot be negative")
+        out: list[Discard] = []
+        if attempts == 0:
+            return out
         electron = self.holding[self.electron]
-        if electron is not None and attempts > 0:
+        if electron is not None:
             out.append(
                 self._discard(
                     electron, f"the electron was used for {attempts} attempts on {link}", {}
