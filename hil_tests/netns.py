@@ -61,6 +61,9 @@ WAKE_UP_LATE_S = 60e-6
 """How late a thread may wake from a timed wait in these VMs (measured 25-35 us with a timer
 slack of 1 ns, 75-85 us with Linux's default 50 us): the relay sleeps until this long before
 a chunk is due and spins the rest."""
+RELAY_PRIORITY = 10
+"""SCHED_FIFO priority of the relay's threads: above every ordinary process, below the
+kernel's own real-time threads (50 and up)."""
 IP_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 LINK_SUBNETS = ipaddress.IPv4Network("10.201.0.0/16")
@@ -172,11 +175,14 @@ def delete_stale_namespaces() -> list[str]:
     return deleted
 
 
+def _tc(namespace: str) -> list[str]:
+    return ["ip", "netns", "exec", namespace, "tc"]
+
+
 def netem_available(namespace: str) -> bool:
     """Whether this kernel has netem: try it on the loopback of a scratch namespace."""
     probe = subprocess.run(
-        ["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "lo", "root"]
-        + ["netem", "delay", "1us"],
+        [*_tc(namespace), "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1us"],
         capture_output=True,
         text=True,
         timeout=IP_TIMEOUT_S,
@@ -185,7 +191,7 @@ def netem_available(namespace: str) -> bool:
     if probe.returncode != 0:
         return False
     subprocess.run(
-        ["ip", "netns", "exec", namespace, "tc", "qdisc", "del", "dev", "lo", "root"],
+        [*_tc(namespace), "qdisc", "del", "dev", "lo", "root"],
         capture_output=True,
         timeout=IP_TIMEOUT_S,
         check=False,
@@ -211,6 +217,14 @@ def _precise_timer() -> None:
     of a Linux thread, as long as the shortest link's delay)."""
     if _libc is not None:
         _libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def _realtime() -> None:
+    """Run this thread before ordinary work (SCHED_FIFO, as root may): the fibre's delay does
+    not grow when the machine is busy, so the relay that plays it should not either. Where
+    it is refused, the thread runs as it is."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RELAY_PRIORITY))
 
 
 def _in_namespace(namespace: str, make: Callable[[], T]) -> T:
@@ -251,6 +265,7 @@ class _Pipe:
 
     def _run(self) -> None:
         _precise_timer()
+        _realtime()
         held: deque[tuple[float, bytes]] = deque()
         reading = True
         try:
@@ -536,8 +551,7 @@ def _netem(namespace: str, interface: str, delay_s: float) -> None:
     if delay_s > 0:
         us = f"{delay_s * 1e6:.3f}us"
         subprocess.run(
-            ["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", interface, "root"]
-            + ["netem", "delay", us],
+            [*_tc(namespace), "qdisc", "add", "dev", interface, "root", "netem", "delay", us],
             capture_output=True,
             timeout=IP_TIMEOUT_S,
             check=True,
