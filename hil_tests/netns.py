@@ -54,7 +54,7 @@ MAX_DELAY_S = 0.1
 MAX_RELAYED_PORTS = 64
 MAX_RELAYED_CONNECTIONS = 256
 RELAY_QUEUE_CHUNKS = 256
-"""Chunks (of up to RELAY_CHUNK_BYTES) held per direction of a connection: a full queue stops
+"""Chunks (of up to RELAY_CHUNK_BYTES) held per direction of a connection: a full hold stops
 the relay reading, and TCP's window then stops the sender (back-pressure, bounded memory)."""
 RELAY_CHUNK_BYTES = 65536
 WAKE_UP_LATE_S = 60e-6
@@ -88,9 +88,6 @@ class Link:
     a: str
     b: str
     delay_s: float
-
-    def peer(self, station: str) -> str:
-        return self.b if station == self.a else self.a
 
     def joins(self, x: str, y: str) -> bool:
         return {x, y} == {self.a, self.b}
@@ -291,7 +288,7 @@ class _Pipe:
                         reading = False
             if not reading:
                 self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
+        except (OSError, ValueError):  # a socket closed under it (the relay closing)
             for sock in (self.src, self.dst):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -316,7 +313,9 @@ class DelayRelay:
     """TCP proxies in the relay namespace, each holding bytes for its link's delay.
 
     One accepting thread per exposed port (it lives in the relay namespace, so the
-    connections it opens onward do too), two threads per direction of each connection."""
+    connections it opens onward do too), one thread per direction of each connection.
+    `select` limits a relayed socket's descriptor to below 1024 (FD_SETSIZE): plenty for a
+    test's few connections, and a larger one fails its connection loudly."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -388,21 +387,25 @@ class DelayRelay:
                 pipe.start()
 
     def close(self) -> None:
+        """Stop accepting, then end every connection: shut its sockets down (the pipes see
+        the end and return), join the pipes, and only then close the sockets, so that no
+        thread ever waits on a descriptor that was closed and maybe reused."""
         self.stop.set()
-        with self.lock:
-            for fwd in self.forwards.values():
-                if fwd.sock is not None:
-                    fwd.sock.close()
-            for sock in self.sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            pipes = list(self.pipes)
+        for fwd in self.forwards.values():
+            if fwd.sock is not None:
+                fwd.sock.close()
         for fwd in self.forwards.values():
             if fwd.thread is not None:
                 fwd.thread.join(STOP_TIMEOUT_S)
+        with self.lock:
+            sockets, pipes = list(self.sockets), list(self.pipes)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         for pipe in pipes:
             pipe.join(STOP_TIMEOUT_S)
+        for sock in sockets:
+            sock.close()
 
     def threads_alive(self) -> int:
         threads = [f.thread for f in self.forwards.values() if f.thread is not None]
