@@ -17,10 +17,10 @@ MAX_TEXT_CHARS = 200
 MAX_PAULIS = 8
 """Paulis a node applied to one qubit since its herald (each is a name in PAULIS)."""
 
-REASONS = ("cutoff", "timeout", "node_down", "peer_discard", "conflict", "shutdown")
-"""Why an end-to-end pair was discarded (records count by these): a link pair's cut-off, a
-deadline passed, a node known down, a peer's discard without a reason of ours, a peer that
-discarded a pair already delivered, the layer closed with the pair open."""
+REASONS = ("cutoff", "timeout", "node_down", "conflict", "shutdown")
+"""Why an end-to-end pair was discarded (records count by these; a discard passed on keeps its
+cause): a link pair's cut-off, a deadline passed, a node known down, a discard that reached a
+node after it had delivered the pair, the layer closed with the pair open."""
 
 
 class _Contents(type):
@@ -127,8 +127,8 @@ NETWORK = vocabulary(
     Schema("swap_delivered", {"swap": PairId, "applied": TwoNumbers}, notification=True),
     Schema(
         "swap_discard",
-        {"swap": PairId, "link_pairs": LinkPairIds, "kind": str, "reason": Text},
-        choices={"kind": REASONS},
+        {"swap": PairId, "link_pairs": LinkPairIds, "cause": str, "reason": Text},
+        choices={"cause": REASONS},
         notification=True,
     ),
 )

@@ -219,7 +219,7 @@ class _Machine:
         fields = {
             "swap": attempt.swap,
             "link_pairs": list(self._link_pairs(attempt)),
-            "kind": kind,
+            "cause": kind,
             "reason": reason[:200],
         }
         actions += [Send(to, "swap_discard", dict(fields)) for to in tell if to != self.node]
@@ -376,7 +376,7 @@ class Repeater(_Machine):
             why = f"{sender}: {msg['reason']}"
             if attempt.status == DELIVERED:
                 return self._discard(attempt, "conflict", why, other)
-            return self._discard(attempt, msg["kind"], why, other)
+            return self._discard(attempt, msg["cause"], why, other)
         self.ledger.foreign += 1
         return []
 
@@ -421,7 +421,7 @@ class Repeater(_Machine):
                 {
                     "swap": attempt.swap,
                     "link_pairs": list(self._link_pairs(attempt)),
-                    "kind": attempt.discarded[0],
+                    "cause": attempt.discarded[0],
                     "reason": attempt.discarded[1],
                 },
             )
@@ -500,7 +500,7 @@ class End(_Machine):
             why = f"{sender}: {msg['reason']}"
             if attempt.status == DELIVERED:
                 return self._discard(attempt, "conflict", why, ())
-            return self._discard(attempt, msg["kind"], why, ())
+            return self._discard(attempt, msg["cause"], why, ())
         self.ledger.foreign += 1
         return []
 
@@ -573,7 +573,7 @@ class End(_Machine):
                 {
                     "swap": attempt.swap,
                     "link_pairs": list(self._link_pairs(attempt)),
-                    "kind": attempt.discarded[0],
+                    "cause": attempt.discarded[0],
                     "reason": attempt.discarded[1],
                 },
             )
