@@ -764,3 +764,17 @@ def test_a_pauli_frame_flips_what_it_anticommutes_with():
     assert corrected_outcome("X", -1, Pauli.named("Y")) == 1
     with pytest.raises(ValueError, match="'W' is not a Pauli"):
         Pauli.named("W")
+
+
+def test_closing_discards_what_is_open_and_pruning_keeps_the_counts():
+    (b, a, _c), outcome = _b_sent()
+    applied = a.on_message("B", as_received(outcome[0]), 10.001)
+    actions = b.close(10.01)
+    assert records(actions)[0].kind == "shutdown" and [s.to for s in sends(actions)] == ["A", "C"]
+    assert b.ledger.open() == 0 and b.ledger.discarded == {"shutdown": 1}
+    assert b.prune(10.01 + 599) == 0  # kept a while: a late message is refused
+    b.on_message("A", as_received(sends(applied)[0]), 10.02)
+    assert b.ledger.refused == 1
+    assert b.prune(10.01 + 601) == 1 and b.attempts == {}
+    assert b.on_message("A", as_received(sends(applied)[0]), 700.0) == []
+    assert (b.ledger.foreign, b.ledger.attempted, b.ledger.discarded) == (1, 1, {"shutdown": 1})

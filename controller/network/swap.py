@@ -159,6 +159,7 @@ class _Attempt:
     applied: dict[str, float] = field(default_factory=dict)
     pauli: str = ""
     discarded: tuple[str, str] = ("", "")  # (kind, reason), said again to a late message
+    closed: float | None = None  # when it was delivered or discarded (this node's clock)
 
 
 class _Machine:
@@ -173,6 +174,19 @@ class _Machine:
         self.attempts: dict[str, _Attempt] = {}
         self.by_link_pair: dict[str, _Attempt] = {}
         self.by_swap: dict[str, _Attempt] = {}
+
+    def prune(self, now: float, keep_s: float = 600.0) -> int:
+        """Forget attempts closed more than `keep_s` ago (a message about one later is then
+        counted as foreign, not refused); the ledger keeps their counts. -> how many."""
+        old = [
+            k for k, a in self.attempts.items() if a.closed is not None and a.closed < now - keep_s
+        ]
+        for key in old:
+            attempt = self.attempts.pop(key)
+            for pair in attempt.pairs.values():
+                self.by_link_pair.pop(pair.pair_id, None)
+            self.by_swap.pop(attempt.swap, None)
+        return len(old)
 
     def _open(self, key: str) -> _Attempt:
         attempt = _Attempt(key)
@@ -200,7 +214,7 @@ class _Machine:
         )
 
     def _discard(
-        self, attempt: _Attempt, kind: str, reason: str, tell: tuple[str, ...]
+        self, now: float, attempt: _Attempt, kind: str, reason: str, tell: tuple[str, ...]
     ) -> list[Action]:
         """Discard an attempt (a delivered one becomes a discard), release what it holds,
         record it and tell `tell`; a discarded one again: nothing (idempotent)."""
@@ -213,6 +227,7 @@ class _Machine:
             self.ledger.delivered -= 1
         actions: list[Action] = [Release(p, reason) for p in self._held(attempt)]
         attempt.status = DISCARDED
+        attempt.closed = now
         attempt.discarded = (kind, reason[:200])
         self.ledger.discarded[kind] += 1
         actions.append(self._record(attempt, DISCARDED, kind, reason))
@@ -246,7 +261,7 @@ class _Machine:
         actions: list[Action] = []
         for attempt in list(self.attempts.values()):
             if attempt.status in OPEN:
-                actions += self._discard(attempt, "shutdown", reason, self._peers(attempt))
+                actions += self._discard(now, attempt, "shutdown", reason, self._peers(attempt))
         return actions
 
     def _peers(self, attempt: _Attempt) -> tuple[str, ...]:
@@ -334,7 +349,7 @@ class Repeater(_Machine):
         attempt = self.by_link_pair.get(pair_id)
         if attempt is None or attempt.status != WAITING:
             return []
-        actions = self._discard(attempt, "cutoff", reason, self._peers(attempt))
+        actions = self._discard(now, attempt, "cutoff", reason, self._peers(attempt))
         return [a for a in actions if not (isinstance(a, Release) and a.link_pair == pair_id)]
 
     def on_message(self, sender: str, msg: dict, now: float) -> list[Action]:
@@ -365,6 +380,7 @@ class Repeater(_Machine):
             if len(attempt.applied) < 2:
                 return []
             attempt.status = DELIVERED
+            attempt.closed = now
             self.ledger.delivered += 1
             fields = self._delivered_fields(attempt)
             return [
@@ -375,8 +391,8 @@ class Repeater(_Machine):
             other = tuple(e for e in self._peers(attempt) if e != sender)
             why = f"{sender}: {msg['reason']}"
             if attempt.status == DELIVERED:
-                return self._discard(attempt, "conflict", why, other)
-            return self._discard(attempt, msg["cause"], why, other)
+                return self._discard(now, attempt, "conflict", why, other)
+            return self._discard(now, attempt, msg["cause"], why, other)
         self.ledger.foreign += 1
         return []
 
@@ -386,7 +402,7 @@ class Repeater(_Machine):
         for attempt in list(self.attempts.values()):
             if attempt.status in OPEN and node in attempt.pairs:
                 tell = tuple(e for e in self._peers(attempt) if e != node)
-                actions += self._discard(attempt, "node_down", f"{node} is down", tell)
+                actions += self._discard(now, attempt, "node_down", f"{node} is down", tell)
         return actions
 
     def on_tick(self, now: float) -> list[Action]:
@@ -394,6 +410,7 @@ class Repeater(_Machine):
         for attempt in list(self.attempts.values()):
             if attempt.status == WAITING and now > attempt.deadline:
                 actions += self._discard(
+                    now,
                     attempt,
                     "timeout",
                     f"no second link pair within {self.second_link_s:g} s",
@@ -402,6 +419,7 @@ class Repeater(_Machine):
             elif attempt.status == SENT and now > attempt.deadline:
                 silent = [e for e in self.ends if e not in attempt.applied]
                 actions += self._discard(
+                    now,
                     attempt,
                     "timeout",
                     f"no swap_applied from {', '.join(silent)} within {self.ack_s:g} s",
@@ -472,7 +490,7 @@ class End(_Machine):
         attempt = self.by_link_pair.get(pair_id)
         if attempt is None or attempt.status != WAITING:
             return []
-        actions = self._discard(attempt, "cutoff", reason, (self.repeater,))
+        actions = self._discard(now, attempt, "cutoff", reason, (self.repeater,))
         return [a for a in actions if not (isinstance(a, Release) and a.link_pair == pair_id)]
 
     def on_message(self, sender: str, msg: dict, now: float) -> list[Action]:
@@ -494,13 +512,14 @@ class End(_Machine):
                 return []
             attempt.applied = dict(zip(self.ends, msg["applied"], strict=True))
             attempt.status = DELIVERED
+            attempt.closed = now
             self.ledger.delivered += 1
             return [self._record(attempt, DELIVERED)]
         if kind == "swap_discard":
             why = f"{sender}: {msg['reason']}"
             if attempt.status == DELIVERED:
-                return self._discard(attempt, "conflict", why, ())
-            return self._discard(attempt, msg["cause"], why, ())
+                return self._discard(now, attempt, "conflict", why, ())
+            return self._discard(now, attempt, msg["cause"], why, ())
         self.ledger.foreign += 1
         return []
 
@@ -513,7 +532,7 @@ class End(_Machine):
             return [self._applied_message(attempt)] if attempt.status == APPLIED else []
         problem = self._outcome_problem(mine, msg)
         if problem:
-            return self._discard(attempt, "conflict", problem, (self.repeater,))
+            return self._discard(now, attempt, "conflict", problem, (self.repeater,))
         index = 0 if self.first else 1
         frame = swap_frame(
             msg["link_states"][0],
@@ -550,7 +569,7 @@ class End(_Machine):
         if tuple(msg["ends"]) != self.ends:
             return f"the outcome names the ends {msg['ends']}, this pair's are {list(self.ends)}"
         index = 0 if self.first else 1
-        if msg["link_pairs"][index] != mine.pair_id or len(msg["link_pairs"]) != 2:
+        if len(msg["link_pairs"]) != 2 or msg["link_pairs"][index] != mine.pair_id:
             return f"the outcome's link pairs {msg['link_pairs']} do not hold {mine.pair_id}"
         if msg["swap"] != swap_id(*msg["link_pairs"]):
             return f"the outcome's id {msg['swap']!r} is not its link pairs'"
@@ -590,7 +609,7 @@ class End(_Machine):
         actions: list[Action] = []
         for attempt in list(self.attempts.values()):
             if attempt.status in OPEN:
-                actions += self._discard(attempt, "node_down", f"{node} is down", tell)
+                actions += self._discard(now, attempt, "node_down", f"{node} is down", tell)
         return actions
 
     def on_tick(self, now: float) -> list[Action]:
@@ -598,10 +617,10 @@ class End(_Machine):
         for attempt in list(self.attempts.values()):
             if attempt.status == WAITING and now > attempt.deadline:
                 why = f"no BSM outcome from {self.repeater} within {self.outcome_s:g} s"
-                actions += self._discard(attempt, "timeout", why, (self.repeater,))
+                actions += self._discard(now, attempt, "timeout", why, (self.repeater,))
             elif attempt.status == APPLIED and now > attempt.deadline:
                 why = f"no decision from {self.repeater} within {self.decision_s:g} s"
-                actions += self._discard(attempt, "timeout", why, (self.repeater,))
+                actions += self._discard(now, attempt, "timeout", why, (self.repeater,))
         return actions
 
 
