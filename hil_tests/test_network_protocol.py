@@ -13,6 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.messaging.wire import MessageError, pack, unpack
+from controller.network.applications import (
+    GhzTally,
+    TeleportReceiver,
+    TeleportSender,
+    ghz_frame_of,
+)
 from controller.network.estimators import (
     CARDINAL_STATES,
     CLASSICAL_BOUND,
@@ -24,7 +30,7 @@ from controller.network.estimators import (
     stabiliser_values,
     teleport_fidelity,
 )
-from controller.network.messages import NETWORK
+from controller.network.messages import APPLICATIONS, NETWORK
 from controller.network.pauli import (
     Pauli,
     frame_sign,
@@ -778,3 +784,115 @@ def test_closing_discards_what_is_open_and_pruning_keeps_the_counts():
     assert b.prune(10.01 + 601) == 1 and b.attempts == {}
     assert b.on_message("A", as_received(sends(applied)[0]), 700.0) == []
     assert (b.ledger.foreign, b.ledger.attempted, b.ledger.discarded) == (1, 1, {"shutdown": 1})
+
+
+# the applications end to end on state vectors ----------------------------------------------
+def measure(state: np.ndarray, setting: str, rng) -> tuple[int, ...]:
+    """One shot of a pure state measured qubit by qubit in `setting`: +1/-1 each."""
+    u = basis_change(setting[0])
+    for b in setting[1:]:
+        u = np.kron(u, basis_change(b))
+    probs = np.abs(u @ state) ** 2
+    index = rng.choice(len(probs), p=probs / probs.sum())
+    bits = [(index >> (len(setting) - 1 - k)) & 1 for k in range(len(setting))]
+    return tuple(1 - 2 * b for b in bits)
+
+
+def test_ghz_through_the_protocol_gives_fidelity_one_whatever_the_links_heralded():
+    """Every shot: random link states and Paulis applied, B's CNOT and electron readout drawn
+    from the state, the three results drawn in the setting; the frame from B's ghz_outcome
+    (checked against its schema) and the ends' Paulis makes every shot a perfect GHZ's."""
+    rng = np.random.default_rng(11)
+    tally = GhzTally()
+    for shot in range(400):
+        setting = list(GHZ_SETTINGS)[shot % 5]
+        s1, s2 = rng.choice(["psi_plus", "psi_minus"], size=2)
+        pa, pb1, pb2, pc = rng.choice(list("IXYZ"), size=4)
+        state = np.kron(BELL[s1], BELL[s2])
+        for k, p in enumerate((pa, pb1, pb2, pc)):
+            state = on_qubit(MATRIX[p], k, 4) @ state
+        state = cnot(1, 2, 4) @ state
+        branches = np.moveaxis(state.reshape(2, 2, 2, 2), 2, 0).reshape(2, 8)
+        p1 = float(np.vdot(branches[1], branches[1]).real)
+        m = int(rng.random() < p1)
+        state3 = branches[m] / np.linalg.norm(branches[m])
+        msg = unpack(
+            pack(
+                "ghz_outcome",
+                1,
+                ghz=f"g{shot}",
+                ends=["A", "C"],
+                link_pairs=[f"ab{shot}", f"bc{shot}"],
+                link_states=[str(s1), str(s2)],
+                memory_applied=[str(pb1)],
+                electron_applied=[str(pb2)],
+                electron_z=m,
+                setting=setting,
+            ),
+            APPLICATIONS,
+        )
+        frame = ghz_frame_of(msg, (str(pa),), (str(pc),))
+        tally.add(setting, measure(state3, setting, rng), frame)
+    estimate = tally.fidelity()
+    assert (estimate.value, estimate.low) == pytest.approx((1.0, 1.0))
+    assert tally.bound().value == pytest.approx(1.0)
+
+
+def test_ghz_without_the_frame_is_not_a_ghz():
+    """The same shots tallied with no frame: the estimate falls (so the frame matters)."""
+    rng = np.random.default_rng(12)
+    tally = GhzTally()
+    no_frame = (Pauli(), Pauli(), Pauli())
+    for shot in range(400):
+        setting = list(GHZ_SETTINGS)[shot % 5]
+        state = cnot(1, 2, 4) @ np.kron(BELL["psi_minus"], BELL["psi_plus"])
+        branch = np.moveaxis(state.reshape(2, 2, 2, 2), 2, 0).reshape(2, 8)[0]
+        tally.add(setting, measure(branch / np.linalg.norm(branch), setting, rng), no_frame)
+    assert tally.fidelity().high < 0.5
+
+
+def test_teleportation_through_the_protocol_gives_fidelity_one():
+    """Six cardinal states, 60 shots each: the sender's BSM drawn from the state, its
+    parities through the message, the receiver's correction applied to its qubit, its result
+    in the state's basis: every one right; without the correction, not."""
+    rng = np.random.default_rng(5)
+    sender, receiver = TeleportSender("A", "C"), TeleportReceiver("C", "A")
+    uncorrected_good = 0
+    for shot in range(360):
+        name = list(CARDINAL_STATES)[shot % 6]
+        basis, sign = CARDINAL_STATES[name]
+        swap = f"ab{shot}|bc{shot}"
+        receiver.on_pair_delivered(swap, f"bc{shot}")
+        state = np.kron(input_state(name), BELL["psi_plus"])  # (S, A, C): the resource psi+
+        probs = {k: project_pair(state, 0, 3, BELL[b])[1] for k, b in PARITIES.items()}
+        keys = list(probs)
+        zz, xx = keys[rng.choice(4, p=np.array(list(probs.values())) / sum(probs.values()))]
+        received, _ = project_pair(state, 0, 3, BELL[PARITIES[(zz, xx)]])
+        (send,) = sender.on_bsm(swap, zz, xx, 1.0, state=name)
+        (apply,) = receiver.on_message(
+            "A", unpack(pack(send.kind, 1, **send.fields), APPLICATIONS), 1.0
+        )
+        assert apply.link_pair == f"bc{shot}"
+        result = measure(MATRIX[apply.pauli] @ received, basis, rng)[0]
+        uncorrected_good += measure(received, basis, rng)[0] == sign
+        assert receiver.on_result(swap, basis, result) == sign
+    estimate = receiver.estimate()
+    assert (estimate.value, estimate.low) == (1.0, 1.0) and estimate.above(CLASSICAL_BOUND)
+    assert uncorrected_good < 0.8 * 360  # without it 180 +- 9.5 right: 288 is 11 sigma above
+
+
+def test_the_teleport_receiver_refuses_what_it_cannot_use():
+    receiver = TeleportReceiver("C", "A")
+    msg = {"type": "teleport_outcome", "swap": "x|y", "zz": 0, "xx": 1, "t_bsm": 1.0}
+    assert receiver.on_message("A", msg, 1.0) == [] and receiver.ledger.refused == 1  # no pair
+    receiver.on_pair_delivered("x|y", "y")
+    receiver.on_pair_discarded("x|y")
+    assert receiver.on_message("A", msg, 1.0) == [] and receiver.ledger.refused == 2
+    receiver.on_pair_delivered("p|q", "q")
+    assert receiver.on_message("B", dict(msg, swap="p|q"), 1.0) == []  # not the sender
+    assert receiver.ledger.foreign == 1
+    (apply,) = receiver.on_message("A", dict(msg, swap="p|q"), 1.0)
+    assert receiver.on_message("A", dict(msg, swap="p|q"), 1.0) == []  # duplicate
+    assert receiver.ledger.duplicates == 1 and apply.pauli == "Y"  # X (psi+) times Z (phi-)
+    with pytest.raises(ValueError, match="no outcome arrived"):
+        receiver.on_result("x|y", "Z", 1)

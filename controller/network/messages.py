@@ -9,6 +9,7 @@ the state machines take that sender as an argument beside the message.
 from __future__ import annotations
 
 from controller.messaging.wire import Kind, Schema, vocabulary
+from controller.network.estimators import CARDINAL_STATES, GHZ_SETTINGS
 from controller.network.pauli import BELL_STATES, PAULIS
 
 MAX_ID_CHARS = 200
@@ -99,6 +100,8 @@ PauliNames.__name__ = f"list of at most {MAX_PAULIS} of {', '.join(PAULIS)}"
 
 NUMBER: Kind = (int, float)
 BIT = (0, 1)
+CARDINAL = tuple(CARDINAL_STATES)
+GHZ_SETTING_NAMES = tuple(GHZ_SETTINGS)
 
 NETWORK = vocabulary(
     Schema(
@@ -134,3 +137,31 @@ NETWORK = vocabulary(
 )
 """Repeater -> ends: swap_outcome, swap_delivered, swap_discard; end -> repeater:
 swap_applied, swap_discard (docs/network.md has the sequence)."""
+
+APPLICATIONS = vocabulary(
+    Schema(
+        "teleport_outcome",
+        {"swap": PairId, "zz": int, "xx": int, "t_bsm": NUMBER},
+        {"state": str},
+        {"zz": BIT, "xx": BIT, "state": CARDINAL},
+        notification=True,
+    ),
+    Schema(
+        "ghz_outcome",
+        {
+            "ghz": PairId,
+            "ends": TwoNames,
+            "link_pairs": LinkPairIds,
+            "link_states": TwoStates,
+            "memory_applied": PauliNames,
+            "electron_applied": PauliNames,
+            "electron_z": int,
+            "setting": str,
+        },
+        choices={"electron_z": BIT, "setting": GHZ_SETTING_NAMES},
+        notification=True,
+    ),
+)
+"""Sender -> receiver: teleport_outcome (`state` names the cardinal state in a verification
+run); B -> the ends and the operator: ghz_outcome (B's electron's Z result, the links' states
+and the Paulis B applied to each qubit, the setting all three measure in)."""
