@@ -896,3 +896,13 @@ def test_the_teleport_receiver_refuses_what_it_cannot_use():
     assert receiver.ledger.duplicates == 1 and apply.pauli == "Y"  # X (psi+) times Z (phi-)
     with pytest.raises(ValueError, match="no outcome arrived"):
         receiver.on_result("x|y", "Z", 1)
+
+
+def test_a_link_pair_reported_twice_is_one_attempt():
+    b, a, _ = machines()
+    at_a, at_b1 = pair_ab()
+    assert b.on_link_pair(at_b1, 10.0) == [] and b.on_link_pair(at_b1, 10.0) == []
+    assert a.on_link_pair(at_a, 10.0) == [] and a.on_link_pair(at_a, 10.0) == []
+    assert (b.ledger.attempted, b.ledger.duplicates, a.ledger.attempted) == (1, 1, 1)
+    with pytest.raises(ValueError, match="must not make it"):
+        b.on_link_pair(pair_ab(ident="ab:2:2")[1], 10.0)  # a second A-B pair while one is held

@@ -297,6 +297,9 @@ class Repeater(_Machine):
     # events ------------------------------------------------------------------------------------
     def on_link_pair(self, pair: LinkPair, now: float) -> list[Action]:
         end = _end_of(pair, self.node, self.ends)
+        if pair.pair_id in self.by_link_pair:
+            self.ledger.duplicates += 1
+            return []
         attempt = self.current
         if attempt is None or attempt.status != WAITING:
             attempt = self._open(pair.pair_id)
