@@ -906,3 +906,21 @@ def test_a_link_pair_reported_twice_is_one_attempt():
     assert (b.ledger.attempted, b.ledger.duplicates, a.ledger.attempted) == (1, 1, 1)
     with pytest.raises(ValueError, match="must not make it"):
         b.on_link_pair(pair_ab(ident="ab:2:2")[1], 10.0)  # a second A-B pair while one is held
+
+
+def test_a_pair_from_the_link_layers_memory_joins_a_swap():
+    from controller.link.memory import StoredPair
+
+    stored = StoredPair("ab:4:2", "AB", "A", "psi_minus", 0.92, 0.7, 10.0, "B.c13", goodness=0.85)
+    pair = LinkPair.from_stored(stored, "B")
+    assert (pair.nodes, pair.state, pair.goodness, pair.made) == (
+        ("B", "A"),
+        "psi_minus",
+        0.85,
+        10.0,
+    )
+    b, _, _ = machines()
+    b.on_link_pair(pair, 10.0)
+    (measure,) = b.on_link_pair(pair_bc()[1], 10.01)
+    (to_a, _) = sends(b.on_bsm(measure.swap, 0, 0, 10.02))
+    assert to_a.fields["goodness"] == pytest.approx(werner_swap_fidelity(0.85, 0.8))

@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.link.memory import StoredPair
 from controller.network.messages import REASONS
 from controller.network.pauli import Pauli, own_correction, swap_frame, werner_swap_fidelity
 
@@ -73,6 +74,19 @@ class LinkPair:
     goodness: float
     made: float
     applied: tuple[str, ...] = ()
+
+    @classmethod
+    def from_stored(cls, stored: StoredPair, node: str, applied: tuple[str, ...] = ()) -> LinkPair:
+        """A pair the link layer's memory holds (`NodeMemory`), as this layer takes it: its
+        heralded state, its goodness now, its herald's time as when it was made."""
+        return cls(
+            stored.pair_id,
+            (node, stored.peer),
+            stored.outcome,
+            stored.goodness,
+            stored.heralded_at,
+            tuple(applied),
+        )
 
 
 # actions -----------------------------------------------------------------------------------------
