@@ -208,9 +208,7 @@ class SimLab:
         pins = (self.description.get("simulation") or {}).get("midpoint") or {}
         truth = draw_midpoint_truth(platforms, detectors, rng, pins)
         # the photons' delay after their sync: the electronics (drawn) and the fibre
-        truth = replace(
-            truth, delay_ns={n: d + fibre_ns[n] for n, d in truth.delay_ns.items()}
-        )
+        truth = replace(truth, delay_ns={n: d + fibre_ns[n] for n, d in truth.delay_ns.items()})
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
         piezos = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         piezo = self.devices.get(f"{name}.{piezos[0]}") if piezos else None

@@ -61,6 +61,13 @@ class SimNode:
             return self.midpoint
         return self.links.get((self.ttl >> self.fibre_switch_line) & 1)
 
+    def state_seen_by(self, midpoint) -> np.ndarray | None:
+        """The memory's state at its last optical pi pulse, as a midpoint's heralding sees it:
+        dark if the fibre switch sent the photon to another midpoint."""
+        if self.emitter_state is None or self.photon_midpoint() is midpoint:
+            return self.emitter_state
+        return np.diag([0.0, 1.0]).astype(complex)
+
     def _gain(self, path: str) -> float:
         p = self.optics.get(path)
         if p is None or not (self.ttl >> p.ttl_line) & 1 or not p.laser.enabled:
@@ -112,9 +119,7 @@ class SimNode:
         midpoint = self.photon_midpoint()
         if midpoint is not None:
             for t, p in body:
-                midpoint.excitation_train(
-                    self.name, t + period_ns, period_ns, iterations, p, lit
-                )
+                midpoint.excitation_train(self.name, t + period_ns, period_ns, iterations, p, lit)
         self.advance(iterations * period_ns)
         return True
 

@@ -330,7 +330,7 @@ class Midpoint:
         waiting = self._stepping.setdefault(key, {})
         future = asyncio.get_running_loop().create_future()
         dark = np.diag([0.0, 1.0]).astype(complex)
-        state = node.emitter_state if node.excitations else dark
+        state = node.state_seen_by(self) if node.excitations else dark
         waiting[node.name] = (state, future)
         names = list(self.truth.eta)
         if all(n in waiting for n in names):

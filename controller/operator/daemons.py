@@ -68,9 +68,9 @@ def daemon_args(
     allow_faults: bool = False,
 ) -> list[str]:
     """The `qnode` arguments that serve `station` of the lab: `node serve` for a memory
-    node, `midpoint serve` for the midpoint (`allow_faults`: herald fault injection)."""
+    node, `midpoint serve --name` for a midpoint (`allow_faults`: herald fault injection)."""
     if lab.nodes[station].kind == "midpoint":
-        args = ["midpoint", "serve", "--lab", lab.source]
+        args = ["midpoint", "serve", "--lab", lab.source, "--name", station]
         if allow_faults:
             args.append("--allow-faults")
     else:

@@ -387,7 +387,8 @@ class SimSequencer(Device):
         end, duration, adds, rounds = loop
         available = loops.get(end, program[end].d)
         protocol = "barrett_kok" if rounds == 2 else "single_click"
-        result = await midpoint.attempts(self, node.emitter_state, available, ins.d, protocol)
+        state = node.state_seen_by(midpoint)
+        result = await midpoint.attempts(self, state, available, ins.d, protocol)
         if result is None:
             return None
         attempts, outcome = result

@@ -1,0 +1,442 @@
+"""The three-node lab, A - M1 - B - M2 - C: every station served, each midpoint heralding its
+own link, B's fibre switch choosing between them, and the fibres of the lab file in the
+photons' delays and in how soon a node can learn an attempt's fate.
+
+Two kinds of test: through the real transports (`qnode sim up` in its own process, the
+instruments' drivers, `qnode instruments check`, `qnode midpoint serve`), and pure code (the
+simulated lab built in this process, its sequencers and taggers driven by their commands, as
+hil_tests/test_detection_window.py does) where a test needs the virtual clock's exact times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.harness.sim import SimControl, start_sim
+from controller.labconfig import load_lab, parse_lab, read_resource_map
+from controller.operator.daemons import StartError, terminate
+from qnode.errors import LabConfigError, ProgramError
+from sequences.program import Instruction, Op, assemble, decode, decode_events, encode
+from sim_backends.framing import Message
+from sim_backends.instruments.sequencer import SimSequencer
+from sim_backends.lab import SimLab
+
+LABS = Path(__file__).resolve().parent.parent / "labs"
+THREE = LABS / "sim_three_node.toml"
+METRO = LABS / "sim_three_node_metro.toml"
+STATIONS = ("A", "B", "C", "M1", "M2")
+SEED = 20261130
+QNODE = [sys.executable, "-m", "controller.cli"]
+
+
+# through the real transports ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_node(tmp_path_factory):
+    """`qnode sim up` of the three-node lab in its own process: (lab, resource map)."""
+    folder = tmp_path_factory.mktemp("three_node")
+    lab = load_lab(THREE)
+    resource_map = folder / "resources.json"
+    try:
+        proc = start_sim(lab, resource_map, seed=SEED, log=folder / "sim.log")
+    except StartError as e:
+        pytest.fail(str(e))
+    try:
+        yield lab, resource_map
+    finally:
+        terminate(proc)
+
+
+def qnode(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*QNODE, *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+def test_sim_up_serves_all_five_stations_and_instruments_check_passes(three_node):
+    lab, resource_map = three_node
+    resources = read_resource_map(lab, resource_map)
+    served = {name.split(".")[0] for name in resources}
+    assert served == set(STATIONS)
+    expected = {f"{n}.{i}" for n, i, _ in lab.all_instruments()}
+    assert set(resources) == expected
+    check = qnode("instruments", "check", "--lab", str(THREE), "--resource-map", str(resource_map))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"all {len(expected)} instruments healthy" in check.stdout
+    # the ground truth names both midpoints, each with its own link's two nodes only
+    truth = SimControl(resource_map).truth()
+    assert set(truth["M1"]["eta"]) == {"A", "B"}
+    assert set(truth["M2"]["eta"]) == {"B", "C"}
+
+
+def test_each_midpoint_drives_the_sync_of_its_own_link(three_node):
+    """M1's sync reaches A's and B's port 0, M2's reaches B's port 1 and C's port 0: each
+    sequencer's WAIT_SYNC on the port of a link returns when that link's midpoint fires."""
+    lab, resource_map = three_node
+    resources = read_resource_map(lab, resource_map)
+    waits = {  # station -> (midpoint, port)
+        ("A", "M1"): 0,
+        ("B", "M1"): 0,
+        ("B", "M2"): 1,
+        ("C", "M2"): 0,
+    }
+    for (node, midpoint), port in waits.items():
+        seq = lab.make_driver(node, "seq", resources)
+        herald = lab.make_driver(midpoint, "herald", resources)
+        other = lab.make_driver("M2" if midpoint == "M1" else "M1", "herald", resources)
+        program = assemble(f"WAIT_SYNC 5s, {port}\nEVENT 7\nHALT")
+        with seq, herald, other:
+            seq.load(program)
+            seq.run()
+            other.fire_sync()  # the other midpoint's sync reaches another input: still waits
+            time.sleep(0.05)
+            assert seq.state() == "WAITING", (node, midpoint)
+            herald.fire_sync()
+            deadline = time.monotonic() + 5
+            while seq.state() in ("RUNNING", "WAITING") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert seq.state() == "HALTED", (node, midpoint)
+            events = seq.read_events()
+            assert [e.code for e in events] == [7], (node, midpoint, events)
+
+
+def test_midpoint_serve_names_the_midpoints_when_the_lab_has_several(tmp_path):
+    env = {**os.environ, "QNODE_DATA_DIR": str(tmp_path)}
+    unnamed = qnode("midpoint", "serve", "--lab", str(THREE), env=env)
+    assert unnamed.returncode == 2
+    text = " ".join((unnamed.stdout + unnamed.stderr).split())
+    assert "has 2 midpoints" in text and "M1 (A-B)" in text and "M2 (B-C)" in text
+    wrong = qnode("midpoint", "serve", "--lab", str(THREE), "--name", "M3", env=env)
+    assert wrong.returncode == 2
+    assert "'M3' is not a midpoint" in " ".join((wrong.stdout + wrong.stderr).split())
+
+
+def test_a_midpoint_daemon_serves_its_own_link(three_node, tmp_path, monkeypatch):
+    from controller.midpoint.daemon import link_nodes, served_midpoint
+    from controller.operator import daemons
+    from controller.operator.client import NodeClient
+
+    lab, resource_map = three_node
+    assert served_midpoint(lab, "M2") == "M2" and link_nodes(lab, "M2") == ["B", "C"]
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    proc = daemons.start_daemon(lab, "M2", log=tmp_path / "M2.log", resource_map=resource_map)
+    try:
+        with NodeClient.for_lab(lab, "M2", timeout_s=10) as client:
+            status = client.status()
+        assert status["node"] == "M2"
+    finally:
+        terminate(proc)
+
+
+# pure code: the simulated lab in this process -----------------------------------------------
+def send(device, text: str, block: bytes | None = None):
+    return device.execute(Message(text, block))
+
+
+def sequencer_of(lab: SimLab, node: str) -> SimSequencer:
+    return next(
+        d for d in lab.devices.values() if isinstance(d, SimSequencer) and d.node.name == node
+    )
+
+
+def lasers_on(lab: SimLab, node: str) -> None:
+    """The node's lasers on at their nominal power, its memory ready (as after a passed CR
+    check: these programs have none)."""
+    for path in lab.nodes[node].optics.values():
+        path.laser.enabled, path.laser.power_w = True, path.nominal_power_w
+    lab.nodes[node].physics.ready = True
+
+
+INIT_NS, EXCITE_NS = 2000, 20
+SYNC_EVENT, HERALD_EVENT, ATTEMPTS_EVENT, EXHAUSTED_EVENT = 10, 11, 12, 13
+
+
+def attempt_program(port: int, switch_line: int | None, window_ns: int, attempts: int) -> str:
+    """The attempt loop (spin pump, optical pi pulse, herald wait) on one link's port, the
+    fibre switch pointed at that link's midpoint first; events: the sync, the herald (its
+    outcome) and the attempts it took, or the attempts exhausted."""
+    switch = ""
+    if switch_line is not None:
+        switch = f"{'TTL_SET' if port else 'TTL_CLR'} {1 << switch_line:#x}\n"
+    return f"""{switch}WAIT_SYNC 5s, {port}
+        EVENT {SYNC_EVENT}
+        SET r2, 0
+top:    ADD r2, 1
+        TTL_SET 0x4
+        WAIT {INIT_NS}
+        TTL_CLR 0x4
+        TTL_SET 0x8
+        WAIT {EXCITE_NS}
+        TTL_CLR 0x8
+        WAIT_HERALD r0, {window_ns}, {port}
+        BRANCH_GE r0, 1, heralded
+        LOOP top, {attempts}
+        EVENT {EXHAUSTED_EVENT}, r2
+        HALT
+heralded: EVENT {HERALD_EVENT}, r0
+        EVENT {ATTEMPTS_EVENT}, r2
+        HALT
+"""
+
+
+def run_link(
+    lab_file: Path, link: str, window_ns: int, attempts: int, runs: int = 1, seed: int = 3
+):
+    """Both nodes of a link run the attempt loop on their port of it, `runs` times, released
+    by that link's midpoint (its herald logic's SYNC:MODE AUTO). Returns each node's events
+    per run, the midpoints' ground-truth heralds and the lab's description."""
+    config = load_lab(lab_file)
+    spec = config.all_links[link]
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            async def run():
+                lab = SimLab(config.model_dump(), seed, Path(tmp), Path(tmp) / "resources.json")
+                herald = lab.midpoints[spec.midpoint].herald_logic
+                send(herald, "SYNC:MODE AUTO")
+                assert send(herald, "SYNC:MODE?") == "AUTO"
+                events: dict[str, list] = {n: [] for n in spec.nodes}
+                for _ in range(runs):
+                    for node in spec.nodes:
+                        lasers_on(lab, node)
+                        channels = config.nodes[node].channels
+                        source = attempt_program(
+                            channels.port(link),
+                            channels.ttl.get("fibre_switch"),
+                            window_ns,
+                            attempts,
+                        )
+                        seq = sequencer_of(lab, node)
+                        send(seq, "PROGram:LOAD", assemble(source).encode())
+                        send(seq, "RUN")
+                    for node in spec.nodes:
+                        seq = sequencer_of(lab, node)
+                        while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                            await asyncio.sleep(0.001)
+                        assert send(seq, "STATus?") == "HALTED"
+                        events[node].append(decode_events(send(seq, "EVT:DATA?")))
+                heralds = {name: list(m.heralds) for name, m in lab.midpoints.items()}
+                return events, heralds, lab
+
+            return loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+def by_code(events) -> dict[int, object]:
+    return {e.code: e for e in events}
+
+
+@pytest.mark.parametrize("link, quiet", [("AB", "M2"), ("BC", "M1")])
+def test_a_herald_on_each_link_b_switching_its_fibre(link, quiet):
+    """B's fibre switch sends its photons to the midpoint of the link it attempts on: that
+    midpoint heralds (both memories bright in the ground truth: both photons reached it),
+    the other never does."""
+    runs = 5
+    events, heralds, lab = run_link(THREE, link, window_ns=1000, attempts=10**6, runs=runs)
+    midpoint = "M1" if link == "AB" else "M2"
+    assert heralds[quiet] == []
+    assert len(heralds[midpoint]) == runs
+    for h in heralds[midpoint]:
+        # the memories, pumped to |0> (bright) with no rotation, both emit: each alpha ~1
+        assert set(h["alphas"]) == set(link) and min(h["alphas"].values()) > 0.9, h
+    for node, per_run in events.items():
+        for run in per_run:
+            codes = by_code(run)
+            assert HERALD_EVENT in codes and codes[HERALD_EVENT].value in (1, 2), (node, run)
+    # B's switch line (5) is high after a run on BC (port 1), low after one on AB (port 0)
+    assert bool((lab.nodes["B"].ttl >> 5) & 1) == (link == "BC")
+
+
+def test_switch_pointed_at_the_other_midpoint_leaves_b_dark_there():
+    """A wrong fibre switch (B's photons to M1 while it attempts on M2): M2 heralds on C's
+    photons alone, and the ground truth says B was dark."""
+    config = load_lab(THREE)
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            async def run():
+                lab = SimLab(config.model_dump(), 5, Path(tmp), Path(tmp) / "resources.json")
+                send(lab.midpoints["M2"].herald_logic, "SYNC:MODE AUTO")
+                for node, port, switch in (("B", 1, None), ("C", 0, None)):
+                    lasers_on(lab, node)
+                    # B's program leaves its switch low (M1) though it waits on M2's port
+                    source = attempt_program(port, switch, 1000, 10**6)
+                    seq = sequencer_of(lab, node)
+                    send(seq, "PROGram:LOAD", assemble(source).encode())
+                    send(seq, "RUN")
+                for node in ("B", "C"):
+                    seq = sequencer_of(lab, node)
+                    while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                        await asyncio.sleep(0.001)
+                return list(lab.midpoints["M2"].heralds), list(lab.midpoints["M1"].heralds)
+
+            at_m2, at_m1 = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert len(at_m2) == 1 and at_m1 == []
+    assert at_m2[0]["alphas"]["B"] == 0.0 and at_m2[0]["alphas"]["C"] > 0.9
+
+
+def test_metro_herald_wait_returns_one_round_trip_after_the_excitation():
+    """On the metro lab's 10 km link (5 km each way) the herald reaches a node 2 x 25 us after
+    its photon left: the WAIT_HERALD of the heralding attempt ends exactly then (virtual
+    clock), the failed attempts each last their whole wait."""
+    window = 60_000  # ns: longer than the 50 us round trip
+    events, heralds, lab = run_link(METRO, "AB", window_ns=window, attempts=10**6)
+    round_trip = 2 * 5.0 * 5000  # 2 x 5 km x 5 us/km, in ns
+    assert lab.midpoints["M1"].round_trip_ns("A") == round_trip
+    assert len(heralds["M1"]) == 1
+    for node in ("A", "B"):
+        codes = by_code(events[node][0])
+        attempts = codes[ATTEMPTS_EVENT].value
+        assert attempts == heralds["M1"][0]["attempts"]
+        period = INIT_NS + EXCITE_NS + window
+        after_excitation = (
+            codes[HERALD_EVENT].time_ns
+            - codes[SYNC_EVENT].time_ns
+            - (attempts - 1) * period
+            - (INIT_NS + EXCITE_NS)
+        )
+        assert after_excitation == round_trip, node
+
+
+def test_metro_herald_wait_shorter_than_the_round_trip_never_hears_a_herald():
+    """A herald wait shorter than the round trip gives up before any attempt's fate can come
+    back: every attempt times out, none heralds at the node, whatever the midpoint saw."""
+    attempts = 40
+    events, heralds, _ = run_link(METRO, "AB", window_ns=40_000, attempts=attempts)
+    for node in ("A", "B"):
+        codes = by_code(events[node][0])
+        assert HERALD_EVENT not in codes, node
+        assert codes[EXHAUSTED_EVENT].value == attempts
+    assert heralds["M1"] == []
+
+
+def photon_delays(lab_file: Path, node: str, midpoint: str, port: int) -> tuple[np.ndarray, dict]:
+    """The delays (ns after their sync) of the tags a node's excitation train leaves on its
+    midpoint's tagger, and that midpoint's truth; the node's photons reach the detectors with
+    probability 0.2 (raised, for statistics). A short spin pump: 500 excitations light the
+    memory for 0.1 ms, well within its ~2 ms to ionise under red light."""
+    import dataclasses
+
+    config = load_lab(lab_file)
+    switch = config.nodes[node].channels.ttl.get("fibre_switch")
+    body = "TTL_SET 0x4\nWAIT 200\nTTL_CLR 0x4\nTTL_SET 0x8\nWAIT 20\nTTL_CLR 0x8\nWAIT 80000\n"
+    lead = "" if switch is None else f"{'TTL_SET' if port else 'TTL_CLR'} {1 << switch:#x}\n"
+    source = f"{lead}top: {body}LOOP top, 500\nHALT\n"
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            async def run():
+                lab = SimLab(config.model_dump(), 11, Path(tmp), Path(tmp) / "resources.json")
+                mid = lab.midpoints[midpoint]
+                mid.truth = dataclasses.replace(mid.truth, eta={**mid.truth.eta, node: 0.2})
+                lasers_on(lab, node)
+                tagger, seq = mid.tagger, sequencer_of(lab, node)
+                for channel in mid.detectors:
+                    assert send(tagger, f"INPut{channel}:ENABle ON;:RAW{channel}:SEND ON") == ""
+                send(seq, "PROGram:LOAD", assemble(source).encode())
+                assert send(tagger, "RECord:ENABle ON;DURation 3600 s;PLAY") == ""
+                send(seq, "RUN")
+                while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                    await asyncio.sleep(0.001)
+                send(tagger, "RECord:STOP")
+                return tagger.tags["delay_ps"] / 1e3, mid.truth.as_dict()
+
+            return loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    "lab_file, node, midpoint, port, fibre_ns",
+    [
+        (THREE, "A", "M1", 0, 5.0),  # 1 m of fibre
+        (METRO, "A", "M1", 0, 25_000.0),  # 5 km
+        (METRO, "B", "M2", 1, 62_500.0),  # 12.5 km, through B's fibre switch
+    ],
+)
+def test_photons_arrive_one_fibre_delay_later(lab_file, node, midpoint, port, fibre_ns):
+    """The delay histogram of a node's photons starts at the fibre delay plus the electronics
+    (40-90 ns); the bulk lies within a few lifetimes (12 ns) of the onset."""
+    delays, truth = photon_delays(lab_file, node, midpoint, port)
+    onset = truth["delay_ns"][node]
+    assert fibre_ns + 40.0 <= onset <= fibre_ns + 90.0
+    photons = delays[(delays > onset - 5.0) & (delays < onset + 120.0)]
+    # ~500 excitations x 0.2: about 100 photons (sd 10) while the memory stays ready; more
+    # than 40 is 6 sd below
+    assert len(photons) > 40
+    # the photon cluster starts at the onset (jitter 0.05 ns), not before
+    assert photons.min() >= onset - 0.5
+    assert np.median(photons) == pytest.approx(onset + 12.0 * np.log(2), abs=6.0)
+
+
+# the lab file and the program format --------------------------------------------------------
+def three_node_raw() -> dict:
+    import tomllib
+
+    return tomllib.loads(THREE.read_text())
+
+
+@pytest.mark.parametrize(
+    "change, key, problem",
+    [
+        (lambda r: r["nodes"]["B"]["channels"].pop("links"), "nodes.B.channels.links", "name the"),
+        (
+            lambda r: r["nodes"]["B"]["channels"]["ttl"].pop("fibre_switch"),
+            "nodes.B.channels.ttl",
+            "needs a TTL line 'fibre_switch'",
+        ),
+        (
+            lambda r: r["nodes"]["A"]["channels"].update(links={"BC": 0}),
+            "nodes.A.channels.links.BC",
+            "A is not an end of a link 'BC'",
+        ),
+        (
+            lambda r: r["nodes"]["B"]["channels"].update(links={"AB": 1, "BC": 1}),
+            "nodes.B.channels.links.BC",
+            "port 1 is already the port of link AB",
+        ),
+        (
+            lambda r: r["nodes"]["C"]["channels"].update(links={"BC": 4}),
+            "nodes.C.channels.links.BC",
+            "port 4 is outside 0..3",
+        ),
+    ],
+)
+def test_lab_file_link_ports_and_fibre_switch_are_checked(change, key, problem):
+    raw = three_node_raw()
+    change(raw)
+    with pytest.raises(LabConfigError) as error:
+        parse_lab(raw, str(THREE))
+    assert key in str(error.value) and problem in str(error.value)
+
+
+def test_program_format_round_trip_with_ports():
+    text = "WAIT_SYNC 1ms, 1\nWAIT_HERALD r3, 60us, 2\nWAIT_SYNC 1ms\nWAIT_HERALD r0, 1us\nHALT"
+    program = assemble(text)
+    assert program.instructions[:4] == [
+        Instruction(Op.WAIT_SYNC, b=1, d=1_000_000),
+        Instruction(Op.WAIT_HERALD, a=3, b=2, d=60_000),
+        Instruction(Op.WAIT_SYNC, b=0, d=1_000_000),
+        Instruction(Op.WAIT_HERALD, a=0, b=0, d=1_000),
+    ]
+    assert decode(program.encode()) == program.instructions
+    with pytest.raises(ProgramError, match="port 4 does not exist"):
+        assemble("WAIT_HERALD r0, 1us, 4\nHALT")
+    with pytest.raises(ProgramError, match="port 9 does not exist"):
+        encode([Instruction(Op.WAIT_SYNC, b=9, d=4), Instruction(Op.HALT)])
+    with pytest.raises(ProgramError, match="port must not be negative"):
+        assemble("WAIT_SYNC 1us, -1\nHALT")
