@@ -456,8 +456,8 @@ def _check_links(lab: LabConfig, fail: Fail) -> None:
         for node in link.fibre_km:
             if node not in link.nodes:
                 fail(f"{key}.fibre_km.{node}", f"{node} is not an end of this link")
-    for node_name, node in lab.nodes.items():
-        _check_link_ports(lab, node_name, node, fail)
+    for station, config in lab.nodes.items():
+        _check_link_ports(lab, station, config, fail)
     pairs = [frozenset(link.nodes) for link in lab.links.values()]
     if len(set(pairs)) != len(pairs):
         fail("links", "two links join the same pair of nodes")

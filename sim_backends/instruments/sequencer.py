@@ -50,7 +50,7 @@ WATCHDOG_CHECK_S = 0.02
 
 def quantise_up(ns: float) -> int:
     """The sequencer's clock cycles that cover `ns`."""
-    return -(-int(round(ns)) // CLOCK_NS) * CLOCK_NS
+    return -(-round(ns) // CLOCK_NS) * CLOCK_NS
 
 
 class SimSequencer(Device):
