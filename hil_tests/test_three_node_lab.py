@@ -71,6 +71,7 @@ def test_sim_up_serves_all_five_stations_and_instruments_check_passes(three_node
     check = qnode("instruments", "check", "--lab", str(THREE), "--resource-map", str(resource_map))
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"all {len(expected)} instruments healthy" in check.stdout
+    assert "(5 stations: A, B, C, M1, M2)" in " ".join(check.stdout.split())
     # the ground truth names both midpoints, each with its own link's two nodes only
     truth = SimControl(resource_map).truth()
     assert set(truth["M1"]["eta"]) == {"A", "B"}
@@ -381,6 +382,42 @@ def test_photons_arrive_one_fibre_delay_later(lab_file, node, midpoint, port, fi
     # the photon cluster starts at the onset (jitter 0.05 ns), not before
     assert photons.min() >= onset - 0.5
     assert np.median(photons) == pytest.approx(onset + 12.0 * np.log(2), abs=6.0)
+
+
+# the compiler: ports and the fibre switch ---------------------------------------------------
+def compiled_attempt(node: str, port: int) -> str:
+    from controller.node.runtime import hardware_of
+    from sequences.compiler import compile_sequence
+    from sequences.operations import EntanglementAttempt, Sequence, WaitSync
+    from sequences.parameters import defaults
+
+    params = {
+        **defaults("nv"),
+        "alpha_amplitude_v": 0.1,
+        "pi_amplitude_v": 0.5,
+        "mw_frequency_hz": 2.87e9,
+    }
+    sequence = Sequence(
+        "attempt", (WaitSync(port=port), EntanglementAttempt(max_attempts=10, port=port)), 1
+    )
+    return compile_sequence(sequence, params, hardware_of(load_lab(THREE), node)).listing
+
+
+def test_compiler_emits_the_port_and_points_b_s_fibre_switch():
+    def waits(listing: str) -> list[str]:
+        return [x for x in listing.splitlines() if x.startswith(("WAIT_SYNC", "WAIT_HERALD"))]
+
+    on_bc = compiled_attempt("B", 1).splitlines()
+    switch_high = f"TTL_SET {1 << 5:#x}"  # B's fibre_switch line 5, high: the link on port 1
+    assert on_bc.count(switch_high) == 1
+    first_attempt = next(k for k, x in enumerate(on_bc) if x.startswith("attempt"))
+    assert on_bc.index(switch_high) < first_attempt  # set once, before the attempt loop
+    assert waits("\n".join(on_bc)) == ["WAIT_SYNC 1000000000, 1", "WAIT_HERALD r3, 1000, 1"]
+    on_ab = compiled_attempt("B", 0)
+    assert f"TTL_CLR {1 << 5:#x}" in on_ab and switch_high not in on_ab
+    assert waits(on_ab) == ["WAIT_SYNC 1000000000", "WAIT_HERALD r3, 1000"]
+    on_a = compiled_attempt("A", 0)  # A has no switch
+    assert "0x20" not in on_a and waits(on_a) == waits(on_ab)
 
 
 # the lab file and the program format --------------------------------------------------------

@@ -248,7 +248,6 @@ class _Compiler:
                 timeout = self.duration(op.timeout_ns, "sync timeout")
                 if timeout == 0:
                     raise self.fail("the sync timeout must be positive")
-                self.point_fibre_switch(op.port)
                 self.emit(f"WAIT_SYNC {timeout}{self.port_operand(op.port)}")
             case Parallel():
                 self.parallel(list(op.operations))
