@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from controller.data.sessionfile import DELIVERED
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import load_lab, parse_lab, read_resource_map
 from controller.operator.daemons import StartError, terminate
@@ -235,6 +236,83 @@ def test_node_daemons_herald_on_each_link_in_turn(three_node, tmp_path, monkeypa
             assert len(both) >= 0.7 * LINK_SHOTS, (link_name, new)
     finally:
         for proc in procs.values():
+            terminate(proc)
+
+
+def calibrate_link_from_truth(lab, control: SimControl, link_name: str) -> None:
+    """What the routines would find for one link (as controller/harness/truth_calibration.py
+    does for a two-node lab's M): each end's qubit and its photons at this link's midpoint,
+    the midpoint's detectors and visibility. A node's photon parameters are one set per node
+    in the store, so B's are those of the link it entangles on next."""
+    import math
+
+    from calibration.planning import OPTICAL_PULSE_NS
+    from controller.data.params import ParameterStore
+    from controller.harness.truth_calibration import pi_amplitude
+
+    link = lab.all_links[link_name]
+    m = control.truth(link.midpoint)
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        for node in link.nodes:
+            truth = control.truth(node)
+            pi_v = pi_amplitude(truth)
+            for name, value in {
+                "mw_frequency_hz": truth["qubit_hz"],
+                "pi_amplitude_v": pi_v,
+                "pi2_amplitude_v": pi_v / 2,
+                "readout_duration_ns": 12_000.0,
+                "init_fidelity": truth["init_fidelity"],
+                "init_fidelity_sigma": 0.001,
+                "detection_probability": m["eta"][node],
+                "detection_window_start_ns": m["delay_ns"][node] + OPTICAL_PULSE_NS,
+                "photon_onset_ns": m["delay_ns"][node],
+                "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
+                "photon_lifetime_ns": m["lifetime_ns"][node],
+                "double_excitation": m["p_double"][node],
+                "double_excitation_sigma": 0.013,
+            }.items():
+                store.set_manual(node, name, value, "test: from the simulator's truth")
+        for name, detector in lab.nodes[link.midpoint].channels.detectors.items():
+            rate = m["dark_count_hz"][str(detector)]
+            store.set_manual(link.midpoint, f"dark_count_hz_{name}", rate, "test: the truth")
+        store.set_manual(link.midpoint, "visibility", m["visibility"], "test: the truth")
+        store.set_manual(link.midpoint, "visibility_sigma", 0.02, "test: typical error")
+
+
+@pytest.mark.timeout(600)
+def test_entangle_a_with_b_then_b_with_c(three_node, tmp_path, monkeypatch):
+    """The link layer finds the midpoint of the link to its peer: A entangles with B through
+    M1, then B (initiating) with C through M2, one session at a time (Barrett-Kok, Z)."""
+    from controller.operator import daemons
+    from controller.operator.client import NodeClient
+
+    lab, resource_map = three_node
+    control = SimControl(resource_map)
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    procs = daemons.ensure_daemons(lab, list(STATIONS), resource_map, tmp_path / "logs")
+    pairs = 10
+    try:
+        for initiator, peer, link_name in (("A", "B", "AB"), ("B", "C", "BC")):
+            midpoint = lab.all_links[link_name].midpoint
+            other = "M2" if midpoint == "M1" else "M1"
+            calibrate_link_from_truth(lab, control, link_name)
+            before = {m: len(control.heralds(midpoint=m)) for m in ("M1", "M2")}
+            with NodeClient.for_lab(lab, initiator, timeout_s=30) as client:
+                started = client.entangle(
+                    pairs, "barrett_kok", deadline_s=200, delivery="Z", peer=peer
+                )
+                summary = client.wait_session(started["session"], timeout_s=250)
+                data = client.session_data(started["session"])
+            assert summary["state"] == "completed", (link_name, summary)
+            delivered = data["pairs"][data["pairs"]["status"] == DELIVERED]
+            assert len(delivered) >= pairs, link_name
+            heralds = control.heralds(midpoint=midpoint)[before[midpoint] :]
+            assert len(heralds) >= pairs and all(h["protocol"] == "barrett_kok" for h in heralds)
+            assert {frozenset(h["alphas"]) for h in heralds} == {frozenset((initiator, peer))}
+            assert len(control.heralds(midpoint=other)) == before[other], link_name
+    finally:
+        for proc in reversed(procs):
             terminate(proc)
 
 

@@ -82,6 +82,12 @@ def daemon_args(
     return args
 
 
+def link_stations(lab: LabConfig, a: str, b: str) -> list[str]:
+    """The stations a session between memory nodes a and b needs: both, and the midpoint of
+    their link (QnodeError naming the lab's links if they share none)."""
+    return [a, b, lab.link_between(a, b)[1].midpoint]
+
+
 def start_daemon(
     lab: LabConfig,
     station: str,
