@@ -79,6 +79,26 @@ def test_sim_up_serves_all_five_stations_and_instruments_check_passes(three_node
     assert set(truth["M2"]["eta"]) == {"B", "C"}
 
 
+def test_sim_up_serves_the_metro_lab_with_its_fibres(tmp_path):
+    """The metro variant: the same five stations; each photon's delay after its sync holds
+    its node's fibre to the link's midpoint (5 us/km) on top of the 40-90 ns electronics."""
+    lab = load_lab(METRO)
+    resource_map = tmp_path / "resources.json"
+    proc = start_sim(lab, resource_map, seed=SEED, log=tmp_path / "sim.log")
+    try:
+        resources = read_resource_map(lab, resource_map)
+        assert {name.split(".")[0] for name in resources} == set(STATIONS)
+        control = SimControl(resource_map)
+        for link in lab.all_links.values():
+            delays = control.truth(link.midpoint)["delay_ns"]
+            assert set(delays) == set(link.nodes)
+            for node in link.nodes:
+                fibre_ns = link.delay_s(node) * 1e9
+                assert fibre_ns + 40.0 <= delays[node] <= fibre_ns + 90.0, (link, node)
+    finally:
+        terminate(proc)
+
+
 def test_each_midpoint_drives_the_sync_of_its_own_link(three_node):
     """M1's sync reaches A's and B's port 0, M2's reaches B's port 1 and C's port 0: each
     sequencer's WAIT_SYNC on the port of a link returns when that link's midpoint fires."""
