@@ -676,3 +676,21 @@ def test_program_format_round_trip_with_ports():
         encode([Instruction(Op.WAIT_SYNC, b=9, d=4), Instruction(Op.HALT)])
     with pytest.raises(ProgramError, match="port must not be negative"):
         assemble("WAIT_SYNC 1us, -1\nHALT")
+
+
+def test_a_herald_sets_its_pair_and_leaves_the_third_memory_alone():
+    """With three memories in the register, a link's heralded state replaces its two qubits
+    only, in the link's order: the third keeps its state."""
+    from sim_backends.register import QubitRegister
+
+    register = QubitRegister(["A", "B", "C"])
+    kept = np.array([[0.8, 0.1], [0.1, 0.2]], dtype=complex)
+    register.replace("A", kept)
+    # (|01> + i|10>)/sqrt(2) with C first: C=0 B=1, or C=1 B=0
+    in_c_b = np.array([0, 1, 1j, 0]) / np.sqrt(2)
+    register.set_pair("C", "B", np.outer(in_c_b, in_c_b.conj()))
+    assert np.allclose(register.reduced("A"), kept)
+    rho = register.rho.reshape([2] * 6)  # rows A, B, C; columns A, B, C
+    b_c = np.einsum("abcaef->bcef", rho).reshape(4, 4)
+    in_b_c = np.array([0, 1j, 1, 0]) / np.sqrt(2)  # B=0 C=1 carries the i
+    assert np.allclose(b_c, np.outer(in_b_c, in_b_c.conj()))
