@@ -84,13 +84,30 @@ class QubitRegister:
         self.rho = fresh if weight >= 1.0 else (1 - weight) * self.rho + weight * fresh
 
     def set_pair(self, first: str, second: str, rho4: np.ndarray) -> None:
-        """Put two nodes' qubits in a joint state (a two-node lab: the whole register)."""
-        if self.n != 2 or {first, second} != set(self.names):
-            raise ValueError("set_pair needs a register of exactly these two qubits")
+        """Put two nodes' qubits in a joint state (a two-node lab: the whole register; with
+        more qubits the others keep their state, their correlations with these two go)."""
+        if first == second or not {first, second} <= set(self.names):
+            raise ValueError("set_pair needs two qubits of the register")
+        if self.n > 2:
+            self._set_pair_of_many(first, second, np.asarray(rho4, dtype=complex))
+            return
         rho = np.asarray(rho4, dtype=complex)
         if self.names != [first, second]:  # swap the qubit order
             rho = rho.reshape(2, 2, 2, 2).transpose(1, 0, 3, 2).reshape(4, 4)
         self.rho = rho.copy()
+        self._clean()
+
+    def _set_pair_of_many(self, first: str, second: str, rho4: np.ndarray) -> None:
+        """rho -> rho4 (x) Tr_{first, second}(rho), the qubits back in their places."""
+        n = self.n
+        pair = [self.index[first], self.index[second]]
+        order = pair + [k for k in range(n) if k not in pair]
+        axes = order + [n + k for k in order]
+        rest_dim = 2 ** (n - 2)
+        t = self._tensor().transpose(axes).reshape(4, rest_dim, 4, rest_dim)
+        rest = np.einsum("aiaj->ij", t)
+        joint = np.einsum("ab,ij->aibj", rho4, rest).reshape([2] * (2 * n))
+        self.rho = joint.transpose(np.argsort(axes)).reshape(2**n, 2**n)
         self._clean()
 
     def dephase(self, name: str, coherence: float) -> None:

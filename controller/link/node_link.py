@@ -25,6 +25,7 @@ from controller.link.node_view import NodeView, RunOutcome
 from controller.link.plan import (
     Expectation,
     alpha_amplitude,
+    attempt_window_ns,
     expectation,
     max_attempts,
     plan_round,
@@ -53,7 +54,9 @@ class NodeLink:
         self.node = node
         self.name = node.name
         self.dialer = dialer
-        self.midpoint = midpoint_name(lab)
+        mine = lab.links_of(self.name)
+        self.midpoint = next(iter(mine.values())).midpoint if mine else midpoint_name(lab)
+        """The midpoint of the current (or last) session's link: set per peer."""
         self.session: LinkSession | None = None
         self.finished: dict[str, dict] = {}
         self.links: dict[str, StationLink] = {}
@@ -91,10 +94,15 @@ class NodeLink:
         return sum(link.malformed for link in self.links.values())
 
     # stations -----------------------------------------------------------------------------
+    def _towards(self, peer: str) -> None:
+        """Sessions with this peer go through the midpoint of the link to it (a node between
+        two midpoints has one per neighbour)."""
+        self.midpoint = self.lab.link_between(self.name, peer)[1].midpoint
+
     def link_to(self, target: str) -> StationLink:
         link = self.links.get(target)
         if link is None:
-            if target == self.midpoint:
+            if self.lab.nodes[target].kind == "midpoint":
                 link = self.dialer.dial(target, self._from_midpoint, FROM_MIDPOINT)
             else:
                 link = self.dialer.dial(target, lambda msg: None, FROM_PEER)
@@ -173,6 +181,7 @@ class NodeLink:
             (n for n, c in self.lab.nodes.items() if c.kind == "memory" and n != self.name), ""
         )
         self._check(request, peer)
+        self._towards(peer)
         nodes = [self.name, peer]
         values = {n: self.node.parameters(n) for n in (*nodes, self.midpoint)}
         link, notes = link_from_calibration(values, nodes, self.midpoint)
@@ -333,6 +342,8 @@ class NodeLink:
         self, session: LinkSession, round_index: int, first_shot: int, shots: int, basis: str
     ) -> RunOutcome:
         loop = asyncio.get_running_loop()
+        link_name, link = self.lab.link_between(self.name, session.peer)
+        window = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
         sequence = round_sequence(
             self.node.platform,
             session.request["protocol"],
@@ -341,6 +352,8 @@ class NodeLink:
             self._alpha_amplitude,
             max_attempts(session.expected.p_success),
             session.request.get("heralding") or "hardware",
+            window_ns=window,
+            port=self.lab.nodes[self.name].channels.port(link_name),
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
@@ -491,6 +504,7 @@ class NodeLink:
                 f"not from the node that initiates it ({nodes})", "link_request", sender
             )
         self._check(msg, initiator)
+        self._towards(initiator)
         # The initiator may have restarted since this node last spoke to it (a new port): the
         # pair messages and `round_done` go out fire-and-forget, without a look at its info
         # file, so the link must point at where it serves now before the first of them.
