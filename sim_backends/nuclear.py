@@ -229,14 +229,17 @@ def pump_coherence_factors(
     truths: list[MemoryTruth], superop: np.ndarray, dt: float
 ) -> list[tuple[complex, complex]]:
     """Per memory, (g0, g1): the factor by which the pump multiplies the memory's coherence
-    relative to free precession at omega_L, with the electron entering the pump in |0> and
-    in |1>. What a fast-forwarded attempt loop repeats (docs/simulation.md)."""
+    rho01 relative to free precession at omega_L, with the electron entering the pump in |0>
+    and in |1>. Only the part of the channel that commutes with the precession (rho01 -> g
+    rho01; the tilted axis also feeds a little of rho10 and of the populations into rho01,
+    which the precession between attempts averages away): what a fast-forwarded attempt loop
+    repeats (docs/simulation.md)."""
     m = len(truths)
-    plus = np.full((2, 2), 0.5, dtype=complex)
+    raising = np.array([[0, 1], [0, 0]], dtype=complex)  # |0><1|: rho01 alone (linear map)
     out = []
     for k, t in enumerate(truths):
         nuclear = [0.5 * I2] * m
-        nuclear[k] = plus
+        nuclear[k] = raising
         rho_n = kron_all(nuclear)
         factors = []
         for electron in (P0, P1):
@@ -244,11 +247,10 @@ def pump_coherence_factors(
             dim = len(rho)
             after = (superop @ rho.reshape(-1)).reshape(dim, dim)
             t4 = after.reshape([2] * (2 * (m + 1)))
-            # reduce to memory k: trace the electron and the other memories
-            keep = k + 1
+            keep = k + 1  # reduce to memory k: trace the electron and the other memories
             t4 = np.moveaxis(t4, [keep, m + 1 + keep], [0, 1])
             rest = 2**m
             reduced = np.einsum("abii->ab", t4.reshape(2, 2, rest, rest))
-            factors.append(complex(reduced[0, 1] / (0.5 * np.exp(-1j * t.omega_l * dt))))
+            factors.append(complex(reduced[0, 1] / np.exp(-1j * t.omega_l * dt)))
         out.append((factors[0], factors[1]))
     return out
