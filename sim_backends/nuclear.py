@@ -195,9 +195,9 @@ def pulse_propagator(
         hams[k] = joint_hamiltonian(h0, h1, electron)
     energies, vectors = np.linalg.eigh(hams)
     u_total = np.eye(dim, dtype=complex)
-    for k, duration in zip(np.ravel(inverse), durations, strict=True):
-        v = vectors[k]
-        u_total = ((v * np.exp(-1j * energies[k] * duration)) @ v.conj().T) @ u_total
+    for index, duration in zip(np.ravel(inverse), durations, strict=True):
+        v = vectors[index]
+        u_total = ((v * np.exp(-1j * energies[index] * duration)) @ v.conj().T) @ u_total
     return u_total
 
 
