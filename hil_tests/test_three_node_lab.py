@@ -324,7 +324,7 @@ def test_entangle_a_with_b_then_b_with_c(three_node, tmp_path, monkeypatch):
                 )
                 summary = client.wait_session(started["session"], timeout_s=250)
                 data = client.session_data(started["session"])
-            assert summary["state"] == "completed", (link_name, summary)
+            assert summary["state"] == "completed", (link_name, summary.get("reason"))
             delivered = data["pairs"][data["pairs"]["status"] == DELIVERED]
             assert len(delivered) >= pairs, link_name
             heralds = control.heralds(midpoint=midpoint)[before[midpoint] :]

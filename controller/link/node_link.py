@@ -103,7 +103,9 @@ class NodeLink:
         link = self.links.get(target)
         if link is None:
             if self.lab.nodes[target].kind == "midpoint":
-                link = self.dialer.dial(target, self._from_midpoint, FROM_MIDPOINT)
+                link = self.dialer.dial(
+                    target, lambda msg, m=target: self._from_midpoint(m, msg), FROM_MIDPOINT
+                )
             else:
                 link = self.dialer.dial(target, lambda msg: None, FROM_PEER)
             self.links[target] = link
@@ -114,10 +116,10 @@ class NodeLink:
             "session_pairs", session=session, timeout_s=5.0, idempotent=True
         )
 
-    def _from_midpoint(self, msg: dict) -> None:
+    def _from_midpoint(self, midpoint: str, msg: dict) -> None:
         session = self.session
-        if session is None:
-            return
+        if session is None or midpoint != self.midpoint:
+            return  # another link's midpoint (a node between two): not this session's
         session.on_midpoint_message()
         kind = msg["type"]
         if kind == "herald":
