@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from calibration.planning import link_from_calibration
@@ -103,9 +104,7 @@ class NodeLink:
         link = self.links.get(target)
         if link is None:
             if self.lab.nodes[target].kind == "midpoint":
-                link = self.dialer.dial(
-                    target, lambda msg, m=target: self._from_midpoint(m, msg), FROM_MIDPOINT
-                )
+                link = self.dialer.dial(target, partial(self._from_midpoint, target), FROM_MIDPOINT)
             else:
                 link = self.dialer.dial(target, lambda msg: None, FROM_PEER)
             self.links[target] = link
