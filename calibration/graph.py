@@ -162,10 +162,15 @@ def run_graph(
     force: bool = False,
     plots: Path | None = None,
     progress: Progress | None = None,
+    done: dict[str, Outcome] | None = None,
 ) -> list[Outcome]:
-    outcomes: dict[str, Outcome] = {}
+    """The outcomes of the routines visited; `done`: outcomes already known (a node's own
+    routines, walked with its first link), not run again and not returned."""
+    outcomes: dict[str, Outcome] = dict(done or {})
     for name in plan(names):
         routine = ROUTINES[name]
+        if name in (done or {}):
+            continue
         if routine.needs_midpoint and node.midpoint is None:
             outcomes[name] = Outcome(
                 name, SKIPPED, "no midpoint to measure with (no midpoint daemon reached)"
@@ -190,4 +195,4 @@ def run_graph(
             )
             continue
         outcomes[name] = run_routine(node, routine, force, plots, progress)
-    return list(outcomes.values())
+    return [o for name, o in outcomes.items() if name not in (done or {})]

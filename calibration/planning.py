@@ -59,6 +59,7 @@ F(alpha) times one sigma."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -444,23 +445,76 @@ def window_union_ns(windows: list[tuple[float | None, float]]) -> float:
     return float(unplaced + sum(stop - start for start, stop in spans))
 
 
+LINK_PARAMETERS = (
+    "detection_window_start_ns",
+    "detection_window_ns",
+    "detection_probability",
+    "photon_onset_ns",
+    "photon_lifetime_ns",
+    "double_excitation",
+    "double_excitation_sigma",
+)
+"""A node's values that belong to its photons at one midpoint (routine 'detection_window'):
+the fibre to that midpoint sets their delay and so the window, its losses the detection
+probability. They are stored under the midpoint's name, one set per node of its link
+(`link_parameter`), so that a node between two midpoints has one set per link."""
+
+
+def link_parameter(node: str, name: str) -> str:
+    """The name, under a midpoint, of a node's value on that midpoint's link:
+    B_detection_window_start_ns under M2 is B's window at M2."""
+    return f"{node}_{name}"
+
+
+def on_link(
+    node_values: dict[str, float],
+    midpoint_values: dict[str, float],
+    node: str,
+    node_level: bool = True,
+) -> dict[str, float]:
+    """A node's values as its link through this midpoint sees them: its photons' values at
+    the midpoint (LINK_PARAMETERS, stored under the midpoint) over its own. Node-level photon
+    values (set by hand, or stored before values were kept per link) stand in only where
+    `node_level`: a node with one link, whose photons reach one midpoint. A node between two
+    midpoints has none: another link's values would be taken for this one's."""
+    values = dict(node_values)
+    for name in LINK_PARAMETERS:
+        scoped = midpoint_values.get(link_parameter(node, name))
+        if scoped is not None:
+            values[name] = scoped
+        elif not node_level:
+            values.pop(name, None)
+    return values
+
+
 def link_from_calibration(
-    values: dict[str, dict[str, float]], nodes: list[str], midpoint: str
+    values: dict[str, dict[str, float]],
+    nodes: list[str],
+    midpoint: str,
+    node_level: Collection[str] | None = None,
 ) -> tuple[Link, tuple[str, ...]]:
     """The planning model's inputs from calibrated parameters (station -> name -> value), with
-    notes on what was assumed. Refuses (QnodeError) without the detection probabilities, the
-    detection windows and the dark counts."""
+    notes on what was assumed. A node's photon values are those of this midpoint's link
+    (`on_link`; `node_level`: the nodes whose node-level values may stand in, the nodes with
+    one link; None: every node, as in a two-node lab). Refuses (QnodeError) without the
+    detection probabilities, the detection windows and the dark counts."""
     notes: list[str] = []
     a, b = nodes
-    missing = [
-        f"{n}.detection_probability"
-        for n in nodes
-        if values[n].get("detection_probability") is None
-    ]
-    missing += [
-        f"{n}.detection_window_ns" for n in nodes if not values[n].get("detection_window_ns")
-    ]
     m = values[midpoint]
+    values = {
+        **values,
+        **{n: on_link(values[n], m, n, node_level is None or n in node_level) for n in nodes},
+    }
+    missing_names = {
+        "detection_probability": lambda v: v.get("detection_probability") is None,
+        "detection_window_ns": lambda v: not v.get("detection_window_ns"),
+    }
+    missing = [
+        f"{midpoint}.{link_parameter(n, name)}"
+        for name, absent in missing_names.items()
+        for n in nodes
+        if absent(values[n])
+    ]
     darks = [v for k, v in m.items() if k.startswith("dark_count_hz_")]
     if not darks:
         missing.append(f"{midpoint}.dark_count_hz_*")

@@ -554,7 +554,9 @@ def read_resource_map(lab: LabConfig, path: str | os.PathLike | None = None) -> 
 
 
 def midpoint_name(lab: LabConfig) -> str:
-    """The lab's midpoint station (the heralding station between its memory nodes)."""
+    """The lab's first midpoint station: a shortcut for a two-node lab's one midpoint, kept
+    for the tests of such labs. The controller names a midpoint by its link (`link_between`,
+    `links_of`): a lab may have several."""
     names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
     if not names:
         raise QnodeError(f"the lab {lab.lab.name} has no midpoint station")

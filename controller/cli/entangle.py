@@ -37,6 +37,12 @@ def entangle(
     alpha: float | None = typer.Option(None, "--alpha", help="Override the chosen alpha."),
     deadline_s: float = typer.Option(600.0, "--deadline", help="Give up after this (s)."),
     node: str = typer.Option("A", "--node", help="The initiating node."),
+    peer: str | None = typer.Option(
+        None,
+        "--peer",
+        help="The node to entangle with (through their link's midpoint); needed only when "
+        "the initiating node has several links.",
+    ),
     heralding: str = typer.Option(
         "hardware",
         "--heralding",
@@ -44,14 +50,21 @@ def entangle(
     ),
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
-    """Heralded entanglement between the two nodes: N pairs, a live view, a summary."""
-    from controller.operator.entangle import entangle_command, lab_protocols
+    """Heralded entanglement between two neighbouring nodes: N pairs, a live view, a
+    summary."""
+    from controller.operator.entangle import entangle_command, lab_protocols, resolve_peer
 
     config = load_config(lab)
     from controller.link.vocabulary import BASES, HERALDING, PROTOCOLS
 
+    require_memory_node(config, node, lab)
+    try:
+        peer = resolve_peer(config, node, peer)
+    except QnodeError as e:
+        raise fail(str(e), 2) from None
+    midpoint = config.link_between(node, peer)[1].midpoint
     names = {p.replace("_", "-"): p for p in PROTOCOLS}
-    possible = [p.replace("_", "-") for p in lab_protocols(config)]
+    possible = [p.replace("_", "-") for p in lab_protocols(config, midpoint)]
     if protocol is None:
         if not possible:
             raise fail("the lab's midpoint detectors herald no protocol", 2)
@@ -60,7 +73,8 @@ def entangle(
         raise fail(f"--protocol {protocol!r}: {' or '.join(names)}", 2)
     if protocol not in possible:
         raise fail(
-            f"--protocol {protocol}: the midpoint's detectors of {config.lab.name} herald "
+            f"--protocol {protocol}: the detectors of {config.lab.name}'s midpoint {midpoint} "
+            "herald "
             f"{' or '.join(possible) or 'none'}",
             2,
         )
@@ -73,7 +87,6 @@ def entangle(
             raise fail(f"{option} {value}: must be a number", 2)
     if alpha is not None and not 0 < alpha < 1:  # before any daemon is started for it
         raise fail(f"--alpha {alpha}: must be in (0, 1)", 2)
-    require_memory_node(config, node, lab)
     if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
         resource_map = config.resource_map_path
     try:
@@ -88,6 +101,7 @@ def entangle(
             alpha=alpha,
             deadline_s=deadline_s,
             node=node,
+            peer=peer,
             heralding=heralding,
         )
     except QnodeError as e:

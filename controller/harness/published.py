@@ -28,7 +28,7 @@ from controller.harness.sim import SimControl, start_sim
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.labconfig import load_lab
 from controller.operator.client import NodeClient
-from controller.operator.daemons import ensure_daemons, terminate
+from controller.operator.daemons import ensure_daemons, link_stations, terminate
 
 LAB_FILE = Path(__file__).resolve().parents[2] / "labs" / "sim_humphreys_2018.toml"
 WINDOW_NS = 25.0
@@ -135,13 +135,14 @@ def compare(data_dir: Path, pairs: int, seed: int, log_dir: Path) -> list[Row]:
     procs = [start_sim(lab, resource_map, seed=seed, log=log_dir / "sim.log")]
     try:
         sim = SimControl(resource_map)
-        calibrate_nodes_from_truth(data_dir, sim)
+        calibrate_nodes_from_truth(data_dir, sim, lab=lab)
         with ParameterStore(data_dir / "params.sqlite") as store:
             for node in ("A", "B"):  # the paper's: 25 ns from the photons' onset
                 onset = store.values(node)["photon_onset_ns"]
                 store.set_manual(node, "detection_window_start_ns", onset, "the paper's window")
                 store.set_manual(node, "detection_window_ns", WINDOW_NS, "the paper's window")
-        procs += ensure_daemons(lab, ["A", "B", "M"], resource_map, log_dir)
+        # one link: each node's photon values are its own (docs/calibration.md)
+        procs += ensure_daemons(lab, link_stations(lab, "A", "B"), resource_map, log_dir)
         rows = []
         with NodeClient.for_lab(lab, "A", timeout_s=30) as a:
             sessions = [("single_click", alpha) for alpha in ALPHAS] + [("barrett_kok", None)]

@@ -1,21 +1,72 @@
 """What calibration would find, taken from the simulator's hidden truth, for work that is about
 something else (entanglement tests, the benchmarks, the fault soak) and must not spend minutes
-calibrating. Only the simulated lab has a truth to take it from."""
+calibrating. Only the simulated lab has a truth to take it from.
+
+Per link, as the routines store it (docs/calibration.md, "Per-link values"): each node's own
+values (qubit, readout, initialisation) once; its photons at a midpoint (window, detection
+probability, lifetime, double excitation) as its own for a node with one link, under the
+midpoint as <node>_<name> for a node with several; each midpoint's detectors, visibility and
+interferometer under the midpoint."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
-from calibration.planning import OPTICAL_PULSE_NS
+from calibration.planning import OPTICAL_PULSE_NS, link_parameter
 from controller.data.params import ParameterStore
+from controller.labconfig import LabConfig
 from controller.link.plan import alpha_amplitude
 from sequences.parameters import PARAMETERS
+
+DEFAULT_DETECTORS = {"psi_plus": 1, "psi_minus": 2}
 
 
 def pi_amplitude(truth: dict, platform: str = "nv") -> float:
     """At the platform's default pi-pulse length."""
     duration_s = PARAMETERS["pi_duration_ns"].default_for(platform) * 1e-9
     return 1 / (2 * duration_s * truth["rabi_hz_per_v"])
+
+
+def truth_links(sim) -> dict[str, list[str]]:
+    """midpoint -> the nodes whose photons it detects, from the truth (a midpoint's truth
+    holds each of its nodes' detection probability)."""
+    return {name: list(t["eta"]) for name, t in sim.truth().items() if "eta" in t}
+
+
+def node_values(truth: dict, platform: str, alpha: float | None) -> dict[str, float]:
+    """A node's own values: its qubit, readout and initialisation (one set, whatever its
+    links)."""
+    pi_v = pi_amplitude(truth, platform)
+    values = {
+        "mw_frequency_hz": truth["qubit_hz"],
+        "pi_amplitude_v": pi_v,
+        "pi2_amplitude_v": pi_v / 2,
+        "init_fidelity": truth["init_fidelity"],
+        # the error the readout routine reports from 8000 shots (the planner's margin)
+        "init_fidelity_sigma": 0.001,
+    }
+    if platform == "nv":
+        values["readout_duration_ns"] = 12_000.0
+    if alpha is not None:
+        values["alpha_amplitude_v"] = alpha_amplitude(pi_v, alpha)
+    return values
+
+
+def photon_values(m: dict, node: str) -> dict[str, float]:
+    """A node's photons at a midpoint (its truth `m`): the window (opening when the optical
+    pulse is over, holding 90 % of the photons after it, as the routine sets it), the whole
+    wavepacket's detection probability, the lifetime and double excitation."""
+    return {
+        "detection_probability": m["eta"][node],
+        "detection_window_start_ns": m["delay_ns"][node] + OPTICAL_PULSE_NS,
+        "photon_onset_ns": m["delay_ns"][node],
+        "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
+        "photon_lifetime_ns": m["lifetime_ns"][node],
+        "double_excitation": m["p_double"][node],
+        # the error the routine reports from ~2000 photons (the planner's margin)
+        "double_excitation_sigma": 0.013,
+    }
 
 
 def calibrate_nodes_from_truth(
@@ -25,50 +76,67 @@ def calibrate_nodes_from_truth(
     alpha: float | None = None,
     platform: str = "nv",
     detectors: dict[str, int] | None = None,
+    lab: LabConfig | None = None,
+    midpoints: Collection[str] | None = None,
 ):
-    """Qubit and readout of the memory nodes, their spin initialisation, detection windows and
-    efficiencies (the whole wavepacket's, as the routine measures it), photon lifetimes and
-    double excitation, the midpoint's dark counts (per detector of `detectors`, the midpoint's
-    channel map; default psi_plus 1, psi_minus 2), visibility and set point."""
-    m = sim.truth("M")
+    """Qubit and readout of the memory nodes, their spin initialisation; per link (every
+    midpoint that detects one of `nodes`) their detection windows and efficiencies (the whole
+    wavepacket's, as the routine measures it), photon lifetimes and double excitation, and
+    the midpoint's dark counts (per detector: the lab's channel map with `lab`, else
+    `detectors`, default psi_plus 1, psi_minus 2), visibility and set point. `midpoints`:
+    only their links (default: every link of `nodes`)."""
+    links = truth_links(sim)
+    reach = {n: [mid for mid, ends in links.items() if n in ends] for n in nodes}
+    chosen = {n: [m for m in reach[n] if midpoints is None or m in midpoints] for n in nodes}
     with ParameterStore(data_dir / "params.sqlite") as store:
+
+        def keep(station: str, name: str, value: float) -> None:
+            store.set_manual(station, name, value, "test: from the simulator's truth")
+
         for node in nodes:
-            truth = sim.truth(node)
-            pi_v = pi_amplitude(truth, platform)
-            values = {
-                "mw_frequency_hz": truth["qubit_hz"],
-                "pi_amplitude_v": pi_v,
-                "pi2_amplitude_v": pi_v / 2,
-                "detection_probability": m["eta"][node],
-                # the window opens when the optical pulse is over, as the routine sets it
-                "detection_window_start_ns": m["delay_ns"][node] + OPTICAL_PULSE_NS,
-                "photon_onset_ns": m["delay_ns"][node],
-                "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
-                "photon_lifetime_ns": m["lifetime_ns"][node],
-                "double_excitation": m["p_double"][node],
-                "init_fidelity": truth["init_fidelity"],
-                # the errors the routines report for such values (detection_window from
-                # ~2000 photons, readout from 8000 shots), which the planner's margin uses
-                "double_excitation_sigma": 0.013,
-                "init_fidelity_sigma": 0.001,
-            }
-            if platform == "nv":
-                values["readout_duration_ns"] = 12_000.0
-            if alpha is not None:
-                values["alpha_amplitude_v"] = alpha_amplitude(pi_v, alpha)
-            for name, value in values.items():
-                store.set_manual(node, name, value, "test: from the simulator's truth")
-        for name, detector in (detectors or {"psi_plus": 1, "psi_minus": 2}).items():
-            rate = m["dark_count_hz"][str(detector)]
-            store.set_manual("M", f"dark_count_hz_{name}", rate, "test: from the truth")
-        store.set_manual("M", "visibility", m["visibility"], "test: from the truth")
-        store.set_manual("M", "visibility_sigma", 0.02, "test: the routine's typical error")
-        # the interferometer's fringe against the piezo (the phase lock's), and the phase
-        # noise the heralds see between its bursts
-        for name, value in (
-            ("piezo_deg_per_volt", m["piezo_deg_per_volt"]),
-            ("fringe_contrast", m["reference_visibility"]),
-            ("phase_setpoint_deg", 0.0),  # the lock holds the fringe's top on psi_plus
-        ):
-            store.set_manual("M", name, value, "test: from the truth")
-        store.set_manual("M", "phase_noise_deg", m["phase_noise_deg"], "test: from the truth")
+            for name, value in node_values(sim.truth(node), platform, alpha).items():
+                keep(node, name, value)
+            for midpoint in chosen[node]:
+                photons = photon_values(sim.truth(midpoint), node)
+                for name, value in photons.items():
+                    if len(reach[node]) == 1:  # one link: the node's own values
+                        keep(node, name, value)
+                    else:
+                        keep(midpoint, link_parameter(node, name), value)
+        for midpoint in sorted({mid for mids in chosen.values() for mid in mids}):
+            channels = detectors or DEFAULT_DETECTORS
+            if lab is not None and midpoint in lab.nodes:
+                channels = dict(lab.nodes[midpoint].channels.detectors) or channels
+            midpoint_from_truth(store, midpoint, sim.truth(midpoint), channels)
+
+
+def midpoint_from_truth(store: ParameterStore, name: str, m: dict, detectors: dict) -> None:
+    """A midpoint's own values: dark counts per detector, the visibility, the interferometer's
+    fringe against the piezo (the phase lock's) and the phase noise the heralds see between
+    its bursts."""
+    for detector, channel in detectors.items():
+        rate = m["dark_count_hz"][str(channel)]
+        store.set_manual(name, f"dark_count_hz_{detector}", rate, "test: from the truth")
+    for key, value in (
+        ("visibility", m["visibility"]),
+        ("visibility_sigma", 0.02),  # the routine's typical error
+        ("piezo_deg_per_volt", m["piezo_deg_per_volt"]),
+        ("fringe_contrast", m["reference_visibility"]),
+        ("phase_setpoint_deg", 0.0),  # the lock holds the fringe's top on psi_plus
+        ("phase_noise_deg", m["phase_noise_deg"]),
+    ):
+        store.set_manual(name, key, value, "test: from the truth")
+
+
+def calibrate_links_from_truth(
+    lab: LabConfig, sim, links: list[str] | None = None, alpha: float | None = None
+) -> None:
+    """The lab's links (all, or those named) from the truth: each end node and each link's
+    midpoint, per link as the routines store them."""
+    chosen = lab.all_links if links is None else {k: lab.all_links[k] for k in links}
+    nodes = sorted({n for link in chosen.values() for n in link.nodes})
+    platform = lab.nodes[nodes[0]].platform or "nv" if nodes else "nv"
+    stations = [link.midpoint for link in chosen.values()]
+    calibrate_nodes_from_truth(
+        lab.data_dir, sim, nodes, alpha, platform, lab=lab, midpoints=stations
+    )

@@ -20,7 +20,7 @@ from typing import Any
 from calibration.planning import link_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import SessionFile, new_session_id, read_session
-from controller.labconfig import LabConfig, midpoint_name
+from controller.labconfig import LabConfig
 from controller.link.messages import FROM_MIDPOINT, FROM_PEER, check_request, request_from
 from controller.link.node_view import NodeView, RunOutcome
 from controller.link.plan import (
@@ -56,7 +56,7 @@ class NodeLink:
         self.name = node.name
         self.dialer = dialer
         mine = lab.links_of(self.name)
-        self.midpoint = next(iter(mine.values())).midpoint if mine else midpoint_name(lab)
+        self.midpoint = next(iter(mine.values())).midpoint if mine else ""
         """The midpoint of the current (or last) session's link: set per peer."""
         self.session: LinkSession | None = None
         self.finished: dict[str, dict] = {}
@@ -95,6 +95,16 @@ class NodeLink:
         return sum(link.malformed for link in self.links.values())
 
     # stations -----------------------------------------------------------------------------
+    def _only_peer(self) -> str:
+        """The peer of a request that names none: this node's only neighbour."""
+        peers = [link.peer(self.name) for link in self.lab.links_of(self.name).values()]
+        if len(peers) != 1:
+            raise QnodeError(
+                f"node {self.name} has {len(peers)} peers ({', '.join(peers) or 'none'}): "
+                "the request must name one"
+            )
+        return peers[0]
+
     def _towards(self, peer: str) -> None:
         """Sessions with this peer go through the midpoint of the link to it (a node between
         two midpoints has one per neighbour)."""
@@ -178,14 +188,14 @@ class NodeLink:
 
     async def _entangle(self, msg: dict) -> dict:
         request = request_from(msg)
-        peer = msg.get("peer") or next(
-            (n for n, c in self.lab.nodes.items() if c.kind == "memory" and n != self.name), ""
-        )
+        peer = msg.get("peer") or self._only_peer()
         self._check(request, peer)
         self._towards(peer)
         nodes = [self.name, peer]
         values = {n: self.node.parameters(n) for n in (*nodes, self.midpoint)}
-        link, notes = link_from_calibration(values, nodes, self.midpoint)
+        # a node between midpoints has its photon values per link, under each midpoint
+        one_link = [n for n in nodes if len(self.lab.links_of(n)) == 1]
+        link, notes = link_from_calibration(values, nodes, self.midpoint, one_link)
         alpha = request["alpha"]
         calibrated = values[self.midpoint].get("single_click_alpha")
         single_click = request["protocol"] == "single_click"  # the one protocol with an alpha

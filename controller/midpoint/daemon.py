@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from calibration.planning import on_link
 from controller.data.names import session_path
 from controller.data.params import open_intact
 from controller.data.repair import repair_own
@@ -441,13 +442,20 @@ class MidpointDaemon(StationServer):
         if initiator not in nodes or len(nodes) != 2 or not all(isinstance(n, str) for n in nodes):
             raise QnodeError(f"a session joins two nodes, the initiator among them: {nodes}")
         windows = []
+        own = {name: row.value for name, row in self.store.current(self.node).items()}
         for node in nodes:
-            start = self._stored(node, "detection_window_start_ns")
-            length = self._stored(node, "detection_window_ns")
+            # the node's photons at this midpoint: stored under it for a node between two
+            # midpoints, as the node's own for a node with one link (calibration.planning)
+            mine = {name: row.value for name, row in self.store.current(node).items()}
+            values = on_link(mine, own, node, len(self.lab.links_of(node)) == 1)
+            start = values.get("detection_window_start_ns")
+            length = values.get("detection_window_ns")
             if start is None or length is None:
+                several = len(self.lab.links_of(node)) > 1
+                link = f" --link {self.lab.link_between(*nodes)[0]}" if several else ""
                 raise QnodeError(
-                    f"node {node}'s detection window is not calibrated "
-                    f"(`qnode calibrate --node {node} detection_window`)"
+                    f"node {node}'s detection window at {self.node} is not calibrated "
+                    f"(`qnode calibrate --node {node}{link} detection_window`)"
                 )
             windows.append((start, length))
         lock = None

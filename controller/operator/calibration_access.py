@@ -11,11 +11,46 @@ from pathlib import Path
 
 import h5py
 
+from calibration.planning import LINK_PARAMETERS, link_parameter
 from controller.data.params import ParameterStore
-from controller.labconfig import LabConfig
+from controller.labconfig import LabConfig, LinkConfig
 from controller.node.runtime import hardware_of
 from controller.operator.client import NodeClient, NodeRequestError
 from qnode.errors import QnodeError
+
+
+def describe_links(lab: LabConfig, links: dict[str, LinkConfig]) -> str:
+    """'AB (A-B through M1), BC (B-C through M2)': for the errors that list a node's links."""
+    return ", ".join(
+        f"{name} ({'-'.join(link.nodes)} through {link.midpoint})" for name, link in links.items()
+    )
+
+
+def resolve_link(lab: LabConfig, node: str, link: str | None) -> tuple[str, LinkConfig]:
+    """The link a node calibrates or entangles on: the one named (one of the node's), or its
+    only one. QnodeError listing the node's links if it has several and none is named, or the
+    name is not one of them."""
+    mine = lab.links_of(node)
+    if link is not None:
+        if link not in mine:
+            raise QnodeError(
+                f"node {node} has no link {link!r} in {lab.lab.name} "
+                f"(its links: {describe_links(lab, mine) or 'none'})"
+            )
+        return link, mine[link]
+    if len(mine) == 1:
+        return next(iter(mine.items()))
+    if not mine:
+        raise QnodeError(f"node {node} has no link in {lab.lab.name}: no midpoint heralds it")
+    raise QnodeError(
+        f"node {node} has {len(mine)} links: {describe_links(lab, mine)}; name one with --link"
+    )
+
+
+def several_links(lab: LabConfig, node: str) -> bool:
+    """A node between midpoints keeps its photon values per link (under each midpoint); a
+    node with one link keeps them as its own (docs/calibration.md, 'Per-link values')."""
+    return len(lab.links_of(node)) > 1
 
 
 class StoredParameters:
@@ -59,6 +94,9 @@ class ClientNodeAccess(StoredParameters):
     midpoint: DaemonMidpointAccess | None = None
     plot_dir: Path | None = None
     link: ClientLinkAccess | None = None
+    link_midpoint: str | None = None
+    """Set for a node with several links: its photon values (LINK_PARAMETERS) are read and
+    written under this midpoint, as <node>_<name> (the link being calibrated)."""
 
     @classmethod
     def for_lab(
@@ -73,7 +111,40 @@ class ClientNodeAccess(StoredParameters):
         peak = hardware_of(lab, node).awg_peak_v
         plot_dir = lab.data_dir / "calibration"
         platform = lab.nodes[node].platform
-        return cls(client, store, node, platform, peak, midpoint, plot_dir, link)
+        scoped = midpoint.node if midpoint is not None and several_links(lab, node) else None
+        return cls(client, store, node, platform, peak, midpoint, plot_dir, link, scoped)
+
+    def _where(self, name: str) -> tuple[str, str]:
+        """(station, name) a value of this node is kept under on the link being calibrated."""
+        if self.link_midpoint is not None and name in LINK_PARAMETERS:
+            return self.link_midpoint, link_parameter(self.node, name)
+        return self.node, name
+
+    def stored(self, name: str) -> float | None:
+        station, key = self._where(name)
+        row = self.store.current(station).get(key)
+        return row.value if row else None
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        *,
+        routine: str,
+        run_id: str | None,
+        fit_quality: float | None,
+    ) -> None:
+        station, key = self._where(name)
+        self.store.record(
+            station,
+            key,
+            value,
+            source="routine",
+            routine=routine,
+            run_id=run_id,
+            fit_quality=fit_quality,
+            accepted=True,
+        )
 
     def values(self) -> dict[str, float]:
         return self.store.values(self.node, self.platform)
@@ -99,10 +170,10 @@ class DaemonMidpointAccess(StoredParameters):
 
     WAIT_S = 300.0
 
-    def __init__(self, lab: LabConfig, store: ParameterStore, holder: str = "") -> None:
-        from controller.labconfig import midpoint_name
-
-        self.node = midpoint_name(lab)
+    def __init__(
+        self, lab: LabConfig, store: ParameterStore, holder: str = "", name: str | None = None
+    ) -> None:
+        self.node = name if name is not None else only_midpoint(lab)
         self.detectors = dict(lab.nodes[self.node].channels.detectors)
         self.store = store
         self.holder = holder
@@ -144,17 +215,39 @@ class DaemonMidpointAccess(StoredParameters):
         return reply["counts"]
 
 
-class ClientLinkAccess:
-    """Sessions with the peer node through the running daemons (for the link routines)."""
+def only_midpoint(lab: LabConfig) -> str:
+    """The lab's one midpoint station; QnodeError naming them if it has several (a station
+    of a link is then named by the link)."""
+    names = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
+    if len(names) != 1:
+        raise QnodeError(
+            f"the lab {lab.lab.name} has {len(names)} midpoints"
+            + (f" ({', '.join(names)}): name the link" if names else "")
+        )
+    return names[0]
 
-    def __init__(self, lab: LabConfig, node: str, store: ParameterStore) -> None:
+
+class ClientLinkAccess:
+    """Sessions with the peer node of one link through the running daemons (for the link
+    routines): the node's only link, or the one named."""
+
+    def __init__(
+        self, lab: LabConfig, node: str, store: ParameterStore, link: str | None = None
+    ) -> None:
         self.lab = lab
         self.node = node
         self.store = store
-        self.peer = next(n for n, c in lab.nodes.items() if c.kind == "memory" and n != node)
+        self.link_name, config = resolve_link(lab, node, link)
+        self.peer = config.peer(node)
+        self.midpoint = config.midpoint
 
     def parameters(self, station: str) -> dict[str, float]:
-        return self.store.station_values(station, self.lab.nodes[station].memory_platform)
+        """A station's values; a node with several links without node-level photon values
+        (its link's are under the midpoint: planning.on_link finds them there)."""
+        values = self.store.station_values(station, self.lab.nodes[station].memory_platform)
+        if self.lab.nodes[station].kind == "memory" and several_links(self.lab, station):
+            values = {k: v for k, v in values.items() if k not in LINK_PARAMETERS}
+        return values
 
     def pairs(
         self, protocol: str, pairs: int, delivery: str = "verify", alpha: float | None = None
@@ -169,6 +262,7 @@ class ClientLinkAccess:
             alpha=alpha,
             deadline_s=600.0,
             node=self.node,
+            peer=self.peer,
         )
         s = report.summary
         if s["state"] != "completed":
@@ -192,11 +286,13 @@ class ClientLinkAccess:
         return out
 
 
-def link_access(lab: LabConfig, node: str, store: ParameterStore) -> ClientLinkAccess | None:
-    """Sessions are possible when the peer's and the midpoint's daemons run."""
-    from controller.labconfig import midpoint_name
+def link_access(
+    lab: LabConfig, node: str, store: ParameterStore, link: str | None = None
+) -> ClientLinkAccess | None:
+    """Sessions on the link (the node's only one, or the one named) are possible when the
+    peer's and the link's midpoint's daemons run."""
     from controller.messaging.serving import running_daemon_pid
 
-    access = ClientLinkAccess(lab, node, store)
-    running = [running_daemon_pid(lab.data_dir, s) for s in (access.peer, midpoint_name(lab))]
+    access = ClientLinkAccess(lab, node, store, link)
+    running = [running_daemon_pid(lab.data_dir, s) for s in (access.peer, access.midpoint)]
     return access if all(pid is not None for pid in running) else None

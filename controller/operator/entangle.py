@@ -20,7 +20,7 @@ from rich.table import Table
 from calibration.fits import FitFailed, fit_preparation
 from calibration.routines.readout import pure_readout
 from controller.data.sessionfile import DELIVERED
-from controller.labconfig import LabConfig, midpoint_name
+from controller.labconfig import LabConfig
 from controller.link.plan import memory_still_there
 from controller.link.vocabulary import PROTOCOLS
 from controller.midpoint.herald_logic import missing_detectors
@@ -97,6 +97,31 @@ def measure_readout(lab: LabConfig, clients: dict[str, NodeClient]) -> dict:
     return {n: readout_of(c, lab.nodes[n].platform or "nv") for n, c in clients.items()}
 
 
+def peers_of(lab: LabConfig, node: str) -> list[str]:
+    """The memory nodes `node` shares a link with (each through its link's midpoint)."""
+    return [link.peer(node) for link in lab.links_of(node).values() if node in link.nodes]
+
+
+def resolve_peer(lab: LabConfig, node: str, peer: str | None) -> str:
+    """The peer of a session: the one named (a neighbour of `node`), or the only one.
+    QnodeError listing the possible peers if there are several and none is named."""
+    peers = peers_of(lab, node)
+    if peer is not None:
+        if peer not in peers:
+            raise QnodeError(
+                f"node {node} has no link to {peer!r} in {lab.lab.name} "
+                f"(its peers: {', '.join(peers) or 'none'})"
+            )
+        return peer
+    if len(peers) == 1:
+        return peers[0]
+    if not peers:
+        raise QnodeError(f"node {node} has no link in {lab.lab.name}: no peer to entangle with")
+    raise QnodeError(
+        f"node {node} has {len(peers)} peers ({', '.join(peers)}): name one with --peer"
+    )
+
+
 def run_session(
     lab: LabConfig,
     *,
@@ -110,10 +135,12 @@ def run_session(
     console: Console | None = None,
     readout: dict[str, tuple[float, float] | None] | None = None,
     heralding: str = "hardware",
+    peer: str | None = None,
 ) -> EntangleReport:
     """One session through running daemons; progress on `console` if given. `readout`:
-    F0/F1 per node measured beforehand (else the verification measures them)."""
-    peer = next(n for n, c in lab.nodes.items() if c.kind == "memory" and n != node)
+    F0/F1 per node measured beforehand (else the verification measures them). `peer`: the
+    node to entangle with, needed only where `node` has several (resolve_peer)."""
+    peer = resolve_peer(lab, node, peer)
     with (
         NodeClient.for_lab(lab, node, timeout_s=30) as client,
         NodeClient.for_lab(lab, peer, timeout_s=30) as peer_client,
@@ -281,12 +308,19 @@ def render(report: EntangleReport, console: Console) -> None:
         console.print(f"reason: {s['reason']}")
 
 
-def lab_protocols(lab: LabConfig) -> list[str]:
-    """The protocols the lab's midpoint detectors can herald, the lab's default first: an NV
-    lab (psi_plus, psi_minus) single_click and barrett_kok, an ion lab (four detectors behind
-    polarising beam splitters) two_photon."""
-    detectors = dict(lab.nodes[midpoint_name(lab)].channels.detectors)
-    return [p for p in PROTOCOLS if not missing_detectors(p, detectors)]
+def lab_protocols(lab: LabConfig, midpoint: str | None = None) -> list[str]:
+    """The protocols a midpoint's detectors can herald (`midpoint`, or every midpoint of the
+    lab: those all of them herald), the lab's default first: an NV lab (psi_plus,
+    psi_minus) single_click and barrett_kok, an ion lab (four detectors behind polarising
+    beam splitters) two_photon."""
+    names = [midpoint] if midpoint else [n for n, c in lab.nodes.items() if c.kind == "midpoint"]
+    if not names:
+        return []
+    return [
+        p
+        for p in PROTOCOLS
+        if not any(missing_detectors(p, dict(lab.nodes[m].channels.detectors)) for m in names)
+    ]
 
 
 def entangle_command(
@@ -295,11 +329,11 @@ def entangle_command(
     console: Console,
     **session_args,
 ) -> EntangleReport:
-    """Start what is missing, run the session, stop what was started."""
-    memory = [n for n, c in lab.nodes.items() if c.kind == "memory"][:2]
-    if len(memory) < 2:
-        raise QnodeError(f"the lab {lab.lab.name} has fewer than two memory nodes")
-    stations = link_stations(lab, *memory)
+    """Start what is missing (the two nodes and their link's midpoint), run the session,
+    stop what was started."""
+    node = session_args.setdefault("node", "A")
+    peer = session_args["peer"] = resolve_peer(lab, node, session_args.get("peer"))
+    stations = link_stations(lab, node, peer)
     procs = []
     try:
         with console.status("starting the daemons that are not running..."):
