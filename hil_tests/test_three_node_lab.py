@@ -259,50 +259,33 @@ def test_node_daemons_herald_on_each_link_in_turn(three_node, tmp_path, monkeypa
             terminate(proc)
 
 
-def calibrate_link_from_truth(lab, control: SimControl, link_name: str) -> None:
-    """What the routines would find for one link (as controller/harness/truth_calibration.py
-    does for a two-node lab's M): each end's qubit and its photons at this link's midpoint,
-    the midpoint's detectors and visibility. A node's photon parameters are one set per node
-    in the store, so B's are those of the link it entangles on next."""
-    import math
-
-    from calibration.planning import OPTICAL_PULSE_NS
+def planned_p_success(lab, control, a: str, b: str, midpoint: str, other: str):
+    """Barrett-Kok's success per attempt on the link a-b from the stored values (B's photons
+    at `midpoint`), and the same with B's photons at the `other` midpoint (the truth's) put in
+    their place: what a store of one set per node would have planned with."""
+    from calibration.planning import barrett_kok, link_from_calibration, link_parameter
     from controller.data.params import ParameterStore
-    from controller.harness.truth_calibration import pi_amplitude
+    from controller.harness.truth_calibration import photon_values
 
-    link = lab.all_links[link_name]
-    m = control.truth(link.midpoint)
     with ParameterStore(lab.data_dir / "params.sqlite") as store:
-        for node in link.nodes:
-            truth = control.truth(node)
-            pi_v = pi_amplitude(truth)
-            for name, value in {
-                "mw_frequency_hz": truth["qubit_hz"],
-                "pi_amplitude_v": pi_v,
-                "pi2_amplitude_v": pi_v / 2,
-                "readout_duration_ns": 12_000.0,
-                "init_fidelity": truth["init_fidelity"],
-                "init_fidelity_sigma": 0.001,
-                "detection_probability": m["eta"][node],
-                "detection_window_start_ns": m["delay_ns"][node] + OPTICAL_PULSE_NS,
-                "photon_onset_ns": m["delay_ns"][node],
-                "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
-                "photon_lifetime_ns": m["lifetime_ns"][node],
-                "double_excitation": m["p_double"][node],
-                "double_excitation_sigma": 0.013,
-            }.items():
-                store.set_manual(node, name, value, "test: from the simulator's truth")
-        for name, detector in lab.nodes[link.midpoint].channels.detectors.items():
-            rate = m["dark_count_hz"][str(detector)]
-            store.set_manual(link.midpoint, f"dark_count_hz_{name}", rate, "test: the truth")
-        store.set_manual(link.midpoint, "visibility", m["visibility"], "test: the truth")
-        store.set_manual(link.midpoint, "visibility_sigma", 0.02, "test: typical error")
+        values = {s: store.station_values(s, lab.nodes[s].memory_platform) for s in (a, b)}
+        values[midpoint] = store.station_values(midpoint, None)
+    one_link = [n for n in (a, b) if len(lab.links_of(n)) == 1]
+    link, _ = link_from_calibration(values, [a, b], midpoint, one_link)
+    at_other = photon_values(control.truth(other), "B")
+    swapped = {**values[midpoint], **{link_parameter("B", k): v for k, v in at_other.items()}}
+    wrong, _ = link_from_calibration({**values, midpoint: swapped}, [a, b], midpoint, one_link)
+    return barrett_kok(link).p_success, barrett_kok(wrong).p_success
 
 
 @pytest.mark.timeout(600)
 def test_entangle_a_with_b_then_b_with_c(three_node, tmp_path, monkeypatch):
-    """The link layer finds the midpoint of the link to its peer: A entangles with B through
-    M1, then B (initiating) with C through M2, one session at a time (Barrett-Kok, Z)."""
+    """The link layer finds the midpoint of the link to its peer and the values calibrated
+    for that link: A entangles with B through M1, then B (initiating) with C through M2, one
+    session at a time (Barrett-Kok, Z), both links calibrated once (from the truth, per link
+    as the routines store them), nothing rewritten between the sessions. Each session's
+    expected success per attempt is its own link's."""
+    from controller.harness.truth_calibration import calibrate_links_from_truth
     from controller.operator import daemons
     from controller.operator.client import NodeClient
 
@@ -310,13 +293,13 @@ def test_entangle_a_with_b_then_b_with_c(three_node, tmp_path, monkeypatch):
     control = SimControl(resource_map)
     monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
     (tmp_path / "data").mkdir()
+    calibrate_links_from_truth(lab, control)
     procs = daemons.ensure_daemons(lab, list(STATIONS), resource_map, tmp_path / "logs")
     pairs = 10
     try:
         for initiator, peer, link_name in (("A", "B", "AB"), ("B", "C", "BC")):
             midpoint = lab.all_links[link_name].midpoint
             other = "M2" if midpoint == "M1" else "M1"
-            calibrate_link_from_truth(lab, control, link_name)
             before = {m: len(control.heralds(midpoint=m)) for m in ("M1", "M2")}
             with NodeClient.for_lab(lab, initiator, timeout_s=30) as client:
                 started = client.entangle(
@@ -331,6 +314,11 @@ def test_entangle_a_with_b_then_b_with_c(three_node, tmp_path, monkeypatch):
             assert len(heralds) >= pairs and all(h["protocol"] == "barrett_kok" for h in heralds)
             assert {frozenset(h["alphas"]) for h in heralds} == {frozenset((initiator, peer))}
             assert len(control.heralds(midpoint=other)) == before[other], link_name
+            # the session planned with this link's values of B (under its midpoint): the
+            # planning model on them, and not on B's values at the other midpoint
+            mine, others = planned_p_success(lab, control, initiator, peer, midpoint, other)
+            assert abs(others / mine - 1) > 0.05  # B's photons differ at M1 and M2
+            assert summary["expected"]["p_success"] == pytest.approx(mine, rel=1e-6), link_name
     finally:
         for proc in reversed(procs):
             terminate(proc)
