@@ -25,7 +25,7 @@ from controller.data.sessionfile import DELIVERED
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import load_lab, parse_lab, read_resource_map
 from controller.operator.daemons import StartError, terminate
-from qnode.errors import LabConfigError, ProgramError
+from qnode.errors import LabConfigError, ProgramError, QnodeError
 from sequences.program import Instruction, Op, assemble, decode, decode_events, encode
 from sim_backends.framing import Message
 from sim_backends.instruments.sequencer import SimSequencer
@@ -682,3 +682,187 @@ def test_a_herald_sets_its_pair_and_leaves_the_third_memory_alone():
     b_c = np.einsum("abcaef->bcef", rho).reshape(4, 4)
     in_b_c = np.array([0, 1j, 1, 0]) / np.sqrt(2)  # B=0 C=1 carries the i
     assert np.allclose(b_c, np.outer(in_b_c, in_b_c.conj()))
+
+
+# calibrated values per link ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (  # B sits between M1 and M2: a link routine needs the link
+            ["calibrate", "--node", "B", "detection_window"],
+            "node B has 2 links: AB (A-B through M1), BC (B-C through M2); name one with --link",
+        ),
+        (
+            ["calibrate", "--node", "B", "--link", "CD", "visibility"],
+            "node B has no link 'CD' in sim_three_node (its links: AB (A-B through M1), "
+            "BC (B-C through M2))",
+        ),
+        (
+            ["calibrate", "--node", "A", "--link", "BC", "dark_counts"],
+            "node A has no link 'BC' in sim_three_node (its links: AB (A-B through M1))",
+        ),
+        (
+            ["entangle", "--node", "B", "--pairs", "10"],
+            "node B has 2 peers (A, C): name one with --peer",
+        ),
+        (
+            ["entangle", "--node", "A", "--peer", "C", "--pairs", "10"],
+            "node A has no link to 'C' in sim_three_node (its peers: B)",
+        ),
+    ],
+)
+def test_cli_names_the_links_and_peers_a_node_has(args, message, tmp_path):
+    """Refused at the door (exit 2, before any daemon is reached), naming what there is."""
+    env = {**os.environ, "QNODE_DATA_DIR": str(tmp_path)}
+    result = qnode(*args, "--lab", str(THREE), env=env)
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, text
+    assert message in text and "Traceback" not in text
+
+
+def test_a_node_with_one_link_needs_no_link_named(tmp_path):
+    """A and C have one link each: `calibrate --plan` and the link resolution need no --link
+    (the plan runs nothing); B with the link named resolves to it."""
+    from controller.operator.calibration_access import resolve_link
+    from controller.operator.entangle import resolve_peer
+
+    lab = load_lab(THREE)
+    assert resolve_link(lab, "A", None)[0] == "AB" and resolve_link(lab, "C", None)[0] == "BC"
+    name, link = resolve_link(lab, "B", "BC")
+    assert (name, link.midpoint, link.peer("B")) == ("BC", "M2", "C")
+    assert resolve_peer(lab, "A", None) == "B" and resolve_peer(lab, "B", "C") == "C"
+
+
+def test_a_node_between_midpoints_records_its_photons_under_the_link_s_midpoint(tmp_path):
+    """The routines record through ClientNodeAccess: B's photon values (the detection window's)
+    go under the midpoint of the link being calibrated, as B_<name>; its own values (the
+    qubit's) under B. A, with one link, keeps both as its own (as a two-node lab does)."""
+    from types import SimpleNamespace
+
+    from controller.data.params import ParameterStore
+    from controller.operator.calibration_access import ClientNodeAccess
+
+    lab = load_lab(THREE)
+    with ParameterStore(tmp_path / "params.sqlite") as store:
+        for node, midpoint, start in (("B", "M1", 62.0), ("B", "M2", 96.0), ("A", "M1", 77.0)):
+            access = ClientNodeAccess.for_lab(
+                lab, node, None, store, SimpleNamespace(node=midpoint)
+            )
+            for name, value in (("detection_window_start_ns", start), ("pi_amplitude_v", 0.4)):
+                access.record(name, value, routine="test", run_id=None, fit_quality=None)
+            assert access.stored("detection_window_start_ns") == start
+        assert store.current("M1")["B_detection_window_start_ns"].value == 62.0
+        assert store.current("M2")["B_detection_window_start_ns"].value == 96.0
+        assert store.current("M2")["B_detection_window_start_ns"].unit == "ns"
+        assert "detection_window_start_ns" not in store.current("B")
+        assert store.current("B")["pi_amplitude_v"].value == 0.4
+        assert store.current("A")["detection_window_start_ns"].value == 77.0
+        assert "A_detection_window_start_ns" not in store.current("M1")
+
+
+def test_planning_takes_a_node_s_photons_from_its_link_and_never_from_another():
+    """link_from_calibration reads B's photons under the link's midpoint; a node-level value
+    of B (another link's, or set by hand) does not stand in for a node with two links: the
+    planner refuses, naming what to calibrate, rather than plan with the wrong link's."""
+    from calibration.planning import link_from_calibration
+
+    photons = {
+        "detection_probability": 4e-4,
+        "detection_window_ns": 27.6,
+        "detection_window_start_ns": 62.0,
+        "photon_onset_ns": 60.0,
+        "photon_lifetime_ns": 12.0,
+    }
+    at_m2 = {f"B_{k}": v for k, v in {**photons, "detection_probability": 2e-4}.items()}
+    midpoint = {"dark_count_hz_psi_plus": 15.0, "visibility": 0.9}
+    values = {"B": dict(photons), "C": dict(photons), "M2": {**midpoint, **at_m2}}
+    link, _ = link_from_calibration(values, ["B", "C"], "M2", node_level=["C"])
+    same_window = link.eta_b  # C's photons, in the same windows as B's
+    assert link.eta_a == pytest.approx(same_window / 2)  # B's at M2: half C's, as stored
+    values["M2"] = midpoint  # B's photons at M2 not calibrated: its node-level set is M1's
+    with pytest.raises(QnodeError, match=r"not calibrated: M2\.B_detection_probability"):
+        link_from_calibration(values, ["B", "C"], "M2", node_level=["C"])
+    # a two-node lab (every node with one link): node-level values are the link's
+    link, _ = link_from_calibration(values, ["B", "C"], "M2")
+    assert link.eta_a == pytest.approx(link.eta_b)
+
+
+def test_metro_lab_calibrated_per_link_holds_each_fibre_in_b_s_windows(tmp_path, monkeypatch):
+    """From the truth of the metro lab (A-M1 5 km, B-M1 5 km, B-M2 12.5 km, C-M2 12.5 km), per
+    link as the routines store it: B's window at M2 opens (12.5 - 5) km x 5 us/km = 37.5 us
+    later than at M1 (each after its own 40-90 ns of electronics), A's and C's are their own
+    (one link each); what the planner and the midpoint read as B's on each link is that
+    link's."""
+    from calibration.planning import OPTICAL_PULSE_NS, on_link
+    from controller.data.params import ParameterStore
+    from controller.harness.truth_calibration import calibrate_links_from_truth
+
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    lab = load_lab(METRO)
+    resource_map = tmp_path / "resources.json"
+    proc = start_sim(lab, resource_map, seed=SEED, log=tmp_path / "sim.log")
+    try:
+        control = SimControl(resource_map)
+        calibrate_links_from_truth(lab, control)
+        truth = {m: control.truth(m) for m in ("M1", "M2")}
+    finally:
+        terminate(proc)
+    links = lab.all_links
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        at = {m: store.station_values(m, None) for m in ("M1", "M2")}
+        nodes = {n: store.station_values(n, "nv") for n in ("A", "B", "C")}
+    b_m1, b_m2 = (at[m]["B_detection_window_start_ns"] for m in ("M1", "M2"))
+    fibre_ns = {name: link.delay_s("B") * 1e9 for name, link in links.items()}
+    assert fibre_ns == {"AB": 25_000.0, "BC": 62_500.0}
+    for start, fibre in ((b_m1, fibre_ns["AB"]), (b_m2, fibre_ns["BC"])):
+        assert fibre + 40.0 + OPTICAL_PULSE_NS <= start <= fibre + 90.0 + OPTICAL_PULSE_NS
+    assert b_m2 - b_m1 == pytest.approx(37_500.0, abs=50.0)
+    assert "detection_window_start_ns" not in nodes["B"]  # no one set for both links
+    for node, link in (("A", links["AB"]), ("C", links["BC"])):
+        start = nodes[node]["detection_window_start_ns"]
+        assert start == pytest.approx(link.delay_s(node) * 1e9 + 65.0, abs=25.0 + OPTICAL_PULSE_NS)
+        assert f"{node}_detection_window_start_ns" not in at[link.midpoint]
+    for midpoint in ("M1", "M2"):  # B's photons as each midpoint sees them
+        assert at[midpoint]["B_detection_probability"] == truth[midpoint]["eta"]["B"]
+    # what the planner and the midpoint read as B's on each link
+    for midpoint in ("M1", "M2"):
+        seen = on_link(nodes["B"], at[midpoint], "B", node_level=False)
+        assert seen["detection_probability"] == truth[midpoint]["eta"]["B"]
+        assert seen["photon_onset_ns"] == truth[midpoint]["delay_ns"]["B"]
+
+
+@pytest.mark.timeout(600)
+def test_entangle_b_with_c_through_the_cli(three_node, tmp_path, monkeypatch):
+    """`qnode entangle --node B --peer C`: the CLI starts B, C and M2 (not M1, not A), B
+    entangles with C through M2 with the values calibrated for link BC, and stops them."""
+    from controller.harness.truth_calibration import calibrate_links_from_truth
+    from controller.messaging.serving import running_daemon_pid
+
+    lab, resource_map = three_node
+    control = SimControl(resource_map)
+    data = tmp_path / "data"
+    env = {**os.environ, "QNODE_DATA_DIR": str(data), "COLUMNS": "250"}
+    data.mkdir()
+    monkeypatch.setenv("QNODE_DATA_DIR", str(data))  # the CLI's data folder, for the harness
+    calibrate_links_from_truth(lab, control)
+    before = {m: len(control.heralds(midpoint=m)) for m in ("M1", "M2")}
+    args = ["entangle", "--lab", str(THREE), "--resource-map", str(resource_map)]
+    args += ["--node", "B", "--peer", "C", "--pairs", "6", "--protocol", "barrett-kok"]
+    result = subprocess.run(
+        [*QNODE, *args, "--basis", "Z", "--deadline", "200"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+        check=False,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "6 of 6 asked" in text and "both nodes agree" in text, text
+    heralds = control.heralds(midpoint="M2")[before["M2"] :]
+    assert len(heralds) >= 6 and {frozenset(h["alphas"]) for h in heralds} == {frozenset("BC")}
+    assert len(control.heralds(midpoint="M1")) == before["M1"]
+    logs = {p.stem for p in (data / "logs").glob("*.log")}
+    assert logs == {"B", "C", "M2"}, logs
+    assert all(running_daemon_pid(data, s) is None for s in STATIONS)
