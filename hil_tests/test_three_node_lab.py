@@ -866,3 +866,60 @@ def test_entangle_b_with_c_through_the_cli(three_node, tmp_path, monkeypatch):
     logs = {p.stem for p in (data / "logs").glob("*.log")}
     assert logs == {"B", "C", "M2"}, logs
     assert all(running_daemon_pid(data, s) is None for s in STATIONS)
+
+
+@pytest.mark.timeout(600)
+def test_calibrate_walks_each_link_of_b_with_its_own_midpoint(three_node, tmp_path, monkeypatch):
+    """What `qnode calibrate --node B --all` does per link, with one midpoint routine: the walk
+    starts M1 for link AB and M2 for link BC (each stopped after), and each midpoint's dark
+    counts land under its own name, as its truth has them. `--link BC` walks BC only."""
+    from calibration.routine import UPDATED
+    from controller.cli.calibrate import walk
+    from controller.data.params import ParameterStore
+    from controller.messaging.serving import running_daemon_pid
+    from controller.operator import daemons
+
+    lab, resource_map = three_node
+    control = SimControl(resource_map)
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    proc = daemons.start_daemon(lab, "B", log=tmp_path / "B.log", resource_map=resource_map)
+    try:
+        outcomes = walk(lab, "B", ["dark_counts"], ["AB", "BC"], False, resource_map)
+        assert {name: [o.verdict for o in per] for name, per in outcomes.items()} == {
+            "AB": [UPDATED],
+            "BC": [UPDATED],
+        }
+        only = walk(lab, "B", ["dark_counts"], ["BC"], True, resource_map)
+        assert list(only) == ["BC"]
+    finally:
+        terminate(proc)
+    assert all(running_daemon_pid(lab.data_dir, m) is None for m in ("M1", "M2"))
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        for midpoint in ("M1", "M2"):
+            truth = control.truth(midpoint)["dark_count_hz"]
+            for name, channel in lab.nodes[midpoint].channels.detectors.items():
+                rows = store.history(midpoint, f"dark_count_hz_{name}")
+                assert len(rows) == (2 if midpoint == "M2" else 1), (midpoint, rows)
+                # ~15-20 Hz over 30 s: ~500 counts, sigma ~5 %; 25 % is 5 sigma
+                assert rows[-1].value == pytest.approx(truth[str(channel)], rel=0.25)
+
+
+def test_a_second_link_s_walk_does_not_run_the_node_s_routines_again():
+    """run_graph with the node's outcomes of the first link's walk (`done`): the node's own
+    routines are neither run again nor reported again; the link's routine is judged on them
+    (here skipped: no midpoint reached) and only it is returned."""
+    from types import SimpleNamespace
+
+    from calibration.graph import plan, run_graph
+    from calibration.routine import SKIPPED, UPDATED, Outcome
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("a node routine ran again")
+
+    node = SimpleNamespace(node="B", platform="nv", midpoint=None, link=None, run=never)
+    before = [n for n in plan(["detection_window"]) if n != "detection_window"]
+    done = {n: Outcome(n, UPDATED, "first link") for n in before}
+    outcomes = run_graph(node, ["detection_window"], done=done)
+    assert [(o.routine, o.verdict) for o in outcomes] == [("detection_window", SKIPPED)]
+    assert "no midpoint" in outcomes[0].reason
