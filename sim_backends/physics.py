@@ -512,18 +512,19 @@ class NodePhysics:
         if self.memories and self.ready:
             self.register.dephase(self.name, 0.0)
 
-    def repeat_memory_channels(self, since_ns: int, iterations: int) -> None:
-        """`iterations` more runs of the loop body that began at since_ns: each memory's
-        coherence gets the product of that body's pump factors, `iterations` times over; the
-        advance over their time that follows is the memories' precession alone
-        (_advance_forwarded)."""
+    def repeat_memory_channels(self, since_ns: int, iterations: int, runs_seen: int = 1) -> None:
+        """`iterations` more runs of the loop body whose `runs_seen` identical runs began at
+        since_ns: each memory's coherence gets the product of one run's pump factors,
+        `iterations` times over; the advance over their time that follows is the memories'
+        precession alone (_advance_forwarded)."""
         if not self.memories or iterations <= 0:
             return
         body = [factors for t, factors in self.memory_factors if t >= since_ns]
+        share = iterations / max(runs_seen, 1)
         for k, memory in enumerate(self.memories):
             c = complex(np.prod([factors[k] for factors in body])) if body else 1.0 + 0j
-            magnitude = abs(c) ** iterations
-            angle = float(np.angle(c)) * iterations
+            magnitude = abs(c) ** share
+            angle = float(np.angle(c)) * share
             self.register.apply_diagonal(memory.name, z_phase(-angle))
             self.register.dephase(memory.name, magnitude)
         self._forwarding = True

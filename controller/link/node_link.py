@@ -58,6 +58,8 @@ class NodeLink:
         mine = lab.links_of(self.name)
         self.midpoint = next(iter(mine.values())).midpoint if mine else ""
         """The midpoint of the current (or last) session's link: set per peer."""
+        self.herald_port = lab.nodes[self.name].channels.port(next(iter(mine), ""))
+        """The sequencer's herald input of that link (software heralding forwards there)."""
         self.session: LinkSession | None = None
         self.finished: dict[str, dict] = {}
         self.links: dict[str, StationLink] = {}
@@ -108,7 +110,9 @@ class NodeLink:
     def _towards(self, peer: str) -> None:
         """Sessions with this peer go through the midpoint of the link to it (a node between
         two midpoints has one per neighbour)."""
-        self.midpoint = self.lab.link_between(self.name, peer)[1].midpoint
+        link_name, link = self.lab.link_between(self.name, peer)
+        self.midpoint = link.midpoint
+        self.herald_port = self.lab.nodes[self.name].channels.port(link_name)
 
     def link_to(self, target: str) -> StationLink:
         link = self.links.get(target)
@@ -145,7 +149,7 @@ class NodeLink:
 
     def _send_herald(self, outcome: str) -> None:
         try:
-            self.node.send_herald(outcome)
+            self.node.send_herald(outcome, self.herald_port)
         except Exception as e:  # the attempt then times out: a fail, not a fault
             log.warning("%s: herald not forwarded to the sequencer: %s", self.name, e)
 

@@ -396,6 +396,10 @@ class SimSequencer(Device):
             self._second_round = outcome  # the second wait gives the outcome
             outcome = 1  # the first round clicked
         skipped = min(attempts, available) - 1
+        if node.physics.memories and node.sync_epoch is not None:
+            # the skipped attempts dephase a memory as the ones stepped since the sync did
+            done = program[end].d - available + 1
+            node.physics.repeat_memory_channels(node.sync_epoch, skipped, runs_seen=done)
         node.advance(skipped * duration)
         for register, step in adds.items():
             regs[register] += skipped * step
