@@ -310,18 +310,22 @@ def test_pump_channel_is_the_average_over_the_random_reset_time():
     assert np.all(np.abs(got - mean) < 4 * sigma + 1e-5), (got, mean, sigma)
 
 
-def attempt(node: NodePhysics, theta: float, flip: bool) -> None:
+def attempt(node: NodePhysics, theta: float, flip: bool, wait_ns: int = 0) -> None:
     """One entanglement attempt as the memory sees it: bright-state population alpha
-    (cos^2(theta/2)), the optical pi pulse whose lost photon takes the electron's coherence,
-    with `flip` a microwave pi pulse (so that only the bright part, now in |1>, needs the
+    (cos^2(theta/2)), the optical pi pulse whose lost photon takes the electron's coherence
+    (taken here by hand: the simulator keeps it, since a herald may still come, and the reset
+    never lets it reach the memory; but through the slightly detuned pi pulse below it would
+    move p1 away from exactly alpha, which is what the formula takes), with `flip` a
+    microwave pi pulse (so that only the bright part, now in |1>, needs the
     stochastic reset), and the spin pump. The pulses are short (2 ns): with the electron in
     |1> during a pulse the nucleus turns by about dw t, a deterministic phase between the
     branches that the reset formula leaves out (with 50 ns pulses ~10 % of the loss at
     alpha = 0.05; docs/simulation.md)."""
     pulse(node, theta, X_PHASE, pi_ns=SHORT_PI_NS)
-    node.optical_excitation()
+    node.register.dephase(node.name, 0.0)
     if flip:
         pulse(node, math.pi, X_PHASE, pi_ns=SHORT_PI_NS)
+    node.advance(wait_ns)  # the herald wait: the memory precesses as the electron's state says
     pump(node)
 
 
@@ -384,10 +388,13 @@ def test_dephasing_per_attempt_grows_with_alpha_when_only_the_bright_part_is_res
 
 
 def test_fast_forwarded_attempts_dephase_the_memory_as_stepped_ones():
-    """SimNode.fast_forward of an attempt loop: the memory gets the stepped body's pump factors
-    N times over, as N stepped attempts would give: to 1e-3 + 1 % of the loss (the forwarded
-    factor keeps only the part of the channel that commutes with the precession; the pulses'
-    own small electron-nuclear phases are not repeated)."""
+    """SimNode.fast_forward of an attempt loop with no herald wait: the memory gets the stepped
+    body's pump factors N times over, as N stepped attempts would give: to 1e-3 + 1 % of the
+    loss (the forwarded factor keeps only the part of the channel that commutes with the
+    precession; the pulses' own small electron-nuclear phases are not repeated). With a
+    herald wait the forwarded factors miss the wait's electron-conditional precession
+    (docs/simulation.md, "Simplifications": to be fixed)."""
+    wait_ns = 0
     alpha, runs = 0.2, 200
     theta = 2 * math.acos(math.sqrt(alpha))
     lengths = []
@@ -401,12 +408,12 @@ def test_fast_forwarded_attempts_dephase_the_memory_as_stepped_ones():
             since = physics.now_ns
             node.excitations.append((since, 1.0))
             node._exposure_at = {since: physics.exposure_ns}
-            attempt(physics, theta, flip=True)
+            attempt(physics, theta, flip=True, wait_ns=wait_ns)
             node.now_ns = physics.now_ns
             assert node.fast_forward(runs - 1, physics.now_ns - since, since)
         else:
             for _ in range(runs):
-                attempt(physics, theta, flip=True)
+                attempt(physics, theta, flip=True, wait_ns=wait_ns)
         lengths.append(float(np.linalg.norm(bloch(physics.register.reduced("B.c13"))[:2])))
     stepped, forwarded = lengths
     assert stepped < 0.99

@@ -87,7 +87,6 @@ class SimNode:
             self.emitter_state = self.physics.register.reduced(self.name)
         else:  # a memory out of its charge state (or hot) emits nothing: dark
             self.emitter_state = np.diag([0.0, 1.0]).astype(complex)
-        self.physics.optical_excitation()  # the emitted photon takes the electron's coherence
         p_emit = float(self.emitter_state[0, 0].real)
         self.excitations.append((self.now_ns, p_emit))
         midpoint = self.photon_midpoint()

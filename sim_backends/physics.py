@@ -504,17 +504,10 @@ class NodePhysics:
         self.memory_factors.append((self.now_ns, [(1 - p1) * g0 + p1 * g1 for g0, g1 in factors]))
         del self.memory_factors[:-512]
 
-    def optical_excitation(self) -> None:
-        """An optical pi pulse on a node with memories: the bright state |0> emits a photon into
-        its own time mode; unless a herald sets the pair, that photon is lost to the node, so the
-        electron's |0>-|1> coherence is gone (what makes the reset after a failed attempt, and
-        so the memory's dephasing, grow with the bright-state population alpha)."""
-        if self.memories and self.ready:
-            self.register.dephase(self.name, 0.0)
-
     def repeat_memory_channels(self, since_ns: int, iterations: int, runs_seen: int = 1) -> None:
         """`iterations` more runs of the loop body whose `runs_seen` identical runs began at
-        since_ns: each memory's coherence gets the product of one run's pump factors,
+        since_ns: each memory's coherence gets the product of one run's pump factors (not yet
+        the electron-conditional precession of its waits: docs/simulation.md),
         `iterations` times over; the advance over their time that follows is the memories'
         precession alone (_advance_forwarded)."""
         if not self.memories or iterations <= 0:

@@ -405,8 +405,10 @@ class SimSequencer(Device):
             regs[register] += skipped * step
         loops[end] = available - skipped
         if outcome:
-            node.advance(round_trip)  # the herald's news travels back through the fibre
+            # the pair exists from the heralding attempt on and ages while the herald's news
+            # travels back through the fibre
             await midpoint.settle(node.sync_generation, node.name)
+            node.advance(round_trip)
         return outcome
 
     def _fast_forward(self, program, pc: int, ins, left: int, marks: dict[int, int]) -> bool:
