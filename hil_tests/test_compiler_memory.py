@@ -119,28 +119,46 @@ def nucleus_of(rho):
 
 
 def replay(c, rho=None):
-    """The program's one shot on the model: (final state, P(electron |0>) at each readout)."""
+    """The program's first shot on the model: (final state, P(electron |0>) at each readout).
+    Loops inside the shot (Repeat) run; the shot loop itself (to "shot", the first
+    instruction) ends the replay; a check (CR) passes at once."""
     rho = np.kron(np.diag([1, 0]), np.eye(2) / 2) if rho is None else rho
     pump = 1 << HW.ttl["spin_pump_aom"]
-    reads, pending = [], None
-    for ins in c.program.instructions:
+    reads, pending, loops, pc = [], None, {}, 0
+    cache: dict[int, np.ndarray] = {}
+    instructions = c.program.instructions
+    while pc < len(instructions):
+        ins = instructions[pc]
+        pc += 1
         if ins.op == Op.AWG_TRIG:
             i, q = c.waveforms[c.segments[ins.c]]
             amplitude = abs(complex(i[0], q[0])) * HW.awg_peak_v
             angle = math.pi * amplitude / PARAMS["pi_amplitude_v"]
             pending = _electron_rotation(math.atan2(q[0], i[0]), angle)
         elif ins.op == Op.WAIT:
-            u = _free(ins.d)
             if pending is not None:
                 u = _free(ins.d / 2) @ pending @ _free(ins.d / 2)
                 pending = None
+            else:
+                u = cache.get(ins.d)
+                if u is None:
+                    u = cache[ins.d] = _free(ins.d)
             rho = u @ rho @ u.conj().T
         elif ins.op == Op.TTL_SET and ins.c & pump:
             rho = np.kron(np.diag([1, 0]), nucleus_of(rho))
-        elif ins.op == Op.COUNT:
+        elif ins.op == Op.COUNT and 0 < instructions[pc].b < 1000:  # a readout's EVENT k
             reads.append(float(np.real(rho[0, 0] + rho[1, 1])))
+        elif ins.op == Op.BRANCH_GE:  # the CR check: passes
+            pc = ins.c
         elif ins.op == Op.LOOP:
-            break
+            if ins.c == 0:
+                break  # the shot loop
+            done = loops.get(pc, 0) + 1
+            loops[pc] = done
+            if done < ins.d:
+                pc = ins.c
+            else:
+                loops[pc] = 0
     return rho, reads
 
 

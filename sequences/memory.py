@@ -79,6 +79,9 @@ class MemoryGate(MemoryOperation):
 
     KIND = "memory_gate"
     angle_deg: float = 90.0
+    frame: str = "keep"
+    """"keep": start a whole number of Larmor periods after the memory's state was written;
+    "ignore": start at once (a nuclear Ramsey measures the precession frames are kept with)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class MemoryToElectron(MemoryOperation):
 
 
 MEMORY_BASES = ("z", "x", "y")
+FRAMES = ("keep", "ignore")
 
 
 @dataclass(frozen=True)
@@ -162,16 +166,17 @@ class Emitter(Protocol):
     def value(self, v: float | int | Param, what: str) -> float: ...
 
 
-def gate_calibration(out: Emitter, memory: str) -> GateCalibration:
-    """The memory's gate parameters, or an error naming what is missing or wrong."""
+def gate_calibration(out: Emitter, memory: str, precession: bool = True) -> GateCalibration:
+    """The memory's gate parameters, or an error naming what is missing or wrong.
+    `precession=False`: only the gate's own (tau, pulses), for a gate that keeps no frame."""
     if memory not in out.memories:
         have = ", ".join(out.memories) or "none"
         raise out.fail(
             f"memory '{memory}' is not a memory qubit of this node (the lab file's memories "
             f"of this node: {have})"
         )
-    values = {}
-    for quantity in GATE_QUANTITIES:
+    values = {"larmor_hz": math.nan, "omega1_hz": math.nan}
+    for quantity in GATE_QUANTITIES if precession else GATE_QUANTITIES[:2]:
         name = parameter(memory, quantity)
         values[quantity] = out.value(Param(name), name)
     n = values["n_pulses"]
@@ -181,7 +186,7 @@ def gate_calibration(out: Emitter, memory: str) -> GateCalibration:
             f"got {n:g}: recalibrate with c13_gate"
         )
     for quantity in ("tau_ns", "larmor_hz", "omega1_hz"):
-        if values[quantity] <= 0:
+        if values[quantity] <= 0:  # (nan when not read: not compared)
             raise out.fail(f"{parameter(memory, quantity)} must be positive")
     return GateCalibration(
         memory, values["tau_ns"], round(n), values["larmor_hz"], values["omega1_hz"]
@@ -296,14 +301,21 @@ BASIS_ROTATION = {"z": None, "x": pi_half_pulse(270.0), "y": pi_half_pulse(0.0)}
 
 def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
     """Emit `op` as electron pulses and waits (see the module's docstring)."""
-    cal = gate_calibration(out, op.memory)
+    framed = op.memory in out.memory_frames
+    if isinstance(op, MemoryGate) and op.frame not in FRAMES:
+        raise out.fail(f"unknown frame {op.frame!r} ({', '.join(FRAMES)})")
+    if isinstance(op, MemoryGate) and not (op.frame == "keep" and framed):
+        cal = gate_calibration(out, op.memory, precession=False)
+    else:
+        cal = gate_calibration(out, op.memory)
     match op:
         case MemoryGate():
             try:
                 n = gate_pulse_count(cal, op.angle_deg)
             except ValueError as e:
                 raise out.fail(str(e)) from None
-            _align(out, cal, 0)
+            if op.frame == "keep":
+                _align(out, cal, 0)
             _gate(out, cal, n)
         case MemoryInit():
             out.operation(SpinInit())

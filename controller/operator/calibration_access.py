@@ -59,6 +59,7 @@ class ClientNodeAccess(StoredParameters):
     midpoint: DaemonMidpointAccess | None = None
     plot_dir: Path | None = None
     link: ClientLinkAccess | None = None
+    memories: tuple[str, ...] = ()
 
     @classmethod
     def for_lab(
@@ -73,7 +74,8 @@ class ClientNodeAccess(StoredParameters):
         peak = hardware_of(lab, node).awg_peak_v
         plot_dir = lab.data_dir / "calibration"
         platform = lab.nodes[node].platform
-        return cls(client, store, node, platform, peak, midpoint, plot_dir, link)
+        memories = tuple(lab.nodes[node].memories)
+        return cls(client, store, node, platform, peak, midpoint, plot_dir, link, memories)
 
     def values(self) -> dict[str, float]:
         return self.store.values(self.node, self.platform)

@@ -1,0 +1,456 @@
+"""The 13C memory's calibrations: where its decoupling resonance is, how many pulses make the
+conditional pi/2, how fast it precesses with the electron in |0> and in |1>, and how much of
+its coherence each entanglement attempt costs. Only nodes whose lab file names the memory
+(`memories = ["c13"]`) run them.
+
+    c13_spectroscopy -> c13_gate -> c13_ramsey -> c13_dephasing
+
+The physics they fit is the one the compiler plans with (sequences/memory.py; Taminiau et al.,
+PRL 109, 137602 (2012); Nat. Nanotechnol. 9, 171 (2014); Kalb et al., PRA 97, 062330 (2018)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from calibration.fits import (
+    FitFailed,
+    fit_attempt_decay,
+    fit_dips,
+    fit_gate,
+    fit_ramsey,
+    resonance_order,
+)
+from calibration.interface import NodeAccess
+from calibration.plots import xy_plot
+from calibration.routine import Analysis, Routine, bright_fraction
+from sequences.memory import (
+    MemoryGate,
+    MemoryInit,
+    MemoryReadout,
+    SwapToMemory,
+    parameter,
+)
+from sequences.operations import (
+    LaserPulse,
+    MwPulse,
+    Param,
+    Readout,
+    Repeat,
+    Sequence,
+    SpinInit,
+    Sweep,
+    SweepAxis,
+    Wait,
+    memory_check,
+    pi_half_pulse,
+    pi_pulse,
+)
+from sequences.program import CLOCK_NS
+
+MEMORY = "c13"
+
+
+def has_memory(node: NodeAccess) -> bool:
+    """Whether the node's lab file names this memory (its routines are in its graph)."""
+    return MEMORY in getattr(node, "memories", ())
+
+
+def p(quantity: str) -> str:
+    return parameter(MEMORY, quantity)
+
+
+def point_sigma(acq) -> np.ndarray:
+    """The binomial error of each point's bright fraction (at its worst, p = 1/2)."""
+    kept = np.maximum(acq.valid.sum(axis=1), 1)
+    return np.sqrt(0.25 / kept)
+
+
+def coherence_sequence(name: str, platform: str, shots: int) -> Sequence:
+    """Electron pi/2, the DD gate (c13_tau_ns, c13_n_pulses), pi/2 back: bright while the
+    electron keeps its coherence, darker where the nucleus is turned conditionally."""
+    ops = (
+        memory_check(platform),
+        SpinInit(),
+        pi_half_pulse(0.0),
+        MemoryGate(MEMORY, 90.0, frame="ignore"),
+        pi_half_pulse(180.0),
+        Readout(),
+    )
+    return Sequence(name, ops, shots)
+
+
+class MemoryRoutine(Routine):
+    platforms = ("nv",)
+    needs_memory = True
+
+
+# ---- spectroscopy -----------------------------------------------------------------------------
+SEARCH_NS = (1_000.0, 4_000.0)
+"""Default range of tau (`c13_search_start_ns`, `c13_search_stop_ns` override it): at a
+Larmor frequency of 0.3-0.7 MHz (0.03-0.07 T) it holds two or more resonances."""
+SEARCH_STEP_NS = 8.0
+SPECTROSCOPY_PULSES = 32
+SPECTROSCOPY_SHOTS = 200
+
+
+class C13SpectroscopyRoutine(MemoryRoutine):
+    name = "c13_spectroscopy"
+    title = "13C spectroscopy: decoupling resonances"
+    depends = ("ramsey",)
+    reads = ("pi_amplitude_v", "readout_threshold", "c13_search_start_ns", "c13_search_stop_ns")
+    updates = (p("tau_ns"), p("larmor_hz"), p("omega1_hz"))
+
+    def acquire(self, node: NodeAccess):
+        start = node.stored(p("search_start_ns")) or SEARCH_NS[0]
+        stop = node.stored(p("search_stop_ns")) or SEARCH_NS[1]
+        taus = np.arange(start, stop + SEARCH_STEP_NS / 2, SEARCH_STEP_NS)
+        sweep = Sweep(
+            (
+                SweepAxis(p("n_pulses"), (float(SPECTROSCOPY_PULSES),)),
+                SweepAxis(p("tau_ns"), tuple(map(float, taus)), "ns"),
+            )
+        )
+        seq = coherence_sequence("c13_spectroscopy", node.platform, SPECTROSCOPY_SHOTS)
+        return [node.run(seq, sweep)]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        (acq,) = data
+        threshold = node.values()["readout_threshold"]
+        taus = acq.axes[p("tau_ns")][0]
+        bright = bright_fraction(acq, threshold)
+        noise = float(np.max(point_sigma(acq)))
+        dips = fit_dips(taus, bright, noise * 0.8)
+        centres = [d.params["centre_ns"] for d in dips]
+        info: dict = {"dips": [d.params for d in dips], "dip_errors": [d.errors for d in dips]}
+
+        def plot(path, title):
+            marks = {f"k={k}": c for k, c in zip(info.get("orders", []), centres, strict=False)}
+            xy_plot(
+                path,
+                title,
+                taus,
+                bright,
+                marks=marks,
+                x_scale=1e-3,
+                xlabel="tau (us): half the pulse spacing",
+                ylabel="bright fraction (electron coherence)",
+            )
+
+        try:
+            mean_hz, orders = resonance_order(centres)
+        except FitFailed as e:
+            found = ", ".join(f"{c:.0f}" for c in centres) or "none"
+            return Analysis(
+                {},
+                False,
+                f"{e} (dips at {found} ns): widen c13_search_start_ns..c13_search_stop_ns",
+                info=info,
+                plot=plot,
+            )
+        info["orders"] = orders
+        info["mean_precession_hz"] = mean_hz
+        deepest = max(range(len(dips)), key=lambda i: dips[i].params["depth"])
+        gate = dips[deepest]
+        tau, tau_err = gate.params["centre_ns"], gate.errors["centre_ns"]
+        quality = min(d.quality for d in dips)
+        info["gate_resonance"] = {"k": orders[deepest], "tau_ns": tau, "sigma_ns": tau_err}
+        if not math.isfinite(tau_err) or tau_err > CLOCK_NS:
+            return Analysis(
+                {},
+                False,
+                f"resonance k={orders[deepest]} at {tau:.0f} ns is uncertain by "
+                f"{tau_err:.1f} ns, more than the {CLOCK_NS} ns clock: more shots",
+                quality,
+                info,
+                plot,
+            )
+        # until c13_ramsey tells omega_0 and omega_1 apart, both are their mean (the echoed
+        # waits of the memory's sequences need only the mean)
+        return Analysis(
+            {p("tau_ns"): tau, p("larmor_hz"): mean_hz, p("omega1_hz"): mean_hz},
+            True,
+            f"{len(dips)} resonances, mean precession {mean_hz / 1e3:.2f} kHz; gate on k="
+            f"{orders[deepest]} at tau {tau:.1f} +- {tau_err:.1f} ns",
+            quality,
+            info,
+            plot,
+        )
+
+
+# ---- the conditional rotation's pulse count -----------------------------------------------------
+GATE_PULSES = tuple(range(4, 164, 4))
+"""Multiples of 4: XY-4 cycles, so the electron's own phase is the same at every point."""
+GATE_SHOTS = 200
+
+
+class C13GateRoutine(MemoryRoutine):
+    name = "c13_gate"
+    title = "13C gate: pulses for the conditional pi/2"
+    depends = ("c13_spectroscopy",)
+    reads = (p("tau_ns"), "readout_threshold")
+    updates = (p("n_pulses"),)
+
+    def acquire(self, node: NodeAccess):
+        sweep = Sweep((SweepAxis(p("n_pulses"), tuple(map(float, GATE_PULSES))),))
+        return [node.run(coherence_sequence("c13_gate", node.platform, GATE_SHOTS), sweep)]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        (acq,) = data
+        threshold = node.values()["readout_threshold"]
+        pulses = acq.axes[p("n_pulses")][0]
+        bright = bright_fraction(acq, threshold)
+        try:
+            fit = fit_gate(pulses, bright)
+        except FitFailed as e:
+            return Analysis({}, False, f"fit failed: {e}")
+        n_pi2 = fit.params["n_pi2"]
+        chosen = 2 * round(n_pi2 / 2)
+        info = {"fit": fit.params, "errors": fit.errors, "quality": fit.quality}
+
+        def plot(path, title):
+            xy_plot(
+                path,
+                title,
+                pulses,
+                bright,
+                fit=fit,
+                marks={"pi/2": chosen, "pi": 2 * chosen},
+                xlabel="pi pulses on the resonance",
+                ylabel="bright fraction (electron coherence)",
+            )
+
+        if fit.params["amplitude"] < 0.1 or fit.quality < 0.7:
+            return Analysis(
+                {},
+                False,
+                f"fit rejected: contrast {fit.params['amplitude']:.2f} (min 0.1), R^2 "
+                f"{fit.quality:.2f} (min 0.7)",
+                fit.quality,
+                info,
+                plot,
+            )
+        if n_pi2 > max(GATE_PULSES):
+            return Analysis(
+                {},
+                False,
+                f"the pi/2 needs {n_pi2:.0f} pulses, beyond the {max(GATE_PULSES)} scanned: "
+                "a weakly coupled spin, or tau off its resonance",
+                fit.quality,
+                info,
+                plot,
+            )
+        return Analysis(
+            {p("n_pulses"): float(chosen)},
+            True,
+            f"conditional pi/2 in {chosen} pulses (fit {n_pi2:.1f} +- "
+            f"{fit.errors['n_pi2']:.1f})",
+            fit.quality,
+            info,
+            plot,
+        )
+
+
+# ---- nuclear Ramsey: omega_0 and omega_1 -------------------------------------------------------
+RAMSEY_POINTS = 121
+RAMSEY_SAMPLES_PER_PERIOD = 2.5
+"""Points per mean precession period: fringes up to 1.25 x the mean stay unaliased."""
+RAMSEY_SHOTS = 200
+BRANCHES = ("larmor_hz", "omega1_hz")
+
+
+def ramsey_sequence(platform: str, electron_one: bool, shots: int) -> Sequence:
+    """Memory to |0>, conditional pi/2 (with the electron in |0>: an x rotation), a wait with
+    the electron in |0> or flipped to |1>, pi/2 again, the memory's population."""
+    flip = (pi_pulse(),) if electron_one else ()
+    ops = (
+        memory_check(platform),
+        MemoryInit(MEMORY),
+        MemoryGate(MEMORY, 90.0, frame="ignore"),
+        *flip,
+        Wait(Param("free_time_ns")),
+        *flip,
+        MemoryGate(MEMORY, 90.0, frame="ignore"),
+        MemoryReadout(MEMORY, "z"),
+    )
+    return Sequence("c13_ramsey_" + ("one" if electron_one else "zero"), ops, shots)
+
+
+class C13RamseyRoutine(MemoryRoutine):
+    name = "c13_ramsey"
+    title = "13C Ramsey: precession with the electron in |0> and |1>"
+    depends = ("c13_gate",)
+    reads = (p("larmor_hz"), p("omega1_hz"), p("tau_ns"), p("n_pulses"), "readout_threshold")
+    updates = (p("larmor_hz"), p("omega1_hz"))
+
+    def acquire(self, node: NodeAccess):
+        values = node.values()
+        mean = (values[p("larmor_hz")] + values[p("omega1_hz")]) / 2
+        step = math.floor(1e9 / (RAMSEY_SAMPLES_PER_PERIOD * mean) / CLOCK_NS) * CLOCK_NS
+        times = tuple(float(step * i) for i in range(RAMSEY_POINTS))
+        sweep = Sweep((SweepAxis("free_time_ns", times, "ns"),))
+        return [
+            node.run(ramsey_sequence(node.platform, one, RAMSEY_SHOTS), sweep)
+            for one in (False, True)
+        ]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        threshold = node.values()["readout_threshold"]
+        mean = (node.values()[p("larmor_hz")] + node.values()[p("omega1_hz")]) / 2
+        fits, curves = [], []
+        for acq in data:
+            t = acq.axes["free_time_ns"][0] * 1e-9
+            bright = bright_fraction(acq, threshold)
+            curves.append((t, bright))
+            try:
+                fits.append(fit_ramsey(t, bright, mean))
+            except FitFailed as e:
+                return Analysis({}, False, f"fit failed: {e}")
+        f0, f1 = (f.params["detuning_hz"] for f in fits)
+        errors = [f.errors["detuning_hz"] for f in fits]
+        quality = min(f.quality for f in fits)
+        info = {
+            "fit_zero": fits[0].params,
+            "fit_one": fits[1].params,
+            "errors": errors,
+            "a_par_estimate_hz": f1 - f0,
+        }
+
+        def plot(path, title):
+            (t0, b0), (t1, b1) = curves
+            xy_plot(
+                path,
+                title,
+                t0,
+                b0,
+                fit=fits[0],
+                extra=[(t1, b1, "electron in |1>")],
+                x_scale=1e6,
+                xlabel="free precession (us)",
+                ylabel="memory bright fraction",
+            )
+
+        if quality < 0.5 or min(f.params["amplitude"] for f in fits) < 0.1:
+            return Analysis(
+                {}, False, f"fit rejected: R^2 {quality:.2f} (min 0.5) or no fringes", quality, info, plot
+            )
+        return Analysis(
+            {p("larmor_hz"): f0, p("omega1_hz"): f1},
+            True,
+            f"omega_0/2pi {f0 / 1e3:.3f} +- {errors[0] / 1e3:.3f} kHz, omega_1/2pi "
+            f"{f1 / 1e3:.3f} +- {errors[1] / 1e3:.3f} kHz",
+            quality,
+            info,
+            plot,
+        )
+
+
+# ---- dephasing per entanglement attempt -------------------------------------------------------
+DEPHASING_ALPHA = 0.1
+"""The bright population of the attempts' alpha rotation (Kalb et al. 2018: the dephasing
+grows with alpha, so the result is stored with the alpha it was measured at)."""
+ATTEMPTS = (0, 100, 200, 400, 800, 1600, 3200)
+DEPHASING_SHOTS = 200
+
+
+def attempt_block(values: dict[str, float]) -> tuple:
+    """One entanglement attempt without the herald (the electron's part of it): spin pump,
+    the alpha rotation, the optical pi pulse, the herald window."""
+    theta = 2 * math.asin(math.sqrt(DEPHASING_ALPHA))
+    amplitude = values["pi_amplitude_v"] * theta / math.pi
+    return (
+        SpinInit(),
+        MwPulse(amplitude, Param("pi_duration_ns")),
+        LaserPulse("excitation", Param("excitation_duration_ns")),
+        Wait(Param("herald_window_ns")),
+    )
+
+
+def dephasing_sequence(platform: str, values: dict[str, float], attempts: int) -> Sequence:
+    """|+x> stored in the memory, `attempts` attempts, the memory read in x."""
+    repeat = (Repeat(attempt_block(values), attempts),) if attempts else ()
+    ops = (
+        memory_check(platform),
+        MemoryInit(MEMORY),
+        pi_half_pulse(90.0),
+        SwapToMemory(MEMORY),
+        *repeat,
+        MemoryReadout(MEMORY, "x"),
+    )
+    return Sequence(f"c13_dephasing_{attempts}", ops, DEPHASING_SHOTS)
+
+
+class C13DephasingRoutine(MemoryRoutine):
+    name = "c13_dephasing"
+    title = "13C dephasing per entanglement attempt"
+    depends = ("c13_ramsey",)
+    reads = ("pi_amplitude_v", p("larmor_hz"), p("omega1_hz"), "readout_threshold")
+    updates = (p("n_1e_at_alpha"), p("n_1e_alpha"))
+
+    def acquire(self, node: NodeAccess):
+        values = node.values()
+        return [node.run(dephasing_sequence(node.platform, values, n), Sweep()) for n in ATTEMPTS]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        threshold = node.values()["readout_threshold"]
+        attempts = np.array(ATTEMPTS, float)
+        bright = np.array([float(bright_fraction(acq, threshold)[0]) for acq in data])
+        sigma = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
+        coherence = 2 * bright - 1
+        try:
+            fit = fit_attempt_decay(attempts, coherence, sigma)
+        except FitFailed as e:
+            return Analysis({}, False, f"fit failed: {e}")
+        n_1e, err = fit.params["n_1e"], fit.errors["n_1e"]
+        info = {"fit": fit.params, "errors": fit.errors, "coherence": coherence.tolist()}
+
+        def plot(path, title):
+            xy_plot(
+                path,
+                title,
+                attempts,
+                coherence,
+                fit=fit,
+                marks={"N_1/e": n_1e} if n_1e < 2 * attempts.max() else None,
+                xlabel=f"entanglement attempts (alpha {DEPHASING_ALPHA})",
+                ylabel="memory coherence <X>",
+            )
+
+        if fit.params["amplitude"] < 0.2:
+            return Analysis(
+                {},
+                False,
+                f"the stored state's coherence is only {fit.params['amplitude']:.2f} before any "
+                "attempt (min 0.2): check c13_gate and c13_ramsey",
+                fit.quality,
+                info,
+                plot,
+            )
+        if n_1e > 3 * attempts.max() or not math.isfinite(err) or err > n_1e / 2:
+            return Analysis(
+                {},
+                False,
+                f"N_1/e {n_1e:.0f} +- {err:.0f} is not resolved by up to {attempts.max():.0f} "
+                "attempts",
+                fit.quality,
+                info,
+                plot,
+            )
+        return Analysis(
+            {p("n_1e_at_alpha"): n_1e, p("n_1e_alpha"): DEPHASING_ALPHA},
+            True,
+            f"N_1/e {n_1e:.0f} +- {err:.0f} attempts at alpha {DEPHASING_ALPHA}",
+            fit.quality,
+            info,
+            plot,
+        )
+
+
+MEMORY_ROUTINES = (
+    C13SpectroscopyRoutine(),
+    C13GateRoutine(),
+    C13RamseyRoutine(),
+    C13DephasingRoutine(),
+)
