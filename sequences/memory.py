@@ -211,7 +211,7 @@ def _gate(out: Emitter, cal: GateCalibration, n_pulses: int) -> None:
     edges, set the resonance."""
     spacing = _quantise(2 * cal.tau_ns)
     length = out.played_ns(pi_pulse())
-    edge = spacing // 2 - length // 2
+    edge = _quantise((spacing - length) / 2)  # both ends together: one gap
     if edge < 0:
         raise out.fail(
             f"{parameter(cal.memory, 'tau_ns')} of {cal.tau_ns:g} ns is shorter than half the "

@@ -20,7 +20,7 @@ from calibration.fits import (
     fit_attempt_decay,
     fit_dips,
     fit_gate,
-    fit_ramsey,
+    fit_precession,
     resonance_order,
 )
 from calibration.interface import NodeAccess
@@ -92,7 +92,8 @@ SEARCH_NS = (1_000.0, 4_000.0)
 """Default range of tau (`c13_search_start_ns`, `c13_search_stop_ns` override it): at a
 Larmor frequency of 0.3-0.7 MHz (0.03-0.07 T) it holds two or more resonances."""
 SEARCH_STEP_NS = 8.0
-SPECTROSCOPY_PULSES = 32
+SPECTROSCOPY_PULSES = 16
+"""Few enough that a resonance is one dip (more pulses: narrower, with side lobes)."""
 SPECTROSCOPY_SHOTS = 200
 
 
@@ -122,7 +123,11 @@ class C13SpectroscopyRoutine(MemoryRoutine):
         taus = acq.axes[p("tau_ns")][0]
         bright = bright_fraction(acq, threshold)
         noise = float(np.max(point_sigma(acq)))
-        dips = fit_dips(taus, bright, noise * 0.8)
+        found = fit_dips(taus, bright, noise * 0.8)
+        # side lobes and weaker spins' dips are shallower: the resonances of the spin with
+        # the deepest dips are those at least half as deep
+        deepest_depth = max((d.params["depth"] for d in found), default=0.0)
+        dips = [d for d in found if d.params["depth"] >= deepest_depth / 2]
         centres = [d.params["centre_ns"] for d in dips]
         info: dict = {"dips": [d.params for d in dips], "dip_errors": [d.errors for d in dips]}
 
@@ -305,11 +310,11 @@ class C13RamseyRoutine(MemoryRoutine):
             bright = bright_fraction(acq, threshold)
             curves.append((t, bright))
             try:
-                fits.append(fit_ramsey(t, bright, mean))
+                fits.append(fit_precession(t, bright, mean))
             except FitFailed as e:
                 return Analysis({}, False, f"fit failed: {e}")
-        f0, f1 = (f.params["detuning_hz"] for f in fits)
-        errors = [f.errors["detuning_hz"] for f in fits]
+        f0, f1 = (f.params["frequency_hz"] for f in fits)
+        errors = [f.errors["frequency_hz"] for f in fits]
         quality = min(f.quality for f in fits)
         info = {
             "fit_zero": fits[0].params,
@@ -368,8 +373,10 @@ def attempt_block(values: dict[str, float]) -> tuple:
     )
 
 
-def dephasing_sequence(platform: str, values: dict[str, float], attempts: int) -> Sequence:
-    """|+x> stored in the memory, `attempts` attempts, the memory read in x."""
+def dephasing_sequence(
+    platform: str, values: dict[str, float], attempts: int, basis: str
+) -> Sequence:
+    """|+x> stored in the memory, `attempts` attempts, the memory read in `basis`."""
     repeat = (Repeat(attempt_block(values), attempts),) if attempts else ()
     ops = (
         memory_check(platform),
@@ -377,12 +384,16 @@ def dephasing_sequence(platform: str, values: dict[str, float], attempts: int) -
         pi_half_pulse(90.0),
         SwapToMemory(MEMORY),
         *repeat,
-        MemoryReadout(MEMORY, "x"),
+        MemoryReadout(MEMORY, basis),
     )
-    return Sequence(f"c13_dephasing_{attempts}", ops, DEPHASING_SHOTS)
+    return Sequence(f"c13_dephasing_{attempts}_{basis}", ops, DEPHASING_SHOTS)
 
 
 class C13DephasingRoutine(MemoryRoutine):
+    """The stored state's Bloch vector in the x-y plane after n attempts: its length, since
+    each attempt also turns it by a mean phase (the electron's time in |1> at alpha) that
+    the link layer tracks, not this fit."""
+
     name = "c13_dephasing"
     title = "13C dephasing per entanglement attempt"
     depends = ("c13_ramsey",)
@@ -391,20 +402,33 @@ class C13DephasingRoutine(MemoryRoutine):
 
     def acquire(self, node: NodeAccess):
         values = node.values()
-        return [node.run(dephasing_sequence(node.platform, values, n), Sweep()) for n in ATTEMPTS]
+        return [
+            node.run(dephasing_sequence(node.platform, values, n, basis), Sweep())
+            for n in ATTEMPTS
+            for basis in ("x", "y")
+        ]
 
     def analyse(self, node: NodeAccess, data) -> Analysis:
         threshold = node.values()["readout_threshold"]
         attempts = np.array(ATTEMPTS, float)
         bright = np.array([float(bright_fraction(acq, threshold)[0]) for acq in data])
-        sigma = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
-        coherence = 2 * bright - 1
+        sigmas = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
+        x, y = 2 * bright[0::2] - 1, 2 * bright[1::2] - 1
+        # the length's bias from the noise (E|v|^2 = |v|^2 + 2 sigma^2) taken out
+        sigma = np.hypot(sigmas[0::2], sigmas[1::2]) / math.sqrt(2)
+        coherence = np.sqrt(np.clip(x**2 + y**2 - 2 * sigma**2, 0, None))
         try:
             fit = fit_attempt_decay(attempts, coherence, sigma)
         except FitFailed as e:
             return Analysis({}, False, f"fit failed: {e}")
         n_1e, err = fit.params["n_1e"], fit.errors["n_1e"]
-        info = {"fit": fit.params, "errors": fit.errors, "coherence": coherence.tolist()}
+        info = {
+            "fit": fit.params,
+            "errors": fit.errors,
+            "x": x.tolist(),
+            "y": y.tolist(),
+            "coherence": coherence.tolist(),
+        }
 
         def plot(path, title):
             xy_plot(
@@ -413,9 +437,10 @@ class C13DephasingRoutine(MemoryRoutine):
                 attempts,
                 coherence,
                 fit=fit,
+                extra=[(attempts, x, "<X>"), (attempts, y, "<Y>")],
                 marks={"N_1/e": n_1e} if n_1e < 2 * attempts.max() else None,
                 xlabel=f"entanglement attempts (alpha {DEPHASING_ALPHA})",
-                ylabel="memory coherence <X>",
+                ylabel="memory coherence |<X> + i<Y>|",
             )
 
         if fit.params["amplitude"] < 0.2:
