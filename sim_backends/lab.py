@@ -82,7 +82,9 @@ class SimLab:
                 pinned = (self.description.get("simulation") or {}).get("memories") or {}
                 if pinned:  # a paper's figures: e.g. perfect initialisation
                     truth = replace(truth, **{k: float(v) for k, v in pinned.items()})
-                physics = NodePhysics(node_name, truth, rng, self.register)
+                # its memory qubits (`<node>.<memory>`) join the register
+                memories = list(node_cfg.get("memories") or [])
+                physics = NodePhysics(node_name, truth, rng, self.register, memories=memories)
             node = SimNode(node_name, physics)
             self.nodes[node_name] = node
             lasers: dict[str, SimLaserState] = {}

@@ -65,6 +65,7 @@ class SimNode:
             self.emitter_state = self.physics.register.reduced(self.name)
         else:  # a memory out of its charge state (or hot) emits nothing: dark
             self.emitter_state = np.diag([0.0, 1.0]).astype(complex)
+        self.physics.optical_excitation()  # the emitted photon takes the electron's coherence
         p_emit = float(self.emitter_state[0, 0].real)
         self.excitations.append((self.now_ns, p_emit))
         if self.midpoint is not None:
@@ -98,6 +99,7 @@ class SimNode:
                 self.midpoint.excitation_train(
                     self.name, t + period_ns, period_ns, iterations, p, lit
                 )
+        self.physics.repeat_memory_channels(since, iterations)  # N attempts' memory dephasing
         self.advance(iterations * period_ns)
         return True
 

@@ -21,10 +21,11 @@ platform's bright and dark means, and projects the state.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from sim_backends import nuclear
 from sim_backends.register import QubitRegister
 
 SX = np.array([[0, 1], [1, 0]], dtype=complex)
@@ -147,6 +148,13 @@ class NodeTruth:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class MemoryNodeTruth(NodeTruth):
+    """A node's truth with its memory qubits' (labs whose nodes list `memories`)."""
+
+    memories: dict[str, dict] = field(default_factory=dict)
+
+
 def side_stream(rng: np.random.Generator) -> np.random.Generator:
     """An independent generator spawned from rng's seed, without drawing from rng: what the
     memory model added (its Hahn T2, its bath's wandering) leaves every other draw of a seeded
@@ -248,6 +256,45 @@ def rotation(omega: float, phase: float, detuning: float, duration_s: float) -> 
     return np.cos(angle) * I2 - 1j * np.sin(angle) * (n[0] * SX + n[1] * SY + n[2] * SZ)
 
 
+class NuclearMemory:
+    """A memory qubit's own state beside the register: its bath detuning (an OU process like the
+    electron's, of spread sqrt(2)/T2* and the correlation time that gives its Hahn T2)."""
+
+    def __init__(self, name: str, truth: nuclear.MemoryTruth, stream: np.random.Generator) -> None:
+        self.name = name
+        self.truth = truth
+        self._sigma = math.sqrt(2.0) / truth.t2star_s
+        self._tau = truth.bath_tau_c_s
+        self._rng = side_stream(stream)
+        self._cache: tuple[float, tuple[float, float, float, float]] = (-1.0, (1.0, 0, 0, 0))
+        self.detuning = 0.0
+        self.redraw()
+
+    def redraw(self) -> None:
+        """A fresh detuning from the stationary law: the spread a Ramsey averaged over many runs
+        sees (the NV's charge cycling under green light re-randomises the nucleus)."""
+        self.detuning = self._sigma * float(self._rng.standard_normal())
+
+    def step(self, dt: float) -> float:
+        """Exact OU step of dt seconds; the integrated phase (rad) over it."""
+        if dt <= 0:
+            return 0.0
+        cached_dt, coefficients = self._cache
+        if dt != cached_dt:
+            coefficients = ou_step_coefficients(dt / self._tau)
+            self._cache = (dt, coefficients)
+        a, s_d, c, s_r = coefficients
+        z1, z2 = self._rng.standard_normal(2)
+        d0 = self.detuning / self._sigma
+        self.detuning = self._sigma * (a * d0 + s_d * z1)
+        return self._sigma * self._tau * ((1.0 - a) * d0 + c * z1 + s_r * z2)
+
+
+def z_phase(angle: float) -> np.ndarray:
+    """The diagonal of exp(-i angle Z / 2)."""
+    return np.array([np.exp(-0.5j * angle), np.exp(0.5j * angle)])
+
+
 @dataclass
 class MicrowaveDrive:
     """What the microwave chain delivers: carrier, power, on/off (set by the simulated source)."""
@@ -261,7 +308,12 @@ class NodePhysics:
     """One node's memory qubit (a factor of the lab's register) on the node's clock (ns)."""
 
     def __init__(
-        self, name: str, truth: NodeTruth, rng: np.random.Generator, register: QubitRegister
+        self,
+        name: str,
+        truth: NodeTruth,
+        rng: np.random.Generator,
+        register: QubitRegister,
+        memories: list[str] | None = None,
     ) -> None:
         self.name = name
         self.truth = truth
@@ -286,6 +338,27 @@ class NodePhysics:
         self.light = {"pump": 0.0, "readout": 0.0, "repump": 0.0, "excitation": 0.0}
         """Light on the memory, each as a fraction of its nominal power (0 when gated off)."""
         self._draw_bath()
+        self.memories: list[NuclearMemory] = []
+        if memories:
+            self._add_memories(memories)
+
+    def _add_memories(self, kinds: list[str]) -> None:
+        """The memory qubits beside the electron, each a qubit `<node>.<memory>` of the register,
+        with its truth from a stream of its own (the electron's draws stay as they were)."""
+        stream = side_stream(self.rng)
+        for kind in kinds:
+            memory_truth = nuclear.draw_memory_truth(kind, stream, bath_correlation_time)
+            self.memories.append(NuclearMemory(f"{self.name}.{kind}", memory_truth, stream))
+            self.register.add_qubit(f"{self.name}.{kind}", 0.5 * I2)
+        self.truth = MemoryNodeTruth(
+            **asdict(self.truth), memories={m.truth.kind: m.truth.as_dict() for m in self.memories}
+        )
+        self._memory_truths = [m.truth for m in self.memories]
+        self._joint = [self.name, *(m.name for m in self.memories)]
+        self._pump_cache: dict[tuple[int, float], tuple[np.ndarray, list]] = {}
+        self.memory_factors: list[tuple[int, list[complex]]] = []
+        """(time ns, per memory the complex factor) of every pump on the node: what a
+        fast-forwarded attempt loop repeats."""
 
     def _draw_bath(self) -> None:
         self.bath_detuning = self._bath_sigma * float(self.rng.standard_normal())
@@ -326,6 +399,9 @@ class NodePhysics:
         if dt_ns <= 0:
             return
         self.now_ns += dt_ns
+        if self.memories:
+            self._advance_with_memories(dt_ns)
+            return
         dt = dt_ns * 1e-9
         bath_phase = self._bath_step(dt)
         if self.light["repump"] >= 0.1:
@@ -347,6 +423,106 @@ class NodePhysics:
         self.register.apply_diagonal(self.name, np.array([np.exp(-1j * phase), np.exp(1j * phase)]))
         self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
         self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
+
+    # memory qubits -------------------------------------------------------------------------
+    def _advance_with_memories(self, dt_ns: int) -> None:
+        """advance() of a node with memory qubits: the same light branches, with the electron
+        and its memories evolving jointly (hyperfine) in every one of them."""
+        dt = dt_ns * 1e-9
+        bath_phase = self._bath_step(dt)
+        nuclear_phases = [m.step(dt) for m in self.memories]
+        if self.light["repump"] >= 0.1:
+            self._free_joint(dt, 0.0, nuclear_phases)
+            p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
+            if self.rng.random() < p:
+                self.ready = bool(self.rng.random() < self.platform.recovery_success)
+                self.register.replace(self.name, 0.5 * I2)
+                for memory in self.memories:  # NV0's hyperfine differs: the phase is lost
+                    self.register.dephase(memory.name, 0.0)
+                    memory.redraw()
+            return
+        if self.light["pump"] >= 0.1:
+            self._lose_readiness(dt_ns, self.light["pump"])
+            if self.ready:
+                self._pump(dt_ns, self.light["pump"], nuclear_phases)
+                if dt_ns * self.light["pump"] / self.platform.pump_time_ns > -math.log(0.01):
+                    self._draw_bath()
+                    self.last_reset_ns = self.now_ns
+            else:
+                self._free_joint(dt, 0.0, nuclear_phases)
+            return
+        electron_phase = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) * dt
+        self._free_joint(dt, electron_phase + bath_phase, nuclear_phases)
+        self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
+        self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
+        for memory in self.memories:
+            self.register.dephase(memory.name, float(np.exp(-dt / memory.truth.t2_s)))
+            weight = 1.0 - np.exp(-dt / memory.truth.t1_s)
+            self.register.replace(memory.name, 0.5 * I2, weight=weight)
+
+    def _free_joint(self, dt: float, electron_phase: float, nuclear_phases: list[float]) -> None:
+        u = nuclear.free_propagator(self._memory_truths, nuclear_phases, electron_phase, dt)
+        self.register.apply_joint(self._joint, u)
+
+    def _pump(self, dt_ns: int, gain: float, nuclear_phases: list[float]) -> None:
+        """The spin pump for dt_ns at `gain` times its nominal power: the exact channel
+        (nuclear.pump_superoperator), and the memories' bath phases beside it. Logs the factor
+        it multiplied each memory's coherence by (for fast-forwarded loops)."""
+        key = (dt_ns, gain)
+        cached = self._pump_cache.get(key)
+        if cached is None:
+            rate = gain / (self.platform.pump_time_ns * 1e-9)
+            superop = nuclear.pump_superoperator(
+                self._memory_truths, rate, self.truth.init_fidelity, dt_ns * 1e-9
+            )
+            factors = nuclear.pump_coherence_factors(self._memory_truths, superop, dt_ns * 1e-9)
+            if len(self._pump_cache) > 64:
+                self._pump_cache.clear()
+            cached = self._pump_cache[key] = (superop, factors)
+        superop, factors = cached
+        p1 = float(self.register.reduced(self.name)[1, 1].real)
+        self.register.apply_channel(self._joint, superop)
+        for memory, phase in zip(self.memories, nuclear_phases, strict=True):
+            if phase:
+                self.register.apply_diagonal(memory.name, z_phase(phase))
+        self.memory_factors.append((self.now_ns, [(1 - p1) * g0 + p1 * g1 for g0, g1 in factors]))
+        del self.memory_factors[:-512]
+
+    def optical_excitation(self) -> None:
+        """An optical pi pulse on a node with memories: the bright state |0> emits a photon into
+        its own time mode; unless a herald sets the pair, that photon is lost to the node, so the
+        electron's |0>-|1> coherence is gone (what makes the reset after a failed attempt, and
+        so the memory's dephasing, grow with the bright-state population alpha)."""
+        if self.memories and self.ready:
+            self.register.dephase(self.name, 0.0)
+
+    def repeat_memory_channels(self, since_ns: int, iterations: int) -> None:
+        """`iterations` more runs of the loop body that began at since_ns: each memory's
+        coherence gets the product of that body's pump factors, `iterations` times over (the
+        precession itself is the advance over their time)."""
+        if not self.memories or iterations <= 0:
+            return
+        body = [factors for t, factors in self.memory_factors if t >= since_ns]
+        for k, memory in enumerate(self.memories):
+            c = complex(np.prod([factors[k] for factors in body])) if body else 1.0 + 0j
+            magnitude = abs(c) ** iterations
+            angle = float(np.angle(c)) * iterations
+            self.register.apply_diagonal(memory.name, z_phase(-angle))
+            self.register.dephase(memory.name, magnitude)
+
+    def _evolve_memories_measured(self, window_ns: int, flip_ns: float | None) -> None:
+        """A readout window after the electron's projection: the memories precess with the
+        electron in its measured state, which the readout light flips |0> -> |1> at flip_ns."""
+        dt = window_ns * 1e-9
+        phases = [m.step(dt) for m in self.memories]
+        if flip_ns is None:
+            self._free_joint(dt, 0.0, phases)
+            return
+        share = flip_ns / window_ns
+        self._free_joint(flip_ns * 1e-9, 0.0, [p * share for p in phases])
+        self.register.apply(self.name, np.array([[0, 1], [1, 0]], dtype=complex))
+        rest = (window_ns - flip_ns) * 1e-9
+        self._free_joint(rest, 0.0, [p * (1 - share) for p in phases])
 
     def _initial_state(self) -> np.ndarray:
         f = self.truth.init_fidelity
@@ -373,6 +549,21 @@ class NodePhysics:
         starts = np.concatenate(([0], change))
         ends = np.concatenate((change, [len(i)]))
         delta = self.detuning()
+        if self.memories:  # one joint propagator per segment: drive plus hyperfine
+            u_joint = nuclear.pulse_propagator(
+                self._memory_truths,
+                [m.detuning for m in self.memories],
+                delta,
+                omega[starts],
+                phase[starts],
+                (ends - starts) * dt,
+            )
+            self.register.apply_joint(self._joint, u_joint)
+            self.now_ns += duration_ns
+            self._bath_step(duration_ns * 1e-9)
+            for memory in self.memories:
+                memory.step(duration_ns * 1e-9)
+            return
         u_total = I2.copy()
         for s, e in zip(starts, ends, strict=True):
             u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
@@ -392,6 +583,8 @@ class NodePhysics:
         dark = self.platform.dark_count_hz * window_ns * 1e-9
         mean = 0.0
         truth = self.truth
+        if self.memories:
+            return self._count_with_memories(window_ns, readout, pump, dark)
         if self.ready and readout > 0:
             if pump > 0:
                 mean = truth.check_mean * readout * window_ns / truth.check_window_ns
@@ -406,6 +599,31 @@ class NodePhysics:
             else:
                 mean = truth.dark_mean * readout * window_ns / truth.readout_window_ns
             mean *= self.collection
+        self._lose_readiness(window_ns, readout)
+        self.now_ns += window_ns
+        self._bath_step(window_ns * 1e-9)
+        return int(self.rng.poisson(mean + dark))
+
+    def _count_with_memories(self, window_ns: int, readout: float, pump: float, dark: float) -> int:
+        """count() of a node with memories: the CR check is the spin pump's channel over the
+        window, a readout the projection, the memories precessing meanwhile."""
+        truth = self.truth
+        mean = 0.0
+        if self.ready and readout > 0:
+            if pump > 0:
+                mean = truth.check_mean * readout * window_ns / truth.check_window_ns
+                self._pump(window_ns, pump, [m.step(window_ns * 1e-9) for m in self.memories])
+            elif self.register.measure(self.name, self.rng) == 0:
+                flip_ns = self.rng.exponential(truth.readout_flip_ns / readout)
+                lit_ns = min(window_ns, flip_ns)
+                mean = truth.bright_mean * readout * lit_ns / truth.readout_window_ns
+                self._evolve_memories_measured(window_ns, flip_ns if flip_ns < window_ns else None)
+            else:
+                mean = truth.dark_mean * readout * window_ns / truth.readout_window_ns
+                self._evolve_memories_measured(window_ns, None)
+            mean *= self.collection
+        else:
+            self._evolve_memories_measured(window_ns, None)
         self._lose_readiness(window_ns, readout)
         self.now_ns += window_ns
         self._bath_step(window_ns * 1e-9)

@@ -19,10 +19,23 @@ class QubitRegister:
         if not names:
             raise ValueError("a register needs at least one qubit")
         self.names = list(names)
+        dim = 2 ** len(self.names)
+        self.rho = np.eye(dim, dtype=complex) / dim  # every qubit maximally mixed at power-on
+        self._index_qubits()
+
+    def add_qubit(self, name: str, rho1: np.ndarray) -> None:
+        """A further qubit (a node's memory), last, in state rho1 beside the others; a name
+        already held is left as it is (the lab may list the memories itself)."""
+        if name in self.names:
+            return
+        self.names.append(name)
+        self.rho = np.kron(self.rho, np.asarray(rho1, dtype=complex))
+        self._index_qubits()
+
+    def _index_qubits(self) -> None:
         self.index = {name: k for k, name in enumerate(self.names)}
         self.n = len(self.names)
         dim = 2**self.n
-        self.rho = np.eye(dim, dtype=complex) / dim  # every qubit maximally mixed at power-on
         # per qubit: which basis states have it 0 / 1, and the projector masks on rho
         self._bit_masks = [
             [((np.arange(dim) >> (self.n - 1 - k)) & 1) == b for b in (0, 1)] for k in range(self.n)
@@ -83,14 +96,57 @@ class QubitRegister:
             fresh = moved.reshape(2**n, 2**n)
         self.rho = fresh if weight >= 1.0 else (1 - weight) * self.rho + weight * fresh
 
+    def _axes(self, names: list[str]) -> tuple[list[int], list[int]]:
+        ks = [self.index[name] for name in names]
+        return ks, [self.n + k for k in ks]
+
+    def apply_joint(self, names: list[str], op: np.ndarray) -> None:
+        """rho -> A rho A^dagger with A acting on the qubits `names` (in that order, the first
+        the most significant): a node's electron and its memories."""
+        rows, cols = self._axes(names)
+        k, n = len(names), self.n
+        t = self._tensor()
+        front = list(range(k))
+        t = np.moveaxis(t, rows, front)
+        t = (op @ t.reshape(2**k, -1)).reshape(t.shape)
+        t = np.moveaxis(t, front, rows)
+        t = np.moveaxis(t, cols, front)
+        t = (op.conj() @ t.reshape(2**k, -1)).reshape(t.shape)
+        t = np.moveaxis(t, front, cols)
+        self.rho = t.reshape(2**n, 2**n)
+
+    def apply_channel(self, names: list[str], superop: np.ndarray) -> None:
+        """A channel on the qubits `names`, as a superoperator on their row-major vec(rho)."""
+        rows, cols = self._axes(names)
+        k, n = len(names), self.n
+        front = list(range(2 * k))
+        t = np.moveaxis(self._tensor(), rows + cols, front)
+        t = (superop @ t.reshape(4**k, -1)).reshape(t.shape)
+        self.rho = np.moveaxis(t, front, rows + cols).reshape(2**n, 2**n)
+
     def set_pair(self, first: str, second: str, rho4: np.ndarray) -> None:
-        """Put two nodes' qubits in a joint state (a two-node lab: the whole register)."""
-        if self.n != 2 or {first, second} != set(self.names):
-            raise ValueError("set_pair needs a register of exactly these two qubits")
+        """Put two qubits in a joint state: the whole register of a two-node lab; in a larger
+        one the two are re-prepared (their correlations with the rest go), the rest kept."""
+        if {first, second} - set(self.names) or first == second:
+            raise ValueError(f"set_pair needs two qubits of the register, not {first}, {second}")
+        if self.n != 2:
+            self._set_factor([first, second], np.asarray(rho4, dtype=complex))
+            return
         rho = np.asarray(rho4, dtype=complex)
         if self.names != [first, second]:  # swap the qubit order
             rho = rho.reshape(2, 2, 2, 2).transpose(1, 0, 3, 2).reshape(4, 4)
         self.rho = rho.copy()
+        self._clean()
+
+    def _set_factor(self, names: list[str], rho_sub: np.ndarray) -> None:
+        rows, cols = self._axes(names)
+        k, n = len(names), self.n
+        front = list(range(2 * k))
+        t = np.moveaxis(self._tensor(), rows + cols, front)
+        sub = 2**k
+        rest = np.einsum("iiab->ab", t.reshape(sub, sub, 2 ** (n - k), 2 ** (n - k)))
+        fresh = np.multiply.outer(rho_sub, rest).reshape(t.shape)
+        self.rho = np.moveaxis(fresh, front, rows + cols).reshape(2**n, 2**n)
         self._clean()
 
     def dephase(self, name: str, coherence: float) -> None:
