@@ -411,7 +411,7 @@ def fit_gate(n_pulses: np.ndarray, bright: np.ndarray) -> Fit:
         bright,
         starts,
         ["n_pi2", "offset", "amplitude"],
-        ([1, 0, 0], [10 * float(np.max(n_pulses)), 1, 1]),
+        ([2, 0, 0], [10 * float(np.max(n_pulses)), 1, 1]),
         "no conditional rotation could be fitted",
     )
 

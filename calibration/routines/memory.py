@@ -89,28 +89,48 @@ class MemoryRoutine(Routine):
 
 # ---- spectroscopy -----------------------------------------------------------------------------
 SEARCH_NS = (1_000.0, 4_000.0)
-"""Default range of tau (`c13_search_start_ns`, `c13_search_stop_ns` override it): at a
-Larmor frequency of 0.3-0.7 MHz (0.03-0.07 T) it holds two or more resonances."""
-SEARCH_STEP_NS = 8.0
-SPECTROSCOPY_PULSES = 16
-"""Few enough that a resonance is one dip (more pulses: narrower, with side lobes)."""
+"""Without a prior: the range of tau searched (at 0.03-0.07 T it holds two or more
+resonances); `c13_search_start_ns`, `c13_search_stop_ns` override it."""
+TARGET_TAU_NS = 2_000.0
+"""With a prior Larmor frequency (`c13_larmor_hz` set from the magnet's field): the two
+resonances next to this tau are scanned (gates of a few hundred us at the pulse counts below)."""
 SPECTROSCOPY_SHOTS = 200
+
+
+def spectroscopy_plan(node: NodeAccess) -> tuple[np.ndarray, int]:
+    """(taus, pulses): the scan, from the prior Larmor frequency if there is one. A dip's
+    width in tau is about 1 / (2 N f) and a weak spin turns by about A_perp / omega_L per
+    pulse pair, so at a higher field more pulses (deep enough dips) on a finer grid (down to
+    the 2 ns a 4 ns clock puts 2 tau on)."""
+    start, stop = node.stored(p("search_start_ns")), node.stored(p("search_stop_ns"))
+    prior = node.stored(p("larmor_hz"))
+    if prior is None or start is not None or stop is not None:
+        lo, hi = start or SEARCH_NS[0], stop or SEARCH_NS[1]
+        f = prior or 0.5e6
+    else:
+        f = prior
+        spacing = 1e9 / (2 * f)
+        k = max(round((4 * TARGET_TAU_NS * 1e-9 * f + 1) / 2), 1)
+        first = (2 * k - 1) / (4 * f) * 1e9
+        lo, hi = first - 0.4 * spacing, first + 1.4 * spacing
+    pulses = 4 * max(4, round(8 * f / 1e6))
+    step = min(8.0, max(2.0, 2 * round(1e9 / (6 * pulses * f) / 2)))
+    lo = max(2 * round(lo / 2), 100.0)
+    return np.arange(lo, hi + step / 2, step), pulses
 
 
 class C13SpectroscopyRoutine(MemoryRoutine):
     name = "c13_spectroscopy"
     title = "13C spectroscopy: decoupling resonances"
     depends = ("ramsey",)
-    reads = ("pi_amplitude_v", "readout_threshold", "c13_search_start_ns", "c13_search_stop_ns")
+    reads = ("pi_amplitude_v", "readout_threshold", p("search_start_ns"), p("search_stop_ns"))
     updates = (p("tau_ns"), p("larmor_hz"), p("omega1_hz"))
 
     def acquire(self, node: NodeAccess):
-        start = node.stored(p("search_start_ns")) or SEARCH_NS[0]
-        stop = node.stored(p("search_stop_ns")) or SEARCH_NS[1]
-        taus = np.arange(start, stop + SEARCH_STEP_NS / 2, SEARCH_STEP_NS)
+        taus, pulses = spectroscopy_plan(node)
         sweep = Sweep(
             (
-                SweepAxis(p("n_pulses"), (float(SPECTROSCOPY_PULSES),)),
+                SweepAxis(p("n_pulses"), (float(pulses),)),
                 SweepAxis(p("tau_ns"), tuple(map(float, taus)), "ns"),
             )
         )
@@ -160,14 +180,15 @@ class C13SpectroscopyRoutine(MemoryRoutine):
         deepest = max(range(len(dips)), key=lambda i: dips[i].params["depth"])
         gate = dips[deepest]
         tau, tau_err = gate.params["centre_ns"], gate.errors["centre_ns"]
+        tau_on_grid = CLOCK_NS / 2 * round(tau / (CLOCK_NS / 2))  # 2 tau on the clock
         quality = min(d.quality for d in dips)
         info["gate_resonance"] = {"k": orders[deepest], "tau_ns": tau, "sigma_ns": tau_err}
-        if not math.isfinite(tau_err) or tau_err > CLOCK_NS:
+        if not math.isfinite(tau_err) or tau_err > CLOCK_NS / 2:
             return Analysis(
                 {},
                 False,
                 f"resonance k={orders[deepest]} at {tau:.0f} ns is uncertain by "
-                f"{tau_err:.1f} ns, more than the {CLOCK_NS} ns clock: more shots",
+                f"{tau_err:.1f} ns, more than the {CLOCK_NS / 2:g} ns grid of tau: more shots",
                 quality,
                 info,
                 plot,
@@ -175,7 +196,7 @@ class C13SpectroscopyRoutine(MemoryRoutine):
         # until c13_ramsey tells omega_0 and omega_1 apart, both are their mean (the echoed
         # waits of the memory's sequences need only the mean)
         return Analysis(
-            {p("tau_ns"): tau, p("larmor_hz"): mean_hz, p("omega1_hz"): mean_hz},
+            {p("tau_ns"): tau_on_grid, p("larmor_hz"): mean_hz, p("omega1_hz"): mean_hz},
             True,
             f"{len(dips)} resonances, mean precession {mean_hz / 1e3:.2f} kHz; gate on k="
             f"{orders[deepest]} at tau {tau:.1f} +- {tau_err:.1f} ns",
@@ -186,8 +207,9 @@ class C13SpectroscopyRoutine(MemoryRoutine):
 
 
 # ---- the conditional rotation's pulse count -----------------------------------------------------
-GATE_PULSES = tuple(range(4, 164, 4))
-"""Multiples of 4: XY-4 cycles, so the electron's own phase is the same at every point."""
+GATE_PULSES = (*range(4, 68, 4), *range(72, 264, 8))
+"""Multiples of 4 (XY-4 cycles: the electron's own phase is the same at every point), dense
+where a strongly coupled spin turns fast, sparser up to a weak spin's hundreds."""
 GATE_SHOTS = 200
 
 
