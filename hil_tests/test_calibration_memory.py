@@ -11,6 +11,8 @@ acquisitions and fits find what the physics they were written from implies; the 
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,6 +22,9 @@ from scipy.optimize import minimize_scalar
 from calibration.fits import FitFailed, fit_dips, fit_gate, resonance_order
 from calibration.graph import ROUTINES, plan, run_graph, run_routine
 from calibration.routine import SKIPPED, UPDATED
+from controller.data.params import ParameterStore
+from controller.operator.calibration_access import ClientNodeAccess
+from controller.operator.client import NodeClient
 from calibration.routines.memory import (
     ATTEMPTS,
     DEPHASING_ALPHA,
@@ -276,3 +281,38 @@ def test_fit_gate_recovers_the_pulse_count():
 def test_compiled_memory_sequences_need_the_memory():
     with pytest.raises(Exception, match="not a memory qubit"):
         compiled(MemoryGate(), hw=NO_MEMORY)
+
+
+# ---- against the simulator's 13C ----------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+PRIOR_ERROR = 0.002
+"""The operator's Larmor prior (`c13_larmor_hz` from the magnet's field) is this far off."""
+
+
+@pytest.fixture
+def memory_lab(own_lab, tmp_path):
+    """The two-node lab with a 13C memory on A and B, its own simulator and daemons, the
+    electrons calibrated from the truth: (lab, node A's calibration access, store, truth)."""
+    text = (ROOT / "labs" / "sim_two_node.toml").read_text()
+    text = text.replace('platform = "nv"\n', 'platform = "nv"\nmemories = ["c13"]\n')
+    text = text.replace('data_dir = "../data"', f'data_dir = "{tmp_path / "data"}"')
+    lab_file = tmp_path / "sim_two_node_c13.toml"
+    lab_file.write_text(text)
+    lab, sim = own_lab(lab_file, 11)
+    store = ParameterStore(lab.data_dir / "params.sqlite")
+    client = NodeClient.for_lab(lab, "A", timeout_s=600)
+    access = ClientNodeAccess.for_lab(lab, "A", client, store)
+    truth = sim.truth("A")["memories"]["c13"]
+    store.set_manual("A", "c13_larmor_hz", truth["larmor_hz"] * (1 + PRIOR_ERROR), "the magnet")
+    yield lab, access, store, truth
+    client.close()
+    store.close()
+
+
+@pytest.mark.timeout(1500)
+def test_the_memory_calibrates_against_the_simulators_truth(memory_lab):
+    lab, node, store, truth = memory_lab
+    started = time.monotonic()
+    outcome = run_routine(node, ROUTINES["c13_spectroscopy"], True, None)
+    print("spectroscopy", outcome.verdict, outcome.reason, time.monotonic() - started)
+    assert outcome.verdict == UPDATED, outcome.reason
