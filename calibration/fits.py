@@ -385,7 +385,7 @@ def resonance_order(centres_ns: list[float]) -> tuple[float, list[int]]:
         )
     # the least-squares spacing from all dips and their whole multiples
     steps = np.concatenate([[0], np.cumsum(multiples)])
-    slope, intercept = np.polyfit(steps, sorted(centres_ns), 1)
+    slope, _ = np.polyfit(steps, sorted(centres_ns), 1)
     mean_hz = 1 / (2 * slope * 1e-9)
     orders = [round((4 * c * 1e-9 * mean_hz + 1) / 2) for c in sorted(centres_ns)]
     return float(mean_hz), orders

@@ -72,8 +72,7 @@ def plan(names: list[str] | None = None, memory: bool = False) -> list[str]:
     """The routines to visit, dependencies first (when `names` is empty: all of them, the
     memory routines only with `memory`, for a node with a 13C memory)."""
     wanted = list(
-        names
-        or (n for n, r in ROUTINES.items() if memory or not getattr(r, "needs_memory", False))
+        names or (n for n, r in ROUTINES.items() if memory or not getattr(r, "needs_memory", False))
     )
     unknown = [n for n in wanted if n not in ROUTINES]
     if unknown:

@@ -22,15 +22,15 @@ from scipy.optimize import minimize_scalar
 from calibration.fits import FitFailed, fit_dips, fit_gate, resonance_order
 from calibration.graph import ROUTINES, plan, run_graph, run_routine
 from calibration.routine import SKIPPED, UPDATED
-from controller.data.params import ParameterStore
-from controller.operator.calibration_access import ClientNodeAccess
-from controller.operator.client import NodeClient
 from calibration.routines.memory import (
     ATTEMPTS,
     DEPHASING_ALPHA,
     attempt_block,
     dephasing_sequence,
 )
+from controller.data.params import ParameterStore
+from controller.operator.calibration_access import ClientNodeAccess
+from controller.operator.client import NodeClient
 from hil_tests.test_compiler_memory import (
     A_PAR,
     A_PERP,
@@ -114,7 +114,9 @@ def resonance_ns(k: int) -> float:
 
     def axis(u):
         # u = cos(a/2) - i sin(a/2) n.sigma
-        n = np.array([-np.imag(u[0, 1] + u[1, 0]), np.real(u[1, 0] - u[0, 1]), -np.imag(u[0, 0] - u[1, 1])])
+        n = np.array(
+            [-np.imag(u[0, 1] + u[1, 0]), np.real(u[1, 0] - u[0, 1]), -np.imag(u[0, 0] - u[1, 1])]
+        )
         return n / np.linalg.norm(n)
 
     def alignment(tau_ns):
@@ -185,7 +187,9 @@ def test_ramsey_tells_the_two_precession_frequencies_apart():
     node = ModelNode(stored=calibrated())
     outcome = run_routine(node, ROUTINES["c13_ramsey"], True, None)
     assert outcome.verdict == UPDATED, outcome.reason
-    errors = [float(part.split("+-")[1].split("kHz")[0]) * 1e3 for part in outcome.reason.split(",")]
+    errors = [
+        float(part.split("+-")[1].split("kHz")[0]) * 1e3 for part in outcome.reason.split(",")
+    ]
     assert node.store["c13_larmor_hz"] == pytest.approx(F_L, abs=3 * errors[0] + 1.0)
     assert node.store["c13_omega1_hz"] == pytest.approx(F_1, abs=3 * errors[1] + 1.0)
 
@@ -206,7 +210,9 @@ def test_dephasing_per_attempt_matches_the_models_decay():
     outcome = run_routine(node, ROUTINES["c13_dephasing"], True, None)
     assert outcome.verdict == UPDATED, outcome.reason
     assert node.store["c13_n_1e_alpha"] == DEPHASING_ALPHA
-    fitted, sigma = (float(x) for x in outcome.reason.split("N_1/e ")[1].split(" attempts")[0].split(" +- "))
+    fitted, sigma = (
+        float(x) for x in outcome.reason.split("N_1/e ")[1].split(" attempts")[0].split(" +- ")
+    )
     # the model's own decay: 1/e of the coherence before any attempt
     before = model_coherence_after(0, values)
     lo, hi = 0, ATTEMPTS[-1]

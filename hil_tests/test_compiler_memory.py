@@ -78,11 +78,32 @@ def compiled(*ops, params=None, hw=HW):
     return compile_sequence(Sequence("memory", tuple(ops), 1), params or PARAMS, hw)
 
 
+def executed(c):
+    """The first shot's instructions in the order the sequencer runs them (loops inside the
+    shot unrolled, a check passing at once)."""
+    instructions, loops, pc = c.program.instructions, {}, 0
+    while pc < len(instructions):
+        ins = instructions[pc]
+        pc += 1
+        if ins.op == Op.BRANCH_GE:  # the CR check: passes
+            pc = ins.c
+            continue
+        if ins.op == Op.LOOP:
+            if ins.c == 0:
+                return  # the shot loop
+            done = loops.get(pc, 0) + 1
+            loops[pc] = done if done < ins.d else 0
+            if done < ins.d:
+                pc = ins.c
+            continue
+        yield ins, instructions[pc] if pc < len(instructions) else None
+
+
 def pulse_centres(c) -> list[tuple[int, float]]:
-    """(centre time in ns, amplitude in V) of every AWG pulse of the straight-line program."""
+    """(centre time in ns, amplitude in V) of every AWG pulse of the first shot."""
     t, out = 0, []
     pending = None
-    for ins in c.program.instructions:
+    for ins, _ in executed(c):
         if ins.op == Op.AWG_TRIG:
             i, q = c.waveforms[c.segments[ins.c]]
             pending = abs(complex(i[0], q[0])) * HW.awg_peak_v
@@ -96,13 +117,25 @@ def pulse_centres(c) -> list[tuple[int, float]]:
 
 # ---- the model --------------------------------------------------------------------------------
 _IZ, _IX = np.diag([0.5, -0.5]), np.array([[0, 0.5], [0.5, 0]])
-_H = 2 * np.pi * (np.kron(np.eye(2), F_L * _IZ) + np.kron(np.diag([0, 1]), A_PAR * _IZ + A_PERP * _IX))
-_EV, _VEC = np.linalg.eigh(_H)
 _SX, _SY = np.array([[0, 1], [1, 0]]), np.array([[0, -1j], [1j, 0]])
 
 
-def _free(ns: float) -> np.ndarray:
-    return _VEC @ np.diag(np.exp(-1j * _EV * ns * 1e-9)) @ _VEC.conj().T
+def free_evolution(f_l: float, a_par: float, a_perp: float):
+    """ns -> the electron-nuclear propagator of a wait under the model's H (Hz)."""
+    h = (
+        2
+        * np.pi
+        * (np.kron(np.eye(2), f_l * _IZ) + np.kron(np.diag([0, 1]), a_par * _IZ + a_perp * _IX))
+    )
+    ev, vec = np.linalg.eigh(h)
+
+    def evolve(ns: float) -> np.ndarray:
+        return vec @ np.diag(np.exp(-1j * ev * ns * 1e-9)) @ vec.conj().T
+
+    return evolve
+
+
+_free = free_evolution(F_L, A_PAR, A_PERP)
 
 
 def _electron_rotation(phase: float, angle: float) -> np.ndarray:
@@ -118,18 +151,16 @@ def nucleus_of(rho):
     return np.einsum("ijik->jk", rho.reshape(2, 2, 2, 2))
 
 
-def replay(c, rho=None):
+def replay(c, rho=None, free=None):
     """The program's first shot on the model: (final state, P(electron |0>) at each readout).
     Loops inside the shot (Repeat) run; the shot loop itself (to "shot", the first
     instruction) ends the replay; a check (CR) passes at once."""
     rho = np.kron(np.diag([1, 0]), np.eye(2) / 2) if rho is None else rho
+    free = free or _free
     pump = 1 << HW.ttl["spin_pump_aom"]
-    reads, pending, loops, pc = [], None, {}, 0
+    reads, pending = [], None
     cache: dict[int, np.ndarray] = {}
-    instructions = c.program.instructions
-    while pc < len(instructions):
-        ins = instructions[pc]
-        pc += 1
+    for ins, following in executed(c):
         if ins.op == Op.AWG_TRIG:
             i, q = c.waveforms[c.segments[ins.c]]
             amplitude = abs(complex(i[0], q[0])) * HW.awg_peak_v
@@ -137,28 +168,17 @@ def replay(c, rho=None):
             pending = _electron_rotation(math.atan2(q[0], i[0]), angle)
         elif ins.op == Op.WAIT:
             if pending is not None:
-                u = _free(ins.d / 2) @ pending @ _free(ins.d / 2)
+                u = free(ins.d / 2) @ pending @ free(ins.d / 2)
                 pending = None
             else:
                 u = cache.get(ins.d)
                 if u is None:
-                    u = cache[ins.d] = _free(ins.d)
+                    u = cache[ins.d] = free(ins.d)
             rho = u @ rho @ u.conj().T
         elif ins.op == Op.TTL_SET and ins.c & pump:
             rho = np.kron(np.diag([1, 0]), nucleus_of(rho))
-        elif ins.op == Op.COUNT and 0 < instructions[pc].b < 1000:  # a readout's EVENT k
-            reads.append(float(np.real(rho[0, 0] + rho[1, 1])))
-        elif ins.op == Op.BRANCH_GE:  # the CR check: passes
-            pc = ins.c
-        elif ins.op == Op.LOOP:
-            if ins.c == 0:
-                break  # the shot loop
-            done = loops.get(pc, 0) + 1
-            loops[pc] = done
-            if done < ins.d:
-                pc = ins.c
-            else:
-                loops[pc] = 0
+        elif ins.op == Op.COUNT and following is not None and 0 < following.b < 1000:
+            reads.append(float(np.real(rho[0, 0] + rho[1, 1])))  # a readout (its EVENT k)
     return rho, reads
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sequences.operations import (
     OPERATIONS,
@@ -121,8 +121,7 @@ class MemoryReadout(MemoryOperation):
 
 
 MEMORY_OPERATIONS: dict[str, type[Operation]] = {
-    cls.KIND: cls
-    for cls in (MemoryGate, MemoryInit, SwapToMemory, MemoryToElectron, MemoryReadout)
+    cls.KIND: cls for cls in (MemoryGate, MemoryInit, SwapToMemory, MemoryToElectron, MemoryReadout)
 }
 OPERATIONS.update(MEMORY_OPERATIONS)
 
@@ -156,6 +155,10 @@ class Emitter(Protocol):
     def fail(self, reason: str) -> CompileError: ...
 
     def wait(self, ns: int) -> None: ...
+
+    def emit(self, line: str) -> None: ...
+
+    def label(self, stem: str) -> str: ...
 
     def mw_pulse(self, op: MwPulse) -> int: ...
 
@@ -201,7 +204,9 @@ def gate_pulse_count(cal: GateCalibration, angle_deg: float) -> int:
     """Pulses for a conditional rotation by a positive multiple of 90 degrees."""
     quarters = angle_deg / 90
     if quarters != round(quarters) or quarters < 1:
-        raise ValueError(f"a memory gate turns by a positive multiple of 90 degrees, not {angle_deg:g}")
+        raise ValueError(
+            f"a memory gate turns by a positive multiple of 90 degrees, not {angle_deg:g}"
+        )
     return round(quarters) * cal.n_pulses
 
 
@@ -218,9 +223,20 @@ def _gate(out: Emitter, cal: GateCalibration, n_pulses: int) -> None:
             f"{length} ns pi pulse"
         )
     out.wait(edge)
-    for k in range(n_pulses):
-        out.wait(out.mw_pulse(pi_pulse(0.0 if k % 2 == 0 else 90.0)))
-        out.wait(spacing - length if k < n_pulses - 1 else spacing - length - edge)
+    cycles = n_pulses // 2 - 1  # X gap Y gap, looped by the sequencer; the last pair below
+    if cycles > 0:
+        top = out.label("dd")
+        out.emit(f"{top}:")
+        start = out.elapsed
+        for phase in (0.0, 90.0):
+            out.wait(out.mw_pulse(pi_pulse(phase)))
+            out.wait(spacing - length)
+        out.emit(f"LOOP {top}, {cycles}")
+        out.elapsed = start + (out.elapsed - start) * cycles
+    out.wait(out.mw_pulse(pi_pulse(0.0)))
+    out.wait(spacing - length)
+    out.wait(out.mw_pulse(pi_pulse(90.0)))
+    out.wait(spacing - length - edge)
 
 
 def _electron(out: Emitter, phase_deg: float, angle_deg: int) -> None:

@@ -272,8 +272,7 @@ class C13GateRoutine(MemoryRoutine):
         return Analysis(
             {p("n_pulses"): float(chosen)},
             True,
-            f"conditional pi/2 in {chosen} pulses (fit {n_pi2:.1f} +- "
-            f"{fit.errors['n_pi2']:.1f})",
+            f"conditional pi/2 in {chosen} pulses (fit {n_pi2:.1f} +- {fit.errors['n_pi2']:.1f})",
             fit.quality,
             info,
             plot,
@@ -361,7 +360,12 @@ class C13RamseyRoutine(MemoryRoutine):
 
         if quality < 0.5 or min(f.params["amplitude"] for f in fits) < 0.1:
             return Analysis(
-                {}, False, f"fit rejected: R^2 {quality:.2f} (min 0.5) or no fringes", quality, info, plot
+                {},
+                False,
+                f"fit rejected: R^2 {quality:.2f} (min 0.5) or no fringes",
+                quality,
+                info,
+                plot,
             )
         return Analysis(
             {p("larmor_hz"): f0, p("omega1_hz"): f1},
