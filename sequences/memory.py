@@ -138,6 +138,9 @@ class GateCalibration:
     n_pulses: int
     larmor_hz: float
     omega1_hz: float
+    sign: int = 1
+    """The direction of the DD gate's rotation for electron |0> (+x). The transfers work for
+    either (checked on the model), so none is calibrated; -1 wraps each gate in flips."""
 
     @property
     def mean_precession_hz(self) -> float:
@@ -244,24 +247,39 @@ def _electron(out: Emitter, phase_deg: float, angle_deg: int) -> None:
     out.wait(out.mw_pulse(pulse))
 
 
-def _conditional(out: Emitter, cal: GateCalibration, sign: int) -> None:
+def _wrapped(cal: GateCalibration, sign: int) -> bool:
+    return sign * cal.sign < 0
+
+
+def _conditional(out: Emitter, cal: GateCalibration, sign: int) -> int:
     """CRx(+pi/2), or CRx(-pi/2) = X_e CRx(+pi/2) X_e (the electron's flips swap the
-    branches' directions)."""
-    if sign < 0:
+    branches' directions). Returns when the gate itself ended (before a closing flip)."""
+    if _wrapped(cal, sign):
         _electron(out, 0.0, 180)
     _gate(out, cal, cal.n_pulses)
-    if sign < 0:
+    end = out.elapsed
+    if _wrapped(cal, sign):
         _electron(out, 0.0, 180)
+    return end
 
 
 def _echoed_quarter_turn(
-    out: Emitter, cal: GateCalibration, turns: float, before: MwPulse | None, after: MwPulse | None
+    out: Emitter,
+    cal: GateCalibration,
+    turns: float,
+    before: MwPulse | None,
+    after: MwPulse | None,
+    since: int,
+    flips_after: int,
 ) -> None:
     """Between two gates: an electron pulse (`before`, `after`) and an echoed wait, wait -
-    pi - wait, so long that the nucleus turns by `turns` (mod 1) at the mean precession in
-    both of the electron's branches."""
+    pi - wait, so long that from the first gate's end (`since`) to the second's start
+    (`flips_after` flips of a wrapped gate still to come) the nucleus turns by `turns`
+    (mod 1) at the mean precession in both of the electron's branches. Every pulse in the
+    gap counts: at a Larmor period of 0.5 us a 100 ns pulse is a fifth of a turn."""
     pi_ns = out.played_ns(pi_pulse())
     extra = sum(out.played_ns(p) for p in (before, after) if p is not None)
+    extra += (out.elapsed - since) + flips_after * pi_ns
     period_ns = 1e9 / cal.mean_precession_hz
     target = turns % 1
     for whole in range(1000):
@@ -292,22 +310,24 @@ def _align(out: Emitter, cal: GateCalibration, lead_ns: int) -> None:
 
 
 def _memory_to_electron(out: Emitter, cal: GateCalibration, align: bool) -> None:
+    wrapped = _wrapped(cal, +1)
     if align:
-        _align(out, cal, out.played_ns(pi_half_pulse(90.0)))
+        lead = out.played_ns(pi_half_pulse(90.0)) + wrapped * out.played_ns(pi_pulse())
+        _align(out, cal, lead)
     _electron(out, 90.0, 90)
-    _conditional(out, cal, +1)
-    _echoed_quarter_turn(out, cal, 0.25, before=pi_half_pulse(0.0), after=None)
+    end = _conditional(out, cal, +1)
+    _echoed_quarter_turn(out, cal, 0.25, pi_half_pulse(0.0), None, end, int(wrapped))
     _conditional(out, cal, +1)
     _electron(out, 270.0, 90)
 
 
 def _swap_to_memory(out: Emitter, cal: GateCalibration) -> None:
     """MemoryToElectron's steps in reverse order, each inverted."""
+    wrapped = _wrapped(cal, -1)
     _electron(out, 90.0, 90)
-    _conditional(out, cal, -1)
-    _echoed_quarter_turn(out, cal, -0.25, before=None, after=pi_half_pulse(180.0))
-    _conditional(out, cal, -1)
-    out.memory_frames[cal.memory] = out.elapsed
+    end = _conditional(out, cal, -1)
+    _echoed_quarter_turn(out, cal, -0.25, None, pi_half_pulse(180.0), end, int(wrapped))
+    out.memory_frames[cal.memory] = _conditional(out, cal, -1)
     _electron(out, 270.0, 90)
 
 
