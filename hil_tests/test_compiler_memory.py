@@ -261,9 +261,10 @@ def test_memory_readout_in_each_basis(state):
     for basis, component in zip("xyz", bloch, strict=True):
         ops = [MemoryInit(), *([prep] if prep else []), SwapToMemory(), Wait(1000)]
         _, reads = replay(compiled(*ops, MemoryReadout(basis=basis)))
-        # errors of a few % on the model: tau on the 4 ns clock grid (about 2 ns off the
-        # resonance), the echoed waits' neglect of A_perp's tilt of the |1> precession axis
-        assert reads[-1] == pytest.approx((1 + component) / 2, abs=0.06)
+        # up to ~0.09 on this strongly coupled model spin: the echoed waits neglect A_perp's
+        # tilt of the |1> precession axis (A_perp / omega_L = 0.14 here: ~8 degrees), and tau
+        # sits on the clock's 2 ns grid
+        assert reads[-1] == pytest.approx((1 + component) / 2, abs=0.1)
 
 
 # ---- errors -------------------------------------------------------------------------------------
