@@ -151,20 +151,21 @@ def nucleus_of(rho):
     return np.einsum("ijik->jk", rho.reshape(2, 2, 2, 2))
 
 
-def replay(c, rho=None, free=None):
+def replay(c, rho=None, free=None, pi_amplitude=None, hw=HW):
     """The program's first shot on the model: (final state, P(electron |0>) at each readout).
     Loops inside the shot (Repeat) run; the shot loop itself (to "shot", the first
     instruction) ends the replay; a check (CR) passes at once."""
     rho = np.kron(np.diag([1, 0]), np.eye(2) / 2) if rho is None else rho
     free = free or _free
-    pump = 1 << HW.ttl["spin_pump_aom"]
+    pi_amplitude = pi_amplitude or PARAMS["pi_amplitude_v"]
+    pump = 1 << hw.ttl[hw.optics["pump"]]
     reads, pending = [], None
     cache: dict[int, np.ndarray] = {}
     for ins, following in executed(c):
         if ins.op == Op.AWG_TRIG:
             i, q = c.waveforms[c.segments[ins.c]]
-            amplitude = abs(complex(i[0], q[0])) * HW.awg_peak_v
-            angle = math.pi * amplitude / PARAMS["pi_amplitude_v"]
+            amplitude = abs(complex(i[0], q[0])) * hw.awg_peak_v
+            angle = math.pi * amplitude / pi_amplitude
             pending = _electron_rotation(math.atan2(q[0], i[0]), angle)
         elif ins.op == Op.WAIT:
             if pending is not None:

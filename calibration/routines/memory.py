@@ -167,11 +167,11 @@ class C13SpectroscopyRoutine(MemoryRoutine):
         try:
             mean_hz, orders = resonance_order(centres)
         except FitFailed as e:
-            found = ", ".join(f"{c:.0f}" for c in centres) or "none"
+            at = ", ".join(f"{c:.0f}" for c in centres) or "none"
             return Analysis(
                 {},
                 False,
-                f"{e} (dips at {found} ns): widen c13_search_start_ns..c13_search_stop_ns",
+                f"{e} (dips at {at} ns): widen c13_search_start_ns..c13_search_stop_ns",
                 info=info,
                 plot=plot,
             )
