@@ -395,3 +395,42 @@ def test_gate_and_a_stored_state_on_the_simulators_13c(memory_lab, monkeypatch):
         kept = max(int(acq.valid.sum()), 1)
         shot_sigma = math.sqrt(max(expected * (1 - expected), 0.01) / kept)
         assert abs(measured - expected) < 3 * shot_sigma + 0.05, (basis, measured, expected)
+
+
+def model_pulse_count(node, hw, free) -> int:
+    """The even pulse count of the conditional pi/2 at the stored tau, on the model."""
+    start = np.kron(np.diag([1, 0]), np.diag([1, 0]))
+    for n in range(4, 400, 2):
+        params = {**node.values(), "c13_n_pulses": n}
+        c = compile_sequence(Sequence("g", (MemoryGate(),), 1), params, hw)
+        rho, _ = replay(c, start, free, values_pi(node), hw)
+        if float(np.real(nucleus_of(rho)[0, 0])) < 0.5:
+            return n
+    raise AssertionError("the model's gate never reaches pi/2")
+
+
+@pytest.mark.timeout(1500)
+def test_ramsey_on_the_simulators_13c_finds_its_two_frequencies(memory_lab, monkeypatch):
+    """With the gate from the truth's couplings (as c13_gate finds it: the test above), the
+    nuclear Ramsey's omega_0 and omega_1 within 3 sigma of the truth's omega_L and
+    sqrt((omega_L + A_par)^2 + A_perp^2). Fewer points and shots than the routine's own
+    (41 x 30 a branch; ~0.2 s of simulator CPU a shot): sigma ~10 kHz, still a fifth of the
+    two frequencies' difference (A_par)."""
+    node, store, memory, hw = memory_lab
+    f_1 = math.hypot(memory["larmor_hz"] + memory["a_par_hz"], memory["a_perp_hz"])
+    mean = (memory["larmor_hz"] + f_1) / 2
+    store.set_manual("A", "c13_tau_ns", grid_resonance(memory), "truth (test)")
+    for name in ("c13_larmor_hz", "c13_omega1_hz"):  # as c13_spectroscopy leaves them
+        store.set_manual("A", name, mean, "truth (test)")
+    free = free_evolution(memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"])
+    store.set_manual("A", "c13_n_pulses", model_pulse_count(node, hw, free), "model (test)")
+    monkeypatch.setattr(memory_routines, "RAMSEY_POINTS", 41)
+    monkeypatch.setattr(memory_routines, "RAMSEY_SHOTS", 30)
+    outcome = run_routine(node, ROUTINES["c13_ramsey"], True, None)
+    assert outcome.verdict == UPDATED, outcome.reason
+    errors = [
+        float(part.split("+-")[1].split("kHz")[0]) * 1e3 for part in outcome.reason.split(",")
+    ]
+    values = node.values()
+    assert abs(values["c13_larmor_hz"] - memory["larmor_hz"]) < 3 * errors[0], outcome.reason
+    assert abs(values["c13_omega1_hz"] - f_1) < 3 * errors[1], outcome.reason
