@@ -7,6 +7,7 @@ their dependents.
     link       detection_window + dark_counts -> visibility
                visibility + phase_noise -> alpha
     memory     ramsey -> c13_spectroscopy -> c13_gate -> c13_ramsey -> c13_dephasing
+                                                            c13_ramsey -> c13_move
 
 Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
 the node's photons with the midpoint's tagger; `dark_counts` and `phase_fringe` measure the

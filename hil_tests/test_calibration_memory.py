@@ -231,9 +231,15 @@ def test_dephasing_per_attempt_matches_the_models_decay():
 # ---- the graph --------------------------------------------------------------------------------
 def test_the_memory_routines_join_the_graph_of_a_node_with_a_memory_only():
     assert "c13_spectroscopy" not in plan()
-    assert plan(memory=True)[-4:] == ["c13_spectroscopy", "c13_gate", "c13_ramsey", "c13_dephasing"]
+    assert plan(memory=True)[-5:] == [
+        "c13_spectroscopy",
+        "c13_gate",
+        "c13_ramsey",
+        "c13_dephasing",
+        "c13_move",
+    ]
     assert plan(["c13_gate"]) == ["esr", "rabi", "ramsey", "c13_spectroscopy", "c13_gate"]
-    for name in ("c13_spectroscopy", "c13_gate", "c13_ramsey", "c13_dephasing"):
+    for name in ("c13_spectroscopy", "c13_gate", "c13_ramsey", "c13_dephasing", "c13_move"):
         assert ROUTINES[name].platforms == ("nv",)
         assert all(u.startswith("c13_") for u in ROUTINES[name].updates)
 
@@ -434,3 +440,22 @@ def test_ramsey_on_the_simulators_13c_finds_its_two_frequencies(memory_lab, monk
     values = node.values()
     assert abs(values["c13_larmor_hz"] - memory["larmor_hz"]) < 3 * errors[0], outcome.reason
     assert abs(values["c13_omega1_hz"] - f_1) < 3 * errors[1], outcome.reason
+
+
+def test_move_fidelity_is_the_models_round_trip_halved():
+    """On the model (a perfect readout): the six states' round-trip fidelity from the
+    model's exact states, and the move fidelity that implies, within 3 sigma of the shots."""
+    values = {**BASE, **calibrated(), "c13_larmor_hz": F_L, "c13_omega1_hz": F_1}
+    node = ModelNode(stored={k: v for k, v in values.items() if k.startswith("c13_")})
+    outcome = run_routine(node, ROUTINES["c13_move"], True, None)
+    assert outcome.verdict == UPDATED, outcome.reason
+    exact = []
+    for state, (_, _, sign) in memory_routines.CARDINAL_STATES.items():
+        seq = memory_routines.move_sequence("nv", state, 1)
+        p_plus = replay(compile_sequence(seq, values, HW))[1][-1]
+        exact.append(p_plus if sign > 0 else 1 - p_plus)
+    round_trip = (4 * (3 * float(np.mean(exact)) - 1) / 2 - 1) / 3
+    truth = (1 + 3 * math.sqrt(round_trip)) / 4
+    sigma = float(outcome.reason.split("fidelity ")[1].split("+- ")[1])
+    assert abs(node.store["c13_move_fidelity"] - truth) < 3 * sigma, (outcome.reason, truth)
+    assert 0.9 < truth < 1.0  # the model's transfers are good: the test sees a real number

@@ -4,6 +4,7 @@ its coherence each entanglement attempt costs. Only nodes whose lab file names t
 (`memories = ["c13"]`) run them.
 
     c13_spectroscopy -> c13_gate -> c13_ramsey -> c13_dephasing
+                                             -> c13_move
 
 The physics they fit is the one the compiler plans with (sequences/memory.py; Taminiau et al.,
 PRL 109, 137602 (2012); Nat. Nanotechnol. 9, 171 (2014); Kalb et al., PRA 97, 062330 (2018)).
@@ -499,9 +500,125 @@ class C13DephasingRoutine(MemoryRoutine):
         )
 
 
+# ---- a move's fidelity -------------------------------------------------------------------------
+CARDINAL_STATES = {  # electron preparations from |0>, and the basis and sign they are read in
+    "+z": ((), "z", +1),
+    "-z": ((pi_pulse(0.0),), "z", -1),
+    "+x": ((pi_half_pulse(90.0),), "x", +1),
+    "-x": ((pi_half_pulse(270.0),), "x", -1),
+    "+y": ((pi_half_pulse(180.0),), "y", +1),
+    "-y": ((pi_half_pulse(0.0),), "y", -1),
+}
+MOVE_SHOTS = 200
+
+
+def move_sequence(platform: str, state: str, shots: int) -> Sequence:
+    """A cardinal state stored (SwapToMemory) and read back in its own basis."""
+    prep, basis, _ = CARDINAL_STATES[state]
+    ops = (
+        memory_check(platform),
+        MemoryInit(MEMORY),
+        *prep,
+        SwapToMemory(MEMORY),
+        MemoryReadout(MEMORY, basis),
+    )
+    return Sequence(f"c13_move_{state}", ops, shots)
+
+
+def reference_sequence(platform: str, flipped: bool, shots: int) -> Sequence:
+    """The electron's own readout: prepared |0>, or |1> (a pi pulse)."""
+    flip = (pi_pulse(),) if flipped else ()
+    return Sequence(
+        "c13_move_reference", (memory_check(platform), SpinInit(), *flip, Readout()), shots
+    )
+
+
+class C13MoveRoutine(MemoryRoutine):
+    """The six cardinal states stored and read back, corrected for the electron's readout
+    (its bright fractions of prepared |0> and |1>, measured alongside): their mean fidelity
+    F is the round trip's; its process fidelity (3F - 1)/2 = (1 + 3 l)/4 gives a
+    depolarising parameter l of the two transfers together, and one move (the two taken
+    alike, l_move = sqrt(l)) keeps a Bell pair's fidelity (1 + 3 sqrt(l))/4. Memory
+    initialisation errors count as the move's."""
+
+    name = "c13_move"
+    title = "13C move: fidelity of a state moved into the memory"
+    depends = ("c13_ramsey",)
+    reads = (p("tau_ns"), p("n_pulses"), p("larmor_hz"), p("omega1_hz"), "readout_threshold")
+    updates = (p("move_fidelity"),)
+
+    def acquire(self, node: NodeAccess):
+        runs = [
+            node.run(reference_sequence(node.platform, flipped, MOVE_SHOTS), Sweep())
+            for flipped in (False, True)
+        ]
+        runs += [
+            node.run(move_sequence(node.platform, state, MOVE_SHOTS), Sweep())
+            for state in CARDINAL_STATES
+        ]
+        return runs
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        threshold = node.values()["readout_threshold"]
+        bright = [float(bright_fraction(acq, threshold)[0]) for acq in data]
+        kept = [max(int(acq.valid.sum()), 1) for acq in data]
+        b0, b1 = bright[0], bright[1]
+        contrast = b0 - b1
+        if contrast < 0.5:
+            return Analysis(
+                {}, False, f"the electron's readout contrast {contrast:.2f} is too low (min 0.5)"
+            )
+        fidelities, variances = [], []
+        for (_, (_, _, sign)), value, n in zip(
+            CARDINAL_STATES.items(), bright[2:], kept[2:], strict=True
+        ):
+            plus = (value - b1) / contrast
+            fidelities.append(plus if sign > 0 else 1 - plus)
+            variances.append(value * (1 - value) / n / contrast**2)
+        mean = float(np.mean(fidelities))
+        sigma = math.sqrt(sum(variances)) / len(variances)
+        round_trip = (4 * (3 * mean - 1) / 2 - 1) / 3
+        info = {"fidelities": dict(zip(CARDINAL_STATES, fidelities, strict=True))}
+        info.update({"reference": [b0, b1], "round_trip_fidelity": mean, "sigma": sigma})
+        states = list(CARDINAL_STATES)
+
+        def plot(path, title):
+            xy_plot(
+                path,
+                title,
+                np.arange(len(states)),
+                fidelities,
+                xlabel="stored state (" + ", ".join(states) + ")",
+                ylabel="fidelity after storing and reading",
+            )
+
+        if round_trip <= 0:
+            return Analysis(
+                {},
+                False,
+                f"stored states come back with mean fidelity {mean:.2f}: no better than a guess",
+                info=info,
+                plot=plot,
+            )
+        move = (1 + 3 * math.sqrt(min(round_trip, 1.0))) / 4
+        # d move / d mean = (9/8) / sqrt(l)
+        move_sigma = 9 / 8 * sigma / math.sqrt(min(round_trip, 1.0))
+        info.update({"move_fidelity": move, "move_sigma": move_sigma})
+        return Analysis(
+            {p("move_fidelity"): move},
+            True,
+            f"round trip {mean:.3f} +- {sigma:.3f} mean state fidelity; a move keeps a Bell "
+            f"pair's fidelity {move:.3f} +- {move_sigma:.3f}",
+            None,
+            info,
+            plot,
+        )
+
+
 MEMORY_ROUTINES = (
     C13SpectroscopyRoutine(),
     C13GateRoutine(),
     C13RamseyRoutine(),
     C13DephasingRoutine(),
+    C13MoveRoutine(),
 )
