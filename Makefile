@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m mypy drivers sequences calibration qnode controller/labconfig.py controller/link controller/node controller/messaging controller/midpoint
+	$(PY) -m mypy drivers sequences calibration qnode controller/labconfig.py controller/link controller/node controller/messaging controller/midpoint controller/network
 	$(PY) -m pytest -q hil_tests
 
 # The simulated lab driven by independent drivers (QCoDeS, pylablib, microscope) in an

@@ -568,3 +568,215 @@ def assumed(notes: tuple[str, ...]) -> tuple[str, ...]:
     routine measures yet, nor the 90 % window share of a node whose lifetime is not stored:
     the routine's own window holds that)."""
     return tuple(n for n in notes if "phase noise" not in n and "photon_lifetime_ns" not in n)
+
+
+# the memory: a stored pair's expected fidelity -------------------------------------------------
+#
+# A node that holds a pair while it makes another link keeps its half in a memory qubit (an NV's
+# 13C nuclear spin), moved there from the electron (the communication qubit). Three things cost
+# the stored pair fidelity, each a calibrated input (`Memory`):
+#
+# 1. The move (electron -> memory, a SWAP of electron-nuclear gates): modelled as a depolarising
+#    channel on the moved half, rho -> lam rho + (1 - lam) (I/2 (x) Tr_this rho), whose Bell
+#    fidelity for a perfect pair is the calibrated move fidelity F_m = lam + (1 - lam)/4, so
+#    lam = (4 F_m - 1)/3. A pair of fidelity F0 leaves the move with lam F0 + (1 - lam)/4 (the
+#    depolarised part overlaps the Bell state by 1/4 whatever the pair was).
+# 2. Entanglement attempts on another link (Blok et al., Faraday Discuss. 184, 173 (2015);
+#    Reiserer et al., PRX 6, 021040 (2016); Kalb et al., PRA 97, 062330 (2018)): each attempt
+#    resets the electron, whose spin state at a random time (the optical reset's and the
+#    excited state's decay times) sets the nuclear spin's precession through the hyperfine
+#    coupling dw; an attempt that disturbs the electron multiplies the memory's coherence by
+#    e^(-(dw tau)^2/2), one that does not leaves it. The disturbed share grows with the
+#    bright-state population alpha (the excited branch), so per attempt the coherence keeps
+#        c(alpha) = 1 - alpha k,   k = 1 - e^(-(dw tau)^2/2) in (0, 1],
+#    and after n attempts c^n: the decay is exponential in n with N_1/e(alpha) = -1/ln c(alpha)
+#    ~ 1/(alpha k), inversely proportional to alpha. The calibration measures N_1/e at one
+#    reference alpha (`c13_n_1e_at_alpha` at `c13_n_1e_alpha`), which fixes k.
+# 3. Storage time under dynamical decoupling: the coherence falls as e^(-t/T2) (`c13_t2_s`;
+#    the decay's shape under decoupling is taken as a simple exponential, the planning
+#    assumption: a stretched exponent is not modelled).
+#
+# Both dephase the memory half only (no flip): the populations stay, the coherence between
+# |01> and |10> (the heralded subspace) is multiplied by d = c(alpha)^n e^(-t/T2). With P the
+# population of that subspace and F the Bell fidelity after the move,
+#     F(n, t) = P/2 + (F - P/2) d.
+# A pair mixed of psi+ and psi- only (P = 1) after a perfect move gives the familiar
+#     F(n, t) = 1/2 + (F0 - 1/2) d:
+# n = 0, t = 0: F0 (times nothing: the move costs F0 -> lam F0 + (1 - lam)/4); n -> infinity:
+# 1/2 (P/2 in general: a fully dephased pair is a classical mixture of |01> and |10>). A single-
+# click pair holds a share alpha of |00> (both nodes bright, P ~ 1 - alpha), which ends at
+# P/2: `stored_state` applies the channels to the heralded 4x4 state exactly.
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the planning model needs of a node's memory qubit (the names the calibration stores
+    them under: `c13_n_1e_at_alpha`, `c13_n_1e_alpha`, `c13_t2_s`, `c13_move_fidelity`)."""
+
+    n_1e_at_alpha: float
+    """Entanglement attempts until the memory's coherence falls to 1/e, at `alpha_ref`."""
+    alpha_ref: float
+    """The bright-state population of the attempts that measured `n_1e_at_alpha`."""
+    t2_s: float
+    """The memory's coherence time under dynamical decoupling (1/e), seconds."""
+    move_fidelity: float
+    """Bell fidelity a perfect pair keeps through the move from the electron to the memory."""
+
+    def __post_init__(self) -> None:
+        if not self.n_1e_at_alpha > 0:
+            raise ValueError(f"N_1/e {self.n_1e_at_alpha} must be positive")
+        if not 0 < self.alpha_ref <= 1:
+            raise ValueError(f"the reference alpha {self.alpha_ref} must lie in (0, 1]")
+        if not self.t2_s > 0:
+            raise ValueError(f"the memory's T2 {self.t2_s} s must be positive")
+        if not 0.25 <= self.move_fidelity <= 1:
+            raise ValueError(f"the move's fidelity {self.move_fidelity} must lie in [0.25, 1]")
+        if self.attempt_dephasing > 1:
+            raise ValueError(
+                f"N_1/e {self.n_1e_at_alpha:g} at alpha {self.alpha_ref:g} would need more than "
+                "full dephasing per disturbed attempt (k > 1): not this model's memory"
+            )
+
+    @property
+    def attempt_dephasing(self) -> float:
+        """k: the coherence an attempt with the electron fully bright (alpha 1) takes away."""
+        return (1 - math.exp(-1 / self.n_1e_at_alpha)) / self.alpha_ref
+
+    @property
+    def move_depolarising(self) -> float:
+        """lam of the move's depolarising channel, from its Bell fidelity F_m = lam + (1-lam)/4."""
+        return (4 * self.move_fidelity - 1) / 3
+
+
+MEMORY_PARAMETERS = ("c13_n_1e_at_alpha", "c13_n_1e_alpha", "c13_t2_s", "c13_move_fidelity")
+"""The calibrated parameters (per memory node) the planning model reads, in `Memory`'s order."""
+
+
+def memory_attempt_decay(alpha: float, memory: Memory) -> float:
+    """c(alpha): the memory coherence one entanglement attempt at bright population alpha keeps."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha {alpha} must lie in [0, 1]")
+    return 1 - alpha * memory.attempt_dephasing
+
+
+def memory_n_1e(alpha: float, memory: Memory) -> float:
+    """Attempts at alpha until the memory's coherence falls to 1/e (inf at alpha 0)."""
+    c = memory_attempt_decay(alpha, memory)
+    return math.inf if c >= 1 else (0.0 if c <= 0 else -1 / math.log(c))
+
+
+def memory_coherence(attempts: list[tuple[int, float]], seconds: float, memory: Memory) -> float:
+    """d: the share of the stored half's coherence left after blocks of (attempts, alpha) on
+    any links and `seconds` in the memory."""
+    if seconds < 0:
+        raise ValueError(f"storage time {seconds} s must not be negative")
+    d = math.exp(-seconds / memory.t2_s)
+    for n, alpha in attempts:
+        if n < 0:
+            raise ValueError(f"{n} attempts: must not be negative")
+        d *= memory_attempt_decay(alpha, memory) ** n
+    return d
+
+
+def _on_qubit(op2: np.ndarray, qubit: int) -> np.ndarray:
+    return np.kron(op2, np.eye(2)) if qubit == 0 else np.kron(np.eye(2), op2)
+
+
+def stored_state(
+    rho: np.ndarray,
+    memory: Memory,
+    attempts: list[tuple[int, float]] | None = None,
+    seconds: float = 0.0,
+    qubit: int = 1,
+) -> np.ndarray:
+    """A heralded pair (4x4 over the two nodes) after this node's half (`qubit` 0 or 1) was
+    moved into the memory and then held through the attempts and the time: the move's
+    depolarising channel, then dephasing of that half by memory_coherence."""
+    lam = memory.move_depolarising
+    other = np.trace(rho.reshape(2, 2, 2, 2), axis1=qubit, axis2=qubit + 2)
+    mixed = np.kron(np.eye(2) / 2, other) if qubit == 0 else np.kron(other, np.eye(2) / 2)
+    moved = lam * rho + (1 - lam) * mixed
+    d = memory_coherence(attempts or [], seconds, memory)
+    z = _on_qubit(np.diag([1.0, -1.0]), qubit)
+    return (1 + d) / 2 * moved + (1 - d) / 2 * z @ moved @ z
+
+
+def stored_fidelity(
+    fidelity0: float,
+    memory: Memory,
+    attempts: list[tuple[int, float]] | None = None,
+    seconds: float = 0.0,
+    parity: float = 1.0,
+) -> float:
+    """F(n, t) = P/2 + (F - P/2) d of a pair heralded with Bell fidelity `fidelity0` whose
+    population in the heralded subspace (|01>, |10>) is `parity` (1: a mixture of psi+ and
+    psi- only), moved into the memory (F = lam F0 + (1 - lam)/4, P = lam P0 + (1 - lam)/2)
+    and held (d = memory_coherence)."""
+    if not 0 <= fidelity0 <= 1 or not 0 <= parity <= 1:
+        raise ValueError(f"fidelity {fidelity0} and parity {parity} must lie in [0, 1]")
+    lam = memory.move_depolarising
+    f = lam * fidelity0 + (1 - lam) / 4
+    p = lam * parity + (1 - lam) / 2
+    return p / 2 + (f - p / 2) * memory_coherence(attempts or [], seconds, memory)
+
+
+def attempts_before(
+    fidelity_min: float,
+    fidelity0: float,
+    memory: Memory,
+    alpha: float,
+    attempts: list[tuple[int, float]] | None = None,
+    seconds: float = 0.0,
+    attempt_s: float = 0.0,
+    parity: float = 1.0,
+) -> int:
+    """How many more attempts at alpha (each taking `attempt_s` of storage time) a stored pair
+    takes before its expected fidelity falls below `fidelity_min`: the largest m with
+    F(n + m, t + m attempt_s) >= fidelity_min; 0 if it is below already (or would fall
+    below at the first); a large number (2**62) if nothing decays."""
+    done = attempts or []
+    now = stored_fidelity(fidelity0, memory, done, seconds, parity)
+    if now < fidelity_min:
+        return 0
+    lam = memory.move_depolarising
+    p = lam * parity + (1 - lam) / 2
+    f = lam * fidelity0 + (1 - lam) / 4
+    # F(m) = p/2 + (f - p/2) d0 r^m with r = c(alpha) e^(-attempt_s/T2): solve for m
+    per = memory_attempt_decay(alpha, memory) * math.exp(-attempt_s / memory.t2_s)
+    unbounded = 2**62
+    if per >= 1 or f <= p / 2:
+        return unbounded
+    if per <= 0:
+        return 0
+    d0 = memory_coherence(done, seconds, memory)
+    need = (fidelity_min - p / 2) / ((f - p / 2) * d0)
+    if need <= 0:
+        return unbounded
+    m = int(min(math.floor(math.log(need) / math.log(per)), unbounded))
+    # the logarithms round: step to the exact crossing
+    while (
+        m > 0
+        and stored_fidelity(fidelity0, memory, [*done, (m, alpha)], seconds + m * attempt_s, parity)
+        < fidelity_min
+    ):
+        m -= 1
+    while (
+        stored_fidelity(
+            fidelity0, memory, [*done, (m + 1, alpha)], seconds + (m + 1) * attempt_s, parity
+        )
+        >= fidelity_min
+    ):
+        m += 1
+    return m
+
+
+def memory_from_calibration(values: dict[str, float], node: str) -> Memory:
+    """The planning model's memory of `node` from its calibrated parameters (name -> value);
+    refuses (QnodeError) naming what is not calibrated."""
+    missing = [f"{node}.{name}" for name in MEMORY_PARAMETERS if values.get(name) is None]
+    if missing:
+        raise QnodeError("memory not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
+    try:
+        return Memory(*(float(values[name]) for name in MEMORY_PARAMETERS))
+    except ValueError as e:
+        raise QnodeError(f"{node}: calibrated memory out of range: {e}") from None

@@ -30,6 +30,10 @@ MIDPOINT_ROLES = ("time_tagger", "herald_logic", "phase_stabiliser")
 """A midpoint also has a laser (the reference light of its phase lock) with its piezo driver."""
 DEFAULT_MAX_SWEEP_POINTS = 5000
 """Points per run a node accepts when the lab file's [lab] section sets no `max_sweep_points`."""
+FIBRE_SWITCH_LINE = "fibre_switch"
+"""The TTL line (channels.ttl) of the fibre switch of a node with two links."""
+N_LINK_PORTS = 4
+"""A sequencer's sync/herald input pairs (sequences.program.N_LINK_PORTS)."""
 DEFAULT_WATCHDOG_S = 3.0
 """The sequencer's host watchdog when its lab entry sets none (`watchdog_s`)."""
 
@@ -77,6 +81,15 @@ class ChannelMap(_Strict):
     markers: dict[str, str] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)
     detectors: dict[str, int] = Field(default_factory=dict)
+    links: dict[str, int] = Field(default_factory=dict)
+    """Memory nodes: link name -> the sequencer's sync/herald input pair (port 0-3) that
+    link's midpoint drives; a node with one link may leave it out (port 0). A node with two
+    links also needs the TTL line `fibre_switch` (low: its photons go to the midpoint on
+    port 0, high: port 1)."""
+
+    def port(self, link: str) -> int:
+        """The sync/herald port of a link (0 when not named: a node with one link)."""
+        return self.links.get(link, 0)
 
 
 class OpticalPathConfig(_Strict):
@@ -443,6 +456,8 @@ def _check_links(lab: LabConfig, fail: Fail) -> None:
         for node in link.fibre_km:
             if node not in link.nodes:
                 fail(f"{key}.fibre_km.{node}", f"{node} is not an end of this link")
+    for station, config in lab.nodes.items():
+        _check_link_ports(lab, station, config, fail)
     pairs = [frozenset(link.nodes) for link in lab.links.values()]
     if len(set(pairs)) != len(pairs):
         fail("links", "two links join the same pair of nodes")
@@ -450,6 +465,52 @@ def _check_links(lab: LabConfig, fail: Fail) -> None:
         unused = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint" and n not in served]
         if unused:
             fail("links", f"the midpoint {unused[0]} heralds no link")
+
+
+def _check_link_ports(lab: LabConfig, node_name: str, node: NodeConfig, fail: Fail) -> None:
+    """channels.links names the node's links, each on its own port; a node in two links has
+    both ports and a fibre switch line."""
+    base = f"nodes.{node_name}.channels"
+    ports = node.channels.links
+    if ports and node.kind != "memory":
+        fail(f"{base}.links", "only a memory node has sync/herald ports")
+    mine = lab.links_of(node_name) if node.kind == "memory" else {}
+    seen: dict[int, str] = {}
+    for link, port in ports.items():
+        if link not in mine:
+            fail(
+                f"{base}.links.{link}",
+                f"{node_name} is not an end of a link {link!r} "
+                f"(its links: {', '.join(mine) or 'none'})",
+            )
+        if not 0 <= port < N_LINK_PORTS:
+            fail(f"{base}.links.{link}", f"port {port} is outside 0..{N_LINK_PORTS - 1}")
+        if port in seen:
+            fail(f"{base}.links.{link}", f"port {port} is already the port of link {seen[port]}")
+        seen[port] = link
+    if len(mine) > 2:
+        fail(f"{base}.links", f"{node_name} is in {len(mine)} links: a fibre switch serves two")
+    if len(mine) == 2:
+        missing = [link for link in mine if link not in ports]
+        if missing:
+            fail(
+                f"{base}.links",
+                f"{node_name} is in links {' and '.join(mine)}: name the sync/herald port of "
+                f"each (e.g. {{ {', '.join(f'{k} = {i}' for i, k in enumerate(mine))} }}); "
+                f"{missing[0]} has none",
+            )
+        if sorted(ports[link] for link in mine) != [0, 1]:
+            fail(
+                f"{base}.links",
+                "a node in two links uses ports 0 and 1 (its fibre switch: low sends the "
+                "photons to the midpoint on port 0, high to port 1)",
+            )
+        if FIBRE_SWITCH_LINE not in node.channels.ttl:
+            fail(
+                f"{base}.ttl",
+                f"{node_name} is in two links: it needs a TTL line '{FIBRE_SWITCH_LINE}' for "
+                "the fibre switch that sends its photons to one midpoint at a time",
+            )
 
 
 def _check_channels(lab: LabConfig, node_name: str, node: NodeConfig, fail: Fail) -> None:

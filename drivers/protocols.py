@@ -70,8 +70,9 @@ class RealTimeSequencer(Instrument, Protocol):
         ...
 
     def read_events(self) -> list[Event]: ...
-    def send_herald(self, outcome: str) -> None:
-        """fail, psi_plus or psi_minus: the outcome of the attempt the sequencer waits on."""
+    def send_herald(self, outcome: str, port: int = 0) -> None:
+        """fail, psi_plus or psi_minus: the outcome of the attempt the sequencer waits on, on
+        the herald input of the link's `port` (a node between two midpoints has two)."""
         ...
 
     def set_watchdog(self, seconds: float) -> None:

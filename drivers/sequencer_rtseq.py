@@ -17,7 +17,7 @@ import re
 from drivers.base import Health
 from drivers.scpi import ScpiDriver
 from qnode.errors import InstrumentReplyError, InstrumentReportedError, ProgramError
-from sequences.program import HERALD_OUTCOMES, Event, Program, decode_events
+from sequences.program import HERALD_OUTCOMES, N_LINK_PORTS, Event, Program, decode_events
 
 PROGRAM_ERROR_CODE = 101
 FIFO_READ = 4096
@@ -89,13 +89,17 @@ class RtSequencer(ScpiDriver):
             if len(chunk) < FIFO_READ:
                 return events
 
-    def send_herald(self, outcome: str) -> None:
-        """Software herald, for platforms without a hardware herald line."""
+    def send_herald(self, outcome: str, port: int = 0) -> None:
+        """Software herald, for platforms without a hardware herald line; `port`: the herald
+        input of the link (0 is the default input and is not spelled out)."""
         if outcome not in HERALD_OUTCOMES:
             raise ValueError(
                 f"{self.name}: herald outcome {outcome!r} not in {list(HERALD_OUTCOMES)}"
             )
-        self.scpi.write(f"HERALD {HERALD_OUTCOMES.index(outcome)}")
+        if not 0 <= port < N_LINK_PORTS:
+            raise ValueError(f"{self.name}: herald port {port} is outside 0..{N_LINK_PORTS - 1}")
+        suffix = f",{port}" if port else ""
+        self.scpi.write(f"HERALD {HERALD_OUTCOMES.index(outcome)}{suffix}")
 
     def sync(self) -> None:
         """Software sync trigger (the midpoint's hardware trigger in a real lab)."""

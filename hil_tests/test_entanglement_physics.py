@@ -24,6 +24,9 @@ from sim_backends.optics import Detectors, NodeOptics
 pytestmark = pytest.mark.usefixtures("sim")
 ALPHA = 0.1
 DETECTORS = {"psi_plus": 1, "psi_minus": 2}
+SYNC_WAIT_NS = 10**10
+"""The sync wait runs in wall time while the partner node catches up: on a loaded machine 1 s
+(the default) may pass, and the shot would have no herald."""
 SHOTS = 400  # enough that the ZZ anticorrelation below is many sigma from chance
 KEEP = 0.9  # the windows below hold 90 % of each node's photons
 
@@ -91,7 +94,13 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
     herald = lab.make_driver("M", "herald", resources)  # the sync output, the windows
     sequence = Sequence(
         "entangle_zz",
-        (CRCheck(), WaitSync(), EntanglementAttempt(max_attempts=10**6), SpinInit(0), Readout()),
+        (
+            CRCheck(),
+            WaitSync(SYNC_WAIT_NS),
+            EntanglementAttempt(max_attempts=10**6),
+            SpinInit(0),
+            Readout(),
+        ),
         SHOTS,
     )
     before = len(sim.heralds())
@@ -178,7 +187,9 @@ def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, la
     daemons = {node: start_daemon(node) for node in ("A", "B")}
     herald = lab.make_driver("M", "herald", resources)  # the herald logic: sync output, windows
     attempt = EntanglementAttempt("barrett_kok", max_attempts=2**31)
-    sequence = Sequence("bk_zz", (CRCheck(), WaitSync(), attempt, SpinInit(0), Readout()), SHOTS)
+    sequence = Sequence(
+        "bk_zz", (CRCheck(), WaitSync(SYNC_WAIT_NS), attempt, SpinInit(0), Readout()), SHOTS
+    )
     before = len(sim.heralds())
     with herald:
         herald.set_herald_windows(herald_windows(sim))

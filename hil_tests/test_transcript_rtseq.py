@@ -255,3 +255,17 @@ def test_health():
     assert health.identity == "QNODE RTSEQ-1 SN 123456 FW 1.0-sim"
     assert health.state == "running, program 12 instructions, TTL 0xa"
     assert health.errors == []
+
+
+def test_send_herald_on_a_second_links_input():
+    """A node between two midpoints: the herald of its link on port 1 goes to input 1."""
+    with expected_protocol(RtSequencer, OPEN + checked(b"HERALD 2,1\n")) as seq:
+        seq.send_herald("psi_minus", 1)
+
+
+def test_herald_port_outside_the_inputs_sends_nothing():
+    with (
+        expected_protocol(RtSequencer, OPEN) as seq,
+        pytest.raises(ValueError, match=r"herald port 4 is outside 0\.\.3"),
+    ):
+        seq.send_herald("fail", 4)

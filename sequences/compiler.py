@@ -35,7 +35,10 @@ from sequences.operations import (
     pi_half_pulse,
     pi_pulse,
 )
-from sequences.program import CLOCK_NS, MAX_INSTRUCTIONS, Program, assemble
+from sequences.program import CLOCK_NS, MAX_INSTRUCTIONS, N_LINK_PORTS, Program, assemble
+
+FIBRE_SWITCH = "fibre_switch"
+"""The TTL line (by its name in the node's channel map) of a two-link node's fibre switch."""
 
 XY8 = (0.0, 90.0, 0.0, 90.0, 90.0, 0.0, 90.0, 0.0)
 """XY-8 (Gullion, Baker and Conradi, J. Magn. Reson. 89, 479 (1990)): XYXY YXYX, whose
@@ -179,6 +182,22 @@ class _Compiler:
             raise self.fail(f"counter '{name}' is not in the node's channel map")
         return self.hw.counters[name]
 
+    def port_operand(self, port: int) -> str:
+        """A sync/herald wait's port operand (none for port 0, the format's default)."""
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < N_LINK_PORTS:
+            raise self.fail(f"sync/herald port {port!r} is not one of 0..{N_LINK_PORTS - 1}")
+        return f", {port}" if port else ""
+
+    def point_fibre_switch(self, port: int) -> None:
+        """On a node with a fibre switch (two links), send its photons to the midpoint of the
+        link on this port: the switch line low for port 0, high for port 1."""
+        line = self.hw.ttl.get(FIBRE_SWITCH)
+        if line is None:
+            return
+        if port not in (0, 1):
+            raise self.fail(f"the fibre switch selects the link on port 0 or 1, not {port}")
+        self.emit(f"{'TTL_SET' if port else 'TTL_CLR'} {1 << line:#x}")
+
     def emit(self, line: str) -> None:
         if not line.endswith(":"):  # labels take no memory
             self._instructions += 1
@@ -241,7 +260,7 @@ class _Compiler:
                 timeout = self.duration(op.timeout_ns, "sync timeout")
                 if timeout == 0:
                     raise self.fail("the sync timeout must be positive")
-                self.emit(f"WAIT_SYNC {timeout}")
+                self.emit(f"WAIT_SYNC {timeout}{self.port_operand(op.port)}")
             case Parallel():
                 self.parallel(list(op.operations))
             case LaserPulse() | SpinInit() | MwPulse() | CountWindow():
@@ -324,8 +343,9 @@ class _Compiler:
             self.emit(f"TTL_SET {excite:#x}")
             self.emit(f"WAIT {excite_ns}")
             self.emit(f"TTL_CLR {excite:#x}")
-            self.emit(f"WAIT_HERALD r{register}, {window}")
+            self.emit(f"WAIT_HERALD r{register}, {window}{self.port_operand(op.port)}")
 
+        self.point_fibre_switch(op.port)
         self.emit(f"SET r{R_ATTEMPTS}, 0")
         self.emit(f"{top}:")
         self.emit(f"ADD r{R_ATTEMPTS}, 1")

@@ -143,6 +143,9 @@ class WaitSync(Operation):
 
     KIND = "wait_sync"
     timeout_ns: Value = 1_000_000_000
+    port: int = 0
+    """The sync input of the link to wait on (a node between two midpoints has one per link:
+    the lab file's channels.links)."""
 
 
 PROTOCOLS = ("single_click", "barrett_kok", "two_photon")
@@ -168,6 +171,9 @@ class EntanglementAttempt(Operation):
     excitation_ns: Value = Param("excitation_duration_ns")
     window_ns: Value = Param("herald_window_ns")
     max_attempts: int = 100_000
+    port: int = 0
+    """The link's sync/herald input pair (channels.links); on a node with a fibre switch the
+    compiler also points the switch at this link's midpoint."""
 
 
 @dataclass(frozen=True)

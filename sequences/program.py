@@ -21,6 +21,8 @@ CLOCK_NS = 4
 N_REGISTERS = 16
 N_COUNTERS = 4
 N_TTL_LINES = 32
+N_LINK_PORTS = 4
+"""Sync and herald input pairs of the sequencer: one per link (midpoint) the node takes part in."""
 MAX_INSTRUCTIONS = 4096
 MAX_DURATION_NS = 2**62
 
@@ -60,7 +62,8 @@ class Instruction:
 
     TTL_SET/TTL_CLR c=line mask | AWG_TRIG c=segment | WAIT d=ns
     COUNT a=counter b=register d=window ns | BRANCH_LT/GE a=register c=target d=threshold
-    LOOP c=target d=count | WAIT_SYNC d=timeout ns | WAIT_HERALD a=register d=timeout ns
+    LOOP c=target d=count | WAIT_SYNC b=port d=timeout ns | WAIT_HERALD a=register b=port
+    d=timeout ns (port: the sync/herald input pair of one link, 0..3)
     EVENT b=code a=register (255: no value) | SET/ADD a=register d=value | JUMP c=target
     """
 
@@ -73,7 +76,8 @@ class Instruction:
 
 NO_REGISTER = 255
 
-# mnemonic -> operand kinds, in text order. Kinds: reg, counter, mask, int, dur, label, code.
+# mnemonic -> operand kinds, in text order. Kinds: reg, counter, mask, int, dur, label, code,
+# port; a kind ending in "?" may be left out (EVENT's register; a wait's port, default 0).
 _SYNTAX: dict[Op, tuple[str, ...]] = {
     Op.TTL_SET: ("mask",),
     Op.TTL_CLR: ("mask",),
@@ -83,8 +87,8 @@ _SYNTAX: dict[Op, tuple[str, ...]] = {
     Op.BRANCH_LT: ("reg", "int", "label"),
     Op.BRANCH_GE: ("reg", "int", "label"),
     Op.LOOP: ("label", "int"),
-    Op.WAIT_SYNC: ("dur",),
-    Op.WAIT_HERALD: ("reg", "dur"),
+    Op.WAIT_SYNC: ("dur", "port?"),
+    Op.WAIT_HERALD: ("reg", "dur", "port?"),
     Op.EVENT: ("code", "reg?"),
     Op.SET: ("reg", "int"),
     Op.ADD: ("reg", "int"),
@@ -98,8 +102,10 @@ def _fields(op: Op, operands: list[int]) -> Instruction:
     match op:
         case Op.TTL_SET | Op.TTL_CLR | Op.AWG_TRIG | Op.JUMP:
             return Instruction(op, c=operands[0])
-        case Op.WAIT | Op.WAIT_SYNC:
+        case Op.WAIT:
             return Instruction(op, d=operands[0])
+        case Op.WAIT_SYNC:
+            return Instruction(op, b=operands[1] if len(operands) > 1 else 0, d=operands[0])
         case Op.COUNT:
             return Instruction(op, a=operands[0], b=operands[1], d=operands[2])
         case Op.BRANCH_LT | Op.BRANCH_GE:
@@ -107,7 +113,8 @@ def _fields(op: Op, operands: list[int]) -> Instruction:
         case Op.LOOP:
             return Instruction(op, c=operands[0], d=operands[1])
         case Op.WAIT_HERALD:
-            return Instruction(op, a=operands[0], d=operands[1])
+            port = operands[2] if len(operands) > 2 else 0
+            return Instruction(op, a=operands[0], b=port, d=operands[1])
         case Op.EVENT:
             reg = operands[1] if len(operands) > 1 else NO_REGISTER
             return Instruction(op, a=reg, b=operands[0])
@@ -174,6 +181,8 @@ def _problem(i: int, ins: Instruction, n: int) -> str | None:
             return f"counter c{ins.a} does not exist (c0..c{N_COUNTERS - 1})"
         if not 0 <= ins.b < N_REGISTERS:
             return f"register r{ins.b} does not exist (r0..r{N_REGISTERS - 1})"
+    if op in (Op.WAIT_SYNC, Op.WAIT_HERALD) and not 0 <= ins.b < N_LINK_PORTS:
+        return f"sync/herald port {ins.b} does not exist (0..{N_LINK_PORTS - 1})"
     if op in (Op.WAIT, Op.COUNT, Op.WAIT_SYNC, Op.WAIT_HERALD):
         if ins.d < CLOCK_NS:
             return f"duration {ins.d} ns is below the clock resolution of {CLOCK_NS} ns"
@@ -322,7 +331,7 @@ def _operand(lineno: int, op: Op, kind: str, text: str, labels: dict[str, int]) 
         value = int(text, 0)
     except ValueError:
         raise fail(f"'{text}' is not an integer") from None
-    if kind in ("mask", "code") and value < 0:
+    if kind in ("mask", "code", "port") and value < 0:
         raise fail(f"{kind} must not be negative")
     return value
 

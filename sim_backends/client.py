@@ -66,9 +66,11 @@ class SimControl:
         """A light leak: the midpoint's detectors' dark count rates times `factor`."""
         self.request("physics", node=midpoint, dark_count_scale=factor)
 
-    def heralds(self, since: int = 0) -> list[dict]:
-        """Ground truth: every herald the physics produced (from number `since` on)."""
-        return self.request("heralds", since=since)["heralds"]
+    def heralds(self, since: int = 0, midpoint: str | None = None) -> list[dict]:
+        """Ground truth: every herald the physics produced at a midpoint (the lab's first if
+        not named), from number `since` on."""
+        fields = {"midpoint": midpoint} if midpoint else {}
+        return self.request("heralds", since=since, **fields)["heralds"]
 
     def truth(self, node: str | None = None) -> dict:
         return self.request("truth", node=node)["truth"]

@@ -159,16 +159,20 @@ class ControlServer:
             }
         if cmd == "instruments":
             return {"instruments": sorted(lab.devices)}
-        if cmd == "heralds":
-            heralds = lab.midpoint.heralds if lab.midpoint else []
+        if cmd == "heralds":  # of one midpoint (`midpoint`; default: the first)
+            name = request.get("midpoint") or lab.midpoint_name
+            if lab.midpoints and name not in lab.midpoints:
+                known = ", ".join(sorted(lab.midpoints))
+                raise KeyError(f"no midpoint {name!r} (the lab's midpoints: {known})")
+            heralds = lab.midpoints[name].heralds if lab.midpoints else []
             return {"heralds": heralds[int(request.get("since", 0)) :], "total": len(heralds)}
         if cmd == "truth":
             return {"truth": lab.truth(request.get("node"))}
-        if cmd == "physics" and lab.midpoint and request.get("node") == lab.midpoint_name:
+        if cmd == "physics" and request.get("node") in lab.midpoints:
             scale = float(request["dark_count_scale"])
             if not 0.0 <= scale <= MAX_DARK_SCALE:
                 raise ValueError(f"dark_count_scale {scale} outside [0, {MAX_DARK_SCALE:g}]")
-            lab.midpoint.scale_dark_counts(scale)
+            lab.midpoints[request["node"]].scale_dark_counts(scale)
             return {}
         if cmd == "physics":
             node = lab.nodes.get(request.get("node", ""))

@@ -39,6 +39,28 @@ from sim_backends.servers import PtyServer, TcpServer, ZmqServer
 
 log = logging.getLogger("qnode.sim")
 
+FIBRE_NS_PER_KM = 5000.0
+"""Light in fibre: about 5 us per km (group index ~1.47)."""
+
+
+def lab_links(lab: dict) -> dict[str, dict]:
+    """The lab's heralded links, name -> {midpoint, nodes, fibre_km}: the file's [links], or
+    the one link of a lab with one midpoint and two memory nodes (named after the nodes)."""
+    if lab.get("links"):
+        return {name: dict(link) for name, link in lab["links"].items()}
+    nodes = lab["nodes"]
+    memory = [n for n, c in nodes.items() if c["kind"] == "memory"]
+    midpoints = [n for n, c in nodes.items() if c["kind"] == "midpoint"]
+    if len(memory) == 2 and len(midpoints) == 1:
+        return {"".join(memory): {"midpoint": midpoints[0], "nodes": memory, "fibre_km": {}}}
+    return {}
+
+
+def link_port(node_cfg: dict, link: str) -> int:
+    """The node's sync/herald input pair of this link (channels.links; a node with one link
+    may leave it out: port 0)."""
+    return int((node_cfg.get("channels", {}).get("links") or {}).get(link, 0))
+
 
 def detector_inputs(channel_map: dict[str, int]) -> list[int]:
     """The midpoint's detector inputs in the order its physics numbers them: psi_plus,
@@ -61,8 +83,12 @@ class SimLab:
         self.devices: dict[str, Device] = {}
         self.nodes: dict[str, SimNode] = {}
         self.servers: list[TcpServer | PtyServer | ZmqServer] = []
+        self.midpoints: dict[str, Midpoint] = {}
+        """Every midpoint's physics, by station name (one per link)."""
         self.midpoint: Midpoint | None = None
+        """The first midpoint (the only one of a two-node lab)."""
         self.midpoint_name = ""
+        self.links = lab_links(lab)
         self.control: ControlServer | None = None
         self._stop = asyncio.Event()
         self._build()
@@ -134,9 +160,28 @@ class SimLab:
                 )
             if node_cfg["kind"] == "midpoint":
                 self._build_midpoint(node_name, node_cfg, rng, lasers)
-        for node in self.nodes.values():
-            if node.physics is not None:
-                node.midpoint = self.midpoint
+        self._wire_links()
+
+    def _wire_links(self) -> None:
+        """Each midpoint's sync and herald to its link's two nodes, on their ports of that
+        link; each node's photons to its midpoint (through its fibre switch if it has two)."""
+        sequencers = {d.node.name: d for d in self.devices.values() if isinstance(d, SimSequencer)}
+        for name, link in self.links.items():
+            midpoint = self.midpoints.get(link["midpoint"])
+            if midpoint is None:
+                continue
+            ends = [sequencers[n] for n in link["nodes"] if n in sequencers]
+            ports = {s: link_port(self.description["nodes"][s.node.name], name) for s in ends}
+            midpoint.connect_sync(ends, ports)
+            for seq, port in ports.items():
+                node = seq.node
+                node.links[port] = midpoint
+                if port == 0 or node.midpoint is None:
+                    node.midpoint = midpoint
+        for node_name, node in self.nodes.items():
+            ttl = self.description["nodes"][node_name].get("channels", {}).get("ttl", {})
+            if len(node.links) > 1 and "fibre_switch" in ttl:
+                node.fibre_switch_line = int(ttl["fibre_switch"])
 
     def _build_midpoint(
         self, name: str, cfg: dict, rng: np.random.Generator, lasers: dict[str, SimLaserState]
@@ -152,19 +197,26 @@ class SimLab:
         herald_logic = self.devices.get(f"{name}.{heralds[0]}") if heralds else None
         assert herald_logic is None or isinstance(herald_logic, SimHeraldLogic)
         detectors = detector_inputs(cfg.get("channels", {}).get("detectors", {}))
-        platforms = {
+        link = next((k for k in self.links.values() if k["midpoint"] == name), None)
+        if link is None:
+            return  # a midpoint of no link: nothing reaches it
+        fibre_km = link.get("fibre_km") or {}
+        platforms = {  # the link's two nodes, in the lab file's order
             n: (c["platform"], c.get("collection", "free_space"))
             for n, c in self.description["nodes"].items()
-            if c["kind"] == "memory"
+            if c["kind"] == "memory" and n in link["nodes"]
         }
+        fibre_ns = {n: float(fibre_km.get(n, 0.0)) * FIBRE_NS_PER_KM for n in platforms}
         pins = (self.description.get("simulation") or {}).get("midpoint") or {}
         truth = draw_midpoint_truth(platforms, detectors, rng, pins)
+        # the photons' delay after their sync: the electronics (drawn) and the fibre
+        truth = replace(truth, delay_ns={n: d + fibre_ns[n] for n, d in truth.delay_ns.items()})
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
         piezos = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         piezo = self.devices.get(f"{name}.{piezos[0]}") if piezos else None
         first_laser = next(iter(lasers), None)  # its device: the light it emits, turning on
         reference = self.devices.get(f"{name}.{first_laser}") if first_laser else None
-        self.midpoint = Midpoint(
+        midpoint = Midpoint(
             truth,
             tagger,
             detectors,
@@ -173,13 +225,13 @@ class SimLab:
             register=self.register,
             reference_laser=reference if isinstance(reference, SimLaser) else None,
             herald_logic=herald_logic,
-        )
-        self.midpoint.connect_sync(
-            [d for d in self.devices.values() if isinstance(d, SimSequencer)]
+            fibre_ns=fibre_ns,
         )
         if herald_logic is not None:
-            herald_logic.midpoint = self.midpoint
-        self.midpoint_name = name
+            herald_logic.midpoint = midpoint
+        self.midpoints[name] = midpoint
+        if self.midpoint is None:
+            self.midpoint, self.midpoint_name = midpoint, name
 
     def device(self, name: str) -> Device:
         if name not in self.devices:
@@ -190,8 +242,8 @@ class SimLab:
 
     def truth(self, node: str | None = None) -> dict:
         truths = {n: s.physics.truth.as_dict() for n, s in self.nodes.items() if s.physics}
-        if self.midpoint is not None:
-            truths[self.midpoint_name] = self.midpoint.truth.as_dict()
+        for name, midpoint in self.midpoints.items():
+            truths[name] = midpoint.truth.as_dict()
         if node is None:
             return truths
         if node not in truths:

@@ -33,11 +33,19 @@ class SimNode:
     optics: dict[str, OpticalPath] = field(default_factory=dict)
     ttl: int = 0
     midpoint: object | None = None  # photonics.Midpoint, where the node's photons go
+    """With one link: its midpoint. With two (`links`), the one on port 0."""
+    links: dict[int, object] = field(default_factory=dict)
+    """Sync/herald port -> the midpoint of that link (photonics.Midpoint)."""
+    fibre_switch_line: int | None = None
+    """The TTL line of the fibre switch of a node with two links: low sends its photons to the
+    midpoint on port 0, high to the one on port 1."""
     excitations: list = field(default_factory=list)
     """(time ns, emission probability) of every excitation pulse since the program started."""
     sync_epoch: int | None = None
     """The node's clock when the last shared sync released it."""
     sync_generation: int = 0
+    sync_port: int = 0
+    """The port (link) of the last sync."""
     attempt_index: int = 0
     emitter_state: np.ndarray | None = None
     """The memory's 2x2 state at its last optical pi pulse (what the heralding acts on)."""
@@ -45,6 +53,20 @@ class SimNode:
     now_ns: int = 0
     """The sequencer's clock. The physics clock may run ahead of it while an AWG pulse that a
     zero-time AWG_TRIG started is still playing; a WAIT then only adds what is left."""
+
+    def photon_midpoint(self):
+        """Where the node's photons go now: its one midpoint, or the one its fibre switch
+        selects."""
+        if self.fibre_switch_line is None or not self.links:
+            return self.midpoint
+        return self.links.get((self.ttl >> self.fibre_switch_line) & 1)
+
+    def state_seen_by(self, midpoint) -> np.ndarray | None:
+        """The memory's state at its last optical pi pulse, as a midpoint's heralding sees it:
+        dark if the fibre switch sent the photon to another midpoint."""
+        if self.emitter_state is None or self.photon_midpoint() is midpoint:
+            return self.emitter_state
+        return np.diag([0.0, 1.0]).astype(complex)
 
     def _gain(self, path: str) -> float:
         p = self.optics.get(path)
@@ -68,8 +90,9 @@ class SimNode:
         self.physics.optical_excitation()  # the emitted photon takes the electron's coherence
         p_emit = float(self.emitter_state[0, 0].real)
         self.excitations.append((self.now_ns, p_emit))
-        if self.midpoint is not None:
-            self.midpoint.excitations(self.name, np.array([float(self.now_ns)]), np.array([p_emit]))
+        midpoint = self.photon_midpoint()
+        if midpoint is not None:
+            midpoint.excitations(self.name, np.array([float(self.now_ns)]), np.array([p_emit]))
 
     def mark(self, t_ns: int) -> None:
         """A loop body begins: remember the light exposure so far (for fast_forward)."""
@@ -94,11 +117,10 @@ class SimNode:
             return False
         exposure = self.physics.exposure_ns - self._exposure_at[since]
         lit = self.physics.stays_ready(exposure, iterations)
-        if self.midpoint is not None:
+        midpoint = self.photon_midpoint()
+        if midpoint is not None:
             for t, p in body:
-                self.midpoint.excitation_train(
-                    self.name, t + period_ns, period_ns, iterations, p, lit
-                )
+                midpoint.excitation_train(self.name, t + period_ns, period_ns, iterations, p, lit)
         self.physics.repeat_memory_channels(since, iterations)  # N attempts' memory dephasing
         self.advance(iterations * period_ns)
         return True

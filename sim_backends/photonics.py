@@ -205,8 +205,13 @@ class Midpoint:
         register=None,
         reference_laser=None,
         herald_logic=None,
+        fibre_ns: dict[str, float] | None = None,
     ) -> None:
         self.truth = truth
+        self.fibre_ns = dict(fibre_ns or {})
+        """Each node's fibre to this midpoint, one way (ns): its photons arrive that much later
+        after their sync (in the truth's delay_ns), and the herald reaches it that much after
+        the midpoint decided."""
         self.tagger = tagger
         self.herald_logic = herald_logic
         """The herald logic (its own instrument, as the CPLD behind a real station's
@@ -232,21 +237,29 @@ class Midpoint:
         tagger.light_rates = self.reference_rates
 
     # the shared sync ---------------------------------------------------------------------------
-    def connect_sync(self, sequencers: list) -> None:
-        """The sync output is wired to these sequencers' sync inputs."""
+    def connect_sync(self, sequencers: list, ports: dict | None = None) -> None:
+        """The sync output is wired to these sequencers' sync inputs, each on its port of
+        this link (`ports`: sequencer -> port, 0 if not named); the herald goes to the herald
+        input of the same port."""
         self.sequencers = list(sequencers)
+        self.ports = {seq: (ports or {}).get(seq, 0) for seq in self.sequencers}
         self.sync_auto = False
         self.generation = 0
         self._waiting: set = set()
         for seq in self.sequencers:
-            seq.sync_source = self
+            seq.sync_sources[self.ports[seq]] = self
+
+    def round_trip_ns(self, node: str) -> float:
+        """From a node's excitation to its herald input learning the attempt's fate: the
+        photon's way to the midpoint and the herald's way back, both through its fibre."""
+        return 2.0 * self.fibre_ns.get(node, 0.0)
 
     def fire_sync(self) -> None:
         """One sync pulse to every sequencer (a waiting one goes on; another keeps it)."""
         self.generation += 1
         self._waiting.clear()
         for seq in self.sequencers:
-            seq._wake("sync", self.generation)
+            seq._wake("sync", self.generation, self.ports[seq])
 
     def set_sync_auto(self, on: bool) -> None:
         """AUTO fires once every sequencer waits; switched on while they all already wait
@@ -317,7 +330,7 @@ class Midpoint:
         waiting = self._stepping.setdefault(key, {})
         future = asyncio.get_running_loop().create_future()
         dark = np.diag([0.0, 1.0]).astype(complex)
-        state = node.emitter_state if node.excitations else dark
+        state = node.state_seen_by(self) if node.excitations else dark
         waiting[node.name] = (state, future)
         names = list(self.truth.eta)
         if all(n in waiting for n in names):

@@ -356,6 +356,7 @@ class NodePhysics:
         self._memory_truths = [m.truth for m in self.memories]
         self._joint = [self.name, *(m.name for m in self.memories)]
         self._pump_cache: dict[tuple[int, float], tuple[np.ndarray, list]] = {}
+        self._forwarding = False
         self.memory_factors: list[tuple[int, list[complex]]] = []
         """(time ns, per memory the complex factor) of every pump on the node: what a
         fast-forwarded attempt loop repeats."""
@@ -431,6 +432,10 @@ class NodePhysics:
         dt = dt_ns * 1e-9
         bath_phase = self._bath_step(dt)
         nuclear_phases = [m.step(dt) for m in self.memories]
+        if self._forwarding:  # the runs of a fast-forwarded loop (repeat_memory_channels)
+            self._forwarding = False
+            self._advance_forwarded(dt, nuclear_phases)
+            return
         if self.light["repump"] >= 0.1:
             self._free_joint(dt, 0.0, nuclear_phases)
             p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
@@ -456,6 +461,17 @@ class NodePhysics:
         self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
         self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
         for memory in self.memories:
+            self.register.dephase(memory.name, float(np.exp(-dt / memory.truth.t2_s)))
+            weight = 1.0 - np.exp(-dt / memory.truth.t1_s)
+            self.register.replace(memory.name, 0.5 * I2, weight=weight)
+
+    def _advance_forwarded(self, dt: float, nuclear_phases: list[float]) -> None:
+        """The time of a fast-forwarded attempt loop: each run re-initialised the electron, so
+        the memories precess at omega_L (what happens while the electron sat elsewhere is in
+        the factors repeat_memory_channels applied), not with whatever |1> population the
+        electron has at the end of the stepped run, held for the whole loop."""
+        for memory, phase in zip(self.memories, nuclear_phases, strict=True):
+            self.register.apply_diagonal(memory.name, z_phase(memory.truth.omega_l * dt + phase))
             self.register.dephase(memory.name, float(np.exp(-dt / memory.truth.t2_s)))
             weight = 1.0 - np.exp(-dt / memory.truth.t1_s)
             self.register.replace(memory.name, 0.5 * I2, weight=weight)
@@ -496,19 +512,22 @@ class NodePhysics:
         if self.memories and self.ready:
             self.register.dephase(self.name, 0.0)
 
-    def repeat_memory_channels(self, since_ns: int, iterations: int) -> None:
-        """`iterations` more runs of the loop body that began at since_ns: each memory's
-        coherence gets the product of that body's pump factors, `iterations` times over (the
-        precession itself is the advance over their time)."""
+    def repeat_memory_channels(self, since_ns: int, iterations: int, runs_seen: int = 1) -> None:
+        """`iterations` more runs of the loop body whose `runs_seen` identical runs began at
+        since_ns: each memory's coherence gets the product of one run's pump factors,
+        `iterations` times over; the advance over their time that follows is the memories'
+        precession alone (_advance_forwarded)."""
         if not self.memories or iterations <= 0:
             return
         body = [factors for t, factors in self.memory_factors if t >= since_ns]
+        share = iterations / max(runs_seen, 1)
         for k, memory in enumerate(self.memories):
             c = complex(np.prod([factors[k] for factors in body])) if body else 1.0 + 0j
-            magnitude = abs(c) ** iterations
-            angle = float(np.angle(c)) * iterations
+            magnitude = abs(c) ** share
+            angle = float(np.angle(c)) * share
             self.register.apply_diagonal(memory.name, z_phase(-angle))
             self.register.dephase(memory.name, magnitude)
+        self._forwarding = True
 
     def _evolve_memories_measured(self, window_ns: int, flip_ns: float | None) -> None:
         """A readout window after the electron's projection: the memories precess with the

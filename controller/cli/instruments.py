@@ -38,4 +38,8 @@ def instruments_check(lab: Path = LabOption, resource_map: Path | None = Resourc
     if bad:
         err_console.print(f"[red]{len(bad)} unhealthy:[/] {', '.join(bad)}")
         raise typer.Exit(1)
-    console.print(f"[green]all {len(rows)} instruments healthy[/]")
+    stations = sorted({row.name.split(".")[0] for row in rows})
+    console.print(
+        f"[green]all {len(rows)} instruments healthy[/] "
+        f"({len(stations)} stations: {', '.join(stations)})"
+    )

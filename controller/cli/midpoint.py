@@ -34,33 +34,43 @@ def midpoint_serve(
         "--accept-broken-history",
         help="Serve even if `qnode params verify` finds the parameter history altered (logged).",
     ),
+    name: str | None = typer.Option(
+        None, "--name", help="The midpoint to serve (default: the lab's only one), e.g. M2."
+    ),
 ) -> None:
-    """Run the midpoint daemon in the foreground: heralds for the nodes' sessions."""
-    from controller.labconfig import midpoint_name
-    from controller.midpoint.daemon import serve
+    """Run a midpoint's daemon in the foreground: heralds for its link's sessions."""
+    from controller.midpoint.daemon import serve, served_midpoint
 
     config = load_config(lab)
     try:
-        name = midpoint_name(config)
+        station = served_midpoint(config, name)
     except QnodeError as e:
         raise fail(str(e), 2) from None
     serve_in_foreground(
         config,
-        name,
+        station,
         resource_map,
-        lambda resources: serve(config, resources, endpoint, allow_faults, accept_broken_history),
+        lambda resources: serve(
+            config, resources, endpoint, allow_faults, accept_broken_history, station
+        ),
     )
 
 
 @app.command("status")
-def midpoint_status(lab: Path = LabOption) -> None:
-    """The midpoint daemon: state, connected nodes, the session, counters."""
-    from controller.labconfig import midpoint_name
+def midpoint_status(
+    lab: Path = LabOption,
+    name: str | None = typer.Option(
+        None, "--name", help="The midpoint (default: the lab's only one), e.g. M2."
+    ),
+) -> None:
+    """A midpoint daemon: state, connected nodes, the session, counters."""
+    from controller.midpoint.daemon import served_midpoint
     from controller.operator.client import NodeClient
 
     config = load_config(lab)
     try:
-        with NodeClient.for_lab(config, midpoint_name(config), timeout_s=5) as client:
+        station = served_midpoint(config, name)
+        with NodeClient.for_lab(config, station, timeout_s=5) as client:
             status = client.status()
     except (QnodeError, FileNotFoundError) as e:
         raise fail(str(e)) from None

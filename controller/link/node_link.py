@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from calibration.planning import link_from_calibration
@@ -25,6 +26,7 @@ from controller.link.node_view import NodeView, RunOutcome
 from controller.link.plan import (
     Expectation,
     alpha_amplitude,
+    attempt_window_ns,
     expectation,
     max_attempts,
     plan_round,
@@ -53,7 +55,11 @@ class NodeLink:
         self.node = node
         self.name = node.name
         self.dialer = dialer
-        self.midpoint = midpoint_name(lab)
+        mine = lab.links_of(self.name)
+        self.midpoint = next(iter(mine.values())).midpoint if mine else midpoint_name(lab)
+        """The midpoint of the current (or last) session's link: set per peer."""
+        self.herald_port = lab.nodes[self.name].channels.port(next(iter(mine), ""))
+        """The sequencer's herald input of that link (software heralding forwards there)."""
         self.session: LinkSession | None = None
         self.finished: dict[str, dict] = {}
         self.links: dict[str, StationLink] = {}
@@ -91,11 +97,18 @@ class NodeLink:
         return sum(link.malformed for link in self.links.values())
 
     # stations -----------------------------------------------------------------------------
+    def _towards(self, peer: str) -> None:
+        """Sessions with this peer go through the midpoint of the link to it (a node between
+        two midpoints has one per neighbour)."""
+        link_name, link = self.lab.link_between(self.name, peer)
+        self.midpoint = link.midpoint
+        self.herald_port = self.lab.nodes[self.name].channels.port(link_name)
+
     def link_to(self, target: str) -> StationLink:
         link = self.links.get(target)
         if link is None:
-            if target == self.midpoint:
-                link = self.dialer.dial(target, self._from_midpoint, FROM_MIDPOINT)
+            if self.lab.nodes[target].kind == "midpoint":
+                link = self.dialer.dial(target, partial(self._from_midpoint, target), FROM_MIDPOINT)
             else:
                 link = self.dialer.dial(target, lambda msg: None, FROM_PEER)
             self.links[target] = link
@@ -106,10 +119,10 @@ class NodeLink:
             "session_pairs", session=session, timeout_s=5.0, idempotent=True
         )
 
-    def _from_midpoint(self, msg: dict) -> None:
+    def _from_midpoint(self, midpoint: str, msg: dict) -> None:
         session = self.session
-        if session is None:
-            return
+        if session is None or midpoint != self.midpoint:
+            return  # another link's midpoint (a node between two): not this session's
         session.on_midpoint_message()
         kind = msg["type"]
         if kind == "herald":
@@ -126,7 +139,7 @@ class NodeLink:
 
     def _send_herald(self, outcome: str) -> None:
         try:
-            self.node.send_herald(outcome)
+            self.node.send_herald(outcome, self.herald_port)
         except Exception as e:  # the attempt then times out: a fail, not a fault
             log.warning("%s: herald not forwarded to the sequencer: %s", self.name, e)
 
@@ -173,6 +186,7 @@ class NodeLink:
             (n for n, c in self.lab.nodes.items() if c.kind == "memory" and n != self.name), ""
         )
         self._check(request, peer)
+        self._towards(peer)
         nodes = [self.name, peer]
         values = {n: self.node.parameters(n) for n in (*nodes, self.midpoint)}
         link, notes = link_from_calibration(values, nodes, self.midpoint)
@@ -333,6 +347,8 @@ class NodeLink:
         self, session: LinkSession, round_index: int, first_shot: int, shots: int, basis: str
     ) -> RunOutcome:
         loop = asyncio.get_running_loop()
+        link_name, link = self.lab.link_between(self.name, session.peer)
+        window = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
         sequence = round_sequence(
             self.node.platform,
             session.request["protocol"],
@@ -341,6 +357,8 @@ class NodeLink:
             self._alpha_amplitude,
             max_attempts(session.expected.p_success),
             session.request.get("heralding") or "hardware",
+            window_ns=window,
+            port=self.lab.nodes[self.name].channels.port(link_name),
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
@@ -491,6 +509,7 @@ class NodeLink:
                 f"not from the node that initiates it ({nodes})", "link_request", sender
             )
         self._check(msg, initiator)
+        self._towards(initiator)
         # The initiator may have restarted since this node last spoke to it (a new port): the
         # pair messages and `round_done` go out fire-and-forget, without a look at its info
         # file, so the link must point at where it serves now before the first of them.

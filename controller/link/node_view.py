@@ -75,6 +75,7 @@ class NodeView(Protocol[RunT]):
         """Stop the current run (the session is ending)."""
         ...
 
-    def send_herald(self, outcome: str) -> None:
-        """Software heralding: an attempt's outcome to the sequencer (blocking)."""
+    def send_herald(self, outcome: str, port: int = 0) -> None:
+        """Software heralding: an attempt's outcome to the sequencer's herald input of the
+        link's port (blocking)."""
         ...

@@ -18,6 +18,7 @@ from calibration.planning import (
     single_click,
     two_photon,
 )
+from controller.labconfig import LinkConfig
 from controller.link.vocabulary import (
     MAX_ATTEMPTS,
     MIN_ATTEMPTS,
@@ -125,6 +126,19 @@ def max_attempts(p_success: float) -> int:
     return int(min(MAX_ATTEMPTS, max(MIN_ATTEMPTS, math.ceil(10 / p_success))))
 
 
+def round_trip_ns(link: LinkConfig) -> float:
+    """From an excitation to its herald back at the node further from the midpoint: its
+    photon's way to the midpoint and the herald's way back (2 x the longer fibre delay). No
+    node can learn an attempt's fate sooner, so no attempt can be shorter."""
+    return 2e9 * max(link.delay_s(node) for node in link.nodes)
+
+
+def attempt_window_ns(herald_window_ns: float, link: LinkConfig) -> float:
+    """The herald wait of an attempt on this link: the calibrated wait after the excitation
+    (a lab's metres of fibre) plus the link's round trip."""
+    return herald_window_ns + round_trip_ns(link)
+
+
 def memory_still_there(check: CRCheck) -> CRCheck:
     """One check after the readout: fails (and flags the shot) if the memory is gone."""
     return replace(check, threshold=POST_CHECK_THRESHOLD, max_tries=1)
@@ -138,12 +152,20 @@ def round_sequence(
     alpha_amplitude_v: float | None,
     attempts: int = MAX_ATTEMPTS,
     heralding: str = "hardware",
+    window_ns: float | None = None,
+    port: int = 0,
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
     the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
-    each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome."""
+    each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome;
+    else `window_ns` (attempt_window_ns: the link's round trip included) or the calibrated
+    herald_window_ns. `port`: the link's sync/herald input pair on this node."""
     check = memory_check(platform)
-    extra = {"window_ns": SOFTWARE_HERALD_WAIT_NS} if heralding == "software" else {}
+    extra: dict = {"port": port}
+    if heralding == "software":
+        extra["window_ns"] = max(SOFTWARE_HERALD_WAIT_NS, window_ns or 0.0)
+    elif window_ns is not None:
+        extra["window_ns"] = window_ns
     if protocol == "single_click":
         if alpha_amplitude_v is None:
             raise QnodeError("single-click needs the amplitude of its alpha rotation")
@@ -152,7 +174,7 @@ def round_sequence(
         )
     else:
         attempt = EntanglementAttempt(protocol, max_attempts=attempts, **extra)
-    ops = [check, WaitSync(SYNC_TIMEOUT_NS), attempt]
+    ops = [check, WaitSync(SYNC_TIMEOUT_NS, port), attempt]
     if basis == "X":
         ops.append(pi_half_pulse(90.0))
     elif basis == "Y":

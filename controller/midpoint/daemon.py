@@ -37,7 +37,7 @@ from controller.data.names import session_path
 from controller.data.params import open_intact
 from controller.data.repair import repair_own
 from controller.data.sessionfile import HERALD_ROW, SessionFile
-from controller.labconfig import LabConfig, midpoint_name
+from controller.labconfig import LabConfig
 from controller.link.vocabulary import (
     HEARTBEAT_S,
     MIDPOINT_SILENCE_S,
@@ -127,6 +127,36 @@ def heraldable(lab: LabConfig, node: str) -> tuple[str, ...]:
     return protocols
 
 
+def served_midpoint(lab: LabConfig, name: str | None = None) -> str:
+    """The midpoint station a daemon serves: the one named, or the lab's only one. QnodeError
+    listing the lab's midpoints when the name is none of them, or when the lab has several
+    and none is named."""
+    midpoints = [n for n, cfg in lab.nodes.items() if cfg.kind == "midpoint"]
+    if not midpoints:
+        raise QnodeError(f"the lab {lab.lab.name} has no midpoint station")
+    known = ", ".join(
+        f"{m} ({' and '.join('-'.join(k.nodes) for k in lab.links_of(m).values()) or 'no link'})"
+        for m in midpoints
+    )
+    if name is None:
+        if len(midpoints) > 1:
+            raise QnodeError(
+                f"the lab {lab.lab.name} has {len(midpoints)} midpoints: name the one to serve "
+                f"(--name), one of {known}"
+            )
+        return midpoints[0]
+    if name not in midpoints:
+        raise QnodeError(
+            f"{name!r} is not a midpoint of the lab {lab.lab.name} (its midpoints: {known})"
+        )
+    return name
+
+
+def link_nodes(lab: LabConfig, midpoint: str) -> list[str]:
+    """The memory nodes a midpoint heralds for: the two ends of its link."""
+    return [n for link in lab.links_of(midpoint).values() for n in link.nodes]
+
+
 class MidpointDaemon(StationServer):
     def __init__(
         self,
@@ -135,8 +165,9 @@ class MidpointDaemon(StationServer):
         endpoint: str,
         allow_faults: bool = False,
         accept_broken_history: bool = False,
+        name: str | None = None,
     ) -> None:
-        name = midpoint_name(lab)
+        name = served_midpoint(lab, name)
         # before anything else: a broken history refuses the start
         store = open_intact(
             lab.data_dir / "params.sqlite", f"midpoint {name}", accept_broken_history
@@ -144,6 +175,8 @@ class MidpointDaemon(StationServer):
         super().__init__(lab.data_dir, name, f"midpoint {name}", endpoint, MIDPOINT)
         self.lab = lab
         self.node = name
+        self.link_nodes = link_nodes(lab, name)
+        """The two nodes of this midpoint's link: it heralds for them only."""
         cfg = lab.nodes[self.node]
         self.detectors = dict(cfg.channels.detectors)
         self.protocols = heraldable(lab, self.node)
@@ -288,6 +321,11 @@ class MidpointDaemon(StationServer):
         node = msg["node"]
         if node not in self.lab.nodes or self.lab.nodes[node].kind != "memory":
             raise QnodeError(f"{node!r} is not a memory node of {self.lab.lab.name}")
+        if self.link_nodes and node not in self.link_nodes:
+            raise QnodeError(
+                f"midpoint {self.node} heralds the link {'-'.join(self.link_nodes)}, "
+                f"not node {node}"
+            )
         if not request.from_station or request.sender != station_key_name(node):
             self.counters["forged"] += 1
             self._forged_log.warning(
@@ -736,6 +774,7 @@ def serve(
     endpoint: str,
     allow_faults: bool = False,
     accept_broken_history: bool = False,
+    name: str | None = None,
 ) -> None:
-    daemon = MidpointDaemon(lab, resources, endpoint, allow_faults, accept_broken_history)
+    daemon = MidpointDaemon(lab, resources, endpoint, allow_faults, accept_broken_history, name)
     asyncio.run(daemon.serve())

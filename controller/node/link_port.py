@@ -61,6 +61,6 @@ class LinkPort:
     def abort(self) -> None:
         self._runtime.abort_event.set()
 
-    def send_herald(self, outcome: str) -> None:
+    def send_herald(self, outcome: str, port: int = 0) -> None:
         with self._runtime.sequencer() as sequencer:
-            sequencer.send_herald(outcome)
+            sequencer.send_herald(outcome, port)

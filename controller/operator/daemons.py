@@ -68,9 +68,9 @@ def daemon_args(
     allow_faults: bool = False,
 ) -> list[str]:
     """The `qnode` arguments that serve `station` of the lab: `node serve` for a memory
-    node, `midpoint serve` for the midpoint (`allow_faults`: herald fault injection)."""
+    node, `midpoint serve --name` for a midpoint (`allow_faults`: herald fault injection)."""
     if lab.nodes[station].kind == "midpoint":
-        args = ["midpoint", "serve", "--lab", lab.source]
+        args = ["midpoint", "serve", "--lab", lab.source, "--name", station]
         if allow_faults:
             args.append("--allow-faults")
     else:
@@ -80,6 +80,12 @@ def daemon_args(
     if resource_map is not None:
         args += ["--resource-map", str(resource_map)]
     return args
+
+
+def link_stations(lab: LabConfig, a: str, b: str) -> list[str]:
+    """The stations a session between memory nodes a and b needs: both, and the midpoint of
+    their link (QnodeError naming the lab's links if they share none)."""
+    return [a, b, lab.link_between(a, b)[1].midpoint]
 
 
 def start_daemon(

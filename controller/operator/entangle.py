@@ -25,7 +25,7 @@ from controller.link.plan import memory_still_there
 from controller.link.vocabulary import PROTOCOLS
 from controller.midpoint.herald_logic import missing_detectors
 from controller.operator.client import NodeClient, NodeRequestError
-from controller.operator.daemons import ensure_daemons, terminate
+from controller.operator.daemons import ensure_daemons, link_stations, terminate
 from controller.operator.verify import Z95, Verification, verify
 from qnode.errors import QnodeError
 from sequences.operations import Readout, Sequence, SpinInit, memory_check, pi_pulse
@@ -297,9 +297,9 @@ def entangle_command(
 ) -> EntangleReport:
     """Start what is missing, run the session, stop what was started."""
     memory = [n for n, c in lab.nodes.items() if c.kind == "memory"][:2]
-    stations = [*memory, midpoint_name(lab)]
     if len(memory) < 2:
         raise QnodeError(f"the lab {lab.lab.name} has fewer than two memory nodes")
+    stations = link_stations(lab, *memory)
     procs = []
     try:
         with console.status("starting the daemons that are not running..."):

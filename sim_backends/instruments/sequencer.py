@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 
 from qnode.errors import ProgramError
 from sequences.program import (
+    CLOCK_NS,
+    N_LINK_PORTS,
     N_REGISTERS,
     NO_REGISTER,
     Event,
@@ -45,6 +48,11 @@ WATCHDOG_MIN_S, WATCHDOG_MAX_S = 0.1, 60.0
 WATCHDOG_CHECK_S = 0.02
 
 
+def quantise_up(ns: float) -> int:
+    """The sequencer's clock cycles that cover `ns`."""
+    return -(-round(ns) // CLOCK_NS) * CLOCK_NS
+
+
 class SimSequencer(Device):
     identity = "QNODE,RTSEQ-1,{serial},1.0-sim"
 
@@ -55,7 +63,9 @@ class SimSequencer(Device):
         self._watch: asyncio.Task | None = None
         self.watchdog_s = 0.0
         self.watchdog_trips = 0
-        self.sync_source = None  # the midpoint's sync generator, if the lab has one
+        self.sync_sources: dict[int, object] = {}
+        """Port -> the midpoint whose sync (and herald) reach that input pair: one per link
+        of the node (photonics.Midpoint), none in a lab without midpoint."""
         self._simple_bodies: dict[int, bool] = {}
         self._attempt_loops: dict[int, tuple | None] = {}
         self._second_round: int | None = None
@@ -71,7 +81,7 @@ class SimSequencer(Device):
         self.add("EVT:COUNt?", lambda a: str(len(self.events)))
         self.add("EVT:DATA?", lambda a: self._drain_events(a))
         self.add("HERALD", self._herald)
-        self.add("SYNC", lambda a: self._wake("sync", 1))
+        self.add("SYNC", lambda a: self._wake("sync", 1, self._port(a)))
         self.add("TTL?", lambda a: str(self.node.ttl))
         self.add("SAFE", lambda a: self._safe())
         self.add("WDOG:TIME?", lambda a: f"{self.watchdog_s:g}")
@@ -85,7 +95,7 @@ class SimSequencer(Device):
         self.events: list[Event] = []
         self.status = "IDLE"
         self.t0_ns = self.node.now_ns
-        self.pending = {"sync": [], "herald": []}
+        self.pending: defaultdict[tuple[str, int], list[int]] = defaultdict(list)
         self.wakeup = asyncio.Event()
         self.watchdog_s = 0.0
         self.halt_reason = ""
@@ -113,7 +123,7 @@ class SimSequencer(Device):
             raise CommandError(-221, "Settings conflict: already running")
         self.events = []
         self._second_round = None
-        self.pending = {"sync": [], "herald": []}
+        self.pending = defaultdict(list)
         self.t0_ns = self.node.now_ns
         self.status = "RUNNING"
         self.halt_reason = ""
@@ -174,12 +184,22 @@ class SimSequencer(Device):
                 return
             await asyncio.sleep(min(WATCHDOG_CHECK_S, self.watchdog_s - silent + 0.001))
 
-    def _herald(self, args: str) -> None:
-        outcome = int(number(args, 0, 2))
-        self._wake("herald", outcome)
+    @property
+    def sync_source(self):
+        """The midpoint on port 0 (the only one of a node with one link)."""
+        return self.sync_sources.get(0)
 
-    def _wake(self, kind: str, value: int) -> None:
-        self.pending[kind].append(value)
+    def _port(self, text: str) -> int:
+        return int(number(text, 0, N_LINK_PORTS - 1)) if text.strip() else 0
+
+    def _herald(self, args: str) -> None:
+        """`HERALD <outcome>[,<port>]`: the herald input of a port fires (software heralding:
+        the host forwards the midpoint's verdict)."""
+        outcome, _, port = args.partition(",")
+        self._wake("herald", int(number(outcome, 0, 2)), self._port(port))
+
+    def _wake(self, kind: str, value: int, port: int = 0) -> None:
+        self.pending[(kind, port)].append(value)
         self.wakeup.set()
 
     def _drain_events(self, args: str) -> bytes:
@@ -188,28 +208,30 @@ class SimSequencer(Device):
         events, self.events = self.events[:limit], self.events[limit:]
         return encode_events(events)
 
-    def _received(self, kind: str) -> int:
-        value = self.pending[kind].pop(0)
+    def _received(self, kind: str, port: int) -> int:
+        value = self.pending[(kind, port)].pop(0)
         if kind == "sync":
             self.node.sync_epoch = self.node.now_ns  # the shared time reference of this sync
             self.node.sync_generation = value
+            self.node.sync_port = port
             self.node.attempt_index = 0
         return value
 
     # execution ------------------------------------------------------------------------------
-    async def _wait_for(self, kind: str, timeout_ns: int) -> int | None:
-        """Block until a sync/herald arrives or the timeout passes.
+    async def _wait_for(self, kind: str, timeout_ns: int, port: int = 0) -> int | None:
+        """Block until a sync/herald arrives on this port or the timeout passes.
 
         While blocked, virtual time runs at wall speed."""
-        if self.pending[kind]:
-            return self._received(kind)
+        if self.pending[(kind, port)]:
+            return self._received(kind, port)
         self.status = "WAITING"
-        if kind == "sync" and self.sync_source is not None:
-            self.sync_source.arrived(self)
+        source = self.sync_sources.get(port)
+        if kind == "sync" and source is not None:
+            source.arrived(self)
         started = time.monotonic()
         deadline = started + timeout_ns * 1e-9
         try:
-            while not self.pending[kind]:
+            while not self.pending[(kind, port)]:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.node.advance(timeout_ns)
@@ -222,10 +244,10 @@ class SimSequencer(Device):
                 self._still_current()
             waited = int((time.monotonic() - started) * 1e9)
             self.node.advance(min(waited - waited % 4, timeout_ns))
-            return self._received(kind)
+            return self._received(kind, port)
         finally:
-            if kind == "sync" and self.sync_source is not None:
-                self.sync_source.left(self)  # its ready line drops: no sync on its behalf
+            if kind == "sync" and source is not None:
+                source.left(self)  # its ready line drops: no sync on its behalf
             if self.status == "WAITING":  # not if STOP/SAFE/reset cancelled the wait
                 self.status = "RUNNING"
 
@@ -269,17 +291,17 @@ class SimSequencer(Device):
                         loops.pop(pc, None)
                         marks.pop(pc, None)
                 elif op is Op.WAIT_SYNC:
-                    await self._wait_for("sync", ins.d)
+                    await self._wait_for("sync", ins.d, ins.b)
                 elif op is Op.WAIT_HERALD:
                     shortcut = await self._attempts_at_once(program, pc, ins, loops, regs)
                     self._still_current()
                     if shortcut is not None:
                         outcome = shortcut or None
                     else:
-                        source = self.sync_source
+                        source = self.sync_sources.get(ins.b)
                         if source is not None and source.software and node.physics is not None:
                             await source.software_attempt(self)
-                        outcome = await self._wait_for("herald", ins.d)
+                        outcome = await self._wait_for("herald", ins.d, ins.b)
                     regs[ins.a] = HERALD_TIMEOUT if outcome is None else outcome
                 elif op is Op.EVENT:
                     value = regs[ins.a] if ins.a != NO_REGISTER else 0
@@ -343,15 +365,21 @@ class SimSequencer(Device):
         the midpoint draws at which attempt the herald comes (geometric) and its outcome, and
         both sequencers jump there. Returns the herald (1, 2), 0 if none came within the
         loop's attempts, or None to step normally."""
-        midpoint, node = self.sync_source, self.node
+        midpoint, node = self.sync_sources.get(ins.b), self.node
         if midpoint is None or node.sync_generation == 0 or node.physics is None:
             return None
         if midpoint.software:  # software heralding: every attempt is stepped
             return None
         if node.sync_generation != midpoint.generation or not node.excitations:
             return None
+        if node.sync_port != ins.b:  # the last sync came from another link's midpoint
+            return None
+        round_trip = quantise_up(midpoint.round_trip_ns(node.name))
+        if round_trip > ins.d:  # every herald comes after the wait gave up: stepped, none seen
+            return None
         if self._second_round is not None:  # Barrett-Kok's second herald wait of a drawn attempt
             outcome, self._second_round = self._second_round, None
+            node.advance(round_trip)
             return outcome
         loop = self._attempt_loop(program, pc)
         if loop is None:
@@ -359,7 +387,8 @@ class SimSequencer(Device):
         end, duration, adds, rounds = loop
         available = loops.get(end, program[end].d)
         protocol = "barrett_kok" if rounds == 2 else "single_click"
-        result = await midpoint.attempts(self, node.emitter_state, available, ins.d, protocol)
+        state = node.state_seen_by(midpoint)
+        result = await midpoint.attempts(self, state, available, ins.d, protocol)
         if result is None:
             return None
         attempts, outcome = result
@@ -367,11 +396,16 @@ class SimSequencer(Device):
             self._second_round = outcome  # the second wait gives the outcome
             outcome = 1  # the first round clicked
         skipped = min(attempts, available) - 1
+        if node.physics.memories and node.sync_epoch is not None:
+            # the skipped attempts dephase a memory as the ones stepped since the sync did
+            done = program[end].d - available + 1
+            node.physics.repeat_memory_channels(node.sync_epoch, skipped, runs_seen=done)
         node.advance(skipped * duration)
         for register, step in adds.items():
             regs[register] += skipped * step
         loops[end] = available - skipped
         if outcome:
+            node.advance(round_trip)  # the herald's news travels back through the fibre
             await midpoint.settle(node.sync_generation, node.name)
         return outcome
 

@@ -1,0 +1,167 @@
+"""The network layer's messages between the repeater and the ends, declared once.
+
+Every message is checked against its schema on receipt (controller.messaging.wire.unpack)
+and bounded in size: ids, lists and texts have maximum lengths. Node names travel as data
+only; who sent a message is the station its CurveZMQ key names (the daemon shell's job), and
+the state machines take that sender as an argument beside the message.
+"""
+
+from __future__ import annotations
+
+from controller.messaging.wire import Kind, Schema, vocabulary
+from controller.network.estimators import CARDINAL_STATES, GHZ_SETTINGS
+from controller.network.pauli import BELL_STATES, PAULIS
+
+MAX_ID_CHARS = 200
+"""A link pair's id (session:shot:attempt) is far shorter; an end-to-end id is two of them."""
+MAX_TEXT_CHARS = 200
+MAX_PAULIS = 8
+"""Paulis a node applied to one qubit since its herald (each is a name in PAULIS)."""
+
+REASONS = ("cutoff", "timeout", "node_down", "conflict", "shutdown")
+"""Why an end-to-end pair was discarded (records count by these; a discard passed on keeps its
+cause): a link pair's cut-off, a deadline passed, a node known down, a discard that reached a
+node after it had delivered the pair, the layer closed with the pair open."""
+
+
+class _Contents(type):
+    """A Kind that looks inside its value: the schema's isinstance asks `accepts`."""
+
+    def __instancecheck__(cls, value: object) -> bool:
+        return bool(cls.accepts(value))
+
+    def accepts(cls, value: object) -> bool:
+        raise NotImplementedError
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: object, limit: int) -> bool:
+    return isinstance(value, str) and len(value) <= limit
+
+
+class PairId(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return _short(value, 2 * MAX_ID_CHARS + 1)
+
+
+class Text(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return _short(value, MAX_TEXT_CHARS)
+
+
+class LinkPairIds(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return (
+            isinstance(value, list)
+            and 1 <= len(value) <= 2
+            and all(_short(v, MAX_ID_CHARS) and v for v in value)
+        )
+
+
+class TwoNames(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, list) and len(value) == 2 and all(_short(v, 64) for v in value)
+
+
+class TwoStates(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, list) and len(value) == 2 and all(v in BELL_STATES for v in value)
+
+
+class TwoNumbers(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value)
+
+
+class PauliNames(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return (
+            isinstance(value, list) and len(value) <= MAX_PAULIS and all(v in PAULIS for v in value)
+        )
+
+
+PairId.__name__ = f"str of at most {2 * MAX_ID_CHARS + 1} characters"
+Text.__name__ = f"str of at most {MAX_TEXT_CHARS} characters"
+LinkPairIds.__name__ = f"list of 1 or 2 link pair ids (at most {MAX_ID_CHARS} characters)"
+TwoNames.__name__ = "list of two node names"
+TwoStates.__name__ = f"list of two of {', '.join(BELL_STATES)}"
+TwoNumbers.__name__ = "list of two numbers"
+PauliNames.__name__ = f"list of at most {MAX_PAULIS} of {', '.join(PAULIS)}"
+
+NUMBER: Kind = (int, float)
+BIT = (0, 1)
+CARDINAL = tuple(CARDINAL_STATES)
+GHZ_SETTING_NAMES = tuple(GHZ_SETTINGS)
+
+NETWORK = vocabulary(
+    Schema(
+        "swap_outcome",
+        {
+            "swap": PairId,
+            "ends": TwoNames,
+            "link_pairs": LinkPairIds,
+            "link_states": TwoStates,
+            "repeater_applied": PauliNames,
+            "zz": int,
+            "xx": int,
+            "made": TwoNumbers,
+            "t_bsm": NUMBER,
+            "goodness": NUMBER,
+        },
+        choices={"zz": BIT, "xx": BIT},
+        notification=True,
+    ),
+    Schema(
+        "swap_applied",
+        {"swap": PairId, "t_applied": NUMBER, "pauli": str},
+        choices={"pauli": PAULIS},
+        notification=True,
+    ),
+    Schema("swap_delivered", {"swap": PairId, "applied": TwoNumbers}, notification=True),
+    Schema(
+        "swap_discard",
+        {"swap": PairId, "link_pairs": LinkPairIds, "cause": str, "reason": Text},
+        choices={"cause": REASONS},
+        notification=True,
+    ),
+)
+"""Repeater -> ends: swap_outcome, swap_delivered, swap_discard; end -> repeater:
+swap_applied, swap_discard (docs/network.md has the sequence)."""
+
+APPLICATIONS = vocabulary(
+    Schema(
+        "teleport_outcome",
+        {"swap": PairId, "zz": int, "xx": int, "t_bsm": NUMBER},
+        {"state": str},
+        {"zz": BIT, "xx": BIT, "state": CARDINAL},
+        notification=True,
+    ),
+    Schema(
+        "ghz_outcome",
+        {
+            "ghz": PairId,
+            "ends": TwoNames,
+            "link_pairs": LinkPairIds,
+            "link_states": TwoStates,
+            "memory_applied": PauliNames,
+            "electron_applied": PauliNames,
+            "electron_z": int,
+            "setting": str,
+        },
+        choices={"electron_z": BIT, "setting": GHZ_SETTING_NAMES},
+        notification=True,
+    ),
+)
+"""Sender -> receiver: teleport_outcome (`state` names the cardinal state in a verification
+run); B -> the ends and the operator: ghz_outcome (B's electron's Z result, the links' states
+and the Paulis B applied to each qubit, the setting all three measure in)."""

@@ -1,0 +1,696 @@
+"""The three-node lab, A - M1 - B - M2 - C: every station served, each midpoint heralding its
+own link, B's fibre switch choosing between them, and the fibres of the lab file in the
+photons' delays and in how soon a node can learn an attempt's fate.
+
+Two kinds of test: through the real transports (`qnode sim up` in its own process, the
+instruments' drivers, `qnode instruments check`, `qnode midpoint serve`), and pure code (the
+simulated lab built in this process, its sequencers and taggers driven by their commands, as
+hil_tests/test_detection_window.py does) where a test needs the virtual clock's exact times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.data.sessionfile import DELIVERED
+from controller.harness.sim import SimControl, start_sim
+from controller.labconfig import load_lab, parse_lab, read_resource_map
+from controller.operator.daemons import StartError, terminate
+from qnode.errors import LabConfigError, ProgramError
+from sequences.program import Instruction, Op, assemble, decode, decode_events, encode
+from sim_backends.framing import Message
+from sim_backends.instruments.sequencer import SimSequencer
+from sim_backends.lab import SimLab
+
+LABS = Path(__file__).resolve().parent.parent / "labs"
+THREE = LABS / "sim_three_node.toml"
+METRO = LABS / "sim_three_node_metro.toml"
+STATIONS = ("A", "B", "C", "M1", "M2")
+SEED = 20261130
+QNODE = [sys.executable, "-m", "controller.cli"]
+
+
+# through the real transports ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_node(tmp_path_factory):
+    """`qnode sim up` of the three-node lab in its own process: (lab, resource map)."""
+    folder = tmp_path_factory.mktemp("three_node")
+    lab = load_lab(THREE)
+    resource_map = folder / "resources.json"
+    try:
+        proc = start_sim(lab, resource_map, seed=SEED, log=folder / "sim.log")
+    except StartError as e:
+        pytest.fail(str(e))
+    try:
+        yield lab, resource_map
+    finally:
+        terminate(proc)
+
+
+def qnode(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*QNODE, *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+def test_sim_up_serves_all_five_stations_and_instruments_check_passes(three_node):
+    lab, resource_map = three_node
+    resources = read_resource_map(lab, resource_map)
+    served = {name.split(".")[0] for name in resources}
+    assert served == set(STATIONS)
+    expected = {f"{n}.{i}" for n, i, _ in lab.all_instruments()}
+    assert set(resources) == expected
+    check = qnode("instruments", "check", "--lab", str(THREE), "--resource-map", str(resource_map))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"all {len(expected)} instruments healthy" in check.stdout
+    assert "(5 stations: A, B, C, M1, M2)" in " ".join(check.stdout.split())
+    # the ground truth names both midpoints, each with its own link's two nodes only
+    truth = SimControl(resource_map).truth()
+    assert set(truth["M1"]["eta"]) == {"A", "B"}
+    assert set(truth["M2"]["eta"]) == {"B", "C"}
+
+
+def test_sim_up_serves_the_metro_lab_with_its_fibres(tmp_path):
+    """The metro variant: the same five stations; each photon's delay after its sync holds
+    its node's fibre to the link's midpoint (5 us/km) on top of the 40-90 ns electronics."""
+    lab = load_lab(METRO)
+    resource_map = tmp_path / "resources.json"
+    proc = start_sim(lab, resource_map, seed=SEED, log=tmp_path / "sim.log")
+    try:
+        resources = read_resource_map(lab, resource_map)
+        assert {name.split(".")[0] for name in resources} == set(STATIONS)
+        control = SimControl(resource_map)
+        for link in lab.all_links.values():
+            delays = control.truth(link.midpoint)["delay_ns"]
+            assert set(delays) == set(link.nodes)
+            for node in link.nodes:
+                fibre_ns = link.delay_s(node) * 1e9
+                assert fibre_ns + 40.0 <= delays[node] <= fibre_ns + 90.0, (link, node)
+    finally:
+        terminate(proc)
+
+
+def test_each_midpoint_drives_the_sync_of_its_own_link(three_node):
+    """M1's sync reaches A's and B's port 0, M2's reaches B's port 1 and C's port 0: each
+    sequencer's WAIT_SYNC on the port of a link returns when that link's midpoint fires."""
+    lab, resource_map = three_node
+    resources = read_resource_map(lab, resource_map)
+    waits = {  # station -> (midpoint, port)
+        ("A", "M1"): 0,
+        ("B", "M1"): 0,
+        ("B", "M2"): 1,
+        ("C", "M2"): 0,
+    }
+    for (node, midpoint), port in waits.items():
+        seq = lab.make_driver(node, "seq", resources)
+        herald = lab.make_driver(midpoint, "herald", resources)
+        other = lab.make_driver("M2" if midpoint == "M1" else "M1", "herald", resources)
+        program = assemble(f"WAIT_SYNC 5s, {port}\nEVENT 7\nHALT")
+        with seq, herald, other:
+            seq.load(program)
+            seq.run()
+            other.fire_sync()  # the other midpoint's sync reaches another input: still waits
+            time.sleep(0.05)
+            assert seq.state() == "WAITING", (node, midpoint)
+            herald.fire_sync()
+            deadline = time.monotonic() + 5
+            while seq.state() in ("RUNNING", "WAITING") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert seq.state() == "HALTED", (node, midpoint)
+            events = seq.read_events()
+            assert [e.code for e in events] == [7], (node, midpoint, events)
+
+
+def test_midpoint_serve_names_the_midpoints_when_the_lab_has_several(tmp_path):
+    env = {**os.environ, "QNODE_DATA_DIR": str(tmp_path)}
+    unnamed = qnode("midpoint", "serve", "--lab", str(THREE), env=env)
+    assert unnamed.returncode == 2
+    text = " ".join((unnamed.stdout + unnamed.stderr).split())
+    assert "has 2 midpoints" in text and "M1 (A-B)" in text and "M2 (B-C)" in text
+    wrong = qnode("midpoint", "serve", "--lab", str(THREE), "--name", "M3", env=env)
+    assert wrong.returncode == 2
+    assert "'M3' is not a midpoint" in " ".join((wrong.stdout + wrong.stderr).split())
+
+
+def test_a_midpoint_daemon_serves_its_own_link(three_node, tmp_path, monkeypatch):
+    from controller.midpoint.daemon import link_nodes, served_midpoint
+    from controller.operator import daemons
+    from controller.operator.client import NodeClient
+
+    lab, resource_map = three_node
+    assert served_midpoint(lab, "M2") == "M2" and link_nodes(lab, "M2") == ["B", "C"]
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    proc = daemons.start_daemon(lab, "M2", log=tmp_path / "M2.log", resource_map=resource_map)
+    try:
+        with NodeClient.for_lab(lab, "M2", timeout_s=10) as client:
+            status = client.status()
+        assert status["node"] == "M2"
+    finally:
+        terminate(proc)
+
+
+ALPHA = 0.1
+LINK_SHOTS = 20
+
+
+def calibrate_from_truth(lab, control: SimControl, node: str) -> None:
+    """What calibration finds, from the truth (this test is about the links, not calibration),
+    as hil_tests/test_entanglement_physics.py does."""
+    import math
+
+    from controller.data.params import ParameterStore
+
+    truth = control.truth(node)
+    pi_v = 1 / (2 * 100e-9 * truth["rabi_hz_per_v"])
+    alpha_v = pi_v * 2 * math.acos(math.sqrt(ALPHA)) / math.pi
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        for name, value in (
+            ("mw_frequency_hz", truth["qubit_hz"]),
+            ("pi_amplitude_v", pi_v),
+            ("alpha_amplitude_v", alpha_v),
+            ("readout_duration_ns", 12_000.0),
+        ):
+            store.set_manual(node, name, value, "test: from the simulator's truth")
+
+
+def test_node_daemons_herald_on_each_link_in_turn(three_node, tmp_path, monkeypatch):
+    """The node daemons compile and run the attempt loop on their port of a link (B's
+    program points its fibre switch there); the link's midpoint (its herald logic, through
+    its driver) releases them with its sync: A-B through M1, then B-C through M2. Every shot
+    heralds at that link's midpoint only, with B's photon among those it saw."""
+    from controller.operator import daemons
+    from controller.operator.client import NodeClient
+    from sequences.operations import (
+        CRCheck,
+        EntanglementAttempt,
+        Readout,
+        Sequence,
+        SpinInit,
+        Sweep,
+        WaitSync,
+    )
+
+    lab, resource_map = three_node
+    resources = read_resource_map(lab, resource_map)
+    control = SimControl(resource_map)
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    for node in ("A", "B", "C"):
+        calibrate_from_truth(lab, control, node)
+    procs = {
+        node: daemons.start_daemon(
+            lab, node, log=tmp_path / f"{node}.log", resource_map=resource_map
+        )
+        for node in ("A", "B", "C")
+    }
+    try:
+        for link_name, link in lab.all_links.items():
+            before = {m: len(control.heralds(midpoint=m)) for m in ("M1", "M2")}
+            herald = lab.make_driver(link.midpoint, "herald", resources)
+            truth = control.truth(link.midpoint)
+            windows = [(truth["delay_ns"][n], truth["lifetime_ns"][n] * 2.3) for n in link.nodes]
+            runs = {}
+            with herald:
+                herald.set_herald_windows(windows)
+                herald.set_sync_auto(True)
+                try:
+                    for node in link.nodes:
+                        port = lab.nodes[node].channels.port(link_name)
+                        sequence = Sequence(
+                            f"attempt_{link_name}",
+                            (
+                                CRCheck(),
+                                WaitSync(port=port),
+                                EntanglementAttempt(max_attempts=10**6, port=port),
+                                SpinInit(0),
+                                Readout(),
+                            ),
+                            LINK_SHOTS,
+                        )
+                        with NodeClient.for_lab(lab, node, timeout_s=10) as client:
+                            runs[node] = client.start(sequence, Sweep())["run_id"]
+                    for node, run_id in runs.items():
+                        with NodeClient.for_lab(lab, node, timeout_s=10) as client:
+                            done = client.wait(run_id, timeout_s=120)
+                        assert done["status"] == "completed", (link_name, node, done)
+                finally:
+                    herald.set_sync_auto(False)
+            after = {m: control.heralds(midpoint=m) for m in ("M1", "M2")}
+            other = "M2" if link.midpoint == "M1" else "M1"
+            assert len(after[other]) == before[other], link_name
+            new = after[link.midpoint][before[link.midpoint] :]
+            assert len(new) == LINK_SHOTS, link_name
+            # both memories bright (alpha ~0.1) in most heralds: B's photons went to this
+            # link's midpoint (a memory that lost its charge state before the attempts is
+            # dark; that is rare, ~1 in 20 at most)
+            both = [h for h in new if min(h["alphas"][n] for n in link.nodes) > 0]
+            assert len(both) >= 0.7 * LINK_SHOTS, (link_name, new)
+    finally:
+        for proc in procs.values():
+            terminate(proc)
+
+
+def calibrate_link_from_truth(lab, control: SimControl, link_name: str) -> None:
+    """What the routines would find for one link (as controller/harness/truth_calibration.py
+    does for a two-node lab's M): each end's qubit and its photons at this link's midpoint,
+    the midpoint's detectors and visibility. A node's photon parameters are one set per node
+    in the store, so B's are those of the link it entangles on next."""
+    import math
+
+    from calibration.planning import OPTICAL_PULSE_NS
+    from controller.data.params import ParameterStore
+    from controller.harness.truth_calibration import pi_amplitude
+
+    link = lab.all_links[link_name]
+    m = control.truth(link.midpoint)
+    with ParameterStore(lab.data_dir / "params.sqlite") as store:
+        for node in link.nodes:
+            truth = control.truth(node)
+            pi_v = pi_amplitude(truth)
+            for name, value in {
+                "mw_frequency_hz": truth["qubit_hz"],
+                "pi_amplitude_v": pi_v,
+                "pi2_amplitude_v": pi_v / 2,
+                "readout_duration_ns": 12_000.0,
+                "init_fidelity": truth["init_fidelity"],
+                "init_fidelity_sigma": 0.001,
+                "detection_probability": m["eta"][node],
+                "detection_window_start_ns": m["delay_ns"][node] + OPTICAL_PULSE_NS,
+                "photon_onset_ns": m["delay_ns"][node],
+                "detection_window_ns": m["lifetime_ns"][node] * math.log(10),
+                "photon_lifetime_ns": m["lifetime_ns"][node],
+                "double_excitation": m["p_double"][node],
+                "double_excitation_sigma": 0.013,
+            }.items():
+                store.set_manual(node, name, value, "test: from the simulator's truth")
+        for name, detector in lab.nodes[link.midpoint].channels.detectors.items():
+            rate = m["dark_count_hz"][str(detector)]
+            store.set_manual(link.midpoint, f"dark_count_hz_{name}", rate, "test: the truth")
+        store.set_manual(link.midpoint, "visibility", m["visibility"], "test: the truth")
+        store.set_manual(link.midpoint, "visibility_sigma", 0.02, "test: typical error")
+
+
+@pytest.mark.timeout(600)
+def test_entangle_a_with_b_then_b_with_c(three_node, tmp_path, monkeypatch):
+    """The link layer finds the midpoint of the link to its peer: A entangles with B through
+    M1, then B (initiating) with C through M2, one session at a time (Barrett-Kok, Z)."""
+    from controller.operator import daemons
+    from controller.operator.client import NodeClient
+
+    lab, resource_map = three_node
+    control = SimControl(resource_map)
+    monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    procs = daemons.ensure_daemons(lab, list(STATIONS), resource_map, tmp_path / "logs")
+    pairs = 10
+    try:
+        for initiator, peer, link_name in (("A", "B", "AB"), ("B", "C", "BC")):
+            midpoint = lab.all_links[link_name].midpoint
+            other = "M2" if midpoint == "M1" else "M1"
+            calibrate_link_from_truth(lab, control, link_name)
+            before = {m: len(control.heralds(midpoint=m)) for m in ("M1", "M2")}
+            with NodeClient.for_lab(lab, initiator, timeout_s=30) as client:
+                started = client.entangle(
+                    pairs, "barrett_kok", deadline_s=200, delivery="Z", peer=peer
+                )
+                summary = client.wait_session(started["session"], timeout_s=250)
+                data = client.session_data(started["session"])
+            assert summary["state"] == "completed", (link_name, summary.get("reason"))
+            delivered = data["pairs"][data["pairs"]["status"] == DELIVERED]
+            assert len(delivered) >= pairs, link_name
+            heralds = control.heralds(midpoint=midpoint)[before[midpoint] :]
+            assert len(heralds) >= pairs and all(h["protocol"] == "barrett_kok" for h in heralds)
+            assert {frozenset(h["alphas"]) for h in heralds} == {frozenset((initiator, peer))}
+            assert len(control.heralds(midpoint=other)) == before[other], link_name
+    finally:
+        for proc in reversed(procs):
+            terminate(proc)
+
+
+# pure code: the simulated lab in this process -----------------------------------------------
+def send(device, text: str, block: bytes | None = None):
+    return device.execute(Message(text, block))
+
+
+def sequencer_of(lab: SimLab, node: str) -> SimSequencer:
+    return next(
+        d for d in lab.devices.values() if isinstance(d, SimSequencer) and d.node.name == node
+    )
+
+
+def lasers_on(lab: SimLab, node: str) -> None:
+    """The node's lasers on at their nominal power, its memory ready (as after a passed CR
+    check: these programs have none)."""
+    for path in lab.nodes[node].optics.values():
+        path.laser.enabled, path.laser.power_w = True, path.nominal_power_w
+    lab.nodes[node].physics.ready = True
+
+
+INIT_NS, EXCITE_NS = 2000, 20
+SYNC_EVENT, HERALD_EVENT, ATTEMPTS_EVENT, EXHAUSTED_EVENT = 10, 11, 12, 13
+
+
+def attempt_program(port: int, switch_line: int | None, window_ns: int, attempts: int) -> str:
+    """The attempt loop (spin pump, optical pi pulse, herald wait) on one link's port, the
+    fibre switch pointed at that link's midpoint first; events: the sync, the herald (its
+    outcome) and the attempts it took, or the attempts exhausted."""
+    switch = ""
+    if switch_line is not None:
+        switch = f"{'TTL_SET' if port else 'TTL_CLR'} {1 << switch_line:#x}\n"
+    return f"""{switch}WAIT_SYNC 5s, {port}
+        EVENT {SYNC_EVENT}
+        SET r2, 0
+top:    ADD r2, 1
+        TTL_SET 0x4
+        WAIT {INIT_NS}
+        TTL_CLR 0x4
+        TTL_SET 0x8
+        WAIT {EXCITE_NS}
+        TTL_CLR 0x8
+        WAIT_HERALD r0, {window_ns}, {port}
+        BRANCH_GE r0, 1, heralded
+        LOOP top, {attempts}
+        EVENT {EXHAUSTED_EVENT}, r2
+        HALT
+heralded: EVENT {HERALD_EVENT}, r0
+        EVENT {ATTEMPTS_EVENT}, r2
+        HALT
+"""
+
+
+def run_link(
+    lab_file: Path, link: str, window_ns: int, attempts: int, runs: int = 1, seed: int = 3
+):
+    """Both nodes of a link run the attempt loop on their port of it, `runs` times, released
+    by that link's midpoint (its herald logic's SYNC:MODE AUTO). Returns each node's events
+    per run, the midpoints' ground-truth heralds and the lab's description."""
+    config = load_lab(lab_file)
+    spec = config.all_links[link]
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            async def run():
+                lab = SimLab(config.model_dump(), seed, Path(tmp), Path(tmp) / "resources.json")
+                herald = lab.midpoints[spec.midpoint].herald_logic
+                send(herald, "SYNC:MODE AUTO")
+                assert send(herald, "SYNC:MODE?") == "AUTO"
+                events: dict[str, list] = {n: [] for n in spec.nodes}
+                for _ in range(runs):
+                    for node in spec.nodes:
+                        lasers_on(lab, node)
+                        channels = config.nodes[node].channels
+                        source = attempt_program(
+                            channels.port(link),
+                            channels.ttl.get("fibre_switch"),
+                            window_ns,
+                            attempts,
+                        )
+                        seq = sequencer_of(lab, node)
+                        send(seq, "PROGram:LOAD", assemble(source).encode())
+                        send(seq, "RUN")
+                    for node in spec.nodes:
+                        seq = sequencer_of(lab, node)
+                        while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                            await asyncio.sleep(0.001)
+                        assert send(seq, "STATus?") == "HALTED"
+                        events[node].append(decode_events(send(seq, "EVT:DATA?")))
+                heralds = {name: list(m.heralds) for name, m in lab.midpoints.items()}
+                return events, heralds, lab
+
+            return loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+def by_code(events) -> dict[int, object]:
+    return {e.code: e for e in events}
+
+
+@pytest.mark.parametrize("link, quiet", [("AB", "M2"), ("BC", "M1")])
+def test_a_herald_on_each_link_b_switching_its_fibre(link, quiet):
+    """B's fibre switch sends its photons to the midpoint of the link it attempts on: that
+    midpoint heralds (both memories bright in the ground truth: both photons reached it),
+    the other never does."""
+    runs = 5
+    events, heralds, lab = run_link(THREE, link, window_ns=1000, attempts=10**6, runs=runs)
+    midpoint = "M1" if link == "AB" else "M2"
+    assert heralds[quiet] == []
+    assert len(heralds[midpoint]) == runs
+    for h in heralds[midpoint]:
+        # the memories, pumped to |0> (bright) with no rotation, both emit: each alpha ~1
+        assert set(h["alphas"]) == set(link) and min(h["alphas"].values()) > 0.9, h
+    for node, per_run in events.items():
+        for run in per_run:
+            codes = by_code(run)
+            assert HERALD_EVENT in codes and codes[HERALD_EVENT].value in (1, 2), (node, run)
+    # B's switch line (5) is high after a run on BC (port 1), low after one on AB (port 0)
+    assert bool((lab.nodes["B"].ttl >> 5) & 1) == (link == "BC")
+
+
+def test_switch_pointed_at_the_other_midpoint_leaves_b_dark_there():
+    """A wrong fibre switch (B's photons to M1 while it attempts on M2): M2 heralds on C's
+    photons alone, and the ground truth says B was dark."""
+    config = load_lab(THREE)
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            async def run():
+                lab = SimLab(config.model_dump(), 5, Path(tmp), Path(tmp) / "resources.json")
+                send(lab.midpoints["M2"].herald_logic, "SYNC:MODE AUTO")
+                for node, port, switch in (("B", 1, None), ("C", 0, None)):
+                    lasers_on(lab, node)
+                    # B's program leaves its switch low (M1) though it waits on M2's port
+                    source = attempt_program(port, switch, 1000, 10**6)
+                    seq = sequencer_of(lab, node)
+                    send(seq, "PROGram:LOAD", assemble(source).encode())
+                    send(seq, "RUN")
+                for node in ("B", "C"):
+                    seq = sequencer_of(lab, node)
+                    while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                        await asyncio.sleep(0.001)
+                return list(lab.midpoints["M2"].heralds), list(lab.midpoints["M1"].heralds)
+
+            at_m2, at_m1 = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert len(at_m2) == 1 and at_m1 == []
+    assert at_m2[0]["alphas"]["B"] == 0.0 and at_m2[0]["alphas"]["C"] > 0.9
+
+
+def test_metro_herald_wait_returns_one_round_trip_after_the_excitation():
+    """On the metro lab's 10 km link (5 km each way) the herald reaches a node 2 x 25 us after
+    its photon left: the WAIT_HERALD of the heralding attempt ends exactly then (virtual
+    clock), the failed attempts each last their whole wait."""
+    window = 60_000  # ns: longer than the 50 us round trip
+    events, heralds, lab = run_link(METRO, "AB", window_ns=window, attempts=10**6)
+    round_trip = 2 * 5.0 * 5000  # 2 x 5 km x 5 us/km, in ns
+    assert lab.midpoints["M1"].round_trip_ns("A") == round_trip
+    assert len(heralds["M1"]) == 1
+    for node in ("A", "B"):
+        codes = by_code(events[node][0])
+        attempts = codes[ATTEMPTS_EVENT].value
+        assert attempts == heralds["M1"][0]["attempts"]
+        period = INIT_NS + EXCITE_NS + window
+        after_excitation = (
+            codes[HERALD_EVENT].time_ns
+            - codes[SYNC_EVENT].time_ns
+            - (attempts - 1) * period
+            - (INIT_NS + EXCITE_NS)
+        )
+        assert after_excitation == round_trip, node
+
+
+def test_metro_herald_wait_shorter_than_the_round_trip_never_hears_a_herald():
+    """A herald wait shorter than the round trip gives up before any attempt's fate can come
+    back: every attempt times out, none heralds at the node, whatever the midpoint saw."""
+    attempts = 40
+    events, heralds, _ = run_link(METRO, "AB", window_ns=40_000, attempts=attempts)
+    for node in ("A", "B"):
+        codes = by_code(events[node][0])
+        assert HERALD_EVENT not in codes, node
+        assert codes[EXHAUSTED_EVENT].value == attempts
+    assert heralds["M1"] == []
+
+
+def photon_delays(lab_file: Path, node: str, midpoint: str, port: int) -> tuple[np.ndarray, dict]:
+    """The delays (ns after their sync) of the tags a node's excitation train leaves on its
+    midpoint's tagger, and that midpoint's truth; the node's photons reach the detectors with
+    probability 0.2 (raised, for statistics). A short spin pump: 500 excitations light the
+    memory for 0.1 ms, well within its ~2 ms to ionise under red light."""
+    import dataclasses
+
+    config = load_lab(lab_file)
+    switch = config.nodes[node].channels.ttl.get("fibre_switch")
+    body = "TTL_SET 0x4\nWAIT 200\nTTL_CLR 0x4\nTTL_SET 0x8\nWAIT 20\nTTL_CLR 0x8\nWAIT 80000\n"
+    lead = "" if switch is None else f"{'TTL_SET' if port else 'TTL_CLR'} {1 << switch:#x}\n"
+    source = f"{lead}top: {body}LOOP top, 500\nHALT\n"
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            async def run():
+                lab = SimLab(config.model_dump(), 11, Path(tmp), Path(tmp) / "resources.json")
+                mid = lab.midpoints[midpoint]
+                mid.truth = dataclasses.replace(mid.truth, eta={**mid.truth.eta, node: 0.2})
+                lasers_on(lab, node)
+                tagger, seq = mid.tagger, sequencer_of(lab, node)
+                for channel in mid.detectors:
+                    assert send(tagger, f"INPut{channel}:ENABle ON;:RAW{channel}:SEND ON") == ""
+                send(seq, "PROGram:LOAD", assemble(source).encode())
+                assert send(tagger, "RECord:ENABle ON;DURation 3600 s;PLAY") == ""
+                send(seq, "RUN")
+                while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                    await asyncio.sleep(0.001)
+                send(tagger, "RECord:STOP")
+                return tagger.tags["delay_ps"] / 1e3, mid.truth.as_dict()
+
+            return loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    "lab_file, node, midpoint, port, fibre_ns",
+    [
+        (THREE, "A", "M1", 0, 5.0),  # 1 m of fibre
+        (METRO, "A", "M1", 0, 25_000.0),  # 5 km
+        (METRO, "B", "M2", 1, 62_500.0),  # 12.5 km, through B's fibre switch
+    ],
+)
+def test_photons_arrive_one_fibre_delay_later(lab_file, node, midpoint, port, fibre_ns):
+    """The delay histogram of a node's photons starts at the fibre delay plus the electronics
+    (40-90 ns); the bulk lies within a few lifetimes (12 ns) of the onset."""
+    delays, truth = photon_delays(lab_file, node, midpoint, port)
+    onset = truth["delay_ns"][node]
+    assert fibre_ns + 40.0 <= onset <= fibre_ns + 90.0
+    photons = delays[(delays > onset - 5.0) & (delays < onset + 120.0)]
+    # ~500 excitations x 0.2: about 100 photons (sd 10) while the memory stays ready; more
+    # than 40 is 6 sd below
+    assert len(photons) > 40
+    # the photon cluster starts at the onset (jitter 0.05 ns), not before
+    assert photons.min() >= onset - 0.5
+    assert np.median(photons) == pytest.approx(onset + 12.0 * np.log(2), abs=6.0)
+
+
+# the compiler: ports and the fibre switch ---------------------------------------------------
+def compiled_attempt(node: str, port: int) -> str:
+    from controller.node.runtime import hardware_of
+    from sequences.compiler import compile_sequence
+    from sequences.operations import EntanglementAttempt, Sequence, WaitSync
+    from sequences.parameters import defaults
+
+    params = {
+        **defaults("nv"),
+        "alpha_amplitude_v": 0.1,
+        "pi_amplitude_v": 0.5,
+        "mw_frequency_hz": 2.87e9,
+    }
+    sequence = Sequence(
+        "attempt", (WaitSync(port=port), EntanglementAttempt(max_attempts=10, port=port)), 1
+    )
+    return compile_sequence(sequence, params, hardware_of(load_lab(THREE), node)).listing
+
+
+def test_compiler_emits_the_port_and_points_b_s_fibre_switch():
+    def waits(listing: str) -> list[str]:
+        return [x for x in listing.splitlines() if x.startswith(("WAIT_SYNC", "WAIT_HERALD"))]
+
+    on_bc = compiled_attempt("B", 1).splitlines()
+    switch_high = f"TTL_SET {1 << 5:#x}"  # B's fibre_switch line 5, high: the link on port 1
+    assert on_bc.count(switch_high) == 1
+    first_attempt = next(k for k, x in enumerate(on_bc) if x.startswith("attempt"))
+    assert on_bc.index(switch_high) < first_attempt  # set once, before the attempt loop
+    assert waits("\n".join(on_bc)) == ["WAIT_SYNC 1000000000, 1", "WAIT_HERALD r3, 1000, 1"]
+    on_ab = compiled_attempt("B", 0)
+    assert f"TTL_CLR {1 << 5:#x}" in on_ab and switch_high not in on_ab
+    assert waits(on_ab) == ["WAIT_SYNC 1000000000", "WAIT_HERALD r3, 1000"]
+    on_a = compiled_attempt("A", 0)  # A has no switch
+    assert "0x20" not in on_a and waits(on_a) == waits(on_ab)
+
+
+# the lab file and the program format --------------------------------------------------------
+def three_node_raw() -> dict:
+    import tomllib
+
+    return tomllib.loads(THREE.read_text())
+
+
+@pytest.mark.parametrize(
+    "change, key, problem",
+    [
+        (lambda r: r["nodes"]["B"]["channels"].pop("links"), "nodes.B.channels.links", "name the"),
+        (
+            lambda r: r["nodes"]["B"]["channels"]["ttl"].pop("fibre_switch"),
+            "nodes.B.channels.ttl",
+            "needs a TTL line 'fibre_switch'",
+        ),
+        (
+            lambda r: r["nodes"]["A"]["channels"].update(links={"BC": 0}),
+            "nodes.A.channels.links.BC",
+            "A is not an end of a link 'BC'",
+        ),
+        (
+            lambda r: r["nodes"]["B"]["channels"].update(links={"AB": 1, "BC": 1}),
+            "nodes.B.channels.links.BC",
+            "port 1 is already the port of link AB",
+        ),
+        (
+            lambda r: r["nodes"]["C"]["channels"].update(links={"BC": 4}),
+            "nodes.C.channels.links.BC",
+            "port 4 is outside 0..3",
+        ),
+    ],
+)
+def test_lab_file_link_ports_and_fibre_switch_are_checked(change, key, problem):
+    raw = three_node_raw()
+    change(raw)
+    with pytest.raises(LabConfigError) as error:
+        parse_lab(raw, str(THREE))
+    assert key in str(error.value) and problem in str(error.value)
+
+
+def test_program_format_round_trip_with_ports():
+    text = "WAIT_SYNC 1ms, 1\nWAIT_HERALD r3, 60us, 2\nWAIT_SYNC 1ms\nWAIT_HERALD r0, 1us\nHALT"
+    program = assemble(text)
+    assert program.instructions[:4] == [
+        Instruction(Op.WAIT_SYNC, b=1, d=1_000_000),
+        Instruction(Op.WAIT_HERALD, a=3, b=2, d=60_000),
+        Instruction(Op.WAIT_SYNC, b=0, d=1_000_000),
+        Instruction(Op.WAIT_HERALD, a=0, b=0, d=1_000),
+    ]
+    assert decode(program.encode()) == program.instructions
+    with pytest.raises(ProgramError, match="port 4 does not exist"):
+        assemble("WAIT_HERALD r0, 1us, 4\nHALT")
+    with pytest.raises(ProgramError, match="port 9 does not exist"):
+        encode([Instruction(Op.WAIT_SYNC, b=9, d=4), Instruction(Op.HALT)])
+    with pytest.raises(ProgramError, match="port must not be negative"):
+        assemble("WAIT_SYNC 1us, -1\nHALT")
+
+
+def test_a_herald_sets_its_pair_and_leaves_the_third_memory_alone():
+    """With three memories in the register, a link's heralded state replaces its two qubits
+    only, in the link's order: the third keeps its state."""
+    from sim_backends.register import QubitRegister
+
+    register = QubitRegister(["A", "B", "C"])
+    kept = np.array([[0.8, 0.1], [0.1, 0.2]], dtype=complex)
+    register.replace("A", kept)
+    # (|01> + i|10>)/sqrt(2) with C first: C=0 B=1, or C=1 B=0
+    in_c_b = np.array([0, 1, 1j, 0]) / np.sqrt(2)
+    register.set_pair("C", "B", np.outer(in_c_b, in_c_b.conj()))
+    assert np.allclose(register.reduced("A"), kept)
+    rho = register.rho.reshape([2] * 6)  # rows A, B, C; columns A, B, C
+    b_c = np.einsum("abcaef->bcef", rho).reshape(4, 4)
+    in_b_c = np.array([0, 1j, 1, 0]) / np.sqrt(2)  # B=0 C=1 carries the i
+    assert np.allclose(b_c, np.outer(in_b_c, in_b_c.conj()))
