@@ -578,7 +578,7 @@ class C13MoveRoutine(MemoryRoutine):
         mean = float(np.mean(fidelities))
         sigma = math.sqrt(sum(variances)) / len(variances)
         round_trip = (4 * (3 * mean - 1) / 2 - 1) / 3
-        info = {"fidelities": dict(zip(CARDINAL_STATES, fidelities, strict=True))}
+        info: dict = {"fidelities": dict(zip(CARDINAL_STATES, fidelities, strict=True))}
         info.update({"reference": [b0, b1], "round_trip_fidelity": mean, "sigma": sigma})
         states = list(CARDINAL_STATES)
 
