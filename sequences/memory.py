@@ -20,8 +20,9 @@ in |0>). The sequencer must therefore time everything between the two: a charge 
 sync wait (unknown length) in between is refused, and an entanglement attempt only when its
 period is a whole number of Larmor periods (then the number of attempts does not matter).
 
-Sequences (Bradley et al., PRX 9, 031045 (2019) Fig. 1; Pompili et al., Science 372, 259
-(2021) supplementary):
+Sequences (their structure as in Bradley et al., PRX 9, 031045 (2019) and the supplementary
+material of Pompili et al., Science 372, 259 (2021); the pulse phases and the timing are our
+derivation, replayed on the Hamiltonian above in hil_tests/test_compiler_memory.py):
 - MemoryToElectron (electron in |0>): e y(pi/2), CRx(pi/2), e x(pi/2), an echoed wait that
   turns the nucleus by a quarter turn, CRx(pi/2), e -y(pi/2): the nuclear state moves onto
   the electron and the nucleus is left in a fixed state (|0>).
