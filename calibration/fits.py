@@ -320,3 +320,163 @@ def _covariance(f, theta: np.ndarray, bounds) -> np.ndarray:
                 + f(centre - e_i - e_j)
             ) / (4 * steps[i] * steps[j])
     return np.linalg.pinv(h, rcond=1e-10)
+
+
+# nuclear-spin memory (13C) ------------------------------------------------------------------
+def gaussian_dip(x, centre, width, depth, offset):
+    """A resonance dip of the electron's coherence under decoupling."""
+    return offset - depth * np.exp(-((x - centre) ** 2) / (2 * width**2))
+
+
+def fit_dips(tau_ns: np.ndarray, bright: np.ndarray, noise: float) -> list[Fit]:
+    """Every dip that stands `5 noise` below the baseline (the median), each fitted alone
+    with a Gaussian over its neighbourhood; sorted by centre. `noise` is one point's
+    standard error."""
+    tau_ns, bright = np.asarray(tau_ns, float), np.asarray(bright, float)
+    baseline = float(np.median(bright))
+    below = bright < baseline - 5 * noise
+    step = float(np.median(np.diff(tau_ns))) if len(tau_ns) > 1 else 1.0
+    fits: list[Fit] = []
+    i = 0
+    while i < len(bright):
+        if not below[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(bright) and below[j + 1]:
+            j += 1
+        lowest = i + int(np.argmin(bright[i : j + 1]))
+        half = max(3 * (j - i + 1), 6)
+        lo, hi = max(lowest - half, 0), min(lowest + half + 1, len(bright))
+        x, y = tau_ns[lo:hi], bright[lo:hi]
+        depth = baseline - float(bright[lowest])
+        width = max((j - i + 1) * step / 2.5, step / 2)
+        try:
+            fit = _fit(
+                gaussian_dip,
+                x,
+                y,
+                [float(tau_ns[lowest]), width, depth, baseline],
+                ["centre_ns", "width_ns", "depth", "offset"],
+                bounds=([x.min(), step / 10, 0, 0], [x.max(), x.max() - x.min(), 1.2, 1.2]),
+            )
+            fits.append(fit)
+        except FitFailed:
+            pass
+        i = j + 1
+    return sorted(fits, key=lambda f: f.params["centre_ns"])
+
+
+def resonance_order(centres_ns: list[float]) -> tuple[float, list[int]]:
+    """The mean precession frequency (Hz) and the order k of each resonance, from dips at
+    tau_k = (2k - 1) / (4 f): consecutive resonances are 1 / (2 f) apart. Dips of other
+    spins or missing resonances are allowed: the spacing is the smallest gap's multiple
+    that fits all of them."""
+    if len(centres_ns) < 2:
+        raise FitFailed("one resonance alone does not tell its order: need two")
+    gaps = np.diff(sorted(centres_ns))
+    spacing = float(np.min(gaps))
+    multiples = np.round(gaps / spacing)
+    if np.any(np.abs(gaps / spacing - multiples) > 0.1):
+        raise FitFailed(
+            "the dips are not evenly spaced (more than one spin, or noise): spacings "
+            + ", ".join(f"{g:.0f}" for g in gaps)
+            + " ns"
+        )
+    # the least-squares spacing from all dips and their whole multiples
+    steps = np.concatenate([[0], np.cumsum(multiples)])
+    slope, _ = np.polyfit(steps, sorted(centres_ns), 1)
+    mean_hz = 1 / (2 * slope * 1e-9)
+    orders = [round((4 * c * 1e-9 * mean_hz + 1) / 2) for c in sorted(centres_ns)]
+    return float(mean_hz), orders
+
+
+def gate_model(n, n_pi2, offset, amplitude):
+    """Electron coherence after n pulses on a resonance with an unpolarised nucleus: the two
+    branches turn it by +-theta, theta = pi/2 n / n_pi2, their overlap cos(theta)."""
+    return offset + amplitude * np.cos(np.pi / 2 * n / n_pi2)
+
+
+def fit_gate(n_pulses: np.ndarray, bright: np.ndarray) -> Fit:
+    n_pulses, bright = np.asarray(n_pulses, float), np.asarray(bright, float)
+    offset = float(np.mean(bright))
+    amplitude = max(float(bright[0] - offset), 0.05)
+    crossing = np.flatnonzero(bright < offset)
+    guesses = [float(n_pulses[crossing[0]])] if crossing.size else []
+    guesses += [float(np.max(n_pulses)) / f for f in (1, 2, 4)]
+    starts = [[g * f, offset, amplitude] for g in guesses for f in (0.8, 1.0, 1.25)]
+    return _best_fit(
+        gate_model,
+        n_pulses,
+        bright,
+        starts,
+        ["n_pi2", "offset", "amplitude"],
+        ([2, 0, 0], [10 * float(np.max(n_pulses)), 1, 1]),
+        "no conditional rotation could be fitted",
+    )
+
+
+def attempt_decay(n, n_1e, offset, amplitude):
+    """Memory coherence after n entanglement attempts (Kalb et al., PRA 97, 062330 (2018)):
+    each attempt dephases by a small random phase, the coherence decays as exp(-n / N_1/e)."""
+    return offset + amplitude * np.exp(-n / n_1e)
+
+
+def fit_attempt_decay(attempts: np.ndarray, value: np.ndarray, sigma: np.ndarray) -> Fit:
+    attempts, value = np.asarray(attempts, float), np.asarray(value, float)
+    top = float(np.max(attempts))
+    amplitude = max(float(value[0] - value[-1]), 0.05)
+    try:
+        popt, pcov = curve_fit(
+            attempt_decay,
+            attempts,
+            value,
+            p0=[top / 3, float(value[-1]), amplitude],
+            sigma=np.maximum(np.asarray(sigma, float), 1e-3),
+            absolute_sigma=True,
+            bounds=([1, -0.2, 0], [100 * top, 1.2, 1.2]),
+            maxfev=20000,
+        )
+    except (RuntimeError, ValueError) as e:
+        raise FitFailed(f"the decay did not fit ({e})") from None
+    residual = value - attempt_decay(attempts, *popt)
+    total = np.sum((value - value.mean()) ** 2)
+    names = ["n_1e", "offset", "amplitude"]
+    errs = np.sqrt(np.clip(np.diag(pcov), 0, None))
+    return Fit(
+        dict(zip(names, map(float, popt), strict=True)),
+        dict(zip(names, map(float, errs), strict=True)),
+        float(1 - np.sum(residual**2) / total) if total > 0 else 0.0,
+        lambda x: attempt_decay(x, *popt),
+    )
+
+
+def precession_model(t_s, offset, amplitude, frequency_hz, phase, t2_s):
+    """A nuclear Ramsey fringe: the gates' own phase is free (their timing sets it)."""
+    return offset - amplitude * np.exp(-((t_s / t2_s) ** 2)) * np.cos(
+        2 * np.pi * frequency_hz * t_s + phase
+    )
+
+
+def fit_precession(t_s: np.ndarray, bright: np.ndarray, frequency_guess_hz: float) -> Fit:
+    t_s, bright = np.asarray(t_s, float), np.asarray(bright, float)
+    span = float(t_s.max())
+    seen = dominant_frequency(t_s, bright)
+    guesses = [g for g in (seen, frequency_guess_hz) if g > 0]
+    amplitude = max((float(bright.max()) - float(bright.min())) / 2, 0.05)
+    starts = [
+        [float(np.mean(bright)), amplitude, g * f, phase, span]
+        for g in guesses
+        for f in (0.999, 1.0, 1.001)
+        for phase in (-1.0, 0.0, 1.0)
+    ]
+    nyquist = 0.5 / float(t_s[1] - t_s[0])
+    return _best_fit(
+        precession_model,
+        t_s,
+        bright,
+        starts,
+        ["offset", "amplitude", "frequency_hz", "phase", "t2_s"],
+        ([0, 0, 0, -2 * np.pi, span / 20], [1, 1, nyquist, 2 * np.pi, 1e3 * span]),
+        "no precession fringes could be fitted",
+    )

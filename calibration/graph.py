@@ -6,6 +6,8 @@ their dependents.
     midpoint   dark_counts, phase_fringe -> phase_noise
     link       detection_window + dark_counts -> visibility
                visibility + phase_noise -> alpha
+    memory     ramsey -> c13_spectroscopy -> c13_gate -> c13_ramsey -> c13_dephasing
+                                                            c13_ramsey -> c13_move
 
 Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
 the node's photons with the midpoint's tagger; `dark_counts` and `phase_fringe` measure the
@@ -15,6 +17,9 @@ which owns its instruments). The link routines run entanglement sessions with th
 through `NodeAccess.link` (the peer's daemon and the midpoint's must run) and store midpoint
 parameters too. A routine is skipped when the lab lacks what it needs (a midpoint, a link) or
 it is no step of the node's platform, and a failed or skipped routine skips its dependents.
+The memory routines belong to the graph of a node whose lab file names the memory
+(`memories = ["c13"]`) and to no other: walking a whole graph leaves them out elsewhere,
+naming one there says why it is skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from calibration.routine import FAILED, IN_SPEC, SKIPPED, UPDATED, Outcome, Rout
 from calibration.routines.check_threshold import CheckThresholdRoutine
 from calibration.routines.esr import EsrRoutine
 from calibration.routines.link import AlphaRoutine, VisibilityRoutine
+from calibration.routines.memory import MEMORY_ROUTINES, has_memory
 from calibration.routines.midpoint import (
     DarkCountsRoutine,
     DetectionWindowRoutine,
@@ -54,6 +60,7 @@ ROUTINES: dict[str, Routine] = {
         PhaseNoiseRoutine(),
         VisibilityRoutine(),
         AlphaRoutine(),
+        *MEMORY_ROUTINES,
     )
 }
 
@@ -62,9 +69,12 @@ class GraphError(QnodeError):
     pass
 
 
-def plan(names: list[str] | None = None) -> list[str]:
-    """The routines to visit, dependencies first (all of them when `names` is empty)."""
-    wanted = list(names or ROUTINES)
+def plan(names: list[str] | None = None, memory: bool = False) -> list[str]:
+    """The routines to visit, dependencies first (when `names` is empty: all of them, the
+    memory routines only with `memory`, for a node with a 13C memory)."""
+    wanted = list(
+        names or (n for n, r in ROUTINES.items() if memory or not getattr(r, "needs_memory", False))
+    )
     unknown = [n for n in wanted if n not in ROUTINES]
     if unknown:
         raise GraphError(f"unknown routine(s) {', '.join(unknown)} (known: {', '.join(ROUTINES)})")
@@ -167,10 +177,20 @@ def run_graph(
     """The outcomes of the routines visited; `done`: outcomes already known (a node's own
     routines, walked with its first link), not run again and not returned."""
     outcomes: dict[str, Outcome] = dict(done or {})
-    for name in plan(names):
+    memory = has_memory(node)
+    only_memory = bool(names) and all(
+        getattr(ROUTINES.get(n), "needs_memory", False) for n in names or ()
+    )
+    for name in plan(names, memory):
         routine = ROUTINES[name]
         if name in (done or {}):
             continue
+        if getattr(routine, "needs_memory", False) and not memory:
+            if only_memory:  # asked for by name: say why nothing runs
+                outcomes[name] = Outcome(
+                    name, SKIPPED, "the node has no 13C memory (its lab file's memories)"
+                )
+            continue  # not part of this node's graph
         if routine.needs_midpoint and node.midpoint is None:
             outcomes[name] = Outcome(
                 name, SKIPPED, "no midpoint to measure with (no midpoint daemon reached)"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qnode.errors import QnodeError
+from sequences.memory import MemoryOperation, check_frames_survive, compile_memory_operation
 from sequences.operations import (
     PROTOCOLS,
     CountWindow,
@@ -91,6 +92,8 @@ class Hardware:
     awg_sample_rate_hz: float
     awg_amplitude_vpp: float  # the AWG channels run at this; pulse amplitudes scale within it
     awg_memory_points: int
+    memories: tuple[str, ...] = ()
+    """The node's memory qubits beside the electron (the lab file's `memories`)."""
 
     @property
     def awg_peak_v(self) -> float:
@@ -134,6 +137,9 @@ class _Compiler:
         self._pulses: dict[tuple, str] = {}
         self.read: set[str] = set()
         """The parameters the sequence read: a swept name outside it sweeps nothing."""
+        self.memories = hw.memories
+        self.memory_frames: dict[str, int] = {}
+        """memory -> when its state was written (ns into the shot): later gates keep time."""
 
     # helpers -------------------------------------------------------------------------------
     def fail(self, reason: str) -> CompileError:
@@ -236,15 +242,21 @@ class _Compiler:
         match op:
             case Wait():
                 self.wait(self.duration(op.duration_ns))
+            case MemoryOperation():
+                compile_memory_operation(self, op)
             case CRCheck():
+                check_frames_survive(self, op, None)
                 self.check(op)
             case Decoupling():
                 self.decoupling(op)
             case EntanglementAttempt():
+                start = self.elapsed
                 self.attempt(op)
+                check_frames_survive(self, op, self.elapsed - start)
             case Repeat():
                 self.repeat(op)
             case WaitSync():
+                check_frames_survive(self, op, None)
                 timeout = self.duration(op.timeout_ns, "sync timeout")
                 if timeout == 0:
                     raise self.fail("the sync timeout must be positive")
@@ -364,6 +376,11 @@ class _Compiler:
         self.emit(f"EVENT {ATTEMPTS}, r{R_ATTEMPTS}")
         self.emit(f"{done}:")
         self.elapsed += init_ns + excite_ns + window  # one attempt, the best case
+
+    def played_ns(self, op: MwPulse) -> int:
+        """How long `mw_pulse(op)` will keep the sequencer waiting, without emitting it."""
+        samples = round(self.value(op.duration_ns, "duration") * 1e-9 * self.hw.awg_sample_rate_hz)
+        return math.ceil(samples / self.hw.awg_sample_rate_hz * 1e9 / CLOCK_NS) * CLOCK_NS
 
     def mw_pulse(self, op: MwPulse) -> int:
         """Emit AWG_TRIG and return the pulse's length in ns (0: no pulse)."""

@@ -367,3 +367,7 @@ def from_data(data: Any) -> tuple[Sequence, Sweep]:
             SweepAxis(axis["name"], tuple(float(v) for v in values), str(axis.get("unit", "")))
         )
     return Sequence(name, operations, shots), Sweep(tuple(axes))
+
+
+# The memory qubits' operations (sequences/memory.py) add themselves to OPERATIONS on import.
+import sequences.memory  # noqa: E402, F401

@@ -89,6 +89,17 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("init_fidelity", "", "spin initialisation fidelity: P(|0> after init)"),
         ParameterSpec("init_fidelity_sigma", "", "the initialisation fidelity's error"),
         ParameterSpec("visibility_sigma", "", "the two-photon visibility's error"),
+        # an NV node's 13C memory (sequences/memory.py, calibration/routines/memory.py)
+        ParameterSpec("c13_tau_ns", "ns", "13C: half the DD pulse spacing, on a resonance"),
+        ParameterSpec("c13_n_pulses", "", "13C: DD pulses of the conditional pi/2 (even)"),
+        ParameterSpec("c13_larmor_hz", "Hz", "13C: precession with the electron in |0>"),
+        ParameterSpec("c13_omega1_hz", "Hz", "13C: precession with the electron in |1>"),
+        ParameterSpec("c13_n_1e_at_alpha", "", "13C: attempts to 1/e of a stored coherence"),
+        ParameterSpec("c13_n_1e_alpha", "", "13C: the alpha c13_n_1e_at_alpha holds at"),
+        ParameterSpec("c13_t2_s", "s", "13C: coherence time under decoupling"),
+        ParameterSpec("c13_move_fidelity", "", "13C: fidelity of a move into the memory"),
+        ParameterSpec("c13_search_start_ns", "ns", "13C spectroscopy: start of the tau search"),
+        ParameterSpec("c13_search_stop_ns", "ns", "13C spectroscopy: end of the tau search"),
     )
 }
 

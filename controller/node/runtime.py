@@ -138,6 +138,7 @@ def hardware_of(lab: LabConfig, node: str) -> Hardware:
         awg_sample_rate_hz=awg.limits["sample_rate_hz"][1] if awg else 1e9,
         awg_amplitude_vpp=awg.limits["amplitude_vpp"][1] if awg else 0.0,
         awg_memory_points=int(awg.limits["waveform_points"][1]) if awg else 0,
+        memories=tuple(cfg.memories),
     )
 
 

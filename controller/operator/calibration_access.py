@@ -97,6 +97,7 @@ class ClientNodeAccess(StoredParameters):
     link_midpoint: str | None = None
     """Set for a node with several links: its photon values (LINK_PARAMETERS) are read and
     written under this midpoint, as <node>_<name> (the link being calibrated)."""
+    memories: tuple[str, ...] = ()
 
     @classmethod
     def for_lab(
@@ -112,7 +113,8 @@ class ClientNodeAccess(StoredParameters):
         plot_dir = lab.data_dir / "calibration"
         platform = lab.nodes[node].platform
         scoped = midpoint.node if midpoint is not None and several_links(lab, node) else None
-        return cls(client, store, node, platform, peak, midpoint, plot_dir, link, scoped)
+        memories = tuple(lab.nodes[node].memories)
+        return cls(client, store, node, platform, peak, midpoint, plot_dir, link, scoped, memories)
 
     def _where(self, name: str) -> tuple[str, str]:
         """(station, name) a value of this node is kept under on the link being calibrated."""

@@ -1,0 +1,397 @@
+"""Operations on an NV node's nuclear-spin memory (13C), compiled into electron pulse trains.
+
+The electron (|0> = ms=0, |1> = ms=-1) couples to a 13C spin by
+H = omega_L I_z + |1><1| (A_par I_z + A_perp I_x) (Taminiau et al., PRL 109, 137602 (2012)).
+A decoupling train on the electron, tau - pi - 2 tau - pi - tau repeated, with tau on a
+resonance tau_k = (2k - 1) pi / (2 omega_L + A_par), rotates the nucleus about +x when the
+electron is |0> and about -x when it is |1>: the DD gate CRx(theta) = exp(-i theta/2 Z_e X_n)
+(Taminiau et al., Nat. Nanotechnol. 9, 171 (2014)). Its angle grows linearly with the number
+of pulses; `c13_n_pulses` is the count for theta = pi/2. Every other nuclear rotation is about
+z and comes from waiting: the nucleus precesses at omega_0 = omega_L with the electron in |0>,
+at omega_1 = sqrt((omega_L + A_par)^2 + A_perp^2) in |1>; while the electron is in a
+superposition a wait is echoed (an electron pi pulse in its middle) so both branches turn by
+the mean (omega_0 + omega_1) / 2.
+
+The gate's axis is x in the laboratory frame (the hyperfine field's direction), so which axis
+of the stored state it acts on depends on when it starts. The compiler tracks each memory's
+frame: the moment its state was written (the end of SwapToMemory or MemoryInit); a later
+gate on it starts a whole number of Larmor periods after that (a wait while the electron is
+in |0>). The sequencer must therefore time everything between the two: a charge check or a
+sync wait (unknown length) in between is refused, and an entanglement attempt only when its
+period is a whole number of Larmor periods (then the number of attempts does not matter).
+
+Sequences (their structure as in Bradley et al., PRX 9, 031045 (2019) and the supplementary
+material of Pompili et al., Science 372, 259 (2021); the pulse phases and the timing are our
+derivation, replayed on the Hamiltonian above in hil_tests/test_compiler_memory.py):
+- MemoryToElectron (electron in |0>): e y(pi/2), CRx(pi/2), e x(pi/2), an echoed wait that
+  turns the nucleus by a quarter turn, CRx(pi/2), e -y(pi/2): the nuclear state moves onto
+  the electron and the nucleus is left in a fixed state (|0>).
+- MemoryInit: electron initialisation, MemoryToElectron (the nucleus's old state, whatever it
+  was, goes onto the electron), electron initialisation again: a SWAP-like reset.
+- SwapToMemory (nucleus initialised): MemoryToElectron's steps in reverse, each inverted.
+- MemoryReadout: MemoryToElectron, an electron basis rotation, the electron's readout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from sequences.operations import (
+    OPERATIONS,
+    MwPulse,
+    Operation,
+    Param,
+    Readout,
+    SpinInit,
+    pi_half_pulse,
+    pi_pulse,
+)
+from sequences.program import CLOCK_NS
+
+if TYPE_CHECKING:
+    from sequences.compiler import CompileError
+
+
+def parameter(memory: str, quantity: str) -> str:
+    """The stored name of a memory's calibrated quantity: parameter("c13", "tau_ns")."""
+    return f"{memory}_{quantity}"
+
+
+GATE_QUANTITIES = ("tau_ns", "n_pulses", "larmor_hz", "omega1_hz")
+"""What a memory's gates are compiled from (`<memory>_<quantity>` in the parameter store)."""
+DEPHASING_QUANTITIES = ("n_1e_at_alpha", "n_1e_alpha", "t2_s", "move_fidelity")
+"""What the link layer plans with (dephasing per attempt, T2, a move's fidelity)."""
+
+
+@dataclass(frozen=True)
+class MemoryOperation(Operation):
+    """An operation on one memory qubit of the node (a name of the lab file's `memories`)."""
+
+    memory: str = "c13"
+
+
+@dataclass(frozen=True)
+class MemoryGate(MemoryOperation):
+    """The electron-conditional rotation CRx(angle): the nucleus turns about +x with the
+    electron in |0>, about -x in |1>. The angle is a positive multiple of 90 degrees (a
+    multiple of the calibrated pi/2 pulse count)."""
+
+    KIND = "memory_gate"
+    angle_deg: float = 90.0
+    frame: str = "keep"
+    """"keep": start a whole number of Larmor periods after the memory's state was written;
+    "ignore": start at once (a nuclear Ramsey measures the precession frames are kept with)."""
+
+
+@dataclass(frozen=True)
+class MemoryInit(MemoryOperation):
+    """Reset the memory to a fixed state by moving its state onto a freshly initialised
+    electron, then initialise the electron again."""
+
+    KIND = "memory_init"
+
+
+@dataclass(frozen=True)
+class SwapToMemory(MemoryOperation):
+    """Move the electron's state into the (initialised) memory; the electron ends in |0>."""
+
+    KIND = "swap_to_memory"
+
+
+@dataclass(frozen=True)
+class MemoryToElectron(MemoryOperation):
+    """Move the memory's state onto the electron (which must be in |0>)."""
+
+    KIND = "memory_to_electron"
+
+
+MEMORY_BASES = ("z", "x", "y")
+FRAMES = ("keep", "ignore")
+
+
+@dataclass(frozen=True)
+class MemoryReadout(MemoryOperation):
+    """Measure the memory in a basis: its state onto the electron, the electron read out
+    (bright = the memory's +1 eigenstate of that basis: |0>, |+x>, |+y>)."""
+
+    KIND = "memory_readout"
+    basis: str = "z"
+    label: str = "memory"
+
+
+MEMORY_OPERATIONS: dict[str, type[Operation]] = {
+    cls.KIND: cls for cls in (MemoryGate, MemoryInit, SwapToMemory, MemoryToElectron, MemoryReadout)
+}
+OPERATIONS.update(MEMORY_OPERATIONS)
+
+
+# ---- compilation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateCalibration:
+    """A memory's calibrated gate parameters, read from the node's parameters."""
+
+    memory: str
+    tau_ns: float
+    n_pulses: int
+    larmor_hz: float
+    omega1_hz: float
+    sign: int = 1
+    """The direction of the DD gate's rotation for electron |0> (+x). The transfers work for
+    either (checked on the model), so none is calibrated; -1 wraps each gate in flips."""
+
+    @property
+    def mean_precession_hz(self) -> float:
+        """The nucleus's precession averaged over the electron's two states (echoed waits)."""
+        return (self.larmor_hz + self.omega1_hz) / 2
+
+
+class Emitter(Protocol):
+    """What memory compilation needs of the compiler (sequences.compiler._Compiler)."""
+
+    elapsed: int
+    memory_frames: dict[str, int]
+    memories: tuple[str, ...]
+
+    def fail(self, reason: str) -> CompileError: ...
+
+    def wait(self, ns: int) -> None: ...
+
+    def emit(self, line: str) -> None: ...
+
+    def label(self, stem: str) -> str: ...
+
+    def mw_pulse(self, op: MwPulse) -> int: ...
+
+    def played_ns(self, op: MwPulse) -> int: ...
+
+    def operation(self, op: Operation) -> None: ...
+
+    def value(self, v: float | int | Param, what: str) -> float: ...
+
+
+def gate_calibration(out: Emitter, memory: str, precession: bool = True) -> GateCalibration:
+    """The memory's gate parameters, or an error naming what is missing or wrong.
+    `precession=False`: only the gate's own (tau, pulses), for a gate that keeps no frame."""
+    if memory not in out.memories:
+        have = ", ".join(out.memories) or "none"
+        raise out.fail(
+            f"memory '{memory}' is not a memory qubit of this node (the lab file's memories "
+            f"of this node: {have})"
+        )
+    values = {"larmor_hz": math.nan, "omega1_hz": math.nan}
+    for quantity in GATE_QUANTITIES if precession else GATE_QUANTITIES[:2]:
+        name = parameter(memory, quantity)
+        values[quantity] = out.value(Param(name), name)
+    n = values["n_pulses"]
+    if n != round(n) or n < 2 or round(n) % 2:
+        raise out.fail(
+            f"{parameter(memory, 'n_pulses')} must be an even pulse count of at least 2, "
+            f"got {n:g}: recalibrate with c13_gate"
+        )
+    for quantity in ("tau_ns", "larmor_hz", "omega1_hz"):
+        if values[quantity] <= 0:  # (nan when not read: not compared)
+            raise out.fail(f"{parameter(memory, quantity)} must be positive")
+    return GateCalibration(
+        memory, values["tau_ns"], round(n), values["larmor_hz"], values["omega1_hz"]
+    )
+
+
+def _quantise(ns: float) -> int:
+    return round(ns / CLOCK_NS) * CLOCK_NS
+
+
+def gate_pulse_count(cal: GateCalibration, angle_deg: float) -> int:
+    """Pulses for a conditional rotation by a positive multiple of 90 degrees."""
+    quarters = angle_deg / 90
+    if quarters != round(quarters) or quarters < 1:
+        raise ValueError(
+            f"a memory gate turns by a positive multiple of 90 degrees, not {angle_deg:g}"
+        )
+    return round(quarters) * cal.n_pulses
+
+
+def _gate(out: Emitter, cal: GateCalibration, n_pulses: int) -> None:
+    """The DD gate: n electron pi pulses (XY-4 cycle), centre to centre 2 tau, tau from the
+    gate's start to the first centre and from the last centre to its end. Pulse centres, not
+    edges, set the resonance."""
+    spacing = _quantise(2 * cal.tau_ns)
+    length = out.played_ns(pi_pulse())
+    edge = _quantise((spacing - length) / 2)  # both ends together: one gap
+    if edge < 0:
+        raise out.fail(
+            f"{parameter(cal.memory, 'tau_ns')} of {cal.tau_ns:g} ns is shorter than half the "
+            f"{length} ns pi pulse"
+        )
+    out.wait(edge)
+    cycles = n_pulses // 2 - 1  # X gap Y gap, looped by the sequencer; the last pair below
+    if cycles > 0:
+        top = out.label("dd")
+        out.emit(f"{top}:")
+        start = out.elapsed
+        for phase in (0.0, 90.0):
+            out.wait(out.mw_pulse(pi_pulse(phase)))
+            out.wait(spacing - length)
+        out.emit(f"LOOP {top}, {cycles}")
+        out.elapsed = start + (out.elapsed - start) * cycles
+    out.wait(out.mw_pulse(pi_pulse(0.0)))
+    out.wait(spacing - length)
+    out.wait(out.mw_pulse(pi_pulse(90.0)))
+    out.wait(spacing - length - edge)
+
+
+def _electron(out: Emitter, phase_deg: float, angle_deg: int) -> None:
+    pulse = pi_pulse(phase_deg) if angle_deg == 180 else pi_half_pulse(phase_deg)
+    out.wait(out.mw_pulse(pulse))
+
+
+def _wrapped(cal: GateCalibration, sign: int) -> bool:
+    return sign * cal.sign < 0
+
+
+def _conditional(out: Emitter, cal: GateCalibration, sign: int) -> int:
+    """CRx(+pi/2), or CRx(-pi/2) = X_e CRx(+pi/2) X_e (the electron's flips swap the
+    branches' directions). Returns when the gate itself ended (before a closing flip)."""
+    if _wrapped(cal, sign):
+        _electron(out, 0.0, 180)
+    _gate(out, cal, cal.n_pulses)
+    end = out.elapsed
+    if _wrapped(cal, sign):
+        _electron(out, 0.0, 180)
+    return end
+
+
+def _echoed_quarter_turn(
+    out: Emitter,
+    cal: GateCalibration,
+    turns: float,
+    before: MwPulse | None,
+    after: MwPulse | None,
+    since: int,
+    flips_after: int,
+) -> None:
+    """Between two gates: an electron pulse (`before`, `after`) and an echoed wait, wait -
+    pi - wait, so long that from the first gate's end (`since`) to the second's start
+    (`flips_after` flips of a wrapped gate still to come) the nucleus turns by `turns`
+    (mod 1) at the mean precession in both of the electron's branches. Every pulse in the
+    gap counts: at a Larmor period of 0.5 us a 100 ns pulse is a fifth of a turn."""
+    pi_ns = out.played_ns(pi_pulse())
+    extra = sum(out.played_ns(p) for p in (before, after) if p is not None)
+    extra += (out.elapsed - since) + flips_after * pi_ns
+    period_ns = 1e9 / cal.mean_precession_hz
+    target = turns % 1
+    for whole in range(1000):
+        total = (target + whole) * period_ns
+        half = _quantise((total - extra - pi_ns) / 2)
+        if half >= CLOCK_NS:
+            break
+    else:  # pragma: no cover - a period is microseconds, pulses are far shorter
+        raise out.fail("no echoed wait fits the memory's precession period")
+    if before is not None:
+        out.wait(out.mw_pulse(before))
+    out.wait(half)
+    out.wait(out.mw_pulse(pi_pulse()))
+    out.wait(half)
+    if after is not None:
+        out.wait(out.mw_pulse(after))
+
+
+def _align(out: Emitter, cal: GateCalibration, lead_ns: int) -> None:
+    """Wait (the electron in |0>: the nucleus precesses at omega_L alone) until `lead_ns` from
+    now is a whole number of Larmor periods after the memory's frame was set."""
+    frame = out.memory_frames.get(cal.memory)
+    if frame is None:
+        return
+    period_ns = 1e9 / cal.larmor_hz
+    late = (out.elapsed + lead_ns - frame) % period_ns
+    out.wait(_quantise((period_ns - late) % period_ns))
+
+
+def _memory_to_electron(out: Emitter, cal: GateCalibration, align: bool) -> None:
+    wrapped = _wrapped(cal, +1)
+    if align:
+        lead = out.played_ns(pi_half_pulse(90.0)) + wrapped * out.played_ns(pi_pulse())
+        _align(out, cal, lead)
+    _electron(out, 90.0, 90)
+    end = _conditional(out, cal, +1)
+    _echoed_quarter_turn(out, cal, 0.25, pi_half_pulse(0.0), None, end, int(wrapped))
+    _conditional(out, cal, +1)
+    _electron(out, 270.0, 90)
+
+
+def _swap_to_memory(out: Emitter, cal: GateCalibration) -> None:
+    """MemoryToElectron's steps in reverse order, each inverted."""
+    wrapped = _wrapped(cal, -1)
+    _electron(out, 90.0, 90)
+    end = _conditional(out, cal, -1)
+    _echoed_quarter_turn(out, cal, -0.25, None, pi_half_pulse(180.0), end, int(wrapped))
+    out.memory_frames[cal.memory] = _conditional(out, cal, -1)
+    _electron(out, 270.0, 90)
+
+
+BASIS_ROTATION = {"z": None, "x": pi_half_pulse(270.0), "y": pi_half_pulse(0.0)}
+"""The electron's rotation that takes the basis's +1 eigenstate to |0> (bright)."""
+
+
+def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
+    """Emit `op` as electron pulses and waits (see the module's docstring)."""
+    framed = op.memory in out.memory_frames
+    if isinstance(op, MemoryGate) and op.frame not in FRAMES:
+        raise out.fail(f"unknown frame {op.frame!r} ({', '.join(FRAMES)})")
+    if isinstance(op, MemoryGate) and not (op.frame == "keep" and framed):
+        cal = gate_calibration(out, op.memory, precession=False)
+    else:
+        cal = gate_calibration(out, op.memory)
+    match op:
+        case MemoryGate():
+            try:
+                n = gate_pulse_count(cal, op.angle_deg)
+            except ValueError as e:
+                raise out.fail(str(e)) from None
+            if op.frame == "keep":
+                _align(out, cal, 0)
+            _gate(out, cal, n)
+        case MemoryInit():
+            out.operation(SpinInit())
+            _memory_to_electron(out, cal, align=False)
+            out.memory_frames[cal.memory] = out.elapsed
+            out.operation(SpinInit())
+        case SwapToMemory():
+            _swap_to_memory(out, cal)
+        case MemoryToElectron():
+            _memory_to_electron(out, cal, align=True)
+        case MemoryReadout():
+            if op.basis not in BASIS_ROTATION:
+                raise out.fail(f"unknown basis {op.basis!r} ({', '.join(MEMORY_BASES)})")
+            _memory_to_electron(out, cal, align=True)
+            rotation = BASIS_ROTATION[op.basis]
+            if rotation is not None:
+                out.wait(out.mw_pulse(rotation))
+            out.operation(Readout(label=op.label))
+        case _:
+            raise out.fail(f"no compiler for {type(op).__name__}")
+
+
+def check_frames_survive(out: Emitter, op: Operation, duration_ns: int | None) -> None:
+    """A stored memory state needs the time since it was written: refuse what the sequencer
+    cannot time (duration None), or an attempt loop whose period is not a whole number of
+    Larmor periods (its phase would depend on the number of attempts)."""
+    for memory in list(out.memory_frames):
+        name = type(op).__name__
+        if duration_ns is None:
+            raise out.fail(
+                f"{name} lasts an unknown time, so the phase of the state memory '{memory}' "
+                "holds would be lost; move it before the memory is written or after it is read"
+            )
+        cal = gate_calibration(out, memory)
+        periods = duration_ns * cal.larmor_hz * 1e-9
+        if abs(periods - round(periods)) > 0.02:
+            whole = math.ceil(periods) / cal.larmor_hz * 1e9
+            raise out.fail(
+                f"{name}'s period of {duration_ns} ns is not a whole number of memory "
+                f"'{memory}' Larmor periods ({1e9 / cal.larmor_hz:.1f} ns): the stored phase "
+                f"would depend on the number of attempts; pad it to {whole:.0f} ns"
+            )
