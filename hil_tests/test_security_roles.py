@@ -13,7 +13,7 @@ import zmq
 
 from controller.harness.truth_calibration import calibrate_nodes_from_truth
 from controller.messaging.curve import client_socket, ensure_keypair
-from controller.messaging.keys import key_dir
+from controller.messaging.keys import key_dir, node_keys
 from controller.messaging.serving import read_info
 from controller.messaging.wire import pack, unpack
 
@@ -63,7 +63,12 @@ def send(data_dir: Path, target: str, secret: Path, kind: str, **fields) -> dict
 @pytest.fixture
 def legacy_forged_entry(data_dir, tmp_path):
     """A data folder as the old `qnode keys generate node-B` left it: a client key in B's
-    allow-list entry (keys/allowed/node-B.key), and no station folder yet."""
+    allow-list entry (keys/allowed/node-B.key), and no station folder yet; the stations had
+    run on this machine, so their own keys are there (without them the entry could be B's
+    key copied from another machine, and the migration takes it for that: run alone, this
+    test used to depend on an earlier test having started B)."""
+    for station in ("A", "B", "M"):
+        node_keys(data_dir, station)
     _, forged = ensure_keypair(tmp_path / "forged", "node-B")
     allowed = key_dir(data_dir) / "allowed"
     allowed.mkdir(parents=True, exist_ok=True)
