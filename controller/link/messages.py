@@ -11,6 +11,7 @@ from controller.link.vocabulary import (
     BASES,
     DELIVERY,
     HERALDING,
+    MEMORY_BASES,
     ONE_ROUND,
     OUTCOMES,
     PROTOCOLS,
@@ -77,8 +78,18 @@ REQUEST_FIELDS: dict[str, Kind] = {
     "fidelity_min": NUMBER,
     "deadline_s": NUMBER,
 }
-REQUEST_OPTIONS: dict[str, Kind] = {"delivery": str, "alpha": NUMBER, "heralding": str}
-REQUEST_CHOICES = {"protocol": PROTOCOLS, "delivery": DELIVERY, "heralding": HERALDING}
+REQUEST_OPTIONS: dict[str, Kind] = {
+    "delivery": str,
+    "peer_delivery": str,
+    "alpha": NUMBER,
+    "heralding": str,
+}
+REQUEST_CHOICES = {
+    "protocol": PROTOCOLS,
+    "delivery": DELIVERY,
+    "peer_delivery": DELIVERY,
+    "heralding": HERALDING,
+}
 
 # node -> node --------------------------------------------------------------------------------
 PEER = vocabulary(
@@ -129,6 +140,8 @@ OPERATOR = vocabulary(
     ),
     Schema("session", {"session": str}),
     Schema("session_data", {"session": str}),
+    Schema("memory", {}),
+    Schema("memory_measure", {"basis": str}, {"pair": str}, {"basis": MEMORY_BASES}),
 )
 
 # midpoint -> node ----------------------------------------------------------------------------
@@ -171,6 +184,18 @@ REQUEST_DEFAULTS = {
     "alpha": None,
     "heralding": "hardware",
 }
+MEMORY_NEEDS = (
+    "tau_ns",
+    "n_pulses",
+    "larmor_hz",
+    "omega1_hz",
+    "n_1e_at_alpha",
+    "n_1e_alpha",
+    "t2_s",
+    "move_fidelity",
+)
+"""A memory delivery's calibration (`<memory>_<quantity>`): the gates the move is compiled
+from, and the dephasing per attempt that a stored pair's fidelity is planned with."""
 
 
 def request_from(msg: dict) -> dict:
@@ -179,7 +204,40 @@ def request_from(msg: dict) -> dict:
     for name, default in REQUEST_DEFAULTS.items():
         value = msg.get(name)
         request[name] = default if value is None else value
+    peer_delivery = msg.get("peer_delivery")
+    request["peer_delivery"] = request["delivery"] if peer_delivery is None else peer_delivery
     return request
+
+
+def own_delivery(request: dict, initiator: bool) -> str:
+    """This side's delivery: the initiator's `delivery`, the responder's `peer_delivery` (the
+    same as `delivery` unless given)."""
+    if initiator:
+        return str(request["delivery"])
+    return str(request.get("peer_delivery") or request["delivery"])
+
+
+def check_memory_delivery(lab: LabConfig, node: str, values: dict[str, float]) -> str:
+    """The memory qubit a pair's half on `node` goes into, or a QnodeError naming what is
+    missing (before any attempt)."""
+    config = lab.nodes[node]
+    if config.memory_platform != "nv":
+        raise QnodeError(
+            f"delivery into memory needs an NV node with a 13C memory; {node} is "
+            f"{config.memory_platform} (its platform has no memory operation in qnode yet)"
+        )
+    if not config.memories:
+        raise QnodeError(
+            f"delivery into memory: node {node} has no memory qubit (lab file `memories`)"
+        )
+    memory = config.memories[0]
+    missing = [f"{memory}_{q}" for q in MEMORY_NEEDS if f"{memory}_{q}" not in values]
+    if missing:
+        raise QnodeError(
+            f"delivery into memory: node {node}'s memory {memory} is not calibrated: "
+            f"{', '.join(missing)} (qnode calibrate --node {node} runs its routines)"
+        )
+    return memory
 
 
 def check_request(
@@ -207,8 +265,20 @@ def check_request(
     if peer == node or peer not in lab.nodes or lab.nodes[peer].kind != "memory":
         raise QnodeError(f"{peer!r} is not another memory node of {lab.lab.name}")
     needed = ["mw_frequency_hz", "pi_amplitude_v"]
-    if request["protocol"] == "barrett_kok" or request.get("delivery") in ("X", "Y", "verify"):
+    initiator = "nodes" not in request or list(request["nodes"])[:1] == [node]
+    delivery = own_delivery(request, initiator)
+    if request["protocol"] == "barrett_kok" or delivery in ("X", "Y", "verify", "memory"):
         needed.append("pi2_amplitude_v")
     missing = [n for n in needed if n not in values]
     if missing:
         raise QnodeError(f"node {node} is not calibrated: {', '.join(missing)}")
+    if "memory" in (request["delivery"], request.get("peer_delivery")):
+        if request["pairs"] != 1:
+            raise QnodeError(
+                f"delivery into memory takes one pair per session (the memory holds one), "
+                f"not {request['pairs']}"
+            )
+        if request["protocol"] == "two_photon":
+            raise QnodeError("delivery into memory: two_photon is the ion labs' protocol")
+    if delivery == "memory":
+        check_memory_delivery(lab, node, values)

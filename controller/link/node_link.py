@@ -17,27 +17,39 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from calibration.planning import link_from_calibration
+from calibration.planning import link_from_calibration, memory_from_calibration
 from controller.data.names import check_name, session_path
-from controller.data.sessionfile import SessionFile, new_session_id, read_session
+from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
-from controller.link.messages import FROM_MIDPOINT, FROM_PEER, check_request, request_from
+from controller.link.memory import Discard, Move, NodeMemory
+from controller.link.messages import (
+    FROM_MIDPOINT,
+    FROM_PEER,
+    check_request,
+    own_delivery,
+    request_from,
+)
 from controller.link.node_view import NodeView, RunOutcome
 from controller.link.plan import (
     Expectation,
     alpha_amplitude,
+    announced_delivery,
     attempt_window_ns,
     expectation,
     max_attempts,
+    memory_init_sequence,
     plan_round,
+    round_basis,
     round_sequence,
 )
 from controller.link.reconcile import reconcile_crashed, session_pairs
 from controller.link.session import LinkSession
 from controller.link.shots import ShotParser
 from controller.link.vocabulary import (
+    BASES,
     DRAIN_TIMEOUT_S,
     HEARTBEAT_S,
+    OUTCOMES,
     ROUND_DONE_TIMEOUT_S,
     SILENCE_S,
 )
@@ -45,6 +57,8 @@ from controller.messaging.station_link import StationDialer, StationLink
 from controller.messaging.wire import Refused
 from qnode import __version__
 from qnode.errors import QnodeError
+from sequences.memory import MemoryReadout
+from sequences.operations import Sequence, memory_check
 
 log = logging.getLogger("qnode.link")
 
@@ -68,6 +82,15 @@ class NodeLink:
         self._round_task: asyncio.Task | None = None
         self._alpha_amplitude: float | None = None
         self._herald_line = ThreadPoolExecutor(1, thread_name_prefix=f"herald-{self.name}")
+        config = lab.nodes[self.name]
+        self.memory: NodeMemory | None = (
+            NodeMemory.for_node(lab, self.name, None) if config.memories else None
+        )
+        """The pairs this node's qubits hold after a session delivered into memory."""
+        self.frames: dict[str, tuple[bool, str]] = {}
+        """Stored pair -> (this node corrects its psi- with Z, the heralded outcome)."""
+        self.memory_discards: list[dict] = []
+        """Stored pairs discarded here, with their reasons (newest last)."""
 
     # lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -169,6 +192,10 @@ class NodeLink:
         kind = msg["type"]
         if kind == "entangle":
             return await self._entangle(msg)
+        if kind == "memory":
+            return {"memory": self.memory_state()}
+        if kind == "memory_measure":
+            return {"measurement": await self.memory_measure(msg["basis"], msg.get("pair"))}
         summary = self._summary(msg["session"])
         if kind == "session":
             return {"session": summary}
@@ -189,6 +216,15 @@ class NodeLink:
         busy = self.node.busy_with()
         if busy is not None:
             raise QnodeError(f"node {self.name} is busy with {busy}")
+        initiator = "nodes" not in request or list(request["nodes"])[:1] == [self.name]
+        if own_delivery(request, initiator) == "memory":
+            memory = self.memory
+            if memory is None or memory.free_memory() is None:
+                held = memory.as_dict() if memory is not None else {}
+                raise QnodeError(
+                    f"delivery into memory: no free memory qubit on {self.name} ({held}); "
+                    "measure or discard the stored pair first (memory_measure)"
+                )
 
     async def _entangle(self, msg: dict) -> dict:
         request = request_from(msg)
@@ -290,8 +326,10 @@ class NodeLink:
                     state, reason = session.ending
                     break
                 basis, shots = plan_round(
-                    request["delivery"], request["pairs"], session.delivered_by_basis
+                    announced_delivery(request), request["pairs"], session.delivered_by_basis
                 )
+                if "memory" in (request["delivery"], request["peer_delivery"]):
+                    shots = 1  # the memory holds one pair
                 session.expect_peer_round()
                 await self.link_to(session.peer).request(
                     "link_round",
@@ -301,7 +339,8 @@ class NodeLink:
                     shots=shots,
                     basis=basis,
                 )
-                outcome = await self._run_round(session, round_index, first_shot, shots, basis)
+                own = round_basis(request, True, basis)
+                outcome = await self._run_round(session, round_index, first_shot, shots, own)
                 if outcome.status != "completed":
                     state, reason = session.ending or (
                         "failed",
@@ -359,6 +398,13 @@ class NodeLink:
         loop = asyncio.get_running_loop()
         link_name, link = self.lab.link_between(self.name, session.peer)
         window = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
+        memories = self.lab.nodes[self.name].memories
+        if basis == "memory":
+            init = await self.node.prepare(memory_init_sequence(self.node.platform, memories[0]))
+            session.file.add_run(init.run_id)
+            done = await self.node.execute(init, lambda events: None)
+            if done.status != "completed":
+                return done
         sequence = round_sequence(
             self.node.platform,
             session.request["protocol"],
@@ -369,13 +415,14 @@ class NodeLink:
             session.request.get("heralding") or "hardware",
             window_ns=window,
             port=self.lab.nodes[self.name].channels.port(link_name),
+            memory=memories[0] if memories else "c13",
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
             self.node.abort()
         session.file.add_run(run.run_id)
         session.begin_round(first_shot, shots, basis)
-        parser = ShotParser(first_shot, measured=basis != "keep")
+        parser = ShotParser(first_shot, measured=basis not in ("keep", "memory"))
 
         def on_events(events: list) -> None:  # the worker thread: hand over to the loop
             loop.call_soon_threadsafe(
@@ -427,7 +474,10 @@ class NodeLink:
         if self.session is not session:
             return
         session.finish(state, reason)
-        self.finished[session.session] = session.summary()
+        summary = session.summary()
+        if self.memory is not None:
+            summary["memory"] = self._memory_after(session)
+        self.finished[session.session] = summary
         self.session = None
         log.info(
             "%s: session %s %s (%s): %d delivered, %d discarded",
@@ -438,6 +488,135 @@ class NodeLink:
             session.stats.delivered,
             session.stats.discarded,
         )
+
+    # the memory ---------------------------------------------------------------------------
+    def _memory_after(self, session: LinkSession) -> dict:
+        """After a session: its attempts cost every stored pair (cut-offs discarded with their
+        reasons); a pair it delivered into this node's memory is recorded as stored. Returns
+        what the memory holds, with each stored pair's expected fidelity (planning model)."""
+        memory = self.memory
+        assert memory is not None
+        link_name, _ = self.lab.link_between(self.name, session.peer)
+        now = time.monotonic()
+        alpha = session.expected.alpha if session.expected.alpha is not None else 0.5
+        stored_before = [p for p in memory.pairs() if p.in_memory]
+        if stored_before and session.stats.attempts:
+            for cut in memory.on_attempts(link_name, session.stats.attempts, alpha, now):
+                self._discarded(cut.pair_id, cut.message)
+        initiator = session.role == "initiator"
+        if own_delivery(session.request, initiator) == "memory":
+            for row in session.rows:
+                r = row[0]
+                if r["status"] != DELIVERED or BASES[r["basis"]] != "memory":
+                    continue
+                self._store(session, link_name, r, now)
+        return {
+            "holds": memory.as_dict(),
+            "discarded": list(self.memory_discards[-4:]),
+            "note": "stored-pair fidelities are the planning model's; the simulator's drawn "
+            "heralds still miss a herald wait's precession of a stored memory, so its "
+            "stored-state fidelities are optimistic (docs/simulation.md)",
+        }
+
+    def _store(self, session: LinkSession, link_name: str, row: Any, now: float) -> None:
+        memory = self.memory
+        assert memory is not None
+        try:
+            memory.model = memory_from_calibration(self.node.parameters(self.name), self.name)
+        except QnodeError as e:
+            log.error("%s: stored pair without a memory model: %s", self.name, e)
+        pair_id = row["id"].decode()
+        outcome = OUTCOMES[int(row["outcome"])]
+        memory.on_heralded(
+            link=link_name,
+            pair_id=pair_id,
+            outcome=outcome,
+            fidelity=session.expected.fidelity,
+            fidelity_min=float(session.request.get("fidelity_min") or 0.0),
+            now=now,
+        )
+        move = memory.deliver_to_memory(pair_id, now)
+        if not isinstance(move, Move):
+            reason = move.message if isinstance(move, Discard) else move.reason
+            if memory.holding[memory.electron] is not None:
+                memory.discard(pair_id, reason)
+            self._discarded(pair_id, reason)
+            return
+        self.frames[pair_id] = (session.frame_node == self.name, outcome)
+
+    def _discarded(self, pair_id: str, reason: str) -> None:
+        log.warning("%s: stored pair %s discarded: %s", self.name, pair_id, reason)
+        self.memory_discards.append({"pair_id": pair_id, "reason": reason, "t": time.time()})
+        del self.memory_discards[:-100]
+        self.frames.pop(pair_id, None)
+
+    def memory_state(self) -> dict:
+        """What this node's qubits hold, and the last discards with their reasons."""
+        if self.memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        for cut in self.memory.on_time(time.monotonic()):
+            self._discarded(cut.pair_id, cut.message)
+        return {"holds": self.memory.as_dict(), "discarded": list(self.memory_discards)}
+
+    async def memory_measure(self, basis: str, pair_id: str | None = None) -> dict:
+        """Read a stored pair's half in X, Y or Z (MemoryReadout: the memory's state onto the
+        electron, the electron read out); the bit (+1 bright) is corrected for the link's
+        Pauli frame as a measured pair's is; the qubit is free after. The run file holds the
+        counts. In-process API (the daemon's `memory_measure` request calls it)."""
+        memory = self.memory
+        if memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        if self.session is not None:
+            raise QnodeError(f"node {self.name} is in session {self.session.session}")
+        busy = self.node.busy_with()
+        if busy is not None:
+            raise QnodeError(f"node {self.name} is busy with {busy}")
+        stored = [p for p in memory.pairs() if p.in_memory]
+        if pair_id is None:
+            if len(stored) != 1:
+                raise QnodeError(
+                    f"node {self.name} holds {len(stored)} stored pairs: name one "
+                    f"({', '.join(p.pair_id for p in stored) or 'none'})"
+                )
+            pair = stored[0]
+        else:
+            pair = memory.pair(pair_id)
+            if not pair.in_memory:
+                raise QnodeError(f"pair {pair_id} is in the electron, not in a memory qubit")
+        qubit = pair.qubit.split(".", 1)[1]
+        sequence = Sequence(
+            f"memory_measure_{basis}",
+            (memory_check(self.node.platform), MemoryReadout(qubit, basis=basis.lower())),
+            1,
+        )
+        cuts = memory.on_time(time.monotonic())
+        for cut in cuts:
+            self._discarded(cut.pair_id, cut.message)
+        if any(cut.pair_id == pair.pair_id for cut in cuts):
+            raise QnodeError(f"pair {pair.pair_id} was cut off: {cuts[0].message}")
+        goodness = pair.goodness
+        run = await self.node.prepare(sequence)
+        parser = ShotParser(0, measured=True)
+        shots: list = []
+        outcome = await self.node.execute(run, lambda events: shots.extend(parser.feed(events)))
+        memory.release(pair.pair_id)
+        frame_node, heralded = self.frames.pop(pair.pair_id, (False, pair.outcome))
+        if outcome.status != "completed" or not shots:
+            raise QnodeError(f"memory readout run {outcome.status}: {outcome.reason}")
+        shot = shots[0][1]
+        bit = 1 if shot.counts >= self.node.parameters(self.name)["readout_threshold"] else -1
+        if heralded == "psi_minus" and frame_node and basis in ("X", "Y"):
+            bit = -bit  # the link's Pauli frame: Z on this node turns psi- into psi+
+        return {
+            "pair_id": pair.pair_id,
+            "basis": basis,
+            "bit": bit if shot.valid else 0,
+            "counts": shot.counts,
+            "valid": shot.valid,
+            "outcome": heralded,
+            "expected_fidelity": goodness,
+            "run_id": run.run_id,
+        }
 
     # messages from the peer ---------------------------------------------------------------
     def refuse(self, reason: str, kind: str, sender: str | None) -> Refused:
@@ -536,8 +715,9 @@ class NodeLink:
 
     async def _responder_round(self, session: LinkSession, msg: dict) -> None:
         try:
+            own = round_basis(session.request, False, msg["basis"])
             outcome = await self._run_round(
-                session, msg["round"], msg["first_shot"], msg["shots"], msg["basis"]
+                session, msg["round"], msg["first_shot"], msg["shots"], own
             )
             if outcome.status == "completed":
                 status = "completed"

@@ -19,6 +19,7 @@ from calibration.planning import (
     two_photon,
 )
 from controller.labconfig import LinkConfig
+from controller.link.messages import own_delivery
 from controller.link.vocabulary import (
     MAX_ATTEMPTS,
     MIN_ATTEMPTS,
@@ -27,6 +28,7 @@ from controller.link.vocabulary import (
     SYNC_TIMEOUT_NS,
 )
 from qnode.errors import QnodeError
+from sequences.memory import MemoryInit, SwapToMemory
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,
@@ -154,12 +156,17 @@ def round_sequence(
     heralding: str = "hardware",
     window_ns: float | None = None,
     port: int = 0,
+    memory: str = "c13",
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
-    the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
-    each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome;
-    else `window_ns` (attempt_window_ns: the link's round trip included) or the calibrated
-    herald_window_ns. `port`: the link's sync/herald input pair on this node."""
+        the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
+        each attempt waits (up to SOFTWARE_HERALD_WAIT_NS) for the node to forward its outcome;
+        else `window_ns` (attempt_window_ns: the link's round trip included) or the calibrated
+        herald_window_ns. `port`: the link's sync/herald input pair on this node. Basis
+    "memory": right after the herald, in the same program (no time lost), the half moves into
+    the memory qubit `memory` (SwapToMemory; the electron is then free); the memory must have
+    been initialised before (memory_init_sequence: a run of its own, as a state written before
+    the charge check and the sync wait could not keep its frame)."""
     check = memory_check(platform)
     extra: dict = {"port": port}
     if heralding == "software":
@@ -175,15 +182,39 @@ def round_sequence(
     else:
         attempt = EntanglementAttempt(protocol, max_attempts=attempts, **extra)
     ops = [check, WaitSync(SYNC_TIMEOUT_NS, port), attempt]
-    if basis == "X":
+    if basis == "memory":
+        ops.append(SwapToMemory(memory))
+    elif basis == "X":
         ops.append(pi_half_pulse(90.0))
     elif basis == "Y":
         ops.append(pi_half_pulse(0.0))
-    if basis != "keep":
+    if basis not in ("keep", "memory"):
         # the memory checked again after its readout: a memory that lost its charge state
         # (or its cooling) reads dark whatever its spin; that shot is no measurement
         ops += [Readout(), memory_still_there(check)]
     return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
+
+
+def memory_init_sequence(platform: str, memory: str) -> Sequence:
+    """Before a round that delivers into memory: the memory qubit reset to |0> (its old state
+    onto the electron, which is initialised again). A state along z: its frame needs no
+    keeping through the round's check and sync wait."""
+    return Sequence(f"memory_init_{memory}", (memory_check(platform), MemoryInit(memory)), 1)
+
+
+def round_basis(request: dict, initiator: bool, announced: str) -> str:
+    """What this side does with its half in a round whose basis the initiator announced: a
+    side delivering into memory stores it, the other follows the announced basis."""
+    return "memory" if own_delivery(request, initiator) == "memory" else announced
+
+
+def announced_delivery(request: dict) -> str:
+    """The delivery the initiator plans its rounds' announced basis on: the side that does not
+    deliver into memory (both do: "keep", each side stores its half)."""
+    for delivery in (request["delivery"], request.get("peer_delivery") or request["delivery"]):
+        if delivery != "memory":
+            return str(delivery)
+    return "keep"
 
 
 def shares(delivery: str, pairs: int) -> dict[str, int]:
@@ -204,7 +235,7 @@ def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[st
     only until the next shot: a keep round is one shot, its pair the one the memory holds."""
     share = shares(delivery, pairs)
     basis = max(share, key=lambda b: share[b] - delivered.get(b, 0))
-    if basis == "keep":
+    if basis in ("keep", "memory"):
         return basis, 1
     shots = max(share[basis] - delivered.get(basis, 0), 1)
     return basis, int(min(ROUND_SHOTS_MAX, shots + 2))

@@ -17,10 +17,15 @@ HERALDING = ("hardware", "software")
 ONE_ROUND = ("single_click", "two_photon")
 """Protocols with one detection window per attempt: software heralding can forward each."""
 
-DELIVERY = ("keep", "X", "Y", "Z", "verify")
-"""keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each."""
-BASES = ("keep", "X", "Y", "Z")
-"""Basis codes of the session files' pair rows."""
+DELIVERY = ("keep", "X", "Y", "Z", "verify", "memory")
+"""keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each;
+memory: this node's half is moved into its memory qubit right after the herald (NV nodes with
+`memories` and the memory's calibration; one pair per session: the memory holds one)."""
+BASES = ("keep", "X", "Y", "Z", "memory")
+"""Basis codes of the session files' pair rows ("memory": the half is in the memory qubit
+MEMORY_QUBIT names, not measured)."""
+MEMORY_BASES = ("X", "Y", "Z")
+"""The bases a stored half is read in (`memory_measure`)."""
 SESSION_ENDS = ("completed", "failed", "aborted", "deadline")
 """How a session ends (its file says `running` until then)."""
 
