@@ -205,8 +205,11 @@ class NodeClient:
         alpha: float | None = None,
         peer: str | None = None,
         heralding: str = "hardware",
+        peer_delivery: str | None = None,
     ) -> dict:
-        """Start a session with the peer; returns its summary (session id, expectation)."""
+        """Start a session with the peer; returns its summary (session id, expectation).
+        `delivery` is this node's, `peer_delivery` the peer's (default: the same); "memory"
+        moves the half into the node's memory qubit right after the herald."""
         return self.request(
             "entangle",
             pairs=pairs,
@@ -214,10 +217,20 @@ class NodeClient:
             fidelity_min=fidelity_min,
             deadline_s=deadline_s,
             delivery=delivery,
+            peer_delivery=peer_delivery,
             alpha=alpha,
             peer=peer,
             heralding=heralding,
         )["session"]
+
+    def memory(self) -> dict:
+        """What the node's qubits hold (stored pairs, expected fidelities) and its discards."""
+        return self.request("memory")["memory"]
+
+    def memory_measure(self, basis: str, pair: str | None = None) -> dict:
+        """Read a stored pair's half in X, Y or Z: its bit (+1 bright, Pauli frame applied),
+        counts, run id; the memory qubit is free after."""
+        return self.request("memory_measure", basis=basis, pair=pair)["measurement"]
 
     def session(self, session_id: str) -> dict:
         return self.request("session", session=session_id)["session"]
