@@ -339,10 +339,15 @@ class _Compiler:
         top, heralded, done = self.label("attempt"), self.label("heralded"), self.label("done")
         failed = self.label("failed")
 
-        def excite_and_wait(register: int) -> None:
+        echo_ns = self.played_ns(pi_pulse()) if op.protect_memory else 0
+        pad_ns = self.attempt_padding(op, init_ns, excite_ns, window, echo_ns)
+
+        def excite_and_wait(register: int, last: bool = True) -> None:
             self.emit(f"TTL_SET {excite:#x}")
             self.emit(f"WAIT {excite_ns}")
             self.emit(f"TTL_CLR {excite:#x}")
+            if op.protect_memory and last:  # the echo, right after the last optical pi pulse
+                self.wait(self.mw_pulse(pi_pulse()))
             self.emit(f"WAIT_HERALD r{register}, {window}{self.port_operand(op.port)}")
 
         self.point_fibre_switch(op.port)
@@ -352,6 +357,8 @@ class _Compiler:
         self.emit(f"TTL_SET {pump:#x}")
         self.emit(f"WAIT {init_ns}")
         self.emit(f"TTL_CLR {pump:#x}")
+        if pad_ns:
+            self.emit(f"WAIT {pad_ns}")
         if op.protocol == "single_click":
             self.wait(self.mw_pulse(MwPulse(op.alpha_amplitude_v, Param("pi_duration_ns"))))
             excite_and_wait(R_HERALD)
@@ -361,7 +368,7 @@ class _Compiler:
             self.emit(f"BRANCH_GE r{R_HERALD}, 1, {heralded}")
         else:
             self.wait(self.mw_pulse(pi_half_pulse()))
-            excite_and_wait(R_HERALD)
+            excite_and_wait(R_HERALD, last=False)  # the pi pulse below echoes this round
             self.emit(f"BRANCH_LT r{R_HERALD}, 1, {failed}")
             self.wait(self.mw_pulse(pi_pulse()))
             excite_and_wait(R_HERALD2)
@@ -375,7 +382,47 @@ class _Compiler:
         self.emit(f"EVENT {HERALD}, r{R_HERALD2 if op.protocol == 'barrett_kok' else R_HERALD}")
         self.emit(f"EVENT {ATTEMPTS}, r{R_ATTEMPTS}")
         self.emit(f"{done}:")
-        self.elapsed += init_ns + excite_ns + window  # one attempt, the best case
+        self.elapsed += init_ns + pad_ns + excite_ns + window  # the best case (pulses: wait)
+
+    def attempt_padding(
+        self, op: EntanglementAttempt, init_ns: int, excite_ns: int, window: int, echo_ns: int
+    ) -> int:
+        """A protected attempt's wait after the spin pump that makes its (failed) period a
+        whole number of every memory's Larmor period (the pulses' lengths are this
+        compiler's; `<memory>_larmor_hz` must be calibrated)."""
+        if not op.protect_memory:
+            return 0
+        if not self.hw.memories:
+            raise self.fail("protect_memory: this node has no memory qubit (lab file `memories`)")
+        rounds = 2 if op.protocol == "barrett_kok" else 1
+        if op.protocol == "single_click":
+            rotation = self.played_ns(MwPulse(op.alpha_amplitude_v, Param("pi_duration_ns")))
+        elif op.protocol == "barrett_kok":
+            rotation = self.played_ns(pi_half_pulse()) + self.played_ns(pi_pulse())
+        else:
+            rotation = 0
+        period = init_ns + rotation + rounds * (excite_ns + window) + echo_ns
+        periods_ns = []
+        for memory in self.hw.memories:
+            larmor = self.value(Param(f"{memory}_larmor_hz"), f"{memory} Larmor frequency")
+            if not larmor > 0:
+                raise self.fail(f"{memory}_larmor_hz must be positive, got {larmor:g}")
+            periods_ns.append(1e9 / larmor)
+
+        def residual_ns(pad: int) -> float:  # the worst memory's distance to a whole period
+            return max(abs((period + pad) - round((period + pad) / p) * p) for p in periods_ns)
+
+        # the clock-grid pad (within the longest period) nearest a whole number of periods;
+        # what is left (under half a clock cycle for one memory) turns the stored state by
+        # residual x f_L per attempt: a known phase, as the number of attempts is reported
+        pads = range(0, CLOCK_NS * math.ceil(max(periods_ns) / CLOCK_NS) + CLOCK_NS, CLOCK_NS)
+        best = min(pads, key=residual_ns)
+        if any(residual_ns(best) / p > 0.02 for p in periods_ns):
+            raise self.fail(
+                f"protect_memory: no padding makes the attempt of {period} ns a whole number of "
+                "the memories' Larmor periods (several memories whose periods do not fit)"
+            )
+        return best
 
     def played_ns(self, op: MwPulse) -> int:
         """How long `mw_pulse(op)` will keep the sequencer waiting, without emitting it."""

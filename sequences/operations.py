@@ -174,6 +174,15 @@ class EntanglementAttempt(Operation):
     port: int = 0
     """The link's sync/herald input pair (channels.links); on a node with a fibre switch the
     compiler also points the switch at this link's midpoint."""
+    protect_memory: bool = False
+    """A pair is stored in this node's memory: after the last optical pi pulse of an attempt
+    (Barrett-Kok: the second; its pi pulse between the rounds echoes the first) an electron pi
+    pulse (the echo: the spin pump then resets only the formerly bright part, so a stored 13C
+    dephases per attempt in proportion to alpha; Kalb et al. PRA 2018, Pompili et al. 2021),
+    and the attempt's period padded to a whole number of the memories' Larmor periods (the
+    stored state's frame is kept whatever the number of attempts). The echo flips this
+    electron (X): the heralded psi+/psi- become phi+/phi- unless the peer echoes too (X on
+    both: psi+ stays, psi- only changes sign)."""
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ PEER = vocabulary(
     Schema(
         "link_request",
         {"session": str, "nodes": Names, **REQUEST_FIELDS},
-        {**REQUEST_OPTIONS, "expected": ExpectationMap},
+        {**REQUEST_OPTIONS, "expected": ExpectationMap, "echo": bool},
         REQUEST_CHOICES,
     ),
     Schema(

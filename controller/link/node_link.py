@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,7 @@ from calibration.planning import link_from_calibration, memory_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
-from controller.link.memory import Discard, Move, NodeMemory
+from controller.link.memory import CUT_OFF, Discard, Move, NodeMemory
 from controller.link.messages import (
     FROM_MIDPOINT,
     FROM_PEER,
@@ -63,6 +64,24 @@ from sequences.operations import Sequence, memory_check
 log = logging.getLogger("qnode.link")
 
 
+@dataclass(frozen=True)
+class _NoRun:
+    """A round that did not run (or stopped) for the link layer's own reason."""
+
+    status: str
+    reason: str
+
+
+def memory_alpha(session: LinkSession) -> tuple[float, int]:
+    """(alpha, stored-pair attempts per attempt) of a session's attempts, as the memory's
+    planning model takes them: single-click its alpha once; Barrett-Kok two excitations at
+    half the population bright."""
+    alpha = session.expected.alpha
+    if session.request.get("protocol") == "single_click" and alpha is not None:
+        return float(alpha), 1
+    return 0.5, 2
+
+
 class NodeLink:
     def __init__(self, lab: LabConfig, node: NodeView[Any], dialer: StationDialer) -> None:
         self.lab = lab
@@ -87,6 +106,8 @@ class NodeLink:
             NodeMemory.for_node(lab, self.name, None) if config.memories else None
         )
         """The pairs this node's qubits hold after a session delivered into memory."""
+        self._budget_ran_out: str | None = None
+        """Why this node's last round stopped at a stored pair's attempt budget (a cut-off)."""
         self.frames: dict[str, tuple[bool, str]] = {}
         """Stored pair -> (this node corrects its psi- with Z, the heralded outcome)."""
         self.memory_discards: list[dict] = []
@@ -248,7 +269,11 @@ class NodeLink:
         full = {**request, "session": session_id, "nodes": nodes, "expected": expected.as_dict()}
         self._alpha_amplitude = self._alpha_amplitude_for(expected.alpha)
         # the peer first: it refuses with a reason, or it is in
-        await self.link_to(peer).request("link_request", timeout_s=10.0, **full)
+        # a stored pair on either side: both electrons echo (one-sided, single-click's
+        # psi+/psi- would turn into phi+/phi-: docs/network.md "Delivery into memory")
+        full["echo"] = self._holds_stored()
+        accepted = await self.link_to(peer).request("link_request", timeout_s=10.0, **full)
+        full["echo"] = bool(full["echo"] or accepted.get("echo"))
         session = self._open(session_id, "initiator", peer, nodes, full, expected)
         try:
             await self.link_to(self.midpoint).request(
@@ -354,7 +379,9 @@ class NodeLink:
                     )
                     break
                 if session.peer_round_status != "completed":
-                    state, reason = "failed", f"{session.peer}: {session.peer_round_status}"
+                    status = session.peer_round_status or ""
+                    state = "cut-off" if status.startswith("cut-off") else "failed"
+                    state, reason = state, f"{session.peer}: {status}"
                     break
                 await self._drain(session)
                 first_shot += shots
@@ -405,17 +432,26 @@ class NodeLink:
             done = await self.node.execute(init, lambda events: None)
             if done.status != "completed":
                 return done
+        attempts = max_attempts(session.expected.p_success)
+        budget = self._attempt_budget(session, link_name)
+        if budget is not None:
+            if budget < 1:
+                self._budget_ran_out = "the stored pair's budget allows no attempt"
+                session.end_with("cut-off", f"{self.name}: {self._budget_ran_out}")
+                return _NoRun("aborted", self._budget_ran_out)
+            attempts = min(attempts, budget)
         sequence = round_sequence(
             self.node.platform,
             session.request["protocol"],
             shots,
             basis,
             self._alpha_amplitude,
-            max_attempts(session.expected.p_success),
+            attempts,
             session.request.get("heralding") or "hardware",
             window_ns=window,
             port=self.lab.nodes[self.name].channels.port(link_name),
             memory=memories[0] if memories else "c13",
+            protect_memory=bool(session.request.get("echo")),
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
@@ -435,7 +471,28 @@ class NodeLink:
 
         outcome = await self.node.execute(run, on_events)
         await asyncio.sleep(0)  # let the last events' callbacks run
+        if budget is not None and outcome.status == "completed":
+            shots_run = [session.own.get(k) for k in range(first_shot, first_shot + shots)]
+            if any(s is not None and not s.heralded and s.attempts >= budget for s in shots_run):
+                self._budget_ran_out = (
+                    f"{budget} attempts (the stored pair's budget) ran out before a herald"
+                )
+                session.end_with("cut-off", f"{self.name}: {self._budget_ran_out}")
+                return _NoRun("cut-off", self._budget_ran_out)
         return outcome
+
+    def _holds_stored(self) -> bool:
+        return self.memory is not None and any(p.in_memory for p in self.memory.pairs())
+
+    def _attempt_budget(self, session: LinkSession, link_name: str) -> int | None:
+        """The attempts this node may make before a stored pair's cut-off (None: no stored
+        pair). Barrett-Kok's attempt excites twice with half the population bright: counted
+        as two attempts at alpha 1/2."""
+        if self.memory is None or not self._holds_stored():
+            return None
+        alpha, per_attempt = memory_alpha(session)
+        permit = self.memory.may_attempt(link_name, alpha, time.monotonic())
+        return permit.budget // per_attempt
 
     async def _keep_alive(self, session: LinkSession) -> None:
         """Heartbeats to the peer and the midpoint; a silent one ends the session."""
@@ -498,11 +555,18 @@ class NodeLink:
         assert memory is not None
         link_name, _ = self.lab.link_between(self.name, session.peer)
         now = time.monotonic()
-        alpha = session.expected.alpha if session.expected.alpha is not None else 0.5
+        alpha, per_attempt = memory_alpha(session)
         stored_before = [p for p in memory.pairs() if p.in_memory]
-        if stored_before and session.stats.attempts:
-            for cut in memory.on_attempts(link_name, session.stats.attempts, alpha, now):
+        attempts = session.stats.attempts * per_attempt
+        if stored_before and attempts:
+            for cut in memory.on_attempts(link_name, attempts, alpha, now):
                 self._discarded(cut.pair_id, cut.message)
+        ran_out, self._budget_ran_out = self._budget_ran_out, None
+        if ran_out is not None:
+            for pair in [p for p in memory.pairs() if p.in_memory]:
+                detail = f"{CUT_OFF}: {ran_out} on link {link_name} (goodness {pair.goodness:.4f})"
+                memory.discard(pair.pair_id, detail)
+                self._discarded(pair.pair_id, detail)
         initiator = session.role == "initiator"
         if own_delivery(session.request, initiator) == "memory":
             for row in session.rows:
@@ -710,8 +774,10 @@ class NodeLink:
             "hello", node=self.name, timeout_s=4.0, idempotent=True
         )
         request = {k: v for k, v in msg.items() if k not in ("v", "id", "t", "type")}
+        mine = self._holds_stored()
+        request["echo"] = bool(msg.get("echo") or mine)
         self._open(msg["session"], "responder", initiator, list(nodes), request, exp)
-        return {"accepted": True}
+        return {"accepted": True, "echo": mine}
 
     async def _responder_round(self, session: LinkSession, msg: dict) -> None:
         try:
@@ -721,6 +787,8 @@ class NodeLink:
             )
             if outcome.status == "completed":
                 status = "completed"
+            elif outcome.status == "cut-off":
+                status = f"cut-off: {outcome.reason}"
             elif session.ending is not None:  # aborted because the session ended: say why
                 status = f"run {outcome.status}: {session.ending[1]}"
             else:

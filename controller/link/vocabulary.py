@@ -26,8 +26,9 @@ BASES = ("keep", "X", "Y", "Z", "memory")
 MEMORY_QUBIT names, not measured)."""
 MEMORY_BASES = ("X", "Y", "Z")
 """The bases a stored half is read in (`memory_measure`)."""
-SESSION_ENDS = ("completed", "failed", "aborted", "deadline")
-"""How a session ends (its file says `running` until then)."""
+SESSION_ENDS = ("completed", "failed", "aborted", "deadline", "cut-off")
+"""How a session ends (its file says `running` until then); cut-off: a stored pair's attempt
+budget ran out before a herald (the pair is discarded on the node that held it)."""
 
 HEARTBEAT_S = 0.5
 """Every station beats this often: the nodes to each other and to the midpoint, and back."""
