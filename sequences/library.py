@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sequences.memory import MemoryGate, MemoryReadout
 from sequences.operations import (
     MwPulse,
     Param,
@@ -54,6 +55,37 @@ def readout(platform: str = "nv", shots: int = 1000) -> Sequence:
         Readout(label="dark"),
     )
     return Sequence("readout", ops, shots)
+
+
+BELL_TABLE: dict[tuple[int, int], str] = {
+    (+1, +1): "phi_plus",
+    (-1, +1): "phi_minus",
+    (+1, -1): "psi_plus",
+    (-1, -1): "psi_minus",
+}
+"""bell_measurement's outcome (electron bit, memory bit; +1 bright) -> the Bell state of
+(electron, memory) it projected onto: the memory bit is the ZZ parity (+1: phi), the
+electron bit the phase (+1: plus)."""
+
+
+def bell_measurement(memory: str = "c13", shots: int = 1) -> Sequence:
+    """The Bell-state measurement of the electron and a memory qubit (Pompili et al. 2021,
+    their swap's structure; the angles are ours): the DD gate exp(+i pi/4 Z_e X_n) (MemoryGate
+    at 270 degrees) is a CNOT (electron control) up to Rz_e(pi/2) and Rx_n(pi/2), which the
+    readouts' bases absorb: the electron then reads in Y (pi/2 about x) and the memory in Y,
+    so the memory's readout is the ZZ parity and the electron's the phase (BELL_TABLE;
+    replayed on the papers' Hamiltonian in hil_tests/test_memory_delivery.py). No charge
+    check first: its light would destroy the electron's half. The parity survives an unknown
+    time since the memory was written (Z_e Z_n commutes with its precession); the phase needs
+    the memory's frame, which a program of its own does not have."""
+    ops = (
+        MemoryGate(memory, angle_deg=270.0),
+        pi_half_pulse(0.0),
+        Readout(label="electron"),
+        SpinInit(),
+        MemoryReadout(memory, basis="y", label="memory"),
+    )
+    return Sequence(f"bell_measurement_{memory}", ops, shots)
 
 
 LIBRARY: dict[str, Callable[..., Sequence]] = {

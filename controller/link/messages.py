@@ -142,6 +142,7 @@ OPERATOR = vocabulary(
     Schema("session_data", {"session": str}),
     Schema("memory", {}),
     Schema("memory_measure", {"basis": str}, {"pair": str}, {"basis": MEMORY_BASES}),
+    Schema("bell_measurement"),
 )
 
 # midpoint -> node ----------------------------------------------------------------------------

@@ -58,6 +58,8 @@ from controller.messaging.station_link import StationDialer, StationLink
 from controller.messaging.wire import Refused
 from qnode import __version__
 from qnode.errors import QnodeError
+from sequences.compiler import SHOT_END
+from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryReadout
 from sequences.operations import Sequence, memory_check
 
@@ -215,6 +217,8 @@ class NodeLink:
             return await self._entangle(msg)
         if kind == "memory":
             return {"memory": self.memory_state()}
+        if kind == "bell_measurement":
+            return {"measurement": await self.bell_measurement()}
         if kind == "memory_measure":
             return {"measurement": await self.memory_measure(msg["basis"], msg.get("pair"))}
         summary = self._summary(msg["session"])
@@ -333,6 +337,12 @@ class NodeLink:
             forward=self._forward,
         )
         self.session = session
+        memory = self.memory
+        held = memory.holding[memory.electron] if memory is not None else None
+        if memory is not None and held is not None:  # its attempts overwrite the electron
+            reason = f"the electron was needed for session {session_id}"
+            memory.discard(held.pair_id, reason)
+            self._discarded(held.pair_id, reason)
         self._spawn(self._keep_alive(session))
         return session
 
@@ -568,12 +578,27 @@ class NodeLink:
                 memory.discard(pair.pair_id, detail)
                 self._discarded(pair.pair_id, detail)
         initiator = session.role == "initiator"
-        if own_delivery(session.request, initiator) == "memory":
-            for row in session.rows:
-                r = row[0]
-                if r["status"] != DELIVERED or BASES[r["basis"]] != "memory":
-                    continue
+        delivery = own_delivery(session.request, initiator)
+        kept = [
+            row[0]
+            for row in session.rows
+            if row[0]["status"] == DELIVERED and BASES[row[0]["basis"]] in ("memory", "keep")
+        ]
+        if delivery == "memory":
+            for r in kept:
                 self._store(session, link_name, r, now)
+        elif delivery == "keep" and kept and memory.electron_free():
+            r = kept[-1]  # the electron holds the last kept pair (each shot overwrites it)
+            pair_id = r["id"].decode()
+            memory.on_heralded(
+                link=link_name,
+                pair_id=pair_id,
+                outcome=OUTCOMES[int(r["outcome"])],
+                fidelity=session.expected.fidelity,
+                fidelity_min=float(session.request.get("fidelity_min") or 0.0),
+                now=now,
+            )
+            self.frames[pair_id] = (session.frame_node == self.name, OUTCOMES[int(r["outcome"])])
         return {
             "holds": memory.as_dict(),
             "discarded": list(self.memory_discards[-4:]),
@@ -630,11 +655,7 @@ class NodeLink:
         memory = self.memory
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
-        if self.session is not None:
-            raise QnodeError(f"node {self.name} is in session {self.session.session}")
-        busy = self.node.busy_with()
-        if busy is not None:
-            raise QnodeError(f"node {self.name} is busy with {busy}")
+        self._idle()
         stored = [p for p in memory.pairs() if p.in_memory]
         if pair_id is None:
             if len(stored) != 1:
@@ -681,6 +702,71 @@ class NodeLink:
             "expected_fidelity": goodness,
             "run_id": run.run_id,
         }
+
+    async def bell_measurement(self) -> dict:
+        """The Bell-state measurement of the electron's pair and the memory's stored pair
+        (sequences.library.bell_measurement): two bits (+1 bright), the Bell state of
+        (electron, memory) they name (BELL_TABLE), both pairs' ids, heralded outcomes and
+        whether this node holds their psi- frame; both qubits are free after. The run file
+        holds the counts. In-process API (the daemon's `bell_measurement` request calls it).
+        The parity bit (memory) is sound; the phase bit (electron) needs the memory's frame,
+        which a program of its own does not keep (docs/network.md)."""
+        memory = self.memory
+        if memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        self._idle()
+        for cut in memory.on_time(time.monotonic()):
+            self._discarded(cut.pair_id, cut.message)
+        electron = memory.holding[memory.electron]
+        stored = [p for p in memory.pairs() if p.in_memory]
+        if electron is None or not stored:
+            raise QnodeError(
+                f"bell_measurement needs a pair in the electron and one stored in memory; "
+                f"{self.name} holds {memory.as_dict()}"
+            )
+        kept = stored[0]
+        qubit = kept.qubit.split(".", 1)[1]
+        run = await self.node.prepare(bell_measurement(qubit))
+        counts: dict[int, int] = {}
+        valid: list[bool] = []
+
+        def on_events(events: list) -> None:
+            for e in events:
+                if e.code in (1, 2):
+                    counts[e.code] = int(e.value)
+                elif e.code == SHOT_END:
+                    valid.append(e.value == 0)
+
+        outcome = await self.node.execute(run, on_events)
+        memory.release(electron.pair_id)
+        memory.release(kept.pair_id)
+        frames = {p: self.frames.pop(p, (False, "")) for p in (electron.pair_id, kept.pair_id)}
+        if outcome.status != "completed" or 1 not in counts or 2 not in counts:
+            raise QnodeError(f"bell measurement run {outcome.status}: {outcome.reason}")
+        threshold = self.node.parameters(self.name)["readout_threshold"]
+        bits = tuple(1 if counts[k] >= threshold else -1 for k in (1, 2))
+        return {
+            "electron_bit": bits[0],
+            "memory_bit": bits[1],
+            "bell_state": BELL_TABLE[(bits[0], bits[1])],
+            "counts": [counts[1], counts[2]],
+            "valid": bool(valid and valid[0]),
+            "pairs": {
+                "electron": {
+                    **electron.as_dict(),
+                    "frame_here": frames[electron.pair_id][0],
+                },
+                "memory": {**kept.as_dict(), "frame_here": frames[kept.pair_id][0]},
+            },
+            "run_id": run.run_id,
+        }
+
+    def _idle(self) -> None:
+        if self.session is not None:
+            raise QnodeError(f"node {self.name} is in session {self.session.session}")
+        busy = self.node.busy_with()
+        if busy is not None:
+            raise QnodeError(f"node {self.name} is busy with {busy}")
 
     # messages from the peer ---------------------------------------------------------------
     def refuse(self, reason: str, kind: str, sender: str | None) -> Refused:

@@ -232,6 +232,11 @@ class NodeClient:
         counts, run id; the memory qubit is free after."""
         return self.request("memory_measure", basis=basis, pair=pair)["measurement"]
 
+    def bell_measurement(self) -> dict:
+        """The Bell-state measurement of the node's electron pair and its stored pair: the
+        two bits, the Bell state they name, both pairs; the qubits are free after."""
+        return self.request("bell_measurement")["measurement"]
+
     def session(self, session_id: str) -> dict:
         return self.request("session", session=session_id)["session"]
 
