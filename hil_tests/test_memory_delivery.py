@@ -33,11 +33,12 @@ from controller.link.plan import announced_delivery, round_basis, round_sequence
 from controller.link.vocabulary import BASES
 from controller.node.runtime import hardware_of
 from controller.operator.daemons import StartError, terminate
-from hil_tests.test_compiler_memory import free_evolution, nucleus_of, replay
+from hil_tests.test_compiler_memory import HW, PARAMS, free_evolution, nucleus_of, replay
 from qnode.errors import QnodeError
 from sequences.compiler import compile_sequence
 from sequences.memory import MemoryGate, SwapToMemory
-from sequences.operations import Sequence
+from sequences.library import BELL_TABLE, bell_measurement
+from sequences.operations import EntanglementAttempt, Sequence
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
@@ -106,6 +107,65 @@ def test_each_side_follows_its_own_delivery():
     stored = round_sequence("nv", "barrett_kok", 1, "memory", None)
     assert isinstance(stored.operations[-1], SwapToMemory)  # right after the herald
     assert not any(type(op).__name__ == "Readout" for op in stored.operations)
+
+
+KET0, KET1 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+BELL_VECTORS = {
+    "phi_plus": (np.kron(KET0, KET0) + np.kron(KET1, KET1)) / np.sqrt(2),
+    "phi_minus": (np.kron(KET0, KET0) - np.kron(KET1, KET1)) / np.sqrt(2),
+    "psi_plus": (np.kron(KET0, KET1) + np.kron(KET1, KET0)) / np.sqrt(2),
+    "psi_minus": (np.kron(KET0, KET1) - np.kron(KET1, KET0)) / np.sqrt(2),
+}
+
+
+@pytest.mark.parametrize("state", list(BELL_VECTORS))
+def test_bell_measurement_names_each_bell_state_on_the_papers_hamiltonian(state):
+    """The compiled BSM replayed on H = omega_L I_z + |1><1| (A_par I_z + A_perp I_x) (the
+    model of hil_tests/test_compiler_memory.py) from each Bell state of (electron, memory):
+    each readout is bright or dark as BELL_TABLE says, to within the model gates' own error
+    (the memory's Y readout reaches 0.93: the DD gate's A_perp-tilted axis)."""
+    vector = BELL_VECTORS[state]
+    compiled = compile_sequence(bell_measurement(), PARAMS, HW)
+    _, reads = replay(compiled, np.outer(vector, vector.conj()))
+    assert len(reads) == 2
+    bits = tuple(+1 if p > 0.85 else -1 if p < 0.15 else 0 for p in reads)
+    assert BELL_TABLE.get(bits) == state, (state, reads)
+
+
+PAULI_X = np.array([[0.0, 1.0], [1.0, 0.0]])
+
+
+def test_the_echo_on_both_electrons_keeps_the_heralded_state_on_one_it_does_not():
+    """The echo is X on an electron: X on both leaves psi+ as it is and psi- up to a sign (the
+    link's Pauli frame holds); X on one side turns psi+/psi- into phi+/phi- (its Z and Y bits
+    would flip): so a session echoes on both sides when either holds a stored pair."""
+    both, one = np.kron(PAULI_X, PAULI_X), np.kron(PAULI_X, np.eye(2))
+    for name, flipped in (("psi_plus", "phi_plus"), ("psi_minus", "phi_minus")):
+        v = BELL_VECTORS[name]
+        assert abs(np.vdot(v, both @ v)) == pytest.approx(1.0)
+        assert abs(np.vdot(BELL_VECTORS[flipped], one @ v)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("protocol", ["single_click", "barrett_kok"])
+def test_a_protected_attempt_echoes_and_lasts_whole_larmor_periods(protocol):
+    """The echo (an electron pi pulse) right after the last optical pulse, and the failed
+    attempt's period within half a clock cycle of a whole number of Larmor periods."""
+    op = EntanglementAttempt(protocol, protect_memory=True, max_attempts=10)
+    plain = compile_sequence(Sequence("a", (EntanglementAttempt(protocol),), 1), PARAMS, HW)
+    c = compile_sequence(Sequence("a", (op,), 1), PARAMS, HW)
+    lines = [line.split(";")[0].strip() for line in c.listing.splitlines()]
+    lines = [line for line in lines if line]
+    excites = [k for k, line in enumerate(lines) if line == "TTL_CLR 0x8"]
+    assert lines[excites[-1] + 1].startswith("AWG_TRIG")  # the echo
+    assert not lines[excites[0] + 1].startswith("AWG_TRIG") or len(excites) == 1
+    body = lines[lines.index("attempt1:") : lines.index("failed4:")]
+    rounds = [k for k, line in enumerate(body) if line.startswith("BRANCH_LT")] or [len(body)]
+    larmor_ns = 1e9 / PARAMS["c13_larmor_hz"]
+    for part in (body[: rounds[0]], body[rounds[0] :]):  # Barrett-Kok: a fail in either round
+        waits = [line.replace(",", " ").split() for line in part if line.startswith("WAIT")]
+        period = sum(int(w[1] if w[0] == "WAIT" else w[2]) for w in waits)
+        assert abs(period - round(period / larmor_ns) * larmor_ns) <= 2.0, (part, period)
+    assert c.listing.count("AWG_TRIG") == plain.listing.count("AWG_TRIG") + 1
 
 
 # through the real transports -------------------------------------------------------------------

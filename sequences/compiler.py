@@ -340,7 +340,18 @@ class _Compiler:
         failed = self.label("failed")
 
         echo_ns = self.played_ns(pi_pulse()) if op.protect_memory else 0
-        pad_ns = self.attempt_padding(op, init_ns, excite_ns, window, echo_ns)
+        # a protected attempt's failed periods (Barrett-Kok: its first round's, and its second
+        # round's on top) padded to whole Larmor periods
+        if op.protocol == "single_click":
+            rotation = self.played_ns(MwPulse(op.alpha_amplitude_v, Param("pi_duration_ns")))
+        elif op.protocol == "barrett_kok":
+            rotation = self.played_ns(pi_half_pulse())
+        else:
+            rotation = 0
+        last_echo = 0 if op.protocol == "barrett_kok" else echo_ns
+        pad_ns = self.attempt_padding(op, init_ns + rotation + excite_ns + last_echo + window)
+        second = self.played_ns(pi_pulse()) + excite_ns + echo_ns + window
+        pad2_ns = self.attempt_padding(op, second) if op.protocol == "barrett_kok" else 0
 
         def excite_and_wait(register: int, last: bool = True) -> None:
             self.emit(f"TTL_SET {excite:#x}")
@@ -370,6 +381,8 @@ class _Compiler:
             self.wait(self.mw_pulse(pi_half_pulse()))
             excite_and_wait(R_HERALD, last=False)  # the pi pulse below echoes this round
             self.emit(f"BRANCH_LT r{R_HERALD}, 1, {failed}")
+            if pad2_ns:
+                self.emit(f"WAIT {pad2_ns}")
             self.wait(self.mw_pulse(pi_pulse()))
             excite_and_wait(R_HERALD2)
             self.emit(f"BRANCH_GE r{R_HERALD2}, 1, {heralded}")
@@ -384,24 +397,13 @@ class _Compiler:
         self.emit(f"{done}:")
         self.elapsed += init_ns + pad_ns + excite_ns + window  # the best case (pulses: wait)
 
-    def attempt_padding(
-        self, op: EntanglementAttempt, init_ns: int, excite_ns: int, window: int, echo_ns: int
-    ) -> int:
-        """A protected attempt's wait after the spin pump that makes its (failed) period a
-        whole number of every memory's Larmor period (the pulses' lengths are this
-        compiler's; `<memory>_larmor_hz` must be calibrated)."""
+    def attempt_padding(self, op: EntanglementAttempt, period: int) -> int:
+        """A protected attempt's wait that makes `period` a whole number of every memory's
+        Larmor period (`<memory>_larmor_hz` must be calibrated); 0 unprotected."""
         if not op.protect_memory:
             return 0
         if not self.hw.memories:
             raise self.fail("protect_memory: this node has no memory qubit (lab file `memories`)")
-        rounds = 2 if op.protocol == "barrett_kok" else 1
-        if op.protocol == "single_click":
-            rotation = self.played_ns(MwPulse(op.alpha_amplitude_v, Param("pi_duration_ns")))
-        elif op.protocol == "barrett_kok":
-            rotation = self.played_ns(pi_half_pulse()) + self.played_ns(pi_pulse())
-        else:
-            rotation = 0
-        period = init_ns + rotation + rounds * (excite_ns + window) + echo_ns
         periods_ns = []
         for memory in self.hw.memories:
             larmor = self.value(Param(f"{memory}_larmor_hz"), f"{memory} Larmor frequency")
