@@ -339,7 +339,8 @@ class _Compiler:
         top, heralded, done = self.label("attempt"), self.label("heralded"), self.label("done")
         failed = self.label("failed")
 
-        echo_ns = self.played_ns(pi_pulse()) if op.protect_memory else 0
+        echoes = op.protect_memory or op.echo
+        echo_ns = self.played_ns(pi_pulse()) if echoes else 0
         # a protected attempt's failed periods (Barrett-Kok: its first round's, and its second
         # round's on top) padded to whole Larmor periods
         if op.protocol == "single_click":
@@ -357,7 +358,7 @@ class _Compiler:
             self.emit(f"TTL_SET {excite:#x}")
             self.emit(f"WAIT {excite_ns}")
             self.emit(f"TTL_CLR {excite:#x}")
-            if op.protect_memory and last:  # the echo, right after the last optical pi pulse
+            if echoes and last:  # the echo, right after the last optical pi pulse
                 self.wait(self.mw_pulse(pi_pulse()))
             self.emit(f"WAIT_HERALD r{register}, {window}{self.port_operand(op.port)}")
 

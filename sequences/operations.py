@@ -174,6 +174,10 @@ class EntanglementAttempt(Operation):
     port: int = 0
     """The link's sync/herald input pair (channels.links); on a node with a fibre switch the
     compiler also points the switch at this link's midpoint."""
+    echo: bool = False
+    """The electron's echo pi pulse after the last optical pi pulse, without the padding: a
+    node whose peer protects a stored pair (the heralded state stays psi+/psi- only if both
+    electrons echo)."""
     protect_memory: bool = False
     """A pair is stored in this node's memory: after the last optical pi pulse of an attempt
     (Barrett-Kok: the second; its pi pulse between the rounds echoes the first) an electron pi

@@ -461,7 +461,8 @@ class NodeLink:
             window_ns=window,
             port=self.lab.nodes[self.name].channels.port(link_name),
             memory=memories[0] if memories else "c13",
-            protect_memory=bool(session.request.get("echo")),
+            protect_memory=self._holds_stored(),
+            echo=bool(session.request.get("echo")),
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)

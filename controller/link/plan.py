@@ -158,6 +158,7 @@ def round_sequence(
     port: int = 0,
     memory: str = "c13",
     protect_memory: bool = False,
+    echo: bool = False,
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
         the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
@@ -169,7 +170,7 @@ def round_sequence(
     been initialised before (memory_init_sequence: a run of its own, as a state written before
     the charge check and the sync wait could not keep its frame)."""
     check = memory_check(platform)
-    extra: dict = {"port": port, "protect_memory": protect_memory}
+    extra: dict = {"port": port, "protect_memory": protect_memory, "echo": echo}
     if heralding == "software":
         extra["window_ns"] = max(SOFTWARE_HERALD_WAIT_NS, window_ns or 0.0)
     elif window_ns is not None:
