@@ -273,6 +273,12 @@ def check_request(
     missing = [n for n in needed if n not in values]
     if missing:
         raise QnodeError(f"node {node} is not calibrated: {', '.join(missing)}")
+    deliveries = (request["delivery"], request.get("peer_delivery") or request["delivery"])
+    if "verify" in deliveries and deliveries[0] != deliveries[1]:
+        raise QnodeError(
+            f"verification measures both halves in the same bases: delivery {deliveries[0]} "
+            f"and peer_delivery {deliveries[1]} cannot be mixed with it"
+        )
     if "memory" in (request["delivery"], request.get("peer_delivery")):
         if request["pairs"] != 1:
             raise QnodeError(

@@ -204,19 +204,22 @@ def memory_init_sequence(platform: str, memory: str) -> Sequence:
     return Sequence(f"memory_init_{memory}", (memory_check(platform), MemoryInit(memory)), 1)
 
 
-def round_basis(request: dict, initiator: bool, announced: str) -> str:
-    """What this side does with its half in a round whose basis the initiator announced: a
-    side delivering into memory stores it, the other follows the announced basis."""
-    return "memory" if own_delivery(request, initiator) == "memory" else announced
-
-
 def announced_delivery(request: dict) -> str:
-    """The delivery the initiator plans its rounds' announced basis on: the side that does not
-    deliver into memory (both do: "keep", each side stores its half)."""
-    for delivery in (request["delivery"], request.get("peer_delivery") or request["delivery"]):
-        if delivery != "memory":
+    """The delivery the initiator plans its rounds on (the basis it announces): a side that
+    verifies follows it, any other side does its own delivery (round_basis). Verification
+    is both sides' or neither's (check_request)."""
+    deliveries = (request["delivery"], request.get("peer_delivery") or request["delivery"])
+    for delivery in deliveries:
+        if delivery not in ("memory", "keep"):
             return str(delivery)
     return "keep"
+
+
+def round_basis(request: dict, initiator: bool, announced: str) -> str:
+    """What this side does with its half in a round: its own delivery (memory: stores it;
+    keep; X, Y, Z: measures), or, verifying, the basis the initiator announced."""
+    own = own_delivery(request, initiator)
+    return announced if own == "verify" else own
 
 
 def shares(delivery: str, pairs: int) -> dict[str, int]:
