@@ -43,6 +43,15 @@ def entangle(
         help="The node to entangle with (through their link's midpoint); needed only when "
         "the initiating node has several links.",
     ),
+    delivery: str | None = typer.Option(
+        None,
+        "--delivery",
+        help="This node's delivery: keep, X, Y, Z, verify or memory (its half moved into its "
+        "memory qubit at the herald; one pair); default: --verify / --basis.",
+    ),
+    peer_delivery: str | None = typer.Option(
+        None, "--peer-delivery", help="The peer's delivery (default: the same as this node's)."
+    ),
     heralding: str = typer.Option(
         "hardware",
         "--heralding",
@@ -55,7 +64,7 @@ def entangle(
     from controller.operator.entangle import entangle_command, lab_protocols, resolve_peer
 
     config = load_config(lab)
-    from controller.link.vocabulary import BASES, HERALDING, PROTOCOLS
+    from controller.link.vocabulary import BASES, DELIVERY, HERALDING, PROTOCOLS
 
     require_memory_node(config, node, lab)
     try:
@@ -80,8 +89,11 @@ def entangle(
         )
     if heralding not in HERALDING:
         raise fail(f"--heralding {heralding!r}: {' or '.join(HERALDING)}", 2)
-    if basis not in BASES:
-        raise fail(f"--basis {basis!r}: {', '.join(BASES)}", 2)
+    if basis not in BASES or basis == "memory":
+        raise fail(f"--basis {basis!r}: keep, X, Y or Z (into memory: --delivery memory)", 2)
+    for flag, chosen in (("--delivery", delivery), ("--peer-delivery", peer_delivery)):
+        if chosen is not None and chosen not in DELIVERY:
+            raise fail(f"{flag} {chosen!r}: {', '.join(DELIVERY)}", 2)
     for option, value in (("--deadline", deadline_s), ("--fidelity-min", fidelity_min)):
         if not math.isfinite(value):
             raise fail(f"{option} {value}: must be a number", 2)
@@ -97,7 +109,8 @@ def entangle(
             pairs=pairs,
             protocol=names[protocol],
             fidelity_min=fidelity_min,
-            delivery="verify" if verify else basis,
+            delivery=delivery or ("verify" if verify else basis),
+            peer_delivery=peer_delivery,
             alpha=alpha,
             deadline_s=deadline_s,
             node=node,

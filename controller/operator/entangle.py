@@ -136,6 +136,7 @@ def run_session(
     readout: dict[str, tuple[float, float] | None] | None = None,
     heralding: str = "hardware",
     peer: str | None = None,
+    peer_delivery: str | None = None,
 ) -> EntangleReport:
     """One session through running daemons; progress on `console` if given. `readout`:
     F0/F1 per node measured beforehand (else the verification measures them). `peer`: the
@@ -151,7 +152,15 @@ def run_session(
                 console.print("measuring F0/F1 of both nodes for the readout correction...")
             readout = measure_readout(lab, {node: client, peer: peer_client})
         started = client.entangle(
-            pairs, protocol, fidelity_min, deadline_s, delivery, alpha, peer, heralding
+            pairs,
+            protocol,
+            fidelity_min,
+            deadline_s,
+            delivery,
+            alpha,
+            peer,
+            heralding,
+            peer_delivery=peer_delivery,
         )
         session = started["session"]
         expected = started["expected"]
