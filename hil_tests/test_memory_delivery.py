@@ -414,7 +414,7 @@ def test_a_stored_pair_whose_budget_runs_out_is_cut_off(memory_lab):
             pair_id = stored["memory"]["holds"]["B.c13"]["pair_id"]
             started = b.entangle(1, "single_click", alpha=BC_ALPHA, **BC_SESSION)
             bc = b.wait_session(started["session"], timeout_s=180)
-            assert bc["state"] == "cut-off", bc
+            assert bc["state"] == "cut-off", (bc["reason"], bc["stats"])
             assert "budget" in bc["reason"]
             assert bc["memory"]["holds"]["B.c13"] is None
             discarded = [d for d in b.memory()["discarded"] if d["pair_id"] == pair_id]

@@ -58,7 +58,7 @@ from controller.messaging.station_link import StationDialer, StationLink
 from controller.messaging.wire import Refused
 from qnode import __version__
 from qnode.errors import QnodeError
-from sequences.compiler import SHOT_END
+from sequences.compiler import ATTEMPTS_EXHAUSTED, SHOT_END
 from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryReadout
 from sequences.operations import Sequence, memory_check
@@ -363,8 +363,12 @@ class NodeLink:
                 basis, shots = plan_round(
                     announced_delivery(request), request["pairs"], session.delivered_by_basis
                 )
-                if "memory" in (request["delivery"], request["peer_delivery"]):
-                    shots = 1  # the memory holds one pair
+                if {"memory", "keep"} & {request["delivery"], request["peer_delivery"]} or (
+                    request.get("echo")  # a stored pair on either node
+                ):
+                    # a side keeps its half (a later shot's attempts would overwrite it), or
+                    # a stored pair's budget must be checked between shots: one shot a round
+                    shots = 1
                 session.expect_peer_round()
                 await self.link_to(session.peer).request(
                     "link_round",
@@ -471,7 +475,10 @@ class NodeLink:
         session.begin_round(first_shot, shots, basis)
         parser = ShotParser(first_shot, measured=basis not in ("keep", "memory"))
 
+        exhausted: list[int] = []  # attempts of the shots that gave up (seen in the thread)
+
         def on_events(events: list) -> None:  # the worker thread: hand over to the loop
+            exhausted.extend(int(e.value) for e in events if e.code == ATTEMPTS_EXHAUSTED)
             loop.call_soon_threadsafe(
                 lambda: (
                     session.on_shots(round_index, parser.feed(events))
@@ -482,14 +489,13 @@ class NodeLink:
 
         outcome = await self.node.execute(run, on_events)
         await asyncio.sleep(0)  # let the last events' callbacks run
-        if budget is not None and outcome.status == "completed":
-            shots_run = [session.own.get(k) for k in range(first_shot, first_shot + shots)]
-            if any(s is not None and not s.heralded and s.attempts >= budget for s in shots_run):
-                self._budget_ran_out = (
-                    f"{budget} attempts (the stored pair's budget) ran out before a herald"
-                )
-                session.end_with("cut-off", f"{self.name}: {self._budget_ran_out}")
-                return _NoRun("cut-off", self._budget_ran_out)
+        ran_out = budget is not None and any(n >= budget for n in exhausted)
+        if budget is not None and ran_out and outcome.status == "completed":
+            self._budget_ran_out = (
+                f"{budget} attempts (the stored pair's budget) ran out before a herald"
+            )
+            session.end_with("cut-off", f"{self.name}: {self._budget_ran_out}")
+            return _NoRun("cut-off", self._budget_ran_out)
         return outcome
 
     def _holds_stored(self) -> bool:
@@ -503,7 +509,8 @@ class NodeLink:
             return None
         alpha, per_attempt = memory_alpha(session)
         permit = self.memory.may_attempt(link_name, alpha, time.monotonic())
-        return permit.budget // per_attempt
+        # the session's attempts so far are charged to the stored pair when it ends
+        return permit.budget // per_attempt - session.stats.attempts
 
     async def _keep_alive(self, session: LinkSession) -> None:
         """Heartbeats to the peer and the midpoint; a silent one ends the session."""
