@@ -326,7 +326,9 @@ BC_ALPHA = 0.1
 """Single-click on B-C while B holds a pair (as Pompili et al.): p ~ 1e-4, a few 10^4 attempts
 a pair, where Barrett-Kok's ~5e-8 (this lab's photon collection) would take 10^7-10^8."""
 BC_SESSION = {"deadline_s": 120, "delivery": "keep", "peer_delivery": "Z", "peer": "C"}
-BELL_MEASUREMENTS = 4
+BELL_MEASUREMENTS = 6
+"""~1.5 s each. The BSM's memory bit should be the ZZ parity of B's two qubits, A's Z bit times
+C's; in the simulator it agrees at chance today (8 of 16 in a run): reported, see the test."""
 
 
 def store_then_bc(b) -> tuple[dict, bytes, dict]:
@@ -371,17 +373,22 @@ def test_bell_measurement_on_b_returns_its_outcomes_and_frees_both_qubits(memory
     """Store A-B, make B-C (C measures Z, B keeps its electron), then B's Bell-state
     measurement: its two bits and the Bell state BELL_TABLE names come back, with both
     pairs (ids, heralded outcomes, frames); both qubits are free after and the run is on
-    record. Its outcomes are not compared with A's and C's bits here: in this simulator a
-    kept electron's half does not survive from the session's program into the next one
-    (a B-C pair kept in B's electron and read in Z in a program of its own is uncorrelated
-    with C's bit: found here, reported), and the phase bit would need the memory's frame."""
+    record. Its parity bit is printed beside A's and C's Z bits, not asserted: it agrees at
+    chance in the simulator today, though the stored pair (read in Z) and the kept electron
+    (read in Z in a program of its own) each keep their correlation (docs/network.md); the
+    phase bit would need the memory's frame."""
     from controller.operator.client import NodeClient
 
     lab = memory_lab[0]
     calibrated_memory(memory_lab)
-    with NodeClient.for_lab(lab, "B", timeout_s=60) as b:
+    agree, seen = 0, set()
+    with (
+        NodeClient.for_lab(lab, "B", timeout_s=60) as b,
+        NodeClient.for_lab(lab, "A") as a,
+        NodeClient.for_lab(lab, "C") as c,
+    ):
         for _ in range(BELL_MEASUREMENTS):
-            _stored, ab_id, bc = store_then_bc(b)
+            stored, ab_id, bc = store_then_bc(b)
             rows = b.session_data(bc["session"])["pairs"]
             bc_id = rows[rows["status"] == DELIVERED][0]["id"]
             result = b.bell_measurement()
@@ -393,8 +400,14 @@ def test_bell_measurement_on_b_returns_its_outcomes_and_frees_both_qubits(memory
             assert result["pairs"]["electron"]["frame_here"] is False  # C is B-C's frame node
             assert b.memory()["holds"] == {"B": None, "B.c13": None}
             assert result["run_id"] and len(result["counts"]) == 2
+            seen.add(result["bell_state"])
+            parity = z_bit(a, stored["session"], ab_id) * z_bit(c, bc["session"], bc_id)
+            agree += int(result["memory_bit"] == parity)
         with pytest.raises(QnodeError, match="needs a pair in the electron and one stored"):
             b.bell_measurement()
+    # reported, not asserted: at chance in the simulator today (docs/network.md)
+    print(f"{BELL_MEASUREMENTS} Bell measurements: parity agrees {agree}; {sorted(seen)}")
+    assert len(seen) >= 2  # more than one outcome comes back
 
 
 @pytest.mark.timeout(600)
