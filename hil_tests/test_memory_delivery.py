@@ -365,6 +365,7 @@ def test_a_stored_pair_survives_a_protected_session_on_the_other_link(memory_lab
             measured = b.memory_measure("Z")
             assert measured["pair_id"] == ab_id.decode()
             anti += int(measured["bit"] == -z_bit(a, stored["session"], ab_id))
+    print(f"{PROTECTED} protected: {anti} anticorrelated")
     assert anti >= PROTECTED_ANTI, anti
 
 

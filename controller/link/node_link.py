@@ -61,7 +61,7 @@ from qnode.errors import QnodeError
 from sequences.compiler import ATTEMPTS_EXHAUSTED, SHOT_END
 from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryReadout
-from sequences.operations import Sequence, memory_check
+from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
 
@@ -679,7 +679,13 @@ class NodeLink:
         qubit = pair.qubit.split(".", 1)[1]
         sequence = Sequence(
             f"memory_measure_{basis}",
-            (memory_check(self.node.platform), MemoryReadout(qubit, basis=basis.lower())),
+            # the electron initialised first: MemoryReadout moves the memory's state onto an
+            # electron in |0> (it may still hold a kept pair's half, or the check's pumping)
+            (
+                memory_check(self.node.platform),
+                SpinInit(),
+                MemoryReadout(qubit, basis=basis.lower()),
+            ),
             1,
         )
         cuts = memory.on_time(time.monotonic())
