@@ -177,6 +177,17 @@ def test_a_protected_attempt_echoes_and_lasts_whole_larmor_periods(protocol):
     assert c.listing.count("AWG_TRIG") == plain.listing.count("AWG_TRIG") + 1
 
 
+def test_the_attempt_s_flags_travel_as_data_and_nothing_else_takes_a_bool():
+    from sequences.operations import SequenceDataError, from_data, to_data
+
+    protected = Sequence("a", (EntanglementAttempt(protect_memory=True, echo=True),), 1)
+    assert from_data(to_data(protected))[0] == protected
+    data = to_data(protected)
+    data["operations"][0]["max_attempts"] = True
+    with pytest.raises(SequenceDataError, match="unexpected value True"):
+        from_data(data)
+
+
 # through the real transports -------------------------------------------------------------------
 def grid_resonance(memory: dict) -> float:
     """The truth's resonance nearest the 2 ns grid, tau of 1.5-2.5 us (as the calibration

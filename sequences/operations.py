@@ -339,7 +339,12 @@ def operation_from_data(data: Any, where: str = "operation") -> Operation:
         raise SequenceDataError(
             f"{where} ({cls.KIND}): unknown field(s) {', '.join(sorted(unknown))}"
         )
-    kwargs = {k: _value_from_data(v, f"{where}.{k}") for k, v in data.items() if k != "op"}
+    flags = {f.name for f in fields(cls) if isinstance(f.default, bool)}
+    kwargs = {
+        k: v if k in flags and isinstance(v, bool) else _value_from_data(v, f"{where}.{k}")
+        for k, v in data.items()
+        if k != "op"
+    }  # a flag (EntanglementAttempt's echo) is a bool; anywhere else a bool is refused
     try:
         return cls(**kwargs)
     except TypeError as e:
