@@ -188,6 +188,32 @@ def test_the_attempt_s_flags_travel_as_data_and_nothing_else_takes_a_bool():
         from_data(data)
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--delivery", "cellar", "--delivery 'cellar': keep, X, Y, Z, verify, memory"),
+        ("--peer-delivery", "z", "--peer-delivery 'z': keep, X, Y, Z, verify, memory"),
+        ("--basis", "memory", "into memory: --delivery memory"),
+    ],
+)
+def test_the_cli_checks_the_deliveries_before_anything_starts(option, value, message, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["entangle", "--lab", str(THREE), "--node", "B", "--peer", "A", "--pairs", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args, option, value],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "QNODE_DATA_DIR": str(tmp_path)},
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in " ".join(result.stderr.split()), result.stderr
+
+
 # through the real transports -------------------------------------------------------------------
 def grid_resonance(memory: dict) -> float:
     """The truth's resonance nearest the 2 ns grid, tau of 1.5-2.5 us (as the calibration

@@ -4,6 +4,12 @@ Peer messages arrive on the daemon's ROUTER from the peer's DEALER and are accep
 the peer's station key; heralds arrive on this node's DEALER to the midpoint. The decisions
 are LinkSession's (controller/link/session.py); this is the I/O around them: the round loop,
 keep-alive, and what the peer and the operator ask. It sees its node only through NodeView.
+
+Its in-process API for a service inside the daemon (docs/network.md, "Delivery into memory"):
+`handle_operator({"type": "entangle", ..., "delivery": ..., "peer_delivery": ...})` starts a
+session; `session` / `finished[id]` hold its summary (with `memory` on a memory node);
+`memory_measure(basis)`, `bell_measurement()` and `memory_state()` read and show the qubits
+that `memory` (a NodeMemory) keeps.
 """
 
 from __future__ import annotations
