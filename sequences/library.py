@@ -77,7 +77,9 @@ def bell_measurement(memory: str = "c13", shots: int = 1) -> Sequence:
     replayed on the papers' Hamiltonian in hil_tests/test_memory_delivery.py). No charge
     check first: its light would destroy the electron's half. The parity survives an unknown
     time since the memory was written (Z_e Z_n commutes with its precession); the phase needs
-    the memory's frame, which a program of its own does not have."""
+    the memory's frame, which a program of its own does not have. Open: the memory's Y
+    coherence that carries the parity does not survive the electron's readout and spin pump
+    in the simulator (docs/network.md, "Delivery into memory")."""
     ops = (
         MemoryGate(memory, angle_deg=270.0),
         pi_half_pulse(0.0),
