@@ -111,7 +111,7 @@ class Qubits:
         rest = amplitudes[k] / np.sqrt(probs[k])
         if len(keys) > 1:
             self.groups.append((keys[:axis] + keys[axis + 1 :], rest))
-        return int(round(values[k]))
+        return 1 if values[k] > 0 else -1
 
     def bell_measurement(self, k1, k2) -> tuple[int, int]:
         """(zz, xx): zz = 1 when Z x Z gave -1, xx = 1 when X x X gave -1."""
