@@ -591,3 +591,60 @@ async def test_operator_requests_the_repeater_cannot_serve(tmp_path):
             await a.handle_operator(msg)
         with pytest.raises(QnodeError, match="no network session"):
             await lab.b.handle_operator({"type": "network_session", "session": "nothing"})
+
+
+# the node daemons' wiring (today's link layer: the memory operations are pending) ----------------
+def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
+    tmp_path, monkeypatch
+):
+    """Through the real transports: the three node daemons of the three-node lab (`qnode sim
+    up` in its own process). B's operator request opens the session on A and C over their
+    station links (CurveZMQ); B's first link pair needs the delivery into its memory, which
+    this daemon does not have yet (branch memory-delivery), so the session fails with that
+    reason on all three and every file is closed; a network message with the operator's
+    client key is refused and counted; bad operator input is refused at the door."""
+    from controller.harness.sim import start_sim
+    from controller.labconfig import load_lab
+    from controller.operator import daemons
+    from controller.operator.client import NodeClient, NodeRequestError
+
+    lab_file = Path(__file__).resolve().parent.parent / "labs" / "sim_three_node.toml"
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("QNODE_DATA_DIR", str(data))
+    procs = []
+    try:
+        lab = load_lab(lab_file)
+        resource_map = tmp_path / "resources.json"
+        procs.append(start_sim(lab, resource_map, seed=7, log=tmp_path / "sim.log"))
+        for node in "ABC":
+            procs.append(
+                daemons.start_daemon(
+                    lab, node, log=tmp_path / f"{node}.log", resource_map=resource_map
+                )
+            )
+        with NodeClient.for_lab(lab, "B", timeout_s=30) as b:
+            with pytest.raises(NodeRequestError, match="malformed"):
+                b.request("network_entangle", ends=["A", "C"], pairs=0)
+            started = b.request("network_entangle", ends=["A", "C"], pairs=2)["session"]
+            session = started["session"]
+            assert started["nodes"] == ["A", "B", "C"]
+            limit = time.monotonic() + 60
+            summary = started
+            while summary["state"] == "running" and time.monotonic() < limit:
+                time.sleep(0.1)
+                summary = b.request("network_session", session=session)["session"]
+        assert summary["state"] == "failed", summary
+        assert "memory-delivery" in summary["reason"]
+        for node in "ABC":
+            with NodeClient.for_lab(lab, node, timeout_s=30) as client:
+                got = client.request("network_session_data", session=session)["data"]
+                assert got["status"] == "failed" and got["node"] == node
+                assert got["role"] == ("repeater" if node == "B" else "end")
+        with NodeClient.for_lab(lab, "A", timeout_s=30) as a:
+            with pytest.raises(NodeRequestError, match="station key"):
+                a.request("network_close", session=session, state="failed", reason="forged")
+            assert a.status()["refused_network_messages"] == 1
+    finally:
+        for proc in reversed(procs):
+            daemons.terminate(proc)
