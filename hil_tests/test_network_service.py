@@ -16,6 +16,9 @@ import asyncio
 import functools
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -464,6 +467,52 @@ async def test_a_node_down_mid_swap_and_a_late_bsm_refused(tmp_path):
 
 
 @in_loop
+async def test_a_decision_lost_turns_the_delivery_into_a_discard_everywhere(tmp_path):
+    """B's swap_delivered to A is lost: A gives up waiting (timeout) and tells B, which had
+    delivered the pair: it becomes a discard there (conflict), and at C, which B tells."""
+    async with Lab(tmp_path) as lab:
+        lab.net.drops.append(("B", "swap_delivered", 1))
+        lab.world.link_delay[("B", "A")] = 1.0  # the session outlasts A's wait for a decision
+        summary = await lab.run("network_entangle", ends=["A", "C"], pairs=3)
+        data = lab.data(summary)
+        b_state = lab.b.sessions[summary["session"]]
+    lost = {n: list(rows(d, DISCARDED).values()) for n, d in data.items()}
+    assert {n: [CAUSES[r["cause"] - 1] for r in v] for n, v in lost.items()} == {
+        "A": ["timeout"],
+        "B": ["conflict"],
+        "C": ["conflict"],
+    }
+    assert len({r["id"] for v in lost.values() for r in v}) == 1  # the same pair everywhere
+    assert b"no decision from B" in lost["B"][0]["reason"]
+    ids = {n: set(rows(d, DELIVERED)) for n, d in data.items()}
+    assert ids["A"] == ids["B"] == ids["C"]
+    assert b_state.ledger.delivered == len(ids["B"])
+
+
+@in_loop
+async def test_the_repeater_stopping_mid_swap_discards_as_shutdown(tmp_path):
+    async with Lab(tmp_path) as lab:
+        lab.world.link_delay[("B", "C")] = 5.0  # B waits for its second link
+
+        async def stop_b():
+            await asyncio.sleep(0.3)
+            await lab.b.close("node stopped")
+
+        stopper = asyncio.create_task(stop_b())
+        summary = await lab.run("network_entangle", ends=["A", "C"], pairs=1)
+        await stopper
+        await asyncio.sleep(0.1)
+        data = lab.data(summary)
+    assert summary["state"] == "aborted" and summary["reason"] == "node stopped"
+    for node in "AB":
+        (row,) = rows(data[node], DISCARDED).values()
+        assert CAUSES[row["cause"] - 1] == "shutdown", node
+        check_counts(data[node])
+    assert data["A"]["status"] == "aborted"
+    assert len(data["C"]["pairs"]) == 0  # C never had a part in it
+
+
+@in_loop
 async def test_forged_senders_are_refused_and_counted(tmp_path):
     async with Lab(tmp_path) as lab:
         summary = await lab.run("network_entangle", ends=["A", "C"], pairs=1)
@@ -645,6 +694,18 @@ def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
             with pytest.raises(NodeRequestError, match="station key"):
                 a.request("network_close", session=session, state="failed", reason="forged")
             assert a.status()["refused_network_messages"] == 1
+        # the operator's command: starts the midpoints it needs, reports the failure's reason
+        args = ["network", "entangle", "--ends", "A", "C", "--pairs", "1", "--lab", str(lab_file)]
+        result = subprocess.run(
+            [sys.executable, "-m", "controller.cli", *args, "--resource-map", str(resource_map)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "failed" in result.stdout and "memory-delivery" in result.stdout, result.stdout
+        assert "the three nodes agree" in result.stdout
     finally:
         for proc in reversed(procs):
             daemons.terminate(proc)

@@ -578,9 +578,12 @@ class NetworkService:
                 if s.application == "entangle":
                     if s.request["verify"]:
                         await self._verify_pair(s, swap)
-                    s.done += 1
+                    s.done = s.ledger.delivered  # a delivery a late discard took back is not
                 else:
                     await self._teleport_once(s, swap)
+        except QnodeError as e:
+            log.warning("%s: network session %s failed: %s", self.node, s.session, e)
+            state, reason = "failed", f"{type(e).__name__}: {e}"
         except Exception as e:
             log.exception("%s: network session %s", self.node, s.session)
             state, reason = "failed", f"{type(e).__name__}: {e}"
