@@ -180,6 +180,9 @@ class NetworkSessionFile(SwmrFile):
         row["t"] = time.time()
         self._write(pair, row, index)
 
+    def has_row(self, pair: str) -> bool:
+        return pair in self._rows
+
     def measured(self, pair: str, state: str = "", **bits: tuple[str, int]) -> None:
         """Results of a pair already recorded: `first=(basis, bit)`, `repeater=`, `second=`
         (bit +1/-1, corrected for the frame), and the teleported `state`. Flushed."""

@@ -45,7 +45,6 @@ from controller.network.estimators import (
 )
 from controller.network.messages import NETWORK, NETWORK_OPERATOR, REASONS
 from controller.network.swap import (
-    APPLIED,
     DELIVERED,
     DISCARDED,
     OPEN,
@@ -166,9 +165,6 @@ class Timing:
     outcome_s: float = 0.1
     decision_s: float = 0.1
     request_s: float = 10.0
-    settle_s: float = 0.02
-    """After a decision: how long B waits before it asks the ends to measure (never needed
-    with ordered links; the ends also accept a pair whose frame is applied)."""
 
 
 @dataclass
@@ -922,22 +918,32 @@ class NetworkService:
         if self.current is s:
             self.current = None
 
-    def _held_half(self, s: NetworkSession, pair: str, link_pair: str) -> tuple[str, tuple]:
-        """This end's link pair of an end-to-end pair (its frame applied) or of a GHZ shot,
-        and the Paulis this node applied to it."""
-        if isinstance(s.machine, End):
-            attempt = s.machine.by_swap.get(pair)
-            if attempt is None or attempt.status not in (APPLIED, DELIVERED):
-                raise QnodeError(f"{pair}: no end-to-end pair with its frame applied here")
-            mine = attempt.pairs[self.node]
-            return mine.pair_id, mine.applied
-        held = self.ops.held_pair(link_pair)
-        if held is None or held.peer != s.repeater:
-            raise QnodeError(f"{link_pair}: not a link pair {self.node} holds with {s.repeater}")
-        return held.pair_id, held.applied
+    async def _held_half(self, s: NetworkSession, pair: str, link_pair: str) -> tuple[str, tuple]:
+        """This end's link pair of a delivered end-to-end pair or of a GHZ shot it recorded,
+        and the Paulis this node applied to it. B's request may overtake B's decision (it is
+        answered in a task of its own): it waits for the decision, up to `decision_s`."""
+        limit = time.monotonic() + self.timing.decision_s
+        while True:
+            if isinstance(s.machine, End):
+                attempt = s.machine.by_swap.get(pair)
+                if attempt is not None and attempt.status == DELIVERED:
+                    mine = attempt.pairs[self.node]
+                    return mine.pair_id, mine.applied
+                if attempt is not None and attempt.status == DISCARDED:
+                    raise QnodeError(f"{pair} was discarded on {self.node}")
+            elif s.file.has_row(pair):
+                held = self.ops.held_pair(link_pair)
+                if held is None or held.peer != s.repeater:
+                    raise QnodeError(
+                        f"{link_pair}: not a link pair {self.node} holds with {s.repeater}"
+                    )
+                return held.pair_id, held.applied
+            if time.monotonic() > limit:
+                raise QnodeError(f"{pair}: not delivered on {self.node}")
+            await asyncio.sleep(0.002)
 
     async def _measure(self, s: NetworkSession, msg: dict) -> dict:
-        link_pair, applied = self._held_half(s, msg["pair"], msg["link_pair"])
+        link_pair, applied = await self._held_half(s, msg["pair"], msg["link_pair"])
         result = await self.ops.measure(link_pair, msg["basis"])
         if result not in (-1, 1):
             raise QnodeError(f"the measurement gave {result!r}, not +1 or -1")
@@ -951,7 +957,7 @@ class NetworkService:
         sender = s.teleport_sender
         if sender is None:
             raise QnodeError(f"{self.node} does not send in network session {s.session}")
-        link_pair, _ = self._held_half(s, msg["swap"], "")
+        link_pair, _ = await self._held_half(s, msg["swap"], "")
         zz, xx = await self.ops.teleport_measurement(link_pair, msg["state"])
         await self._act(s, sender.on_bsm(msg["swap"], zz, xx, self.clock(), msg["state"]))
         s.file.measured(msg["swap"], state=msg["state"])
