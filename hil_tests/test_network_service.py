@@ -138,6 +138,7 @@ class World:
         self.link_delay: dict[tuple[str, str], float] = {}
         self.link_fail: set[tuple[str, str]] = set()
         self.fail_bsm = 0
+        self.fail_measure: dict[str, int] = {}
         self.on_bsm = None
         self.repeater_applied: tuple[str, ...] = ()
         self.applied_at: list[tuple[str, str, str]] = []
@@ -199,6 +200,9 @@ class FakeOps:
         self.world.qubits.apply(PAULI[pauli], (self.node, pair_id))
 
     async def measure(self, pair_id, basis):
+        if self.world.fail_measure.get(self.node):
+            self.world.fail_measure[self.node] -= 1
+            raise QnodeError("the readout's laser did not answer")
         return self.world.qubits.measure((self.node, pair_id), basis)
 
     async def release(self, pair_id, reason):
@@ -219,7 +223,12 @@ class FakePeers:
         if self.net.drop(self.node, to, kind):
             return
         data = pack(kind, next(self.net.ids), **fields)
-        self.net.queues[to].put_nowait((f"node-{self.node}", data))
+        item = (f"node-{self.node}", data)
+        delay = self.net.delays.get((self.node, to, kind), 0.0)
+        if delay:  # late: what the sender sent after it may arrive before it
+            asyncio.get_running_loop().call_later(delay, self.net.queues[to].put_nowait, item)
+        else:
+            self.net.queues[to].put_nowait(item)
 
     async def request(self, to, kind, fields, timeout_s):
         data = pack(kind, next(self.net.ids), **fields)
@@ -243,6 +252,7 @@ class FakeNet:
         self.services: dict[str, NetworkService] = {}
         self.sent: list[tuple[str, str, str, dict]] = []
         self.drops: list[tuple[str, str, int]] = []  # (from, kind, how many)
+        self.delays: dict[tuple[str, str, str], float] = {}  # (from, to, kind) -> s
         self.errors: list[str] = []
 
     def drop(self, sender: str, to: str, kind: str) -> bool:
@@ -569,6 +579,34 @@ async def test_ghz_shots_verified_in_the_five_settings(tmp_path):
     assert figures["ghz_fidelity"]["above"]
     assert set(rows(data["A"], DELIVERED)) == set(rows(data["B"], DELIVERED))
     check_counts(data["B"])
+
+
+@in_loop
+async def test_a_ghz_shot_whose_measurement_failed_is_discarded_on_all_three(tmp_path):
+    async with Lab(tmp_path, seed=6) as lab:
+        lab.world.fail_measure["C"] = 1
+        summary = await lab.run("network_ghz", shots=10, verify=True)
+        data = lab.data(summary)
+    assert summary["done"] == 10 and summary["reasons"] == {"operation_failed": 1}
+    lost = {n: list(rows(d, DISCARDED)) for n, d in data.items()}
+    assert lost["A"] == lost["B"] == lost["C"] and len(lost["B"]) == 1
+    assert summary["figures"]["ghz_fidelity"]["value"] == pytest.approx(1.0)
+    for d in data.values():
+        check_counts(d)
+
+
+@in_loop
+async def test_a_teleport_outcome_that_overtakes_the_decision_waits_for_it(tmp_path):
+    """The sender's outcome reaches the receiver before B's decision about the pair (another
+    sender, another path): the receiver holds it until the decision comes."""
+    async with Lab(tmp_path, seed=8) as lab:
+        lab.net.delays[("B", "C", "swap_delivered")] = 0.3
+        summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=2)
+        receiver = lab.net.services["C"].sessions[summary["session"]].teleport_receiver
+    assert summary["done"] == 12
+    assert summary["figures"]["teleport_fidelity"]["value"] == pytest.approx(1.0)
+    assert receiver is not None and receiver.ledger.refused == 0
+    assert receiver.ledger.corrected == 12
 
 
 @in_loop

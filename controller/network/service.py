@@ -194,6 +194,7 @@ class NetworkSession:
     teleported: dict[str, list[int]] = field(default_factory=dict)
     teleport_sender: TeleportSender | None = None
     teleport_receiver: TeleportReceiver | None = None
+    ghz_status: dict[str, str] = field(default_factory=dict)
     armed: set[float] = field(default_factory=set)
     task: asyncio.Task | None = None
 
@@ -806,29 +807,19 @@ class NetworkService:
         if kind == "swap_discard" and s.application == "ghz":  # a GHZ shot B discarded
             if name != s.repeater:
                 raise self._refuse(kind, sender, "only the repeater discards a GHZ shot")
-            s.ghz_ledger.discarded[msg["cause"]] += 1
-            s.file.record(
-                msg["swap"],
-                "discarded",
-                link_pairs=tuple(msg["link_pairs"]),
-                cause=msg["cause"],
-                reason=f"{name}: {msg['reason']}",
-            )
-            s.file.ledger(s.counts())
+            links = tuple(msg["link_pairs"])
+            self._ghz_shot_at_end(s, msg["swap"], links, msg["cause"], name, msg["reason"])
             return {}
         if kind == "ghz_outcome":
             if name != s.repeater:
                 raise self._refuse(kind, sender, "only the repeater reports a GHZ shot")
-            s.ghz_ledger.attempted += 1
-            s.ghz_ledger.delivered += 1
-            s.file.record(msg["ghz"], "delivered", link_pairs=tuple(msg["link_pairs"]))
-            s.file.ledger(s.counts())
+            self._ghz_shot_at_end(s, msg["ghz"], tuple(msg["link_pairs"]))
             return {}
         if kind == "teleport_outcome":
-            receiver = s.teleport_receiver
-            if receiver is None:
+            if s.teleport_receiver is None:
                 raise self._refuse(kind, sender, f"{self.node} receives nothing in {s.session}")
-            await self._act(s, receiver.on_message(name, msg, now))
+            # it may overtake B's decision about its pair (another sender): held until then
+            self._spawn(self._outcome_once_delivered(s, name, msg))
             return {}
         if name != s.repeater:
             raise self._refuse(kind, sender, "only the repeater asks this")
@@ -842,6 +833,48 @@ class NetworkService:
             await self._end_close(s, msg["state"], f"{name}: {msg['reason']}")
             return {"counts": s.counts()}
         raise QnodeError(f"unknown network message {kind!r}")
+
+    def _ghz_shot_at_end(
+        self,
+        s: NetworkSession,
+        shot: str,
+        links: tuple[str, ...],
+        cause: str = "",
+        sender: str = "",
+        reason: str = "",
+    ) -> None:
+        """An end's record of a GHZ shot: delivered when B reports it, discarded when B
+        discards it (a shot counted once, whichever comes first)."""
+        before = s.ghz_status.get(shot)
+        if before == "discarded" or (before == "delivered" and not cause):
+            s.ghz_ledger.duplicates += 1
+            return
+        if before is None:
+            s.ghz_ledger.attempted += 1
+        if cause:
+            s.ghz_ledger.delivered -= before == "delivered"
+            s.ghz_ledger.discarded[cause] += 1
+            s.ghz_status[shot] = "discarded"
+            why = f"{sender}: {reason}"
+            s.file.record(shot, "discarded", link_pairs=links, cause=cause, reason=why)
+        else:
+            s.ghz_ledger.delivered += 1
+            s.ghz_status[shot] = "delivered"
+            s.file.record(shot, "delivered", link_pairs=links)
+        s.file.ledger(s.counts())
+
+    async def _outcome_once_delivered(self, s: NetworkSession, sender: str, msg: dict) -> None:
+        """The receiver takes a teleport_outcome once B's decision about its pair is here
+        (up to `decision_s`); the receiver's machine refuses it if the pair never is."""
+        receiver = s.teleport_receiver
+        assert receiver is not None and isinstance(s.machine, End)
+        limit = time.monotonic() + self.timing.decision_s
+        while msg["swap"] not in receiver.resources and time.monotonic() < limit:
+            attempt = s.machine.by_swap.get(msg["swap"])
+            if attempt is not None and attempt.status == DISCARDED:
+                break
+            await asyncio.sleep(0.002)
+        await self._act(s, receiver.on_message(sender, msg, self.clock()))
 
     def _route(self, msg: dict) -> NetworkSession | None:
         """The session a message is about: the one it names, else the current (or last)."""
