@@ -174,3 +174,22 @@ def teleport_fidelity(successes: Mapping[str, tuple[int, int]]) -> Estimate:
     return _estimate(
         float(np.mean(fractions)), variance / count**2, shots, centre=float(np.mean(adjusted))
     )
+
+
+PSI_PLUS_CORRELATORS = {"X": 1, "Y": 1, "Z": -1}
+"""psi+ = (|01> + |10>)/sqrt 2: <XX> = <YY> = +1, <ZZ> = -1."""
+
+
+def bell_fidelity(products_by_basis: Mapping[str, np.ndarray]) -> Estimate:
+    """The fidelity of end-to-end pairs with psi+, F = (1 + <XX> + <YY> - <ZZ>)/4, from
+    each basis's per-pair products of the two ends' +1/-1 results, each already multiplied
+    by its sign in psi+ (`PSI_PLUS_CORRELATORS`), so F = (1 + sum of the three means)/4."""
+    missing = set(PSI_PLUS_CORRELATORS) - set(products_by_basis)
+    if missing:
+        raise ValueError(f"the Bell-state fidelity needs the bases {sorted(missing)} too")
+    total, variance, shots = 1.0, 0.0, 0
+    for basis in PSI_PLUS_CORRELATORS:
+        values = np.asarray(products_by_basis[basis])
+        mean, var = _mean_and_variance(values, 1.0)
+        total, variance, shots = total + mean, variance + var, shots + len(values)
+    return _estimate(total / 4.0, variance / 16.0, shots)
