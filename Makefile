@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean conformance
+.PHONY: demo test test-slow lint format bench clean conformance
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy drivers sequences calibration qnode controller/labconfig.py controller/link controller/node controller/messaging controller/midpoint controller/network
-	$(PY) -m pytest -q hil_tests
+	$(PY) -m pytest -q hil_tests -m "not slow_sim"
+
+# Tests of minutes each (simulated 13C gates of hundreds of pulses): `make test` leaves them out.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q hil_tests -m slow_sim
 
 # The simulated lab driven by independent drivers (QCoDeS, pylablib, microscope) in an
 # environment of their own: see conformance/run.py.

@@ -336,6 +336,7 @@ def memory_lab(own_lab, tmp_path):
     store.close()
 
 
+@pytest.mark.slow_sim
 @pytest.mark.timeout(1500)
 def test_gate_and_a_stored_state_on_the_simulators_13c(memory_lab, monkeypatch):
     """c13_gate on the simulator finds the pulse count the controller's model gives for the
@@ -415,6 +416,7 @@ def model_pulse_count(node, hw, free) -> int:
     raise AssertionError("the model's gate never reaches pi/2")
 
 
+@pytest.mark.slow_sim
 @pytest.mark.timeout(1500)
 def test_ramsey_on_the_simulators_13c_finds_its_two_frequencies(memory_lab, monkeypatch):
     """With the gate from the truth's couplings (as c13_gate finds it: the test above), the

@@ -146,3 +146,37 @@ def test_bad_numbers_on_the_command_line_get_one_clear_error_before_anything_sta
         result = run(*args, "--lab", DEFAULT_LAB)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+# qnode network (the daemon-free part: help and argument errors) ---------------------------------
+THREE_NODE_LAB = str(DEFAULT_LAB.parent / "sim_three_node.toml")
+
+
+def test_network_help_lists_its_commands():
+    result = run("network", "--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("entangle", "ghz", "teleport"):
+        assert command in result.stdout
+    for command, option in (("entangle", "--ends"), ("ghz", "--shots"), ("teleport", "--from")):
+        sub = run("network", command, "--help")
+        assert sub.returncode == 0 and option in sub.stdout, sub.stdout + sub.stderr
+
+
+def test_network_argument_errors_are_one_clear_line():
+    cases = [
+        (("entangle", "--ends", "A", "A", "--pairs", "2"), "same node"),
+        (("entangle", "--ends", "A", "B", "--pairs", "2"), "no node of"),
+        (("entangle", "--ends", "A", "D", "--pairs", "2"), "'D' is not a memory node"),
+        (("entangle", "--ends", "A", "C", "--pairs", "2", "--protocol", "x"), "--protocol"),
+        (("entangle", "--ends", "A", "C", "--pairs", "2", "--fidelity-min", "1.2"), "[0, 1)"),
+        (("entangle", "--ends", "A", "C", "--pairs", "2", "--deadline", "nan"), "--deadline"),
+        (("ghz", "--shots", "5", "--repeater", "A"), "needs exactly two"),
+        (("teleport", "--from", "A", "--to", "C", "--states", "all"), "cardinal"),
+    ]
+    for args, message in cases:
+        result = run("network", *args, "--lab", THREE_NODE_LAB)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    result = run("network", "entangle", "--ends", "A", "C", "--pairs", "0", "--lab", THREE_NODE_LAB)
+    assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -85,3 +85,43 @@ def test_drawn_attempts_dephase_a_stored_memory_like_stepped_ones():
         # without them the memory would keep 0.5 |factor|, one attempt's worth
         assert expected < 0.45
         assert math.log(coherence / 0.5) == pytest.approx(math.log(expected / 0.5), rel=0.05)
+
+
+def test_an_optical_pi_pulse_leaves_a_heralded_pairs_coherence():
+    """Barrett-Kok's second round excites both memories of a pair the first round heralded:
+    the pair keeps its coherence (psi+ stays psi+), on nodes with memories too (the
+    simulator used to erase the electron's coherence at every excitation there, which left
+    Barrett-Kok pairs between memory nodes at fidelity 1/2: the review of session 7)."""
+    config = load_lab(THREE)
+    psi = np.zeros(4, dtype=complex)
+    psi[1] = psi[2] = 2**-0.5
+
+    async def run() -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            lab = SimLab(config.model_dump(), 3, Path(tmp), Path(tmp) / "resources.json")
+            for node in ("A", "B"):
+                lasers_on(lab, node)
+            lab.register.set_pair("A", "B", np.outer(psi, psi.conj()))
+            before = pair_fidelity(lab, psi)
+            for name in ("A", "B"):
+                node = lab.nodes[name]
+                line = 1 << node.optics["excitation"].ttl_line
+                node.set_ttl(node.ttl | line)
+                node.set_ttl(node.ttl & ~line)
+            return before, pair_fidelity(lab, psi)
+
+    before, after = asyncio.run(run())
+    assert before == pytest.approx(1.0)
+    assert after > 0.99
+
+
+def pair_fidelity(lab: SimLab, psi: np.ndarray) -> float:
+    """<psi| rho_AB |psi>, A and B's electrons with every other qubit traced out."""
+    names = lab.register.names
+    n = len(names)
+    keep = [names.index("A"), names.index("B")]
+    others = [k for k in range(n) if k not in keep]
+    order = keep + [n + k for k in keep] + others + [n + k for k in others]
+    t = np.moveaxis(lab.register.rho.reshape([2] * (2 * n)), order, list(range(2 * n)))
+    rho_ab = np.einsum("abii->ab", t.reshape(4, 4, 2 ** (n - 2), 2 ** (n - 2)))
+    return float(np.real(psi.conj() @ rho_ab @ psi))

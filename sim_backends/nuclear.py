@@ -110,10 +110,19 @@ def draw_memory_truth(
     )
 
 
+def kron2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.kron of two square matrices, without its general-case overhead (the hot path of a
+    memory node's every step)."""
+    n, m = len(a), len(b)
+    return (a[:, None, :, None] * b[None, :, None, :]).reshape(n * m, n * m)
+
+
 def kron_all(ops: list[np.ndarray]) -> np.ndarray:
-    out = np.ones((1, 1), dtype=complex)
-    for op in ops:
-        out = np.kron(out, op)
+    if len(ops) == 1:
+        return np.asarray(ops[0], dtype=complex)
+    out = np.asarray(ops[0], dtype=complex)
+    for op in ops[1:]:
+        out = kron2(out, op)
     return out
 
 
@@ -137,7 +146,7 @@ def nuclear_hamiltonians(
 def joint_hamiltonian(h0: np.ndarray, h1: np.ndarray, electron: np.ndarray) -> np.ndarray:
     """Electron first: electron term x 1 + |0><0| x H0 + |1><1| x H1."""
     eye = np.eye(len(h0), dtype=complex)
-    return np.kron(electron, eye) + np.kron(P0, h0) + np.kron(P1, h1)
+    return kron2(electron, eye) + kron2(P0, h0) + kron2(P1, h1)
 
 
 def expm_hermitian(h: np.ndarray, t: float) -> np.ndarray:

@@ -14,6 +14,7 @@ from controller.cli import (
     keys,
     lab,
     midpoint,
+    network,
     node,
     params,
     session,
@@ -35,6 +36,7 @@ app.add_typer(params.app, name="params")
 app.add_typer(data.app, name="data")
 app.add_typer(midpoint.app, name="midpoint")
 app.add_typer(session.app, name="session")
+app.add_typer(network.app, name="network")
 
 
 def main() -> None:

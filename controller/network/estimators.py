@@ -14,7 +14,12 @@ mean of the six success fractions, against the classical bound 2/3 (Massar and P
 Horodecki and Horodecki, PRA 60, 1888 (1999)).
 
 Each interval is the estimate +- 1.96 sigma, sigma from the shots' sample variances per
-setting (the shots of one setting are independent; settings are independent of each other).
+setting (the shots of one setting are independent; settings are independent of each other),
+never of zero width: a plain (Wald) interval of all-success data is [1, 1], which claims
+certainty from a few shots. So the variances take two pseudo-shots at the extremes (each
+setting's +-m, m its number of terms; for a success fraction, Agresti and Coull, Am. Stat.
+52, 119 (1998): two successes and two failures added), and the interval is clipped to what
+the figure can be.
 Results are +1/-1 per qubit; a Pauli frame per shot (controller.network.pauli) flips the
 products it anticommutes with.
 """
@@ -69,9 +74,16 @@ class Estimate:
         return self.low > bound
 
 
-def _estimate(value: float, variance: float, shots: int) -> Estimate:
+def _estimate(
+    value: float, variance: float, shots: int, centre: float | None = None, top: float = 1.0
+) -> Estimate:
+    """value, and the interval centre +- Z95 sigma (centre: value unless an adjusted one is
+    given), widened to hold the value itself and clipped to the figure's range [0, top]."""
     sigma = float(np.sqrt(max(variance, 0.0)))
-    return Estimate(value, sigma, value - Z95 * sigma, value + Z95 * sigma, shots)
+    mid = value if centre is None else centre
+    low = max(min(mid - Z95 * sigma, value), 0.0)
+    high = min(max(mid + Z95 * sigma, value), top)
+    return Estimate(value, sigma, low, high, shots)
 
 
 def stabiliser_values(
@@ -101,10 +113,17 @@ def stabiliser_values(
     return values
 
 
-def _mean_and_variance(values: np.ndarray) -> tuple[float, float]:
+def _mean_and_variance(values: np.ndarray, extreme: float) -> tuple[float, float]:
+    """The mean, and the variance of the mean with two pseudo-shots at +-extreme (so that
+    identical shots do not make it zero)."""
     if len(values) < 2:
         raise ValueError("an estimate needs at least two shots per setting")
-    return float(np.mean(values)), float(np.var(values, ddof=1) / len(values))
+    padded = np.concatenate([values, [extreme, -extreme]])
+    return float(np.mean(values)), float(np.var(padded, ddof=1) / len(values))
+
+
+def _extreme(setting: str, terms: Mapping[str, tuple[tuple[str, int], ...]]) -> float:
+    return float(len(terms[setting]))
 
 
 def ghz_fidelity(values_by_setting: Mapping[str, np.ndarray]) -> Estimate:
@@ -114,7 +133,8 @@ def ghz_fidelity(values_by_setting: Mapping[str, np.ndarray]) -> Estimate:
         raise ValueError(f"the GHZ fidelity needs the settings {sorted(missing)} too")
     total, variance, shots = 1.0, 0.0, 0
     for setting in GHZ_SETTINGS:
-        mean, var = _mean_and_variance(np.asarray(values_by_setting[setting]))
+        values = np.asarray(values_by_setting[setting])
+        mean, var = _mean_and_variance(values, _extreme(setting, GHZ_SETTINGS))
         total, variance = total + mean, variance + var
         shots += len(values_by_setting[setting])
     return _estimate(total / 8.0, variance / 64.0, shots)
@@ -122,8 +142,8 @@ def ghz_fidelity(values_by_setting: Mapping[str, np.ndarray]) -> Estimate:
 
 def ghz_fidelity_bound(values_by_setting: Mapping[str, np.ndarray]) -> Estimate:
     """F >= (<XXX> + <ZZI> + <IZZ> - 1)/2, from `stabiliser_values(..., GHZ_GENERATORS)`."""
-    zz, zz_var = _mean_and_variance(np.asarray(values_by_setting["ZZZ"]))
-    xxx, xxx_var = _mean_and_variance(np.asarray(values_by_setting["XXX"]))
+    zz, zz_var = _mean_and_variance(np.asarray(values_by_setting["ZZZ"]), 2.0)
+    xxx, xxx_var = _mean_and_variance(np.asarray(values_by_setting["XXX"]), 1.0)
     shots = len(values_by_setting["ZZZ"]) + len(values_by_setting["XXX"])
     return _estimate((xxx + zz - 1.0) / 2.0, (zz_var + xxx_var) / 4.0, shots)
 
@@ -135,18 +155,41 @@ def corrected_outcome(basis: str, result: int, correction: Pauli) -> int:
 
 def teleport_fidelity(successes: Mapping[str, tuple[int, int]]) -> Estimate:
     """The average fidelity over the six cardinal states, from (successes, shots) per state:
-    the mean of the six fractions; sigma from each fraction's binomial variance."""
+    the mean of the six fractions; the interval around the mean of the Agresti-Coull adjusted
+    fractions (k + 2) / (n + 4), each with its variance f (1 - f) / (n + 4)."""
     missing = set(CARDINAL_STATES) - set(successes)
     if missing:
         raise ValueError(f"the average fidelity needs the states {sorted(missing)} too")
-    fractions, variance, shots = [], 0.0, 0
+    fractions, adjusted, variance, shots = [], [], 0.0, 0
     for state in CARDINAL_STATES:
         good, n = successes[state]
         if n < 2 or not 0 <= good <= n:
             raise ValueError(f"{state}: {good} successes in {n} shots")
-        f = good / n
-        fractions.append(f)
-        variance += f * (1 - f) / (n - 1)
+        fractions.append(good / n)
+        f = (good + 2) / (n + 4)
+        adjusted.append(f)
+        variance += f * (1 - f) / (n + 4)
         shots += n
     count = len(CARDINAL_STATES)
-    return _estimate(float(np.mean(fractions)), variance / count**2, shots)
+    return _estimate(
+        float(np.mean(fractions)), variance / count**2, shots, centre=float(np.mean(adjusted))
+    )
+
+
+PSI_PLUS_CORRELATORS = {"X": 1, "Y": 1, "Z": -1}
+"""psi+ = (|01> + |10>)/sqrt 2: <XX> = <YY> = +1, <ZZ> = -1."""
+
+
+def bell_fidelity(products_by_basis: Mapping[str, np.ndarray]) -> Estimate:
+    """The fidelity of end-to-end pairs with psi+, F = (1 + <XX> + <YY> - <ZZ>)/4, from
+    each basis's per-pair products of the two ends' +1/-1 results, each already multiplied
+    by its sign in psi+ (`PSI_PLUS_CORRELATORS`), so F = (1 + sum of the three means)/4."""
+    missing = set(PSI_PLUS_CORRELATORS) - set(products_by_basis)
+    if missing:
+        raise ValueError(f"the Bell-state fidelity needs the bases {sorted(missing)} too")
+    total, variance, shots = 1.0, 0.0, 0
+    for basis in PSI_PLUS_CORRELATORS:
+        values = np.asarray(products_by_basis[basis])
+        mean, var = _mean_and_variance(values, 1.0)
+        total, variance, shots = total + mean, variance + var, shots + len(values)
+    return _estimate(total / 4.0, variance / 16.0, shots)

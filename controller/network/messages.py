@@ -18,10 +18,11 @@ MAX_TEXT_CHARS = 200
 MAX_PAULIS = 8
 """Paulis a node applied to one qubit since its herald (each is a name in PAULIS)."""
 
-REASONS = ("cutoff", "timeout", "node_down", "conflict", "shutdown")
+REASONS = ("cutoff", "timeout", "node_down", "conflict", "shutdown", "operation_failed")
 """Why an end-to-end pair was discarded (records count by these; a discard passed on keeps its
 cause): a link pair's cut-off, a deadline passed, a node known down, a discard that reached a
-node after it had delivered the pair, the layer closed with the pair open."""
+node after it had delivered the pair, the layer closed with the pair open, a node's operation
+on its qubits (the BSM, a Pauli) failed."""
 
 
 class _Contents(type):
@@ -165,3 +166,124 @@ APPLICATIONS = vocabulary(
 """Sender -> receiver: teleport_outcome (`state` names the cardinal state in a verification
 run); B -> the ends and the operator: ghz_outcome (B's electron's Z result, the links' states
 and the Paulis B applied to each qubit, the setting all three measure in)."""
+
+# the network service's own messages (controller/network/service.py) ----------------------------
+MAX_PAIRS = 100_000
+"""End-to-end pairs (or GHZ shots, or teleported states per cardinal state) one request asks."""
+MAX_DEADLINE_S = 7 * 24 * 3600.0
+APPLICATION_NAMES = ("entangle", "ghz", "teleport")
+SESSION_STATES = ("completed", "failed", "aborted", "deadline")
+MEASURE_BASES = ("X", "Y", "Z")
+LINK_PROTOCOLS = ("single_click", "barrett_kok")
+"""The heralded protocols between NV nodes (the network is an NV network: docs/network.md)."""
+STATE_SETS = ("cardinal",)
+
+
+class SessionName(metaclass=_Contents):
+    """A network session id: it becomes part of a file name (controller.data.names)."""
+
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return _short(value, 64) and bool(value)
+
+
+class NodeName(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return _short(value, 64) and bool(value)
+
+
+class Count(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PAIRS
+
+
+class Fraction(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return _number(value) and 0.0 <= float(value) < 1.0  # type: ignore[arg-type]
+
+
+class Seconds(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return _number(value) and 0.0 < float(value) <= MAX_DEADLINE_S  # type: ignore[arg-type]
+
+
+class Result(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value in (-1, 1)
+
+
+SessionName.__name__ = "session id (1 to 64 characters)"
+NodeName.__name__ = "node name (1 to 64 characters)"
+Count.__name__ = f"int from 1 to {MAX_PAIRS}"
+Fraction.__name__ = "number in [0, 1)"
+Seconds.__name__ = f"number of seconds in (0, {MAX_DEADLINE_S:g}]"
+Result.__name__ = "+1 or -1"
+
+_LINK_OPTIONS = {"protocol": str, "fidelity_min": Fraction, "deadline_s": Seconds}
+_LINK_CHOICES = {"protocol": LINK_PROTOCOLS}
+
+NETWORK_OPERATOR = vocabulary(
+    Schema(
+        "network_entangle",
+        {"ends": TwoNames, "pairs": Count},
+        {**_LINK_OPTIONS, "verify": bool},
+        _LINK_CHOICES,
+    ),
+    Schema("network_ghz", {"shots": Count}, {**_LINK_OPTIONS, "verify": bool}, _LINK_CHOICES),
+    Schema(
+        "network_teleport",
+        {"from": NodeName, "to": NodeName, "shots": Count},
+        {**_LINK_OPTIONS, "states": str},
+        {**_LINK_CHOICES, "states": STATE_SETS},
+    ),
+    Schema("network_session", {"session": SessionName}),
+    Schema("network_session_data", {"session": SessionName}),
+    Schema("network_abort", {"session": SessionName}),
+)
+"""An operator (a client key) at the repeater: start a network session (its id in the
+answer), read its progress and summary (`network_session`), its file's rows
+(`network_session_data`, any node of the session), stop it (`network_abort`). `shots` of a
+teleportation: per cardinal state."""
+
+NETWORK_STATION = vocabulary(
+    NETWORK,
+    APPLICATIONS,
+    Schema(
+        "network_open",
+        {
+            "session": SessionName,
+            "application": str,
+            "ends": TwoNames,
+            "repeater": NodeName,
+            "outcome_s": Seconds,
+            "decision_s": Seconds,
+        },
+        {"sender": NodeName, "receiver": NodeName},
+        {"application": APPLICATION_NAMES},
+    ),
+    Schema(
+        "network_measure",
+        {"session": SessionName, "pair": PairId, "link_pair": PairId, "basis": str},
+        choices={"basis": MEASURE_BASES},
+    ),
+    Schema(
+        "teleport_send",
+        {"session": SessionName, "swap": PairId, "state": str},
+        choices={"state": CARDINAL},
+    ),
+    Schema("teleport_receive", {"session": SessionName, "swap": PairId}),
+    Schema(
+        "network_close",
+        {"session": SessionName, "state": str, "reason": Text},
+        choices={"state": SESSION_STATES},
+    ),
+)
+"""Between the nodes of a network session (a station key, and one of the session's nodes):
+the swap's and the applications' notifications, and the repeater's requests to the ends
+(open the session, measure a qubit, teleport, close); the sender's `teleport_outcome` goes
+to the receiver directly."""

@@ -281,6 +281,14 @@ class _Machine:
     def _peers(self, attempt: _Attempt) -> tuple[str, ...]:
         raise NotImplementedError
 
+    def on_operation_failed(self, key: str, reason: str, now: float) -> list[Action]:
+        """This node's operation for an open attempt (the BSM, a Pauli) failed: the attempt
+        (named by its swap id or one of its link pairs) is discarded on every node."""
+        attempt = self.by_swap.get(key) or self.by_link_pair.get(key)
+        if attempt is None or attempt.status not in OPEN:
+            return []
+        return self._discard(now, attempt, "operation_failed", reason, self._peers(attempt))
+
 
 class Repeater(_Machine):
     """B: holds a link pair with each end, measures them in the Bell basis, decides."""

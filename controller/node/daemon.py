@@ -28,10 +28,15 @@ from controller.link.messages import OPERATOR, PEER
 from controller.link.node_link import NodeLink
 from controller.messaging.serving import Request, StationServer
 from controller.messaging.station_link import StationDialer
+from controller.messaging.wire import vocabulary
+from controller.network.messages import NETWORK_OPERATOR, NETWORK_STATION
+from controller.network.node_operations import DAEMON_TIMING, NodeLinkOperations, StationPeers
+from controller.network.service import NetworkService
 from controller.node.link_port import LinkPort
 from controller.node.messages import NODE
 from controller.node.runtime import InstrumentHandle, NodeRuntime
 from controller.node.worker import RunWorker
+from qnode import __version__
 from qnode.errors import QnodeError
 from sequences.operations import from_data
 
@@ -98,7 +103,9 @@ async def at_once(
 
 
 class NodeDaemon(StationServer):
-    concurrent = frozenset({"run"})  # compiling a long sweep holds up no other request
+    concurrent = frozenset({"run", "network_measure", "teleport_send", "teleport_receive"})
+    """Answered in a task of their own: compiling a long sweep, or a network measurement,
+    holds up no other request (a teleport_receive waits for the sender's outcome)."""
 
     def __init__(
         self,
@@ -110,7 +117,8 @@ class NodeDaemon(StationServer):
     ) -> None:
         # before anything else: a broken history refuses the start
         store = open_intact(lab.data_dir / "params.sqlite", f"node {node}", accept_broken_history)
-        super().__init__(lab.data_dir, node, f"node {node}", endpoint, NODE)
+        accepted = vocabulary(NODE, NETWORK_OPERATOR, NETWORK_STATION)
+        super().__init__(lab.data_dir, node, f"node {node}", endpoint, accepted)
         self.lab = lab
         self.node = node
         self.store = store
@@ -120,6 +128,16 @@ class NodeDaemon(StationServer):
             lab,
             LinkPort(lab, self.runtime, self.store, self.worker),
             StationDialer(self.ctx, self.data_dir, node),
+        )
+        neighbours = tuple(link.peer(node) for link in lab.links_of(node).values())
+        self.network = NetworkService(
+            node,
+            neighbours,
+            NodeLinkOperations(self.link),
+            StationPeers(self.link),
+            self.data_dir,
+            __version__,
+            DAEMON_TIMING,
         )
 
     # lifecycle ------------------------------------------------------------------------------
@@ -152,6 +170,7 @@ class NodeDaemon(StationServer):
     async def close(self) -> None:
         """End the session, abort any run and wait for it to close its file, then safe
         state and close the drivers."""
+        await self.network.close("node stopped")
         await self.link.stop("node stopped")
         self.runtime.abort_event.set()
         await self.worker.finish(SHUTDOWN_GRACE_S)
@@ -173,6 +192,10 @@ class NodeDaemon(StationServer):
     # requests -------------------------------------------------------------------------------
     async def handle(self, request: Request) -> dict:
         kind = request.kind
+        if kind in NETWORK_STATION:  # the service refuses (and counts) a client's key
+            return await self.network.handle_station(
+                request.msg, request.sender, request.from_station
+            )
         if kind in PEER:
             if not request.from_station:  # a client key never speaks for a station
                 raise self.link.refuse(
@@ -184,6 +207,8 @@ class NodeDaemon(StationServer):
             request.require_client(self.who)  # a station may ask status, nothing else
         if kind in OPERATOR:
             return await self.link.handle_operator(request.msg)
+        if kind in NETWORK_OPERATOR:
+            return await self.network.handle_operator(request.msg)
         return await self._control(request.msg)
 
     async def _control(self, msg: dict) -> dict:
@@ -201,6 +226,7 @@ class NodeDaemon(StationServer):
                     "refused_peer_messages": self.link.forged,
                     "link_malformed": self.link.link_malformed,
                     "session": self.link.session.summary() if self.link.session else None,
+                    **self.network.status(),
                 }
             }
         if kind == "run":

@@ -1,0 +1,1028 @@
+"""The network service: the I/O shell around the swap's and the applications' state machines.
+
+One per node daemon. At the repeater (B) an operator's `network_entangle`, `network_ghz` or
+`network_teleport` opens a network session on the three nodes (`network_open` to the ends)
+and runs it: link pairs from the node's link layer (`LinkOperations.make_pair`, the first
+end's into B's memory, the second's into its electron), fed to `Repeater`; at the ends `End`
+follows B. The machines' actions become I/O here: messages to the other nodes (`Peers`: the
+station links the link layer uses, CurveZMQ, the sender named by its station key), the
+node's qubit operations (`LinkOperations`), the network session file's rows (written and
+flushed before the message that announces a decision is sent) and timers (an asyncio task
+per deadline, which ticks the machine). A network message with a client key, from an unknown
+station or from a node that is not in the session is refused and counted (`refused`), as the
+link layer's are.
+
+The node's operations are behind `LinkOperations` (a typing.Protocol): the daemon's
+(controller/network/node_operations.py) goes through today's link layer and marks what
+waits for the memory delivery and the node's BSM; the tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from controller.data.networkfile import CAUSES, NetworkSessionFile, network_file_path
+from controller.data.sessionfile import new_session_id
+from controller.messaging.wire import Refused
+from controller.network.applications import GhzTally, TeleportReceiver, TeleportSender, ghz_frame_of
+from controller.network.estimators import (
+    CARDINAL_STATES,
+    CLASSICAL_BOUND,
+    GHZ_SETTINGS,
+    PSI_PLUS_CORRELATORS,
+    Estimate,
+    bell_fidelity,
+    teleport_fidelity,
+)
+from controller.network.messages import NETWORK, NETWORK_OPERATOR, REASONS
+from controller.network.swap import (
+    DELIVERED,
+    DISCARDED,
+    OPEN,
+    WAITING,
+    Action,
+    ApplyPauli,
+    End,
+    Ledger,
+    LinkPair,
+    MeasureBell,
+    Record,
+    Release,
+    Repeater,
+    Send,
+    SwapRecord,
+    swap_id,
+)
+from qnode.errors import QnodeError
+
+log = logging.getLogger("qnode.network")
+
+assert CAUSES == REASONS, "the network file's cause codes are the swap's discard reasons"
+
+VERIFY_BASES = ("X", "Y", "Z")
+"""An end-to-end pair's verification: both ends measure in the same basis, cycled per pair."""
+MEMORY, ELECTRON = "memory", "keep"
+"""Where a link pair's half is delivered: into the node's 13C memory, or kept in the electron."""
+
+
+class LinkFailure(QnodeError):
+    """No link pair within the deadline (the link layer's session ended without one)."""
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A link pair the link layer delivered to this node: its id, the peer, the heralded state,
+    its goodness (planning model), when it was heralded, where this node's half is
+    ("memory", "electron" or "measured"), the Paulis this node applied to it since, and, if
+    measured, the basis and the +1/-1 result, and the peer's basis."""
+
+    pair_id: str
+    peer: str
+    state: str
+    goodness: float
+    made: float
+    qubit: str = "electron"
+    applied: tuple[str, ...] = ()
+    basis: str = ""
+    bit: int = 0
+    peer_basis: str = ""
+
+    def link_pair(self, node: str) -> LinkPair:
+        return LinkPair(
+            self.pair_id, (node, self.peer), self.state, self.goodness, self.made, self.applied
+        )
+
+
+class LinkOperations(Protocol):
+    """What the network service asks of its node (its link layer and its qubits)."""
+
+    async def make_pair(
+        self,
+        peer: str,
+        protocol: str,
+        delivery: str,
+        peer_delivery: str,
+        fidelity_min: float,
+        deadline_s: float,
+    ) -> PairResult:
+        """One link pair with the neighbour `peer` (this node initiates); `delivery` where
+        this node's half goes (MEMORY or ELECTRON), `peer_delivery` the peer's. LinkFailure
+        when none within `deadline_s`."""
+        ...
+
+    def held_pair(self, pair_id: str) -> PairResult | None:
+        """A link pair this node holds (the peer initiated it), or None."""
+        ...
+
+    async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
+        """The BSM on the qubits holding the two pairs: the parities (zz, xx)."""
+        ...
+
+    async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
+        """CNOT (memory control, electron target), the electron measured in Z: its bit."""
+        ...
+
+    async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
+        """Prepare the cardinal `state` and do the BSM on it and this node's half: (zz, xx)."""
+        ...
+
+    async def apply_pauli(self, pair_id: str, pauli: str) -> None: ...
+
+    async def measure(self, pair_id: str, basis: str) -> int:
+        """This node's half measured in `basis`: +1 or -1."""
+        ...
+
+    async def release(self, pair_id: str, reason: str) -> None: ...
+
+
+class Peers(Protocol):
+    """The other nodes' daemons (their station keys): notifications and requests."""
+
+    def send(self, to: str, kind: str, fields: dict[str, Any]) -> None: ...
+
+    async def request(
+        self, to: str, kind: str, fields: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The machines' deadlines and the service's request timeouts (s). The defaults are the
+    swap's (tens of ms: an NV memory's coherence budget); a link layer that takes longer per
+    pair needs a longer `second_link_s`."""
+
+    second_link_s: float = 0.05
+    ack_s: float = 0.05
+    outcome_s: float = 0.1
+    decision_s: float = 0.1
+    request_s: float = 10.0
+
+
+@dataclass
+class NetworkSession:
+    """One network session as this node runs it."""
+
+    session: str
+    application: str
+    role: str  # "repeater" or "end"
+    ends: tuple[str, str]
+    repeater: str
+    request: dict[str, Any]
+    file: NetworkSessionFile
+    machine: Repeater | End | None
+    sender: str = ""
+    receiver: str = ""
+    state: str = "running"
+    reason: str = ""
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    done: int = 0
+    link_failures: int = 0
+    stop: str = ""
+    ghz_ledger: Ledger = field(default_factory=Ledger)
+    correlations: dict[str, list[int]] = field(default_factory=dict)
+    ghz: GhzTally = field(default_factory=GhzTally)
+    teleported: dict[str, list[int]] = field(default_factory=dict)
+    teleport_sender: TeleportSender | None = None
+    teleport_receiver: TeleportReceiver | None = None
+    ghz_status: dict[str, str] = field(default_factory=dict)
+    armed: set[float] = field(default_factory=set)
+    task: asyncio.Task | None = None
+
+    @property
+    def nodes(self) -> tuple[str, str, str]:
+        return (self.ends[0], self.repeater, self.ends[1])
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.machine.ledger if self.machine is not None else self.ghz_ledger
+
+    def counts(self) -> dict[str, int]:
+        ledger = self.ledger
+        return {
+            "attempted": ledger.attempted,
+            "delivered": ledger.delivered,
+            "discarded": sum(ledger.discarded.values()),
+            "refused": ledger.refused,
+            "duplicates": ledger.duplicates,
+            "foreign": ledger.foreign,
+            "open": ledger.open(),
+            **{f"discarded_{c}": ledger.discarded[c] for c in CAUSES},
+        }
+
+    def figures(self) -> dict[str, dict]:
+        """The application's estimates so far, each with its 95 % interval (where there are
+        enough shots)."""
+        out: dict[str, dict] = {}
+        estimates: list[tuple[str, Callable[[], Estimate], float]] = []
+        if self.correlations:
+            products = {b: np.array(v) for b, v in self.correlations.items()}
+            estimates.append(("bell_fidelity", lambda: bell_fidelity(products), 0.5))
+        if self.application == "ghz" and self.ghz.shots.total():
+            estimates.append(("ghz_bound", self.ghz.bound, 0.5))
+            estimates.append(("ghz_fidelity", self.ghz.fidelity, 0.5))
+        if self.teleported:
+            tally = {s: (g, n) for s, (g, n) in self.teleported.items()}
+            estimates.append(
+                ("teleport_fidelity", lambda: teleport_fidelity(tally), CLASSICAL_BOUND)
+            )
+        for name, estimate, bound in estimates:
+            with contextlib.suppress(ValueError, KeyError):  # too few shots so far
+                out[name] = _as_dict(estimate(), bound)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = (self.ended or time.time()) - self.started
+        counts = self.counts()
+        return {
+            "session": self.session,
+            "application": self.application,
+            "role": self.role,
+            "nodes": list(self.nodes),
+            "state": self.state,
+            "reason": self.reason,
+            "request": self.request,
+            "requested": _requested(self.application, self.request),
+            "done": self.done,
+            **counts,
+            "reasons": {c: counts[f"discarded_{c}"] for c in CAUSES if counts[f"discarded_{c}"]},
+            "link_failures": self.link_failures,
+            "elapsed_s": elapsed,
+            "rate_per_wall_s": self.done / elapsed if elapsed > 0 else 0.0,
+            "file": str(self.file.path),
+            "figures": self.figures(),
+        }
+
+
+def _as_dict(estimate: Estimate, bound: float) -> dict[str, float | int | bool]:
+    return {
+        "value": estimate.value,
+        "sigma": estimate.sigma,
+        "low": estimate.low,
+        "high": estimate.high,
+        "shots": estimate.shots,
+        "bound": bound,
+        "above": estimate.above(bound),
+    }
+
+
+def _requested(application: str, request: dict) -> int:
+    if application == "entangle":
+        return int(request["pairs"])
+    if application == "ghz":
+        return int(request["shots"])
+    return int(request["shots"]) * len(CARDINAL_STATES)
+
+
+class NetworkService:
+    """See the module's docstring. `neighbours`: the memory nodes this node has a link to."""
+
+    def __init__(
+        self,
+        node: str,
+        neighbours: tuple[str, ...],
+        ops: LinkOperations,
+        peers: Peers,
+        data_dir: Path,
+        software_version: str,
+        timing: Timing | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.neighbours = tuple(neighbours)
+        self.ops = ops
+        self.peers = peers
+        self.data_dir = Path(data_dir)
+        self.software_version = software_version
+        self.timing = timing or Timing()
+        self.clock = clock
+        self.current: NetworkSession | None = None
+        self.sessions: dict[str, NetworkSession] = {}
+        self.last: NetworkSession | None = None
+        self.refused = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    # helpers ------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _refuse(self, kind: str, sender: str | None, why: str) -> Refused:
+        self.refused += 1
+        log.warning("%s: network %s from %s refused: %s", self.node, kind, sender, why)
+        return Refused(f"{kind} refused: {why}")
+
+    def _open_file(self, session: str, role: str, application: str, request: dict) -> Any:
+        return NetworkSessionFile(
+            network_file_path(self.data_dir, session, self.node),
+            session=session,
+            node=self.node,
+            role=role,
+            application=application,
+            request=request,
+            software_version=self.software_version,
+        )
+
+    def status(self) -> dict[str, Any]:
+        current = self.current
+        return {
+            "refused_network_messages": self.refused,
+            "network_session": current.session if current is not None else None,
+        }
+
+    # the machines' actions ------------------------------------------------------------------
+    async def _act(self, s: NetworkSession, actions: list[Action]) -> None:
+        """Perform the machine's actions in order: a record is written (and flushed) before
+        the message after it is sent; an operation that fails discards its attempt and the
+        rest of the list is dropped (a swap_applied is never sent for a Pauli not applied)."""
+        for action in actions:
+            if isinstance(action, Record):
+                self._write(s, action.entry)
+            elif isinstance(action, Send):
+                self.peers.send(action.to, action.kind, dict(action.fields))
+            elif isinstance(action, Release):
+                try:
+                    await self.ops.release(action.link_pair, action.reason)
+                except Exception as e:  # measured already, or gone: nothing held
+                    log.info("%s: release of %s: %s", self.node, action.link_pair, e)
+            elif isinstance(action, MeasureBell):
+                try:
+                    zz, xx = await self.ops.bell_measurement(*action.link_pairs)
+                except Exception as e:
+                    await self._failed(s, action.swap, f"{self.node}: the BSM failed: {e}")
+                    return
+                assert isinstance(s.machine, Repeater)
+                await self._act(s, s.machine.on_bsm(action.swap, zz, xx, self.clock()))
+            elif isinstance(action, ApplyPauli):
+                try:
+                    if action.pauli != "I":
+                        await self.ops.apply_pauli(action.link_pair, action.pauli)
+                except Exception as e:
+                    await self._failed(s, action.swap or action.link_pair, f"{self.node}: {e}")
+                    return
+        self._arm(s)
+
+    async def _failed(self, s: NetworkSession, key: str, reason: str) -> None:
+        if s.machine is not None:
+            await self._act(s, s.machine.on_operation_failed(key, reason[:200], self.clock()))
+
+    def _write(self, s: NetworkSession, entry: SwapRecord) -> None:
+        pair = entry.swap or "|".join(entry.link_pairs)
+        status = entry.status if entry.status in ("delivered", "discarded") else "refused"
+        s.file.record(
+            pair,
+            status,
+            link_pairs=entry.link_pairs,
+            cause=entry.kind,
+            reason=entry.reason,
+            pauli=entry.pauli or "I",
+            goodness=entry.goodness,
+            made=entry.made,
+            t_bsm=entry.t_bsm,
+            applied=entry.applied,
+        )
+        s.file.ledger(s.counts())
+        receiver = s.teleport_receiver
+        if receiver is not None and entry.swap:
+            if entry.status == DELIVERED:
+                receiver.on_pair_delivered(entry.swap, self._my_link_pair(s, entry))
+            elif entry.status == DISCARDED:
+                receiver.on_pair_discarded(entry.swap)
+
+    def _my_link_pair(self, s: NetworkSession, entry: SwapRecord) -> str:
+        index = 0 if self.node == s.ends[0] else 1
+        return entry.link_pairs[index]
+
+    def _arm(self, s: NetworkSession) -> None:
+        """A timer task for each open attempt's deadline not yet armed: it ticks the machine
+        just after it."""
+        if s.machine is None:
+            return
+        for attempt in s.machine.attempts.values():
+            if attempt.status in OPEN and attempt.deadline not in s.armed:
+                s.armed.add(attempt.deadline)
+                self._spawn(self._tick_at(s, attempt.deadline))
+
+    async def _tick_at(self, s: NetworkSession, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - self.clock()) + 0.002)
+        s.armed.discard(deadline)
+        if s.machine is not None:
+            await self._act(s, s.machine.on_tick(self.clock()))
+
+    # events from the link layer (the ends: pairs a neighbour initiated) -----------------------
+    async def link_pair_delivered(self, pair: PairResult) -> None:
+        """The link layer delivered a pair to this node for the current session's end."""
+        s = self.current
+        if s is not None and isinstance(s.machine, End) and pair.peer == s.repeater:
+            await self._act(s, s.machine.on_link_pair(pair.link_pair(self.node), self.clock()))
+
+    async def link_pair_discarded(self, pair_id: str, reason: str) -> None:
+        """The link layer discarded a pair (its cut-off) the network may hold."""
+        s = self.current
+        if s is not None and s.machine is not None:
+            await self._act(s, s.machine.on_link_discarded(pair_id, reason, self.clock()))
+
+    async def node_down(self, node: str) -> None:
+        """A node of the session known down (its heartbeats stopped)."""
+        s = self.current
+        if s is not None and s.machine is not None:
+            await self._act(s, s.machine.on_node_down(node, self.clock()))
+
+    # operator requests (the repeater) -------------------------------------------------------
+    async def handle_operator(self, msg: dict) -> dict:
+        kind = msg["type"]
+        if kind == "network_session":
+            return {"session": self._session(msg["session"]).summary()}
+        if kind == "network_session_data":
+            from controller.data.networkfile import read_network_session
+
+            path = self._session(msg["session"]).file.path
+            loop = asyncio.get_running_loop()
+            return {"data": await loop.run_in_executor(None, read_network_session, path)}
+        if kind == "network_abort":
+            s = self._session(msg["session"])
+            if s.state == "running":
+                s.stop = "aborted by the operator"
+            return {}
+        if kind not in NETWORK_OPERATOR:
+            raise QnodeError(f"unknown network request {kind!r}")
+        return await self._start(kind, msg)
+
+    def _session(self, session: str) -> NetworkSession:
+        s = self.sessions.get(session)
+        if s is None:
+            raise QnodeError(f"no network session {session!r} on node {self.node}")
+        return s
+
+    def _ends_of(self, kind: str, msg: dict) -> tuple[str, str]:
+        if kind == "network_teleport":
+            ends = [msg["from"], msg["to"]]
+        elif msg.get("ends"):
+            ends = list(msg["ends"])
+        elif len(self.neighbours) == 2:
+            ends = list(self.neighbours)
+        else:
+            raise QnodeError(
+                f"node {self.node} has {len(self.neighbours)} neighbours "
+                f"({', '.join(self.neighbours) or 'none'}): name the ends"
+            )
+        if len(set(ends)) != 2:
+            raise QnodeError(f"the ends {ends} are not two different nodes")
+        for end in ends:
+            if end == self.node:
+                raise QnodeError(f"{self.node} repeats between the ends: it is not one of them")
+            if end not in self.neighbours:
+                raise QnodeError(
+                    f"{end} is not a neighbour of {self.node} (its links: "
+                    f"{', '.join(self.neighbours) or 'none'}): {self.node} cannot repeat for it"
+                )
+        return ends[0], ends[1]
+
+    async def _start(self, kind: str, msg: dict) -> dict:
+        if self.current is not None:
+            raise QnodeError(
+                f"node {self.node} is busy with network session {self.current.session}"
+            )
+        ends = self._ends_of(kind, msg)
+        application = kind.removeprefix("network_")
+        request = {k: v for k, v in msg.items() if k not in ("v", "id", "t", "type")}
+        request.setdefault("protocol", "single_click")
+        request.setdefault("fidelity_min", 0.0)
+        request.setdefault("deadline_s", 600.0)
+        request.setdefault("verify", application != "entangle" or bool(msg.get("verify")))
+        request["ends"] = list(ends)
+        session_id = new_session_id()
+        machine = None
+        if application != "ghz":
+            machine = Repeater(
+                self.node, ends, second_link_s=self.timing.second_link_s, ack_s=self.timing.ack_s
+            )
+        s = NetworkSession(
+            session_id,
+            application,
+            "repeater",
+            ends,
+            self.node,
+            request,
+            self._open_file(session_id, "repeater", application, request),
+            machine,
+            sender=ends[0] if application == "teleport" else "",
+            receiver=ends[1] if application == "teleport" else "",
+        )
+        opened: list[str] = []
+        try:
+            for end in ends:
+                await self.peers.request(
+                    end,
+                    "network_open",
+                    {
+                        "session": session_id,
+                        "application": application,
+                        "ends": list(ends),
+                        "repeater": self.node,
+                        "outcome_s": self.timing.outcome_s,
+                        "decision_s": self.timing.decision_s,
+                        "sender": s.sender or None,
+                        "receiver": s.receiver or None,
+                    },
+                    self.timing.request_s,
+                )
+                opened.append(end)
+        except QnodeError as e:
+            for end in opened:
+                with contextlib.suppress(QnodeError):
+                    await self._close_at(end, s, "failed", f"{self.node}: {e}")
+            s.file.close("failed", str(e))
+            raise QnodeError(f"network session not opened: {e}") from None
+        self.current = self.last = s
+        self.sessions[session_id] = s
+        s.task = self._spawn(self._run(s))
+        return {"session": s.summary()}
+
+    async def _close_at(self, end: str, s: NetworkSession, state: str, reason: str) -> dict:
+        fields = {"session": s.session, "state": state, "reason": reason[:200]}
+        return await self.peers.request(end, "network_close", fields, self.timing.request_s)
+
+    async def _run(self, s: NetworkSession) -> None:
+        deadline = time.monotonic() + float(s.request["deadline_s"])
+        state, reason = "completed", ""
+        try:
+            target = _requested(s.application, s.request)
+            while s.done < target:
+                if s.stop:
+                    state, reason = "aborted", s.stop
+                    break
+                if time.monotonic() > deadline:
+                    state, reason = "deadline", f"deadline of {s.request['deadline_s']:g} s passed"
+                    break
+                if s.application == "ghz":
+                    await self._ghz_shot(s, deadline)
+                    continue
+                swap = await self._swap_once(s, deadline)
+                if swap is None:
+                    continue
+                if s.application == "entangle":
+                    if s.request["verify"]:
+                        await self._verify_pair(s, swap)
+                    s.done = s.ledger.delivered  # a delivery a late discard took back is not
+                else:
+                    await self._teleport_once(s, swap)
+        except QnodeError as e:
+            log.warning("%s: network session %s failed: %s", self.node, s.session, e)
+            state, reason = "failed", f"{type(e).__name__}: {e}"
+        except Exception as e:
+            log.exception("%s: network session %s", self.node, s.session)
+            state, reason = "failed", f"{type(e).__name__}: {e}"
+        await self._finish(s, state, reason)
+
+    async def _finish(self, s: NetworkSession, state: str, reason: str) -> None:
+        if s.machine is not None:
+            await self._act(s, s.machine.close(self.clock(), f"session {state}"))
+        s.file.ledger(s.counts())
+        for end in s.ends:
+            try:
+                await self._close_at(end, s, state, reason)
+            except QnodeError as e:
+                log.warning("%s: %s did not close session %s: %s", self.node, end, s.session, e)
+        s.state, s.reason, s.ended = state, reason, time.time()
+        s.file.close(state, reason)
+        if self.current is s:
+            self.current = None
+
+    async def close(self, reason: str) -> None:
+        """The daemon stops: a running session ends (shutdown), its file closed."""
+        s = self.current
+        if s is None:
+            return
+        if s.task is not None and s.role == "repeater":
+            s.task.cancel()
+        if s.role == "repeater":
+            await self._finish(s, "aborted", reason)
+        else:
+            await self._end_close(s, "aborted", reason)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # the repeater's steps ---------------------------------------------------------------------
+    async def _pair(
+        self, s: NetworkSession, end: str, delivery: str, deadline_s: float
+    ) -> PairResult | None:
+        try:
+            return await self.ops.make_pair(
+                end,
+                s.request["protocol"],
+                delivery,
+                ELECTRON,
+                float(s.request["fidelity_min"]),
+                max(deadline_s, 1e-3),
+            )
+        except LinkFailure as e:
+            s.link_failures += 1
+            log.info("%s: no link pair with %s: %s", self.node, end, e)
+            return None
+
+    async def _wait_closed(self, s: NetworkSession, key: str) -> Any:
+        assert s.machine is not None
+        attempt = s.machine.by_link_pair[key]
+        while attempt.status in OPEN:
+            await asyncio.sleep(0.002)
+        return attempt
+
+    async def _swap_once(self, s: NetworkSession, deadline: float) -> str | None:
+        """One end-to-end pair: its swap id once delivered, None once discarded."""
+        machine = s.machine
+        assert isinstance(machine, Repeater)
+        first, second = s.ends
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic())
+        if p1 is None:
+            return None
+        await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock()))
+        attempt = machine.by_link_pair[p1.pair_id]
+        left = min(deadline - time.monotonic(), self.timing.second_link_s)
+        p2 = await self._pair(s, second, ELECTRON, left)
+        if p2 is not None and attempt.status != WAITING:
+            # the memory's wait ran out while the second link was made: not this attempt's
+            await self.ops.release(p2.pair_id, "the first link pair was discarded meanwhile")
+            p2 = None
+        if p2 is not None:
+            await self._act(s, machine.on_link_pair(p2.link_pair(self.node), self.clock()))
+        attempt = await self._wait_closed(s, p1.pair_id)
+        return attempt.swap if attempt.status == DELIVERED else None
+
+    async def _measure_at(
+        self, node: str, s: NetworkSession, pair: str, link_pair: str, basis: str
+    ) -> dict:
+        fields = {"session": s.session, "pair": pair, "link_pair": link_pair, "basis": basis}
+        return await self.peers.request(node, "network_measure", fields, self.timing.request_s)
+
+    async def _verify_pair(self, s: NetworkSession, swap: str) -> None:
+        """Both ends measure the delivered pair in one basis (XX, YY, ZZ in turn)."""
+        assert s.machine is not None
+        basis = VERIFY_BASES[s.done % len(VERIFY_BASES)]
+        link_pairs = s.machine.by_swap[swap].pairs
+        try:
+            first, second = await asyncio.gather(
+                *(self._measure_at(end, s, swap, link_pairs[end].pair_id, basis) for end in s.ends)
+            )
+        except QnodeError as e:
+            log.warning("%s: %s not verified: %s", self.node, swap, e)
+            return
+        s.file.measured(swap, first=(basis, first["result"]), second=(basis, second["result"]))
+        s.correlations.setdefault(basis, []).append(
+            PSI_PLUS_CORRELATORS[basis] * first["result"] * second["result"]
+        )
+
+    async def _teleport_once(self, s: NetworkSession, swap: str) -> None:
+        """Teleport the next cardinal state over the delivered pair `swap`: the sender's BSM
+        and outcome (sent to the receiver directly), the receiver's corrected result."""
+        states = list(CARDINAL_STATES)
+        state = states[s.done % len(states)]
+        fields = {"session": s.session, "swap": swap, "state": state}
+        try:
+            await self.peers.request(s.sender, "teleport_send", fields, self.timing.request_s)
+            answer = await self.peers.request(
+                s.receiver,
+                "teleport_receive",
+                {"session": s.session, "swap": swap},
+                self.timing.request_s,
+            )
+        except QnodeError as e:
+            log.warning("%s: %s not teleported: %s", self.node, swap, e)
+            return
+        basis, sign = CARDINAL_STATES[state]
+        s.file.measured(swap, state=state, second=(basis, answer["result"]))
+        tally = s.teleported.setdefault(state, [0, 0])
+        tally[0] += answer["result"] == sign
+        tally[1] += 1
+        s.done += 1
+
+    async def _ghz_shot(self, s: NetworkSession, deadline: float) -> None:
+        """A GHZ state on (first end, B's memory, second end) from two link pairs (Pompili et
+        al. 2021), measured by all three in one of the five settings in turn."""
+        first, second = s.ends
+        ledger = s.ghz_ledger
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic())
+        if p1 is None:
+            return
+        ledger.attempted += 1
+        left = min(deadline - time.monotonic(), self.timing.second_link_s)
+        p2 = await self._pair(s, second, ELECTRON, left)
+        shot = swap_id(p1.pair_id, p2.pair_id if p2 is not None else "")
+        if p2 is None:
+            await self._ghz_discard(s, shot, (p1.pair_id,), "timeout", "no second link pair")
+            await self.ops.release(p1.pair_id, "no second link pair")
+            return
+        links = (p1.pair_id, p2.pair_id)
+        try:
+            electron_z = await self.ops.ghz_measurement(*links)
+        except Exception as e:
+            await self._ghz_discard(s, shot, links, "operation_failed", f"{self.node}: {e}")
+            return
+        settings = list(GHZ_SETTINGS)
+        setting = settings[s.done % len(settings)]
+        outcome = {
+            "ghz": shot,
+            "ends": list(s.ends),
+            "link_pairs": list(links),
+            "link_states": [p1.state, p2.state],
+            "memory_applied": list(p1.applied),
+            "electron_applied": list(p2.applied),
+            "electron_z": electron_z,
+            "setting": setting,
+        }
+        made = (p1.made, p2.made)
+        s.file.record(shot, "delivered", link_pairs=links, made=made, t_bsm=self.clock())
+        for end in s.ends:
+            self.peers.send(end, "ghz_outcome", outcome)
+        if not s.request["verify"]:
+            ledger.delivered += 1
+            s.done += 1
+            await self.ops.release(p1.pair_id, "GHZ shot kept, not measured")
+            return
+        try:
+            answer_a, mine, answer_c = await asyncio.gather(
+                self._measure_at(first, s, shot, p1.pair_id, setting[0]),
+                self.ops.measure(p1.pair_id, setting[1]),
+                self._measure_at(second, s, shot, p2.pair_id, setting[2]),
+            )
+        except Exception as e:
+            await self._ghz_discard(s, shot, links, "operation_failed", f"measurement: {e}")
+            return
+        results = (answer_a["result"], mine, answer_c["result"])
+        frame = ghz_frame_of(outcome, tuple(answer_a["applied"]), tuple(answer_c["applied"]))
+        s.ghz.add(setting, results, frame)
+        corrected = [
+            -r if p.anticommutes_with(b) else r
+            for r, p, b in zip(results, frame, setting, strict=True)
+        ]
+        s.file.measured(
+            shot,
+            first=(setting[0], corrected[0]),
+            repeater=(setting[1], corrected[1]),
+            second=(setting[2], corrected[2]),
+        )
+        ledger.delivered += 1
+        s.file.ledger(s.counts())
+        s.done += 1
+
+    async def _ghz_discard(
+        self, s: NetworkSession, shot: str, links: tuple[str, ...], cause: str, reason: str
+    ) -> None:
+        s.ghz_ledger.discarded[cause] += 1
+        s.file.record(shot, "discarded", link_pairs=links, cause=cause, reason=reason)
+        s.file.ledger(s.counts())
+        for end in s.ends:
+            fields = {"swap": shot, "link_pairs": list(links), "cause": cause, "reason": reason}
+            self.peers.send(end, "swap_discard", fields)
+
+    # messages from the other nodes ------------------------------------------------------------
+    async def handle_station(self, msg: dict, sender: str | None, from_station: bool) -> dict:
+        """A network message (checked against its schema) with the allow-list name of its key
+        and whether that key is a station's."""
+        kind = msg["type"]
+        if not from_station or sender is None or not sender.startswith("node-"):
+            raise self._refuse(kind, sender, "not from a node's station key")
+        name = sender.removeprefix("node-")
+        if kind == "network_open":
+            return await self._open_end(msg, name)
+        s = self._route(msg)
+        if s is None or name not in s.nodes or name == self.node:
+            raise self._refuse(kind, sender, "not from a node of this network session")
+        now = self.clock()
+        if kind in NETWORK and s.machine is not None:
+            await self._known_pairs(s, msg)
+            await self._act(s, s.machine.on_message(name, msg, now))
+            return {}
+        if kind == "swap_discard" and s.application == "ghz":  # a GHZ shot B discarded
+            if name != s.repeater:
+                raise self._refuse(kind, sender, "only the repeater discards a GHZ shot")
+            links = tuple(msg["link_pairs"])
+            self._ghz_shot_at_end(s, msg["swap"], links, msg["cause"], name, msg["reason"])
+            return {}
+        if kind == "ghz_outcome":
+            if name != s.repeater:
+                raise self._refuse(kind, sender, "only the repeater reports a GHZ shot")
+            self._ghz_shot_at_end(s, msg["ghz"], tuple(msg["link_pairs"]))
+            return {}
+        if kind == "teleport_outcome":
+            if s.teleport_receiver is None:
+                raise self._refuse(kind, sender, f"{self.node} receives nothing in {s.session}")
+            # it may overtake B's decision about its pair (another sender): held until then
+            self._spawn(self._outcome_once_delivered(s, name, msg))
+            return {}
+        if name != s.repeater:
+            raise self._refuse(kind, sender, "only the repeater asks this")
+        if kind == "network_measure":
+            return await self._measure(s, msg)
+        if kind == "teleport_send":
+            return await self._teleport_send(s, msg)
+        if kind == "teleport_receive":
+            return await self._teleport_receive(s, msg)
+        if kind == "network_close":
+            await self._end_close(s, msg["state"], f"{name}: {msg['reason']}")
+            return {"counts": s.counts()}
+        raise QnodeError(f"unknown network message {kind!r}")
+
+    def _ghz_shot_at_end(
+        self,
+        s: NetworkSession,
+        shot: str,
+        links: tuple[str, ...],
+        cause: str = "",
+        sender: str = "",
+        reason: str = "",
+    ) -> None:
+        """An end's record of a GHZ shot: delivered when B reports it, discarded when B
+        discards it (a shot counted once, whichever comes first)."""
+        before = s.ghz_status.get(shot)
+        if before == "discarded" or (before == "delivered" and not cause):
+            s.ghz_ledger.duplicates += 1
+            return
+        if before is None:
+            s.ghz_ledger.attempted += 1
+        if cause:
+            s.ghz_ledger.delivered -= before == "delivered"
+            s.ghz_ledger.discarded[cause] += 1
+            s.ghz_status[shot] = "discarded"
+            why = f"{sender}: {reason}"
+            s.file.record(shot, "discarded", link_pairs=links, cause=cause, reason=why)
+        else:
+            s.ghz_ledger.delivered += 1
+            s.ghz_status[shot] = "delivered"
+            s.file.record(shot, "delivered", link_pairs=links)
+        s.file.ledger(s.counts())
+
+    async def _outcome_once_delivered(self, s: NetworkSession, sender: str, msg: dict) -> None:
+        """The receiver takes a teleport_outcome once B's decision about its pair is here
+        (up to `decision_s`); the receiver's machine refuses it if the pair never is."""
+        receiver = s.teleport_receiver
+        assert receiver is not None and isinstance(s.machine, End)
+        limit = time.monotonic() + self.timing.decision_s
+        while msg["swap"] not in receiver.resources and time.monotonic() < limit:
+            attempt = s.machine.by_swap.get(msg["swap"])
+            if attempt is not None and attempt.status == DISCARDED:
+                break
+            await asyncio.sleep(0.002)
+        await self._act(s, receiver.on_message(sender, msg, self.clock()))
+
+    def _route(self, msg: dict) -> NetworkSession | None:
+        """The session a message is about: the one it names, else the current (or last)."""
+        if "session" in msg:
+            return self.sessions.get(msg["session"])
+        return self.current or self.last
+
+    async def _known_pairs(self, s: NetworkSession, msg: dict) -> None:
+        """An end learns of a link pair the repeater initiated from the link layer (pushed,
+        `link_pair_delivered`) or, when a message names one it has not heard of, by asking
+        its link layer (`held_pair`)."""
+        if not isinstance(s.machine, End) or msg.get("swap") in s.machine.by_swap:
+            return
+        for pair_id in msg.get("link_pairs", []):
+            if pair_id in s.machine.by_link_pair:
+                return
+        for pair_id in msg.get("link_pairs", []):
+            held = self.ops.held_pair(pair_id)
+            if held is not None and held.peer == s.repeater:
+                await self._act(s, s.machine.on_link_pair(held.link_pair(self.node), self.clock()))
+                return
+
+    async def _open_end(self, msg: dict, name: str) -> dict:
+        ends = (str(msg["ends"][0]), str(msg["ends"][1]))
+        if name != msg["repeater"] or name not in self.neighbours:
+            raise self._refuse("network_open", f"node-{name}", "not from a neighbour that repeats")
+        if self.node not in ends or name in ends:
+            raise QnodeError(f"{self.node} is not an end of {ends} (repeater {name})")
+        if msg["session"] in self.sessions:
+            return {"opened": True}  # asked again: idempotent
+        if self.current is not None:
+            raise QnodeError(
+                f"node {self.node} is busy with network session {self.current.session}"
+            )
+        application = msg["application"]
+        request = {k: v for k, v in msg.items() if k not in ("v", "id", "t", "type")}
+        s = NetworkSession(
+            msg["session"],
+            application,
+            "end",
+            ends,
+            name,
+            request,
+            self._open_file(msg["session"], "end", application, request),
+            None
+            if application == "ghz"
+            else End(
+                self.node,
+                ends,
+                name,
+                outcome_s=float(msg["outcome_s"]),
+                decision_s=float(msg["decision_s"]),
+            ),
+            sender=msg.get("sender") or "",
+            receiver=msg.get("receiver") or "",
+        )
+        if application == "teleport":
+            if self.node == s.sender:
+                s.teleport_sender = TeleportSender(self.node, s.receiver)
+            elif self.node == s.receiver:
+                s.teleport_receiver = TeleportReceiver(self.node, s.sender)
+        self.current = self.last = s
+        self.sessions[s.session] = s
+        return {"opened": True}
+
+    async def _end_close(self, s: NetworkSession, state: str, reason: str) -> None:
+        if s.state != "running":
+            return
+        if s.machine is not None:
+            await self._act(s, s.machine.close(self.clock(), f"session {state}"))
+        s.file.ledger(s.counts())
+        s.state, s.reason, s.ended = state, reason, time.time()
+        s.file.close(state, reason)
+        if self.current is s:
+            self.current = None
+
+    async def _held_half(self, s: NetworkSession, pair: str, link_pair: str) -> tuple[str, tuple]:
+        """This end's link pair of a delivered end-to-end pair or of a GHZ shot it recorded,
+        and the Paulis this node applied to it. B's request may overtake B's decision (it is
+        answered in a task of its own): it waits for the decision, up to `decision_s`."""
+        limit = time.monotonic() + self.timing.decision_s
+        while True:
+            if isinstance(s.machine, End):
+                attempt = s.machine.by_swap.get(pair)
+                if attempt is not None and attempt.status == DELIVERED:
+                    mine = attempt.pairs[self.node]
+                    return mine.pair_id, mine.applied
+                if attempt is not None and attempt.status == DISCARDED:
+                    raise QnodeError(f"{pair} was discarded on {self.node}")
+            elif s.file.has_row(pair):
+                held = self.ops.held_pair(link_pair)
+                if held is None or held.peer != s.repeater:
+                    raise QnodeError(
+                        f"{link_pair}: not a link pair {self.node} holds with {s.repeater}"
+                    )
+                return held.pair_id, held.applied
+            if time.monotonic() > limit:
+                raise QnodeError(f"{pair}: not delivered on {self.node}")
+            await asyncio.sleep(0.002)
+
+    async def _measure(self, s: NetworkSession, msg: dict) -> dict:
+        link_pair, applied = await self._held_half(s, msg["pair"], msg["link_pair"])
+        result = await self.ops.measure(link_pair, msg["basis"])
+        if result not in (-1, 1):
+            raise QnodeError(f"the measurement gave {result!r}, not +1 or -1")
+        if self.node == s.ends[0]:
+            s.file.measured(msg["pair"], first=(msg["basis"], result))
+        else:
+            s.file.measured(msg["pair"], second=(msg["basis"], result))
+        return {"result": result, "applied": list(applied)}
+
+    async def _teleport_send(self, s: NetworkSession, msg: dict) -> dict:
+        sender = s.teleport_sender
+        if sender is None:
+            raise QnodeError(f"{self.node} does not send in network session {s.session}")
+        link_pair, _ = await self._held_half(s, msg["swap"], "")
+        zz, xx = await self.ops.teleport_measurement(link_pair, msg["state"])
+        await self._act(s, sender.on_bsm(msg["swap"], zz, xx, self.clock(), msg["state"]))
+        s.file.measured(msg["swap"], state=msg["state"])
+        return {"zz": zz, "xx": xx}
+
+    async def _teleport_receive(self, s: NetworkSession, msg: dict) -> dict:
+        receiver = s.teleport_receiver
+        if receiver is None:
+            raise QnodeError(f"{self.node} does not receive in network session {s.session}")
+        limit = time.monotonic() + self.timing.request_s / 2
+        while True:
+            resource = receiver.resources.get(msg["swap"])
+            if resource is not None and resource.status == "corrected":
+                break
+            if time.monotonic() > limit:
+                raise QnodeError(f"{msg['swap']}: no teleport_outcome from {s.sender} in time")
+            await asyncio.sleep(0.002)
+        basis, _ = CARDINAL_STATES[resource.state]
+        result = await self.ops.measure(resource.link_pair, basis)
+        value = receiver.on_result(msg["swap"], basis, result, corrected=True)
+        s.file.measured(msg["swap"], state=resource.state, second=(basis, value))
+        return {"result": value, "state": resource.state}
+
+
+__all__ = [
+    "ELECTRON",
+    "MEMORY",
+    "LinkFailure",
+    "LinkOperations",
+    "NetworkService",
+    "NetworkSession",
+    "PairResult",
+    "Peers",
+    "Timing",
+]
