@@ -171,7 +171,10 @@ def test_all_from_uncalibrated_matches_truth_then_everything_is_in_spec(
         assert 0 < sigma < 0.02  # ~0.013 from a free-space NV's ~2000 photons
         assert p_double == pytest.approx(mid_truth["p_double"]["A"], abs=3 * sigma)
         k = store.values("M")["piezo_deg_per_volt"]  # the fringe against the piezo voltage
-        assert k == pytest.approx(mid_truth["piezo_deg_per_volt"], rel=0.03)
+        # the fibres drift in wall time (15 deg per root second) while the sweep runs: about
+        # 1 % of the slope on a quiet machine after the up-and-down mean, and up to twice the
+        # sweep time on a loaded one (3.04 % seen once in CI): 5 %, some 3 sigma of that
+        assert k == pytest.approx(mid_truth["piezo_deg_per_volt"], rel=0.05)
         # the spread the heralds see between the lock's bursts: the fast noise and a little
         noise = store.values("M")["phase_noise_deg"]
         assert mid_truth["phase_noise_deg"] * 0.85 < noise < mid_truth["phase_noise_deg"] * 1.4
