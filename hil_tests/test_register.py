@@ -109,3 +109,11 @@ def test_set_pair_in_a_larger_register_keeps_the_memory():
     assert reg.measure("A", np.random.default_rng(3)) != reg.measure("B", np.random.default_rng(4))
     with pytest.raises(ValueError, match="two qubits of the register"):
         reg.set_pair("A", "C", bell)
+
+
+def test_a_register_refuses_more_qubits_than_it_can_hold():
+    from sim_backends.register import MAX_QUBITS
+
+    register = QubitRegister([f"N{k}" for k in range(MAX_QUBITS)])
+    with pytest.raises(ValueError, match=f"at most {MAX_QUBITS} qubits .* N0.c13 would be one"):
+        register.add_qubit("N0.c13", np.eye(2) / 2)

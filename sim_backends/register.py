@@ -14,6 +14,11 @@ I2 = np.eye(2, dtype=complex)
 Z = np.array([[1, 0], [0, -1]], dtype=complex)
 
 
+MAX_QUBITS = 9
+"""A density matrix of 2^9 x 2^9 complex numbers is 4 MiB and every step touches it; at 15
+qubits (three nodes with four memories each) it would be 16 GiB."""
+
+
 class QubitRegister:
     def __init__(self, names: list[str]) -> None:
         if not names:
@@ -28,6 +33,11 @@ class QubitRegister:
         already held is left as it is (the lab may list the memories itself)."""
         if name in self.names:
             return
+        if len(self.names) >= MAX_QUBITS:
+            raise ValueError(
+                f"the simulated lab holds at most {MAX_QUBITS} qubits in its one density matrix "
+                f"({', '.join(self.names)}): {name} would be one too many (fewer memories)"
+            )
         self.names.append(name)
         self.rho = np.kron(self.rho, np.asarray(rho1, dtype=complex))
         self._index_qubits()
