@@ -199,8 +199,12 @@ def test_a_single_click_session_holds_the_phase(stations, sim):
     assert len(delivered) == 300
     phases = np.array([h["phase_deg"] for h in delivered])
     # held at the fringe's top: the fast noise (the truth's spread), plus the drift since a
-    # burst and a burst's own error, and nothing near a quarter turn
-    assert abs(np.mean(phases)) < 4.0
+    # burst and a burst's own error, and nothing near a quarter turn. The drift and a burst's
+    # error are shared by every herald until the next burst (15 deg per root second of wall
+    # time: ~5 deg over 0.1 s, more on a loaded machine), so the mean's spread is that over
+    # the root of the bursts, not the fast noise over root 300: 4.7 deg seen once in CI; a
+    # lost lock would put it tens of degrees off
+    assert abs(np.mean(phases)) < 10.0
     assert m["phase_noise_deg"] * 0.8 < np.std(phases) < m["phase_noise_deg"] * 1.4
     assert np.max(np.abs(phases)) < 70.0
     assert not any(h["reference_light"] for h in truth)
