@@ -25,6 +25,7 @@ from controller.data.sessionfile import DELIVERED
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import load_lab, parse_lab, read_resource_map
 from controller.operator.daemons import StartError, terminate
+from hil_tests.test_entanglement_physics import calibrate_from_truth
 from qnode.errors import LabConfigError, ProgramError, QnodeError
 from sequences.program import Instruction, Op, assemble, decode, decode_events, encode
 from sim_backends.framing import Message
@@ -158,28 +159,7 @@ def test_a_midpoint_daemon_serves_its_own_link(three_node, tmp_path, monkeypatch
         terminate(proc)
 
 
-ALPHA = 0.1
 LINK_SHOTS = 20
-
-
-def calibrate_from_truth(lab, control: SimControl, node: str) -> None:
-    """What calibration finds, from the truth (this test is about the links, not calibration),
-    as hil_tests/test_entanglement_physics.py does."""
-    import math
-
-    from controller.data.params import ParameterStore
-
-    truth = control.truth(node)
-    pi_v = 1 / (2 * 100e-9 * truth["rabi_hz_per_v"])
-    alpha_v = pi_v * 2 * math.acos(math.sqrt(ALPHA)) / math.pi
-    with ParameterStore(lab.data_dir / "params.sqlite") as store:
-        for name, value in (
-            ("mw_frequency_hz", truth["qubit_hz"]),
-            ("pi_amplitude_v", pi_v),
-            ("alpha_amplitude_v", alpha_v),
-            ("readout_duration_ns", 12_000.0),
-        ):
-            store.set_manual(node, name, value, "test: from the simulator's truth")
 
 
 def test_node_daemons_herald_on_each_link_in_turn(three_node, tmp_path, monkeypatch):
@@ -205,7 +185,7 @@ def test_node_daemons_herald_on_each_link_in_turn(three_node, tmp_path, monkeypa
     monkeypatch.setenv("QNODE_DATA_DIR", str(tmp_path / "data"))
     (tmp_path / "data").mkdir()
     for node in ("A", "B", "C"):
-        calibrate_from_truth(lab, control, node)
+        calibrate_from_truth(lab.data_dir, control, node)
     procs = {
         node: daemons.start_daemon(
             lab, node, log=tmp_path / f"{node}.log", resource_map=resource_map

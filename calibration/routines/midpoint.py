@@ -40,7 +40,7 @@ from scipy.optimize import curve_fit, minimize
 from scipy.stats import exponnorm, norm, poisson
 
 from calibration.interface import Acquisition, NodeAccess
-from calibration.planning import OPTICAL_PULSE_NS
+from calibration.planning import LINK_PARAMETERS, OPTICAL_PULSE_NS
 from calibration.plots import xy_plot
 from calibration.routine import Analysis, Routine, midpoint_of, stored_value
 from sequences.operations import (
@@ -180,15 +180,7 @@ class DetectionWindowRoutine(Routine):
     needs_midpoint = True
     depends = ("check_threshold",)
     reads = ("excitation_duration_ns", "spin_pump_duration_ns", "cr_threshold", "check_mean_counts")
-    updates = (
-        "detection_window_start_ns",
-        "detection_window_ns",
-        "detection_probability",
-        "photon_onset_ns",
-        "photon_lifetime_ns",
-        "double_excitation",
-        "double_excitation_sigma",
-    )
+    updates = LINK_PARAMETERS  # a node's values at this midpoint (per link: planning.py)
 
     def _histogram(self, node: NodeAccess, shots: int):
         midpoint_of(node).start_tags()

@@ -59,8 +59,13 @@ class StoredParameters:
     store: ParameterStore
     node: str
 
+    def _where(self, name: str) -> tuple[str, str]:
+        """(station, name) a value of this node is kept under: its own, by default."""
+        return self.node, name
+
     def stored(self, name: str) -> float | None:
-        row = self.store.current(self.node).get(name)
+        station, key = self._where(name)
+        row = self.store.current(station).get(key)
         return row.value if row else None
 
     def record(
@@ -72,9 +77,10 @@ class StoredParameters:
         run_id: str | None,
         fit_quality: float | None,
     ) -> None:
+        station, key = self._where(name)
         self.store.record(
-            self.node,
-            name,
+            station,
+            key,
             value,
             source="routine",
             routine=routine,
@@ -121,32 +127,6 @@ class ClientNodeAccess(StoredParameters):
         if self.link_midpoint is not None and name in LINK_PARAMETERS:
             return self.link_midpoint, link_parameter(self.node, name)
         return self.node, name
-
-    def stored(self, name: str) -> float | None:
-        station, key = self._where(name)
-        row = self.store.current(station).get(key)
-        return row.value if row else None
-
-    def record(
-        self,
-        name: str,
-        value: float,
-        *,
-        routine: str,
-        run_id: str | None,
-        fit_quality: float | None,
-    ) -> None:
-        station, key = self._where(name)
-        self.store.record(
-            station,
-            key,
-            value,
-            source="routine",
-            routine=routine,
-            run_id=run_id,
-            fit_quality=fit_quality,
-            accepted=True,
-        )
 
     def values(self) -> dict[str, float]:
         return self.store.values(self.node, self.platform)
