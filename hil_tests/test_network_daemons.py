@@ -34,10 +34,10 @@ from controller.data.sessionfile import DELIVERED as LINK_DELIVERED
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import load_lab
 from controller.link.vocabulary import BASES, OUTCOMES
-from controller.network.node_operations import DAEMON_TIMING
+from controller.network.node_operations import DAEMON_TIMING, LINK_SESSION_OVERHEAD_S
 from controller.network.pauli import own_correction, result_after, swap_frame
 from controller.operator.daemons import StartError, start_daemon, terminate
-from hil_tests.test_memory_delivery import calibrate_memory_from_truth
+from hil_tests.test_memory_delivery import MEMORY_PLAN, calibrate_memory_from_truth
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
@@ -46,6 +46,7 @@ STATIONS = ("A", "B", "C", "M1", "M2")
 ALPHA = 0.1
 """Single-click's bright population on both links (as Pompili et al. on the link made while a
 pair is stored): p ~ 1e-4 per attempt on this lab, the stored pair's budget far larger."""
+MEMORY_N_1E = MEMORY_PLAN["c13_n_1e_at_alpha"]
 PAIRS = 12
 """Four end-to-end pairs per basis (XX, YY, ZZ): ~2 s each through the five daemons (6 in 10 s
 seen), the test with its fixture well under 3 minutes."""
@@ -200,6 +201,76 @@ def test_verified_end_to_end_pairs_through_the_five_daemons(network_lab):
 
     with NodeClient.for_lab(lab, "B", timeout_s=30) as b:
         assert b.memory()["holds"] == {"B": None, "B.c13": None}
+
+
+CUT_OFF_DEADLINE_S = 20.0
+"""Swaps whose stored pair is cut off, tried until this deadline (~2 s each)."""
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "protocol, why",
+    [
+        # Barrett-Kok: heralded ~0.9, stored; its B-C attempts (p ~ 5e-8) exhaust the budget
+        ("barrett_kok", b"budget"),
+        # single-click at the alpha for 0.5: the move alone takes it under: never stored
+        ("single_click", b"below the minimum"),
+    ],
+)
+def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(
+    network_lab, protocol, why
+):
+    """A memory that forgets within a couple of attempts (c13_n_1e_at_alpha 2) and a minimum
+    fidelity of 0.5. Barrett-Kok: each A-B pair B stores has a budget of a few B-C attempts,
+    far fewer than a herald takes; B's link layer cuts it off (the B-C session ends
+    `cut-off`). Single-click at the alpha that meets 0.5: the move into memory alone would
+    take the pair under it, so B's link layer does not keep it, though A holds its half.
+    Either way the network discards the end-to-end attempt with cause cutoff on B and on A
+    (told by B), with the link layer's reason; nothing is delivered; B's wait for the second
+    link is derived from the budget (a link session's overhead and next to no attempts)."""
+    from controller.operator.network import network_entangle
+
+    lab = network_lab[0]
+    store = ParameterStore(lab.data_dir / "params.sqlite")
+    try:
+        store.set_manual("B", "c13_n_1e_at_alpha", 2.0, "a memory that forgets fast (test)")
+        report = network_entangle(
+            lab,
+            ("A", "C"),
+            1,
+            verify=True,
+            protocol=protocol,
+            fidelity_min=0.5,
+            deadline_s=CUT_OFF_DEADLINE_S,
+        )
+    finally:
+        store.set_manual("B", "c13_n_1e_at_alpha", MEMORY_N_1E, "back (test)")
+        store.close()
+    time.sleep(1.0)  # B's last discard on its way to A
+    s = report.summary
+    print(
+        f"cut-off session ({protocol}): {s['state']} ({s['reason']}), {s['reasons']}, wait "
+        f"{s['second_link_wait_s']}, link failures {s['link_failures']}"
+    )
+    assert s["state"] == "deadline" and s["delivered"] == 0
+    assert s["attempted"] >= 1 and s["reasons"] == {"cutoff": s["attempted"]}
+    if protocol == "barrett_kok":
+        assert LINK_SESSION_OVERHEAD_S <= s["second_link_wait_s"] < LINK_SESSION_OVERHEAD_S + 1
+    from controller.operator.client import NodeClient
+
+    data = {}
+    for node in "ABC":
+        with NodeClient.for_lab(lab, node, timeout_s=30) as client:
+            data[node] = client.request("network_session_data", session=s["session"])["data"]
+    rows = {n: by_id(data[n]) for n in "ABC"}
+    assert len(rows["B"]) == s["attempted"]
+    for node in "AB":
+        balanced(data[node]["ledger"])
+        assert set(rows[node]) == set(rows["B"]), node
+        for row in rows[node].values():
+            assert row["status"] == DISCARDED and CAUSES[row["cause"] - 1] == "cutoff"
+            assert why in row["reason"], row["reason"]
+    assert data["C"]["ledger"]["delivered"] == 0
 
 
 @pytest.mark.timeout(900)

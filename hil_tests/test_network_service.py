@@ -2,8 +2,8 @@
 (A, B the repeater, C) in one asyncio loop, each over an in-memory fake of its node
 (`LinkOperations`) that keeps the qubits' true state as state vectors, the messages passed
 between them as the wire passes them (packed, unpacked and checked against the schemas, the
-sender named by its key's station). No daemons: the daemon-level end-to-end test comes with
-the memory delivery (branch memory-delivery).
+sender named by its key's station). The daemons' end-to-end test, with the node's link
+layer, memory and BSM: hil_tests/test_network_daemons.py.
 
 The fake's qubits are exact (no noise), so a verified fidelity of 1 says every frame was right:
 any wrong Pauli anywhere flips a correlation. Its drawn herald misses what the simulator's
@@ -772,16 +772,18 @@ async def test_operator_requests_the_repeater_cannot_serve(tmp_path):
             await lab.b.handle_operator({"type": "network_session", "session": "nothing"})
 
 
-# the node daemons' wiring (today's link layer: the memory operations are pending) ----------------
+# the node daemons' wiring (uncalibrated: the link layer refuses) --------------------------------
 def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
     tmp_path, monkeypatch
 ):
     """Through the real transports: the three node daemons of the three-node lab (`qnode sim
-    up` in its own process). B's operator request opens the session on A and C over their
-    station links (CurveZMQ); B's first link pair needs the delivery into its memory, which
-    this daemon does not have yet (branch memory-delivery), so the session fails with that
-    reason on all three and every file is closed; a network message with the operator's
-    client key is refused and counted; bad operator input is refused at the door."""
+    up` in its own process), nothing calibrated. B's operator request opens the session on A
+    and C over their station links (CurveZMQ); B's link layer refuses the first link pair
+    (the node is not calibrated), so the session fails with that reason on all three and
+    every file is closed (a refusal to start is not waited out: it would not change); a
+    network message with the operator's client key is refused and counted; bad operator
+    input is refused at the door. The calibrated swap through the daemons:
+    hil_tests/test_network_daemons.py."""
     from controller.harness.sim import start_sim
     from controller.labconfig import load_lab
     from controller.operator import daemons
@@ -814,7 +816,7 @@ def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
                 time.sleep(0.1)
                 summary = b.request("network_session", session=session)["session"]
         assert summary["state"] == "failed", summary
-        assert "memory-delivery" in summary["reason"]
+        assert "node B is not calibrated" in summary["reason"]
         for node in "ABC":
             with NodeClient.for_lab(lab, node, timeout_s=30) as client:
                 got = client.request("network_session_data", session=session)["data"]
@@ -834,7 +836,7 @@ def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
             env={**os.environ, "COLUMNS": "250"},
         )
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "failed" in result.stdout and "memory-delivery" in result.stdout, result.stdout
+        assert "failed" in result.stdout and "not calibrated" in result.stdout, result.stdout
         assert "the three nodes agree" in result.stdout
     finally:
         for proc in reversed(procs):

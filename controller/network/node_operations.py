@@ -169,7 +169,7 @@ class NodeLinkOperations:
                 )
         reasons = [d["reason"] for d in self.link.memory_discards if d["pair_id"] == pair.pair_id]
         why = reasons[-1] if reasons else f"not in a memory qubit ({holds})"
-        raise LinkFailure(f"link pair {pair.pair_id} not stored: {why}")
+        raise LinkFailure(f"link pair {pair.pair_id} not stored: {why}", unstored=pair)
 
     def delivered_pair(
         self, summary: dict[str, Any], peer: str, pair_id: str = ""

@@ -82,12 +82,16 @@ MEMORY, ELECTRON = "memory", "keep"
 class LinkFailure(QnodeError):
     """No link pair within the deadline (the link layer's session ended without one).
     `cut_off`: the link layer discarded this node's stored pair meanwhile (its attempt budget
-    ran out), so the end-to-end attempt holding it is discarded with cause `cutoff` at once."""
+    ran out), so the end-to-end attempt holding it is discarded with cause `cutoff` at once.
+    `unstored`: a pair the link layer delivered (the peer holds its half) but could not keep
+    (the move into memory would take it under its minimum): the attempt it opens is discarded
+    at once with cause `cutoff`, so the peer learns of it."""
 
-    def __init__(self, message: str, cut_off: str = "") -> None:
+    def __init__(self, message: str, cut_off: str = "", unstored: PairResult | None = None) -> None:
         super().__init__(message)
         self.cut_off = cut_off
         """The stored pair the link layer cut off ("" when none)."""
+        self.unstored = unstored
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,8 @@ class NetworkSession:
     teleport_sender: TeleportSender | None = None
     teleport_receiver: TeleportReceiver | None = None
     ghz_status: dict[str, str] = field(default_factory=dict)
+    second_link_wait_s: float | None = None
+    """The repeater's last wait for a second link pair (derived from the stored pair's budget)."""
     bsm: dict[str, tuple[int, int]] = field(default_factory=dict)
     """The repeater's BSM parities (zz, xx) per end-to-end pair (the newest BSM_KEPT)."""
     armed: set[float] = field(default_factory=set)
@@ -285,6 +291,7 @@ class NetworkSession:
             "file": str(self.file.path),
             "figures": self.figures(),
             "bsm": {swap: list(bits) for swap, bits in self.bsm.items()},
+            "second_link_wait_s": self.second_link_wait_s,
         }
 
 
@@ -672,8 +679,13 @@ class NetworkService:
         except LinkFailure as e:
             s.link_failures += 1
             log.info("%s: no link pair with %s: %s", self.node, end, e)
-            if stored and e.cut_off == stored and s.machine is not None:
-                await self._act(s, s.machine.on_link_discarded(stored, str(e), self.clock()))
+            machine, now = s.machine, self.clock()
+            if stored and e.cut_off == stored and machine is not None:
+                await self._act(s, machine.on_link_discarded(stored, str(e), now))
+            if e.unstored is not None and isinstance(machine, Repeater):
+                pair = e.unstored.link_pair(self.node)
+                await self._act(s, machine.on_link_pair(pair, now))
+                await self._act(s, machine.on_link_discarded(pair.pair_id, str(e), now))
             return None
 
     async def _wait_closed(self, s: NetworkSession, key: str) -> Any:
@@ -706,6 +718,7 @@ class NetworkService:
             allowed = None
         if allowed is not None:
             wait = max(min(wait, allowed), 1e-3)
+        s.second_link_wait_s = wait
         await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock(), wait))
         attempt = machine.by_link_pair[p1.pair_id]
         left = min(deadline - time.monotonic(), wait)
