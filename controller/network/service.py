@@ -13,8 +13,9 @@ station or from a node that is not in the session is refused and counted (`refus
 link layer's are.
 
 The node's operations are behind `LinkOperations` (a typing.Protocol): the daemon's
-(controller/network/node_operations.py) goes through today's link layer and marks what
-waits for the memory delivery and the node's BSM; the tests use an in-memory fake.
+(controller/network/node_operations.py) goes through the node's link layer (a link session
+per link pair, the BSM, the ends' halves measured at delivery); the tests use an in-memory
+fake.
 """
 
 from __future__ import annotations
