@@ -55,7 +55,7 @@ seen), the test with its fixture well under 3 minutes."""
 @pytest.fixture(scope="module")
 def network_lab(tmp_path_factory):
     """The three-node lab, both links and B's memory calibrated from the truth, the five
-    daemons: (lab, {station: process}, sim control)."""
+    daemons: (lab, {station: process}, sim control, resource map)."""
     from controller.harness.truth_calibration import calibrate_links_from_truth
 
     folder = tmp_path_factory.mktemp("network_daemons")
@@ -85,7 +85,7 @@ def network_lab(tmp_path_factory):
             procs[station] = start_daemon(
                 lab, station, log=folder / f"{station}.log", resource_map=resource_map
             )
-        yield lab, procs, control
+        yield lab, procs, control, resource_map
     finally:
         for proc in reversed(list(procs.values())):
             terminate(proc)  # type: ignore[arg-type]
@@ -203,6 +203,30 @@ def test_verified_end_to_end_pairs_through_the_five_daemons(network_lab):
         assert b.memory()["holds"] == {"B": None, "B.c13": None}
 
 
+@pytest.mark.timeout(600)
+def test_the_operator_s_command_on_the_running_daemons(network_lab):
+    """`qnode network entangle --ends A C --pairs 3 --verify`: it finds the five daemons
+    running (starts none), reports the session completed, the three nodes agreeing."""
+    import subprocess
+    import sys
+
+    resource_map = network_lab[3]
+    args = ["network", "entangle", "--ends", "A", "C", "--pairs", "3", "--verify"]
+    args += ["--lab", str(THREE), "--resource-map", str(resource_map)]
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+        check=False,
+    )
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "completed" in result.stdout and "the three nodes agree" in result.stdout
+    assert "3 of 3 asked" in result.stdout
+
+
 CUT_OFF_DEADLINE_S = 20.0
 """Swaps whose stored pair is cut off, tried until this deadline (~2 s each)."""
 
@@ -281,7 +305,7 @@ def test_the_repeater_dying_mid_swap_discards_the_pair_at_the_ends(network_lab):
     reason; C, whose link session with B fails, has no pair; nothing is counted delivered."""
     from controller.operator.client import NodeClient
 
-    lab, procs, _control = network_lab
+    lab, procs, _control, _resources = network_lab
     with NodeClient.for_lab(lab, "B", timeout_s=30) as b:
         started = b.request("network_entangle", ends=["A", "C"], pairs=1, verify=True)
         session = started["session"]["session"]

@@ -75,6 +75,8 @@ assert DAEMON_TIMING.outcome_s >= DAEMON_TIMING.second_link_s + BSM_S
 assert DAEMON_TIMING.decision_s > DAEMON_TIMING.ack_s
 SESSION_END_MARGIN_S = 30.0
 """A link session ends this long after its deadline at the latest (its drain and link_end)."""
+FRAMES_KEPT = 1000
+"""The software frames of this many link pairs are kept (a long session's measured halves)."""
 END_DELIVERIES = (ELECTRON, *MEMORY_BASES)
 """How an end's half is delivered: kept in its electron, or measured at once in X, Y or Z."""
 
@@ -253,6 +255,8 @@ class NodeLinkOperations:
         if self._held_here(pair_id) is None:
             raise QnodeError(f"{self.link.name} holds no half of link pair {pair_id}")
         self.frames.setdefault(pair_id, []).append(pauli)
+        for old in list(self.frames)[:-FRAMES_KEPT]:
+            del self.frames[old]
 
     def _held_here(self, pair_id: str) -> PairResult | None:
         held = self.held_pair(pair_id)
@@ -267,8 +271,8 @@ class NodeLinkOperations:
         held = self._held_here(pair_id)
         if held is None:
             raise QnodeError(f"{self.link.name} holds no half of link pair {pair_id}")
-        paulis = tuple(self.frames.pop(pair_id, ()))
-        if held.qubit == "measured":
+        paulis = tuple(self.frames.get(pair_id, ()))
+        if held.qubit == "measured":  # asked again (a retried request): the same answer
             if basis != held.basis:
                 raise QnodeError(
                     f"{pair_id}: this half was measured in {held.basis} at its delivery, "
