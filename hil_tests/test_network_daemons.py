@@ -302,10 +302,11 @@ def test_the_repeater_dying_mid_swap_discards_the_pair_at_the_ends(network_lab):
     """B's daemon is killed (SIGKILL) while it makes the B-C link with the A-B pair in its
     memory: A, which holds its half of that pair (measured at delivery), discards the
     end-to-end attempt when B's outcome does not come (`outcome_s`), with the cause and
-    reason; C, whose link session with B fails, has no pair; nothing is counted delivered."""
+    reason; C, whose link session with B fails, has no pair; nothing is counted delivered.
+    B restarted: its next session closes the stale one on A and C (failed) and runs."""
     from controller.operator.client import NodeClient
 
-    lab, procs, _control, _resources = network_lab
+    lab, procs, _control, resources = network_lab
     with NodeClient.for_lab(lab, "B", timeout_s=30) as b:
         started = b.request("network_entangle", ends=["A", "C"], pairs=1, verify=True)
         session = started["session"]["session"]
@@ -348,3 +349,17 @@ def test_the_repeater_dying_mid_swap_discards_the_pair_at_the_ends(network_lab):
     pair = row["link_first"].decode()
     link_row = link_rows(lab, "A", pair)
     assert link_row["status"] == LINK_DELIVERED and BASES[link_row["basis"]] in "XYZ"
+    # B restarted: its next session closes the one A and C still held open (B never closed
+    # it), and runs
+    from controller.operator.network import network_entangle
+
+    procs["B"] = start_daemon(
+        lab, "B", log=resources.parent / "B.log", resource_map=resources, append=True
+    )
+    report = network_entangle(lab, ("A", "C"), 1, verify=True, deadline_s=300.0)
+    assert report.summary["state"] == "completed" and report.agree, report.summary["reason"]
+    for node in "AC":
+        with NodeClient.for_lab(lab, node, timeout_s=30) as client:
+            old = client.request("network_session_data", session=session)["data"]
+        assert old["status"] == "failed", (node, old["status"])
+        assert int((old["pairs"]["status"] == DELIVERED).sum()) == 0

@@ -978,6 +978,16 @@ class NetworkService:
             raise QnodeError(f"{self.node} is not an end of {ends} (repeater {name})")
         if msg["session"] in self.sessions:
             return {"opened": True}  # asked again: idempotent
+        stale = self.current
+        if stale is not None and stale.role == "end" and stale.repeater == name:
+            # the repeater runs one session at a time: it opens a new one only once the old
+            # one is over there (it never said so: it died, or its close was lost)
+            await self._end_close(
+                stale,
+                "failed",
+                f"{name} opened session {msg['session']} without closing this one "
+                "(it restarted, or its close was lost)",
+            )
         if self.current is not None:
             raise QnodeError(
                 f"node {self.node} is busy with network session {self.current.session}"
