@@ -301,6 +301,7 @@ def test_nothing_of_a_network_remains_after_its_context(ending):
             built.append(net)
             net.popen("Y", ["sleep", "60"])
             net.endpoint("Y", PORT, "X")  # a relay port (relay mode), with its thread
+            net.reach_host_loopback("Z", [PORT])  # a bridge to this namespace's loopback
             assert set(net.all_namespaces()) <= set(list_namespaces())
             veths = net.run("Y", ["ip", "-o", "link"]).stdout
             assert "l0-X" in veths and "l1-Z" in veths
@@ -317,6 +318,7 @@ def test_nothing_of_a_network_remains_after_its_context(ending):
     assert [p.poll() for p in net.processes] == [-9]  # SIGKILL, as the network closed
     if net.relay is not None:
         assert net.relay.threads_alive() == 0
+    assert net.host_bridge is not None and net.host_bridge.threads_alive() == 0
     assert not [t for t in threading.enumerate() if t.name.startswith(net.run_id)]
 
 
