@@ -19,8 +19,10 @@ takes at least the round trip of their link.
 TODO (issue 15, item 6 with item 4): an end-to-end A-C run (`qnode network entangle --ends A
 C`) in the same namespaces, once the network service runs the swap in the daemons (the
 memory delivery, the Bell measurement and the Pauli frame: controller/network/
-node_operations.py still raises PendingOperation). The ends A and C share no link here: if
-the service's messages go between them, the network needs an A-C link (both links' fibres).
+node_operations.py still raises PendingOperation). The ends A and C share no link here;
+teleportation sends the sender's outcome from A to C directly (controller/network/
+service.py), so that run needs `Link("A", "C", 175e-6)` (both links' fibres) added to the
+network and to QNODE_STATION_HOSTS.
 """
 
 from __future__ import annotations
