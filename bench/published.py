@@ -40,7 +40,10 @@ NETSQUID = (
     "several values 'S. Hermans, personal communication 2020')"
 )
 NETSQUID_NV_2019 = "QuTech netsquid_nv users' NVParameterSet2019 (from Humphreys 2018, SI)"
-DELFT_CODE = "Delft measurement code, fork caizikun/measurement, scripts/single_click_ent"
+SQUIDASM = (
+    "the same in QuTech's SquidASM, NVQDeviceConfig defaults (prob_error_0 0.05, prob_error_1 "
+    "0.005; its ec_gate_depolar_prob 0.008 is milder than F_EC 0.97)"
+)
 
 # The link hardware: the same setups two years earlier (the Pompili / Hermans links reuse the
 # Humphreys optics; their own eta and dark counts were not found).
@@ -119,10 +122,10 @@ POMPILI_2021: dict[str, Value] = {
     # Bob's local operations and every readout
     "gate_fidelity": Value(0.97, NETSQUID + ": electron-carbon gate F_EC", "read-2nd"),
     "readout_f0": Value(
-        0.95, NETSQUID_NV_2019 + ": electron readout of the bright state", "read-2nd"
+        0.95, NETSQUID_NV_2019 + ": electron readout of the bright state; " + SQUIDASM, "read-2nd"
     ),
     "readout_f1": Value(
-        0.995, NETSQUID_NV_2019 + ": electron readout of the dark state", "read-2nd"
+        0.995, NETSQUID_NV_2019 + ": electron readout of the dark state; " + SQUIDASM, "read-2nd"
     ),
     "memory_readout_f": Value(
         0.95,

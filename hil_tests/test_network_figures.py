@@ -175,9 +175,15 @@ def test_each_mechanism_costs_fidelity_and_the_benchmark_reports_every_set():
             assert all(b <= a + 1e-12 for a, b in itertools.pairwise(values))
             assert row["simulator"] is None  # no session files given: "not yet"
             assert row["difference"] == pytest.approx(row["model"] - row["paper"])
-    policy = result["beyond"]["policy"]
-    cutoffs = [p["cutoff"] for p in policy]
-    assert cutoffs == sorted(cutoffs, reverse=True)  # a higher minimum cuts off sooner
+    for key in ("beyond", "beyond_short_memory"):
+        policy = result[key]["policy"]
+        cutoffs = [p["cutoff"] for p in policy]
+        assert cutoffs == sorted(cutoffs, reverse=True)  # a higher minimum cuts off sooner
+        fidelities = [p["fidelity"] for p in policy]
+        assert fidelities == sorted(fidelities)  # and delivers better pairs
+    # the policy follows the memory: a worse memory, a sooner cut-off for the same minimum
+    long, short = result["beyond"]["policy"], result["beyond_short_memory"]["policy"]
+    assert all(a["cutoff"] > b["cutoff"] for a, b in zip(long, short, strict=True))
 
 
 def _file(tmp_path, application: str) -> NetworkSessionFile:
