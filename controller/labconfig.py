@@ -165,6 +165,11 @@ class LinkConfig(_Strict):
     nodes: Annotated[list[str], Field(min_length=2, max_length=2)]
     fibre_km: dict[str, Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(default_factory=dict)
     """Per node, the fibre to the midpoint (km); a node not named has 0 (a lab's metres)."""
+    wavelength_nm: Annotated[float, Field(ge=350.0, le=1700.0)] | None = None
+    """The photons' wavelength in the fibre when each node converts them (quantum frequency
+    conversion, e.g. 1588 nm for NV photons as in Dreau et al. 2018); None: the platform's
+    own photons travel the fibre. What the photons lose in the fibre and the converters is
+    part of the detection efficiency the link calibration measures."""
 
     def peer(self, node: str) -> str:
         """The other end of this link."""
