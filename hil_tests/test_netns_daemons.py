@@ -45,7 +45,7 @@ from controller.data.sessionfile import DELIVERED, find_session_files, read_sess
 from controller.harness.sim import SimControl, start_sim
 from controller.harness.truth_calibration import calibrate_links_from_truth
 from controller.labconfig import STATION_HOSTS_ENV, LabConfig, load_lab, read_resource_map
-from controller.messaging.serving import node_info_path
+from controller.messaging.serving import node_info_path, read_info
 from controller.operator.daemons import daemon_args, terminate
 from hil_tests import netns
 from hil_tests.netns import FibreNetwork, fibre_network, links_of_lab, loopback_ports
@@ -173,6 +173,15 @@ def metro(tmp_path_factory):
         patch.undo()
 
 
+def assert_daemons_are_the_namespaces(metro: MetroInNamespaces) -> None:
+    """Every station is still served by the daemon started in its namespace: had one died,
+    `qnode entangle` would have started another beside the operator, in the wrong namespace
+    (and a session through it would not have crossed that station's links)."""
+    for station, proc in metro.daemons.items():
+        assert proc.poll() is None, (metro.logs / f"{station}.log").read_text()
+        assert read_info(metro.lab.data_dir, station)["pid"] == proc.pid, station
+
+
 def entangle(metro: MetroInNamespaces, node: str, peer: str) -> tuple[str, dict[str, dict]]:
     """`qnode entangle --node NODE --peer PEER` by an operator at NODE's station (in its
     namespace: NODE on its loopback, PEER across their link); the session id and both
@@ -190,6 +199,7 @@ def entangle(metro: MetroInNamespaces, node: str, peer: str) -> tuple[str, dict[
     )
     text = result.stdout + result.stderr
     assert result.returncode == 0, text
+    assert_daemons_are_the_namespaces(metro)
     assert f"{PAIRS} of {PAIRS} asked" in text and "both nodes agree" in text, text
     match = re.search(r"session (\S+): barrett.kok", text)
     assert match, text
@@ -355,3 +365,24 @@ def test_a_node_s_round_trips_to_its_peer_s_daemon_take_the_link_s_fibre_twice(
     # 2 x 125 us), so the per-request minimum above is the check of the delay.
     excess = np.median(far) - 2 * peer_s - np.median(near)
     assert excess <= STATUS_EXCESS_MEDIAN_BOUND_S, text
+
+
+def test_station_hosts_redirect_the_dial_and_refuse_what_is_not_station_equals_host(
+    monkeypatch,
+):
+    """QNODE_STATION_HOSTS (controller/labconfig.py): a named station is dialled at its host
+    and the port its info file gives; any other, and every station when it is unset, where
+    its info file says."""
+    from controller.labconfig import dial_endpoint, station_hosts
+    from qnode.errors import LabConfigError
+
+    monkeypatch.setenv(STATION_HOSTS_ENV, " A=127.0.0.1, M1=10.201.0.6 ,")
+    assert station_hosts() == {"A": "127.0.0.1", "M1": "10.201.0.6"}
+    assert dial_endpoint("M1", "tcp://0.0.0.0:7111") == "tcp://10.201.0.6:7111"
+    assert dial_endpoint("A", "tcp://0.0.0.0:7101") == "tcp://127.0.0.1:7101"
+    assert dial_endpoint("C", "tcp://0.0.0.0:7103") == "tcp://0.0.0.0:7103"
+    monkeypatch.delenv(STATION_HOSTS_ENV)
+    assert dial_endpoint("M1", "tcp://127.0.0.1:41000") == "tcp://127.0.0.1:41000"
+    for bad in ("A", "A=", "=10.0.0.1", "A=tcp://10.0.0.1", "A=10.0.0.1:7000"):
+        with pytest.raises(LabConfigError, match="is not STATION=HOST"):
+            station_hosts(bad)
