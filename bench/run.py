@@ -10,6 +10,9 @@
   entangle    delivered pairs and attempts per wall second through the whole stack at NV
               parameters, success probability and fidelity (verified and the simulator's
               true states) against the model
+  network     GHZ, swap and teleportation fidelity beside Pompili 2021 / Hermans 2022 (paper,
+              simulator, planning model) and qnode's cut-offs beyond them
+              (bench/network_figures.py: computed, its own tables printed too)
   demo        `make demo` end to end, wall seconds (skipped with --no-demo)
 
 Results go to bench/results/latest.json (and a time-stamped copy).
@@ -380,6 +383,17 @@ def render(results: dict) -> None:
             f"{e['fidelity_truth'] / e['fidelity_model']:.3f} (true/model)",
             "-",
         )
+    for figure_set in results.get("network", {}).get("sets", []):
+        for row in figure_set["rows"]:
+            measured = row["simulator"]
+            table.add_row(
+                f"{row['figure']} ({figure_set['set']})",
+                f"{row['model']:.3f} planning model; simulator "
+                + ("not yet" if measured is None else f"{measured:.3f}"),
+                f"{row['paper']:.3f} paper ({row['paper_status']})",
+                f"{row['difference']:+.3f} (model - paper)",
+                "-",
+            )
     d = results.get("demo")
     if d:
         table.add_row("make demo", f"{d['wall_s']:.0f} s", "-", "-", "about a minute")
@@ -412,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             terminate(proc)
+    with console.status("network figures..."):
+        from bench import network_figures
+
+        results["network"] = network_figures.run()
+        network_figures.render(results["network"], console)
     if not args.no_demo:
         with console.status("make demo..."):
             results["demo"] = bench_demo()
