@@ -714,7 +714,7 @@ class NetworkService:
             allowed = self.ops.second_link_wait_s(
                 p1.pair_id, second, s.request["protocol"], float(s.request["fidelity_min"])
             )
-        except QnodeError as e:
+        except (QnodeError, KeyError, ValueError) as e:  # not plannable: the service's cap
             log.warning("%s: no wait derived for the second link: %s", self.node, e)
             allowed = None
         if allowed is not None:
