@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from scipy.linalg import expm
 
 from controller.data.networkfile import (
     BASIS_NAMES,
@@ -51,6 +52,9 @@ BELL = {
     "psi_plus": np.array([0, 1, 1, 0], dtype=complex) / np.sqrt(2),
     "psi_minus": np.array([0, 1, -1, 0], dtype=complex) / np.sqrt(2),
 }
+GHZ_GATE = expm(-1j * np.pi / 4 * np.kron(SZ, SX))
+"""The DD gate at 90 degrees, exp(-i pi/4 Z_e X_m), on (electron, memory)."""
+RX_MINUS_HALF = expm(1j * np.pi / 4 * SX)
 CARDINAL_KETS = {
     "+Z": [1, 0],
     "-Z": [0, 1],
@@ -102,6 +106,15 @@ class Qubits:
         t_axis = t if t < c else t - 1
         psi[tuple(index)] = np.flip(sub, axis=t_axis)
         self.groups.append((keys, psi))
+
+    def apply2(self, op: np.ndarray, k1, k2) -> None:
+        """A two-qubit unitary (4 x 4, k1 the first factor)."""
+        keys, psi = self._merged(k1, k2)
+        a, b = keys.index(k1), keys.index(k2)
+        moved = np.moveaxis(psi, (a, b), (0, 1))
+        shape = moved.shape
+        moved = (op @ moved.reshape(4, -1)).reshape(shape)
+        self.groups.append((keys, np.moveaxis(moved, (0, 1), (a, b))))
 
     def measure(self, key, basis: str = "Z") -> int:
         """+1 or -1 with Born's probabilities; the qubit leaves its group."""
@@ -204,9 +217,14 @@ class FakeOps:
         return w.qubits.bell_measurement((self.node, memory_pair), (self.node, electron_pair))
 
     async def ghz_measurement(self, memory_pair, electron_pair):
+        """B's GHZ operation as sequences.network_ops derives it, ideal: exp(-i pi/4 Z_e X_m),
+        the electron turned by -pi/2 about x (the model's sense of the compiled pi/2) and
+        read in Z; 1 when bright (+1)."""
         q = self.world.qubits
-        q.cnot((self.node, memory_pair), (self.node, electron_pair))
-        return int(q.measure((self.node, electron_pair)) == -1)
+        electron, memory = (self.node, electron_pair), (self.node, memory_pair)
+        q.apply2(GHZ_GATE, electron, memory)
+        q.apply(RX_MINUS_HALF, electron)
+        return int(q.measure(electron) == 1)
 
     async def teleport_measurement(self, pair_id, state):
         q = self.world.qubits

@@ -70,6 +70,7 @@ from qnode.errors import QnodeError
 from sequences.compiler import ATTEMPTS_EXHAUSTED, SHOT_END
 from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryReadout
+from sequences.network_ops import ghz_operation
 from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
@@ -822,6 +823,53 @@ class NodeLink:
                     "frame_here": frames[electron.pair_id][0],
                 },
                 "memory": {**kept.as_dict(), "frame_here": frames[kept.pair_id][0]},
+            },
+            "run_id": run.run_id,
+        }
+
+    async def ghz_operation(self) -> dict:
+        """B's GHZ operation (sequences.network_ops.ghz_operation) on the electron's pair and
+        the memory's stored pair: the DD gate, the electron read out (+1 bright); the
+        electron's qubit is free after, the memory keeps its half (read later by
+        `memory_measure`). In-process API for the network service (no daemon request)."""
+        memory = self.memory
+        if memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        self._idle()
+        for cut in memory.on_time(time.monotonic()):
+            self._discarded(cut.pair_id, cut.message)
+        electron = memory.holding[memory.electron]
+        stored = [p for p in memory.pairs() if p.in_memory]
+        if electron is None or not stored:
+            raise QnodeError(
+                f"the GHZ operation needs a pair in the electron and one stored in memory; "
+                f"{self.name} holds {memory.as_dict()}"
+            )
+        kept = stored[0]
+        run = await self.node.prepare(ghz_operation(kept.qubit.split(".", 1)[1]))
+        counts: dict[int, int] = {}
+        valid: list[bool] = []
+
+        def on_events(events: list) -> None:
+            for e in events:
+                if e.code == 1:
+                    counts[1] = int(e.value)
+                elif e.code == SHOT_END:
+                    valid.append(e.value == 0)
+
+        outcome = await self.node.execute(run, on_events)
+        memory.release(electron.pair_id)
+        frame = self.frames.pop(electron.pair_id, (False, ""))
+        if outcome.status != "completed" or 1 not in counts:
+            raise QnodeError(f"GHZ operation run {outcome.status}: {outcome.reason}")
+        threshold = self.node.parameters(self.name)["readout_threshold"]
+        return {
+            "electron_bit": 1 if counts[1] >= threshold else -1,
+            "counts": counts[1],
+            "valid": bool(valid and valid[0]),
+            "pairs": {
+                "electron": {**electron.as_dict(), "frame_here": frame[0]},
+                "memory": kept.as_dict(),
             },
             "run_id": run.run_id,
         }

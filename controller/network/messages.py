@@ -156,15 +156,15 @@ APPLICATIONS = vocabulary(
             "link_states": TwoStates,
             "memory_applied": PauliNames,
             "electron_applied": PauliNames,
-            "electron_z": int,
+            "electron_bright": int,
             "setting": str,
         },
-        choices={"electron_z": BIT, "setting": GHZ_SETTING_NAMES},
+        choices={"electron_bright": BIT, "setting": GHZ_SETTING_NAMES},
         notification=True,
     ),
 )
 """Sender -> receiver: teleport_outcome (`state` names the cardinal state in a verification
-run); B -> the ends and the operator: ghz_outcome (B's electron's Z result, the links' states
+run); B -> the ends and the operator: ghz_outcome (B's electron's outcome, 1 bright; the links' states
 and the Paulis B applied to each qubit, the setting all three measure in)."""
 
 # the network service's own messages (controller/network/service.py) ----------------------------

@@ -17,9 +17,12 @@ links the link layer dials.
   pushes `link_pair_delivered` to the service), so a repeater that dies after the first link
   leaves a pair the end discards with a reason (timeout), never one it forgets.
 
-GHZ's and teleportation's node operations (a CNOT memory -> electron with the electron's
-readout; a state prepared beside a half and its BSM) are not connected yet: they raise
-`PendingOperation`, naming what is missing.
+- GHZ: B's operation is the node's `ghz_operation()` (sequences.network_ops: the DD gate and
+  the electron's readout; the memory keeps its half), its bright/dark outcome the frame's bit
+  (`pauli.ghz_frame`); the memory is then read by `measure` (`memory_measure`).
+
+Teleportation's node operation (a state prepared beside a half and its BSM) is not connected
+yet: it raises `PendingOperation`, naming what is missing.
 
 Timing in the daemon (`DAEMON_TIMING`, `second_link_wait_s`): B waits for the second link for
 as many attempts as the stored pair's budget allows (`NodeMemory.may_attempt` over the
@@ -238,10 +241,27 @@ class NodeLinkOperations:
         return bsm_parities(result["bell_state"])
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
-        raise PendingOperation(
-            "the GHZ operation (CNOT memory -> electron, the electron's readout) is not "
-            "connected in the node daemon yet"
+        """B's GHZ operation (sequences.network_ops.ghz_operation): 1 when the electron read
+        bright. The electron's pair is spent; the memory keeps its half for `measure`."""
+        result = await self.link.ghz_operation()
+        measured = (result["pairs"]["memory"]["pair_id"], result["pairs"]["electron"]["pair_id"])
+        if measured != (memory_pair, electron_pair):
+            raise QnodeError(
+                f"the GHZ operation used {measured}, the network asked for "
+                f"{(memory_pair, electron_pair)}"
+            )
+        if not result["valid"]:
+            raise QnodeError(f"the GHZ operation's shot was not valid (run {result['run_id']})")
+        log.info(
+            "%s: GHZ operation on %s and %s: electron %+d (counts %s, run %s)",
+            self.link.name,
+            memory_pair,
+            electron_pair,
+            result["electron_bit"],
+            result["counts"],
+            result["run_id"],
         )
+        return int(result["electron_bit"] == 1)
 
     async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
         raise PendingOperation(

@@ -45,6 +45,7 @@ from controller.network.estimators import (
     teleport_fidelity,
 )
 from controller.network.messages import NETWORK, NETWORK_OPERATOR, REASONS
+from controller.network.pauli import ghz_result
 from controller.network.swap import (
     DELIVERED,
     DISCARDED,
@@ -64,6 +65,7 @@ from controller.network.swap import (
     swap_id,
 )
 from qnode.errors import QnodeError
+from sequences.network_ops import GHZ_BASES
 
 log = logging.getLogger("qnode.network")
 
@@ -226,6 +228,12 @@ class NetworkSession:
     """The repeater's last wait for a second link pair (derived from the stored pair's budget)."""
     bsm: dict[str, tuple[int, int]] = field(default_factory=dict)
     """The repeater's BSM parities (zz, xx) per end-to-end pair (the newest BSM_KEPT)."""
+    ghz_outcomes: dict[str, dict] = field(default_factory=dict)
+    """The repeater's ghz_outcome per GHZ shot (the newest BSM_KEPT), for checks."""
+    ghz_results: dict[str, dict] = field(default_factory=dict)
+    """The repeater's GHZ shots' physical bases and raw results (the newest BSM_KEPT)."""
+    last_link_failure: LinkFailure | None = None
+    """The repeater's last link pair not made, with its reason (a GHZ shot's discard says it)."""
     armed: set[float] = field(default_factory=set)
     task: asyncio.Task | None = None
 
@@ -292,6 +300,8 @@ class NetworkSession:
             "file": str(self.file.path),
             "figures": self.figures(),
             "bsm": {swap: list(bits) for swap, bits in self.bsm.items()},
+            "ghz_outcomes": dict(self.ghz_outcomes),
+            "ghz_results": dict(self.ghz_results),
             "second_link_wait_s": self.second_link_wait_s,
         }
 
@@ -679,6 +689,7 @@ class NetworkService:
             )
         except LinkFailure as e:
             s.link_failures += 1
+            s.last_link_failure = e
             log.info("%s: no link pair with %s: %s", self.node, end, e)
             machine, now = s.machine, self.clock()
             if stored and e.cut_off == stored and machine is not None:
@@ -709,17 +720,7 @@ class NetworkService:
         p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), ends_deliver)
         if p1 is None:
             return None
-        wait = self.timing.second_link_s
-        try:
-            allowed = self.ops.second_link_wait_s(
-                p1.pair_id, second, s.request["protocol"], float(s.request["fidelity_min"])
-            )
-        except (QnodeError, KeyError, ValueError) as e:  # not plannable: the service's cap
-            log.warning("%s: no wait derived for the second link: %s", self.node, e)
-            allowed = None
-        if allowed is not None:
-            wait = max(min(wait, allowed), 1e-3)
-        s.second_link_wait_s = wait
+        wait = self._second_link_wait(s, p1.pair_id, second)
         await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock(), wait))
         attempt = machine.by_link_pair[p1.pair_id]
         left = min(deadline - time.monotonic(), wait)
@@ -780,30 +781,60 @@ class NetworkService:
         tally[1] += 1
         s.done += 1
 
+    def _second_link_wait(self, s: NetworkSession, stored: str, peer: str) -> float:
+        """B's wait for its second link while `stored` is in its memory: the node's derived
+        wait (the stored pair's budget), at most `Timing.second_link_s`."""
+        wait = self.timing.second_link_s
+        try:
+            allowed = self.ops.second_link_wait_s(
+                stored, peer, s.request["protocol"], float(s.request["fidelity_min"])
+            )
+        except (QnodeError, KeyError, ValueError) as e:  # not plannable: the service's cap
+            log.warning("%s: no wait derived for the second link: %s", self.node, e)
+            allowed = None
+        if allowed is not None:
+            wait = max(min(wait, allowed), 1e-3)
+        s.second_link_wait_s = wait
+        return wait
+
     async def _ghz_shot(self, s: NetworkSession, deadline: float) -> None:
         """A GHZ state on (first end, B's memory, second end) from two link pairs (Pompili et
-        al. 2021), measured by all three in one of the five settings in turn."""
+        al. 2021), measured by all three in one of the five settings in turn. The setting is
+        chosen before the link pairs are made: the ends measure their halves at once in it
+        (their electrons cannot wait), in the physical bases of GHZ_BASES; B's memory is read
+        after its operation; each result takes its basis's sign and the shot's frame."""
         first, second = s.ends
         ledger = s.ghz_ledger
-        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic())
+        verify = bool(s.request["verify"])
+        setting = list(GHZ_SETTINGS)[s.done % len(GHZ_SETTINGS)]
+        physical = [GHZ_BASES[k][setting[k]][0] for k in range(3)]
+        end_a = physical[0] if verify else ELECTRON
+        end_c = physical[2] if verify else ELECTRON
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), end_a)
         if p1 is None:
             return
         ledger.attempted += 1
-        left = min(deadline - time.monotonic(), self.timing.second_link_s)
-        p2 = await self._pair(s, second, ELECTRON, left)
+        wait = self._second_link_wait(s, p1.pair_id, second)
+        left = min(deadline - time.monotonic(), wait)
+        s.last_link_failure = None
+        p2 = await self._pair(s, second, ELECTRON, left, end_c, stored=p1.pair_id)
         shot = swap_id(p1.pair_id, p2.pair_id if p2 is not None else "")
         if p2 is None:
-            await self._ghz_discard(s, shot, (p1.pair_id,), "timeout", "no second link pair")
-            await self.ops.release(p1.pair_id, "no second link pair")
+            failure = s.last_link_failure
+            cut = failure is not None and failure.cut_off == p1.pair_id
+            why = f"no second link pair: {failure}" if failure else "no second link pair"
+            await self._ghz_discard(s, shot, (p1.pair_id,), "cutoff" if cut else "timeout", why)
+            with contextlib.suppress(Exception):  # a pair cut off is gone already
+                await self.ops.release(p1.pair_id, why)
             return
         links = (p1.pair_id, p2.pair_id)
         try:
-            electron_z = await self.ops.ghz_measurement(*links)
+            electron_bright = await self.ops.ghz_measurement(*links)
         except Exception as e:
             await self._ghz_discard(s, shot, links, "operation_failed", f"{self.node}: {e}")
+            with contextlib.suppress(Exception):
+                await self.ops.release(p1.pair_id, "the GHZ operation failed")
             return
-        settings = list(GHZ_SETTINGS)
-        setting = settings[s.done % len(settings)]
         outcome = {
             "ghz": shot,
             "ends": list(s.ends),
@@ -811,34 +842,45 @@ class NetworkService:
             "link_states": [p1.state, p2.state],
             "memory_applied": list(p1.applied),
             "electron_applied": list(p2.applied),
-            "electron_z": electron_z,
+            "electron_bright": electron_bright,
             "setting": setting,
         }
         made = (p1.made, p2.made)
+        s.ghz_outcomes[shot] = dict(outcome)
+        for old in list(s.ghz_outcomes)[:-BSM_KEPT]:
+            del s.ghz_outcomes[old]
         s.file.record(shot, "delivered", link_pairs=links, made=made, t_bsm=self.clock())
         for end in s.ends:
             self.peers.send(end, "ghz_outcome", outcome)
-        if not s.request["verify"]:
+        if not verify:
             ledger.delivered += 1
             s.done += 1
             await self.ops.release(p1.pair_id, "GHZ shot kept, not measured")
             return
         try:
             answer_a, mine, answer_c = await asyncio.gather(
-                self._measure_at(first, s, shot, p1.pair_id, setting[0]),
-                self.ops.measure(p1.pair_id, setting[1]),
-                self._measure_at(second, s, shot, p2.pair_id, setting[2]),
+                self._measure_at(first, s, shot, p1.pair_id, physical[0]),
+                self.ops.measure(p1.pair_id, physical[1]),
+                self._measure_at(second, s, shot, p2.pair_id, physical[2]),
             )
         except Exception as e:
             await self._ghz_discard(s, shot, links, "operation_failed", f"measurement: {e}")
             return
-        results = (answer_a["result"], mine, answer_c["result"])
+        raw = (answer_a["result"], mine, answer_c["result"])
+        results = (
+            ghz_result(raw[0], 0, setting[0]),
+            ghz_result(raw[1], 1, setting[1]),
+            ghz_result(raw[2], 2, setting[2]),
+        )
         frame = ghz_frame_of(outcome, tuple(answer_a["applied"]), tuple(answer_c["applied"]))
         s.ghz.add(setting, results, frame)
         corrected = [
             -r if p.anticommutes_with(b) else r
             for r, p, b in zip(results, frame, setting, strict=True)
         ]
+        s.ghz_results[shot] = {"physical": list(physical), "raw": list(raw)}
+        for old in list(s.ghz_results)[:-BSM_KEPT]:
+            del s.ghz_results[old]
         s.file.measured(
             shot,
             first=(setting[0], corrected[0]),

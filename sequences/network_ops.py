@@ -1,0 +1,60 @@
+"""A repeater node's local operations for the network's applications (docs/network.md,
+"GHZ states"), on an NV node's electron and its 13C memory.
+
+GHZ (Pompili et al., Science 372, 259 (2021)): B holds A-B in its memory (m) and B-C in its
+electron (e); a two-qubit gate between them and the electron's readout leave (A, m, C) in a
+GHZ state up to a Pauli frame known from the outcome. The textbook form is a CNOT (m control,
+e target) and e read in Z. The node's only two-qubit gate is the DD gate
+exp(-i theta/2 Z_e X_m) (sequences.memory.MemoryGate; Taminiau et al. 2014), and with
+electron rotations and the memory's precession (about z) it cannot make a Z_e Z_m coupling
+(the Lie algebra of Z_e X_m, Z_e Y_m, the electron's rotations and Z_m has no e (x) Z_m
+term), so the electron's readout can never carry the textbook parity Z_e Z_m. What it can
+carry is X_e X_m: the gate at 90 degrees, the electron turned by pi/2 and read out. With both
+link pairs phi+ that leaves (A, m, C) with the stabilisers X_A X_m = +1, X_m X_C = -b and
+Z_A Z_m Y_C = +b (b = +1 when the electron reads bright): the GHZ state (|000> + |111>)/sqrt 2
+in other local bases. `GHZ_BASES` names them: for each qubit, the physical basis (and sign)
+that measures each of the GHZ state's Paulis; in those bases the bright outcome leaves the
+frame Y on C (`controller.network.pauli.ghz_frame`). Derived from the sequence replayed on
+H = omega_L I_z + |1><1| (A_par I_z + A_perp I_x) (hil_tests/test_compiler_memory.py's
+model) with A and C as ideal qubits: hil_tests/test_network_ops.py checks every stabiliser's
+sign there for both outcomes.
+
+Like the BSM (sequences.library.bell_measurement) the gate acts in the memory's frame at the
+program's start: a memory written by an earlier program is turned by its unknown precession
+since then unless that program's frame is kept (docs/network.md, "Delivery into memory").
+No charge check first: its light would destroy the electron's half.
+"""
+
+from __future__ import annotations
+
+from sequences.memory import MemoryGate
+from sequences.operations import Readout, Sequence, pi_half_pulse
+
+GHZ_GATE_DEG = 90.0
+"""The DD gate's angle: exp(-i pi/4 Z_e X_m)."""
+GHZ_ELECTRON_PHASE_DEG = 0.0
+"""The electron's pi/2 before its readout (about x): the readout then measures X_e X_m."""
+
+GHZ_BASES: tuple[dict[str, tuple[str, int]], ...] = (
+    {"Z": ("X", 1), "X": ("Z", 1), "Y": ("Y", -1)},
+    {"Z": ("X", 1), "X": ("Z", 1), "Y": ("Y", -1)},
+    {"Z": ("X", 1), "X": ("Y", -1), "Y": ("Z", -1)},
+)
+"""(first end A, B's memory, second end C): for each Pauli of the GHZ state, the physical
+basis each qubit is measured in and the sign its +1/-1 result takes. A link pair's qubits
+are in the link layer's bases (its heralded Bell state on the electrons' Z); B's memory in
+the frame SwapToMemory writes and MemoryReadout reads. From the stabilisers above:
+Z -> X everywhere (X_A X_m = +1, X_m X_C = -b), X_A -> Z_A, X_m -> Z_m and X_C -> -Y_C
+(Z_A Z_m Y_C = +b), and Y = iXZ on each."""
+
+
+def ghz_operation(memory: str = "c13", shots: int = 1) -> Sequence:
+    """B's GHZ operation: MemoryGate at 90 degrees (the memory's frame kept when this program
+    wrote it), the electron's pi/2 about x, its readout (bright: b = +1). The memory keeps
+    its half, measured later in a GHZ setting's basis (GHZ_BASES)."""
+    ops = (
+        MemoryGate(memory, angle_deg=GHZ_GATE_DEG),
+        pi_half_pulse(GHZ_ELECTRON_PHASE_DEG),
+        Readout(label="electron"),
+    )
+    return Sequence(f"ghz_operation_{memory}", ops, shots)
