@@ -31,7 +31,6 @@ from controller.network.estimators import (
     teleport_fidelity,
 )
 from controller.network.messages import APPLICATIONS, NETWORK
-from sequences.network_ops import GHZ_BASES
 from controller.network.pauli import (
     Pauli,
     frame_sign,
@@ -60,6 +59,7 @@ from controller.network.swap import (
     Send,
     swap_id,
 )
+from sequences.network_ops import GHZ_BASES
 
 # a tiny state-vector calculation, independent of controller.network.pauli ----------------------
 I2 = np.eye(2, dtype=complex)

@@ -164,8 +164,8 @@ APPLICATIONS = vocabulary(
     ),
 )
 """Sender -> receiver: teleport_outcome (`state` names the cardinal state in a verification
-run); B -> the ends and the operator: ghz_outcome (B's electron's outcome, 1 bright; the links' states
-and the Paulis B applied to each qubit, the setting all three measure in)."""
+run); B -> the ends and the operator: ghz_outcome (B's electron's outcome, 1 bright; the
+links' states and the Paulis B applied to each qubit, the setting all three measure in)."""
 
 # the network service's own messages (controller/network/service.py) ----------------------------
 MAX_PAIRS = 100_000
