@@ -152,6 +152,8 @@ class World:
         self.link_delay: dict[tuple[str, str], float] = {}
         self.link_fail: set[tuple[str, str]] = set()
         self.fail_bsm = 0
+        self.fail_teleport_bsm = 0
+        self.prepared: dict[str, str] = {}
         self.fail_measure: dict[str, int] = {}
         self.on_bsm = None
         self.repeater_applied: tuple[str, ...] = ()
@@ -226,15 +228,27 @@ class FakeOps:
         q.apply(RX_MINUS_HALF, electron)
         return int(q.measure(electron) == 1)
 
+    async def prepare_state(self, state, peer):
+        """The state in this node's memory (its key), kept until the BSM."""
+        key = (self.node, "memory-state")
+        self.world.prepared[self.node] = state
+        self.world.qubits.add([key], np.array(CARDINAL_KETS[state], dtype=complex))
+        return f"state:{state}"
+
     async def teleport_measurement(self, pair_id, state):
+        assert self.world.prepared.pop(self.node) == state
+        if self.world.fail_teleport_bsm:
+            self.world.fail_teleport_bsm -= 1
+            self.world.qubits.measure((self.node, "memory-state"))
+            raise QnodeError("the sender's BSM readout timed out")
         q = self.world.qubits
-        key = (self.node, f"state:{pair_id}")
-        q.add([key], np.array(CARDINAL_KETS[state], dtype=complex))
-        return q.bell_measurement(key, (self.node, pair_id))
+        return q.bell_measurement((self.node, "memory-state"), (self.node, pair_id))
 
     async def apply_pauli(self, pair_id, pauli):
+        """As the daemon's: an end keeps the Pauli in software (its half measured at delivery,
+        or the teleportation sender's, spent by its BSM); B's would be on its qubit."""
         self.world.applied_at.append((self.node, pair_id, pauli))
-        if self._measured(pair_id):
+        if self.node != "B":
             self.world.frames.setdefault((self.node, pair_id), []).append(pauli)
         else:
             self.world.qubits.apply(PAULI[pauli], (self.node, pair_id))
@@ -248,7 +262,8 @@ class FakeOps:
             assert measured.basis == basis, (measured.basis, basis)
             paulis = tuple(self.world.frames.get((self.node, pair_id), ()))
             return result_after(measured.bit, basis, paulis)
-        return self.world.qubits.measure((self.node, pair_id), basis)
+        paulis = tuple(self.world.frames.get((self.node, pair_id), ()))
+        return result_after(self.world.qubits.measure((self.node, pair_id), basis), basis, paulis)
 
     async def release(self, pair_id, reason):
         held = self.world.held[self.node].pop(pair_id, None)
@@ -718,11 +733,34 @@ async def test_a_teleport_outcome_that_overtakes_the_decision_waits_for_it(tmp_p
 
 
 @in_loop
+async def test_a_failed_sender_bsm_is_discarded_on_all_three_and_the_next_state_is_sent(tmp_path):
+    """The sender's BSM (at its link pair, before the swap) fails once: that end-to-end
+    attempt is discarded on A, B and C with cause operation_failed and the sender's reason;
+    the session goes on and teleports the six states twice, every one right."""
+    async with Lab(tmp_path, seed=6) as lab:
+        lab.world.fail_teleport_bsm = 1
+        summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=2)
+        data = lab.data(summary)
+    assert summary["state"] == "completed" and summary["done"] == 12
+    assert summary["reasons"] == {"operation_failed": 1}
+    assert summary["figures"]["teleport_fidelity"]["value"] == pytest.approx(1.0)
+    discarded = {node: rows(d, DISCARDED) for node, d in data.items()}
+    assert len(discarded["A"]) == len(discarded["B"]) == 1
+    (row,) = discarded["A"].values()
+    assert CAUSES[row["cause"] - 1] == "operation_failed"
+    assert b"teleportation BSM failed" in row["reason"]
+    assert set(discarded["C"]) <= set(discarded["B"])  # C only if it held the other half
+    for d in data.values():
+        check_counts(d)
+
+
+@in_loop
 async def test_teleportation_of_the_cardinal_states(tmp_path):
     async with Lab(tmp_path, seed=4) as lab:
         summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=8)
         data = lab.data(summary)
     assert summary["state"] == "completed" and summary["done"] == 48
+    assert summary["reasons"] == {}  # no attempt lost (a Pauli on a spent half would be)
     figure = summary["figures"]["teleport_fidelity"]
     # 48 of 48 right: the interval (Agresti-Coull per state) lies above 2/3 (with 2 shots a
     # state it would not: 12 shots cannot show that)

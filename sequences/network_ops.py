@@ -23,12 +23,27 @@ Like the BSM (sequences.library.bell_measurement) the gate acts in the memory's 
 program's start: a memory written by an earlier program is turned by its unknown precession
 since then unless that program's frame is kept (docs/network.md, "Delivery into memory").
 No charge check first: its light would destroy the electron's half.
+
+Teleportation (Hermans et al., Nature 605, 663 (2022)): the sender holds the state to send in
+its memory while its electron makes its link, then measures (electron, memory) in the Bell
+basis (sequences.library.bell_measurement). `prepare_memory_state` writes a cardinal state
+there: the memory reset (MemoryInit), the electron turned to the state from |0>, the state
+moved in (SwapToMemory), as hil_tests/test_compiler_memory.py stores and reads back each
+cardinal state on the papers' Hamiltonian.
 """
 
 from __future__ import annotations
 
-from sequences.memory import MemoryGate
-from sequences.operations import Readout, Sequence, pi_half_pulse
+from sequences.memory import MemoryGate, MemoryInit, SwapToMemory
+from sequences.operations import (
+    MwPulse,
+    Operation,
+    Readout,
+    Sequence,
+    memory_check,
+    pi_half_pulse,
+    pi_pulse,
+)
 
 GHZ_GATE_DEG = 90.0
 """The DD gate's angle: exp(-i pi/4 Z_e X_m)."""
@@ -58,3 +73,32 @@ def ghz_operation(memory: str = "c13", shots: int = 1) -> Sequence:
         Readout(label="electron"),
     )
     return Sequence(f"ghz_operation_{memory}", ops, shots)
+
+
+STATE_PREPARATIONS: dict[str, MwPulse | None] = {
+    "+Z": None,
+    "-Z": pi_pulse(0.0),
+    "+X": pi_half_pulse(90.0),
+    "-X": pi_half_pulse(270.0),
+    "+Y": pi_half_pulse(180.0),
+    "-Y": pi_half_pulse(0.0),
+}
+"""The electron's pulse from |0> (bright, +Z) to each cardinal state (the model's rotation
+sense: hil_tests/test_compiler_memory.py's CARDINAL). The names are
+controller.network.estimators.CARDINAL_STATES'."""
+
+
+def prepare_memory_state(state: str, platform: str = "nv", memory: str = "c13") -> Sequence:
+    """The cardinal `state` written into the memory (in the frame SwapToMemory sets and
+    MemoryReadout reads): the charge check, MemoryInit, the electron's preparation,
+    SwapToMemory (the electron is left in |0>, free for its link)."""
+    if state not in STATE_PREPARATIONS:
+        raise ValueError(f"{state!r} is not a cardinal state ({', '.join(STATE_PREPARATIONS)})")
+    prep = STATE_PREPARATIONS[state]
+    ops: tuple[Operation, ...] = (
+        memory_check(platform),
+        MemoryInit(memory),
+        *((prep,) if prep is not None else ()),
+        SwapToMemory(memory),
+    )
+    return Sequence(f"prepare_memory_{memory}", ops, 1)

@@ -70,7 +70,7 @@ from qnode.errors import QnodeError
 from sequences.compiler import ATTEMPTS_EXHAUSTED, SHOT_END
 from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryReadout
-from sequences.network_ops import ghz_operation
+from sequences.network_ops import ghz_operation, prepare_memory_state
 from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
@@ -873,6 +873,30 @@ class NodeLink:
             },
             "run_id": run.run_id,
         }
+
+    async def prepare_memory(self, state: str, peer: str) -> dict:
+        """Teleportation's input: the cardinal `state` written into this node's free memory
+        qubit (sequences.network_ops.prepare_memory_state) and held in NodeMemory as a stored
+        pair is (id "state:<run>"), so the next link session with `peer` protects it (echo,
+        whole Larmor periods, budget) and `bell_measurement()` measures it with the electron's
+        pair. A state prepared earlier and not used is discarded first. In-process API for
+        the network service (no daemon request)."""
+        memory = self.memory
+        if memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        self._idle()
+        for old in [p for p in memory.pairs() if p.pair_id.startswith("state:")]:
+            memory.discard(old.pair_id, "a new state is prepared")
+            self._discarded(old.pair_id, "a new state is prepared")
+        link_name, _ = self.lab.link_between(self.name, peer)
+        qubit = self.lab.nodes[self.name].memories[0]
+        run = await self.node.prepare(prepare_memory_state(state, self.node.platform, qubit))
+        outcome = await self.node.execute(run, lambda events: None)
+        if outcome.status != "completed":
+            raise QnodeError(f"preparing {state} in memory: run {outcome.status}: {outcome.reason}")
+        state_id = f"state:{run.run_id}"
+        held = memory.on_prepared(state_id, link_name, time.monotonic())
+        return {"state_id": state_id, "state": state, "qubit": held, "run_id": run.run_id}
 
     def _idle(self) -> None:
         if self.session is not None:

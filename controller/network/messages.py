@@ -272,6 +272,11 @@ NETWORK_STATION = vocabulary(
         choices={"basis": MEASURE_BASES},
     ),
     Schema(
+        "teleport_prepare",
+        {"session": SessionName, "state": str},
+        choices={"state": CARDINAL},
+    ),
+    Schema(
         "teleport_send",
         {"session": SessionName, "swap": PairId, "state": str},
         choices={"state": CARDINAL},
@@ -285,5 +290,5 @@ NETWORK_STATION = vocabulary(
 )
 """Between the nodes of a network session (a station key, and one of the session's nodes):
 the swap's and the applications' notifications, and the repeater's requests to the ends
-(open the session, measure a qubit, teleport, close); the sender's `teleport_outcome` goes
-to the receiver directly."""
+(open the session, measure a qubit, prepare the state to teleport, teleport, close); the
+sender's `teleport_outcome` goes to the receiver directly."""

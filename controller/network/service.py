@@ -45,7 +45,7 @@ from controller.network.estimators import (
     teleport_fidelity,
 )
 from controller.network.messages import NETWORK, NETWORK_OPERATOR, REASONS
-from controller.network.pauli import ghz_result
+from controller.network.pauli import Pauli, bsm_pauli, ghz_result
 from controller.network.swap import (
     DELIVERED,
     DISCARDED,
@@ -158,8 +158,14 @@ class LinkOperations(Protocol):
         """CNOT (memory control, electron target), the electron measured in Z: its bit."""
         ...
 
+    async def prepare_state(self, state: str, peer: str) -> str:
+        """The sender: write the cardinal `state` into its memory before its link with `peer`
+        (kept through the link session as a stored pair is): its id."""
+        ...
+
     async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
-        """Prepare the cardinal `state` and do the BSM on it and this node's half: (zz, xx)."""
+        """The sender: the BSM of its half of `pair_id` (in its electron) and the prepared
+        `state` (in its memory), at once after the link pair: (zz, xx)."""
         ...
 
     async def apply_pauli(self, pair_id: str, pauli: str) -> None: ...
@@ -232,6 +238,12 @@ class NetworkSession:
     """The repeater's ghz_outcome per GHZ shot (the newest BSM_KEPT), for checks."""
     ghz_results: dict[str, dict] = field(default_factory=dict)
     """The repeater's GHZ shots' physical bases and raw results (the newest BSM_KEPT)."""
+    prepared: str = ""
+    """The sender: the cardinal state its memory holds for the next link pair."""
+    sender_bsms: dict[str, asyncio.Task] = field(default_factory=dict)
+    """The sender: its BSM per link pair (started as the pair is delivered; the newest kept)."""
+    teleports: dict[str, dict] = field(default_factory=dict)
+    """The repeater: each teleported state's raw facts from the sender (the newest BSM_KEPT)."""
     last_link_failure: LinkFailure | None = None
     """The repeater's last link pair not made, with its reason (a GHZ shot's discard says it)."""
     armed: set[float] = field(default_factory=set)
@@ -302,6 +314,7 @@ class NetworkSession:
             "bsm": {swap: list(bits) for swap, bits in self.bsm.items()},
             "ghz_outcomes": dict(self.ghz_outcomes),
             "ghz_results": dict(self.ghz_results),
+            "teleports": dict(self.teleports),
             "second_link_wait_s": self.second_link_wait_s,
         }
 
@@ -472,6 +485,21 @@ class NetworkService:
         s = self.current
         if s is not None and isinstance(s.machine, End) and pair.peer == s.repeater:
             await self._act(s, s.machine.on_link_pair(pair.link_pair(self.node), self.clock()))
+            if s.teleport_sender is not None and s.prepared and pair.qubit != "measured":
+                state, s.prepared = s.prepared, ""
+                s.sender_bsms[pair.pair_id] = self._spawn(self._sender_bsm(s, pair, state))
+                for old in list(s.sender_bsms)[:-BSM_KEPT]:
+                    del s.sender_bsms[old]
+
+    async def _sender_bsm(self, s: NetworkSession, pair: PairResult, state: str) -> dict | None:
+        """The sender's BSM of its new half and the prepared state, at once (its electron
+        cannot wait for the swap). A failure discards the end-to-end attempt everywhere."""
+        try:
+            zz, xx = await self.ops.teleport_measurement(pair.pair_id, state)
+        except Exception as e:
+            await self._failed(s, pair.pair_id, f"{self.node}: the teleportation BSM failed: {e}")
+            return None
+        return {"state": state, "zz": zz, "xx": xx, "t_bsm": self.clock()}
 
     def push_link_pair(self, pair: PairResult) -> None:
         """`link_pair_delivered` from outside the loop's tasks (the link layer's listener)."""
@@ -619,17 +647,17 @@ class NetworkService:
                 if s.application == "ghz":
                     await self._ghz_shot(s, deadline)
                     continue
-                verify = s.application == "entangle" and s.request["verify"]
+                if s.application == "teleport":
+                    await self._teleport_once(s, deadline)
+                    continue
+                verify = s.request["verify"]
                 basis = VERIFY_BASES[s.done % len(VERIFY_BASES)] if verify else ELECTRON
-                swap = await self._swap_once(s, deadline, basis)
+                swap = await self._swap_once(s, deadline, basis, basis)
                 if swap is None:
                     continue
-                if s.application == "entangle":
-                    if verify:
-                        await self._verify_pair(s, swap, basis)
-                    s.done = s.ledger.delivered  # a delivery a late discard took back is not
-                else:
-                    await self._teleport_once(s, swap)
+                if verify:
+                    await self._verify_pair(s, swap, basis)
+                s.done = s.ledger.delivered  # a delivery a late discard took back is not
         except QnodeError as e:
             log.warning("%s: network session %s failed: %s", self.node, s.session, e)
             state, reason = "failed", f"{type(e).__name__}: {e}"
@@ -708,23 +736,27 @@ class NetworkService:
         return attempt
 
     async def _swap_once(
-        self, s: NetworkSession, deadline: float, ends_deliver: str = ELECTRON
+        self,
+        s: NetworkSession,
+        deadline: float,
+        first_deliver: str = ELECTRON,
+        second_deliver: str = ELECTRON,
     ) -> str | None:
-        """One end-to-end pair: its swap id once delivered, None once discarded. The ends'
-        halves are delivered as `ends_deliver` says (kept, or measured at once in X, Y, Z).
+        """One end-to-end pair: its swap id once delivered, None once discarded. Each end's
+        half is delivered as its `*_deliver` says (kept, or measured at once in X, Y, Z).
         B waits for the second link as long as its node allows the stored pair
         (`second_link_wait_s`: its attempt budget), at most `Timing.second_link_s`."""
         machine = s.machine
         assert isinstance(machine, Repeater)
         first, second = s.ends
-        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), ends_deliver)
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), first_deliver)
         if p1 is None:
             return None
         wait = self._second_link_wait(s, p1.pair_id, second)
         await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock(), wait))
         attempt = machine.by_link_pair[p1.pair_id]
         left = min(deadline - time.monotonic(), wait)
-        p2 = await self._pair(s, second, ELECTRON, left, ends_deliver, stored=p1.pair_id)
+        p2 = await self._pair(s, second, ELECTRON, left, second_deliver, stored=p1.pair_id)
         if p2 is not None and attempt.status != WAITING:
             # the memory's wait ran out while the second link was made: not this attempt's
             await self.ops.release(p2.pair_id, "the first link pair was discarded meanwhile")
@@ -757,14 +789,27 @@ class NetworkService:
             PSI_PLUS_CORRELATORS[basis] * first["result"] * second["result"]
         )
 
-    async def _teleport_once(self, s: NetworkSession, swap: str) -> None:
-        """Teleport the next cardinal state over the delivered pair `swap`: the sender's BSM
-        and outcome (sent to the receiver directly), the receiver's corrected result."""
+    async def _teleport_once(self, s: NetworkSession, deadline: float) -> None:
+        """Teleport the next cardinal state from the sender to the receiver (Hermans et al.
+        2022): the sender writes it into its memory, then the swap runs with the sender's half
+        kept in its electron (its BSM of electron and memory at once after its link pair) and
+        the receiver's measured at once in the state's basis; once the pair is delivered the
+        sender's outcome goes to the receiver, which applies both corrections to its bit."""
         states = list(CARDINAL_STATES)
         state = states[s.done % len(states)]
-        fields = {"session": s.session, "swap": swap, "state": state}
+        basis, sign = CARDINAL_STATES[state]
+        fields = {"session": s.session, "state": state}
+        await self.peers.request(s.sender, "teleport_prepare", fields, self.timing.request_s)
+        swap = await self._swap_once(s, deadline, ELECTRON, basis)
+        if swap is None:
+            return
         try:
-            await self.peers.request(s.sender, "teleport_send", fields, self.timing.request_s)
+            sent = await self.peers.request(
+                s.sender,
+                "teleport_send",
+                {"session": s.session, "swap": swap, "state": state},
+                self.timing.request_s,
+            )
             answer = await self.peers.request(
                 s.receiver,
                 "teleport_receive",
@@ -774,7 +819,9 @@ class NetworkService:
         except QnodeError as e:
             log.warning("%s: %s not teleported: %s", self.node, swap, e)
             return
-        basis, sign = CARDINAL_STATES[state]
+        s.teleports[swap] = {"state": state, **sent, "result": answer["result"]}
+        for old in list(s.teleports)[:-BSM_KEPT]:
+            del s.teleports[old]
         s.file.measured(swap, state=state, second=(basis, answer["result"]))
         tally = s.teleported.setdefault(state, [0, 0])
         tally[0] += answer["result"] == sign
@@ -940,6 +987,8 @@ class NetworkService:
             raise self._refuse(kind, sender, "only the repeater asks this")
         if kind == "network_measure":
             return await self._measure(s, msg)
+        if kind == "teleport_prepare":
+            return await self._teleport_prepare(s, msg)
         if kind == "teleport_send":
             return await self._teleport_send(s, msg)
         if kind == "teleport_receive":
@@ -1111,15 +1160,37 @@ class NetworkService:
             s.file.measured(msg["pair"], second=(msg["basis"], result))
         return {"result": result, "applied": list(applied)}
 
+    async def _teleport_prepare(self, s: NetworkSession, msg: dict) -> dict:
+        if s.teleport_sender is None:
+            raise QnodeError(f"{self.node} does not send in network session {s.session}")
+        state_id = await self.ops.prepare_state(msg["state"], s.repeater)
+        s.prepared = msg["state"]
+        return {"prepared": state_id}
+
     async def _teleport_send(self, s: NetworkSession, msg: dict) -> dict:
+        """The sender's outcome for a delivered pair: its BSM's parities (measured at its
+        link pair) with its share of the swap's frame folded in (a Pauli Q on its half before
+        the BSM turns the Bell state P it names into P Q), to the receiver."""
         sender = s.teleport_sender
         if sender is None:
             raise QnodeError(f"{self.node} does not send in network session {s.session}")
         link_pair, _ = await self._held_half(s, msg["swap"], "")
-        zz, xx = await self.ops.teleport_measurement(link_pair, msg["state"])
-        await self._act(s, sender.on_bsm(msg["swap"], zz, xx, self.clock(), msg["state"]))
+        task = s.sender_bsms.get(link_pair)
+        if task is None:
+            raise QnodeError(f"{self.node} made no BSM with {link_pair}")
+        bsm = await asyncio.wait_for(asyncio.shield(task), self.timing.request_s / 2)
+        if bsm is None:
+            raise QnodeError(f"the BSM of {link_pair} failed (the pair was discarded)")
+        if bsm["state"] != msg["state"]:
+            raise QnodeError(f"{link_pair} was measured with {bsm['state']}, not {msg['state']}")
+        assert isinstance(s.machine, End)
+        share = s.machine.by_swap[msg["swap"]].pauli or "I"
+        folded = bsm_pauli(bsm["zz"], bsm["xx"]) * Pauli.named(share)
+        await self._act(
+            s, sender.on_bsm(msg["swap"], folded.x, folded.z, self.clock(), msg["state"])
+        )
         s.file.measured(msg["swap"], state=msg["state"])
-        return {"zz": zz, "xx": xx}
+        return {"zz": folded.x, "xx": folded.z, "raw": [bsm["zz"], bsm["xx"]], "share": share}
 
     async def _teleport_receive(self, s: NetworkSession, msg: dict) -> dict:
         receiver = s.teleport_receiver
