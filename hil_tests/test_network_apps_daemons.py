@@ -1,7 +1,11 @@
-"""GHZ states (and teleportation) through the node daemons: the network service of B runs each
-shot with its link layer (A-B into B's 13C memory, B-C kept in B's electron, the ends
+"""GHZ states and teleportation through the node daemons. GHZ: the network service of B runs
+each shot with its link layer (A-B into B's 13C memory, B-C kept in B's electron, the ends
 measuring their halves at once in the shot's setting), B's GHZ operation (sequences/
 network_ops.py), B's memory read by `memory_measure`, the frame applied to the results.
+Teleportation A -> C: A writes the state into its memory before its link, its half of A-B
+kept in its electron and measured with the state in the Bell basis at once, C's half of B-C
+measured at once in the state's basis, both corrections (the swap's, the teleportation's)
+applied to C's bit.
 
 Through the real transports, on the lab of hil_tests/test_network_daemons.py (its fixture:
 the three-node lab, both links and B's memory calibrated from the truth, single-click at
@@ -12,8 +16,9 @@ balanced), each end's link pair measured at once in the basis GHZ_BASES gives fo
 setting, the raw results each end recorded its link layer's bits, and B's corrected results
 recomputed here from those raw facts (the links' heralded states, the link layer's own psi-
 frame, B's electron outcome) with `pauli.ghz_frame`. The fidelities are printed, not asserted:
-B's operation needs the memory's frame at its gate and its X/Y readout a program later,
-which the simulator's memory does not keep today (docs/network.md, "Delivery into memory").
+B's operation and A's BSM need the memory's frame at their gates, and B's X/Y readout a
+program later, which the simulator's memory does not keep today (docs/network.md,
+"Delivery into memory").
 """
 
 from __future__ import annotations
@@ -21,10 +26,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.data.networkfile import BASIS_NAMES, DELIVERED
+from controller.data.networkfile import BASIS_NAMES, DELIVERED, PAULI_NAMES
 from controller.link.vocabulary import BASES, OUTCOMES
-from controller.network.estimators import GHZ_SETTINGS
-from controller.network.pauli import ghz_frame, ghz_result, pair_pauli
+from controller.network.estimators import CARDINAL_STATES, GHZ_SETTINGS
+from controller.network.pauli import (
+    BELL_PAULI,
+    TARGET,
+    bsm_pauli,
+    ghz_frame,
+    ghz_result,
+    own_correction,
+    pair_pauli,
+    result_after,
+    swap_frame,
+    teleport_correction,
+)
 from hil_tests.test_network_daemons import balanced, by_id, link_rows, network_lab
 from sequences.network_ops import GHZ_BASES
 
@@ -105,3 +121,69 @@ def test_ghz_shots_through_the_five_daemons(network_lab):
     print(f"  figures: {s['figures']}")
     with NodeClient.for_lab(lab, "B", timeout_s=30) as b:
         assert b.memory()["holds"] == {"B": None, "B.c13": None}
+
+
+TELEPORT_SHOTS = 2
+"""Each of the six cardinal states twice (~2-3 s each: A's preparation, two links, A's BSM);
+the average fidelity's interval needs two a state."""
+
+
+@pytest.mark.timeout(900)
+def test_teleportation_through_the_five_daemons(network_lab):
+    """`network_teleport --from A --to C` (what `qnode network teleport --states cardinal`
+    runs), A's memory calibrated from the truth as B's: each state written into A's memory
+    before its link, A's BSM at once after its link pair, C's half measured at once in the
+    state's basis. Recomputed here from the raw facts: the swap's frame (the link rows'
+    heralded states, B's BSM), A's share folded into its BSM's parities, the teleportation's
+    correction, C's reported result its link-layer bit with both corrections."""
+    from controller.data.params import ParameterStore
+    from controller.operator.client import NodeClient
+    from controller.operator.network import network_teleport
+    from hil_tests.test_memory_delivery import calibrate_memory_from_truth
+
+    lab, _procs, control, _resources = network_lab
+    store = ParameterStore(lab.data_dir / "params.sqlite")
+    try:
+        calibrate_memory_from_truth(lab, store, "A", control.truth("A")["memories"]["c13"])
+    finally:
+        store.close()
+    report = network_teleport(lab, "A", "C", TELEPORT_SHOTS, deadline_s=600.0)
+    s = report.summary
+    print(f"teleport session {s['session']}: {s['state']} ({s['reason']}), {s['elapsed_s']:.0f} s")
+    print(f"  counts {s['attempted']} attempted, {s['delivered']} delivered, {s['reasons']}")
+    assert s["state"] == "completed", s["reason"]
+    assert s["done"] == TELEPORT_SHOTS * len(CARDINAL_STATES)
+    assert report.agree
+    for node in "ABC":
+        balanced(report.data[node]["ledger"])
+    rows = {n: by_id(report.data[n]) for n in "ABC"}
+    assert set(rows["A"]) == set(rows["B"]) == set(rows["C"])
+    teleported = s["teleports"]
+    assert len(teleported) == s["done"]
+    right = 0
+    for swap, fact in teleported.items():
+        b_row = rows["B"][swap]
+        assert b_row["status"] == DELIVERED
+        first, second = swap.split("|")
+        link_a, link_c = link_rows(lab, "A", first), link_rows(lab, "C", second)
+        link_ba, link_bc = link_rows(lab, "B", first), link_rows(lab, "B", second)
+        assert BASES[link_a["basis"]] == "keep"  # A's half: its BSM with the prepared state
+        basis, sign = CARDINAL_STATES[fact["state"]]
+        assert BASES[link_c["basis"]] == basis  # C's: measured at once in the state's basis
+        states = (OUTCOMES[int(link_ba["outcome"])], OUTCOMES[int(link_bc["outcome"])])
+        zz, xx = s["bsm"][swap]
+        frame = swap_frame(states[0], states[1], zz, xx)
+        assert fact["share"] == frame.first.name  # A's share: A applied nothing itself
+        folded = bsm_pauli(*fact["raw"]) * frame.first
+        assert (fact["zz"], fact["xx"]) == (folded.x, folded.z)
+        own_c = ("Z",) if states[1] == "psi_minus" else ()
+        c_share = own_correction(frame.second, own_c).name
+        assert PAULI_NAMES[rows["C"][swap]["pauli"]] == c_share
+        correction = teleport_correction(BELL_PAULI[TARGET], folded.x, folded.z)
+        expected = result_after(int(link_c["bit"]), basis, (c_share, correction.name))
+        assert fact["result"] == expected == int(b_row["bit_second"]), swap
+        right += expected == sign
+    print(f"  {right} of {len(teleported)} states right; figures: {s['figures']}")
+    for node in "AB":
+        with NodeClient.for_lab(lab, node, timeout_s=30) as client:
+            assert all(v is None for v in client.memory()["holds"].values()), node
