@@ -1154,6 +1154,10 @@ class NetworkService:
         result = await self.ops.measure(link_pair, msg["basis"])
         if result not in (-1, 1):
             raise QnodeError(f"the measurement gave {result!r}, not +1 or -1")
+        if s.application == "ghz":
+            # a physical result, not yet the GHZ's Pauli's with its frame: B records that
+            # (its row is the shot's); the raw bit is in this node's link session file
+            return {"result": result, "applied": list(applied)}
         if self.node == s.ends[0]:
             s.file.measured(msg["pair"], first=(msg["basis"], result))
         else:
