@@ -183,6 +183,65 @@ def replay(c, rho=None, free=None, pi_amplitude=None, hw=HW):
     return rho, reads
 
 
+def replay_outcomes(c, outcomes, rho=None, free=None, pi_amplitude=None, hw=HW):
+    """The first shot on the model with its readouts' outcomes given (True: bright): each
+    readout projects the electron onto its outcome and lasts its window (the nucleus
+    precessing with the electron in the measured state), the program branches on the counts
+    as the sequencer would (bright: counts 1, dark 0; a CR check passes). Returns (final
+    state normalised, probability of the outcomes)."""
+    rho = np.kron(np.diag([1, 0]), np.eye(2) / 2) if rho is None else rho
+    free = free or _free
+    pi_amplitude = pi_amplitude or PARAMS["pi_amplitude_v"]
+    pump = 1 << hw.ttl[hw.optics["pump"]]
+    instructions = c.program.instructions
+    regs, loops, pc, pending, probability = [0] * 16, {}, 0, None, 1.0
+    given = iter(outcomes)
+    while pc < len(instructions):
+        ins = instructions[pc]
+        pc += 1
+        if ins.op == Op.AWG_TRIG:
+            i, q = c.waveforms[c.segments[ins.c]]
+            amplitude = abs(complex(i[0], q[0])) * hw.awg_peak_v
+            pending = _electron_rotation(math.atan2(q[0], i[0]), math.pi * amplitude / pi_amplitude)
+        elif ins.op == Op.WAIT:
+            u = free(ins.d) if pending is None else free(ins.d / 2) @ pending @ free(ins.d / 2)
+            pending = None
+            rho = u @ rho @ u.conj().T
+        elif ins.op == Op.TTL_SET and ins.c & pump:
+            rho = np.kron(np.diag([1, 0]), nucleus_of(rho))
+        elif ins.op == Op.COUNT:
+            following = instructions[pc]
+            if following.op == Op.EVENT and 0 < following.b < 1000:  # a readout
+                bright = next(given)
+                keep = np.kron(np.diag([1, 0] if bright else [0, 1]), np.eye(2))
+                rho = keep @ rho @ keep
+                p = float(np.real(np.trace(rho)))
+                probability *= p
+                if p < 1e-12:
+                    return rho, 0.0
+                rho = rho / p
+                u = free(ins.d)
+                rho = u @ rho @ u.conj().T
+                regs[ins.b] = 1 if bright else 0
+            else:
+                regs[ins.b] = 10**6  # a CR check: passes
+        elif ins.op in (Op.BRANCH_LT, Op.BRANCH_GE):
+            if (regs[ins.a] < ins.d) == (ins.op == Op.BRANCH_LT):
+                pc = ins.c
+        elif ins.op == Op.JUMP:
+            pc = ins.c
+        elif ins.op == Op.LOOP:
+            if ins.c == 0:
+                break  # the shot loop
+            left = loops.get(pc, ins.d) - 1
+            if left > 0:
+                loops[pc] = left
+                pc = ins.c
+            else:
+                loops.pop(pc, None)
+    return rho, probability
+
+
 CARDINAL = {  # electron preparations from |0> (phase, amplitude): Bloch vectors
     "+z": (None, (0, 0, 1)),
     "-z": (MwPulse(0.6, 100, 0.0), (0, 0, -1)),

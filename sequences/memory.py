@@ -81,8 +81,12 @@ class MemoryGate(MemoryOperation):
     KIND = "memory_gate"
     angle_deg: float = 90.0
     frame: str = "keep"
-    """"keep": start a whole number of Larmor periods after the memory's state was written;
+    """"keep": start a whole number of Larmor periods after the memory's state was written
+    (a gate on a memory without a frame sets it: what follows keeps time with the gate);
     "ignore": start at once (a nuclear Ramsey measures the precession frames are kept with)."""
+    frame_deg: float = 0.0
+    """A known rotation of the stored state about z to undo (as MemoryReadout's); the
+    memory's frame moves with it for the operations that follow."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,36 @@ class MemoryReadout(MemoryOperation):
     KIND = "memory_readout"
     basis: str = "z"
     label: str = "memory"
+    frame_deg: float = 0.0
+    """A known rotation of the stored state about z since it was written (degrees, in the
+    memory's frame: e.g. attempts x the calibrated phase per attempt), undone by reading
+    that much later or earlier in the memory's precession."""
+
+
+@dataclass(frozen=True)
+class ReadoutSparingMemory(MemoryOperation):
+    """Read the electron out while a memory holds a state, and bring the electron back to
+    |0> without the spin pump's reset at a random time (which would dephase the memory):
+    after a dark outcome a microwave pi pulse, after a bright one the pump (it acts only on
+    an electron the readout light flipped, whose memory phase is random already). The
+    electron stays in its measured state until a whole number of both precession periods
+    (omega_0 and omega_1) since the readout began, so the memory's state is the same in
+    both branches. Both branches last the same (the frame stays known)."""
+
+    KIND = "readout_sparing_memory"
+    label: str = "electron"
 
 
 MEMORY_OPERATIONS: dict[str, type[Operation]] = {
-    cls.KIND: cls for cls in (MemoryGate, MemoryInit, SwapToMemory, MemoryToElectron, MemoryReadout)
+    cls.KIND: cls
+    for cls in (
+        MemoryGate,
+        MemoryInit,
+        SwapToMemory,
+        MemoryToElectron,
+        MemoryReadout,
+        ReadoutSparingMemory,
+    )
 }
 OPERATIONS.update(MEMORY_OPERATIONS)
 
@@ -299,6 +329,21 @@ def _echoed_quarter_turn(
         out.wait(out.mw_pulse(after))
 
 
+def _shift_frame(out: Emitter, cal: GateCalibration, frame_deg: float) -> None:
+    """A stored state turned by frame_deg about z (ahead of its frame) is where an unturned
+    one would be frame_deg / 360 Larmor periods later: its frame moves that much earlier."""
+    if not math.isfinite(frame_deg) or abs(frame_deg) > 1e6:
+        raise out.fail(f"frame_deg must be a finite angle of at most 1e6 degrees, not {frame_deg}")
+    frame = out.memory_frames.get(cal.memory)
+    if frame_deg and frame is None:
+        raise out.fail(
+            f"frame_deg: memory '{cal.memory}' has no frame in this program (nothing wrote it "
+            "and no gate set it), so there is no rotation to undo"
+        )
+    if frame_deg and frame is not None:
+        out.memory_frames[cal.memory] = frame - round(frame_deg / 360 * 1e9 / cal.larmor_hz)
+
+
 def _align(out: Emitter, cal: GateCalibration, lead_ns: int) -> None:
     """Wait (the electron in |0>: the nucleus precesses at omega_L alone) until `lead_ns` from
     now is a whole number of Larmor periods after the memory's frame was set."""
@@ -332,6 +377,63 @@ def _swap_to_memory(out: Emitter, cal: GateCalibration) -> None:
     _electron(out, 270.0, 90)
 
 
+HOLD_TOLERANCE = 0.03
+"""How far from a whole number of each precession period (in periods) the electron's
+measured state may be held: 0.03 turns the memory by at most 11 degrees in a dark branch."""
+HOLD_MAX_PERIODS = 400
+
+
+def sparing_hold_ns(cal: GateCalibration, readout_ns: int) -> int:
+    """The time from a readout's start to the electron's reset, at least the readout's: on
+    the clock's grid, nearest a whole number of periods at both omega_0 (electron |0>) and
+    omega_1 (|1>), the first within HOLD_TOLERANCE (the best one beyond it)."""
+
+    def off(t: int) -> float:
+        return max(
+            abs(x - round(x)) for x in (t * 1e-9 * cal.larmor_hz, t * 1e-9 * cal.omega1_hz)
+        )
+
+    first = math.ceil(readout_ns * 1e-9 * cal.omega1_hz)
+    candidates = [
+        t
+        for n in range(first, first + HOLD_MAX_PERIODS)
+        for t in (_quantise(n / cal.omega1_hz * 1e9),)
+        if t >= readout_ns
+    ]
+    for t in candidates:
+        if off(t) <= HOLD_TOLERANCE:
+            return t
+    return min(candidates, key=off)
+
+
+def _readout_sparing_memory(out: Emitter, cal: GateCalibration, label: str) -> None:
+    """ReadoutSparingMemory: readout, hold, then branch on the counts (COUNT wrote them to
+    the compiler's count register): bright -> pump, dark -> pi pulse, equal lengths."""
+    from sequences.compiler import R_COUNT  # the compiler imports this module
+
+    threshold = out.value(Param("readout_threshold"), "readout threshold")
+    start = out.elapsed
+    out.operation(Readout(label=label))
+    hold = sparing_hold_ns(cal, out.elapsed - start)
+    out.wait(start + hold - out.elapsed)
+    dark, join = out.label("dark"), out.label("join")
+    out.emit(f"BRANCH_LT r{R_COUNT}, {math.ceil(threshold)}, {dark}")
+    branch = out.elapsed
+    out.operation(SpinInit())
+    pump_ns = out.elapsed - branch
+    pi_ns = out.played_ns(pi_pulse())
+    length = max(pump_ns, pi_ns)
+    out.wait(length - pump_ns)
+    out.emit(f"JUMP {join}")
+    out.emit(f"{dark}:")
+    out.elapsed = branch
+    out.wait(out.mw_pulse(pi_pulse()))
+    out.wait(length - pi_ns)
+    out.emit(f"{join}:")
+    if out.elapsed != branch + length:  # pragma: no cover - both branches are built equal
+        raise out.fail("the readout's branches differ in length")
+
+
 BASIS_ROTATION = {"z": None, "x": pi_half_pulse(270.0), "y": pi_half_pulse(0.0)}
 """The electron's rotation that takes the basis's +1 eigenstate to |0> (bright)."""
 
@@ -352,7 +454,11 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
             except ValueError as e:
                 raise out.fail(str(e)) from None
             if op.frame == "keep":
+                _shift_frame(out, cal, op.frame_deg)
                 _align(out, cal, 0)
+                out.memory_frames.setdefault(cal.memory, out.elapsed)
+            elif op.frame_deg:
+                raise out.fail("frame_deg needs frame 'keep'")
             _gate(out, cal, n)
         case MemoryInit():
             out.operation(SpinInit())
@@ -366,11 +472,14 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
         case MemoryReadout():
             if op.basis not in BASIS_ROTATION:
                 raise out.fail(f"unknown basis {op.basis!r} ({', '.join(MEMORY_BASES)})")
+            _shift_frame(out, cal, op.frame_deg)
             _memory_to_electron(out, cal, align=True)
             rotation = BASIS_ROTATION[op.basis]
             if rotation is not None:
                 out.wait(out.mw_pulse(rotation))
             out.operation(Readout(label=op.label))
+        case ReadoutSparingMemory():
+            _readout_sparing_memory(out, cal, op.label)
         case _:
             raise out.fail(f"no compiler for {type(op).__name__}")
 
