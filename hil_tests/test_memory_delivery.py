@@ -376,7 +376,7 @@ BC_ALPHA = 0.1
 """Single-click on B-C while B holds a pair (as Pompili et al.): p ~ 1e-4, a few 10^4 attempts
 a pair, where Barrett-Kok's ~5e-8 (this lab's photon collection) would take 10^7-10^8."""
 BC_SESSION = {"deadline_s": 120, "delivery": "keep", "peer_delivery": "Z", "peer": "C"}
-BELL_MEASUREMENTS = 6
+BELL_MEASUREMENTS = 16
 """~1.5 s each. The BSM's memory bit should be the ZZ parity of B's two qubits, A's Z bit times
 C's; in the simulator it agrees at chance today (8 of 16 in a run): reported, see the test."""
 

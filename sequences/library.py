@@ -58,14 +58,17 @@ def readout(platform: str = "nv", shots: int = 1000) -> Sequence:
 
 
 BELL_TABLE: dict[tuple[int, int], str] = {
-    (+1, +1): "phi_plus",
-    (-1, +1): "phi_minus",
-    (+1, -1): "psi_plus",
-    (-1, -1): "psi_minus",
+    (+1, -1): "phi_plus",
+    (-1, -1): "phi_minus",
+    (+1, +1): "psi_plus",
+    (-1, +1): "psi_minus",
 }
 """bell_measurement's outcome (electron bit, memory bit; +1 bright) -> the Bell state of
-(electron, memory) it projected onto: the memory bit is the ZZ parity (+1: phi), the
-electron bit the phase (+1: plus)."""
+(electron, memory) it projected onto, in the memory's frame (the axes SwapToMemory writes
+and MemoryReadout reads): the memory bit is minus the ZZ parity (-1: phi), the electron bit
+the phase (+1: plus). From the compiled sequence replayed on the papers' Hamiltonian
+(hil_tests/test_memory_delivery.py) and, for the parity, the simulator: A's Z bit times
+C's after a swap at B (the same test file)."""
 
 
 def bell_measurement(memory: str = "c13", shots: int = 1, frame_deg: float = 0.0) -> Sequence:
@@ -73,7 +76,8 @@ def bell_measurement(memory: str = "c13", shots: int = 1, frame_deg: float = 0.0
     their swap's structure; the angles are ours): the DD gate exp(+i pi/4 Z_e X_n) (MemoryGate
     at 270 degrees) is a CNOT (electron control) up to Rz_e(pi/2) and Rx_n(pi/2), which the
     readouts' bases absorb: the electron then reads in Y (pi/2 about x) and the memory in Y,
-    so the memory's readout is the ZZ parity and the electron's the phase (BELL_TABLE;
+    so the memory's readout is the ZZ parity (its sign: BELL_TABLE) and the electron's the
+    phase (BELL_TABLE;
     replayed on the papers' Hamiltonian in hil_tests/test_bsm.py). No charge check first:
     its light would destroy the electron's half. The electron's readout spares the memory
     (ReadoutSparingMemory: a pi pulse after a dark outcome instead of the spin pump, held

@@ -170,8 +170,11 @@ class GateCalibration:
     larmor_hz: float
     omega1_hz: float
     sign: int = 1
-    """The direction of the DD gate's rotation for electron |0> (+x). The transfers work for
-    either (checked on the model), so none is calibrated; -1 wraps each gate in flips."""
+    """The direction of the DD gate's rotation for electron |0> (+x). It depends on the
+    resonance order and the sign of A_perp, and nothing needs it calibrated: the memory's
+    axes are those SwapToMemory writes and MemoryReadout reads, the same gate's, so every
+    sequence here (the Bell-state measurement too) does the same in them for either
+    direction (hil_tests/test_bsm.py); -1 wraps each gate in flips."""
 
     @property
     def mean_precession_hz(self) -> float:
@@ -355,6 +358,42 @@ def _align(out: Emitter, cal: GateCalibration, lead_ns: int) -> None:
     out.wait(_quantise((period_ns - late) % period_ns))
 
 
+ECHOED_ALIGN_TRIES = 64
+
+
+def _echoed_align(out: Emitter, cal: GateCalibration, lead_ns: int = 0) -> None:
+    """Before a gate on a framed memory, with the electron in any state (it may hold half of
+    a pair, as at a Bell-state measurement): a doubly echoed wait, q - pi - 2q - pi - q, so
+    the nucleus turns at the mean precession in both of the electron's branches (a plain
+    wait would turn it at omega_0 or omega_1 by the electron's state: a conditional phase),
+    long enough that its phase since the frame is a whole number of turns when the gate
+    starts; the electron ends as it was. Of the first tries, the one the clock's grid
+    plays nearest. No frame: nothing (the gate sets it)."""
+    frame = out.memory_frames.get(cal.memory)
+    if frame is None:
+        return
+    pi_ns = out.played_ns(pi_pulse())
+    turned = ((out.elapsed + lead_ns - frame) * 1e-9 * cal.larmor_hz) % 1
+    best: tuple[float, int] | None = None
+    for whole in range(ECHOED_ALIGN_TRIES):
+        total_ns = ((1 - turned) % 1 + whole) / cal.mean_precession_hz * 1e9
+        quarter = _quantise((total_ns - 2 * pi_ns) / 4)
+        if quarter < CLOCK_NS:
+            continue
+        miss = abs(4 * quarter + 2 * pi_ns - total_ns)
+        if best is None or miss < best[0]:
+            best = (miss, quarter)
+        if miss <= CLOCK_NS / 4:
+            break
+    assert best is not None  # a period is microseconds: some try fits
+    quarter = best[1]
+    out.wait(quarter)
+    out.wait(out.mw_pulse(pi_pulse(0.0)))
+    out.wait(2 * quarter)
+    out.wait(out.mw_pulse(pi_pulse(180.0)))
+    out.wait(quarter)
+
+
 def _memory_to_electron(out: Emitter, cal: GateCalibration, align: bool) -> None:
     wrapped = _wrapped(cal, +1)
     if align:
@@ -453,13 +492,19 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
                 n = gate_pulse_count(cal, op.angle_deg)
             except ValueError as e:
                 raise out.fail(str(e)) from None
+            wrapped = _wrapped(cal, +1)
             if op.frame == "keep":
                 _shift_frame(out, cal, op.frame_deg)
-                _align(out, cal, 0)
-                out.memory_frames.setdefault(cal.memory, out.elapsed)
+                _echoed_align(out, cal, wrapped * out.played_ns(pi_pulse()))
             elif op.frame_deg:
                 raise out.fail("frame_deg needs frame 'keep'")
+            if wrapped:
+                _electron(out, 0.0, 180)
             _gate(out, cal, n)
+            if op.frame == "keep":  # a gate adds no precession of its own (whole mean turns):
+                out.memory_frames[cal.memory] = out.elapsed  # the frame moves to its end
+            if wrapped:
+                _electron(out, 0.0, 180)
         case MemoryInit():
             out.operation(SpinInit())
             _memory_to_electron(out, cal, align=False)
