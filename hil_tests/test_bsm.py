@@ -163,7 +163,11 @@ def test_the_bsm_reads_both_bits_of_each_bell_state_on_the_simulator(memory_node
         electron = acq.counts[0, :, 0] >= threshold
         memory = acq.counts[0, :, 1] >= threshold
         right = valid & (electron == bits[0]) & (memory == bits[1])
-        report[state_of(bits)] = (int(right.sum()), int(valid.sum()), round(model[state_of(bits)], 3))
+        report[state_of(bits)] = (
+            int(right.sum()),
+            int(valid.sum()),
+            round(model[state_of(bits)], 3),
+        )
         assert float(bright_fraction(acq, threshold, 0)[0]) == pytest.approx(
             float(np.mean(electron[valid])), abs=1e-9
         )

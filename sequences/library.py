@@ -71,7 +71,9 @@ the phase (+1: plus). From the compiled sequence replayed on the papers' Hamilto
 C's after a swap at B (the same test file)."""
 
 
-def bell_measurement(memory: str = "c13", shots: int = 1, frame_deg: float = 0.0) -> Sequence:
+def bell_measurement(
+    memory: str = "c13", shots: int = 1, frame_deg: float = 0.0, epoch: bool = False
+) -> Sequence:
     """The Bell-state measurement of the electron and a memory qubit (Pompili et al. 2021,
     their swap's structure; the angles are ours): the DD gate exp(+i pi/4 Z_e X_n) (MemoryGate
     at 270 degrees) is a CNOT (electron control) up to Rz_e(pi/2) and Rx_n(pi/2), which the
@@ -84,9 +86,12 @@ def bell_measurement(memory: str = "c13", shots: int = 1, frame_deg: float = 0.0
     so both branches leave the memory alike), whose Y coherence carries the parity. The
     parity survives an unknown time since the memory was written (Z_e Z_n commutes with its
     precession); the phase bit needs the memory's frame: in the program that wrote it, or
-    `frame_deg`, a known rotation of the stored state to undo (the phase per attempt)."""
+    `frame_deg`, a known rotation of the stored state to undo (the phase per attempt).
+    `epoch`: the memory was written on the sequencer's Larmor epoch in an earlier program;
+    its gate starts ALIGNed (an unechoed wait of up to a Larmor period: the electron's half,
+    if in a superposition, picks up a conditional phase there; the parity does not)."""
     ops = (
-        MemoryGate(memory, angle_deg=270.0, frame_deg=frame_deg),
+        MemoryGate(memory, angle_deg=270.0, frame_deg=frame_deg, epoch=epoch),
         pi_half_pulse(0.0),
         ReadoutSparingMemory(memory, label="electron"),
         MemoryReadout(memory, basis="y", label="memory"),

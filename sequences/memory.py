@@ -48,7 +48,7 @@ from sequences.operations import (
     pi_half_pulse,
     pi_pulse,
 )
-from sequences.program import CLOCK_NS
+from sequences.program import ALIGN_PERIOD_PS, CLOCK_NS
 
 if TYPE_CHECKING:
     from sequences.compiler import CompileError
@@ -87,6 +87,9 @@ class MemoryGate(MemoryOperation):
     frame_deg: float = 0.0
     """A known rotation of the stored state about z to undo (as MemoryReadout's); the
     memory's frame moves with it for the operations that follow."""
+    epoch: bool = False
+    """The memory's state was written on the sequencer's Larmor epoch (an `epoch` write,
+    maybe in an earlier program): start aligned to it (ALIGN) when this program has no frame."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class MemoryInit(MemoryOperation):
     electron, then initialise the electron again."""
 
     KIND = "memory_init"
+    epoch: bool = False
+    """Write on the sequencer's Larmor epoch (ALIGN): see SwapToMemory."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,12 @@ class SwapToMemory(MemoryOperation):
     """Move the electron's state into the (initialised) memory; the electron ends in |0>."""
 
     KIND = "swap_to_memory"
+    epoch: bool = False
+    """Start aligned to the sequencer's free-running Larmor epoch (ALIGN; the electron waits
+    up to one Larmor period in whatever state it holds), so the stored state's frame is
+    known to any later program (`epoch` reads) whatever untimed waits come between, provided
+    the electron sits in |0> meanwhile (a spin pump or a charge check while the memory holds
+    a state dephases it: Kalb et al. 2018)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,8 @@ class MemoryToElectron(MemoryOperation):
     """Move the memory's state onto the electron (which must be in |0>)."""
 
     KIND = "memory_to_electron"
+    epoch: bool = False
+    """As MemoryGate's."""
 
 
 MEMORY_BASES = ("z", "x", "y")
@@ -127,6 +140,8 @@ class MemoryReadout(MemoryOperation):
     """A known rotation of the stored state about z since it was written (degrees, in the
     memory's frame: e.g. attempts x the calibrated phase per attempt), undone by reading
     that much later or earlier in the memory's precession."""
+    epoch: bool = False
+    """As MemoryGate's: the state was written on the epoch, maybe by an earlier program."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +201,9 @@ class Emitter(Protocol):
     """What memory compilation needs of the compiler (sequences.compiler._Compiler)."""
 
     elapsed: int
+    lines: list[str]
     memory_frames: dict[str, int]
+    epoch_frames: set[str]
     memories: tuple[str, ...]
 
     def fail(self, reason: str) -> CompileError: ...
@@ -332,6 +349,43 @@ def _echoed_quarter_turn(
         out.wait(out.mw_pulse(after))
 
 
+def _epoch_period_ps(out: Emitter, cal: GateCalibration) -> int:
+    period = round(1e12 / cal.larmor_hz)
+    low, high = ALIGN_PERIOD_PS
+    if not low <= period <= high:
+        raise out.fail(
+            f"{parameter(cal.memory, 'larmor_hz')} of {cal.larmor_hz:g} Hz gives a Larmor period "
+            f"of {period} ps, outside ALIGN's {low}..{high} ps"
+        )
+    return period
+
+
+def _sync_epoch(out: Emitter, cal: GateCalibration, lead_ns: int, epoch: bool) -> bool:
+    """Without a frame in this program (none yet, or an untimed wait lost it) for a memory
+    written on the epoch: ALIGN so that `lead_ns` from its end is a whole number of Larmor
+    periods since the sequencer's epoch, which is where the memory's frame is."""
+    memory = cal.memory
+    if memory in out.memory_frames or not (epoch or memory in out.epoch_frames):
+        return False
+    period = _epoch_period_ps(out, cal)
+    out.emit(f"ALIGN {period}, {lead_ns * 1000 % period}")
+    out.memory_frames[memory] = out.elapsed + lead_ns
+    out.epoch_frames.add(memory)
+    return True
+
+
+def _epoch_write(out: Emitter, cal: GateCalibration, write) -> None:
+    """A write on the epoch: ALIGN, then the write, its ALIGN's offset set (once the write's
+    frame is known) so the frame falls on a whole number of Larmor periods since the epoch."""
+    period = _epoch_period_ps(out, cal)
+    index, start = len(out.lines), out.elapsed
+    out.emit(f"ALIGN {period}")
+    write()
+    offset_ns = out.memory_frames[cal.memory] - start
+    out.lines[index] = f"ALIGN {period}, {offset_ns * 1000 % period}"
+    out.epoch_frames.add(cal.memory)
+
+
 def _shift_frame(out: Emitter, cal: GateCalibration, frame_deg: float) -> None:
     """A stored state turned by frame_deg about z (ahead of its frame) is where an unturned
     one would be frame_deg / 360 Larmor periods later: its frame moves that much earlier."""
@@ -394,10 +448,14 @@ def _echoed_align(out: Emitter, cal: GateCalibration, lead_ns: int = 0) -> None:
     out.wait(quarter)
 
 
-def _memory_to_electron(out: Emitter, cal: GateCalibration, align: bool) -> None:
+def _memory_to_electron(
+    out: Emitter, cal: GateCalibration, align: bool, epoch: bool = False, frame_deg: float = 0.0
+) -> None:
     wrapped = _wrapped(cal, +1)
     if align:
         lead = out.played_ns(pi_half_pulse(90.0)) + wrapped * out.played_ns(pi_pulse())
+        _sync_epoch(out, cal, lead, epoch)
+        _shift_frame(out, cal, frame_deg)
         _align(out, cal, lead)
     _electron(out, 90.0, 90)
     end = _conditional(out, cal, +1)
@@ -428,9 +486,7 @@ def sparing_hold_ns(cal: GateCalibration, readout_ns: int) -> int:
     omega_1 (|1>), the first within HOLD_TOLERANCE (the best one beyond it)."""
 
     def off(t: int) -> float:
-        return max(
-            abs(x - round(x)) for x in (t * 1e-9 * cal.larmor_hz, t * 1e-9 * cal.omega1_hz)
-        )
+        return max(abs(x - round(x)) for x in (t * 1e-9 * cal.larmor_hz, t * 1e-9 * cal.omega1_hz))
 
     first = math.ceil(readout_ns * 1e-9 * cal.omega1_hz)
     candidates = [
@@ -494,8 +550,11 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
                 raise out.fail(str(e)) from None
             wrapped = _wrapped(cal, +1)
             if op.frame == "keep":
+                lead = wrapped * out.played_ns(pi_pulse())
+                synced = _sync_epoch(out, cal, lead, op.epoch)
                 _shift_frame(out, cal, op.frame_deg)
-                _echoed_align(out, cal, wrapped * out.played_ns(pi_pulse()))
+                if not synced or op.frame_deg:
+                    _echoed_align(out, cal, lead)
             elif op.frame_deg:
                 raise out.fail("frame_deg needs frame 'keep'")
             if wrapped:
@@ -506,19 +565,29 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
             if wrapped:
                 _electron(out, 0.0, 180)
         case MemoryInit():
-            out.operation(SpinInit())
-            _memory_to_electron(out, cal, align=False)
-            out.memory_frames[cal.memory] = out.elapsed
+
+            def initialise() -> None:
+                out.operation(SpinInit())
+                _memory_to_electron(out, cal, align=False)
+                out.memory_frames[cal.memory] = out.elapsed
+
+            out.memory_frames.pop(cal.memory, None)
+            out.epoch_frames.discard(cal.memory)
+            _epoch_write(out, cal, initialise) if op.epoch else initialise()
             out.operation(SpinInit())
         case SwapToMemory():
-            _swap_to_memory(out, cal)
+            out.memory_frames.pop(cal.memory, None)
+            out.epoch_frames.discard(cal.memory)
+            if op.epoch:
+                _epoch_write(out, cal, lambda: _swap_to_memory(out, cal))
+            else:
+                _swap_to_memory(out, cal)
         case MemoryToElectron():
-            _memory_to_electron(out, cal, align=True)
+            _memory_to_electron(out, cal, align=True, epoch=op.epoch)
         case MemoryReadout():
             if op.basis not in BASIS_ROTATION:
                 raise out.fail(f"unknown basis {op.basis!r} ({', '.join(MEMORY_BASES)})")
-            _shift_frame(out, cal, op.frame_deg)
-            _memory_to_electron(out, cal, align=True)
+            _memory_to_electron(out, cal, align=True, epoch=op.epoch, frame_deg=op.frame_deg)
             rotation = BASIS_ROTATION[op.basis]
             if rotation is not None:
                 out.wait(out.mw_pulse(rotation))
@@ -535,10 +604,14 @@ def check_frames_survive(out: Emitter, op: Operation, duration_ns: int | None) -
     Larmor periods (its phase would depend on the number of attempts)."""
     for memory in list(out.memory_frames):
         name = type(op).__name__
+        if duration_ns is None and memory in out.epoch_frames:
+            del out.memory_frames[memory]  # found again on the epoch by the next operation
+            continue
         if duration_ns is None:
             raise out.fail(
                 f"{name} lasts an unknown time, so the phase of the state memory '{memory}' "
-                "holds would be lost; move it before the memory is written or after it is read"
+                "holds would be lost; move it before the memory is written or after it is read, "
+                "or write the memory on the epoch (epoch=True)"
             )
         cal = gate_calibration(out, memory)
         periods = duration_ns * cal.larmor_hz * 1e-9

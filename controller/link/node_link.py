@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -683,14 +684,16 @@ class NodeLink:
             if not pair.in_memory:
                 raise QnodeError(f"pair {pair_id} is in the electron, not in a memory qubit")
         qubit = pair.qubit.split(".", 1)[1]
+        frame_deg = self._memory_frame_deg(qubit, pair)
         sequence = Sequence(
             f"memory_measure_{basis}",
             # the electron initialised first: MemoryReadout moves the memory's state onto an
-            # electron in |0> (it may still hold a kept pair's half, or the check's pumping)
+            # electron in |0> (it may still hold a kept pair's half, or the check's pumping);
+            # the state was written on the sequencer's Larmor epoch (SwapToMemory, epoch)
             (
                 memory_check(self.node.platform),
                 SpinInit(),
-                MemoryReadout(qubit, basis=basis.lower()),
+                MemoryReadout(qubit, basis=basis.lower(), frame_deg=frame_deg, epoch=True),
             ),
             1,
         )
@@ -720,8 +723,19 @@ class NodeLink:
             "valid": shot.valid,
             "outcome": heralded,
             "expected_fidelity": goodness,
+            "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
+
+    def _memory_frame_deg(self, qubit: str, pair) -> float:
+        """The stored state's known turn since it was written: its attempts (all links) x
+        the calibrated mean phase per attempt (`<memory>_phase_per_attempt_deg`, 0 until
+        calibrated), to be undone at its readout (Hermans et al. 2022 feed it forward)."""
+        values = self.node.parameters(self.name)
+        per_attempt = values.get(f"{qubit}_phase_per_attempt_deg")
+        if per_attempt is None or not math.isfinite(per_attempt):
+            return 0.0
+        return float(per_attempt) * sum(pair.attempts.values())
 
     async def bell_measurement(self) -> dict:
         """The Bell-state measurement of the electron's pair and the memory's stored pair
@@ -729,8 +743,10 @@ class NodeLink:
         (electron, memory) they name (BELL_TABLE), both pairs' ids, heralded outcomes and
         whether this node holds their psi- frame; both qubits are free after. The run file
         holds the counts. In-process API (the daemon's `bell_measurement` request calls it).
-        The parity bit (memory) is sound; the phase bit (electron) needs the memory's frame,
-        which a program of its own does not keep (docs/network.md)."""
+        The memory's frame comes from the sequencer's Larmor epoch (the pair was stored on it)
+        and its known turn from the attempts since (`frame_deg`). The parity bit (memory) is
+        sound; the phase bit (electron) also needs the electron's half coherent, which a
+        program boundary does not keep (docs/network.md, "Delivery into memory")."""
         memory = self.memory
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
@@ -746,7 +762,8 @@ class NodeLink:
             )
         kept = stored[0]
         qubit = kept.qubit.split(".", 1)[1]
-        run = await self.node.prepare(bell_measurement(qubit))
+        frame_deg = self._memory_frame_deg(qubit, kept)
+        run = await self.node.prepare(bell_measurement(qubit, frame_deg=frame_deg, epoch=True))
         counts: dict[int, int] = {}
         valid: list[bool] = []
 
@@ -778,6 +795,7 @@ class NodeLink:
                 },
                 "memory": {**kept.as_dict(), "frame_here": frames[kept.pair_id][0]},
             },
+            "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
 
