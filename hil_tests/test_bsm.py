@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.routine import bright_fraction
 from controller.data.params import ParameterStore
 from controller.node.runtime import hardware_of
 from controller.operator.calibration_access import ClientNodeAccess
@@ -41,10 +40,13 @@ SEED = 1
 """The seed of test_calibration_memory: a 13C coupled strongly enough for gates of ~130
 pulses (the simulator's shots cost ~0.3 ms of CPU a pulse)."""
 SHOTS = 40
-"""Shots per Bell state. Both bits right at chance: 10 +- 2.7 of 40; the bound below, 22,
-is 4.4 sigma above it. The model with the simulator's readout gives ~0.85 (34 +- 2.3):
-22 is 5 sigma below that."""
-BOTH_RIGHT_MIN = 22
+"""Shots per Bell state (160 in all). A run gave both bits right in 26, 29, 32 and 36 of 40
+(psi+, phi+, psi-, phi-: bright readouts are the less reliable), 123 of 160 (0.77)."""
+BOTH_RIGHT_MIN = 64
+"""Of 160: chance (a quarter) gives 40 +- 5.5, so 64 is 4.4 sigma above it; at 0.77 a run
+gives 123 +- 5.3, 11 sigma above the bound."""
+BIT_RIGHT_MIN = 100
+"""Each bit alone, of 160: chance gives 80 +- 6.3 (100 is 3.2 sigma above); runs ~140."""
 
 
 def prepared(electron_bright: bool, memory_bright: bool) -> tuple:
@@ -145,13 +147,15 @@ def memory_node(own_lab, tmp_path):
 
 @pytest.mark.timeout(900)
 def test_the_bsm_reads_both_bits_of_each_bell_state_on_the_simulator(memory_node):
-    """On the simulator's 13C, for each prepared Bell state, SHOTS shots: both bits right
-    in at least BOTH_RIGHT_MIN (see SHOTS for the sigmas), and the model's prediction for
-    the truth's couplings names the same state."""
+    """On the simulator's 13C, for each prepared Bell state, SHOTS shots: the prepared
+    state is the most frequent outcome, both bits right in at least BOTH_RIGHT_MIN of all
+    and each bit in BIT_RIGHT_MIN (see there for the sigmas); the model's prediction for the
+    truth's couplings names the same state. The simulator's readouts (bright F0 ~ 0.9, the
+    memory's through its transfer) cost what the model leaves out."""
     node, free, hw = memory_node
     values = node.values()
     threshold = values["readout_threshold"]
-    report = {}
+    report, modes, bits_right = {}, {}, [0, 0]
     for bits in BITS:
         sequence = bsm_program(*bits, shots=SHOTS)
         model = outcome_probabilities(
@@ -163,15 +167,24 @@ def test_the_bsm_reads_both_bits_of_each_bell_state_on_the_simulator(memory_node
         electron = acq.counts[0, :, 0] >= threshold
         memory = acq.counts[0, :, 1] >= threshold
         right = valid & (electron == bits[0]) & (memory == bits[1])
+        bits_right[0] += int((valid & (electron == bits[0])).sum())
+        bits_right[1] += int((valid & (memory == bits[1])).sum())
+        seen = [
+            state_of((bool(e), bool(m)))
+            for e, m, v in zip(electron, memory, valid, strict=True)
+            if v
+        ]
+        modes[state_of(bits)] = max(set(seen), key=seen.count)
         report[state_of(bits)] = (
             int(right.sum()),
             int(valid.sum()),
             round(model[state_of(bits)], 3),
         )
-        assert float(bright_fraction(acq, threshold, 0)[0]) == pytest.approx(
-            float(np.mean(electron[valid])), abs=1e-9
-        )
     print("both bits right / valid shots, model:", report)
-    for state, (right, valid, _) in report.items():
-        assert valid >= SHOTS - 4, (state, report)
-        assert right >= BOTH_RIGHT_MIN, (state, report)
+    print("most frequent outcome per prepared state:", modes)
+    assert all(valid >= SHOTS - 4 for _, valid, _ in report.values()), report
+    assert sum(right for right, _, _ in report.values()) >= BOTH_RIGHT_MIN, report
+    assert min(bits_right) >= BIT_RIGHT_MIN, bits_right
+    # per state, the prepared outcome is the most frequent: at 0.65 against the next at
+    # ~0.15 (26 against 6 of 40) the difference is 3.4 sigma of its spread
+    assert all(state == mode for state, mode in modes.items()), modes
