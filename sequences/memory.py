@@ -35,6 +35,7 @@ derivation, replayed on the Hamiltonian above in hil_tests/test_compiler_memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -374,7 +375,7 @@ def _sync_epoch(out: Emitter, cal: GateCalibration, lead_ns: int, epoch: bool) -
     return True
 
 
-def _epoch_write(out: Emitter, cal: GateCalibration, write) -> None:
+def _epoch_write(out: Emitter, cal: GateCalibration, write: Callable[[], None]) -> None:
     """A write on the epoch: ALIGN, then the write, its ALIGN's offset set (once the write's
     frame is known) so the frame falls on a whole number of Larmor periods since the epoch."""
     period = _epoch_period_ps(out, cal)
