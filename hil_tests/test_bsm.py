@@ -187,3 +187,25 @@ def test_the_bsm_reads_both_bits_of_each_bell_state_on_the_simulator(memory_node
     # per state, the prepared outcome is the most frequent: at 0.65 against the next at
     # ~0.15 (26 against 6 of 40) the difference is 3.4 sigma of its spread
     assert all(state == mode for state, mode in modes.items()), modes
+
+
+def test_align_waits_for_the_free_running_clock_s_next_period(open_driver):
+    """ALIGN through the sequencer's serial line: after an ALIGN to 2 us and a wait of
+    1236 ns, ALIGN to 2 us with an offset of 500 ns ends where clock + 500 ns is a whole
+    number of 2 us: 1500 ns after the first ALIGN's end, whatever the clock was at RUN."""
+    import time
+
+    from sequences.program import assemble
+
+    seq = open_driver("sequencer")
+    program = assemble("ALIGN 2us\nEVENT 1\nWAIT 1236\nALIGN 2us, 500ns\nEVENT 2\nHALT")
+    for _ in range(2):
+        seq.load(program)
+        seq.run()
+        deadline = time.monotonic() + 10
+        while seq.state() != "HALTED":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        first, second = seq.read_events()
+        assert 0 <= first.time_ns <= 2000
+        assert second.time_ns - first.time_ns == 1500

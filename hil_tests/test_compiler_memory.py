@@ -466,3 +466,22 @@ def test_a_frame_rotation_is_undone_at_the_readout():
         _, reads = replay(compiled(*ops, MemoryReadout(basis=basis, frame_deg=frame_deg)))
         expected = 1.0 if bright else 0.5
         assert reads[-1] == pytest.approx(expected, abs=0.12), (basis, frame_deg)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ALIGN 3999", "ALIGN period 3999 ps is outside"),
+        ("ALIGN 2ms", "is not a time in ps"),
+        ("ALIGN 2us, 2us", "ALIGN offset 2000000 ps must be"),
+        ("ALIGN", "ALIGN takes 1 to 2 operands"),
+    ],
+)
+def test_align_operands_are_bounded(text, message):
+    from qnode.errors import ProgramError
+    from sequences.program import assemble, decode, encode
+
+    with pytest.raises(ProgramError, match=message):
+        assemble(f"{text}\nHALT")
+    good = assemble("ALIGN 2257336, 1000ns\nHALT").instructions
+    assert decode(encode(good)) == good
