@@ -539,7 +539,8 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
     framed = op.memory in out.memory_frames
     if isinstance(op, MemoryGate) and op.frame not in FRAMES:
         raise out.fail(f"unknown frame {op.frame!r} ({', '.join(FRAMES)})")
-    if isinstance(op, MemoryGate) and not (op.frame == "keep" and framed):
+    epoch = getattr(op, "epoch", False) or op.memory in out.epoch_frames
+    if isinstance(op, MemoryGate) and not (op.frame == "keep" and (framed or epoch)):
         cal = gate_calibration(out, op.memory, precession=False)
     else:
         cal = gate_calibration(out, op.memory)

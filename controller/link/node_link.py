@@ -713,6 +713,10 @@ class NodeLink:
             raise QnodeError(f"memory readout run {outcome.status}: {outcome.reason}")
         shot = shots[0][1]
         bit = 1 if shot.counts >= self.node.parameters(self.name)["readout_threshold"] else -1
+        if basis == "X":
+            # the link measures an electron's X as pi/2 about +y (plan.round_sequence):
+            # bright is -x there, +x in MemoryReadout: the bit as the link's would read
+            bit = -bit
         if heralded == "psi_minus" and frame_node and basis in ("X", "Y"):
             bit = -bit  # the link's Pauli frame: Z on this node turns psi- into psi+
         return {
