@@ -46,6 +46,7 @@ from controller.link.plan import (
     expectation,
     max_attempts,
     memory_init_sequence,
+    memory_still_there,
     plan_round,
     round_basis,
     round_sequence,
@@ -688,12 +689,14 @@ class NodeLink:
         sequence = Sequence(
             f"memory_measure_{basis}",
             # the electron initialised first: MemoryReadout moves the memory's state onto an
-            # electron in |0> (it may still hold a kept pair's half, or the check's pumping);
-            # the state was written on the sequencer's Larmor epoch (SwapToMemory, epoch)
+            # electron in |0> (it may still hold a kept pair's half); the state was written on
+            # the sequencer's Larmor epoch (SwapToMemory, epoch). The charge check comes after
+            # the readout (a failed one flags the shot): before it, a repump would destroy
+            # the memory's phase (NV0's hyperfine differs) and X, Y with it
             (
-                memory_check(self.node.platform),
                 SpinInit(),
                 MemoryReadout(qubit, basis=basis.lower(), frame_deg=frame_deg, epoch=True),
+                memory_still_there(memory_check(self.node.platform)),
             ),
             1,
         )
