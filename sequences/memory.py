@@ -14,11 +14,17 @@ the mean (omega_0 + omega_1) / 2.
 
 The gate's axis is x in the laboratory frame (the hyperfine field's direction), so which axis
 of the stored state it acts on depends on when it starts. The compiler tracks each memory's
-frame: the moment its state was written (the end of SwapToMemory or MemoryInit); a later
-gate on it starts a whole number of Larmor periods after that (a wait while the electron is
-in |0>). The sequencer must therefore time everything between the two: a charge check or a
-sync wait (unknown length) in between is refused, and an entanglement attempt only when its
-period is a whole number of Larmor periods (then the number of attempts does not matter).
+frame: the moment its state was written (the end of SwapToMemory or MemoryInit, or of a
+gate: a DD gate adds whole turns of the mean precession); a later gate on it starts a whole
+number of Larmor periods after that (a wait while the electron is in |0>; before a
+MemoryGate, whose electron may hold half of a pair, a doubly echoed wait). The sequencer
+must therefore time everything between the two: a charge check or a sync wait (unknown
+length) in between is refused, and an entanglement attempt only when its period is a whole
+number of Larmor periods (then the number of attempts does not matter) -- unless the memory
+was written on the sequencer's Larmor epoch (`epoch=True`): its write and its later
+operations then start ALIGNed to the free-running clock's whole Larmor periods, so the frame
+survives untimed waits and the end of the program, provided the electron sits in |0>
+meanwhile (docs/network.md, "Delivery into memory").
 
 Sequences (their structure as in Bradley et al., PRX 9, 031045 (2019) and the supplementary
 material of Pompili et al., Science 372, 259 (2021); the pulse phases and the timing are our
@@ -30,6 +36,8 @@ derivation, replayed on the Hamiltonian above in hil_tests/test_compiler_memory.
   was, goes onto the electron), electron initialisation again: a SWAP-like reset.
 - SwapToMemory (nucleus initialised): MemoryToElectron's steps in reverse, each inverted.
 - MemoryReadout: MemoryToElectron, an electron basis rotation, the electron's readout.
+- ReadoutSparingMemory: the electron's readout while a memory holds a state; held to whole
+  periods of both precessions, then a pi pulse (dark) or the pump (bright), equal lengths.
 """
 
 from __future__ import annotations
