@@ -115,6 +115,22 @@ def test_without_the_sparing_readout_the_parity_is_lost_on_the_model():
     assert found[state_of(bits)] < 0.5, found
 
 
+FLIPPED_PHASE = {"phi_plus": "phi_minus", "phi_minus": "phi_plus", "psi_plus": "psi_minus"}
+FLIPPED_PHASE["psi_minus"] = "psi_plus"
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_a_frame_rotation_to_undo_turns_the_bsm_s_memory(bits):
+    """frame_deg tells the BSM the stored state turned by that much about z: told 180
+    degrees of a state that did not turn, it undoes a Z on the memory that was not there,
+    so the phase bit flips and the parity stays (phi+ <-> phi-, psi+ <-> psi-); told 360,
+    nothing changes."""
+    for frame_deg, expected in ((180.0, FLIPPED_PHASE[state_of(bits)]), (360.0, state_of(bits))):
+        ops = (*prepared(*bits), *bell_measurement(frame_deg=frame_deg).operations)
+        found = outcome_probabilities(compile_sequence(Sequence("turned", ops, 1), PARAMS, HW))
+        assert found[expected] > 0.85, (frame_deg, found)
+
+
 @pytest.mark.parametrize("clock_ns", [0, 1_000_004, 7_777_772])
 def test_the_bsm_on_the_epoch_reads_the_parity_at_any_clock(clock_ns):
     """bell_measurement(epoch=True), a program of its own for a memory written on the epoch
