@@ -28,6 +28,7 @@ from sequences.program import (
     Event,
     Instruction,
     Op,
+    align_wait_ns,
     decode,
     encode_events,
 )
@@ -312,6 +313,8 @@ class SimSequencer(Device):
                     regs[ins.a] += ins.d
                 elif op is Op.JUMP:
                     pc_next = ins.c
+                elif op is Op.ALIGN:  # the node's virtual clock runs on through every RUN
+                    node.advance(align_wait_ns(node.now_ns, ins.d, ins.c))
                 elif op is Op.HALT:
                     self.status = "HALTED"
                     return
