@@ -266,7 +266,7 @@ class NuclearMemory:
         self._sigma = math.sqrt(2.0) / truth.t2star_s
         self._tau = truth.bath_tau_c_s
         self._rng = side_stream(stream)
-        self._cache: tuple[float, tuple[float, float, float, float]] = (-1.0, (1.0, 0, 0, 0))
+        self._cache: dict[float, tuple[float, float, float, float]] = {}
         self.detuning = 0.0
         self.redraw()
 
@@ -279,10 +279,11 @@ class NuclearMemory:
         """Exact OU step of dt seconds; the integrated phase (rad) over it."""
         if dt <= 0:
             return 0.0
-        cached_dt, coefficients = self._cache
-        if dt != cached_dt:
-            coefficients = ou_step_coefficients(dt / self._tau)
-            self._cache = (dt, coefficients)
+        coefficients = self._cache.get(dt)
+        if coefficients is None:  # sequences repeat a few intervals: keep each one's
+            if len(self._cache) > 256:
+                self._cache.clear()
+            coefficients = self._cache[dt] = ou_step_coefficients(dt / self._tau)
         a, s_d, c, s_r = coefficients
         z1, z2 = self._rng.standard_normal(2)
         d0 = self.detuning / self._sigma
@@ -326,7 +327,7 @@ class NodePhysics:
         self.bath_detuning = 0.0  # rad/s, drawn at each initialisation, wanders as an OU process
         self._bath_sigma = float(np.sqrt(2.0) / truth.t2star_s)  # Gaussian exp(-(t/T2*)^2)
         self._bath_tau = float(truth.bath_tau_c_s)
-        self._ou_cache: tuple[float, tuple[float, float, float, float]] = (-1.0, (1.0, 0, 0, 0))
+        self._ou_cache: dict[float, tuple[float, float, float, float]] = {}
         self._normals: list[float] = []  # standard normals drawn in batches (advance is hot)
         self._bath_rng = side_stream(rng)
         self.last_reset_ns = -1
@@ -354,8 +355,10 @@ class NodePhysics:
             **asdict(self.truth), memories={m.truth.kind: m.truth.as_dict() for m in self.memories}
         )
         self._memory_truths = [m.truth for m in self.memories]
+        self._operators = nuclear.JointOperators(self._memory_truths)
         self._joint = [self.name, *(m.name for m in self.memories)]
         self._pump_cache: dict[tuple[int, float], tuple[np.ndarray, list]] = {}
+        self._decay_cache: dict[float, list[tuple[str, float, float]]] = {}
         self._forwarding = False
         self.memory_factors: list[tuple[int, list[complex]]] = []
         """(time ns, per memory the complex factor) of every pump on the node: what a
@@ -369,10 +372,11 @@ class NodePhysics:
         (rad) over the interval, and leaves the end detuning in `bath_detuning`."""
         if dt <= 0:
             return 0.0
-        cached_dt, coefficients = self._ou_cache
-        if dt != cached_dt:  # sequences repeat the same intervals: reuse their coefficients
-            coefficients = ou_step_coefficients(dt / self._bath_tau)
-            self._ou_cache = (dt, coefficients)
+        coefficients = self._ou_cache.get(dt)
+        if coefficients is None:  # sequences repeat a few intervals: reuse their coefficients
+            if len(self._ou_cache) > 256:
+                self._ou_cache.clear()
+            coefficients = self._ou_cache[dt] = ou_step_coefficients(dt / self._bath_tau)
         a, s_d, c, s_r = coefficients
         sigma, tau = self._bath_sigma, self._bath_tau
         normals = self._normals
@@ -458,12 +462,23 @@ class NodePhysics:
             return
         electron_phase = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) * dt
         self._free_joint(dt, electron_phase + bath_phase, nuclear_phases)
-        self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
-        self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
-        for memory in self.memories:
-            self.register.dephase(memory.name, float(np.exp(-dt / memory.truth.t2_s)))
-            weight = 1.0 - np.exp(-dt / memory.truth.t1_s)
-            self.register.replace(memory.name, 0.5 * I2, weight=weight)
+        for name, coherence, weight in self._decays(dt):
+            self.register.decay(name, coherence, weight)
+
+    def _decays(self, dt: float) -> list[tuple[str, float, float]]:
+        """(qubit, T2 coherence factor, T1 weight) of the electron and each memory over dt:
+        sequences repeat the same waits, so they are cached by dt."""
+        cached = self._decay_cache.get(dt)
+        if cached is None:
+            qubits = [(self.name, self.truth)] + [(m.name, m.truth) for m in self.memories]
+            cached = [
+                (name, math.exp(-dt / truth.t2_s), -math.expm1(-dt / truth.t1_s))
+                for name, truth in qubits
+            ]
+            if len(self._decay_cache) > 256:
+                self._decay_cache.clear()
+            self._decay_cache[dt] = cached
+        return cached
 
     def _advance_forwarded(self, dt: float, nuclear_phases: list[float]) -> None:
         """The time of a fast-forwarded attempt loop: each run re-initialised the electron, so
@@ -562,8 +577,7 @@ class NodePhysics:
         ends = np.concatenate((change, [len(i)]))
         delta = self.detuning()
         if self.memories:  # one joint propagator per segment: drive plus hyperfine
-            u_joint = nuclear.pulse_propagator(
-                self._memory_truths,
+            u_joint = self._operators.pulse(
                 [m.detuning for m in self.memories],
                 delta,
                 omega[starts],
