@@ -291,6 +291,11 @@ class NuclearMemory:
         return self._sigma * self._tau * ((1.0 - a) * d0 + c * z1 + s_r * z2)
 
 
+MAX_RECORDED_STEPS = 4096
+"""A loop body longer than this many joint operations is not recorded (forwarded loops are
+attempt bodies of a few dozen)."""
+
+
 def z_phase(angle: float) -> np.ndarray:
     """The diagonal of exp(-i angle Z / 2)."""
     return np.array([np.exp(-0.5j * angle), np.exp(0.5j * angle)])
@@ -359,7 +364,10 @@ class NodePhysics:
         self._joint = [self.name, *(m.name for m in self.memories)]
         self._pump_cache: dict[tuple[int, float], tuple[np.ndarray, list]] = {}
         self._decay_cache: dict[float, list[tuple[str, float, float]]] = {}
-        self._forwarding = False
+        self._forwarding = ""
+        self._recording: list[tuple] | None = None
+        self._decay_superops: dict[float, np.ndarray] = {}
+        self._recording_since_ns = 0
         self.memory_factors: list[tuple[int, list[complex]]] = []
         """(time ns, per memory the complex factor) of every pump on the node: what a
         fast-forwarded attempt loop repeats."""
@@ -437,13 +445,20 @@ class NodePhysics:
         bath_phase = self._bath_step(dt)
         nuclear_phases = [m.step(dt) for m in self.memories]
         if self._forwarding:  # the runs of a fast-forwarded loop (repeat_memory_channels)
-            self._forwarding = False
-            self._advance_forwarded(dt, nuclear_phases)
+            exact, self._forwarding = self._forwarding == "body", ""
+            self._recording = None  # the stepped body it repeated is not the next one's start
+            if exact:  # the body's channel had the precession and decay: the bath's phase
+                for memory, phase in zip(self.memories, nuclear_phases, strict=True):
+                    self.register.apply_diagonal(memory.name, z_phase(phase))
+            else:
+                self._advance_forwarded(dt, nuclear_phases)
             return
         if self.light["repump"] >= 0.1:
             self._free_joint(dt, 0.0, nuclear_phases)
             p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
+            self._note("free", dt, 0.0)
             if self.rng.random() < p:
+                self._recording = None  # a random outcome: no channel to repeat
                 self.ready = bool(self.rng.random() < self.platform.recovery_success)
                 self.register.replace(self.name, 0.5 * I2)
                 for memory in self.memories:  # NV0's hyperfine differs: the phase is lost
@@ -459,11 +474,14 @@ class NodePhysics:
                     self.last_reset_ns = self.now_ns
             else:
                 self._free_joint(dt, 0.0, nuclear_phases)
+                self._note("free", dt, 0.0)
             return
         electron_phase = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) * dt
         self._free_joint(dt, electron_phase + bath_phase, nuclear_phases)
         for name, coherence, weight in self._decays(dt):
             self.register.decay(name, coherence, weight)
+        self._note("free", dt, electron_phase + bath_phase)
+        self._note("decay", dt)
 
     def _decays(self, dt: float) -> list[tuple[str, float, float]]:
         """(qubit, T2 coherence factor, T1 weight) of the electron and each memory over dt:
@@ -513,29 +531,126 @@ class NodePhysics:
         superop, factors = cached
         p1 = float(self.register.reduced(self.name)[1, 1].real)
         self.register.apply_channel(self._joint, superop)
+        self._note("channel", superop)
         for memory, phase in zip(self.memories, nuclear_phases, strict=True):
             if phase:
                 self.register.apply_diagonal(memory.name, z_phase(phase))
         self.memory_factors.append((self.now_ns, [(1 - p1) * g0 + p1 * g1 for g0, g1 in factors]))
         del self.memory_factors[:-512]
 
-    def repeat_memory_channels(self, since_ns: int, iterations: int, runs_seen: int = 1) -> None:
-        """`iterations` more runs of the loop body whose `runs_seen` identical runs began at
-        since_ns: each memory's coherence gets the product of one run's pump factors (not yet
-        the electron-conditional precession of its waits: docs/simulation.md),
-        `iterations` times over; the advance over their time that follows is the memories'
-        precession alone (_advance_forwarded)."""
+    # the stepped body's channel (what a forwarded loop repeats) ------------------------------
+    def _note(self, *entry) -> None:
+        """Log one joint operation of the body being recorded (its deterministic part: the
+        memories' bath phases are left out, the forwarded time draws them)."""
+        if self._recording is not None:
+            if len(self._recording) >= MAX_RECORDED_STEPS:
+                self._recording = None
+            else:
+                self._recording.append(entry)
+
+    def begin_record(self) -> None:
+        """A loop body (or the first attempt after a sync) begins: record its operations."""
+        if self.memories:
+            self._recording = []
+            self._recording_since_ns = self.now_ns
+
+    def finish_record(self) -> tuple[list[tuple], int] | None:
+        """(operations, duration ns) recorded since begin_record, or None if nothing was
+        recorded or something random (a readout, a repump) happened meanwhile."""
+        entries, self._recording = self._recording, None
+        if entries is None:
+            return None
+        return entries, self.now_ns - self._recording_since_ns
+
+    def _body_channel(self, entries: list[tuple]) -> np.ndarray:
+        """The superoperator (row-major vec) on (electron, memories) of the recorded
+        operations in order: unitaries composed as matrices, turned into U (x) U* only where a
+        channel (the pump, T2 and T1) comes between them."""
+        zeros = [0.0] * len(self.memories)
+        dim = 2 ** len(self._joint)
+        total = np.eye(dim * dim, dtype=complex)
+        u = np.eye(dim, dtype=complex)
+        for kind, *args in entries:
+            if kind == "free":
+                dt, electron_phase = args
+                u = nuclear.free_propagator(self._memory_truths, zeros, electron_phase, dt) @ u
+            elif kind == "pulse":
+                u = self._operators.pulse(zeros, *args) @ u
+            else:
+                total = nuclear.kron2(u, u.conj()) @ total
+                u = np.eye(dim, dtype=complex)
+                total = (args[0] if kind == "channel" else self._decay_superop(args[0])) @ total
+        return nuclear.kron2(u, u.conj()) @ total
+
+    def _decay_superop(self, dt: float) -> np.ndarray:
+        """register.decay of the electron and each memory over dt, as a superoperator."""
+        cached = self._decay_superops.get(dt)
+        if cached is not None:
+            return cached
+        scratch = QubitRegister(list(self._joint))
+        dim = 2 ** len(self._joint)
+        columns = []
+        for index in range(dim * dim):  # the channel's image of each basis matrix
+            basis = np.zeros(dim * dim, dtype=complex)
+            basis[index] = 1.0
+            scratch.rho = basis.reshape(dim, dim)
+            for name, coherence, weight in self._decays(dt):
+                scratch.decay(name, coherence, weight)
+            columns.append(scratch.rho.reshape(-1))
+        superop = np.array(columns).T
+        if len(self._decay_superops) > 64:
+            self._decay_superops.clear()
+        self._decay_superops[dt] = superop
+        return superop
+
+    def _repeat_body(self, body: tuple[list[tuple], int] | None, iterations: int, period_ns: int) -> bool:
+        """Apply the recorded body's channel, completed to `period_ns` by free evolution (the
+        herald wait of a failed attempt and what follows it), `iterations` times."""
+        if body is None:
+            return False
+        entries, recorded_ns = body
+        rest_ns = period_ns - recorded_ns
+        if rest_ns < 0:
+            return False
+        if rest_ns:
+            rest = rest_ns * 1e-9
+            drive = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz)
+            entries = [*entries, ("free", rest, (drive + self.bath_detuning) * rest), ("decay", rest)]
+        channel = np.linalg.matrix_power(self._body_channel(entries), iterations)
+        self.register.apply_channel(self._joint, channel)
+        return True
+
+    def repeat_memory_channels(
+        self,
+        since_ns: int,
+        iterations: int,
+        runs_seen: int = 1,
+        period_ns: int | None = None,
+        body: tuple[list[tuple], int] | None = None,
+    ) -> None:
+        """`iterations` more runs of a loop body, each `period_ns` long: the channel of the
+        stepped body on the electron and its memories (recorded since begin_record, or `body`)
+        to that power, the memories' bath phase over their time applied by the advance that
+        follows (docs/simulation.md "Forwarded attempts"). Without a recorded body (a readout
+        or a repump in it), the older approximation: each memory's coherence gets the
+        product of the pump factors logged since since_ns over `runs_seen` runs, to the
+        power iterations / runs_seen, and the advance adds the precession at omega_L."""
         if not self.memories or iterations <= 0:
             return
-        body = [factors for t, factors in self.memory_factors if t >= since_ns]
+        if period_ns is not None:
+            recorded = body if body is not None else self.finish_record()
+            if self._repeat_body(recorded, iterations, period_ns):
+                self._forwarding = "body"
+                return
+        factors_seen = [factors for t, factors in self.memory_factors if t >= since_ns]
         share = iterations / max(runs_seen, 1)
         for k, memory in enumerate(self.memories):
-            c = complex(np.prod([factors[k] for factors in body])) if body else 1.0 + 0j
+            c = complex(np.prod([f[k] for f in factors_seen])) if factors_seen else 1.0 + 0j
             magnitude = abs(c) ** share
             angle = float(np.angle(c)) * share
             self.register.apply_diagonal(memory.name, z_phase(-angle))
             self.register.dephase(memory.name, magnitude)
-        self._forwarding = True
+        self._forwarding = "factors"
 
     def _evolve_memories_measured(self, window_ns: int, flip_ns: float | None) -> None:
         """A readout window after the electron's projection: the memories precess with the
@@ -585,6 +700,7 @@ class NodePhysics:
                 (ends - starts) * dt,
             )
             self.register.apply_joint(self._joint, u_joint)
+            self._note("pulse", delta, omega[starts], phase[starts], (ends - starts) * dt)
             self.now_ns += duration_ns
             self._bath_step(duration_ns * 1e-9)
             for memory in self.memories:
@@ -635,6 +751,8 @@ class NodePhysics:
         window, a readout the projection, the memories precessing meanwhile."""
         truth = self.truth
         mean = 0.0
+        if not (self.ready and readout > 0 and pump > 0):  # a projection: no channel to repeat
+            self._recording = None
         if self.ready and readout > 0:
             if pump > 0:
                 mean = truth.check_mean * readout * window_ns / truth.check_window_ns

@@ -215,6 +215,7 @@ class SimSequencer(Device):
             self.node.sync_generation = value
             self.node.sync_port = port
             self.node.attempt_index = 0
+            self.node.begin_record()  # the first attempt's operations: what a drawn one repeats
         return value
 
     # execution ------------------------------------------------------------------------------
@@ -399,7 +400,10 @@ class SimSequencer(Device):
         if node.physics.memories and node.sync_epoch is not None:
             # the skipped attempts dephase a memory as the ones stepped since the sync did
             done = program[end].d - available + 1
-            node.physics.repeat_memory_channels(node.sync_epoch, skipped, runs_seen=done)
+            node.advance(0)  # the physics up to the herald wait: the recorded body ends here
+            node.physics.repeat_memory_channels(
+                node.sync_epoch, skipped, runs_seen=done, period_ns=duration
+            )
         node.advance(skipped * duration)
         for register, step in adds.items():
             regs[register] += skipped * step
