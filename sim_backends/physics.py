@@ -603,9 +603,12 @@ class NodePhysics:
         self._decay_superops[dt] = superop
         return superop
 
-    def _repeat_body(self, body: tuple[list[tuple], int] | None, iterations: int, period_ns: int) -> bool:
-        """Apply the recorded body's channel, completed to `period_ns` by free evolution (the
-        herald wait of a failed attempt and what follows it), `iterations` times."""
+    def _repeat_body(
+        self, body: tuple[list[tuple], int] | None, iterations: int, period_ns: int
+    ) -> bool:
+        """Apply the recorded body's channel, completed to `period_ns` by free evolution
+        before it (the herald wait of the attempt recorded up to it, and what follows that
+        wait), `iterations` times."""
         if body is None:
             return False
         entries, recorded_ns = body
@@ -615,7 +618,10 @@ class NodePhysics:
         if rest_ns:
             rest = rest_ns * 1e-9
             drive = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz)
-            entries = [*entries, ("free", rest, (drive + self.bath_detuning) * rest), ("decay", rest)]
+            # the rest of the current period comes first: the herald wait (and what follows
+            # it) of the attempt stepped up to its wait, then the next attempt's recorded part
+            rest_entries = [("free", rest, (drive + self.bath_detuning) * rest), ("decay", rest)]
+            entries = [*rest_entries, *entries]
         channel = np.linalg.matrix_power(self._body_channel(entries), iterations)
         self.register.apply_channel(self._joint, channel)
         return True

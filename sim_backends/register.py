@@ -8,6 +8,9 @@ lab is a single process.
 
 from __future__ import annotations
 
+import ctypes
+from pathlib import Path
+
 import numpy as np
 
 I2 = np.eye(2, dtype=complex)
@@ -19,8 +22,46 @@ MAX_QUBITS = 9
 qubits (three nodes with four memories each) it would be 16 GiB."""
 
 
+BLAS_THREAD_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+_blas_limited = False
+
+
+def single_threaded_blas() -> None:
+    """One BLAS thread in this process (the simulator's). Its matrices are small (a 2^n
+    density matrix, n <= 9, and superoperators on a node's few qubits): OpenBLAS's threads
+    cost more than they gain on them, and on a loaded machine their spinning made a 16 x 16
+    by 16 x 256 product 200 times slower than on one thread (docs/simulation.md "Speed").
+    numpy has no call for it, so the loaded OpenBLAS libraries are told directly; without
+    them this does nothing."""
+    global _blas_limited
+    if _blas_limited:
+        return
+    _blas_limited = True
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    libraries = {line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower()}
+    for path in sorted(libraries):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in BLAS_THREAD_SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(1))
+                break
+
+
 class QubitRegister:
     def __init__(self, names: list[str]) -> None:
+        single_threaded_blas()
         if not names:
             raise ValueError("a register needs at least one qubit")
         self.names = list(names)
@@ -59,8 +100,9 @@ class QubitRegister:
     def _order(self, names: list[str]) -> tuple[tuple, tuple]:
         """(perm, inverse), np.ix_ index pairs of the basis permutation that puts the qubits
         `names` first (in that order) and the rest after, both most significant first:
-        rho[perm] is rho in that order and rho[inverse] undoes it, one fancy index instead of a chain of moveaxis (the hot path of a memory
-        node's every step, docs/simulation.md "Speed")."""
+        rho[perm] is rho in that order and rho[inverse] undoes it: one fancy index instead
+        of a chain of moveaxis (the hot path of a memory node's every step,
+        docs/simulation.md "Speed")."""
         key = tuple(names)
         cached = self._orders.get(key)
         if cached is None:
@@ -109,7 +151,6 @@ class QubitRegister:
         """With probability `weight`, the qubit is re-prepared in rho1 (its correlations go)."""
         if weight <= 0:
             return
-        k = self.index[name]
         if self.n == 1:
             fresh = np.asarray(rho1, dtype=complex)
         else:  # rho1 on qubit k times the rest's state: Tr_k(rho) summed elementwise
