@@ -13,6 +13,7 @@ import asyncio
 import copy
 import math
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -265,3 +266,55 @@ def test_the_pump_factors_alone_miss_the_herald_wait():
     node.advance((RUNS - 1) * period)
     want = abs(reference.register.reduced("B.c13")[0, 1])
     assert abs(abs(node.register.reduced("B.c13")[0, 1]) - want) > 0.05
+
+
+# ------------------------------------------------------------------ sync waits in virtual time
+LATE_NS = 100_000
+
+
+def sync_times(start_gap_s: float) -> tuple[int, int, float]:
+    """A and B on link AB, the midpoint's sync in AUTO: B goes straight to its WAIT_SYNC, A
+    first waits LATE_NS (its CR checks, say) and is started `start_gap_s` of wall time after
+    B. Returns each node's clock at the sync (from its RUN, the event's time stamp) and B's
+    memory coherence |rho01| there (prepared in |+>, its electron in |1>: it turns at omega_1,
+    dephasing as the bath's realisation says, for as long as the wait lasts)."""
+    config = load_lab(THREE)
+
+    async def run() -> tuple[int, int, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            lab = SimLab(config.model_dump(), 5, Path(tmp), Path(tmp) / "resources.json")
+            send(lab.midpoints["M1"].herald_logic, "SYNC:MODE AUTO")
+            lab.register.replace("B.c13", PLUS)
+            lab.register.replace("B", np.diag([0.0, 1.0]).astype(complex))
+            times = {}
+            for node, lead in (("B", ""), ("A", f"WAIT {LATE_NS}\n")):
+                port = config.nodes[node].channels.port("AB")
+                source = f"{lead}WAIT_SYNC 5s, {port}\nEVENT 10\nHALT"
+                seq = sequencer_of(lab, node)
+                send(seq, "PROGram:LOAD", assemble(source).encode())
+                send(seq, "RUN")
+                if node == "B":
+                    await asyncio.sleep(start_gap_s)
+            for node in ("A", "B"):
+                seq = sequencer_of(lab, node)
+                deadline = time.monotonic() + 30
+                while send(seq, "STATus?") in ("RUNNING", "WAITING"):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.001)
+                times[node] = by_code(decode_events(send(seq, "EVT:DATA?")))[10].time_ns
+            return times["A"], times["B"], abs(lab.register.reduced("B.c13")[0, 1])
+
+    return asyncio.run(run())
+
+
+def test_a_sync_wait_lasts_the_partners_virtual_lateness_not_the_wall_time():
+    """Both nodes meet at the sync at A's virtual lateness, however long the simulator took
+    in wall time to get A there (0 or 0.3 s, 3000 times the lateness): the memory waiting on
+    B holds its state for the same virtual time, so it reads the same either way (it used to
+    wait the wall time: 13.85 ms seen under load, about a 13C's T2*)."""
+    prompt = sync_times(0.0)
+    late = sync_times(0.3)
+    for a_ns, b_ns, _ in (prompt, late):
+        assert a_ns == LATE_NS
+        assert b_ns == LATE_NS
+    assert late[2] == pytest.approx(prompt[2], abs=1e-9)

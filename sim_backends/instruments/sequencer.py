@@ -222,7 +222,10 @@ class SimSequencer(Device):
     async def _wait_for(self, kind: str, timeout_ns: int, port: int = 0) -> int | None:
         """Block until a sync/herald arrives on this port or the timeout passes.
 
-        While blocked, virtual time runs at wall speed."""
+        A sync from a midpoint advances the clock by the partners' virtual lateness (the
+        midpoint's sync_wait_ns: the lab armed its sequencers together), whatever wall time
+        the simulator took to get them there. Otherwise (a herald, a sync with no midpoint
+        on the port), while blocked virtual time runs at wall speed."""
         if self.pending[(kind, port)]:
             return self._received(kind, port)
         self.status = "WAITING"
@@ -243,7 +246,10 @@ class SimSequencer(Device):
                 except TimeoutError:
                     pass
                 self._still_current()
-            waited = int((time.monotonic() - started) * 1e9)
+            if kind == "sync" and source is not None:
+                waited = source.sync_wait_ns(self)
+            else:
+                waited = int((time.monotonic() - started) * 1e9)
             self.node.advance(min(waited - waited % 4, timeout_ns))
             return self._received(kind, port)
         finally:
