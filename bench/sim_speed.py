@@ -99,8 +99,10 @@ def bench_sim_speed() -> dict:
         def forwarded() -> None:
             memory.begin_record()
             attempt(memory)
-            period = memory.now_ns - memory._recording_since_ns
-            memory.repeat_memory_channels(0, ATTEMPTS - 1, period_ns=period)
+            body = memory.finish_record()
+            assert body is not None
+            period = body[1]
+            memory.repeat_memory_channels(0, ATTEMPTS - 1, period_ns=period, body=body)
             memory.advance((ATTEMPTS - 1) * period)
 
         stepped_s = per_call_us(lambda: [attempt(memory) for _ in range(ATTEMPTS)], 1) * 1e-6

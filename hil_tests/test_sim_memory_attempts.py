@@ -211,7 +211,7 @@ def forwarded_at_the_herald_wait(seed: int, quiet: bool, period_ns: int) -> Node
     node = memory_node(seed, quiet)
     node.begin_record()
     before_the_wait(node)
-    node.repeat_memory_channels(0, RUNS - 1, period_ns=period_ns)
+    node.repeat_memory_channels(0, RUNS - 1, period_ns=period_ns, body=node.finish_record())
     node.advance((RUNS - 1) * period_ns)
     node.advance(WAIT_NS)
     return node

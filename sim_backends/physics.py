@@ -635,19 +635,17 @@ class NodePhysics:
         body: tuple[list[tuple], int] | None = None,
     ) -> None:
         """`iterations` more runs of a loop body, each `period_ns` long: the channel of the
-        stepped body on the electron and its memories (recorded since begin_record, or `body`)
-        to that power, the memories' bath phase over their time applied by the advance that
-        follows (docs/simulation.md "Forwarded attempts"). Without a recorded body (a readout
-        or a repump in it), the older approximation: each memory's coherence gets the
-        product of the pump factors logged since since_ns over `runs_seen` runs, to the
-        power iterations / runs_seen, and the advance adds the precession at omega_L."""
+        stepped `body` on the electron and its memories (finish_record's) to that power, the
+        memories' bath phase over their time applied by the advance that follows
+        (docs/simulation.md "Forwarded attempts"). Without a recorded body (a readout or a
+        repump in it), the older approximation: each memory's coherence gets the product of
+        the pump factors logged since since_ns over `runs_seen` runs, to the power
+        iterations / runs_seen, and the advance adds the precession at omega_L."""
         if not self.memories or iterations <= 0:
             return
-        if period_ns is not None:
-            recorded = body if body is not None else self.finish_record()
-            if self._repeat_body(recorded, iterations, period_ns):
-                self._forwarding = "body"
-                return
+        if period_ns is not None and self._repeat_body(body, iterations, period_ns):
+            self._forwarding = "body"
+            return
         factors_seen = [factors for t, factors in self.memory_factors if t >= since_ns]
         share = iterations / max(runs_seen, 1)
         for k, memory in enumerate(self.memories):

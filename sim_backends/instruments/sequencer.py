@@ -407,8 +407,9 @@ class SimSequencer(Device):
             # the skipped attempts dephase a memory as the ones stepped since the sync did
             done = program[end].d - available + 1
             node.advance(0)  # the physics up to the herald wait: the recorded body ends here
+            body = node.physics.finish_record()  # the attempt so far, from the sync or LOOP
             node.physics.repeat_memory_channels(
-                node.sync_epoch, skipped, runs_seen=done, period_ns=duration
+                node.sync_epoch, skipped, runs_seen=done, period_ns=duration, body=body
             )
         node.advance(skipped * duration)
         for register, step in adds.items():
