@@ -408,6 +408,10 @@ class SimSequencer(Device):
             done = program[end].d - available + 1
             node.advance(0)  # the physics up to the herald wait: the recorded body ends here
             body = node.physics.finish_record()  # the attempt so far, from the sync or LOOP
+            top = program[end].c
+            before_wait = sum(i.d for i in program[top:pc] if i.op is Op.WAIT)
+            if body is not None and body[1] != before_wait:
+                body = None  # more than this attempt was recorded: the older approximation
             node.physics.repeat_memory_channels(
                 node.sync_epoch, skipped, runs_seen=done, period_ns=duration, body=body
             )
