@@ -18,6 +18,7 @@ initialisation fidelity), computed exactly as exp(L dt) on the electron and its 
 
 from __future__ import annotations
 
+import cmath
 import math
 from dataclasses import asdict, dataclass
 
@@ -159,26 +160,27 @@ def free_propagator(
 ) -> np.ndarray:
     """Joint propagator of free evolution for dt (s): the electron's Z phase (its detuning times
     dt, bath included) and each memory's precession; `nuclear_phases` are the memories' bath
-    phases integrated over dt. Block-diagonal in the electron: each block a product of 2x2s."""
-    blocks = []
-    for electron_bit in (0, 1):
-        factors = []
-        for t, phi in zip(truths, nuclear_phases, strict=True):
-            z = t.omega_l * dt + phi
-            if electron_bit == 0:
-                factors.append(np.diag([np.exp(-0.5j * z), np.exp(0.5j * z)]))
-            else:  # tilted axis: exp(-i dt ((w_L + A_par + d) Z + A_perp X) / 2)
-                zz = z + t.a_par * dt
-                xx = t.a_perp * dt
-                norm = math.hypot(zz, xx)
-                c, s = math.cos(norm / 2), math.sin(norm / 2)
-                factors.append(c * I2 - 1j * s * (zz * SZ + xx * SX) / norm if norm else I2)
-        sign = -1.0 if electron_bit == 0 else 1.0
-        blocks.append(np.exp(0.5j * sign * electron_phase) * kron_all(factors))
-    dim = len(blocks[0])
+    phases integrated over dt. Block-diagonal in the electron: each block a product of 2x2s
+    (written out with scalar arithmetic: this runs at every wait of a memory node)."""
+    block0 = np.ones((1, 1), dtype=complex)
+    block1 = np.ones((1, 1), dtype=complex)
+    for t, phi in zip(truths, nuclear_phases, strict=True):
+        z = t.omega_l * dt + phi
+        f0 = np.array([[cmath.exp(-0.5j * z), 0], [0, cmath.exp(0.5j * z)]])
+        # tilted axis: exp(-i dt ((w_L + A_par + d) Z + A_perp X) / 2)
+        zz = z + t.a_par * dt
+        xx = t.a_perp * dt
+        norm = math.hypot(zz, xx)
+        if norm:
+            c, s = math.cos(norm / 2), math.sin(norm / 2) / norm
+            f1 = np.array([[c - 1j * s * zz, -1j * s * xx], [-1j * s * xx, c + 1j * s * zz]])
+        else:
+            f1 = I2
+        block0, block1 = kron2(block0, f0), kron2(block1, f1)
+    dim = len(block0)
     u = np.zeros((2 * dim, 2 * dim), dtype=complex)
-    u[:dim, :dim] = blocks[0]
-    u[dim:, dim:] = blocks[1]
+    u[:dim, :dim] = cmath.exp(-0.5j * electron_phase) * block0
+    u[dim:, dim:] = cmath.exp(0.5j * electron_phase) * block1
     return u
 
 

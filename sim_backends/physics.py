@@ -334,6 +334,7 @@ class NodePhysics:
         self._bath_tau = float(truth.bath_tau_c_s)
         self._ou_cache: dict[float, tuple[float, float, float, float]] = {}
         self._normals: list[float] = []  # standard normals drawn in batches (advance is hot)
+        self._segment_cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._bath_rng = side_stream(rng)
         self.last_reset_ns = -1
         self.exposure_ns = 0.0
@@ -686,37 +687,58 @@ class NodePhysics:
         if not self.drive.output:
             self.advance(duration_ns)
             return
-        volts = 0.5 * amplitude_vpp * (np.asarray(i) + 1j * np.asarray(q))
-        gain = 10 ** ((self.drive.power_dbm - self.platform.mw_reference_dbm) / 20)
-        omega = 2 * np.pi * self.truth.rabi_hz_per_v * gain * np.abs(volts)
-        phase = np.angle(volts)
-        # run-length: consecutive equal samples are one rotation (square pulses cost one step)
-        change = np.flatnonzero((np.diff(omega) != 0) | (np.diff(phase) != 0)) + 1
-        starts = np.concatenate(([0], change))
-        ends = np.concatenate((change, [len(i)]))
+        omegas, phases, durations = self._segments(i, q, sample_rate_hz, amplitude_vpp)
         delta = self.detuning()
         if self.memories:  # one joint propagator per segment: drive plus hyperfine
-            u_joint = self._operators.pulse(
-                [m.detuning for m in self.memories],
-                delta,
-                omega[starts],
-                phase[starts],
-                (ends - starts) * dt,
-            )
+            detunings = [m.detuning for m in self.memories]
+            u_joint = self._operators.pulse(detunings, delta, omegas, phases, durations)
             self.register.apply_joint(self._joint, u_joint)
-            self._note("pulse", delta, omega[starts], phase[starts], (ends - starts) * dt)
+            self._note("pulse", delta, omegas, phases, durations)
             self.now_ns += duration_ns
             self._bath_step(duration_ns * 1e-9)
             for memory in self.memories:
                 memory.step(duration_ns * 1e-9)
             return
         u_total = I2.copy()
-        for s, e in zip(starts, ends, strict=True):
-            u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
+        for omega, phase, duration in zip(omegas, phases, durations, strict=True):
+            u_total = rotation(float(omega), float(phase), delta, float(duration)) @ u_total
         self.register.apply(self.name, u_total)
         self.now_ns += duration_ns
         # the bath is constant over a pulse (ns against tau_c of seconds), and wanders on
         self._bath_step(duration_ns * 1e-9)
+
+    def _segments(
+        self, i: np.ndarray, q: np.ndarray, sample_rate_hz: float, amplitude_vpp: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Rabi frequency, phase, duration s) of each run of equal samples of a waveform at the
+        drive's power: square pulses are one rotation. A sequence plays the same few pulses
+        again and again, so each waveform's runs are kept (keyed by its samples and the
+        settings they depend on)."""
+        i, q = np.asarray(i, dtype=float), np.asarray(q, dtype=float)
+        key = (
+            i.tobytes(),
+            q.tobytes(),
+            sample_rate_hz,
+            amplitude_vpp,
+            self.drive.power_dbm,
+            self.truth.rabi_hz_per_v,
+            self.platform.mw_reference_dbm,
+        )
+        cached = self._segment_cache.get(key)
+        if cached is not None:
+            return cached
+        volts = 0.5 * amplitude_vpp * (i + 1j * q)
+        gain = 10 ** ((self.drive.power_dbm - self.platform.mw_reference_dbm) / 20)
+        omega = 2 * np.pi * self.truth.rabi_hz_per_v * gain * np.abs(volts)
+        phase = np.angle(volts)
+        change = np.flatnonzero((np.diff(omega) != 0) | (np.diff(phase) != 0)) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [len(i)]))
+        cached = (omega[starts], phase[starts], (ends - starts) / sample_rate_hz)
+        if len(self._segment_cache) > 256:
+            self._segment_cache.clear()
+        self._segment_cache[key] = cached
+        return cached
 
     def count(self, window_ns: int) -> int:
         """Photon counts in a window under the light that is on now.

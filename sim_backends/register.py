@@ -95,7 +95,7 @@ class QubitRegister:
         self._bit_of = [masks[1].astype(int) for masks in self._bit_masks]
         self._differs = [np.not_equal.outer(b, b) for b in self._bit_of]
         self._orders: dict[tuple[str, ...], tuple[tuple, tuple]] = {}
-        self._flips: dict[int, tuple] = {}
+        self._decays: dict[tuple[int, float, float], tuple] = {}
 
     def _order(self, names: list[str]) -> tuple[tuple, tuple]:
         """(perm, inverse), np.ix_ index pairs of the basis permutation that puts the qubits
@@ -224,13 +224,21 @@ class QubitRegister:
         if weight <= 0:
             self.dephase(name, coherence)
             return
-        flip = self._flips.get(k)
-        if flip is None:
+        key = (k, coherence, weight)
+        cached = self._decays.get(key)
+        if cached is None:  # waits repeat: so do their factors
             index = np.arange(2**self.n) ^ (1 << (self.n - 1 - k))
-            flip = self._flips[k] = np.ix_(index, index)
-        same = ~self._differs[k]
-        kept = np.where(same, 1.0 - weight + 0.5 * weight, (1.0 - weight) * coherence)
-        self.rho = kept * self.rho + np.where(same, 0.5 * weight, 0.0) * self.rho[flip]
+            same = ~self._differs[k]
+            kept = np.where(same, 1.0 - weight + 0.5 * weight, (1.0 - weight) * coherence)
+            if len(self._decays) > 256:
+                self._decays.clear()
+            cached = self._decays[key] = (
+                np.ix_(index, index),
+                kept,
+                np.where(same, 0.5 * weight, 0.0),
+            )
+        flip, kept, moved = cached
+        self.rho = kept * self.rho + moved * self.rho[flip]
 
     def dephase(self, name: str, coherence: float) -> None:
         """Multiply the qubit's coherences by `coherence` (phase-flip channel)."""
