@@ -12,6 +12,9 @@
               true states) against the model
   sim speed   CPU per step of a memory node against a node without memories, and attempts
               forwarded against stepped (bench/sim_speed.py)
+  network     GHZ, swap and teleportation fidelity beside Pompili 2021 / Hermans 2022 (paper,
+              simulator, planning model) and qnode's cut-offs beyond them
+              (bench/network_figures.py: computed, its own tables printed too)
   demo        `make demo` end to end, wall seconds (skipped with --no-demo)
 
 Results go to bench/results/latest.json (and a time-stamped copy).
@@ -399,6 +402,17 @@ def render(results: dict) -> None:
             f"{m['attempts_forwarding_gain']:.0f}x",
             "-",
         )
+    for figure_set in results.get("network", {}).get("sets", []):
+        for row in figure_set["rows"]:
+            measured = row["simulator"]
+            table.add_row(
+                f"{row['figure']} ({figure_set['set']})",
+                f"{row['model']:.3f} planning model; simulator "
+                + ("not yet" if measured is None else f"{measured:.3f}"),
+                f"{row['paper']:.3f} paper ({row['paper_status']})",
+                f"{row['difference']:+.3f} (model - paper)",
+                "-",
+            )
     d = results.get("demo")
     if d:
         table.add_row("make demo", f"{d['wall_s']:.0f} s", "-", "-", "about a minute")
@@ -433,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
             terminate(proc)
     with console.status("simulator speed on a memory node..."):
         results["sim_speed"] = bench_sim_speed()
+    with console.status("network figures..."):
+        from bench import network_figures
+
+        results["network"] = network_figures.run()
+        network_figures.render(results["network"], console)
     if not args.no_demo:
         with console.status("make demo..."):
             results["demo"] = bench_demo()

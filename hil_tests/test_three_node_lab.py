@@ -30,7 +30,7 @@ from qnode.errors import LabConfigError, ProgramError, QnodeError
 from sequences.program import Instruction, Op, assemble, decode, decode_events, encode
 from sim_backends.framing import Message
 from sim_backends.instruments.sequencer import SimSequencer
-from sim_backends.lab import SimLab
+from sim_backends.lab import SimLab, fibre_db_per_km, fibre_transmission
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
@@ -96,8 +96,29 @@ def test_sim_up_serves_the_metro_lab_with_its_fibres(tmp_path):
             for node in link.nodes:
                 fibre_ns = link.delay_s(node) * 1e9
                 assert fibre_ns + 40.0 <= delays[node] <= fibre_ns + 90.0, (link, node)
+            # each node's efficiency holds its converter (15-25 %) and its fibre at 1588 nm
+            # (0.2 dB/km): the NV's free-space 2.8e-4..4.2e-4 times that
+            eta = control.truth(link.midpoint)["eta"]
+            for node in link.nodes:
+                fibre = 10 ** (-0.2 * link.fibre_km[node] / 10)
+                assert 2.8e-4 * 0.15 * fibre <= eta[node] <= 4.2e-4 * 0.25 * fibre, (link, node)
     finally:
         terminate(proc)
+
+
+def test_fibre_loss_follows_the_wavelength():
+    """Telecom light loses 0.2 dB/km; the NV's own 637 nm light about 7 dB/km (Rayleigh
+    scattering, as the fourth power of the wavelength): 5 km of it would take 35 dB."""
+    rng = np.random.default_rng(1)
+    assert fibre_db_per_km(1588.0) == pytest.approx(0.2)
+    assert fibre_db_per_km(637.2) == pytest.approx(0.2 * (1550 / 637.2) ** 4)
+    assert 6.5 < fibre_db_per_km(637.2) < 7.5
+    assert fibre_transmission("nv", 0.0, None, rng) == 1.0  # no fibre, no converter
+    own = fibre_transmission("nv", 5.0, None, rng)
+    assert own == pytest.approx(10 ** (-fibre_db_per_km(637.2) * 5 / 10))
+    converted = [fibre_transmission("nv", 5.0, 1588.0, rng) for _ in range(200)]
+    assert 0.15 * 10**-0.1 <= min(converted) < max(converted) <= 0.25 * 10**-0.1
+    assert min(converted) > 100 * own  # conversion is what makes metro links possible
 
 
 def test_each_midpoint_drives_the_sync_of_its_own_link(three_node):
