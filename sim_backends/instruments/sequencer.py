@@ -331,7 +331,10 @@ class SimSequencer(Device):
                         del loops[index]
                 pc = pc_next
                 steps += 1
-                if steps & 0xFF == 0 and time.perf_counter() > slice_end:
+                # the clock read every 8 steps: on a memory node under load one step (a pulse
+                # on the electron and its 13C) can take a millisecond, and 256 of them kept
+                # the event loop, and every reply, waiting longer than a driver's timeout
+                if steps & 0x7 == 0 and time.perf_counter() > slice_end:
                     await asyncio.sleep(0)
                     slice_end = time.perf_counter() + YIELD_EVERY_S
         except asyncio.CancelledError:
