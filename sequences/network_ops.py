@@ -9,20 +9,28 @@ exp(-i theta/2 Z_e X_m) (sequences.memory.MemoryGate; Taminiau et al. 2014), and
 electron rotations and the memory's precession (about z) it cannot make a Z_e Z_m coupling
 (the Lie algebra of Z_e X_m, Z_e Y_m, the electron's rotations and Z_m has no e (x) Z_m
 term), so the electron's readout can never carry the textbook parity Z_e Z_m. What it can
-carry is X_e X_m: the gate at 90 degrees, the electron turned by pi/2 and read out. With both
-link pairs phi+ that leaves (A, m, C) with the stabilisers X_A X_m = +1, X_m X_C = -b and
-Z_A Z_m Y_C = +b (b = +1 when the electron reads bright): the GHZ state (|000> + |111>)/sqrt 2
-in other local bases. `GHZ_BASES` names them: for each qubit, the physical basis (and sign)
-that measures each of the GHZ state's Paulis; in those bases the bright outcome leaves the
-frame Y on C (`controller.network.pauli.ghz_frame`). Derived from the sequence replayed on
-H = omega_L I_z + |1><1| (A_par I_z + A_perp I_x) (hil_tests/test_compiler_memory.py's
-model) with A and C as ideal qubits: hil_tests/test_network_ops.py checks every stabiliser's
-sign there for both outcomes.
+carry is X_e X_m: the gate at 90 degrees, the electron's pi/2 about x, its readout (b = +1
+bright). That leaves (A, m, C) in the GHZ state (|000> + |111>)/sqrt 2 in other local bases:
+`GHZ_BASES` names them, for each qubit the physical basis (and sign) that measures each of the
+GHZ state's Paulis; in those bases the bright outcome leaves the frame Y on C
+(`controller.network.pauli.ghz_frame`). Ideally: exp(-i pi/4 Z_e X_m), the electron turned by
+-pi/2 about x (the compiled pi/2 in the model's sense) and read in Z, then Z on the memory (its
+frame as the compiler keeps it is half a turn from the gate's axis). Derived from the sequence
+replayed on H = omega_L I_z + |1><1| (A_par I_z + A_perp I_x) (hil_tests/test_compiler_memory.
+py's model) with A and C as ideal qubits and the memory read after it in the same program:
+hil_tests/test_network_ops.py checks every stabiliser's sign there for both outcomes.
 
-Like the BSM (sequences.library.bell_measurement) the gate acts in the memory's frame at the
-program's start: a memory written by an earlier program is turned by its unknown precession
-since then unless that program's frame is kept (docs/network.md, "Delivery into memory").
-No charge check first: its light would destroy the electron's half.
+The bases are the model's (MemoryReadout's for the memory, Pauli's for A and C). The link
+layer reads an electron's X as pi/2 about +y, bright = -x, and memory_measure flips its X bit
+to match (docs/network.md, "Delivery into memory"): a reflection of the model's X, which the
+daemon's GHZ and teleportation do not undo yet (open).
+
+Like the BSM (sequences.library.bell_measurement) the gate acts in the memory's frame: a
+memory written on the sequencer's Larmor epoch by an earlier program (the link layer's
+SwapToMemory) is reached by an `epoch` gate, its known turn since (the phase per attempt)
+undone by `frame_deg`; the electron's readout spares the memory (ReadoutSparingMemory), which
+is read later in a GHZ setting's basis (memory_measure, on the epoch too). No charge check
+first: its light would destroy the electron's half.
 
 Teleportation (Hermans et al., Nature 605, 663 (2022)): the sender holds the state to send in
 its memory while its electron makes its link, then measures (electron, memory) in the Bell
@@ -34,11 +42,10 @@ cardinal state on the papers' Hamiltonian.
 
 from __future__ import annotations
 
-from sequences.memory import MemoryGate, MemoryInit, SwapToMemory
+from sequences.memory import MemoryGate, MemoryInit, ReadoutSparingMemory, SwapToMemory
 from sequences.operations import (
     MwPulse,
     Operation,
-    Readout,
     Sequence,
     memory_check,
     pi_half_pulse,
@@ -52,25 +59,26 @@ GHZ_ELECTRON_PHASE_DEG = 0.0
 
 GHZ_BASES: tuple[dict[str, tuple[str, int]], ...] = (
     {"Z": ("X", 1), "X": ("Z", 1), "Y": ("Y", -1)},
-    {"Z": ("X", 1), "X": ("Z", 1), "Y": ("Y", -1)},
+    {"Z": ("X", -1), "X": ("Z", 1), "Y": ("Y", 1)},
     {"Z": ("X", 1), "X": ("Y", -1), "Y": ("Z", -1)},
 )
 """(first end A, B's memory, second end C): for each Pauli of the GHZ state, the physical
-basis each qubit is measured in and the sign its +1/-1 result takes. A link pair's qubits
-are in the link layer's bases (its heralded Bell state on the electrons' Z); B's memory in
-the frame SwapToMemory writes and MemoryReadout reads. From the stabilisers above:
-Z -> X everywhere (X_A X_m = +1, X_m X_C = -b), X_A -> Z_A, X_m -> Z_m and X_C -> -Y_C
-(Z_A Z_m Y_C = +b), and Y = iXZ on each."""
+basis each qubit is measured in and the sign its +1/-1 result takes (B's memory in the frame
+SwapToMemory writes and MemoryReadout reads; A and C in the Pauli bases of their link pair's
+qubits). Y = iXZ on each."""
 
 
-def ghz_operation(memory: str = "c13", shots: int = 1) -> Sequence:
-    """B's GHZ operation: MemoryGate at 90 degrees (the memory's frame kept when this program
-    wrote it), the electron's pi/2 about x, its readout (bright: b = +1). The memory keeps
-    its half, measured later in a GHZ setting's basis (GHZ_BASES)."""
+def ghz_operation(
+    memory: str = "c13", shots: int = 1, frame_deg: float = 0.0, epoch: bool = False
+) -> Sequence:
+    """B's GHZ operation: MemoryGate at 90 degrees (in the memory's frame: `epoch` and
+    `frame_deg` as bell_measurement's), the electron's pi/2 about x, its readout sparing the
+    memory (bright: b = +1). The memory keeps its half, measured later in a GHZ setting's
+    basis (GHZ_BASES)."""
     ops = (
-        MemoryGate(memory, angle_deg=GHZ_GATE_DEG),
+        MemoryGate(memory, angle_deg=GHZ_GATE_DEG, frame_deg=frame_deg, epoch=epoch),
         pi_half_pulse(GHZ_ELECTRON_PHASE_DEG),
-        Readout(label="electron"),
+        ReadoutSparingMemory(memory, label="electron"),
     )
     return Sequence(f"ghz_operation_{memory}", ops, shots)
 
@@ -90,7 +98,8 @@ controller.network.estimators.CARDINAL_STATES'."""
 
 def prepare_memory_state(state: str, platform: str = "nv", memory: str = "c13") -> Sequence:
     """The cardinal `state` written into the memory (in the frame SwapToMemory sets and
-    MemoryReadout reads): the charge check, MemoryInit, the electron's preparation,
+    MemoryReadout reads), on the sequencer's Larmor epoch so that a later program's BSM
+    (`epoch`) finds its frame: the charge check, MemoryInit, the electron's preparation,
     SwapToMemory (the electron is left in |0>, free for its link)."""
     if state not in STATE_PREPARATIONS:
         raise ValueError(f"{state!r} is not a cardinal state ({', '.join(STATE_PREPARATIONS)})")
@@ -99,6 +108,6 @@ def prepare_memory_state(state: str, platform: str = "nv", memory: str = "c13") 
         memory_check(platform),
         MemoryInit(memory),
         *((prep,) if prep is not None else ()),
-        SwapToMemory(memory),
+        SwapToMemory(memory, epoch=True),
     )
     return Sequence(f"prepare_memory_{memory}", ops, 1)
