@@ -159,6 +159,7 @@ def test_teleportation_through_the_five_daemons(network_lab):
     teleported = s["teleports"]
     assert len(teleported) == s["done"]
     right = 0
+    per_state: dict[str, list[int]] = {}
     for swap, fact in teleported.items():
         b_row = rows["B"][swap]
         assert b_row["status"] == DELIVERED
@@ -181,7 +182,9 @@ def test_teleportation_through_the_five_daemons(network_lab):
         expected = result_after(int(link_c["bit"]), basis, (c_share, correction.name))
         assert fact["result"] == expected == int(b_row["bit_second"]), swap
         right += expected == sign
-    print(f"  {right} of {len(teleported)} states right; figures: {s['figures']}")
+        per_state.setdefault(fact["state"], []).append(int(expected == sign))
+    print(f"  {right} of {len(teleported)} states right; per state {per_state}")
+    print(f"  figures: {s['figures']}")
     for node in "AB":
         with NodeClient.for_lab(lab, node, timeout_s=30) as client:
             assert all(v is None for v in client.memory()["holds"].values()), node
