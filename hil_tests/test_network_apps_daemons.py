@@ -29,6 +29,7 @@ import pytest
 from controller.data.networkfile import BASIS_NAMES, DELIVERED, PAULI_NAMES
 from controller.link.vocabulary import BASES, OUTCOMES
 from controller.network.estimators import CARDINAL_STATES, GHZ_SETTINGS
+from controller.network.node_operations import LINK_X_SIGN
 from controller.network.pauli import (
     BELL_PAULI,
     TARGET,
@@ -45,6 +46,12 @@ from hil_tests.test_network_daemons import balanced, by_id, link_rows, network_l
 from sequences.network_ops import GHZ_BASES
 
 __all__ = ["network_lab"]  # the fixture, shared with test_network_daemons.py (a lab of our own)
+
+
+def x_sign(basis: str) -> int:
+    """A link-layer bit in `basis` as the model's bases have it (LINK_X_SIGN)."""
+    return LINK_X_SIGN if basis == "X" else 1
+
 
 GHZ_SHOTS = 15
 """Three shots per setting (~2-3 s each through the five daemons)."""
@@ -92,7 +99,8 @@ def test_ghz_shots_through_the_five_daemons(network_lab):
         raw = s["ghz_results"][shot]["raw"]
         for node, link_row, where, k in (("A", link_a, "first", 0), ("C", link_c, "second", 2)):
             assert BASES[link_row["basis"]] == physical[k]  # measured at once, in its basis
-            assert int(link_row["bit"]) == raw[k]  # no Pauli applied to it: the raw bit
+            # no Pauli applied to it: the link layer's bit, in the model's bases
+            assert int(link_row["bit"]) * x_sign(physical[k]) == raw[k]
             assert rows[node][shot][f"bit_{where}"] == 0  # B's row holds the shot's results
         # the frame from the raw facts: each link's heralded state with the link layer's own
         # psi- frame (Z on the responder, the end, already in its bit), B's electron outcome
@@ -179,7 +187,8 @@ def test_teleportation_through_the_five_daemons(network_lab):
         c_share = own_correction(frame.second, own_c).name
         assert PAULI_NAMES[rows["C"][swap]["pauli"]] == c_share
         correction = teleport_correction(BELL_PAULI[TARGET], folded.x, folded.z)
-        expected = result_after(int(link_c["bit"]), basis, (c_share, correction.name))
+        measured = int(link_c["bit"]) * x_sign(basis)  # in the model's bases
+        expected = result_after(measured, basis, (c_share, correction.name))
         assert fact["result"] == expected == int(b_row["bit_second"]), swap
         right += expected == sign
         per_state.setdefault(fact["state"], []).append(int(expected == sign))

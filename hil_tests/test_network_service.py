@@ -162,6 +162,8 @@ class World:
 
 
 class FakeOps:
+    x_sign = 1  # its qubits are the model's: X is X
+
     def __init__(self, node: str, world: World) -> None:
         self.node, self.world = node, world
 

@@ -22,8 +22,8 @@ hil_tests/test_network_ops.py checks every stabiliser's sign there for both outc
 
 The bases are the model's (MemoryReadout's for the memory, Pauli's for A and C). The link
 layer reads an electron's X as pi/2 about +y, bright = -x, and memory_measure flips its X bit
-to match (docs/network.md, "Delivery into memory"): a reflection of the model's X, which the
-daemon's GHZ and teleportation do not undo yet (open).
+to match: a reflection of the model's X, which the network service undoes on GHZ's and
+teleportation's X results (controller.network.node_operations.LINK_X_SIGN).
 
 Like the BSM (sequences.library.bell_measurement) the gate acts in the memory's frame: a
 memory written on the sequencer's Larmor epoch by an earlier program (the link layer's

@@ -88,8 +88,16 @@ END_DELIVERIES = (ELECTRON, *MEMORY_BASES)
 """How an end's half is delivered: kept in its electron, or measured at once in X, Y or Z."""
 
 
+LINK_X_SIGN = -1
+"""The link layer reads an electron's X as pi/2 about +y then the readout (bright = -x in the
+model's bases, controller/link/plan.py round_sequence), and memory_measure flips its X bit to
+match: this node's X results are the model's negated."""
+
+
 class NodeLinkOperations:
     """`LinkOperations` over the node's `NodeLink` (see the module's docstring)."""
+
+    x_sign = LINK_X_SIGN
 
     def __init__(self, link: NodeLink) -> None:
         self.link = link

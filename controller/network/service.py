@@ -124,6 +124,12 @@ class PairResult:
 class LinkOperations(Protocol):
     """What the network service asks of its node (its link layer and its qubits)."""
 
+    x_sign: int
+    """+1, or -1 where this node's X results are the model's negated (the daemon's: the link
+    layer reads X as pi/2 about +y, bright = -x, and memory_measure follows it). GHZ's and
+    teleportation's results in X are multiplied by it: their bases and frames are the
+    model's (sequences/network_ops.py); a Bell pair's XX product does not see it."""
+
     async def make_pair(
         self,
         peer: str,
@@ -907,7 +913,7 @@ class NetworkService:
         try:
             answer_a, mine, answer_c = await asyncio.gather(
                 self._measure_at(first, s, shot, p1.pair_id, physical[0]),
-                self.ops.measure(p1.pair_id, physical[1]),
+                self._memory_result(p1.pair_id, physical[1]),
                 self._measure_at(second, s, shot, p2.pair_id, physical[2]),
             )
         except Exception as e:
@@ -937,6 +943,11 @@ class NetworkService:
         ledger.delivered += 1
         s.file.ledger(s.counts())
         s.done += 1
+
+    async def _memory_result(self, pair_id: str, basis: str) -> int:
+        """B's memory read in `basis`, in the model's bases (x_sign)."""
+        result = await self.ops.measure(pair_id, basis)
+        return result * self.ops.x_sign if basis == "X" else result
 
     async def _ghz_discard(
         self, s: NetworkSession, shot: str, links: tuple[str, ...], cause: str, reason: str
@@ -1155,8 +1166,10 @@ class NetworkService:
         if result not in (-1, 1):
             raise QnodeError(f"the measurement gave {result!r}, not +1 or -1")
         if s.application == "ghz":
-            # a physical result, not yet the GHZ's Pauli's with its frame: B records that
-            # (its row is the shot's); the raw bit is in this node's link session file
+            # a physical result in the model's bases, not yet the GHZ's Pauli's with its
+            # frame: B records that (its row is the shot's); the link layer's bit is in this
+            # node's link session file
+            result *= self.ops.x_sign if msg["basis"] == "X" else 1
             return {"result": result, "applied": list(applied)}
         if self.node == s.ends[0]:
             s.file.measured(msg["pair"], first=(msg["basis"], result))
@@ -1210,6 +1223,7 @@ class NetworkService:
             await asyncio.sleep(0.002)
         basis, _ = CARDINAL_STATES[resource.state]
         result = await self.ops.measure(resource.link_pair, basis)
+        result *= self.ops.x_sign if basis == "X" else 1  # in the model's bases
         value = receiver.on_result(msg["swap"], basis, result, corrected=True)
         s.file.measured(msg["swap"], state=resource.state, second=(basis, value))
         return {"result": value, "state": resource.state}
