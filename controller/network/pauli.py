@@ -184,6 +184,17 @@ def ghz_frame(first_pair: Pauli, second_pair: Pauli, bright: int) -> tuple[Pauli
     )
 
 
+def cnot_ghz_frame(first_pair: Pauli, second_pair: Pauli, electron_z: int) -> tuple[Pauli, ...]:
+    """The textbook GHZ operation's frame (Pompili et al. 2021's structure: a CNOT, memory
+    control, electron target, the electron read in Z with bit electron_z): with both pairs
+    phi+ it leaves (|000> + |111>)/sqrt 2 with X on C when the bit is 1, so the frame is (P1,
+    I, P2 X^m) in the Pauli bases. For models written with that CNOT (bench/network_figures.py's
+    planning model); an NV node cannot run it (`ghz_frame`, docs/network.md "GHZ states")."""
+    if electron_z not in (0, 1):
+        raise ValueError(f"the electron's Z outcome is a bit, got {electron_z!r}")
+    return (first_pair, IDENTITY, second_pair * Pauli(electron_z, 0))
+
+
 def ghz_result(physical: int, position: int, basis: str) -> int:
     """A +1/-1 result measured in the physical basis for the GHZ's `basis` at `position`, as
     the GHZ's Pauli's result (its sign, GHZ_BASES)."""
