@@ -758,6 +758,28 @@ async def test_a_failed_sender_bsm_is_discarded_on_all_three_and_the_next_state_
 
 
 @in_loop
+async def test_teleport_prepare_only_from_the_repeater_and_only_a_cardinal_state(tmp_path):
+    """teleport_prepare writes into the sender's memory: an end asking is refused (counted),
+    a state that is not cardinal never passes the schema, and a node that does not send in
+    the session says so."""
+    async with Lab(tmp_path) as lab:
+        summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=2)
+        session = summary["session"]
+        a, c = lab.net.services["A"], lab.net.services["C"]
+        msg = unpack(pack("teleport_prepare", 4, session=session, state="+X"), NETWORK_STATION)
+        before = a.refused
+        with pytest.raises(Refused, match="only the repeater"):
+            await a.handle_station(msg, "node-C", True)
+        with pytest.raises(Refused, match="station key"):
+            await a.handle_station(msg, "operator", False)
+        assert a.refused == before + 2
+        with pytest.raises(QnodeError, match="does not send"):
+            await c.handle_station(msg, "node-B", True)
+    with pytest.raises(MessageError, match="state"):
+        unpack(pack("teleport_prepare", 5, session=session, state="+W"), NETWORK_STATION)
+
+
+@in_loop
 async def test_teleportation_of_the_cardinal_states(tmp_path):
     async with Lab(tmp_path, seed=4) as lab:
         summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=8)
