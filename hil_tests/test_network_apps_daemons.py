@@ -197,3 +197,34 @@ def test_teleportation_through_the_five_daemons(network_lab):
     for node in "AB":
         with NodeClient.for_lab(lab, node, timeout_s=30) as client:
             assert all(v is None for v in client.memory()["holds"].values()), node
+
+
+@pytest.mark.timeout(600)
+def test_the_operator_s_teleport_command_on_the_running_daemons(network_lab):
+    """`qnode network teleport --from A --to C --states cardinal --shots 2` (after the test
+    above calibrated A's memory): it finds the five daemons running, reports the session
+    completed, the three nodes agreeing, and the average fidelity with its 95 % interval
+    against 2/3."""
+    import os
+    import subprocess
+    import sys
+
+    from hil_tests.test_network_daemons import THREE
+
+    resource_map = network_lab[3]
+    args = ["network", "teleport", "--from", "A", "--to", "C", "--states", "cardinal"]
+    args += ["--shots", "2", "--lab", str(THREE), "--resource-map", str(resource_map)]
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**os.environ, "COLUMNS": "250"},
+        check=False,
+    )
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "completed" in result.stdout and "the three nodes agree" in result.stdout
+    assert "12 of 12 asked" in result.stdout
+    assert "teleportation average fidelity" in result.stdout and "95 % CI" in result.stdout
+    assert "0.667" in result.stdout  # the classical bound it is held against
