@@ -21,7 +21,7 @@ platform's bright and dark means, and projects the state.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -320,9 +320,12 @@ class NodePhysics:
         rng: np.random.Generator,
         register: QubitRegister,
         memories: list[str] | None = None,
+        memory_pins: dict[str, float] | None = None,
     ) -> None:
         self.name = name
         self.truth = truth
+        self._memory_pins = dict(memory_pins or {})
+        """Hidden memory parameters pinned by the lab file (`[simulation.c13]`), after the draw."""
         self.platform = PLATFORMS[truth.platform]
         self.rng = rng
         self.register = register
@@ -355,6 +358,8 @@ class NodePhysics:
         stream = side_stream(self.rng)
         for kind in kinds:
             memory_truth = nuclear.draw_memory_truth(kind, stream, bath_correlation_time)
+            if self._memory_pins:  # drawn first, so every other draw stays the seed's
+                memory_truth = replace(memory_truth, **self._memory_pins)
             self.memories.append(NuclearMemory(f"{self.name}.{kind}", memory_truth, stream))
             self.register.add_qubit(f"{self.name}.{kind}", 0.5 * I2)
         self.truth = MemoryNodeTruth(
