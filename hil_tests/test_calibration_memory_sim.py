@@ -1,0 +1,94 @@
+"""The 13C memory's calibration routines against the simulator's hidden truth (the simulated
+13C, written from the papers independently of the controller: docs/simulation.md, "Memory
+qubits (13C)"). Each runs one routine through the daemons on the two-node lab with a memory
+on A, its prerequisites set from the truth, with sweeps and shots leaner than the routine's
+own (the simulated 13C costs ~0.2-0.3 ms of CPU a microwave pulse): `slow_sim`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from calibration.graph import ROUTINES, run_routine
+from calibration.routine import UPDATED
+from calibration.routines import memory as memory_routines
+from controller.data.params import ParameterStore
+from controller.node.runtime import hardware_of
+from controller.operator.calibration_access import ClientNodeAccess
+from controller.operator.client import NodeClient
+from hil_tests.test_calibration_memory import ROOT, SEED, grid_resonance, model_pulse_count
+from hil_tests.test_compiler_memory import free_evolution
+from sim_backends import nuclear
+from sim_backends.physics import PLATFORMS
+
+
+@pytest.fixture
+def memory_node(own_lab, tmp_path):
+    """The two-node lab with a 13C memory on A and B (test_calibration_memory's seed), the
+    electrons calibrated from the truth: (A's calibration access, store, A's whole truth,
+    A's hardware)."""
+    text = (ROOT / "labs" / "sim_two_node.toml").read_text()
+    text = text.replace('platform = "nv"\n', 'platform = "nv"\nmemories = ["c13"]\n')
+    text = text.replace('data_dir = "../data"', f'data_dir = "{tmp_path / "data"}"')
+    lab_file = tmp_path / "sim_two_node_c13.toml"
+    lab_file.write_text(text)
+    lab, sim = own_lab(lab_file, SEED)
+    store = ParameterStore(lab.data_dir / "params.sqlite")
+    client = NodeClient.for_lab(lab, "A", timeout_s=900)
+    access = ClientNodeAccess.for_lab(lab, "A", client, store)
+    yield access, store, sim.truth("A"), hardware_of(lab, "A")
+    client.close()
+    store.close()
+
+
+def omega1_hz(memory: dict) -> float:
+    return math.hypot(memory["larmor_hz"] + memory["a_par_hz"], memory["a_perp_hz"])
+
+
+def gates_from_truth(node, store, memory: dict, hw) -> None:
+    """The gate's calibration as c13_spectroscopy, c13_gate and c13_ramsey leave it, from
+    the truth (their own tests check they find it)."""
+    store.set_manual("A", "c13_tau_ns", grid_resonance(memory), "truth (test)")
+    store.set_manual("A", "c13_larmor_hz", memory["larmor_hz"], "truth (test)")
+    store.set_manual("A", "c13_omega1_hz", omega1_hz(memory), "truth (test)")
+    free = free_evolution(memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"])
+    store.set_manual("A", "c13_n_pulses", model_pulse_count(node, hw, free), "model (test)")
+
+
+def pump_factor(memory: dict, node_truth: dict, pump_ns: float, p1: float) -> complex:
+    """The simulator's factor on a stored coherence per spin pump entered with |1>
+    population p1 (its own channel: nuclear.pump_superoperator, docs/simulation.md,
+    "Dephasing per entanglement attempt")."""
+    truth = nuclear.MemoryTruth(**memory)
+    rate = 1 / (PLATFORMS["nv"].pump_time_ns * 1e-9)
+    superop = nuclear.pump_superoperator([truth], rate, node_truth["init_fidelity"], pump_ns * 1e-9)
+    ((g0, g1),) = nuclear.pump_coherence_factors([truth], superop, pump_ns * 1e-9)
+    return (1 - p1) * g0 + p1 * g1
+
+
+@pytest.mark.slow_sim
+@pytest.mark.timeout(1500)
+def test_dephasing_and_phase_per_attempt_on_the_simulators_13c(memory_node, monkeypatch):
+    """c13_dephasing with the echoed attempt: N_1/e and the phase per attempt against the
+    simulator's per-attempt factor c = (1 - alpha) g0 + alpha g1 of its pump channel (the
+    echo leaves the bright share alpha in |1> for the reset), N_1/e = -1 / ln|c|, turn
+    arg(c). What the simulator's fast-forwarded attempts leave out (the electron-conditional
+    precession during the body's pulses and window: docs/simulation.md) is bounded by
+    dw x (the time the electron's |1> share spends outside the pump) and allowed on top of
+    3 sigma of the fit."""
+    node, store, truth, hw = memory_node
+    memory = truth["memories"]["c13"]
+    gates_from_truth(node, store, memory, hw)
+    monkeypatch.setattr(memory_routines, "ATTEMPTS", (0, 100, 200, 400, 800, 1600, 3200))
+    monkeypatch.setattr(memory_routines, "DEPHASING_SHOTS", 60)
+    outcome = run_routine(node, ROUTINES["c13_dephasing"], True, None)
+    values = node.values()
+    alpha = memory_routines.DEPHASING_ALPHA
+    import sys
+
+    c = pump_factor(memory, truth, values["spin_pump_duration_ns"], alpha)
+    print(outcome.reason, file=sys.stderr)
+    print("truth", -1 / math.log(abs(c)), math.degrees(np.angle(c)), file=sys.stderr)
+    assert outcome.verdict == UPDATED, outcome.reason
