@@ -26,6 +26,7 @@ from calibration.fits import (
     resonance_order,
 )
 from calibration.graph import ROUTINES, plan, run_graph, run_routine
+from calibration.planning import memory_coherence, memory_from_calibration, memory_phase_deg
 from calibration.routine import SKIPPED, UPDATED, bright_fraction
 from calibration.routines import memory as memory_routines
 from calibration.routines.memory import (
@@ -532,3 +533,27 @@ def test_fit_echo_decay_recovers_t2_and_its_exponent():
     sigma = np.full(len(times), 2 * math.sqrt(0.25 / shots))
     fit = memory_routines.fit_echo_decay(times, x, sigma)
     assert abs(fit.params["t2_s"] - 0.6) < 3 * fit.errors["t2_s"], fit.params
+
+
+# ---- the planning model reads the phase per attempt -------------------------------------------
+def test_the_planning_model_gives_the_phase_after_n_attempts_at_the_calibrated_alpha():
+    """memory_from_calibration reads c13_phase_per_attempt_deg when stored (not required:
+    the fidelities assume the known phase undone); memory_phase_deg sums it over blocks at
+    the calibrated alpha and refuses another alpha (the phase is not proportional to alpha)."""
+    values = {
+        "c13_n_1e_at_alpha": 1300.0,
+        "c13_n_1e_alpha": 0.1,
+        "c13_t2_s": 0.8,
+        "c13_move_fidelity": 0.95,
+    }
+    memory = memory_from_calibration(values, "A")
+    assert memory.phase_per_attempt_deg is None
+    with pytest.raises(ValueError, match="not calibrated"):
+        memory_phase_deg([(10, 0.1)], memory)
+    memory = memory_from_calibration({**values, "c13_phase_per_attempt_deg": -0.52}, "A")
+    assert memory_phase_deg([(100, 0.1), (250, 0.1)], memory) == pytest.approx(-0.52 * 350)
+    assert memory_phase_deg([(0, 0.3)], memory) == 0.0
+    with pytest.raises(ValueError, match="calibrated at alpha 0.1"):
+        memory_phase_deg([(100, 0.05)], memory)
+    # the fidelity formulas are those without the phase
+    assert memory_coherence([(1300, 0.1)], 0.0, memory) == pytest.approx(math.exp(-1), rel=1e-9)

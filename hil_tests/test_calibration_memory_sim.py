@@ -21,7 +21,7 @@ from controller.operator.client import NodeClient
 from hil_tests.test_calibration_memory import ROOT, SEED, grid_resonance, model_pulse_count
 from hil_tests.test_compiler_memory import free_evolution
 from sim_backends import nuclear
-from sim_backends.physics import PLATFORMS
+from sim_backends.physics import PLATFORMS, hahn_decay_exponent
 
 
 @pytest.fixture
@@ -92,3 +92,40 @@ def test_dephasing_and_phase_per_attempt_on_the_simulators_13c(memory_node, monk
     print(outcome.reason, file=sys.stderr)
     print("truth", -1 / math.log(abs(c)), math.degrees(np.angle(c)), file=sys.stderr)
     assert outcome.verdict == UPDATED, outcome.reason
+
+
+def echo_one_over_e_s(memory: dict) -> float:
+    """The simulator's echo 1/e time: its OU bath's Hahn decay exp(-chi(t)) (spread
+    sqrt(2)/T2*, correlation time bath_tau_c_s: physics.hahn_decay_exponent) times its
+    Markovian floor exp(-t / t2_s), by bisection."""
+    sigma = math.sqrt(2.0) / memory["t2star_s"]
+
+    def log_coherence(t: float) -> float:
+        return hahn_decay_exponent(sigma, memory["bath_tau_c_s"], t) + t / memory["t2_s"]
+
+    lo, hi = 1e-3, 10.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if log_coherence(mid) < 1 else (lo, mid)
+    return (lo + hi) / 2
+
+
+@pytest.mark.slow_sim
+@pytest.mark.timeout(1500)
+def test_t2_echo_on_the_simulators_13c(memory_node, monkeypatch):
+    """c13_t2 (a nuclear Hahn echo) finds the simulator's echo 1/e time (its bath's Hahn
+    decay and its Markovian floor) within 3 sigma of the fit plus 2 % (the echo's halves
+    differ by the gate's ~1 ms and the alignment to Larmor periods). Eight free times up to
+    2 s, 60 shots each (sigma of T2 ~ 5-10 %)."""
+    node, store, truth, hw = memory_node
+    memory = truth["memories"]["c13"]
+    gates_from_truth(node, store, memory, hw)
+    times = (0.002, 0.15, 0.3, 0.5, 0.7, 1.0, 1.4, 2.0)
+    monkeypatch.setattr(memory_routines, "ECHO_TIMES_S", times)
+    monkeypatch.setattr(memory_routines, "ECHO_SHOTS", 60)
+    outcome = run_routine(node, ROUTINES["c13_t2"], True, None)
+    assert outcome.verdict == UPDATED, outcome.reason
+    fitted, sigma = (float(v) for v in outcome.reason.split("T2 ")[1].split(" s")[0].split(" +- "))
+    expected = echo_one_over_e_s(memory)
+    assert node.values()["c13_t2_s"] == pytest.approx(fitted, rel=1e-3)
+    assert abs(fitted - expected) < 3 * sigma + 0.02 * expected, (outcome.reason, expected)
