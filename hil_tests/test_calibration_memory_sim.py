@@ -19,7 +19,8 @@ from controller.node.runtime import hardware_of
 from controller.operator.calibration_access import ClientNodeAccess
 from controller.operator.client import NodeClient
 from hil_tests.test_calibration_memory import ROOT, SEED, grid_resonance, model_pulse_count
-from hil_tests.test_compiler_memory import free_evolution
+from hil_tests.test_compiler_memory import free_evolution, replay
+from sequences.compiler import compile_sequence
 from sim_backends import nuclear
 from sim_backends.physics import PLATFORMS, hahn_decay_exponent
 
@@ -129,3 +130,56 @@ def test_t2_echo_on_the_simulators_13c(memory_node, monkeypatch):
     expected = echo_one_over_e_s(memory)
     assert node.values()["c13_t2_s"] == pytest.approx(fitted, rel=1e-3)
     assert abs(fitted - expected) < 3 * sigma + 0.02 * expected, (outcome.reason, expected)
+
+
+@pytest.mark.slow_sim
+@pytest.mark.timeout(1500)
+def test_spectroscopy_on_the_simulators_13c_finds_its_resonances(memory_node, monkeypatch):
+    """c13_spectroscopy with a prior Larmor frequency (the magnet's field: here the truth's
+    omega_L) scans the two resonances next to tau = 2 us and puts the gate's tau within
+    3 sigma + 2 ns (the grid) of the truth's resonance of that order, tau_k =
+    (2k - 1) / (4 f), f = (omega_L + omega_1) / 4 pi, the mean precession within 0.5 %
+    (Taminiau et al. 2012; the resonances' higher-order shift by A_perp is < 1 ns here).
+    60 shots a point (the routine's 200 are for a lab's dips, shallower than this seed's)."""
+    node, store, truth, _ = memory_node
+    memory = truth["memories"]["c13"]
+    store.set_manual("A", "c13_larmor_hz", memory["larmor_hz"], "the magnet's field (test)")
+    monkeypatch.setattr(memory_routines, "SPECTROSCOPY_SHOTS", 60)
+    outcome = run_routine(node, ROUTINES["c13_spectroscopy"], True, None)
+    assert outcome.verdict == UPDATED, outcome.reason
+    mean = (memory["larmor_hz"] + omega1_hz(memory)) / 2
+    tau = node.values()["c13_tau_ns"]
+    k = round((4 * tau * 1e-9 * mean + 1) / 2)
+    sigma = float(outcome.reason.split("+-")[1].split("ns")[0])
+    resonance = (2 * k - 1) / (4 * mean) * 1e9
+    assert abs(tau - resonance) < 3 * sigma + 2.0, (outcome.reason, resonance)
+    assert node.values()["c13_larmor_hz"] == pytest.approx(mean, rel=0.005)
+
+
+@pytest.mark.slow_sim
+@pytest.mark.timeout(1500)
+def test_move_on_the_simulators_13c_is_the_models_for_its_couplings(memory_node, monkeypatch):
+    """c13_move on the simulator (gate calibrated from the truth) against the controller's
+    model replayed with the truth's couplings (its exact stored states, read through a
+    perfect readout, as the routine corrects for the measured one): the move fidelity within
+    3 sigma of the shots (100 a state) plus 0.05 for what the model leaves out (the
+    electron's decoherence and initialisation error over ~1 ms of pulses, as
+    test_calibration_memory's stored-state check allows)."""
+    node, store, truth, hw = memory_node
+    memory = truth["memories"]["c13"]
+    gates_from_truth(node, store, memory, hw)
+    monkeypatch.setattr(memory_routines, "MOVE_SHOTS", 100)
+    outcome = run_routine(node, ROUTINES["c13_move"], True, None)
+    assert outcome.verdict == UPDATED, outcome.reason
+    values = node.values()
+    free = free_evolution(memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"])
+    exact = []
+    for state, (_, _, sign) in memory_routines.CARDINAL_STATES.items():
+        c = compile_sequence(memory_routines.move_sequence("nv", state, 1), values, hw)
+        p_plus = replay(c, None, free, values["pi_amplitude_v"], hw)[1][-1]
+        exact.append(p_plus if sign > 0 else 1 - p_plus)
+    round_trip = (4 * (3 * float(np.mean(exact)) - 1) / 2 - 1) / 3
+    model = (1 + 3 * math.sqrt(max(round_trip, 0.0))) / 4
+    sigma = float(outcome.reason.split("fidelity ")[1].split("+- ")[1])
+    measured = values["c13_move_fidelity"]
+    assert abs(measured - model) < 3 * sigma + 0.05, (outcome.reason, model)

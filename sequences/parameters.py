@@ -100,9 +100,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec(
             "c13_phase_per_attempt_deg", "deg", "13C: a stored state's mean turn per attempt"
         ),
-        ParameterSpec(
-            "c13_phase_per_attempt_sigma_deg", "deg", "13C: that turn's error (1 sigma)"
-        ),
+        ParameterSpec("c13_phase_per_attempt_sigma_deg", "deg", "13C: that turn's error (1 sigma)"),
         ParameterSpec("c13_move_fidelity", "", "13C: fidelity of a move into the memory"),
         ParameterSpec("c13_search_start_ns", "ns", "13C spectroscopy: start of the tau search"),
         ParameterSpec("c13_search_stop_ns", "ns", "13C spectroscopy: end of the tau search"),

@@ -805,8 +805,7 @@ class C13T2Routine(MemoryRoutine):
             return Analysis(
                 {},
                 False,
-                f"T2 {t2:.3g} +- {err:.2g} s is not resolved by free times up to "
-                f"{times.max():g} s",
+                f"T2 {t2:.3g} +- {err:.2g} s is not resolved by free times up to {times.max():g} s",
                 fit.quality,
                 info,
                 plot,
