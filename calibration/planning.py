@@ -861,8 +861,12 @@ def memory_from_calibration(values: dict[str, float], node: str) -> Memory:
         raise QnodeError("memory not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
     phase = values.get(PHASE_PARAMETER)
     try:
+        n_1e, alpha_ref, t2_s, move_fidelity = (float(values[name]) for name in MEMORY_PARAMETERS)
         return Memory(
-            *(float(values[name]) for name in MEMORY_PARAMETERS),
+            n_1e,
+            alpha_ref,
+            t2_s,
+            move_fidelity,
             phase_per_attempt_deg=None if phase is None else float(phase),
         )
     except ValueError as e:
