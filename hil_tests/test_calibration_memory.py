@@ -555,3 +555,13 @@ def test_the_planning_model_gives_the_phase_after_n_attempts_at_the_calibrated_a
         memory_phase_deg([(100, 0.05)], memory)
     # the fidelity formulas are those without the phase
     assert memory_coherence([(1300, 0.1)], 0.0, memory) == pytest.approx(math.exp(-1), rel=1e-9)
+
+
+def test_the_decay_fit_starts_inside_its_bounds_when_noise_lengthens_the_first_point():
+    """With tens of shots a point, the noise-corrected length of the first point can exceed
+    1.3 (X and Y both read ~0.95 by chance): the fit still runs (its start is clipped to its
+    bounds) rather than failing on its own initial guess."""
+    attempts = np.array([0, 100, 200, 400, 800, 1600], float)
+    values = np.array([1.38, 0.85, 0.75, 0.55, 0.35, 0.1])
+    fit = fit_attempt_decay(attempts, values, np.full(6, 0.1))
+    assert 200 < fit.params["n_1e"] < 2000, fit.params
