@@ -33,6 +33,11 @@ def memory_node(own_lab, tmp_path):
     text = (ROOT / "labs" / "sim_two_node.toml").read_text()
     text = text.replace('platform = "nv"\n', 'platform = "nv"\nmemories = ["c13"]\n')
     text = text.replace('data_dir = "../data"', f'data_dir = "{tmp_path / "data"}"')
+    # the sequencers' timeout and watchdog as the three-node labs set them: the simulated
+    # 13C's gate trains keep the simulator busy for over a second under load (1 s timed out)
+    sequencer = 'driver = "rtseq"\nresource = "sim"\ntimeout_s = 1.0\nwatchdog_s = 2.0'
+    assert text.count(sequencer) == 2
+    text = text.replace(sequencer, sequencer.replace("1.0", "5.0").replace("2.0", "10.0"))
     lab_file = tmp_path / "sim_two_node_c13.toml"
     lab_file.write_text(text)
     lab, sim = own_lab(lab_file, SEED)
@@ -69,30 +74,71 @@ def pump_factor(memory: dict, node_truth: dict, pump_ns: float, p1: float) -> co
     return (1 - p1) * g0 + p1 * g1
 
 
+def attempt_factor(memory: dict, node_truth: dict, values: dict, alpha: float) -> complex:
+    """The whole echoed attempt's factor on a stored coherence, as a stepped attempt gives
+    it: the dark share (1 - alpha) in |1> from the alpha pulse's centre to the echo's, the
+    bright share alpha in |1> from the echo's centre through the window and then reset by the
+    pump (g1), each branch's deterministic extra precession e^(-i dw t) (pulses taken at
+    their centres; the tilt A_perp / omega_1 ~ 1 % left out)."""
+    truth = nuclear.MemoryTruth(**memory)
+    dw = truth.omega_1 - truth.omega_l
+    pump_ns = values["spin_pump_duration_ns"]
+    rate = 1 / (PLATFORMS["nv"].pump_time_ns * 1e-9)
+    superop = nuclear.pump_superoperator([truth], rate, node_truth["init_fidelity"], pump_ns * 1e-9)
+    ((g0, g1),) = nuclear.pump_coherence_factors([truth], superop, pump_ns * 1e-9)
+    pulse = values["pi_duration_ns"]
+    dark_ns = pulse / 2 + values["excitation_duration_ns"] + pulse / 2
+    bright_ns = pulse / 2 + values["herald_window_ns"]
+    dark = (1 - alpha) * np.exp(-1j * dw * dark_ns * 1e-9) * g0
+    return complex(dark + alpha * np.exp(-1j * dw * bright_ns * 1e-9) * g1)
+
+
 @pytest.mark.slow_sim
 @pytest.mark.timeout(1500)
 def test_dephasing_and_phase_per_attempt_on_the_simulators_13c(memory_node, monkeypatch):
-    """c13_dephasing with the echoed attempt: N_1/e and the phase per attempt against the
-    simulator's per-attempt factor c = (1 - alpha) g0 + alpha g1 of its pump channel (the
-    echo leaves the bright share alpha in |1> for the reset), N_1/e = -1 / ln|c|, turn
-    arg(c). What the simulator's fast-forwarded attempts leave out (the electron-conditional
-    precession during the body's pulses and window: docs/simulation.md) is bounded by
-    dw x (the time the electron's |1> share spends outside the pump) and allowed on top of
-    3 sigma of the fit."""
+    """c13_dephasing with the echoed attempt (0-1600 attempts, 60 shots) against the
+    simulator's truth. The simulator steps a loop's first run and fast-forwards the rest
+    with its pump channel's factor alone, c = (1 - alpha) g0 + alpha g1 (docs/simulation.md,
+    "Fast-forwarded attempt loops"; the electron-conditional precession of the body's pulses
+    and window is left out: a known gap, the previous session's item 4); a simulator that
+    composes the whole body's channel gives `attempt_factor` instead (N_1/e ~120, not ~850,
+    at this seed's A_par of 53 kHz and 1 us window). The fit must match one of the two:
+    N_1/e = -1/ln|c| within 3 sigma plus 10 % (the stepped first runs; 25 % for the
+    approximate whole-body factor), the turn per attempt |arg c| within 3 sigma plus 0.1 deg
+    (plus 25 %). The turn's sign is in the controller's readout frame, whose relation to the
+    simulator's lab-frame rho01 is not derived here: magnitudes are compared."""
     node, store, truth, hw = memory_node
     memory = truth["memories"]["c13"]
     gates_from_truth(node, store, memory, hw)
-    monkeypatch.setattr(memory_routines, "ATTEMPTS", (0, 100, 200, 400, 800, 1600, 3200))
+    monkeypatch.setattr(memory_routines, "ATTEMPTS", (0, 50, 100, 200, 400, 800, 1600))
     monkeypatch.setattr(memory_routines, "DEPHASING_SHOTS", 60)
     outcome = run_routine(node, ROUTINES["c13_dephasing"], True, None)
+    assert outcome.verdict == UPDATED, outcome.reason
     values = node.values()
     alpha = memory_routines.DEPHASING_ALPHA
-    import sys
-
-    c = pump_factor(memory, truth, values["spin_pump_duration_ns"], alpha)
-    print(outcome.reason, file=sys.stderr)
-    print("truth", -1 / math.log(abs(c)), math.degrees(np.angle(c)), file=sys.stderr)
-    assert outcome.verdict == UPDATED, outcome.reason
+    n_1e, n_sigma = (
+        float(v) for v in outcome.reason.split("N_1/e ")[1].split(" attempts")[0].split(" +- ")
+    )
+    turn = abs(values["c13_phase_per_attempt_deg"])
+    turn_sigma = values["c13_phase_per_attempt_sigma_deg"]
+    candidates = {
+        "forwarded": (pump_factor(memory, truth, values["spin_pump_duration_ns"], alpha), 0.1),
+        "whole body": (attempt_factor(memory, truth, values, alpha), 0.25),
+    }
+    matched = []
+    for name, (c, slack) in candidates.items():
+        expected_n = -1 / math.log(abs(c))
+        expected_turn = abs(math.degrees(float(np.angle(c))))
+        n_ok = abs(n_1e - expected_n) < 3 * n_sigma + slack * expected_n
+        turn_slack = 0.1 if name == "forwarded" else 0.25 * expected_turn
+        turn_ok = abs(turn - expected_turn) < 3 * turn_sigma + turn_slack
+        if n_ok and turn_ok:
+            matched.append(name)
+    expectations = {
+        name: (-1 / math.log(abs(c)), math.degrees(float(np.angle(c))))
+        for name, (c, _) in candidates.items()
+    }
+    assert matched, (outcome.reason, expectations)
 
 
 def echo_one_over_e_s(memory: dict) -> float:

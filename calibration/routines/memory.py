@@ -414,7 +414,12 @@ def attempt_block(values: dict[str, float]) -> tuple:
 def dephasing_sequence(
     platform: str, values: dict[str, float], attempts: int, basis: str
 ) -> Sequence:
-    """|+x> stored in the memory, `attempts` attempts, the memory read in `basis`."""
+    """|+x> stored in the memory, `attempts` attempts, the memory read in `basis`, then the
+    electron pumped to the bright |0> and read again: a shot dark there lost its charge state
+    (hundreds of excitations ionise some shots' NV, which then read dark in either basis and
+    would bias <X> and <Y> towards -1: seen on the simulator, lengths above 1 after 800
+    attempts). A charge check (CRCheck) would say it directly, but the compiler refuses one
+    after a memory was written, even once it is read."""
     repeat = (Repeat(attempt_block(values), attempts),) if attempts else ()
     ops = (
         memory_check(platform),
@@ -423,6 +428,8 @@ def dephasing_sequence(
         SwapToMemory(MEMORY),
         *repeat,
         MemoryReadout(MEMORY, basis),
+        SpinInit(),
+        Readout(label="charge"),
     )
     return Sequence(f"c13_dephasing_{attempts}_{basis}", ops, DEPHASING_SHOTS)
 
@@ -456,6 +463,16 @@ def phase_per_attempt(
     return float(offset), float(slope), float(math.sqrt(cov[1, 1])), phase
 
 
+def charged_bright(acq, threshold: float) -> tuple[float, int]:
+    """(the memory readout's bright fraction, shots kept) of one point, over the shots whose
+    check passed and whose second readout (after a pump to the bright |0>) was bright: the NV
+    still charged. That readout's own error (1 - F0) drops a few good shots, independently of
+    the memory's result."""
+    valid = acq.valid[0] & (acq.counts[0, :, 1] >= threshold)
+    kept = int(valid.sum())
+    return float(((acq.counts[0, :, 0] >= threshold) & valid).sum() / max(kept, 1)), kept
+
+
 class C13DephasingRoutine(MemoryRoutine):
     """The stored state's Bloch vector in the x-y plane after n protected attempts: its
     length decays (the reset of the formerly bright part at a random time: Kalb et al. 2018)
@@ -486,8 +503,13 @@ class C13DephasingRoutine(MemoryRoutine):
     def analyse(self, node: NodeAccess, data) -> Analysis:
         threshold = node.values()["readout_threshold"]
         attempts = np.array(ATTEMPTS, float)
-        bright = np.array([float(bright_fraction(acq, threshold)[0]) for acq in data])
-        sigmas = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
+        charged = [charged_bright(acq, threshold) for acq in data]
+        bright = np.array([b for b, _ in charged])
+        sigmas = np.array([2 * math.sqrt(0.25 / max(kept, 1)) for _, kept in charged])
+        kept_share = [
+            kept / max(int(acq.valid[0].sum()), 1)
+            for (_, kept), acq in zip(charged, data, strict=True)
+        ]
         x, y = 2 * bright[0::2] - 1, 2 * bright[1::2] - 1
         # the length's bias from the noise (E|v|^2 = |v|^2 + 2 sigma^2) taken out
         sigma = np.hypot(sigmas[0::2], sigmas[1::2]) / math.sqrt(2)
@@ -506,6 +528,7 @@ class C13DephasingRoutine(MemoryRoutine):
             "y": y.tolist(),
             "coherence": coherence.tolist(),
             "phase_deg": np.degrees(phases).tolist(),
+            "charged_share": kept_share,
             "phase_at_zero_deg": math.degrees(phase0),
             "phase_per_attempt_deg": per_deg,
             "phase_per_attempt_sigma_deg": per_err_deg,
@@ -591,7 +614,8 @@ def move_sequence(platform: str, state: str, shots: int) -> Sequence:
         SwapToMemory(MEMORY),
         MemoryReadout(MEMORY, basis),
     )
-    return Sequence(f"c13_move_{state}", ops, shots)
+    sign = "p" if state[0] == "+" else "m"  # run names allow letters, digits, _ . -
+    return Sequence(f"c13_move_{sign}{state[1]}", ops, shots)
 
 
 def reference_sequence(platform: str, flipped: bool, shots: int) -> Sequence:
