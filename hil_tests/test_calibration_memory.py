@@ -246,7 +246,7 @@ def test_dephasing_per_attempt_fits_the_models_exact_points():
     per_sigma = node.store["c13_phase_per_attempt_sigma_deg"]
     # the model's turn per attempt is not a pure rotation (its tilted |1> axis), so the
     # points do not lie on one line: the noisy and the exact fits may differ by a turn of the
-    # last point's branch, 360 / 3200 attempts, beyond their 3 sigma
+    # last point's branch, 360 deg over the last point's attempts, beyond their 3 sigma
     branch = 360 / ATTEMPTS[-1]
     assert abs(per - math.degrees(slope)) < 3 * per_sigma + branch, (per, slope, per_sigma)
     assert abs(math.degrees(slope)) > 10 * per_sigma  # a phase the routine resolves
@@ -254,7 +254,7 @@ def test_dephasing_per_attempt_fits_the_models_exact_points():
 
 
 def test_phase_unwrapping_follows_several_turns():
-    """A Bloch vector turning by 1.7 deg an attempt (over 15 turns by 3200 attempts) and
+    """A Bloch vector turning by 1.7 deg an attempt (12 turns by 2560 attempts) and
     decaying, with shot noise of 200 shots: the fitted turn within 3 sigma of the truth."""
     rng = np.random.default_rng(11)
     attempts = np.array(ATTEMPTS, float)

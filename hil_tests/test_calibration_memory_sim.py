@@ -96,7 +96,7 @@ def attempt_factor(memory: dict, node_truth: dict, values: dict, alpha: float) -
 @pytest.mark.slow_sim
 @pytest.mark.timeout(1500)
 def test_dephasing_and_phase_per_attempt_on_the_simulators_13c(memory_node, monkeypatch):
-    """c13_dephasing with the echoed attempt (0-1600 attempts, 60 shots) against the
+    """c13_dephasing with the echoed attempt (0-640 attempts, 60 shots) against the
     simulator's truth. The simulator steps a loop's first run and fast-forwards the rest
     with its pump channel's factor alone, c = (1 - alpha) g0 + alpha g1 (docs/simulation.md,
     "Fast-forwarded attempt loops"; the electron-conditional precession of the body's pulses
@@ -110,7 +110,7 @@ def test_dephasing_and_phase_per_attempt_on_the_simulators_13c(memory_node, monk
     node, store, truth, hw = memory_node
     memory = truth["memories"]["c13"]
     gates_from_truth(node, store, memory, hw)
-    monkeypatch.setattr(memory_routines, "ATTEMPTS", (0, 50, 100, 200, 400, 800, 1600))
+    monkeypatch.setattr(memory_routines, "ATTEMPTS", (0, 10, 20, 40, 80, 160, 320, 640))
     monkeypatch.setattr(memory_routines, "DEPHASING_SHOTS", 60)
     outcome = run_routine(node, ROUTINES["c13_dephasing"], True, None)
     assert outcome.verdict == UPDATED, outcome.reason

@@ -386,9 +386,11 @@ class C13RamseyRoutine(MemoryRoutine):
 DEPHASING_ALPHA = 0.1
 """The bright population of the attempts' alpha rotation (Kalb et al. 2018: the dephasing
 grows with alpha, so the result is stored with the alpha it was measured at)."""
-ATTEMPTS = (0, 50, 100, 200, 400, 800, 1600, 3200)
-"""Roughly doubling: each point's phase is unwrapped from the line through the ones before
-(so up to ~3 deg an attempt is unambiguous), and the decay is sampled on every scale."""
+ATTEMPTS = (0, 10, 20, 40, 80, 160, 320, 640, 1280, 2560)
+"""Doubling from 10: each point's phase is unwrapped from the line through the ones before,
+so up to ~18 deg an attempt is unambiguous (the simulator's memory, A_par 53 kHz with a 1 us
+herald window, turns 4.6 deg an attempt and keeps its coherence for ~120 attempts), and the
+decay is sampled on every scale up to a quiet memory's thousands."""
 DEPHASING_SHOTS = 200
 
 
