@@ -152,6 +152,10 @@ class SimulationSection(_Strict):
     midpoint: dict[Literal[PINNABLE], float] = Field(default_factory=dict)  # type: ignore[valid-type]
     memories: dict[Literal["init_fidelity"], float] = Field(default_factory=dict)
     """Pinned for every memory node."""
+    c13: dict[Literal["a_par_hz", "a_perp_hz"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+        default_factory=dict
+    )
+    """Pinned for every node's 13C memory: its hyperfine coupling to the electron (Hz)."""
 
 
 FIBRE_DELAY_S_PER_KM = 5e-6
@@ -165,6 +169,11 @@ class LinkConfig(_Strict):
     nodes: Annotated[list[str], Field(min_length=2, max_length=2)]
     fibre_km: dict[str, Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(default_factory=dict)
     """Per node, the fibre to the midpoint (km); a node not named has 0 (a lab's metres)."""
+    wavelength_nm: Annotated[float, Field(ge=350.0, le=1700.0)] | None = None
+    """The photons' wavelength in the fibre when each node converts them (quantum frequency
+    conversion, e.g. 1588 nm for NV photons as in Dreau et al. 2018); None: the platform's
+    own photons travel the fibre. What the photons lose in the fibre and the converters is
+    part of the detection efficiency the link calibration measures."""
 
     def peer(self, node: str) -> str:
         """The other end of this link."""
@@ -561,3 +570,37 @@ def midpoint_name(lab: LabConfig) -> str:
     if not names:
         raise QnodeError(f"the lab {lab.lab.name} has no midpoint station")
     return names[0]
+
+
+STATION_HOSTS_ENV = "QNODE_STATION_HOSTS"
+"""`A=127.0.0.1,B=10.201.0.6`: the host this process dials for a station, in place of the one
+in the station's info file. For stations in separate network namespaces (hil_tests/netns.py),
+where a station is reached through the link it shares with this one, not at the address it
+bound. Unset (the normal case): every station is dialled where it says it listens."""
+MAX_STATION_HOSTS = 64
+
+
+def station_hosts(text: str | None = None) -> dict[str, str]:
+    """QNODE_STATION_HOSTS (or `text`) as station -> host; LabConfigError on a malformed one."""
+    text = os.environ.get(STATION_HOSTS_ENV, "") if text is None else text
+    hosts: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        station, sep, host = item.partition("=")
+        station, host = station.strip(), host.strip()
+        if not sep or not station or not host or any(c in host for c in "/: \t"):
+            raise LabConfigError(
+                STATION_HOSTS_ENV, station or item, f"{item!r} is not STATION=HOST (an address)"
+            )
+        hosts[station] = host
+    if len(hosts) > MAX_STATION_HOSTS:
+        raise LabConfigError(STATION_HOSTS_ENV, "", f"more than {MAX_STATION_HOSTS} stations")
+    return hosts
+
+
+def dial_endpoint(station: str, endpoint: str) -> str:
+    """Where this process reaches `station`, which serves at `endpoint` (its info file's,
+    tcp://host:port): the same port at the host QNODE_STATION_HOSTS names for it, if any."""
+    host = station_hosts().get(station)
+    if host is None or not endpoint.startswith("tcp://"):
+        return endpoint
+    return f"tcp://{host}:{endpoint.rsplit(':', 1)[1]}"

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -103,6 +103,16 @@ def links_of_lab(lab: LabConfig) -> list[Link]:
         found.append(Link(b, link.midpoint, link.delay_s(b)))
         found.append(Link(a, b, link.delay_s(a) + link.delay_s(b)))
     return found
+
+
+_LOOPBACK_PORT = re.compile(r"127\.0\.0\.1(?:::|:)(\d+)")
+
+
+def loopback_ports(resources: Iterable[str]) -> set[int]:
+    """The TCP ports of 127.0.0.1 that resource strings name (VISA `TCPIP::127.0.0.1::P::SOCKET`,
+    ZeroMQ `tcp://127.0.0.1:P[,dlt=tcp://127.0.0.1:Q]`); serial devices (ptys) name none: they
+    are files, the same in every network namespace."""
+    return {int(port) for text in resources for port in _LOOPBACK_PORT.findall(text)}
 
 
 def netns_unavailable_reason() -> str | None:
@@ -317,17 +327,29 @@ class DelayRelay:
     `select` limits a relayed socket's descriptor to below 1024 (FD_SETSIZE): plenty for a
     test's few connections, and a larger one fails its connection loudly."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str | None, name: str | None = None) -> None:
         self.namespace = namespace
-        self.forwards: dict[tuple[str, int], _Forward] = {}
+        """Where the onward connections are made (None: the namespace of this process)."""
+        self.name = name or namespace or "relay"
+        """The prefix of its threads' names."""
+        self.forwards: dict[tuple[str | None, tuple[str, int]], _Forward] = {}
         self.pipes: list[_Pipe] = []
         self.sockets: list[socket.socket] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.connections = 0
 
-    def forward(self, listen: tuple[str, int], target: tuple[str, int], delay_s: float) -> None:
-        if listen in self.forwards:
+    def forward(
+        self,
+        listen: tuple[str, int],
+        target: tuple[str, int],
+        delay_s: float,
+        listen_in: str | None = None,
+    ) -> None:
+        """Bytes to `listen` reach `target`, `delay_s` later each way. The listening socket is
+        made in namespace `listen_in` (default: the relay's own)."""
+        where = listen_in or self.namespace
+        if (where, listen) in self.forwards:
             return
         if len(self.forwards) >= MAX_RELAYED_PORTS:
             raise RuntimeError(f"the relay forwards at most {MAX_RELAYED_PORTS} ports")
@@ -340,19 +362,21 @@ class DelayRelay:
             sock.settimeout(0.2)
             return sock
 
-        fwd = _Forward(listen, target, delay_s, sock=_in_namespace(self.namespace, listener))
+        sock = listener() if where is None else _in_namespace(where, listener)
+        fwd = _Forward(listen, target, delay_s, sock=sock)
         fwd.thread = threading.Thread(
             target=self._accept,
             args=(fwd,),
-            name=f"{self.namespace}-{listen[0]}:{listen[1]}",
+            name=f"{self.name}-{where or 'here'}-{listen[0]}:{listen[1]}",
             daemon=True,
         )
-        self.forwards[listen] = fwd
+        self.forwards[(where, listen)] = fwd
         fwd.thread.start()
 
     def _accept(self, fwd: _Forward) -> None:
         assert fwd.sock is not None
-        _enter_namespace(self.namespace)
+        if self.namespace is not None:
+            _enter_namespace(self.namespace)
         while not self.stop.is_set():
             try:
                 client, _ = fwd.sock.accept()
@@ -375,7 +399,7 @@ class DelayRelay:
             for sock in (client, server):
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            name = f"{self.namespace}-{fwd.listen[1]}-{self.connections}"
+            name = f"{self.name}-{fwd.listen[1]}-{self.connections}"
             pipes = [
                 _Pipe(client, server, fwd.delay_s, f"{name}-out"),
                 _Pipe(server, client, fwd.delay_s, f"{name}-back"),
@@ -435,6 +459,9 @@ class FibreNetwork:
     """"netem" (the kernel delays packets) or "relay" (a TCP proxy delays bytes)."""
     attachments: dict[str, list[_Attachment]] = field(default_factory=dict)
     relay: DelayRelay | None = None
+    host_bridge: DelayRelay | None = None
+    """Zero-delay forwards from stations' loopback ports to this process's namespace's
+    (`reach_host_loopback`): made on first use."""
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def namespace(self, station: str) -> str:
@@ -480,6 +507,32 @@ class FibreNetwork:
         """`address(...)` as a ZeroMQ endpoint, `tcp://host:port`."""
         host, port = self.address(server, port, client)
         return f"tcp://{host}:{port}"
+
+    def reach_host_loopback(self, station: str, ports: Iterable[int]) -> None:
+        """Inside `station`'s namespace, 127.0.0.1:port (each of `ports`) reaches the same port
+        of 127.0.0.1 in the namespace this process runs in (the root one: where the simulated
+        lab serves its instruments), with no delay: a station's instruments are in its own
+        room, on cables of metres. Only these ports: the station reaches nothing else there."""
+        if self.host_bridge is None:
+            self.host_bridge = DelayRelay(None, name=f"{self.run_id}-host")
+        for port in sorted(set(ports)):
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is not a TCP port")
+            listen = ("127.0.0.1", port)
+            self.host_bridge.forward(listen, listen, 0.0, listen_in=self.namespace(station))
+
+    def dial_hosts(self, station: str, ports: dict[str, int]) -> str:
+        """QNODE_STATION_HOSTS for a process in `station` (controller/labconfig.py): itself on
+        its loopback; every station it shares a link with where that link reaches it (the
+        relay's end of the link, which holds the bytes for the fibre's time, or the far end
+        of the veth with netem), each daemon's port `ports[name]` forwarded there."""
+        hosts = [f"{station}=127.0.0.1"]
+        for link in self.links:
+            if station in (link.a, link.b):
+                peer = link.b if link.a == station else link.a
+                if peer in ports:
+                    hosts.append(f"{peer}={self.address(peer, ports[peer], station)[0]}")
+        return ",".join(hosts)
 
     def command(self, station: str, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.namespace(station), *argv]
@@ -605,10 +658,11 @@ def _teardown(net: FibreNetwork) -> list[str]:
             proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             problems.append(f"process {proc.pid} did not end")
-    if net.relay is not None:
-        net.relay.close()
-        if net.relay.threads_alive():
-            problems.append(f"{net.relay.threads_alive()} relay threads still running")
+    for relay in (net.relay, net.host_bridge):
+        if relay is not None:
+            relay.close()
+            if relay.threads_alive():
+                problems.append(f"{relay.threads_alive()} {relay.name} threads still running")
     for name in list_namespaces():
         if name.startswith(f"{net.run_id}-"):
             _kill_namespace_processes(name)

@@ -49,10 +49,11 @@ STATION_TIMEOUT_S = 60.0
 # hit a far message and not its near neighbour). The median of 400 round trips hardly moves
 # between runs, so its bound is set tight: about 3.5 times the largest seen, it fails a relay
 # that holds a 25 km link's bytes twice as long, or waits on a millisecond timer (as epoll's
-# timeout is). The p99 bound, about 3 times the largest seen, catches stalls of the relay
-# itself (e.g. a poll interval in the path) without failing on the scheduler's.
+# timeout is). The p99 bound catches stalls of the relay itself of 10 ms and more (a poll
+# interval in the path) without failing on the scheduler's under CI load (3 ms, 3 times the
+# largest seen on a quieter machine, was too close: review S7).
 RELAY_MEDIAN_EXCESS_BOUND_S = 250e-6
-RELAY_P99_EXCESS_BOUND_S = 3e-3
+RELAY_P99_EXCESS_BOUND_S = 10e-3
 
 
 def serve_echo(secret: str, allow_dir: str, bind: str, seconds: float) -> None:
@@ -237,12 +238,12 @@ def test_curve_round_trips_take_the_fibres_time(
     assert rtt.min() >= 2 * delay_s, report
     # and the link's time comes on top of the rest, not hidden in it: each far message takes
     # a near one's path plus two relay passes (>= 20 us each, measured) plus 2 x delay, so
-    # the far median exceeds the near one by 2 x delay and more; with 400 round trips the
-    # medians' sampling error (about 1.25 x their spread / 20, a few us) is far below the
-    # passes' 40 us. It finds a relay that holds bytes too short by more than its own
-    # overhead (half the 25 km delay: failed here, tried); the per-message minimum above is
-    # the check that cannot be fooled by overhead.
-    assert np.median(rtt) - np.median(baseline) >= 2 * delay_s, report
+    # the far median exceeds the near one by about 2 x delay and more. Under heavy load the
+    # near and far samples do not see the same moments (239 us against 250 us was seen at
+    # load 9.4), so the bound keeps a fifth in hand: it still finds a relay that holds bytes
+    # for half the 25 km delay (125 us + its passes' ~40 us < 200 us; tried); the
+    # per-message minimum above is the check that cannot be fooled by overhead.
+    assert np.median(rtt) - np.median(baseline) >= 0.8 * 2 * delay_s, report
     excess = np.percentile(rtt, [50, 99]) - 2 * delay_s - np.percentile(baseline, [50, 99])
     assert excess[0] <= RELAY_MEDIAN_EXCESS_BOUND_S, report
     assert excess[1] <= RELAY_P99_EXCESS_BOUND_S, report
@@ -301,6 +302,7 @@ def test_nothing_of_a_network_remains_after_its_context(ending):
             built.append(net)
             net.popen("Y", ["sleep", "60"])
             net.endpoint("Y", PORT, "X")  # a relay port (relay mode), with its thread
+            net.reach_host_loopback("Z", [PORT])  # a bridge to this namespace's loopback
             assert set(net.all_namespaces()) <= set(list_namespaces())
             veths = net.run("Y", ["ip", "-o", "link"]).stdout
             assert "l0-X" in veths and "l1-Z" in veths
@@ -317,6 +319,7 @@ def test_nothing_of_a_network_remains_after_its_context(ending):
     assert [p.poll() for p in net.processes] == [-9]  # SIGKILL, as the network closed
     if net.relay is not None:
         assert net.relay.threads_alive() == 0
+    assert net.host_bridge is not None and net.host_bridge.threads_alive() == 0
     assert not [t for t in threading.enumerate() if t.name.startswith(net.run_id)]
 
 

@@ -2,8 +2,8 @@
 (A, B the repeater, C) in one asyncio loop, each over an in-memory fake of its node
 (`LinkOperations`) that keeps the qubits' true state as state vectors, the messages passed
 between them as the wire passes them (packed, unpacked and checked against the schemas, the
-sender named by its key's station). No daemons: the daemon-level end-to-end test comes with
-the memory delivery (branch memory-delivery).
+sender named by its key's station). The daemons' end-to-end test, with the node's link
+layer, memory and BSM: hil_tests/test_network_daemons.py.
 
 The fake's qubits are exact (no noise), so a verified fidelity of 1 says every frame was right:
 any wrong Pauli anywhere flips a correlation. Its drawn herald misses what the simulator's
@@ -37,6 +37,7 @@ from controller.data.networkfile import (
 from controller.messaging.wire import MessageError, Refused, pack, unpack
 from controller.network.estimators import CARDINAL_STATES
 from controller.network.messages import NETWORK_OPERATOR, NETWORK_STATION, REASONS
+from controller.network.pauli import PAULIS, bsm_parities, bsm_pauli, result_after
 from controller.network.service import LinkFailure, NetworkService, PairResult, Timing
 from qnode.errors import QnodeError
 
@@ -142,6 +143,7 @@ class World:
         self.on_bsm = None
         self.repeater_applied: tuple[str, ...] = ()
         self.applied_at: list[tuple[str, str, str]] = []
+        self.frames: dict[tuple[str, str], list[str]] = {}  # a measured half's Paulis
 
 
 class FakeOps:
@@ -167,6 +169,16 @@ class FakeOps:
         made = time.time()
         w.held[self.node][pair_id] = PairResult(pair_id, peer, state, 0.9, made, delivery, applied)
         peer_half = PairResult(pair_id, self.node, state, 0.9, made, peer_delivery)
+        if peer_delivery in ("X", "Y", "Z"):
+            # measured at once, as the daemon's ends do; the link layer's psi- frame (Z on
+            # the responder) flips an X or Y bit and counts as a Pauli the end applied
+            bit = w.qubits.measure(theirs, peer_delivery)
+            frame = ("Z",) if state == "psi_minus" else ()
+            if frame and peer_delivery in ("X", "Y"):
+                bit = -bit
+            peer_half = PairResult(
+                pair_id, self.node, state, 0.9, made, "measured", frame, peer_delivery, bit
+            )
         w.held[peer][pair_id] = peer_half
         if w.push and peer in w.services:
             await w.services[peer].link_pair_delivered(peer_half)
@@ -174,6 +186,13 @@ class FakeOps:
 
     def held_pair(self, pair_id):
         return self.world.held[self.node].get(pair_id)
+
+    def second_link_wait_s(self, stored_pair, peer, protocol, fidelity_min):
+        return None  # the service's Timing
+
+    def _measured(self, pair_id) -> PairResult | None:
+        held = self.world.held[self.node].get(pair_id)
+        return held if held is not None and held.qubit == "measured" else None
 
     async def bell_measurement(self, memory_pair, electron_pair):
         w = self.world
@@ -197,17 +216,26 @@ class FakeOps:
 
     async def apply_pauli(self, pair_id, pauli):
         self.world.applied_at.append((self.node, pair_id, pauli))
-        self.world.qubits.apply(PAULI[pauli], (self.node, pair_id))
+        if self._measured(pair_id):
+            self.world.frames.setdefault((self.node, pair_id), []).append(pauli)
+        else:
+            self.world.qubits.apply(PAULI[pauli], (self.node, pair_id))
 
     async def measure(self, pair_id, basis):
         if self.world.fail_measure.get(self.node):
             self.world.fail_measure[self.node] -= 1
             raise QnodeError("the readout's laser did not answer")
+        measured = self._measured(pair_id)
+        if measured is not None:
+            assert measured.basis == basis, (measured.basis, basis)
+            paulis = tuple(self.world.frames.get((self.node, pair_id), ()))
+            return result_after(measured.bit, basis, paulis)
         return self.world.qubits.measure((self.node, pair_id), basis)
 
     async def release(self, pair_id, reason):
-        self.world.held[self.node].pop(pair_id, None)
-        self.world.qubits.measure((self.node, pair_id))
+        held = self.world.held[self.node].pop(pair_id, None)
+        if held is None or held.qubit != "measured":
+            self.world.qubits.measure((self.node, pair_id))
 
 
 class FakePeers:
@@ -377,6 +405,68 @@ async def test_verified_end_to_end_pairs_reach_all_three_nodes(tmp_path):
         assert np.isfinite(row["t_bsm"]) and np.isfinite(row["t_applied_second"])
     fidelity = summary["figures"]["bell_fidelity"]
     assert fidelity["value"] == pytest.approx(1.0) and fidelity["shots"] == 9
+
+
+@pytest.mark.parametrize("basis", ["X", "Y", "Z"])
+@pytest.mark.parametrize("paulis", [(), *[(p,) for p in PAULIS], ("X", "Z"), ("Y", "Y", "Z")])
+def test_a_frame_applied_to_a_recorded_bit_is_the_frame_applied_before_measuring(basis, paulis):
+    """`result_after` against the state vector: for each eigenstate of the basis (the
+    recorded result), the Paulis applied first turn it into the eigenstate of the result
+    `result_after` gives (a Pauli maps an eigenstate of another Pauli to one of its two)."""
+    values, vectors = np.linalg.eigh(PAULI[basis])
+    for k in (0, 1):
+        recorded = 1 if values[k] > 0 else -1
+        state = vectors[:, k]
+        for name in paulis:
+            state = PAULI[name] @ state
+        expectation = float(np.real(np.vdot(state, PAULI[basis] @ state)))
+        assert expectation == pytest.approx(result_after(recorded, basis, paulis))
+
+
+@pytest.mark.parametrize("state", ["phi_plus", "phi_minus", "psi_plus", "psi_minus"])
+def test_the_bsm_s_parities_name_its_bell_state(state):
+    """bsm_parities is bsm_pauli's inverse, and its zz/xx are the Bell state's ZZ and XX
+    eigenvalues (checked on the state vector)."""
+    zz, xx = bsm_parities(state)
+    pauli = bsm_pauli(zz, xx)
+    assert {"phi_plus": "I", "phi_minus": "Z", "psi_plus": "X", "psi_minus": "Y"}[state] == (
+        pauli.name
+    )
+    vector = {
+        "phi_plus": np.array([1, 0, 0, 1]),
+        "phi_minus": np.array([1, 0, 0, -1]),
+        "psi_plus": np.array([0, 1, 1, 0]),
+        "psi_minus": np.array([0, 1, -1, 0]),
+    }[state] / np.sqrt(2)
+    for op, bit in ((np.kron(SZ, SZ), zz), (np.kron(SX, SX), xx)):
+        assert np.real(np.vdot(vector, op @ vector)) == pytest.approx(-1 if bit else 1)
+    with pytest.raises(ValueError, match="not a Bell state"):
+        bsm_parities("psi")
+    with pytest.raises(ValueError, match="result is"):
+        result_after(0, "Z")
+
+
+@in_loop
+async def test_the_ends_measure_at_delivery_in_the_pair_s_verification_basis(tmp_path):
+    """With --verify each end's half is measured as its link pair is delivered, in the basis
+    chosen for that end-to-end pair (cycled X, Y, Z), and the swap's frame reaches the bit."""
+    async with Lab(tmp_path, seed=9) as lab:
+        summary = await lab.run("network_entangle", ends=["A", "C"], pairs=6, verify=True)
+        data = lab.data(summary)
+        held = {n: dict(lab.world.held[n]) for n in "AC"}
+    assert summary["delivered"] == 6
+    for row in rows(data["B"], DELIVERED).values():
+        basis = BASIS_NAMES[row["basis_first"] - 1]
+        first, second = (
+            held[n][row[f"link_{w}"].decode()]
+            for n, w in zip("AC", ("first", "second"), strict=True)
+        )
+        assert first.qubit == second.qubit == "measured"
+        assert first.basis == second.basis == basis
+    bases = [BASIS_NAMES[r["basis_first"] - 1] for r in rows(data["B"], DELIVERED).values()]
+    assert sorted(bases) == sorted("XYZ" * 2)
+    assert summary["figures"]["bell_fidelity"]["value"] == pytest.approx(1.0)
+    assert set(summary["bsm"]) == set(rows(data["B"], DELIVERED))
 
 
 @in_loop
@@ -682,16 +772,18 @@ async def test_operator_requests_the_repeater_cannot_serve(tmp_path):
             await lab.b.handle_operator({"type": "network_session", "session": "nothing"})
 
 
-# the node daemons' wiring (today's link layer: the memory operations are pending) ----------------
+# the node daemons' wiring (uncalibrated: the link layer refuses) --------------------------------
 def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
     tmp_path, monkeypatch
 ):
     """Through the real transports: the three node daemons of the three-node lab (`qnode sim
-    up` in its own process). B's operator request opens the session on A and C over their
-    station links (CurveZMQ); B's first link pair needs the delivery into its memory, which
-    this daemon does not have yet (branch memory-delivery), so the session fails with that
-    reason on all three and every file is closed; a network message with the operator's
-    client key is refused and counted; bad operator input is refused at the door."""
+    up` in its own process), nothing calibrated. B's operator request opens the session on A
+    and C over their station links (CurveZMQ); B's link layer refuses the first link pair
+    (the node is not calibrated), so the session fails with that reason on all three and
+    every file is closed (a refusal to start is not waited out: it would not change); a
+    network message with the operator's client key is refused and counted; bad operator
+    input is refused at the door. The calibrated swap through the daemons:
+    hil_tests/test_network_daemons.py."""
     from controller.harness.sim import start_sim
     from controller.labconfig import load_lab
     from controller.operator import daemons
@@ -724,7 +816,7 @@ def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
                 time.sleep(0.1)
                 summary = b.request("network_session", session=session)["session"]
         assert summary["state"] == "failed", summary
-        assert "memory-delivery" in summary["reason"]
+        assert "node B is not calibrated" in summary["reason"]
         for node in "ABC":
             with NodeClient.for_lab(lab, node, timeout_s=30) as client:
                 got = client.request("network_session_data", session=session)["data"]
@@ -744,7 +836,7 @@ def test_node_daemons_open_and_close_a_network_session_over_their_station_links(
             env={**os.environ, "COLUMNS": "250"},
         )
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "failed" in result.stdout and "memory-delivery" in result.stdout, result.stdout
+        assert "failed" in result.stdout and "not calibrated" in result.stdout, result.stdout
         assert "the three nodes agree" in result.stdout
     finally:
         for proc in reversed(procs):

@@ -30,7 +30,7 @@ from qnode.errors import LabConfigError, ProgramError, QnodeError
 from sequences.program import Instruction, Op, assemble, decode, decode_events, encode
 from sim_backends.framing import Message
 from sim_backends.instruments.sequencer import SimSequencer
-from sim_backends.lab import SimLab
+from sim_backends.lab import SimLab, fibre_db_per_km, fibre_transmission
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
@@ -96,8 +96,29 @@ def test_sim_up_serves_the_metro_lab_with_its_fibres(tmp_path):
             for node in link.nodes:
                 fibre_ns = link.delay_s(node) * 1e9
                 assert fibre_ns + 40.0 <= delays[node] <= fibre_ns + 90.0, (link, node)
+            # each node's efficiency holds its converter (15-25 %) and its fibre at 1588 nm
+            # (0.2 dB/km): the NV's free-space 2.8e-4..4.2e-4 times that
+            eta = control.truth(link.midpoint)["eta"]
+            for node in link.nodes:
+                fibre = 10 ** (-0.2 * link.fibre_km[node] / 10)
+                assert 2.8e-4 * 0.15 * fibre <= eta[node] <= 4.2e-4 * 0.25 * fibre, (link, node)
     finally:
         terminate(proc)
+
+
+def test_fibre_loss_follows_the_wavelength():
+    """Telecom light loses 0.2 dB/km; the NV's own 637 nm light about 7 dB/km (Rayleigh
+    scattering, as the fourth power of the wavelength): 5 km of it would take 35 dB."""
+    rng = np.random.default_rng(1)
+    assert fibre_db_per_km(1588.0) == pytest.approx(0.2)
+    assert fibre_db_per_km(637.2) == pytest.approx(0.2 * (1550 / 637.2) ** 4)
+    assert 6.5 < fibre_db_per_km(637.2) < 7.5
+    assert fibre_transmission("nv", 0.0, None, rng) == 1.0  # no fibre, no converter
+    own = fibre_transmission("nv", 5.0, None, rng)
+    assert own == pytest.approx(10 ** (-fibre_db_per_km(637.2) * 5 / 10))
+    converted = [fibre_transmission("nv", 5.0, 1588.0, rng) for _ in range(200)]
+    assert 0.15 * 10**-0.1 <= min(converted) < max(converted) <= 0.25 * 10**-0.1
+    assert min(converted) > 100 * own  # conversion is what makes metro links possible
 
 
 def test_each_midpoint_drives_the_sync_of_its_own_link(three_node):
@@ -903,3 +924,27 @@ def test_a_second_link_s_walk_does_not_run_the_node_s_routines_again():
     outcomes = run_graph(node, ["detection_window"], done=done)
     assert [(o.routine, o.verdict) for o in outcomes] == [("detection_window", SKIPPED)]
     assert "no midpoint" in outcomes[0].reason
+
+
+def test_the_cavity_lab_pins_weak_memories_and_collects_through_cavities(tmp_path):
+    """labs/sim_three_node_cavity.toml: every 13C's hyperfine coupling pinned (`[simulation.
+    c13]`), the rest of its truth still drawn from the seed (the same as the lab-scale lab's);
+    each node's efficiency in the simulator's cavity range (0.02-0.05), ~100 x free space."""
+    import tomllib
+
+    cavity = tomllib.loads((LABS / "sim_three_node_cavity.toml").read_text())
+    free = tomllib.loads((LABS / "sim_three_node.toml").read_text())
+    pinned = SimLab(cavity, SEED, tmp_path / "c", tmp_path / "c.json")
+    drawn = SimLab(free, SEED, tmp_path / "f", tmp_path / "f.json")
+    pinned._build()
+    drawn._build()
+    for node in "ABC":
+        p = pinned.nodes[node].physics.memories[0].truth
+        d = drawn.nodes[node].physics.memories[0].truth
+        assert (p.a_par_hz, p.a_perp_hz) == (-12000.0, 15000.0)
+        assert abs(d.a_par_hz) >= 20e3  # the lab-scale lab's are drawn in 20-60 kHz
+        assert (p.larmor_hz, p.t2star_s, p.t2_hahn_s) == (d.larmor_hz, d.t2star_s, d.t2_hahn_s)
+    for midpoint in pinned.midpoints.values():
+        assert all(0.02 * 0.99 <= eta <= 0.05 for eta in midpoint.truth.eta.values())
+    for midpoint in drawn.midpoints.values():
+        assert all(eta <= 4.2e-4 for eta in midpoint.truth.eta.values())

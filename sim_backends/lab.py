@@ -40,6 +40,33 @@ from sim_backends.servers import PtyServer, TcpServer, ZmqServer
 log = logging.getLogger("qnode.sim")
 
 FIBRE_NS_PER_KM = 5000.0
+FIBRE_DB_PER_KM_AT_1550 = 0.2
+"""Standard single-mode fibre at 1550 nm (ITU-T G.652.D: at most 0.20 dB/km)."""
+PHOTON_NM = {"nv": 637.2, "ion": 854.2}
+"""Each platform's own photons: the NV's zero-phonon line; Ca+'s 854 nm cavity photon."""
+CONVERSION_EFFICIENCY_RANGE = (0.15, 0.25)
+"""A node's quantum frequency conversion, photon in to photon in the fibre: 17 % for NV
+photons to 1588 nm (Dreau et al., Phys. Rev. Applied 9, 064031 (2018))."""
+
+
+def fibre_db_per_km(wavelength_nm: float) -> float:
+    """Silica fibre's loss: Rayleigh scattering, which falls as the fourth power of the
+    wavelength, dominates below the telecom bands; the 1550 nm figure is the floor."""
+    return FIBRE_DB_PER_KM_AT_1550 * max(1.0, (1550.0 / wavelength_nm) ** 4)
+
+
+def fibre_transmission(
+    platform: str, fibre_km: float, wavelength_nm: float | None, rng: np.random.Generator
+) -> float:
+    """The share of a node's photons that reach its midpoint through the link's fibre (and
+    its frequency converter, when the link names a wavelength)."""
+    own = PHOTON_NM[platform]
+    converted = wavelength_nm is not None and abs(wavelength_nm - own) > 1.0
+    efficiency = float(rng.uniform(*CONVERSION_EFFICIENCY_RANGE)) if converted else 1.0
+    nm = wavelength_nm if wavelength_nm is not None else own
+    return efficiency * 10 ** (-fibre_db_per_km(nm) * fibre_km / 10)
+
+
 """Light in fibre: about 5 us per km (group index ~1.47)."""
 
 
@@ -110,7 +137,15 @@ class SimLab:
                     truth = replace(truth, **{k: float(v) for k, v in pinned.items()})
                 # its memory qubits (`<node>.<memory>`) join the register
                 memories = list(node_cfg.get("memories") or [])
-                physics = NodePhysics(node_name, truth, rng, self.register, memories=memories)
+                c13 = (self.description.get("simulation") or {}).get("c13") or {}
+                physics = NodePhysics(
+                    node_name,
+                    truth,
+                    rng,
+                    self.register,
+                    memories=memories,
+                    memory_pins={k: float(v) for k, v in c13.items()},
+                )
             node = SimNode(node_name, physics)
             self.nodes[node_name] = node
             lasers: dict[str, SimLaserState] = {}
@@ -211,6 +246,14 @@ class SimLab:
         truth = draw_midpoint_truth(platforms, detectors, rng, pins)
         # the photons' delay after their sync: the electronics (drawn) and the fibre
         truth = replace(truth, delay_ns={n: d + fibre_ns[n] for n, d in truth.delay_ns.items()})
+        # and the photons' loss in the fibre (and a converter): part of each node's efficiency
+        transmission = {
+            n: fibre_transmission(
+                platforms[n][0], float(fibre_km.get(n, 0.0)), link.get("wavelength_nm"), rng
+            )
+            for n in platforms
+        }
+        truth = replace(truth, eta={n: e * transmission[n] for n, e in truth.eta.items()})
         tagger.detector_dark_hz = dict(truth.dark_count_hz)
         piezos = [n for n, i in cfg["instruments"].items() if i["role"] == "phase_stabiliser"]
         piezo = self.devices.get(f"{name}.{piezos[0]}") if piezos else None

@@ -9,7 +9,10 @@ Its in-process API for a service inside the daemon (docs/network.md, "Delivery i
 `handle_operator({"type": "entangle", ..., "delivery": ..., "peer_delivery": ...})` starts a
 session; `session` / `finished[id]` hold its summary (with `memory` on a memory node);
 `memory_measure(basis)`, `bell_measurement()` and `memory_state()` read and show the qubits
-that `memory` (a NodeMemory) keeps.
+that `memory` (a NodeMemory) keeps; `session_listeners` are called with each ended session's
+summary (the network service learns of the pairs a neighbour's session delivered here);
+`link_expectation` and `attempt_budget` plan a session before it starts (the network
+service's wait for a second link while a pair is stored).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +32,7 @@ from calibration.planning import link_from_calibration, memory_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
-from controller.link.memory import CUT_OFF, Discard, Move, NodeMemory
+from controller.link.memory import CUT_OFF, UNBOUNDED, Discard, Move, NodeMemory
 from controller.link.messages import (
     FROM_MIDPOINT,
     FROM_PEER,
@@ -45,6 +49,7 @@ from controller.link.plan import (
     expectation,
     max_attempts,
     memory_init_sequence,
+    memory_still_there,
     plan_round,
     round_basis,
     round_sequence,
@@ -84,8 +89,12 @@ def memory_alpha(session: LinkSession) -> tuple[float, int]:
     """(alpha, stored-pair attempts per attempt) of a session's attempts, as the memory's
     planning model takes them: single-click its alpha once; Barrett-Kok two excitations at
     half the population bright."""
-    alpha = session.expected.alpha
-    if session.request.get("protocol") == "single_click" and alpha is not None:
+    return memory_alpha_of(session.expected.alpha, str(session.request.get("protocol")))
+
+
+def memory_alpha_of(alpha: float | None, protocol: str) -> tuple[float, int]:
+    """`memory_alpha` of a planned session (its alpha and protocol)."""
+    if protocol == "single_click" and alpha is not None:
         return float(alpha), 1
     return 0.5, 2
 
@@ -120,6 +129,8 @@ class NodeLink:
         """Stored pair -> (this node corrects its psi- with Z, the heralded outcome)."""
         self.memory_discards: list[dict] = []
         """Stored pairs discarded here, with their reasons (newest last)."""
+        self.session_listeners: list[Callable[[dict], None]] = []
+        """Called (in the loop) with each session's summary once it has ended here."""
 
     # lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -257,23 +268,46 @@ class NodeLink:
                     "measure or discard the stored pair first (memory_measure)"
                 )
 
+    def link_expectation(
+        self, peer: str, protocol: str, fidelity_min: float, alpha: float | None = None
+    ) -> Expectation:
+        """What a session with `peer` would expect (alpha, success per attempt, fidelity) from
+        the calibrated values, as `entangle` plans it."""
+        nodes = [self.name, peer]
+        midpoint = self.lab.link_between(self.name, peer)[1].midpoint
+        values = {n: self.node.parameters(n) for n in (*nodes, midpoint)}
+        # a node between midpoints has its photon values per link, under each midpoint
+        one_link = [n for n in nodes if len(self.lab.links_of(n)) == 1]
+        link, notes = link_from_calibration(values, nodes, midpoint, one_link)
+        calibrated = values[midpoint].get("single_click_alpha")
+        single_click = protocol == "single_click"  # the one protocol with an alpha
+        if alpha is None and not fidelity_min and calibrated and single_click:
+            alpha = calibrated  # the alpha routine's choice for its target fidelity
+            notes = (*notes, f"alpha {calibrated:.4f} from calibration (routine 'alpha')")
+        return expectation(protocol, link, fidelity_min, alpha, notes)
+
+    def attempt_budget(self, peer: str, protocol: str, expected: Expectation) -> tuple[int, float]:
+        """(attempts, seconds per attempt) a session with `peer` may make now before a stored
+        pair's cut-off (NodeMemory.may_attempt over the planning model; UNBOUNDED when no
+        stored pair limits it), an attempt lasting the herald window plus the round trip."""
+        link_name, link = self.lab.link_between(self.name, peer)
+        window_s = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
+        attempt_s = window_s * 1e-9
+        if self.memory is None or not self._holds_stored():
+            return UNBOUNDED, attempt_s
+        alpha, per_attempt = memory_alpha_of(expected.alpha, protocol)
+        permit = self.memory.may_attempt(link_name, alpha, time.monotonic(), 1, attempt_s)
+        return permit.budget // per_attempt, attempt_s
+
     async def _entangle(self, msg: dict) -> dict:
         request = request_from(msg)
         peer = msg.get("peer") or self._only_peer()
         self._check(request, peer)
         self._towards(peer)
         nodes = [self.name, peer]
-        values = {n: self.node.parameters(n) for n in (*nodes, self.midpoint)}
-        # a node between midpoints has its photon values per link, under each midpoint
-        one_link = [n for n in nodes if len(self.lab.links_of(n)) == 1]
-        link, notes = link_from_calibration(values, nodes, self.midpoint, one_link)
-        alpha = request["alpha"]
-        calibrated = values[self.midpoint].get("single_click_alpha")
-        single_click = request["protocol"] == "single_click"  # the one protocol with an alpha
-        if alpha is None and not request["fidelity_min"] and calibrated and single_click:
-            alpha = calibrated  # the alpha routine's choice for its target fidelity
-            notes = (*notes, f"alpha {calibrated:.4f} from calibration (routine 'alpha')")
-        expected = expectation(request["protocol"], link, request["fidelity_min"], alpha, notes)
+        expected = self.link_expectation(
+            peer, request["protocol"], request["fidelity_min"], request["alpha"]
+        )
         request["alpha"] = expected.alpha
         session_id = new_session_id()
         full = {**request, "session": session_id, "nodes": nodes, "expected": expected.as_dict()}
@@ -560,6 +594,11 @@ class NodeLink:
             summary["memory"] = self._memory_after(session)
         self.finished[session.session] = summary
         self.session = None
+        for listener in list(self.session_listeners):
+            try:
+                listener(summary)
+            except Exception:  # a listener's fault never ends a session differently
+                log.exception("%s: session listener", self.name)
         log.info(
             "%s: session %s %s (%s): %d delivered, %d discarded",
             self.name,
@@ -647,6 +686,14 @@ class NodeLink:
             return
         self.frames[pair_id] = (session.frame_node == self.name, outcome)
 
+    def discard_held(self, pair_id: str, reason: str) -> None:
+        """A pair this node's qubits hold is no longer wanted (the network discarded the
+        end-to-end pair using it): discarded in NodeMemory with the reason, the qubit free."""
+        if self.memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        self.memory.discard(pair_id, reason)
+        self._discarded(pair_id, reason)
+
     def _discarded(self, pair_id: str, reason: str) -> None:
         log.warning("%s: stored pair %s discarded: %s", self.name, pair_id, reason)
         self.memory_discards.append({"pair_id": pair_id, "reason": reason, "t": time.time()})
@@ -683,14 +730,18 @@ class NodeLink:
             if not pair.in_memory:
                 raise QnodeError(f"pair {pair_id} is in the electron, not in a memory qubit")
         qubit = pair.qubit.split(".", 1)[1]
+        frame_deg = self._memory_frame_deg(qubit, pair)
         sequence = Sequence(
             f"memory_measure_{basis}",
             # the electron initialised first: MemoryReadout moves the memory's state onto an
-            # electron in |0> (it may still hold a kept pair's half, or the check's pumping)
+            # electron in |0> (it may still hold a kept pair's half); the state was written on
+            # the sequencer's Larmor epoch (SwapToMemory, epoch). The charge check comes after
+            # the readout (a failed one flags the shot): before it, a repump would destroy
+            # the memory's phase (NV0's hyperfine differs) and X, Y with it
             (
-                memory_check(self.node.platform),
                 SpinInit(),
-                MemoryReadout(qubit, basis=basis.lower()),
+                MemoryReadout(qubit, basis=basis.lower(), frame_deg=frame_deg, epoch=True),
+                memory_still_there(memory_check(self.node.platform)),
             ),
             1,
         )
@@ -710,6 +761,10 @@ class NodeLink:
             raise QnodeError(f"memory readout run {outcome.status}: {outcome.reason}")
         shot = shots[0][1]
         bit = 1 if shot.counts >= self.node.parameters(self.name)["readout_threshold"] else -1
+        if basis == "X":
+            # the link measures an electron's X as pi/2 about +y (plan.round_sequence):
+            # bright is -x there, +x in MemoryReadout: the bit as the link's would read
+            bit = -bit
         if heralded == "psi_minus" and frame_node and basis in ("X", "Y"):
             bit = -bit  # the link's Pauli frame: Z on this node turns psi- into psi+
         return {
@@ -720,8 +775,19 @@ class NodeLink:
             "valid": shot.valid,
             "outcome": heralded,
             "expected_fidelity": goodness,
+            "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
+
+    def _memory_frame_deg(self, qubit: str, pair) -> float:
+        """The stored state's known turn since it was written: its attempts (all links) x
+        the calibrated mean phase per attempt (`<memory>_phase_per_attempt_deg`, 0 until
+        calibrated), to be undone at its readout (Hermans et al. 2022 feed it forward)."""
+        values = self.node.parameters(self.name)
+        per_attempt = values.get(f"{qubit}_phase_per_attempt_deg")
+        if per_attempt is None or not math.isfinite(per_attempt):
+            return 0.0
+        return float(per_attempt) * sum(pair.attempts.values())
 
     async def bell_measurement(self) -> dict:
         """The Bell-state measurement of the electron's pair and the memory's stored pair
@@ -729,8 +795,10 @@ class NodeLink:
         (electron, memory) they name (BELL_TABLE), both pairs' ids, heralded outcomes and
         whether this node holds their psi- frame; both qubits are free after. The run file
         holds the counts. In-process API (the daemon's `bell_measurement` request calls it).
-        The parity bit (memory) is sound; the phase bit (electron) needs the memory's frame,
-        which a program of its own does not keep (docs/network.md)."""
+        The memory's frame comes from the sequencer's Larmor epoch (the pair was stored on it)
+        and its known turn from the attempts since (`frame_deg`). The parity bit (memory) is
+        sound; the phase bit (electron) also needs the electron's half coherent, which a
+        program boundary does not keep (docs/network.md, "Delivery into memory")."""
         memory = self.memory
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
@@ -746,7 +814,8 @@ class NodeLink:
             )
         kept = stored[0]
         qubit = kept.qubit.split(".", 1)[1]
-        run = await self.node.prepare(bell_measurement(qubit))
+        frame_deg = self._memory_frame_deg(qubit, kept)
+        run = await self.node.prepare(bell_measurement(qubit, frame_deg=frame_deg, epoch=True))
         counts: dict[int, int] = {}
         valid: list[bool] = []
 
@@ -778,6 +847,7 @@ class NodeLink:
                 },
                 "memory": {**kept.as_dict(), "frame_here": frames[kept.pair_id][0]},
             },
+            "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
+from controller.labconfig import dial_endpoint
 from controller.messaging.curve import client_socket
 from controller.messaging.keys import node_keys
 from controller.messaging.serving import node_info_path, read_info
@@ -75,7 +76,7 @@ class StationLink:
         # no chosen routing id: the station is known by its key, and another client that
         # took a routing id first could otherwise keep this one from connecting
         sock = client_socket(self.ctx, zmq.DEALER, secret, Path(info["server_public_key"]))
-        sock.connect(info["endpoint"])
+        sock.connect(dial_endpoint(self.target, info["endpoint"]))
         self.endpoint = info["endpoint"]
         self._sock = sock
         self._reader = asyncio.get_running_loop().create_task(self._read(sock))

@@ -1,44 +1,88 @@
-"""The network service's view of its node daemon: `LinkOperations` over today's link layer,
-`Peers` over the station links the link layer dials.
+"""The network service's view of its node daemon: `LinkOperations` over the node's link layer
+(`NodeLink`'s in-process API, docs/network.md "Delivery into memory"), `Peers` over the station
+links the link layer dials.
 
-CONNECT AT MERGE (branch memory-delivery): today's link layer opens a session per request and
-keeps a pair's half in the electron only; the delivery into the 13C memory (`delivery` =
-"memory", SwapToMemory) and the node requests `bell_measurement` and `memory_measure` are
-being added on the branch memory-delivery. Each operation that needs them raises
-`PendingOperation`, naming what it waits for, so that a network session in a daemon fails
-with that reason rather than pretending; the coordinator connects them when both branches
-are merged. The service itself is tested with an exact in-memory fake of `LinkOperations`
-(hil_tests/test_network_service.py).
+- A link pair is one link session of one pair (`handle_operator({"type": "entangle", ...})`,
+  its summary in `finished`, its row in the session file). The repeater initiates both: the
+  first end's half into its 13C memory (`delivery` "memory"), the second's kept in its
+  electron ("keep"). The ends' halves follow the request's `peer_delivery`: measured at once
+  in X, Y or Z (an end's electron cannot wait for the swap: T2* of microseconds, and these
+  ends do not decouple), or kept.
+- The swap's Pauli frame at an end is software: `apply_pauli` records it and `measure` applies
+  it to the recorded bit (`pauli.result_after`). The link layer's own frame (Z on the
+  responder for psi-, already in a measured bit) counts as a Pauli this end applied.
+- The BSM is the node's `bell_measurement()` (sequences.library.bell_measurement); the Bell
+  state it names gives the swap's parities (`pauli.bsm_parities`).
+- An end learns of a link pair as its link session ends (`connect`: a session listener that
+  pushes `link_pair_delivered` to the service), so a repeater that dies after the first link
+  leaves a pair the end discards with a reason (timeout), never one it forgets.
+
+GHZ's and teleportation's node operations (a CNOT memory -> electron with the electron's
+readout; a state prepared beside a half and its BSM) are not connected yet: they raise
+`PendingOperation`, naming what is missing.
+
+Timing in the daemon (`DAEMON_TIMING`, `second_link_wait_s`): B waits for the second link for
+as many attempts as the stored pair's budget allows (`NodeMemory.may_attempt` over the
+planning model; with no minimum fidelity, the link layer's one shot: ten expected waits),
+each an attempt window (herald window plus round trip), plus a link session's own time
+through the daemons (`LINK_SESSION_OVERHEAD_S`), at most `DAEMON_TIMING.second_link_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from controller.data.sessionfile import DELIVERED, read_session
+from controller.link.memory import UNBOUNDED
 from controller.link.node_link import NodeLink
-from controller.link.vocabulary import OUTCOMES
-from controller.network.service import ELECTRON, LinkFailure, PairResult, Timing
+from controller.link.plan import max_attempts
+from controller.link.vocabulary import BASES, MEMORY_BASES, OUTCOMES
+from controller.network.pauli import bsm_parities, result_after
+from controller.network.service import (
+    ELECTRON,
+    MEMORY,
+    LinkFailure,
+    NetworkService,
+    PairResult,
+    Timing,
+)
 from qnode.errors import QnodeError
 
-DAEMON_TIMING = Timing(second_link_s=20.0, ack_s=5.0, outcome_s=30.0, decision_s=10.0)
-"""Today's link layer opens a link session per pair (seconds, through two daemons and a
-midpoint), so B's wait for the second link is that, not the memory's coherence budget (tens
-of ms of attempts): to be set from the memory model when the memory delivery is merged."""
+log = logging.getLogger("qnode.network")
+
+LINK_SESSION_OVERHEAD_S = 20.0
+"""A link session's own time through the daemons beyond its attempts: link_request to the
+peer, the midpoint's session_start, the memory's init program, compiling and loading the
+round, the last herald's drain and link_end. 1-3 s on the simulated three-node lab (a
+protected B-C session of one pair: ~1.3 s, hil_tests/test_memory_delivery.py); 20 s leaves
+room for a loaded machine (2 cores, five daemons and the simulator)."""
+BSM_S = 20.0
+"""The repeater's BSM through its daemon (a program of ~4 memory gates: 1-2 s simulated)."""
+DAEMON_TIMING = Timing(
+    second_link_s=40.0,
+    ack_s=10.0,
+    outcome_s=40.0 + BSM_S,
+    decision_s=30.0,
+    request_s=30.0,
+)
+"""`second_link_s` is the cap of B's derived wait (`second_link_wait_s`); an end waits for
+the outcome longer than B can wait for its second link plus its BSM (`outcome_s`), and for
+B's decision longer than B waits for the ends' `swap_applied` (`ack_s`)."""
+assert DAEMON_TIMING.outcome_s >= DAEMON_TIMING.second_link_s + BSM_S
+assert DAEMON_TIMING.decision_s > DAEMON_TIMING.ack_s
 SESSION_END_MARGIN_S = 30.0
+"""A link session ends this long after its deadline at the latest (its drain and link_end)."""
+FRAMES_KEPT = 1000
+"""The software frames of this many link pairs are kept (a long session's measured halves)."""
+END_DELIVERIES = (ELECTRON, *MEMORY_BASES)
+"""How an end's half is delivered: kept in its electron, or measured at once in X, Y or Z."""
 
 
 class PendingOperation(QnodeError):
-    """An operation the merge of branch memory-delivery provides."""
-
-
-def _pending(what: str) -> PendingOperation:
-    return PendingOperation(
-        f"{what} is not available in this node daemon yet: it comes with the 13C memory "
-        "delivery and the node's BSM and memory readout (branch memory-delivery)"
-    )
+    """A node operation the network service asks that this daemon does not have yet."""
 
 
 class NodeLinkOperations:
@@ -46,6 +90,8 @@ class NodeLinkOperations:
 
     def __init__(self, link: NodeLink) -> None:
         self.link = link
+        self.frames: dict[str, list[str]] = {}
+        """Link pair -> the Paulis the network applied to this node's half (in software)."""
 
     async def make_pair(
         self,
@@ -56,8 +102,15 @@ class NodeLinkOperations:
         fidelity_min: float,
         deadline_s: float,
     ) -> PairResult:
-        if delivery != ELECTRON or peer_delivery != ELECTRON:
-            raise _pending(f"delivering a link pair into the memory ({delivery}/{peer_delivery})")
+        if delivery not in (MEMORY, ELECTRON) or peer_delivery not in END_DELIVERIES:
+            raise QnodeError(
+                f"a link pair for the network: this node's half into {MEMORY} or {ELECTRON}, "
+                f"the peer's {', '.join(END_DELIVERIES)}; got {delivery}/{peer_delivery}"
+            )
+        memory = self.link.memory
+        stored_before = {p.pair_id for p in memory.pairs() if p.in_memory} if memory else set()
+        # a refusal to start (not calibrated, no free memory, a node busy) fails the network
+        # session with its reason: waiting would not change it
         started = await self.link.handle_operator(
             {
                 "type": "entangle",
@@ -65,7 +118,8 @@ class NodeLinkOperations:
                 "protocol": protocol,
                 "fidelity_min": fidelity_min,
                 "deadline_s": deadline_s,
-                "delivery": "keep",
+                "delivery": delivery,
+                "peer_delivery": peer_delivery,
                 "peer": peer,
             }
         )
@@ -73,30 +127,75 @@ class NodeLinkOperations:
         limit = time.monotonic() + deadline_s + SESSION_END_MARGIN_S
         while session not in self.link.finished:
             if time.monotonic() > limit:
+                current = self.link.session
+                if current is not None and current.session == session:
+                    self.link.abort(f"the network's wait for session {session} ran out")
                 raise LinkFailure(f"link session {session} with {peer} did not end in time")
             await asyncio.sleep(0.02)
         summary = self.link.finished[session]
-        pair = self._delivered(summary, peer)
-        if pair is None:
+        cut = self._cut_off(stored_before)
+        pair = self.delivered_pair(summary, peer)
+        if pair is None or cut:
+            why = summary["reason"] or "no pair delivered"
             raise LinkFailure(
-                f"link session {session} with {peer}: {summary['state']} "
-                f"({summary['reason'] or 'no pair delivered'})"
+                f"link session {session} with {peer}: {summary['state']} ({why})",
+                cut_off=cut,
             )
+        if delivery == MEMORY:
+            return self._stored(summary, pair)
         return pair
 
-    def _delivered(
+    def _cut_off(self, stored_before: set[str]) -> str:
+        """A pair stored before the session that the link layer discarded since ("" none)."""
+        memory = self.link.memory
+        if memory is None or not stored_before:
+            return ""
+        still = {p.pair_id for p in memory.pairs() if p.in_memory}
+        gone = stored_before - still
+        discarded = {d["pair_id"] for d in self.link.memory_discards}
+        return next(iter(sorted(gone & discarded)), "")
+
+    def _stored(self, summary: dict, pair: PairResult) -> PairResult:
+        """The pair as the memory holds it (its goodness after the move), or LinkFailure
+        with the reason the move refused or cut it off."""
+        holds = (summary.get("memory") or {}).get("holds") or {}
+        for qubit, held in holds.items():
+            if "." in qubit and held is not None and held["pair_id"] == pair.pair_id:
+                return PairResult(
+                    pair.pair_id,
+                    pair.peer,
+                    pair.state,
+                    float(held["goodness"]),
+                    pair.made,
+                    "memory",
+                )
+        reasons = [d["reason"] for d in self.link.memory_discards if d["pair_id"] == pair.pair_id]
+        why = reasons[-1] if reasons else f"not in a memory qubit ({holds})"
+        raise LinkFailure(f"link pair {pair.pair_id} not stored: {why}", unstored=pair)
+
+    def delivered_pair(
         self, summary: dict[str, Any], peer: str, pair_id: str = ""
     ) -> PairResult | None:
+        """The delivered pair of a one-pair link session, as the network takes it: where
+        this node's half is, and for a half measured at once its basis and bit (the link
+        layer's psi- frame, Z on the responder, is in that bit: counted as applied here)."""
         for row in read_session(summary["file"])["pairs"]:
             if row["status"] != DELIVERED or (pair_id and row["id"].decode() != pair_id):
                 continue
+            state = OUTCOMES[int(row["outcome"])]
+            basis = BASES[int(row["basis"])]
+            measured = basis in MEMORY_BASES
+            frame_here = summary["role"] == "responder" and state == "psi_minus"
             return PairResult(
                 row["id"].decode(),
                 peer,
-                OUTCOMES[int(row["outcome"])],
+                state,
                 float(row["fidelity_estimate"]),
                 float(row["t"]),
-                "electron",
+                "measured" if measured else ("memory" if basis == "memory" else "electron"),
+                ("Z",) if frame_here and measured else (),
+                basis if measured else "",
+                int(row["bit"]) if measured else 0,
             )
         return None
 
@@ -106,26 +205,115 @@ class NodeLinkOperations:
         summary = self.link.finished.get(session)
         if summary is None:
             return None
-        return self._delivered(summary, summary["peer"], pair_id)
+        return self.delivered_pair(summary, summary["peer"], pair_id)
+
+    def second_link_wait_s(
+        self, stored_pair: str, peer: str, protocol: str, fidelity_min: float
+    ) -> float | None:
+        """See the module's docstring: the stored pair's attempt budget on the link to
+        `peer` in time, plus a link session's overhead."""
+        expected = self.link.link_expectation(peer, protocol, fidelity_min)
+        budget, attempt_s = self.link.attempt_budget(peer, protocol, expected)
+        attempts = budget if budget < UNBOUNDED else max_attempts(expected.p_success)
+        return attempts * attempt_s + LINK_SESSION_OVERHEAD_S
 
     async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
-        raise _pending("the Bell-state measurement (node request bell_measurement)")
+        result = await self.link.bell_measurement()
+        measured = (result["pairs"]["memory"]["pair_id"], result["pairs"]["electron"]["pair_id"])
+        if measured != (memory_pair, electron_pair):
+            raise QnodeError(
+                f"the BSM measured {measured}, the network asked for {(memory_pair, electron_pair)}"
+            )
+        if not result["valid"]:
+            raise QnodeError(f"the BSM's shot was not valid (run {result['run_id']})")
+        log.info(
+            "%s: BSM of %s and %s: %s (counts %s, run %s)",
+            self.link.name,
+            memory_pair,
+            electron_pair,
+            result["bell_state"],
+            result["counts"],
+            result["run_id"],
+        )
+        return bsm_parities(result["bell_state"])
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
-        raise _pending("the GHZ operation (CNOT memory -> electron, electron readout)")
+        raise PendingOperation(
+            "the GHZ operation (CNOT memory -> electron, the electron's readout) is not "
+            "connected in the node daemon yet"
+        )
 
     async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
-        raise _pending("the teleportation BSM (a state prepared beside the pair's half)")
+        raise PendingOperation(
+            "the teleportation's BSM (a state prepared beside the pair's half) is not "
+            "connected in the node daemon yet"
+        )
 
     async def apply_pauli(self, pair_id: str, pauli: str) -> None:
-        raise _pending(f"a Pauli {pauli} on a held pair's qubit")
+        """The network's Pauli on this node's half, kept in software (a Pauli frame): applied
+        to the half's result when it is measured."""
+        if self._held_here(pair_id) is None:
+            raise QnodeError(f"{self.link.name} holds no half of link pair {pair_id}")
+        self.frames.setdefault(pair_id, []).append(pauli)
+        for old in list(self.frames)[:-FRAMES_KEPT]:
+            del self.frames[old]
+
+    def _held_here(self, pair_id: str) -> PairResult | None:
+        held = self.held_pair(pair_id)
+        if held is not None:
+            return held
+        memory = self.link.memory
+        if memory is not None and any(p.pair_id == pair_id for p in memory.pairs()):
+            return PairResult(pair_id, memory.pair(pair_id).peer, "", 0.0, 0.0, "memory")
+        return None
 
     async def measure(self, pair_id: str, basis: str) -> int:
-        raise _pending("measuring a held pair's qubit (node request memory_measure)")
+        held = self._held_here(pair_id)
+        if held is None:
+            raise QnodeError(f"{self.link.name} holds no half of link pair {pair_id}")
+        paulis = tuple(self.frames.get(pair_id, ()))
+        if held.qubit == "measured":  # asked again (a retried request): the same answer
+            if basis != held.basis:
+                raise QnodeError(
+                    f"{pair_id}: this half was measured in {held.basis} at its delivery, "
+                    f"not {basis}"
+                )
+            if held.bit not in (-1, 1):
+                raise QnodeError(f"{pair_id}: no valid result was recorded for this half")
+            return result_after(held.bit, basis, paulis)
+        if held.qubit == "memory":
+            result = await self.link.memory_measure(basis, pair_id)
+            if not result["valid"]:
+                raise QnodeError(f"{pair_id}: the memory's readout was not valid")
+            return result_after(int(result["bit"]), basis, paulis)
+        raise QnodeError(
+            f"{pair_id}: this half was kept in the electron, which cannot be read after "
+            "the swap here; ask the ends to measure at delivery (--verify)"
+        )
 
     async def release(self, pair_id: str, reason: str) -> None:
-        """Nothing is held beyond its link session today: the electron is reset by the next
-        run's initialisation."""
+        """A stored or kept half is discarded in NodeMemory with the reason; a measured one
+        holds nothing."""
+        self.frames.pop(pair_id, None)
+        memory = self.link.memory
+        if memory is not None and any(p.pair_id == pair_id for p in memory.pairs()):
+            self.link.discard_held(pair_id, reason)
+
+
+def connect(link: NodeLink, service: NetworkService) -> None:
+    """The service learns of each pair a neighbour's link session delivered here as the
+    session ends (the link layer's push, `link_pair_delivered`)."""
+    ops = service.ops
+    assert isinstance(ops, NodeLinkOperations)
+
+    def on_session_end(summary: dict) -> None:
+        if summary["role"] != "responder":
+            return
+        pair = ops.delivered_pair(summary, summary["peer"])
+        if pair is not None:
+            service.push_link_pair(pair)
+
+    link.session_listeners.append(on_session_end)
 
 
 class StationPeers:

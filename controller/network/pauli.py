@@ -116,6 +116,27 @@ def own_correction(share: Pauli, own_applied: tuple[str, ...] = ()) -> Pauli:
     return total
 
 
+def bsm_parities(bell_state: str) -> tuple[int, int]:
+    """(zz, xx) of the Bell state a Bell-state measurement names (sequences.library's
+    BELL_TABLE gives it from the two readouts): zz = 1 for a psi state, xx = 1 for a minus
+    state; `bsm_pauli` is its inverse."""
+    if bell_state not in BELL_PAULI:
+        raise ValueError(f"{bell_state!r} is not a Bell state ({', '.join(BELL_PAULI)})")
+    pauli = BELL_PAULI[bell_state]
+    return pauli.x, pauli.z
+
+
+def result_after(result: int, basis: str, paulis: tuple[str, ...] = ()) -> int:
+    """A +1/-1 result measured in `basis` as if the Paulis had been applied to the qubit
+    before the measurement: each Pauli that anticommutes with the basis flips it (X or Y flip
+    a Z result, Y or Z an X result, X or Z a Y result). An end that measured its half at
+    once (its electron cannot wait for the swap) applies the swap's frame here, to the bit."""
+    if result not in (-1, 1):
+        raise ValueError(f"a result is +1 or -1, got {result!r}")
+    flips = sum(Pauli.named(name).anticommutes_with(basis) for name in paulis)
+    return -result if flips % 2 else result
+
+
 def werner_swap_fidelity(first: float, second: float) -> float:
     """The end-to-end fidelity of swapping two Werner-like pairs of fidelities `first` and
     `second` with a perfect Bell-state measurement: F = F1 F2 + (1 - F1)(1 - F2)/3, i.e. the

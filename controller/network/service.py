@@ -13,8 +13,9 @@ station or from a node that is not in the session is refused and counted (`refus
 link layer's are.
 
 The node's operations are behind `LinkOperations` (a typing.Protocol): the daemon's
-(controller/network/node_operations.py) goes through today's link layer and marks what
-waits for the memory delivery and the node's BSM; the tests use an in-memory fake.
+(controller/network/node_operations.py) goes through the node's link layer (a link session
+per link pair, the BSM, the ends' halves measured at delivery); the tests use an in-memory
+fake.
 """
 
 from __future__ import annotations
@@ -69,13 +70,29 @@ log = logging.getLogger("qnode.network")
 assert CAUSES == REASONS, "the network file's cause codes are the swap's discard reasons"
 
 VERIFY_BASES = ("X", "Y", "Z")
-"""An end-to-end pair's verification: both ends measure in the same basis, cycled per pair."""
+"""An end-to-end pair's verification: both ends measure in the same basis, cycled per pair.
+The basis is chosen before the pair's link pairs are made: an end's electron cannot wait for
+the swap (T2* of microseconds), so each end's link session measures its half at once in it
+(`peer_delivery`) and the swap's frame is applied to the recorded bit later."""
+BSM_KEPT = 100
+"""The repeater's summary keeps the newest BSM parities (per end-to-end pair) for checks."""
 MEMORY, ELECTRON = "memory", "keep"
 """Where a link pair's half is delivered: into the node's 13C memory, or kept in the electron."""
 
 
 class LinkFailure(QnodeError):
-    """No link pair within the deadline (the link layer's session ended without one)."""
+    """No link pair within the deadline (the link layer's session ended without one).
+    `cut_off`: the link layer discarded this node's stored pair meanwhile (its attempt budget
+    ran out), so the end-to-end attempt holding it is discarded with cause `cutoff` at once.
+    `unstored`: a pair the link layer delivered (the peer holds its half) but could not keep
+    (the move into memory would take it under its minimum): the attempt it opens is discarded
+    at once with cause `cutoff`, so the peer learns of it."""
+
+    def __init__(self, message: str, cut_off: str = "", unstored: PairResult | None = None) -> None:
+        super().__init__(message)
+        self.cut_off = cut_off
+        """The stored pair the link layer cut off ("" when none)."""
+        self.unstored = unstored
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,14 @@ class LinkOperations(Protocol):
         """A link pair this node holds (the peer initiated it), or None."""
         ...
 
+    def second_link_wait_s(
+        self, stored_pair: str, peer: str, protocol: str, fidelity_min: float
+    ) -> float | None:
+        """How long the repeater may wait for the link pair with `peer` while `stored_pair`
+        waits in its memory (the stored pair's attempt budget and the link layer's overhead),
+        or None: the service's `Timing.second_link_s`."""
+        ...
+
     async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
         """The BSM on the qubits holding the two pairs: the parities (zz, xx)."""
         ...
@@ -138,7 +163,9 @@ class LinkOperations(Protocol):
     async def apply_pauli(self, pair_id: str, pauli: str) -> None: ...
 
     async def measure(self, pair_id: str, basis: str) -> int:
-        """This node's half measured in `basis`: +1 or -1."""
+        """This node's half measured in `basis`: +1 or -1, as if after the Paulis applied to
+        it (a half measured at its delivery, in the basis its link session was asked for:
+        that result with the frame applied to the bit, `pauli.result_after`)."""
         ...
 
     async def release(self, pair_id: str, reason: str) -> None: ...
@@ -195,6 +222,10 @@ class NetworkSession:
     teleport_sender: TeleportSender | None = None
     teleport_receiver: TeleportReceiver | None = None
     ghz_status: dict[str, str] = field(default_factory=dict)
+    second_link_wait_s: float | None = None
+    """The repeater's last wait for a second link pair (derived from the stored pair's budget)."""
+    bsm: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """The repeater's BSM parities (zz, xx) per end-to-end pair (the newest BSM_KEPT)."""
     armed: set[float] = field(default_factory=set)
     task: asyncio.Task | None = None
 
@@ -260,6 +291,8 @@ class NetworkSession:
             "rate_per_wall_s": self.done / elapsed if elapsed > 0 else 0.0,
             "file": str(self.file.path),
             "figures": self.figures(),
+            "bsm": {swap: list(bits) for swap, bits in self.bsm.items()},
+            "second_link_wait_s": self.second_link_wait_s,
         }
 
 
@@ -362,6 +395,9 @@ class NetworkService:
                 except Exception as e:
                     await self._failed(s, action.swap, f"{self.node}: the BSM failed: {e}")
                     return
+                s.bsm[action.swap] = (zz, xx)
+                for old in list(s.bsm)[:-BSM_KEPT]:
+                    del s.bsm[old]
                 assert isinstance(s.machine, Repeater)
                 await self._act(s, s.machine.on_bsm(action.swap, zz, xx, self.clock()))
             elif isinstance(action, ApplyPauli):
@@ -426,6 +462,10 @@ class NetworkService:
         s = self.current
         if s is not None and isinstance(s.machine, End) and pair.peer == s.repeater:
             await self._act(s, s.machine.on_link_pair(pair.link_pair(self.node), self.clock()))
+
+    def push_link_pair(self, pair: PairResult) -> None:
+        """`link_pair_delivered` from outside the loop's tasks (the link layer's listener)."""
+        self._spawn(self.link_pair_delivered(pair))
 
     async def link_pair_discarded(self, pair_id: str, reason: str) -> None:
         """The link layer discarded a pair (its cut-off) the network may hold."""
@@ -569,12 +609,14 @@ class NetworkService:
                 if s.application == "ghz":
                     await self._ghz_shot(s, deadline)
                     continue
-                swap = await self._swap_once(s, deadline)
+                verify = s.application == "entangle" and s.request["verify"]
+                basis = VERIFY_BASES[s.done % len(VERIFY_BASES)] if verify else ELECTRON
+                swap = await self._swap_once(s, deadline, basis)
                 if swap is None:
                     continue
                 if s.application == "entangle":
-                    if s.request["verify"]:
-                        await self._verify_pair(s, swap)
+                    if verify:
+                        await self._verify_pair(s, swap, basis)
                     s.done = s.ledger.delivered  # a delivery a late discard took back is not
                 else:
                     await self._teleport_once(s, swap)
@@ -616,20 +658,35 @@ class NetworkService:
 
     # the repeater's steps ---------------------------------------------------------------------
     async def _pair(
-        self, s: NetworkSession, end: str, delivery: str, deadline_s: float
+        self,
+        s: NetworkSession,
+        end: str,
+        delivery: str,
+        deadline_s: float,
+        peer_delivery: str = ELECTRON,
+        stored: str = "",
     ) -> PairResult | None:
+        """A link pair with `end`, or None; a stored pair the link layer cut off meanwhile
+        (`stored`) is discarded with cause cutoff on every node that knows it."""
         try:
             return await self.ops.make_pair(
                 end,
                 s.request["protocol"],
                 delivery,
-                ELECTRON,
+                peer_delivery,
                 float(s.request["fidelity_min"]),
                 max(deadline_s, 1e-3),
             )
         except LinkFailure as e:
             s.link_failures += 1
             log.info("%s: no link pair with %s: %s", self.node, end, e)
+            machine, now = s.machine, self.clock()
+            if stored and e.cut_off == stored and machine is not None:
+                await self._act(s, machine.on_link_discarded(stored, str(e), now))
+            if e.unstored is not None and isinstance(machine, Repeater):
+                pair = e.unstored.link_pair(self.node)
+                await self._act(s, machine.on_link_pair(pair, now))
+                await self._act(s, machine.on_link_discarded(pair.pair_id, str(e), now))
             return None
 
     async def _wait_closed(self, s: NetworkSession, key: str) -> Any:
@@ -639,18 +696,34 @@ class NetworkService:
             await asyncio.sleep(0.002)
         return attempt
 
-    async def _swap_once(self, s: NetworkSession, deadline: float) -> str | None:
-        """One end-to-end pair: its swap id once delivered, None once discarded."""
+    async def _swap_once(
+        self, s: NetworkSession, deadline: float, ends_deliver: str = ELECTRON
+    ) -> str | None:
+        """One end-to-end pair: its swap id once delivered, None once discarded. The ends'
+        halves are delivered as `ends_deliver` says (kept, or measured at once in X, Y, Z).
+        B waits for the second link as long as its node allows the stored pair
+        (`second_link_wait_s`: its attempt budget), at most `Timing.second_link_s`."""
         machine = s.machine
         assert isinstance(machine, Repeater)
         first, second = s.ends
-        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic())
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), ends_deliver)
         if p1 is None:
             return None
-        await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock()))
+        wait = self.timing.second_link_s
+        try:
+            allowed = self.ops.second_link_wait_s(
+                p1.pair_id, second, s.request["protocol"], float(s.request["fidelity_min"])
+            )
+        except (QnodeError, KeyError, ValueError) as e:  # not plannable: the service's cap
+            log.warning("%s: no wait derived for the second link: %s", self.node, e)
+            allowed = None
+        if allowed is not None:
+            wait = max(min(wait, allowed), 1e-3)
+        s.second_link_wait_s = wait
+        await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock(), wait))
         attempt = machine.by_link_pair[p1.pair_id]
-        left = min(deadline - time.monotonic(), self.timing.second_link_s)
-        p2 = await self._pair(s, second, ELECTRON, left)
+        left = min(deadline - time.monotonic(), wait)
+        p2 = await self._pair(s, second, ELECTRON, left, ends_deliver, stored=p1.pair_id)
         if p2 is not None and attempt.status != WAITING:
             # the memory's wait ran out while the second link was made: not this attempt's
             await self.ops.release(p2.pair_id, "the first link pair was discarded meanwhile")
@@ -666,10 +739,10 @@ class NetworkService:
         fields = {"session": s.session, "pair": pair, "link_pair": link_pair, "basis": basis}
         return await self.peers.request(node, "network_measure", fields, self.timing.request_s)
 
-    async def _verify_pair(self, s: NetworkSession, swap: str) -> None:
-        """Both ends measure the delivered pair in one basis (XX, YY, ZZ in turn)."""
+    async def _verify_pair(self, s: NetworkSession, swap: str, basis: str) -> None:
+        """Both ends' results of the delivered pair in one basis (XX, YY, ZZ in turn), each
+        with its frame applied."""
         assert s.machine is not None
-        basis = VERIFY_BASES[s.done % len(VERIFY_BASES)]
         link_pairs = s.machine.by_swap[swap].pairs
         try:
             first, second = await asyncio.gather(
@@ -905,6 +978,16 @@ class NetworkService:
             raise QnodeError(f"{self.node} is not an end of {ends} (repeater {name})")
         if msg["session"] in self.sessions:
             return {"opened": True}  # asked again: idempotent
+        stale = self.current
+        if stale is not None and stale.role == "end" and stale.repeater == name:
+            # the repeater runs one session at a time: it opens a new one only once the old
+            # one is over there (it never said so: it died, or its close was lost)
+            await self._end_close(
+                stale,
+                "failed",
+                f"{name} opened session {msg['session']} without closing this one "
+                "(it restarted, or its close was lost)",
+            )
         if self.current is not None:
             raise QnodeError(
                 f"node {self.node} is busy with network session {self.current.session}"

@@ -167,6 +167,7 @@ class _Attempt:
     pairs: dict[str, LinkPair] = field(default_factory=dict)  # end node -> its link pair
     status: str = WAITING
     deadline: float = 0.0
+    wait: float = 0.0  # the repeater's wait for the second link pair (s)
     swap: str = ""
     t_bsm: float | None = None
     goodness: float = 0.0
@@ -317,7 +318,10 @@ class Repeater(_Machine):
         return [p.pair_id for p in attempt.pairs.values()] if attempt.status == WAITING else []
 
     # events ------------------------------------------------------------------------------------
-    def on_link_pair(self, pair: LinkPair, now: float) -> list[Action]:
+    def on_link_pair(self, pair: LinkPair, now: float, wait_s: float | None = None) -> list[Action]:
+        """A link pair in one of B's qubits. The first of an attempt opens it: B waits
+        `wait_s` (default `second_link_s`: the stored pair's budget, as the shell derives it)
+        for the other end's."""
         end = _end_of(pair, self.node, self.ends)
         if pair.pair_id in self.by_link_pair:
             self.ledger.duplicates += 1
@@ -325,7 +329,8 @@ class Repeater(_Machine):
         attempt = self.current
         if attempt is None or attempt.status != WAITING:
             attempt = self._open(pair.pair_id)
-            attempt.deadline = now + self.second_link_s
+            attempt.wait = self.second_link_s if wait_s is None else wait_s
+            attempt.deadline = now + attempt.wait
             self.current = attempt
         elif end in attempt.pairs:
             raise ValueError(
@@ -438,7 +443,7 @@ class Repeater(_Machine):
                     now,
                     attempt,
                     "timeout",
-                    f"no second link pair within {self.second_link_s:g} s",
+                    f"no second link pair within {attempt.wait:.3g} s",
                     self._peers(attempt),
                 )
             elif attempt.status == SENT and now > attempt.deadline:

@@ -30,7 +30,12 @@ from controller.messaging.serving import Request, StationServer
 from controller.messaging.station_link import StationDialer
 from controller.messaging.wire import vocabulary
 from controller.network.messages import NETWORK_OPERATOR, NETWORK_STATION
-from controller.network.node_operations import DAEMON_TIMING, NodeLinkOperations, StationPeers
+from controller.network.node_operations import (
+    DAEMON_TIMING,
+    NodeLinkOperations,
+    StationPeers,
+    connect,
+)
 from controller.network.service import NetworkService
 from controller.node.link_port import LinkPort
 from controller.node.messages import NODE
@@ -139,6 +144,7 @@ class NodeDaemon(StationServer):
             __version__,
             DAEMON_TIMING,
         )
+        connect(self.link, self.network)  # an end hears of its link pairs as they end
 
     # lifecycle ------------------------------------------------------------------------------
     def state(self) -> str:

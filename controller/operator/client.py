@@ -23,7 +23,7 @@ import numpy as np
 import zmq
 
 from calibration.routine import bright_fraction
-from controller.labconfig import LabConfig, load_lab
+from controller.labconfig import LabConfig, dial_endpoint, load_lab
 from controller.messaging.curve import client_socket
 from controller.messaging.keys import DEFAULT_CLIENT, client_keys
 from controller.messaging.serving import node_info_path
@@ -92,7 +92,8 @@ class NodeClient:
                 f"node {node} is not running (no {info_path}): start it with `{serve}`"
             ) from None
         _, secret = client_keys(lab.data_dir, key)
-        return cls(info["endpoint"], Path(info["server_public_key"]), secret, timeout_s)
+        endpoint = dial_endpoint(node, info["endpoint"])
+        return cls(endpoint, Path(info["server_public_key"]), secret, timeout_s)
 
     def __enter__(self) -> NodeClient:
         return self
