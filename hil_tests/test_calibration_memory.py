@@ -508,13 +508,13 @@ def test_move_fidelity_is_the_models_round_trip_halved():
 
 # ---- coherence under decoupling (c13_t2) ------------------------------------------------------
 def test_the_echo_keeps_a_stored_state_on_the_model():
-    """The model has no bath: its echo, at any free time, returns the stored |+y> with the
+    """The model has no bath: its echo, at any free time, returns the stored |+x> with the
     sign and nearly the length a plain store and read gives (within 0.1: the nuclear pi's
     ~2 x 50 pulses at the model's low field, where the electron's |1> axis is tilted by
     A_perp / omega_1 ~ 0.13, cost ~0.09; were the pi's axis not the state's, the echo would
     read -0.9)."""
     values = {**BASE, **calibrated(), "c13_larmor_hz": F_L, "c13_omega1_hz": F_1}
-    plain = (MemoryInit(), pi_half_pulse(180.0), SwapToMemory(), MemoryReadout(basis="y"))
+    plain = (MemoryInit(), pi_half_pulse(90.0), SwapToMemory(), MemoryReadout(basis="x"))
     stored = 2 * replay(compile_sequence(Sequence("s", plain, 1), values, HW))[1][0] - 1
     for total in (0.002, 0.5):
         seq = memory_routines.echo_sequence("nv", total, 1)

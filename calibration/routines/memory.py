@@ -719,25 +719,24 @@ ECHO_SHOTS = 200
 
 
 def echo_sequence(platform: str, total_s: float, shots: int) -> Sequence:
-    """|+y> stored, half the time, a nuclear pi, the other half, read in y. With the electron
+    """|+x> stored, half the time, a nuclear pi, the other half, read in x. With the electron
     in |0> (a pump before each part) the DD gate CRx(pi) is an unconditional rotation of the
-    nucleus, so it refocuses the quasi-static bath. The gate keeps the memory's frame (it
-    starts a whole number of Larmor periods after the state was written), where its axis is
-    the stored frame's y (after SwapToMemory's phases; the model replay shows it: a stored
-    |+x> comes back as -x): the state lies on the pi's axis, so the pi's own error barely
-    touches it (as in CPMG) and the readout sees the coherence, whatever the bath did."""
+    nucleus, so it refocuses the quasi-static bath. The gate keeps the memory's frame, where
+    its axis is the stored frame's x (the model replay shows it: a stored |+y> comes back as
+    -y): the state lies on the pi's axis, so the pi's own error barely touches it (as in
+    CPMG) and the readout sees the coherence, whatever the bath did."""
     half = Wait(float(CLOCK_NS * round(total_s * 1e9 / 2 / CLOCK_NS)))
     ops = (
         memory_check(platform),
         MemoryInit(MEMORY),
-        pi_half_pulse(180.0),
+        pi_half_pulse(90.0),
         SwapToMemory(MEMORY),
         SpinInit(),
         half,
         MemoryGate(MEMORY, 180.0),
         SpinInit(),
         half,
-        MemoryReadout(MEMORY, "y"),
+        MemoryReadout(MEMORY, "x"),
     )
     return Sequence(f"c13_t2_{total_s:g}s", ops, shots)
 
@@ -797,25 +796,25 @@ class C13T2Routine(MemoryRoutine):
     def analyse(self, node: NodeAccess, data) -> Analysis:
         threshold = node.values()["readout_threshold"]
         times = np.array(ECHO_TIMES_S, float)
-        y = np.array([2 * float(bright_fraction(acq, threshold)[0]) - 1 for acq in data])
+        x = np.array([2 * float(bright_fraction(acq, threshold)[0]) - 1 for acq in data])
         sigma = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
         try:
-            fit = fit_echo_decay(times, y, sigma)
+            fit = fit_echo_decay(times, x, sigma)
         except FitFailed as e:
             return Analysis({}, False, f"fit failed: {e}")
         t2, err = fit.params["t2_s"], fit.errors["t2_s"]
-        info = {"fit": fit.params, "errors": fit.errors, "y": y.tolist(), "times_s": times.tolist()}
+        info = {"fit": fit.params, "errors": fit.errors, "x": x.tolist(), "times_s": times.tolist()}
 
         def plot(path, title):
             xy_plot(
                 path,
                 title,
                 times,
-                y,
+                x,
                 fit=fit,
                 marks={"T2": t2} if t2 < 2 * times.max() else None,
                 xlabel="total free time (s), a nuclear pi in its middle",
-                ylabel="memory <Y>",
+                ylabel="memory <X>",
             )
 
         if abs(fit.params["amplitude"]) < 0.2:
