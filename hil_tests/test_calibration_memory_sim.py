@@ -199,8 +199,8 @@ def test_t2_echo_on_the_simulators_13c(memory_node, monkeypatch):
 @pytest.mark.slow_sim
 @pytest.mark.xfail(
     reason="at 0.19 T the routine's plan (64 pulses, tau in 2 ns steps) makes shallow dips: "
-    "60 shots a point (7.5 min here) found none against its 5-sigma threshold (0.33); the "
-    "routine's 200 shots (~25 min) were not tried. Needs a deeper, cheaper plan: more "
+    "60 shots a point (2.7 min here) found none against its 5-sigma threshold (0.33); the "
+    "routine's 200 shots (~9 min) were not tried. Needs a deeper, cheaper plan: more "
     "pulses on the two resonances only, or a faster simulated 13C",
     strict=False,
 )
