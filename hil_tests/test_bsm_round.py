@@ -24,9 +24,11 @@ import time
 import numpy as np
 import pytest
 
+from controller.data.sessionfile import DELIVERED
+from controller.link.vocabulary import BASES
 from hil_tests.test_compiler_memory import F_L, HW, PARAMS, replay_outcomes
 from hil_tests.test_memory_delivery import BELL_VECTORS
-from qnode.errors import ProgramError
+from qnode.errors import ProgramError, QnodeError
 from sequences.compiler import R_ATTEMPTS, CompileError, compile_sequence
 from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryGate, MemoryInit, attempt_step_ps
@@ -222,3 +224,235 @@ def test_without_feed_forward_the_phase_bit_is_lost_or_flipped():
     assert max(half.values()) < 0.1, half
     wrong_sign = p_named(PHASE_PER_ATTEMPT_DEG, 360, -PHASE_PER_ATTEMPT_DEG)
     assert max(wrong_sign.values()) < 0.1, wrong_sign
+
+
+# ---- the request and the round's program (pure) ---------------------------------------------
+
+
+def test_the_bsm_delivery_is_checked_before_any_attempt():
+    from controller.labconfig import load_lab
+    from controller.link.messages import check_request, request_from
+    from hil_tests.test_memory_delivery import CALIBRATED, THREE
+
+    lab = load_lab(THREE)
+    bsm = {"pairs": 1, "protocol": "single_click", "alpha": 0.1, "delivery": "bsm"}
+    check_request(request_from({**bsm, "peer_delivery": "Z"}), lab, "B", "C", CALIBRATED)
+    with pytest.raises(QnodeError, match="the bsm delivery takes one pair per session"):
+        check_request(request_from({**bsm, "pairs": 2}), lab, "B", "C", CALIBRATED)
+    uncalibrated = {k: v for k, v in CALIBRATED.items() if not k.startswith("c13_")}
+    with pytest.raises(QnodeError, match="B's memory c13 is not calibrated"):
+        check_request(request_from(bsm), lab, "B", "C", uncalibrated)
+
+
+def test_the_bsm_round_measures_right_after_the_herald():
+    """The round's program: check, sync, the protected attempts, then at once (no charge
+    check, no program boundary) the BSM's gate on the epoch with the attempt register fed
+    forward, both readouts, and only then the charge check that flags the shot."""
+    from controller.link.messages import request_from
+    from controller.link.plan import announced_delivery, plan_round, round_sequence
+    from sequences.memory import ReadoutSparingMemory
+    from sequences.operations import CRCheck, EntanglementAttempt
+
+    with pytest.raises(QnodeError, match="protect the stored pair"):
+        round_sequence("nv", "single_click", 1, "bsm", 0.1)
+    seq = round_sequence(
+        "nv",
+        "single_click",
+        1,
+        "bsm",
+        0.1,
+        protect_memory=True,
+        echo=True,
+        frame_deg=12.5,
+        attempt_phase_deg=0.25,
+    )
+    kinds = [type(op).__name__ for op in seq.operations]
+    attempt = kinds.index("EntanglementAttempt")
+    assert kinds[attempt + 1] == "MemoryGate" and kinds[-1] == "CRCheck"
+    assert not any(isinstance(op, CRCheck) for op in seq.operations[attempt:-1])
+    gate = seq.operations[attempt + 1]
+    assert (gate.frame_deg, gate.attempt_phase_deg, gate.epoch) == (12.5, 0.25, True)
+    assert any(isinstance(op, ReadoutSparingMemory) for op in seq.operations)
+    assert isinstance(seq.operations[attempt], EntanglementAttempt)
+    compiled = compile_sequence(seq, {**PARAMS, "readout_threshold": 1.5}, HW)
+    assert "ALIGN" in compiled.listing and f"r{R_ATTEMPTS}," in compiled.listing
+    assert compiled.readouts[:2] == ["electron", "memory"]
+    request = request_from(
+        {"pairs": 1, "protocol": "single_click", "delivery": "bsm", "peer_delivery": "X"}
+    )
+    assert announced_delivery(request) == "X"
+    assert plan_round("bsm", 1, {}) == ("bsm", 1)
+
+
+def test_old_session_files_read_with_counts_memory_at_minus_one(tmp_path):
+    import h5py
+
+    from controller.data.sessionfile import PAIR_ROW, pair_rows
+
+    old_dtype = np.dtype([d for d in PAIR_ROW.descr if d[0] != "counts_memory"])
+    old = np.zeros(2, dtype=old_dtype)
+    old["counts"] = [3, -1]
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["pairs"] = old
+    with h5py.File(tmp_path / "old.h5", "r") as f:
+        rows = pair_rows(f["pairs"][:])
+    assert rows.dtype == PAIR_ROW
+    assert list(rows["counts"]) == [3, -1] and list(rows["counts_memory"]) == [-1, -1]
+
+
+# ---- through the daemons on the simulator ---------------------------------------------------
+
+SWAP_SEED = 20261201
+ETA = 0.1
+"""Detected photons per excitation at the midpoints, pinned (a cavity-enhanced NV's order:
+Ruf et al. 2021; the drawn free-space ~3e-4 makes B-C take ~10^4 attempts, over which the
+simulator's stored state keeps no phase): single-click B-C at alpha BC_ALPHA heralds in
+~1 / (2 alpha eta) ~ 50 attempts, Barrett-Kok A-B in ~400."""
+BC_ALPHA = 0.1
+SWAPS_Z = 40
+"""Swaps with A and C measuring Z: the BSM's parity (ZZ of B's two qubits) against A's Z
+times C's, after the swap's frame (controller.network.pauli). Chance gives 20 +- 3.2 right;
+the bound, 30, is 3.2 sigma above it; at the ~0.75 the two-program BSM and test_bsm.py
+saw (30 +- 2.7 expected) a run may fall below it only ~1 in 2: see PARITY_MIN."""
+PARITY_MIN = 27
+"""Of SWAPS_Z: 2.2 sigma above chance (20 +- 3.2), 3 sigma below 0.9 (36 +- 1.9)."""
+SWAPS_X = 16
+"""Swaps with A and C measuring X: the phase bit, printed with the end-to-end fidelity
+estimate (not asserted: the stored state's turn per attempt is not calibrated on main yet,
+c13_phase_per_attempt_deg, so its frame is only right when the turn is small)."""
+
+
+@pytest.fixture(scope="module")
+def swap_lab(tmp_path_factory):
+    """The three-node lab with the midpoints' eta pinned (ETA), its own simulator and five
+    daemons, both links and B's 13C calibrated from the truth: (lab, sim control)."""
+    import os
+
+    from controller.data.params import ParameterStore
+    from controller.harness.sim import SimControl, start_sim
+    from controller.harness.truth_calibration import calibrate_links_from_truth
+    from controller.labconfig import load_lab
+    from controller.operator import daemons
+    from controller.operator.daemons import StartError, terminate
+    from hil_tests.test_memory_delivery import THREE, calibrate_memory_from_truth
+
+    folder = tmp_path_factory.mktemp("bsm_round")
+    data = folder / "data"
+    data.mkdir()
+    text = THREE.read_text().replace('data_dir = "../data/sim_three_node"', f'data_dir = "{data}"')
+    text += f"\n[simulation.midpoint]\neta = {ETA}\n"
+    lab_file = folder / "sim_three_node_eta.toml"
+    lab_file.write_text(text)
+    old = os.environ.get("QNODE_DATA_DIR")
+    os.environ["QNODE_DATA_DIR"] = str(data)
+    lab = load_lab(lab_file)
+    resource_map = folder / "resources.json"
+    procs = []
+    try:
+        try:
+            procs.append(start_sim(lab, resource_map, seed=SWAP_SEED, log=folder / "sim.log"))
+        except StartError as e:
+            pytest.fail(str(e))
+        control = SimControl(resource_map)
+        calibrate_links_from_truth(lab, control)
+        stations = ["A", "B", "C", "M1", "M2"]
+        procs.extend(daemons.ensure_daemons(lab, stations, resource_map, folder / "logs"))
+        store = ParameterStore(lab.data_dir / "params.sqlite")
+        calibrate_memory_from_truth(lab, store, "B", control.truth("B")["memories"]["c13"])
+        store.close()
+        yield lab, control
+    finally:
+        for proc in reversed(procs):
+            terminate(proc)
+        if old is None:
+            os.environ.pop("QNODE_DATA_DIR", None)
+        else:
+            os.environ["QNODE_DATA_DIR"] = old
+
+
+def delivered_row(client, session: str) -> np.void:
+    rows = client.session_data(session)["pairs"]
+    mine = rows[rows["status"] == DELIVERED]
+    assert len(mine) == 1, rows
+    return mine[0]
+
+
+def end_bits(a, c, stored: dict, swap: dict, basis: str) -> tuple[int, int]:
+    """A's and C's bits of the end-to-end pair after the swap's frame: each link's state as
+    the ends' corrected bits see it (psi+ where the end is the link's frame node, else the
+    heralded state: B was to correct it and did not), the BSM's Bell state, then
+    swap_frame's Paulis applied to the bits (result_after)."""
+    from controller.network.pauli import bsm_parities, result_after, swap_frame
+
+    bsm = swap["bsm"]
+    first, second = bsm["pairs"]["memory"], bsm["pairs"]["electron"]
+    a_row = delivered_row(a, stored["session"])
+    c_row = delivered_row(c, swap["session"])
+    assert a_row["id"].decode() == first["pair_id"] and c_row["id"].decode() == second["pair_id"]
+    states = [pair["outcome"] if pair["frame_here"] else "psi_plus" for pair in (first, second)]
+    frame = swap_frame(*states, *bsm_parities(bsm["bell_state"]))
+    return (
+        result_after(int(a_row["bit"]), basis, (frame.first.name,)),
+        result_after(int(c_row["bit"]), basis, (frame.second.name,)),
+    )
+
+
+@pytest.mark.timeout(900)
+def test_b_swaps_with_the_bsm_right_after_the_b_c_herald(swap_lab):
+    """B stores A-B (A measures at once in Z or X), then B-C with delivery "bsm" (C measures
+    at once in the same basis): B's BSM runs in the B-C round's program right after the
+    herald. The summary gives both bits, the Bell state and both pairs; the stored pair is
+    released, the electron free; B's pair row has both readouts. After the swap's frame the
+    end-to-end pair should be psi+: A's Z times C's -1 (asserted, PARITY_MIN), X times X +1
+    (printed), and the fidelity estimate from the two, (E_ZZ' + E_XX') / 2 (a lower bound
+    of the fidelity with psi+ when only those are measured), printed."""
+    from controller.operator.client import NodeClient
+
+    lab, _control = swap_lab
+    right = {"Z": [0, 0], "X": [0, 0]}
+    started_at = time.monotonic()
+    with (
+        NodeClient.for_lab(lab, "B", timeout_s=60) as b,
+        NodeClient.for_lab(lab, "A") as a,
+        NodeClient.for_lab(lab, "C") as c,
+    ):
+        with pytest.raises(QnodeError, match="holds 0 stored pairs"):
+            b.entangle(1, "single_click", alpha=BC_ALPHA, delivery="bsm", peer="C")
+        for basis in ["Z"] * SWAPS_Z + ["X"] * SWAPS_X:
+            began = b.entangle(
+                1, "barrett_kok", deadline_s=120, delivery="memory", peer_delivery=basis, peer="A"
+            )
+            stored = b.wait_session(began["session"], timeout_s=180)
+            assert stored["state"] == "completed", stored.get("reason")
+            began = b.entangle(
+                1,
+                "single_click",
+                alpha=BC_ALPHA,
+                deadline_s=120,
+                delivery="bsm",
+                peer_delivery=basis,
+                peer="C",
+            )
+            swap = b.wait_session(began["session"], timeout_s=180)
+            assert swap["state"] == "completed", swap.get("reason")
+            bsm = swap["bsm"]
+            assert bsm == b.request("bsm_result", session=swap["session"])["bsm"]
+            assert bsm["bell_state"] == BELL_TABLE[(bsm["electron_bit"], bsm["memory_bit"])]
+            assert b.memory()["holds"] == {"B": None, "B.c13": None}
+            row = delivered_row(b, swap["session"])
+            assert BASES[row["basis"]] == "bsm"
+            assert [int(row["counts"]), int(row["counts_memory"])] == bsm["counts"]
+            if not bsm["valid"]:
+                continue
+            a_bit, c_bit = end_bits(a, c, stored, swap, basis)
+            target = -1 if basis == "Z" else 1  # psi+: ZZ = -1, XX = +1
+            right[basis][0] += int(a_bit * c_bit == target)
+            right[basis][1] += 1
+    wall = time.monotonic() - started_at
+    e = {k: 2 * n / max(total, 1) - 1 for k, (n, total) in right.items()}
+    print(
+        f"swaps in {wall:.0f} s, right/valid: {right}; end-to-end fidelity estimate "
+        f"(E_ZZ + E_XX) / 2 = {(e['Z'] + e['X']) / 2:.2f}"
+    )
+    assert right["Z"][1] >= SWAPS_Z - 4, right
+    assert right["Z"][0] >= PARITY_MIN, right

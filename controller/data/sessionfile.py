@@ -141,7 +141,7 @@ def pair_rows(rows: np.ndarray) -> np.ndarray:
     upgraded = np.zeros(len(rows), dtype=PAIR_ROW)
     upgraded["counts_memory"] = -1
     for name in rows.dtype.names or ():
-        if name in PAIR_ROW.names:
+        if name in (PAIR_ROW.names or ()):
             upgraded[name] = rows[name]
     return upgraded
 

@@ -144,6 +144,7 @@ OPERATOR = vocabulary(
     Schema("memory", {}),
     Schema("memory_measure", {"basis": str}, {"pair": str}, {"basis": MEMORY_BASES}),
     Schema("bell_measurement"),
+    Schema("bsm_result", {"session": str}),
 )
 
 # midpoint -> node ----------------------------------------------------------------------------
@@ -286,8 +287,7 @@ def check_request(
         what = "delivery into memory" if one_pair == "memory" else "the bsm delivery"
         if request["pairs"] != 1:
             raise QnodeError(
-                f"{what} takes one pair per session (the memory holds one), "
-                f"not {request['pairs']}"
+                f"{what} takes one pair per session (the memory holds one), not {request['pairs']}"
             )
         if request["protocol"] == "two_photon":
             raise QnodeError(f"{what}: two_photon is the ion labs' protocol")
