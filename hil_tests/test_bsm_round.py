@@ -309,17 +309,21 @@ Ruf et al. 2021; the drawn free-space ~3e-4 makes B-C take ~10^4 attempts, over 
 simulator's stored state keeps no phase): single-click B-C at alpha BC_ALPHA heralds in
 ~1 / (2 alpha eta) ~ 50 attempts, Barrett-Kok A-B in ~400."""
 BC_ALPHA = 0.1
-SWAPS_Z = 40
+SWAPS_Z = 100
 """Swaps with A and C measuring Z: the BSM's parity (ZZ of B's two qubits) against A's Z
-times C's, after the swap's frame (controller.network.pauli). Chance gives 20 +- 3.2 right;
-the bound, 30, is 3.2 sigma above it; at the ~0.75 the two-program BSM and test_bsm.py
-saw (30 +- 2.7 expected) a run may fall below it only ~1 in 2: see PARITY_MIN."""
-PARITY_MIN = 27
-"""Of SWAPS_Z: 2.2 sigma above chance (20 +- 3.2), 3 sigma below 0.9 (36 +- 1.9)."""
+times C's, after the swap's frame (controller.network.pauli). A run gave 28 of 40 right
+(0.70: the chain's errors multiply, A-B's and B-C's Z correlations and the BSM's readouts, as
+in test_memory_delivery.py's two-program BSM, 36 of 52)."""
+PARITY_MIN = 53
+"""Of SWAPS_Z (~96 valid): at 0.70, 67 +- 4.5 expected, so 53 is 3.1 sigma below it; a
+parity read inverted gives 29 +- 4.5 (5 sigma under). It does not tell chance (48 +- 4.9)
+apart at 3 sigma: test_bsm.py's one-program test does, with 160 shots. ~1.7 s a swap."""
 SWAPS_X = 16
 """Swaps with A and C measuring X: the phase bit, printed with the end-to-end fidelity
-estimate (not asserted: the stored state's turn per attempt is not calibrated on main yet,
-c13_phase_per_attempt_deg, so its frame is only right when the turn is small)."""
+estimate, not asserted: c13_phase_per_attempt_deg is not calibrated on main (the stored
+state turns ~0.7 degrees an attempt here, tens of degrees over a B-C herald), and the runs
+so far (5 of 15; with the simulator's pump factor fed forward at either sign 6 and 13 of 23)
+do not settle the phase bit's end-to-end sign convention."""
 
 
 @pytest.fixture(scope="module")
@@ -472,5 +476,5 @@ def test_b_swaps_with_the_bsm_right_after_the_b_c_herald(swap_lab):
         "fidelity estimate "
         f"(E_ZZ + E_XX) / 2 = {(e['Z'] + e['X']) / 2:.2f}"
     )
-    assert right["Z"][1] >= SWAPS_Z - 4, right
+    assert right["Z"][1] >= SWAPS_Z - 10, right  # a discarded herald or flagged readout
     assert right["Z"][0] >= PARITY_MIN, right

@@ -486,7 +486,7 @@ def test_a_frame_rotation_is_undone_at_the_readout():
         ("ALIGN 3999", "ALIGN period 3999 ps is outside"),
         ("ALIGN 2ms", "is not a time in ps"),
         ("ALIGN 2us, 2us", "ALIGN offset 2000000 ps must be"),
-        ("ALIGN", "ALIGN takes 1 to 2 operands"),
+        ("ALIGN", "ALIGN takes 1 to 4 operands"),
     ],
 )
 def test_align_operands_are_bounded(text, message):
