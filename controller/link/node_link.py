@@ -510,7 +510,11 @@ class NodeLink:
         bsm: dict = {}
         if basis == "bsm":
             if session.session in self._bsm_shots or not self._holds_stored():
-                reason = "the stored pair was consumed by this session's Bell-state measurement"
+                reason = (
+                    "the stored pair was consumed by this session's Bell-state measurement"
+                    if session.session in self._bsm_shots
+                    else "no stored pair is left to measure with (cut off or discarded)"
+                )
                 session.end_with("failed", f"{self.name}: {reason}")
                 return _NoRun("aborted", reason)
             bsm = self._bsm_frame(session)
