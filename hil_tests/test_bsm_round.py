@@ -316,9 +316,9 @@ parity read inverted gives 31 +- 4.7 (5.7 sigma under). It does not tell chance 
 apart at 3 sigma: test_bsm.py's one-program test does, with 160 shots."""
 SWAPS_X = 50
 """Swaps with A and C measuring X: the phase bit, printed with the end-to-end fidelity
-estimate, not asserted: it reads at chance so far (cavity lab: 40 of 75 and 7 of 28 agreed
-with psi+; lab-scale lab: 5 of 15 twice, 27 of 60 with the simulator's pump-factor turn fed
-forward, 25 of 54 without); docs/network.md, "Delivery into memory"."""
+estimate, not asserted: it reads near chance so far (cavity lab: 33 of 49, 40 of 75 and 7
+of 28 agreed with psi+; lab-scale lab: 5 of 15 twice, 27 of 60 with the simulator's
+pump-factor turn fed forward, 25 of 54 without); docs/network.md, "Delivery into memory"."""
 LAB = "sim_three_node_cavity.toml"
 """NVs in microcavities with weakly coupled 13C memories (labs/sim_three_node_cavity.toml):
 B-C heralds in ~100 attempts at alpha 0.1 and the stored state keeps its coherence."""
