@@ -49,7 +49,6 @@ from sequences.operations import EntanglementAttempt, Sequence
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
-CAVITY = LABS / "sim_three_node_cavity.toml"
 SEED = 20261130
 PAIRS = 40
 """Sessions of one pair each, B's half read in Z. Chance (no correlation) gives 20 +- 3.2
@@ -454,6 +453,34 @@ def store_then_bc(b) -> tuple[dict, bytes, dict]:
     assert kept["goodness"] < kept["fidelity_heralded"]  # the planning model's, reported
     assert bc["memory"]["holds"]["B"]["link"] == "BC"  # the electron holds B-C
     return stored, ab_id, bc
+
+
+@pytest.mark.slow_sim
+@pytest.mark.xfail(reason="a stored Z does not survive 10^4 attempts (docstring)", strict=False)
+@pytest.mark.timeout(1500)
+def test_a_stored_pair_survives_a_protected_session_on_the_other_link(memory_lab):
+    """B stores A-B; B-C runs with the echo on both electrons (B holds a stored pair: the
+    attempts protect it, padded to whole Larmor periods) and reports the stored pair's
+    expected fidelity; B's memory read in Z afterwards is still anticorrelated with A.
+    Open (xfail, and slow_sim: out of `make test`): on this lab's free-space NVs B-C takes
+    10^4-6x10^4 attempts, and since the drawn attempts got the stepped attempt's exact
+    channel each costs a stored Z state ~5e-5 (at every random electron reset the nucleus has
+    turned about the tilted hyperfine axis, A_perp ~30 kHz): 47 and 56 of 100 seen. On the
+    cavity lab (hundreds of attempts) the truth-calibrated memory gate of its weakly coupled
+    13C does not store at all yet (18 of 30 read right without any B-C session)."""
+    from controller.operator.client import NodeClient
+
+    lab = memory_lab[0]
+    calibrated_memory(memory_lab)
+    anti = 0
+    with NodeClient.for_lab(lab, "B", timeout_s=60) as b, NodeClient.for_lab(lab, "A") as a:
+        for _ in range(PROTECTED):
+            stored, ab_id, _bc = store_then_bc(b)
+            measured = b.memory_measure("Z")
+            assert measured["pair_id"] == ab_id.decode()
+            anti += int(measured["bit"] == -z_bit(a, stored["session"], ab_id))
+    print(f"{PROTECTED} protected: {anti} anticorrelated")
+    assert anti >= PROTECTED_ANTI, anti
 
 
 @pytest.mark.timeout(1500)
