@@ -3,18 +3,17 @@ end-to-end pairs A - C through B under random faults, audited against the simula
 
 The simulated lab, the node daemons A, B, C and the midpoint daemons M1, M2 (herald faults
 allowed) run in a folder of their own; both links and B's memory are calibrated from the
-truth. Network sessions (`network_entangle`, ends A and C, a few verified pairs each, with a
-minimum fidelity so that the link layer cuts off a stored pair that cannot keep it) follow one
-another at the repeater while an injector draws from the three-node menu below, each fault
-once in random order, then again:
+truth. Network sessions (`network_entangle`, ends A and C, a few verified pairs each; a
+minimum fidelity only in memory_cutoff's session) follow one another at the repeater while an
+injector draws from the three-node menu below, each fault once in random order, then again:
 - kill_repeater_mid_swap: B killed (SIGKILL) while its first link pair waits in its memory and
   it makes the second, then started again;
 - kill_end, kill_midpoint: A or C, M1 or M2 killed and started again;
 - herald_<mode>: the next herald(s) of M2 (first cycle; M1 the next) to one of its nodes
   dropped, duplicated, delayed or garbled (the midpoint's fault modes);
-- memory_cutoff: B's memory made to forget within a couple of attempts for a while (its
-  planning value), so that every stored pair is cut off: end-to-end attempts discarded with
-  cause cutoff;
+- memory_cutoff: the next session asks a minimum fidelity its stored pairs cannot keep (the
+  move into memory alone takes them under it): B's link layer cuts each one off, the
+  end-to-end attempts are discarded with cause cutoff;
 - repeater_<fault>: an instrument fault on B (frozen, garbled reply, dropped connection,
   power-on reset, late replies).
 When the time is up the injector stops, every fault is cleared and one more session must
@@ -66,18 +65,20 @@ NETWORK_FAULT_MENU = (
 NETWORK_PAIRS = 3
 """End-to-end pairs per session (~2 s each at alpha 0.1 on this lab)."""
 NETWORK_DEADLINE_S = 45.0
-FIDELITY_MIN = 0.5
-"""The sessions' minimum fidelity: a stored pair whose expected fidelity would fall below it
-is cut off (far from binding with B's memory as calibrated: only memory_cutoff makes it)."""
+CUTOFF_FIDELITY_MIN = 0.5
+"""memory_cutoff's session's minimum fidelity: the link layer takes the largest alpha whose
+heralded fidelity meets it, and the move into memory (c13_move_fidelity) takes the stored pair
+under it, so every stored pair is cut off. The other sessions ask none (a minimum makes the
+link layer raise alpha to it: hil_tests/test_network_daemons.py)."""
+CUTOFF_DEADLINE_S = 15.0
+"""memory_cutoff's session ends at this deadline (nothing it stores can be delivered)."""
 LINK_ALPHA = 0.1
 """Single-click's bright population on both links: p ~ 1e-4 per attempt, a link pair in about
 a second of wall time (as hil_tests/test_network_daemons.py)."""
 MEMORY_PLAN = {"c13_n_1e_at_alpha": 1000.0, "c13_n_1e_alpha": 0.5, "c13_move_fidelity": 0.95}
 """B's memory as the planning model sees it (dephasing per attempt at alpha 0.5, the move's
 fidelity): a memory that keeps a pair over the ~1e4 attempts of a second link."""
-FORGETFUL_N_1E = 2.0
-"""memory_cutoff: a memory that forgets within a couple of attempts."""
-CUTOFF_HOLD_S = (10.0, 20.0)
+CUTOFF_WAIT_S = 120.0
 MID_SWAP_WAIT_S = 40.0
 FINAL_TRIES = 3
 MIN_SESSION_S = 8.0
@@ -216,9 +217,24 @@ def calibrate_network_from_truth(lab: LabConfig, sim, roles: Roles) -> None:
             store.set_manual(roles.repeater, name, value, "soak: from the simulator's truth")
 
 
-def set_memory_n_1e(lab: LabConfig, node: str, value: float, reason: str) -> None:
-    with ParameterStore(lab.data_dir / "params.sqlite") as store:
-        store.set_manual(node, "c13_n_1e_at_alpha", value, reason)
+class CutoffRequest:
+    """memory_cutoff's request to the session loop: its next session asks a minimum fidelity
+    the stored pairs cannot keep; `done` once that session ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted = False
+        self.done = threading.Event()
+
+    def ask(self) -> None:
+        with self._lock:
+            self._wanted = True
+            self.done.clear()
+
+    def take(self) -> bool:
+        with self._lock:
+            wanted, self._wanted = self._wanted, False
+            return wanted
 
 
 # faults ---------------------------------------------------------------------------------------
@@ -239,6 +255,7 @@ class NetworkInjector(threading.Thread):
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.cycles = 0
+        self.cutoff = CutoffRequest()
         prefix = f"{roles.repeater}."
         names = sorted(n for n in stations.resources if n.startswith(prefix))
         self.tcp = [n for n in names if _networked(stations.resources[n])]
@@ -290,16 +307,17 @@ class NetworkInjector(threading.Thread):
                 )
             fault.cleared = fault.injected
         elif kind == "memory_cutoff":
-            hold = round(rng.uniform(*CUTOFF_HOLD_S), 1)
-            lab, node = self.stations.lab, roles.repeater
             fault = self._record(
-                kind, node, f"memory forgets within {FORGETFUL_N_1E:g} attempts for {hold} s"
+                kind,
+                roles.repeater,
+                f"next session asks a minimum fidelity of {CUTOFF_FIDELITY_MIN:g}: its stored "
+                "pairs cut off",
             )
-            set_memory_n_1e(lab, node, FORGETFUL_N_1E, "soak: forced cut-off")
-            try:
-                self.stop.wait(hold)
-            finally:
-                set_memory_n_1e(lab, node, MEMORY_PLAN["c13_n_1e_at_alpha"], "soak: restored")
+            self.cutoff.ask()
+            limit = time.monotonic() + CUTOFF_WAIT_S
+            while not self.cutoff.done.is_set() and time.monotonic() < limit:
+                if self.stop.wait(0.25):
+                    break
             fault.cleared = self.clock()
         else:
             self._instrument_fault(kind.removeprefix("repeater_"), kind)
@@ -372,7 +390,12 @@ def _networked(resource: str) -> bool:
 
 # sessions -------------------------------------------------------------------------------------
 def run_network_session(
-    stations: Stations, roles: Roles, clock, deadline_s: float, refusals: Counter
+    stations: Stations,
+    roles: Roles,
+    clock,
+    deadline_s: float,
+    refusals: Counter,
+    fidelity_min: float = 0.0,
 ) -> SessionRun | None:
     """One network session at the repeater, followed to its end. None: refused (the reason
     counted in `refusals`)."""
@@ -384,7 +407,7 @@ def run_network_session(
                 pairs=NETWORK_PAIRS,
                 verify=True,
                 protocol="single_click",
-                fidelity_min=FIDELITY_MIN,
+                fidelity_min=fidelity_min,
                 deadline_s=deadline_s,
             )["session"]
     except QnodeError as e:
@@ -460,9 +483,20 @@ def soak_network(
         with progress:
             task = progress.add_task("soak", total=minutes * 60, text="")
             while (left := end - time.monotonic()) > MIN_SESSION_S:
+                cutoff = injector.cutoff.take()
                 run = run_network_session(
-                    stations, roles, clock, min(NETWORK_DEADLINE_S, left), refusals
+                    stations,
+                    roles,
+                    clock,
+                    min(CUTOFF_DEADLINE_S if cutoff else NETWORK_DEADLINE_S, left),
+                    refusals,
+                    CUTOFF_FIDELITY_MIN if cutoff else 0.0,
                 )
+                if cutoff:
+                    if run is None:
+                        injector.cutoff.ask()  # refused: the next one
+                    else:
+                        injector.cutoff.done.set()
                 if run is None:
                     time.sleep(0.5)  # refused (a station restarting, busy ending): again
                 else:
