@@ -1,6 +1,6 @@
 """The three-node soak's audit: every end-to-end pair the network session files record, against
 the three nodes' files, the link layer's session files and the simulator's heralds (pure code
-over files, so that it is tested on its own; rules in docs/testing.md, "The fault soak").
+over files, so that it is tested on its own; rules in docs/performance.md, "Three nodes").
 
 - delivered: end-to-end pairs all three nodes (ends and repeater) hold as delivered;
 - lost: pairs one node holds as delivered that another discarded or never recorded (once every
