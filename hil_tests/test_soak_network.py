@@ -265,6 +265,15 @@ def test_an_unreadable_network_file_leaves_the_others_pairs_lost(tmp_path):
     assert any("unreadable" in p for p in result.problems)
 
 
+def test_the_network_soak_refuses_calibration_by_routines(tmp_path):
+    out = tmp_path / "out"
+    args = ["--lab", str(THREE), "--minutes", "1", "--calibration", "routines"]
+    result = soak_cli(*args, "--out", str(out))
+    assert result.returncode == 2
+    assert "the network soak calibrates from the truth only" in " ".join(result.stderr.split())
+    assert not out.exists()  # nothing started
+
+
 @pytest.mark.timeout(600)
 def test_three_node_soak_loses_double_counts_and_invents_no_end_to_end_pair(tmp_path):
     out = tmp_path / "soak"
@@ -279,6 +288,8 @@ def test_three_node_soak_loses_double_counts_and_invents_no_end_to_end_pair(tmp_
     assert a["delivered"] >= 3 and a["link_pairs_checked"] == 2 * a["delivered"]
     assert a["causes"].get("cutoff", 0) >= 1  # the forced cut-off discarded end-to-end pairs
     assert set(report["faults_by_kind"]) == set(NETWORK_FAULT_MENU), report["faults_by_kind"]
+    killed = [f for f in report["faults"] if f["kind"] == "kill_repeater_mid_swap"]
+    assert any("making its second link" in f["detail"] for f in killed), killed  # mid-swap
     assert report["faults_recovered"] == report["faults_injected"], report["faults"]
     assert report["final_completed"]
     assert proc.returncode == 0, proc.stdout[-4000:]
