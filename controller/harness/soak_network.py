@@ -225,11 +225,18 @@ class CutoffRequest:
         self._lock = threading.Lock()
         self._wanted = False
         self.done = threading.Event()
+        self.ended: float | None = None
+        """When the cut-off session ended (the soak's clock)."""
 
     def ask(self) -> None:
         with self._lock:
             self._wanted = True
+            self.ended = None
             self.done.clear()
+
+    def finish(self, ended: float | None) -> None:
+        self.ended = ended
+        self.done.set()
 
     def take(self) -> bool:
         with self._lock:
@@ -279,6 +286,8 @@ class NetworkInjector(threading.Thread):
         roles, rng = self.roles, self.rng
         if kind == "kill_repeater_mid_swap":
             mid_swap = self._wait_mid_swap()
+            if self.stop.is_set():
+                return  # the soak ended while waiting: no fault after the injector stopped
             detail = "killed (SIGKILL) making its second link, then started again"
             if not mid_swap:
                 detail = f"killed (SIGKILL; not seen mid-swap within {MID_SWAP_WAIT_S:g} s)"
@@ -318,7 +327,7 @@ class NetworkInjector(threading.Thread):
             while not self.cutoff.done.is_set() and time.monotonic() < limit:
                 if self.stop.wait(0.25):
                     break
-            fault.cleared = self.clock()
+            fault.cleared = self.cutoff.ended or self.clock()
         else:
             self._instrument_fault(kind.removeprefix("repeater_"), kind)
 
@@ -496,7 +505,7 @@ def soak_network(
                     if run is None:
                         injector.cutoff.ask()  # refused: the next one
                     else:
-                        injector.cutoff.done.set()
+                        injector.cutoff.finish(run.ended)
                 if run is None:
                     time.sleep(0.5)  # refused (a station restarting, busy ending): again
                 else:
