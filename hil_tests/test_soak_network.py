@@ -19,14 +19,17 @@ from controller.data.sessionfile import DELIVERED, DISCARDED, HERALD_ROW, PAIR_R
 from controller.harness.soak_network import (
     NETWORK_FAULT_MENU,
     Roles,
+    gate_populations,
     gate_pulse_count,
     grid_resonance,
     has_repeater,
+    memory_gate,
     midpoint_of,
 )
 from controller.harness.soak_network_audit import audit_network
 from controller.labconfig import DEFAULT_LAB, load_lab
 from hil_tests.test_soak import soak_cli
+from qnode.errors import QnodeError
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
@@ -146,6 +149,15 @@ def test_the_memory_s_gate_from_the_truth_s_couplings():
     # each unit turns the nucleus by ~2 A_perp / (omega_L) (Taminiau's small-angle form):
     # pi/2 needs of order omega_L / (4 A_perp) units
     assert pulses % 2 == 0 and 4 <= pulses <= 100
+    assert memory_gate(memory) == (tau, pulses)  # the grid's nearest resonance gets there
+    # weak A_perp, every resonance 0.5 ns off the 2 ns grid: no grid point's gate reaches
+    # pi/2 on this model; the soak takes the deepest turn rather than refusing to run
+    hard = {"larmor_hz": 1985392.05, "a_par_hz": -49280.25, "a_perp_hz": 15850.96}
+    with pytest.raises(QnodeError, match="never reaches pi/2"):
+        gate_pulse_count(hard, grid_resonance(hard))
+    tau, pulses = memory_gate(hard)
+    assert tau % 2 == 0 and pulses % 2 == 0
+    assert gate_populations(hard, tau)[pulses // 2 - 1] < 0.9  # a turn, if not a full one
 
 
 def test_agreeing_files_count_the_pairs_and_their_link_pairs(tmp_path):
