@@ -10,6 +10,8 @@
   entangle    delivered pairs and attempts per wall second through the whole stack at NV
               parameters, success probability and fidelity (verified and the simulator's
               true states) against the model
+  sim speed   CPU per step of a memory node against a node without memories, and attempts
+              forwarded against stepped (bench/sim_speed.py)
   network     GHZ, swap and teleportation fidelity beside Pompili 2021 / Hermans 2022 (paper,
               simulator, planning model) and qnode's cut-offs beyond them
               (bench/network_figures.py: computed, its own tables printed too)
@@ -38,6 +40,7 @@ import zmq.asyncio
 from rich.console import Console
 from rich.table import Table
 
+from bench.sim_speed import bench_sim_speed
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import DEFAULT_LAB, load_lab, read_resource_map
 from controller.operator.daemons import terminate
@@ -383,6 +386,22 @@ def render(results: dict) -> None:
             f"{e['fidelity_truth'] / e['fidelity_model']:.3f} (true/model)",
             "-",
         )
+    m = results.get("sim_speed")
+    if m:
+        table.add_row(
+            "13C memory step",
+            f"{m['gate_step_us']:.0f} us gate step, {m['attempt_us']:.0f} us attempt",
+            f"{m['gate_step_plain_us']:.0f} / {m['attempt_plain_us']:.0f} us without memory",
+            f"{m['gate_step_ratio']:.1f} / {m['attempt_ratio']:.1f}",
+            "<= 3 (was 4.6 / 5.5)",
+        )
+        table.add_row(
+            "forwarded attempts",
+            f"{m['attempts_forwarded_s'] * 1e3:.1f} ms for 1000",
+            f"{m['attempts_stepped_s'] * 1e3:.0f} ms stepped",
+            f"{m['attempts_forwarding_gain']:.0f}x",
+            "-",
+        )
     for figure_set in results.get("network", {}).get("sets", []):
         for row in figure_set["rows"]:
             measured = row["simulator"]
@@ -426,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             terminate(proc)
+    with console.status("simulator speed on a memory node..."):
+        results["sim_speed"] = bench_sim_speed()
     with console.status("network figures..."):
         from bench import network_figures
 

@@ -152,6 +152,10 @@ class SimulationSection(_Strict):
     midpoint: dict[Literal[PINNABLE], float] = Field(default_factory=dict)  # type: ignore[valid-type]
     memories: dict[Literal["init_fidelity"], float] = Field(default_factory=dict)
     """Pinned for every memory node."""
+    c13: dict[Literal["a_par_hz", "a_perp_hz"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+        default_factory=dict
+    )
+    """Pinned for every node's 13C memory: its hyperfine coupling to the electron (Hz)."""
 
 
 FIBRE_DELAY_S_PER_KM = 5e-6

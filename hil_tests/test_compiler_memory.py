@@ -33,7 +33,7 @@ from sequences.operations import (
     to_data,
 )
 from sequences.parameters import defaults
-from sequences.program import CLOCK_NS, Op
+from sequences.program import CLOCK_NS, Op, align_wait_ns
 
 F_L, A_PAR, A_PERP = 443e3, 30e3, 60e3
 """The model's 13C: Larmor frequency (about 414 G) and hyperfine couplings, in Hz."""
@@ -183,6 +183,85 @@ def replay(c, rho=None, free=None, pi_amplitude=None, hw=HW):
     return rho, reads
 
 
+def replay_outcomes(
+    c, outcomes, rho=None, free=None, pi_amplitude=None, hw=HW, clock_ns=0, untimed_ns=0, ends=None
+):
+    """The first shot on the model with its readouts' outcomes given (True: bright): each
+    readout projects the electron onto its outcome and lasts its window (the nucleus
+    precessing with the electron in the measured state), the program branches on the counts
+    as the sequencer would (bright: counts 1, dark 0; a CR check passes after `untimed_ns`
+    of free evolution, the electron pumped: the unknown length of a check or sync wait).
+    ALIGN waits as the sequencer does on a free-running clock that reads `clock_ns` at the
+    start (its end is appended to `ends`). Returns (final state normalised, probability of
+    the outcomes)."""
+    rho = np.kron(np.diag([1, 0]), np.eye(2) / 2) if rho is None else rho
+    free = free or _free
+    pi_amplitude = pi_amplitude or PARAMS["pi_amplitude_v"]
+    pump = 1 << hw.ttl[hw.optics["pump"]]
+    instructions = c.program.instructions
+    regs, loops, pc, pending, probability = [0] * 16, {}, 0, None, 1.0
+    given, clock = iter(outcomes), clock_ns
+
+    def evolve(rho, ns):
+        u = free(ns)
+        return u @ rho @ u.conj().T
+
+    while pc < len(instructions):
+        ins = instructions[pc]
+        pc += 1
+        if ins.op == Op.AWG_TRIG:
+            i, q = c.waveforms[c.segments[ins.c]]
+            amplitude = abs(complex(i[0], q[0])) * hw.awg_peak_v
+            pending = _electron_rotation(math.atan2(q[0], i[0]), math.pi * amplitude / pi_amplitude)
+        elif ins.op == Op.WAIT:
+            u = free(ins.d) if pending is None else free(ins.d / 2) @ pending @ free(ins.d / 2)
+            pending = None
+            rho = u @ rho @ u.conj().T
+            clock += ins.d
+        elif ins.op == Op.ALIGN:
+            wait = align_wait_ns(clock, ins.d, ins.c)
+            rho, clock = evolve(rho, wait), clock + wait
+        elif ins.op == Op.TTL_SET and ins.c & pump:
+            rho = np.kron(np.diag([1, 0]), nucleus_of(rho))
+        elif ins.op == Op.COUNT:
+            following = instructions[pc]
+            if following.op == Op.EVENT and 0 < following.b < 1000:  # a readout
+                bright = next(given)
+                keep = np.kron(np.diag([1, 0] if bright else [0, 1]), np.eye(2))
+                rho = keep @ rho @ keep
+                p = float(np.real(np.trace(rho)))
+                probability *= p
+                if p < 1e-12:
+                    return rho, 0.0
+                rho = evolve(rho / p, ins.d)
+                regs[ins.b] = 1 if bright else 0
+            else:
+                regs[ins.b] = 10**6  # a CR check: passes
+                ins_ns = ins.d + untimed_ns
+                rho, clock = (
+                    evolve(np.kron(np.diag([1, 0]), nucleus_of(rho)), ins_ns),
+                    clock + ins_ns,
+                )
+            clock += ins.d if following.op == Op.EVENT and 0 < following.b < 1000 else 0
+        elif ins.op in (Op.BRANCH_LT, Op.BRANCH_GE):
+            if (regs[ins.a] < ins.d) == (ins.op == Op.BRANCH_LT):
+                pc = ins.c
+        elif ins.op == Op.JUMP:
+            pc = ins.c
+        elif ins.op == Op.LOOP:
+            if ins.c == 0:
+                break  # the shot loop
+            left = loops.get(pc, ins.d) - 1
+            if left > 0:
+                loops[pc] = left
+                pc = ins.c
+            else:
+                loops.pop(pc, None)
+    if ends is not None:
+        ends.append(clock)
+    return rho, probability
+
+
 CARDINAL = {  # electron preparations from |0> (phase, amplitude): Bloch vectors
     "+z": (None, (0, 0, 1)),
     "-z": (MwPulse(0.6, 100, 0.0), (0, 0, -1)),
@@ -318,3 +397,91 @@ def test_attempts_while_a_memory_holds_a_state_keep_whole_larmor_periods():
     window = PARAMS["herald_window_ns"] + periods / F_L * 1e9 - base
     padded = {**PARAMS, "herald_window_ns": round(window / CLOCK_NS) * CLOCK_NS}
     compiled(MemoryInit(), SwapToMemory(), EntanglementAttempt(max_attempts=10), params=padded)
+
+
+# ---- a frame on the sequencer's Larmor epoch ------------------------------------------------
+EPOCH_TOLERANCE = 0.2
+"""The readouts' own ~0.09 on this strongly coupled model spin (test_memory_readout_in_each_
+basis), and up to ~0.1 more: the swap's ALIGN waits up to a Larmor period (2.3 us here) with
+the electron's state not yet moved, while the nucleus (|0>) turns about the A_perp-tilted axis
+and shifts the electron's line by the hyperfine coupling (8 and ~14 degrees here; on the
+simulator's spins, 2 MHz Larmor and < 60 kHz couplings, under ~5 degrees). A lost frame reads
+anything from 0 to 1 as the clock and the untimed wait vary: these cases would see it."""
+
+
+@pytest.mark.parametrize("untimed_ns", [0, 1236, 98_764, 3_000_004])
+@pytest.mark.parametrize("state", ["+x", "-y"])
+def test_an_epoch_frame_survives_an_untimed_wait(state, untimed_ns):
+    """Stored on the epoch (SwapToMemory(epoch=True)), a state survives a charge check of
+    any length (the electron pumped to |0> in it), read in X and Y; started at any clock.
+    Within EPOCH_TOLERANCE: see there."""
+    prep, bloch = CARDINAL[state]
+    for basis, component in (("x", bloch[0]), ("y", bloch[1])):
+        ops = (MemoryInit(), prep, SwapToMemory(epoch=True), CRCheck(), MemoryReadout(basis=basis))
+        c = compiled(*ops)
+        for start in (0, 777_777):
+            _, p = replay_outcomes(c, (True,), clock_ns=start, untimed_ns=untimed_ns)
+            assert p == pytest.approx((1 + component) / 2, abs=EPOCH_TOLERANCE), (basis, start)
+
+
+@pytest.mark.parametrize("gap_ns", [4, 50_000, 1_234_567])
+def test_an_epoch_frame_survives_the_end_of_its_program(gap_ns):
+    """Written on the epoch in one program, read in another (MemoryReadout(epoch=True)) after
+    any gap: the free-running clock carries the frame, not the program."""
+    prep, bloch = CARDINAL["+y"]
+    write = compiled(MemoryInit(), prep, SwapToMemory(epoch=True))
+    ends: list[int] = []
+    rho, _ = replay_outcomes(write, (), clock_ns=123_456, ends=ends)
+    for basis, component in (("x", bloch[0]), ("y", bloch[1])):
+        read = compiled(CRCheck(), MemoryReadout(basis=basis, epoch=True))
+        _, p = replay_outcomes(
+            read, (True,), _free(gap_ns) @ rho @ _free(gap_ns).conj().T, clock_ns=ends[0] + gap_ns
+        )
+        assert p == pytest.approx((1 + component) / 2, abs=EPOCH_TOLERANCE), basis
+
+
+def test_without_the_epoch_the_untimed_wait_is_still_refused():
+    with pytest.raises(CompileError, match=r"unknown time.*epoch=True"):
+        compiled(MemoryInit(), SwapToMemory(), CRCheck(), MemoryReadout(basis="x"))
+
+
+def test_align_waits_to_the_next_whole_period_of_the_free_running_clock():
+    c = compiled(SwapToMemory(epoch=True))
+    aligns = [i for i in c.program.instructions if i.op == Op.ALIGN]
+    assert len(aligns) == 1 and aligns[0].d == round(1e12 / F_L)
+    period = aligns[0].d
+    for clock in (0, 4, 1_000_000, 10**13 + 12):
+        wait = align_wait_ns(clock, period, aligns[0].c)
+        assert wait % CLOCK_NS == 0 and 0 <= wait <= period / 1000 + CLOCK_NS
+        residual = ((clock + wait) * 1000 + aligns[0].c) % period
+        assert min(residual, period - residual) <= CLOCK_NS * 1000 / 2
+
+
+def test_a_frame_rotation_is_undone_at_the_readout():
+    """A state turned by +90 degrees about z since it was written (+x became +y) reads +x
+    when the readout is told so (frame_deg 90)."""
+    prep, _ = CARDINAL["+y"]
+    ops = (MemoryInit(), prep, SwapToMemory(), Wait(1000))
+    for basis, frame_deg, bright in (("x", 90.0, True), ("y", 90.0, None), ("x", 0.0, None)):
+        _, reads = replay(compiled(*ops, MemoryReadout(basis=basis, frame_deg=frame_deg)))
+        expected = 1.0 if bright else 0.5
+        assert reads[-1] == pytest.approx(expected, abs=0.12), (basis, frame_deg)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ALIGN 3999", "ALIGN period 3999 ps is outside"),
+        ("ALIGN 2ms", "is not a time in ps"),
+        ("ALIGN 2us, 2us", "ALIGN offset 2000000 ps must be"),
+        ("ALIGN", "ALIGN takes 1 to 2 operands"),
+    ],
+)
+def test_align_operands_are_bounded(text, message):
+    from qnode.errors import ProgramError
+    from sequences.program import assemble, decode, encode
+
+    with pytest.raises(ProgramError, match=message):
+        assemble(f"{text}\nHALT")
+    good = assemble("ALIGN 2257336, 1000ns\nHALT").instructions
+    assert decode(encode(good)) == good

@@ -33,7 +33,14 @@ from controller.link.plan import announced_delivery, round_basis, round_sequence
 from controller.link.vocabulary import BASES
 from controller.node.runtime import hardware_of
 from controller.operator.daemons import StartError, terminate
-from hil_tests.test_compiler_memory import HW, PARAMS, free_evolution, nucleus_of, replay
+from hil_tests.test_compiler_memory import (
+    HW,
+    PARAMS,
+    free_evolution,
+    nucleus_of,
+    replay,
+    replay_outcomes,
+)
 from qnode.errors import QnodeError
 from sequences.compiler import compile_sequence
 from sequences.library import BELL_TABLE, bell_measurement
@@ -130,15 +137,20 @@ BELL_VECTORS = {
 @pytest.mark.parametrize("state", list(BELL_VECTORS))
 def test_bell_measurement_names_each_bell_state_on_the_papers_hamiltonian(state):
     """The compiled BSM replayed on H = omega_L I_z + |1><1| (A_par I_z + A_perp I_x) (the
-    model of hil_tests/test_compiler_memory.py) from each Bell state of (electron, memory):
-    each readout is bright or dark as BELL_TABLE says, to within the model gates' own error
-    (the memory's Y readout reaches 0.93: the DD gate's A_perp-tilted axis)."""
+    model of hil_tests/test_compiler_memory.py) from each Bell state of (electron, memory),
+    its readouts projecting and its branches followed (replay_outcomes): the outcome
+    BELL_TABLE names for the state comes with probability > 0.85 (the model gates' own
+    error: the DD gate's A_perp-tilted axis)."""
     vector = BELL_VECTORS[state]
     compiled = compile_sequence(bell_measurement(), PARAMS, HW)
-    _, reads = replay(compiled, np.outer(vector, vector.conj()))
-    assert len(reads) == 2
-    bits = tuple(+1 if p > 0.85 else -1 if p < 0.15 else 0 for p in reads)
-    assert BELL_TABLE.get(bits) == state, (state, reads)
+    rho = np.outer(vector, vector.conj())
+    found = {
+        BELL_TABLE[(+1 if e else -1, +1 if m else -1)]: replay_outcomes(compiled, (e, m), rho)[1]
+        for e in (True, False)
+        for m in (True, False)
+    }
+    assert sum(found.values()) == pytest.approx(1.0)
+    assert found[state] > 0.85, found
 
 
 PAULI_X = np.array([[0.0, 1.0], [1.0, 0.0]])
@@ -291,9 +303,15 @@ def memory_lab(tmp_path_factory):
             os.environ["QNODE_DATA_DIR"] = old
 
 
-def store_one(client, **extra) -> dict:
+def store_one(client, peer_delivery: str = "Z", **extra) -> dict:
     started = client.entangle(
-        1, "barrett_kok", deadline_s=120, delivery="memory", peer_delivery="Z", peer="A", **extra
+        1,
+        "barrett_kok",
+        deadline_s=120,
+        delivery="memory",
+        peer_delivery=peer_delivery,
+        peer="A",
+        **extra,
     )
     return client.wait_session(started["session"], timeout_s=180)
 
@@ -354,6 +372,47 @@ def test_b_stores_its_half_and_reads_it_anticorrelated_with_a(memory_lab):
     assert anti >= ANTI_MIN, (anti, kept)
 
 
+EPOCH_Y_PAIRS = 110
+"""Sessions of one pair each, A measuring at once in Y, B's stored half read in Y in a later
+program (its frame from the sequencer's Larmor epoch): the bits agree (psi+ after the link's
+Pauli frame: YY = +1). Chance gives 55 +- 5.2: the bound, 71, is 3.05 sigma above it; runs
+gave 0.73-0.79, 80 of 106 (84.7 +- 4.4 expected at 0.77: 71 is 3.1 sigma below). ~1.9 s
+a pair."""
+EPOCH_Y_MIN = 71
+EPOCH_X_PAIRS = 16
+"""The same in X, printed, not asserted: X agrees less (41 of 64 over three runs, 14 of 16 in
+one, against 0.75-0.79 in Y) though the epoch frame itself keeps X across programs on the
+simulator (a stored +x reads +x 0.85 a program later): open, docs/network.md."""
+
+
+@pytest.mark.timeout(1500)
+def test_a_stored_half_read_in_y_in_a_later_program_agrees_with_a(memory_lab):
+    """The stored pair's frame survives the end of the program that stored it: B's memory
+    read in Y (memory_measure, a program of its own after the session's) agrees with A's
+    bit in Y, measured at the herald. X is reported beside it (EPOCH_X_PAIRS)."""
+    from controller.operator.client import NodeClient
+
+    lab = memory_lab[0]
+    calibrated_memory(memory_lab)
+    counts = {"X": [0, 0], "Y": [0, 0]}
+    with NodeClient.for_lab(lab, "B", timeout_s=60) as b, NodeClient.for_lab(lab, "A") as a:
+        for basis in ["Y"] * EPOCH_Y_PAIRS + ["X"] * EPOCH_X_PAIRS:
+            summary = store_one(b, peer_delivery=basis)
+            assert summary["state"] == "completed", summary.get("reason")
+            rows = b.session_data(summary["session"])["pairs"]
+            mine = rows[rows["status"] == DELIVERED]
+            measured = b.memory_measure(basis)
+            assert measured["frame_deg"] == 0.0  # no phase per attempt calibrated
+            theirs = a.session_data(summary["session"])["pairs"]
+            their = theirs[theirs["id"] == mine[0]["id"]]
+            if measured["valid"] and their[0]["bit"] != 0:
+                counts[basis][0] += int(measured["bit"] == int(their[0]["bit"]))
+                counts[basis][1] += 1
+    print(f"stored halves read in X/Y a program later, agree/kept: {counts}")
+    assert counts["Y"][1] >= EPOCH_Y_PAIRS - 6
+    assert counts["Y"][0] >= EPOCH_Y_MIN, counts
+
+
 PROTECTED = 100
 """Store A-B, make B-C with the echo, read B's memory in Z: anticorrelated with A's bit as
 psi+/- says. Chance gives 50 +- 5 of 100; the test asks for 65 (3 sigma above chance), while
@@ -364,9 +423,14 @@ BC_ALPHA = 0.1
 """Single-click on B-C while B holds a pair (as Pompili et al.): p ~ 1e-4, a few 10^4 attempts
 a pair, where Barrett-Kok's ~5e-8 (this lab's photon collection) would take 10^7-10^8."""
 BC_SESSION = {"deadline_s": 120, "delivery": "keep", "peer_delivery": "Z", "peer": "C"}
-BELL_MEASUREMENTS = 6
-"""~1.5 s each. The BSM's memory bit should be the ZZ parity of B's two qubits, A's Z bit times
-C's; in the simulator it agrees at chance today (8 of 16 in a run): reported, see the test."""
+BELL_MEASUREMENTS = 52
+"""~3.5 s each. The BSM names phi (ZZ = +1 on B's two qubits) when A's Z bit times C's is +1.
+Runs gave 14 of 16 and 36 of 52 (0.69: the chain's errors multiply: A-B's Z correlation,
+B's electron kept in Z across the end of the B-C program, both readouts). The bound, half
+(26), is 3.0 sigma below 36 +- 3.3; a BSM reading the parity inverted (the table's sign
+wrong) gives 16 +- 3.3, 3 sigma under it. It does not tell chance (26 +- 3.6) apart at 3
+sigma: the one-program test (hil_tests/test_bsm.py) does, with 160 shots."""
+PARITY_AGREE_MIN = 26
 
 
 def store_then_bc(b) -> tuple[dict, bytes, dict]:
@@ -412,10 +476,9 @@ def test_bell_measurement_on_b_returns_its_outcomes_and_frees_both_qubits(memory
     """Store A-B, make B-C (C measures Z, B keeps its electron), then B's Bell-state
     measurement: its two bits and the Bell state BELL_TABLE names come back, with both
     pairs (ids, heralded outcomes, frames); both qubits are free after and the run is on
-    record. Its parity bit is printed beside A's and C's Z bits, not asserted: it agrees at
-    chance in the simulator today, though the stored pair (read in Z) and the kept electron
-    (read in Z in a program of its own) each keep their correlation (docs/network.md); the
-    phase bit would need the memory's frame."""
+    record. Its parity agrees with A's Z bit times C's (the electron's readout spares the
+    memory). The phase bit is not checked: the electron's half does not keep its phase
+    across the end of the B-C program (docs/network.md)."""
     from controller.operator.client import NodeClient
 
     lab = memory_lab[0]
@@ -441,12 +504,12 @@ def test_bell_measurement_on_b_returns_its_outcomes_and_frees_both_qubits(memory
             assert result["run_id"] and len(result["counts"]) == 2
             seen.add(result["bell_state"])
             parity = z_bit(a, stored["session"], ab_id) * z_bit(c, bc["session"], bc_id)
-            agree += int(result["memory_bit"] == parity)
+            agree += int(result["bell_state"].startswith("phi") == (parity == 1))
         with pytest.raises(QnodeError, match="needs a pair in the electron and one stored"):
             b.bell_measurement()
-    # reported, not asserted: at chance in the simulator today (docs/network.md)
     print(f"{BELL_MEASUREMENTS} Bell measurements: parity agrees {agree}; {sorted(seen)}")
     assert len(seen) >= 2  # more than one outcome comes back
+    assert agree >= PARITY_AGREE_MIN, agree
 
 
 @pytest.mark.timeout(600)

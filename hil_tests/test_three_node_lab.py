@@ -924,3 +924,27 @@ def test_a_second_link_s_walk_does_not_run_the_node_s_routines_again():
     outcomes = run_graph(node, ["detection_window"], done=done)
     assert [(o.routine, o.verdict) for o in outcomes] == [("detection_window", SKIPPED)]
     assert "no midpoint" in outcomes[0].reason
+
+
+def test_the_cavity_lab_pins_weak_memories_and_collects_through_cavities(tmp_path):
+    """labs/sim_three_node_cavity.toml: every 13C's hyperfine coupling pinned (`[simulation.
+    c13]`), the rest of its truth still drawn from the seed (the same as the lab-scale lab's);
+    each node's efficiency in the simulator's cavity range (0.02-0.05), ~100 x free space."""
+    import tomllib
+
+    cavity = tomllib.loads((LABS / "sim_three_node_cavity.toml").read_text())
+    free = tomllib.loads((LABS / "sim_three_node.toml").read_text())
+    pinned = SimLab(cavity, SEED, tmp_path / "c", tmp_path / "c.json")
+    drawn = SimLab(free, SEED, tmp_path / "f", tmp_path / "f.json")
+    pinned._build()
+    drawn._build()
+    for node in "ABC":
+        p = pinned.nodes[node].physics.memories[0].truth
+        d = drawn.nodes[node].physics.memories[0].truth
+        assert (p.a_par_hz, p.a_perp_hz) == (-12000.0, 15000.0)
+        assert abs(d.a_par_hz) >= 20e3  # the lab-scale lab's are drawn in 20-60 kHz
+        assert (p.larmor_hz, p.t2star_s, p.t2_hahn_s) == (d.larmor_hz, d.t2star_s, d.t2_hahn_s)
+    for midpoint in pinned.midpoints.values():
+        assert all(0.02 * 0.99 <= eta <= 0.05 for eta in midpoint.truth.eta.values())
+    for midpoint in drawn.midpoints.values():
+        assert all(eta <= 4.2e-4 for eta in midpoint.truth.eta.values())

@@ -140,6 +140,9 @@ class _Compiler:
         self.memories = hw.memories
         self.memory_frames: dict[str, int] = {}
         """memory -> when its state was written (ns into the shot): later gates keep time."""
+        self.epoch_frames: set[str] = set()
+        """Memories whose frame is on the sequencer's Larmor epoch (written after an ALIGN):
+        an untimed wait does not lose it; the next operation on them ALIGNs again."""
 
     # helpers -------------------------------------------------------------------------------
     def fail(self, reason: str) -> CompileError:

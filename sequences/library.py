@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sequences.memory import MemoryGate, MemoryReadout
+from sequences.memory import MemoryGate, MemoryReadout, ReadoutSparingMemory
 from sequences.operations import (
     MwPulse,
     Param,
@@ -58,33 +58,42 @@ def readout(platform: str = "nv", shots: int = 1000) -> Sequence:
 
 
 BELL_TABLE: dict[tuple[int, int], str] = {
-    (+1, +1): "phi_plus",
-    (-1, +1): "phi_minus",
-    (+1, -1): "psi_plus",
-    (-1, -1): "psi_minus",
+    (+1, -1): "phi_plus",
+    (-1, -1): "phi_minus",
+    (+1, +1): "psi_plus",
+    (-1, +1): "psi_minus",
 }
 """bell_measurement's outcome (electron bit, memory bit; +1 bright) -> the Bell state of
-(electron, memory) it projected onto: the memory bit is the ZZ parity (+1: phi), the
-electron bit the phase (+1: plus)."""
+(electron, memory) it projected onto, in the memory's frame (the axes SwapToMemory writes
+and MemoryReadout reads): the memory bit is minus the ZZ parity (-1: phi), the electron bit
+the phase (+1: plus). From the compiled sequence replayed on the papers' Hamiltonian
+(hil_tests/test_memory_delivery.py) and, for the parity, the simulator: A's Z bit times
+C's after a swap at B (the same test file)."""
 
 
-def bell_measurement(memory: str = "c13", shots: int = 1) -> Sequence:
+def bell_measurement(
+    memory: str = "c13", shots: int = 1, frame_deg: float = 0.0, epoch: bool = False
+) -> Sequence:
     """The Bell-state measurement of the electron and a memory qubit (Pompili et al. 2021,
     their swap's structure; the angles are ours): the DD gate exp(+i pi/4 Z_e X_n) (MemoryGate
     at 270 degrees) is a CNOT (electron control) up to Rz_e(pi/2) and Rx_n(pi/2), which the
     readouts' bases absorb: the electron then reads in Y (pi/2 about x) and the memory in Y,
-    so the memory's readout is the ZZ parity and the electron's the phase (BELL_TABLE;
-    replayed on the papers' Hamiltonian in hil_tests/test_memory_delivery.py). No charge
-    check first: its light would destroy the electron's half. The parity survives an unknown
-    time since the memory was written (Z_e Z_n commutes with its precession); the phase needs
-    the memory's frame, which a program of its own does not have. Open: the memory's Y
-    coherence that carries the parity does not survive the electron's readout and spin pump
-    in the simulator (docs/network.md, "Delivery into memory")."""
+    so the memory's readout is the ZZ parity (its sign: BELL_TABLE) and the electron's the
+    phase (BELL_TABLE;
+    replayed on the papers' Hamiltonian in hil_tests/test_bsm.py). No charge check first:
+    its light would destroy the electron's half. The electron's readout spares the memory
+    (ReadoutSparingMemory: a pi pulse after a dark outcome instead of the spin pump, held
+    so both branches leave the memory alike), whose Y coherence carries the parity. The
+    parity survives an unknown time since the memory was written (Z_e Z_n commutes with its
+    precession); the phase bit needs the memory's frame: in the program that wrote it, or
+    `frame_deg`, a known rotation of the stored state to undo (the phase per attempt).
+    `epoch`: the memory was written on the sequencer's Larmor epoch in an earlier program;
+    its gate starts ALIGNed (an unechoed wait of up to a Larmor period: the electron's half,
+    if in a superposition, picks up a conditional phase there; the parity does not)."""
     ops = (
-        MemoryGate(memory, angle_deg=270.0),
+        MemoryGate(memory, angle_deg=270.0, frame_deg=frame_deg, epoch=epoch),
         pi_half_pulse(0.0),
-        Readout(label="electron"),
-        SpinInit(),
+        ReadoutSparingMemory(memory, label="electron"),
         MemoryReadout(memory, basis="y", label="memory"),
     )
     return Sequence(f"bell_measurement_{memory}", ops, shots)

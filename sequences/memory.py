@@ -14,11 +14,17 @@ the mean (omega_0 + omega_1) / 2.
 
 The gate's axis is x in the laboratory frame (the hyperfine field's direction), so which axis
 of the stored state it acts on depends on when it starts. The compiler tracks each memory's
-frame: the moment its state was written (the end of SwapToMemory or MemoryInit); a later
-gate on it starts a whole number of Larmor periods after that (a wait while the electron is
-in |0>). The sequencer must therefore time everything between the two: a charge check or a
-sync wait (unknown length) in between is refused, and an entanglement attempt only when its
-period is a whole number of Larmor periods (then the number of attempts does not matter).
+frame: the moment its state was written (the end of SwapToMemory or MemoryInit, or of a
+gate: a DD gate adds whole turns of the mean precession); a later gate on it starts a whole
+number of Larmor periods after that (a wait while the electron is in |0>; before a
+MemoryGate, whose electron may hold half of a pair, a doubly echoed wait). The sequencer
+must therefore time everything between the two: a charge check or a sync wait (unknown
+length) in between is refused, and an entanglement attempt only when its period is a whole
+number of Larmor periods (then the number of attempts does not matter) -- unless the memory
+was written on the sequencer's Larmor epoch (`epoch=True`): its write and its later
+operations then start ALIGNed to the free-running clock's whole Larmor periods, so the frame
+survives untimed waits and the end of the program, provided the electron sits in |0>
+meanwhile (docs/network.md, "Delivery into memory").
 
 Sequences (their structure as in Bradley et al., PRX 9, 031045 (2019) and the supplementary
 material of Pompili et al., Science 372, 259 (2021); the pulse phases and the timing are our
@@ -30,11 +36,14 @@ derivation, replayed on the Hamiltonian above in hil_tests/test_compiler_memory.
   was, goes onto the electron), electron initialisation again: a SWAP-like reset.
 - SwapToMemory (nucleus initialised): MemoryToElectron's steps in reverse, each inverted.
 - MemoryReadout: MemoryToElectron, an electron basis rotation, the electron's readout.
+- ReadoutSparingMemory: the electron's readout while a memory holds a state; held to whole
+  periods of both precessions, then a pi pulse (dark) or the pump (bright), equal lengths.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,7 +57,7 @@ from sequences.operations import (
     pi_half_pulse,
     pi_pulse,
 )
-from sequences.program import CLOCK_NS
+from sequences.program import ALIGN_PERIOD_PS, CLOCK_NS
 
 if TYPE_CHECKING:
     from sequences.compiler import CompileError
@@ -81,8 +90,15 @@ class MemoryGate(MemoryOperation):
     KIND = "memory_gate"
     angle_deg: float = 90.0
     frame: str = "keep"
-    """"keep": start a whole number of Larmor periods after the memory's state was written;
+    """"keep": start a whole number of Larmor periods after the memory's state was written
+    (a gate on a memory without a frame sets it: what follows keeps time with the gate);
     "ignore": start at once (a nuclear Ramsey measures the precession frames are kept with)."""
+    frame_deg: float = 0.0
+    """A known rotation of the stored state about z to undo (as MemoryReadout's); the
+    memory's frame moves with it for the operations that follow."""
+    epoch: bool = False
+    """The memory's state was written on the sequencer's Larmor epoch (an `epoch` write,
+    maybe in an earlier program): start aligned to it (ALIGN) when this program has no frame."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,8 @@ class MemoryInit(MemoryOperation):
     electron, then initialise the electron again."""
 
     KIND = "memory_init"
+    epoch: bool = False
+    """Write on the sequencer's Larmor epoch (ALIGN): see SwapToMemory."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,12 @@ class SwapToMemory(MemoryOperation):
     """Move the electron's state into the (initialised) memory; the electron ends in |0>."""
 
     KIND = "swap_to_memory"
+    epoch: bool = False
+    """Start aligned to the sequencer's free-running Larmor epoch (ALIGN; the electron waits
+    up to one Larmor period in whatever state it holds), so the stored state's frame is
+    known to any later program (`epoch` reads) whatever untimed waits come between, provided
+    the electron sits in |0> meanwhile (a spin pump or a charge check while the memory holds
+    a state dephases it: Kalb et al. 2018)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,8 @@ class MemoryToElectron(MemoryOperation):
     """Move the memory's state onto the electron (which must be in |0>)."""
 
     KIND = "memory_to_electron"
+    epoch: bool = False
+    """As MemoryGate's."""
 
 
 MEMORY_BASES = ("z", "x", "y")
@@ -119,10 +145,38 @@ class MemoryReadout(MemoryOperation):
     KIND = "memory_readout"
     basis: str = "z"
     label: str = "memory"
+    frame_deg: float = 0.0
+    """A known rotation of the stored state about z since it was written (degrees, in the
+    memory's frame: e.g. attempts x the calibrated phase per attempt), undone by reading
+    that much later or earlier in the memory's precession."""
+    epoch: bool = False
+    """As MemoryGate's: the state was written on the epoch, maybe by an earlier program."""
+
+
+@dataclass(frozen=True)
+class ReadoutSparingMemory(MemoryOperation):
+    """Read the electron out while a memory holds a state, and bring the electron back to
+    |0> without the spin pump's reset at a random time (which would dephase the memory):
+    after a dark outcome a microwave pi pulse, after a bright one the pump (it acts only on
+    an electron the readout light flipped, whose memory phase is random already). The
+    electron stays in its measured state until a whole number of both precession periods
+    (omega_0 and omega_1) since the readout began, so the memory's state is the same in
+    both branches. Both branches last the same (the frame stays known)."""
+
+    KIND = "readout_sparing_memory"
+    label: str = "electron"
 
 
 MEMORY_OPERATIONS: dict[str, type[Operation]] = {
-    cls.KIND: cls for cls in (MemoryGate, MemoryInit, SwapToMemory, MemoryToElectron, MemoryReadout)
+    cls.KIND: cls
+    for cls in (
+        MemoryGate,
+        MemoryInit,
+        SwapToMemory,
+        MemoryToElectron,
+        MemoryReadout,
+        ReadoutSparingMemory,
+    )
 }
 OPERATIONS.update(MEMORY_OPERATIONS)
 
@@ -140,8 +194,11 @@ class GateCalibration:
     larmor_hz: float
     omega1_hz: float
     sign: int = 1
-    """The direction of the DD gate's rotation for electron |0> (+x). The transfers work for
-    either (checked on the model), so none is calibrated; -1 wraps each gate in flips."""
+    """The direction of the DD gate's rotation for electron |0> (+x). It depends on the
+    resonance order and the sign of A_perp, and nothing needs it calibrated: the memory's
+    axes are those SwapToMemory writes and MemoryReadout reads, the same gate's, so every
+    sequence here (the Bell-state measurement too) does the same in them for either
+    direction (hil_tests/test_bsm.py); -1 wraps each gate in flips."""
 
     @property
     def mean_precession_hz(self) -> float:
@@ -153,7 +210,9 @@ class Emitter(Protocol):
     """What memory compilation needs of the compiler (sequences.compiler._Compiler)."""
 
     elapsed: int
+    lines: list[str]
     memory_frames: dict[str, int]
+    epoch_frames: set[str]
     memories: tuple[str, ...]
 
     def fail(self, reason: str) -> CompileError: ...
@@ -299,6 +358,58 @@ def _echoed_quarter_turn(
         out.wait(out.mw_pulse(after))
 
 
+def _epoch_period_ps(out: Emitter, cal: GateCalibration) -> int:
+    period = round(1e12 / cal.larmor_hz)
+    low, high = ALIGN_PERIOD_PS
+    if not low <= period <= high:
+        raise out.fail(
+            f"{parameter(cal.memory, 'larmor_hz')} of {cal.larmor_hz:g} Hz gives a Larmor period "
+            f"of {period} ps, outside ALIGN's {low}..{high} ps"
+        )
+    return period
+
+
+def _sync_epoch(out: Emitter, cal: GateCalibration, lead_ns: int, epoch: bool) -> bool:
+    """Without a frame in this program (none yet, or an untimed wait lost it) for a memory
+    written on the epoch: ALIGN so that `lead_ns` from its end is a whole number of Larmor
+    periods since the sequencer's epoch, which is where the memory's frame is."""
+    memory = cal.memory
+    if memory in out.memory_frames or not (epoch or memory in out.epoch_frames):
+        return False
+    period = _epoch_period_ps(out, cal)
+    out.emit(f"ALIGN {period}, {lead_ns * 1000 % period}")
+    out.memory_frames[memory] = out.elapsed + lead_ns
+    out.epoch_frames.add(memory)
+    return True
+
+
+def _epoch_write(out: Emitter, cal: GateCalibration, write: Callable[[], None]) -> None:
+    """A write on the epoch: ALIGN, then the write, its ALIGN's offset set (once the write's
+    frame is known) so the frame falls on a whole number of Larmor periods since the epoch."""
+    period = _epoch_period_ps(out, cal)
+    index, start = len(out.lines), out.elapsed
+    out.emit(f"ALIGN {period}")
+    write()
+    offset_ns = out.memory_frames[cal.memory] - start
+    out.lines[index] = f"ALIGN {period}, {offset_ns * 1000 % period}"
+    out.epoch_frames.add(cal.memory)
+
+
+def _shift_frame(out: Emitter, cal: GateCalibration, frame_deg: float) -> None:
+    """A stored state turned by frame_deg about z (ahead of its frame) is where an unturned
+    one would be frame_deg / 360 Larmor periods later: its frame moves that much earlier."""
+    if not math.isfinite(frame_deg) or abs(frame_deg) > 1e6:
+        raise out.fail(f"frame_deg must be a finite angle of at most 1e6 degrees, not {frame_deg}")
+    frame = out.memory_frames.get(cal.memory)
+    if frame_deg and frame is None:
+        raise out.fail(
+            f"frame_deg: memory '{cal.memory}' has no frame in this program (nothing wrote it "
+            "and no gate set it), so there is no rotation to undo"
+        )
+    if frame_deg and frame is not None:
+        out.memory_frames[cal.memory] = frame - round(frame_deg / 360 * 1e9 / cal.larmor_hz)
+
+
 def _align(out: Emitter, cal: GateCalibration, lead_ns: int) -> None:
     """Wait (the electron in |0>: the nucleus precesses at omega_L alone) until `lead_ns` from
     now is a whole number of Larmor periods after the memory's frame was set."""
@@ -310,10 +421,50 @@ def _align(out: Emitter, cal: GateCalibration, lead_ns: int) -> None:
     out.wait(_quantise((period_ns - late) % period_ns))
 
 
-def _memory_to_electron(out: Emitter, cal: GateCalibration, align: bool) -> None:
+ECHOED_ALIGN_TRIES = 64
+
+
+def _echoed_align(out: Emitter, cal: GateCalibration, lead_ns: int = 0) -> None:
+    """Before a gate on a framed memory, with the electron in any state (it may hold half of
+    a pair, as at a Bell-state measurement): a doubly echoed wait, q - pi - 2q - pi - q, so
+    the nucleus turns at the mean precession in both of the electron's branches (a plain
+    wait would turn it at omega_0 or omega_1 by the electron's state: a conditional phase),
+    long enough that its phase since the frame is a whole number of turns when the gate
+    starts; the electron ends as it was. Of the first tries, the one the clock's grid
+    plays nearest. No frame: nothing (the gate sets it)."""
+    frame = out.memory_frames.get(cal.memory)
+    if frame is None:
+        return
+    pi_ns = out.played_ns(pi_pulse())
+    turned = ((out.elapsed + lead_ns - frame) * 1e-9 * cal.larmor_hz) % 1
+    best: tuple[float, int] | None = None
+    for whole in range(ECHOED_ALIGN_TRIES):
+        total_ns = ((1 - turned) % 1 + whole) / cal.mean_precession_hz * 1e9
+        quarter = _quantise((total_ns - 2 * pi_ns) / 4)
+        if quarter < CLOCK_NS:
+            continue
+        miss = abs(4 * quarter + 2 * pi_ns - total_ns)
+        if best is None or miss < best[0]:
+            best = (miss, quarter)
+        if miss <= CLOCK_NS / 4:
+            break
+    assert best is not None  # a period is microseconds: some try fits
+    quarter = best[1]
+    out.wait(quarter)
+    out.wait(out.mw_pulse(pi_pulse(0.0)))
+    out.wait(2 * quarter)
+    out.wait(out.mw_pulse(pi_pulse(180.0)))
+    out.wait(quarter)
+
+
+def _memory_to_electron(
+    out: Emitter, cal: GateCalibration, align: bool, epoch: bool = False, frame_deg: float = 0.0
+) -> None:
     wrapped = _wrapped(cal, +1)
     if align:
         lead = out.played_ns(pi_half_pulse(90.0)) + wrapped * out.played_ns(pi_pulse())
+        _sync_epoch(out, cal, lead, epoch)
+        _shift_frame(out, cal, frame_deg)
         _align(out, cal, lead)
     _electron(out, 90.0, 90)
     end = _conditional(out, cal, +1)
@@ -332,6 +483,61 @@ def _swap_to_memory(out: Emitter, cal: GateCalibration) -> None:
     _electron(out, 270.0, 90)
 
 
+HOLD_TOLERANCE = 0.03
+"""How far from a whole number of each precession period (in periods) the electron's
+measured state may be held: 0.03 turns the memory by at most 11 degrees in a dark branch."""
+HOLD_MAX_PERIODS = 400
+
+
+def sparing_hold_ns(cal: GateCalibration, readout_ns: int) -> int:
+    """The time from a readout's start to the electron's reset, at least the readout's: on
+    the clock's grid, nearest a whole number of periods at both omega_0 (electron |0>) and
+    omega_1 (|1>), the first within HOLD_TOLERANCE (the best one beyond it)."""
+
+    def off(t: int) -> float:
+        return max(abs(x - round(x)) for x in (t * 1e-9 * cal.larmor_hz, t * 1e-9 * cal.omega1_hz))
+
+    first = math.ceil(readout_ns * 1e-9 * cal.omega1_hz)
+    candidates = [
+        t
+        for n in range(first, first + HOLD_MAX_PERIODS)
+        for t in (_quantise(n / cal.omega1_hz * 1e9),)
+        if t >= readout_ns
+    ]
+    for t in candidates:
+        if off(t) <= HOLD_TOLERANCE:
+            return t
+    return min(candidates, key=off)
+
+
+def _readout_sparing_memory(out: Emitter, cal: GateCalibration, label: str) -> None:
+    """ReadoutSparingMemory: readout, hold, then branch on the counts (COUNT wrote them to
+    the compiler's count register): bright -> pump, dark -> pi pulse, equal lengths."""
+    from sequences.compiler import R_COUNT  # the compiler imports this module
+
+    threshold = out.value(Param("readout_threshold"), "readout threshold")
+    start = out.elapsed
+    out.operation(Readout(label=label))
+    hold = sparing_hold_ns(cal, out.elapsed - start)
+    out.wait(start + hold - out.elapsed)
+    dark, join = out.label("dark"), out.label("join")
+    out.emit(f"BRANCH_LT r{R_COUNT}, {math.ceil(threshold)}, {dark}")
+    branch = out.elapsed
+    out.operation(SpinInit())
+    pump_ns = out.elapsed - branch
+    pi_ns = out.played_ns(pi_pulse())
+    length = max(pump_ns, pi_ns)
+    out.wait(length - pump_ns)
+    out.emit(f"JUMP {join}")
+    out.emit(f"{dark}:")
+    out.elapsed = branch
+    out.wait(out.mw_pulse(pi_pulse()))
+    out.wait(length - pi_ns)
+    out.emit(f"{join}:")
+    if out.elapsed != branch + length:  # pragma: no cover - both branches are built equal
+        raise out.fail("the readout's branches differ in length")
+
+
 BASIS_ROTATION = {"z": None, "x": pi_half_pulse(270.0), "y": pi_half_pulse(0.0)}
 """The electron's rotation that takes the basis's +1 eigenstate to |0> (bright)."""
 
@@ -341,7 +547,8 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
     framed = op.memory in out.memory_frames
     if isinstance(op, MemoryGate) and op.frame not in FRAMES:
         raise out.fail(f"unknown frame {op.frame!r} ({', '.join(FRAMES)})")
-    if isinstance(op, MemoryGate) and not (op.frame == "keep" and framed):
+    epoch = getattr(op, "epoch", False) or op.memory in out.epoch_frames
+    if isinstance(op, MemoryGate) and not (op.frame == "keep" and (framed or epoch)):
         cal = gate_calibration(out, op.memory, precession=False)
     else:
         cal = gate_calibration(out, op.memory)
@@ -351,26 +558,52 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
                 n = gate_pulse_count(cal, op.angle_deg)
             except ValueError as e:
                 raise out.fail(str(e)) from None
+            wrapped = _wrapped(cal, +1)
             if op.frame == "keep":
-                _align(out, cal, 0)
+                lead = wrapped * out.played_ns(pi_pulse())
+                synced = _sync_epoch(out, cal, lead, op.epoch)
+                _shift_frame(out, cal, op.frame_deg)
+                if not synced or op.frame_deg:
+                    _echoed_align(out, cal, lead)
+            elif op.frame_deg:
+                raise out.fail("frame_deg needs frame 'keep'")
+            if wrapped:
+                _electron(out, 0.0, 180)
             _gate(out, cal, n)
+            if op.frame == "keep":  # a gate adds no precession of its own (whole mean turns):
+                out.memory_frames[cal.memory] = out.elapsed  # the frame moves to its end
+            if wrapped:
+                _electron(out, 0.0, 180)
         case MemoryInit():
-            out.operation(SpinInit())
-            _memory_to_electron(out, cal, align=False)
-            out.memory_frames[cal.memory] = out.elapsed
+
+            def initialise() -> None:
+                out.operation(SpinInit())
+                _memory_to_electron(out, cal, align=False)
+                out.memory_frames[cal.memory] = out.elapsed
+
+            out.memory_frames.pop(cal.memory, None)
+            out.epoch_frames.discard(cal.memory)
+            _epoch_write(out, cal, initialise) if op.epoch else initialise()
             out.operation(SpinInit())
         case SwapToMemory():
-            _swap_to_memory(out, cal)
+            out.memory_frames.pop(cal.memory, None)
+            out.epoch_frames.discard(cal.memory)
+            if op.epoch:
+                _epoch_write(out, cal, lambda: _swap_to_memory(out, cal))
+            else:
+                _swap_to_memory(out, cal)
         case MemoryToElectron():
-            _memory_to_electron(out, cal, align=True)
+            _memory_to_electron(out, cal, align=True, epoch=op.epoch)
         case MemoryReadout():
             if op.basis not in BASIS_ROTATION:
                 raise out.fail(f"unknown basis {op.basis!r} ({', '.join(MEMORY_BASES)})")
-            _memory_to_electron(out, cal, align=True)
+            _memory_to_electron(out, cal, align=True, epoch=op.epoch, frame_deg=op.frame_deg)
             rotation = BASIS_ROTATION[op.basis]
             if rotation is not None:
                 out.wait(out.mw_pulse(rotation))
             out.operation(Readout(label=op.label))
+        case ReadoutSparingMemory():
+            _readout_sparing_memory(out, cal, op.label)
         case _:
             raise out.fail(f"no compiler for {type(op).__name__}")
 
@@ -381,10 +614,14 @@ def check_frames_survive(out: Emitter, op: Operation, duration_ns: int | None) -
     Larmor periods (its phase would depend on the number of attempts)."""
     for memory in list(out.memory_frames):
         name = type(op).__name__
+        if duration_ns is None and memory in out.epoch_frames:
+            del out.memory_frames[memory]  # found again on the epoch by the next operation
+            continue
         if duration_ns is None:
             raise out.fail(
                 f"{name} lasts an unknown time, so the phase of the state memory '{memory}' "
-                "holds would be lost; move it before the memory is written or after it is read"
+                "holds would be lost; move it before the memory is written or after it is read, "
+                "or write the memory on the epoch (epoch=True)"
             )
         cal = gate_calibration(out, memory)
         periods = duration_ns * cal.larmor_hz * 1e-9

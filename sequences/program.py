@@ -25,6 +25,8 @@ N_LINK_PORTS = 4
 """Sync and herald input pairs of the sequencer: one per link (midpoint) the node takes part in."""
 MAX_INSTRUCTIONS = 4096
 MAX_DURATION_NS = 2**62
+ALIGN_PERIOD_PS = (4_000, 10**9)
+"""ALIGN's period bounds, ps: one clock cycle to 1 ms (a nuclear Larmor period is ~0.1-10 us)."""
 
 HERALD_OUTCOMES = ("fail", "psi_plus", "psi_minus")
 """What the herald input reports, by the value WAIT_HERALD writes into its register (0, 1, 2):
@@ -54,6 +56,7 @@ class Op(IntEnum):
     ADD = 0x0D
     JUMP = 0x0E
     HALT = 0x0F
+    ALIGN = 0x10
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Instruction:
     LOOP c=target d=count | WAIT_SYNC b=port d=timeout ns | WAIT_HERALD a=register b=port
     d=timeout ns (port: the sync/herald input pair of one link, 0..3)
     EVENT b=code a=register (255: no value) | SET/ADD a=register d=value | JUMP c=target
+    ALIGN d=period ps c=offset ps (wait until the free-running clock plus the offset is a
+    whole number of periods since the sequencer's epoch: align_wait_ns)
     """
 
     op: Op
@@ -94,6 +99,7 @@ _SYNTAX: dict[Op, tuple[str, ...]] = {
     Op.ADD: ("reg", "int"),
     Op.JUMP: ("label",),
     Op.HALT: (),
+    Op.ALIGN: ("ps", "ps?"),
 }
 
 
@@ -122,6 +128,8 @@ def _fields(op: Op, operands: list[int]) -> Instruction:
             return Instruction(op, a=operands[0], d=operands[1])
         case Op.HALT:
             return Instruction(op)
+        case Op.ALIGN:
+            return Instruction(op, c=operands[1] if len(operands) > 1 else 0, d=operands[0])
     raise AssertionError(op)
 
 
@@ -203,6 +211,12 @@ def _problem(i: int, ins: Instruction, n: int) -> str | None:
         return f"TTL mask {ins.c:#x} names lines beyond {N_TTL_LINES - 1}"
     if op is Op.EVENT and not 0 <= ins.b < 2**16:
         return f"event code {ins.b} does not fit 16 bits"
+    if op is Op.ALIGN:
+        low, high = ALIGN_PERIOD_PS
+        if not low <= ins.d <= high:
+            return f"ALIGN period {ins.d} ps is outside {low}..{high} ps"
+        if not 0 <= ins.c < ins.d:
+            return f"ALIGN offset {ins.c} ps must be at least 0 and below the period {ins.d} ps"
     return None
 
 
@@ -321,6 +335,11 @@ def _operand(lineno: int, op: Op, kind: str, text: str, labels: dict[str, int]) 
                 f"'{text}' is not a {'register (r0..)' if kind == 'reg' else 'counter (c0..)'}"
             )
         return int(text[1:])
+    if kind == "ps":
+        m = re.fullmatch(r"(\d+)\s*(ps|ns|us)?", text)
+        if not m:
+            raise fail(f"'{text}' is not a time in ps (an integer with ps, ns or us)")
+        return int(m.group(1)) * {"ps": 1, None: 1, "ns": 1_000, "us": 1_000_000}[m.group(2)]
     if kind == "dur":
         m = re.fullmatch(r"(\d+)\s*(ns|us|ms|s)?", text)
         if not m:
@@ -340,11 +359,30 @@ def straight_line_duration(instructions: list[Instruction]) -> int | None:
     """Duration of a program without branches or herald/sync waits (loops are unrolled)."""
     total = 0
     for ins in instructions:
-        if ins.op in (Op.BRANCH_LT, Op.BRANCH_GE, Op.WAIT_SYNC, Op.WAIT_HERALD, Op.JUMP, Op.LOOP):
+        if ins.op in (
+            Op.BRANCH_LT,
+            Op.BRANCH_GE,
+            Op.WAIT_SYNC,
+            Op.WAIT_HERALD,
+            Op.JUMP,
+            Op.LOOP,
+            Op.ALIGN,
+        ):
             return None
         if ins.op in (Op.WAIT, Op.COUNT):
             total += ins.d
     return total
+
+
+def align_wait_ns(clock_ns: int, period_ps: int, offset_ps: int = 0) -> int:
+    """ALIGN's wait from the free-running clock `clock_ns` (since the sequencer's epoch,
+    never reset by RUN): until clock + offset is the next whole number of periods (now, if it
+    is one), to the nearest clock cycle. A phase-continuous frame at 1 / period: a state
+    written and read at aligned moments has turned by whole periods in between, however long
+    the untimed waits between them were."""
+    now_ps = clock_ns * 1000 + offset_ps
+    wait_ps = -now_ps % period_ps
+    return round(wait_ps / 1000 / CLOCK_NS) * CLOCK_NS
 
 
 EVENT_RECORD = struct.Struct("<qHq")

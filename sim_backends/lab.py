@@ -137,7 +137,15 @@ class SimLab:
                     truth = replace(truth, **{k: float(v) for k, v in pinned.items()})
                 # its memory qubits (`<node>.<memory>`) join the register
                 memories = list(node_cfg.get("memories") or [])
-                physics = NodePhysics(node_name, truth, rng, self.register, memories=memories)
+                c13 = (self.description.get("simulation") or {}).get("c13") or {}
+                physics = NodePhysics(
+                    node_name,
+                    truth,
+                    rng,
+                    self.register,
+                    memories=memories,
+                    memory_pins={k: float(v) for k, v in c13.items()},
+                )
             node = SimNode(node_name, physics)
             self.nodes[node_name] = node
             lasers: dict[str, SimLaserState] = {}

@@ -97,12 +97,23 @@ class SimNode:
         """A loop body begins: remember the light exposure so far (for fast_forward)."""
         if self.physics is None:
             return
+        self.begin_record()
         previous = getattr(self, "_exposure_at", {})
         recent = dict(list(previous.items())[-1:])  # the body that just ended began there
         self._exposure_at = {**recent, t_ns: self.physics.exposure_ns}
         if recent:  # older excitations can no longer be part of a body to fast-forward
             begin = next(iter(recent))
             self.excitations = [e for e in self.excitations if e[0] >= begin]
+
+    def begin_record(self) -> None:
+        """A loop body (or the attempts after a sync) begins: the physics, brought up to the
+        sequencer's clock, records its operations from here, and the body that ended here is
+        kept for fast_forward."""
+        if self.physics is None or not self.physics.memories:
+            return
+        self.advance(0)
+        self._last_body = self.physics.finish_record()
+        self.physics.begin_record()
 
     def fast_forward(self, iterations: int, period_ns: int, since: int) -> bool:
         """Account for `iterations` more runs of a loop body, like the one that just ended at
@@ -120,7 +131,9 @@ class SimNode:
         if midpoint is not None:
             for t, p in body:
                 midpoint.excitation_train(self.name, t + period_ns, period_ns, iterations, p, lit)
-        self.physics.repeat_memory_channels(since, iterations)  # N attempts' memory dephasing
+        # the body's channel on the electron and its memories, N times
+        body = getattr(self, "_last_body", None)
+        self.physics.repeat_memory_channels(since, iterations, period_ns=period_ns, body=body)
         self.advance(iterations * period_ns)
         return True
 

@@ -18,6 +18,7 @@ initialisation fidelity), computed exactly as exp(L dt) on the electron and its 
 
 from __future__ import annotations
 
+import cmath
 import math
 from dataclasses import asdict, dataclass
 
@@ -159,27 +160,81 @@ def free_propagator(
 ) -> np.ndarray:
     """Joint propagator of free evolution for dt (s): the electron's Z phase (its detuning times
     dt, bath included) and each memory's precession; `nuclear_phases` are the memories' bath
-    phases integrated over dt. Block-diagonal in the electron: each block a product of 2x2s."""
-    blocks = []
-    for electron_bit in (0, 1):
-        factors = []
-        for t, phi in zip(truths, nuclear_phases, strict=True):
-            z = t.omega_l * dt + phi
-            if electron_bit == 0:
-                factors.append(np.diag([np.exp(-0.5j * z), np.exp(0.5j * z)]))
-            else:  # tilted axis: exp(-i dt ((w_L + A_par + d) Z + A_perp X) / 2)
-                zz = z + t.a_par * dt
-                xx = t.a_perp * dt
-                norm = math.hypot(zz, xx)
-                c, s = math.cos(norm / 2), math.sin(norm / 2)
-                factors.append(c * I2 - 1j * s * (zz * SZ + xx * SX) / norm if norm else I2)
-        sign = -1.0 if electron_bit == 0 else 1.0
-        blocks.append(np.exp(0.5j * sign * electron_phase) * kron_all(factors))
-    dim = len(blocks[0])
+    phases integrated over dt. Block-diagonal in the electron: each block a product of 2x2s
+    (written out with scalar arithmetic: this runs at every wait of a memory node)."""
+    block0 = np.ones((1, 1), dtype=complex)
+    block1 = np.ones((1, 1), dtype=complex)
+    for t, phi in zip(truths, nuclear_phases, strict=True):
+        z = t.omega_l * dt + phi
+        f0 = np.array([[cmath.exp(-0.5j * z), 0], [0, cmath.exp(0.5j * z)]])
+        # tilted axis: exp(-i dt ((w_L + A_par + d) Z + A_perp X) / 2)
+        zz = z + t.a_par * dt
+        xx = t.a_perp * dt
+        norm = math.hypot(zz, xx)
+        if norm:
+            c, s = math.cos(norm / 2), math.sin(norm / 2) / norm
+            f1 = np.array([[c - 1j * s * zz, -1j * s * xx], [-1j * s * xx, c + 1j * s * zz]])
+        else:
+            f1 = I2
+        block0, block1 = kron2(block0, f0), kron2(block1, f1)
+    dim = len(block0)
     u = np.zeros((2 * dim, 2 * dim), dtype=complex)
-    u[:dim, :dim] = blocks[0]
-    u[dim:, dim:] = blocks[1]
+    u[:dim, :dim] = cmath.exp(-0.5j * electron_phase) * block0
+    u[dim:, dim:] = cmath.exp(0.5j * electron_phase) * block1
     return u
+
+
+class JointOperators:
+    """The joint (electron + memories) operators of one node, built once: the drive and
+    detuning terms of the electron, the static hyperfine Hamiltonian and each memory's bath
+    term, so that a pulse's Hamiltonians are a weighted sum of fixed matrices (no Kronecker
+    products rebuilt per pulse; docs/simulation.md "Speed")."""
+
+    def __init__(self, truths: list[MemoryTruth]) -> None:
+        m = len(truths)
+        h0, h1 = nuclear_hamiltonians(truths, [0.0] * m)
+        self.static = joint_hamiltonian(h0, h1, np.zeros((2, 2), dtype=complex))
+        eye = np.eye(2**m, dtype=complex)
+        self.electron = np.stack([kron2(op / 2, eye) for op in (SX, SY, SZ)])
+        baths = []
+        for k in range(m):  # d_k I_z of memory k, whatever the electron's state
+            ops = [I2] * m
+            ops[k] = SZ / 2
+            baths.append(kron2(I2, kron_all(ops)))
+        self.baths = np.stack(baths) if baths else np.zeros((0, 2 * m, 2 * m), dtype=complex)
+        self.dim = 2 ** (m + 1)
+
+    def pulse(
+        self,
+        detunings: list[float],
+        electron_detuning: float,
+        omegas: np.ndarray,
+        phases: np.ndarray,
+        durations: np.ndarray,
+    ) -> np.ndarray:
+        """pulse_propagator's propagator, from the prepared operators."""
+        base = self.static + (electron_detuning * self.electron[2])
+        for detuning, bath in zip(detunings, self.baths, strict=True):
+            base += detuning * bath
+        if len(omegas) == 1:  # a square pulse: one segment
+            omega, phase = float(omegas[0]), float(phases[0])
+            ham = base + (omega * math.cos(phase)) * self.electron[0]
+            ham += (omega * math.sin(phase)) * self.electron[1]
+            energies1, v = np.linalg.eigh(ham)
+            return (v * np.exp(-1j * energies1 * durations[0])) @ v.conj().T
+        keys = np.stack([omegas, phases], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        unique_o, unique_p, inverse = unique[:, 0], unique[:, 1], np.ravel(inverse)
+        weights = np.stack([unique_o * np.cos(unique_p), unique_o * np.sin(unique_p)], axis=1)
+        hams = base + np.tensordot(weights, self.electron[:2], axes=1)
+        energies, vectors = np.linalg.eigh(hams)
+        v = vectors[inverse]
+        phases_t = np.exp(-1j * energies[inverse] * np.asarray(durations)[:, None])
+        segments = (v * phases_t[:, None, :]) @ v.conj().transpose(0, 2, 1)
+        u_total = segments[0]
+        for segment in segments[1:]:
+            u_total = segment @ u_total
+        return u_total
 
 
 def pulse_propagator(
@@ -192,22 +247,9 @@ def pulse_propagator(
 ) -> np.ndarray:
     """Joint propagator of a run-length encoded IQ waveform: per segment the electron drive
     (omega/2)(cos phase X + sin phase Y) + (detuning/2) Z plus the hyperfine Hamiltonian, each
-    segment exactly (its eigenbasis); identical segments share one diagonalisation."""
-    h0, h1 = nuclear_hamiltonians(truths, detunings)
-    dim = 2 * len(h0)
-    keys = np.stack([omegas, phases], axis=1)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    hams = np.empty((len(unique), dim, dim), dtype=complex)
-    for k, (omega, phase) in enumerate(unique):
-        electron = (omega / 2) * (math.cos(phase) * SX + math.sin(phase) * SY)
-        electron = electron + (electron_detuning / 2) * SZ
-        hams[k] = joint_hamiltonian(h0, h1, electron)
-    energies, vectors = np.linalg.eigh(hams)
-    u_total = np.eye(dim, dtype=complex)
-    for index, duration in zip(np.ravel(inverse), durations, strict=True):
-        v = vectors[index]
-        u_total = ((v * np.exp(-1j * energies[index] * duration)) @ v.conj().T) @ u_total
-    return u_total
+    segment exactly (its eigenbasis); identical segments share one diagonalisation. A node
+    keeps its JointOperators (this builds them afresh)."""
+    return JointOperators(truths).pulse(detunings, electron_detuning, omegas, phases, durations)
 
 
 def pump_superoperator(

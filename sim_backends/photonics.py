@@ -246,6 +246,10 @@ class Midpoint:
         self.sync_auto = False
         self.generation = 0
         self._waiting: set = set()
+        self._arrival_ns: dict = {}
+        """Each waiting sequencer's clock at its WAIT_SYNC, counted from its RUN."""
+        self._sync_wait_ns: dict = {}
+        """What the last sync kept each sequencer waiting, in virtual time (sync_wait_ns)."""
         for seq in self.sequencers:
             seq.sync_sources[self.ports[seq]] = self
 
@@ -257,7 +261,15 @@ class Midpoint:
     def fire_sync(self) -> None:
         """One sync pulse to every sequencer (a waiting one goes on; another keeps it)."""
         self.generation += 1
+        # the lab this models armed both sequencers together (RUN), so the sync comes when
+        # the latest of them reaches its WAIT_SYNC: each waits for the others' virtual
+        # lateness, not for the wall time the simulator took (docs/simulation.md, "Virtual
+        # time")
+        arrivals = {seq: self._arrival_ns[seq] for seq in self._waiting if seq in self._arrival_ns}
+        latest = max(arrivals.values(), default=0)
+        self._sync_wait_ns = {seq: latest - at for seq, at in arrivals.items()}
         self._waiting.clear()
+        self._arrival_ns.clear()
         for seq in self.sequencers:
             seq._wake("sync", self.generation, self.ports[seq])
 
@@ -272,12 +284,20 @@ class Midpoint:
         """A sequencer waits at WAIT_SYNC; in AUTO mode the sync fires once all of them do,
         so the nodes' attempt loops start together."""
         self._waiting.add(seq)
+        self._arrival_ns[seq] = seq.node.now_ns - seq.t0_ns
         if self.sync_auto and all(s in self._waiting for s in self.sequencers):
             self.fire_sync()
 
     def left(self, seq) -> None:
         """A sequencer stopped waiting (synced, timed out, stopped, reset)."""
         self._waiting.discard(seq)
+        self._arrival_ns.pop(seq, None)
+
+    def sync_wait_ns(self, seq) -> int:
+        """How long, in virtual time, the last sync kept `seq` waiting at its WAIT_SYNC: the
+        time from its arrival to the latest participant's, each counted from its own RUN (0
+        if it was not waiting when the sync fired: it finds the sync already there)."""
+        return int(self._sync_wait_ns.pop(seq, 0))
 
     # attempt loops drawn at once ----------------------------------------------------------------
     async def attempts(

@@ -21,7 +21,7 @@ platform's bright and dark means, and projects the state.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -266,7 +266,7 @@ class NuclearMemory:
         self._sigma = math.sqrt(2.0) / truth.t2star_s
         self._tau = truth.bath_tau_c_s
         self._rng = side_stream(stream)
-        self._cache: tuple[float, tuple[float, float, float, float]] = (-1.0, (1.0, 0, 0, 0))
+        self._cache: dict[float, tuple[float, float, float, float]] = {}
         self.detuning = 0.0
         self.redraw()
 
@@ -279,15 +279,21 @@ class NuclearMemory:
         """Exact OU step of dt seconds; the integrated phase (rad) over it."""
         if dt <= 0:
             return 0.0
-        cached_dt, coefficients = self._cache
-        if dt != cached_dt:
-            coefficients = ou_step_coefficients(dt / self._tau)
-            self._cache = (dt, coefficients)
+        coefficients = self._cache.get(dt)
+        if coefficients is None:  # sequences repeat a few intervals: keep each one's
+            if len(self._cache) > 256:
+                self._cache.clear()
+            coefficients = self._cache[dt] = ou_step_coefficients(dt / self._tau)
         a, s_d, c, s_r = coefficients
         z1, z2 = self._rng.standard_normal(2)
         d0 = self.detuning / self._sigma
         self.detuning = self._sigma * (a * d0 + s_d * z1)
         return self._sigma * self._tau * ((1.0 - a) * d0 + c * z1 + s_r * z2)
+
+
+MAX_RECORDED_STEPS = 4096
+"""A loop body longer than this many joint operations is not recorded (forwarded loops are
+attempt bodies of a few dozen)."""
 
 
 def z_phase(angle: float) -> np.ndarray:
@@ -314,9 +320,12 @@ class NodePhysics:
         rng: np.random.Generator,
         register: QubitRegister,
         memories: list[str] | None = None,
+        memory_pins: dict[str, float] | None = None,
     ) -> None:
         self.name = name
         self.truth = truth
+        self._memory_pins = dict(memory_pins or {})
+        """Hidden memory parameters pinned by the lab file (`[simulation.c13]`), after the draw."""
         self.platform = PLATFORMS[truth.platform]
         self.rng = rng
         self.register = register
@@ -326,8 +335,9 @@ class NodePhysics:
         self.bath_detuning = 0.0  # rad/s, drawn at each initialisation, wanders as an OU process
         self._bath_sigma = float(np.sqrt(2.0) / truth.t2star_s)  # Gaussian exp(-(t/T2*)^2)
         self._bath_tau = float(truth.bath_tau_c_s)
-        self._ou_cache: tuple[float, tuple[float, float, float, float]] = (-1.0, (1.0, 0, 0, 0))
+        self._ou_cache: dict[float, tuple[float, float, float, float]] = {}
         self._normals: list[float] = []  # standard normals drawn in batches (advance is hot)
+        self._segment_cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._bath_rng = side_stream(rng)
         self.last_reset_ns = -1
         self.exposure_ns = 0.0
@@ -348,15 +358,22 @@ class NodePhysics:
         stream = side_stream(self.rng)
         for kind in kinds:
             memory_truth = nuclear.draw_memory_truth(kind, stream, bath_correlation_time)
+            if self._memory_pins:  # drawn first, so every other draw stays the seed's
+                memory_truth = replace(memory_truth, **self._memory_pins)
             self.memories.append(NuclearMemory(f"{self.name}.{kind}", memory_truth, stream))
             self.register.add_qubit(f"{self.name}.{kind}", 0.5 * I2)
         self.truth = MemoryNodeTruth(
             **asdict(self.truth), memories={m.truth.kind: m.truth.as_dict() for m in self.memories}
         )
         self._memory_truths = [m.truth for m in self.memories]
+        self._operators = nuclear.JointOperators(self._memory_truths)
         self._joint = [self.name, *(m.name for m in self.memories)]
         self._pump_cache: dict[tuple[int, float], tuple[np.ndarray, list]] = {}
-        self._forwarding = False
+        self._decay_cache: dict[float, list[tuple[str, float, float]]] = {}
+        self._forwarding = ""
+        self._recording: list[tuple] | None = None
+        self._decay_superops: dict[float, np.ndarray] = {}
+        self._recording_since_ns = 0
         self.memory_factors: list[tuple[int, list[complex]]] = []
         """(time ns, per memory the complex factor) of every pump on the node: what a
         fast-forwarded attempt loop repeats."""
@@ -369,10 +386,11 @@ class NodePhysics:
         (rad) over the interval, and leaves the end detuning in `bath_detuning`."""
         if dt <= 0:
             return 0.0
-        cached_dt, coefficients = self._ou_cache
-        if dt != cached_dt:  # sequences repeat the same intervals: reuse their coefficients
-            coefficients = ou_step_coefficients(dt / self._bath_tau)
-            self._ou_cache = (dt, coefficients)
+        coefficients = self._ou_cache.get(dt)
+        if coefficients is None:  # sequences repeat a few intervals: reuse their coefficients
+            if len(self._ou_cache) > 256:
+                self._ou_cache.clear()
+            coefficients = self._ou_cache[dt] = ou_step_coefficients(dt / self._bath_tau)
         a, s_d, c, s_r = coefficients
         sigma, tau = self._bath_sigma, self._bath_tau
         normals = self._normals
@@ -433,13 +451,20 @@ class NodePhysics:
         bath_phase = self._bath_step(dt)
         nuclear_phases = [m.step(dt) for m in self.memories]
         if self._forwarding:  # the runs of a fast-forwarded loop (repeat_memory_channels)
-            self._forwarding = False
-            self._advance_forwarded(dt, nuclear_phases)
+            exact, self._forwarding = self._forwarding == "body", ""
+            self._recording = None  # the stepped body it repeated is not the next one's start
+            if exact:  # the body's channel had the precession and decay: the bath's phase
+                for memory, phase in zip(self.memories, nuclear_phases, strict=True):
+                    self.register.apply_diagonal(memory.name, z_phase(phase))
+            else:
+                self._advance_forwarded(dt, nuclear_phases)
             return
         if self.light["repump"] >= 0.1:
             self._free_joint(dt, 0.0, nuclear_phases)
             p = 1.0 - np.exp(-dt_ns * self.light["repump"] / self.platform.recovery_time_ns)
+            self._note("free", dt, 0.0)
             if self.rng.random() < p:
+                self._recording = None  # a random outcome: no channel to repeat
                 self.ready = bool(self.rng.random() < self.platform.recovery_success)
                 self.register.replace(self.name, 0.5 * I2)
                 for memory in self.memories:  # NV0's hyperfine differs: the phase is lost
@@ -455,15 +480,29 @@ class NodePhysics:
                     self.last_reset_ns = self.now_ns
             else:
                 self._free_joint(dt, 0.0, nuclear_phases)
+                self._note("free", dt, 0.0)
             return
         electron_phase = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz) * dt
         self._free_joint(dt, electron_phase + bath_phase, nuclear_phases)
-        self.register.dephase(self.name, float(np.exp(-dt / self.truth.t2_s)))
-        self.register.replace(self.name, 0.5 * I2, weight=1.0 - np.exp(-dt / self.truth.t1_s))
-        for memory in self.memories:
-            self.register.dephase(memory.name, float(np.exp(-dt / memory.truth.t2_s)))
-            weight = 1.0 - np.exp(-dt / memory.truth.t1_s)
-            self.register.replace(memory.name, 0.5 * I2, weight=weight)
+        for name, coherence, weight in self._decays(dt):
+            self.register.decay(name, coherence, weight)
+        self._note("free", dt, electron_phase + bath_phase)
+        self._note("decay", dt)
+
+    def _decays(self, dt: float) -> list[tuple[str, float, float]]:
+        """(qubit, T2 coherence factor, T1 weight) of the electron and each memory over dt:
+        sequences repeat the same waits, so they are cached by dt."""
+        cached = self._decay_cache.get(dt)
+        if cached is None:
+            qubits = [(self.name, self.truth)] + [(m.name, m.truth) for m in self.memories]
+            cached = [
+                (name, math.exp(-dt / truth.t2_s), -math.expm1(-dt / truth.t1_s))
+                for name, truth in qubits
+            ]
+            if len(self._decay_cache) > 256:
+                self._decay_cache.clear()
+            self._decay_cache[dt] = cached
+        return cached
 
     def _advance_forwarded(self, dt: float, nuclear_phases: list[float]) -> None:
         """The time of a fast-forwarded attempt loop: each run re-initialised the electron, so
@@ -498,29 +537,130 @@ class NodePhysics:
         superop, factors = cached
         p1 = float(self.register.reduced(self.name)[1, 1].real)
         self.register.apply_channel(self._joint, superop)
+        self._note("channel", superop)
         for memory, phase in zip(self.memories, nuclear_phases, strict=True):
             if phase:
                 self.register.apply_diagonal(memory.name, z_phase(phase))
         self.memory_factors.append((self.now_ns, [(1 - p1) * g0 + p1 * g1 for g0, g1 in factors]))
         del self.memory_factors[:-512]
 
-    def repeat_memory_channels(self, since_ns: int, iterations: int, runs_seen: int = 1) -> None:
-        """`iterations` more runs of the loop body whose `runs_seen` identical runs began at
-        since_ns: each memory's coherence gets the product of one run's pump factors (not yet
-        the electron-conditional precession of its waits: docs/simulation.md),
-        `iterations` times over; the advance over their time that follows is the memories'
-        precession alone (_advance_forwarded)."""
+    # the stepped body's channel (what a forwarded loop repeats) ------------------------------
+    def _note(self, *entry) -> None:
+        """Log one joint operation of the body being recorded (its deterministic part: the
+        memories' bath phases are left out, the forwarded time draws them)."""
+        if self._recording is not None:
+            if len(self._recording) >= MAX_RECORDED_STEPS:
+                self._recording = None
+            else:
+                self._recording.append(entry)
+
+    def begin_record(self) -> None:
+        """A loop body (or the first attempt after a sync) begins: record its operations."""
+        if self.memories:
+            self._recording = []
+            self._recording_since_ns = self.now_ns
+
+    def finish_record(self) -> tuple[list[tuple], int] | None:
+        """(operations, duration ns) recorded since begin_record, or None if nothing was
+        recorded or something random (a readout, a repump) happened meanwhile."""
+        entries, self._recording = self._recording, None
+        if entries is None:
+            return None
+        return entries, self.now_ns - self._recording_since_ns
+
+    def _body_channel(self, entries: list[tuple]) -> np.ndarray:
+        """The superoperator (row-major vec) on (electron, memories) of the recorded
+        operations in order: unitaries composed as matrices, turned into U (x) U* only where a
+        channel (the pump, T2 and T1) comes between them."""
+        zeros = [0.0] * len(self.memories)
+        dim = 2 ** len(self._joint)
+        total = np.eye(dim * dim, dtype=complex)
+        u = np.eye(dim, dtype=complex)
+        for kind, *args in entries:
+            if kind == "free":
+                dt, electron_phase = args
+                u = nuclear.free_propagator(self._memory_truths, zeros, electron_phase, dt) @ u
+            elif kind == "pulse":
+                u = self._operators.pulse(zeros, *args) @ u
+            else:
+                total = nuclear.kron2(u, u.conj()) @ total
+                u = np.eye(dim, dtype=complex)
+                total = (args[0] if kind == "channel" else self._decay_superop(args[0])) @ total
+        return nuclear.kron2(u, u.conj()) @ total
+
+    def _decay_superop(self, dt: float) -> np.ndarray:
+        """register.decay of the electron and each memory over dt, as a superoperator."""
+        cached = self._decay_superops.get(dt)
+        if cached is not None:
+            return cached
+        scratch = QubitRegister(list(self._joint))
+        dim = 2 ** len(self._joint)
+        columns = []
+        for index in range(dim * dim):  # the channel's image of each basis matrix
+            basis = np.zeros(dim * dim, dtype=complex)
+            basis[index] = 1.0
+            scratch.rho = basis.reshape(dim, dim)
+            for name, coherence, weight in self._decays(dt):
+                scratch.decay(name, coherence, weight)
+            columns.append(scratch.rho.reshape(-1))
+        superop = np.array(columns).T
+        if len(self._decay_superops) > 64:
+            self._decay_superops.clear()
+        self._decay_superops[dt] = superop
+        return superop
+
+    def _repeat_body(
+        self, body: tuple[list[tuple], int] | None, iterations: int, period_ns: int
+    ) -> bool:
+        """Apply the recorded body's channel, completed to `period_ns` by free evolution
+        before it (the herald wait of the attempt recorded up to it, and what follows that
+        wait), `iterations` times."""
+        if body is None:
+            return False
+        entries, recorded_ns = body
+        rest_ns = period_ns - recorded_ns
+        if rest_ns < 0:
+            return False
+        if rest_ns:
+            rest = rest_ns * 1e-9
+            drive = 2 * np.pi * (self.drive.frequency_hz - self.truth.qubit_hz)
+            # the rest of the current period comes first: the herald wait (and what follows
+            # it) of the attempt stepped up to its wait, then the next attempt's recorded part
+            rest_entries = [("free", rest, (drive + self.bath_detuning) * rest), ("decay", rest)]
+            entries = [*rest_entries, *entries]
+        channel = np.linalg.matrix_power(self._body_channel(entries), iterations)
+        self.register.apply_channel(self._joint, channel)
+        return True
+
+    def repeat_memory_channels(
+        self,
+        since_ns: int,
+        iterations: int,
+        runs_seen: int = 1,
+        period_ns: int | None = None,
+        body: tuple[list[tuple], int] | None = None,
+    ) -> None:
+        """`iterations` more runs of a loop body, each `period_ns` long: the channel of the
+        stepped `body` on the electron and its memories (finish_record's) to that power, the
+        memories' bath phase over their time applied by the advance that follows
+        (docs/simulation.md "Forwarded attempts"). Without a recorded body (a readout or a
+        repump in it), the older approximation: each memory's coherence gets the product of
+        the pump factors logged since since_ns over `runs_seen` runs, to the power
+        iterations / runs_seen, and the advance adds the precession at omega_L."""
         if not self.memories or iterations <= 0:
             return
-        body = [factors for t, factors in self.memory_factors if t >= since_ns]
+        if period_ns is not None and self._repeat_body(body, iterations, period_ns):
+            self._forwarding = "body"
+            return
+        factors_seen = [factors for t, factors in self.memory_factors if t >= since_ns]
         share = iterations / max(runs_seen, 1)
         for k, memory in enumerate(self.memories):
-            c = complex(np.prod([factors[k] for factors in body])) if body else 1.0 + 0j
+            c = complex(np.prod([f[k] for f in factors_seen])) if factors_seen else 1.0 + 0j
             magnitude = abs(c) ** share
             angle = float(np.angle(c)) * share
             self.register.apply_diagonal(memory.name, z_phase(-angle))
             self.register.dephase(memory.name, magnitude)
-        self._forwarding = True
+        self._forwarding = "factors"
 
     def _evolve_memories_measured(self, window_ns: int, flip_ns: float | None) -> None:
         """A readout window after the electron's projection: the memories precess with the
@@ -552,37 +692,58 @@ class NodePhysics:
         if not self.drive.output:
             self.advance(duration_ns)
             return
-        volts = 0.5 * amplitude_vpp * (np.asarray(i) + 1j * np.asarray(q))
-        gain = 10 ** ((self.drive.power_dbm - self.platform.mw_reference_dbm) / 20)
-        omega = 2 * np.pi * self.truth.rabi_hz_per_v * gain * np.abs(volts)
-        phase = np.angle(volts)
-        # run-length: consecutive equal samples are one rotation (square pulses cost one step)
-        change = np.flatnonzero((np.diff(omega) != 0) | (np.diff(phase) != 0)) + 1
-        starts = np.concatenate(([0], change))
-        ends = np.concatenate((change, [len(i)]))
+        omegas, phases, durations = self._segments(i, q, sample_rate_hz, amplitude_vpp)
         delta = self.detuning()
         if self.memories:  # one joint propagator per segment: drive plus hyperfine
-            u_joint = nuclear.pulse_propagator(
-                self._memory_truths,
-                [m.detuning for m in self.memories],
-                delta,
-                omega[starts],
-                phase[starts],
-                (ends - starts) * dt,
-            )
+            detunings = [m.detuning for m in self.memories]
+            u_joint = self._operators.pulse(detunings, delta, omegas, phases, durations)
             self.register.apply_joint(self._joint, u_joint)
+            self._note("pulse", delta, omegas, phases, durations)
             self.now_ns += duration_ns
             self._bath_step(duration_ns * 1e-9)
             for memory in self.memories:
                 memory.step(duration_ns * 1e-9)
             return
         u_total = I2.copy()
-        for s, e in zip(starts, ends, strict=True):
-            u_total = rotation(float(omega[s]), float(phase[s]), delta, (e - s) * dt) @ u_total
+        for omega, phase, duration in zip(omegas, phases, durations, strict=True):
+            u_total = rotation(float(omega), float(phase), delta, float(duration)) @ u_total
         self.register.apply(self.name, u_total)
         self.now_ns += duration_ns
         # the bath is constant over a pulse (ns against tau_c of seconds), and wanders on
         self._bath_step(duration_ns * 1e-9)
+
+    def _segments(
+        self, i: np.ndarray, q: np.ndarray, sample_rate_hz: float, amplitude_vpp: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Rabi frequency, phase, duration s) of each run of equal samples of a waveform at the
+        drive's power: square pulses are one rotation. A sequence plays the same few pulses
+        again and again, so each waveform's runs are kept (keyed by its samples and the
+        settings they depend on)."""
+        i, q = np.asarray(i, dtype=float), np.asarray(q, dtype=float)
+        key = (
+            i.tobytes(),
+            q.tobytes(),
+            sample_rate_hz,
+            amplitude_vpp,
+            self.drive.power_dbm,
+            self.truth.rabi_hz_per_v,
+            self.platform.mw_reference_dbm,
+        )
+        cached = self._segment_cache.get(key)
+        if cached is not None:
+            return cached
+        volts = 0.5 * amplitude_vpp * (i + 1j * q)
+        gain = 10 ** ((self.drive.power_dbm - self.platform.mw_reference_dbm) / 20)
+        omega = 2 * np.pi * self.truth.rabi_hz_per_v * gain * np.abs(volts)
+        phase = np.angle(volts)
+        change = np.flatnonzero((np.diff(omega) != 0) | (np.diff(phase) != 0)) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [len(i)]))
+        cached = (omega[starts], phase[starts], (ends - starts) / sample_rate_hz)
+        if len(self._segment_cache) > 256:
+            self._segment_cache.clear()
+        self._segment_cache[key] = cached
+        return cached
 
     def count(self, window_ns: int) -> int:
         """Photon counts in a window under the light that is on now.
@@ -621,6 +782,8 @@ class NodePhysics:
         window, a readout the projection, the memories precessing meanwhile."""
         truth = self.truth
         mean = 0.0
+        if not (self.ready and readout > 0 and pump > 0):  # a projection: no channel to repeat
+            self._recording = None
         if self.ready and readout > 0:
             if pump > 0:
                 mean = truth.check_mean * readout * window_ns / truth.check_window_ns

@@ -8,6 +8,9 @@ lab is a single process.
 
 from __future__ import annotations
 
+import ctypes
+from pathlib import Path
+
 import numpy as np
 
 I2 = np.eye(2, dtype=complex)
@@ -19,8 +22,46 @@ MAX_QUBITS = 9
 qubits (three nodes with four memories each) it would be 16 GiB."""
 
 
+BLAS_THREAD_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+_blas_limited = False
+
+
+def single_threaded_blas() -> None:
+    """One BLAS thread in this process (the simulator's). Its matrices are small (a 2^n
+    density matrix, n <= 9, and superoperators on a node's few qubits): OpenBLAS's threads
+    cost more than they gain on them, and on a loaded machine their spinning made a 16 x 16
+    by 16 x 256 product 200 times slower than on one thread (docs/simulation.md "Speed").
+    numpy has no call for it, so the loaded OpenBLAS libraries are told directly; without
+    them this does nothing."""
+    global _blas_limited
+    if _blas_limited:
+        return
+    _blas_limited = True
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    libraries = {line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower()}
+    for path in sorted(libraries):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in BLAS_THREAD_SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(1))
+                break
+
+
 class QubitRegister:
     def __init__(self, names: list[str]) -> None:
+        single_threaded_blas()
         if not names:
             raise ValueError("a register needs at least one qubit")
         self.names = list(names)
@@ -53,6 +94,24 @@ class QubitRegister:
         self._keep = [[np.outer(m, m).astype(float) for m in masks] for masks in self._bit_masks]
         self._bit_of = [masks[1].astype(int) for masks in self._bit_masks]
         self._differs = [np.not_equal.outer(b, b) for b in self._bit_of]
+        self._orders: dict[tuple[str, ...], tuple[tuple, tuple]] = {}
+        self._decays: dict[tuple[int, float, float], tuple] = {}
+
+    def _order(self, names: list[str]) -> tuple[tuple, tuple]:
+        """(perm, inverse), np.ix_ index pairs of the basis permutation that puts the qubits
+        `names` first (in that order) and the rest after, both most significant first:
+        rho[perm] is rho in that order and rho[inverse] undoes it: one fancy index instead
+        of a chain of moveaxis (the hot path of a memory node's every step,
+        docs/simulation.md "Speed")."""
+        key = tuple(names)
+        cached = self._orders.get(key)
+        if cached is None:
+            ks = [self.index[name] for name in names]
+            rest = [k for k in range(self.n) if k not in ks]
+            axes = ks + rest
+            perm = np.arange(2**self.n).reshape([2] * self.n).transpose(axes).reshape(-1)
+            cached = self._orders[key] = (np.ix_(perm, perm), np.ix_(*[np.argsort(perm)] * 2))
+        return cached
 
     def _tensor(self) -> np.ndarray:
         return self.rho.reshape([2] * (2 * self.n))
@@ -92,18 +151,15 @@ class QubitRegister:
         """With probability `weight`, the qubit is re-prepared in rho1 (its correlations go)."""
         if weight <= 0:
             return
-        k = self.index[name]
         if self.n == 1:
-            fresh = rho1
-        elif self.n == 2:
-            other = self.reduced(self.names[1 - k])
-            first, second = (rho1, other) if k == 0 else (other, rho1)
-            fresh = (first[:, None, :, None] * second[None, :, None, :]).reshape(4, 4)
-        else:
-            n = self.n
-            rest = np.trace(self._tensor(), axis1=k, axis2=n + k)
-            moved = np.moveaxis(np.multiply.outer(rest, rho1), [2 * n - 2, 2 * n - 1], [k, n + k])
-            fresh = moved.reshape(2**n, 2**n)
+            fresh = np.asarray(rho1, dtype=complex)
+        else:  # rho1 on qubit k times the rest's state: Tr_k(rho) summed elementwise
+            perm, inverse = self._order([name])
+            half = 2 ** (self.n - 1)
+            t = self.rho[perm].reshape(2, half, 2, half)
+            rest = t[0, :, 0, :] + t[1, :, 1, :]
+            fresh = np.asarray(rho1, dtype=complex)[:, None, :, None] * rest[None, :, None, :]
+            fresh = fresh.reshape(2 * half, 2 * half)[inverse]
         self.rho = fresh if weight >= 1.0 else (1 - weight) * self.rho + weight * fresh
 
     def _axes(self, names: list[str]) -> tuple[list[int], list[int]]:
@@ -113,26 +169,27 @@ class QubitRegister:
     def apply_joint(self, names: list[str], op: np.ndarray) -> None:
         """rho -> A rho A^dagger with A acting on the qubits `names` (in that order, the first
         the most significant): a node's electron and its memories."""
-        rows, cols = self._axes(names)
-        k, n = len(names), self.n
-        t = self._tensor()
-        front = list(range(k))
-        t = np.moveaxis(t, rows, front)
-        t = (op @ t.reshape(2**k, -1)).reshape(t.shape)
-        t = np.moveaxis(t, front, rows)
-        t = np.moveaxis(t, cols, front)
-        t = (op.conj() @ t.reshape(2**k, -1)).reshape(t.shape)
-        t = np.moveaxis(t, front, cols)
-        self.rho = t.reshape(2**n, 2**n)
+        perm, inverse = self._order(names)
+        a = 2 ** len(names)
+        dim = 2**self.n
+        b = dim // a
+        rho = self.rho[perm]
+        if b == 1:
+            self.rho = (op @ rho @ op.conj().T)[inverse]
+            return
+        rows = (op @ rho.reshape(a, b * dim)).reshape(dim, a, b)
+        both = np.matmul(op.conj(), rows).reshape(dim, dim)
+        self.rho = both[inverse]
 
     def apply_channel(self, names: list[str], superop: np.ndarray) -> None:
         """A channel on the qubits `names`, as a superoperator on their row-major vec(rho)."""
-        rows, cols = self._axes(names)
-        k, n = len(names), self.n
-        front = list(range(2 * k))
-        t = np.moveaxis(self._tensor(), rows + cols, front)
-        t = (superop @ t.reshape(4**k, -1)).reshape(t.shape)
-        self.rho = np.moveaxis(t, front, rows + cols).reshape(2**n, 2**n)
+        perm, inverse = self._order(names)
+        a = 2 ** len(names)
+        dim = 2**self.n
+        b = dim // a
+        t = self.rho[perm].reshape(a, b, a, b).transpose(0, 2, 1, 3)
+        t = (superop @ t.reshape(a * a, b * b)).reshape(a, a, b, b).transpose(0, 2, 1, 3)
+        self.rho = t.reshape(dim, dim)[inverse]
 
     def set_pair(self, first: str, second: str, rho4: np.ndarray) -> None:
         """Put two qubits in a joint state: the whole register of a two-node lab; in a larger
@@ -158,6 +215,30 @@ class QubitRegister:
         fresh = np.multiply.outer(rho_sub, rest).reshape(t.shape)
         self.rho = np.moveaxis(fresh, front, rows + cols).reshape(2**n, 2**n)
         self._clean()
+
+    def decay(self, name: str, coherence: float, weight: float) -> None:
+        """dephase(name, coherence) then replace(name, I/2, weight) (T2 then T1 of a wait),
+        as two elementwise products: the depolarised part is the state averaged with its
+        copy whose qubit `name` is flipped, on the entries where that qubit agrees."""
+        k = self.index[name]
+        if weight <= 0:
+            self.dephase(name, coherence)
+            return
+        key = (k, coherence, weight)
+        cached = self._decays.get(key)
+        if cached is None:  # waits repeat: so do their factors
+            index = np.arange(2**self.n) ^ (1 << (self.n - 1 - k))
+            same = ~self._differs[k]
+            kept = np.where(same, 1.0 - weight + 0.5 * weight, (1.0 - weight) * coherence)
+            if len(self._decays) > 256:
+                self._decays.clear()
+            cached = self._decays[key] = (
+                np.ix_(index, index),
+                kept,
+                np.where(same, 0.5 * weight, 0.0),
+            )
+        flip, kept, moved = cached
+        self.rho = kept * self.rho + moved * self.rho[flip]
 
     def dephase(self, name: str, coherence: float) -> None:
         """Multiply the qubit's coherences by `coherence` (phase-flip channel)."""

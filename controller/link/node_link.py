@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from controller.link.plan import (
     expectation,
     max_attempts,
     memory_init_sequence,
+    memory_still_there,
     plan_round,
     round_basis,
     round_sequence,
@@ -728,14 +730,18 @@ class NodeLink:
             if not pair.in_memory:
                 raise QnodeError(f"pair {pair_id} is in the electron, not in a memory qubit")
         qubit = pair.qubit.split(".", 1)[1]
+        frame_deg = self._memory_frame_deg(qubit, pair)
         sequence = Sequence(
             f"memory_measure_{basis}",
             # the electron initialised first: MemoryReadout moves the memory's state onto an
-            # electron in |0> (it may still hold a kept pair's half, or the check's pumping)
+            # electron in |0> (it may still hold a kept pair's half); the state was written on
+            # the sequencer's Larmor epoch (SwapToMemory, epoch). The charge check comes after
+            # the readout (a failed one flags the shot): before it, a repump would destroy
+            # the memory's phase (NV0's hyperfine differs) and X, Y with it
             (
-                memory_check(self.node.platform),
                 SpinInit(),
-                MemoryReadout(qubit, basis=basis.lower()),
+                MemoryReadout(qubit, basis=basis.lower(), frame_deg=frame_deg, epoch=True),
+                memory_still_there(memory_check(self.node.platform)),
             ),
             1,
         )
@@ -755,6 +761,10 @@ class NodeLink:
             raise QnodeError(f"memory readout run {outcome.status}: {outcome.reason}")
         shot = shots[0][1]
         bit = 1 if shot.counts >= self.node.parameters(self.name)["readout_threshold"] else -1
+        if basis == "X":
+            # the link measures an electron's X as pi/2 about +y (plan.round_sequence):
+            # bright is -x there, +x in MemoryReadout: the bit as the link's would read
+            bit = -bit
         if heralded == "psi_minus" and frame_node and basis in ("X", "Y"):
             bit = -bit  # the link's Pauli frame: Z on this node turns psi- into psi+
         return {
@@ -765,8 +775,19 @@ class NodeLink:
             "valid": shot.valid,
             "outcome": heralded,
             "expected_fidelity": goodness,
+            "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
+
+    def _memory_frame_deg(self, qubit: str, pair) -> float:
+        """The stored state's known turn since it was written: its attempts (all links) x
+        the calibrated mean phase per attempt (`<memory>_phase_per_attempt_deg`, 0 until
+        calibrated), to be undone at its readout (Hermans et al. 2022 feed it forward)."""
+        values = self.node.parameters(self.name)
+        per_attempt = values.get(f"{qubit}_phase_per_attempt_deg")
+        if per_attempt is None or not math.isfinite(per_attempt):
+            return 0.0
+        return float(per_attempt) * sum(pair.attempts.values())
 
     async def bell_measurement(self) -> dict:
         """The Bell-state measurement of the electron's pair and the memory's stored pair
@@ -774,8 +795,10 @@ class NodeLink:
         (electron, memory) they name (BELL_TABLE), both pairs' ids, heralded outcomes and
         whether this node holds their psi- frame; both qubits are free after. The run file
         holds the counts. In-process API (the daemon's `bell_measurement` request calls it).
-        The parity bit (memory) is sound; the phase bit (electron) needs the memory's frame,
-        which a program of its own does not keep (docs/network.md)."""
+        The memory's frame comes from the sequencer's Larmor epoch (the pair was stored on it)
+        and its known turn from the attempts since (`frame_deg`). The parity bit (memory) is
+        sound; the phase bit (electron) also needs the electron's half coherent, which a
+        program boundary does not keep (docs/network.md, "Delivery into memory")."""
         memory = self.memory
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
@@ -791,7 +814,8 @@ class NodeLink:
             )
         kept = stored[0]
         qubit = kept.qubit.split(".", 1)[1]
-        run = await self.node.prepare(bell_measurement(qubit))
+        frame_deg = self._memory_frame_deg(qubit, kept)
+        run = await self.node.prepare(bell_measurement(qubit, frame_deg=frame_deg, epoch=True))
         counts: dict[int, int] = {}
         valid: list[bool] = []
 
@@ -823,6 +847,7 @@ class NodeLink:
                 },
                 "memory": {**kept.as_dict(), "frame_here": frames[kept.pair_id][0]},
             },
+            "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
 

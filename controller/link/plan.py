@@ -185,7 +185,7 @@ def round_sequence(
         attempt = EntanglementAttempt(protocol, max_attempts=attempts, **extra)
     ops = [check, WaitSync(SYNC_TIMEOUT_NS, port), attempt]
     if basis == "memory":
-        ops.append(SwapToMemory(memory))
+        ops.append(SwapToMemory(memory, epoch=True))  # its frame: for a later program
     elif basis == "X":
         ops.append(pi_half_pulse(90.0))
     elif basis == "Y":

@@ -28,6 +28,7 @@ from sequences.program import (
     Event,
     Instruction,
     Op,
+    align_wait_ns,
     decode,
     encode_events,
 )
@@ -215,13 +216,17 @@ class SimSequencer(Device):
             self.node.sync_generation = value
             self.node.sync_port = port
             self.node.attempt_index = 0
+            self.node.begin_record()  # the first attempt's operations: what a drawn one repeats
         return value
 
     # execution ------------------------------------------------------------------------------
     async def _wait_for(self, kind: str, timeout_ns: int, port: int = 0) -> int | None:
         """Block until a sync/herald arrives on this port or the timeout passes.
 
-        While blocked, virtual time runs at wall speed."""
+        A sync from a midpoint advances the clock by the partners' virtual lateness (the
+        midpoint's sync_wait_ns: the lab armed its sequencers together), whatever wall time
+        the simulator took to get them there. Otherwise (a herald, a sync with no midpoint
+        on the port), while blocked virtual time runs at wall speed."""
         if self.pending[(kind, port)]:
             return self._received(kind, port)
         self.status = "WAITING"
@@ -242,7 +247,10 @@ class SimSequencer(Device):
                 except TimeoutError:
                     pass
                 self._still_current()
-            waited = int((time.monotonic() - started) * 1e9)
+            if kind == "sync" and source is not None:
+                waited = source.sync_wait_ns(self)
+            else:
+                waited = int((time.monotonic() - started) * 1e9)
             self.node.advance(min(waited - waited % 4, timeout_ns))
             return self._received(kind, port)
         finally:
@@ -312,6 +320,8 @@ class SimSequencer(Device):
                     regs[ins.a] += ins.d
                 elif op is Op.JUMP:
                     pc_next = ins.c
+                elif op is Op.ALIGN:  # the node's virtual clock runs on through every RUN
+                    node.advance(align_wait_ns(node.now_ns, ins.d, ins.c))
                 elif op is Op.HALT:
                     self.status = "HALTED"
                     return
@@ -321,7 +331,10 @@ class SimSequencer(Device):
                         del loops[index]
                 pc = pc_next
                 steps += 1
-                if steps & 0xFF == 0 and time.perf_counter() > slice_end:
+                # the clock read every 8 steps: on a memory node under load one step (a pulse
+                # on the electron and its 13C) can take a millisecond, and 256 of them kept
+                # the event loop, and every reply, waiting longer than a driver's timeout
+                if steps & 0x7 == 0 and time.perf_counter() > slice_end:
                     await asyncio.sleep(0)
                     slice_end = time.perf_counter() + YIELD_EVERY_S
         except asyncio.CancelledError:
@@ -399,7 +412,15 @@ class SimSequencer(Device):
         if node.physics.memories and node.sync_epoch is not None:
             # the skipped attempts dephase a memory as the ones stepped since the sync did
             done = program[end].d - available + 1
-            node.physics.repeat_memory_channels(node.sync_epoch, skipped, runs_seen=done)
+            node.advance(0)  # the physics up to the herald wait: the recorded body ends here
+            body = node.physics.finish_record()  # the attempt so far, from the sync or LOOP
+            top = program[end].c
+            before_wait = sum(i.d for i in program[top:pc] if i.op is Op.WAIT)
+            if body is not None and body[1] != before_wait:
+                body = None  # more than this attempt was recorded: the older approximation
+            node.physics.repeat_memory_channels(
+                node.sync_epoch, skipped, runs_seen=done, period_ns=duration, body=body
+            )
         node.advance(skipped * duration)
         for register, step in adds.items():
             regs[register] += skipped * step
