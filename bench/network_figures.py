@@ -54,7 +54,7 @@ from calibration.planning import (
 from controller.network import estimators
 from controller.network.pauli import (
     Pauli,
-    ghz_frame,
+    cnot_ghz_frame,
     pair_pauli,
     swap_frame,
     teleport_correction,
@@ -364,7 +364,7 @@ def _expectation(rho: np.ndarray, stabiliser: str) -> float:
 def ghz_state(pairs: Pairs, s: Setup, terms: Terms = ALL) -> np.ndarray:
     """(A, B's memory, C) after B's CNOT (memory control, electron target), the electron's Z
     readout (reported wrong with its error when readout is on) and the frame of
-    `pauli.ghz_frame` applied to the qubits (the same as to the outcomes)."""
+    `pauli.cnot_ghz_frame` applied to the qubits (the same as to the outcomes)."""
     n = 4
     rho = np.kron(pairs.ab, pairs.bc)
     cnot = np.eye(4, dtype=complex)[[0, 1, 3, 2]]
@@ -380,7 +380,7 @@ def ghz_state(pairs: Pairs, s: Setup, terms: Terms = ALL) -> np.ndarray:
         projector = _on(np.outer(ket, ket).astype(complex), (2,), n)
         state = _partial_trace(projector @ rho @ projector, (0, 1, 3), n)
         for flip, weight in ((0, 1 - error), (1, error)):
-            frame = ghz_frame(first, second, m ^ flip)
+            frame = cnot_ghz_frame(first, second, m ^ flip)
             f = np.kron(
                 np.kron(_pauli_matrix(frame[0]), _pauli_matrix(frame[1])), _pauli_matrix(frame[2])
             )

@@ -425,13 +425,13 @@ def attempt_decay(n, n_1e, offset, amplitude):
 def fit_attempt_decay(attempts: np.ndarray, value: np.ndarray, sigma: np.ndarray) -> Fit:
     attempts, value = np.asarray(attempts, float), np.asarray(value, float)
     top = float(np.max(attempts))
-    amplitude = max(float(value[0] - value[-1]), 0.05)
+    amplitude = min(max(float(value[0] - value[-1]), 0.05), 1.2)  # within the bounds
     try:
         popt, pcov = curve_fit(
             attempt_decay,
             attempts,
             value,
-            p0=[top / 3, float(value[-1]), amplitude],
+            p0=[top / 3, float(np.clip(value[-1], -0.2, 1.2)), amplitude],
             sigma=np.maximum(np.asarray(sigma, float), 1e-3),
             absolute_sigma=True,
             bounds=([1, -0.2, 0], [100 * top, 1.2, 1.2]),

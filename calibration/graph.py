@@ -8,6 +8,7 @@ their dependents.
                visibility + phase_noise -> alpha
     memory     ramsey -> c13_spectroscopy -> c13_gate -> c13_ramsey -> c13_dephasing
                                                             c13_ramsey -> c13_move
+                                                            c13_ramsey -> c13_t2
 
 Node routines run sequences on the node (`NodeAccess.run`). `detection_window` also records
 the node's photons with the midpoint's tagger; `dark_counts` and `phase_fringe` measure the

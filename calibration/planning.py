@@ -645,7 +645,9 @@ def assumed(notes: tuple[str, ...]) -> tuple[str, ...]:
 #        c(alpha) = 1 - alpha k,   k = 1 - e^(-(dw tau)^2/2) in (0, 1],
 #    and after n attempts c^n: the decay is exponential in n with N_1/e(alpha) = -1/ln c(alpha)
 #    ~ 1/(alpha k), inversely proportional to alpha. The calibration measures N_1/e at one
-#    reference alpha (`c13_n_1e_at_alpha` at `c13_n_1e_alpha`), which fixes k.
+#    reference alpha (`c13_n_1e_at_alpha` at `c13_n_1e_alpha`), which fixes k. Each attempt also
+#    turns the stored state by a mean phase (`c13_phase_per_attempt_deg`, at the same alpha):
+#    known, so undone at readout; `memory_phase_deg` gives it after n attempts.
 # 3. Storage time under dynamical decoupling: the coherence falls as e^(-t/T2) (`c13_t2_s`;
 #    the decay's shape under decoupling is taken as a simple exponential, the planning
 #    assumption: a stretched exponent is not modelled).
@@ -675,6 +677,9 @@ class Memory:
     """The memory's coherence time under dynamical decoupling (1/e), seconds."""
     move_fidelity: float
     """Bell fidelity a perfect pair keeps through the move from the electron to the memory."""
+    phase_per_attempt_deg: float | None = None
+    """The mean turn of the stored state per attempt at `alpha_ref` (`c13_phase_per_attempt_deg`;
+    None: not calibrated). A known phase: the fidelities below assume it undone at readout."""
 
     def __post_init__(self) -> None:
         if not self.n_1e_at_alpha > 0:
@@ -704,6 +709,8 @@ class Memory:
 
 MEMORY_PARAMETERS = ("c13_n_1e_at_alpha", "c13_n_1e_alpha", "c13_t2_s", "c13_move_fidelity")
 """The calibrated parameters (per memory node) the planning model reads, in `Memory`'s order."""
+PHASE_PARAMETER = "c13_phase_per_attempt_deg"
+"""Read when stored (c13_dephasing stores it with N_1/e); the fidelities do not need it."""
 
 
 def memory_attempt_decay(alpha: float, memory: Memory) -> float:
@@ -730,6 +737,28 @@ def memory_coherence(attempts: list[tuple[int, float]], seconds: float, memory: 
             raise ValueError(f"{n} attempts: must not be negative")
         d *= memory_attempt_decay(alpha, memory) ** n
     return d
+
+
+def memory_phase_deg(attempts: list[tuple[int, float]], memory: Memory) -> float:
+    """The stored state's expected turn (degrees, unwrapped) after blocks of (attempts, alpha):
+    n x the calibrated phase per attempt, for blocks at the calibrated alpha only. The turn is
+    the electron's time in |1> per attempt times dw: the dark share (1 - alpha) until the echo
+    plus the bright share alpha after it and through the reset, so it is linear in alpha with
+    an offset (docs/calibration.md, c13_dephasing); one calibrated alpha does not fix both, so
+    another alpha is refused rather than scaled."""
+    if memory.phase_per_attempt_deg is None:
+        raise ValueError("the phase per attempt is not calibrated (c13_dephasing)")
+    total = 0.0
+    for n, alpha in attempts:
+        if n < 0:
+            raise ValueError(f"{n} attempts: must not be negative")
+        if n and not math.isclose(alpha, memory.alpha_ref, rel_tol=1e-9):
+            raise ValueError(
+                f"the phase per attempt is calibrated at alpha {memory.alpha_ref:g}, not "
+                f"{alpha:g} (it is linear in alpha with an offset: calibrate at this alpha)"
+            )
+        total += n * memory.phase_per_attempt_deg
+    return total
 
 
 def _on_qubit(op2: np.ndarray, qubit: int) -> np.ndarray:
@@ -830,7 +859,15 @@ def memory_from_calibration(values: dict[str, float], node: str) -> Memory:
     missing = [f"{node}.{name}" for name in MEMORY_PARAMETERS if values.get(name) is None]
     if missing:
         raise QnodeError("memory not calibrated: " + ", ".join(missing) + " (`qnode calibrate`)")
+    phase = values.get(PHASE_PARAMETER)
     try:
-        return Memory(*(float(values[name]) for name in MEMORY_PARAMETERS))
+        n_1e, alpha_ref, t2_s, move_fidelity = (float(values[name]) for name in MEMORY_PARAMETERS)
+        return Memory(
+            n_1e,
+            alpha_ref,
+            t2_s,
+            move_fidelity,
+            phase_per_attempt_deg=None if phase is None else float(phase),
+        )
     except ValueError as e:
         raise QnodeError(f"{node}: calibrated memory out of range: {e}") from None

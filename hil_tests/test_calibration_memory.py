@@ -18,8 +18,15 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from calibration.fits import FitFailed, fit_dips, fit_gate, resonance_order
+from calibration.fits import (
+    FitFailed,
+    fit_attempt_decay,
+    fit_dips,
+    fit_gate,
+    resonance_order,
+)
 from calibration.graph import ROUTINES, plan, run_graph, run_routine
+from calibration.planning import memory_coherence, memory_from_calibration, memory_phase_deg
 from calibration.routine import SKIPPED, UPDATED, bright_fraction
 from calibration.routines import memory as memory_routines
 from calibration.routines.memory import (
@@ -47,7 +54,16 @@ from hil_tests.test_compiler_memory import (
 )
 from sequences.compiler import compile_sequence
 from sequences.memory import MemoryGate, MemoryInit, MemoryReadout, SwapToMemory
-from sequences.operations import CRCheck, MwPulse, Readout, Sequence, SpinInit, Sweep, pi_pulse
+from sequences.operations import (
+    CRCheck,
+    MwPulse,
+    Readout,
+    Sequence,
+    SpinInit,
+    Sweep,
+    pi_half_pulse,
+    pi_pulse,
+)
 
 BASE = {k: v for k, v in PARAMS.items() if not k.startswith("c13_")}
 BASE["readout_threshold"] = 1.0
@@ -196,17 +212,22 @@ def test_ramsey_tells_the_two_precession_frequencies_apart():
     assert node.store["c13_omega1_hz"] == pytest.approx(F_1, abs=3 * errors[1] + 1.0)
 
 
-def model_coherence_after(attempts: int, values: dict[str, float]) -> float:
-    """The model's exact x-y Bloch length of the stored |+x> after `attempts` attempts."""
-    lengths = []
+def model_bloch_after(attempts: int, values: dict[str, float]) -> complex:
+    """The model's exact <X> + i<Y> of the stored |+x> after `attempts` attempts."""
+    components = []
     for basis in ("x", "y"):
         seq = dephasing_sequence("nv", values, attempts, basis)
         c = compile_sequence(seq, values, HW)
-        lengths.append(2 * replay(c)[1][0] - 1)
-    return math.hypot(*lengths)
+        components.append(2 * replay(c)[1][0] - 1)
+    return complex(*components)
 
 
-def test_dephasing_per_attempt_matches_the_models_decay():
+def test_dephasing_per_attempt_fits_the_models_exact_points():
+    """The routine on the model (shot noise of 200 shots) finds the N_1/e and the phase per
+    attempt that the same fits find on the model's exact, noise-free points, within 3 sigma.
+    (The model's field is low, 0.04 T, with A_perp / omega_L ~ 0.14: its per-attempt channel
+    also tilts the stored state out of the x-y plane, so its decay is not a clean exponential
+    to compare a formula with; the simulator's, at 0.19 T, is: test_calibration_memory_sim.)"""
     values = {**BASE, **calibrated(), "c13_larmor_hz": F_L, "c13_omega1_hz": F_1}
     node = ModelNode(stored={k: v for k, v in values.items() if k.startswith("c13_")})
     outcome = run_routine(node, ROUTINES["c13_dephasing"], True, None)
@@ -215,31 +236,53 @@ def test_dephasing_per_attempt_matches_the_models_decay():
     fitted, sigma = (
         float(x) for x in outcome.reason.split("N_1/e ")[1].split(" attempts")[0].split(" +- ")
     )
-    # the model's own decay: 1/e of the coherence before any attempt
-    before = model_coherence_after(0, values)
-    lo, hi = 0, ATTEMPTS[-1]
-    while hi - lo > 10:
-        mid = (lo + hi) // 2
-        if model_coherence_after(mid, values) > before / math.e:
-            lo = mid
-        else:
-            hi = mid
-    assert abs(fitted - lo) < 3 * sigma, (fitted, lo, sigma)
-    assert len(attempt_block(values)) == 4
+    attempts = np.array(ATTEMPTS, float)
+    exact = np.array([model_bloch_after(n, values) for n in ATTEMPTS])
+    shot_sigma = np.full(len(exact), 2 * math.sqrt(0.25 / memory_routines.DEPHASING_SHOTS))
+    decay = fit_attempt_decay(attempts, np.abs(exact), shot_sigma)
+    assert abs(fitted - decay.params["n_1e"]) < 3 * sigma, (fitted, decay.params, sigma)
+    _, slope, _, _ = memory_routines.phase_per_attempt(attempts, exact.real, exact.imag, shot_sigma)
+    per = node.store["c13_phase_per_attempt_deg"]
+    per_sigma = node.store["c13_phase_per_attempt_sigma_deg"]
+    # the model's turn per attempt is not a pure rotation (its tilted |1> axis), so the
+    # points do not lie on one line: the noisy and the exact fits may differ by a turn of the
+    # last point's branch, 360 deg over the last point's attempts, beyond their 3 sigma
+    branch = 360 / ATTEMPTS[-1]
+    assert abs(per - math.degrees(slope)) < 3 * per_sigma + branch, (per, slope, per_sigma)
+    assert abs(math.degrees(slope)) > 10 * per_sigma  # a phase the routine resolves
+    assert len(attempt_block(values)) == 5  # pump, alpha, optical pi, echo, window
+
+
+def test_phase_unwrapping_follows_several_turns():
+    """A Bloch vector turning by 1.7 deg an attempt (12 turns by 2560 attempts) and
+    decaying, with shot noise of 200 shots: the fitted turn within 3 sigma of the truth."""
+    rng = np.random.default_rng(11)
+    attempts = np.array(ATTEMPTS, float)
+    truth = math.radians(1.7)
+    vector = 0.8 * np.exp(-attempts / 2000) * np.exp(1j * (0.4 + truth * attempts))
+    shots = 200
+    x = 2 * rng.binomial(shots, (1 + vector.real) / 2) / shots - 1
+    y = 2 * rng.binomial(shots, (1 + vector.imag) / 2) / shots - 1
+    sigma = np.full(len(attempts), 2 * math.sqrt(0.25 / shots))
+    _, slope, slope_sigma, _ = memory_routines.phase_per_attempt(attempts, x, y, sigma)
+    assert abs(slope - truth) < 3 * slope_sigma, (slope, truth, slope_sigma)
+    with pytest.raises(FitFailed, match="keep a phase"):
+        memory_routines.phase_per_attempt(attempts, 0 * x, 0 * y, sigma)
 
 
 # ---- the graph --------------------------------------------------------------------------------
 def test_the_memory_routines_join_the_graph_of_a_node_with_a_memory_only():
     assert "c13_spectroscopy" not in plan()
-    assert plan(memory=True)[-5:] == [
+    assert plan(memory=True)[-6:] == [
         "c13_spectroscopy",
         "c13_gate",
         "c13_ramsey",
         "c13_dephasing",
         "c13_move",
+        "c13_t2",
     ]
     assert plan(["c13_gate"]) == ["esr", "rabi", "ramsey", "c13_spectroscopy", "c13_gate"]
-    for name in ("c13_spectroscopy", "c13_gate", "c13_ramsey", "c13_dephasing", "c13_move"):
+    for name in plan(memory=True)[-6:]:
         assert ROUTINES[name].platforms == ("nv",)
         assert all(u.startswith("c13_") for u in ROUTINES[name].updates)
 
@@ -461,3 +504,68 @@ def test_move_fidelity_is_the_models_round_trip_halved():
     sigma = float(outcome.reason.split("fidelity ")[1].split("+- ")[1])
     assert abs(node.store["c13_move_fidelity"] - truth) < 3 * sigma, (outcome.reason, truth)
     assert 0.9 < truth < 1.0  # the model's transfers are good: the test sees a real number
+
+
+# ---- coherence under decoupling (c13_t2) ------------------------------------------------------
+def test_the_echo_keeps_a_stored_state_on_the_model():
+    """The model has no bath: its echo, at any free time, returns the stored |+x> with the
+    sign and nearly the length a plain store and read gives (within 0.1: the nuclear pi's
+    ~2 x 50 pulses at the model's low field, where the electron's |1> axis is tilted by
+    A_perp / omega_1 ~ 0.13, cost ~0.09; were the pi's axis not the state's, the echo would
+    read -0.9)."""
+    values = {**BASE, **calibrated(), "c13_larmor_hz": F_L, "c13_omega1_hz": F_1}
+    plain = (MemoryInit(), pi_half_pulse(90.0), SwapToMemory(), MemoryReadout(basis="x"))
+    stored = 2 * replay(compile_sequence(Sequence("s", plain, 1), values, HW))[1][0] - 1
+    for total in (0.002, 0.5):
+        seq = memory_routines.echo_sequence("nv", total, 1)
+        c = compile_sequence(seq, values, HW)
+        x = 2 * replay(c)[1][0] - 1
+        assert abs(x - stored) < 0.1, (total, x, stored)
+    assert stored > 0.9
+
+
+def test_fit_echo_decay_recovers_t2_and_its_exponent():
+    """A stretched echo (T2 0.6 s, exponent 2.5, amplitude 0.85) at the routine's times, 200
+    shots a point: T2 within 3 sigma of the fit."""
+    rng = np.random.default_rng(21)
+    times = np.array(memory_routines.ECHO_TIMES_S)
+    truth = memory_routines.echo_decay(times, 0.85, 0.6, 2.5)
+    shots = 200
+    x = 2 * rng.binomial(shots, (1 + truth) / 2) / shots - 1
+    sigma = np.full(len(times), 2 * math.sqrt(0.25 / shots))
+    fit = memory_routines.fit_echo_decay(times, x, sigma)
+    assert abs(fit.params["t2_s"] - 0.6) < 3 * fit.errors["t2_s"], fit.params
+
+
+# ---- the planning model reads the phase per attempt -------------------------------------------
+def test_the_planning_model_gives_the_phase_after_n_attempts_at_the_calibrated_alpha():
+    """memory_from_calibration reads c13_phase_per_attempt_deg when stored (not required:
+    the fidelities assume the known phase undone); memory_phase_deg sums it over blocks at
+    the calibrated alpha and refuses another alpha (the phase is not proportional to alpha)."""
+    values = {
+        "c13_n_1e_at_alpha": 1300.0,
+        "c13_n_1e_alpha": 0.1,
+        "c13_t2_s": 0.8,
+        "c13_move_fidelity": 0.95,
+    }
+    memory = memory_from_calibration(values, "A")
+    assert memory.phase_per_attempt_deg is None
+    with pytest.raises(ValueError, match="not calibrated"):
+        memory_phase_deg([(10, 0.1)], memory)
+    memory = memory_from_calibration({**values, "c13_phase_per_attempt_deg": -0.52}, "A")
+    assert memory_phase_deg([(100, 0.1), (250, 0.1)], memory) == pytest.approx(-0.52 * 350)
+    assert memory_phase_deg([(0, 0.3)], memory) == 0.0
+    with pytest.raises(ValueError, match=r"calibrated at alpha 0\.1"):
+        memory_phase_deg([(100, 0.05)], memory)
+    # the fidelity formulas are those without the phase
+    assert memory_coherence([(1300, 0.1)], 0.0, memory) == pytest.approx(math.exp(-1), rel=1e-9)
+
+
+def test_the_decay_fit_starts_inside_its_bounds_when_noise_lengthens_the_first_point():
+    """With tens of shots a point, the noise-corrected length of the first point can exceed
+    1.3 (X and Y both read ~0.95 by chance): the fit still runs (its start is clipped to its
+    bounds) rather than failing on its own initial guess."""
+    attempts = np.array([0, 100, 200, 400, 800, 1600], float)
+    values = np.array([1.38, 0.85, 0.75, 0.55, 0.35, 0.1])
+    fit = fit_attempt_decay(attempts, values, np.full(6, 0.1))
+    assert 200 < fit.params["n_1e"] < 2000, fit.params

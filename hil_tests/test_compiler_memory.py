@@ -33,7 +33,7 @@ from sequences.operations import (
     to_data,
 )
 from sequences.parameters import defaults
-from sequences.program import CLOCK_NS, Op, align_wait_ns
+from sequences.program import CLOCK_NS, Op, align_offset_ps, align_wait_ns
 
 F_L, A_PAR, A_PERP = 443e3, 30e3, 60e3
 """The model's 13C: Larmor frequency (about 414 G) and hyperfine couplings, in Hz."""
@@ -184,7 +184,16 @@ def replay(c, rho=None, free=None, pi_amplitude=None, hw=HW):
 
 
 def replay_outcomes(
-    c, outcomes, rho=None, free=None, pi_amplitude=None, hw=HW, clock_ns=0, untimed_ns=0, ends=None
+    c,
+    outcomes,
+    rho=None,
+    free=None,
+    pi_amplitude=None,
+    hw=HW,
+    clock_ns=0,
+    untimed_ns=0,
+    ends=None,
+    registers=None,
 ):
     """The first shot on the model with its readouts' outcomes given (True: bright): each
     readout projects the electron onto its outcome and lasts its window (the nucleus
@@ -192,14 +201,17 @@ def replay_outcomes(
     as the sequencer would (bright: counts 1, dark 0; a CR check passes after `untimed_ns`
     of free evolution, the electron pumped: the unknown length of a check or sync wait).
     ALIGN waits as the sequencer does on a free-running clock that reads `clock_ns` at the
-    start (its end is appended to `ends`). Returns (final state normalised, probability of
-    the outcomes)."""
+    start (its end is appended to `ends`), its register term from `registers` (r: value, as
+    an attempt loop before would have left them). Returns (final state normalised,
+    probability of the outcomes)."""
     rho = np.kron(np.diag([1, 0]), np.eye(2) / 2) if rho is None else rho
     free = free or _free
     pi_amplitude = pi_amplitude or PARAMS["pi_amplitude_v"]
     pump = 1 << hw.ttl[hw.optics["pump"]]
     instructions = c.program.instructions
     regs, loops, pc, pending, probability = [0] * 16, {}, 0, None, 1.0
+    for register, value in (registers or {}).items():
+        regs[register] = value
     given, clock = iter(outcomes), clock_ns
 
     def evolve(rho, ns):
@@ -219,7 +231,7 @@ def replay_outcomes(
             rho = u @ rho @ u.conj().T
             clock += ins.d
         elif ins.op == Op.ALIGN:
-            wait = align_wait_ns(clock, ins.d, ins.c)
+            wait = align_wait_ns(clock, ins.d, align_offset_ps(ins, regs))
             rho, clock = evolve(rho, wait), clock + wait
         elif ins.op == Op.TTL_SET and ins.c & pump:
             rho = np.kron(np.diag([1, 0]), nucleus_of(rho))
@@ -474,7 +486,7 @@ def test_a_frame_rotation_is_undone_at_the_readout():
         ("ALIGN 3999", "ALIGN period 3999 ps is outside"),
         ("ALIGN 2ms", "is not a time in ps"),
         ("ALIGN 2us, 2us", "ALIGN offset 2000000 ps must be"),
-        ("ALIGN", "ALIGN takes 1 to 2 operands"),
+        ("ALIGN", "ALIGN takes 1 to 4 operands"),
     ],
 )
 def test_align_operands_are_bounded(text, message):

@@ -59,6 +59,7 @@ from controller.network.swap import (
     Send,
     swap_id,
 )
+from sequences.network_ops import GHZ_BASES
 
 # a tiny state-vector calculation, independent of controller.network.pauli ----------------------
 I2 = np.eye(2, dtype=complex)
@@ -594,11 +595,6 @@ def test_the_goodness_formula_is_the_swapped_werner_states_fidelity(f1, f2):
 GHZ = (np.kron(np.kron(KET0, KET0), KET0) + np.kron(np.kron(KET1, KET1), KET1)) / np.sqrt(2)
 
 
-def cnot(control: int, target: int, n: int) -> np.ndarray:
-    p0, p1 = np.diag([1, 0]).astype(complex), np.diag([0, 1]).astype(complex)
-    return on_qubit(p0, control, n) + on_qubit(p1, control, n) @ on_qubit(SX, target, n)
-
-
 def pauli_string(s: str) -> np.ndarray:
     out = MATRIX[s[0]]
     for ch in s[1:]:
@@ -606,20 +602,41 @@ def pauli_string(s: str) -> np.ndarray:
     return out
 
 
+def b_ghz_operation() -> np.ndarray:
+    """B's GHZ operation (sequences.network_ops), ideal, on (A, B's memory, B's electron, C):
+    exp(-i pi/4 Z_e X_m), the electron turned by -pi/2 about x (the compiled pi/2 as the
+    model replays it, hil_tests/test_network_ops.py), Z on the memory; the electron is then
+    read in Z."""
+    zx = on_qubit(SZ, 2, 4) @ on_qubit(SX, 1, 4)
+    gate = np.cos(np.pi / 4) * np.eye(16) - 1j * np.sin(np.pi / 4) * zx
+    turn = np.cos(np.pi / 4) * np.eye(16) + 1j * np.sin(np.pi / 4) * on_qubit(SX, 2, 4)
+    return on_qubit(SZ, 1, 4) @ turn @ gate  # Z on the memory: its frame as the compiler keeps it
+
+
+def physical_string(stabiliser: str) -> tuple[np.ndarray, int]:
+    """A GHZ stabiliser as the physical operator that measures it (GHZ_BASES) and its sign."""
+    out, sign = np.eye(1), 1
+    for k, b in enumerate(stabiliser):
+        basis, s = GHZ_BASES[k][b] if b != "I" else ("I", 1)
+        out, sign = np.kron(out, MATRIX[basis]), sign * s
+    return out, sign
+
+
 @pytest.mark.parametrize("s1,s2", list(itertools.product(["psi_plus", "psi_minus"], repeat=2)))
-@pytest.mark.parametrize("m", [0, 1])
-def test_the_ghz_frame_gives_every_stabiliser_its_sign(s1, s2, m):
-    state = cnot(1, 2, 4) @ np.kron(BELL[s1], BELL[s2])  # (A, B1, B2, C)
-    tensor = np.moveaxis(state.reshape(2, 2, 2, 2), 2, 0)[m].reshape(8)  # B2 measured: m
-    state3 = tensor / np.linalg.norm(tensor)  # (A, B1, C)
-    frame = ghz_frame(pair_pauli(s1), pair_pauli(s2), m)
+@pytest.mark.parametrize("bright", [0, 1])
+def test_the_ghz_frame_gives_every_stabiliser_its_sign(s1, s2, bright):
+    """B's operation on two link pairs, the electron's outcome `bright`: every stabiliser of
+    the GHZ state, measured in GHZ_BASES, has its sign once the frame is applied (the seven
+    fix the state)."""
+    state = b_ghz_operation() @ np.kron(BELL[s1], BELL[s2])  # (A, B1, B2, C)
+    tensor = np.moveaxis(state.reshape(2, 2, 2, 2), 2, 0)[1 - bright].reshape(8)
+    state3 = tensor / np.linalg.norm(tensor)  # (A, B1, C); bright: the electron's |0>
+    frame = ghz_frame(pair_pauli(s1), pair_pauli(s2), bright)
     for _setting, terms in GHZ_SETTINGS.items():
         for stabiliser, sign in terms:
-            raw = float((state3.conj() @ pauli_string(stabiliser) @ state3).real)
+            operator, basis_sign = physical_string(stabiliser)
+            raw = float((state3.conj() @ operator @ state3).real) * basis_sign
             assert raw * frame_sign(frame, stabiliser) * sign == pytest.approx(1.0), stabiliser
-    # applied to the qubits instead, the frame gives the GHZ state itself
-    u = pauli_string("".join(p.name for p in frame))
-    assert fidelity(u @ state3, GHZ) == pytest.approx(1.0)
 
 
 def ghz_rho(p: float) -> np.ndarray:
@@ -805,7 +822,7 @@ def measure(state: np.ndarray, setting: str, rng) -> tuple[int, ...]:
 
 
 def test_ghz_through_the_protocol_gives_fidelity_one_whatever_the_links_heralded():
-    """Every shot: random link states and Paulis applied, B's CNOT and electron readout drawn
+    """Every shot: random link states and Paulis applied, B's operation and readout drawn
     from the state, the three results drawn in the setting; the frame from B's ghz_outcome
     (checked against its schema) and the ends' Paulis makes every shot a perfect GHZ's."""
     rng = np.random.default_rng(11)
@@ -817,11 +834,11 @@ def test_ghz_through_the_protocol_gives_fidelity_one_whatever_the_links_heralded
         state = np.kron(BELL[s1], BELL[s2])
         for k, p in enumerate((pa, pb1, pb2, pc)):
             state = on_qubit(MATRIX[p], k, 4) @ state
-        state = cnot(1, 2, 4) @ state
+        state = b_ghz_operation() @ state
         branches = np.moveaxis(state.reshape(2, 2, 2, 2), 2, 0).reshape(2, 8)
-        p1 = float(np.vdot(branches[1], branches[1]).real)
-        m = int(rng.random() < p1)
-        state3 = branches[m] / np.linalg.norm(branches[m])
+        p_bright = float(np.vdot(branches[0], branches[0]).real)
+        m = int(rng.random() < p_bright)
+        state3 = branches[1 - m] / np.linalg.norm(branches[1 - m])
         msg = unpack(
             pack(
                 "ghz_outcome",
@@ -832,13 +849,21 @@ def test_ghz_through_the_protocol_gives_fidelity_one_whatever_the_links_heralded
                 link_states=[str(s1), str(s2)],
                 memory_applied=[str(pb1)],
                 electron_applied=[str(pb2)],
-                electron_z=m,
+                electron_bright=m,
                 setting=setting,
             ),
             APPLICATIONS,
         )
         frame = ghz_frame_of(msg, (str(pa),), (str(pc),))
-        tally.add(setting, measure(state3, setting, rng), frame)
+        physical = "".join(GHZ_BASES[k][b][0] for k, b in enumerate(setting))
+        raw = measure(state3, physical, rng)
+        tally.add(
+            setting,
+            tuple(
+                r * GHZ_BASES[k][b][1] for k, (r, b) in enumerate(zip(raw, setting, strict=True))
+            ),
+            frame,
+        )
     estimate = tally.fidelity()
     assert estimate.value == pytest.approx(1.0) and estimate.low > 0.9  # never certain
     assert tally.bound().value == pytest.approx(1.0)
@@ -851,9 +876,12 @@ def test_ghz_without_the_frame_is_not_a_ghz():
     no_frame = (Pauli(), Pauli(), Pauli())
     for shot in range(400):
         setting = list(GHZ_SETTINGS)[shot % 5]
-        state = cnot(1, 2, 4) @ np.kron(BELL["psi_minus"], BELL["psi_plus"])
+        state = b_ghz_operation() @ np.kron(BELL["psi_minus"], BELL["psi_plus"])
         branch = np.moveaxis(state.reshape(2, 2, 2, 2), 2, 0).reshape(2, 8)[0]
-        tally.add(setting, measure(branch / np.linalg.norm(branch), setting, rng), no_frame)
+        physical = "".join(GHZ_BASES[k][b][0] for k, b in enumerate(setting))
+        raw = measure(branch / np.linalg.norm(branch), physical, rng)
+        signs = tuple(GHZ_BASES[k][b][1] for k, b in enumerate(setting))
+        tally.add(setting, tuple(r * g for r, g in zip(raw, signs, strict=True)), no_frame)
     assert tally.fidelity().high < 0.5
 
 

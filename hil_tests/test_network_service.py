@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from scipy.linalg import expm
 
 from controller.data.networkfile import (
     BASIS_NAMES,
@@ -51,6 +52,9 @@ BELL = {
     "psi_plus": np.array([0, 1, 1, 0], dtype=complex) / np.sqrt(2),
     "psi_minus": np.array([0, 1, -1, 0], dtype=complex) / np.sqrt(2),
 }
+GHZ_GATE = expm(-1j * np.pi / 4 * np.kron(SZ, SX))
+"""The DD gate at 90 degrees, exp(-i pi/4 Z_e X_m), on (electron, memory)."""
+RX_MINUS_HALF = expm(1j * np.pi / 4 * SX)
 CARDINAL_KETS = {
     "+Z": [1, 0],
     "-Z": [0, 1],
@@ -103,6 +107,15 @@ class Qubits:
         psi[tuple(index)] = np.flip(sub, axis=t_axis)
         self.groups.append((keys, psi))
 
+    def apply2(self, op: np.ndarray, k1, k2) -> None:
+        """A two-qubit unitary (4 x 4, k1 the first factor)."""
+        keys, psi = self._merged(k1, k2)
+        a, b = keys.index(k1), keys.index(k2)
+        moved = np.moveaxis(psi, (a, b), (0, 1))
+        shape = moved.shape
+        moved = (op @ moved.reshape(4, -1)).reshape(shape)
+        self.groups.append((keys, np.moveaxis(moved, (0, 1), (a, b))))
+
     def measure(self, key, basis: str = "Z") -> int:
         """+1 or -1 with Born's probabilities; the qubit leaves its group."""
         keys, psi = self.groups.pop(self._group(key))
@@ -139,6 +152,8 @@ class World:
         self.link_delay: dict[tuple[str, str], float] = {}
         self.link_fail: set[tuple[str, str]] = set()
         self.fail_bsm = 0
+        self.fail_teleport_bsm = 0
+        self.prepared: dict[str, str] = {}
         self.fail_measure: dict[str, int] = {}
         self.on_bsm = None
         self.repeater_applied: tuple[str, ...] = ()
@@ -147,6 +162,8 @@ class World:
 
 
 class FakeOps:
+    x_sign = 1  # its qubits are the model's: X is X
+
     def __init__(self, node: str, world: World) -> None:
         self.node, self.world = node, world
 
@@ -204,19 +221,37 @@ class FakeOps:
         return w.qubits.bell_measurement((self.node, memory_pair), (self.node, electron_pair))
 
     async def ghz_measurement(self, memory_pair, electron_pair):
+        """B's GHZ operation as sequences.network_ops derives it, ideal: exp(-i pi/4 Z_e X_m),
+        the electron turned by -pi/2 about x (the model's sense of the compiled pi/2) and
+        read in Z, Z on the memory; 1 when bright (+1)."""
         q = self.world.qubits
-        q.cnot((self.node, memory_pair), (self.node, electron_pair))
-        return int(q.measure((self.node, electron_pair)) == -1)
+        electron, memory = (self.node, electron_pair), (self.node, memory_pair)
+        q.apply2(GHZ_GATE, electron, memory)
+        q.apply(RX_MINUS_HALF, electron)
+        q.apply(SZ, memory)  # the memory's frame as the compiler keeps it (network_ops)
+        return int(q.measure(electron) == 1)
+
+    async def prepare_state(self, state, peer):
+        """The state in this node's memory (its key), kept until the BSM."""
+        key = (self.node, "memory-state")
+        self.world.prepared[self.node] = state
+        self.world.qubits.add([key], np.array(CARDINAL_KETS[state], dtype=complex))
+        return f"state:{state}"
 
     async def teleport_measurement(self, pair_id, state):
+        assert self.world.prepared.pop(self.node) == state
+        if self.world.fail_teleport_bsm:
+            self.world.fail_teleport_bsm -= 1
+            self.world.qubits.measure((self.node, "memory-state"))
+            raise QnodeError("the sender's BSM readout timed out")
         q = self.world.qubits
-        key = (self.node, f"state:{pair_id}")
-        q.add([key], np.array(CARDINAL_KETS[state], dtype=complex))
-        return q.bell_measurement(key, (self.node, pair_id))
+        return q.bell_measurement((self.node, "memory-state"), (self.node, pair_id))
 
     async def apply_pauli(self, pair_id, pauli):
+        """As the daemon's: an end keeps the Pauli in software (its half measured at delivery,
+        or the teleportation sender's, spent by its BSM); B's would be on its qubit."""
         self.world.applied_at.append((self.node, pair_id, pauli))
-        if self._measured(pair_id):
+        if self.node != "B":
             self.world.frames.setdefault((self.node, pair_id), []).append(pauli)
         else:
             self.world.qubits.apply(PAULI[pauli], (self.node, pair_id))
@@ -230,7 +265,8 @@ class FakeOps:
             assert measured.basis == basis, (measured.basis, basis)
             paulis = tuple(self.world.frames.get((self.node, pair_id), ()))
             return result_after(measured.bit, basis, paulis)
-        return self.world.qubits.measure((self.node, pair_id), basis)
+        paulis = tuple(self.world.frames.get((self.node, pair_id), ()))
+        return result_after(self.world.qubits.measure((self.node, pair_id), basis), basis, paulis)
 
     async def release(self, pair_id, reason):
         held = self.world.held[self.node].pop(pair_id, None)
@@ -700,11 +736,56 @@ async def test_a_teleport_outcome_that_overtakes_the_decision_waits_for_it(tmp_p
 
 
 @in_loop
+async def test_a_failed_sender_bsm_is_discarded_on_all_three_and_the_next_state_is_sent(tmp_path):
+    """The sender's BSM (at its link pair, before the swap) fails once: that end-to-end
+    attempt is discarded on A, B and C with cause operation_failed and the sender's reason;
+    the session goes on and teleports the six states twice, every one right."""
+    async with Lab(tmp_path, seed=6) as lab:
+        lab.world.fail_teleport_bsm = 1
+        summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=2)
+        data = lab.data(summary)
+    assert summary["state"] == "completed" and summary["done"] == 12
+    assert summary["reasons"] == {"operation_failed": 1}
+    assert summary["figures"]["teleport_fidelity"]["value"] == pytest.approx(1.0)
+    discarded = {node: rows(d, DISCARDED) for node, d in data.items()}
+    assert len(discarded["A"]) == len(discarded["B"]) == 1
+    (row,) = discarded["A"].values()
+    assert CAUSES[row["cause"] - 1] == "operation_failed"
+    assert b"teleportation BSM failed" in row["reason"]
+    assert set(discarded["C"]) <= set(discarded["B"])  # C only if it held the other half
+    for d in data.values():
+        check_counts(d)
+
+
+@in_loop
+async def test_teleport_prepare_only_from_the_repeater_and_only_a_cardinal_state(tmp_path):
+    """teleport_prepare writes into the sender's memory: an end asking is refused (counted),
+    a state that is not cardinal never passes the schema, and a node that does not send in
+    the session says so."""
+    async with Lab(tmp_path) as lab:
+        summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=2)
+        session = summary["session"]
+        a, c = lab.net.services["A"], lab.net.services["C"]
+        msg = unpack(pack("teleport_prepare", 4, session=session, state="+X"), NETWORK_STATION)
+        before = a.refused
+        with pytest.raises(Refused, match="only the repeater"):
+            await a.handle_station(msg, "node-C", True)
+        with pytest.raises(Refused, match="station key"):
+            await a.handle_station(msg, "operator", False)
+        assert a.refused == before + 2
+        with pytest.raises(QnodeError, match="does not send"):
+            await c.handle_station(msg, "node-B", True)
+    with pytest.raises(MessageError, match="state"):
+        unpack(pack("teleport_prepare", 5, session=session, state="+W"), NETWORK_STATION)
+
+
+@in_loop
 async def test_teleportation_of_the_cardinal_states(tmp_path):
     async with Lab(tmp_path, seed=4) as lab:
         summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=8)
         data = lab.data(summary)
     assert summary["state"] == "completed" and summary["done"] == 48
+    assert summary["reasons"] == {}  # no attempt lost (a Pauli on a spent half would be)
     figure = summary["figures"]["teleport_fidelity"]
     # 48 of 48 right: the interval (Agresti-Coull per state) lies above 2/3 (with 2 shots a
     # state it would not: 12 shots cannot show that)

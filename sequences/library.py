@@ -72,7 +72,11 @@ C's after a swap at B (the same test file)."""
 
 
 def bell_measurement(
-    memory: str = "c13", shots: int = 1, frame_deg: float = 0.0, epoch: bool = False
+    memory: str = "c13",
+    shots: int = 1,
+    frame_deg: float = 0.0,
+    epoch: bool = False,
+    attempt_phase_deg: float = 0.0,
 ) -> Sequence:
     """The Bell-state measurement of the electron and a memory qubit (Pompili et al. 2021,
     their swap's structure; the angles are ours): the DD gate exp(+i pi/4 Z_e X_n) (MemoryGate
@@ -89,9 +93,19 @@ def bell_measurement(
     `frame_deg`, a known rotation of the stored state to undo (the phase per attempt).
     `epoch`: the memory was written on the sequencer's Larmor epoch in an earlier program;
     its gate starts ALIGNed (an unechoed wait of up to a Larmor period: the electron's half,
-    if in a superposition, picks up a conditional phase there; the parity does not)."""
+    if in a superposition, picks up a conditional phase there; the parity does not).
+    `attempt_phase_deg`: the stored state's turn per attempt of the program's attempt loop,
+    fed forward in real time (MemoryGate's): a BSM right after its link's herald, in the
+    same program (plan.round_sequence, delivery "bsm"), undoes the turn of the attempts that
+    only the herald counts; `frame_deg` adds the attempts known before the program."""
     ops = (
-        MemoryGate(memory, angle_deg=270.0, frame_deg=frame_deg, epoch=epoch),
+        MemoryGate(
+            memory,
+            angle_deg=270.0,
+            frame_deg=frame_deg,
+            epoch=epoch,
+            attempt_phase_deg=attempt_phase_deg,
+        ),
         pi_half_pulse(0.0),
         ReadoutSparingMemory(memory, label="electron"),
         MemoryReadout(memory, basis="y", label="memory"),

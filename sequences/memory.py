@@ -57,7 +57,7 @@ from sequences.operations import (
     pi_half_pulse,
     pi_pulse,
 )
-from sequences.program import ALIGN_PERIOD_PS, CLOCK_NS
+from sequences.program import ALIGN_PERIOD_PS, ALIGN_STEP_PS, CLOCK_NS
 
 if TYPE_CHECKING:
     from sequences.compiler import CompileError
@@ -99,6 +99,11 @@ class MemoryGate(MemoryOperation):
     epoch: bool = False
     """The memory's state was written on the sequencer's Larmor epoch (an `epoch` write,
     maybe in an earlier program): start aligned to it (ALIGN) when this program has no frame."""
+    attempt_phase_deg: float = 0.0
+    """The stored state's mean turn about z per entanglement attempt of this program's
+    attempt loop (the calibrated phase per attempt), undone in real time: the gate's ALIGN
+    offset grows by the attempt register times the turn's time at the Larmor period (Hermans
+    et al., Nature 605, 663 (2022) feed it forward). Needs the memory written on the epoch."""
 
 
 @dataclass(frozen=True)
@@ -369,15 +374,48 @@ def _epoch_period_ps(out: Emitter, cal: GateCalibration) -> int:
     return period
 
 
-def _sync_epoch(out: Emitter, cal: GateCalibration, lead_ns: int, epoch: bool) -> bool:
+def attempt_step_ps(per_attempt_deg: float, larmor_hz: float) -> int:
+    """The ALIGN step that undoes a turn of `per_attempt_deg` per attempt: a state turned by
+    phi ahead of its frame is where an unturned one would be phi / 360 Larmor periods later
+    (its frame moves that much earlier, as _shift_frame's), so the gate starts that much
+    earlier modulo the period: ALIGN's offset (clock + offset = whole periods) grows by it."""
+    return round(per_attempt_deg / 360 * 1e12 / larmor_hz)
+
+
+def _sync_epoch(
+    out: Emitter, cal: GateCalibration, lead_ns: int, epoch: bool, per_attempt_deg: float = 0.0
+) -> bool:
     """Without a frame in this program (none yet, or an untimed wait lost it) for a memory
     written on the epoch: ALIGN so that `lead_ns` from its end is a whole number of Larmor
-    periods since the sequencer's epoch, which is where the memory's frame is."""
+    periods since the sequencer's epoch, which is where the memory's frame is. With a turn
+    per attempt to undo (`per_attempt_deg`) always, the frame found again on the epoch: the
+    ALIGN's offset adds the attempt register times attempt_step_ps (real-time feed-forward)."""
+    from sequences.compiler import R_ATTEMPTS  # the compiler imports this module
+
     memory = cal.memory
-    if memory in out.memory_frames or not (epoch or memory in out.epoch_frames):
+    on_epoch = epoch or memory in out.epoch_frames
+    if per_attempt_deg:
+        if not math.isfinite(per_attempt_deg) or not on_epoch:
+            raise out.fail(
+                f"attempt_phase_deg {per_attempt_deg}: the turn per attempt is fed forward "
+                f"against the sequencer's Larmor epoch, so memory '{memory}' must be written "
+                "on it (epoch=True) and the turn finite"
+            )
+        out.memory_frames.pop(memory, None)  # found again on the epoch, the attempts' turn too
+    if memory in out.memory_frames or not on_epoch:
         return False
     period = _epoch_period_ps(out, cal)
-    out.emit(f"ALIGN {period}, {lead_ns * 1000 % period}")
+    offset = lead_ns * 1000 % period
+    if per_attempt_deg:
+        step = attempt_step_ps(per_attempt_deg, cal.larmor_hz)
+        if not -ALIGN_STEP_PS - 1 <= step <= ALIGN_STEP_PS:
+            raise out.fail(
+                f"attempt_phase_deg {per_attempt_deg:g} is {step} ps per attempt at memory "
+                f"'{memory}''s Larmor period, beyond ALIGN's step of {ALIGN_STEP_PS} ps"
+            )
+        out.emit(f"ALIGN {period}, {offset}, r{R_ATTEMPTS}, {step}")
+    else:
+        out.emit(f"ALIGN {period}, {offset}")
     out.memory_frames[memory] = out.elapsed + lead_ns
     out.epoch_frames.add(memory)
     return True
@@ -561,12 +599,12 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
             wrapped = _wrapped(cal, +1)
             if op.frame == "keep":
                 lead = wrapped * out.played_ns(pi_pulse())
-                synced = _sync_epoch(out, cal, lead, op.epoch)
+                synced = _sync_epoch(out, cal, lead, op.epoch, op.attempt_phase_deg)
                 _shift_frame(out, cal, op.frame_deg)
                 if not synced or op.frame_deg:
                     _echoed_align(out, cal, lead)
-            elif op.frame_deg:
-                raise out.fail("frame_deg needs frame 'keep'")
+            elif op.frame_deg or op.attempt_phase_deg:
+                raise out.fail("frame_deg and attempt_phase_deg need frame 'keep'")
             if wrapped:
                 _electron(out, 0.0, 180)
             _gate(out, cal, n)

@@ -97,6 +97,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec("c13_n_1e_at_alpha", "", "13C: attempts to 1/e of a stored coherence"),
         ParameterSpec("c13_n_1e_alpha", "", "13C: the alpha c13_n_1e_at_alpha holds at"),
         ParameterSpec("c13_t2_s", "s", "13C: coherence time under decoupling"),
+        ParameterSpec(
+            "c13_phase_per_attempt_deg", "deg", "13C: a stored state's mean turn per attempt"
+        ),
+        ParameterSpec("c13_phase_per_attempt_sigma_deg", "deg", "13C: that turn's error (1 sigma)"),
         ParameterSpec("c13_move_fidelity", "", "13C: fidelity of a move into the memory"),
         ParameterSpec("c13_search_start_ns", "ns", "13C spectroscopy: start of the tau search"),
         ParameterSpec("c13_search_stop_ns", "ns", "13C spectroscopy: end of the tau search"),

@@ -27,6 +27,9 @@ MAX_INSTRUCTIONS = 4096
 MAX_DURATION_NS = 2**62
 ALIGN_PERIOD_PS = (4_000, 10**9)
 """ALIGN's period bounds, ps: one clock cycle to 1 ms (a nuclear Larmor period is ~0.1-10 us)."""
+ALIGN_STEP_PS = 32_767
+"""ALIGN's register step bound, ps (signed 16 bits in field b): a memory's mean turn per
+entanglement attempt is a fraction of a degree, nanoseconds of a microsecond Larmor period."""
 
 HERALD_OUTCOMES = ("fail", "psi_plus", "psi_minus")
 """What the herald input reports, by the value WAIT_HERALD writes into its register (0, 1, 2):
@@ -68,8 +71,9 @@ class Instruction:
     LOOP c=target d=count | WAIT_SYNC b=port d=timeout ns | WAIT_HERALD a=register b=port
     d=timeout ns (port: the sync/herald input pair of one link, 0..3)
     EVENT b=code a=register (255: no value) | SET/ADD a=register d=value | JUMP c=target
-    ALIGN d=period ps c=offset ps (wait until the free-running clock plus the offset is a
-    whole number of periods since the sequencer's epoch: align_wait_ns)
+    ALIGN d=period ps c=offset ps a=register b=step ps (signed 16 bits; 0: no register term)
+    (wait until the free-running clock plus the offset plus register x step is a whole
+    number of periods since the sequencer's epoch: align_wait_ns, align_offset_ps)
     """
 
     op: Op
@@ -99,7 +103,7 @@ _SYNTAX: dict[Op, tuple[str, ...]] = {
     Op.ADD: ("reg", "int"),
     Op.JUMP: ("label",),
     Op.HALT: (),
-    Op.ALIGN: ("ps", "ps?"),
+    Op.ALIGN: ("ps", "ps?", "reg?", "sps?"),
 }
 
 
@@ -129,7 +133,11 @@ def _fields(op: Op, operands: list[int]) -> Instruction:
         case Op.HALT:
             return Instruction(op)
         case Op.ALIGN:
-            return Instruction(op, c=operands[1] if len(operands) > 1 else 0, d=operands[0])
+            offset = operands[1] if len(operands) > 1 else 0
+            if len(operands) == 3:
+                raise ValueError("ALIGN's register needs its step (ALIGN period, offset, rN, step)")
+            register, step = (operands[2], operands[3]) if len(operands) > 3 else (0, 0)
+            return Instruction(op, a=register, b=step & 0xFFFF, c=offset, d=operands[0])
     raise AssertionError(op)
 
 
@@ -217,7 +225,24 @@ def _problem(i: int, ins: Instruction, n: int) -> str | None:
             return f"ALIGN period {ins.d} ps is outside {low}..{high} ps"
         if not 0 <= ins.c < ins.d:
             return f"ALIGN offset {ins.c} ps must be at least 0 and below the period {ins.d} ps"
+        if not 0 <= ins.b < 2**16:
+            return f"ALIGN step field {ins.b} does not fit 16 bits"
+        if align_step_ps(ins) and not 0 <= ins.a < N_REGISTERS:
+            return f"register r{ins.a} does not exist (r0..r{N_REGISTERS - 1})"
     return None
+
+
+def align_step_ps(ins: Instruction) -> int:
+    """ALIGN's register step, ps: field b as a signed 16-bit number."""
+    return ins.b - 2**16 if ins.b >= 2**15 else ins.b
+
+
+def align_offset_ps(ins: Instruction, registers: list[int]) -> int:
+    """ALIGN's offset at run time: its constant plus its register times its step, modulo the
+    period (a step of 0 reads no register). The host feeds forward what it learns only in
+    real time, e.g. a stored memory's turn per entanglement attempt times the attempts."""
+    step = align_step_ps(ins)
+    return (ins.c + (registers[ins.a] * step if step else 0)) % ins.d
 
 
 def encode(instructions: list[Instruction]) -> bytes:
@@ -306,7 +331,10 @@ def assemble(text: str) -> Program:
             _operand(lineno, op, kind.rstrip("?"), text_, labels)
             for kind, text_ in zip(kinds, operands, strict=False)
         ]
-        instructions.append(_fields(op, values))
+        try:
+            instructions.append(_fields(op, values))
+        except ValueError as e:
+            raise ProgramError(lineno, f"{op.name}: {e}") from None
         lines.append(lineno)
     if not instructions:
         raise ProgramError(1, "empty program")
@@ -340,6 +368,14 @@ def _operand(lineno: int, op: Op, kind: str, text: str, labels: dict[str, int]) 
         if not m:
             raise fail(f"'{text}' is not a time in ps (an integer with ps, ns or us)")
         return int(m.group(1)) * {"ps": 1, None: 1, "ns": 1_000, "us": 1_000_000}[m.group(2)]
+    if kind == "sps":
+        m = re.fullmatch(r"([+-]?\d+)\s*(ps|ns)?", text)
+        if not m:
+            raise fail(f"'{text}' is not a signed time in ps (an integer with ps or ns)")
+        value = int(m.group(1)) * {"ps": 1, None: 1, "ns": 1_000}[m.group(2)]
+        if not -ALIGN_STEP_PS - 1 <= value <= ALIGN_STEP_PS:
+            raise fail(f"step {value} ps is outside {-ALIGN_STEP_PS - 1}..{ALIGN_STEP_PS} ps")
+        return value
     if kind == "dur":
         m = re.fullmatch(r"(\d+)\s*(ns|us|ms|s)?", text)
         if not m:

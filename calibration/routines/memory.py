@@ -5,6 +5,7 @@ its coherence each entanglement attempt costs. Only nodes whose lab file names t
 
     c13_spectroscopy -> c13_gate -> c13_ramsey -> c13_dephasing
                                              -> c13_move
+                                             -> c13_t2
 
 The physics they fit is the one the compiler plans with (sequences/memory.py; Taminiau et al.,
 PRL 109, 137602 (2012); Nat. Nanotechnol. 9, 171 (2014); Kalb et al., PRA 97, 062330 (2018)).
@@ -15,8 +16,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import curve_fit
 
 from calibration.fits import (
+    Fit,
     FitFailed,
     fit_attempt_decay,
     fit_dips,
@@ -379,23 +382,34 @@ class C13RamseyRoutine(MemoryRoutine):
         )
 
 
-# ---- dephasing per entanglement attempt -------------------------------------------------------
+# ---- dephasing and phase per entanglement attempt ---------------------------------------------
 DEPHASING_ALPHA = 0.1
 """The bright population of the attempts' alpha rotation (Kalb et al. 2018: the dephasing
 grows with alpha, so the result is stored with the alpha it was measured at)."""
-ATTEMPTS = (0, 100, 200, 400, 800, 1600, 3200)
+ATTEMPTS = (0, 10, 20, 40, 80, 160, 320, 640, 1280, 2560)
+"""Doubling from 10: each point's phase is unwrapped from the line through the ones before,
+so up to ~18 deg an attempt is unambiguous (an attempt with a 1 us herald window at A_par
+53 kHz turns a stored state by ~4.6 deg, its pump alone by ~0.7 deg), and the decay is
+sampled on every scale up to a quiet memory's thousands. The NV loses its charge state in
+some attempts (~0.16 % each on the simulator): fewer shots are kept at long trains."""
 DEPHASING_SHOTS = 200
 
 
 def attempt_block(values: dict[str, float]) -> tuple:
-    """One entanglement attempt without the herald (the electron's part of it): spin pump,
-    the alpha rotation, the optical pi pulse, the herald window."""
-    theta = 2 * math.asin(math.sqrt(DEPHASING_ALPHA))
+    """One entanglement attempt as the link layer plays it for a node holding a stored state
+    (EntanglementAttempt with protect_memory; sequences/compiler.py), without the herald: the
+    spin pump, the alpha rotation (alpha left in the bright |0>, as
+    controller/link/plan.py `alpha_amplitude`), the optical pi pulse, the electron's echo pi
+    pulse, the herald window. The link's attempt is also padded (after the pump, the electron
+    in |0>) to whole Larmor periods; here the compiler tracks the memory's frame over the
+    loop's known time instead, which is the same precession."""
+    theta = 2 * math.acos(math.sqrt(DEPHASING_ALPHA))
     amplitude = values["pi_amplitude_v"] * theta / math.pi
     return (
         SpinInit(),
         MwPulse(amplitude, Param("pi_duration_ns")),
         LaserPulse("excitation", Param("excitation_duration_ns")),
+        pi_pulse(),
         Wait(Param("herald_window_ns")),
     )
 
@@ -403,7 +417,12 @@ def attempt_block(values: dict[str, float]) -> tuple:
 def dephasing_sequence(
     platform: str, values: dict[str, float], attempts: int, basis: str
 ) -> Sequence:
-    """|+x> stored in the memory, `attempts` attempts, the memory read in `basis`."""
+    """|+x> stored in the memory, `attempts` attempts, the memory read in `basis`, then the
+    electron pumped to the bright |0> and read again: a shot dark there lost its charge state
+    (hundreds of excitations ionise some shots' NV, which then read dark in either basis and
+    would bias <X> and <Y> towards -1: seen on the simulator, lengths above 1 after 800
+    attempts). A charge check (CRCheck) would say it directly, but the compiler refuses one
+    after a memory was written, even once it is read."""
     repeat = (Repeat(attempt_block(values), attempts),) if attempts else ()
     ops = (
         memory_check(platform),
@@ -412,20 +431,69 @@ def dephasing_sequence(
         SwapToMemory(MEMORY),
         *repeat,
         MemoryReadout(MEMORY, basis),
+        SpinInit(),
+        Readout(label="charge"),
     )
     return Sequence(f"c13_dephasing_{attempts}_{basis}", ops, DEPHASING_SHOTS)
 
 
+def phase_per_attempt(
+    attempts: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray
+) -> tuple[float, float, float, np.ndarray]:
+    """(phase at 0 attempts, phase per attempt, its sigma, the unwrapped phases), radians,
+    from the stored state's Bloch vector (x, y) after each number of attempts (sorted,
+    rising) with `sigma` the error of each component. Points whose length is under 3 sigma
+    carry no phase. Each phase is unwrapped to the turn nearest the weighted line through
+    the points before it (the first two: nearest the first), then all are fitted by
+    weighted least squares (a phase's sigma is sigma / length)."""
+    length = np.hypot(x, y)
+    usable = length > 3 * sigma
+    if usable.sum() < 3:
+        raise FitFailed(f"only {int(usable.sum())} points keep a phase (need 3)")
+    n, raw = attempts[usable], np.arctan2(y, x)[usable]
+    weight = (length[usable] / sigma[usable]) ** 2
+    phase = raw.copy()
+    for i in range(1, len(n)):
+        if i == 1:
+            predicted = phase[0]
+        else:
+            slope, offset = np.polyfit(n[:i], phase[:i], 1, w=np.sqrt(weight[:i]))
+            predicted = offset + slope * n[i]
+        phase[i] = raw[i] + 2 * math.pi * round((predicted - raw[i]) / (2 * math.pi))
+    design = np.vstack([np.ones_like(n), n]).T
+    cov = np.linalg.inv(design.T @ (design * weight[:, None]))
+    offset, slope = cov @ design.T @ (weight * phase)
+    return float(offset), float(slope), float(math.sqrt(cov[1, 1])), phase
+
+
+def charged_bright(acq, threshold: float) -> tuple[float, int]:
+    """(the memory readout's bright fraction, shots kept) of one point, over the shots whose
+    check passed and whose second readout (after a pump to the bright |0>) was bright: the NV
+    still charged. That readout's own error (1 - F0) drops a few good shots, independently of
+    the memory's result."""
+    valid = acq.valid[0] & (acq.counts[0, :, 1] >= threshold)
+    kept = int(valid.sum())
+    return float(((acq.counts[0, :, 0] >= threshold) & valid).sum() / max(kept, 1)), kept
+
+
 class C13DephasingRoutine(MemoryRoutine):
-    """The stored state's Bloch vector in the x-y plane after n attempts: its length, since
-    each attempt also turns it by a mean phase (the electron's time in |1> at alpha) that
-    the link layer tracks, not this fit."""
+    """The stored state's Bloch vector in the x-y plane after n protected attempts: its
+    length decays (the reset of the formerly bright part at a random time: Kalb et al. 2018)
+    and it turns by a mean phase each attempt (the electron's time in |1>: the dark part
+    until the echo, the bright part after it and through the pump), which the link layer can
+    undo at readout (Hermans et al., Nature 605, 663 (2022), feed the phase forward). Both
+    are stored with the alpha they were measured at (`c13_n_1e_alpha`)."""
 
     name = "c13_dephasing"
-    title = "13C dephasing per entanglement attempt"
+    title = "13C dephasing and phase per entanglement attempt"
     depends = ("c13_ramsey",)
     reads = ("pi_amplitude_v", p("larmor_hz"), p("omega1_hz"), "readout_threshold")
-    updates = (p("n_1e_at_alpha"), p("n_1e_alpha"))
+    updates = (
+        p("n_1e_at_alpha"),
+        p("n_1e_alpha"),
+        p("phase_per_attempt_deg"),
+        p("phase_per_attempt_sigma_deg"),
+    )
 
     def acquire(self, node: NodeAccess):
         values = node.values()
@@ -438,35 +506,54 @@ class C13DephasingRoutine(MemoryRoutine):
     def analyse(self, node: NodeAccess, data) -> Analysis:
         threshold = node.values()["readout_threshold"]
         attempts = np.array(ATTEMPTS, float)
-        bright = np.array([float(bright_fraction(acq, threshold)[0]) for acq in data])
-        sigmas = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
+        charged = [charged_bright(acq, threshold) for acq in data]
+        bright = np.array([b for b, _ in charged])
+        sigmas = np.array([2 * math.sqrt(0.25 / max(kept, 1)) for _, kept in charged])
+        kept_share = [
+            kept / max(int(acq.valid[0].sum()), 1)
+            for (_, kept), acq in zip(charged, data, strict=True)
+        ]
         x, y = 2 * bright[0::2] - 1, 2 * bright[1::2] - 1
         # the length's bias from the noise (E|v|^2 = |v|^2 + 2 sigma^2) taken out
         sigma = np.hypot(sigmas[0::2], sigmas[1::2]) / math.sqrt(2)
         coherence = np.sqrt(np.clip(x**2 + y**2 - 2 * sigma**2, 0, None))
         try:
             fit = fit_attempt_decay(attempts, coherence, sigma)
+            phase0, slope, slope_err, phases = phase_per_attempt(attempts, x, y, sigma)
         except FitFailed as e:
             return Analysis({}, False, f"fit failed: {e}")
         n_1e, err = fit.params["n_1e"], fit.errors["n_1e"]
+        per_deg, per_err_deg = math.degrees(slope), math.degrees(slope_err)
         info = {
             "fit": fit.params,
             "errors": fit.errors,
             "x": x.tolist(),
             "y": y.tolist(),
             "coherence": coherence.tolist(),
+            "phase_deg": np.degrees(phases).tolist(),
+            "charged_share": kept_share,
+            "phase_at_zero_deg": math.degrees(phase0),
+            "phase_per_attempt_deg": per_deg,
+            "phase_per_attempt_sigma_deg": per_err_deg,
         }
 
         def plot(path, title):
+            # the phase as x-y components rotated back by the fitted turn: flat if it fits
+            back = np.exp(-1j * slope * attempts) * (x + 1j * y)
             xy_plot(
                 path,
                 title,
                 attempts,
                 coherence,
                 fit=fit,
-                extra=[(attempts, x, "<X>"), (attempts, y, "<Y>")],
+                extra=[
+                    (attempts, x, "<X>"),
+                    (attempts, y, "<Y>"),
+                    (attempts, back.real, "<X> turned back by the fitted phase"),
+                    (attempts, back.imag, "<Y> turned back by the fitted phase"),
+                ],
                 marks={"N_1/e": n_1e} if n_1e < 2 * attempts.max() else None,
-                xlabel=f"entanglement attempts (alpha {DEPHASING_ALPHA})",
+                xlabel=f"entanglement attempts (alpha {DEPHASING_ALPHA}, echoed)",
                 ylabel="memory coherence |<X> + i<Y>|",
             )
 
@@ -490,10 +577,18 @@ class C13DephasingRoutine(MemoryRoutine):
                 info,
                 plot,
             )
+        if not math.isfinite(per_err_deg):
+            return Analysis({}, False, "the phase per attempt did not fit", fit.quality, info, plot)
         return Analysis(
-            {p("n_1e_at_alpha"): n_1e, p("n_1e_alpha"): DEPHASING_ALPHA},
+            {
+                p("n_1e_at_alpha"): n_1e,
+                p("n_1e_alpha"): DEPHASING_ALPHA,
+                p("phase_per_attempt_deg"): per_deg,
+                p("phase_per_attempt_sigma_deg"): per_err_deg,
+            },
             True,
-            f"N_1/e {n_1e:.0f} +- {err:.0f} attempts at alpha {DEPHASING_ALPHA}",
+            f"N_1/e {n_1e:.0f} +- {err:.0f} attempts at alpha {DEPHASING_ALPHA}; phase per "
+            f"attempt {per_deg:.5f} +- {per_err_deg:.5f} deg",
             fit.quality,
             info,
             plot,
@@ -522,7 +617,8 @@ def move_sequence(platform: str, state: str, shots: int) -> Sequence:
         SwapToMemory(MEMORY),
         MemoryReadout(MEMORY, basis),
     )
-    return Sequence(f"c13_move_{state}", ops, shots)
+    sign = "p" if state[0] == "+" else "m"  # run names allow letters, digits, _ . -
+    return Sequence(f"c13_move_{sign}{state[1]}", ops, shots)
 
 
 def reference_sequence(platform: str, flipped: bool, shots: int) -> Sequence:
@@ -615,10 +711,146 @@ class C13MoveRoutine(MemoryRoutine):
         )
 
 
+# ---- coherence under decoupling: the nuclear Hahn echo -----------------------------------------
+ECHO_TIMES_S = (0.002, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0)
+"""Total free times of the echo: 13C echo times are 0.3-1 s (Bradley et al., PRX 9, 031045
+(2019)); up to 2 s (the sequencer's WAIT holds up to 4.29 s)."""
+ECHO_SHOTS = 200
+
+
+def echo_sequence(platform: str, total_s: float, shots: int) -> Sequence:
+    """|+x> stored, half the time, a nuclear pi, the other half, read in x. With the electron
+    in |0> (a pump before each part) the DD gate CRx(pi) is an unconditional rotation of the
+    nucleus, so it refocuses the quasi-static bath. The gate keeps the memory's frame, where
+    its axis is the stored frame's x (the model replay shows it: a stored |+y> comes back as
+    -y): the state lies on the pi's axis, so the pi's own error barely touches it (as in
+    CPMG) and the readout sees the coherence, whatever the bath did."""
+    half = Wait(float(CLOCK_NS * round(total_s * 1e9 / 2 / CLOCK_NS)))
+    ops = (
+        memory_check(platform),
+        MemoryInit(MEMORY),
+        pi_half_pulse(90.0),
+        SwapToMemory(MEMORY),
+        SpinInit(),
+        half,
+        MemoryGate(MEMORY, 180.0),
+        SpinInit(),
+        half,
+        MemoryReadout(MEMORY, "x"),
+    )
+    return Sequence(f"c13_t2_{total_s:g}s", ops, shots)
+
+
+def echo_decay(t_s, amplitude, t2_s, exponent):
+    return amplitude * np.exp(-((np.asarray(t_s) / t2_s) ** exponent))
+
+
+def fit_echo_decay(t_s: np.ndarray, value: np.ndarray, sigma: np.ndarray) -> Fit:
+    """amplitude exp(-(t / T2)^n), n in [1, 4] (1: Markovian; 3: a slow Gaussian bath seen by
+    one echo; Bradley 2019 fit 13C echoes this way). T2 is the 1/e time either way."""
+    t_s, value = np.asarray(t_s, float), np.asarray(value, float)
+    top = float(np.max(t_s))
+    guess = [float(value[0]) or 0.5, top / 3, 2.0]
+    try:
+        popt, pcov = curve_fit(
+            echo_decay,
+            t_s,
+            value,
+            p0=guess,
+            sigma=np.maximum(np.asarray(sigma, float), 1e-3),
+            absolute_sigma=True,
+            bounds=([-1.2, top / 200, 1.0], [1.2, 50 * top, 4.0]),
+            maxfev=20000,
+        )
+    except (RuntimeError, ValueError) as e:
+        raise FitFailed(f"the echo decay did not fit ({e})") from None
+    residual = value - echo_decay(t_s, *popt)
+    total = np.sum((value - value.mean()) ** 2)
+    names = ["amplitude", "t2_s", "exponent"]
+    errs = np.sqrt(np.clip(np.diag(pcov), 0, None))
+    return Fit(
+        dict(zip(names, map(float, popt), strict=True)),
+        dict(zip(names, map(float, errs), strict=True)),
+        float(1 - np.sum(residual**2) / total) if total > 0 else 0.0,
+        lambda x: echo_decay(x, *popt),
+    )
+
+
+class C13T2Routine(MemoryRoutine):
+    """The stored state's coherence time under decoupling (`c13_t2_s`, which the planning
+    model's storage term e^(-t / T2) reads): a nuclear Hahn echo, its 1/e time. A node that
+    stores a state for long must decouple the memory this way (without it the bath's T2*, of
+    milliseconds, is what a stored state keeps)."""
+
+    name = "c13_t2"
+    title = "13C T2: coherence under a nuclear echo"
+    depends = ("c13_ramsey",)
+    reads = (p("tau_ns"), p("n_pulses"), p("larmor_hz"), p("omega1_hz"), "readout_threshold")
+    updates = (p("t2_s"),)
+
+    def acquire(self, node: NodeAccess):
+        return [
+            node.run(echo_sequence(node.platform, t, ECHO_SHOTS), Sweep()) for t in ECHO_TIMES_S
+        ]
+
+    def analyse(self, node: NodeAccess, data) -> Analysis:
+        threshold = node.values()["readout_threshold"]
+        times = np.array(ECHO_TIMES_S, float)
+        x = np.array([2 * float(bright_fraction(acq, threshold)[0]) - 1 for acq in data])
+        sigma = np.array([2 * float(point_sigma(acq)[0]) for acq in data])
+        try:
+            fit = fit_echo_decay(times, x, sigma)
+        except FitFailed as e:
+            return Analysis({}, False, f"fit failed: {e}")
+        t2, err = fit.params["t2_s"], fit.errors["t2_s"]
+        info = {"fit": fit.params, "errors": fit.errors, "x": x.tolist(), "times_s": times.tolist()}
+
+        def plot(path, title):
+            xy_plot(
+                path,
+                title,
+                times,
+                x,
+                fit=fit,
+                marks={"T2": t2} if t2 < 2 * times.max() else None,
+                xlabel="total free time (s), a nuclear pi in its middle",
+                ylabel="memory <X>",
+            )
+
+        if abs(fit.params["amplitude"]) < 0.2:
+            return Analysis(
+                {},
+                False,
+                f"the echo's contrast is only {abs(fit.params['amplitude']):.2f} (min 0.2): check "
+                "c13_gate and c13_ramsey",
+                fit.quality,
+                info,
+                plot,
+            )
+        if t2 > 2 * times.max() or not math.isfinite(err) or err > t2 / 2:
+            return Analysis(
+                {},
+                False,
+                f"T2 {t2:.3g} +- {err:.2g} s is not resolved by free times up to {times.max():g} s",
+                fit.quality,
+                info,
+                plot,
+            )
+        return Analysis(
+            {p("t2_s"): t2},
+            True,
+            f"T2 {t2:.4f} +- {err:.4f} s (echo, exponent {fit.params['exponent']:.1f})",
+            fit.quality,
+            info,
+            plot,
+        )
+
+
 MEMORY_ROUTINES = (
     C13SpectroscopyRoutine(),
     C13GateRoutine(),
     C13RamseyRoutine(),
     C13DephasingRoutine(),
     C13MoveRoutine(),
+    C13T2Routine(),
 )

@@ -10,6 +10,7 @@ Layout:
   parameters/<name>           the node's parameter snapshot at the start
   heralds                     HERALD_ROW per herald message (received, or sent by M)
   pairs                       PAIR_ROW per heralded shot: the decision and, if measured, the bit
+                              (files before `counts_memory` are read with it at -1)
   runs                        the node's run ids, one per round of the session
   status                      [state, reason]
 
@@ -58,6 +59,8 @@ PAIR_ROW = np.dtype(
         ("reason", "S80"),
         ("t", "<f8"),
         ("fidelity_estimate", "<f8"),
+        # a bsm row's second readout (the memory's; `counts` is the electron's); -1: none
+        ("counts_memory", "<i4"),
     ]
 )
 
@@ -130,6 +133,19 @@ class SessionFile(SwmrFile):
         self._append(self._runs, np.array([run_id], dtype=object))
 
 
+def pair_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows as PAIR_ROW: a file written before a field was added gets it at its 'none'
+    value (counts_memory -1), so old session files stay readable."""
+    if rows.dtype == PAIR_ROW:
+        return rows
+    upgraded = np.zeros(len(rows), dtype=PAIR_ROW)
+    upgraded["counts_memory"] = -1
+    for name in rows.dtype.names or ():
+        if name in (PAIR_ROW.names or ()):
+            upgraded[name] = rows[name]
+    return upgraded
+
+
 def read_session(path: Path) -> dict:
     """The session's records as numpy arrays (works on a file still being written)."""
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
@@ -143,7 +159,7 @@ def read_session(path: Path) -> dict:
             "status": state,
             "reason": reason,
             "heralds": f["heralds"][:],
-            "pairs": f["pairs"][:],
+            "pairs": pair_rows(f["pairs"][:]),
             "runs": [r.decode() if isinstance(r, bytes) else r for r in f["runs"][:]],
             "parameters": {name: float(ds[()]) for name, ds in f["parameters"].items()},
         }

@@ -256,6 +256,30 @@ class NodeMemory:
         pair.qubit = target
         return Move(pair_id, pair.link, self.electron, target)
 
+    def on_prepared(self, state_id: str, link: str, now: float, fidelity_min: float = 0.0) -> str:
+        """A state the node wrote into a free memory qubit itself (teleportation's input, not
+        half of a pair): held and protected as a stored pair is (the attempts on `link` that
+        follow echo and count against it), its goodness the planning model's from 1. Returns
+        the memory qubit."""
+        if link not in self.links:
+            raise QnodeError(f"{self.node} has no link {link} (its links: {', '.join(self.links)})")
+        target = self.free_memory()
+        if target is None:
+            raise QnodeError(f"no free memory qubit on {self.node}: {self.as_dict()}")
+        self.holding[target] = StoredPair(
+            pair_id=state_id,
+            link=link,
+            peer=self.node,
+            outcome="prepared",
+            fidelity_heralded=1.0,
+            fidelity_min=fidelity_min,
+            heralded_at=now,
+            qubit=target,
+            stored_at=now,
+            goodness=1.0,
+        )
+        return target
+
     def on_move_failed(self, pair_id: str, reason: str) -> Discard:
         """The node runtime could not run the move: the pair is gone."""
         return self._discard(self.pair(pair_id), f"move into memory failed: {reason}", {})

@@ -12,6 +12,7 @@ from controller.link.vocabulary import (
     DELIVERY,
     HERALDING,
     MEMORY_BASES,
+    ONE_PAIR_DELIVERIES,
     ONE_ROUND,
     OUTCOMES,
     PROTOCOLS,
@@ -143,6 +144,7 @@ OPERATOR = vocabulary(
     Schema("memory", {}),
     Schema("memory_measure", {"basis": str}, {"pair": str}, {"basis": MEMORY_BASES}),
     Schema("bell_measurement"),
+    Schema("bsm_result", {"session": str}),
 )
 
 # midpoint -> node ----------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def check_request(
     needed = ["mw_frequency_hz", "pi_amplitude_v"]
     initiator = "nodes" not in request or list(request["nodes"])[:1] == [node]
     delivery = own_delivery(request, initiator)
-    if request["protocol"] == "barrett_kok" or delivery in ("X", "Y", "verify", "memory"):
+    if request["protocol"] == "barrett_kok" or delivery in ("X", "Y", "verify", "memory", "bsm"):
         needed.append("pi2_amplitude_v")
     missing = [n for n in needed if n not in values]
     if missing:
@@ -279,13 +281,15 @@ def check_request(
             f"verification measures both halves in the same bases: delivery {deliveries[0]} "
             f"and peer_delivery {deliveries[1]} cannot be mixed with it"
         )
-    if "memory" in (request["delivery"], request.get("peer_delivery")):
+    for one_pair in ONE_PAIR_DELIVERIES:
+        if one_pair not in (request["delivery"], request.get("peer_delivery")):
+            continue
+        what = "delivery into memory" if one_pair == "memory" else "the bsm delivery"
         if request["pairs"] != 1:
             raise QnodeError(
-                f"delivery into memory takes one pair per session (the memory holds one), "
-                f"not {request['pairs']}"
+                f"{what} takes one pair per session (the memory holds one), not {request['pairs']}"
             )
         if request["protocol"] == "two_photon":
-            raise QnodeError("delivery into memory: two_photon is the ion labs' protocol")
-    if delivery == "memory":
+            raise QnodeError(f"{what}: two_photon is the ion labs' protocol")
+    if delivery in ONE_PAIR_DELIVERIES:
         check_memory_delivery(lab, node, values)

@@ -9,8 +9,11 @@ Its in-process API for a service inside the daemon (docs/network.md, "Delivery i
 `handle_operator({"type": "entangle", ..., "delivery": ..., "peer_delivery": ...})` starts a
 session; `session` / `finished[id]` hold its summary (with `memory` on a memory node);
 `memory_measure(basis)`, `bell_measurement()` and `memory_state()` read and show the qubits
-that `memory` (a NodeMemory) keeps; `session_listeners` are called with each ended session's
-summary (the network service learns of the pairs a neighbour's session delivered here);
+that `memory` (a NodeMemory) keeps; a session whose own delivery is "bsm" measures its new
+pair's half with the stored pair's in the Bell basis right after the herald (one program:
+the swap), its two bits in the summary's `bsm` and in `bsm_result(session_id)`;
+`session_listeners` are called with each ended session's summary (the network service
+learns of the pairs a neighbour's session delivered here);
 `link_expectation` and `attempt_budget` plan a session before it starts (the network
 service's wait for a second link while a pair is stored).
 """
@@ -72,9 +75,11 @@ from qnode.errors import QnodeError
 from sequences.compiler import ATTEMPTS_EXHAUSTED, SHOT_END
 from sequences.library import BELL_TABLE, bell_measurement
 from sequences.memory import MemoryReadout
+from sequences.network_ops import ghz_operation, prepare_memory_state
 from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
+BSM_RESULTS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,12 @@ class NodeLink:
         """Stored pair -> (this node corrects its psi- with Z, the heralded outcome)."""
         self.memory_discards: list[dict] = []
         """Stored pairs discarded here, with their reasons (newest last)."""
+        self.bsm_results: dict[str, dict] = {}
+        """Session id -> its Bell-state measurement (delivery "bsm"), as bell_measurement()
+        returns it (the newest BSM_RESULTS_KEPT sessions')."""
+        self._bsm_shots: dict[str, tuple[int, Any, dict]] = {}
+        """Session id -> (shot, own record, the stored pair and frame) of the heralded shot
+        whose BSM consumed the stored pair (one per session)."""
         self.session_listeners: list[Callable[[dict], None]] = []
         """Called (in the loop) with each session's summary once it has ended here."""
 
@@ -238,6 +249,8 @@ class NodeLink:
             return {"measurement": await self.bell_measurement()}
         if kind == "memory_measure":
             return {"measurement": await self.memory_measure(msg["basis"], msg.get("pair"))}
+        if kind == "bsm_result":
+            return {"bsm": self.bsm_result(msg["session"])}
         summary = self._summary(msg["session"])
         if kind == "session":
             return {"session": summary}
@@ -259,6 +272,15 @@ class NodeLink:
         if busy is not None:
             raise QnodeError(f"node {self.name} is busy with {busy}")
         initiator = "nodes" not in request or list(request["nodes"])[:1] == [self.name]
+        if own_delivery(request, initiator) == "bsm":
+            memory = self.memory
+            stored = [p for p in memory.pairs() if p.in_memory] if memory is not None else []
+            if memory is None or len(stored) != 1:
+                held = memory.as_dict() if memory is not None else "no memory qubit"
+                raise QnodeError(
+                    f"the bsm delivery measures a new pair with the one stored in memory: "
+                    f"{self.name} holds {len(stored)} stored pairs ({held})"
+                )
         if own_delivery(request, initiator) == "memory":
             memory = self.memory
             if memory is None or memory.free_memory() is None:
@@ -486,6 +508,17 @@ class NodeLink:
             done = await self.node.execute(init, lambda events: None)
             if done.status != "completed":
                 return done
+        bsm: dict = {}
+        if basis == "bsm":
+            if session.session in self._bsm_shots or not self._holds_stored():
+                reason = (
+                    "the stored pair was consumed by this session's Bell-state measurement"
+                    if session.session in self._bsm_shots
+                    else "no stored pair is left to measure with (cut off or discarded)"
+                )
+                session.end_with("failed", f"{self.name}: {reason}")
+                return _NoRun("aborted", reason)
+            bsm = self._bsm_frame(session)
         attempts = max_attempts(session.expected.p_success)
         budget = self._attempt_budget(session, link_name)
         if budget is not None:
@@ -507,6 +540,8 @@ class NodeLink:
             memory=memories[0] if memories else "c13",
             protect_memory=self._holds_stored(),
             echo=bool(session.request.get("echo")),
+            frame_deg=bsm.get("frame_deg", 0.0),
+            attempt_phase_deg=bsm.get("attempt_phase_deg", 0.0),
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
@@ -517,15 +552,17 @@ class NodeLink:
 
         exhausted: list[int] = []  # attempts of the shots that gave up (seen in the thread)
 
+        def on_shots(shots: list) -> None:
+            if basis == "bsm":  # a heralded shot's BSM consumed the stored pair, whatever
+                for shot, own in shots:  # the decision on the new pair will be
+                    if own.heralded:
+                        self._bsm_shots.setdefault(session.session, (shot, own, bsm))
+            if self.session is session:
+                session.on_shots(round_index, shots)
+
         def on_events(events: list) -> None:  # the worker thread: hand over to the loop
             exhausted.extend(int(e.value) for e in events if e.code == ATTEMPTS_EXHAUSTED)
-            loop.call_soon_threadsafe(
-                lambda: (
-                    session.on_shots(round_index, parser.feed(events))
-                    if self.session is session
-                    else None
-                )
-            )
+            loop.call_soon_threadsafe(lambda: on_shots(parser.feed(events)))
 
         outcome = await self.node.execute(run, on_events)
         await asyncio.sleep(0)  # let the last events' callbacks run
@@ -540,6 +577,30 @@ class NodeLink:
 
     def _holds_stored(self) -> bool:
         return self.memory is not None and any(p.in_memory for p in self.memory.pairs())
+
+    def _bsm_frame(self, session: LinkSession) -> dict:
+        """A bsm round's stored pair and its frame: the turn known before this program (its
+        attempts so far, this session's earlier rounds too, x the calibrated phase per
+        attempt) and the phase per attempt that the program feeds forward (0 until
+        `<memory>_phase_per_attempt_deg` is calibrated)."""
+        assert self.memory is not None
+        kept = next(p for p in self.memory.pairs() if p.in_memory)
+        qubit = kept.qubit.split(".", 1)[1]
+        per_attempt = self._phase_per_attempt(qubit)
+        _alpha, factor = memory_alpha(session)
+        before = sum(kept.attempts.values()) + session.stats.attempts * factor
+        return {
+            "pair": kept,
+            "frame_deg": per_attempt * before,
+            "attempt_phase_deg": per_attempt,
+            "attempts_before": before,
+        }
+
+    def _phase_per_attempt(self, qubit: str) -> float:
+        per_attempt = self.node.parameters(self.name).get(f"{qubit}_phase_per_attempt_deg")
+        if per_attempt is None or not math.isfinite(per_attempt):
+            return 0.0
+        return float(per_attempt)
 
     def _attempt_budget(self, session: LinkSession, link_name: str) -> int | None:
         """The attempts this node may make before a stored pair's cut-off (None: no stored
@@ -592,6 +653,8 @@ class NodeLink:
         summary = session.summary()
         if self.memory is not None:
             summary["memory"] = self._memory_after(session)
+            if session.session in self.bsm_results:
+                summary["bsm"] = self.bsm_results[session.session]
         self.finished[session.session] = summary
         self.session = None
         for listener in list(self.session_listeners):
@@ -640,6 +703,8 @@ class NodeLink:
         if delivery == "memory":
             for r in kept:
                 self._store(session, link_name, r, now)
+        elif delivery == "bsm":
+            self._bsm_done(session, link_name)
         elif delivery == "keep" and kept and memory.electron_free():
             r = kept[-1]  # the electron holds the last kept pair (each shot overwrites it)
             pair_id = r["id"].decode()
@@ -659,6 +724,77 @@ class NodeLink:
             "heralds still miss a herald wait's precession of a stored memory, so its "
             "stored-state fidelities are optimistic (docs/simulation.md)",
         }
+
+    def _bsm_done(self, session: LinkSession, link_name: str) -> None:
+        """After a bsm session: its heralded shot's two readouts as bell_measurement()
+        returns them (`bsm_results`, the summary's `bsm`); the stored pair is released (the
+        BSM consumed it) and the new pair never enters the memory's records."""
+        memory = self.memory
+        assert memory is not None
+        found = self._bsm_shots.pop(session.session, None)
+        if found is None:
+            return  # no herald: the stored pair is still there (cut-off or not)
+        shot, own, frame = found
+        kept = frame["pair"]
+        still_stored = any(p.pair_id == kept.pair_id for p in memory.pairs())
+        if still_stored:
+            memory.release(kept.pair_id)
+        stored_frame = self.frames.pop(kept.pair_id, (False, kept.outcome))
+        rows = [r[0] for r in session.rows if int(r[0]["shot"]) == shot]
+        row = rows[0] if rows else None
+        threshold = self.node.parameters(self.name)["readout_threshold"]
+        measured = own.counts >= 0 and own.counts_memory >= 0
+        bits = (
+            (1 if own.counts >= threshold else -1, 1 if own.counts_memory >= threshold else -1)
+            if measured
+            else (0, 0)
+        )
+        new_id = row["id"].decode() if row is not None else session.pair_id(shot, own.attempts)
+        outcome = OUTCOMES[own.outcome] if 0 <= own.outcome < len(OUTCOMES) else ""
+        delivered = row is not None and int(row["status"]) == DELIVERED
+        reason = "" if delivered else (row["reason"].decode() if row is not None else "undecided")
+        if not still_stored:  # cut off as the session's attempts were charged to it
+            delivered, reason = False, f"the stored pair {kept.pair_id} was cut off"
+        self.bsm_results[session.session] = {
+            "electron_bit": bits[0],
+            "memory_bit": bits[1],
+            "bell_state": BELL_TABLE.get(bits, ""),
+            "counts": [own.counts, own.counts_memory],
+            "valid": bool(own.valid and measured and delivered),
+            "reason": reason,
+            "pairs": {
+                "electron": {
+                    "pair_id": new_id,
+                    "link": link_name,
+                    "peer": session.peer,
+                    "outcome": outcome,
+                    "attempts": own.attempts,
+                    "fidelity_heralded": session.expected.fidelity,
+                    "frame_here": session.frame_node == self.name,
+                },
+                "memory": {**kept.as_dict(), "frame_here": stored_frame[0]},
+            },
+            "frame_deg": frame["frame_deg"],
+            "attempt_phase_deg": frame["attempt_phase_deg"],
+            "attempts_fed_forward": own.attempts,
+            "session": session.session,
+        }
+        for old in list(self.bsm_results)[:-BSM_RESULTS_KEPT]:
+            del self.bsm_results[old]
+
+    def bsm_result(self, session_id: str) -> dict:
+        """The Bell-state measurement a bsm session made (in-process API for the network
+        service): the two bits (+1 bright), the Bell state of (electron, memory) they name
+        (BELL_TABLE), both pairs' ids, heralded outcomes and psi- frames, the frame undone;
+        `valid` only if both readouts passed their checks and the new pair was delivered."""
+        result = self.bsm_results.get(session_id)
+        if result is None:
+            state = self.finished.get(session_id, {}).get("state", "unknown here")
+            raise QnodeError(
+                f"session {session_id!r} made no Bell-state measurement on {self.name} "
+                f"(session: {state})"
+            )
+        return result
 
     def _store(self, session: LinkSession, link_name: str, row: Any, now: float) -> None:
         memory = self.memory
@@ -850,6 +986,80 @@ class NodeLink:
             "frame_deg": frame_deg,
             "run_id": run.run_id,
         }
+
+    async def ghz_operation(self) -> dict:
+        """B's GHZ operation (sequences.network_ops.ghz_operation) on the electron's pair and
+        the memory's stored pair: the DD gate on the memory's epoch frame with its known turn
+        (`frame_deg`, as bell_measurement's), the electron read out sparing the memory (+1
+        bright); the electron's qubit is free after, the memory keeps its half (read later by
+        `memory_measure`). In-process API for the network service (no daemon request)."""
+        memory = self.memory
+        if memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        self._idle()
+        for cut in memory.on_time(time.monotonic()):
+            self._discarded(cut.pair_id, cut.message)
+        electron = memory.holding[memory.electron]
+        stored = [p for p in memory.pairs() if p.in_memory]
+        if electron is None or not stored:
+            raise QnodeError(
+                f"the GHZ operation needs a pair in the electron and one stored in memory; "
+                f"{self.name} holds {memory.as_dict()}"
+            )
+        kept = stored[0]
+        qubit = kept.qubit.split(".", 1)[1]
+        frame_deg = self._memory_frame_deg(qubit, kept)
+        run = await self.node.prepare(ghz_operation(qubit, frame_deg=frame_deg, epoch=True))
+        counts: dict[int, int] = {}
+        valid: list[bool] = []
+
+        def on_events(events: list) -> None:
+            for e in events:
+                if e.code == 1:
+                    counts[1] = int(e.value)
+                elif e.code == SHOT_END:
+                    valid.append(e.value == 0)
+
+        outcome = await self.node.execute(run, on_events)
+        memory.release(electron.pair_id)
+        frame = self.frames.pop(electron.pair_id, (False, ""))
+        if outcome.status != "completed" or 1 not in counts:
+            raise QnodeError(f"GHZ operation run {outcome.status}: {outcome.reason}")
+        threshold = self.node.parameters(self.name)["readout_threshold"]
+        return {
+            "electron_bit": 1 if counts[1] >= threshold else -1,
+            "counts": counts[1],
+            "valid": bool(valid and valid[0]),
+            "pairs": {
+                "electron": {**electron.as_dict(), "frame_here": frame[0]},
+                "memory": kept.as_dict(),
+            },
+            "run_id": run.run_id,
+        }
+
+    async def prepare_memory(self, state: str, peer: str) -> dict:
+        """Teleportation's input: the cardinal `state` written into this node's free memory
+        qubit (sequences.network_ops.prepare_memory_state) and held in NodeMemory as a stored
+        pair is (id "state:<run>"), so the next link session with `peer` protects it (echo,
+        whole Larmor periods, budget) and `bell_measurement()` measures it with the electron's
+        pair. A state prepared earlier and not used is discarded first. In-process API for
+        the network service (no daemon request)."""
+        memory = self.memory
+        if memory is None:
+            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
+        self._idle()
+        for old in [p for p in memory.pairs() if p.pair_id.startswith("state:")]:
+            memory.discard(old.pair_id, "a new state is prepared")
+            self._discarded(old.pair_id, "a new state is prepared")
+        link_name, _ = self.lab.link_between(self.name, peer)
+        qubit = self.lab.nodes[self.name].memories[0]
+        run = await self.node.prepare(prepare_memory_state(state, self.node.platform, qubit))
+        outcome = await self.node.execute(run, lambda events: None)
+        if outcome.status != "completed":
+            raise QnodeError(f"preparing {state} in memory: run {outcome.status}: {outcome.reason}")
+        state_id = f"state:{run.run_id}"
+        held = memory.on_prepared(state_id, link_name, time.monotonic())
+        return {"state_id": state_id, "state": state, "qubit": held, "run_id": run.run_id}
 
     def _idle(self) -> None:
         if self.session is not None:

@@ -28,6 +28,7 @@ from controller.link.vocabulary import (
     SYNC_TIMEOUT_NS,
 )
 from qnode.errors import QnodeError
+from sequences.library import bell_measurement
 from sequences.memory import MemoryInit, SwapToMemory
 from sequences.operations import (
     CRCheck,
@@ -159,6 +160,8 @@ def round_sequence(
     memory: str = "c13",
     protect_memory: bool = False,
     echo: bool = False,
+    frame_deg: float = 0.0,
+    attempt_phase_deg: float = 0.0,
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
         the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
@@ -168,7 +171,14 @@ def round_sequence(
     "memory": right after the herald, in the same program (no time lost), the half moves into
     the memory qubit `memory` (SwapToMemory; the electron is then free); the memory must have
     been initialised before (memory_init_sequence: a run of its own, as a state written before
-    the charge check and the sync wait could not keep its frame)."""
+    the charge check and the sync wait could not keep its frame). Basis "bsm": right after
+    the herald, in the same program (no program boundary: the electron's half keeps its phase;
+    no charge check: its light would destroy it), the Bell-state measurement of the electron's
+    half and the pair `memory` stores (sequences.library.bell_measurement, on the stored
+    pair's epoch frame): `frame_deg` undoes the stored state's known turn before this program
+    (its earlier attempts), `attempt_phase_deg` per attempt of this program's loop is fed
+    forward in real time (ALIGN's register term); the attempts protect the stored pair (the
+    echo, whole Larmor periods). Both readouts, then the charge check that flags the shot."""
     check = memory_check(platform)
     extra: dict = {"port": port, "protect_memory": protect_memory, "echo": echo}
     if heralding == "software":
@@ -183,14 +193,21 @@ def round_sequence(
         )
     else:
         attempt = EntanglementAttempt(protocol, max_attempts=attempts, **extra)
+    if basis == "bsm" and not (protect_memory and echo):
+        raise QnodeError("a bsm round's attempts protect the stored pair: protect_memory, echo")
     ops = [check, WaitSync(SYNC_TIMEOUT_NS, port), attempt]
-    if basis == "memory":
+    if basis == "bsm":
+        bsm = bell_measurement(
+            memory, frame_deg=frame_deg, epoch=True, attempt_phase_deg=attempt_phase_deg
+        )
+        ops += [*bsm.operations, memory_still_there(check)]
+    elif basis == "memory":
         ops.append(SwapToMemory(memory, epoch=True))  # its frame: for a later program
     elif basis == "X":
         ops.append(pi_half_pulse(90.0))
     elif basis == "Y":
         ops.append(pi_half_pulse(0.0))
-    if basis not in ("keep", "memory"):
+    if basis not in ("keep", "memory", "bsm"):
         # the memory checked again after its readout: a memory that lost its charge state
         # (or its cooling) reads dark whatever its spin; that shot is no measurement
         ops += [Readout(), memory_still_there(check)]
@@ -210,7 +227,7 @@ def announced_delivery(request: dict) -> str:
     is both sides' or neither's (check_request)."""
     deliveries = (request["delivery"], request.get("peer_delivery") or request["delivery"])
     for delivery in deliveries:
-        if delivery not in ("memory", "keep"):
+        if delivery not in ("memory", "keep", "bsm"):
             return str(delivery)
     return "keep"
 
@@ -237,10 +254,11 @@ def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[st
     in each of X, Y and Z: the round goes to the basis furthest from its share. A couple of
     shots more than needed, as some heralds are discarded (those beyond the share are
     discarded too: the session delivers exactly `pairs`). A kept pair stays in the memory
-    only until the next shot: a keep round is one shot, its pair the one the memory holds."""
+    only until the next shot: a keep round is one shot, its pair the one the memory holds; a
+    memory or bsm round is one shot (the memory holds one pair, or its BSM consumes it)."""
     share = shares(delivery, pairs)
     basis = max(share, key=lambda b: share[b] - delivered.get(b, 0))
-    if basis in ("keep", "memory"):
+    if basis in ("keep", "memory", "bsm"):
         return basis, 1
     shots = max(share[basis] - delivered.get(basis, 0), 1)
     return basis, int(min(ROUND_SHOTS_MAX, shots + 2))

@@ -404,7 +404,8 @@ class LinkSession:
         r["bell_state"] = 1 if delivered else 0
         r["basis"] = BASES.index(basis)
         r["counts"] = own.counts if own is not None else -1
-        if delivered and own is not None and own.counts >= 0:
+        r["counts_memory"] = own.counts_memory if own is not None else -1
+        if delivered and own is not None and own.counts >= 0 and basis != "bsm":
             bit = 1 if own.counts >= self.threshold else -1
             if outcome == PSI_MINUS and self.node == self.frame_node and basis in ("X", "Y"):
                 bit = -bit  # the Pauli frame: Z on this node turns psi- into psi+

@@ -22,6 +22,7 @@ class OwnShot:
     counts: int  # -1: not measured
     valid: bool  # the memory checks passed
     time_ns: int
+    counts_memory: int = -1  # a bsm round's second readout (the memory's); -1: none
 
 
 class ShotParser:
@@ -35,6 +36,7 @@ class ShotParser:
 
     def _fresh(self) -> None:
         self.heralded, self.attempts, self.outcome, self.counts = False, 0, 0, -1
+        self.counts_memory = -1
 
     def feed(self, events: Iterable) -> list[tuple[int, OwnShot]]:
         """Events in (each with .code, .value, .time_ns); the shots they complete out."""
@@ -46,11 +48,19 @@ class ShotParser:
                 self.attempts = int(e.value)
             elif e.code == SHOT_END:
                 shot = OwnShot(
-                    self.heralded, self.attempts, self.outcome, self.counts, e.value == 0, e.time_ns
+                    self.heralded,
+                    self.attempts,
+                    self.outcome,
+                    self.counts,
+                    e.value == 0,
+                    e.time_ns,
+                    self.counts_memory,
                 )
                 done.append((self.next_shot, shot))
                 self.next_shot += 1
                 self._fresh()
             elif e.code == ROUND_READOUT and self.measured:
                 self.counts = int(e.value)
+            elif e.code == ROUND_READOUT + 1 and self.measured:  # a bsm round's memory readout
+                self.counts_memory = int(e.value)
         return done

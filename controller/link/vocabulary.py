@@ -17,13 +17,18 @@ HERALDING = ("hardware", "software")
 ONE_ROUND = ("single_click", "two_photon")
 """Protocols with one detection window per attempt: software heralding can forward each."""
 
-DELIVERY = ("keep", "X", "Y", "Z", "verify", "memory")
+DELIVERY = ("keep", "X", "Y", "Z", "verify", "memory", "bsm")
 """keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each;
 memory: this node's half is moved into its memory qubit right after the herald (NV nodes with
-`memories` and the memory's calibration; one pair per session: the memory holds one)."""
-BASES = ("keep", "X", "Y", "Z", "memory")
+`memories` and the memory's calibration; one pair per session: the memory holds one); bsm:
+right after the herald, in the same program, this node's half and the pair its memory stores
+are measured in the Bell basis (the entanglement swap; one pair per session, own side only)."""
+BASES = ("keep", "X", "Y", "Z", "memory", "bsm")
 """Basis codes of the session files' pair rows ("memory": the half is in the memory qubit
-MEMORY_QUBIT names, not measured)."""
+MEMORY_QUBIT names, not measured; "bsm": measured with the stored pair's half in the Bell
+basis, both readouts' counts in the row)."""
+ONE_PAIR_DELIVERIES = ("memory", "bsm")
+"""Deliveries that take one pair per session: the memory holds one (stored, or consumed)."""
 MEMORY_BASES = ("X", "Y", "Z")
 """The bases a stored half is read in (`memory_measure`)."""
 SESSION_ENDS = ("completed", "failed", "aborted", "deadline", "cut-off")

@@ -131,7 +131,7 @@ def ghz_frame_of(
     end applied to its qubit since its link's herald."""
     first = pair_pauli(msg["link_states"][0], (*msg["memory_applied"], *first_applied))
     second = pair_pauli(msg["link_states"][1], (*msg["electron_applied"], *second_applied))
-    return ghz_frame(first, second, msg["electron_z"])
+    return ghz_frame(first, second, msg["electron_bright"])
 
 
 class GhzTally:

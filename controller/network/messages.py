@@ -156,16 +156,16 @@ APPLICATIONS = vocabulary(
             "link_states": TwoStates,
             "memory_applied": PauliNames,
             "electron_applied": PauliNames,
-            "electron_z": int,
+            "electron_bright": int,
             "setting": str,
         },
-        choices={"electron_z": BIT, "setting": GHZ_SETTING_NAMES},
+        choices={"electron_bright": BIT, "setting": GHZ_SETTING_NAMES},
         notification=True,
     ),
 )
 """Sender -> receiver: teleport_outcome (`state` names the cardinal state in a verification
-run); B -> the ends and the operator: ghz_outcome (B's electron's Z result, the links' states
-and the Paulis B applied to each qubit, the setting all three measure in)."""
+run); B -> the ends and the operator: ghz_outcome (B's electron's outcome, 1 bright; the
+links' states and the Paulis B applied to each qubit, the setting all three measure in)."""
 
 # the network service's own messages (controller/network/service.py) ----------------------------
 MAX_PAIRS = 100_000
@@ -272,6 +272,11 @@ NETWORK_STATION = vocabulary(
         choices={"basis": MEASURE_BASES},
     ),
     Schema(
+        "teleport_prepare",
+        {"session": SessionName, "state": str},
+        choices={"state": CARDINAL},
+    ),
+    Schema(
         "teleport_send",
         {"session": SessionName, "swap": PairId, "state": str},
         choices={"state": CARDINAL},
@@ -285,5 +290,5 @@ NETWORK_STATION = vocabulary(
 )
 """Between the nodes of a network session (a station key, and one of the session's nodes):
 the swap's and the applications' notifications, and the repeater's requests to the ends
-(open the session, measure a qubit, teleport, close); the sender's `teleport_outcome` goes
-to the receiver directly."""
+(open the session, measure a qubit, prepare the state to teleport, teleport, close); the
+sender's `teleport_outcome` goes to the receiver directly."""

@@ -17,9 +17,14 @@ links the link layer dials.
   pushes `link_pair_delivered` to the service), so a repeater that dies after the first link
   leaves a pair the end discards with a reason (timeout), never one it forgets.
 
-GHZ's and teleportation's node operations (a CNOT memory -> electron with the electron's
-readout; a state prepared beside a half and its BSM) are not connected yet: they raise
-`PendingOperation`, naming what is missing.
+- GHZ: B's operation is the node's `ghz_operation()` (sequences.network_ops: the DD gate and
+  the electron's readout; the memory keeps its half), its bright/dark outcome the frame's bit
+  (`pauli.ghz_frame`); the memory is then read by `measure` (`memory_measure`).
+
+- Teleportation: the sender writes the state into its memory before its link
+  (`prepare_state`: `NodeLink.prepare_memory`, protected through the link session as a
+  stored pair is), and measures (electron, memory) in the Bell basis as soon as its link
+  pair is delivered (`teleport_measurement`: `NodeLink.bell_measurement`).
 
 Timing in the daemon (`DAEMON_TIMING`, `second_link_wait_s`): B waits for the second link for
 as many attempts as the stored pair's budget allows (`NodeMemory.may_attempt` over the
@@ -75,18 +80,24 @@ assert DAEMON_TIMING.outcome_s >= DAEMON_TIMING.second_link_s + BSM_S
 assert DAEMON_TIMING.decision_s > DAEMON_TIMING.ack_s
 SESSION_END_MARGIN_S = 30.0
 """A link session ends this long after its deadline at the latest (its drain and link_end)."""
+IDLE_WAIT_S = 10.0
+"""The sender's BSM waits this long for its node to finish the link session's run."""
 FRAMES_KEPT = 1000
 """The software frames of this many link pairs are kept (a long session's measured halves)."""
 END_DELIVERIES = (ELECTRON, *MEMORY_BASES)
 """How an end's half is delivered: kept in its electron, or measured at once in X, Y or Z."""
 
 
-class PendingOperation(QnodeError):
-    """A node operation the network service asks that this daemon does not have yet."""
+LINK_X_SIGN = -1
+"""The link layer reads an electron's X as pi/2 about +y then the readout (bright = -x in the
+model's bases, controller/link/plan.py round_sequence), and memory_measure flips its X bit to
+match: this node's X results are the model's negated."""
 
 
 class NodeLinkOperations:
     """`LinkOperations` over the node's `NodeLink` (see the module's docstring)."""
+
+    x_sign = LINK_X_SIGN
 
     def __init__(self, link: NodeLink) -> None:
         self.link = link
@@ -238,16 +249,69 @@ class NodeLinkOperations:
         return bsm_parities(result["bell_state"])
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
-        raise PendingOperation(
-            "the GHZ operation (CNOT memory -> electron, the electron's readout) is not "
-            "connected in the node daemon yet"
+        """B's GHZ operation (sequences.network_ops.ghz_operation): 1 when the electron read
+        bright. The electron's pair is spent; the memory keeps its half for `measure`."""
+        result = await self.link.ghz_operation()
+        measured = (result["pairs"]["memory"]["pair_id"], result["pairs"]["electron"]["pair_id"])
+        if measured != (memory_pair, electron_pair):
+            raise QnodeError(
+                f"the GHZ operation used {measured}, the network asked for "
+                f"{(memory_pair, electron_pair)}"
+            )
+        if not result["valid"]:
+            raise QnodeError(f"the GHZ operation's shot was not valid (run {result['run_id']})")
+        log.info(
+            "%s: GHZ operation on %s and %s: electron %+d (counts %s, run %s)",
+            self.link.name,
+            memory_pair,
+            electron_pair,
+            result["electron_bit"],
+            result["counts"],
+            result["run_id"],
         )
+        return int(result["electron_bit"] == 1)
+
+    async def prepare_state(self, state: str, peer: str) -> str:
+        """Teleportation's input written into this node's memory before its link with `peer`
+        (`NodeLink.prepare_memory`): its id in NodeMemory."""
+        result = await self.link.prepare_memory(state, peer)
+        log.info(
+            "%s: %s prepared in %s (run %s)",
+            self.link.name,
+            state,
+            result["qubit"],
+            result["run_id"],
+        )
+        return str(result["state_id"])
 
     async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
-        raise PendingOperation(
-            "the teleportation's BSM (a state prepared beside the pair's half) is not "
-            "connected in the node daemon yet"
+        """The sender's BSM of its electron's half of `pair_id` and the state its memory holds
+        (`prepare_state`), as soon as the link layer is idle after the link session that
+        delivered the half: the parities (zz, xx) of the Bell state it names."""
+        limit = time.monotonic() + IDLE_WAIT_S
+        while self.link.session is not None or self.link.node.busy_with() is not None:
+            if time.monotonic() > limit:
+                raise QnodeError(f"{self.link.name} stayed busy: the BSM of {pair_id} not run")
+            await asyncio.sleep(0.005)
+        result = await self.link.bell_measurement()
+        electron, memory = result["pairs"]["electron"], result["pairs"]["memory"]
+        if electron["pair_id"] != pair_id or not memory["pair_id"].startswith("state:"):
+            raise QnodeError(
+                f"the BSM measured {electron['pair_id']} and {memory['pair_id']}, the network "
+                f"asked for {pair_id} and the prepared {state}"
+            )
+        if not result["valid"]:
+            raise QnodeError(f"the BSM's shot was not valid (run {result['run_id']})")
+        log.info(
+            "%s: teleportation BSM of %s and %s: %s (counts %s, run %s)",
+            self.link.name,
+            state,
+            pair_id,
+            result["bell_state"],
+            result["counts"],
+            result["run_id"],
         )
+        return bsm_parities(result["bell_state"])
 
     async def apply_pauli(self, pair_id: str, pauli: str) -> None:
         """The network's Pauli on this node's half, kept in software (a Pauli frame): applied

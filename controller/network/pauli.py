@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sequences.network_ops import GHZ_BASES
+
 PAULIS = ("I", "X", "Y", "Z")
 """Pauli names, as messages and records carry them."""
 BELL_STATES = ("psi_plus", "psi_minus")
@@ -152,17 +154,51 @@ GHZ_QUBITS = 3
 """(first end, the repeater's memory, second end): the GHZ state's qubits, in this order."""
 
 
-def ghz_frame(first_pair: Pauli, second_pair: Pauli, electron_z: int) -> tuple[Pauli, ...]:
+def ghz_logical(physical: Pauli, position: int) -> Pauli:
+    """A Pauli on a GHZ qubit's physical basis as the GHZ state's Pauli (up to a phase): it
+    flips the GHZ's Z (X) result when it anticommutes with the basis that measures Z (X)
+    there (sequences.network_ops.GHZ_BASES)."""
+    bases = GHZ_BASES[position]
+    return Pauli(
+        int(physical.anticommutes_with(bases["Z"][0])),
+        int(physical.anticommutes_with(bases["X"][0])),
+    )
+
+
+def ghz_frame(first_pair: Pauli, second_pair: Pauli, bright: int) -> tuple[Pauli, ...]:
     """The GHZ state's Pauli frame on (A, B's memory, C) after B's local operation.
 
-    B holds A-B in its memory (B1) and B-C in its electron (B2); it applies a CNOT, control
-    B1, target B2, and measures B2 in Z (bit electron_z). With both pairs phi+ that leaves
-    (|000> + |111>)/sqrt 2 with X on C when the bit is 1; a link pair's Pauli (`pair_pauli`)
-    commutes through B's gates when put on its end's qubit (A or C). The frame is applied to
-    the stabilisers' outcomes (`ghz_sign`), not to the qubits."""
+    B holds A-B in its memory and B-C in its electron; its operation (sequences.network_ops.
+    ghz_operation: the DD gate, the electron turned and read out, `bright` = 1 when it read
+    bright) leaves, with both pairs phi+, the GHZ state in the bases of GHZ_BASES with the
+    frame Y on C when bright. A link pair's Pauli (`pair_pauli`, physical), moved to its
+    end's qubit (A or C), commutes through B's gates; it enters the frame as the GHZ's Pauli
+    it is there (`ghz_logical`). The frame is applied to the stabilisers' outcomes
+    (`frame_sign`), not to the qubits."""
+    if bright not in (0, 1):
+        raise ValueError(f"the electron's outcome is a bit (1: bright), got {bright!r}")
+    return (
+        ghz_logical(first_pair, 0),
+        IDENTITY,
+        ghz_logical(second_pair, 2) * Pauli(bright, bright),
+    )
+
+
+def cnot_ghz_frame(first_pair: Pauli, second_pair: Pauli, electron_z: int) -> tuple[Pauli, ...]:
+    """The textbook GHZ operation's frame (Pompili et al. 2021's structure: a CNOT, memory
+    control, electron target, the electron read in Z with bit electron_z): with both pairs
+    phi+ it leaves (|000> + |111>)/sqrt 2 with X on C when the bit is 1, so the frame is (P1,
+    I, P2 X^m) in the Pauli bases. For models written with that CNOT (bench/network_figures.py's
+    planning model); an NV node cannot run it (`ghz_frame`, docs/network.md "GHZ states")."""
     if electron_z not in (0, 1):
         raise ValueError(f"the electron's Z outcome is a bit, got {electron_z!r}")
     return (first_pair, IDENTITY, second_pair * Pauli(electron_z, 0))
+
+
+def ghz_result(physical: int, position: int, basis: str) -> int:
+    """A +1/-1 result measured in the physical basis for the GHZ's `basis` at `position`, as
+    the GHZ's Pauli's result (its sign, GHZ_BASES)."""
+    return physical * GHZ_BASES[position][basis][1]
 
 
 def frame_sign(frame: tuple[Pauli, ...], setting: str) -> int:

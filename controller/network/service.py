@@ -45,6 +45,7 @@ from controller.network.estimators import (
     teleport_fidelity,
 )
 from controller.network.messages import NETWORK, NETWORK_OPERATOR, REASONS
+from controller.network.pauli import Pauli, bsm_pauli, ghz_result
 from controller.network.swap import (
     DELIVERED,
     DISCARDED,
@@ -64,6 +65,7 @@ from controller.network.swap import (
     swap_id,
 )
 from qnode.errors import QnodeError
+from sequences.network_ops import GHZ_BASES
 
 log = logging.getLogger("qnode.network")
 
@@ -122,6 +124,12 @@ class PairResult:
 class LinkOperations(Protocol):
     """What the network service asks of its node (its link layer and its qubits)."""
 
+    x_sign: int
+    """+1, or -1 where this node's X results are the model's negated (the daemon's: the link
+    layer reads X as pi/2 about +y, bright = -x, and memory_measure follows it). GHZ's and
+    teleportation's results in X are multiplied by it: their bases and frames are the
+    model's (sequences/network_ops.py); a Bell pair's XX product does not see it."""
+
     async def make_pair(
         self,
         peer: str,
@@ -156,8 +164,14 @@ class LinkOperations(Protocol):
         """CNOT (memory control, electron target), the electron measured in Z: its bit."""
         ...
 
+    async def prepare_state(self, state: str, peer: str) -> str:
+        """The sender: write the cardinal `state` into its memory before its link with `peer`
+        (kept through the link session as a stored pair is): its id."""
+        ...
+
     async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
-        """Prepare the cardinal `state` and do the BSM on it and this node's half: (zz, xx)."""
+        """The sender: the BSM of its half of `pair_id` (in its electron) and the prepared
+        `state` (in its memory), at once after the link pair: (zz, xx)."""
         ...
 
     async def apply_pauli(self, pair_id: str, pauli: str) -> None: ...
@@ -226,6 +240,18 @@ class NetworkSession:
     """The repeater's last wait for a second link pair (derived from the stored pair's budget)."""
     bsm: dict[str, tuple[int, int]] = field(default_factory=dict)
     """The repeater's BSM parities (zz, xx) per end-to-end pair (the newest BSM_KEPT)."""
+    ghz_outcomes: dict[str, dict] = field(default_factory=dict)
+    """The repeater's ghz_outcome per GHZ shot (the newest BSM_KEPT), for checks."""
+    ghz_results: dict[str, dict] = field(default_factory=dict)
+    """The repeater's GHZ shots' physical bases and raw results (the newest BSM_KEPT)."""
+    prepared: str = ""
+    """The sender: the cardinal state its memory holds for the next link pair."""
+    sender_bsms: dict[str, asyncio.Task] = field(default_factory=dict)
+    """The sender: its BSM per link pair (started as the pair is delivered; the newest kept)."""
+    teleports: dict[str, dict] = field(default_factory=dict)
+    """The repeater: each teleported state's raw facts from the sender (the newest BSM_KEPT)."""
+    last_link_failure: LinkFailure | None = None
+    """The repeater's last link pair not made, with its reason (a GHZ shot's discard says it)."""
     armed: set[float] = field(default_factory=set)
     task: asyncio.Task | None = None
 
@@ -292,6 +318,9 @@ class NetworkSession:
             "file": str(self.file.path),
             "figures": self.figures(),
             "bsm": {swap: list(bits) for swap, bits in self.bsm.items()},
+            "ghz_outcomes": dict(self.ghz_outcomes),
+            "ghz_results": dict(self.ghz_results),
+            "teleports": dict(self.teleports),
             "second_link_wait_s": self.second_link_wait_s,
         }
 
@@ -462,6 +491,21 @@ class NetworkService:
         s = self.current
         if s is not None and isinstance(s.machine, End) and pair.peer == s.repeater:
             await self._act(s, s.machine.on_link_pair(pair.link_pair(self.node), self.clock()))
+            if s.teleport_sender is not None and s.prepared and pair.qubit != "measured":
+                state, s.prepared = s.prepared, ""
+                s.sender_bsms[pair.pair_id] = self._spawn(self._sender_bsm(s, pair, state))
+                for old in list(s.sender_bsms)[:-BSM_KEPT]:
+                    del s.sender_bsms[old]
+
+    async def _sender_bsm(self, s: NetworkSession, pair: PairResult, state: str) -> dict | None:
+        """The sender's BSM of its new half and the prepared state, at once (its electron
+        cannot wait for the swap). A failure discards the end-to-end attempt everywhere."""
+        try:
+            zz, xx = await self.ops.teleport_measurement(pair.pair_id, state)
+        except Exception as e:
+            await self._failed(s, pair.pair_id, f"{self.node}: the teleportation BSM failed: {e}")
+            return None
+        return {"state": state, "zz": zz, "xx": xx, "t_bsm": self.clock()}
 
     def push_link_pair(self, pair: PairResult) -> None:
         """`link_pair_delivered` from outside the loop's tasks (the link layer's listener)."""
@@ -609,17 +653,17 @@ class NetworkService:
                 if s.application == "ghz":
                     await self._ghz_shot(s, deadline)
                     continue
-                verify = s.application == "entangle" and s.request["verify"]
+                if s.application == "teleport":
+                    await self._teleport_once(s, deadline)
+                    continue
+                verify = s.request["verify"]
                 basis = VERIFY_BASES[s.done % len(VERIFY_BASES)] if verify else ELECTRON
-                swap = await self._swap_once(s, deadline, basis)
+                swap = await self._swap_once(s, deadline, basis, basis)
                 if swap is None:
                     continue
-                if s.application == "entangle":
-                    if verify:
-                        await self._verify_pair(s, swap, basis)
-                    s.done = s.ledger.delivered  # a delivery a late discard took back is not
-                else:
-                    await self._teleport_once(s, swap)
+                if verify:
+                    await self._verify_pair(s, swap, basis)
+                s.done = s.ledger.delivered  # a delivery a late discard took back is not
         except QnodeError as e:
             log.warning("%s: network session %s failed: %s", self.node, s.session, e)
             state, reason = "failed", f"{type(e).__name__}: {e}"
@@ -679,6 +723,7 @@ class NetworkService:
             )
         except LinkFailure as e:
             s.link_failures += 1
+            s.last_link_failure = e
             log.info("%s: no link pair with %s: %s", self.node, end, e)
             machine, now = s.machine, self.clock()
             if stored and e.cut_off == stored and machine is not None:
@@ -697,33 +742,27 @@ class NetworkService:
         return attempt
 
     async def _swap_once(
-        self, s: NetworkSession, deadline: float, ends_deliver: str = ELECTRON
+        self,
+        s: NetworkSession,
+        deadline: float,
+        first_deliver: str = ELECTRON,
+        second_deliver: str = ELECTRON,
     ) -> str | None:
-        """One end-to-end pair: its swap id once delivered, None once discarded. The ends'
-        halves are delivered as `ends_deliver` says (kept, or measured at once in X, Y, Z).
+        """One end-to-end pair: its swap id once delivered, None once discarded. Each end's
+        half is delivered as its `*_deliver` says (kept, or measured at once in X, Y, Z).
         B waits for the second link as long as its node allows the stored pair
         (`second_link_wait_s`: its attempt budget), at most `Timing.second_link_s`."""
         machine = s.machine
         assert isinstance(machine, Repeater)
         first, second = s.ends
-        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), ends_deliver)
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), first_deliver)
         if p1 is None:
             return None
-        wait = self.timing.second_link_s
-        try:
-            allowed = self.ops.second_link_wait_s(
-                p1.pair_id, second, s.request["protocol"], float(s.request["fidelity_min"])
-            )
-        except (QnodeError, KeyError, ValueError) as e:  # not plannable: the service's cap
-            log.warning("%s: no wait derived for the second link: %s", self.node, e)
-            allowed = None
-        if allowed is not None:
-            wait = max(min(wait, allowed), 1e-3)
-        s.second_link_wait_s = wait
+        wait = self._second_link_wait(s, p1.pair_id, second)
         await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock(), wait))
         attempt = machine.by_link_pair[p1.pair_id]
         left = min(deadline - time.monotonic(), wait)
-        p2 = await self._pair(s, second, ELECTRON, left, ends_deliver, stored=p1.pair_id)
+        p2 = await self._pair(s, second, ELECTRON, left, second_deliver, stored=p1.pair_id)
         if p2 is not None and attempt.status != WAITING:
             # the memory's wait ran out while the second link was made: not this attempt's
             await self.ops.release(p2.pair_id, "the first link pair was discarded meanwhile")
@@ -756,14 +795,27 @@ class NetworkService:
             PSI_PLUS_CORRELATORS[basis] * first["result"] * second["result"]
         )
 
-    async def _teleport_once(self, s: NetworkSession, swap: str) -> None:
-        """Teleport the next cardinal state over the delivered pair `swap`: the sender's BSM
-        and outcome (sent to the receiver directly), the receiver's corrected result."""
+    async def _teleport_once(self, s: NetworkSession, deadline: float) -> None:
+        """Teleport the next cardinal state from the sender to the receiver (Hermans et al.
+        2022): the sender writes it into its memory, then the swap runs with the sender's half
+        kept in its electron (its BSM of electron and memory at once after its link pair) and
+        the receiver's measured at once in the state's basis; once the pair is delivered the
+        sender's outcome goes to the receiver, which applies both corrections to its bit."""
         states = list(CARDINAL_STATES)
         state = states[s.done % len(states)]
-        fields = {"session": s.session, "swap": swap, "state": state}
+        basis, sign = CARDINAL_STATES[state]
+        fields = {"session": s.session, "state": state}
+        await self.peers.request(s.sender, "teleport_prepare", fields, self.timing.request_s)
+        swap = await self._swap_once(s, deadline, ELECTRON, basis)
+        if swap is None:
+            return
         try:
-            await self.peers.request(s.sender, "teleport_send", fields, self.timing.request_s)
+            sent = await self.peers.request(
+                s.sender,
+                "teleport_send",
+                {"session": s.session, "swap": swap, "state": state},
+                self.timing.request_s,
+            )
             answer = await self.peers.request(
                 s.receiver,
                 "teleport_receive",
@@ -773,37 +825,69 @@ class NetworkService:
         except QnodeError as e:
             log.warning("%s: %s not teleported: %s", self.node, swap, e)
             return
-        basis, sign = CARDINAL_STATES[state]
+        s.teleports[swap] = {"state": state, **sent, "result": answer["result"]}
+        for old in list(s.teleports)[:-BSM_KEPT]:
+            del s.teleports[old]
         s.file.measured(swap, state=state, second=(basis, answer["result"]))
         tally = s.teleported.setdefault(state, [0, 0])
         tally[0] += answer["result"] == sign
         tally[1] += 1
         s.done += 1
 
+    def _second_link_wait(self, s: NetworkSession, stored: str, peer: str) -> float:
+        """B's wait for its second link while `stored` is in its memory: the node's derived
+        wait (the stored pair's budget), at most `Timing.second_link_s`."""
+        wait = self.timing.second_link_s
+        try:
+            allowed = self.ops.second_link_wait_s(
+                stored, peer, s.request["protocol"], float(s.request["fidelity_min"])
+            )
+        except (QnodeError, KeyError, ValueError) as e:  # not plannable: the service's cap
+            log.warning("%s: no wait derived for the second link: %s", self.node, e)
+            allowed = None
+        if allowed is not None:
+            wait = max(min(wait, allowed), 1e-3)
+        s.second_link_wait_s = wait
+        return wait
+
     async def _ghz_shot(self, s: NetworkSession, deadline: float) -> None:
         """A GHZ state on (first end, B's memory, second end) from two link pairs (Pompili et
-        al. 2021), measured by all three in one of the five settings in turn."""
+        al. 2021), measured by all three in one of the five settings in turn. The setting is
+        chosen before the link pairs are made: the ends measure their halves at once in it
+        (their electrons cannot wait), in the physical bases of GHZ_BASES; B's memory is read
+        after its operation; each result takes its basis's sign and the shot's frame."""
         first, second = s.ends
         ledger = s.ghz_ledger
-        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic())
+        verify = bool(s.request["verify"])
+        setting = list(GHZ_SETTINGS)[s.done % len(GHZ_SETTINGS)]
+        physical = [GHZ_BASES[k][setting[k]][0] for k in range(3)]
+        end_a = physical[0] if verify else ELECTRON
+        end_c = physical[2] if verify else ELECTRON
+        p1 = await self._pair(s, first, MEMORY, deadline - time.monotonic(), end_a)
         if p1 is None:
             return
         ledger.attempted += 1
-        left = min(deadline - time.monotonic(), self.timing.second_link_s)
-        p2 = await self._pair(s, second, ELECTRON, left)
+        wait = self._second_link_wait(s, p1.pair_id, second)
+        left = min(deadline - time.monotonic(), wait)
+        s.last_link_failure = None
+        p2 = await self._pair(s, second, ELECTRON, left, end_c, stored=p1.pair_id)
         shot = swap_id(p1.pair_id, p2.pair_id if p2 is not None else "")
         if p2 is None:
-            await self._ghz_discard(s, shot, (p1.pair_id,), "timeout", "no second link pair")
-            await self.ops.release(p1.pair_id, "no second link pair")
+            failure = s.last_link_failure
+            cut = failure is not None and failure.cut_off == p1.pair_id
+            why = f"no second link pair: {failure}" if failure else "no second link pair"
+            await self._ghz_discard(s, shot, (p1.pair_id,), "cutoff" if cut else "timeout", why)
+            with contextlib.suppress(Exception):  # a pair cut off is gone already
+                await self.ops.release(p1.pair_id, why)
             return
         links = (p1.pair_id, p2.pair_id)
         try:
-            electron_z = await self.ops.ghz_measurement(*links)
+            electron_bright = await self.ops.ghz_measurement(*links)
         except Exception as e:
             await self._ghz_discard(s, shot, links, "operation_failed", f"{self.node}: {e}")
+            with contextlib.suppress(Exception):
+                await self.ops.release(p1.pair_id, "the GHZ operation failed")
             return
-        settings = list(GHZ_SETTINGS)
-        setting = settings[s.done % len(settings)]
         outcome = {
             "ghz": shot,
             "ends": list(s.ends),
@@ -811,34 +895,45 @@ class NetworkService:
             "link_states": [p1.state, p2.state],
             "memory_applied": list(p1.applied),
             "electron_applied": list(p2.applied),
-            "electron_z": electron_z,
+            "electron_bright": electron_bright,
             "setting": setting,
         }
         made = (p1.made, p2.made)
+        s.ghz_outcomes[shot] = dict(outcome)
+        for old in list(s.ghz_outcomes)[:-BSM_KEPT]:
+            del s.ghz_outcomes[old]
         s.file.record(shot, "delivered", link_pairs=links, made=made, t_bsm=self.clock())
         for end in s.ends:
             self.peers.send(end, "ghz_outcome", outcome)
-        if not s.request["verify"]:
+        if not verify:
             ledger.delivered += 1
             s.done += 1
             await self.ops.release(p1.pair_id, "GHZ shot kept, not measured")
             return
         try:
             answer_a, mine, answer_c = await asyncio.gather(
-                self._measure_at(first, s, shot, p1.pair_id, setting[0]),
-                self.ops.measure(p1.pair_id, setting[1]),
-                self._measure_at(second, s, shot, p2.pair_id, setting[2]),
+                self._measure_at(first, s, shot, p1.pair_id, physical[0]),
+                self._memory_result(p1.pair_id, physical[1]),
+                self._measure_at(second, s, shot, p2.pair_id, physical[2]),
             )
         except Exception as e:
             await self._ghz_discard(s, shot, links, "operation_failed", f"measurement: {e}")
             return
-        results = (answer_a["result"], mine, answer_c["result"])
+        raw = (answer_a["result"], mine, answer_c["result"])
+        results = (
+            ghz_result(raw[0], 0, setting[0]),
+            ghz_result(raw[1], 1, setting[1]),
+            ghz_result(raw[2], 2, setting[2]),
+        )
         frame = ghz_frame_of(outcome, tuple(answer_a["applied"]), tuple(answer_c["applied"]))
         s.ghz.add(setting, results, frame)
         corrected = [
             -r if p.anticommutes_with(b) else r
             for r, p, b in zip(results, frame, setting, strict=True)
         ]
+        s.ghz_results[shot] = {"physical": list(physical), "raw": list(raw)}
+        for old in list(s.ghz_results)[:-BSM_KEPT]:
+            del s.ghz_results[old]
         s.file.measured(
             shot,
             first=(setting[0], corrected[0]),
@@ -848,6 +943,11 @@ class NetworkService:
         ledger.delivered += 1
         s.file.ledger(s.counts())
         s.done += 1
+
+    async def _memory_result(self, pair_id: str, basis: str) -> int:
+        """B's memory read in `basis`, in the model's bases (x_sign)."""
+        result = await self.ops.measure(pair_id, basis)
+        return result * self.ops.x_sign if basis == "X" else result
 
     async def _ghz_discard(
         self, s: NetworkSession, shot: str, links: tuple[str, ...], cause: str, reason: str
@@ -898,6 +998,8 @@ class NetworkService:
             raise self._refuse(kind, sender, "only the repeater asks this")
         if kind == "network_measure":
             return await self._measure(s, msg)
+        if kind == "teleport_prepare":
+            return await self._teleport_prepare(s, msg)
         if kind == "teleport_send":
             return await self._teleport_send(s, msg)
         if kind == "teleport_receive":
@@ -1063,21 +1165,49 @@ class NetworkService:
         result = await self.ops.measure(link_pair, msg["basis"])
         if result not in (-1, 1):
             raise QnodeError(f"the measurement gave {result!r}, not +1 or -1")
+        if s.application == "ghz":
+            # a physical result in the model's bases, not yet the GHZ's Pauli's with its
+            # frame: B records that (its row is the shot's); the link layer's bit is in this
+            # node's link session file
+            result *= self.ops.x_sign if msg["basis"] == "X" else 1
+            return {"result": result, "applied": list(applied)}
         if self.node == s.ends[0]:
             s.file.measured(msg["pair"], first=(msg["basis"], result))
         else:
             s.file.measured(msg["pair"], second=(msg["basis"], result))
         return {"result": result, "applied": list(applied)}
 
+    async def _teleport_prepare(self, s: NetworkSession, msg: dict) -> dict:
+        if s.teleport_sender is None:
+            raise QnodeError(f"{self.node} does not send in network session {s.session}")
+        state_id = await self.ops.prepare_state(msg["state"], s.repeater)
+        s.prepared = msg["state"]
+        return {"prepared": state_id}
+
     async def _teleport_send(self, s: NetworkSession, msg: dict) -> dict:
+        """The sender's outcome for a delivered pair: its BSM's parities (measured at its
+        link pair) with its share of the swap's frame folded in (a Pauli Q on its half before
+        the BSM turns the Bell state P it names into P Q), to the receiver."""
         sender = s.teleport_sender
         if sender is None:
             raise QnodeError(f"{self.node} does not send in network session {s.session}")
         link_pair, _ = await self._held_half(s, msg["swap"], "")
-        zz, xx = await self.ops.teleport_measurement(link_pair, msg["state"])
-        await self._act(s, sender.on_bsm(msg["swap"], zz, xx, self.clock(), msg["state"]))
+        task = s.sender_bsms.get(link_pair)
+        if task is None:
+            raise QnodeError(f"{self.node} made no BSM with {link_pair}")
+        bsm = await asyncio.wait_for(asyncio.shield(task), self.timing.request_s / 2)
+        if bsm is None:
+            raise QnodeError(f"the BSM of {link_pair} failed (the pair was discarded)")
+        if bsm["state"] != msg["state"]:
+            raise QnodeError(f"{link_pair} was measured with {bsm['state']}, not {msg['state']}")
+        assert isinstance(s.machine, End)
+        share = s.machine.by_swap[msg["swap"]].pauli or "I"
+        folded = bsm_pauli(bsm["zz"], bsm["xx"]) * Pauli.named(share)
+        await self._act(
+            s, sender.on_bsm(msg["swap"], folded.x, folded.z, self.clock(), msg["state"])
+        )
         s.file.measured(msg["swap"], state=msg["state"])
-        return {"zz": zz, "xx": xx}
+        return {"zz": folded.x, "xx": folded.z, "raw": [bsm["zz"], bsm["xx"]], "share": share}
 
     async def _teleport_receive(self, s: NetworkSession, msg: dict) -> dict:
         receiver = s.teleport_receiver
@@ -1093,6 +1223,7 @@ class NetworkService:
             await asyncio.sleep(0.002)
         basis, _ = CARDINAL_STATES[resource.state]
         result = await self.ops.measure(resource.link_pair, basis)
+        result *= self.ops.x_sign if basis == "X" else 1  # in the model's bases
         value = receiver.on_result(msg["swap"], basis, result, corrected=True)
         s.file.measured(msg["swap"], state=resource.state, second=(basis, value))
         return {"result": value, "state": resource.state}

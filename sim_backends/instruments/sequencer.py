@@ -28,6 +28,7 @@ from sequences.program import (
     Event,
     Instruction,
     Op,
+    align_offset_ps,
     align_wait_ns,
     decode,
     encode_events,
@@ -321,7 +322,7 @@ class SimSequencer(Device):
                 elif op is Op.JUMP:
                     pc_next = ins.c
                 elif op is Op.ALIGN:  # the node's virtual clock runs on through every RUN
-                    node.advance(align_wait_ns(node.now_ns, ins.d, ins.c))
+                    node.advance(align_wait_ns(node.now_ns, ins.d, align_offset_ps(ins, regs)))
                 elif op is Op.HALT:
                     self.status = "HALTED"
                     return
