@@ -29,9 +29,17 @@ def soak(
     ),
 ) -> None:
     """Entanglement on the simulated lab under random faults, audited against the simulator's
-    ground truth: pairs delivered, lost, double-counted; faults injected and recovered."""
-    from controller.harness.soak import render, write_report
+    ground truth: pairs delivered, lost, double-counted; faults injected and recovered. A lab
+    with a repeater (links and memories, labs/sim_three_node.toml) soaks end-to-end pairs
+    through it under the three-node fault menu."""
+    from controller.harness.soak import SoakReport, render, write_report
     from controller.harness.soak import soak as run_soak
+    from controller.harness.soak_network import (
+        NetworkSoakReport,
+        has_repeater,
+        render_network,
+        soak_network,
+    )
 
     config = load_config(lab)
     if not all(inst.simulated for _, _, inst in config.all_instruments()):
@@ -45,13 +53,24 @@ def soak(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    network = has_repeater(config)
+    if network and calibration != "truth":
+        raise fail("--calibration routines: the network soak calibrates from the truth only", 2)
     try:
-        report = run_soak(config, minutes, seed, out, interval_s, calibration, console)
+        if network:  # a repeater between two ends: end-to-end pairs under three-node faults
+            report: SoakReport | NetworkSoakReport = soak_network(
+                config, minutes, seed, out, interval_s, console
+            )
+        else:
+            report = run_soak(config, minutes, seed, out, interval_s, calibration, console)
     except KeyboardInterrupt:
         raise fail(f"soak stopped before its end (no report); its files: {out}", 130) from None
     except QnodeError as e:
         raise fail(str(e)) from None
-    render(report, console)
+    if isinstance(report, NetworkSoakReport):
+        render_network(report, console)
+    else:
+        render(report, console)
     console.print(f"report: {write_report(report, out / 'report.json')}")
     if not report.clean:
         raise typer.Exit(1)

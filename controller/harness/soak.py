@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,6 +38,9 @@ from controller.midpoint.faults import FAULT_MODES
 from controller.operator.client import NodeClient
 from controller.operator.daemons import start_daemon, terminate
 from qnode.errors import QnodeError
+
+if TYPE_CHECKING:
+    from controller.harness.soak_network import NetworkSoakReport
 
 INSTRUMENT_FAULTS = ("freeze", "garble", "drop", "reset", "delay")
 HERALD_FAULTS = tuple(f"herald_{mode}" for mode in FAULT_MODES)
@@ -168,7 +172,9 @@ class Stations:
         return NodeClient.for_lab(self.lab, station, timeout_s=timeout_s)
 
     def stop_all(self) -> None:
-        for name in [*NODES, MIDPOINT, "sim"]:
+        with self._lock:
+            daemons = [n for n in self.procs if n != "sim"]
+        for name in [*daemons, "sim"]:
             proc = self.procs.pop(name, None)
             if proc is not None:
                 terminate(proc)
@@ -262,11 +268,11 @@ class Injector(threading.Thread):
 class Monitor(threading.Thread):
     """Adds up the time each station spends in its safe state (state 'fault') or down."""
 
-    def __init__(self, stations: Stations) -> None:
+    def __init__(self, stations: Stations, names: tuple[str, ...] = (*NODES, MIDPOINT)) -> None:
         super().__init__(name="soak-monitor", daemon=True)
         self.stations = stations
         self.stop = threading.Event()
-        self.safe_state_s = {s: 0.0 for s in (*NODES, MIDPOINT)}
+        self.safe_state_s = {s: 0.0 for s in names}
         self.down_s = dict(self.safe_state_s)
 
     def run(self) -> None:
@@ -536,7 +542,7 @@ def render(report: SoakReport, console: Console) -> None:
     )
 
 
-def write_report(report: SoakReport, path: Path) -> Path:
+def write_report(report: SoakReport | NetworkSoakReport, path: Path) -> Path:
     path.write_text(json.dumps(report.as_dict(), indent=1))
     return path
 
