@@ -418,13 +418,6 @@ def test_end_to_end_pairs_a_c_through_the_daemons_in_namespaces(
     its frame sooner after B's Bell-state measurement than the fibre from B allows."""
     from controller.data.networkfile import DELIVERED as E2E_DELIVERED
     from controller.data.networkfile import network_file_path, read_network_session
-    from controller.network import node_operations
-
-    if not hasattr(node_operations, "LINK_SESSION_OVERHEAD_S"):  # netconnect's, with the swap
-        pytest.skip(
-            "the network service does not run the swap in the node daemons yet (branch "
-            "netconnect: controller/network/node_operations.py raises PendingOperation)"
-        )
 
     args = ["network", "entangle", "--lab", str(METRO_LAB)]
     args += ["--resource-map", str(metro.resource_map), "--ends", "A", "C"]

@@ -33,8 +33,9 @@ from qnode.errors import QnodeError
 POLL_S = 0.25
 ABORT_WAIT_S = 30.0
 SIMULATION_NOTE = (
-    "simulated stored-pair fidelities are optimistic: the simulator's drawn heralds miss a "
-    "herald wait's electron-conditional precession of a stored memory (docs/simulation.md)"
+    "on the simulator B's Bell-state measurement reads its ZZ parity right but its phase bit "
+    "near chance (open: docs/network.md), so XX, YY, GHZ and teleportation figures sit near "
+    "their classical values there"
 )
 FIGURE_NAMES = {
     "bell_fidelity": "end-to-end Bell-state fidelity (psi+)",
