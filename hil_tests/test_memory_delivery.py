@@ -7,9 +7,8 @@ daemons of A and B and the midpoint M1, both links calibrated from the truth; B'
 from the truth's couplings (the resonance nearest the clock's grid and the model's pulse count
 at it, as hil_tests/test_calibration_memory.py sets them); the planning model's memory values
 (dephasing per attempt, T2, move fidelity) set by hand: they only plan, the simulator does not
-read them. Stored-state fidelities reported here are the planning model's; the simulator's
-drawn-herald shortcut still misses a herald wait's precession of a stored memory
-(docs/simulation.md), so they are optimistic.
+read them. Stored-state fidelities reported here are the planning model's, not checked
+against the simulator.
 
 Pure code: the request checks (a node without memories, the ion lab, no calibration) and the
 round's program.

@@ -720,9 +720,8 @@ class NodeLink:
         return {
             "holds": memory.as_dict(),
             "discarded": list(self.memory_discards[-4:]),
-            "note": "stored-pair fidelities are the planning model's; the simulator's drawn "
-            "heralds still miss a herald wait's precession of a stored memory, so its "
-            "stored-state fidelities are optimistic (docs/simulation.md)",
+            "note": "stored-pair fidelities are the planning model's, whose memory part is not "
+            "yet checked against the simulator (docs/network.md)",
         }
 
     def _bsm_done(self, session: LinkSession, link_name: str) -> None:
