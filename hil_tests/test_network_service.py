@@ -596,7 +596,7 @@ async def test_a_node_down_mid_swap_and_a_late_bsm_refused(tmp_path):
     assert summary["reasons"] == {"node_down": 1}
     for node in "AB":
         (row,) = rows(data[node], DISCARDED).values()
-        assert CAUSES[row["cause"] - 1] == "node_down" and b"C is down" in row["reason"]
+        assert CAUSES[row["cause"] - 1] == "node_down" and b"node C down" in row["reason"]
     assert len(rows(data["C"], DISCARDED)) == 1  # C was not told (down): its own timeout
     assert data["B"]["ledger"]["refused"] == 1  # the BSM result after the discard
     assert (data["B"]["pairs"]["status"] == REFUSED).sum() == 1

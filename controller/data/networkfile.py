@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from controller.data.names import session_path
-from controller.data.runfile import STATUS_DTYPE, SwmrFile, read_status
+from controller.data.runfile import SwmrFile, read_status
 
 KIND = "network"
 """The file's `kind` attribute, and the last part of its name (names.session_path)."""
@@ -111,11 +111,8 @@ class NetworkSessionFile(SwmrFile):
         request: dict,
         software_version: str,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(self.path, "w", libver="latest")
-        self._file = f
-        f.attrs.update(
+        f = self._create(
+            path,
             kind=KIND,
             session=session,
             node=node,
@@ -123,7 +120,6 @@ class NetworkSessionFile(SwmrFile):
             application=application,
             request=json.dumps(request),
             software_version=software_version,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             status_codes=json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
             cause_codes=_codes(CAUSES),
             pauli_codes=json.dumps({str(i): n for i, n in enumerate(PAULI_NAMES)}),
@@ -135,11 +131,9 @@ class NetworkSessionFile(SwmrFile):
         )
         self._ledger = f.create_dataset("ledger", (len(LEDGER_NAMES),), dtype="<i8")
         self._ledger.attrs["names"] = json.dumps(LEDGER_NAMES)
-        self._status = f.create_dataset("status", (2,), dtype=STATUS_DTYPE)
-        self._status[:] = ["running", ""]
         self._rows: dict[str, int] = {}
-        f.swmr_mode = True
-        f.flush()
+        self._counts: dict[str, int] | None = None
+        self._start_swmr(f)
 
     def record(
         self,
@@ -209,11 +203,17 @@ class NetworkSessionFile(SwmrFile):
         self.flush()
 
     def ledger(self, counts: dict[str, int]) -> None:
-        """The node's counts (LEDGER_NAMES; a missing one is 0), flushed."""
+        """The node's counts (LEDGER_NAMES; a missing one is 0), flushed when they changed.
+        The service writes them whenever they change, open attempts included, so the file's
+        attempted == delivered + discarded + open while the session runs, as at its end."""
         unknown = set(counts) - set(LEDGER_NAMES)
         if unknown:
             raise ValueError(f"not ledger counts: {sorted(unknown)}")
-        self._ledger[:] = [int(counts.get(n, 0)) for n in LEDGER_NAMES]
+        values = {n: int(counts.get(n, 0)) for n in LEDGER_NAMES}
+        if values == self._counts:
+            return
+        self._ledger[:] = list(values.values())
+        self._counts = values
         self.flush()
 
 

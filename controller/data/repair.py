@@ -6,13 +6,17 @@ and HDF5 cannot reopen it for writing either. Repairing copies everything into a
 (read in SWMR mode; if even that fails, from a copy whose superblock flag is cleared, what
 h5clear does), sets `status` to ["crashed", reason] and replaces the file atomically.
 
-Who repairs: a daemon that starts again, its own run files (node) or heralds files (midpoint);
-a node's session files are its reconciliation's (controller/link/reconcile.py), which marks
-them crashed too; `qnode data repair` any file left by a writer that is gone.
+Who repairs: a daemon that starts again, its own run and network session files (node) or
+heralds files (midpoint); a node's session files are its reconciliation's
+(controller/link/reconcile.py), which marks them crashed too; `qnode data repair` any file
+left by a writer that is gone. A network session file is marked "interrupted", not crashed:
+its session goes on (or ended) on the other nodes, whose files hold the fate of every
+end-to-end pair this node had open; its reason says how many were open at its last flush.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +28,8 @@ import h5py
 from controller.data.runfile import STATUS_DTYPE, read_status
 
 CRASHED = "crashed"
+INTERRUPTED = "interrupted"
+"""A network session file whose node was killed (or crashed) while in the session."""
 NOT_RECONCILED = "not reconciled"
 """How a node's crash-left session file that its peer has not yet reconciled says so (the
 start of its reason): its daemon still reconciles it when it next starts."""
@@ -145,8 +151,10 @@ def repair_file(path: Path, reason: str, state: str = CRASHED) -> None:
 class LeftFile:
     path: Path
     station: str
-    kind: str  # run, entangle (a node's session file), heralds (the midpoint's)
+    kind: str  # run, entangle (a node's session file), heralds (the midpoint's), network
     completed_points: int | None = None
+    open_pairs: int | None = None
+    """A network session file's end-to-end attempts open at its last flush."""
 
 
 def kind_of(path: Path) -> str:
@@ -155,6 +163,8 @@ def kind_of(path: Path) -> str:
         return "entangle"
     if name.endswith("_heralds.h5"):
         return "heralds"
+    if name.endswith("_network.h5"):
+        return "network"
     return "run"
 
 
@@ -165,17 +175,20 @@ def _describe(path: Path) -> LeftFile | None:
         return None
     scratch = path.with_name(path.name + ".reading")
     parts = path.name.split("_")  # <run or session id>_<station>_<sequence or kind>.h5
-    station, points = (parts[1] if len(parts) > 2 else ""), None
+    station, points, open_pairs = (parts[1] if len(parts) > 2 else ""), None, None
     try:
         with _open_any(path, scratch) as f:
             station = f.attrs.get("node", station)  # missing if killed as it was created
             points = int(f["completed_points"][()]) if "completed_points" in f else None
+            if "ledger" in f:  # a network session file: its counts, names in `names`
+                names = json.loads(f["ledger"].attrs["names"])
+                open_pairs = int(dict(zip(names, f["ledger"][:], strict=True))["open"])
     except (OSError, KeyError, ValueError):
         pass  # repair_file says what is wrong with it
     finally:
         scratch.unlink(missing_ok=True)
     station = station.decode() if isinstance(station, bytes) else str(station)
-    return LeftFile(path, station, kind_of(path), points)
+    return LeftFile(path, station, kind_of(path), points, open_pairs)
 
 
 def crash_left(data_dir: Path, station: str | None = None) -> list[LeftFile]:
@@ -199,10 +212,18 @@ def crash_reason(left: LeftFile, by: str) -> str:
             f"{NOT_RECONCILED}: {left.station} stopped without closing it (killed or crashed); "
             f"closed by {by} at {when}; its daemon reconciles it with the peer when it starts"
         )
+    if left.kind == "network":
+        held = f"; {left.open_pairs} end-to-end attempt(s) open" if left.open_pairs else ""
     return (
         f"{left.station} stopped without closing it (killed or crashed); "
         f"closed by {by} at {when}{held}"
     )
+
+
+def repaired_state(left: LeftFile) -> str:
+    """The state a repaired file is marked with: `interrupted` for a network session's,
+    `crashed` for the others."""
+    return INTERRUPTED if left.kind == "network" else CRASHED
 
 
 def repair_own(data_dir: Path, station: str, kinds: tuple[str, ...], by: str) -> list[str]:
@@ -223,9 +244,9 @@ def repair_all(
             done.append((left, f"left alone: {why}"))
             continue
         try:
-            reason = crash_reason(left, by)
-            repair_file(left.path, reason)
-            done.append((left, f"closed as crashed: {reason}"))
+            reason, state = crash_reason(left, by), repaired_state(left)
+            repair_file(left.path, reason, state)
+            done.append((left, f"closed as {state}: {reason}"))
         except (OSError, KeyError, ValueError) as e:
             done.append((left, f"could not repair: {e}"))
     return done

@@ -118,6 +118,24 @@ class SwmrFile:
     def is_open(self) -> bool:
         return self._file is not None
 
+    def _create(self, path: Path, **attrs: object) -> h5py.File:
+        """A new file at `path` (its folder made), HDF5's latest format (SWMR needs it), with
+        `attrs` and the time it was created: the session and network files' opening."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(self.path, "w", libver="latest")
+        self._file = f
+        f.attrs.update(**attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return f
+
+    def _start_swmr(self, f: h5py.File) -> None:
+        """Once the layout exists: `status` ["running", ""], SWMR mode, flushed (a reader,
+        or a crash, sees the file from here on)."""
+        self._status = f.create_dataset("status", (2,), dtype=STATUS_DTYPE)
+        self._status[:] = ["running", ""]
+        f.swmr_mode = True
+        f.flush()
+
 
 class _Parked:
     """A file whose close failed, with the status it is to be closed with (none if the file

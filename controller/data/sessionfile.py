@@ -79,18 +79,14 @@ class SessionFile(SwmrFile):
         parameters: dict[str, dict],
         software_version: str,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(self.path, "w", libver="latest")
-        self._file = f
-        f.attrs.update(
+        f = self._create(
+            path,
             session=session,
             node=node,
             role=role,
             protocol=protocol,
             request=json.dumps(request),
             software_version=software_version,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         f.create_group("config")["lab_toml"] = lab_text
         write_parameters(f, parameters)
@@ -103,10 +99,7 @@ class SessionFile(SwmrFile):
         self._runs = f.create_dataset(
             "runs", (0,), maxshape=(None,), dtype=STATUS_DTYPE, chunks=(64,)
         )
-        self._status = f.create_dataset("status", (2,), dtype=STATUS_DTYPE)
-        self._status[:] = ["running", ""]
-        f.swmr_mode = True
-        f.flush()
+        self._start_swmr(f)
 
     @staticmethod
     def _append(ds: h5py.Dataset, rows) -> None:

@@ -287,8 +287,11 @@ NETWORK_STATION = vocabulary(
         {"session": SessionName, "state": str, "reason": Text},
         choices={"state": SESSION_STATES},
     ),
+    Schema("network_heartbeat", {"session": SessionName}, notification=True),
 )
 """Between the nodes of a network session (a station key, and one of the session's nodes):
 the swap's and the applications' notifications, and the repeater's requests to the ends
 (open the session, measure a qubit, prepare the state to teleport, teleport, close); the
-sender's `teleport_outcome` goes to the receiver directly."""
+sender's `teleport_outcome` goes to the receiver directly. `network_heartbeat`: while a
+session runs, the repeater beats to both ends and each end to the repeater (service.py
+`Timing.heartbeat_s`); a node silent for `Timing.silence_s` is known down."""

@@ -45,6 +45,7 @@ from controller.link.memory import UNBOUNDED
 from controller.link.node_link import NodeLink
 from controller.link.plan import max_attempts
 from controller.link.vocabulary import BASES, MEMORY_BASES, OUTCOMES
+from controller.messaging.station_link import StationUnavailable
 from controller.network.pauli import bsm_parities, result_after
 from controller.network.service import (
     ELECTRON,
@@ -52,6 +53,7 @@ from controller.network.service import (
     LinkFailure,
     NetworkService,
     PairResult,
+    PeerUnreachable,
     Timing,
 )
 from qnode.errors import QnodeError
@@ -392,4 +394,13 @@ class StationPeers:
     async def request(
         self, to: str, kind: str, fields: dict[str, Any], timeout_s: float
     ) -> dict[str, Any]:
-        return await self.link.link_to(to).request(kind, timeout_s=timeout_s, **fields)
+        """PeerUnreachable when `to` does not answer or is not served (down); QnodeError with
+        its reason when it answers with a refusal."""
+        try:
+            return await self.link.link_to(to).request(kind, timeout_s=timeout_s, **fields)
+        except StationUnavailable as e:
+            raise PeerUnreachable(to, str(e)) from None
+        except QnodeError as e:
+            if str(e).startswith(f"{to} refused "):  # StationLink's words for a refusal
+                raise
+            raise PeerUnreachable(to, str(e)) from None  # its info file: not served

@@ -57,11 +57,13 @@ from controller.network.swap import (
     Ledger,
     LinkPair,
     MeasureBell,
+    PeerWatch,
     Record,
     Release,
     Repeater,
     Send,
     SwapRecord,
+    node_down_reason,
     swap_id,
 )
 from qnode.errors import QnodeError
@@ -80,6 +82,15 @@ BSM_KEPT = 100
 """The repeater's summary keeps the newest BSM parities (per end-to-end pair) for checks."""
 MEMORY, ELECTRON = "memory", "keep"
 """Where a link pair's half is delivered: into the node's 13C memory, or kept in the electron."""
+
+
+class PeerUnreachable(QnodeError):
+    """A node did not answer (its daemon down, not served, or silent within the timeout), as
+    opposed to one that answered with a refusal. `Peers.request` raises it."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class LinkFailure(QnodeError):
@@ -192,20 +203,34 @@ class Peers(Protocol):
 
     async def request(
         self, to: str, kind: str, fields: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """The answer; PeerUnreachable when `to` does not answer (down), QnodeError with its
+        reason when it refuses."""
+        ...
 
 
 @dataclass(frozen=True)
 class Timing:
     """The machines' deadlines and the service's request timeouts (s). The defaults are the
     swap's (tens of ms: an NV memory's coherence budget); a link layer that takes longer per
-    pair needs a longer `second_link_s`."""
+    pair needs a longer `second_link_s`.
+
+    `heartbeat_s`, `silence_s`: while a session runs its nodes beat to each other (the
+    repeater to both ends, each end to the repeater) and a node silent for `silence_s` is
+    known down at once, not after a machine's deadline (the link layer's 0.5 s beat; a
+    silence longer than its 3 s, as a network node's loop also runs its link sessions).
+    `open_try_s`, `open_retry_s`: an end that does not answer `network_open` (down) is asked
+    again every `open_retry_s`, each time waiting `open_try_s`, until the request's deadline."""
 
     second_link_s: float = 0.05
     ack_s: float = 0.05
     outcome_s: float = 0.1
     decision_s: float = 0.1
     request_s: float = 10.0
+    heartbeat_s: float = 0.5
+    silence_s: float = 5.0
+    open_try_s: float = 5.0
+    open_retry_s: float = 1.0
 
 
 @dataclass
@@ -254,6 +279,11 @@ class NetworkSession:
     """The repeater's last link pair not made, with its reason (a GHZ shot's discard says it)."""
     armed: set[float] = field(default_factory=set)
     task: asyncio.Task | None = None
+    watch: PeerWatch | None = None
+    """The other nodes this one watches (the repeater: the ends it opened the session at; an
+    end: the repeater), from their heartbeats and messages."""
+    unopened: dict[str, str] = field(default_factory=dict)
+    """The repeater: ends that did not answer `network_open` yet (down), with why."""
 
     @property
     def nodes(self) -> tuple[str, str, str]:
@@ -322,6 +352,8 @@ class NetworkSession:
             "ghz_results": dict(self.ghz_results),
             "teleports": dict(self.teleports),
             "second_link_wait_s": self.second_link_wait_s,
+            "down": sorted(self.watch.down) if self.watch is not None else [],
+            "unopened": dict(self.unopened),
         }
 
 
@@ -407,7 +439,15 @@ class NetworkService:
     async def _act(self, s: NetworkSession, actions: list[Action]) -> None:
         """Perform the machine's actions in order: a record is written (and flushed) before
         the message after it is sent; an operation that fails discards its attempt and the
-        rest of the list is dropped (a swap_applied is never sent for a Pauli not applied)."""
+        rest of the list is dropped (a swap_applied is never sent for a Pauli not applied).
+        The file's counts follow the machine's after each event (an attempt opened too)."""
+        try:
+            await self._perform(s, actions)
+        finally:
+            if s.file.is_open:
+                s.file.ledger(s.counts())
+
+    async def _perform(self, s: NetworkSession, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Record):
                 self._write(s, action.entry)
@@ -520,8 +560,44 @@ class NetworkService:
     async def node_down(self, node: str) -> None:
         """A node of the session known down (its heartbeats stopped)."""
         s = self.current
-        if s is not None and s.machine is not None:
+        if s is not None:
+            await self._node_down(s, node)
+
+    async def _node_down(self, s: NetworkSession, node: str) -> None:
+        """Every open attempt `node` has a part in is discarded here (node_down, "node X
+        down") and the survivors the machine names are told; the repeater's session stops at
+        its next step (`_run`) with that reason."""
+        log.warning("%s: network session %s: %s", self.node, s.session, node_down_reason(node))
+        if s.watch is not None and node in s.watch.last:
+            s.watch.down.setdefault(node, self.clock())
+        if s.machine is not None:
             await self._act(s, s.machine.on_node_down(node, self.clock()))
+
+    def _start_watch(self, s: NetworkSession, nodes: tuple[str, ...]) -> None:
+        """Watch `nodes` (beat to them, hear them) while the session runs here."""
+        if s.watch is None:
+            s.watch = PeerWatch(nodes, self.timing.silence_s, self.clock())
+            self._spawn(self._beat(s))
+        else:
+            for node in nodes:
+                s.watch.last.setdefault(node, self.clock())
+
+    async def _beat(self, s: NetworkSession) -> None:
+        """The session's heartbeats to the nodes watched, and the watch's ticks: a node
+        silent for `silence_s` is known down (`_node_down`)."""
+        while s.state == "running" and s.watch is not None:
+            for node in list(s.watch.last):
+                try:
+                    self.peers.send(node, "network_heartbeat", {"session": s.session})
+                except Exception as e:  # not served (its daemon down): the watch sees it
+                    log.debug("%s: heartbeat to %s: %s", self.node, node, e)
+            for node in s.watch.tick(self.clock()):
+                await self._node_down(s, node)
+            await asyncio.sleep(self.timing.heartbeat_s)
+
+    def _heard(self, s: NetworkSession, node: str) -> None:
+        if s.watch is not None and s.watch.heard(node, self.clock()):
+            log.warning("%s: network session %s: node %s is back", self.node, s.session, node)
 
     # operator requests (the repeater) -------------------------------------------------------
     async def handle_operator(self, msg: dict) -> dict:
@@ -607,23 +683,12 @@ class NetworkService:
         opened: list[str] = []
         try:
             for end in ends:
-                await self.peers.request(
-                    end,
-                    "network_open",
-                    {
-                        "session": session_id,
-                        "application": application,
-                        "ends": list(ends),
-                        "repeater": self.node,
-                        "outcome_s": self.timing.outcome_s,
-                        "decision_s": self.timing.decision_s,
-                        "sender": s.sender or None,
-                        "receiver": s.receiver or None,
-                    },
-                    self.timing.request_s,
-                )
-                opened.append(end)
-        except QnodeError as e:
+                try:
+                    await self._open_at(end, s)
+                    opened.append(end)
+                except PeerUnreachable as e:  # down: asked again as the session runs
+                    s.unopened[end] = str(e)
+        except QnodeError as e:  # an end refused: waiting would not change it
             for end in opened:
                 with contextlib.suppress(QnodeError):
                     await self._close_at(end, s, "failed", f"{self.node}: {e}")
@@ -631,8 +696,65 @@ class NetworkService:
             raise QnodeError(f"network session not opened: {e}") from None
         self.current = self.last = s
         self.sessions[session_id] = s
+        if opened:
+            self._start_watch(s, tuple(opened))
         s.task = self._spawn(self._run(s))
         return {"session": s.summary()}
+
+    async def _open_at(self, end: str, s: NetworkSession) -> None:
+        await self.peers.request(
+            end,
+            "network_open",
+            {
+                "session": s.session,
+                "application": s.application,
+                "ends": list(s.ends),
+                "repeater": self.node,
+                "outcome_s": self.timing.outcome_s,
+                "decision_s": self.timing.decision_s,
+                "sender": s.sender or None,
+                "receiver": s.receiver or None,
+            },
+            min(self.timing.open_try_s, self.timing.request_s),
+        )
+
+    async def _open_unopened(self, s: NetworkSession, deadline: float) -> str:
+        """Ask the ends that were down at the start again, every `open_retry_s`, until the
+        request's deadline: "" once all are open, else why not (naming the node)."""
+        started = time.monotonic()
+        while s.unopened:
+            for end in list(s.unopened):
+                try:
+                    await self._open_at(end, s)
+                except PeerUnreachable as e:
+                    s.unopened[end] = str(e)
+                    continue
+                except QnodeError as e:  # it answered, and refused
+                    return f"{end} refused network_open: {e}"
+                del s.unopened[end]
+                log.warning("%s: %s answered network_open at last", self.node, end)
+                self._start_watch(s, (end,))
+            if not s.unopened:
+                break
+            if s.stop:
+                return s.stop
+            if time.monotonic() + self.timing.open_retry_s > deadline:
+                down = ", ".join(sorted(s.unopened))
+                waited = time.monotonic() - started
+                last = "; ".join(s.unopened.values())
+                return (
+                    f"node {down} down: no answer to network_open within the request's "
+                    f"deadline ({waited:.0f} s of retries; {last})"
+                )
+            await asyncio.sleep(self.timing.open_retry_s)
+        return ""
+
+    def _down_end(self, s: NetworkSession) -> str:
+        """Why the repeater cannot go on ("" when it can): an end known down."""
+        if s.watch is None:
+            return ""
+        down = [e for e in s.ends if e in s.watch.down]
+        return node_down_reason(down[0]) if down else ""
 
     async def _close_at(self, end: str, s: NetworkSession, state: str, reason: str) -> dict:
         fields = {"session": s.session, "state": state, "reason": reason[:200]}
@@ -643,9 +765,17 @@ class NetworkService:
         state, reason = "completed", ""
         try:
             target = _requested(s.application, s.request)
+            unopened = await self._open_unopened(s, deadline)
+            if unopened:
+                state, reason = ("aborted" if unopened == s.stop else "failed"), unopened
+                target = 0
             while s.done < target:
                 if s.stop:
                     state, reason = "aborted", s.stop
+                    break
+                down = self._down_end(s)
+                if down:
+                    state, reason = "failed", down
                     break
                 if time.monotonic() > deadline:
                     state, reason = "deadline", f"deadline of {s.request['deadline_s']:g} s passed"
@@ -676,7 +806,10 @@ class NetworkService:
         if s.machine is not None:
             await self._act(s, s.machine.close(self.clock(), f"session {state}"))
         s.file.ledger(s.counts())
+        down = s.watch.down if s.watch is not None else {}
         for end in s.ends:
+            if end in s.unopened or end in down:
+                continue  # down: it never opened the session, or cannot hear the close
             try:
                 await self._close_at(end, s, state, reason)
             except QnodeError as e:
@@ -970,8 +1103,13 @@ class NetworkService:
         if kind == "network_open":
             return await self._open_end(msg, name)
         s = self._route(msg)
+        if kind == "network_heartbeat" and s is None:
+            return {}  # a session this node never had or forgot (it restarted): nothing to do
         if s is None or name not in s.nodes or name == self.node:
             raise self._refuse(kind, sender, "not from a node of this network session")
+        self._heard(s, name)
+        if kind == "network_heartbeat":
+            return {}
         now = self.clock()
         if kind in NETWORK and s.machine is not None:
             await self._known_pairs(s, msg)
@@ -1123,6 +1261,7 @@ class NetworkService:
                 s.teleport_receiver = TeleportReceiver(self.node, s.sender)
         self.current = self.last = s
         self.sessions[s.session] = s
+        self._start_watch(s, (name,))
         return {"opened": True}
 
     async def _end_close(self, s: NetworkSession, state: str, reason: str) -> None:
@@ -1237,6 +1376,7 @@ __all__ = [
     "NetworkService",
     "NetworkSession",
     "PairResult",
+    "PeerUnreachable",
     "Peers",
     "Timing",
 ]

@@ -379,6 +379,7 @@ class Repeater(_Machine):
         attempt = self.by_link_pair.get(pair_id)
         if attempt is None or attempt.status != WAITING:
             return []
+        reason = _cut_off_here(self.node, reason)
         actions = self._discard(now, attempt, "cutoff", reason, self._peers(attempt))
         return [a for a in actions if not (isinstance(a, Release) and a.link_pair == pair_id)]
 
@@ -432,7 +433,7 @@ class Repeater(_Machine):
         for attempt in list(self.attempts.values()):
             if attempt.status in OPEN and node in attempt.pairs:
                 tell = tuple(e for e in self._peers(attempt) if e != node)
-                actions += self._discard(now, attempt, "node_down", f"{node} is down", tell)
+                actions += self._discard(now, attempt, "node_down", node_down_reason(node), tell)
         return actions
 
     def on_tick(self, now: float) -> list[Action]:
@@ -520,6 +521,7 @@ class End(_Machine):
         attempt = self.by_link_pair.get(pair_id)
         if attempt is None or attempt.status != WAITING:
             return []
+        reason = _cut_off_here(self.node, reason)
         actions = self._discard(now, attempt, "cutoff", reason, (self.repeater,))
         return [a for a in actions if not (isinstance(a, Release) and a.link_pair == pair_id)]
 
@@ -547,6 +549,8 @@ class End(_Machine):
             return [self._record(attempt, DELIVERED)]
         if kind == "swap_discard":
             why = f"{sender}: {msg['reason']}"
+            if msg["cause"] == "cutoff" and msg["reason"].startswith(cut_off_reason(sender)):
+                why = msg["reason"]  # B's own cut-off: its reason names it already
             if attempt.status == DELIVERED:
                 return self._discard(now, attempt, "conflict", why, ())
             return self._discard(now, attempt, msg["cause"], why, ())
@@ -639,7 +643,7 @@ class End(_Machine):
         actions: list[Action] = []
         for attempt in list(self.attempts.values()):
             if attempt.status in OPEN:
-                actions += self._discard(now, attempt, "node_down", f"{node} is down", tell)
+                actions += self._discard(now, attempt, "node_down", node_down_reason(node), tell)
         return actions
 
     def on_tick(self, now: float) -> list[Action]:
@@ -652,6 +656,54 @@ class End(_Machine):
                 why = f"no decision from {self.repeater} within {self.decision_s:g} s"
                 actions += self._discard(now, attempt, "timeout", why, (self.repeater,))
         return actions
+
+
+def node_down_reason(node: str) -> str:
+    """The reason a node's discard gives when `node` is known down."""
+    return f"node {node} down"
+
+
+def cut_off_reason(node: str) -> str:
+    """The start of the reason an end gives for a link pair `node` (its peer) cut off."""
+    return f"cut-off at {node}"
+
+
+def _cut_off_here(node: str, reason: str) -> str:
+    """A link pair this node's link layer cut off: the reason says where (a peer told of it
+    keeps it as it is, "cut-off at B: ...")."""
+    return f"{cut_off_reason(node)}: {reason.removeprefix('cut-off: ')}"
+
+
+class PeerWatch:
+    """Which of a session's other nodes are alive, from what this node hears of them (their
+    heartbeats, or any message): sans I/O, the shell feeds `heard` and `tick` with its clock.
+    A node silent for `silence_s` is down (`tick` names it once); heard again, it is up (and
+    `heard` says so). Before a node was ever heard it counts from `start`."""
+
+    def __init__(self, nodes: tuple[str, ...], silence_s: float, now: float) -> None:
+        if silence_s <= 0:
+            raise ValueError(f"a silence is a positive time, got {silence_s!r}")
+        self.silence_s = silence_s
+        self.last: dict[str, float] = dict.fromkeys(nodes, now)
+        self.down: dict[str, float] = {}
+        """Node -> when it was found down (this node's clock)."""
+
+    def heard(self, node: str, now: float) -> bool:
+        """`node` spoke: True when it was down until now (it is back)."""
+        if node not in self.last:
+            return False
+        self.last[node] = max(self.last[node], now)
+        return self.down.pop(node, None) is not None
+
+    def tick(self, now: float) -> list[str]:
+        """The nodes found down at `now` (each once, until heard again)."""
+        found = [n for n, t in self.last.items() if n not in self.down and now - t > self.silence_s]
+        for node in found:
+            self.down[node] = now
+        return found
+
+    def silent_s(self, node: str, now: float) -> float:
+        return now - self.last[node]
 
 
 def _end_of(pair: LinkPair, node: str, ends: tuple[str, str]) -> str:

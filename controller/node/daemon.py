@@ -108,9 +108,12 @@ async def at_once(
 
 
 class NodeDaemon(StationServer):
-    concurrent = frozenset({"run", "network_measure", "teleport_send", "teleport_receive"})
+    concurrent = frozenset(
+        {"run", "network_measure", "teleport_prepare", "teleport_send", "teleport_receive"}
+    )
     """Answered in a task of their own: compiling a long sweep, or a network measurement,
-    holds up no other request (a teleport_receive waits for the sender's outcome)."""
+    holds up no other request (a teleport_receive waits for the sender's outcome; the
+    repeater's heartbeats are heard while a teleport_prepare runs its program)."""
 
     def __init__(
         self,
@@ -163,11 +166,11 @@ class NodeDaemon(StationServer):
         self.link.start()  # a session this node crashed out of: reconcile it with the peer
 
     def _repair_crash_left(self) -> None:
-        """Run files a killed daemon of this node left open: closed as crashed (its session
-        files are its reconciliation's)."""
+        """Run files a killed daemon of this node left open: closed as crashed, its network
+        session files as interrupted (its link session files are its reconciliation's)."""
         try:
             for line in repair_own(
-                self.data_dir, self.node, ("run",), f"node {self.node} as it restarted"
+                self.data_dir, self.node, ("run", "network"), f"node {self.node} as it restarted"
             ):
                 self.log.warning("node %s: crash-left %s", self.node, line)
         except Exception as e:  # never stops the start
