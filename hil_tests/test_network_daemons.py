@@ -303,9 +303,10 @@ def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(
 def test_the_repeater_dying_mid_swap_discards_the_pair_at_the_ends(network_lab):
     """B's daemon is killed (SIGKILL) while it makes the B-C link with the A-B pair in its
     memory: A, which holds its half of that pair (measured at delivery), discards the
-    end-to-end attempt when B's outcome does not come (`outcome_s`), with the cause and
-    reason; C, whose link session with B fails, has no pair; nothing is counted delivered.
-    B restarted: its next session closes the stale one on A and C (failed) and runs."""
+    end-to-end attempt as soon as B's heartbeats stop (cause node_down, "node B down"), long
+    before its wait for the outcome (`outcome_s`) would; C, whose link session with B fails,
+    has no pair; nothing is counted delivered. B restarted: its old network file is closed
+    as interrupted, its next session closes the stale one on A and C (failed) and runs."""
     from controller.operator.client import NodeClient
 
     lab, procs, _control, resources = network_lab
@@ -334,13 +335,15 @@ def test_the_repeater_dying_mid_swap_discards_the_pair_at_the_ends(network_lab):
                 assert time.monotonic() < limit, got["ledger"]
                 time.sleep(0.5)
             data[node] = got
-    print(f"A's discard after {time.monotonic() - killed:.0f} s: {data['A']['pairs']}")
+    took = time.monotonic() - killed
+    print(f"A's discard after {took:.0f} s: {data['A']['pairs']}")
+    assert took < DAEMON_TIMING.outcome_s / 2, took  # the heartbeats' silence, not outcome_s
     a_rows = data["A"]["pairs"]
     assert len(a_rows) == 1
     (row,) = a_rows
     assert row["status"] == DISCARDED
-    assert CAUSES[row["cause"] - 1] == "timeout"
-    assert b"no BSM outcome from B" in row["reason"], row["reason"]
+    assert CAUSES[row["cause"] - 1] == "node_down"
+    assert b"node B down" in row["reason"], row["reason"]
     for node in "AC":
         ledger = data[node]["ledger"]
         balanced(ledger)
@@ -358,8 +361,12 @@ def test_the_repeater_dying_mid_swap_discards_the_pair_at_the_ends(network_lab):
     procs["B"] = start_daemon(
         lab, "B", log=resources.parent / "B.log", resource_map=resources, append=True
     )
+    from controller.data.networkfile import network_file_path, read_network_session
+
     report = network_entangle(lab, ("A", "C"), 1, verify=True, deadline_s=300.0)
     assert report.summary["state"] == "completed" and report.agree, report.summary["reason"]
+    b_old = read_network_session(network_file_path(lab.data_dir, session, "B"))
+    assert b_old["status"] == "interrupted", (b_old["status"], b_old["reason"])
     for node in "AC":
         with NodeClient.for_lab(lab, node, timeout_s=30) as client:
             old = client.request("network_session_data", session=session)["data"]

@@ -39,7 +39,13 @@ from controller.messaging.wire import MessageError, Refused, pack, unpack
 from controller.network.estimators import CARDINAL_STATES
 from controller.network.messages import NETWORK_OPERATOR, NETWORK_STATION, REASONS
 from controller.network.pauli import PAULIS, bsm_parities, bsm_pauli, result_after
-from controller.network.service import LinkFailure, NetworkService, PairResult, Timing
+from controller.network.service import (
+    LinkFailure,
+    NetworkService,
+    PairResult,
+    PeerUnreachable,
+    Timing,
+)
 from qnode.errors import QnodeError
 
 # exact qubits ----------------------------------------------------------------------------------
@@ -159,6 +165,10 @@ class World:
         self.repeater_applied: tuple[str, ...] = ()
         self.applied_at: list[tuple[str, str, str]] = []
         self.frames: dict[tuple[str, str], list[str]] = {}  # a measured half's Paulis
+        self.released: list[tuple[str, str, str]] = []  # (node, link pair, reason)
+        self.cut_off: set[tuple[str, str]] = set()
+        """(node, peer): that node's link layer cuts off its stored pair while it makes the
+        link with the peer (as the daemon's does when the stored pair's budget runs out)."""
 
 
 class FakeOps:
@@ -176,6 +186,14 @@ class FakeOps:
                 raise LinkFailure(f"no pair with {peer} within {deadline_s:g} s")
         if (self.node, peer) in w.link_fail:
             raise LinkFailure(f"no pair with {peer}")
+        if (self.node, peer) in w.cut_off:
+            stored = [p for p, h in w.held[self.node].items() if h.qubit == "memory"]
+            w.held[self.node].pop(stored[0])
+            w.qubits.measure((self.node, stored[0]))
+            raise LinkFailure(
+                f"link session with {peer}: cut-off (the stored pair's budget ran out)",
+                cut_off=stored[0],
+            )
         pair_id = f"{self.node}{peer}:{next(w.count)}"
         state = str(w.rng.choice(list(BELL)))
         mine, theirs = (self.node, pair_id), (peer, pair_id)
@@ -269,6 +287,7 @@ class FakeOps:
         return result_after(self.world.qubits.measure((self.node, pair_id), basis), basis, paulis)
 
     async def release(self, pair_id, reason):
+        self.world.released.append((self.node, pair_id, reason))
         held = self.world.held[self.node].pop(pair_id, None)
         if held is None or held.qubit != "measured":
             self.world.qubits.measure((self.node, pair_id))
@@ -284,7 +303,7 @@ class FakePeers:
 
     def send(self, to, kind, fields):
         self.net.sent.append((self.node, to, kind, dict(fields)))
-        if self.net.drop(self.node, to, kind):
+        if self.net.drop(self.node, to, kind) or {self.node, to} & self.net.down:
             return
         data = pack(kind, next(self.net.ids), **fields)
         item = (f"node-{self.node}", data)
@@ -297,12 +316,16 @@ class FakePeers:
     async def request(self, to, kind, fields, timeout_s):
         data = pack(kind, next(self.net.ids), **fields)
         msg = unpack(data, NETWORK_STATION)
+        if {self.node, to} & self.net.down:  # as a daemon that is gone: no answer
+            raise PeerUnreachable(to, f"{to} did not answer {kind}: it is down")
         try:
             body = await asyncio.wait_for(
                 self.net.services[to].handle_station(msg, f"node-{self.node}", True), timeout_s
             )
         except TimeoutError:
-            raise QnodeError(f"{to} did not answer {kind} within {timeout_s:g} s") from None
+            raise PeerUnreachable(
+                to, f"{to} did not answer {kind} within {timeout_s:g} s"
+            ) from None
         except QnodeError as e:
             raise QnodeError(f"{to} refused {kind}: {e}") from None
         reply = unpack(pack("reply", msg["id"], ok=True, **body))
@@ -318,6 +341,8 @@ class FakeNet:
         self.drops: list[tuple[str, str, int]] = []  # (from, kind, how many)
         self.delays: dict[tuple[str, str, str], float] = {}  # (from, to, kind) -> s
         self.errors: list[str] = []
+        self.down: set[str] = set()
+        """Nodes cut off (their daemon gone): nothing reaches them, nothing leaves them."""
 
     def drop(self, sender: str, to: str, kind: str) -> bool:
         for i, (who, what, left) in enumerate(self.drops):
@@ -341,7 +366,7 @@ TIMING = Timing(second_link_s=1.0, ack_s=1.0, outcome_s=2.0, decision_s=2.0, req
 
 
 class Lab:
-    def __init__(self, data_dir: Path, seed: int = 1) -> None:
+    def __init__(self, data_dir: Path, seed: int = 1, timing: Timing = TIMING) -> None:
         self.world = World(seed)
         self.net = FakeNet()
         neighbours = {"A": ("B",), "B": ("A", "C"), "C": ("B",)}
@@ -353,7 +378,7 @@ class Lab:
                 FakePeers(node, self.net),
                 data_dir / node,
                 "test",
-                TIMING,
+                timing,
             )
             self.net.services[node] = self.world.services[node] = service
         self.b = self.net.services["B"]
@@ -369,9 +394,12 @@ class Lab:
         for task in self.workers:
             task.cancel()
 
-    async def run(self, kind: str, timeout_s: float = 120.0, **fields) -> dict:
+    async def start(self, kind: str, **fields) -> str:
         msg = unpack(pack(kind, 1, **fields), NETWORK_OPERATOR)
-        session = (await self.b.handle_operator(msg))["session"]["session"]
+        return (await self.b.handle_operator(msg))["session"]["session"]
+
+    async def run(self, kind: str, timeout_s: float = 120.0, **fields) -> dict:
+        session = await self.start(kind, **fields)
         limit = asyncio.get_running_loop().time() + timeout_s
         while self.b.sessions[session].state == "running":
             assert asyncio.get_running_loop().time() < limit, "session did not end"

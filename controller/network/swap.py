@@ -428,10 +428,12 @@ class Repeater(_Machine):
         return []
 
     def on_node_down(self, node: str, now: float) -> list[Action]:
-        """A node known down (its heartbeats stopped): every open attempt it is in goes."""
+        """A node known down (its heartbeats stopped): every open attempt it is in goes, and
+        one that waits for its link pair (it will not come)."""
         actions: list[Action] = []
         for attempt in list(self.attempts.values()):
-            if attempt.status in OPEN and node in attempt.pairs:
+            waits_for = attempt.status == WAITING and node in self.ends
+            if attempt.status in OPEN and (node in attempt.pairs or waits_for):
                 tell = tuple(e for e in self._peers(attempt) if e != node)
                 actions += self._discard(now, attempt, "node_down", node_down_reason(node), tell)
         return actions
