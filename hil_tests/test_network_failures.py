@@ -22,9 +22,11 @@ import time
 import pytest
 
 from controller.data.networkfile import CAUSES, DISCARDED, read_network_session
+from controller.data.params import ParameterStore
 from controller.data.repair import INTERRUPTED, crash_left, read_state, repair_own
 from controller.network.service import Timing
 from controller.network.swap import PeerWatch
+from hil_tests.test_network_daemons import MEMORY_N_1E, network_lab  # noqa: F401
 from hil_tests.test_network_service import Lab, check_counts, in_loop, rows
 
 FAST = Timing(
@@ -239,3 +241,66 @@ def test_a_killed_node_s_network_file_is_repaired_as_interrupted(tmp_path):
     data = read_network_session(left.path)
     assert data["status"] == INTERRUPTED and len(data["pairs"]) == 1
     assert data["ledger"]["attempted"] == 2 and data["ledger"]["open"] == 1
+
+
+# through the daemons: the link layer tells a stored pair's peer of its cut-off ---------------
+@pytest.mark.timeout(900)
+def test_a_pair_stored_on_both_nodes_cut_off_at_b_is_discarded_at_a(network_lab):  # noqa: F811
+    """A and B both store their halves of an A-B pair (Barrett-Kok, heralded ~0.9, a minimum
+    of 0.5); B's memory forgets within a couple of attempts (c13_n_1e_at_alpha 2), so B's next
+    link session (with C) cuts the pair off at B. B's link layer tells A (`pair_cut_off`, over
+    its station link with B's station key): A's memory lets its half go with "cut-off at B",
+    and holds nothing. Without it A would keep a dead half until its own cut-off."""
+    from controller.operator.client import NodeClient
+    from hil_tests.test_memory_delivery import calibrate_memory_from_truth
+
+    lab, _procs, control, _resources = network_lab
+    store = ParameterStore(lab.data_dir / "params.sqlite")
+    try:
+        calibrate_memory_from_truth(lab, store, "A", control.truth("A")["memories"]["c13"])
+        store.set_manual("B", "c13_n_1e_at_alpha", 2.0, "a memory that forgets fast (test)")
+        with (
+            NodeClient.for_lab(lab, "B", timeout_s=60) as b,
+            NodeClient.for_lab(lab, "A", timeout_s=60) as a,
+        ):
+            pair = _stored_on_both(a, b)
+            cut = b.entangle(1, "single_click", deadline_s=60, peer="C")
+            ended = b.wait_session(cut["session"], timeout_s=240)
+            print(f"B-C session: {ended['state']} ({ended['reason']})")
+            assert ended["state"] == "cut-off", ended["reason"]
+            limit = time.monotonic() + 30
+            while True:
+                state = a.memory()
+                told = [d for d in state["discarded"] if d["pair_id"] == pair]
+                if told or time.monotonic() > limit:
+                    break
+                time.sleep(0.2)
+    finally:
+        store.set_manual("B", "c13_n_1e_at_alpha", MEMORY_N_1E, "back (test)")
+        store.close()
+    print(f"A told: {told}")
+    assert told, f"A still holds its half of {pair}: {state['holds']}"
+    assert told[0]["reason"].startswith("cut-off at B: "), told[0]["reason"]
+    assert all(h is None or h["pair_id"] != pair for h in state["holds"].values())
+
+
+def _stored_on_both(a, b) -> str:
+    """An A-B pair with both halves in memory (a few tries: the move may refuse one)."""
+    for _ in range(5):
+        started = b.entangle(
+            1,
+            "barrett_kok",
+            deadline_s=120,
+            fidelity_min=0.5,
+            delivery="memory",
+            peer_delivery="memory",
+            peer="A",
+        )
+        summary = b.wait_session(started["session"], timeout_s=240)
+        held_b = [h for h in b.memory()["holds"].values() if h is not None]
+        held_a = [h for h in a.memory()["holds"].values() if h is not None]
+        common = {h["pair_id"] for h in held_a} & {h["pair_id"] for h in held_b}
+        print(f"A-B session {summary['state']}: A holds {held_a}, B holds {held_b}")
+        if common:
+            return common.pop()
+    raise AssertionError("no A-B pair stored on both nodes in five sessions")

@@ -299,9 +299,10 @@ def test_cutoff_at_an_end_reaches_the_other_end_through_the_repeater():
     assert [(s.to, s.fields["cause"]) for s in sends(got)] == [("C", "cutoff")]
     assert records(got)[0].status == DISCARDED
     got_c = c.on_message("B", as_received(sends(got)[0]), 10.003)
-    assert records(got_c)[0].kind == "cutoff" and Release(
-        "bc:1:3", "B: A: cut-off at A: memory cut-off"
-    ) in got_c
+    assert (
+        records(got_c)[0].kind == "cutoff"
+        and Release("bc:1:3", "B: A: cut-off at A: memory cut-off") in got_c
+    )
     # the BSM's result arrives after the discard: refused and recorded, nothing sent
     late = b.on_bsm(swap_id("ab:1:7", "bc:1:3"), 0, 0, 10.004)
     assert [r.status for r in records(late)] == [REFUSED] and not sends(late)

@@ -129,6 +129,8 @@ PEER = vocabulary(
     ),
     Schema("peer_heartbeat", {"session": str}, notification=True),
     Schema("session_pairs", {"session": str}),
+    # a stored pair's cut-off, to the node holding its other half (node_link.py)
+    Schema("pair_cut_off", {"pair_id": str, "reason": str}, notification=True),
 )
 
 # operator -> node ----------------------------------------------------------------------------

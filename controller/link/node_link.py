@@ -686,13 +686,13 @@ class NodeLink:
         attempts = session.stats.attempts * per_attempt
         if stored_before and attempts:
             for cut in memory.on_attempts(link_name, attempts, alpha, now):
-                self._discarded(cut.pair_id, cut.message)
+                self._discarded(cut.pair_id, cut.message, tell=cut.peer)
         ran_out, self._budget_ran_out = self._budget_ran_out, None
         if ran_out is not None:
             for pair in [p for p in memory.pairs() if p.in_memory]:
                 detail = f"{CUT_OFF}: {ran_out} on link {link_name} (goodness {pair.goodness:.4f})"
                 memory.discard(pair.pair_id, detail)
-                self._discarded(pair.pair_id, detail)
+                self._discarded(pair.pair_id, detail, tell=pair.peer)
         initiator = session.role == "initiator"
         delivery = own_delivery(session.request, initiator)
         kept = [
@@ -817,7 +817,7 @@ class NodeLink:
             reason = move.message if isinstance(move, Discard) else move.reason
             if memory.holding[memory.electron] is not None:
                 memory.discard(pair_id, reason)
-            self._discarded(pair_id, reason)
+            self._discarded(pair_id, reason, tell=session.peer if isinstance(move, Discard) else "")
             return
         self.frames[pair_id] = (session.frame_node == self.name, outcome)
 
@@ -829,18 +829,55 @@ class NodeLink:
         self.memory.discard(pair_id, reason)
         self._discarded(pair_id, reason)
 
-    def _discarded(self, pair_id: str, reason: str) -> None:
+    def _discarded(self, pair_id: str, reason: str, tell: str = "") -> None:
+        """Recorded with its reason; a cut-off is told to the peer (`tell`) holding the other
+        half (`pair_cut_off`, over its station link: it discards its half)."""
         log.warning("%s: stored pair %s discarded: %s", self.name, pair_id, reason)
         self.memory_discards.append({"pair_id": pair_id, "reason": reason, "t": time.time()})
         del self.memory_discards[:-100]
         self.frames.pop(pair_id, None)
+        if tell:
+            try:
+                self.link_to(tell).send("pair_cut_off", pair_id=pair_id, reason=reason[:200])
+            except Exception as e:  # the peer not served: its own cut-off will come
+                log.warning("%s: %s not told of the cut-off of %s: %s", self.name, tell, pair_id, e)
+
+    def _peer_cut_off(self, msg: dict, sender: str | None) -> dict:
+        """The peer cut off a stored pair whose other half this node holds: discarded here
+        too, the reason saying where ("cut-off at B: ..."). Only from the pair's peer."""
+        memory = self.memory
+        held = [p for p in memory.pairs() if p.pair_id == msg["pair_id"]] if memory else []
+        session = self.session
+        if not held and session is not None and msg["pair_id"].startswith(f"{session.session}:"):
+            # the peer ended the pair's session first: this node stores its half as it ends
+            self._spawn(self._peer_cut_off_after(session, msg, sender))
+            return {}
+        if not held:
+            return {}  # measured, released or cut off here already: nothing held
+        if sender != f"node-{held[0].peer}":
+            raise self.refuse(f"not from {held[0].peer}, the pair's peer", "pair_cut_off", sender)
+        assert memory is not None
+        reason = f"cut-off at {held[0].peer}: {msg['reason'][:200].removeprefix('cut-off: ')}"
+        memory.discard(held[0].pair_id, reason)
+        self._discarded(held[0].pair_id, reason)
+        return {}
+
+    async def _peer_cut_off_after(
+        self, session: LinkSession, msg: dict, sender: str | None
+    ) -> None:
+        limit = time.monotonic() + 120.0  # a session's drain and link_end: seconds
+        while self.session is session and time.monotonic() < limit:
+            await asyncio.sleep(0.05)
+        if self.session is not session:
+            with contextlib.suppress(QnodeError):
+                self._peer_cut_off(msg, sender)
 
     def memory_state(self) -> dict:
         """What this node's qubits hold, and the last discards with their reasons."""
         if self.memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
         for cut in self.memory.on_time(time.monotonic()):
-            self._discarded(cut.pair_id, cut.message)
+            self._discarded(cut.pair_id, cut.message, tell=cut.peer)
         return {"holds": self.memory.as_dict(), "discarded": list(self.memory_discards)}
 
     async def memory_measure(self, basis: str, pair_id: str | None = None) -> dict:
@@ -882,7 +919,7 @@ class NodeLink:
         )
         cuts = memory.on_time(time.monotonic())
         for cut in cuts:
-            self._discarded(cut.pair_id, cut.message)
+            self._discarded(cut.pair_id, cut.message, tell=cut.peer)
         if any(cut.pair_id == pair.pair_id for cut in cuts):
             raise QnodeError(f"pair {pair.pair_id} was cut off: {cuts[0].message}")
         goodness = pair.goodness
@@ -939,7 +976,7 @@ class NodeLink:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
         self._idle()
         for cut in memory.on_time(time.monotonic()):
-            self._discarded(cut.pair_id, cut.message)
+            self._discarded(cut.pair_id, cut.message, tell=cut.peer)
         electron = memory.holding[memory.electron]
         stored = [p for p in memory.pairs() if p.in_memory]
         if electron is None or not stored:
@@ -997,7 +1034,7 @@ class NodeLink:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
         self._idle()
         for cut in memory.on_time(time.monotonic()):
-            self._discarded(cut.pair_id, cut.message)
+            self._discarded(cut.pair_id, cut.message, tell=cut.peer)
         electron = memory.holding[memory.electron]
         stored = [p for p in memory.pairs() if p.in_memory]
         if electron is None or not stored:
@@ -1084,6 +1121,8 @@ class NodeLink:
             return await self._session_pairs(msg["session"], sender)
         if kind == "link_request":
             return await self._accept(msg, sender)
+        if kind == "pair_cut_off":
+            return self._peer_cut_off(msg, sender)
         ended = self.finished.get(msg["session"])
         if ended is not None and sender == f"node-{ended['peer']}":
             if notification:
