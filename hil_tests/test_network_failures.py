@@ -264,6 +264,10 @@ def test_a_pair_stored_on_both_nodes_cut_off_at_b_is_discarded_at_a(network_lab)
             NodeClient.for_lab(lab, "A", timeout_s=60) as a,
         ):
             pair = _stored_on_both(a, b)
+            refused = a.status()["refused_peer_messages"]
+            asyncio.run(_forge_cut_off(lab, "C", "A", pair))  # C's key: not the pair's peer
+            assert a.status()["refused_peer_messages"] == refused + 1
+            assert pair in {h["pair_id"] for h in a.memory()["holds"].values() if h}
             cut = b.entangle(1, "single_click", deadline_s=60, peer="C")
             ended = b.wait_session(cut["session"], timeout_s=240)
             print(f"B-C session: {ended['state']} ({ended['reason']})")
@@ -282,6 +286,35 @@ def test_a_pair_stored_on_both_nodes_cut_off_at_b_is_discarded_at_a(network_lab)
     assert told, f"A still holds its half of {pair}: {state['holds']}"
     assert told[0]["reason"].startswith("cut-off at B: "), told[0]["reason"]
     assert all(h is None or h["pair_id"] != pair for h in state["holds"].values())
+
+
+async def _forge_cut_off(lab, station: str, to: str, pair: str) -> None:
+    """`pair_cut_off` about `pair` to `to`, sent with `station`'s key over a station link."""
+    import zmq.asyncio
+
+    from controller.link.messages import FROM_PEER
+    from controller.messaging.station_link import StationDialer
+
+    ctx = zmq.asyncio.Context()
+    link = StationDialer(ctx, lab.data_dir, station).dial(to, lambda msg: None, FROM_PEER)
+    try:
+        link.send("pair_cut_off", pair_id=pair, reason="forged")
+        await asyncio.sleep(1.0)  # a notification: no answer to wait for
+    finally:
+        link.close()
+        ctx.term()
+
+
+def test_a_pair_cut_off_message_is_bounded():
+    from controller.link.messages import PEER
+    from controller.messaging.wire import MessageError, pack, unpack
+
+    ok = unpack(pack("pair_cut_off", 1, pair_id="s:0:1", reason="cut-off: F 0.49"), PEER)
+    assert ok["pair_id"] == "s:0:1"
+    with pytest.raises(MessageError, match="at most 200 characters"):
+        unpack(pack("pair_cut_off", 1, pair_id="s" * 201, reason=""), PEER)
+    with pytest.raises(MessageError, match="missing field 'reason'"):
+        unpack(pack("pair_cut_off", 1, pair_id="s:0:1"), PEER)
 
 
 def _stored_on_both(a, b) -> str:

@@ -73,6 +73,17 @@ class ExpectationMap(metaclass=_Contents):
 
 ExpectationMap.__name__ = "map of alpha, p_success, fidelity (numbers) and notes (str)"
 
+SHORT_TEXT_CHARS = 200
+
+
+class ShortText(metaclass=_Contents):
+    @classmethod
+    def accepts(cls, value: object) -> bool:
+        return isinstance(value, str) and len(value) <= SHORT_TEXT_CHARS
+
+
+ShortText.__name__ = f"str of at most {SHORT_TEXT_CHARS} characters"
+
 REQUEST_FIELDS: dict[str, Kind] = {
     "pairs": int,
     "protocol": str,
@@ -130,7 +141,7 @@ PEER = vocabulary(
     Schema("peer_heartbeat", {"session": str}, notification=True),
     Schema("session_pairs", {"session": str}),
     # a stored pair's cut-off, to the node holding its other half (node_link.py)
-    Schema("pair_cut_off", {"pair_id": str, "reason": str}, notification=True),
+    Schema("pair_cut_off", {"pair_id": ShortText, "reason": ShortText}, notification=True),
 )
 
 # operator -> node ----------------------------------------------------------------------------

@@ -1000,6 +1000,7 @@ class NetworkService:
         if p1 is None:
             return
         ledger.attempted += 1
+        s.file.ledger(s.counts())  # the shot is open: the file counts it at once
         wait = self._second_link_wait(s, p1.pair_id, second)
         left = min(deadline - time.monotonic(), wait)
         s.last_link_failure = None
