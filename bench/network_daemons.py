@@ -36,13 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.published import QNODEOS_2025
+
 LAB = Path(__file__).resolve().parent.parent / "labs" / "sim_three_node.toml"
 ENDS = ("A", "C")
 PAIRS = 24
 """Eight end-to-end pairs per basis (XX, YY, ZZ): ~2 s each through the five daemons."""
 SEED = 20261130
-QNODEOS_LATENCY_S = 4.8e-3
-"""QNodeOS's mean end-to-end latency on NV nodes (bench/published.py, QNODEOS_2025)."""
+QNODEOS_LATENCY_S = QNODEOS_2025["latency_s"].value
+"""QNodeOS's mean end-to-end latency on NV nodes (read-2nd: bench/published.py)."""
 
 
 # pure: the figures from recorded time stamps ------------------------------------------------
