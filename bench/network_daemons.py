@@ -144,6 +144,7 @@ def bench_network_daemons(pairs: int = PAIRS, seed: int = SEED) -> dict:
         MEMORY_PLAN,
         Roles,
         calibrate_network_from_truth,
+        midpoint_of,
     )
     from controller.labconfig import load_lab
     from controller.network.pauli import werner_swap_fidelity
@@ -184,9 +185,10 @@ def bench_network_daemons(pairs: int = PAIRS, seed: int = SEED) -> dict:
             session = s["session"]
             files = [network_file_path(data_dir, session, n) for n in ("A", "B", "C")]
             verified = measured_figures([f for f in files if f.exists()])
+            midpoints = midpoint_of(lab)  # each end's link with the repeater: its midpoint
             heralds: dict[str, tuple[str, dict]] = {
-                "link_first": (roles.midpoints[0], {}),
-                "link_second": (roles.midpoints[1], {}),
+                link: (midpoints[frozenset((end, roles.repeater))], {})
+                for link, end in zip(("link_first", "link_second"), ENDS, strict=True)
             }
             delivered = [r for r in report.data["B"]["pairs"] if r["status"] == DELIVERED]
             link_truth: dict[str, list[float]] = {"link_first": [], "link_second": []}
