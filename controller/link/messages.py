@@ -11,6 +11,8 @@ from controller.link.vocabulary import (
     BASES,
     DELIVERY,
     HERALDING,
+    HOLD_ATTEMPTS_MAX,
+    HOLD_ATTEMPTS_MIN,
     MEMORY_BASES,
     ONE_PAIR_DELIVERIES,
     ONE_ROUND,
@@ -97,7 +99,7 @@ PEER = vocabulary(
     Schema(
         "link_request",
         {"session": str, "nodes": Names, **REQUEST_FIELDS},
-        {**REQUEST_OPTIONS, "expected": ExpectationMap, "echo": bool},
+        {**REQUEST_OPTIONS, "expected": ExpectationMap, "echo": bool, "hold_attempts": int},
         REQUEST_CHOICES,
     ),
     Schema(
@@ -255,6 +257,11 @@ def check_request(
         raise QnodeError(f"minimum fidelity must be in [0, 1), got {request['fidelity_min']}")
     if not request["deadline_s"] > 0:
         raise QnodeError("the deadline must be positive (seconds)")
+    hold = request.get("hold_attempts")
+    if hold is not None and not HOLD_ATTEMPTS_MIN <= hold <= HOLD_ATTEMPTS_MAX:
+        raise QnodeError(
+            f"hold_attempts must be {HOLD_ATTEMPTS_MIN}..{HOLD_ATTEMPTS_MAX:g}, got {hold}"
+        )
     alpha = request.get("alpha")
     if alpha is not None and not 0 < alpha < 1:
         raise QnodeError(f"alpha must be in (0, 1), got {alpha!r}")

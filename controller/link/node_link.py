@@ -35,7 +35,7 @@ from calibration.planning import link_from_calibration, memory_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
-from controller.link.memory import CUT_OFF, UNBOUNDED, Discard, Move, NodeMemory
+from controller.link.memory import CUT_OFF, UNBOUNDED, Discard, Move, NodeMemory, hold_attempts
 from controller.link.messages import (
     FROM_MIDPOINT,
     FROM_PEER,
@@ -51,7 +51,6 @@ from controller.link.plan import (
     attempt_window_ns,
     expectation,
     max_attempts,
-    memory_init_sequence,
     memory_still_there,
     plan_round,
     round_basis,
@@ -64,6 +63,7 @@ from controller.link.vocabulary import (
     BASES,
     DRAIN_TIMEOUT_S,
     HEARTBEAT_S,
+    HOLD_ROUNDS_MAX,
     OUTCOMES,
     ROUND_DONE_TIMEOUT_S,
     SILENCE_S,
@@ -338,6 +338,16 @@ class NodeLink:
         # a stored pair on either side: both electrons echo (one-sided, single-click's
         # psi+/psi- would turn into phi+/phi-: docs/network.md "Delivery into memory")
         full["echo"] = self._holds_stored()
+        if "memory" in (request["delivery"], request["peer_delivery"]):
+            full["hold_attempts"] = hold = self._hold_attempts(request["protocol"], expected)
+            rounds = 1 / max(expected.p_success, 1e-300) / hold
+            if rounds > HOLD_ROUNDS_MAX:
+                raise QnodeError(
+                    f"delivery into memory: {request['protocol']} needs ~"
+                    f"{1 / max(expected.p_success, 1e-300):.1e} attempts a pair here, and the "
+                    f"waiting memory is initialised again every {hold} attempts: ~{rounds:.0e} "
+                    "rounds; single_click with a small alpha needs far fewer"
+                )
         accepted = await self.link_to(peer).request("link_request", timeout_s=10.0, **full)
         full["echo"] = bool(full["echo"] or accepted.get("echo"))
         session = self._open(session_id, "initiator", peer, nodes, full, expected)
@@ -359,6 +369,15 @@ class NodeLink:
             raise
         self._spawn(self._run_initiator(session))
         return {"session": session.summary()}
+
+    def _hold_attempts(self, protocol: str, expected: Expectation) -> int:
+        """memory.hold_attempts from this node's memory calibration (none: the default)."""
+        memory = None
+        if self.lab.nodes[self.name].memories:
+            with contextlib.suppress(QnodeError):
+                memory = memory_from_calibration(self.node.parameters(self.name), self.name)
+        alpha, per_attempt = memory_alpha_of(expected.alpha, protocol)
+        return hold_attempts(memory, alpha, per_attempt)
 
     def _alpha_amplitude_for(self, alpha: float | None) -> float | None:
         if alpha is None:
@@ -502,12 +521,6 @@ class NodeLink:
         link_name, link = self.lab.link_between(self.name, session.peer)
         window = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
         memories = self.lab.nodes[self.name].memories
-        if basis == "memory":
-            init = await self.node.prepare(memory_init_sequence(self.node.platform, memories[0]))
-            session.file.add_run(init.run_id)
-            done = await self.node.execute(init, lambda events: None)
-            if done.status != "completed":
-                return done
         bsm: dict = {}
         if basis == "bsm":
             if session.session in self._bsm_shots or not self._holds_stored():
@@ -520,6 +533,8 @@ class NodeLink:
                 return _NoRun("aborted", reason)
             bsm = self._bsm_frame(session)
         attempts = max_attempts(session.expected.p_success)
+        if session.request.get("hold_attempts"):  # a memory waits in |0> through them
+            attempts = min(attempts, int(session.request["hold_attempts"]))
         budget = self._attempt_budget(session, link_name)
         if budget is not None:
             if budget < 1:

@@ -169,9 +169,9 @@ def round_sequence(
         else `window_ns` (attempt_window_ns: the link's round trip included) or the calibrated
         herald_window_ns. `port`: the link's sync/herald input pair on this node. Basis
     "memory": right after the herald, in the same program (no time lost), the half moves into
-    the memory qubit `memory` (SwapToMemory; the electron is then free); the memory must have
-    been initialised before (memory_init_sequence: a run of its own, as a state written before
-    the charge check and the sync wait could not keep its frame). Basis "bsm": right after
+    the memory qubit `memory` (SwapToMemory; the electron is then free); the memory is reset
+    after the charge check (MemoryInit: a state along z keeps no frame through the sync wait),
+    so the round's attempts (hold_attempts at most) start from a fresh |0>. Basis "bsm": right after
     the herald, in the same program (no program boundary: the electron's half keeps its phase;
     no charge check: its light would destroy it), the Bell-state measurement of the electron's
     half and the pair `memory` stores (sequences.library.bell_measurement, on the stored
@@ -202,6 +202,10 @@ def round_sequence(
         )
         ops += [*bsm.operations, memory_still_there(check)]
     elif basis == "memory":
+        # the memory initialised after the charge check, in the round's own program: a state
+        # along z needs no frame through the sync wait; each round (at most hold_attempts
+        # attempts) starts from a fresh |0>
+        ops.insert(1, MemoryInit(memory, epoch=True))
         ops.append(SwapToMemory(memory, epoch=True))  # its frame: for a later program
     elif basis == "X":
         ops.append(pi_half_pulse(90.0))
@@ -212,13 +216,6 @@ def round_sequence(
         # (or its cooling) reads dark whatever its spin; that shot is no measurement
         ops += [Readout(), memory_still_there(check)]
     return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
-
-
-def memory_init_sequence(platform: str, memory: str) -> Sequence:
-    """Before a round that delivers into memory: the memory qubit reset to |0> (its old state
-    onto the electron, which is initialised again). A state along z: its frame needs no
-    keeping through the round's check and sync wait."""
-    return Sequence(f"memory_init_{memory}", (memory_check(platform), MemoryInit(memory)), 1)
 
 
 def announced_delivery(request: dict) -> str:
