@@ -115,6 +115,13 @@ class Storage:
 _PROTOCOL_NAMES = {"barrett_kok": "Barrett-Kok", "two_photon": "two-photon heralding"}
 
 
+def _what(protocol: str, alpha: float | None) -> str:
+    """What the fidelity is planned with, for a refusal."""
+    if alpha is None:
+        return f"{_PROTOCOL_NAMES.get(protocol, protocol)} on this link"
+    return f"alpha {alpha:g}"
+
+
 def _herald(protocol: str, link: Link, alpha: float | None) -> tuple[Herald, float | None]:
     if protocol == "two_photon":
         return two_photon(link), None
@@ -150,11 +157,7 @@ def expectation(
     sigma = fidelity_sigma(protocol, link, alpha)
     planned = f - MARGIN_SIGMAS * sigma
     if planned < fidelity_min:
-        what = (
-            f"{_PROTOCOL_NAMES.get(protocol, protocol)} on this link"
-            if alpha is None
-            else f"alpha {alpha:g}"
-        )
+        what = _what(protocol, alpha)
         raise QnodeError(
             f"minimum fidelity {fidelity_min} is out of reach with {what} (expected {f:.3f} "
             f"+- {sigma:.3f} from the calibrated values' errors)"
@@ -197,11 +200,7 @@ def _stored_expectation(
     after_move = min(held_fidelity(herald, h) for h in moved)
     move_sigma = max(held_sigma(sigma, h) for h in moved)
     if conservative_held_fidelity(protocol, link, moved, alpha) < fidelity_min:
-        what = (
-            f"{_PROTOCOL_NAMES.get(protocol, protocol)} on this link"
-            if alpha is None
-            else f"alpha {alpha:g}"
-        )
+        what = _what(protocol, alpha)
         raise QnodeError(
             f"minimum fidelity {fidelity_min} is out of reach for a pair stored in {where}: "
             f"the move into memory keeps {move} of a perfect pair, so {what} (heralded "
