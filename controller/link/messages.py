@@ -56,9 +56,11 @@ Names.__name__ = "list of str"
 
 class ExpectationMap(metaclass=_Contents):
     """The initiator's expectation in a link request (controller.link.plan.Expectation):
-    alpha (a number or None), p_success and fidelity (numbers), notes (strings)."""
+    alpha (a number or None), p_success and fidelity (numbers), notes (strings); with a half
+    delivered into memory fidelity_stored and fidelity_at_use (numbers)."""
 
     SAMPLE: dict = {}
+    NUMBERS = ("p_success", "fidelity", "fidelity_stored", "fidelity_at_use")
 
     @classmethod
     def accepts(cls, value: object) -> bool:
@@ -66,7 +68,7 @@ class ExpectationMap(metaclass=_Contents):
             return False
         notes = value.get("notes", [])
         return (
-            all(_number(value[k]) for k in ("p_success", "fidelity") if k in value)
+            all(_number(value[k]) for k in cls.NUMBERS if k in value)
             and (value.get("alpha") is None or _number(value["alpha"]))
             and isinstance(notes, list)
             and all(isinstance(n, str) for n in notes)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from calibration.planning import link_from_calibration, memory_from_calibration
+from calibration.planning import memory_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
@@ -49,7 +49,7 @@ from controller.link.plan import (
     alpha_amplitude,
     announced_delivery,
     attempt_window_ns,
-    expectation,
+    link_plan,
     max_attempts,
     memory_still_there,
     plan_round,
@@ -291,22 +291,26 @@ class NodeLink:
                 )
 
     def link_expectation(
-        self, peer: str, protocol: str, fidelity_min: float, alpha: float | None = None
+        self,
+        peer: str,
+        protocol: str,
+        fidelity_min: float,
+        alpha: float | None = None,
+        deliveries: tuple[str, str] = ("keep", "keep"),
     ) -> Expectation:
         """What a session with `peer` would expect (alpha, success per attempt, fidelity) from
-        the calibrated values, as `entangle` plans it."""
-        nodes = [self.name, peer]
-        midpoint = self.lab.link_between(self.name, peer)[1].midpoint
-        values = {n: self.node.parameters(n) for n in (*nodes, midpoint)}
-        # a node between midpoints has its photon values per link, under each midpoint
-        one_link = [n for n in nodes if len(self.lab.links_of(n)) == 1]
-        link, notes = link_from_calibration(values, nodes, midpoint, one_link)
-        calibrated = values[midpoint].get("single_click_alpha")
-        single_click = protocol == "single_click"  # the one protocol with an alpha
-        if alpha is None and not fidelity_min and calibrated and single_click:
-            alpha = calibrated  # the alpha routine's choice for its target fidelity
-            notes = (*notes, f"alpha {calibrated:.4f} from calibration (routine 'alpha')")
-        return expectation(protocol, link, fidelity_min, alpha, notes)
+        the calibrated values, as `entangle` plans it (plan.link_plan: a half delivered into
+        memory, `deliveries` being this node's and the peer's, planned after its move)."""
+        return link_plan(
+            self.lab,
+            self.node.parameters,
+            self.name,
+            peer,
+            protocol,
+            fidelity_min,
+            alpha,
+            deliveries,
+        )
 
     def attempt_budget(self, peer: str, protocol: str, expected: Expectation) -> tuple[int, float]:
         """(attempts, seconds per attempt) a session with `peer` may make now before a stored
@@ -328,7 +332,11 @@ class NodeLink:
         self._towards(peer)
         nodes = [self.name, peer]
         expected = self.link_expectation(
-            peer, request["protocol"], request["fidelity_min"], request["alpha"]
+            peer,
+            request["protocol"],
+            request["fidelity_min"],
+            request["alpha"],
+            (request["delivery"], request["peer_delivery"]),
         )
         request["alpha"] = expected.alpha
         session_id = new_session_id()
