@@ -38,6 +38,8 @@ $(CONFORMANCE_STAMP): conformance/requirements.txt
 conformance: $(STAMP) $(CONFORMANCE_STAMP)
 	$(PY) conformance/run.py --python $(CONFORMANCE_VENV)/bin/python --qnode $(VENV)/bin/qnode
 
+# Every benchmark (bench/run.py), the three-node run through five daemons among them;
+# `make bench BENCH_ARGS="--no-network --no-demo"` leaves the two slow ones out.
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 

@@ -12,6 +12,12 @@
               true states) against the model
   sim speed   CPU per step of a memory node against a node without memories, and attempts
               forwarded against stepped (bench/sim_speed.py)
+  network daemons
+              end-to-end A-C pairs per wall second through the five daemons of the three-
+              node lab, their fidelity (verified; the link pairs' simulator truth), and the
+              feed-forward latency from M2's herald to the frame applied at A and at C, p50
+              and p99 in wall time, beside QNodeOS's 4.8 ms (bench/network_daemons.py;
+              skipped with --no-network)
   network     GHZ, swap and teleportation fidelity beside Pompili 2021 / Hermans 2022 (paper,
               simulator, planning model) and qnode's cut-offs beyond them
               (bench/network_figures.py: computed, its own tables printed too)
@@ -402,6 +408,26 @@ def render(results: dict) -> None:
             f"{m['attempts_forwarding_gain']:.0f}x",
             "-",
         )
+    n = results.get("network_daemons")
+    if n:
+        table.add_row(
+            "A-C through 5 daemons",
+            f"{n['pairs_per_wall_s']:.2f} pairs/s ({n['delivered']} in {n['wall_s']:.0f} s)",
+            "verified F "
+            + ("n/a" if n["fidelity_verified"] is None else f"{n['fidelity_verified']:.3f}")
+            + f"; link truth {n['link_truth_ab']:.3f} / {n['link_truth_bc']:.3f}",
+            "-",
+            "-",
+        )
+        for end, stages in n["latency_s"].items():
+            p = stages["herald_to_applied"]
+            table.add_row(
+                f"feed-forward at {end}",
+                f"{p['p50'] * 1e3:.1f} / {p['p99'] * 1e3:.1f} ms p50/p99 (n {p['n']})",
+                f"QNodeOS {n['qnodeos_latency_s'] * 1e3:.1f} ms mean",
+                f"{p['p99'] / n['qnodeos_latency_s']:.0f}x (p99)",
+                "< 1 ms p99 (issue 15)",
+            )
     for figure_set in results.get("network", {}).get("sets", []):
         for row in figure_set["rows"]:
             measured = row["simulator"]
@@ -423,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--no-demo", action="store_true", help="skip timing `make demo` (it takes ~1 min)"
+    )
+    parser.add_argument(
+        "--no-network",
+        action="store_true",
+        help="skip the three-node run through five daemons (~1-2 min)",
     )
     args = parser.parse_args(argv)
     results: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -447,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
             terminate(proc)
     with console.status("simulator speed on a memory node..."):
         results["sim_speed"] = bench_sim_speed()
+    if not args.no_network:
+        from bench import network_daemons
+
+        with console.status("end-to-end pairs through the five daemons..."):
+            results["network_daemons"] = network_daemons.bench_network_daemons()
+        network_daemons.render(results["network_daemons"], console)
     with console.status("network figures..."):
         from bench import network_figures
 

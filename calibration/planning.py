@@ -59,7 +59,7 @@ F(alpha) times one sigma."""
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -379,31 +379,47 @@ def alpha_for_fidelity(target: float, link: Link) -> float:
     `target`. The fidelity falls as 1 - alpha at large alpha and again at small alpha, where
     dark counts and initialisation errors herald as often as photons: find the best alpha,
     then search above it. ValueError if the target is out of reach."""
+    try:
+        return largest_alpha(lambda a: conservative_fidelity("single_click", link, a), target)
+    except OutOfReach as e:
+        expected = single_click(e.alpha, link).fidelity
+        raise ValueError(
+            f"fidelity {target} is out of reach with this link (best {e.best:.3f} planned, "
+            f"{expected:.3f} expected, at alpha {e.alpha:.3g})"
+        ) from None
 
-    def f(a: float) -> float:
-        return conservative_fidelity("single_click", link, a)
 
+class OutOfReach(ValueError):
+    """No alpha meets the target: the best value planned and its alpha."""
+
+    def __init__(self, best: float, alpha: float) -> None:
+        super().__init__(f"best {best:.3f} at alpha {alpha:.3g}")
+        self.best, self.alpha = best, alpha
+
+
+def largest_alpha(planned: Callable[[float], float], target: float) -> float:
+    """The largest alpha in (0, 0.5] whose planned fidelity `planned(alpha)` meets `target`
+    (single-click's, heralded or stored: each rises from small alpha, where dark counts and
+    initialisation errors herald as often as photons, to a best alpha and falls after it as
+    1 - alpha): golden section on log alpha for the best, bisection above it. OutOfReach if
+    even the best misses the target."""
     lo, hi = 1e-6, 0.5
     for _ in range(80):  # golden section on log alpha (the best alpha may be small)
         a = math.exp(math.log(hi) - (math.log(hi) - math.log(lo)) / 1.618034)
         b = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) / 1.618034)
-        if f(a) >= f(b):
+        if planned(a) >= planned(b):
             hi = b
         else:
             lo = a
     best = math.sqrt(lo * hi)
-    if f(best) < target:
-        expected = single_click(best, link).fidelity
-        raise ValueError(
-            f"fidelity {target} is out of reach with this link (best {f(best):.3f} planned, "
-            f"{expected:.3f} expected, at alpha {best:.3g})"
-        )
+    if planned(best) < target:
+        raise OutOfReach(planned(best), best)
     lo, hi = best, 0.5
-    if f(hi) >= target:
+    if planned(hi) >= target:
         return hi
     for _ in range(50):
         mid = (lo + hi) / 2
-        if f(mid) >= target:
+        if planned(mid) >= target:
             lo = mid
         else:
             hi = mid
@@ -851,6 +867,79 @@ def attempts_before(
     ):
         m += 1
     return m
+
+
+# a pair planned for the memory -------------------------------------------------------------------
+#
+# A pair delivered into a memory is worth what is left of it when it is used, not what was
+# heralded: the move and the hold before its use cost it fidelity. The link's alpha is chosen
+# for that (`alpha_for_held_fidelity`): the conservative fidelity of the heralded pair (less
+# MARGIN_SIGMAS sigma_F) carried through the memory's channels (`stored_fidelity`, affine in the
+# heralded fidelity with slope lam d, so the margin shrinks by the same factor).
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A pair's half in a memory until its use: the memory, and the attempts (blocks of
+    (attempts, alpha) on any link) and seconds it is expected to wait there first (none: used,
+    or judged, right after the move)."""
+
+    memory: Memory
+    attempts: tuple[tuple[int, float], ...] = ()
+    seconds: float = 0.0
+
+    def after_move(self) -> Hold:
+        """The same memory, right after the move (no hold)."""
+        return Hold(self.memory)
+
+
+def herald_parity(herald: Herald) -> float:
+    """The heralded pair's population in the heralded subspace (|01>, |10>), its outcomes by
+    their shares: a single-click pair's is about 1 - alpha (both nodes bright otherwise), and a
+    fully dephased stored pair keeps half of it as fidelity."""
+    return float(
+        sum(
+            w * (herald.states[k][1, 1] + herald.states[k][2, 2]).real
+            for k, w in herald.weights.items()
+        )
+    )
+
+
+def held_fidelity(herald: Herald, hold: Hold) -> float:
+    """The expected Bell fidelity of a heralded pair moved into the memory and held:
+    `stored_fidelity` of its fidelity and parity (affine in both, so the same as each outcome's
+    state through `stored_state`, by the outcomes' shares)."""
+    return stored_fidelity(
+        herald.fidelity, hold.memory, list(hold.attempts), hold.seconds, herald_parity(herald)
+    )
+
+
+def held_sigma(sigma: float, hold: Hold) -> float:
+    """sigma_F of the heralded pair carried through the memory: times lam d (the slope of the
+    stored fidelity in the heralded one)."""
+    d = memory_coherence(list(hold.attempts), hold.seconds, hold.memory)
+    return sigma * hold.memory.move_depolarising * d
+
+
+def conservative_held_fidelity(
+    protocol: str, link: Link, holds: Sequence[Hold], alpha: float | None = None
+) -> float:
+    """The fidelity planned for a pair held in each of `holds` (both halves may be stored,
+    each in its node's memory): the lowest of the holds' expected fidelities less
+    MARGIN_SIGMAS x their sigma_F."""
+    herald = _no_alpha(protocol, link, alpha)
+    sigma = fidelity_sigma(protocol, link, alpha)
+    return min(held_fidelity(herald, h) - MARGIN_SIGMAS * held_sigma(sigma, h) for h in holds)
+
+
+def alpha_for_held_fidelity(target: float, link: Link, holds: Sequence[Hold]) -> float:
+    """The largest single-click alpha whose conservative fidelity after the move and the
+    holds meets `target` (OutOfReach, with the best planned and its alpha, if none does)."""
+    if not holds:
+        raise ValueError("no hold: use alpha_for_fidelity")
+    return largest_alpha(
+        lambda a: conservative_held_fidelity("single_click", link, holds, a), target
+    )
 
 
 def memory_from_calibration(values: dict[str, float], node: str) -> Memory:

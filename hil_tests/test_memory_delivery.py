@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration.planning import memory_from_calibration
 from controller.data.params import ParameterStore
 from controller.data.sessionfile import DELIVERED
 from controller.harness.sim import SimControl, start_sim
 from controller.labconfig import load_lab
+from controller.link.memory import hold_attempts
 from controller.link.messages import check_request, request_from
 from controller.link.plan import announced_delivery, round_basis, round_sequence
-from controller.link.vocabulary import BASES
+from controller.link.vocabulary import BASES, HOLD_ATTEMPTS_DEFAULT
 from controller.node.runtime import hardware_of
 from controller.operator.daemons import StartError, terminate
 from hil_tests.test_compiler_memory import (
@@ -55,11 +57,6 @@ anticorrelated; the test asks for 30 (3.2 sigma above chance), while runs give 8
 (35 +- 2.1 expected at 87.5 %: 30 is 2.4 sigma below it). ~0.6 s a pair (~25 s)."""
 ANTI_MIN = 30
 MEMORY_PLAN = {"c13_n_1e_at_alpha": 1000.0, "c13_n_1e_alpha": 0.5, "c13_move_fidelity": 0.95}
-REGRESSION = (
-    "a stored half reads at chance in X/Y a program later (Y 12/30, the BSM's parity 24/52) "
-    "since the simulator's exact forwarded attempts and virtual sync waits (simspeed) met the "
-    "epoch frames (bsm): 22/29 at the bsm merge alone; open, docs/network.md"
-)
 
 
 # pure code ------------------------------------------------------------------------------------
@@ -92,6 +89,24 @@ def test_memory_delivery_is_checked_before_any_attempt():
     check_request(responder, lab, "A", "B", uncalibrated)
     with pytest.raises(QnodeError, match="one pair per session"):
         check_request(request(delivery="memory", pairs=2), lab, "B", "A", CALIBRATED)
+
+
+def test_a_waiting_memory_is_initialised_again_within_a_fifth_of_its_n_1e():
+    """The attempts a round into memory makes before the memory is initialised again: a
+    fifth of the stored coherence's N_1/e at the session's alpha (MEMORY_PLAN: 1000 at alpha
+    0.5, so 5000 at alpha 0.1: 1000), halved for Barrett-Kok's two excitations an attempt,
+    bounded, and the default without a calibrated memory; the peer refuses a value out of
+    bounds."""
+    memory = memory_from_calibration(CALIBRATED, "B")
+    assert hold_attempts(memory, 0.1, 1) == pytest.approx(1000, abs=1)
+    assert hold_attempts(memory, 0.5, 2) == pytest.approx(100, abs=1)  # at its floor
+    assert hold_attempts(memory, 0.01, 1) == pytest.approx(10000, abs=5)
+    assert hold_attempts(None, 0.1, 1) == HOLD_ATTEMPTS_DEFAULT
+    lab = load_lab(THREE)
+    held = {**request(delivery="memory", peer_delivery="Z"), "hold_attempts": 1000}
+    check_request(held, lab, "B", "A", CALIBRATED)
+    with pytest.raises(QnodeError, match=r"hold_attempts must be 100\.\.1e\+07, got 5"):
+        check_request({**held, "hold_attempts": 5}, lab, "B", "A", CALIBRATED)
 
 
 def test_memory_delivery_on_a_node_without_memories_or_on_the_ion_lab(tmp_path):
@@ -311,10 +326,17 @@ def _memory_lab(tmp_path_factory, path):
             os.environ["QNODE_DATA_DIR"] = old
 
 
+STORE_ALPHA = 0.1
+"""A-B single-click into B's memory (as Pompili et al.): p ~ 1e-4 here, so a few 10^3-10^4
+attempts with the waiting memory initialised again every hold_attempts (a fifth of its
+N_1/e); Barrett-Kok's ~1e-8 on this lab's free-space NVs is refused for memory delivery."""
+
+
 def store_one(client, peer_delivery: str = "Z", **extra) -> dict:
     started = client.entangle(
         1,
-        "barrett_kok",
+        "single_click",
+        alpha=extra.pop("alpha", STORE_ALPHA),
         deadline_s=120,
         delivery="memory",
         peer_delivery=peer_delivery,
@@ -351,6 +373,8 @@ def test_b_stores_its_half_and_reads_it_anticorrelated_with_a(memory_lab):
         with pytest.raises(QnodeError, match="memory c13 is not calibrated"):
             store_one(b)
         calibrate_memory_from_truth(lab, store, "B", memory)
+        with pytest.raises(QnodeError, match=r"barrett_kok needs ~.* rounds; single_click"):
+            b.entangle(1, "barrett_kok", deadline_s=60, delivery="memory", peer="A")
         with pytest.raises(QnodeError, match="holds 0 stored pairs"):
             b.memory_measure("Z")
         anti, kept, started = 0, 0, time.monotonic()
@@ -380,13 +404,13 @@ def test_b_stores_its_half_and_reads_it_anticorrelated_with_a(memory_lab):
     assert anti >= ANTI_MIN, (anti, kept)
 
 
-EPOCH_Y_PAIRS = 110
-"""Sessions of one pair each, A measuring at once in Y, B's stored half read in Y in a later
-program (its frame from the sequencer's Larmor epoch): the bits agree (psi+ after the link's
-Pauli frame: YY = +1). Chance gives 55 +- 5.2: the bound, 71, is 3.05 sigma above it; runs
-gave 0.73-0.79, 80 of 106 (84.7 +- 4.4 expected at 0.77: 71 is 3.1 sigma below). ~1.9 s
-a pair."""
-EPOCH_Y_MIN = 71
+EPOCH_Y_PAIRS = 150
+"""Sessions of one pair each (single-click, alpha 0.1), A measuring at once in Y, B's stored
+half read in Y in a later program (its frame from the sequencer's Larmor epoch): the bits
+agree (psi+ after the link's Pauli frame: YY = +1). The bound is 3.1 sigma above chance on
+the valid readouts (94 of 150); runs gave 48 of 68 (0.71: 106 +- 5.6 expected of 150, the
+bound 2.2 sigma below). ~4 s a pair (the memory initialised again every hold_attempts)."""
+EPOCH_Y_SIGMAS = 3.1
 EPOCH_X_PAIRS = 16
 """The same in X, printed, not asserted: X agrees less (41 of 64 over three runs, 14 of 16 in
 one, against 0.75-0.79 in Y) though the epoch frame itself keeps X across programs on the
@@ -394,7 +418,6 @@ simulator (a stored +x reads +x 0.85 a program later): open, docs/network.md."""
 
 
 @pytest.mark.slow_sim
-@pytest.mark.xfail(reason=REGRESSION, strict=False)
 @pytest.mark.timeout(1500)
 def test_a_stored_half_read_in_y_in_a_later_program_agrees_with_a(memory_lab):
     """The stored pair's frame survives the end of the program that stored it: B's memory
@@ -419,8 +442,9 @@ def test_a_stored_half_read_in_y_in_a_later_program_agrees_with_a(memory_lab):
                 counts[basis][0] += int(measured["bit"] == int(their[0]["bit"]))
                 counts[basis][1] += 1
     print(f"stored halves read in X/Y a program later, agree/kept: {counts}")
-    assert counts["Y"][1] >= EPOCH_Y_PAIRS - 6
-    assert counts["Y"][0] >= EPOCH_Y_MIN, counts
+    agree, kept = counts["Y"]
+    assert kept >= 0.8 * EPOCH_Y_PAIRS  # the readout's charge check passed
+    assert agree >= kept / 2 + EPOCH_Y_SIGMAS * math.sqrt(kept) / 2, counts
 
 
 PROTECTED = 100
@@ -490,7 +514,6 @@ def test_a_stored_pair_survives_a_protected_session_on_the_other_link(memory_lab
 
 
 @pytest.mark.slow_sim
-@pytest.mark.xfail(reason=REGRESSION, strict=False)
 @pytest.mark.timeout(1500)
 def test_bell_measurement_on_b_returns_its_outcomes_and_frees_both_qubits(memory_lab):
     """Store A-B, make B-C (C measures Z, B keeps its electron), then B's Bell-state

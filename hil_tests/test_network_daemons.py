@@ -239,8 +239,8 @@ CUT_OFF_DEADLINE_S = 20.0
     [
         # Barrett-Kok: heralded ~0.9, stored; its B-C attempts (p ~ 5e-8) exhaust the budget
         ("barrett_kok", b"budget"),
-        # single-click at the alpha for 0.5: the move alone takes it under: never stored
-        ("single_click", b"below the minimum"),
+        # single-click: alpha chosen for 0.5 after the move (stored), no B-C attempt allowed
+        ("single_click", b"budget"),
     ],
 )
 def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(
@@ -249,11 +249,12 @@ def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(
     """A memory that forgets within a couple of attempts (c13_n_1e_at_alpha 2) and a minimum
     fidelity of 0.5. Barrett-Kok: each A-B pair B stores has a budget of a few B-C attempts,
     far fewer than a herald takes; B's link layer cuts it off (the B-C session ends
-    `cut-off`). Single-click at the alpha that meets 0.5: the move into memory alone would
-    take the pair under it, so B's link layer does not keep it, though A holds its half.
-    Either way the network discards the end-to-end attempt with cause cutoff on B and on A
-    (told by B), with the link layer's reason; nothing is delivered; B's wait for the second
-    link is derived from the budget (a link session's overhead and next to no attempts)."""
+    `cut-off`). Single-click: alpha is chosen for 0.5 after the move (controller/link/plan.py;
+    the pair cannot last until its use, a note says), so the pair is stored, and its budget
+    allows no B-C attempt at the alpha B-C plans for 0.5. Either way the network discards the
+    end-to-end attempt with cause cutoff on B and on A (told by B), with the link layer's
+    reason; nothing is delivered; B's wait for the second link is derived from the budget (a
+    link session's overhead and next to no attempts)."""
     from controller.operator.network import network_entangle
 
     lab = network_lab[0]

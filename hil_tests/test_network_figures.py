@@ -244,3 +244,88 @@ def test_the_simulator_column_reads_the_network_session_files(tmp_path):
     assert got["ghz_fidelity"] == pytest.approx(1.0)
     assert got["teleport_fidelity"] == pytest.approx(1.0)
     assert nf.measured_figures([]) == {}
+
+
+def test_the_feed_forward_latency_is_read_from_the_recorded_time_stamps(tmp_path):
+    """bench/network_daemons.py's latency: each end's frame-applied stamp minus the midpoint's
+    herald of the second link pair (matched by the link pair's shot and attempt), and the
+    stages, from files written by the nodes' own writer; p50/p99 as numpy's percentiles of
+    those differences; a discarded pair, a pair with no herald and an unmeasured stamp are
+    left out."""
+    from bench.network_daemons import feedforward_latencies, herald_row, percentiles
+    from controller.data.networkfile import read_network_session
+    from controller.data.sessionfile import HERALD_ROW
+
+    rng = np.random.default_rng(7)
+    count = 40
+    heralds = np.zeros(count + 1, dtype=HERALD_ROW)
+    files = {
+        end: NetworkSessionFile(
+            tmp_path / f"{end}.h5",
+            session="s",
+            node=end,
+            role="end",
+            application="entangle",
+            request={},
+            software_version="test",
+        )
+        for end in "AC"
+    }
+    expected: dict[str, list[float]] = {"A": [], "C": []}
+    stages: dict[str, list[float]] = {"to_bsm": [], "to_delivery": []}
+    delivered_at: dict[str, float] = {}
+    for k in range(count):
+        t_herald = 1000.0 + 10 * k
+        # the midpoint's row: a shot and attempt other than k's neighbours', so a mismatch
+        # on either would be seen
+        heralds[k] = (k + 1, 3 * k, 5000 + k, 17 * k + 1, 1, t_herald, t_herald)
+        link_second = f"m2s:{3 * k}:{17 * k + 1}"
+        t_delivered = t_herald + rng.uniform(0.01, 0.05)
+        t_bsm = t_delivered + rng.uniform(0.1, 0.3)
+        applied = (t_bsm + rng.uniform(1e-4, 2e-3), t_bsm + rng.uniform(1e-4, 8e-3))
+        delivered_at[link_second] = t_delivered
+        for end, index in (("A", 0), ("C", 1)):
+            files[end].record(
+                f"p{k}",
+                "delivered",
+                link_pairs=(f"m1s:{k}:1", link_second),
+                t_bsm=t_bsm,
+                applied=(applied[0], None) if end == "A" else (None, applied[1]),
+            )
+            expected[end].append(applied[index] - t_herald)
+        stages["to_bsm"].append(t_bsm - t_herald)
+        stages["to_delivery"].append(t_delivered - t_herald)
+    # left out: a discarded pair, a pair M2 has no herald of, a frame not applied (NaN)
+    heralds[count] = (count + 1, 999, 9999, 5, 1, 1.0, 1.0)
+    files["A"].record("lost", "discarded", link_pairs=("m1s:0:1", "m2s:999:5"), cause="timeout")
+    files["A"].record("unknown", "delivered", link_pairs=("m1s:0:1", "m2s:77:77"), t_bsm=5.0)
+    files["C"].record("open", "delivered", link_pairs=("m1s:0:1", "m2s:0:1"), t_bsm=1000.5)
+    for f in files.values():
+        f.close("completed")
+    rows = {end: read_network_session(tmp_path / f"{end}.h5")["pairs"] for end in "AC"}
+
+    def sent(pair_id: str) -> float | None:
+        row = herald_row(pair_id, heralds)
+        return None if row is None else float(row["t_sent"])
+
+    assert herald_row("m2s:3:18", heralds)["seq"] == 2
+    assert herald_row("m2s:3:17", heralds) is None  # same shot, other attempt
+    latencies = feedforward_latencies(rows, ("A", "C"), sent, delivered_at.get)
+    for end in "AC":
+        got = latencies[end]
+        np.testing.assert_allclose(got["herald_to_applied"], expected[end], atol=1e-9)
+        np.testing.assert_allclose(got["herald_to_bsm"], stages["to_bsm"], atol=1e-9)
+        np.testing.assert_allclose(
+            got["herald_to_delivered_at_b"], stages["to_delivery"], atol=1e-9
+        )
+        np.testing.assert_allclose(
+            got["herald_to_bsm"] + got["bsm_to_applied"], expected[end], atol=1e-9
+        )
+        p = percentiles(got["herald_to_applied"])
+        ordered = np.sort(expected[end])
+        assert p["n"] == count and p["max"] == pytest.approx(ordered[-1])
+        # 40 values: p50 halfway between the 20th and 21st, p99 at 0.61 of the way from the
+        # 39th to the 40th (numpy's linear rule: rank 0.99 x 39 = 38.61, zero-based)
+        assert p["p50"] == pytest.approx((ordered[19] + ordered[20]) / 2)
+        assert p["p99"] == pytest.approx(ordered[38] + 0.61 * (ordered[39] - ordered[38]))
+    assert percentiles(np.array([]))["n"] == 0

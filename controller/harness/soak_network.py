@@ -11,9 +11,9 @@ injector draws from the three-node menu below, each fault once in random order, 
 - kill_end, kill_midpoint: A or C, M1 or M2 killed and started again;
 - herald_<mode>: the next herald(s) of M2 (first cycle; M1 the next) to one of its nodes
   dropped, duplicated, delayed or garbled (the midpoint's fault modes);
-- memory_cutoff: the next session asks a minimum fidelity its stored pairs cannot keep (the
-  move into memory alone takes them under it): B's link layer cuts each one off, the
-  end-to-end attempts are discarded with cause cutoff;
+- memory_cutoff: the next session asks a minimum fidelity its stored pairs cannot keep (they
+  meet it just after the move: their budget on B-C is far below a herald's attempts): B's link
+  layer cuts them off, the end-to-end attempts are discarded with cause cutoff;
 - repeater_<fault>: an instrument fault on B (frozen, garbled reply, dropped connection,
   power-on reset, late replies).
 When the time is up the injector stops, every fault is cleared and one more session must
@@ -68,11 +68,12 @@ NETWORK_PAIRS = 3
 NETWORK_DEADLINE_S = 45.0
 CUTOFF_FIDELITY_MIN = 0.5
 """memory_cutoff's session's minimum fidelity: the link layer takes the largest alpha whose
-heralded fidelity meets it, and the move into memory (c13_move_fidelity) takes the stored pair
-under it, so every stored pair is cut off. The other sessions ask none (a minimum makes the
+stored pair meets it after the move into memory (controller/link/plan.py), and B-C's alpha for
+it (~0.44) dephases that pair under it within hundreds of attempts, against thousands for a
+herald: most stored pairs are cut off. The other sessions ask none (a minimum makes the
 link layer raise alpha to it: hil_tests/test_network_daemons.py)."""
 CUTOFF_DEADLINE_S = 15.0
-"""memory_cutoff's session ends at this deadline (nothing it stores can be delivered)."""
+"""memory_cutoff's session ends at this deadline (little it stores can be delivered)."""
 LINK_ALPHA = 0.1
 """Single-click's bright population on both links: p ~ 1e-4 per attempt, a link pair in about
 a second of wall time (as hil_tests/test_network_daemons.py)."""

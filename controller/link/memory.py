@@ -29,14 +29,32 @@ from calibration.planning import (
     Memory,
     attempts_before,
     memory_coherence,
+    memory_n_1e,
     stored_fidelity,
 )
 from controller.labconfig import LabConfig
+from controller.link.vocabulary import HOLD_ATTEMPTS_DEFAULT, HOLD_ATTEMPTS_MAX, HOLD_ATTEMPTS_MIN
 from qnode.errors import QnodeError
 
 CUT_OFF = "cut-off"
 UNBOUNDED = 2**62
 """The attempt budget when no stored pair limits it."""
+HOLD_FRACTION = 0.2
+"""A memory waiting in |0> for a pair is initialised again after this fraction of its N_1/e."""
+
+
+def hold_attempts(memory: Memory | None, alpha: float, per_attempt: int) -> int:
+    """Attempts a round delivering into memory makes before the memory is initialised again.
+    The memory waits in |0> through them, and each reset of the electron (the bright part of
+    an attempt) leaves the nucleus turned a little about the hyperfine's tilted axis
+    (A_perp): its population decays, more slowly than a stored coherence does from the same
+    resets (Kalb et al., PRA 97, 062330 (2018)). A fifth of the coherence's N_1/e at the
+    session's alpha keeps that loss small; without the memory's calibration,
+    HOLD_ATTEMPTS_DEFAULT. `per_attempt`: memory-disturbing excitations per attempt."""
+    if memory is None:
+        return HOLD_ATTEMPTS_DEFAULT
+    n = HOLD_FRACTION * memory_n_1e(alpha, memory) / per_attempt
+    return int(min(HOLD_ATTEMPTS_MAX, max(HOLD_ATTEMPTS_MIN, n)))
 
 
 @dataclass

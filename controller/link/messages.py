@@ -11,6 +11,8 @@ from controller.link.vocabulary import (
     BASES,
     DELIVERY,
     HERALDING,
+    HOLD_ATTEMPTS_MAX,
+    HOLD_ATTEMPTS_MIN,
     MEMORY_BASES,
     ONE_PAIR_DELIVERIES,
     ONE_ROUND,
@@ -54,9 +56,11 @@ Names.__name__ = "list of str"
 
 class ExpectationMap(metaclass=_Contents):
     """The initiator's expectation in a link request (controller.link.plan.Expectation):
-    alpha (a number or None), p_success and fidelity (numbers), notes (strings)."""
+    alpha (a number or None), p_success and fidelity (numbers), notes (strings); with a half
+    delivered into memory fidelity_stored and fidelity_at_use (numbers)."""
 
     SAMPLE: dict = {}
+    NUMBERS = ("p_success", "fidelity", "fidelity_stored", "fidelity_at_use")
 
     @classmethod
     def accepts(cls, value: object) -> bool:
@@ -64,7 +68,7 @@ class ExpectationMap(metaclass=_Contents):
             return False
         notes = value.get("notes", [])
         return (
-            all(_number(value[k]) for k in ("p_success", "fidelity") if k in value)
+            all(_number(value[k]) for k in cls.NUMBERS if k in value)
             and (value.get("alpha") is None or _number(value["alpha"]))
             and isinstance(notes, list)
             and all(isinstance(n, str) for n in notes)
@@ -108,7 +112,7 @@ PEER = vocabulary(
     Schema(
         "link_request",
         {"session": str, "nodes": Names, **REQUEST_FIELDS},
-        {**REQUEST_OPTIONS, "expected": ExpectationMap, "echo": bool},
+        {**REQUEST_OPTIONS, "expected": ExpectationMap, "echo": bool, "hold_attempts": int},
         REQUEST_CHOICES,
     ),
     Schema(
@@ -268,6 +272,11 @@ def check_request(
         raise QnodeError(f"minimum fidelity must be in [0, 1), got {request['fidelity_min']}")
     if not request["deadline_s"] > 0:
         raise QnodeError("the deadline must be positive (seconds)")
+    hold = request.get("hold_attempts")
+    if hold is not None and not HOLD_ATTEMPTS_MIN <= hold <= HOLD_ATTEMPTS_MAX:
+        raise QnodeError(
+            f"hold_attempts must be {HOLD_ATTEMPTS_MIN}..{HOLD_ATTEMPTS_MAX:g}, got {hold}"
+        )
     alpha = request.get("alpha")
     if alpha is not None and not 0 < alpha < 1:
         raise QnodeError(f"alpha must be in (0, 1), got {alpha!r}")

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from calibration.planning import link_from_calibration, memory_from_calibration
+from calibration.planning import memory_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
-from controller.link.memory import CUT_OFF, UNBOUNDED, Discard, Move, NodeMemory
+from controller.link.memory import CUT_OFF, UNBOUNDED, Discard, Move, NodeMemory, hold_attempts
 from controller.link.messages import (
     FROM_MIDPOINT,
     FROM_PEER,
@@ -49,9 +49,8 @@ from controller.link.plan import (
     alpha_amplitude,
     announced_delivery,
     attempt_window_ns,
-    expectation,
+    link_plan,
     max_attempts,
-    memory_init_sequence,
     memory_still_there,
     plan_round,
     round_basis,
@@ -64,6 +63,7 @@ from controller.link.vocabulary import (
     BASES,
     DRAIN_TIMEOUT_S,
     HEARTBEAT_S,
+    HOLD_ROUNDS_MAX,
     OUTCOMES,
     ROUND_DONE_TIMEOUT_S,
     SILENCE_S,
@@ -291,22 +291,26 @@ class NodeLink:
                 )
 
     def link_expectation(
-        self, peer: str, protocol: str, fidelity_min: float, alpha: float | None = None
+        self,
+        peer: str,
+        protocol: str,
+        fidelity_min: float,
+        alpha: float | None = None,
+        deliveries: tuple[str, str] = ("keep", "keep"),
     ) -> Expectation:
         """What a session with `peer` would expect (alpha, success per attempt, fidelity) from
-        the calibrated values, as `entangle` plans it."""
-        nodes = [self.name, peer]
-        midpoint = self.lab.link_between(self.name, peer)[1].midpoint
-        values = {n: self.node.parameters(n) for n in (*nodes, midpoint)}
-        # a node between midpoints has its photon values per link, under each midpoint
-        one_link = [n for n in nodes if len(self.lab.links_of(n)) == 1]
-        link, notes = link_from_calibration(values, nodes, midpoint, one_link)
-        calibrated = values[midpoint].get("single_click_alpha")
-        single_click = protocol == "single_click"  # the one protocol with an alpha
-        if alpha is None and not fidelity_min and calibrated and single_click:
-            alpha = calibrated  # the alpha routine's choice for its target fidelity
-            notes = (*notes, f"alpha {calibrated:.4f} from calibration (routine 'alpha')")
-        return expectation(protocol, link, fidelity_min, alpha, notes)
+        the calibrated values, as `entangle` plans it (plan.link_plan: a half delivered into
+        memory, `deliveries` being this node's and the peer's, planned after its move)."""
+        return link_plan(
+            self.lab,
+            self.node.parameters,
+            self.name,
+            peer,
+            protocol,
+            fidelity_min,
+            alpha,
+            deliveries,
+        )
 
     def attempt_budget(self, peer: str, protocol: str, expected: Expectation) -> tuple[int, float]:
         """(attempts, seconds per attempt) a session with `peer` may make now before a stored
@@ -328,7 +332,11 @@ class NodeLink:
         self._towards(peer)
         nodes = [self.name, peer]
         expected = self.link_expectation(
-            peer, request["protocol"], request["fidelity_min"], request["alpha"]
+            peer,
+            request["protocol"],
+            request["fidelity_min"],
+            request["alpha"],
+            (request["delivery"], request["peer_delivery"]),
         )
         request["alpha"] = expected.alpha
         session_id = new_session_id()
@@ -338,6 +346,16 @@ class NodeLink:
         # a stored pair on either side: both electrons echo (one-sided, single-click's
         # psi+/psi- would turn into phi+/phi-: docs/network.md "Delivery into memory")
         full["echo"] = self._holds_stored()
+        if "memory" in (request["delivery"], request["peer_delivery"]):
+            full["hold_attempts"] = hold = self._hold_attempts(request["protocol"], expected)
+            rounds = 1 / max(expected.p_success, 1e-300) / hold
+            if rounds > HOLD_ROUNDS_MAX:
+                raise QnodeError(
+                    f"delivery into memory: {request['protocol']} needs ~"
+                    f"{1 / max(expected.p_success, 1e-300):.1e} attempts a pair here, and the "
+                    f"waiting memory is initialised again every {hold} attempts: ~{rounds:.0e} "
+                    "rounds; single_click with a small alpha needs far fewer"
+                )
         accepted = await self.link_to(peer).request("link_request", timeout_s=10.0, **full)
         full["echo"] = bool(full["echo"] or accepted.get("echo"))
         session = self._open(session_id, "initiator", peer, nodes, full, expected)
@@ -359,6 +377,15 @@ class NodeLink:
             raise
         self._spawn(self._run_initiator(session))
         return {"session": session.summary()}
+
+    def _hold_attempts(self, protocol: str, expected: Expectation) -> int:
+        """memory.hold_attempts from this node's memory calibration (none: the default)."""
+        memory = None
+        if self.lab.nodes[self.name].memories:
+            with contextlib.suppress(QnodeError):
+                memory = memory_from_calibration(self.node.parameters(self.name), self.name)
+        alpha, per_attempt = memory_alpha_of(expected.alpha, protocol)
+        return hold_attempts(memory, alpha, per_attempt)
 
     def _alpha_amplitude_for(self, alpha: float | None) -> float | None:
         if alpha is None:
@@ -502,12 +529,6 @@ class NodeLink:
         link_name, link = self.lab.link_between(self.name, session.peer)
         window = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
         memories = self.lab.nodes[self.name].memories
-        if basis == "memory":
-            init = await self.node.prepare(memory_init_sequence(self.node.platform, memories[0]))
-            session.file.add_run(init.run_id)
-            done = await self.node.execute(init, lambda events: None)
-            if done.status != "completed":
-                return done
         bsm: dict = {}
         if basis == "bsm":
             if session.session in self._bsm_shots or not self._holds_stored():
@@ -520,6 +541,8 @@ class NodeLink:
                 return _NoRun("aborted", reason)
             bsm = self._bsm_frame(session)
         attempts = max_attempts(session.expected.p_success)
+        if session.request.get("hold_attempts"):  # a memory waits in |0> through them
+            attempts = min(attempts, int(session.request["hold_attempts"]))
         budget = self._attempt_budget(session, link_name)
         if budget is not None:
             if budget < 1:

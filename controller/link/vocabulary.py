@@ -52,6 +52,13 @@ RECONCILE_WAIT_S = 120.0
 ROUND_SHOTS_MAX = 200
 MAX_ATTEMPTS = 2**31
 MIN_ATTEMPTS = 1000
+HOLD_ATTEMPTS_MIN = 100
+HOLD_ATTEMPTS_MAX = 10_000_000
+HOLD_ATTEMPTS_DEFAULT = 1000
+"""Attempts a round delivering into memory makes before the memory is initialised again
+(controller.link.memory.hold_attempts): bounds, and the value without the memory's calibration."""
+HOLD_ROUNDS_MAX = 1000
+"""A delivery into memory expected to need more rounds (memory initialisations) is refused."""
 SYNC_TIMEOUT_NS = 5_000_000_000
 SOFTWARE_HERALD_WAIT_NS = 200_000_000
 """Software heralding: how long an attempt waits for its outcome to come through ZeroMQ."""
