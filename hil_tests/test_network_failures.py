@@ -246,9 +246,9 @@ def test_a_killed_node_s_network_file_is_repaired_as_interrupted(tmp_path):
 # through the daemons: the link layer tells a stored pair's peer of its cut-off ---------------
 @pytest.mark.timeout(900)
 def test_a_pair_stored_on_both_nodes_cut_off_at_b_is_discarded_at_a(network_lab):  # noqa: F811
-    """A and B both store their halves of an A-B pair (Barrett-Kok, heralded ~0.9, a minimum
-    of 0.5); B's memory forgets within a couple of attempts (c13_n_1e_at_alpha 2), so B's next
-    link session (with C) cuts the pair off at B. B's link layer tells A (`pair_cut_off`, over
+    """A and B both store their halves of an A-B pair (single-click, a minimum of 0.5 after
+    the move); B's memory forgets within a couple of attempts (c13_n_1e_at_alpha 2), so B's
+    next link session (with C) cuts the pair off at B. B's link layer tells A (`pair_cut_off`, over
     its station link with B's station key): A's memory lets its half go with "cut-off at B",
     and holds nothing. Without it A would keep a dead half until its own cut-off."""
     from controller.operator.client import NodeClient
@@ -258,6 +258,9 @@ def test_a_pair_stored_on_both_nodes_cut_off_at_b_is_discarded_at_a(network_lab)
     store = ParameterStore(lab.data_dir / "params.sqlite")
     try:
         calibrate_memory_from_truth(lab, store, "A", control.truth("A")["memories"]["c13"])
+        # A's half barely above the minimum (single-click's alpha is chosen for it): a long
+        # planned T2 keeps A's own storage-time cut-off out of the way of B's
+        store.set_manual("A", "c13_t2_s", 1e4, "A's half outlasts the test (test)")
         store.set_manual("B", "c13_n_1e_at_alpha", 2.0, "a memory that forgets fast (test)")
         with (
             NodeClient.for_lab(lab, "B", timeout_s=60) as b,
@@ -322,7 +325,7 @@ def _stored_on_both(a, b) -> str:
     for _ in range(5):
         started = b.entangle(
             1,
-            "barrett_kok",
+            "single_click",  # alpha chosen for the minimum after the move
             deadline_s=120,
             fidelity_min=0.5,
             delivery="memory",
