@@ -80,6 +80,8 @@ from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
 BSM_RESULTS_KEPT = 64
+PREPARED = "state:"
+"""The id prefix of a state prepared in memory (`prepare_memory`: "state:<run>")."""
 
 
 @dataclass(frozen=True)
@@ -1054,7 +1056,7 @@ class NodeLink:
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
         self._idle()
-        for old in [p for p in memory.pairs() if p.pair_id.startswith("state:")]:
+        for old in [p for p in memory.pairs() if p.pair_id.startswith(PREPARED)]:
             memory.discard(old.pair_id, "a new state is prepared")
             self._discarded(old.pair_id, "a new state is prepared")
         link_name, _ = self.lab.link_between(self.name, peer)
@@ -1063,7 +1065,7 @@ class NodeLink:
         outcome = await self.node.execute(run, lambda events: None)
         if outcome.status != "completed":
             raise QnodeError(f"preparing {state} in memory: run {outcome.status}: {outcome.reason}")
-        state_id = f"state:{run.run_id}"
+        state_id = f"{PREPARED}{run.run_id}"
         held = memory.on_prepared(state_id, link_name, time.monotonic())
         return {"state_id": state_id, "state": state, "qubit": held, "run_id": run.run_id}
 
