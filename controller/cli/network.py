@@ -4,13 +4,17 @@ share no link, through the repeater (controller.operator.network)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from controller.cli.app import LabOption, ResourceMapOption, console, fail, load_config
 from qnode.errors import QnodeError
+
+if TYPE_CHECKING:
+    from controller.labconfig import LabConfig
 
 app = typer.Typer(
     help="Networks of three nodes: end-to-end pairs, GHZ states, teleportation.",
@@ -37,14 +41,30 @@ def _link_args(protocol: str, fidelity_min: float, deadline_s: float) -> dict[st
     return {"protocol": PROTOCOLS[protocol], "fidelity_min": fidelity_min, "deadline_s": deadline_s}
 
 
-def _run(lab: Path, resource_map: Path | None, application: str, **args: Any) -> None:
+def _run(
+    application: str,
+    check: Callable[[LabConfig], object],
+    lab: Path,
+    resource_map: Path | None,
+    link: tuple[str, float, float],
+    **args: Any,
+) -> None:
+    """One `qnode network` command: the link options (protocol, minimum fidelity, deadline)
+    checked, then the nodes it names (`check` on the lab: its QnodeError a usage error,
+    exit 2); the session run on the daemons, its state the exit code (130 aborted, 1 not
+    completed or the three nodes disagreeing)."""
     from controller.operator.network import network_command
 
+    link_args = _link_args(*link)
     config = load_config(lab)
+    try:
+        check(config)
+    except QnodeError as e:
+        raise fail(str(e), 2) from None
     if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
         resource_map = config.resource_map_path
     try:
-        report = network_command(config, resource_map, console, application, **args)
+        report = network_command(config, resource_map, console, application, **args, **link_args)
     except QnodeError as e:
         raise fail(str(e)) from None
     state = report.summary["state"]
@@ -52,15 +72,6 @@ def _run(lab: Path, resource_map: Path | None, application: str, **args: Any) ->
         raise typer.Exit(130)
     if state != "completed" or not report.agree:
         raise typer.Exit(1)
-
-
-def _check_ends(lab: Path, ends: tuple[str, str]) -> None:
-    from controller.operator.network import repeater_between
-
-    try:
-        repeater_between(load_config(lab), *ends)
-    except QnodeError as e:
-        raise fail(str(e), 2) from None
 
 
 @app.command("entangle")
@@ -75,9 +86,11 @@ def entangle(
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """End-to-end entangled pairs between two nodes through the node linked to both."""
-    link = _link_args(protocol, fidelity_min, deadline_s)
-    _check_ends(lab, ends)
-    _run(lab, resource_map, "entangle", ends=ends, pairs=pairs, verify=verify, **link)
+    from controller.operator.network import repeater_between
+
+    link = (protocol, fidelity_min, deadline_s)
+    args = {"ends": ends, "pairs": pairs, "verify": verify}
+    _run("entangle", lambda c: repeater_between(c, *ends), lab, resource_map, link, **args)
 
 
 @app.command("ghz")
@@ -94,14 +107,11 @@ def ghz(
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """GHZ states on (end, the repeater's memory, end), as Pompili et al. 2021 make them."""
-    link = _link_args(protocol, fidelity_min, deadline_s)
     from controller.operator.network import ghz_ends
 
-    try:
-        ghz_ends(load_config(lab), repeater)
-    except QnodeError as e:
-        raise fail(str(e), 2) from None
-    _run(lab, resource_map, "ghz", shots=shots, verify=verify, repeater=repeater, **link)
+    link = (protocol, fidelity_min, deadline_s)
+    args = {"shots": shots, "verify": verify, "repeater": repeater}
+    _run("ghz", lambda c: ghz_ends(c, repeater), lab, resource_map, link, **args)
 
 
 @app.command("teleport")
@@ -119,9 +129,12 @@ def teleport(
     resource_map: Path | None = ResourceMapOption,
 ) -> None:
     """Teleport the six cardinal states through the repeater: the average fidelity, 95 % CI."""
+    from controller.operator.network import repeater_between
+
     if states != "cardinal":
         raise fail(f"--states {states!r}: cardinal (the one set so far)", 2)
-    link = _link_args(protocol, fidelity_min, deadline_s)
-    _check_ends(lab, (sender, receiver))
+    link = (protocol, fidelity_min, deadline_s)
     args = {"sender": sender, "receiver": receiver, "shots": shots, "states": states}
-    _run(lab, resource_map, "teleport", **args, **link)
+    _run(
+        "teleport", lambda c: repeater_between(c, sender, receiver), lab, resource_map, link, **args
+    )
