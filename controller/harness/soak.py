@@ -503,8 +503,6 @@ def render(report: SoakReport, console: Console) -> None:
         ("  never sent by the midpoint", str(a.unsent_heralds)),
         ("  sent, recorded by no node", str(a.unrecorded_heralds)),
         ("faults injected / recovered", f"{len(report.faults)} / {report.recovered}"),
-        ("time in safe state (s)", per_station(report.safe_state_s)),
-        ("time down (s)", per_station(report.down_s)),
     ]
     render_report(
         report,
@@ -530,13 +528,18 @@ def render_report(
     counted: list[tuple[str, str, dict[str, int]]],
     outcome: str,
 ) -> None:
-    """A soak's report as both soaks print it: the summary table (`rows`), the faults, the
-    tables by reason (`counted`: title, unit, counts; then the sessions refused), the audit's
-    problems and the verdict with its `outcome`."""
+    """A soak's report as both soaks print it: the summary table (`rows`, then each
+    station's time in safe state and down), the faults, the tables by reason (`counted`:
+    title, unit, counts; then the sessions refused), the audit's problems and the verdict
+    with its `outcome`."""
     table = Table(title=title)
     table.add_column("")
     table.add_column("", justify="right")
-    for name, value in rows:
+    for name, value in [
+        *rows,
+        ("time in safe state (s)", per_station(report.safe_state_s)),
+        ("time down (s)", per_station(report.down_s)),
+    ]:
         table.add_row(name, value)
     console.print(table)
     faults = Table(title="faults")

@@ -45,7 +45,6 @@ from controller.harness.soak import (
     Monitor,
     SessionRun,
     Stations,
-    per_station,
     render_report,
     wait_for_reconciled,
 )
@@ -633,8 +632,6 @@ def render_network(report: NetworkSoakReport, console: Console) -> None:
         ("network files left open (node killed)", str(len(a.unclosed))),
         ("faults injected / recovered", f"{len(report.faults)} / {report.recovered}"),
         ("final session completed", "yes" if report.final_completed else "no"),
-        ("time in safe state (s)", per_station(report.safe_state_s)),
-        ("time down (s)", per_station(report.down_s)),
     ]
     render_report(
         report,
