@@ -205,28 +205,35 @@ def test_verified_end_to_end_pairs_through_the_five_daemons(network_lab):
         assert b.memory()["holds"] == {"B": None, "B.c13": None}
 
 
-@pytest.mark.timeout(600)
-def test_the_operator_s_command_on_the_running_daemons(network_lab):
-    """`qnode network entangle --ends A C --pairs 3 --verify`: it finds the five daemons
-    running (starts none), reports the session completed, the three nodes agreeing."""
+def run_network_command(network_lab, args: list[str], timeout_s: float) -> str:
+    """`qnode network ...` in a process of its own on the running daemons (it must start none):
+    its output once it exited 0 reporting the session completed, the three nodes agreeing."""
     import subprocess
     import sys
 
     resource_map = network_lab[3]
-    args = ["network", "entangle", "--ends", "A", "C", "--pairs", "3", "--verify"]
-    args += ["--lab", str(THREE), "--resource-map", str(resource_map)]
+    args = ["network", *args, "--lab", str(THREE), "--resource-map", str(resource_map)]
     result = subprocess.run(
         [sys.executable, "-m", "controller.cli", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout_s,
         env={**os.environ, "COLUMNS": "250"},
         check=False,
     )
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed" in result.stdout and "the three nodes agree" in result.stdout
-    assert "3 of 3 asked" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.timeout(600)
+def test_the_operator_s_command_on_the_running_daemons(network_lab):
+    """`qnode network entangle --ends A C --pairs 3 --verify`: it finds the five daemons
+    running (starts none), reports the session completed, the three nodes agreeing."""
+    args = ["entangle", "--ends", "A", "C", "--pairs", "3", "--verify"]
+    output = run_network_command(network_lab, args, timeout_s=300)
+    assert "3 of 3 asked" in output
 
 
 CUT_OFF_DEADLINE_S = 20.0
