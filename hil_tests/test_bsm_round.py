@@ -328,55 +328,20 @@ B-C heralds in ~100 attempts at alpha 0.1 and the stored state keeps its coheren
 def swap_lab(tmp_path_factory):
     """The three-node cavity lab (LAB), its own simulator and five daemons, both links and
     B's 13C calibrated from the truth: (lab, sim control)."""
-    import os
+    from hil_tests.test_memory_delivery import THREE, _memory_lab, calibrate_memory_from_truth
 
-    from controller.data.params import ParameterStore
-    from controller.harness.sim import SimControl, start_sim
-    from controller.harness.truth_calibration import calibrate_links_from_truth
-    from controller.labconfig import load_lab
-    from controller.operator import daemons
-    from controller.operator.daemons import StartError, terminate
-    from hil_tests.test_memory_delivery import THREE, calibrate_memory_from_truth
-
-    folder = tmp_path_factory.mktemp("bsm_round")
-    data = folder / "data"
-    data.mkdir()
     text = (THREE.parent / LAB).read_text()
-    text = text.replace('data_dir = "../data/sim_three_node_cavity"', f'data_dir = "{data}"')
-    assert f'data_dir = "{data}"' in text
     # the midpoints' instruments wait longer: B's BSM right after the herald (gates of ~100
     # pulses at ~0.3 ms of CPU each) holds the simulator's event loop for up to seconds
     nodes, midpoints = text.split("[nodes.M1]", 1)
     for short in ("timeout_s = 1.0", "timeout_s = 2.0"):
         midpoints = midpoints.replace(short, "timeout_s = 10.0")
-    text = f"{nodes}[nodes.M1]{midpoints}"
-    lab_file = folder / LAB
-    lab_file.write_text(text)
-    old = os.environ.get("QNODE_DATA_DIR")
-    os.environ["QNODE_DATA_DIR"] = str(data)
-    lab = load_lab(lab_file)
-    resource_map = folder / "resources.json"
-    procs = []
-    try:
-        try:
-            procs.append(start_sim(lab, resource_map, seed=SWAP_SEED, log=folder / "sim.log"))
-        except StartError as e:
-            pytest.fail(str(e))
-        control = SimControl(resource_map)
-        calibrate_links_from_truth(lab, control)
-        stations = ["A", "B", "C", "M1", "M2"]
-        procs.extend(daemons.ensure_daemons(lab, stations, resource_map, folder / "logs"))
-        store = ParameterStore(lab.data_dir / "params.sqlite")
-        calibrate_memory_from_truth(lab, store, "B", control.truth("B")["memories"]["c13"])
-        store.close()
+    lab_file = tmp_path_factory.mktemp("bsm_round") / LAB
+    lab_file.write_text(f"{nodes}[nodes.M1]{midpoints}")
+    # its data folder is _memory_lab's own (QNODE_DATA_DIR, inherited by the daemons)
+    for lab, control, store, memory in _memory_lab(tmp_path_factory, lab_file, seed=SWAP_SEED):
+        calibrate_memory_from_truth(lab, store, "B", memory)
         yield lab, control
-    finally:
-        for proc in reversed(procs):
-            terminate(proc)
-        if old is None:
-            os.environ.pop("QNODE_DATA_DIR", None)
-        else:
-            os.environ["QNODE_DATA_DIR"] = old
 
 
 def delivered_row(client, session: str) -> np.void:

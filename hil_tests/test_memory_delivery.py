@@ -291,7 +291,9 @@ def memory_lab(tmp_path_factory):
     yield from _memory_lab(tmp_path_factory, THREE)
 
 
-def _memory_lab(tmp_path_factory, path):
+def _memory_lab(tmp_path_factory, path: Path, seed: int = SEED):
+    """The lab at `path` with its own simulator (`seed`), data folder and five daemons, both
+    links calibrated from the truth: (lab, sim control, store, B's memory truth)."""
     import os
 
     from controller.harness.truth_calibration import calibrate_links_from_truth
@@ -307,7 +309,7 @@ def _memory_lab(tmp_path_factory, path):
     procs = []
     try:
         try:
-            procs.append(start_sim(lab, resource_map, seed=SEED, log=folder / "sim.log"))
+            procs.append(start_sim(lab, resource_map, seed=seed, log=folder / "sim.log"))
         except StartError as e:
             pytest.fail(str(e))
         control = SimControl(resource_map)

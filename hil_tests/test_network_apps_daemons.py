@@ -42,7 +42,13 @@ from controller.network.pauli import (
     swap_frame,
     teleport_correction,
 )
-from hil_tests.test_network_daemons import balanced, by_id, link_rows, network_lab
+from hil_tests.test_network_daemons import (
+    balanced,
+    by_id,
+    link_rows,
+    network_lab,
+    run_network_command,
+)
 from sequences.network_ops import GHZ_BASES
 
 __all__ = ["network_lab"]  # the fixture, shared with test_network_daemons.py (a lab of our own)
@@ -205,26 +211,8 @@ def test_the_operator_s_teleport_command_on_the_running_daemons(network_lab):
     above calibrated A's memory): it finds the five daemons running, reports the session
     completed, the three nodes agreeing, and the average fidelity with its 95 % interval
     against 2/3."""
-    import os
-    import subprocess
-    import sys
-
-    from hil_tests.test_network_daemons import THREE
-
-    resource_map = network_lab[3]
-    args = ["network", "teleport", "--from", "A", "--to", "C", "--states", "cardinal"]
-    args += ["--shots", "2", "--lab", str(THREE), "--resource-map", str(resource_map)]
-    result = subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env={**os.environ, "COLUMNS": "250"},
-        check=False,
-    )
-    print(result.stdout[-3000:])
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "completed" in result.stdout and "the three nodes agree" in result.stdout
-    assert "12 of 12 asked" in result.stdout
-    assert "teleportation average fidelity" in result.stdout and "95 % CI" in result.stdout
-    assert "0.667" in result.stdout  # the classical bound it is held against
+    args = ["teleport", "--from", "A", "--to", "C", "--states", "cardinal", "--shots", "2"]
+    output = run_network_command(network_lab, args, timeout_s=400)
+    assert "12 of 12 asked" in output
+    assert "teleportation average fidelity" in output and "95 % CI" in output
+    assert "0.667" in output  # the classical bound it is held against

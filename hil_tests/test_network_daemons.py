@@ -205,57 +205,70 @@ def test_verified_end_to_end_pairs_through_the_five_daemons(network_lab):
         assert b.memory()["holds"] == {"B": None, "B.c13": None}
 
 
-@pytest.mark.timeout(600)
-def test_the_operator_s_command_on_the_running_daemons(network_lab):
-    """`qnode network entangle --ends A C --pairs 3 --verify`: it finds the five daemons
-    running (starts none), reports the session completed, the three nodes agreeing."""
+def run_network_command(network_lab, args: list[str], timeout_s: float) -> str:
+    """`qnode network ...` in a process of its own on the running daemons (it must start none):
+    its output once it exited 0 reporting the session completed, the three nodes agreeing."""
     import subprocess
     import sys
 
     resource_map = network_lab[3]
-    args = ["network", "entangle", "--ends", "A", "C", "--pairs", "3", "--verify"]
-    args += ["--lab", str(THREE), "--resource-map", str(resource_map)]
+    args = ["network", *args, "--lab", str(THREE), "--resource-map", str(resource_map)]
     result = subprocess.run(
         [sys.executable, "-m", "controller.cli", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout_s,
         env={**os.environ, "COLUMNS": "250"},
         check=False,
     )
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed" in result.stdout and "the three nodes agree" in result.stdout
-    assert "3 of 3 asked" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.timeout(600)
+def test_the_operator_s_command_on_the_running_daemons(network_lab):
+    """`qnode network entangle --ends A C --pairs 3 --verify`: it finds the five daemons
+    running (starts none), reports the session completed, the three nodes agreeing."""
+    args = ["entangle", "--ends", "A", "C", "--pairs", "3", "--verify"]
+    output = run_network_command(network_lab, args, timeout_s=300)
+    assert "3 of 3 asked" in output
 
 
 CUT_OFF_DEADLINE_S = 20.0
 """Swaps whose stored pair is cut off, tried until this deadline (~2 s each)."""
 
 
+@pytest.mark.timeout(300)
+def test_barrett_kok_into_b_s_memory_is_refused_with_the_reason(network_lab):
+    """Barrett-Kok on this lab's free-space NVs heralds ~1e-8 an attempt: a pair stored in
+    B's memory would take ~10^5 rounds of memory re-initialisation (hold_attempts), so B's
+    link layer refuses it up front and the network session fails with that reason, nothing
+    attempted, rather than running for hours."""
+    from controller.operator.network import network_entangle
+
+    lab = network_lab[0]
+    report = network_entangle(
+        lab, ("A", "C"), 1, verify=True, protocol="barrett_kok", deadline_s=CUT_OFF_DEADLINE_S
+    )
+    s = report.summary
+    assert s["state"] == "failed" and s["delivered"] == 0, s
+    assert "rounds; single_click with a small alpha" in s["reason"], s["reason"]
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(
-    "protocol, why",
-    [
-        # Barrett-Kok: heralded ~0.9, stored; its B-C attempts (p ~ 5e-8) exhaust the budget
-        ("barrett_kok", b"budget"),
-        # single-click: alpha chosen for 0.5 after the move (stored), no B-C attempt allowed
-        ("single_click", b"budget"),
-    ],
-)
-def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(
-    network_lab, protocol, why
-):
+def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(network_lab):
     """A memory that forgets within a couple of attempts (c13_n_1e_at_alpha 2) and a minimum
-    fidelity of 0.5. Barrett-Kok: each A-B pair B stores has a budget of a few B-C attempts,
-    far fewer than a herald takes; B's link layer cuts it off (the B-C session ends
-    `cut-off`). Single-click: alpha is chosen for 0.5 after the move (controller/link/plan.py;
+    fidelity of 0.5, single-click: alpha is chosen for 0.5 after the move (controller/link/plan.py;
     the pair cannot last until its use, a note says), so the pair is stored, and its budget
     allows no B-C attempt at the alpha B-C plans for 0.5. Either way the network discards the
     end-to-end attempt with cause cutoff on B and on A (told by B), with the link layer's
     reason; nothing is delivered; B's wait for the second link is derived from the budget (a
     link session's overhead and next to no attempts)."""
     from controller.operator.network import network_entangle
+
+    protocol, why = "single_click", b"budget"
 
     lab = network_lab[0]
     store = ParameterStore(lab.data_dir / "params.sqlite")
@@ -281,8 +294,7 @@ def test_a_stored_pair_cut_off_discards_the_end_to_end_attempt_on_a_and_b(
     )
     assert s["state"] == "deadline" and s["delivered"] == 0
     assert s["attempted"] >= 1 and s["reasons"] == {"cutoff": s["attempted"]}
-    if protocol == "barrett_kok":
-        assert LINK_SESSION_OVERHEAD_S <= s["second_link_wait_s"] < LINK_SESSION_OVERHEAD_S + 1
+    assert LINK_SESSION_OVERHEAD_S <= s["second_link_wait_s"] < LINK_SESSION_OVERHEAD_S + 1
     from controller.operator.client import NodeClient
 
     data = {}

@@ -3,14 +3,20 @@ share no link, through the repeater (controller.operator.network)."""
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from controller.cli.app import LabOption, ResourceMapOption, console, fail, load_config
 from qnode.errors import QnodeError
+
+if TYPE_CHECKING:
+    from controller.labconfig import LabConfig
 
 app = typer.Typer(
     help="Networks of three nodes: end-to-end pairs, GHZ states, teleportation.",
@@ -37,74 +43,110 @@ def _link_args(protocol: str, fidelity_min: float, deadline_s: float) -> dict[st
     return {"protocol": PROTOCOLS[protocol], "fidelity_min": fidelity_min, "deadline_s": deadline_s}
 
 
-def _run(lab: Path, resource_map: Path | None, application: str, **args: Any) -> None:
-    from controller.operator.network import network_command
+@dataclass(frozen=True)
+class SharedOptions:
+    """The options every `qnode network` command takes after its own (SHARED_OPTIONS)."""
 
-    config = load_config(lab)
-    if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
-        resource_map = config.resource_map_path
-    try:
-        report = network_command(config, resource_map, console, application, **args)
-    except QnodeError as e:
-        raise fail(str(e)) from None
-    state = report.summary["state"]
-    if state == "aborted":
-        raise typer.Exit(130)
-    if state != "completed" or not report.agree:
-        raise typer.Exit(1)
+    protocol: str
+    fidelity_min: float
+    deadline_s: float
+    lab: Path
+    resource_map: Path | None
+
+    def run(self, application: str, check: Callable[[LabConfig], object], **args: Any) -> None:
+        """The link options checked, then the nodes the command names (`check` on the lab:
+        its QnodeError a usage error, exit 2); the session run on the daemons with `args`,
+        its state the exit code (130 aborted, 1 not completed or the nodes disagreeing)."""
+        from controller.operator.network import network_command
+
+        link = _link_args(self.protocol, self.fidelity_min, self.deadline_s)
+        config = load_config(self.lab)
+        try:
+            check(config)
+        except QnodeError as e:
+            raise fail(str(e), 2) from None
+        resource_map = self.resource_map
+        if resource_map is None and any(inst.simulated for _, _, inst in config.all_instruments()):
+            resource_map = config.resource_map_path
+        try:
+            report = network_command(config, resource_map, console, application, **args, **link)
+        except QnodeError as e:
+            raise fail(str(e)) from None
+        state = report.summary["state"]
+        if state == "aborted":
+            raise typer.Exit(130)
+        if state != "completed" or not report.agree:
+            raise typer.Exit(1)
 
 
-def _check_ends(lab: Path, ends: tuple[str, str]) -> None:
-    from controller.operator.network import repeater_between
+SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "protocol": (str, ProtocolOption),
+    "fidelity_min": (float, FidelityOption),
+    "deadline_s": (float, DeadlineOption),
+    "lab": (Path, LabOption),
+    "resource_map": (Path | None, ResourceMapOption),
+}
+"""SharedOptions' fields as typer declares them (name: type, option)."""
 
-    try:
-        repeater_between(load_config(lab), *ends)
-    except QnodeError as e:
-        raise fail(str(e), 2) from None
+
+def _network_command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a `qnode network` command whose function takes its own options and
+    `shared` (SharedOptions): typer sees its own options, then SHARED_OPTIONS (typer has no
+    option groups; the command's signature is what it reads)."""
+
+    def register(own: Callable[..., None]) -> Callable[..., None]:
+        def command(**options: Any) -> None:
+            shared = SharedOptions(**{k: options.pop(k) for k in SHARED_OPTIONS})
+            own(**options, shared=shared)
+
+        signature = inspect.signature(own, eval_str=True)
+        parameters = [p for p in signature.parameters.values() if p.name != "shared"]
+        parameters += [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for k, (kind, option) in SHARED_OPTIONS.items()
+        ]
+        command.__name__, command.__doc__ = own.__name__, own.__doc__
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        app.command(name)(command)
+        return command
+
+    return register
 
 
-@app.command("entangle")
+@_network_command("entangle")
 def entangle(
     ends: tuple[str, str] = typer.Option(..., "--ends", help="The two end nodes, e.g. A C."),
     pairs: int = typer.Option(..., "--pairs", min=1, max=100_000, help="Pairs to deliver."),
     verify: bool = typer.Option(False, "--verify", help="Measure in XX, YY, ZZ: the fidelity."),
-    protocol: str = ProtocolOption,
-    fidelity_min: float = FidelityOption,
-    deadline_s: float = DeadlineOption,
-    lab: Path = LabOption,
-    resource_map: Path | None = ResourceMapOption,
+    *,
+    shared: SharedOptions,
 ) -> None:
     """End-to-end entangled pairs between two nodes through the node linked to both."""
-    link = _link_args(protocol, fidelity_min, deadline_s)
-    _check_ends(lab, ends)
-    _run(lab, resource_map, "entangle", ends=ends, pairs=pairs, verify=verify, **link)
+    from controller.operator.network import repeater_between
+
+    args = {"ends": ends, "pairs": pairs, "verify": verify}
+    shared.run("entangle", lambda config: repeater_between(config, *ends), **args)
 
 
-@app.command("ghz")
+@_network_command("ghz")
 def ghz(
     shots: int = typer.Option(..., "--shots", min=1, max=100_000, help="GHZ states to make."),
     verify: bool = typer.Option(
         False, "--verify", help="Measure in the five stabiliser settings: the GHZ fidelity."
     ),
     repeater: str = typer.Option("B", "--repeater", help="The node linked to both ends."),
-    protocol: str = ProtocolOption,
-    fidelity_min: float = FidelityOption,
-    deadline_s: float = DeadlineOption,
-    lab: Path = LabOption,
-    resource_map: Path | None = ResourceMapOption,
+    *,
+    shared: SharedOptions,
 ) -> None:
     """GHZ states on (end, the repeater's memory, end), as Pompili et al. 2021 make them."""
-    link = _link_args(protocol, fidelity_min, deadline_s)
     from controller.operator.network import ghz_ends
 
-    try:
-        ghz_ends(load_config(lab), repeater)
-    except QnodeError as e:
-        raise fail(str(e), 2) from None
-    _run(lab, resource_map, "ghz", shots=shots, verify=verify, repeater=repeater, **link)
+    args = {"shots": shots, "verify": verify, "repeater": repeater}
+    shared.run("ghz", lambda config: ghz_ends(config, repeater), **args)
 
 
-@app.command("teleport")
+@_network_command("teleport")
 def teleport(
     sender: str = typer.Option(..., "--from", help="The node that teleports."),
     receiver: str = typer.Option(..., "--to", help="The node that receives."),
@@ -112,16 +154,13 @@ def teleport(
     shots: int = typer.Option(
         10, "--shots", min=2, max=10_000, help="Teleportations per state (at least 2)."
     ),
-    protocol: str = ProtocolOption,
-    fidelity_min: float = FidelityOption,
-    deadline_s: float = DeadlineOption,
-    lab: Path = LabOption,
-    resource_map: Path | None = ResourceMapOption,
+    *,
+    shared: SharedOptions,
 ) -> None:
     """Teleport the six cardinal states through the repeater: the average fidelity, 95 % CI."""
+    from controller.operator.network import repeater_between
+
     if states != "cardinal":
         raise fail(f"--states {states!r}: cardinal (the one set so far)", 2)
-    link = _link_args(protocol, fidelity_min, deadline_s)
-    _check_ends(lab, (sender, receiver))
     args = {"sender": sender, "receiver": receiver, "shots": shots, "states": states}
-    _run(lab, resource_map, "teleport", **args, **link)
+    shared.run("teleport", lambda config: repeater_between(config, sender, receiver), **args)

@@ -492,9 +492,6 @@ def _still_running(path: Path) -> bool:
 
 def render(report: SoakReport, console: Console) -> None:
     a = report.audit
-    table = Table(title=f"soak: {report.minutes:g} min, seed {report.seed}")
-    table.add_column("")
-    table.add_column("", justify="right")
     completed = sum(r.state == "completed" for r in report.sessions)
     rows = [
         ("sessions (completed / all)", f"{completed} / {len(report.sessions)}"),
@@ -506,13 +503,43 @@ def render(report: SoakReport, console: Console) -> None:
         ("  never sent by the midpoint", str(a.unsent_heralds)),
         ("  sent, recorded by no node", str(a.unrecorded_heralds)),
         ("faults injected / recovered", f"{len(report.faults)} / {report.recovered}"),
-        (
-            "time in safe state (s)",
-            ", ".join(f"{k} {v:.1f}" for k, v in report.safe_state_s.items()),
-        ),
-        ("time down (s)", ", ".join(f"{k} {v:.1f}" for k, v in report.down_s.items())),
     ]
-    for name, value in rows:
+    render_report(
+        report,
+        console,
+        f"soak: {report.minutes:g} min, seed {report.seed}",
+        rows,
+        [("discarded heralded shots, by reason", "shots", a.discarded)],
+        f"{a.delivered} pairs, {a.lost} lost, {a.double_counted} double-counted, "
+        f"{report.recovered}/{len(report.faults)} faults recovered",
+    )
+
+
+def per_station(seconds: dict[str, float]) -> str:
+    """Seconds per station, for a report's row."""
+    return ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+
+
+def render_report(
+    report: SoakReport | NetworkSoakReport,
+    console: Console,
+    title: str,
+    rows: list[tuple[str, str]],
+    counted: list[tuple[str, str, dict[str, int]]],
+    outcome: str,
+) -> None:
+    """A soak's report as both soaks print it: the summary table (`rows`, then each
+    station's time in safe state and down), the faults, the tables by reason (`counted`:
+    title, unit, counts; then the sessions refused), the audit's problems and the verdict
+    with its `outcome`."""
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("", justify="right")
+    for name, value in [
+        *rows,
+        ("time in safe state (s)", per_station(report.safe_state_s)),
+        ("time down (s)", per_station(report.down_s)),
+    ]:
         table.add_row(name, value)
     console.print(table)
     faults = Table(title="faults")
@@ -522,24 +549,21 @@ def render(report: SoakReport, console: Console) -> None:
         after = "-" if f.recovered is None else f"{f.recovered - f.injected:.1f}"
         faults.add_row(f"{f.injected:.1f}", f.kind, f.target, f.detail, after)
     console.print(faults)
-    for title, unit, counts in (
-        ("discarded heralded shots, by reason", "shots", a.discarded),
+    for title_, unit, counts in [
+        *counted,
         ("sessions refused, by reason", "times", report.refusals),
-    ):
+    ]:
         if counts:
-            by_reason = Table(title=title)
+            by_reason = Table(title=title_)
             by_reason.add_column("reason")
             by_reason.add_column(unit, justify="right")
             for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
                 by_reason.add_row(reason, str(n))
             console.print(by_reason)
-    for problem in a.problems:
+    for problem in report.audit.problems:
         console.print(f"[red]{problem}[/]")
     verdict = "[green]clean[/]" if report.clean else "[red]NOT clean[/]"
-    console.print(
-        f"soak {verdict}: {a.delivered} pairs, {a.lost} lost, {a.double_counted} "
-        f"double-counted, {report.recovered}/{len(report.faults)} faults recovered"
-    )
+    console.print(f"soak {verdict}: {outcome}")
 
 
 def write_report(report: SoakReport | NetworkSoakReport, path: Path) -> Path:

@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from controller.data.params import ParameterStore
 from controller.harness.sim import SimControlError
@@ -46,6 +45,7 @@ from controller.harness.soak import (
     Monitor,
     SessionRun,
     Stations,
+    render_report,
     wait_for_reconciled,
 )
 from controller.harness.soak_audit import reason_kind
@@ -618,15 +618,8 @@ def soak_network(
     )
 
 
-def _per_station(seconds: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
-
-
 def render_network(report: NetworkSoakReport, console: Console) -> None:
     a = report.audit
-    table = Table(title=f"soak (network): {report.minutes:g} min, seed {report.seed}")
-    table.add_column("")
-    table.add_column("", justify="right")
     completed = sum(r.state == "completed" for r in report.sessions)
     rows = [
         ("network sessions (completed / all)", f"{completed} / {len(report.sessions)}"),
@@ -640,38 +633,13 @@ def render_network(report: NetworkSoakReport, console: Console) -> None:
         ("network files left open (node killed)", str(len(a.unclosed))),
         ("faults injected / recovered", f"{len(report.faults)} / {report.recovered}"),
         ("final session completed", "yes" if report.final_completed else "no"),
-        (
-            "time in safe state (s)",
-            ", ".join(f"{k} {v:.1f}" for k, v in report.safe_state_s.items()),
-        ),
-        ("time down (s)", ", ".join(f"{k} {v:.1f}" for k, v in report.down_s.items())),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
-    faults = Table(title="faults")
-    for column in ("t (s)", "kind", "target", "what", "recovered after (s)"):
-        faults.add_column(column)
-    for f in report.faults:
-        after = "-" if f.recovered is None else f"{f.recovered - f.injected:.1f}"
-        faults.add_row(f"{f.injected:.1f}", f.kind, f.target, f.detail, after)
-    console.print(faults)
-    for title, unit, counts in (
-        ("discarded end-to-end pairs, by cause", "pairs", a.causes),
-        ("sessions refused, by reason", "times", report.refusals),
-    ):
-        if counts:
-            by_reason = Table(title=title)
-            by_reason.add_column("reason")
-            by_reason.add_column(unit, justify="right")
-            for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-                by_reason.add_row(reason, str(n))
-            console.print(by_reason)
-    for problem in a.problems:
-        console.print(f"[red]{problem}[/]")
-    verdict = "[green]clean[/]" if report.clean else "[red]NOT clean[/]"
-    console.print(
-        f"soak {verdict}: {a.delivered} end-to-end pairs, {a.lost} lost, {a.double_counted} "
-        f"double-counted, {a.phantom} phantom, {report.recovered}/{len(report.faults)} faults "
-        "recovered"
+    render_report(
+        report,
+        console,
+        f"soak (network): {report.minutes:g} min, seed {report.seed}",
+        rows,
+        [("discarded end-to-end pairs, by cause", "pairs", a.causes)],
+        f"{a.delivered} end-to-end pairs, {a.lost} lost, {a.double_counted} double-counted, "
+        f"{a.phantom} phantom, {report.recovered}/{len(report.faults)} faults recovered",
     )

@@ -35,7 +35,15 @@ from calibration.planning import memory_from_calibration
 from controller.data.names import check_name, session_path
 from controller.data.sessionfile import DELIVERED, SessionFile, new_session_id, read_session
 from controller.labconfig import LabConfig
-from controller.link.memory import CUT_OFF, UNBOUNDED, Discard, Move, NodeMemory, hold_attempts
+from controller.link.memory import (
+    CUT_OFF,
+    UNBOUNDED,
+    Discard,
+    Move,
+    NodeMemory,
+    StoredPair,
+    hold_attempts,
+)
 from controller.link.messages import (
     FROM_MIDPOINT,
     FROM_PEER,
@@ -43,7 +51,7 @@ from controller.link.messages import (
     own_delivery,
     request_from,
 )
-from controller.link.node_view import NodeView, RunOutcome
+from controller.link.node_view import NodeView, RoundRun, RunOutcome
 from controller.link.plan import (
     Expectation,
     alpha_amplitude,
@@ -80,6 +88,8 @@ from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
 BSM_RESULTS_KEPT = 64
+PREPARED = "state:"
+"""The id prefix of a state prepared in memory (`prepare_memory`: "state:<run>")."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,21 @@ class _NoRun:
 
     status: str
     reason: str
+
+
+@dataclass(frozen=True)
+class HeldPairs:
+    """What an operation on both held halves works on (NodeLink._electron_and_stored)."""
+
+    memory: NodeMemory
+    electron: StoredPair
+    """The pair whose half is in the electron."""
+    stored: StoredPair
+    """The pair whose half is in a memory qubit (the first one)."""
+    qubit: str
+    """The memory qubit's name within the node ("c13")."""
+    frame_deg: float
+    """The stored state's known turn since it was written."""
 
 
 def memory_alpha(session: LinkSession) -> tuple[float, int]:
@@ -984,16 +1009,10 @@ class NodeLink:
             return 0.0
         return float(per_attempt) * sum(pair.attempts.values())
 
-    async def bell_measurement(self) -> dict:
-        """The Bell-state measurement of the electron's pair and the memory's stored pair
-        (sequences.library.bell_measurement): two bits (+1 bright), the Bell state of
-        (electron, memory) they name (BELL_TABLE), both pairs' ids, heralded outcomes and
-        whether this node holds their psi- frame; both qubits are free after. The run file
-        holds the counts. In-process API (the daemon's `bell_measurement` request calls it).
-        The memory's frame comes from the sequencer's Larmor epoch (the pair was stored on it)
-        and its known turn from the attempts since (`frame_deg`). The parity bit (memory) is
-        sound; the phase bit (electron) also needs the electron's half coherent, which a
-        program boundary does not keep (docs/network.md, "Delivery into memory")."""
+    def _electron_and_stored(self, what: str) -> HeldPairs:
+        """The preamble of an operation on both held halves (`what` names it in the error):
+        the node idle, the cut-offs now due applied, a pair in the electron and one stored in
+        memory, the stored state's known turn (`_memory_frame_deg`)."""
         memory = self.memory
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
@@ -1004,24 +1023,46 @@ class NodeLink:
         stored = [p for p in memory.pairs() if p.in_memory]
         if electron is None or not stored:
             raise QnodeError(
-                f"bell_measurement needs a pair in the electron and one stored in memory; "
+                f"{what} needs a pair in the electron and one stored in memory; "
                 f"{self.name} holds {memory.as_dict()}"
             )
         kept = stored[0]
         qubit = kept.qubit.split(".", 1)[1]
-        frame_deg = self._memory_frame_deg(qubit, kept)
-        run = await self.node.prepare(bell_measurement(qubit, frame_deg=frame_deg, epoch=True))
+        return HeldPairs(memory, electron, kept, qubit, self._memory_frame_deg(qubit, kept))
+
+    async def _run_counts(
+        self, sequence: Sequence, codes: tuple[int, ...]
+    ) -> tuple[RoundRun, RunOutcome, dict[int, int], bool]:
+        """Run a one-shot program and collect its readouts' counts by event code (`codes`)
+        and whether its shot passed its checks: (run, outcome, counts, valid)."""
+        run = await self.node.prepare(sequence)
         counts: dict[int, int] = {}
         valid: list[bool] = []
 
         def on_events(events: list) -> None:
             for e in events:
-                if e.code in (1, 2):
+                if e.code in codes:
                     counts[e.code] = int(e.value)
                 elif e.code == SHOT_END:
                     valid.append(e.value == 0)
 
         outcome = await self.node.execute(run, on_events)
+        return run, outcome, counts, bool(valid and valid[0])
+
+    async def bell_measurement(self) -> dict:
+        """The Bell-state measurement of the electron's pair and the memory's stored pair
+        (sequences.library.bell_measurement): two bits (+1 bright), the Bell state of
+        (electron, memory) they name (BELL_TABLE), both pairs' ids, heralded outcomes and
+        whether this node holds their psi- frame; both qubits are free after. The run file
+        holds the counts. In-process API (the daemon's `bell_measurement` request calls it).
+        The memory's frame comes from the sequencer's Larmor epoch (the pair was stored on it)
+        and its known turn from the attempts since (`frame_deg`). The parity bit (memory) is
+        sound; the phase bit (electron) also needs the electron's half coherent, which a
+        program boundary does not keep (docs/network.md, "Delivery into memory")."""
+        held = self._electron_and_stored("bell_measurement")
+        memory, electron, kept = held.memory, held.electron, held.stored
+        sequence = bell_measurement(held.qubit, frame_deg=held.frame_deg, epoch=True)
+        run, outcome, counts, valid = await self._run_counts(sequence, (1, 2))
         memory.release(electron.pair_id)
         memory.release(kept.pair_id)
         frames = {p: self.frames.pop(p, (False, "")) for p in (electron.pair_id, kept.pair_id)}
@@ -1034,7 +1075,7 @@ class NodeLink:
             "memory_bit": bits[1],
             "bell_state": BELL_TABLE[(bits[0], bits[1])],
             "counts": [counts[1], counts[2]],
-            "valid": bool(valid and valid[0]),
+            "valid": valid,
             "pairs": {
                 "electron": {
                     **electron.as_dict(),
@@ -1042,7 +1083,7 @@ class NodeLink:
                 },
                 "memory": {**kept.as_dict(), "frame_here": frames[kept.pair_id][0]},
             },
-            "frame_deg": frame_deg,
+            "frame_deg": held.frame_deg,
             "run_id": run.run_id,
         }
 
@@ -1052,35 +1093,11 @@ class NodeLink:
         (`frame_deg`, as bell_measurement's), the electron read out sparing the memory (+1
         bright); the electron's qubit is free after, the memory keeps its half (read later by
         `memory_measure`). In-process API for the network service (no daemon request)."""
-        memory = self.memory
-        if memory is None:
-            raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
-        self._idle()
-        for cut in memory.on_time(time.monotonic()):
-            self._discarded(cut.pair_id, cut.message, tell=cut.peer)
-        electron = memory.holding[memory.electron]
-        stored = [p for p in memory.pairs() if p.in_memory]
-        if electron is None or not stored:
-            raise QnodeError(
-                f"the GHZ operation needs a pair in the electron and one stored in memory; "
-                f"{self.name} holds {memory.as_dict()}"
-            )
-        kept = stored[0]
-        qubit = kept.qubit.split(".", 1)[1]
-        frame_deg = self._memory_frame_deg(qubit, kept)
-        run = await self.node.prepare(ghz_operation(qubit, frame_deg=frame_deg, epoch=True))
-        counts: dict[int, int] = {}
-        valid: list[bool] = []
-
-        def on_events(events: list) -> None:
-            for e in events:
-                if e.code == 1:
-                    counts[1] = int(e.value)
-                elif e.code == SHOT_END:
-                    valid.append(e.value == 0)
-
-        outcome = await self.node.execute(run, on_events)
-        memory.release(electron.pair_id)
+        held = self._electron_and_stored("the GHZ operation")
+        electron = held.electron
+        sequence = ghz_operation(held.qubit, frame_deg=held.frame_deg, epoch=True)
+        run, outcome, counts, valid = await self._run_counts(sequence, (1,))
+        held.memory.release(electron.pair_id)
         frame = self.frames.pop(electron.pair_id, (False, ""))
         if outcome.status != "completed" or 1 not in counts:
             raise QnodeError(f"GHZ operation run {outcome.status}: {outcome.reason}")
@@ -1088,10 +1105,10 @@ class NodeLink:
         return {
             "electron_bit": 1 if counts[1] >= threshold else -1,
             "counts": counts[1],
-            "valid": bool(valid and valid[0]),
+            "valid": valid,
             "pairs": {
                 "electron": {**electron.as_dict(), "frame_here": frame[0]},
-                "memory": kept.as_dict(),
+                "memory": held.stored.as_dict(),
             },
             "run_id": run.run_id,
         }
@@ -1107,7 +1124,7 @@ class NodeLink:
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")
         self._idle()
-        for old in [p for p in memory.pairs() if p.pair_id.startswith("state:")]:
+        for old in [p for p in memory.pairs() if p.pair_id.startswith(PREPARED)]:
             memory.discard(old.pair_id, "a new state is prepared")
             self._discarded(old.pair_id, "a new state is prepared")
         link_name, _ = self.lab.link_between(self.name, peer)
@@ -1116,7 +1133,7 @@ class NodeLink:
         outcome = await self.node.execute(run, lambda events: None)
         if outcome.status != "completed":
             raise QnodeError(f"preparing {state} in memory: run {outcome.status}: {outcome.reason}")
-        state_id = f"state:{run.run_id}"
+        state_id = f"{PREPARED}{run.run_id}"
         held = memory.on_prepared(state_id, link_name, time.monotonic())
         return {"state_id": state_id, "state": state, "qubit": held, "run_id": run.run_id}
 

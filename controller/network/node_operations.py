@@ -42,7 +42,7 @@ from typing import Any
 
 from controller.data.sessionfile import DELIVERED, read_session
 from controller.link.memory import UNBOUNDED
-from controller.link.node_link import NodeLink
+from controller.link.node_link import PREPARED, NodeLink
 from controller.link.plan import max_attempts
 from controller.link.vocabulary import BASES, MEMORY_BASES, OUTCOMES
 from controller.messaging.station_link import StationUnavailable
@@ -230,47 +230,46 @@ class NodeLinkOperations:
         attempts = budget if budget < UNBOUNDED else max_attempts(expected.p_success)
         return attempts * attempt_s + LINK_SESSION_OVERHEAD_S
 
-    async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
-        result = await self.link.bell_measurement()
+    def _checked(self, result: dict, expected: tuple[str, str], what: str, reading: str) -> None:
+        """An operation on both held halves checked (it used `expected`: the memory's pair
+        id, or PREPARED for the state prepared there, and the electron's; its shot valid) and
+        logged as `what` with its `reading`."""
         measured = (result["pairs"]["memory"]["pair_id"], result["pairs"]["electron"]["pair_id"])
-        if measured != (memory_pair, electron_pair):
-            raise QnodeError(
-                f"the BSM measured {measured}, the network asked for {(memory_pair, electron_pair)}"
-            )
+        memory, electron = expected
+        memory_right = measured[0] == memory or (
+            memory == PREPARED and measured[0].startswith(PREPARED)
+        )
+        if not memory_right or measured[1] != electron:
+            raise QnodeError(f"{what} used {measured}, the network asked for {expected}")
         if not result["valid"]:
-            raise QnodeError(f"the BSM's shot was not valid (run {result['run_id']})")
+            raise QnodeError(f"{what}: the shot was not valid (run {result['run_id']})")
         log.info(
-            "%s: BSM of %s and %s: %s (counts %s, run %s)",
+            "%s: %s: %s (counts %s, run %s)",
             self.link.name,
-            memory_pair,
-            electron_pair,
-            result["bell_state"],
+            what,
+            reading,
             result["counts"],
             result["run_id"],
         )
+
+    def _checked_bsm(self, result: dict, expected: tuple[str, str], what: str) -> tuple[int, int]:
+        """A BSM's result checked and logged (`_checked`): the parities (zz, xx) of the Bell
+        state it names."""
+        self._checked(result, expected, what, result["bell_state"])
         return bsm_parities(result["bell_state"])
+
+    async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
+        result = await self.link.bell_measurement()
+        what = f"the BSM of {memory_pair} and {electron_pair}"
+        return self._checked_bsm(result, (memory_pair, electron_pair), what)
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
         """B's GHZ operation (sequences.network_ops.ghz_operation): 1 when the electron read
         bright. The electron's pair is spent; the memory keeps its half for `measure`."""
         result = await self.link.ghz_operation()
-        measured = (result["pairs"]["memory"]["pair_id"], result["pairs"]["electron"]["pair_id"])
-        if measured != (memory_pair, electron_pair):
-            raise QnodeError(
-                f"the GHZ operation used {measured}, the network asked for "
-                f"{(memory_pair, electron_pair)}"
-            )
-        if not result["valid"]:
-            raise QnodeError(f"the GHZ operation's shot was not valid (run {result['run_id']})")
-        log.info(
-            "%s: GHZ operation on %s and %s: electron %+d (counts %s, run %s)",
-            self.link.name,
-            memory_pair,
-            electron_pair,
-            result["electron_bit"],
-            result["counts"],
-            result["run_id"],
-        )
+        what = f"the GHZ operation on {memory_pair} and {electron_pair}"
+        reading = f"electron {result['electron_bit']:+d}"
+        self._checked(result, (memory_pair, electron_pair), what, reading)
         return int(result["electron_bit"] == 1)
 
     async def prepare_state(self, state: str, peer: str) -> str:
@@ -296,24 +295,8 @@ class NodeLinkOperations:
                 raise QnodeError(f"{self.link.name} stayed busy: the BSM of {pair_id} not run")
             await asyncio.sleep(0.005)
         result = await self.link.bell_measurement()
-        electron, memory = result["pairs"]["electron"], result["pairs"]["memory"]
-        if electron["pair_id"] != pair_id or not memory["pair_id"].startswith("state:"):
-            raise QnodeError(
-                f"the BSM measured {electron['pair_id']} and {memory['pair_id']}, the network "
-                f"asked for {pair_id} and the prepared {state}"
-            )
-        if not result["valid"]:
-            raise QnodeError(f"the BSM's shot was not valid (run {result['run_id']})")
-        log.info(
-            "%s: teleportation BSM of %s and %s: %s (counts %s, run %s)",
-            self.link.name,
-            state,
-            pair_id,
-            result["bell_state"],
-            result["counts"],
-            result["run_id"],
-        )
-        return bsm_parities(result["bell_state"])
+        what = f"the teleportation BSM of {state} and {pair_id}"
+        return self._checked_bsm(result, (PREPARED, pair_id), what)
 
     async def apply_pauli(self, pair_id: str, pauli: str) -> None:
         """The network's Pauli on this node's half, kept in software (a Pauli frame): applied
