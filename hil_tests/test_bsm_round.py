@@ -323,7 +323,9 @@ swap. With it fed forward (lean runs of 6-20 X swaps, ~10 s a swap): 6 of 8 with
 simulator's own -1.27, 9 of 20 and 4 of 12 with -1.04, 5, 5, 2 and 3 of 16, 12, 6 and 14
 with this fixture's -1.18: 34 of 88, the phase bit inverted more often than not: the two
 links' halves seem to meet the ends' X bits with opposite signs (docs/network.md, "Where the
-phase bit went")."""
+phase bit went"). With A-B single-click too (as the network service runs it; ~1.2 s a swap
+again, where Barrett-Kok's A-B stores now take several memory rounds): 9 of 23, the same
+inversion, so it is not Barrett-Kok's convention against single-click's."""
 LAB = "sim_three_node_cavity.toml"
 """NVs in microcavities with weakly coupled 13C memories (labs/sim_three_node_cavity.toml):
 B-C heralds in ~100 attempts at alpha 0.1 and the stored state keeps its coherence."""
