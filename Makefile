@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy drivers sequences calibration qnode controller/labconfig.py controller/link controller/node controller/messaging controller/midpoint controller/network
-	$(PY) -m pytest -q hil_tests -m "not slow_sim"
+	$(PY) -m pytest -q hil_tests -m "not slow_sim" --durations=25
 
 # Tests of minutes each (simulated 13C gates of hundreds of pulses): `make test` leaves them out.
 test-slow: $(STAMP)

@@ -52,10 +52,11 @@ LABS = Path(__file__).resolve().parent.parent / "labs"
 THREE = LABS / "sim_three_node.toml"
 SEED = 20261130
 PAIRS = 40
-"""Sessions of one pair each, B's half read in Z. Chance (no correlation) gives 20 +- 3.2
-anticorrelated; the test asks for 30 (3.2 sigma above chance), while runs give 87-96 %
-(35 +- 2.1 expected at 87.5 %: 30 is 2.4 sigma below it). ~0.6 s a pair (~25 s)."""
-ANTI_MIN = 30
+"""Sessions of one pair each (single-click, alpha 0.1), B's half read in Z. The bound is 3.2
+sigma above chance on the valid readouts (30 of 40: chance 20 +- 3.2); runs gave 34 of 39
+(0.87: 34 +- 2.1 expected of 39, the bound 2.2 sigma below). ~3-5 s a pair (the memory is
+initialised again every hold_attempts)."""
+ANTI_SIGMAS = 3.2
 MEMORY_PLAN = {"c13_n_1e_at_alpha": 1000.0, "c13_n_1e_alpha": 0.5, "c13_move_fidelity": 0.95}
 
 
@@ -376,7 +377,9 @@ def test_b_stores_its_half_and_reads_it_anticorrelated_with_a(memory_lab):
             store_one(b)
         calibrate_memory_from_truth(lab, store, "B", memory)
         with pytest.raises(QnodeError, match=r"barrett_kok needs ~.* rounds; single_click"):
-            b.entangle(1, "barrett_kok", deadline_s=60, delivery="memory", peer="A")
+            b.entangle(
+                1, "barrett_kok", deadline_s=60, delivery="memory", peer_delivery="Z", peer="A"
+            )
         with pytest.raises(QnodeError, match="holds 0 stored pairs"):
             b.memory_measure("Z")
         anti, kept, started = 0, 0, time.monotonic()
@@ -386,9 +389,16 @@ def test_b_stores_its_half_and_reads_it_anticorrelated_with_a(memory_lab):
             holds = summary["memory"]["holds"]["B.c13"]
             assert holds is not None and holds["link"] == "AB", summary["memory"]
             assert 0.25 < holds["goodness"] <= holds["fidelity_heralded"]
-            rows = b.session_data(summary["session"])["pairs"]
+            data = b.session_data(summary["session"])
+            rows = data["pairs"]
             mine = rows[rows["status"] == DELIVERED]
             assert len(mine) == 1 and BASES[mine[0]["basis"]] == "memory"
+            # the waiting memory initialised again every hold_attempts: a fifth of its N_1/e
+            # (MEMORY_PLAN) at alpha 0.1, so a shot (one round each) per 1000 attempts at most
+            hold = data["request"]["hold_attempts"]
+            assert hold == pytest.approx(1000, abs=1)
+            stats = summary["stats"]
+            assert stats["shots"] >= math.ceil(stats["attempts"] / hold), stats
             assert b.memory()["holds"]["B.c13"]["pair_id"] == mine[0]["id"].decode()
             if _ == 0:  # the memory is taken: a second store is refused until it is read
                 with pytest.raises(QnodeError, match="no free memory qubit"):
@@ -402,8 +412,8 @@ def test_b_stores_its_half_and_reads_it_anticorrelated_with_a(memory_lab):
                 kept += 1
                 anti += int(measured["bit"] == -int(their[0]["bit"]))
         print(f"{PAIRS} stored pairs in {time.monotonic() - started:.0f} s: {anti}/{kept} anti")
-    assert kept >= PAIRS - 2
-    assert anti >= ANTI_MIN, (anti, kept)
+    assert kept >= 0.8 * PAIRS  # the readout's charge check passed (~90 % seen)
+    assert anti >= kept / 2 + ANTI_SIGMAS * math.sqrt(kept) / 2, (anti, kept)
 
 
 EPOCH_Y_PAIRS = 150
