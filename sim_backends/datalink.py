@@ -318,7 +318,14 @@ class DataLinkTarget:
                     await asyncio.wait_for(sock.send(message), max(left, 0.001))
                 if stopped_at is not None and message == b"":
                     break
-        sock.close(linger=0)
+        # sent means queued, not yet on the wire: a linger of 0 would drop the last messages
+        # (the empty one too) under load; the rest of the drain time bounds it
+        left_s = (
+            STREAM_DRAIN_S
+            if stopped_at is None
+            else STREAM_DRAIN_S - (time.monotonic() - stopped_at)
+        )
+        sock.close(linger=int(1000 * max(left_s, 0.0)))
 
     async def close(self) -> None:
         """The service ends: every stream closes at once."""
