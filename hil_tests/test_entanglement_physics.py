@@ -172,13 +172,12 @@ def test_single_click_heralds_anticorrelated_pairs(start_daemon, data_dir, sim, 
         at_phase = ideal_single_click(m, h["alphas"], phase, sim, h["outcome"])
         assert at_phase - 0.06 < h["fidelity"] <= best + 0.002, (h, at_phase, best)
     for h in heralds:
-        if max(h["alphas"].values()) == 0:
-            # both memories dark (both lost their charge state in the same shot, rare): the
-            # herald is a dark count's and the memories hold |11>, no overlap with psi+/-
-            assert h["fidelity"] <= 0.005, h
-        elif min(h["alphas"].values()) == 0:
-            # one memory dark: |10> or |01> from the other's photon (F 1/2), or a dark count
-            assert 0.45 < h["fidelity"] <= 0.505, h
+        if min(h["alphas"].values()) == 0:
+            # a memory dark (it lost its charge state): |10> or |01> from the other's photon
+            # (F 1/2), or, when no photon could have come (both dark, or the other lost its
+            # charge state after its alpha pulse: rare), a dark count's herald on |11> (F 0)
+            assert h["fidelity"] <= 0.505, h
+            assert h["fidelity"] > 0.45 or h["fidelity"] < 0.005, h
 
 
 def test_barrett_kok_heralds_through_both_rounds(start_daemon, data_dir, sim, lab, resources):
