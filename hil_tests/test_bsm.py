@@ -11,9 +11,11 @@ measurement, as the exact inverse of the measurement: the memory initialised and
 +-y by a conditional gate, the electron set to |0> or |1>, turned by -pi/2 about x, and the
 conditional gate exp(-i pi/4 Z_e X_n) (MemoryGate at 90 degrees) entangles them; the BSM's
 gate exp(+i pi/4 Z_e X_n) and its pi/2 about x undo this, so the prepared state is the one
-BELL_TABLE names for the prepared bits. On the model (the papers' Hamiltonian, the readouts
-projecting, the branches followed) and on the simulator's 13C (a two-node lab with memories,
-its own seed; the memory calibrated from the truth's couplings).
+BELL_TABLE names for the prepared bits, in the frame SwapToMemory writes (in the nucleus's own
+axes, where these gates start, it is the state with the other phase: BELL_TABLE). On the model
+(the papers' Hamiltonian, the readouts projecting, the branches followed) and on the
+simulator's 13C (a two-node lab with memories, its own seed; the memory calibrated from the
+truth's couplings).
 """
 
 from __future__ import annotations

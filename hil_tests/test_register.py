@@ -117,3 +117,23 @@ def test_a_register_refuses_more_qubits_than_it_can_hold():
     register = QubitRegister([f"N{k}" for k in range(MAX_QUBITS)])
     with pytest.raises(ValueError, match=f"at most {MAX_QUBITS} qubits .* N0.c13 would be one"):
         register.add_qubit("N0.c13", np.eye(2) / 2)
+
+
+def test_the_joint_state_of_named_qubits_in_their_order():
+    """reduced_joint: a pair set among four qubits comes back as set, in either order (the
+    order swapped: the pair's qubits swapped), and with a third its product with that one."""
+    register = QubitRegister(["A", "B", "C", "D"])
+    psi_minus = np.array([0, 1, -1, 0]) / np.sqrt(2)
+    one = np.diag([0.0, 1.0])
+    register.replace("B", one)
+    register.set_pair("C", "A", np.outer(psi_minus, psi_minus))  # C first
+    assert np.allclose(register.reduced_joint(["C", "A"]), np.outer(psi_minus, psi_minus))
+    assert np.allclose(register.reduced_joint(["A", "C"]), np.outer(psi_minus, psi_minus))
+    phi = np.array([1, 0, 0, 1]) / np.sqrt(2)
+    register.set_pair("A", "D", np.outer(phi, phi))
+    joint = register.reduced_joint(["A", "B", "D"])
+    pair = np.outer(phi, phi).reshape(2, 2, 2, 2)  # a, d, a', d'
+    expected = np.einsum("adAD,bB->abdABD", pair, one).reshape(8, 8)
+    assert np.allclose(joint, expected)
+    with pytest.raises(ValueError, match="named twice"):
+        register.reduced_joint(["A", "A"])

@@ -8,6 +8,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+from sim_backends.client import SimControlError
+
 QNODE = [sys.executable, "-m", "controller.cli"]
 ENV = {**os.environ, "COLUMNS": "250"}
 
@@ -72,3 +77,21 @@ def test_sim_state_without_a_running_simulated_lab(tmp_path):
     )
     result = run("sim", "state", "A.seq", "--resource-map", str(stale))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_control_channel_gives_the_joint_state_of_named_qubits(sim):
+    """Ground truth for tests (`qubits`): the named qubits' density matrix, a state (unit
+    trace, Hermitian, positive), its partial trace the one qubit's; a wrong request refused
+    with what is wrong."""
+    joint = sim.qubits("A", "B")
+    assert joint.shape == (4, 4)
+    assert np.isclose(np.trace(joint).real, 1.0) and np.allclose(joint, joint.conj().T)
+    assert np.linalg.eigvalsh(joint).min() > -1e-9
+    alone = np.einsum("ajbj->ab", joint.reshape(2, 2, 2, 2))
+    assert np.allclose(alone, sim.qubits("A"))
+    with pytest.raises(SimControlError, match=r"no qubit Q in the register \(it holds A, B"):
+        sim.qubits("A", "Q")
+    with pytest.raises(SimControlError, match="must list 1 to 3 qubit names"):
+        sim.qubits()
+    with pytest.raises(SimControlError, match="named twice"):
+        sim.qubits("A", "A")

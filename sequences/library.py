@@ -58,17 +58,20 @@ def readout(platform: str = "nv", shots: int = 1000) -> Sequence:
 
 
 BELL_TABLE: dict[tuple[int, int], str] = {
-    (+1, -1): "phi_plus",
-    (-1, -1): "phi_minus",
-    (+1, +1): "psi_plus",
-    (-1, +1): "psi_minus",
+    (+1, -1): "phi_minus",
+    (-1, -1): "phi_plus",
+    (+1, +1): "psi_minus",
+    (-1, +1): "psi_plus",
 }
 """bell_measurement's outcome (electron bit, memory bit; +1 bright) -> the Bell state of
-(electron, memory) it projected onto, in the memory's frame (the axes SwapToMemory writes
-and MemoryReadout reads): the memory bit is minus the ZZ parity (-1: phi), the electron bit
-the phase (+1: plus). From the compiled sequence replayed on the papers' Hamiltonian
-(hil_tests/test_memory_delivery.py) and, for the parity, the simulator: A's Z bit times
-C's after a swap at B (the same test file)."""
+(electron, memory) it projected onto, in the frame SwapToMemory writes (a stored electron's
++x stays +x, as MemoryReadout reads it back): so a swap's BSM names the Bell state of its two
+electron halves, one of them stored. The memory bit is minus the ZZ parity (-1: phi), the
+electron bit minus the phase (+1: minus). That frame is half a turn about z from the
+nucleus's own axes at the gate's start, where a derivation of the gate alone would write
+the states (and read every phase inverted: hil_tests/test_memory_delivery.py checks both on
+the papers' Hamiltonian, with product states written by SwapToMemory); on the simulator,
+hil_tests/test_bsm_round.py checks the swapped pair's true state after the frame."""
 
 
 def bell_measurement(

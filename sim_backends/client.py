@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import zmq
 
 from sim_backends.control_keys import curve_socket
@@ -74,3 +75,9 @@ class SimControl:
 
     def truth(self, node: str | None = None) -> dict:
         return self.request("truth", node=node)["truth"]
+
+    def qubits(self, *names: str) -> np.ndarray:
+        """Ground truth: the joint density matrix of register qubits (an electron is named by
+        its node, a memory `<node>.<memory>`), the first named the most significant."""
+        reply = self.request("qubits", names=list(names))
+        return np.asarray(reply["real"]) + 1j * np.asarray(reply["imag"])

@@ -168,6 +168,8 @@ class ControlServer:
             return {"heralds": heralds[int(request.get("since", 0)) :], "total": len(heralds)}
         if cmd == "truth":
             return {"truth": lab.truth(request.get("node"))}
+        if cmd == "qubits":  # ground truth: the joint state of named qubits of the register
+            return _joint_state(lab.register, request.get("names"))
         if cmd == "physics" and request.get("node") in lab.midpoints:
             scale = float(request["dark_count_scale"])
             if not 0.0 <= scale <= MAX_DARK_SCALE:
@@ -256,6 +258,27 @@ class ControlServer:
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
+
+
+MAX_TRUTH_QUBITS = 3
+"""The qubits a `qubits` query may name: a pair, or a GHZ state's three."""
+
+
+def _joint_state(register, names: object) -> dict:
+    """The reduced density matrix of `names` (each qubit as of its node's last step: a node
+    that ran no program since holds its state unchanged), real and imaginary parts."""
+    if (
+        not isinstance(names, list)
+        or not 1 <= len(names) <= MAX_TRUTH_QUBITS
+        or not all(isinstance(name, str) for name in names)
+    ):
+        raise ValueError(f"qubits: `names` must list 1 to {MAX_TRUTH_QUBITS} qubit names")
+    unknown = [name for name in names if name not in register.index]
+    if unknown:
+        have = ", ".join(register.names)
+        raise KeyError(f"no qubit {', '.join(unknown)} in the register (it holds {have})")
+    rho = register.reduced_joint(names)
+    return {"names": names, "real": rho.real.tolist(), "imag": rho.imag.tolist()}
 
 
 def _seconds(value: object) -> float:

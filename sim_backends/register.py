@@ -147,6 +147,16 @@ class QubitRegister:
         rest = 2 ** (self.n - 1)
         return np.einsum("aibi->ab", t.reshape(2, rest, 2, rest))
 
+    def reduced_joint(self, names: list[str]) -> np.ndarray:
+        """The joint state of the qubits `names` (in that order; the others traced out)."""
+        if len(set(names)) != len(names):
+            raise ValueError(f"qubits named twice: {names}")
+        rows, _ = self._order(list(names))
+        ordered = self.rho[rows]
+        kept = 2 ** len(names)
+        rest = 2 ** (self.n - len(names))
+        return np.einsum("aibi->ab", ordered.reshape(kept, rest, kept, rest))
+
     def replace(self, name: str, rho1: np.ndarray, weight: float = 1.0) -> None:
         """With probability `weight`, the qubit is re-prepared in rho1 (its correlations go)."""
         if weight <= 0:
