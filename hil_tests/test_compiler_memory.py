@@ -387,6 +387,20 @@ def test_a_wrong_calibration_is_refused(change, message):
         compiled(MemoryGate(), params={**PARAMS, **change})
 
 
+def test_a_bsm_s_gate_needs_an_odd_number_of_xy_pairs():
+    """The Bell-state measurement and the GHZ operation name their outcomes for a gate of 2
+    modulo 4 pulses: with 52 they are refused, naming 50; a plain gate (a calibration's
+    scan) compiles with it."""
+    from sequences.library import bell_measurement
+    from sequences.network_ops import ghz_operation
+
+    params = {**PARAMS, "c13_n_pulses": 52}
+    for sequence in (bell_measurement(), ghz_operation()):
+        with pytest.raises(CompileError, match=r"must be 2 modulo 4 .* 50 is the nearest"):
+            compile_sequence(sequence, params, HW)
+    compiled(MemoryGate(), params=params)
+
+
 def test_a_gate_angle_must_be_a_multiple_of_ninety_degrees():
     with pytest.raises(CompileError, match="positive multiple of 90 degrees, not 45"):
         compiled(MemoryGate(angle_deg=45.0))

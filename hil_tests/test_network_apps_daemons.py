@@ -23,6 +23,8 @@ program later, which the simulator's memory does not keep today (docs/network.md
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -46,12 +48,22 @@ from hil_tests.test_network_daemons import (
     balanced,
     by_id,
     link_rows,
-    network_lab,
+    make_network_lab,
     run_network_command,
 )
 from sequences.network_ops import GHZ_BASES
 
-__all__ = ["network_lab"]  # the fixture, shared with test_network_daemons.py (a lab of our own)
+CAVITY = Path(__file__).resolve().parent.parent / "labs" / "sim_three_node_cavity.toml"
+SEED = 20261201
+
+
+@pytest.fixture(scope="module")
+def network_lab(tmp_path_factory):
+    """The cavity lab (B-C heralds in ~100 attempts at alpha 0.1, so the stored state keeps
+    its phase through them), its five daemons, both links at alpha 0.1; A's memory (the
+    sender's, waiting through A-B) and B's (waiting through B-C) calibrated from the truth
+    with their turn per attempt: (lab, {station: process}, sim control, resource map)."""
+    yield from make_network_lab(tmp_path_factory, CAVITY, SEED, {"A": "AB", "B": "BC"})
 
 
 def x_sign(basis: str) -> int:

@@ -56,20 +56,33 @@ seen), the test with its fixture well under 3 minutes."""
 def network_lab(tmp_path_factory):
     """The three-node lab, both links and B's memory calibrated from the truth, the five
     daemons: (lab, {station: process}, sim control, resource map)."""
+    yield from make_network_lab(tmp_path_factory, THREE, SEED)
+
+
+def make_network_lab(
+    tmp_path_factory, path: Path, seed: int, memories: dict[str, str | None] | None = None
+):
+    """The lab at `path` on its own simulator (`seed`) and data folder, both links at ALPHA
+    and the memories of `memories` (node -> the link whose attempts its stored state waits
+    through, or None; default B's, None) calibrated from the truth, with that link's turn
+    per attempt at ALPHA (fed forward by the BSM and the memory's readouts); the five
+    daemons: (lab, {station: process}, sim control, resource map)."""
     from controller.harness.truth_calibration import calibrate_links_from_truth
+    from controller.link.plan import attempt_window_ns
+    from hil_tests.test_bsm_round import phase_per_attempt_from_truth
 
     folder = tmp_path_factory.mktemp("network_daemons")
     data = folder / "data"
     data.mkdir()
     old = os.environ.get("QNODE_DATA_DIR")
     os.environ["QNODE_DATA_DIR"] = str(data)
-    lab = load_lab(THREE)
+    lab = load_lab(path)
     resource_map = folder / "resources.json"
     procs: dict[str, object] = {}
     sim = None
     try:
         try:
-            sim = start_sim(lab, resource_map, seed=SEED, log=folder / "sim.log")
+            sim = start_sim(lab, resource_map, seed=seed, log=folder / "sim.log")
         except StartError as e:
             pytest.fail(str(e))
         control = SimControl(resource_map)
@@ -78,7 +91,17 @@ def network_lab(tmp_path_factory):
         try:
             for midpoint in ("M1", "M2"):
                 store.set_manual(midpoint, "single_click_alpha", ALPHA, "test: fast links")
-            calibrate_memory_from_truth(lab, store, "B", control.truth("B")["memories"]["c13"])
+            for node, link_name in (memories or {"B": None}).items():
+                truth = control.truth(node)
+                calibrate_memory_from_truth(lab, store, node, truth["memories"]["c13"])
+                if link_name is None:
+                    continue
+                values = store.station_values(node, "nv")
+                window = attempt_window_ns(values["herald_window_ns"], lab.all_links[link_name])
+                turn = phase_per_attempt_from_truth(
+                    truth["memories"]["c13"], truth, values, ALPHA, window
+                )
+                store.set_manual(node, "c13_phase_per_attempt_deg", turn, "from the truth")
         finally:
             store.close()
         for station in STATIONS:

@@ -108,6 +108,7 @@ def bell_measurement(
             frame_deg=frame_deg,
             epoch=epoch,
             attempt_phase_deg=attempt_phase_deg,
+            named_outcomes=True,
         ),
         pi_half_pulse(0.0),
         ReadoutSparingMemory(memory, label="electron"),

@@ -104,6 +104,10 @@ class MemoryGate(MemoryOperation):
     attempt loop (the calibrated phase per attempt), undone in real time: the gate's ALIGN
     offset grows by the attempt register times the turn's time at the Larmor period (Hermans
     et al., Nature 605, 663 (2022) feed it forward). Needs the memory written on the epoch."""
+    named_outcomes: bool = False
+    """What follows reads its outcomes with names derived for the calibrated gate (the
+    Bell-state measurement's BELL_TABLE, the GHZ operation's GHZ_BASES): they hold for a
+    pulse count of 2 modulo 4 (`gate_pulses_near`), so another is refused."""
 
 
 @dataclass(frozen=True)
@@ -256,12 +260,24 @@ def gate_calibration(out: Emitter, memory: str, precession: bool = True) -> Gate
             f"{parameter(memory, 'n_pulses')} must be an even pulse count of at least 2, "
             f"got {n:g}: recalibrate with c13_gate"
         )
+
     for quantity in ("tau_ns", "larmor_hz", "omega1_hz"):
         if values[quantity] <= 0:  # (nan when not read: not compared)
             raise out.fail(f"{parameter(memory, quantity)} must be positive")
     return GateCalibration(
         memory, values["tau_ns"], round(n), values["larmor_hz"], values["omega1_hz"]
     )
+
+
+def gate_pulses_near(n: float) -> int:
+    """The pulse count nearest `n` that a gate may have: 2 modulo 4. The XY-4 train's
+    electron pulses multiply to Z_e (up to a phase) when their number of XY pairs is odd and
+    to the identity when it is even; a memory's own round trip (SwapToMemory, MemoryReadout)
+    reads right either way, but the Bell-state measurement's outcomes name Bell states
+    (BELL_TABLE) only for the odd case: with an even one it reads the parity and Y inverted
+    (the papers' Hamiltonian: hil_tests/test_memory_delivery.py). A pulse pair more or less
+    changes a ~100-pulse gate's angle by ~1 %."""
+    return max(2, 4 * round((n - 2) / 4) + 2)
 
 
 def _quantise(ns: float) -> int:
@@ -596,6 +612,14 @@ def compile_memory_operation(out: Emitter, op: MemoryOperation) -> None:
                 n = gate_pulse_count(cal, op.angle_deg)
             except ValueError as e:
                 raise out.fail(str(e)) from None
+            if op.named_outcomes and cal.n_pulses % 4 != 2:
+                name = parameter(cal.memory, "n_pulses")
+                raise out.fail(
+                    f"{name} must be 2 modulo 4 (an odd number of XY pairs) for a Bell-state "
+                    f"measurement or GHZ operation, got {cal.n_pulses}: their outcomes' names "
+                    "hold for the electron's phase such a gate leaves; "
+                    f"{gate_pulses_near(cal.n_pulses)} is the nearest (c13_gate chooses so)"
+                )
             wrapped = _wrapped(cal, +1)
             if op.frame == "keep":
                 lead = wrapped * out.played_ns(pi_pulse())

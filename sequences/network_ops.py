@@ -76,7 +76,13 @@ def ghz_operation(
     memory (bright: b = +1). The memory keeps its half, measured later in a GHZ setting's
     basis (GHZ_BASES)."""
     ops = (
-        MemoryGate(memory, angle_deg=GHZ_GATE_DEG, frame_deg=frame_deg, epoch=epoch),
+        MemoryGate(
+            memory,
+            angle_deg=GHZ_GATE_DEG,
+            frame_deg=frame_deg,
+            epoch=epoch,
+            named_outcomes=True,
+        ),
         pi_half_pulse(GHZ_ELECTRON_PHASE_DEG),
         ReadoutSparingMemory(memory, label="electron"),
     )

@@ -35,6 +35,7 @@ from sequences.memory import (
     MemoryInit,
     MemoryReadout,
     SwapToMemory,
+    gate_pulses_near,
     parameter,
 )
 from sequences.operations import (
@@ -238,7 +239,7 @@ class C13GateRoutine(MemoryRoutine):
         except FitFailed as e:
             return Analysis({}, False, f"fit failed: {e}")
         n_pi2 = fit.params["n_pi2"]
-        chosen = 2 * round(n_pi2 / 2)
+        chosen = gate_pulses_near(n_pi2)  # 2 modulo 4: see there
         info = {"fit": fit.params, "errors": fit.errors, "quality": fit.quality}
 
         def plot(path, title):

@@ -54,6 +54,7 @@ from controller.labconfig import LabConfig
 from controller.midpoint.faults import FAULT_MODES
 from controller.operator.client import NodeRequestError
 from qnode.errors import QnodeError
+from sequences.memory import gate_pulses_near
 
 NETWORK_FAULT_MENU = (
     "kill_repeater_mid_swap",
@@ -204,7 +205,7 @@ def gate_pulse_count(memory: dict, tau_ns: float) -> int:
     crossed = np.flatnonzero(gate_populations(memory, tau_ns) < 0.5)
     if not crossed.size:
         raise QnodeError(f"the DD gate at tau {tau_ns:g} ns never reaches pi/2 in 600 pulses")
-    return 2 * (int(crossed[0]) + 1)
+    return gate_pulses_near(2 * (int(crossed[0]) + 1))
 
 
 GRID_SEARCH_NS = 12
@@ -230,10 +231,10 @@ def memory_gate(memory: dict) -> tuple[float, int]:
             populations = gate_populations(memory, float(tau_ns))
             crossed = np.flatnonzero(populations < 0.5)
             if crossed.size and (best is None or 2 * (int(crossed[0]) + 1) < best[0]):
-                best = (2 * (int(crossed[0]) + 1), float(tau_ns))
+                best = (gate_pulses_near(2 * (int(crossed[0]) + 1)), float(tau_ns))
             low = int(np.argmin(populations))
             if populations[low] < deepest[0]:
-                deepest = (float(populations[low]), float(tau_ns), 2 * (low + 1))
+                deepest = (float(populations[low]), float(tau_ns), gate_pulses_near(2 * (low + 1)))
     if best is not None:
         return best[1], best[0]
     if not deepest[2]:

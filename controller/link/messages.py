@@ -22,6 +22,7 @@ from controller.link.vocabulary import (
 )
 from controller.messaging.wire import REPLY, Kind, Schema, vocabulary
 from qnode.errors import QnodeError
+from sequences.network_ops import STATE_PREPARATIONS
 
 NUMBER: Kind = (int, float)
 
@@ -162,6 +163,12 @@ OPERATOR = vocabulary(
     Schema("memory_measure", {"basis": str}, {"pair": str}, {"basis": MEMORY_BASES}),
     Schema("bell_measurement"),
     Schema("bsm_result", {"session": str}),
+    Schema(
+        "prepare_memory",
+        {"state": str, "peer": str},
+        {},
+        {"state": tuple(STATE_PREPARATIONS)},
+    ),
 )
 
 # midpoint -> node ----------------------------------------------------------------------------

@@ -276,6 +276,8 @@ class NodeLink:
             return {"measurement": await self.memory_measure(msg["basis"], msg.get("pair"))}
         if kind == "bsm_result":
             return {"bsm": self.bsm_result(msg["session"])}
+        if kind == "prepare_memory":
+            return {"prepared": await self.prepare_memory(msg["state"], msg["peer"])}
         summary = self._summary(msg["session"])
         if kind == "session":
             return {"session": summary}
@@ -1118,8 +1120,9 @@ class NodeLink:
         qubit (sequences.network_ops.prepare_memory_state) and held in NodeMemory as a stored
         pair is (id "state:<run>"), so the next link session with `peer` protects it (echo,
         whole Larmor periods, budget) and `bell_measurement()` measures it with the electron's
-        pair. A state prepared earlier and not used is discarded first. In-process API for
-        the network service (no daemon request)."""
+        pair. A state prepared earlier and not used is discarded first. The network service's
+        teleportation calls it; the operator's `prepare_memory` request too (a teleportation
+        to a neighbour through the link layer alone: the state, then a `bsm` session)."""
         memory = self.memory
         if memory is None:
             raise QnodeError(f"node {self.name} has no memory qubit (lab file `memories`)")

@@ -238,6 +238,11 @@ class NodeClient:
         two bits, the Bell state they name, both pairs; the qubits are free after."""
         return self.request("bell_measurement")["measurement"]
 
+    def prepare_memory(self, state: str, peer: str) -> dict:
+        """Write a cardinal state (+Z, -Z, +X, -X, +Y, -Y) into the node's memory, held as a
+        stored pair so the next link session with `peer` protects it: its id, qubit, run."""
+        return self.request("prepare_memory", state=state, peer=peer)["prepared"]
+
     def session(self, session_id: str) -> dict:
         return self.request("session", session=session_id)["session"]
 
