@@ -754,3 +754,17 @@ def test_a_stored_pair_whose_budget_runs_out_is_cut_off(memory_lab):
                 assert c.session(bc["session"])["state"] == "cut-off"
     finally:
         store.set_manual("B", "c13_n_1e_at_alpha", MEMORY_PLAN["c13_n_1e_at_alpha"], "back (test)")
+
+
+def test_the_prepare_memory_request_takes_only_a_cardinal_state():
+    """`prepare_memory` (the operator's teleportation input): a cardinal state and a peer;
+    anything else refused by its schema with the choices named."""
+    from controller.link.messages import OPERATOR
+    from controller.messaging.wire import MessageError, pack, unpack
+
+    good = unpack(pack("prepare_memory", 1, state="-Y", peer="C"), OPERATOR)
+    assert (good["state"], good["peer"]) == ("-Y", "C")
+    with pytest.raises(MessageError, match="state"):
+        unpack(pack("prepare_memory", 1, state="+W", peer="C"), OPERATOR)
+    with pytest.raises(MessageError, match="missing field 'peer'"):
+        unpack(pack("prepare_memory", 1, state="+X"), OPERATOR)

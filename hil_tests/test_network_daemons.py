@@ -13,9 +13,10 @@ What is asserted firmly is the bookkeeping (every end-to-end pair accounted on t
 the same ids and time stamps, each end's link pair measured in its pair's basis, the frame each
 end applied as `pauli.swap_frame` says for the recorded raw facts, the bit it reports that frame
 applied to its link-layer bit) and a node dying mid-swap. The correlations after the frame are
-printed, not asserted: the BSM's bits read near chance in the simulator today (its parity
-sits in the memory's Y coherence, which the electron's readout and spin pump scramble, and its
-phase bit needs the memory's frame: docs/network.md, "Delivery into memory").
+printed, not asserted: on this lab B-C takes ~10^4 attempts at alpha 0.1, through which the
+stored half dephases, and the service runs B's BSM as a program of its own (docs/network.md,
+"The phase bit, found"); the swap's frame is checked against the simulator's state in
+hil_tests/test_bsm_round.py.
 """
 
 from __future__ import annotations

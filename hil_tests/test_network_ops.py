@@ -64,7 +64,10 @@ def ghz_expectation(
     basis GHZ_BASES gives, bright its +1, in the frame the compiler keeps), A and C ideal,
     signed by GHZ_BASES. `epoch`: the memory written on the epoch by an earlier program, the
     free-running clock reading `clock_ns` at the start."""
-    psi = np.kron(BELL[first], BELL[second])  # (A, m, e, C)
+    # the memory's half as SwapToMemory writes it: in the nucleus's own axes at the
+    # program's start that is the heralded state with a Z on the memory (BELL_TABLE)
+    written = np.kron(np.eye(2), PAULI["Z"]) @ BELL[first]
+    psi = np.kron(written, BELL[second])  # (A, m, e, C)
     rho = np.outer(psi, psi.conj()).reshape([2] * 8)
     a_basis, c_basis = (
         GHZ_BASES[k][stabiliser[k]][0] if stabiliser[k] != "I" else "I" for k in (0, 2)

@@ -609,11 +609,13 @@ def b_ghz_operation() -> np.ndarray:
     """B's GHZ operation (sequences.network_ops), ideal, on (A, B's memory, B's electron, C):
     exp(-i pi/4 Z_e X_m), the electron turned by -pi/2 about x (the compiled pi/2 as the
     model replays it, hil_tests/test_network_ops.py), Z on the memory; the electron is then
-    read in Z."""
+    read in Z. The memory's half, as SwapToMemory wrote it, is in the gate's own axes the
+    heralded state with a Z on the memory (sequences.library.BELL_TABLE): a Z first."""
     zx = on_qubit(SZ, 2, 4) @ on_qubit(SX, 1, 4)
     gate = np.cos(np.pi / 4) * np.eye(16) - 1j * np.sin(np.pi / 4) * zx
     turn = np.cos(np.pi / 4) * np.eye(16) + 1j * np.sin(np.pi / 4) * on_qubit(SX, 2, 4)
-    return on_qubit(SZ, 1, 4) @ turn @ gate  # Z on the memory: its frame as the compiler keeps it
+    written = on_qubit(SZ, 1, 4)  # the write's frame, half a turn from the gate's axes
+    return on_qubit(SZ, 1, 4) @ turn @ gate @ written  # Z: the frame the compiler keeps
 
 
 def physical_string(stabiliser: str) -> tuple[np.ndarray, int]:

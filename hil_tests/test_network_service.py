@@ -241,9 +241,12 @@ class FakeOps:
     async def ghz_measurement(self, memory_pair, electron_pair):
         """B's GHZ operation as sequences.network_ops derives it, ideal: exp(-i pi/4 Z_e X_m),
         the electron turned by -pi/2 about x (the model's sense of the compiled pi/2) and
-        read in Z, Z on the memory; 1 when bright (+1)."""
+        read in Z, Z on the memory; 1 when bright (+1). The memory's half as SwapToMemory
+        wrote it is, in the gate's own axes, the pair's state with a Z on the memory
+        (sequences.library.BELL_TABLE): a Z first."""
         q = self.world.qubits
         electron, memory = (self.node, electron_pair), (self.node, memory_pair)
+        q.apply(SZ, memory)  # the write's frame, half a turn from the gate's axes
         q.apply2(GHZ_GATE, electron, memory)
         q.apply(RX_MINUS_HALF, electron)
         q.apply(SZ, memory)  # the memory's frame as the compiler keeps it (network_ops)
