@@ -36,7 +36,7 @@ SIMULATION_NOTE = (
     "B's Bell-state measurement, GHZ operation and the sender's BSM run as programs of their "
     "own after the link session: in a lab the electrons' halves would not keep their phase "
     "across that (the simulator does not count the time between programs); the link layer's "
-    "`bsm` delivery is the way (docs/network.md, \"The phase bit, found\")"
+    '`bsm` delivery is the way (docs/network.md, "The phase bit, found")'
 )
 FIGURE_NAMES = {
     "bell_fidelity": "end-to-end Bell-state fidelity (psi+)",
