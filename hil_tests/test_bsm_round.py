@@ -497,6 +497,21 @@ def end_bits(a, c, stored: dict, swap: dict, basis: str) -> tuple[int, int]:
     )
 
 
+def one_pair(b, delivery: str, peer_delivery: str, peer: str) -> dict:
+    """One single-click pair at BC_ALPHA between B and `peer` with these deliveries: the
+    session's summary once it ended."""
+    began = b.entangle(
+        1,
+        "single_click",
+        alpha=BC_ALPHA,
+        deadline_s=120,
+        delivery=delivery,
+        peer_delivery=peer_delivery,
+        peer=peer,
+    )
+    return b.wait_session(began["session"], timeout_s=180)
+
+
 @pytest.mark.timeout(900)
 def test_b_swaps_with_the_bsm_right_after_the_b_c_herald(swap_lab):
     """B stores A-B (A measures at once in Z or X), then B-C with delivery "bsm" (C measures
@@ -520,27 +535,9 @@ def test_b_swaps_with_the_bsm_right_after_the_b_c_herald(swap_lab):
         with pytest.raises(QnodeError, match="holds 0 stored pairs"):
             b.entangle(1, "single_click", alpha=BC_ALPHA, delivery="bsm", peer="C")
         for basis in ["Z"] * SWAPS_Z + ["X"] * SWAPS_X:
-            began = b.entangle(
-                1,
-                "single_click",
-                alpha=BC_ALPHA,
-                deadline_s=120,
-                delivery="memory",
-                peer_delivery=basis,
-                peer="A",
-            )
-            stored = b.wait_session(began["session"], timeout_s=180)
+            stored = one_pair(b, "memory", basis, "A")
             assert stored["state"] == "completed", stored.get("reason")
-            began = b.entangle(
-                1,
-                "single_click",
-                alpha=BC_ALPHA,
-                deadline_s=120,
-                delivery="bsm",
-                peer_delivery=basis,
-                peer="C",
-            )
-            swap = b.wait_session(began["session"], timeout_s=180)
+            swap = one_pair(b, "bsm", basis, "C")
             if swap["state"] != "completed":  # the heralded shot discarded: no second try
                 assert "consumed by this session's Bell-state measurement" in swap["reason"]
                 assert not swap["bsm"]["valid"], swap["bsm"]
@@ -611,27 +608,9 @@ def test_the_swapped_pair_s_true_state_follows_its_frame(swap_lab):
     invalid = 0
     with NodeClient.for_lab(lab, "B", timeout_s=60) as b:
         for _ in range(SWAPS_TRUTH):
-            began = b.entangle(
-                1,
-                "single_click",
-                alpha=BC_ALPHA,
-                deadline_s=120,
-                delivery="memory",
-                peer_delivery="keep",
-                peer="A",
-            )
-            stored = b.wait_session(began["session"], timeout_s=180)
+            stored = one_pair(b, "memory", "keep", "A")
             assert stored["state"] == "completed", stored.get("reason")
-            began = b.entangle(
-                1,
-                "single_click",
-                alpha=BC_ALPHA,
-                deadline_s=120,
-                delivery="bsm",
-                peer_delivery="keep",
-                peer="C",
-            )
-            swap = b.wait_session(began["session"], timeout_s=180)
+            swap = one_pair(b, "bsm", "keep", "C")
             if swap["state"] != "completed" or not swap["bsm"]["valid"]:
                 invalid += 1
                 continue
@@ -714,16 +693,7 @@ def test_teleportation_to_c_on_the_truth(swap_lab):
             for state in TELEPORT_BLOCH:
                 prepared = b.prepare_memory(state, "C")
                 assert prepared["state"] == state and prepared["qubit"] == "B.c13"
-                began = b.entangle(
-                    1,
-                    "single_click",
-                    alpha=BC_ALPHA,
-                    deadline_s=120,
-                    delivery="bsm",
-                    peer_delivery="keep",
-                    peer="C",
-                )
-                session = b.wait_session(began["session"], timeout_s=180)
+                session = one_pair(b, "bsm", "keep", "C")
                 if session["state"] != "completed" or not session["bsm"]["valid"]:
                     invalid += 1
                     continue
