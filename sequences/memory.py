@@ -260,7 +260,6 @@ def gate_calibration(out: Emitter, memory: str, precession: bool = True) -> Gate
             f"{parameter(memory, 'n_pulses')} must be an even pulse count of at least 2, "
             f"got {n:g}: recalibrate with c13_gate"
         )
-
     for quantity in ("tau_ns", "larmor_hz", "omega1_hz"):
         if values[quantity] <= 0:  # (nan when not read: not compared)
             raise out.fail(f"{parameter(memory, quantity)} must be positive")
@@ -275,8 +274,8 @@ def gate_pulses_near(n: float) -> int:
     to the identity when it is even; a memory's own round trip (SwapToMemory, MemoryReadout)
     reads right either way, but the Bell-state measurement's outcomes name Bell states
     (BELL_TABLE) only for the odd case: with an even one it reads the parity and Y inverted
-    (the papers' Hamiltonian: hil_tests/test_memory_delivery.py). A pulse pair more or less
-    changes a ~100-pulse gate's angle by ~1 %."""
+    (the papers' Hamiltonian: hil_tests/test_memory_delivery.py). Two pulses more or fewer
+    change a gate of a hundred or more by ~2 % of its angle."""
     return max(2, 4 * round((n - 2) / 4) + 2)
 
 
