@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from controller.data.sessionfile import DELIVERED
+from controller.harness.truth_calibration import phase_per_attempt_from_truth
 from controller.link.vocabulary import BASES
 from hil_tests.test_compiler_memory import F_L, HW, PARAMS, replay_outcomes
 from hil_tests.test_memory_delivery import BELL_VECTORS
@@ -332,72 +333,6 @@ comes ~a quarter of the time: all four in 40 swaps but with probability 4 x 0.75
 LAB = "sim_three_node_cavity.toml"
 """NVs in microcavities with weakly coupled 13C memories (labs/sim_three_node_cavity.toml):
 B-C heralds in ~100 attempts at alpha 0.1 and the stored state keeps its coherence."""
-
-
-def phase_per_attempt_from_truth(
-    memory: dict, node_truth: dict, values: dict, alpha: float, window_ns: float
-) -> float:
-    """The stored state's mean turn per echoed single-click attempt at `alpha` (degrees,
-    frame_deg's convention: ahead of the frame positive), what c13_dephasing would measure
-    (it takes ~8 min on the simulator and does not resolve N_1/e there:
-    test_calibration_memory_sim): the attempt as the link plays it (compiler.attempt: the
-    pump, the pad to whole Larmor periods, the alpha pulse, the optical pi pulse, the echo,
-    the herald wait `window_ns`, on the 4 ns grid) composed on the electron and the 13C with
-    the papers' Hamiltonian (Taminiau et al. 2012; the pump's random reset time, Kalb et al.,
-    PRA 97, 062330 (2018): sim_backends.nuclear's channels), repeated, the stored +x's angle
-    after each attempt against free precession at omega_L. The whole channel, not the
-    electron's mean time in |1> alone (attempt_factor: -1.04 deg on the cavity lab's B where
-    this gives -1.18 and the simulator turned by -1.27): with the period a whole number of
-    Larmor periods the A_perp-tilted axis's kicks add up from attempt to attempt."""
-    from sim_backends import nuclear
-    from sim_backends.physics import PLATFORMS
-
-    truth = nuclear.MemoryTruth(**memory)
-    operators = nuclear.JointOperators([truth])
-
-    def grid(ns: float) -> int:
-        return round(ns / 4) * 4
-
-    def channel(u: np.ndarray) -> np.ndarray:
-        return nuclear.kron2(u, u.conj())
-
-    def free(ns: int) -> np.ndarray:
-        return channel(nuclear.free_propagator([truth], [0.0], 0.0, ns * 1e-9))
-
-    def pulse(angle: float, ns: int) -> np.ndarray:
-        rate = np.array([angle / (ns * 1e-9)])
-        return channel(operators.pulse([0.0], 0.0, rate, np.zeros(1), np.array([ns * 1e-9])))
-
-    pump_ns, pi_ns = grid(values["spin_pump_duration_ns"]), grid(values["pi_duration_ns"])
-    excite_ns, wait_ns = grid(values["excitation_duration_ns"]), grid(window_ns)
-    unpadded = pump_ns + 2 * pi_ns + excite_ns + wait_ns
-    period_ns = 1e9 / memory["larmor_hz"]
-    pad = min(
-        range(0, grid(period_ns) + 4, 4),
-        key=lambda p: abs((unpadded + p) - round((unpadded + p) / period_ns) * period_ns),
-    )
-    rate = 1 / (PLATFORMS["nv"].pump_time_ns * 1e-9)
-    steps = [
-        free(wait_ns),  # the previous attempt's herald wait, then this attempt
-        nuclear.pump_superoperator([truth], rate, node_truth["init_fidelity"], pump_ns * 1e-9),
-        free(pad),
-        pulse(2 * math.acos(math.sqrt(alpha)), pi_ns),
-        free(excite_ns),
-        pulse(math.pi, pi_ns),
-    ]
-    attempt = np.eye(16, dtype=complex)
-    for step in steps:
-        attempt = step @ attempt
-    rho = np.kron(np.diag([1.0, 0.0]), np.full((2, 2), 0.5)).astype(complex)
-    angles = []
-    for n in range(1, 201):
-        rho = (attempt @ rho.reshape(-1)).reshape(4, 4)
-        coherence = np.einsum("iaib->ab", rho.reshape(2, 2, 2, 2))[0, 1]
-        # x + iy = 2 conj(rho01); the frame turns with omega_L over the attempts' time
-        precessed = 2 * math.pi * memory["larmor_hz"] * n * (unpadded + pad) * 1e-9
-        angles.append(-float(np.angle(coherence)) - precessed)
-    unwrapped = np.unwrap(angles)
-    return math.degrees((unwrapped[-1] - unwrapped[9]) / (len(unwrapped) - 10))
 
 
 SLOWER_13C = {

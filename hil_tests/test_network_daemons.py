@@ -68,9 +68,11 @@ def make_network_lab(
     through, or None; default B's, None) calibrated from the truth, with that link's turn
     per attempt at ALPHA (fed forward by the BSM and the memory's readouts); the five
     daemons: (lab, {station: process}, sim control, resource map)."""
-    from controller.harness.truth_calibration import calibrate_links_from_truth
+    from controller.harness.truth_calibration import (
+        calibrate_links_from_truth,
+        phase_per_attempt_from_truth,
+    )
     from controller.link.plan import attempt_window_ns
-    from hil_tests.test_bsm_round import phase_per_attempt_from_truth
 
     folder = tmp_path_factory.mktemp("network_daemons")
     data = folder / "data"
