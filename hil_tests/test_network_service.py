@@ -158,6 +158,10 @@ class World:
         self.link_delay: dict[tuple[str, str], float] = {}
         self.link_fail: set[tuple[str, str]] = set()
         self.fail_bsm = 0
+        self.bsm_in_link = False
+        """The repeater's second link delivers "bsm" (the daemon's way)."""
+        self.consume_bsm = 0
+        """That many BSMs in the link's program measure the stored pair and deliver no pair."""
         self.fail_teleport_bsm = 0
         self.prepared: dict[str, str] = {}
         self.fail_measure: dict[str, int] = {}
@@ -177,6 +181,12 @@ class FakeOps:
     def __init__(self, node: str, world: World) -> None:
         self.node, self.world = node, world
 
+    @property
+    def bsm_in_link(self) -> bool:
+        """Delivery "bsm" is a kept half here, measured by bell_measurement (ideal either
+        way), unless `consume_bsm` says the link's BSM consumed the stored pair."""
+        return self.world.bsm_in_link
+
     async def make_pair(self, peer, protocol, delivery, peer_delivery, fidelity_min, deadline_s):
         w = self.world
         delay = w.link_delay.get((self.node, peer), 0.0)
@@ -186,6 +196,16 @@ class FakeOps:
                 raise LinkFailure(f"no pair with {peer} within {deadline_s:g} s")
         if (self.node, peer) in w.link_fail:
             raise LinkFailure(f"no pair with {peer}")
+        if delivery == "bsm" and w.consume_bsm:
+            w.consume_bsm -= 1
+            stored = [p for p, h in w.held[self.node].items() if h.qubit == "memory"]
+            w.held[self.node].pop(stored[0])
+            w.qubits.measure((self.node, stored[0]))
+            raise LinkFailure(
+                f"link session with {peer}: the BSM after its herald measured {stored[0]} but "
+                "delivered no pair (a readout flagged)",
+                consumed=stored[0],
+            )
         if (self.node, peer) in w.cut_off:
             stored = [p for p, h in w.held[self.node].items() if h.qubit == "memory"]
             w.held[self.node].pop(stored[0])
@@ -575,6 +595,26 @@ async def test_a_failed_bsm_is_discarded_on_all_three_with_its_reason(tmp_path):
         assert CAUSES[row["cause"] - 1] == "operation_failed"
         assert b"BSM" in row["reason"], node
         check_counts(d)
+
+
+@in_loop
+async def test_a_bsm_in_the_link_without_a_pair_fails_the_attempt_and_the_next_one_runs(tmp_path):
+    """The daemon's way: B's second link delivers "bsm" (its BSM right after the herald).
+    One such session measures the stored pair but delivers no pair (a readout flagged): the
+    attempt holding the stored pair is discarded on all three with cause operation_failed
+    and the reason, and the session makes its pair with the next attempt."""
+    async with Lab(tmp_path) as lab:
+        lab.world.bsm_in_link = True
+        lab.world.consume_bsm = 1
+        summary = await lab.run("network_entangle", ends=["A", "C"], pairs=1)
+        data = lab.data(summary)
+    assert summary["delivered"] == 1 and summary["reasons"] == {"operation_failed": 1}
+    for node in "AB":
+        (row,) = rows(data[node], DISCARDED).values()
+        assert CAUSES[row["cause"] - 1] == "operation_failed", node
+        assert b"delivered no pair" in row["reason"], (node, row["reason"])
+    for node in "ABC":
+        check_counts(data[node])
 
 
 @in_loop

@@ -48,6 +48,7 @@ from controller.link.vocabulary import BASES, MEMORY_BASES, OUTCOMES
 from controller.messaging.station_link import StationUnavailable
 from controller.network.pauli import bsm_parities, result_after
 from controller.network.service import (
+    BSM,
     ELECTRON,
     MEMORY,
     LinkFailure,
@@ -100,6 +101,7 @@ class NodeLinkOperations:
     """`LinkOperations` over the node's `NodeLink` (see the module's docstring)."""
 
     x_sign = LINK_X_SIGN
+    bsm_in_link = True
 
     def __init__(self, link: NodeLink) -> None:
         self.link = link
@@ -115,10 +117,10 @@ class NodeLinkOperations:
         fidelity_min: float,
         deadline_s: float,
     ) -> PairResult:
-        if delivery not in (MEMORY, ELECTRON) or peer_delivery not in END_DELIVERIES:
+        if delivery not in (MEMORY, ELECTRON, BSM) or peer_delivery not in END_DELIVERIES:
             raise QnodeError(
-                f"a link pair for the network: this node's half into {MEMORY} or {ELECTRON}, "
-                f"the peer's {', '.join(END_DELIVERIES)}; got {delivery}/{peer_delivery}"
+                f"a link pair for the network: this node's half into {MEMORY}, {ELECTRON} or "
+                f"{BSM}, the peer's {', '.join(END_DELIVERIES)}; got {delivery}/{peer_delivery}"
             )
         memory = self.link.memory
         stored_before = {p.pair_id for p in memory.pairs() if p.in_memory} if memory else set()
@@ -148,6 +150,15 @@ class NodeLinkOperations:
         summary = self.link.finished[session]
         cut = self._cut_off(stored_before)
         pair = self.delivered_pair(summary, peer)
+        bsm = summary.get("bsm") if delivery == BSM else None
+        if bsm is not None and not cut and (pair is None or not bsm["valid"]):
+            consumed = bsm["pairs"]["memory"]["pair_id"]
+            why = bsm["reason"] or summary["reason"] or "a readout flagged"
+            raise LinkFailure(
+                f"link session {session} with {peer}: the BSM after its herald measured "
+                f"{consumed} but delivered no pair ({why})",
+                consumed=consumed,
+            )
         if pair is None or cut:
             why = summary["reason"] or "no pair delivered"
             raise LinkFailure(
@@ -259,9 +270,21 @@ class NodeLinkOperations:
         return bsm_parities(result["bell_state"])
 
     async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
-        result = await self.link.bell_measurement()
+        """The BSM the electron pair's link session made after its herald (delivery BSM), or
+        one in a program of its own now."""
+        result = self._measured_in_link(electron_pair)
+        if result is None:
+            result = await self.link.bell_measurement()
         what = f"the BSM of {memory_pair} and {electron_pair}"
         return self._checked_bsm(result, (memory_pair, electron_pair), what)
+
+    def _measured_in_link(self, pair_id: str) -> dict | None:
+        """The BSM the link session of `pair_id` made right after its herald (delivery
+        BSM, `NodeLink.bsm_results`), if it made one with that pair."""
+        found = self.link.bsm_results.get(pair_id.split(":", 1)[0])
+        if found is not None and found["pairs"]["electron"]["pair_id"] == pair_id:
+            return found
+        return None
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
         """B's GHZ operation (sequences.network_ops.ghz_operation): 1 when the electron read

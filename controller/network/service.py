@@ -80,7 +80,7 @@ the swap (T2* of microseconds), so each end's link session measures its half at 
 (`peer_delivery`) and the swap's frame is applied to the recorded bit later."""
 BSM_KEPT = 100
 """The repeater's summary keeps the newest BSM parities (per end-to-end pair) for checks."""
-MEMORY, ELECTRON = "memory", "keep"
+MEMORY, ELECTRON, BSM = "memory", "keep", "bsm"
 """Where a link pair's half is delivered: into the node's 13C memory, or kept in the electron."""
 
 
@@ -101,11 +101,20 @@ class LinkFailure(QnodeError):
     (the move into memory would take it under its minimum): the attempt it opens is discarded
     at once with cause `cutoff`, so the peer learns of it."""
 
-    def __init__(self, message: str, cut_off: str = "", unstored: PairResult | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        cut_off: str = "",
+        unstored: PairResult | None = None,
+        consumed: str = "",
+    ) -> None:
         super().__init__(message)
         self.cut_off = cut_off
         """The stored pair the link layer cut off ("" when none)."""
         self.unstored = unstored
+        self.consumed = consumed
+        """The stored pair a BSM in the link's program measured without a delivered pair
+        (its heralded shot discarded): the attempt holding it failed (`operation_failed`)."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +160,9 @@ class LinkOperations(Protocol):
         deadline_s: float,
     ) -> PairResult:
         """One link pair with the neighbour `peer` (this node initiates); `delivery` where
-        this node's half goes (MEMORY or ELECTRON), `peer_delivery` the peer's. LinkFailure
-        when none within `deadline_s`."""
+        this node's half goes (MEMORY, ELECTRON, or BSM: measured with the stored pair right
+        after the herald, where `bsm_in_link`), `peer_delivery` the peer's. LinkFailure when
+        none within `deadline_s`."""
         ...
 
     def held_pair(self, pair_id: str) -> PairResult | None:
@@ -166,6 +176,11 @@ class LinkOperations(Protocol):
         waits in its memory (the stored pair's attempt budget and the link layer's overhead),
         or None: the service's `Timing.second_link_s`."""
         ...
+
+    bsm_in_link: bool
+    """make_pair takes delivery BSM for the second link of a swap: the link layer measures
+    its new half with the stored pair right after the herald, in the link's program, and
+    bell_measurement then returns that measurement's parities."""
 
     async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
         """The BSM on the qubits holding the two pairs: the parities (zz, xx)."""
@@ -861,6 +876,8 @@ class NetworkService:
             machine, now = s.machine, self.clock()
             if stored and e.cut_off == stored and machine is not None:
                 await self._act(s, machine.on_link_discarded(stored, str(e), now))
+            if stored and e.consumed == stored and machine is not None:
+                await self._failed(s, stored, f"{self.node}: {e}")
             if e.unstored is not None and isinstance(machine, Repeater):
                 pair = e.unstored.link_pair(self.node)
                 await self._act(s, machine.on_link_pair(pair, now))
@@ -895,7 +912,10 @@ class NetworkService:
         await self._act(s, machine.on_link_pair(p1.link_pair(self.node), self.clock(), wait))
         attempt = machine.by_link_pair[p1.pair_id]
         left = min(deadline - time.monotonic(), wait)
-        p2 = await self._pair(s, second, ELECTRON, left, second_deliver, stored=p1.pair_id)
+        # the BSM in the second link's program, right after its herald, where the link
+        # layer can (the electron's half would not keep its phase to a program of its own)
+        here = BSM if self.ops.bsm_in_link else ELECTRON
+        p2 = await self._pair(s, second, here, left, second_deliver, stored=p1.pair_id)
         if p2 is not None and attempt.status != WAITING:
             # the memory's wait ran out while the second link was made: not this attempt's
             await self.ops.release(p2.pair_id, "the first link pair was discarded meanwhile")
