@@ -51,6 +51,7 @@ from controller.messaging.serving import node_info_path, read_info
 from controller.operator.daemons import daemon_args, terminate
 from hil_tests import netns
 from hil_tests.netns import FibreNetwork, fibre_network, links_of_lab, loopback_ports
+from hil_tests.test_network_daemons import same_ids
 
 TEST_TIMEOUT_S = 900
 """Per daemon test, its part of the module's set-up and teardown included (pytest-timeout's
@@ -436,7 +437,7 @@ def test_end_to_end_pairs_a_c_through_the_daemons_in_namespaces(
         n: read_network_session(network_file_path(metro.lab.data_dir, session, n)) for n in "ABC"
     }
     rows = {n: {r["id"]: r for r in d["pairs"]} for n, d in data.items()}
-    assert set(rows["A"]) == set(rows["B"]) == set(rows["C"])
+    same_ids(rows)
     delivered = [k for k, r in rows["B"].items() if r["status"] == E2E_DELIVERED]
     assert len(delivered) >= E2E_PAIRS, rows["B"]
     # the outcome's way from B to each end: B's stamp of its measurement to the end's of its

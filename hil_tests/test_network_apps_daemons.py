@@ -50,6 +50,7 @@ from hil_tests.test_network_daemons import (
     link_rows,
     make_network_lab,
     run_network_command,
+    same_ids,
 )
 from sequences.network_ops import GHZ_BASES
 
@@ -95,7 +96,7 @@ def test_ghz_shots_through_the_five_daemons(network_lab):
     for node in "ABC":
         balanced(report.data[node]["ledger"])
     rows = {n: by_id(report.data[n]) for n in "ABC"}
-    assert set(rows["A"]) == set(rows["B"]) == set(rows["C"])
+    same_ids(rows)
     delivered = {k: r for k, r in rows["B"].items() if r["status"] == DELIVERED}
     assert len(delivered) == GHZ_SHOTS
     per_setting: dict[str, list[float]] = {}
@@ -181,7 +182,7 @@ def test_teleportation_through_the_five_daemons(network_lab):
     for node in "ABC":
         balanced(report.data[node]["ledger"])
     rows = {n: by_id(report.data[n]) for n in "ABC"}
-    assert set(rows["A"]) == set(rows["B"]) == set(rows["C"])
+    same_ids(rows)
     teleported = s["teleports"]
     assert len(teleported) == s["done"]
     right = 0

@@ -283,7 +283,7 @@ class NodeLinkOperations:
         BSM, `NodeLink.bsm_results`), if it made one with that pair."""
         found = self.link.bsm_results.get(pair_id.split(":", 1)[0])
         if found is not None and found["pairs"]["electron"]["pair_id"] == pair_id:
-            return found
+            return {**found, "run_id": f"link session {found['session']}"}
         return None
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
