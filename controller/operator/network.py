@@ -7,9 +7,10 @@ The repeater (the memory node linked to both ends) runs the session
 network session files and reports, with each figure's 95 % interval (estimators.py): the
 verified Bell-state fidelity of the end-to-end pairs, the GHZ fidelity against 0.5 (a GHZ
 state is genuinely three-partite entangled above it), the teleportation's average fidelity
-against the classical 2/3. The network service runs B's Bell-state measurement, its GHZ
-operation and a sender's BSM as programs of their own after the link session; an electron's
-half does not keep its phase across that in a lab (docs/network.md, "The phase bit, found").
+against the classical 2/3. The network service runs B's Bell-state measurement in the second
+link's program, right after its herald; B's GHZ operation and a teleportation sender's BSM
+still run as programs of their own after their link session, across which an electron's half
+would not keep its phase in a lab (docs/network.md, "The phase bit, found").
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from qnode.errors import QnodeError
 POLL_S = 0.25
 ABORT_WAIT_S = 30.0
 SIMULATION_NOTE = (
-    "B's Bell-state measurement, GHZ operation and the sender's BSM run as programs of their "
-    "own after the link session: in a lab the electrons' halves would not keep their phase "
-    "across that (the simulator does not count the time between programs); the link layer's "
-    '`bsm` delivery is the way (docs/network.md, "The phase bit, found")'
+    "B's GHZ operation and a teleportation sender's BSM run as programs of their own after "
+    "their link session: in a lab the electron's half would not keep its phase across that "
+    "(the simulator does not count the time between programs); docs/network.md, "
+    '"The phase bit, found"'
 )
 FIGURE_NAMES = {
     "bell_fidelity": "end-to-end Bell-state fidelity (psi+)",
