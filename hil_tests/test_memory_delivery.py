@@ -342,16 +342,6 @@ def resonances(memory: dict, best: int = 2) -> list[int]:
     return [grid for _, grid in sorted(ranked)[:best]]
 
 
-def grid_resonance(memory: dict) -> float:
-    """The truth's resonance nearest the 2 ns grid, tau of 1.5-2.5 us (as the calibration
-    tests take it)."""
-    f_l, a_par, a_perp = memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"]
-    mean = (f_l + math.hypot(f_l + a_par, a_perp)) / 2
-    taus = [(2 * k - 1) / (4 * mean) * 1e9 for k in range(1, 400)]
-    taus = [t for t in taus if 1500 <= t <= 2500]
-    return min((2 * round(t / 2) for t in taus), key=lambda g: min(abs(g - t) for t in taus))
-
-
 def model_pulse_count(values: dict, hw, free) -> int:
     """The even pulse count of the conditional pi/2 at the stored tau, on the model."""
     start = np.kron(np.diag([1, 0]), np.diag([1, 0]))
