@@ -69,6 +69,32 @@ def check_against_truth(data, truth) -> None:
             assert t["outcome"] == OUTCOMES[row["outcome"]]
 
 
+# The planning model and the simulator compute p with their own optics from the same
+# calibrated inputs; on this lab's drawn truths they agree to about 3 % (docs/simulation.md),
+# so the comparison allows that much beside its statistics.
+MODEL_P_AGREEMENT = 0.05
+# A round whose memory left its charge state between the check and the first excitation runs
+# its attempts dark (the closed form has no charge state); a few per thousand rounds here.
+DARK_ROUNDS_MAX = 0.02
+
+
+def assert_success_matches(summary, data, p_model: float) -> None:
+    """The success probability per attempt within 3 sigma (plus the models' agreement) of
+    the model's, over the rounds that heralded; the session's own figure, which counts the
+    dark rounds' attempts too, is at most that."""
+    stats = summary["stats"]
+    heralds = data["A"]["heralds"]
+    n, attempts = len(heralds), int(heralds["attempt"].sum())
+    assert n == stats["heralded"]
+    dark_rounds = stats["shots"] - stats["heralded"]
+    assert dark_rounds <= DARK_ROUNDS_MAX * stats["shots"], stats
+    p = n / attempts
+    bound = p_model * (3 / math.sqrt(n) + MODEL_P_AGREEMENT)
+    assert abs(p - p_model) < bound, (p, p_model, stats)
+    assert summary["p_success"] == pytest.approx(n / stats["attempts"], rel=1e-6)
+    assert stats["attempts"] >= attempts
+
+
 def assert_interval_holds(v, analytic: float) -> None:
     """The reported 95 % interval is 1.96 sigma wide; it misses the true value in one run of
     twenty by construction, so the test asks for 3 sigma."""
@@ -91,12 +117,13 @@ def test_single_click_matches_truth_and_the_analytic_model(stations, sim, lab):
     assert ids["A"] == ids["B"] and len(ids["A"]) >= 600
     truth = sim.heralds()[before:]
     check_against_truth(data, truth)
-    # success per attempt within 3 sigma of the model at the alpha the pulses really made
-    alpha = float(np.mean([h["alpha"] for h in truth]))
+    # success per attempt against the model at the alpha the pulses really made: heralds come
+    # in proportion to alpha, so the attempts' mean alpha is the heralds' harmonic mean (less
+    # the dark counts that herald a round whose memories both left their charge state)
+    alpha = 1.0 / float(np.mean([1.0 / h["alpha"] for h in truth if h["alpha"] > 0]))
     assert alpha == pytest.approx(summary["expected"]["alpha"], abs=0.015)
     herald = single_click(alpha, planned_link(lab))
-    p, heralded = summary["p_success"], summary["stats"]["heralded"]
-    assert abs(p - herald.p_success) < 3 * herald.p_success / math.sqrt(heralded)
+    assert_success_matches(summary, data, herald.p_success)
     # the verified fidelity's 95 % interval holds the model's
     a, b = (stations[n].client for n in ("A", "B"))
     v = verify(data["A"]["pairs"], data["B"]["pairs"], readout_of(a), readout_of(b), READOUT_SHOTS)
@@ -114,8 +141,7 @@ def test_barrett_kok_matches_truth_and_the_analytic_model(stations, sim, lab):
     truth = sim.heralds()[before:]
     check_against_truth(data, truth)
     herald = barrett_kok(planned_link(lab))
-    p, heralded = summary["p_success"], summary["stats"]["heralded"]
-    assert abs(p - herald.p_success) < 3 * herald.p_success / math.sqrt(heralded)
+    assert_success_matches(summary, data, herald.p_success)
     a, b = (stations[n].client for n in ("A", "B"))
     v = verify(data["A"]["pairs"], data["B"]["pairs"], readout_of(a), readout_of(b), READOUT_SHOTS)
     analytic = fidelity(herald.states["psi_plus"], "psi_plus")
