@@ -157,8 +157,8 @@ the average fidelity's interval needs two a state."""
 def test_teleportation_through_the_five_daemons(network_lab):
     """`network_teleport --from A --to C` (what `qnode network teleport --states cardinal`
     runs), A's memory calibrated from the truth as B's: each state written into A's memory
-    before its link, A's BSM at once after its link pair, C's half measured at once in the
-    state's basis. Recomputed here from the raw facts: the swap's frame (the link rows'
+    before its link, A's BSM in its link's program after the herald, C's half measured at
+    once in the state's basis. Recomputed here from the raw facts: the swap's frame (the link rows'
     heralded states, B's BSM), A's share folded into its BSM's parities, the teleportation's
     correction, C's reported result its link-layer bit with both corrections."""
     from controller.data.params import ParameterStore
@@ -193,7 +193,9 @@ def test_teleportation_through_the_five_daemons(network_lab):
         first, second = swap.split("|")
         link_a, link_c = link_rows(lab, "A", first), link_rows(lab, "C", second)
         link_ba, link_bc = link_rows(lab, "B", first), link_rows(lab, "B", second)
-        assert BASES[link_a["basis"]] == "keep"  # A's half: its BSM with the prepared state
+        assert (
+            BASES[link_a["basis"]] == "bsm"
+        )  # A's half: its BSM with the prepared state, in the link's program
         basis, sign = CARDINAL_STATES[fact["state"]]
         assert BASES[link_c["basis"]] == basis  # C's: measured at once in the state's basis
         states = (OUTCOMES[int(link_ba["outcome"])], OUTCOMES[int(link_bc["outcome"])])

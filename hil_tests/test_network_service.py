@@ -163,6 +163,8 @@ class World:
         self.consume_bsm = 0
         """That many BSMs in the link's program measure the stored pair and deliver no pair."""
         self.fail_teleport_bsm = 0
+        self.made: list[tuple[str, str, str, str]] = []
+        """(node, peer, its delivery, the peer's) of every link pair asked for."""
         self.prepared: dict[str, str] = {}
         self.fail_measure: dict[str, int] = {}
         self.on_bsm = None
@@ -189,6 +191,7 @@ class FakeOps:
 
     async def make_pair(self, peer, protocol, delivery, peer_delivery, fidelity_min, deadline_s):
         w = self.world
+        w.made.append((self.node, peer, delivery, peer_delivery))
         delay = w.link_delay.get((self.node, peer), 0.0)
         if delay:
             await asyncio.sleep(min(delay, deadline_s))
@@ -850,11 +853,20 @@ async def test_teleport_prepare_only_from_the_repeater_and_only_a_cardinal_state
         unpack(pack("teleport_prepare", 5, session=session, state="+W"), NETWORK_STATION)
 
 
+@pytest.mark.parametrize("in_link", [False, True])
 @in_loop
-async def test_teleportation_of_the_cardinal_states(tmp_path):
+async def test_teleportation_of_the_cardinal_states(tmp_path, in_link):
+    """Both ways of the sender's BSM: a program of its own after its link pair, or (the
+    daemon's way) its link's program right after the herald (its delivery "bsm")."""
     async with Lab(tmp_path, seed=4) as lab:
+        lab.world.bsm_in_link = in_link
         summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=8)
         data = lab.data(summary)
+        made = set(lab.world.made)
+    # A's half measured with its state, B's second half measured with its stored one: both
+    # in the link's program, or both kept for a program of their own
+    second = "bsm" if in_link else "keep"
+    assert made == {("B", "A", "memory", second)} | {("B", "C", second, b) for b in "XYZ"}
     assert summary["state"] == "completed" and summary["done"] == 48
     assert summary["reasons"] == {}  # no attempt lost (a Pauli on a spent half would be)
     figure = summary["figures"]["teleport_fidelity"]

@@ -24,7 +24,9 @@ links the link layer dials.
 - Teleportation: the sender writes the state into its memory before its link
   (`prepare_state`: `NodeLink.prepare_memory`, protected through the link session as a
   stored pair is), and measures (electron, memory) in the Bell basis as soon as its link
-  pair is delivered (`teleport_measurement`: `NodeLink.bell_measurement`).
+  pair is delivered: in the link's program right after its herald where the service asks
+  for it (its delivery `bsm`: the electron's half keeps no phase to a program of its own),
+  else a program of its own (`teleport_measurement`: `NodeLink.bell_measurement`).
 
 Timing in the daemon (`DAEMON_TIMING`, `second_link_wait_s`): B waits for the second link for
 as many attempts as the stored pair's budget allows (`NodeMemory.may_attempt` over the
@@ -87,8 +89,10 @@ IDLE_WAIT_S = 10.0
 """The sender's BSM waits this long for its node to finish the link session's run."""
 FRAMES_KEPT = 1000
 """The software frames of this many link pairs are kept (a long session's measured halves)."""
-END_DELIVERIES = (ELECTRON, *MEMORY_BASES)
-"""How an end's half is delivered: kept in its electron, or measured at once in X, Y or Z."""
+END_DELIVERIES = (ELECTRON, BSM, *MEMORY_BASES)
+"""How an end's half is delivered: kept in its electron, measured with the state its memory
+holds right after the herald (a teleportation sender's BSM), or measured at once in X, Y or
+Z."""
 
 
 LINK_X_SIGN = -1
@@ -310,14 +314,17 @@ class NodeLinkOperations:
 
     async def teleport_measurement(self, pair_id: str, state: str) -> tuple[int, int]:
         """The sender's BSM of its electron's half of `pair_id` and the state its memory holds
-        (`prepare_state`), as soon as the link layer is idle after the link session that
-        delivered the half: the parities (zz, xx) of the Bell state it names."""
-        limit = time.monotonic() + IDLE_WAIT_S
-        while self.link.session is not None or self.link.node.busy_with() is not None:
-            if time.monotonic() > limit:
-                raise QnodeError(f"{self.link.name} stayed busy: the BSM of {pair_id} not run")
-            await asyncio.sleep(0.005)
-        result = await self.link.bell_measurement()
+        (`prepare_state`): the one its link session made right after the herald (delivery
+        BSM), or one as soon as the link layer is idle after that session. The parities
+        (zz, xx) of the Bell state it names."""
+        result = self._measured_in_link(pair_id)
+        if result is None:
+            limit = time.monotonic() + IDLE_WAIT_S
+            while self.link.session is not None or self.link.node.busy_with() is not None:
+                if time.monotonic() > limit:
+                    raise QnodeError(f"{self.link.name} stayed busy: the BSM of {pair_id} not run")
+                await asyncio.sleep(0.005)
+            result = await self.link.bell_measurement()
         what = f"the teleportation BSM of {state} and {pair_id}"
         return self._checked_bsm(result, (PREPARED, pair_id), what)
 

@@ -951,15 +951,19 @@ class NetworkService:
     async def _teleport_once(self, s: NetworkSession, deadline: float) -> None:
         """Teleport the next cardinal state from the sender to the receiver (Hermans et al.
         2022): the sender writes it into its memory, then the swap runs with the sender's half
-        kept in its electron (its BSM of electron and memory at once after its link pair) and
-        the receiver's measured at once in the state's basis; once the pair is delivered the
+        measured with it in the Bell basis right after its link's herald (delivery BSM; kept
+        in its electron and measured at once after its link pair where the link layer cannot)
+        and the receiver's measured at once in the state's basis; once the pair is delivered the
         sender's outcome goes to the receiver, which applies both corrections to its bit."""
         states = list(CARDINAL_STATES)
         state = states[s.done % len(states)]
         basis, sign = CARDINAL_STATES[state]
         fields = {"session": s.session, "state": state}
         await self.peers.request(s.sender, "teleport_prepare", fields, self.timing.request_s)
-        swap = await self._swap_once(s, deadline, ELECTRON, basis)
+        # the sender's BSM in its link's program, right after the herald, where its link layer
+        # can (the electron's half would not keep its phase to a program of its own)
+        sender_half = BSM if self.ops.bsm_in_link else ELECTRON
+        swap = await self._swap_once(s, deadline, sender_half, basis)
         if swap is None:
             return
         try:
