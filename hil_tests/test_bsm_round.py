@@ -288,6 +288,57 @@ def test_the_bsm_round_measures_right_after_the_herald():
     assert plan_round("bsm", 1, {}) == ("bsm", 1)
 
 
+def test_the_ghz_round_operates_right_after_the_herald_and_keeps_the_memory():
+    """Delivery "ghz" (B's second link of a GHZ shot): checked as bsm is (one pair, the
+    memory calibrated, one stored pair); its round's program runs the GHZ operation at once
+    after the attempts (the gate on the epoch with the attempt register fed forward, the
+    electron's sparing readout) and no charge check after it, whose light would dephase the
+    memory's half of the GHZ state."""
+    from controller.labconfig import load_lab
+    from controller.link.messages import check_request, request_from
+    from controller.link.plan import announced_delivery, plan_round, round_sequence
+    from hil_tests.test_memory_delivery import CALIBRATED, THREE
+    from sequences.network_ops import GHZ_GATE_DEG
+    from sequences.operations import CRCheck
+
+    lab = load_lab(THREE)
+    ghz = {"pairs": 1, "protocol": "single_click", "alpha": 0.1, "delivery": "ghz"}
+    check_request(request_from({**ghz, "peer_delivery": "X"}), lab, "B", "C", CALIBRATED)
+    with pytest.raises(QnodeError, match="the ghz delivery takes one pair per session"):
+        check_request(request_from({**ghz, "pairs": 2}), lab, "B", "C", CALIBRATED)
+    with pytest.raises(QnodeError, match="protect the stored pair"):
+        round_sequence("nv", "single_click", 1, "ghz", 0.1)
+    seq = round_sequence(
+        "nv",
+        "single_click",
+        1,
+        "ghz",
+        0.1,
+        protect_memory=True,
+        echo=True,
+        frame_deg=7.0,
+        attempt_phase_deg=0.5,
+    )
+    kinds = [type(op).__name__ for op in seq.operations]
+    attempt = kinds.index("EntanglementAttempt")
+    assert kinds[attempt + 1 :] == ["MemoryGate", "MwPulse", "ReadoutSparingMemory"]
+    assert not any(isinstance(op, CRCheck) for op in seq.operations[attempt:])
+    gate = seq.operations[attempt + 1]
+    assert (gate.angle_deg, gate.frame_deg, gate.attempt_phase_deg, gate.epoch) == (
+        GHZ_GATE_DEG,
+        7.0,
+        0.5,
+        True,
+    )
+    compiled = compile_sequence(seq, {**PARAMS, "readout_threshold": 1.5}, HW)
+    assert compiled.readouts == ["electron"]
+    request = request_from(
+        {"pairs": 1, "protocol": "single_click", "delivery": "ghz", "peer_delivery": "Y"}
+    )
+    assert announced_delivery(request) == "Y"
+    assert plan_round("ghz", 1, {}) == ("ghz", 1)
+
+
 def test_old_session_files_read_with_counts_memory_at_minus_one(tmp_path):
     import h5py
 

@@ -109,7 +109,8 @@ def test_ghz_shots_through_the_five_daemons(network_lab):
         assert shot == f"{first}|{second}"
         link_a, link_c = link_rows(lab, "A", first), link_rows(lab, "C", second)
         link_ba, link_bc = link_rows(lab, "B", first), link_rows(lab, "B", second)
-        assert BASES[link_ba["basis"]] == "memory" and BASES[link_bc["basis"]] == "keep"
+        # B's second half: the GHZ operation in its link's program, right after the herald
+        assert BASES[link_ba["basis"]] == "memory" and BASES[link_bc["basis"]] == "ghz"
         states = (OUTCOMES[int(link_ba["outcome"])], OUTCOMES[int(link_bc["outcome"])])
         assert states == (OUTCOMES[int(link_a["outcome"])], OUTCOMES[int(link_c["outcome"])])
         assert list(states) == outcome["link_states"]

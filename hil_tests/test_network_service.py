@@ -158,7 +158,7 @@ class World:
         self.link_delay: dict[tuple[str, str], float] = {}
         self.link_fail: set[tuple[str, str]] = set()
         self.fail_bsm = 0
-        self.bsm_in_link = False
+        self.in_link_operations = False
         """The repeater's second link delivers "bsm" (the daemon's way)."""
         self.consume_bsm = 0
         """That many BSMs in the link's program measure the stored pair and deliver no pair."""
@@ -184,10 +184,10 @@ class FakeOps:
         self.node, self.world = node, world
 
     @property
-    def bsm_in_link(self) -> bool:
+    def in_link_operations(self) -> bool:
         """Delivery "bsm" is a kept half here, measured by bell_measurement (ideal either
         way), unless `consume_bsm` says the link's BSM consumed the stored pair."""
-        return self.world.bsm_in_link
+        return self.world.in_link_operations
 
     async def make_pair(self, peer, protocol, delivery, peer_delivery, fidelity_min, deadline_s):
         w = self.world
@@ -607,7 +607,7 @@ async def test_a_bsm_in_the_link_without_a_pair_fails_the_attempt_and_the_next_o
     attempt holding the stored pair is discarded on all three with cause operation_failed
     and the reason, and the session makes its pair with the next attempt."""
     async with Lab(tmp_path) as lab:
-        lab.world.bsm_in_link = True
+        lab.world.in_link_operations = True
         lab.world.consume_bsm = 1
         summary = await lab.run("network_entangle", ends=["A", "C"], pairs=1)
         data = lab.data(summary)
@@ -859,7 +859,7 @@ async def test_teleportation_of_the_cardinal_states(tmp_path, in_link):
     """Both ways of the sender's BSM: a program of its own after its link pair, or (the
     daemon's way) its link's program right after the herald (its delivery "bsm")."""
     async with Lab(tmp_path, seed=4) as lab:
-        lab.world.bsm_in_link = in_link
+        lab.world.in_link_operations = in_link
         summary = await lab.run("network_teleport", **{"from": "A", "to": "C"}, shots=8)
         data = lab.data(summary)
         made = set(lab.world.made)

@@ -75,18 +75,24 @@ qubits). Y = iXZ on each."""
 
 
 def ghz_operation(
-    memory: str = "c13", shots: int = 1, frame_deg: float = 0.0, epoch: bool = False
+    memory: str = "c13",
+    shots: int = 1,
+    frame_deg: float = 0.0,
+    epoch: bool = False,
+    attempt_phase_deg: float = 0.0,
 ) -> Sequence:
-    """B's GHZ operation: MemoryGate at 90 degrees (in the memory's frame: `epoch` and
-    `frame_deg` as bell_measurement's), the electron's pi/2 about x, its readout sparing the
-    memory (bright: b = +1). The memory keeps its half, measured later in a GHZ setting's
-    basis (GHZ_BASES)."""
+    """B's GHZ operation: MemoryGate at 90 degrees (in the memory's frame: `epoch`,
+    `frame_deg` and `attempt_phase_deg` as bell_measurement's: in the link's program right
+    after the herald, plan.round_sequence's delivery "ghz", the attempts' turn is fed
+    forward), the electron's pi/2 about x, its readout sparing the memory (bright: b = +1).
+    The memory keeps its half, measured later in a GHZ setting's basis (GHZ_BASES)."""
     ops = (
         MemoryGate(
             memory,
             angle_deg=GHZ_GATE_DEG,
             frame_deg=frame_deg,
             epoch=epoch,
+            attempt_phase_deg=attempt_phase_deg,
             named_outcomes=True,
         ),
         pi_half_pulse(GHZ_ELECTRON_PHASE_DEG),

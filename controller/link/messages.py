@@ -299,7 +299,8 @@ def check_request(
     needed = ["mw_frequency_hz", "pi_amplitude_v"]
     initiator = "nodes" not in request or list(request["nodes"])[:1] == [node]
     delivery = own_delivery(request, initiator)
-    if request["protocol"] == "barrett_kok" or delivery in ("X", "Y", "verify", "memory", "bsm"):
+    pulsed = ("X", "Y", "verify", "memory", "bsm", "ghz")  # deliveries with a pi/2 pulse
+    if request["protocol"] == "barrett_kok" or delivery in pulsed:
         needed.append("pi2_amplitude_v")
     missing = [n for n in needed if n not in values]
     if missing:
@@ -313,7 +314,7 @@ def check_request(
     for one_pair in ONE_PAIR_DELIVERIES:
         if one_pair not in (request["delivery"], request.get("peer_delivery")):
             continue
-        what = "delivery into memory" if one_pair == "memory" else "the bsm delivery"
+        what = "delivery into memory" if one_pair == "memory" else f"the {one_pair} delivery"
         if request["pairs"] != 1:
             raise QnodeError(
                 f"{what} takes one pair per session (the memory holds one), not {request['pairs']}"

@@ -11,7 +11,9 @@ session; `session` / `finished[id]` hold its summary (with `memory` on a memory 
 `memory_measure(basis)`, `bell_measurement()` and `memory_state()` read and show the qubits
 that `memory` (a NodeMemory) keeps; a session whose own delivery is "bsm" measures its new
 pair's half with the stored pair's in the Bell basis right after the herald (one program:
-the swap), its two bits in the summary's `bsm` and in `bsm_result(session_id)`;
+the swap), its two bits in the summary's `bsm` and in `bsm_result(session_id)`; one whose
+own delivery is "ghz" runs the GHZ operation there instead (the memory keeps its half), its
+electron's bit in the summary's `ghz` and in `ghz_results`;
 `session_listeners` are called with each ended session's summary (the network service
 learns of the pairs a neighbour's session delivered here);
 `link_expectation` and `attempt_budget` plan a session before it starts (the network
@@ -75,6 +77,7 @@ from controller.link.vocabulary import (
     OUTCOMES,
     ROUND_DONE_TIMEOUT_S,
     SILENCE_S,
+    STORED_PAIR_DELIVERIES,
 )
 from controller.messaging.station_link import StationDialer, StationLink
 from controller.messaging.wire import Refused
@@ -162,9 +165,12 @@ class NodeLink:
         self.bsm_results: dict[str, dict] = {}
         """Session id -> its Bell-state measurement (delivery "bsm"), as bell_measurement()
         returns it (the newest BSM_RESULTS_KEPT sessions')."""
+        self.ghz_results: dict[str, dict] = {}
+        """Session id -> its GHZ operation (delivery "ghz"), as ghz_operation() returns it
+        (the newest BSM_RESULTS_KEPT sessions')."""
         self._bsm_shots: dict[str, tuple[int, Any, dict]] = {}
         """Session id -> (shot, own record, the stored pair and frame) of the heralded shot
-        whose BSM consumed the stored pair (one per session)."""
+        whose BSM or GHZ operation used the stored pair (one per session)."""
         self.session_listeners: list[Callable[[dict], None]] = []
         """Called (in the loop) with each session's summary once it has ended here."""
 
@@ -299,14 +305,15 @@ class NodeLink:
         if busy is not None:
             raise QnodeError(f"node {self.name} is busy with {busy}")
         initiator = "nodes" not in request or list(request["nodes"])[:1] == [self.name]
-        if own_delivery(request, initiator) == "bsm":
+        delivery = own_delivery(request, initiator)
+        if delivery in STORED_PAIR_DELIVERIES:
             memory = self.memory
             stored = [p for p in memory.pairs() if p.in_memory] if memory is not None else []
             if memory is None or len(stored) != 1:
                 held = memory.as_dict() if memory is not None else "no memory qubit"
                 raise QnodeError(
-                    f"the bsm delivery measures a new pair with the one stored in memory: "
-                    f"{self.name} holds {len(stored)} stored pairs ({held})"
+                    f"the {delivery} delivery operates on a new pair and the one stored in "
+                    f"memory: {self.name} holds {len(stored)} stored pairs ({held})"
                 )
         if own_delivery(request, initiator) == "memory":
             memory = self.memory
@@ -557,10 +564,11 @@ class NodeLink:
         window = attempt_window_ns(self.node.parameters(self.name)["herald_window_ns"], link)
         memories = self.lab.nodes[self.name].memories
         bsm: dict = {}
-        if basis == "bsm":
+        if basis in STORED_PAIR_DELIVERIES:
             if session.session in self._bsm_shots or not self._holds_stored():
+                operation = "Bell-state measurement" if basis == "bsm" else "GHZ operation"
                 reason = (
-                    "the stored pair was consumed by this session's Bell-state measurement"
+                    f"the stored pair was consumed by this session's {operation}"
                     if session.session in self._bsm_shots
                     else "no stored pair is left to measure with (cut off or discarded)"
                 )
@@ -603,7 +611,7 @@ class NodeLink:
         exhausted: list[int] = []  # attempts of the shots that gave up (seen in the thread)
 
         def on_shots(shots: list) -> None:
-            if basis == "bsm":  # a heralded shot's BSM consumed the stored pair, whatever
+            if basis in STORED_PAIR_DELIVERIES:  # a heralded shot used the stored pair, whatever
                 for shot, own in shots:  # the decision on the new pair will be
                     if own.heralded:
                         self._bsm_shots.setdefault(session.session, (shot, own, bsm))
@@ -705,6 +713,8 @@ class NodeLink:
             summary["memory"] = self._memory_after(session)
             if session.session in self.bsm_results:
                 summary["bsm"] = self.bsm_results[session.session]
+            if session.session in self.ghz_results:
+                summary["ghz"] = self.ghz_results[session.session]
         self.finished[session.session] = summary
         self.session = None
         for listener in list(self.session_listeners):
@@ -755,6 +765,8 @@ class NodeLink:
                 self._store(session, link_name, r, now)
         elif delivery == "bsm":
             self._bsm_done(session, link_name)
+        elif delivery == "ghz":
+            self._ghz_done(session, link_name)
         elif delivery == "keep" and kept and memory.electron_free():
             r = kept[-1]  # the electron holds the last kept pair (each shot overwrites it)
             pair_id = r["id"].decode()
@@ -830,6 +842,58 @@ class NodeLink:
         }
         for old in list(self.bsm_results)[:-BSM_RESULTS_KEPT]:
             del self.bsm_results[old]
+
+    def _ghz_done(self, session: LinkSession, link_name: str) -> None:
+        """After a ghz session: its heralded shot's electron readout as ghz_operation()
+        returns it (`ghz_results`, the summary's `ghz`); the memory keeps the stored pair's
+        half (now the GHZ state's), read later by memory_measure; the new pair never enters
+        the memory's records (its electron was read)."""
+        memory = self.memory
+        assert memory is not None
+        found = self._bsm_shots.pop(session.session, None)
+        if found is None:
+            return  # no herald: the stored pair is as it was
+        shot, own, frame = found
+        kept = frame["pair"]
+        still_stored = any(p.pair_id == kept.pair_id for p in memory.pairs())
+        rows = [r[0] for r in session.rows if int(r[0]["shot"]) == shot]
+        row = rows[0] if rows else None
+        threshold = self.node.parameters(self.name)["readout_threshold"]
+        measured = own.counts >= 0
+        bit = (1 if own.counts >= threshold else -1) if measured else 0
+        new_id = row["id"].decode() if row is not None else session.pair_id(shot, own.attempts)
+        outcome = OUTCOMES[own.outcome] if 0 <= own.outcome < len(OUTCOMES) else ""
+        delivered = row is not None and int(row["status"]) == DELIVERED
+        reason = "" if delivered else (row["reason"].decode() if row is not None else "undecided")
+        if not still_stored:  # cut off as the session's attempts were charged to it
+            delivered, reason = False, f"the stored pair {kept.pair_id} was cut off"
+        self.ghz_results[session.session] = {
+            "electron_bit": bit,
+            "counts": own.counts,
+            "valid": bool(own.valid and measured and delivered),
+            "reason": reason,
+            "pairs": {
+                "electron": {
+                    "pair_id": new_id,
+                    "link": link_name,
+                    "peer": session.peer,
+                    "outcome": outcome,
+                    "attempts": own.attempts,
+                    "fidelity_heralded": session.expected.fidelity,
+                    "frame_here": session.frame_node == self.name,
+                },
+                "memory": {
+                    **kept.as_dict(),
+                    "frame_here": self.frames.get(kept.pair_id, (False,))[0],
+                },
+            },
+            "frame_deg": frame["frame_deg"],
+            "attempt_phase_deg": frame["attempt_phase_deg"],
+            "attempts_fed_forward": own.attempts,
+            "session": session.session,
+        }
+        for old in list(self.ghz_results)[:-BSM_RESULTS_KEPT]:
+            del self.ghz_results[old]
 
     def bsm_result(self, session_id: str) -> dict:
         """The Bell-state measurement a bsm session made (in-process API for the network

@@ -45,6 +45,7 @@ from controller.link.vocabulary import (
 from qnode.errors import QnodeError
 from sequences.library import bell_measurement
 from sequences.memory import MemoryInit, SwapToMemory
+from sequences.network_ops import ghz_operation
 from sequences.operations import (
     CRCheck,
     EntanglementAttempt,
@@ -382,7 +383,10 @@ def round_sequence(
     pair's epoch frame): `frame_deg` undoes the stored state's known turn before this program
     (its earlier attempts), `attempt_phase_deg` per attempt of this program's loop is fed
     forward in real time (ALIGN's register term); the attempts protect the stored pair (the
-    echo, whole Larmor periods). Both readouts, then the charge check that flags the shot."""
+    echo, whole Larmor periods). Both readouts, then the charge check that flags the shot.
+    Basis "ghz": likewise, the GHZ operation (sequences.network_ops.ghz_operation) of the
+    electron's half and the stored pair, which the memory keeps: the electron's readout, and
+    no charge check after (its light would dephase the memory's half)."""
     check = memory_check(platform)
     extra: dict = {"port": port, "protect_memory": protect_memory, "echo": echo}
     if heralding == "software":
@@ -397,14 +401,21 @@ def round_sequence(
         )
     else:
         attempt = EntanglementAttempt(protocol, max_attempts=attempts, **extra)
-    if basis == "bsm" and not (protect_memory and echo):
-        raise QnodeError("a bsm round's attempts protect the stored pair: protect_memory, echo")
+    if basis in ("bsm", "ghz") and not (protect_memory and echo):
+        raise QnodeError(
+            f"a {basis} round's attempts protect the stored pair: protect_memory, echo"
+        )
     ops = [check, WaitSync(SYNC_TIMEOUT_NS, port), attempt]
     if basis == "bsm":
         bsm = bell_measurement(
             memory, frame_deg=frame_deg, epoch=True, attempt_phase_deg=attempt_phase_deg
         )
         ops += [*bsm.operations, memory_still_there(check)]
+    elif basis == "ghz":
+        ghz = ghz_operation(
+            memory, frame_deg=frame_deg, epoch=True, attempt_phase_deg=attempt_phase_deg
+        )
+        ops += list(ghz.operations)
     elif basis == "memory":
         # the memory initialised after the charge check, in the round's own program: a state
         # along z needs no frame through the sync wait; each round (at most hold_attempts
@@ -415,7 +426,7 @@ def round_sequence(
         ops.append(pi_half_pulse(90.0))
     elif basis == "Y":
         ops.append(pi_half_pulse(0.0))
-    if basis not in ("keep", "memory", "bsm"):
+    if basis not in ("keep", "memory", "bsm", "ghz"):
         # the memory checked again after its readout: a memory that lost its charge state
         # (or its cooling) reads dark whatever its spin; that shot is no measurement
         ops += [Readout(), memory_still_there(check)]
@@ -428,7 +439,7 @@ def announced_delivery(request: dict) -> str:
     is both sides' or neither's (check_request)."""
     deliveries = (request["delivery"], request.get("peer_delivery") or request["delivery"])
     for delivery in deliveries:
-        if delivery not in ("memory", "keep", "bsm"):
+        if delivery not in ("memory", "keep", "bsm", "ghz"):
             return str(delivery)
     return "keep"
 
@@ -456,10 +467,11 @@ def plan_round(delivery: str, pairs: int, delivered: dict[str, int]) -> tuple[st
     shots more than needed, as some heralds are discarded (those beyond the share are
     discarded too: the session delivers exactly `pairs`). A kept pair stays in the memory
     only until the next shot: a keep round is one shot, its pair the one the memory holds; a
-    memory or bsm round is one shot (the memory holds one pair, or its BSM consumes it)."""
+    memory, bsm or ghz round is one shot (the memory holds one pair, or its BSM or GHZ
+    operation uses it)."""
     share = shares(delivery, pairs)
     basis = max(share, key=lambda b: share[b] - delivered.get(b, 0))
-    if basis in ("keep", "memory", "bsm"):
+    if basis in ("keep", "memory", "bsm", "ghz"):
         return basis, 1
     shots = max(share[basis] - delivered.get(basis, 0), 1)
     return basis, int(min(ROUND_SHOTS_MAX, shots + 2))

@@ -17,18 +17,25 @@ HERALDING = ("hardware", "software")
 ONE_ROUND = ("single_click", "two_photon")
 """Protocols with one detection window per attempt: software heralding can forward each."""
 
-DELIVERY = ("keep", "X", "Y", "Z", "verify", "memory", "bsm")
+DELIVERY = ("keep", "X", "Y", "Z", "verify", "memory", "bsm", "ghz")
 """keep: the pair stays in the memories; X/Y/Z: measured in that basis; verify: a third each;
 memory: this node's half is moved into its memory qubit right after the herald (NV nodes with
 `memories` and the memory's calibration; one pair per session: the memory holds one); bsm:
 right after the herald, in the same program, this node's half and the pair its memory stores
-are measured in the Bell basis (the entanglement swap; one pair per session, own side only)."""
-BASES = ("keep", "X", "Y", "Z", "memory", "bsm")
+are measured in the Bell basis (the entanglement swap; one pair per session, own side only);
+ghz: right after the herald, in the same program, the GHZ operation on this node's half and
+the stored pair (the DD gate, the electron read out sparing the memory, which keeps its half
+of the GHZ state; one pair per session)."""
+BASES = ("keep", "X", "Y", "Z", "memory", "bsm", "ghz")
 """Basis codes of the session files' pair rows ("memory": the half is in the memory qubit
 MEMORY_QUBIT names, not measured; "bsm": measured with the stored pair's half in the Bell
-basis, both readouts' counts in the row)."""
-ONE_PAIR_DELIVERIES = ("memory", "bsm")
+basis, both readouts' counts in the row; "ghz": the GHZ operation's electron readout, its
+bit in the row)."""
+ONE_PAIR_DELIVERIES = ("memory", "bsm", "ghz")
 """Deliveries that take one pair per session: the memory holds one (stored, or consumed)."""
+STORED_PAIR_DELIVERIES = ("bsm", "ghz")
+"""Deliveries that operate on the new pair and the one the memory stores, in the link's
+program right after the herald."""
 MEMORY_BASES = ("X", "Y", "Z")
 """The bases a stored half is read in (`memory_measure`)."""
 SESSION_ENDS = ("completed", "failed", "aborted", "deadline", "cut-off")

@@ -52,6 +52,7 @@ from controller.network.pauli import bsm_parities, result_after
 from controller.network.service import (
     BSM,
     ELECTRON,
+    GHZ,
     MEMORY,
     LinkFailure,
     NetworkService,
@@ -105,7 +106,7 @@ class NodeLinkOperations:
     """`LinkOperations` over the node's `NodeLink` (see the module's docstring)."""
 
     x_sign = LINK_X_SIGN
-    bsm_in_link = True
+    in_link_operations = True
 
     def __init__(self, link: NodeLink) -> None:
         self.link = link
@@ -121,10 +122,11 @@ class NodeLinkOperations:
         fidelity_min: float,
         deadline_s: float,
     ) -> PairResult:
-        if delivery not in (MEMORY, ELECTRON, BSM) or peer_delivery not in END_DELIVERIES:
+        if delivery not in (MEMORY, ELECTRON, BSM, GHZ) or peer_delivery not in END_DELIVERIES:
             raise QnodeError(
-                f"a link pair for the network: this node's half into {MEMORY}, {ELECTRON} or "
-                f"{BSM}, the peer's {', '.join(END_DELIVERIES)}; got {delivery}/{peer_delivery}"
+                f"a link pair for the network: this node's half into {MEMORY}, {ELECTRON}, "
+                f"{BSM} or {GHZ}, the peer's {', '.join(END_DELIVERIES)}; got "
+                f"{delivery}/{peer_delivery}"
             )
         memory = self.link.memory
         stored_before = {p.pair_id for p in memory.pairs() if p.in_memory} if memory else set()
@@ -154,12 +156,13 @@ class NodeLinkOperations:
         summary = self.link.finished[session]
         cut = self._cut_off(stored_before)
         pair = self.delivered_pair(summary, peer)
-        bsm = summary.get("bsm") if delivery == BSM else None
-        if bsm is not None and not cut and (pair is None or not bsm["valid"]):
-            consumed = bsm["pairs"]["memory"]["pair_id"]
-            why = bsm["reason"] or summary["reason"] or "a readout flagged"
+        used = summary.get(delivery) if delivery in (BSM, GHZ) else None
+        if used is not None and not cut and (pair is None or not used["valid"]):
+            consumed = used["pairs"]["memory"]["pair_id"]
+            why = used["reason"] or summary["reason"] or "a readout flagged"
+            what = "the BSM" if delivery == BSM else "the GHZ operation"
             raise LinkFailure(
-                f"link session {session} with {peer}: the BSM after its herald measured "
+                f"link session {session} with {peer}: {what} after its herald used "
                 f"{consumed} but delivered no pair ({why})",
                 consumed=consumed,
             )
@@ -291,9 +294,15 @@ class NodeLinkOperations:
         return None
 
     async def ghz_measurement(self, memory_pair: str, electron_pair: str) -> int:
-        """B's GHZ operation (sequences.network_ops.ghz_operation): 1 when the electron read
-        bright. The electron's pair is spent; the memory keeps its half for `measure`."""
-        result = await self.link.ghz_operation()
+        """B's GHZ operation (sequences.network_ops.ghz_operation): the one the electron
+        pair's link session made right after its herald (delivery GHZ), or one in a program
+        of its own now; 1 when the electron read bright. The electron's pair is spent; the
+        memory keeps its half for `measure`."""
+        found = self.link.ghz_results.get(electron_pair.split(":", 1)[0])
+        if found is not None and found["pairs"]["electron"]["pair_id"] == electron_pair:
+            result = {**found, "run_id": f"link session {found['session']}"}
+        else:
+            result = await self.link.ghz_operation()
         what = f"the GHZ operation on {memory_pair} and {electron_pair}"
         reading = f"electron {result['electron_bit']:+d}"
         self._checked(result, (memory_pair, electron_pair), what, reading)

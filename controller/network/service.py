@@ -80,7 +80,7 @@ the swap (T2* of microseconds), so each end's link session measures its half at 
 (`peer_delivery`) and the swap's frame is applied to the recorded bit later."""
 BSM_KEPT = 100
 """The repeater's summary keeps the newest BSM parities (per end-to-end pair) for checks."""
-MEMORY, ELECTRON, BSM = "memory", "keep", "bsm"
+MEMORY, ELECTRON, BSM, GHZ = "memory", "keep", "bsm", "ghz"
 """Where a link pair's half is delivered: into the node's 13C memory, or kept in the electron."""
 
 
@@ -161,7 +161,7 @@ class LinkOperations(Protocol):
     ) -> PairResult:
         """One link pair with the neighbour `peer` (this node initiates); `delivery` where
         this node's half goes (MEMORY, ELECTRON, or BSM: measured with the stored pair right
-        after the herald, where `bsm_in_link`), `peer_delivery` the peer's. LinkFailure when
+        after the herald, where `in_link_operations`), `peer_delivery` the peer's. LinkFailure when
         none within `deadline_s`."""
         ...
 
@@ -177,10 +177,12 @@ class LinkOperations(Protocol):
         or None: the service's `Timing.second_link_s`."""
         ...
 
-    bsm_in_link: bool
-    """make_pair takes delivery BSM for the second link of a swap: the link layer measures
-    its new half with the stored pair right after the herald, in the link's program, and
-    bell_measurement then returns that measurement's parities."""
+    in_link_operations: bool
+    """make_pair takes delivery BSM (GHZ) for the second link of a swap (a GHZ shot), and
+    peer delivery BSM for a teleportation sender's half: the link layer operates on the new
+    half and the stored pair (or prepared state) right after the herald, in the link's
+    program; bell_measurement, ghz_measurement and teleport_measurement then return what it
+    measured."""
 
     async def bell_measurement(self, memory_pair: str, electron_pair: str) -> tuple[int, int]:
         """The BSM on the qubits holding the two pairs: the parities (zz, xx)."""
@@ -914,7 +916,7 @@ class NetworkService:
         left = min(deadline - time.monotonic(), wait)
         # the BSM in the second link's program, right after its herald, where the link
         # layer can (the electron's half would not keep its phase to a program of its own)
-        here = BSM if self.ops.bsm_in_link else ELECTRON
+        here = BSM if self.ops.in_link_operations else ELECTRON
         p2 = await self._pair(s, second, here, left, second_deliver, stored=p1.pair_id)
         if p2 is not None and attempt.status != WAITING:
             # the memory's wait ran out while the second link was made: not this attempt's
@@ -962,7 +964,7 @@ class NetworkService:
         await self.peers.request(s.sender, "teleport_prepare", fields, self.timing.request_s)
         # the sender's BSM in its link's program, right after the herald, where its link layer
         # can (the electron's half would not keep its phase to a program of its own)
-        sender_half = BSM if self.ops.bsm_in_link else ELECTRON
+        sender_half = BSM if self.ops.in_link_operations else ELECTRON
         swap = await self._swap_once(s, deadline, sender_half, basis)
         if swap is None:
             return
@@ -1028,13 +1030,18 @@ class NetworkService:
         wait = self._second_link_wait(s, p1.pair_id, second)
         left = min(deadline - time.monotonic(), wait)
         s.last_link_failure = None
-        p2 = await self._pair(s, second, ELECTRON, left, end_c, stored=p1.pair_id)
+        # B's GHZ operation in the second link's program, right after its herald, where the
+        # link layer can (the electron's half would not keep its phase to a program of its own)
+        here = GHZ if self.ops.in_link_operations else ELECTRON
+        p2 = await self._pair(s, second, here, left, end_c, stored=p1.pair_id)
         shot = swap_id(p1.pair_id, p2.pair_id if p2 is not None else "")
         if p2 is None:
             failure = s.last_link_failure
             cut = failure is not None and failure.cut_off == p1.pair_id
+            used = failure is not None and failure.consumed == p1.pair_id
             why = f"no second link pair: {failure}" if failure else "no second link pair"
-            await self._ghz_discard(s, shot, (p1.pair_id,), "cutoff" if cut else "timeout", why)
+            cause = "cutoff" if cut else ("operation_failed" if used else "timeout")
+            await self._ghz_discard(s, shot, (p1.pair_id,), cause, why)
             with contextlib.suppress(Exception):  # a pair cut off is gone already
                 await self.ops.release(p1.pair_id, why)
             return
@@ -1394,7 +1401,9 @@ class NetworkService:
 
 
 __all__ = [
+    "BSM",
     "ELECTRON",
+    "GHZ",
     "MEMORY",
     "LinkFailure",
     "LinkOperations",
