@@ -111,6 +111,7 @@ def test_ghz_shots_through_the_five_daemons(network_lab):
         link_ba, link_bc = link_rows(lab, "B", first), link_rows(lab, "B", second)
         # B's second half: the GHZ operation in its link's program, right after the herald
         assert BASES[link_ba["basis"]] == "memory" and BASES[link_bc["basis"]] == "ghz"
+        assert int(link_bc["counts_memory"]) >= 0  # B's memory read in that program too
         states = (OUTCOMES[int(link_ba["outcome"])], OUTCOMES[int(link_bc["outcome"])])
         assert states == (OUTCOMES[int(link_a["outcome"])], OUTCOMES[int(link_c["outcome"])])
         assert list(states) == outcome["link_states"]

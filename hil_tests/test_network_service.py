@@ -163,6 +163,8 @@ class World:
         self.consume_bsm = 0
         """That many BSMs in the link's program measure the stored pair and deliver no pair."""
         self.fail_teleport_bsm = 0
+        self.memory_reads: list[tuple[str, str, str, str]] = []
+        """(node, peer, its delivery, basis) of every link pair asked to read the memory."""
         self.made: list[tuple[str, str, str, str]] = []
         """(node, peer, its delivery, the peer's) of every link pair asked for."""
         self.prepared: dict[str, str] = {}
@@ -189,9 +191,13 @@ class FakeOps:
         way), unless `consume_bsm` says the link's BSM consumed the stored pair."""
         return self.world.in_link_operations
 
-    async def make_pair(self, peer, protocol, delivery, peer_delivery, fidelity_min, deadline_s):
+    async def make_pair(
+        self, peer, protocol, delivery, peer_delivery, fidelity_min, deadline_s, memory_basis=""
+    ):
         w = self.world
         w.made.append((self.node, peer, delivery, peer_delivery))
+        if memory_basis:
+            w.memory_reads.append((self.node, peer, delivery, memory_basis))
         delay = w.link_delay.get((self.node, peer), 0.0)
         if delay:
             await asyncio.sleep(min(delay, deadline_s))

@@ -100,12 +100,14 @@ REQUEST_OPTIONS: dict[str, Kind] = {
     "peer_delivery": str,
     "alpha": NUMBER,
     "heralding": str,
+    "memory_basis": str,
 }
 REQUEST_CHOICES = {
     "protocol": PROTOCOLS,
     "delivery": DELIVERY,
     "peer_delivery": DELIVERY,
     "heralding": HERALDING,
+    "memory_basis": ("", *MEMORY_BASES),
 }
 
 # node -> node --------------------------------------------------------------------------------
@@ -210,7 +212,10 @@ REQUEST_DEFAULTS = {
     "delivery": "verify",
     "alpha": None,
     "heralding": "hardware",
+    "memory_basis": "",
 }
+"""`memory_basis`: with delivery ghz, the memory's half is read in that basis right after the
+GHZ operation, in the same program ("": kept in the memory)."""
 MEMORY_NEEDS = (
     "tau_ns",
     "n_pulses",
@@ -310,6 +315,11 @@ def check_request(
         raise QnodeError(
             f"verification measures both halves in the same bases: delivery {deliveries[0]} "
             f"and peer_delivery {deliveries[1]} cannot be mixed with it"
+        )
+    if request.get("memory_basis") and "ghz" not in deliveries:
+        raise QnodeError(
+            "memory_basis reads the memory right after a GHZ operation: it goes with delivery "
+            f"ghz, not {deliveries[0]}/{deliveries[1]}"
         )
     for one_pair in ONE_PAIR_DELIVERIES:
         if one_pair not in (request["delivery"], request.get("peer_delivery")):

@@ -600,6 +600,7 @@ class NodeLink:
             echo=bool(session.request.get("echo")),
             frame_deg=bsm.get("frame_deg", 0.0),
             attempt_phase_deg=bsm.get("attempt_phase_deg", 0.0),
+            memory_basis=str(session.request.get("memory_basis") or "") if basis == "ghz" else "",
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
@@ -859,8 +860,21 @@ class NodeLink:
         rows = [r[0] for r in session.rows if int(r[0]["shot"]) == shot]
         row = rows[0] if rows else None
         threshold = self.node.parameters(self.name)["readout_threshold"]
-        measured = own.counts >= 0
+        memory_basis = str(session.request.get("memory_basis") or "")
+        measured = own.counts >= 0 and (own.counts_memory >= 0 or not memory_basis)
         bit = (1 if own.counts >= threshold else -1) if measured else 0
+        memory_bit = 0
+        frame_node, heralded = self.frames.get(kept.pair_id, (False, kept.outcome))
+        if memory_basis:
+            if still_stored:
+                memory.release(kept.pair_id)  # read: the memory is free
+            self.frames.pop(kept.pair_id, None)
+            if measured:
+                memory_bit = 1 if own.counts_memory >= threshold else -1
+                # as memory_measure's: the link's X convention, then its psi- frame
+                memory_bit *= -1 if memory_basis == "X" else 1
+                if heralded == "psi_minus" and frame_node and memory_basis in ("X", "Y"):
+                    memory_bit = -memory_bit
         new_id = row["id"].decode() if row is not None else session.pair_id(shot, own.attempts)
         outcome = OUTCOMES[own.outcome] if 0 <= own.outcome < len(OUTCOMES) else ""
         delivered = row is not None and int(row["status"]) == DELIVERED
@@ -870,6 +884,9 @@ class NodeLink:
         self.ghz_results[session.session] = {
             "electron_bit": bit,
             "counts": own.counts,
+            "memory_basis": memory_basis,
+            "memory_bit": memory_bit,
+            "counts_memory": own.counts_memory,
             "valid": bool(own.valid and measured and delivered),
             "reason": reason,
             "pairs": {
@@ -884,7 +901,7 @@ class NodeLink:
                 },
                 "memory": {
                     **kept.as_dict(),
-                    "frame_here": self.frames.get(kept.pair_id, (False,))[0],
+                    "frame_here": frame_node,
                 },
             },
             "frame_deg": frame["frame_deg"],

@@ -44,7 +44,7 @@ from controller.link.vocabulary import (
 )
 from qnode.errors import QnodeError
 from sequences.library import bell_measurement
-from sequences.memory import MemoryInit, SwapToMemory
+from sequences.memory import MemoryInit, MemoryReadout, SwapToMemory
 from sequences.network_ops import ghz_operation
 from sequences.operations import (
     CRCheck,
@@ -367,6 +367,7 @@ def round_sequence(
     echo: bool = False,
     frame_deg: float = 0.0,
     attempt_phase_deg: float = 0.0,
+    memory_basis: str = "",
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
         the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
@@ -386,7 +387,10 @@ def round_sequence(
     echo, whole Larmor periods). Both readouts, then the charge check that flags the shot.
     Basis "ghz": likewise, the GHZ operation (sequences.network_ops.ghz_operation) of the
     electron's half and the stored pair, which the memory keeps: the electron's readout, and
-    no charge check after (its light would dephase the memory's half)."""
+    no charge check after (its light would dephase the memory's half); or, with
+    `memory_basis`, the memory's half read in that basis at once after it (MemoryReadout in
+    the frame the program keeps: no program boundary between the gate and the readout), then
+    the charge check that flags the shot."""
     check = memory_check(platform)
     extra: dict = {"port": port, "protect_memory": protect_memory, "echo": echo}
     if heralding == "software":
@@ -416,6 +420,8 @@ def round_sequence(
             memory, frame_deg=frame_deg, epoch=True, attempt_phase_deg=attempt_phase_deg
         )
         ops += list(ghz.operations)
+        if memory_basis:
+            ops += [MemoryReadout(memory, basis=memory_basis.lower()), memory_still_there(check)]
     elif basis == "memory":
         # the memory initialised after the charge check, in the round's own program: a state
         # along z needs no frame through the sync wait; each round (at most hold_attempts

@@ -121,6 +121,7 @@ class NodeLinkOperations:
         peer_delivery: str,
         fidelity_min: float,
         deadline_s: float,
+        memory_basis: str = "",
     ) -> PairResult:
         if delivery not in (MEMORY, ELECTRON, BSM, GHZ) or peer_delivery not in END_DELIVERIES:
             raise QnodeError(
@@ -142,6 +143,7 @@ class NodeLinkOperations:
                 "delivery": delivery,
                 "peer_delivery": peer_delivery,
                 "peer": peer,
+                **({"memory_basis": memory_basis} if memory_basis else {}),
             }
         )
         session = started["session"]["session"]
@@ -355,7 +357,26 @@ class NodeLinkOperations:
             return PairResult(pair_id, memory.pair(pair_id).peer, "", 0.0, 0.0, "memory")
         return None
 
+    def _read_in_link(self, pair_id: str) -> dict | None:
+        """The GHZ operation whose link session read the memory's half of `pair_id` right
+        after it (delivery GHZ with a memory basis), if one did."""
+        for result in reversed(list(self.link.ghz_results.values())):
+            if result["memory_basis"] and result["pairs"]["memory"]["pair_id"] == pair_id:
+                return result
+        return None
+
     async def measure(self, pair_id: str, basis: str) -> int:
+        read = self._read_in_link(pair_id)
+        if read is not None:
+            if basis != read["memory_basis"]:
+                raise QnodeError(
+                    f"{pair_id}: this half was read in {read['memory_basis']} right after the "
+                    f"GHZ operation, not {basis}"
+                )
+            if not read["valid"] or read["memory_bit"] not in (-1, 1):
+                raise QnodeError(f"{pair_id}: the memory's readout was not valid")
+            paulis = tuple(self.frames.pop(pair_id, ()))
+            return result_after(int(read["memory_bit"]), basis, paulis)
         held = self._held_here(pair_id)
         if held is None:
             raise QnodeError(f"{self.link.name} holds no half of link pair {pair_id}")

@@ -158,11 +158,13 @@ class LinkOperations(Protocol):
         peer_delivery: str,
         fidelity_min: float,
         deadline_s: float,
+        memory_basis: str = "",
     ) -> PairResult:
         """One link pair with the neighbour `peer` (this node initiates); `delivery` where
-        this node's half goes (MEMORY, ELECTRON, or BSM: measured with the stored pair right
-        after the herald, where `in_link_operations`), `peer_delivery` the peer's. LinkFailure when
-        none within `deadline_s`."""
+        this node's half goes (MEMORY, ELECTRON, BSM or GHZ: with the stored pair right after
+        the herald, where `in_link_operations`), `peer_delivery` the peer's; with GHZ,
+        `memory_basis` reads the memory's half right after the operation (`measure` then
+        returns that bit). LinkFailure when none within `deadline_s`."""
         ...
 
     def held_pair(self, pair_id: str) -> PairResult | None:
@@ -859,6 +861,7 @@ class NetworkService:
         deadline_s: float,
         peer_delivery: str = ELECTRON,
         stored: str = "",
+        memory_basis: str = "",
     ) -> PairResult | None:
         """A link pair with `end`, or None; a stored pair the link layer cut off meanwhile
         (`stored`) is discarded with cause cutoff on every node that knows it."""
@@ -870,6 +873,7 @@ class NetworkService:
                 peer_delivery,
                 float(s.request["fidelity_min"]),
                 max(deadline_s, 1e-3),
+                memory_basis,
             )
         except LinkFailure as e:
             s.link_failures += 1
@@ -1033,7 +1037,10 @@ class NetworkService:
         # B's GHZ operation in the second link's program, right after its herald, where the
         # link layer can (the electron's half would not keep its phase to a program of its own)
         here = GHZ if self.ops.in_link_operations else ELECTRON
-        p2 = await self._pair(s, second, here, left, end_c, stored=p1.pair_id)
+        # verifying, B's memory is read in its setting's basis in that program too (the frame
+        # the program keeps; a later program's readout would need the operation's turn)
+        read = physical[1] if verify and here == GHZ else ""
+        p2 = await self._pair(s, second, here, left, end_c, stored=p1.pair_id, memory_basis=read)
         shot = swap_id(p1.pair_id, p2.pair_id if p2 is not None else "")
         if p2 is None:
             failure = s.last_link_failure

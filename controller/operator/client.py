@@ -207,10 +207,12 @@ class NodeClient:
         peer: str | None = None,
         heralding: str = "hardware",
         peer_delivery: str | None = None,
+        memory_basis: str = "",
     ) -> dict:
         """Start a session with the peer; returns its summary (session id, expectation).
         `delivery` is this node's, `peer_delivery` the peer's (default: the same); "memory"
-        moves the half into the node's memory qubit right after the herald."""
+        moves the half into the node's memory qubit right after the herald; with "ghz",
+        `memory_basis` reads the memory in X, Y or Z right after the GHZ operation."""
         return self.request(
             "entangle",
             pairs=pairs,
@@ -222,6 +224,7 @@ class NodeClient:
             alpha=alpha,
             peer=peer,
             heralding=heralding,
+            **({"memory_basis": memory_basis} if memory_basis else {}),
         )["session"]
 
     def memory(self) -> dict:
