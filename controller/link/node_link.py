@@ -796,14 +796,12 @@ class NodeLink:
         found = self._bsm_shots.pop(session.session, None)
         if found is None:
             return  # no herald: the stored pair is still there (cut-off or not)
-        shot, own, frame = found
+        _shot, own, frame = found
         kept = frame["pair"]
         still_stored = any(p.pair_id == kept.pair_id for p in memory.pairs())
         if still_stored:
             memory.release(kept.pair_id)
         stored_frame = self.frames.pop(kept.pair_id, (False, kept.outcome))
-        rows = [r[0] for r in session.rows if int(r[0]["shot"]) == shot]
-        row = rows[0] if rows else None
         threshold = self.node.parameters(self.name)["readout_threshold"]
         measured = own.counts >= 0 and own.counts_memory >= 0
         bits = (
@@ -811,54 +809,34 @@ class NodeLink:
             if measured
             else (0, 0)
         )
-        new_id = row["id"].decode() if row is not None else session.pair_id(shot, own.attempts)
-        outcome = OUTCOMES[own.outcome] if 0 <= own.outcome < len(OUTCOMES) else ""
-        delivered = row is not None and int(row["status"]) == DELIVERED
-        reason = "" if delivered else (row["reason"].decode() if row is not None else "undecided")
-        if not still_stored:  # cut off as the session's attempts were charged to it
-            delivered, reason = False, f"the stored pair {kept.pair_id} was cut off"
+        used = self._used_pairs(session, link_name, found, still_stored, stored_frame[0])
+        delivered = used.pop("delivered")
         self.bsm_results[session.session] = {
             "electron_bit": bits[0],
             "memory_bit": bits[1],
             "bell_state": BELL_TABLE.get(bits, ""),
             "counts": [own.counts, own.counts_memory],
             "valid": bool(own.valid and measured and delivered),
-            "reason": reason,
-            "pairs": {
-                "electron": {
-                    "pair_id": new_id,
-                    "link": link_name,
-                    "peer": session.peer,
-                    "outcome": outcome,
-                    "attempts": own.attempts,
-                    "fidelity_heralded": session.expected.fidelity,
-                    "frame_here": session.frame_node == self.name,
-                },
-                "memory": {**kept.as_dict(), "frame_here": stored_frame[0]},
-            },
-            "frame_deg": frame["frame_deg"],
-            "attempt_phase_deg": frame["attempt_phase_deg"],
-            "attempts_fed_forward": own.attempts,
-            "session": session.session,
+            **used,
         }
         for old in list(self.bsm_results)[:-BSM_RESULTS_KEPT]:
             del self.bsm_results[old]
 
     def _ghz_done(self, session: LinkSession, link_name: str) -> None:
         """After a ghz session: its heralded shot's electron readout as ghz_operation()
-        returns it (`ghz_results`, the summary's `ghz`); the memory keeps the stored pair's
-        half (now the GHZ state's), read later by memory_measure; the new pair never enters
-        the memory's records (its electron was read)."""
+        returns it (`ghz_results`, the summary's `ghz`) and, with `memory_basis`, the
+        memory's readout right after it (the bit as memory_measure gives it; the memory is
+        free after); without, the memory keeps the stored pair's half (now the GHZ state's)
+        for memory_measure. The new pair never enters the memory's records (its electron was
+        read)."""
         memory = self.memory
         assert memory is not None
         found = self._bsm_shots.pop(session.session, None)
         if found is None:
             return  # no herald: the stored pair is as it was
-        shot, own, frame = found
+        _shot, own, frame = found
         kept = frame["pair"]
         still_stored = any(p.pair_id == kept.pair_id for p in memory.pairs())
-        rows = [r[0] for r in session.rows if int(r[0]["shot"]) == shot]
-        row = rows[0] if rows else None
         threshold = self.node.parameters(self.name)["readout_threshold"]
         memory_basis = str(session.request.get("memory_basis") or "")
         measured = own.counts >= 0 and (own.counts_memory >= 0 or not memory_basis)
@@ -875,12 +853,8 @@ class NodeLink:
                 memory_bit *= -1 if memory_basis == "X" else 1
                 if heralded == "psi_minus" and frame_node and memory_basis in ("X", "Y"):
                     memory_bit = -memory_bit
-        new_id = row["id"].decode() if row is not None else session.pair_id(shot, own.attempts)
-        outcome = OUTCOMES[own.outcome] if 0 <= own.outcome < len(OUTCOMES) else ""
-        delivered = row is not None and int(row["status"]) == DELIVERED
-        reason = "" if delivered else (row["reason"].decode() if row is not None else "undecided")
-        if not still_stored:  # cut off as the session's attempts were charged to it
-            delivered, reason = False, f"the stored pair {kept.pair_id} was cut off"
+        used = self._used_pairs(session, link_name, found, still_stored, frame_node)
+        delivered = used.pop("delivered")
         self.ghz_results[session.session] = {
             "electron_bit": bit,
             "counts": own.counts,
@@ -888,6 +862,34 @@ class NodeLink:
             "memory_bit": memory_bit,
             "counts_memory": own.counts_memory,
             "valid": bool(own.valid and measured and delivered),
+            **used,
+        }
+        for old in list(self.ghz_results)[:-BSM_RESULTS_KEPT]:
+            del self.ghz_results[old]
+
+    def _used_pairs(
+        self,
+        session: LinkSession,
+        link_name: str,
+        found: tuple[int, Any, dict],
+        still_stored: bool,
+        memory_frame_here: bool,
+    ) -> dict:
+        """What a bsm or ghz session's heralded shot (`found`: shot, own record, the stored
+        pair and its frame) used: both pairs, the frame fed forward, and whether the new
+        pair was delivered (not if the stored one was cut off meanwhile), with the reason."""
+        shot, own, frame = found
+        kept = frame["pair"]
+        rows = [r[0] for r in session.rows if int(r[0]["shot"]) == shot]
+        row = rows[0] if rows else None
+        new_id = row["id"].decode() if row is not None else session.pair_id(shot, own.attempts)
+        outcome = OUTCOMES[own.outcome] if 0 <= own.outcome < len(OUTCOMES) else ""
+        delivered = row is not None and int(row["status"]) == DELIVERED
+        reason = "" if delivered else (row["reason"].decode() if row is not None else "undecided")
+        if not still_stored:  # cut off as the session's attempts were charged to it
+            delivered, reason = False, f"the stored pair {kept.pair_id} was cut off"
+        return {
+            "delivered": delivered,
             "reason": reason,
             "pairs": {
                 "electron": {
@@ -899,18 +901,13 @@ class NodeLink:
                     "fidelity_heralded": session.expected.fidelity,
                     "frame_here": session.frame_node == self.name,
                 },
-                "memory": {
-                    **kept.as_dict(),
-                    "frame_here": frame_node,
-                },
+                "memory": {**kept.as_dict(), "frame_here": memory_frame_here},
             },
             "frame_deg": frame["frame_deg"],
             "attempt_phase_deg": frame["attempt_phase_deg"],
             "attempts_fed_forward": own.attempts,
             "session": session.session,
         }
-        for old in list(self.ghz_results)[:-BSM_RESULTS_KEPT]:
-            del self.ghz_results[old]
 
     def bsm_result(self, session_id: str) -> dict:
         """The Bell-state measurement a bsm session made (in-process API for the network
