@@ -195,9 +195,8 @@ def test_teleportation_through_the_five_daemons(network_lab):
         first, second = swap.split("|")
         link_a, link_c = link_rows(lab, "A", first), link_rows(lab, "C", second)
         link_ba, link_bc = link_rows(lab, "B", first), link_rows(lab, "B", second)
-        assert (
-            BASES[link_a["basis"]] == "bsm"
-        )  # A's half: its BSM with the prepared state, in the link's program
+        # A's half: its BSM with the prepared state, in the link's program
+        assert BASES[link_a["basis"]] == "bsm"
         basis, sign = CARDINAL_STATES[fact["state"]]
         assert BASES[link_c["basis"]] == basis  # C's: measured at once in the state's basis
         states = (OUTCOMES[int(link_ba["outcome"])], OUTCOMES[int(link_bc["outcome"])])
