@@ -7,10 +7,9 @@ The repeater (the memory node linked to both ends) runs the session
 network session files and reports, with each figure's 95 % interval (estimators.py): the
 verified Bell-state fidelity of the end-to-end pairs, the GHZ fidelity against 0.5 (a GHZ
 state is genuinely three-partite entangled above it), the teleportation's average fidelity
-against the classical 2/3. The network service runs B's Bell-state measurement in the second
-link's program, right after its herald; B's GHZ operation and a teleportation sender's BSM
-still run as programs of their own after their link session, across which an electron's half
-would not keep its phase in a lab (docs/network.md, "The phase bit, found").
+against the classical 2/3. The network service runs every operation on an electron's half
+in its link's program, right after the herald (B's BSM, B's GHZ operation and its memory's
+readout, the teleportation sender's BSM: docs/network.md, "Delivery into memory").
 """
 
 from __future__ import annotations
@@ -34,10 +33,9 @@ from qnode.errors import QnodeError
 POLL_S = 0.25
 ABORT_WAIT_S = 30.0
 SIMULATION_NOTE = (
-    "B's GHZ operation and a teleportation sender's BSM run as programs of their own after "
-    "their link session: in a lab the electron's half would not keep its phase across that "
-    "(the simulator does not count the time between programs); docs/network.md, "
-    '"The phase bit, found"'
+    "on a simulated lab the time between two programs is not counted (a stored memory "
+    "half would lose little there: milliseconds against its T2 of seconds); how these figures "
+    'compare with the simulator\'s own state: docs/network.md, "Delivery into memory"'
 )
 FIGURE_NAMES = {
     "bell_fidelity": "end-to-end Bell-state fidelity (psi+)",
