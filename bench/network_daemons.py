@@ -10,7 +10,8 @@ in wall time on whatever machine runs `make bench`.
 
 Figures, all derived after the run from the time stamps the daemons record:
   rate       delivered end-to-end pairs per wall second of the operator's call (every link
-             session, B's Bell-state measurement in a program of its own, the messages);
+             session, B's Bell-state measurement in the second link's program right after its
+             herald, the messages);
   fidelity   verified: the Bell-state fidelity of the pairs both ends measured in XX, YY, ZZ
              in turn (`network_figures.measured_figures`, the network session files);
              simulator truth: the true fidelities of the two link pairs each end-to-end pair
