@@ -46,8 +46,10 @@ def entangle(
     delivery: str | None = typer.Option(
         None,
         "--delivery",
-        help="This node's delivery: keep, X, Y, Z, verify or memory (its half moved into its "
-        "memory qubit at the herald; one pair); default: --verify / --basis.",
+        help="This node's delivery: keep, X, Y, Z, verify, memory (its half moved into its "
+        "memory qubit at the herald; one pair), bsm or ghz (its half and the stored pair's "
+        "measured in the Bell basis, or its GHZ operation, at the herald; one pair); default: "
+        "--verify / --basis.",
     ),
     peer_delivery: str | None = typer.Option(
         None, "--peer-delivery", help="The peer's delivery (default: the same as this node's)."
@@ -89,7 +91,7 @@ def entangle(
         )
     if heralding not in HERALDING:
         raise fail(f"--heralding {heralding!r}: {' or '.join(HERALDING)}", 2)
-    if basis not in BASES or basis == "memory":
+    if basis not in BASES or basis in ("memory", "bsm", "ghz"):
         raise fail(f"--basis {basis!r}: keep, X, Y or Z (into memory: --delivery memory)", 2)
     for flag, chosen in (("--delivery", delivery), ("--peer-delivery", peer_delivery)):
         if chosen is not None and chosen not in DELIVERY:
