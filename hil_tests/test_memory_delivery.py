@@ -306,6 +306,7 @@ def test_the_attempt_s_flags_travel_as_data_and_nothing_else_takes_a_bool():
         ("--delivery", "cellar", "--delivery 'cellar': keep, X, Y, Z, verify, memory"),
         ("--peer-delivery", "z", "--peer-delivery 'z': keep, X, Y, Z, verify, memory"),
         ("--basis", "memory", "into memory: --delivery memory"),
+        ("--basis", "ghz", "--basis 'ghz': keep, X, Y or Z"),
     ],
 )
 def test_the_cli_checks_the_deliveries_before_anything_starts(option, value, message, tmp_path):
