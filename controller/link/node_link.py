@@ -90,6 +90,9 @@ from sequences.network_ops import ghz_operation, prepare_memory_state
 from sequences.operations import Sequence, SpinInit, memory_check
 
 log = logging.getLogger("qnode.link")
+ROUND_POLL_S = 0.002
+"""How often the end of a round waits to look again at the peer's round_done and the shots
+still undecided: a swap's feed-forward waits on both (a few wake-ups a round)."""
 BSM_RESULTS_KEPT = 64
 PREPARED = "state:"
 """The id prefix of a state prepared in memory (`prepare_memory`: "state:<run>")."""
@@ -546,7 +549,7 @@ class NodeLink:
         while session.peer_round_status is None:
             if session.ending is not None or time.monotonic() > limit:
                 return False
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(ROUND_POLL_S)
         return True
 
     async def _drain(self, session: LinkSession) -> None:
@@ -554,7 +557,7 @@ class NodeLink:
         limit = time.monotonic() + DRAIN_TIMEOUT_S
         while session.pending() and time.monotonic() < limit:
             session.sweep_timeouts()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(ROUND_POLL_S)
 
     async def _run_round(
         self, session: LinkSession, round_index: int, first_shot: int, shots: int, basis: str

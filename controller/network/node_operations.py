@@ -38,6 +38,7 @@ through the daemons (`LINK_SESSION_OVERHEAD_S`), at most `DAEMON_TIMING.second_l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -147,14 +148,7 @@ class NodeLinkOperations:
             }
         )
         session = started["session"]["session"]
-        limit = time.monotonic() + deadline_s + SESSION_END_MARGIN_S
-        while session not in self.link.finished:
-            if time.monotonic() > limit:
-                current = self.link.session
-                if current is not None and current.session == session:
-                    self.link.abort(f"the network's wait for session {session} ran out")
-                raise LinkFailure(f"link session {session} with {peer} did not end in time")
-            await asyncio.sleep(0.02)
+        await self._session_end(session, peer, time.monotonic() + deadline_s + SESSION_END_MARGIN_S)
         summary = self.link.finished[session]
         cut = self._cut_off(stored_before)
         pair = self.delivered_pair(summary, peer)
@@ -177,6 +171,30 @@ class NodeLinkOperations:
         if delivery == MEMORY:
             return self._stored(summary, pair)
         return pair
+
+    async def _session_end(self, session: str, peer: str, limit: float) -> None:
+        """Wait for the link session's end: woken by the link layer's session listener as it
+        ends (the swap's feed-forward waits on this), at the latest at `limit` (monotonic),
+        then aborted with LinkFailure."""
+        ended: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def on_end(summary: dict) -> None:
+            if summary.get("session") == session and not ended.done():
+                ended.set_result(None)
+
+        self.link.session_listeners.append(on_end)
+        try:
+            while session not in self.link.finished:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    current = self.link.session
+                    if current is not None and current.session == session:
+                        self.link.abort(f"the network's wait for session {session} ran out")
+                    raise LinkFailure(f"link session {session} with {peer} did not end in time")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(ended), min(left, 1.0))
+        finally:
+            self.link.session_listeners.remove(on_end)
 
     def _cut_off(self, stored_before: set[str]) -> str:
         """A pair stored before the session that the link layer discarded since ("" none)."""
