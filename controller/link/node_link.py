@@ -135,6 +135,19 @@ def memory_alpha_of(alpha: float | None, protocol: str) -> tuple[float, int]:
     return 0.5, 2
 
 
+def memory_bit(bright: bool, basis: str, frame_node: bool, heralded: str) -> int:
+    """A memory's readout as the link layer reports a measured half: +1 bright, but X
+    negated (the link measures an electron's X as pi/2 about +y, plan.round_sequence: bright
+    is -x there, +x in MemoryReadout), and the link's Pauli frame (Z on the frame node turns
+    psi- into psi+) on X and Y."""
+    bit = 1 if bright else -1
+    if basis == "X":
+        bit = -bit
+    if heralded == "psi_minus" and frame_node and basis in ("X", "Y"):
+        bit = -bit
+    return bit
+
+
 class NodeLink:
     def __init__(self, lab: LabConfig, node: NodeView[Any], dialer: StationDialer) -> None:
         self.lab = lab
@@ -171,7 +184,7 @@ class NodeLink:
         self.ghz_results: dict[str, dict] = {}
         """Session id -> its GHZ operation (delivery "ghz"), as ghz_operation() returns it
         (the newest BSM_RESULTS_KEPT sessions')."""
-        self._bsm_shots: dict[str, tuple[int, Any, dict]] = {}
+        self._operation_shots: dict[str, tuple[int, Any, dict]] = {}
         """Session id -> (shot, own record, the stored pair and frame) of the heralded shot
         whose BSM or GHZ operation used the stored pair (one per session)."""
         self.session_listeners: list[Callable[[dict], None]] = []
@@ -318,7 +331,7 @@ class NodeLink:
                     f"the {delivery} delivery operates on a new pair and the one stored in "
                     f"memory: {self.name} holds {len(stored)} stored pairs ({held})"
                 )
-        if own_delivery(request, initiator) == "memory":
+        if delivery == "memory":
             memory = self.memory
             if memory is None or memory.free_memory() is None:
                 held = memory.as_dict() if memory is not None else {}
@@ -568,11 +581,11 @@ class NodeLink:
         memories = self.lab.nodes[self.name].memories
         bsm: dict = {}
         if basis in STORED_PAIR_DELIVERIES:
-            if session.session in self._bsm_shots or not self._holds_stored():
+            if session.session in self._operation_shots or not self._holds_stored():
                 operation = "Bell-state measurement" if basis == "bsm" else "GHZ operation"
                 reason = (
                     f"the stored pair was consumed by this session's {operation}"
-                    if session.session in self._bsm_shots
+                    if session.session in self._operation_shots
                     else "no stored pair is left to measure with (cut off or discarded)"
                 )
                 session.end_with("failed", f"{self.name}: {reason}")
@@ -618,7 +631,7 @@ class NodeLink:
             if basis in STORED_PAIR_DELIVERIES:  # a heralded shot used the stored pair, whatever
                 for shot, own in shots:  # the decision on the new pair will be
                     if own.heralded:
-                        self._bsm_shots.setdefault(session.session, (shot, own, bsm))
+                        self._operation_shots.setdefault(session.session, (shot, own, bsm))
             if self.session is session:
                 session.on_shots(round_index, shots)
 
@@ -796,7 +809,7 @@ class NodeLink:
         BSM consumed it) and the new pair never enters the memory's records."""
         memory = self.memory
         assert memory is not None
-        found = self._bsm_shots.pop(session.session, None)
+        found = self._operation_shots.pop(session.session, None)
         if found is None:
             return  # no herald: the stored pair is still there (cut-off or not)
         _shot, own, frame = found
@@ -834,7 +847,7 @@ class NodeLink:
         read)."""
         memory = self.memory
         assert memory is not None
-        found = self._bsm_shots.pop(session.session, None)
+        found = self._operation_shots.pop(session.session, None)
         if found is None:
             return  # no herald: the stored pair is as it was
         _shot, own, frame = found
@@ -844,25 +857,22 @@ class NodeLink:
         memory_basis = str(session.request.get("memory_basis") or "")
         measured = own.counts >= 0 and (own.counts_memory >= 0 or not memory_basis)
         bit = (1 if own.counts >= threshold else -1) if measured else 0
-        memory_bit = 0
+        read_bit = 0
         frame_node, heralded = self.frames.get(kept.pair_id, (False, kept.outcome))
         if memory_basis:
             if still_stored:
                 memory.release(kept.pair_id)  # read: the memory is free
             self.frames.pop(kept.pair_id, None)
             if measured:
-                memory_bit = 1 if own.counts_memory >= threshold else -1
-                # as memory_measure's: the link's X convention, then its psi- frame
-                memory_bit *= -1 if memory_basis == "X" else 1
-                if heralded == "psi_minus" and frame_node and memory_basis in ("X", "Y"):
-                    memory_bit = -memory_bit
+                bright = own.counts_memory >= threshold
+                read_bit = memory_bit(bright, memory_basis, frame_node, heralded)
         used = self._used_pairs(session, link_name, found, still_stored, frame_node)
         delivered = used.pop("delivered")
         self.ghz_results[session.session] = {
             "electron_bit": bit,
             "counts": own.counts,
             "memory_basis": memory_basis,
-            "memory_bit": memory_bit,
+            "memory_bit": read_bit,
             "counts_memory": own.counts_memory,
             "valid": bool(own.valid and measured and delivered),
             **used,
@@ -1063,13 +1073,8 @@ class NodeLink:
         if outcome.status != "completed" or not shots:
             raise QnodeError(f"memory readout run {outcome.status}: {outcome.reason}")
         shot = shots[0][1]
-        bit = 1 if shot.counts >= self.node.parameters(self.name)["readout_threshold"] else -1
-        if basis == "X":
-            # the link measures an electron's X as pi/2 about +y (plan.round_sequence):
-            # bright is -x there, +x in MemoryReadout: the bit as the link's would read
-            bit = -bit
-        if heralded == "psi_minus" and frame_node and basis in ("X", "Y"):
-            bit = -bit  # the link's Pauli frame: Z on this node turns psi- into psi+
+        bright = shot.counts >= self.node.parameters(self.name)["readout_threshold"]
+        bit = memory_bit(bright, basis, frame_node, heralded)
         return {
             "pair_id": pair.pair_id,
             "basis": basis,
