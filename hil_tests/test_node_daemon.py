@@ -95,9 +95,12 @@ def test_sigterm_mid_run_leaves_instruments_safe_and_file_valid(start_daemon, da
     daemon = start_daemon("B")
     sweep = Sweep((SweepAxis.linspace("duration_ns", 0, 400, 200, "ns"),))
     run = daemon.client.start(rabi("nv", shots=1000), sweep)
-    while daemon.client.status()["run"]["points_done"] < 1:
+    # point 0 (0 ns) plays no pulse, so the output is switched on by point 1: after it the
+    # microwave is on for the rest of the run
+    while (status := daemon.client.status())["run"]["points_done"] < 2:
+        assert status["state"] == "busy", status
         time.sleep(0.02)
-    assert sim.state("B.mw")["output"] is True
+    assert sim.state("B.mw")["output"] is True, daemon.client.status()
     assert daemon.stop() == 0
     assert sim.state("B.mw")["output"] is False
     awg = sim.state("B.awg")
