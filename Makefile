@@ -39,7 +39,7 @@ conformance: $(STAMP) $(CONFORMANCE_STAMP)
 	$(PY) conformance/run.py --python $(CONFORMANCE_VENV)/bin/python --qnode $(VENV)/bin/qnode
 
 # Every benchmark (bench/run.py), the three-node run through five daemons among them;
-# `make bench BENCH_ARGS="--no-network --no-demo"` leaves the two slow ones out.
+# `make bench BENCH_ARGS="--no-network --no-published --no-demo"` leaves the slow ones out.
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 

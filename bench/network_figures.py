@@ -729,10 +729,22 @@ def measured_figures(paths: Iterable[Path]) -> dict[str, float]:
 
 
 # the benchmark -----------------------------------------------------------------------------
-def run(session_files: Iterable[Path] = (), plot_path: Path | None = None) -> dict:
-    """Every published set's comparison and the cut-off figures (bench/run.py's entry)."""
+def run(
+    session_files: Iterable[Path] = (),
+    plot_path: Path | None = None,
+    simulated: dict | None = None,
+) -> dict:
+    """Every published set's comparison and the cut-off figures (bench/run.py's entry). The
+    simulator's column from `simulated` (controller.harness.published_network's summary:
+    the simulator's truth on labs/sim_pompili_2021.toml) or from network session files."""
     files = list(session_files)
     measured = measured_figures(files) if files else None
+    if simulated is not None:
+        measured = {
+            key: simulated[key]
+            for key in ("swap_fidelity", "swap_fidelity_any_outcome", "ghz_fidelity")
+            if simulated.get(key) is not None
+        }
     out: dict = {"sets": [compare(name, measured) for name in SETS]}
     out["beyond"] = beyond()
     out["beyond_short_memory"] = beyond(n_1e_at_bc=SHORT_MEMORY_N_1E)

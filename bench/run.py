@@ -20,7 +20,10 @@
               skipped with --no-network)
   network     GHZ, swap and teleportation fidelity beside Pompili 2021 / Hermans 2022 (paper,
               simulator, planning model) and qnode's cut-offs beyond them
-              (bench/network_figures.py: computed, its own tables printed too)
+              (bench/network_figures.py: computed, its own tables printed too); the
+              simulator's column from labs/sim_pompili_2021.toml through the five daemons,
+              read on the simulator's truth (controller/harness/published_network.py, ~30
+              min; skipped with --no-published)
   demo        `make demo` end to end, wall seconds (skipped with --no-demo)
 
 Results go to bench/results/latest.json (and a time-stamped copy).
@@ -455,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the three-node run through five daemons (~1-2 min)",
     )
+    parser.add_argument(
+        "--no-published",
+        action="store_true",
+        help="skip the simulator's column of the published sets (~30 min)",
+    )
     args = parser.parse_args(argv)
     results: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with tempfile.TemporaryDirectory(prefix="qnode-bench-") as tmp:
@@ -484,10 +492,17 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("end-to-end pairs through the five daemons..."):
             results["network_daemons"] = network_daemons.bench_network_daemons()
         network_daemons.render(results["network_daemons"], console)
+    simulated = None
+    if not args.no_published:
+        from controller.harness import published_network
+
+        console.print("the published set on the simulator (labs/sim_pompili_2021.toml)...")
+        simulated = published_network.run(console=console)
+        results["published_network"] = {k: v for k, v in simulated.items() if k != "raw"}
     with console.status("network figures..."):
         from bench import network_figures
 
-        results["network"] = network_figures.run()
+        results["network"] = network_figures.run(simulated=simulated)
         network_figures.render(results["network"], console)
     if not args.no_demo:
         with console.status("make demo..."):

@@ -150,6 +150,10 @@ class SimulationSection(_Strict):
     given values instead of drawn from the seed, to reproduce a paper's figures."""
 
     midpoint: dict[Literal[PINNABLE], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+    """Pinned at every midpoint."""
+    midpoints: dict[str, dict[Literal[PINNABLE], float]] = Field(default_factory=dict)  # type: ignore[valid-type]
+    """Per midpoint (`[simulation.midpoints.M1]`), over `midpoint`: two links of a paper with
+    different figures."""
     memories: dict[Literal["init_fidelity"], float] = Field(default_factory=dict)
     """Pinned for every memory node."""
     c13: dict[Literal["a_par_hz", "a_perp_hz"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
@@ -467,6 +471,9 @@ def _check_links(lab: LabConfig, fail: Fail) -> None:
                 fail(f"{key}.fibre_km.{node}", f"{node} is not an end of this link")
     for station, config in lab.nodes.items():
         _check_link_ports(lab, station, config, fail)
+    for station in lab.simulation.midpoints:
+        if station not in served:
+            fail(f"simulation.midpoints.{station}", f"{station!r} is not a midpoint of a link")
     pairs = [frozenset(link.nodes) for link in lab.links.values()]
     if len(set(pairs)) != len(pairs):
         fail("links", "two links join the same pair of nodes")

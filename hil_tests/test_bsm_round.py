@@ -26,9 +26,14 @@ import pytest
 
 from controller.data.sessionfile import DELIVERED
 from controller.harness.truth_calibration import phase_per_attempt_from_truth
+from controller.harness.truth_states import (
+    BELL_VECTORS,
+    bell_fidelities,
+    framed,
+    ghz_truth_values,
+)
 from controller.link.vocabulary import BASES
 from hil_tests.test_compiler_memory import F_L, HW, PARAMS, replay_outcomes
-from hil_tests.test_memory_delivery import BELL_VECTORS
 from qnode.errors import ProgramError, QnodeError
 from sequences.compiler import R_ATTEMPTS, CompileError, compile_sequence
 from sequences.library import BELL_TABLE, bell_measurement
@@ -585,19 +590,6 @@ PHASE_MARGIN = 0.1
 the phase bit read inverted gives ~-0.3, at chance 0."""
 
 
-def bell_fidelities(rho: np.ndarray) -> dict[str, float]:
-    return {
-        name: float(np.real(vector.conj() @ rho @ vector)) for name, vector in BELL_VECTORS.items()
-    }
-
-
-def framed(rho: np.ndarray, first: str, second: str) -> np.ndarray:
-    """(A, C)'s state with the swap's Paulis applied (A: Z, C: X, as pauli.SwapFrame's)."""
-    paulis = {"I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Z": np.diag([1.0, -1.0])}
-    u = np.kron(paulis[first], paulis[second])
-    return u @ rho @ u.conj().T
-
-
 @pytest.mark.timeout(900)
 def test_the_swapped_pair_s_true_state_follows_its_frame(swap_lab):
     """Swaps at B with A and C keeping their halves: after each, the simulator's state of
@@ -747,34 +739,6 @@ wrong when B's readout was, about one in eight), SD ~0.4, over 48 values a stand
 0.06, 0.15 five of them under. B's memory read along the wrong axis gives 0 (a quarter turn)
 or -0.43 (half a turn: what the readout in a later program gave, docs/network.md); a wrong
 operation, outcome or frame 0 or negative for ZIZ too."""
-
-
-def ghz_truth_values(setting: str, rho_ac: np.ndarray, frame, b_value: int) -> dict:
-    """Each stabiliser of `setting` on the true state of (A, C) after B's readout: A's and
-    C's operators in GHZ_BASES' physical bases with their signs, B's factor its read value
-    (GHZ_BASES' sign applied), the group's sign and the shot's Pauli frame. A GHZ state
-    gives +1 for every one; chance 0."""
-    from controller.network.estimators import GHZ_SETTINGS
-    from controller.network.pauli import frame_sign
-    from sequences.network_ops import GHZ_BASES
-
-    pauli = {
-        "I": np.eye(2),
-        "X": np.array([[0, 1], [1, 0]], dtype=complex),
-        "Y": np.array([[0, -1j], [1j, 0]]),
-        "Z": np.diag([1.0, -1.0]).astype(complex),
-    }
-    values = {}
-    for stabiliser, sign in GHZ_SETTINGS[setting]:
-        operator, signed = np.eye(1), sign * frame_sign(frame, stabiliser)
-        for k in (0, 2):
-            physical, basis_sign = GHZ_BASES[k][stabiliser[k]] if stabiliser[k] != "I" else ("I", 1)
-            operator = np.kron(operator, pauli[physical])
-            signed *= basis_sign
-        if stabiliser[1] != "I":
-            signed *= b_value
-        values[stabiliser] = signed * float(np.real(np.trace(rho_ac @ operator)))
-    return values
 
 
 @pytest.mark.timeout(900)

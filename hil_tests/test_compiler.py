@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from qnode.errors import QnodeError
 from sequences.compiler import (
     CR_COUNTS,
     SHOT_END,
@@ -264,3 +265,78 @@ def test_attempt_needs_the_excitation_path_and_a_known_protocol():
         )
     with pytest.raises(CompileError, match="unknown protocol 'double_click'"):
         compile_sequence(Sequence("e", (EntanglementAttempt("double_click"),), 1), PARAMS, HW_ENT)
+
+
+def _shots_run(compiled, herald: bool) -> list[int]:
+    """The simulated sequencer (in-process, a node without optics) runs the program; with
+    `herald`, the herald input has fired before the first attempt waits on it. The codes of
+    its events."""
+    import asyncio
+    import time
+
+    from sequences.program import encode
+    from sim_backends.instruments.sequencer import SimSequencer
+    from sim_backends.node import SimNode
+
+    seq = SimSequencer("A:sequencer", SimNode("A", None), 1)
+
+    async def run() -> None:
+        seq._load("", block=encode(compiled.program.instructions))
+        seq._start()
+        if herald:
+            seq._herald("1")
+        deadline = time.monotonic() + 10
+        while seq.status != "HALTED":
+            assert time.monotonic() < deadline, seq.status
+            await asyncio.sleep(0.005)
+
+    asyncio.run(run())
+    return [e.code for e in seq.events]
+
+
+def test_a_program_ending_at_its_herald_runs_its_shots_until_the_first_herald():
+    """last_shot_on_herald: a round that wants one pair runs many shots (a waiting memory
+    initialised again each shot) in one program and stops at the shot that heralded; without
+    a herald it runs them all. Without the flag every shot runs."""
+    from sequences.compiler import HERALD, R_LAST, SHOT_END
+
+    params = {**PARAMS, "alpha_amplitude_v": 0.1}
+    ending = compile_sequence(
+        Sequence("e", (EntanglementAttempt(max_attempts=3, last_shot_on_herald=True),), 5),
+        params,
+        HW_ENT,
+    )
+    assert ending.ends_at_herald
+    assert (
+        f"SET r{R_LAST}, 1" in ending.listing and f"BRANCH_GE r{R_LAST}, 1, end" in ending.listing
+    )
+    heralded = _shots_run(ending, herald=True)
+    assert heralded.count(SHOT_END) == 1 and heralded.count(HERALD) == 1
+    assert _shots_run(ending, herald=False).count(SHOT_END) == 5
+    plain = compile_sequence(
+        Sequence("e", (EntanglementAttempt(max_attempts=3),), 5), params, HW_ENT
+    )
+    assert not plain.ends_at_herald and f"r{R_LAST}" not in plain.listing
+    assert _shots_run(plain, herald=True).count(SHOT_END) == 5
+
+
+def test_a_run_point_ending_at_its_herald_leaves_the_later_shots_unrun():
+    """The node's run file keeps `shots` rows a point: those after the herald are zero counts
+    and not valid; a program not ending at its herald must report every shot."""
+    from controller.node.runtime import parse_shots
+    from sequences.compiler import HERALD, SHOT_END
+    from sequences.program import Event
+
+    params = {**PARAMS, "alpha_amplitude_v": 0.1}
+    attempt = EntanglementAttempt(max_attempts=3, last_shot_on_herald=True)
+    ending = compile_sequence(Sequence("e", (attempt, Readout()), 5), params, HW_ENT)
+    events = [Event(10, HERALD, 1), Event(20, 1, 7), Event(30, SHOT_END, 0)]
+    counts, valid, _ = parse_shots(ending, events)
+    assert counts[:, 0].tolist() == [7, 0, 0, 0, 0] and valid.tolist() == [1, 0, 0, 0, 0]
+    with pytest.raises(QnodeError, match="reported 0 shots, the program has 5"):
+        parse_shots(ending, [])
+    plain = compile_sequence(
+        Sequence("e", (EntanglementAttempt(max_attempts=3), Readout()), 5), params, HW_ENT
+    )
+    with pytest.raises(QnodeError, match="reported 1 shots, the program has 5"):
+        parse_shots(plain, events)

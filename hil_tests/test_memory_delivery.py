@@ -27,6 +27,7 @@ from calibration.planning import memory_from_calibration
 from controller.data.params import ParameterStore
 from controller.data.sessionfile import DELIVERED
 from controller.harness.sim import SimControl, start_sim
+from controller.harness.truth_states import BELL_VECTORS
 from controller.labconfig import load_lab
 from controller.link.memory import hold_attempts
 from controller.link.messages import check_request, request_from
@@ -143,15 +144,6 @@ def test_each_side_follows_its_own_delivery():
     stored = round_sequence("nv", "barrett_kok", 1, "memory", None)
     assert isinstance(stored.operations[-1], SwapToMemory)  # right after the herald
     assert not any(type(op).__name__ == "Readout" for op in stored.operations)
-
-
-KET0, KET1 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
-BELL_VECTORS = {
-    "phi_plus": (np.kron(KET0, KET0) + np.kron(KET1, KET1)) / np.sqrt(2),
-    "phi_minus": (np.kron(KET0, KET0) - np.kron(KET1, KET1)) / np.sqrt(2),
-    "psi_plus": (np.kron(KET0, KET1) + np.kron(KET1, KET0)) / np.sqrt(2),
-    "psi_minus": (np.kron(KET0, KET1) - np.kron(KET1, KET0)) / np.sqrt(2),
-}
 
 
 BELL_EIGENVALUES = {  # each Bell state's XX, YY, ZZ

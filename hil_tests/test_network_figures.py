@@ -329,3 +329,36 @@ def test_the_feed_forward_latency_is_read_from_the_recorded_time_stamps(tmp_path
         assert p["p50"] == pytest.approx((ordered[19] + ordered[20]) / 2)
         assert p["p99"] == pytest.approx(ordered[38] + 0.61 * (ordered[39] - ordered[38]))
     assert percentiles(np.array([]))["n"] == 0
+
+
+def test_the_published_run_s_truth_figures_fill_the_simulator_column():
+    """controller.harness.published_network's summary: the paper's outcome-00 swap is the
+    swaps after which the ends correct nothing (frame I, I), the any-outcome one all swaps,
+    the GHZ fidelity (1 + the seven stabilisers' means) / 8; network_figures puts them in the
+    simulator's column beside the paper's."""
+    from controller.harness.published_network import Figures
+
+    figures = Figures()
+    for frame, fidelity, attempts in (
+        (["I", "I"], 0.6, 100),
+        (["Z", "I"], 0.4, 3000),
+        (["I", "I"], 0.5, 200),
+        (["Z", "X"], 0.3, 4000),
+    ):
+        figures.swaps.append(
+            {"bell_state": "?", "frame": frame, "fidelity": fidelity, "bc_attempts": attempts}
+        )
+    stabilisers = [s for terms in GHZ_SETTINGS.values() for s, _ in terms]
+    figures.ghz = {s: [0.5, 0.3] for s in stabilisers}
+    figures.ghz_attempts = [10, 20]
+    summary = figures.summary()
+    assert summary["swap_fidelity"] == pytest.approx(0.55)
+    assert summary["swap_fidelity_any_outcome"] == pytest.approx(0.45)
+    assert summary["swap_fidelity_fewer_attempts"] == pytest.approx(0.55)
+    assert summary["swap_fidelity_more_attempts"] == pytest.approx(0.35)
+    assert len(stabilisers) == 7 and summary["ghz_fidelity"] == pytest.approx((1 + 7 * 0.4) / 8)
+    result = nf.run(simulated=summary)
+    rows = {r["figure"]: r["simulator"] for s in result["sets"] for r in s["rows"]}
+    assert rows["swap_fidelity"] == pytest.approx(0.55)
+    assert rows["ghz_fidelity"] == pytest.approx(0.475)
+    assert rows["teleport_fidelity"] is None  # not measured: "not yet"

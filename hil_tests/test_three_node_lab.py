@@ -948,3 +948,41 @@ def test_the_cavity_lab_pins_weak_memories_and_collects_through_cavities(tmp_pat
         assert all(0.02 * 0.99 <= eta <= 0.05 for eta in midpoint.truth.eta.values())
     for midpoint in drawn.midpoints.values():
         assert all(eta <= 4.2e-4 for eta in midpoint.truth.eta.values())
+
+
+def test_the_published_set_lab_pins_each_link_and_the_memory(tmp_path):
+    """labs/sim_pompili_2021.toml: both midpoints with the published optics, each with its own
+    phase noise (`[simulation.midpoints.M1]` over `[simulation.midpoint]`), every node's
+    initialisation 0.997, and a 13C whose dephasing per attempt on the simulator's physics
+    gives the stand-in N_1/e (1400 at alpha 0.5, bench/published.py) within 10 %."""
+    import tomllib
+
+    from controller.harness.truth_calibration import memory_n_1e_from_truth
+
+    raw = tomllib.loads((LABS / "sim_pompili_2021.toml").read_text())
+    lab = SimLab(raw, SEED, tmp_path / "p", tmp_path / "p.json")
+    noise = {name: m.truth.phase_noise_deg for name, m in lab.midpoints.items()}
+    assert noise == {"M1": 19.6, "M2": 24.6}
+    for midpoint in lab.midpoints.values():
+        for eta in midpoint.truth.eta.values():  # less the lab's 1 m of fibre
+            assert eta == pytest.approx(3.9977e-4, rel=2e-3)
+        assert set(midpoint.truth.p_double.values()) == {0.04}
+        assert midpoint.truth.visibility == 0.9
+        assert set(midpoint.truth.dark_count_hz.values()) == {20.0}
+    values = {"spin_pump_duration_ns": 3000.0, "pi_duration_ns": 100.0}
+    values["excitation_duration_ns"] = 8.0
+    for node in "ABC":
+        physics = lab.nodes[node].physics
+        assert physics.truth.init_fidelity == 0.997
+        memory = physics.memories[0].truth
+        n_1e = memory_n_1e_from_truth(
+            memory.__dict__, {"init_fidelity": 0.997}, values, 0.5, 1008.0
+        )
+        assert 1260 <= n_1e <= 1540, n_1e
+
+
+def test_a_pin_for_a_station_that_heralds_no_link_is_refused():
+    raw = three_node_raw()
+    raw["simulation"] = {"midpoints": {"M3": {"phase_noise_deg": 10.0}}}
+    with pytest.raises(LabConfigError, match=r"simulation.midpoints.M3.*'M3' is not a midpoint"):
+        parse_lab(raw, str(THREE))

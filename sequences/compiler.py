@@ -67,6 +67,8 @@ ATTEMPTS_EXHAUSTED = 1102
 ENTANGLEMENT_EVENTS = (HERALD, ATTEMPTS, ATTEMPTS_EXHAUSTED)
 
 R_CR, R_COUNT, R_ATTEMPTS, R_HERALD, R_HERALD2, R_FLAG = 0, 1, 2, 3, 4, 15
+R_LAST = 14
+"""1 once an attempt with last_shot_on_herald heralded: the shot is the program's last."""
 
 
 class SweepError(QnodeError):
@@ -112,6 +114,9 @@ class Compiled:
     shot_duration_ns: int = 0
     has_check: bool = False
     awg_points: int = 0  # AWG memory the waveforms take (built or not)
+    ends_at_herald: bool = False
+    """The program ends after the shot that heralded (EntanglementAttempt.last_shot_on_herald):
+    it may report fewer than `shots` shots."""
 
 
 def quantise(ns: float) -> int:
@@ -227,13 +232,24 @@ class _Compiler:
             raise CompileError(0, None, "a sequence needs at least one operation")
         if not 1 <= seq.shots <= 2**31:
             raise CompileError(0, None, f"shots must be 1..2^31, got {seq.shots}")
+        last_on_herald = any(
+            isinstance(op, EntanglementAttempt) and op.last_shot_on_herald for op in seq.operations
+        )
+        end = self.label("end") if last_on_herald else ""
+        self.out.ends_at_herald = last_on_herald
         self.emit("shot:")
         self.emit(f"SET r{R_FLAG}, 0")
+        if last_on_herald:
+            self.emit(f"SET r{R_LAST}, 0")
         for self.index, self.op in enumerate(seq.operations):
             self.operation(self.op)
         self.index, self.op = len(seq.operations), None
         self.emit(f"EVENT {SHOT_END}, r{R_FLAG}")
+        if last_on_herald:
+            self.emit(f"BRANCH_GE r{R_LAST}, 1, {end}")
         self.emit(f"LOOP shot, {seq.shots}")
+        if last_on_herald:
+            self.emit(f"{end}:")
         self.emit("HALT")
         listing = "\n".join(self.lines)
         self.out.program = assemble(listing)
@@ -398,6 +414,8 @@ class _Compiler:
         self.emit(f"{heralded}:")
         self.emit(f"EVENT {HERALD}, r{R_HERALD2 if op.protocol == 'barrett_kok' else R_HERALD}")
         self.emit(f"EVENT {ATTEMPTS}, r{R_ATTEMPTS}")
+        if op.last_shot_on_herald:
+            self.emit(f"SET r{R_LAST}, 1")
         self.emit(f"{done}:")
         self.elapsed += init_ns + pad_ns + excite_ns + window  # the best case (pulses: wait)
 

@@ -187,6 +187,11 @@ class EntanglementAttempt(Operation):
     stored state's frame is kept whatever the number of attempts). The echo flips this
     electron (X): the heralded psi+/psi- become phi+/phi- unless the peer echoes too (X on
     both: psi+ stays, psi- only changes sign)."""
+    last_shot_on_herald: bool = False
+    """A heralded attempt makes its shot the program's last (the shot's other operations and
+    its end still run): a round that wants one pair and re-initialises a waiting memory every
+    `max_attempts` attempts runs many shots in one program instead of a program per shot.
+    Both nodes of a link stop at the same shot, since both see the same herald."""
 
 
 @dataclass(frozen=True)

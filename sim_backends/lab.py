@@ -242,7 +242,11 @@ class SimLab:
             if c["kind"] == "memory" and n in link["nodes"]
         }
         fibre_ns = {n: float(fibre_km.get(n, 0.0)) * FIBRE_NS_PER_KM for n in platforms}
-        pins = (self.description.get("simulation") or {}).get("midpoint") or {}
+        simulation = self.description.get("simulation") or {}
+        pins = {
+            **(simulation.get("midpoint") or {}),
+            **(simulation.get("midpoints") or {}).get(name, {}),
+        }
         truth = draw_midpoint_truth(platforms, detectors, rng, pins)
         # the photons' delay after their sync: the electronics (drawn) and the fibre
         truth = replace(truth, delay_ns={n: d + fibre_ns[n] for n, d in truth.delay_ns.items()})

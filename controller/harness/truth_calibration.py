@@ -142,21 +142,15 @@ def calibrate_links_from_truth(
     )
 
 
-def phase_per_attempt_from_truth(
+def attempt_channel_from_truth(
     memory: dict, node_truth: dict, values: dict, alpha: float, window_ns: float
-) -> float:
-    """The stored state's mean turn per echoed single-click attempt at `alpha` (degrees,
-    frame_deg's convention: ahead of the frame positive), what c13_dephasing would measure
-    (it takes ~8 min on the simulator and does not resolve N_1/e there:
-    test_calibration_memory_sim): the attempt as the link plays it (compiler.attempt: the
-    pump, the pad to whole Larmor periods, the alpha pulse, the optical pi pulse, the echo,
-    the herald wait `window_ns`, on the 4 ns grid) composed on the electron and the 13C with
-    the papers' Hamiltonian (Taminiau et al. 2012; the pump's random reset time, Kalb et al.,
-    PRA 97, 062330 (2018): sim_backends.nuclear's channels), repeated, the stored +x's angle
-    after each attempt against free precession at omega_L. The whole channel, not the
-    electron's mean time in |1> alone (attempt_factor: -1.04 deg on the cavity lab's B where
-    this gives -1.18 and the simulator turned by -1.27): with the period a whole number of
-    Larmor periods the A_perp-tilted axis's kicks add up from attempt to attempt."""
+):
+    """One echoed single-click attempt at `alpha` as the link plays it (compiler.attempt: the
+    pump, the pad to whole Larmor periods, the alpha pulse, the optical pi pulse, the echo, the
+    herald wait `window_ns`, on the 4 ns grid), composed on the electron and the 13C with the
+    papers' Hamiltonian (Taminiau et al. 2012; the pump's random reset time, Kalb et al.,
+    PRA 97, 062330 (2018): sim_backends.nuclear's channels): (the 16 x 16 superoperator on the
+    electron-13C density matrix, the attempt's length in ns)."""
     import numpy as np
 
     from sim_backends import nuclear
@@ -198,13 +192,79 @@ def phase_per_attempt_from_truth(
     attempt = np.eye(16, dtype=complex)
     for step in steps:
         attempt = step @ attempt
-    rho = np.kron(np.diag([1.0, 0.0]), np.full((2, 2), 0.5)).astype(complex)
-    angles = []
-    for n in range(1, 201):
-        rho = (attempt @ rho.reshape(-1)).reshape(4, 4)
-        coherence = np.einsum("iaib->ab", rho.reshape(2, 2, 2, 2))[0, 1]
-        # x + iy = 2 conj(rho01); the frame turns with omega_L over the attempts' time
-        precessed = 2 * math.pi * memory["larmor_hz"] * n * (unpadded + pad) * 1e-9
-        angles.append(-float(np.angle(coherence)) - precessed)
-    unwrapped = np.unwrap(angles)
+    return attempt, unpadded + pad
+
+
+def _stored_coherences(attempt, attempts: int):
+    """The stored +x's coherence rho01 of the 13C after each of `attempts` attempts (the
+    electron starts in |0>)."""
+    import numpy as np
+
+    rho = np.kron(np.diag([1.0, 0.0]), np.full((2, 2), 0.5)).astype(complex).reshape(-1)
+    out = np.empty(attempts, dtype=complex)
+    for n in range(attempts):
+        rho = attempt @ rho
+        out[n] = np.einsum("iaib->ab", rho.reshape(2, 2, 2, 2))[0, 1]
+    return out
+
+
+def phase_per_attempt_from_truth(
+    memory: dict, node_truth: dict, values: dict, alpha: float, window_ns: float
+) -> float:
+    """The stored state's mean turn per echoed single-click attempt at `alpha` (degrees,
+    frame_deg's convention: ahead of the frame positive), what c13_dephasing would measure
+    (it takes ~8 min on the simulator and does not resolve N_1/e there:
+    test_calibration_memory_sim): the attempt of attempt_channel_from_truth, repeated, the
+    stored +x's angle after each attempt against free precession at omega_L. The whole
+    channel, not the electron's mean time in |1> alone (attempt_factor: -1.04 deg on the
+    cavity lab's B where this gives -1.18 and the simulator turned by -1.27): with the period
+    a whole number of Larmor periods the A_perp-tilted axis's kicks add up from attempt to
+    attempt."""
+    import numpy as np
+
+    attempt, length_ns = attempt_channel_from_truth(memory, node_truth, values, alpha, window_ns)
+    coherences = _stored_coherences(attempt, 200)
+    n = np.arange(1, 201)
+    # x + iy = 2 conj(rho01); the frame turns with omega_L over the attempts' time
+    precessed = 2 * math.pi * memory["larmor_hz"] * n * length_ns * 1e-9
+    unwrapped = np.unwrap(-np.angle(coherences) - precessed)
     return math.degrees((unwrapped[-1] - unwrapped[9]) / (len(unwrapped) - 10))
+
+
+def memory_n_1e_from_truth(
+    memory: dict,
+    node_truth: dict,
+    values: dict,
+    alpha: float,
+    window_ns: float,
+    limit: int = 200_000,
+) -> float:
+    """Attempts after which a stored +x keeps 1/e of its coherence (|rho01| from 1/2), the
+    figure c13_dephasing's N_1/e stands for, from attempt_channel_from_truth; a steady turn
+    (phase_per_attempt_from_truth, fed forward by the link) does not count. `limit` when it
+    keeps more than 1/e so long. The memory's T2 between attempts is not in it."""
+    import numpy as np
+
+    attempt, _ = attempt_channel_from_truth(memory, node_truth, values, alpha, window_ns)
+    # in chunks of doubling size: the coherence's length is monotone, so the chunk that
+    # crosses 1/e is found by squaring the channel, then searched attempt by attempt
+    rho = np.kron(np.diag([1.0, 0.0]), np.full((2, 2), 0.5)).astype(complex).reshape(-1)
+    done, step, power = 0, 1, attempt
+    target = 0.5 / math.e
+
+    def length(state) -> float:
+        return float(abs(np.einsum("iaib->ab", state.reshape(2, 2, 2, 2))[0, 1]))
+
+    while done < limit:
+        after = power @ rho
+        if length(after) < target:
+            break
+        rho, done = after, done + step
+        power, step = power @ power, step * 2
+    else:
+        return float(limit)
+    for n in range(step):
+        rho = attempt @ rho
+        if length(rho) < target:
+            return float(min(limit, done + n + 1))
+    return float(min(limit, done + step))

@@ -62,6 +62,8 @@ from controller.link.plan import (
     link_plan,
     max_attempts,
     memory_still_there,
+    one_pair_round,
+    one_pair_round_shots,
     plan_round,
     round_basis,
     round_sequence,
@@ -502,11 +504,14 @@ class NodeLink:
                 basis, shots = plan_round(
                     announced_delivery(request), request["pairs"], session.delivered_by_basis
                 )
-                if {"memory", "keep"} & {request["delivery"], request["peer_delivery"]} or (
-                    request.get("echo")  # a stored pair on either node
-                ):
-                    # a side keeps its half (a later shot's attempts would overwrite it), or
-                    # a stored pair's budget must be checked between shots: one shot a round
+                if one_pair_round(request):
+                    # a side keeps its half: the round's program ends at its herald (a later
+                    # shot's attempts would overwrite it); with a stored pair on either node,
+                    # one shot (its budget is checked between shots)
+                    shots = one_pair_round_shots(
+                        request, session.expected.p_success, self._shot_attempts(session)
+                    )
+                elif request.get("echo"):  # a stored pair's budget: one shot a round
                     shots = 1
                 session.expect_peer_round()
                 await self.link_to(session.peer).request(
@@ -537,7 +542,7 @@ class NodeLink:
                     state, reason = state, f"{session.peer}: {status}"
                     break
                 await self._drain(session)
-                first_shot += shots
+                first_shot = session.next_shot  # fewer than `shots` when it ended at its herald
                 round_index += 1
         except QnodeError as e:
             state, reason = session.ending or ("failed", str(e))
@@ -591,9 +596,7 @@ class NodeLink:
                 session.end_with("failed", f"{self.name}: {reason}")
                 return _NoRun("aborted", reason)
             bsm = self._bsm_frame(session)
-        attempts = max_attempts(session.expected.p_success)
-        if session.request.get("hold_attempts"):  # a memory waits in |0> through them
-            attempts = min(attempts, int(session.request["hold_attempts"]))
+        attempts = self._shot_attempts(session)
         budget = self._attempt_budget(session, link_name)
         if budget is not None:
             if budget < 1:
@@ -617,6 +620,7 @@ class NodeLink:
             frame_deg=bsm.get("frame_deg", 0.0),
             attempt_phase_deg=bsm.get("attempt_phase_deg", 0.0),
             memory_basis=str(session.request.get("memory_basis") or "") if basis == "ghz" else "",
+            last_shot_on_herald=shots > 1 and one_pair_round(session.request),
         )
         run = await self.node.prepare(sequence)
         if session.ending is not None:  # it ended while preparing (preparing clears an abort)
@@ -641,6 +645,7 @@ class NodeLink:
 
         outcome = await self.node.execute(run, on_events)
         await asyncio.sleep(0)  # let the last events' callbacks run
+        session.next_shot = parser.next_shot
         ran_out = budget is not None and any(n >= budget for n in exhausted)
         if budget is not None and ran_out and outcome.status == "completed":
             self._budget_ran_out = (
@@ -676,6 +681,15 @@ class NodeLink:
         if per_attempt is None or not math.isfinite(per_attempt):
             return 0.0
         return float(per_attempt)
+
+    @staticmethod
+    def _shot_attempts(session: LinkSession) -> int:
+        """Attempts a shot makes before it gives up: ten expected waits, or a waiting memory's
+        hold_attempts (both sides compute it from the same request)."""
+        attempts = max_attempts(session.expected.p_success)
+        if session.request.get("hold_attempts"):  # a memory waits in |0> through them
+            attempts = min(attempts, int(session.request["hold_attempts"]))
+        return attempts
 
     def _attempt_budget(self, session: LinkSession, link_name: str) -> int | None:
         """The attempts this node may make before a stored pair's cut-off (None: no stored

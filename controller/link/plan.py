@@ -368,6 +368,7 @@ def round_sequence(
     frame_deg: float = 0.0,
     attempt_phase_deg: float = 0.0,
     memory_basis: str = "",
+    last_shot_on_herald: bool = False,
 ) -> Sequence:
     """Per shot: check, wait for the shared sync, attempt until the herald, then measure in
         the basis (X: pi/2 about y, Y: pi/2 about x, Z: none) or keep. With software heralding
@@ -390,9 +391,15 @@ def round_sequence(
     no charge check after (its light would dephase the memory's half); or, with
     `memory_basis`, the memory's half read in that basis at once after it (MemoryReadout in
     the frame the program keeps: no program boundary between the gate and the readout), then
-    the charge check that flags the shot."""
+    the charge check that flags the shot. `last_shot_on_herald`: the program ends after the
+    shot that heralded (one_pair_round)."""
     check = memory_check(platform)
-    extra: dict = {"port": port, "protect_memory": protect_memory, "echo": echo}
+    extra: dict = {
+        "port": port,
+        "protect_memory": protect_memory,
+        "echo": echo,
+        "last_shot_on_herald": last_shot_on_herald,
+    }
     if heralding == "software":
         extra["window_ns"] = max(SOFTWARE_HERALD_WAIT_NS, window_ns or 0.0)
     elif window_ns is not None:
@@ -437,6 +444,28 @@ def round_sequence(
         # (or its cooling) reads dark whatever its spin; that shot is no measurement
         ops += [Readout(), memory_still_there(check)]
     return Sequence(f"entangle_{protocol}_{basis}", tuple(ops), shots)
+
+
+def one_pair_round(request: dict) -> bool:
+    """A round wants one pair: a side stores or keeps its half (a later shot's attempts would
+    overwrite it), so the round's program ends at its first herald (last_shot_on_herald)."""
+    return bool({"memory", "keep"} & {request["delivery"], request.get("peer_delivery")})
+
+
+ONE_PAIR_ROUND_ODDS = 3.0
+"""A round that wants one pair runs enough shots that it heralds with probability 1 - e^-3
+(95 %): one program where a memory waiting in |0> (hold_attempts a shot) needs many shots."""
+
+
+def one_pair_round_shots(request: dict, p_success: float, attempts_per_shot: int) -> int:
+    """Shots of a round that wants one pair (one_pair_round), the program ending at its herald:
+    one while a stored pair is on either node (`echo`: its budget is checked between shots,
+    a round at a time); else ONE_PAIR_ROUND_ODDS expected heralds' worth of attempts, at most
+    ROUND_SHOTS_MAX shots."""
+    if request.get("echo") or p_success <= 0:
+        return 1
+    shots = math.ceil(ONE_PAIR_ROUND_ODDS / (p_success * max(1, attempts_per_shot)))
+    return int(min(ROUND_SHOTS_MAX, max(1, shots)))
 
 
 def announced_delivery(request: dict) -> str:

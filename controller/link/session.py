@@ -122,6 +122,9 @@ class LinkSession:
         self.started = time.time()
         self.own: dict[int, OwnShot] = {}
         self.basis_of: dict[int, str] = {}
+        self.next_shot = 0
+        """The shot after this node's last round: a round that ends at its herald runs fewer
+        shots than it asked, and the midpoint numbers shots by the syncs that ran."""
         self.heralds: dict[int, dict] = {}
         self.verdicts: dict[int, Verdict] = {}
         self.peer_verdicts: dict[int, Verdict] = {}
