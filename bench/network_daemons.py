@@ -29,7 +29,6 @@ Figures, all derived after the run from the time stamps the daemons record:
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -139,7 +138,7 @@ def bench_network_daemons(pairs: int = PAIRS, seed: int = SEED) -> dict:
     """The run described in the module's docstring; its figures as a dict (bench/run.py)."""
     from bench.network_figures import measured_figures
     from controller.data.networkfile import DELIVERED, network_file_path
-    from controller.harness.sim import SimControl, start_sim
+    from controller.harness.sim import SimControl, lab_processes, start_sim
     from controller.harness.soak_network import (
         LINK_ALPHA,
         MEMORY_PLAN,
@@ -149,83 +148,72 @@ def bench_network_daemons(pairs: int = PAIRS, seed: int = SEED) -> dict:
     )
     from controller.labconfig import load_lab
     from controller.network.pauli import werner_swap_fidelity
-    from controller.operator.daemons import start_daemon, terminate
+    from controller.operator.daemons import start_daemon
     from controller.operator.network import network_entangle
 
-    old = os.environ.get("QNODE_DATA_DIR")
-    procs: list = []
-    with tempfile.TemporaryDirectory(prefix="qnode-bench-network-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="qnode-bench-network-") as tmp,
+        lab_processes(Path(tmp) / "data") as procs,
+    ):
         folder = Path(tmp)
         data_dir = folder / "data"
-        data_dir.mkdir()
-        os.environ["QNODE_DATA_DIR"] = str(data_dir)
-        try:
-            lab = load_lab(LAB)
-            roles = Roles.of(lab)
-            resource_map = folder / "resources.json"
-            sim_proc = start_sim(lab, resource_map, seed=seed, log=folder / "sim.log")
-            procs.append(sim_proc)
-            sim = SimControl(resource_map)
-            calibrate_network_from_truth(lab, sim, roles)
-            memory = sim.truth(roles.repeater)["memories"]["c13"]
-            for station in roles.stations:
-                procs.append(
-                    start_daemon(
-                        lab, station, log=folder / f"{station}.log", resource_map=resource_map
-                    )
-                )
-            before = {m: len(sim.heralds(midpoint=m)) for m in roles.midpoints}
-            started = time.perf_counter()
-            report = network_entangle(lab, ENDS, pairs, verify=True, deadline_s=900.0)
-            wall = time.perf_counter() - started
-            truth = {
-                m: {h["generation"]: h for h in sim.heralds(since=before[m], midpoint=m)}
-                for m in roles.midpoints
-            }
-            s = report.summary
-            session = s["session"]
-            files = [network_file_path(data_dir, session, n) for n in ("A", "B", "C")]
-            verified = measured_figures([f for f in files if f.exists()])
-            midpoints = midpoint_of(lab)  # each end's link with the repeater: its midpoint
-            heralds: dict[str, tuple[str, dict]] = {
-                link: (midpoints[frozenset((end, roles.repeater))], {})
-                for link, end in zip(("link_first", "link_second"), ENDS, strict=True)
-            }
-            delivered = [r for r in report.data["B"]["pairs"] if r["status"] == DELIVERED]
-            link_truth: dict[str, list[float]] = {"link_first": [], "link_second": []}
-            herald_sent: dict[str, float] = {}
-            delivered_at_b: dict[str, float] = {}
-            for row in delivered:
-                for link, (midpoint, cache) in heralds.items():
-                    pair_id = row[link].decode()
-                    link_session = parse_link_pair(pair_id)[0]
-                    if link_session not in cache:
-                        cache[link_session] = _midpoint_heralds(data_dir, link_session, midpoint)
-                    rows = cache[link_session]
-                    found = None if rows is None else herald_row(pair_id, rows)
-                    if found is None:
-                        continue
-                    if link == "link_second":
-                        herald_sent[pair_id] = float(found["t_sent"])
-                        delivered_at_b[pair_id] = _delivered_at(
-                            data_dir, link_session, roles.repeater, pair_id
-                        )
-                    record = truth[midpoint].get(int(found["sync"]))
-                    if record is not None:
-                        link_truth[link].append(float(record["fidelity"]))
-            latencies = feedforward_latencies(
-                {end: report.data[end]["pairs"] for end in ENDS},
-                ENDS,
-                herald_sent.get,
-                delivered_at_b.get,
+        lab = load_lab(LAB)
+        roles = Roles.of(lab)
+        resource_map = folder / "resources.json"
+        sim_proc = start_sim(lab, resource_map, seed=seed, log=folder / "sim.log")
+        procs.append(sim_proc)
+        sim = SimControl(resource_map)
+        calibrate_network_from_truth(lab, sim, roles)
+        memory = sim.truth(roles.repeater)["memories"]["c13"]
+        for station in roles.stations:
+            procs.append(
+                start_daemon(lab, station, log=folder / f"{station}.log", resource_map=resource_map)
             )
-        finally:
-            for proc in reversed(procs):
-                terminate(proc)
-            if old is None:
-                os.environ.pop("QNODE_DATA_DIR", None)
-            else:
-                os.environ["QNODE_DATA_DIR"] = old
+        before = {m: len(sim.heralds(midpoint=m)) for m in roles.midpoints}
+        started = time.perf_counter()
+        report = network_entangle(lab, ENDS, pairs, verify=True, deadline_s=900.0)
+        wall = time.perf_counter() - started
+        truth = {
+            m: {h["generation"]: h for h in sim.heralds(since=before[m], midpoint=m)}
+            for m in roles.midpoints
+        }
+        s = report.summary
+        session = s["session"]
+        files = [network_file_path(data_dir, session, n) for n in ("A", "B", "C")]
+        verified = measured_figures([f for f in files if f.exists()])
+        midpoints = midpoint_of(lab)  # each end's link with the repeater: its midpoint
+        heralds: dict[str, tuple[str, dict]] = {
+            link: (midpoints[frozenset((end, roles.repeater))], {})
+            for link, end in zip(("link_first", "link_second"), ENDS, strict=True)
+        }
+        delivered = [r for r in report.data["B"]["pairs"] if r["status"] == DELIVERED]
+        link_truth: dict[str, list[float]] = {"link_first": [], "link_second": []}
+        herald_sent: dict[str, float] = {}
+        delivered_at_b: dict[str, float] = {}
+        for row in delivered:
+            for link, (midpoint, cache) in heralds.items():
+                pair_id = row[link].decode()
+                link_session = parse_link_pair(pair_id)[0]
+                if link_session not in cache:
+                    cache[link_session] = _midpoint_heralds(data_dir, link_session, midpoint)
+                rows = cache[link_session]
+                found = None if rows is None else herald_row(pair_id, rows)
+                if found is None:
+                    continue
+                if link == "link_second":
+                    herald_sent[pair_id] = float(found["t_sent"])
+                    delivered_at_b[pair_id] = _delivered_at(
+                        data_dir, link_session, roles.repeater, pair_id
+                    )
+                record = truth[midpoint].get(int(found["sync"]))
+                if record is not None:
+                    link_truth[link].append(float(record["fidelity"]))
+        latencies = feedforward_latencies(
+            {end: report.data[end]["pairs"] for end in ENDS},
+            ENDS,
+            herald_sent.get,
+            delivered_at_b.get,
+        )
     true_ab = float(np.mean(link_truth["link_first"])) if link_truth["link_first"] else math.nan
     true_bc = float(np.mean(link_truth["link_second"])) if link_truth["link_second"] else math.nan
     both = math.isfinite(true_ab) and math.isfinite(true_bc)

@@ -9,12 +9,14 @@ this module, and only in the commands of `qnode sim`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from controller.labconfig import LabConfig
-from controller.operator.daemons import spawn
+from controller.operator.daemons import spawn, terminate
 from sim_backends.client import SimControl, SimControlError
 
 __all__ = ["SimControl", "SimControlError", "serve", "start_sim", "state_dir_of"]
@@ -49,3 +51,23 @@ def start_sim(
     args = ["sim", "up", "--lab", lab.source, "--seed", str(seed)]
     args += ["--resource-map", str(resource_map)]
     return spawn(args, resource_map, log, timeout_s)
+
+
+@contextlib.contextmanager
+def lab_processes(data_dir: Path) -> Iterator[list]:
+    """QNODE_DATA_DIR set to `data_dir` (the daemons started inside inherit it) and a list for
+    the processes the caller starts: every one terminated, newest first, and the variable as
+    it was, however the block ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("QNODE_DATA_DIR")
+    os.environ["QNODE_DATA_DIR"] = str(data_dir)
+    procs: list = []
+    try:
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            terminate(proc)
+        if old is None:
+            os.environ.pop("QNODE_DATA_DIR", None)
+        else:
+            os.environ["QNODE_DATA_DIR"] = old

@@ -639,13 +639,17 @@ class NodeLink:
             if self.session is session:
                 session.on_shots(round_index, shots)
 
+        ended = [0]  # shots the program ran (seen in the thread: the parser's callbacks may
+        # still be queued when the run returns)
+
         def on_events(events: list) -> None:  # the worker thread: hand over to the loop
             exhausted.extend(int(e.value) for e in events if e.code == ATTEMPTS_EXHAUSTED)
+            ended[0] += sum(1 for e in events if e.code == SHOT_END)
             loop.call_soon_threadsafe(lambda: on_shots(parser.feed(events)))
 
         outcome = await self.node.execute(run, on_events)
         await asyncio.sleep(0)  # let the last events' callbacks run
-        session.next_shot = parser.next_shot
+        session.next_shot = first_shot + ended[0]
         ran_out = budget is not None and any(n >= budget for n in exhausted)
         if budget is not None and ran_out and outcome.status == "completed":
             self._budget_ran_out = (
