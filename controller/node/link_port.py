@@ -4,6 +4,7 @@ runtime, parameter store and run worker."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +65,4 @@ class LinkPort:
     def send_herald(self, outcome: str, port: int = 0) -> None:
         with self._runtime.sequencer() as sequencer:
             sequencer.send_herald(outcome, port)
+        self._runtime.fed_at = time.monotonic()

@@ -212,6 +212,9 @@ class NodeRuntime:
         self.fault_reason = ""
         self.run_progress: RunProgress | None = None
         self.abort_event = threading.Event()
+        self.fed_at = 0.0
+        """When the host last fed the running program (time.monotonic: a forwarded herald, the
+        software heralding's per-attempt outcome): progress, as an event from it is."""
         self._claim = threading.Lock()  # state changes of prepare, whichever thread asks
         self.lab_text = Path(lab.source).read_text() if Path(lab.source).exists() else ""
 
@@ -495,7 +498,10 @@ class NodeRuntime:
         last_pet = time.monotonic()
         events: list[Event] = []
         # a watchdog on progress, not on the total: a shot ends with an event, so a sequencer
-        # that sends nothing for many shot lengths is stuck (a slow one is not)
+        # that sends nothing for many shot lengths is stuck (a slow one is not); a program
+        # that waits for the host's outcome of each attempt (software heralding) and gets it
+        # is running, however many attempts its shot takes (a shot of ~4000 attempts at a
+        # few ms each outlasts any multiple of its best-case length)
         stall_s = max(MIN_POINT_TIMEOUT_S, 20 * compiled.shot_duration_ns * 1e-9)
         last_progress = time.monotonic()
         while True:
@@ -526,6 +532,7 @@ class NodeRuntime:
                     raise RunAborted("aborted by the operator")
             if state == "IDLE":
                 raise QnodeError("the sequencer stopped before the program's HALT")
+            last_progress = max(last_progress, self.fed_at)
             if time.monotonic() - last_progress > stall_s:
                 raise QnodeError(f"the sequencer reported nothing for {stall_s:g} s: stuck")
             time.sleep(POLL_S)
