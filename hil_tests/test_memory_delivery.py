@@ -34,7 +34,7 @@ from controller.link.messages import check_request, request_from
 from controller.link.plan import announced_delivery, round_basis, round_sequence
 from controller.link.vocabulary import BASES, HOLD_ATTEMPTS_DEFAULT
 from controller.node.runtime import hardware_of
-from controller.operator.daemons import StartError, terminate
+from controller.operator.daemons import StartError
 from hil_tests.test_compiler_memory import (
     HW,
     PARAMS,
@@ -411,20 +411,14 @@ def memory_lab(tmp_path_factory):
 def _memory_lab(tmp_path_factory, path: Path, seed: int = SEED):
     """The lab at `path` with its own simulator (`seed`), data folder and five daemons, both
     links calibrated from the truth: (lab, sim control, store, B's memory truth)."""
-    import os
-
+    from controller.harness.sim import lab_processes
     from controller.harness.truth_calibration import calibrate_links_from_truth
     from controller.operator import daemons
 
     folder = tmp_path_factory.mktemp("memory_delivery")
-    data = folder / "data"
-    data.mkdir()
-    old = os.environ.get("QNODE_DATA_DIR")
-    os.environ["QNODE_DATA_DIR"] = str(data)
-    lab = load_lab(path)
-    resource_map = folder / "resources.json"
-    procs = []
-    try:
+    with lab_processes(folder / "data") as procs:
+        lab = load_lab(path)
+        resource_map = folder / "resources.json"
         try:
             procs.append(start_sim(lab, resource_map, seed=seed, log=folder / "sim.log"))
         except StartError as e:
@@ -436,13 +430,6 @@ def _memory_lab(tmp_path_factory, path: Path, seed: int = SEED):
         store = ParameterStore(lab.data_dir / "params.sqlite")
         yield lab, control, store, control.truth("B")["memories"]["c13"]
         store.close()
-    finally:
-        for proc in reversed(procs):
-            terminate(proc)
-        if old is None:
-            os.environ.pop("QNODE_DATA_DIR", None)
-        else:
-            os.environ["QNODE_DATA_DIR"] = old
 
 
 STORE_ALPHA = 0.1
