@@ -738,3 +738,34 @@ def test_the_prepare_memory_request_takes_only_a_cardinal_state():
         unpack(pack("prepare_memory", 1, state="+W", peer="C"), OPERATOR)
     with pytest.raises(MessageError, match="missing field 'peer'"):
         unpack(pack("prepare_memory", 1, state="+X"), OPERATOR)
+
+
+def test_the_published_set_s_memory_gate_writes_and_reads_back_cardinal_states(tmp_path):
+    """labs/sim_pompili_2021.toml's 13C on the published run's seed: the gate the harness
+    chooses (published_network.ranked_memory_gate: the resonance whose grid error times order
+    is least and whose gate reaches pi/2) writes and reads back +Z, +X and +Y on the model
+    (stored_state_survival, worst of the three) at 0.9 or better; the soak's choice on the
+    lab's first spin (tau 1850 ns) gave 0.07, and its run's swap came out fully mixed."""
+    import tomllib
+
+    from controller.harness.published_network import LAB_FILE, SEED, ranked_memory_gate
+    from sim_backends.lab import SimLab
+
+    lab = load_lab(LAB_FILE)
+    sim = SimLab(tomllib.loads(LAB_FILE.read_text()), SEED, tmp_path / "s", tmp_path / "s.json")
+    memory = sim.nodes["B"].physics.memories[0].truth
+    tau_ns, pulses = ranked_memory_gate(memory.__dict__)
+    f_l, a_par, a_perp = memory.larmor_hz, memory.a_par_hz, memory.a_perp_hz
+    values = {
+        **PARAMS,
+        **MEMORY_PLAN,
+        "c13_larmor_hz": f_l,
+        "c13_omega1_hz": math.hypot(f_l + a_par, a_perp),
+        "c13_t2_s": memory.t2_s,
+        "c13_tau_ns": tau_ns,
+        "c13_n_pulses": float(pulses),
+    }
+    survival = stored_state_survival(
+        values, hardware_of(lab, "B"), free_evolution(f_l, a_par, a_perp)
+    )
+    assert survival >= 0.9, (tau_ns, pulses, survival)
