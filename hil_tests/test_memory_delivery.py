@@ -320,19 +320,12 @@ def test_the_cli_checks_the_deliveries_before_anything_starts(option, value, mes
 
 
 # through the real transports -------------------------------------------------------------------
-def resonances(memory: dict, best: int = 2) -> list[int]:
-    """The truth's DD resonances with tau of 1-4 us on the 2 ns grid whose grid error turns
-    the gate's axis least (the error times the resonance order: over the gate's pulses the
-    nucleus drifts from the resonance by that much a period), the `best` of them."""
-    f_l, a_par, a_perp = memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"]
-    mean = (f_l + math.hypot(f_l + a_par, a_perp)) / 2
-    ranked = []
-    for order in range(1, 40, 2):
-        tau = order / (4 * mean) * 1e9
-        if 1000 <= tau <= 4000:
-            grid = 2 * round(tau / 2)
-            ranked.append((abs(grid - tau) * order, grid))
-    return [grid for _, grid in sorted(ranked)[:best]]
+def resonances(memory: dict, best: int = 2) -> list[float]:
+    """The truth's DD resonances of 1-4 us on the 2 ns grid whose grid error turns the gate's
+    axis least (truth_calibration.ranked_resonances), the `best` of them."""
+    from controller.harness.truth_calibration import ranked_resonances
+
+    return ranked_resonances(memory)[:best]
 
 
 def model_pulse_count(values: dict, hw, free) -> int:

@@ -37,6 +37,7 @@ from controller.harness.truth_calibration import (
     calibrate_links_from_truth,
     memory_n_1e_from_truth,
     phase_per_attempt_from_truth,
+    ranked_resonances,
 )
 from controller.harness.truth_states import (
     bell_fidelities,
@@ -127,21 +128,11 @@ def _sem(values: list[float]) -> float | None:
 
 
 def ranked_memory_gate(memory: dict) -> tuple[float, int]:
-    """(tau_ns, even pulse count) of the conditional pi/2: of the DD resonances tau_k = (2k -
-    1) / (4 f_mean) of 1-4 us (Taminiau et al., PRL 109, 137602 (2012)), each on the 2 ns grid,
-    the first whose gate reaches pi/2, ranked by the grid's error times the order k (over the
-    gate's pulses the nucleus drifts from the resonance by that much a period, which tilts the
-    gate's axis; as the tests' calibration ranks them). The soak's choice (nearest the grid in
-    1.5-2.5 us) took a resonance whose gate wrote mixed states on this lab's first spin."""
-    f_l, a_par, a_perp = memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"]
-    mean = (f_l + math.hypot(f_l + a_par, a_perp)) / 2
-    ranked = []
-    for order in range(1, 40, 2):
-        tau = order / (4 * mean) * 1e9
-        if 1000 <= tau <= 4000:
-            grid = 2 * round(tau / 2)
-            ranked.append((abs(grid - tau) * order, float(grid)))
-    for _, tau_ns in sorted(ranked):
+    """(tau_ns, even pulse count) of the conditional pi/2: of the DD resonances in the order
+    truth_calibration.ranked_resonances gives (as the tests' calibration ranks them), the
+    first whose gate reaches pi/2. The soak's choice (nearest the grid in 1.5-2.5 us) took a
+    resonance whose gate wrote mixed states on this lab's first spin."""
+    for tau_ns in ranked_resonances(memory):
         with contextlib.suppress(QnodeError):
             return tau_ns, gate_pulse_count(memory, tau_ns)
     raise QnodeError(f"no DD resonance of 1-4 us reaches pi/2 for this memory: {memory}")

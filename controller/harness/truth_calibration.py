@@ -268,3 +268,19 @@ def memory_n_1e_from_truth(
         if length(rho) < target:
             return float(min(limit, done + n + 1))
     return float(min(limit, done + step))
+
+
+def ranked_resonances(memory: dict) -> list[float]:
+    """The memory's DD resonances tau_k = (2k - 1) / (4 f_mean) of 1-4 us (Taminiau et al.,
+    PRL 109, 137602 (2012)), each on the 2 ns grid, ranked by the grid's error times the order
+    k: over a gate's pulses the nucleus drifts from the resonance by that much a period, which
+    tilts the gate's axis (what a c13_gate scan would find best first)."""
+    f_l, a_par, a_perp = memory["larmor_hz"], memory["a_par_hz"], memory["a_perp_hz"]
+    mean = (f_l + math.hypot(f_l + a_par, a_perp)) / 2
+    ranked = []
+    for order in range(1, 40, 2):
+        tau = order / (4 * mean) * 1e9
+        if 1000 <= tau <= 4000:
+            grid = 2 * round(tau / 2)
+            ranked.append((abs(grid - tau) * order, float(grid)))
+    return [grid for _, grid in sorted(ranked)]
