@@ -22,7 +22,7 @@
               simulator, planning model) and qnode's cut-offs beyond them
               (bench/network_figures.py: computed, its own tables printed too); the
               simulator's column from labs/sim_pompili_2021.toml through the five daemons,
-              read on the simulator's truth (controller/harness/published_network.py, ~30
+              read on the simulator's truth (controller/harness/published_network.py, ~50
               min; skipped with --no-published)
   demo        `make demo` end to end, wall seconds (skipped with --no-demo)
 
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-published",
         action="store_true",
-        help="skip the simulator's column of the published sets (~30 min)",
+        help="skip the simulator's column of the published sets (~50 min)",
     )
     args = parser.parse_args(argv)
     results: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -60,9 +60,10 @@ fidelity falls below it (with the paper's set ~5200 B-C attempts; the paper's fi
 is 450). A lower one keeps pairs longer, a higher one asks more stores per swap."""
 MOVE_FIDELITY = 0.94
 """The move's Bell fidelity the planning model is told (bench/published.py: assumed)."""
-SWAPS, GHZ_SHOTS = 12, 16
-"""Each swap needs ~5 stores at this cut-off, a store ~18 shots of the waiting memory's
-initialisation: ~1 min of wall time a swap or GHZ shot on two cores."""
+SWAPS, GHZ_SHOTS = 10, 16
+"""Each swap or GHZ shot needs ~7 stores at this cut-off (148 of 177 were cut off in the first
+run), a store ~18 shots of the waiting memory's initialisation: ~2 min of wall time each on
+two cores, ~50 min for these."""
 SEED = 20261201
 GHZ_PLAN = ("ZZZ", "XXX", "ZZZ", "XYY", "ZZZ", "YXY", "ZZZ", "YYX")
 """ZZZ every other shot: it gives three stabilisers, each other setting one."""
